@@ -1,0 +1,3 @@
+from partialnet.cli import run
+
+run()

@@ -1,0 +1,151 @@
+"""The `partialnet` command: parse, call `partialnet.api`, render. Errors become exit codes here only.
+
+Exit codes: 0 success, 1 a check failed, 2 bad input or usage, 3 not possible on this machine,
+4 an internal error (a bug: set PARTIALNET_DEBUG=1 for the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from partialnet import api
+from partialnet.errors import EXIT_INTERNAL, PartialnetError
+
+app = typer.Typer(
+    name="partialnet",
+    help="Load, fold, export, verify and benchmark PartialNet / FasterNet checkpoints.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+# Piped output (CI logs, `| tee`) gets room for whole tables instead of rich's 80-column default.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ImgszOption = Annotated[
+    Optional[list[int]],
+    typer.Option("--imgsz", help="Input size: one value (square) or H W; multiples of 32, >= 64.", show_default="224"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from partialnet import __version__
+
+        out.print(f"partialnet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Load, fold, export, verify and benchmark PartialNet / FasterNet checkpoints."""
+
+
+def _print_json(data) -> None:
+    out.print_json(json.dumps(data), highlight=False)
+
+
+@app.command()
+def models(imgsz: ImgszOption = None, as_json: JsonOption = False) -> None:
+    """List the 12 variants with params and GMACs measured here beside the published values."""
+    rows = api.model_table(api.parse_imgsz(imgsz))
+    if as_json:
+        _print_json(rows)
+        return
+    size = "x".join(map(str, rows[0]["imgsz"]))
+    table = Table(title=f"PartialNet / FasterNet variants (GMACs = multiply-adds at {size}, fvcore convention)")
+    for col in ("variant", "E", "depths", "act", "PAT_sp", "params", "published", "GMACs", "published", "Δ GMACs", "top-1*"):
+        table.add_column(col, justify="right" if col not in ("variant", "act", "depths") else "left")
+    for r in rows:
+        rel = r["gmacs_rel_diff"]
+        table.add_row(
+            r["name"],
+            str(r["embed_dim"]),
+            "-".join(map(str, r["depths"])),
+            r["act"],
+            "on" if r["pat_sp"] else "off",
+            f"{r['params']:,}",
+            f"{r['published_params']:,}" + ("" if r["params_match"] else " ≠"),
+            f"{r['gmacs']:.3f}",
+            f"{r['published_gmacs']:g}",
+            f"{100 * rel:+.2f}%" if rel is not None else "n/a",
+            f"{r['published_top1']:.1f}" if r["published_top1"] else "-",
+        )
+    out.print(table)
+    out.print("* published ImageNet-1K top-1, not verified here (needs trained weights and data).")
+
+
+def _widths(widths: list[list[int]]) -> str:
+    return " | ".join(f"stage {2 * i}: {','.join(map(str, w))}" for i, w in enumerate(widths))
+
+
+@app.command()
+def info(
+    source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
+    variant: Annotated[Optional[str], typer.Option("--variant", help="Expected variant; default: inferred.")] = None,
+    imgsz: ImgszOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Describe a checkpoint: variant, container, params, GMACs, BatchNorms, PAT_sp, DPConv widths."""
+    row = api.inspect(source, variant, api.parse_imgsz(imgsz))
+    if as_json:
+        _print_json(row)
+        return
+    table = Table(show_header=False, title=row["source"])
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    how = "inferred from tensor shapes" if row["variant_inferred"] else "as named"
+    table.add_row("variant", f"{row['variant']} ({how})")
+    table.add_row("weights", "RANDOM (no checkpoint given)" if row["random_weights"] else ", ".join(row["dtypes"]))
+    table.add_row("container", row["container"])
+    if not row["random_weights"]:
+        prefix = f", prefix '{row['prefix']}' stripped" if row["prefix"] else ""
+        table.add_row("key layout", row["key_layout"] + prefix)
+        if row["ignored_keys"]:
+            table.add_row("ignored keys", f"{len(row['ignored_keys'])} outside the model: {', '.join(row['ignored_keys'][:3])}")
+        table.add_row("file", f"{row['file_bytes']:,} bytes, sha256 {row['sha256'][:16]}…")
+    table.add_row("family", f"{row['family']}, embed_dim {row['embed_dim']}, depths {'-'.join(map(str, row['depths']))}, {row['act']}")
+    table.add_row("params", f"{row['params']:,}")
+    table.add_row("GMACs", f"{row['gmacs']:.4f} at {'x'.join(map(str, row['imgsz']))}")
+    table.add_row("BatchNorm layers", str(row["batchnorm_layers"]))
+    table.add_row("PAT_sp", "on" if row["pat_sp"] else "off")
+    table.add_row("DPConv widths", _widths(row["dpconv_widths"]) if row["dpconv_widths"] else "none (static mixers)")
+    table.add_row("num_classes", str(row["num_classes"]))
+    out.print(table)
+
+
+def run() -> None:
+    """Console-script entry point: the one place where errors turn into exit codes.
+
+    Typer's standalone mode already answers usage errors with exit code 2; everything else that
+    escapes a command arrives here.
+    """
+    try:
+        app()
+    except PartialnetError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so in one line unless asked for the traceback
+        if os.environ.get("PARTIALNET_DEBUG"):
+            raise
+        err.print(f"internal error: {type(exc).__name__}: {exc} (set PARTIALNET_DEBUG=1 for the traceback)", markup=False)
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    run()
