@@ -211,8 +211,8 @@ class PartialSelfAttention(nn.Module):
         super().__init__()
         self.c1, self.c2 = split_sizes(dim)
         self.partial_conv3 = nn.Conv2d(self.c1, self.c1, 3, padding=1, bias=False)
+        self.attn = RelativeSelfAttention(self.c2)  # registered before norm, as in the reference key order
         self.norm = LayerNorm2d(self.c2)
-        self.attn = RelativeSelfAttention(self.c2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = torch.split(x, [self.c1, self.c2], dim=1)
@@ -226,10 +226,11 @@ class PartialSpatialAttention(nn.Module):
         super().__init__()
         self.half = dim // 2
         self.rest = dim - self.half
+        # Registration order follows the reference key order: conv, conv_attn, norm, norm2.
+        self.conv = nn.Conv2d(self.half, self.half, 1, bias=False)
         self.conv_attn = nn.Conv2d(self.rest, 1, 1, bias=False)
         self.norm = nn.BatchNorm2d(self.rest)
         self.norm2 = nn.BatchNorm2d(self.half)
-        self.conv = nn.Conv2d(self.half, self.half, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = torch.split(x, [self.rest, self.half], dim=1)

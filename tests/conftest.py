@@ -1,0 +1,42 @@
+"""Fixtures shared by the tests: the T0 golden weights and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from helpers import fixture_path
+
+
+@pytest.fixture(scope="session")
+def t0_state_dict() -> dict[str, torch.Tensor]:
+    return torch.load(fixture_path("partialnet_t0_random.pth"), weights_only=True)
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run the real entry point in-process: exit code, stdout and stderr, as a user would see them."""
+    from partialnet.cli import run
+
+    def invoke(*args: str) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["partialnet", *map(str, args)])
+        code = 0
+        try:
+            run()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke

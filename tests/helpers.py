@@ -1,0 +1,59 @@
+"""Paths and loaders shared by the tests (imported by name: tests/ is on sys.path, not a package)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("PARTIALNET_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+SPEC = FIXTURES.parent / "spec"
+
+
+def fixture_path(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.exists():
+        pytest.skip(f"golden fixture {path} not present (../shared/fixtures is only beside the project checkout)")
+    return path
+
+
+def golden(variant: str) -> tuple[Path, torch.Tensor, torch.Tensor]:
+    """(checkpoint path, input, reference logits) for a fixture variant such as 't0'."""
+    ckpt = fixture_path(f"partialnet_{variant}_random.pth")
+    io = np.load(fixture_path(f"partialnet_{variant}_io.npz"))
+    return ckpt, torch.from_numpy(io["input"]), torch.from_numpy(io["logits"])
+
+
+def to_dpconv(sd: dict[str, torch.Tensor], widths: dict[tuple[int, int], int], seed: int = 0) -> dict[str, torch.Tensor]:
+    """A PartialNet state_dict rewritten as a DPConv (`auto_div`) checkpoint with the given widths.
+
+    Every mixer's keys are replaced by the DPConv layout of the spec: a full square 3×3 weight, the gate,
+    the Kronecker buffers and the learned width `one_channel` (`widths[(stage, block)]`, default C//4).
+    """
+    import math
+    import re
+
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    blocks: dict[str, int] = {}
+    for key, value in sd.items():
+        m = re.match(r"^(stages\.(\d)\.blocks\.(\d+)\.spatial_mixing\.)", key)
+        if not m:
+            out[key] = value
+            continue
+        prefix = m.group(1)
+        if prefix not in blocks:
+            dim = sd[f"stages.{m.group(2)}.blocks.{m.group(3)}.mlp.0.weight"].shape[1]
+            blocks[prefix] = dim
+            stage, block = int(m.group(2)) // 2, int(m.group(3))
+            out[prefix + "conv.weight"] = torch.randn(dim, dim, 3, 3, generator=gen) * 0.1
+            out[prefix + "gate"] = torch.randn(int(math.log2(dim)), generator=gen)
+            out[prefix + "I"] = torch.eye(2)
+            out[prefix + "one"] = torch.ones(2, 2)
+            out[prefix + "c_div"] = torch.tensor(4, dtype=torch.int32)
+            out[prefix + "one_channel"] = torch.tensor(widths.get((stage, block), dim // 4), dtype=torch.int32)
+    return out

@@ -1,0 +1,230 @@
+"""Checkpoints in the wild: every container and key layout loads to identical logits; wrong ones fail loudly."""
+
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import golden, to_dpconv
+from partialnet import BadInput, create_model, load_checkpoint
+from partialnet.checkpoint import KeyMismatch
+
+X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+
+
+def logits(model):
+    with torch.no_grad():
+        return model(X)
+
+
+@pytest.fixture(scope="module")
+def reference_logits():
+    model, _ = load_checkpoint(golden("t0")[0])
+    return logits(model)
+
+
+def lightning(sd):
+    return {
+        "epoch": 12,
+        "global_step": 3400,
+        "pytorch-lightning_version": "2.4.0",
+        "state_dict": {f"model.{k}": v for k, v in sd.items()},
+        "optimizer_states": [{"state": {}, "param_groups": [{"lr": 0.001, "params": [0, 1]}]}],
+        "lr_schedulers": [],
+        "hyper_parameters": {"arch": "partialnet_t0", "lr": 0.001},
+    }
+
+
+CONTAINERS = {
+    "plain.pth": (lambda sd: sd, "state_dict"),
+    "lightning.ckpt": (lightning, "dict['state_dict']"),
+    "wrapped_model.pt": (lambda sd: {"model": sd, "epoch": 3}, "dict['model']"),
+    "wrapped_state_dict.bin": (lambda sd: {"state_dict": sd}, "dict['state_dict']"),
+    "wrapped_ema.pth": (lambda sd: {"model_ema": sd, "optimizer": {}}, "dict['model_ema']"),
+    "ddp.pth": (lambda sd: {f"module.{k}": v for k, v in sd.items()}, "state_dict"),
+    "ddp_in_wrapper.pth": (lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}}, "dict['model']"),
+    "compiled.pth": (lambda sd: {f"_orig_mod.{k}": v for k, v in sd.items()}, "state_dict"),
+}
+
+
+@pytest.mark.parametrize("name", list(CONTAINERS))
+def test_container_round_trips_to_identical_logits(name, tmp_path, t0_state_dict, reference_logits):
+    wrap, container = CONTAINERS[name]
+    path = tmp_path / name
+    torch.save(wrap(t0_state_dict), path)
+    model, info = load_checkpoint(path)
+    assert info.variant == "partialnet_t0" and info.container == container
+    assert torch.equal(logits(model), reference_logits)
+
+
+def test_lightning_prefix_is_reported(tmp_path, t0_state_dict):
+    path = tmp_path / "l.ckpt"
+    torch.save(lightning(t0_state_dict), path)
+    _, info = load_checkpoint(path)
+    assert info.prefix == "model."
+
+
+def test_safetensors_written_by_the_real_library(tmp_path, t0_state_dict, reference_logits):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    path = tmp_path / "model.safetensors"
+    safetensors_torch.save_file(t0_state_dict, str(path), metadata={"format": "pt"})
+    model, info = load_checkpoint(path)
+    assert "safetensors" in info.container
+    assert torch.equal(logits(model), reference_logits)
+
+
+def test_safetensors_without_suffix_is_sniffed(tmp_path, t0_state_dict, reference_logits):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    path = tmp_path / "weights.bin"
+    safetensors_torch.save_file(t0_state_dict, str(path))
+    assert torch.equal(logits(load_checkpoint(path)[0]), reference_logits)
+
+
+def to_timm(sd):
+    """The renaming timm applies to FasterNet, written out independently of the loader."""
+    out = {}
+    for key, value in sd.items():
+        key = re.sub(r"^avgpool_pre_head\.1\.", "conv_head.", key)
+        key = re.sub(r"^head\.", "classifier.", key)
+        m = re.match(r"^stages\.(\d+)\.(.*)$", key)
+        if m:
+            i, rest = int(m.group(1)), m.group(2)
+            key = f"stages.{(i + 1) // 2}.downsample.{rest}" if i % 2 else f"stages.{i // 2}.{rest}"
+        out[key] = value
+    return out
+
+
+def test_timm_fasternet_keys(tmp_path):
+    reference = create_model("fasternet_t0")
+    for p in reference.parameters():
+        p.data.normal_(0, 0.05)
+    path = tmp_path / "timm_fasternet.pth"
+    torch.save(to_timm(reference.state_dict()), path)
+    model, info = load_checkpoint(path)
+    assert info.variant == "fasternet_t0" and info.key_layout == "timm"
+    assert torch.equal(logits(model), logits(reference))
+
+
+def test_half_precision_checkpoint_loads_and_reports_dtype(tmp_path, t0_state_dict):
+    path = tmp_path / "half.pth"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in t0_state_dict.items()}, path)
+    model, info = load_checkpoint(path)
+    assert info.dtypes == ["float16"]
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_missing_num_batches_tracked_is_tolerated(tmp_path, t0_state_dict, reference_logits):
+    path = tmp_path / "no_nbt.pth"
+    torch.save({k: v for k, v in t0_state_dict.items() if not k.endswith("num_batches_tracked")}, path)
+    assert torch.equal(logits(load_checkpoint(path)[0]), reference_logits)
+
+
+def test_keys_outside_the_model_prefix_are_reported_not_loaded(tmp_path, t0_state_dict, reference_logits):
+    ckpt = lightning(t0_state_dict)
+    ckpt["state_dict"]["criterion.class_weights"] = torch.ones(1000)
+    path = tmp_path / "extra.ckpt"
+    torch.save(ckpt, path)
+    model, info = load_checkpoint(path)
+    assert info.ignored_keys == ["criterion.class_weights"]
+    assert torch.equal(logits(model), reference_logits)
+
+
+# ---------------------------------------------------------------- DPConv
+
+
+WIDTHS = {(0, 0): 4, (1, 1): 16, (2, 3): 0, (3, 0): 256, (3, 1): 32}
+
+
+@pytest.fixture(scope="module")
+def dpconv_checkpoint(tmp_path_factory, t0_state_dict):
+    path = tmp_path_factory.mktemp("dp") / "dpconv_t0.pth"
+    torch.save(to_dpconv(t0_state_dict, WIDTHS), path)
+    return path
+
+
+def test_dpconv_widths_are_read_per_layer(dpconv_checkpoint):
+    model, info = load_checkpoint(dpconv_checkpoint)
+    assert info.variant == "partialnet_t0"
+    dims = [32, 64, 128, 256]
+    expected = [[WIDTHS.get((s, b), dims[s] // 4) for b in range(d)] for s, d in enumerate((1, 2, 8, 2))]
+    assert info.dpconv_widths == expected
+
+
+def test_dpconv_layer_is_a_static_partial_conv_of_its_width(dpconv_checkpoint):
+    model, _ = load_checkpoint(dpconv_checkpoint)
+    sd = torch.load(dpconv_checkpoint, weights_only=True)
+    x = torch.randn(1, 128, 8, 8)
+    for block, width in ((3, 0), (0, 32)):
+        layer = model.stages[4].blocks[block].spatial_mixing
+        w = sd[f"stages.4.blocks.{block}.spatial_mixing.conv.weight"]
+        # Independent form: the full conv with the weight masked to its top-left width×width block.
+        mask = torch.zeros_like(w)
+        mask[:width, :width] = 1
+        full = F.conv2d(x, w * mask, padding=1)
+        expected = torch.cat([full[:, :width], x[:, width:]], dim=1)
+        with torch.no_grad():
+            assert torch.allclose(layer(x), expected, atol=1e-6)
+
+
+def test_dpconv_full_width_and_stage6_residuals_run(dpconv_checkpoint):
+    model, _ = load_checkpoint(dpconv_checkpoint)
+    assert model.stages[6].blocks[0].two_residuals
+    out = logits(model)
+    assert out.shape == (2, 1000) and torch.isfinite(out).all()
+    exported = torch.export.export(model, (X,))
+    with torch.no_grad():
+        assert torch.equal(exported.module()(X), out)
+
+
+def test_dpconv_width_out_of_range_is_rejected(tmp_path, t0_state_dict):
+    path = tmp_path / "bad_dp.pth"
+    torch.save(to_dpconv(t0_state_dict, {(0, 0): 99}), path)
+    with pytest.raises(BadInput, match=r"one_channel = 99, outside \[0, 32\]"):
+        load_checkpoint(path)
+
+
+# ---------------------------------------------------------------- strictness
+
+
+def test_wrong_named_variant_is_a_shape_diff(tmp_path):
+    with pytest.raises(KeyMismatch, match="does not match partialnet_t1") as info:
+        load_checkpoint(golden("t0")[0], variant="partialnet_t1")
+    assert info.value.diff.misshaped and "patch_embed.proj.weight [32, 3, 4, 4] vs model [48, 3, 4, 4]" in str(info.value)
+
+
+def test_fasternet_checkpoint_named_as_partialnet_lists_the_diff(tmp_path):
+    path = tmp_path / "fn.pth"
+    torch.save(create_model("fasternet_t0").state_dict(), path)
+    with pytest.raises(KeyMismatch) as info:
+        load_checkpoint(path, variant="partialnet_t0")
+    diff = info.value.diff
+    assert diff.missing and diff.misshaped
+
+
+def test_missing_block_is_reported_by_name(tmp_path, t0_state_dict):
+    path = tmp_path / "short.pth"
+    torch.save({k: v for k, v in t0_state_dict.items() if not k.startswith("stages.4.blocks.7.")}, path)
+    with pytest.raises(KeyMismatch, match=r"missing: stages\.4\.blocks\.7\.") as info:
+        load_checkpoint(path)
+    # 20 keys in the block; its 4 num_batches_tracked counters are tolerated when missing.
+    assert len(info.value.diff.missing) == 16
+
+
+def test_head_size_follows_the_checkpoint(tmp_path, t0_state_dict):
+    sd = dict(t0_state_dict)
+    sd["head.weight"], sd["head.bias"] = torch.randn(10, 1280), torch.randn(10)
+    path = tmp_path / "ten.pth"
+    torch.save(sd, path)
+    model, info = load_checkpoint(path)
+    assert info.num_classes == 10 and logits(model).shape == (2, 10)
+
+
+def test_non_finite_weights_are_rejected(tmp_path, t0_state_dict):
+    sd = dict(t0_state_dict)
+    sd["head.bias"] = torch.full((1000,), math.nan)
+    path = tmp_path / "nan.pth"
+    torch.save(sd, path)
+    with pytest.raises(BadInput, match="NaN/Inf"):
+        load_checkpoint(path)
