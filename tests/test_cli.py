@@ -1,0 +1,162 @@
+"""The command line as a user meets it: tables, JSON, and one-line errors with the documented exit codes."""
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import golden, to_dpconv
+
+
+def test_models_json_lists_all_twelve_with_measured_numbers(cli):
+    result = cli("models", "--json")
+    assert result.code == 0, result.err
+    rows = result.json()
+    assert [r["name"] for r in rows][:2] == ["partialnet_t0", "partialnet_t1"] and len(rows) == 12
+    assert all(r["params_match"] and abs(r["gmacs_rel_diff"]) < 0.01 for r in rows)
+
+
+def test_models_table(cli):
+    result = cli("models")
+    assert result.code == 0
+    assert "partialnet_t0" in result.out and "fasternet_l" in result.out and "3,486,160" in result.out
+
+
+def test_info_on_variant_name_says_random_weights(cli):
+    result = cli("info", "partialnet_t0")
+    assert result.code == 0
+    assert "RANDOM" in result.out and "3,486,160" in result.out
+
+
+def test_info_json_on_fixture(cli):
+    result = cli("info", golden("t1")[0], "--json")
+    assert result.code == 0, result.err
+    row = result.json()
+    assert row["variant"] == "partialnet_t1" and row["pat_sp"] is True and row["num_classes"] == 1000
+    assert row["params"] == 6_144_552 and row["batchnorm_layers"] == 65
+    assert len(row["sha256"]) == 64 and row["dpconv_widths"] == []
+
+
+def test_info_shows_dpconv_widths(cli, tmp_path, t0_state_dict):
+    path = tmp_path / "dp.pth"
+    torch.save(to_dpconv(t0_state_dict, {(0, 0): 2}), path)
+    result = cli("info", path)
+    assert result.code == 0, result.err
+    assert "stage 0: 2" in result.out and "stage 4: 32,32" in result.out
+
+
+class Payload:
+    """Unpickling this runs a shell command that creates a marker file: the classic malicious checkpoint."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def make_bad_inputs(tmp: Path, fixture: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (path, a fragment the error message must contain)."""
+    (tmp / "empty.pth").write_bytes(b"")
+    (tmp / "notes.pth").write_text("these are not weights\n")
+    data = fixture.read_bytes()
+    (tmp / "truncated.pth").write_bytes(data[: len(data) // 3])
+    torch.save({"x": Payload(tmp / "PWNED")}, tmp / "malicious.pth")
+    with (tmp / "malicious_raw.pkl").open("wb") as f:
+        pickle.dump(Payload(tmp / "PWNED"), f, protocol=2)
+    torch.save(torch.nn.Linear(2, 2), tmp / "whole_module.pt")
+    torch.save([1, 2, 3], tmp / "list.pt")
+    torch.save({"epoch": 3, "optimizer": {}}, tmp / "no_weights.pt")
+    torch.save({"conv.weight": torch.zeros(3, 3)}, tmp / "other_model.pt")
+    (tmp / "broken.safetensors").write_bytes(b"\xff" * 8 + b"{}")
+    (tmp / "a_directory").mkdir()
+    return {
+        "missing": (tmp / "does_not_exist.pth", "no such file"),
+        "directory": (tmp / "a_directory", "is a directory"),
+        "empty": (tmp / "empty.pth", "empty file"),
+        "text": (tmp / "notes.pth", "not a checkpoint"),
+        "truncated": (tmp / "truncated.pth", "truncated or corrupt"),
+        "malicious": (tmp / "malicious.pth", "refused"),
+        "malicious_raw_pickle": (tmp / "malicious_raw.pkl", "refused"),
+        "whole_module": (tmp / "whole_module.pt", "refused"),
+        "wrong_type": (tmp / "list.pt", "holds a list"),
+        "no_weights": (tmp / "no_weights.pt", "no model weights found"),
+        "other_model": (tmp / "other_model.pt", "not a PartialNet/FasterNet checkpoint"),
+        "corrupt_safetensors": (tmp / "broken.safetensors", "corrupt safetensors"),
+    }
+
+
+BAD = [
+    "missing",
+    "directory",
+    "empty",
+    "text",
+    "truncated",
+    "malicious",
+    "malicious_raw_pickle",
+    "whole_module",
+    "wrong_type",
+    "no_weights",
+    "other_model",
+    "corrupt_safetensors",
+]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_checkpoint_gives_one_line_and_exit_2(case, cli, tmp_path):
+    path, fragment = make_bad_inputs(tmp_path, golden("t0")[0])[case]
+    result = cli("info", path)
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.err
+    assert "Traceback" not in result.err
+    assert not (tmp_path / "PWNED").exists(), "the pickle payload ran"
+
+
+def test_mismatched_keys_show_the_diff(cli, tmp_path, t0_state_dict):
+    sd = dict(t0_state_dict)
+    del sd["head.bias"]
+    sd["stages.0.blocks.0.mlp.0.weight"] = torch.zeros(3, 3, 1, 1)
+    sd["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "edited.pth"
+    torch.save(sd, path)
+    result = cli("info", path)
+    assert result.code == 2
+    assert "1 missing: head.bias" in result.err and "1 unexpected: extra.weight" in result.err
+    assert "stages.0.blocks.0.mlp.0.weight [3, 3, 1, 1] vs model [64, 32, 1, 1]" in result.err
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["info", "partialnet_xl"], "neither a file nor a known variant"),
+        (["info", "partialnet_t0", "--variant", "partialnet_t1"], "contradicts"),
+        (["info", "PLACEHOLDER", "--variant", "resnet50"], "unknown variant"),
+        (["info", "partialnet_t0", "--imgsz", "100"], "multiple of 32"),
+    ],
+)
+def test_bad_names_and_options_exit_2(cli, args, fragment):
+    args = [str(golden("t0")[0]) if a == "PLACEHOLDER" else a for a in args]
+    result = cli(*args)
+    assert result.code == 2 and fragment in result.err and "Traceback" not in result.err
+
+
+def test_usage_errors_exit_2(cli):
+    assert cli("no-such-command").code == 2
+    assert cli("info").code == 2
+
+
+def test_console_script_end_to_end(tmp_path):
+    """The installed `partialnet` executable, in a real process: output, exit code, no traceback."""
+    exe = shutil.which("partialnet") or str(Path(sys.executable).with_name("partialnet"))
+    if not Path(exe).exists():
+        pytest.skip("the partialnet console script is not installed in this environment")
+    ok = subprocess.run([exe, "info", "partialnet_t0", "--json"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and '"variant": "partialnet_t0"' in ok.stdout
+    bad = subprocess.run([exe, "info", str(tmp_path / "nope.pth")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
