@@ -88,11 +88,12 @@ def split_sizes(dim: int) -> tuple[int, int]:
 
 
 class PartialConv(nn.Module):
-    """FasterNet's PConv: a 3×3 conv on the first quarter of the channels, the rest passed through."""
+    """FasterNet's PConv: a 3×3 conv on the first `width` channels (a quarter by default), the rest passed."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, width: int | None = None):
         super().__init__()
-        self.c1, self.c2 = split_sizes(dim)
+        self.c1 = dim // N_DIV if width is None else width
+        self.c2 = dim - self.c1
         self.partial_conv3 = nn.Conv2d(self.c1, self.c1, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,8 +139,8 @@ class PartialChannelAttention(nn.Module):
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channel dim of an NCHW tensor, at each pixel."""
 
-    def __init__(self, dim: int):
-        super().__init__(dim, eps=LAYERNORM_EPS)
+    def __init__(self, dim: int, affine: bool = True):
+        super().__init__(dim, eps=LAYERNORM_EPS, elementwise_affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 2, 3, 1)

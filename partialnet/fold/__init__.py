@@ -1,0 +1,195 @@
+"""Fold a reference-exact model into its deploy graph, exactly, and say what each pass did.
+
+`fold(model, imgsz)` copies the model, applies the passes in order, and after each one runs a fixed
+probe batch through it to record the largest logit difference from the original. The deploy model
+has no BatchNorm left (sites that cannot fold are reported with their reason) and a constant attention
+bias for `imgsz`.
+
+A deploy file (`partialnet fold -o deploy.pt`) stores the architecture, the input size and the folded
+state_dict, all loadable with `weights_only=True`; `load_deploy` rebuilds the module tree by folding a
+fresh model of the same architecture and then loads the weights strictly.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from partialnet.checkpoint import read_file
+from partialnet.errors import BadInput, CheckFailed
+from partialnet.fold.passes import PASSES, FoldContext
+from partialnet.models.flops import measure_cost
+from partialnet.models.partialnet import Arch, PartialNet
+from partialnet.outputs import atomic_outputs
+
+DEPLOY_FORMAT = "partialnet-deploy"
+DEPLOY_VERSION = 1
+FOLD_TOLERANCE = 1e-4  # a fold adds fp32 round-off (~1e-6); anything near this is a bug, never shipped
+PROBE_BATCH = 2
+
+
+@dataclass
+class PassRecord:
+    name: str
+    description: str
+    sites: int
+    folded: list[str]
+    not_folded: list[dict]
+    max_abs_diff: float
+
+
+@dataclass
+class FoldReport:
+    imgsz: tuple[int, int]
+    passes: list[PassRecord] = field(default_factory=list)
+    params_before: int = 0
+    params_after: int = 0
+    gmacs_before: float = 0.0
+    gmacs_after: float = 0.0
+    batchnorms_before: int = 0
+    batchnorms_after: int = 0
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((p.max_abs_diff for p in self.passes), default=0.0)
+
+    @property
+    def not_folded(self) -> list[dict]:
+        return [site for p in self.passes for site in p.not_folded]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["imgsz"] = list(self.imgsz)
+        data["max_abs_diff"] = self.max_abs_diff
+        return data
+
+    def summary(self) -> str:
+        folded = sum(p.sites for p in self.passes)
+        return (
+            f"{folded} sites folded in {len(self.passes)} passes, {len(self.not_folded)} not folded; "
+            f"BatchNorms {self.batchnorms_before}->{self.batchnorms_after}; max |dlogits| {self.max_abs_diff:.2e}"
+        )
+
+
+def count_batchnorms(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def probe_input(imgsz: tuple[int, int], batch: int = PROBE_BATCH) -> torch.Tensor:
+    return torch.randn(batch, 3, *imgsz, generator=torch.Generator().manual_seed(20250303))
+
+
+def fold(
+    model: PartialNet,
+    imgsz: tuple[int, int] = (224, 224),
+    *,
+    skip: frozenset[str] | set[str] = frozenset(),
+    check: bool = True,
+    tolerance: float = FOLD_TOLERANCE,
+) -> tuple[PartialNet, FoldReport]:
+    """A folded copy of `model` for inputs of `imgsz`, and the report; the original is untouched.
+
+    With `check`, a fold whose logits differ from the original by more than `tolerance` raises
+    `CheckFailed` instead of returning a wrong deploy model.
+    """
+    deploy = copy.deepcopy(model).float().eval()
+    ctx = FoldContext(imgsz=tuple(imgsz), skip=frozenset(skip))
+    x = probe_input(ctx.imgsz) if check else None
+    with torch.no_grad():
+        reference = model.float().eval()(x) if check else None
+    before = measure_cost(model, ctx.imgsz)
+    report = FoldReport(
+        imgsz=ctx.imgsz,
+        params_before=before.params,
+        gmacs_before=round(before.gmacs, 5),
+        batchnorms_before=count_batchnorms(model),
+    )
+    for p in PASSES:
+        with torch.no_grad():  # folded tensors must be plain leaves, never parts of an autograd graph
+            outcome = p.apply(deploy, ctx)
+        diff = 0.0
+        if check:
+            with torch.no_grad():
+                diff = (deploy(x) - reference).abs().max().item()
+        report.passes.append(
+            PassRecord(
+                name=p.name,
+                description=p.description,
+                sites=len(outcome.folded),
+                folded=outcome.folded,
+                not_folded=[{"site": s, "reason": r} for s, r in outcome.skipped],
+                max_abs_diff=diff,
+            )
+        )
+    after = measure_cost(deploy, ctx.imgsz)
+    report.params_after, report.gmacs_after = after.params, round(after.gmacs, 5)
+    report.batchnorms_after = count_batchnorms(deploy)
+    if check and report.max_abs_diff > tolerance:
+        worst = max(report.passes, key=lambda r: r.max_abs_diff)
+        raise CheckFailed(
+            f"folding changed the logits by {report.max_abs_diff:.3e} (> {tolerance:g}), first large after pass "
+            f"{worst.name!r}; this is a bug in partialnet, please report it"
+        )
+    return deploy.eval(), report
+
+
+# ---------------------------------------------------------------- deploy files
+
+
+def _arch_to_dict(arch: Arch) -> dict:
+    data = asdict(arch)
+    data["depths"] = list(arch.depths)
+    data["mixers"] = [[list(m) if isinstance(m, tuple) else m for m in stage] for stage in arch.mixers]
+    return data
+
+
+def _arch_from_dict(data: dict) -> Arch:
+    mixers = tuple(tuple(tuple(m) if isinstance(m, list) else m for m in stage) for stage in data["mixers"])
+    return Arch(**{**data, "depths": tuple(data["depths"]), "mixers": mixers})
+
+
+def save_deploy(path: Path, deploy: PartialNet, report: FoldReport, source: dict, force: bool = False) -> None:
+    payload = {
+        "format": DEPLOY_FORMAT,
+        "version": DEPLOY_VERSION,
+        "arch": _arch_to_dict(deploy.arch),
+        "imgsz": list(report.imgsz),
+        "not_folded": [s["site"] for s in report.not_folded],
+        "source": source,
+        "report": report.to_dict(),
+        "state_dict": deploy.state_dict(),
+    }
+    with atomic_outputs([Path(path)], force) as (temp,):
+        torch.save(payload, temp)
+
+
+def is_deploy_file(obj: object) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == DEPLOY_FORMAT
+
+
+def load_deploy(path: str | Path) -> tuple[PartialNet, dict]:
+    """(deploy model, the file's metadata) from a file written by `save_deploy`."""
+    path = Path(path)
+    obj = read_file(path)
+    if not is_deploy_file(obj):
+        raise BadInput(f"{path}: not a partialnet deploy file (write one with `partialnet fold`)")
+    if obj.get("version") != DEPLOY_VERSION:
+        raise BadInput(f"{path}: deploy file version {obj.get('version')} unsupported (this partialnet reads {DEPLOY_VERSION})")
+    try:
+        arch = _arch_from_dict(obj["arch"])
+        imgsz = tuple(obj["imgsz"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInput(f"{path}: damaged deploy file header ({exc})") from None
+    with torch.device("meta"):  # structure only: folding a weightless skeleton costs no arithmetic
+        deploy, _ = fold(PartialNet(arch), imgsz, skip=set(obj.get("not_folded", [])), check=False)
+    deploy = deploy.to_empty(device="cpu")
+    try:
+        deploy.load_state_dict(obj["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise BadInput(f"{path}: deploy weights do not match its header ({str(exc).splitlines()[0]})") from None
+    meta = {k: v for k, v in obj.items() if k != "state_dict"}
+    return deploy.eval(), meta
