@@ -5,16 +5,31 @@ The CLI only parses arguments and renders what these return.
 
 from __future__ import annotations
 
+import importlib
+import json
+import time
 from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from partialnet.checkpoint import resolve
-from partialnet.errors import BadInput
+from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, CheckpointInfo, resolve, sha256_of
+from partialnet.errors import BadInput, CheckFailed
+from partialnet.exporters.formats import format_for_path, get_format
+from partialnet.exporters.onnx import DEFAULT_OPSET, OnnxOptions
+from partialnet.fold import FoldReport, count_batchnorms, fold, save_deploy
 from partialnet.models.flops import measure_cost
 from partialnet.models.partialnet import PartialNet
 from partialnet.models.registry import VARIANTS, Variant
+from partialnet.outputs import atomic_outputs, refuse_existing, write_json
+from partialnet.preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, load_images
+from partialnet.runtimes.onnxruntime import OnnxRuntimeRunner
+from partialnet.runtimes.torch_eager import TorchRunner
+from partialnet.verify import DEFAULT_TOLERANCES, ParityReport, compare, image_batches, random_batches
 
 MIN_IMGSZ = 64
 STRIDE = 32
@@ -65,10 +80,6 @@ def model_table(imgsz: tuple[int, int] = (224, 224)) -> list[dict]:
     return [variant_row(v, imgsz) for v in VARIANTS.values()]
 
 
-def count_batchnorms(model: nn.Module) -> int:
-    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
 def inspect(source: str, variant: str | None = None, imgsz: tuple[int, int] = (224, 224)) -> dict:
     """Everything `partialnet info` shows about a checkpoint or a variant name."""
     model, info = resolve(source, variant)
@@ -81,3 +92,219 @@ def inspect(source: str, variant: str | None = None, imgsz: tuple[int, int] = (2
         batchnorm_layers=count_batchnorms(model),
     )
     return row
+
+
+# ---------------------------------------------------------------- fold, export, verify
+
+DYNAMIC_VERIFY_BATCH = 4
+
+
+def default_output(info: CheckpointInfo, suffix: str) -> Path:
+    """Beside the checkpoint (`model.pth` → `model.onnx`), or `./<variant><suffix>` for a bare variant."""
+    if info.random_weights:
+        return Path.cwd() / f"{info.variant}{suffix}"
+    source = Path(info.source)
+    return source.with_name(source.name.split(".")[0] + suffix)
+
+
+def source_record(info: CheckpointInfo) -> dict:
+    return {
+        "source": info.source,
+        "variant": info.variant,
+        "sha256": info.sha256,
+        "random_weights": info.random_weights,
+        "random_weights_seed": RANDOM_WEIGHTS_SEED if info.random_weights else None,
+    }
+
+
+def fold_checkpoint(
+    source: str,
+    output: str | Path | None = None,
+    imgsz: tuple[int, int] = (224, 224),
+    variant: str | None = None,
+    report_path: str | Path | None = None,
+    force: bool = False,
+) -> dict:
+    """Fold a checkpoint (or variant) into a deploy file; returns the report and where things went."""
+    model, info = resolve(source, variant)
+    out = Path(output) if output else default_output(info, ".deploy.pt")
+    report_out = Path(report_path) if report_path else out.with_name(out.name + ".fold.json")
+    refuse_existing([out, report_out], force)
+    deploy, report = fold(model, imgsz)
+    result = {"output": str(out), "report_path": str(report_out), **source_record(info), "report": report.to_dict()}
+    with atomic_outputs([report_out], force) as (temp,):
+        save_deploy(out, deploy, report, source_record(info), force=force)
+        write_json(temp, result)
+    return result
+
+
+def artifact_metadata(info: CheckpointInfo, report: FoldReport, options: OnnxOptions, precision: str) -> dict[str, str]:
+    """What travels inside the artifact, so a deployed file says what it is and how to feed it."""
+    from partialnet import __version__
+
+    return {
+        "producer": "partialnet",
+        "partialnet_version": __version__,
+        "variant": info.variant,
+        "source": Path(info.source).name,
+        "source_sha256": info.sha256 or f"random weights (seed {RANDOM_WEIGHTS_SEED})",
+        "imgsz": f"{options.imgsz[0]},{options.imgsz[1]}",
+        "layout": "NCHW",
+        "batch": "dynamic" if options.dynamic else str(options.batch),
+        "precision": precision,
+        "input": "images: float RGB, normalised",
+        "mean": json.dumps(IMAGENET_MEAN),
+        "std": json.dumps(IMAGENET_STD),
+        "preprocess": f"bicubic resize short side to {int(min(options.imgsz) / CROP_RATIO)}, centre crop, /255, mean/std",
+        "num_classes": str(info.num_classes),
+        "fold": report.summary(),
+    }
+
+
+def _parity_cases(io: dict, samples: int, images: np.ndarray | None) -> list[tuple[str, list[np.ndarray]]]:
+    imgsz = tuple(io["imgsz"])
+    if io["dynamic"]:
+        cases = [
+            ("random, batch 1", random_batches(1, max(1, samples // 2), imgsz, seed=1)),
+            (f"random, batch {DYNAMIC_VERIFY_BATCH}", random_batches(DYNAMIC_VERIFY_BATCH, samples, imgsz, seed=2)),
+        ]
+    else:
+        cases = [(f"random, batch {io['batch']}", random_batches(io["batch"], samples, imgsz, seed=1))]
+    if images is not None:
+        batch = io["batch"] or min(len(images), DYNAMIC_VERIFY_BATCH)
+        cases.append((f"images ({len(images)})", image_batches(images, batch)))
+    return cases
+
+
+def check_parity(
+    artifact: Path,
+    reference: nn.Module,
+    io: dict,
+    images_dir: str | Path | None = None,
+    samples: int = 8,
+    tolerances: dict | None = None,
+    threads: int | None = None,
+) -> ParityReport:
+    """Run `artifact` in its runtime and compare it with the unfolded PyTorch model."""
+    if io["precision"] not in DEFAULT_TOLERANCES:
+        raise BadInput(f"{artifact}: input precision {io['precision']} is not fp32 or fp16")
+    images = load_images(Path(images_dir), tuple(io["imgsz"])) if images_dir else None
+    tol = DEFAULT_TOLERANCES[io["precision"]].merged(**(tolerances or {}))
+    runner = OnnxRuntimeRunner(artifact, threads=threads)
+    reference_runner = TorchRunner(reference)
+    runner.prepare()
+    reference_runner.prepare()
+    try:
+        return compare(runner, reference_runner, _parity_cases(io, samples, images), tol, io["precision"])
+    finally:
+        runner.close()
+        reference_runner.close()
+
+
+def parity_failure(report: ParityReport, what: str) -> CheckFailed:
+    return CheckFailed(f"{what} does not match PyTorch: {'; '.join(report.failures())}", details=report.to_dict())
+
+
+def export(
+    source: str,
+    format: str = "onnx",
+    output: str | Path | None = None,
+    imgsz: tuple[int, int] = (224, 224),
+    batch: int = 1,
+    dynamic: bool = False,
+    opset: int = DEFAULT_OPSET,
+    simplify: bool = True,
+    half: bool = False,
+    force: bool = False,
+    variant: str | None = None,
+    images_dir: str | Path | None = None,
+    samples: int = 8,
+    tolerances: dict | None = None,
+) -> dict:
+    """Fold, export, verify; the artifact and its manifest appear only if verification passed."""
+    fmt = get_format(format)
+    if batch < 1:
+        raise BadInput(f"--batch must be >= 1, got {batch}")
+    model, info = resolve(source, variant)
+    out = Path(output) if output else default_output(info, fmt.suffix)
+    if not out.name.endswith(fmt.suffix):
+        raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
+    manifest_path = out.with_name(out.name + ".json")
+    refuse_existing([out, manifest_path], force)
+    if images_dir:
+        load_images(Path(images_dir), imgsz, limit=1)  # fail on a bad folder before the slow work
+    started = time.perf_counter()
+    deploy, report = fold(model, imgsz)
+    options = OnnxOptions(imgsz=imgsz, batch=batch, dynamic=dynamic, opset=opset, simplify=simplify, half=half)
+    precision = "fp16" if half else "fp32"
+    exporter = importlib.import_module(f"partialnet.exporters.{fmt.exporter}")
+    with atomic_outputs([out, manifest_path], force) as (temp_artifact, temp_manifest):
+        stats = exporter.export(deploy, temp_artifact, options, artifact_metadata(info, report, options, precision))
+        exported = time.perf_counter()
+        io = exporter.read_io(temp_artifact)
+        parity = check_parity(temp_artifact, model, io, images_dir, samples, tolerances)
+        verified = time.perf_counter()
+        if not parity.passed:
+            raise parity_failure(parity, f"the exported {fmt.name} artifact (not written)")
+        manifest = {
+            "artifact": out.name,
+            "format": fmt.name,
+            "sha256": sha256_of(temp_artifact),
+            "bytes": temp_artifact.stat().st_size,
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "options": {**asdict(options), "imgsz": list(imgsz)},
+            "metadata": artifact_metadata(info, report, options, precision),
+            **{"source": source_record(info)},
+            "graph": stats,
+            "fold": report.to_dict(),
+            "parity": parity.to_dict(),
+            "seconds": {
+                "fold_and_export": round(exported - started, 2),
+                "verify": round(verified - exported, 2),
+            },
+            "versions": versions(),
+        }
+        write_json(temp_manifest, manifest)
+    return {"output": str(out), "manifest_path": str(manifest_path), **manifest}
+
+
+def _identity(variant: str | None, sha: str) -> str:
+    if sha.startswith("random weights"):
+        return f"{variant} with {sha}"
+    return f"{variant} weights with sha256 {sha[:12]}…"
+
+
+def versions() -> dict:
+    import onnx
+    import onnxruntime
+
+    from partialnet import __version__
+
+    return {"partialnet": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def verify(
+    artifact: str | Path,
+    ref: str,
+    variant: str | None = None,
+    images_dir: str | Path | None = None,
+    samples: int = 8,
+    tolerances: dict | None = None,
+) -> ParityReport:
+    """Check an existing artifact against the checkpoint (or variant) it was exported from."""
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise BadInput(f"{artifact}: no such file")
+    fmt = format_for_path(artifact)
+    exporter = importlib.import_module(f"partialnet.exporters.{fmt.exporter}")
+    io = exporter.read_io(artifact)
+    model, info = resolve(ref, variant)
+    meta = io["metadata"]
+    exported_from = (meta.get("variant"), meta.get("source_sha256"))
+    reference_is = (info.variant, info.sha256 or f"random weights (seed {RANDOM_WEIGHTS_SEED})")
+    if exported_from[1] and exported_from != reference_is:
+        raise BadInput(f"{artifact} was exported from {_identity(*exported_from)}, but --ref {ref} is {_identity(*reference_is)}")
+    report = check_parity(artifact, model, io, images_dir, samples, tolerances)
+    if not report.passed:
+        raise parity_failure(report, str(artifact))
+    return report

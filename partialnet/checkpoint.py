@@ -39,6 +39,7 @@ CONTAINER_KEYS = ("state_dict", "model", "model_ema", "state_dict_ema", "ema", "
 # Prefixes added by wrappers; when several model copies sit in one flat dict, the first listed wins.
 KNOWN_PREFIXES = ("", "module.", "model.", "model.module.", "_orig_mod.", "module._orig_mod.", "model._orig_mod.")
 SHOWN = 3  # how many key names an error message lists per kind
+RANDOM_WEIGHTS_SEED = 0
 
 
 @dataclass
@@ -93,7 +94,7 @@ class KeyDiff:
 
 class KeyMismatch(BadInput):
     def __init__(self, message: str, diff: KeyDiff):
-        super().__init__(message)
+        super().__init__(message, details={"missing": diff.missing, "unexpected": diff.unexpected})
         self.diff = diff
 
 
@@ -416,6 +417,10 @@ def resolve(source: str, variant: str | None = None, num_classes: int = 1000) ->
             raise BadInput(f"{source!r} is a variant name; --variant {variant} contradicts it")
         found = VARIANTS[key]
         arch = found.arch(num_classes)
+        with torch.random.fork_rng():
+            # Seeded so that an artifact exported from a bare variant name can be re-verified against it.
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model = PartialNet(arch).eval()
         info = CheckpointInfo(
             source=found.name,
             variant=found.name,
@@ -424,7 +429,7 @@ def resolve(source: str, variant: str | None = None, num_classes: int = 1000) ->
             random_weights=True,
             **_arch_fields(arch),
         )
-        return PartialNet(arch).eval(), info
+        return model, info
     if looks_like_path(source):
         return load_checkpoint(source, variant)
     raise BadInput(f"{source!r} is neither a file nor a known variant; known: {', '.join(VARIANTS)}")

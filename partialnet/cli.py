@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from partialnet import api
+from partialnet import api, render
+from partialnet.exporters.formats import FORMATS
+from partialnet.exporters.onnx import DEFAULT_OPSET
 from partialnet.errors import EXIT_INTERNAL, PartialnetError
 
 app = typer.Typer(
@@ -127,6 +130,110 @@ def info(
     out.print(table)
 
 
+ForceOption = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+VariantOption = Annotated[Optional[str], typer.Option("--variant", help="Expected variant; default: inferred.")]
+ImagesOption = Annotated[
+    Optional[Path], typer.Option("--images", help="Also verify on the images in this folder (papers' preprocessing).")
+]
+SamplesOption = Annotated[int, typer.Option("--samples", min=1, help="Random samples per verification case.")]
+AtolOption = Annotated[Optional[float], typer.Option("--atol", help="Override the max |Δ| tolerance.")]
+CosineOption = Annotated[Optional[float], typer.Option("--min-cosine", help="Override the cosine tolerance.")]
+Top1Option = Annotated[Optional[float], typer.Option("--min-top1", help="Override the top-1 agreement tolerance (0-1).")]
+
+
+def _tolerances(atol, min_cosine, min_top1) -> dict:
+    return {"max_abs": atol, "min_cosine": min_cosine, "min_top1": min_top1}
+
+
+def _render_failure_details(exc: PartialnetError) -> None:
+    """A failed parity check still shows its table before the one-line error."""
+    if exc.details and "cases" in exc.details:
+        err.print(render.parity_table(exc.details, "parity (FAILED)"))
+
+
+@app.command("fold")
+def fold_command(
+    source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Deploy file; default beside the checkpoint.")] = None,
+    imgsz: ImgszOption = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Fold report JSON; default <output>.fold.json.")] = None,
+    variant: VariantOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Fold every BatchNorm and constant into a deploy model, exactly, and report each pass."""
+    result = api.fold_checkpoint(source, output, api.parse_imgsz(imgsz), variant, report, force)
+    out.print(render.fold_table(result["report"]))
+    out.print(f"wrote {result['output']} and {result['report_path']}")
+
+
+@app.command("export")
+def export_command(
+    source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
+    format: Annotated[str, typer.Option("--format", "-f", help=f"Artifact format: {', '.join(FORMATS)}.")] = "onnx",
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact path; default beside the checkpoint.")] = None,
+    imgsz: ImgszOption = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Static batch size.")] = 1,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch dimension.")] = False,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (>= 18).")] = DEFAULT_OPSET,
+    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxsim (verified like the rest).")] = True,
+    half: Annotated[bool, typer.Option("--half", help="fp16 weights and input.")] = False,
+    images: ImagesOption = None,
+    samples: SamplesOption = 8,
+    atol: AtolOption = None,
+    min_cosine: CosineOption = None,
+    min_top1: Top1Option = None,
+    variant: VariantOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Fold, export and verify: the artifact is written only if it matches PyTorch."""
+    result = api.export(
+        source,
+        format=format,
+        output=output,
+        imgsz=api.parse_imgsz(imgsz),
+        batch=batch,
+        dynamic=dynamic,
+        opset=opset,
+        simplify=simplify,
+        half=half,
+        force=force,
+        variant=variant,
+        images_dir=images,
+        samples=samples,
+        tolerances=_tolerances(atol, min_cosine, min_top1),
+    )
+    source_info = result["source"]
+    if source_info["random_weights"]:
+        out.print(f"note: {source_info['variant']} has RANDOM weights (seed {source_info['random_weights_seed']}): no checkpoint was given")
+    out.print(render.parity_table(result["parity"], f"parity: {result['output']} vs PyTorch"))
+    graph = result["graph"]
+    out.print(
+        f"wrote {result['output']} ({result['bytes']:,} bytes, {graph['nodes']} nodes, simplify: {graph['simplify']}) "
+        f"and {result['manifest_path']} in {sum(result['seconds'].values()):.1f}s"
+    )
+
+
+@app.command("verify")
+def verify_command(
+    artifact: Annotated[Path, typer.Argument(help="An exported artifact (.onnx).")],
+    ref: Annotated[str, typer.Option("--ref", help="The checkpoint (or variant name) it was exported from.")],
+    images: ImagesOption = None,
+    samples: SamplesOption = 8,
+    atol: AtolOption = None,
+    min_cosine: CosineOption = None,
+    min_top1: Top1Option = None,
+    variant: VariantOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run an artifact in its runtime and compare it with the original PyTorch model."""
+    report = api.verify(artifact, ref, variant, images, samples, _tolerances(atol, min_cosine, min_top1))
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    out.print(render.parity_table(report.to_dict(), f"parity: {artifact} vs {ref}"))
+    out.print("ok: the artifact matches PyTorch")
+
+
 def run() -> None:
     """Console-script entry point: the one place where errors turn into exit codes.
 
@@ -136,6 +243,7 @@ def run() -> None:
     try:
         app()
     except PartialnetError as exc:
+        _render_failure_details(exc)
         err.print(f"error: {exc}", markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:

@@ -16,6 +16,10 @@ EXIT_INTERNAL = 4
 class PartialnetError(Exception):
     exit_code = EXIT_INTERNAL
 
+    def __init__(self, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.details = details  # structured context (e.g. a parity report) a caller may render
+
 
 class BadInput(PartialnetError, ValueError):
     """The user's file, name or option is wrong: fix the input."""

@@ -1,0 +1,57 @@
+"""The papers' evaluation preprocessing, so a user's own images are fed exactly as at test time.
+
+Short side resized (bicubic) to imgsz/0.9 (248 for 224), centre crop, scaled to [0, 1], ImageNet mean/std.
+Pillow decodes and resizes, as in the reference pipelines; it is imported only when images are used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from partialnet.errors import BadInput, missing_extra
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_RATIO = 0.9
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError:
+        raise missing_extra("Pillow (needed for --images)", "images") from None
+    return Image
+
+
+def preprocess(path: Path, imgsz: tuple[int, int]) -> np.ndarray:
+    """One image as a (3, H, W) float32 array, normalised."""
+    Image = _pil()
+    h, w = imgsz
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            resize_to = int(min(h, w) / CROP_RATIO)
+            scale = resize_to / min(img.size)
+            size = (max(w, round(img.width * scale)), max(h, round(img.height * scale)))
+            img = img.resize(size, Image.BICUBIC)
+            left, top = (img.width - w) // 2, (img.height - h) // 2
+            img = img.crop((left, top, left + w, top + h))
+            array = np.asarray(img, dtype=np.float32) / 255.0
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path}: cannot read image ({exc})") from None
+    array = (array - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
+    return array.transpose(2, 0, 1).copy()
+
+
+def load_images(folder: Path, imgsz: tuple[int, int], limit: int = 64) -> np.ndarray:
+    """Up to `limit` images from `folder` (sorted by name) as an (N, 3, H, W) batch."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadInput(f"{folder}: not a directory of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not files:
+        raise BadInput(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return np.stack([preprocess(p, imgsz) for p in files])

@@ -1,0 +1,55 @@
+"""Rich tables for the reports the API returns. Rendering only: no decisions are made here."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def fold_table(report: dict) -> Table:
+    size = "x".join(map(str, report["imgsz"]))
+    table = Table(title=f"fold report ({size})")
+    for col, justify in (("pass", "left"), ("sites", "right"), ("max |Δ logits|", "right"), ("not folded", "left"), ("what", "left")):
+        table.add_column(col, justify=justify)
+    for p in report["passes"]:
+        skipped = "; ".join(f"{s['site']}: {s['reason']}" for s in p["not_folded"]) or "-"
+        table.add_row(p["name"], str(p["sites"]), f"{p['max_abs_diff']:.2e}", skipped, p["description"])
+    table.caption = (
+        f"params {report['params_before']:,} → {report['params_after']:,} · "
+        f"GMACs {report['gmacs_before']:.4f} → {report['gmacs_after']:.4f} · "
+        f"BatchNorms {report['batchnorms_before']} → {report['batchnorms_after']}"
+    )
+    return table
+
+
+def _fmt(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def parity_table(parity: dict, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("inputs", "batch", "samples", "max |Δ|", "max rel", "min cosine", "top-1 agree", "verdict"):
+        table.add_column(col, justify="left" if col in ("inputs", "verdict") else "right")
+    for case in parity["cases"]:
+        verdict = "ok" if case["passed"] else "FAIL: " + "; ".join(case["failures"])
+        table.add_row(
+            case["name"],
+            str(case["batch"]),
+            str(case["samples"]),
+            f"{case['max_abs']:.2e}",
+            f"{case['max_rel']:.2e}",
+            f"{case['min_cosine']:.8f}",
+            f"{case['top1_agreement']:.0%}",
+            verdict,
+        )
+    tol, tight = parity["tolerances"], parity.get("tightest_passing") or {}
+    gates = [
+        f"{label} {op} {format(tol[key], fmt)}"
+        for key, label, op, fmt in (("max_abs", "max |Δ|", "≤", "g"), ("min_cosine", "cosine", "≥", "g"), ("min_top1", "top-1", "≥", ".0%"))
+        if tol[key] is not None
+    ]
+    table.caption = (
+        f"{parity['precision']} gates: {', '.join(gates)} · tightest that would pass: "
+        f"max |Δ| ≤ {_fmt(tight.get('max_abs'), '.2e')}, cosine ≥ {_fmt(tight.get('min_cosine'), '.8f')}, "
+        f"top-1 ≥ {_fmt(tight.get('min_top1'), '.0%')}"
+    )
+    return table

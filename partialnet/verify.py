@@ -1,0 +1,147 @@
+"""Compare any runner against a reference runner and decide, with stated tolerances, if they agree.
+
+fp32 artifacts must match to round-off (max |Δ| bounded). fp16 artifacts cannot, so they are judged
+by the direction of the logits (cosine) and by whether they pick the same class (top-1 agreement).
+Every report also gives the tightest tolerance each metric would have passed, so a user can see how
+much room there was, not just a verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from partialnet.runtimes import Runner
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    max_abs: float | None = None  # largest allowed |candidate - reference| over all logits
+    min_cosine: float | None = None  # smallest allowed per-sample cosine similarity
+    min_top1: float | None = None  # smallest allowed fraction of samples with the same argmax
+
+    def merged(self, **overrides) -> "Tolerances":
+        values = asdict(self)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return Tolerances(**values)
+
+
+DEFAULT_TOLERANCES = {
+    "fp32": Tolerances(max_abs=1e-4, min_cosine=0.99999),
+    "fp16": Tolerances(min_cosine=0.999, min_top1=0.9),
+}
+
+
+@dataclass
+class CaseResult:
+    name: str
+    batch: int
+    samples: int
+    max_abs: float
+    max_rel: float
+    min_cosine: float
+    top1_agreement: float
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class ParityReport:
+    candidate: str
+    reference: str
+    precision: str
+    tolerances: Tolerances
+    cases: list[CaseResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.cases)
+
+    def tightest_passing(self) -> dict:
+        """The strictest tolerance each metric would still have passed, over all cases."""
+        return {
+            "max_abs": max(c.max_abs for c in self.cases),
+            "min_cosine": min(c.min_cosine for c in self.cases),
+            "min_top1": min(c.top1_agreement for c in self.cases),
+        }
+
+    def failures(self) -> list[str]:
+        return [f"{c.name}: {f}" for c in self.cases for f in c.failures]
+
+    def to_dict(self) -> dict:
+        return {
+            "candidate": self.candidate,
+            "reference": self.reference,
+            "precision": self.precision,
+            "passed": self.passed,
+            "tolerances": asdict(self.tolerances),
+            "tightest_passing": self.tightest_passing() if self.cases else None,
+            "cases": [{**asdict(c), "passed": c.passed} for c in self.cases],
+        }
+
+
+def metrics(out: np.ndarray, ref: np.ndarray) -> dict:
+    out, ref = out.astype(np.float64), ref.astype(np.float64)
+    diff = np.abs(out - ref)
+    scale = max(float(np.abs(ref).max()), 1e-12)
+    norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
+    cosine = np.sum(out * ref, axis=1) / np.maximum(norms, 1e-30)
+    return {
+        "max_abs": float(diff.max()),
+        "max_rel": float(diff.max() / scale),
+        "min_cosine": float(cosine.min()),
+        "top1_agreement": float(np.mean(out.argmax(axis=1) == ref.argmax(axis=1))),
+    }
+
+
+def judge(values: dict, tol: Tolerances) -> list[str]:
+    failures = []
+    if tol.max_abs is not None and values["max_abs"] > tol.max_abs:
+        failures.append(f"max |Δ| {values['max_abs']:.3e} > {tol.max_abs:.1e} (by {values['max_abs'] / tol.max_abs:.1f}x)")
+    if tol.min_cosine is not None and values["min_cosine"] < tol.min_cosine:
+        failures.append(f"cosine {values['min_cosine']:.6f} < {tol.min_cosine} (short by {tol.min_cosine - values['min_cosine']:.2e})")
+    if tol.min_top1 is not None and values["top1_agreement"] < tol.min_top1:
+        failures.append(f"top-1 agreement {values['top1_agreement']:.1%} < {tol.min_top1:.1%}")
+    return failures
+
+
+def compare(
+    candidate: Runner,
+    reference: Runner,
+    cases: Iterable[tuple[str, list[np.ndarray]]],
+    tolerances: Tolerances,
+    precision: str,
+) -> ParityReport:
+    """Run every batch of every case through both runners (already prepared) and judge the metrics."""
+    report = ParityReport(candidate.name, reference.name, precision, tolerances)
+    for name, batches in cases:
+        outs = np.concatenate([candidate.infer(b) for b in batches])
+        refs = np.concatenate([reference.infer(b) for b in batches])
+        values = metrics(outs, refs)
+        report.cases.append(
+            CaseResult(name=name, batch=len(batches[0]), samples=len(outs), **values, failures=judge(values, tolerances))
+        )
+    return report
+
+
+def random_batches(batch: int, samples: int, imgsz: tuple[int, int], seed: int) -> list[np.ndarray]:
+    """Standard-normal inputs: what normalised images look like to the network, sample by sample."""
+    rng = np.random.default_rng(seed)
+    count = max(1, -(-samples // batch))
+    return [rng.standard_normal((batch, 3, *imgsz), dtype=np.float32) for _ in range(count)]
+
+
+def image_batches(images: np.ndarray, batch: int) -> list[np.ndarray]:
+    """Images in batches of `batch`, the last padded by repeating the first image (static-batch artifacts)."""
+    out = []
+    for i in range(0, len(images), batch):
+        chunk = images[i : i + batch]
+        if len(chunk) < batch:
+            chunk = np.concatenate([chunk, np.repeat(images[:1], batch - len(chunk), axis=0)])
+        out.append(chunk)
+    return out
