@@ -57,3 +57,27 @@ def to_dpconv(sd: dict[str, torch.Tensor], widths: dict[tuple[int, int], int], s
             out[prefix + "c_div"] = torch.tensor(4, dtype=torch.int32)
             out[prefix + "one_channel"] = torch.tensor(widths.get((stage, block), dim // 4), dtype=torch.int32)
     return out
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every norm, bias and bias table non-trivial values (as the fixtures do), so folds are tested."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(t, lo, hi):
+        return torch.rand(t.shape, generator=gen) * (hi - lo) + lo
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.2)
+                m.running_var.copy_(rand(m.running_var, 0.5, 2.0))
+                m.weight.copy_(rand(m.weight, 0.5, 1.5))
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+            elif isinstance(m, torch.nn.LayerNorm) and m.weight is not None:
+                m.weight.copy_(rand(m.weight, 0.5, 1.5))
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+            elif isinstance(m, torch.nn.Linear) and m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.02)
+            elif hasattr(m, "lookup_table_bias"):
+                m.lookup_table_bias.copy_(torch.randn(m.lookup_table_bias.shape, generator=gen) * 0.5)
+    return model.eval()

@@ -1,0 +1,170 @@
+"""ONNX export as a user runs it: folded, simplified, verified in ONNX Runtime, atomic, self-describing."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from helpers import golden
+from partialnet.exporters.onnx import read_io
+from partialnet.runtimes.onnxruntime import OnnxRuntimeRunner
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def t0_export(tmp_path_factory):
+    """The T0 fixture exported once through the CLI at 224 (what the golden logits were made at)."""
+    from partialnet import api
+
+    out = tmp_path_factory.mktemp("export") / "t0.onnx"
+    result = api.export(str(golden("t0")[0]), output=out)
+    return out, result
+
+
+@pytest.mark.parametrize("variant", ["t0", "t1"])
+def test_fixture_onnx_reproduces_reference_logits(variant, cli, tmp_path):
+    ckpt, x, expected = golden(variant)
+    out = tmp_path / f"{variant}.onnx"
+    result = cli("export", ckpt, "-o", out)
+    assert result.code == 0, result.err
+    runner = OnnxRuntimeRunner(out, threads=1)
+    runner.prepare()
+    logits = np.concatenate([runner.infer(x[i : i + 1].numpy()) for i in range(len(x))])
+    assert np.abs(logits - expected.numpy()).max() <= TOLERANCE
+    counts = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert not counts & {"BatchNormalization", "ScatterND", "ScatterElements"}
+
+
+def test_metadata_and_manifest(t0_export):
+    out, result = t0_export
+    meta = read_io(out)["metadata"]
+    for key in ("variant", "source_sha256", "imgsz", "layout", "mean", "std", "num_classes", "partialnet_version", "fold"):
+        assert meta.get(key), key
+    assert meta["variant"] == "partialnet_t0" and meta["imgsz"] == "224,224" and meta["layout"] == "NCHW"
+    assert json.loads(meta["mean"]) == [0.485, 0.456, 0.406]
+    manifest = json.loads(out.with_name(out.name + ".json").read_text())
+    assert manifest["parity"]["passed"] and manifest["fold"]["batchnorms_after"] == 0
+    assert manifest["sha256"] and manifest["seconds"]["verify"] >= 0 and manifest["graph"]["simplify"] == "ok"
+    assert manifest["source"]["sha256"] == meta["source_sha256"]
+
+
+def test_dynamic_batch_is_verified_at_two_batch_sizes(cli, tmp_path):
+    out = tmp_path / "dyn.onnx"
+    result = cli("export", "partialnet_t1", "-o", out, "--dynamic", "--imgsz", "64")
+    assert result.code == 0, result.err
+    assert "RANDOM" in result.out
+    io = read_io(out)
+    assert io["dynamic"] and io["imgsz"] == (64, 64)
+    cases = json.loads(out.with_name("dyn.onnx.json").read_text())["parity"]["cases"]
+    assert [c["batch"] for c in cases] == [1, 4]
+    runner = OnnxRuntimeRunner(out)
+    runner.prepare()
+    assert runner.infer(np.zeros((3, 3, 64, 64), np.float32)).shape == (3, 1000)
+
+
+def test_static_batch_and_no_simplify(cli, tmp_path):
+    out = tmp_path / "b2.onnx"
+    result = cli("export", "fasternet_t0", "-o", out, "--batch", "2", "--imgsz", "64", "--no-simplify", "--opset", "18")
+    assert result.code == 0, result.err
+    io = read_io(out)
+    assert io["batch"] == 2 and not io["dynamic"]
+    manifest = json.loads(out.with_name("b2.onnx.json").read_text())
+    assert manifest["graph"]["simplify"] == "skipped" and manifest["options"]["opset"] == 18
+
+
+def test_half_is_judged_by_cosine_and_top1(cli, tmp_path):
+    out = tmp_path / "half.onnx"
+    result = cli("export", golden("t0")[0], "-o", out, "--half", "--imgsz", "64")
+    assert result.code == 0, result.err
+    parity = json.loads(out.with_name("half.onnx.json").read_text())["parity"]
+    assert parity["precision"] == "fp16" and parity["tolerances"]["max_abs"] is None
+    assert parity["tightest_passing"]["min_cosine"] >= 0.999
+
+
+def test_existing_output_is_not_overwritten_without_force(cli, tmp_path):
+    out = tmp_path / "x.onnx"
+    out.write_bytes(b"precious")
+    result = cli("export", "partialnet_t0", "-o", out, "--imgsz", "64")
+    assert result.code == 2 and "already exists" in result.err
+    assert out.read_bytes() == b"precious"
+    result = cli("export", "partialnet_t0", "-o", out, "--imgsz", "64", "--force")
+    assert result.code == 0 and out.read_bytes() != b"precious"
+
+
+def test_failed_verification_leaves_nothing_behind(cli, tmp_path):
+    out = tmp_path / "strict.onnx"
+    result = cli("export", golden("t0")[0], "-o", out, "--imgsz", "64", "--atol", "1e-12")
+    assert result.code == 1 and "does not match PyTorch" in result.err and "max |Δ|" in result.err
+    assert list(tmp_path.iterdir()) == []
+
+
+def corrupt_weights(src, dst):
+    """Flip the sign of the largest initializer: a plausible-looking file with wrong numbers."""
+    model = onnx.load(str(src))
+    biggest = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    array = onnx.numpy_helper.to_array(biggest)
+    biggest.CopyFrom(onnx.numpy_helper.from_array(-array, biggest.name))
+    onnx.save(model, str(dst))
+
+
+def test_corrupted_artifact_fails_verify_with_exit_1(cli, t0_export, tmp_path):
+    out, _ = t0_export
+    bad = tmp_path / "bad.onnx"
+    corrupt_weights(out, bad)
+    result = cli("verify", bad, "--ref", golden("t0")[0])
+    assert result.code == 1 and "does not match PyTorch" in result.err and "FAIL" in result.err
+
+
+def test_verify_passes_on_the_good_artifact(cli, t0_export):
+    out, _ = t0_export
+    result = cli("verify", out, "--ref", golden("t0")[0], "--json")
+    assert result.code == 0, result.err
+    assert result.json()["passed"] and result.json()["tightest_passing"]["max_abs"] <= TOLERANCE
+
+
+def test_verify_on_images(cli, t0_export, tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    for i, size in enumerate([(300, 260), (224, 224), (640, 480)]):
+        Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(tmp_path / f"img{i}.png")
+    out, _ = t0_export
+    result = cli("verify", out, "--ref", golden("t0")[0], "--images", tmp_path, "--json")
+    assert result.code == 0, result.err
+    cases = {c["name"]: c for c in result.json()["cases"]}
+    assert cases["images (3)"]["samples"] == 3
+
+
+@pytest.mark.parametrize(
+    "args, code, fragment",
+    [
+        (["verify", "nope.onnx", "--ref", "partialnet_t0"], 2, "no such file"),
+        (["verify", "GARBAGE", "--ref", "partialnet_t0"], 2, "not a readable ONNX file"),
+        (["verify", "T0ONNX", "--ref", "partialnet_t0"], 2, "was exported from partialnet_t0 weights with sha256"),
+        (["verify", "T0ONNX", "--ref", "T1CKPT"], 2, "but --ref"),
+        (["export", "partialnet_t0", "--format", "tflite"], 2, "unknown format"),
+        (["export", "partialnet_t0", "--opset", "11", "-o", "OUT"], 2, "opset 11 unsupported"),
+        (["export", "partialnet_t0", "-o", "model.pt"], 2, "must end in .onnx"),
+        (["export", "partialnet_t0", "--images", "nope_dir", "-o", "OUT"], 2, "not a directory of images"),
+    ],
+)
+def test_export_and_verify_bad_inputs(cli, t0_export, tmp_path, args, code, fragment):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00not onnx at all")
+    subst = {"GARBAGE": garbage, "T0ONNX": t0_export[0], "T1CKPT": golden("t1")[0], "OUT": tmp_path / "o.onnx"}
+    result = cli(*[str(subst.get(a, a)) for a in args])
+    assert result.code == code and fragment in result.err, result.err
+    assert "Traceback" not in result.err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_fold_command_writes_deploy_and_report(cli, tmp_path):
+    out = tmp_path / "t1.deploy.pt"
+    result = cli("fold", golden("t1")[0], "-o", out, "--imgsz", "64")
+    assert result.code == 0, result.err
+    report = json.loads((tmp_path / "t1.deploy.pt.fold.json").read_text())["report"]
+    assert report["batchnorms_after"] == 0 and report["max_abs_diff"] <= TOLERANCE
+    assert "pat-sp" in result.out and "65 → 0" in result.out
+    again = cli("fold", golden("t1")[0], "-o", out)
+    assert again.code == 2 and "already exists" in again.err

@@ -1,0 +1,109 @@
+"""Folding is exact, pass by pass, on the golden fixtures and on every variant; deploy files round-trip."""
+
+import pytest
+import torch
+
+from helpers import golden, randomize_, to_dpconv
+from partialnet import BadInput, VARIANTS, create_model, load_checkpoint
+from partialnet.fold import count_batchnorms, fold, load_deploy, save_deploy
+
+TOLERANCE = 1e-5
+SMALL = (64, 64)
+
+
+@pytest.mark.parametrize("variant", ["t0", "t1"])
+def test_fold_matches_reference_logits_after_every_pass(variant):
+    ckpt, x, expected = golden(variant)
+    model, _ = load_checkpoint(ckpt)
+    deploy, report = fold(model, (224, 224))
+    assert all(p.max_abs_diff <= TOLERANCE for p in report.passes), [(p.name, p.max_abs_diff) for p in report.passes]
+    with torch.no_grad():
+        assert (deploy(x) - expected).abs().max().item() <= TOLERANCE
+    assert count_batchnorms(deploy) == 0 and report.batchnorms_after == 0 and not report.not_folded
+
+
+def test_fold_sites_per_pass_on_t1():
+    model, _ = load_checkpoint(golden("t1")[0])
+    _, report = fold(model, (224, 224))
+    sites = {p.name: p.sites for p in report.passes}
+    # 11 PAT_ch blocks (1+2+8), 2 PAT_sf blocks, 13 PAT_sp, 1 stem + 3 merges + 13 mlp.0/1 pairs.
+    assert sites == {
+        "dpconv-static": 0,
+        "post-attention-bn": 11,
+        "conv-bn": 17,
+        "srm-gate": 11,
+        "pat-sp": 13,
+        "layernorm-qkv": 2,
+        "rpe-constant": 2,
+        "training-only": 0,
+    }
+    assert report.params_after < report.params_before and report.gmacs_after < report.gmacs_before
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_variant_folds_to_zero_batchnorms_exactly(name):
+    model = randomize_(create_model(name), seed=len(name))
+    deploy, report = fold(model, SMALL)
+    assert count_batchnorms(deploy) == 0
+    x = torch.randn(2, 3, *SMALL, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x)
+        assert (deploy(x) - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
+    exported = torch.export.export(deploy, (x,))  # what every exporter builds on
+    with torch.no_grad():
+        assert torch.allclose(exported.module()(x), deploy(x), atol=1e-6)
+
+
+def test_dpconv_checkpoint_folds_to_static_partial_convs(tmp_path, t0_state_dict):
+    path = tmp_path / "dp.pth"
+    torch.save(to_dpconv(t0_state_dict, {(0, 0): 0, (1, 0): 64, (3, 1): 48}), path)
+    model, _ = load_checkpoint(path)
+    deploy, report = fold(model, SMALL)
+    assert report.passes[0].sites == 13 and count_batchnorms(deploy) == 0
+    x = torch.randn(1, 3, *SMALL)
+    with torch.no_grad():
+        assert (deploy(x) - model(x)).abs().max().item() <= TOLERANCE
+    assert not any(type(m).__name__ == "DynamicPartialConv" for m in deploy.modules())
+
+
+def test_deploy_file_round_trip(tmp_path):
+    model, _ = load_checkpoint(golden("t1")[0])
+    deploy, report = fold(model, SMALL)
+    path = tmp_path / "t1.deploy.pt"
+    save_deploy(path, deploy, report, {"variant": "partialnet_t1"})
+    loaded, meta = load_deploy(path)
+    x = torch.randn(2, 3, *SMALL)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), deploy(x))
+    assert meta["imgsz"] == [64, 64] and meta["report"]["batchnorms_after"] == 0
+    torch.load(path, weights_only=True)  # the deploy file itself is weights-only loadable
+
+
+def test_unfoldable_site_is_reported_and_survives_reload(tmp_path):
+    model, _ = load_checkpoint(golden("t1")[0])
+    with torch.no_grad():
+        model.stages[2].blocks[1].mlp[4].norm.weight[3] = 0.0
+    deploy, report = fold(model, SMALL)
+    assert [s["site"] for s in report.not_folded] == ["stages.2.blocks.1.mlp.4"]
+    assert "zero scale" in report.not_folded[0]["reason"]
+    x = torch.randn(1, 3, *SMALL)
+    with torch.no_grad():
+        assert (deploy(x) - model(x)).abs().max().item() <= TOLERANCE
+    path = tmp_path / "d.pt"
+    save_deploy(path, deploy, report, {})
+    with torch.no_grad():
+        assert torch.equal(load_deploy(path)[0](x), deploy(x))
+
+
+def test_deploy_model_refuses_another_input_size():
+    deploy, _ = fold(create_model("partialnet_t0"), SMALL)
+    with pytest.raises(BadInput, match="folded for a 2x2 last stage"):
+        deploy(torch.randn(1, 3, 96, 96))
+
+
+def test_fold_leaves_the_original_untouched():
+    model = randomize_(create_model("partialnet_t1"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fold(model, SMALL)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert count_batchnorms(model) == 65
