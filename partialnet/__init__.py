@@ -1,13 +1,15 @@
 """partialnet: load, fold, export, verify and benchmark PartialNet / FasterNet checkpoints.
 
 The Python API mirrors the CLI: `create_model` and `load_checkpoint` return plain `torch.nn.Module`s
-in eval mode, with the reference checkpoint's exact keys.
+in eval mode, with the reference checkpoint's exact keys; `fold(model, imgsz)` returns the exact deploy
+model and its report.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 from partialnet.checkpoint import CheckpointInfo, load_checkpoint
 from partialnet.errors import BadInput, CheckFailed, PartialnetError, Unavailable
+from partialnet.folding import FoldReport, fold, load_deploy
 from partialnet.models import VARIANTS, create_model, measure_cost
 
 try:
@@ -20,10 +22,13 @@ __all__ = [
     "BadInput",
     "CheckFailed",
     "CheckpointInfo",
+    "FoldReport",
     "PartialnetError",
     "Unavailable",
     "__version__",
     "create_model",
+    "fold",
+    "load_deploy",
     "load_checkpoint",
     "measure_cost",
 ]

@@ -21,7 +21,7 @@ from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, CheckpointInfo, resolve, 
 from partialnet.errors import BadInput, CheckFailed
 from partialnet.exporters.formats import format_for_path, get_format
 from partialnet.exporters.onnx import DEFAULT_OPSET, OnnxOptions
-from partialnet.fold import FoldReport, count_batchnorms, fold, save_deploy
+from partialnet.folding import FoldReport, count_batchnorms, fold, save_deploy
 from partialnet.models.flops import measure_cost
 from partialnet.models.partialnet import PartialNet
 from partialnet.models.registry import VARIANTS, Variant

@@ -31,7 +31,7 @@ app = typer.Typer(
 )
 # Piped output (CI logs, `| tee`) gets room for whole tables instead of rich's 80-column default.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 ImgszOption = Annotated[
     Optional[list[int]],

@@ -30,7 +30,8 @@ def parity_table(parity: dict, title: str) -> Table:
     for col in ("inputs", "batch", "samples", "max |Δ|", "max rel", "min cosine", "top-1 agree", "verdict"):
         table.add_column(col, justify="left" if col in ("inputs", "verdict") else "right")
     for case in parity["cases"]:
-        verdict = "ok" if case["passed"] else "FAIL: " + "; ".join(case["failures"])
+        failed = [f.split(" ")[0] if not f.startswith("max") else "max |Δ|" for f in case["failures"]]
+        verdict = "ok" if case["passed"] else f"FAIL ({', '.join(failed)})"
         table.add_row(
             case["name"],
             str(case["batch"]),

@@ -5,7 +5,7 @@ import torch
 
 from helpers import golden, randomize_, to_dpconv
 from partialnet import BadInput, VARIANTS, create_model, load_checkpoint
-from partialnet.fold import count_batchnorms, fold, load_deploy, save_deploy
+from partialnet.folding import count_batchnorms, fold, load_deploy, save_deploy
 
 TOLERANCE = 1e-5
 SMALL = (64, 64)

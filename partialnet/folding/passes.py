@@ -1,7 +1,7 @@
 """The folding passes. Each rewrites a model in place and says which sites it folded and which it left.
 
 All arithmetic is done in float64 and cast back once, so a fold adds no more than fp32 round-off.
-No pass checks its own exactness: `partialnet.fold.fold` runs the model after every pass and records
+No pass checks its own exactness: `partialnet.fold` runs the model after every pass and records
 the difference, so one comparison serves all passes and the report shows where an error entered.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from partialnet.fold.deploy_modules import DeployChannelGate, DeploySelfAttention, DeploySpatialGate
+from partialnet.folding.deploy_modules import DeployChannelGate, DeploySelfAttention, DeploySpatialGate
 from partialnet.models.partialnet import (
     STAGE_COUNT,
     DynamicPartialConv,

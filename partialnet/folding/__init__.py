@@ -21,7 +21,7 @@ from torch import nn
 
 from partialnet.checkpoint import read_file
 from partialnet.errors import BadInput, CheckFailed
-from partialnet.fold.passes import PASSES, FoldContext
+from partialnet.folding.passes import PASSES, FoldContext
 from partialnet.models.flops import measure_cost
 from partialnet.models.partialnet import Arch, PartialNet
 from partialnet.outputs import atomic_outputs
