@@ -35,12 +35,17 @@ MIN_IMGSZ = 64
 STRIDE = 32
 
 
-def parse_imgsz(values: Sequence[int] | int | None, default: int = 224) -> tuple[int, int]:
-    """`224` or `(H, W)`: multiples of 32, at least 64 (the last stage must be at least 2×2)."""
+def parse_imgsz(values: Sequence[int] | int | str | None, default: int = 224) -> tuple[int, int]:
+    """`224`, `(H, W)` or "H,W" / "HxW": multiples of 32, at least 64 (the last stage must be at least 2×2)."""
     if values is None:
         values = [default]
     if isinstance(values, int):
         values = [values]
+    if isinstance(values, str):
+        parts = [p for p in values.replace("x", ",").replace(" ", ",").split(",") if p]
+        if not parts or not all(p.isdigit() for p in parts):
+            raise BadInput(f"--imgsz {values!r}: expected a size such as 224 or 224,192")
+        values = [int(p) for p in parts]
     values = list(values)
     if len(values) not in (1, 2):
         raise BadInput(f"--imgsz takes one size or H W, got {len(values)} values")

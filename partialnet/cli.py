@@ -34,8 +34,8 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 ImgszOption = Annotated[
-    Optional[list[int]],
-    typer.Option("--imgsz", help="Input size: one value (square) or H W; multiples of 32, >= 64.", show_default="224"),
+    Optional[str],
+    typer.Option("--imgsz", help="Input size: 224, or H W (also H,W); multiples of 32, >= 64.", show_default="224"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -234,6 +234,19 @@ def verify_command(
     out.print("ok: the artifact matches PyTorch")
 
 
+def join_imgsz(argv: list[str]) -> list[str]:
+    """`--imgsz H W` (two numbers, as users type it) becomes `--imgsz H,W`: click options take one value."""
+    out, i = [], 0
+    while i < len(argv):
+        out.append(argv[i])
+        if argv[i] == "--imgsz" and i + 2 < len(argv) and argv[i + 1].isdigit() and argv[i + 2].isdigit():
+            out.append(f"{argv[i + 1]},{argv[i + 2]}")
+            i += 3
+            continue
+        i += 1
+    return out
+
+
 def run() -> None:
     """Console-script entry point: the one place where errors turn into exit codes.
 
@@ -241,7 +254,7 @@ def run() -> None:
     escapes a command arrives here.
     """
     try:
-        app()
+        app(args=join_imgsz(sys.argv[1:]), prog_name="partialnet")
     except PartialnetError as exc:
         _render_failure_details(exc)
         err.print(f"error: {exc}", markup=False)

@@ -8,11 +8,21 @@ from rich.table import Table
 def fold_table(report: dict) -> Table:
     size = "x".join(map(str, report["imgsz"]))
     table = Table(title=f"fold report ({size})")
-    for col, justify in (("pass", "left"), ("sites", "right"), ("max |Δ logits|", "right"), ("not folded", "left"), ("what", "left")):
-        table.add_column(col, justify=justify)
+    columns = ("pass", "sites", "max |Δ logits|", "params", "GMACs", "not folded")  # descriptions: in the JSON
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("pass", "not folded") else "right")
+    params, gmacs = report["params_before"], report["gmacs_before"]
     for p in report["passes"]:
         skipped = "; ".join(f"{s['site']}: {s['reason']}" for s in p["not_folded"]) or "-"
-        table.add_row(p["name"], str(p["sites"]), f"{p['max_abs_diff']:.2e}", skipped, p["description"])
+        table.add_row(
+            p["name"],
+            str(p["sites"]),
+            f"{p['max_abs_diff']:.2e}",
+            f"{params:,} → {p['params_after']:,}" if p["params_after"] != params else f"{params:,}",
+            f"{gmacs:.4f} → {p['gmacs_after']:.4f}" if p["gmacs_after"] != gmacs else f"{gmacs:.4f}",
+            skipped,
+        )
+        params, gmacs = p["params_after"], p["gmacs_after"]
     table.caption = (
         f"params {report['params_before']:,} → {report['params_after']:,} · "
         f"GMACs {report['gmacs_before']:.4f} → {report['gmacs_after']:.4f} · "

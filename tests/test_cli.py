@@ -160,3 +160,10 @@ def test_console_script_end_to_end(tmp_path):
     assert ok.returncode == 0 and '"variant": "partialnet_t0"' in ok.stdout
     bad = subprocess.run([exe, "info", str(tmp_path / "nope.pth")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("form", [["256", "192"], ["256,192"], ["256x192"]])
+def test_imgsz_accepts_h_w_in_every_form(cli, form):
+    result = cli("info", "partialnet_t0", "--imgsz", *form, "--json")
+    assert result.code == 0, result.err
+    assert result.json()["imgsz"] == [256, 192]

@@ -40,6 +40,8 @@ class PassRecord:
     folded: list[str]
     not_folded: list[dict]
     max_abs_diff: float
+    params_after: int
+    gmacs_after: float
 
 
 @dataclass
@@ -115,6 +117,7 @@ def fold(
         if check:
             with torch.no_grad():
                 diff = (deploy(x) - reference).abs().max().item()
+        after = measure_cost(deploy, ctx.imgsz)
         report.passes.append(
             PassRecord(
                 name=p.name,
@@ -123,9 +126,10 @@ def fold(
                 folded=outcome.folded,
                 not_folded=[{"site": s, "reason": r} for s, r in outcome.skipped],
                 max_abs_diff=diff,
+                params_after=after.params,
+                gmacs_after=round(after.gmacs, 5),
             )
         )
-    after = measure_cost(deploy, ctx.imgsz)
     report.params_after, report.gmacs_after = after.params, round(after.gmacs, 5)
     report.batchnorms_after = count_batchnorms(deploy)
     if check and report.max_abs_diff > tolerance:
