@@ -232,19 +232,37 @@ def export(
         raise BadInput(f"--batch must be >= 1, got {batch}")
     model, info = resolve(source, variant)
     out = Path(output) if output else default_output(info, fmt.suffix)
+    refuse_existing([out, out.with_name(out.name + ".json")], force)
+    if images_dir:
+        load_images(Path(images_dir), imgsz, limit=1)  # fail on a bad folder before the slow work
+    options = OnnxOptions(imgsz=imgsz, batch=batch, dynamic=dynamic, opset=opset, simplify=simplify, half=half)
+    return export_folded(model, info, fold(model, imgsz), fmt.name, out, options, images_dir, samples, tolerances, force)
+
+
+def export_folded(
+    model: nn.Module,
+    info: CheckpointInfo,
+    folded: tuple[nn.Module, FoldReport],
+    format: str,
+    out: Path,
+    options: OnnxOptions,
+    images_dir: str | Path | None = None,
+    samples: int = 8,
+    tolerances: dict | None = None,
+    force: bool = False,
+) -> dict:
+    """Export an already folded model and verify it against `model`; returns the manifest."""
+    fmt = get_format(format)
     if not out.name.endswith(fmt.suffix):
         raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
     manifest_path = out.with_name(out.name + ".json")
-    refuse_existing([out, manifest_path], force)
-    if images_dir:
-        load_images(Path(images_dir), imgsz, limit=1)  # fail on a bad folder before the slow work
-    started = time.perf_counter()
-    deploy, report = fold(model, imgsz)
-    options = OnnxOptions(imgsz=imgsz, batch=batch, dynamic=dynamic, opset=opset, simplify=simplify, half=half)
-    precision = "fp16" if half else "fp32"
+    deploy, report = folded
+    precision = "fp16" if options.half else "fp32"
+    metadata = artifact_metadata(info, report, options, precision)
     exporter = importlib.import_module(f"partialnet.exporters.{fmt.exporter}")
+    started = time.perf_counter()
     with atomic_outputs([out, manifest_path], force) as (temp_artifact, temp_manifest):
-        stats = exporter.export(deploy, temp_artifact, options, artifact_metadata(info, report, options, precision))
+        stats = exporter.export(deploy, temp_artifact, options, metadata)
         exported = time.perf_counter()
         io = exporter.read_io(temp_artifact)
         parity = check_parity(temp_artifact, model, io, images_dir, samples, tolerances)
@@ -257,16 +275,13 @@ def export(
             "sha256": sha256_of(temp_artifact),
             "bytes": temp_artifact.stat().st_size,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "options": {**asdict(options), "imgsz": list(imgsz)},
-            "metadata": artifact_metadata(info, report, options, precision),
-            **{"source": source_record(info)},
+            "options": {**asdict(options), "imgsz": list(options.imgsz)},
+            "metadata": metadata,
+            "source": source_record(info),
             "graph": stats,
             "fold": report.to_dict(),
             "parity": parity.to_dict(),
-            "seconds": {
-                "fold_and_export": round(exported - started, 2),
-                "verify": round(verified - exported, 2),
-            },
+            "seconds": {"export": round(exported - started, 2), "verify": round(verified - exported, 2)},
             "versions": versions(),
         }
         write_json(temp_manifest, manifest)

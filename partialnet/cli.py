@@ -14,12 +14,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from partialnet import api, render
 from partialnet.exporters.formats import FORMATS
 from partialnet.exporters.onnx import DEFAULT_OPSET
-from partialnet.errors import EXIT_INTERNAL, PartialnetError
+from partialnet.errors import EXIT_INTERNAL, BadInput, CheckFailed, PartialnetError
 
 app = typer.Typer(
     name="partialnet",
@@ -232,6 +233,145 @@ def verify_command(
         return
     out.print(render.parity_table(report.to_dict(), f"parity: {artifact} vs {ref}"))
     out.print("ok: the artifact matches PyTorch")
+
+
+def _split_list(values: Optional[list[str]]) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def _batches(value: Optional[str]) -> Optional[list[int]]:
+    if value is None:
+        return None
+    parts = _split_list([value])
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise BadInput(f"--batch {value!r}: expected positive integers such as 1,32")
+    return [int(p) for p in parts]
+
+
+@app.command("bench")
+def bench_command(
+    sources: Annotated[Optional[list[str]], typer.Argument(help="Variant names, checkpoints or .onnx artifacts (default: partialnet_t0).")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", help="Runtimes (repeat or comma-separate); default: all.")] = None,
+    batch: Annotated[Optional[str], typer.Option("--batch", help="Batch sizes, e.g. 1,32 (default: the protocol's, else 1).")] = None,
+    imgsz: ImgszOption = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per runtime (default: all cores; paper: 1).")] = None,
+    protocol: Annotated[str, typer.Option("--protocol", help="latency, throughput, paper or quick.")] = "latency",
+    precision: Annotated[str, typer.Option("--precision", help="fp32 (pinned, default), bf16 or fp16 where a runtime supports it.")] = "fp32",
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="PyTorch: channels_last memory format.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="PyTorch: torch.compile the deploy model.")] = False,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (raw samples, machine) here.")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row here.")] = None,
+    md_path: Annotated[Optional[Path], typer.Option("--md", help="Write a Markdown table here.")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of latency vs GMACs here.")] = None,
+    ab: Annotated[Optional[tuple[str, str]], typer.Option("--ab", help="A B: alternate two models in one run and report B/A.")] = None,
+    block: Annotated[int, typer.Option("--block", min=1, help="--ab: iterations per alternating block.")] = 10,
+) -> None:
+    """Measure latency and throughput per runtime, each row in its own process, and save the evidence."""
+    from partialnet.bench import run as bench_run
+    from partialnet.bench.protocols import get_protocol
+    from partialnet.bench.results import write_outputs
+
+    if device not in ("cpu", "cuda"):
+        raise BadInput(f"--device {device!r}: expected cpu or cuda")
+    proto = get_protocol(protocol, device)
+    size = api.parse_imgsz(imgsz)
+    batches = _batches(batch) or list(proto.batches or (1,))
+    plan = bench_run.BenchPlan(
+        sources=list(sources or ["partialnet_t0"]),
+        runtimes=bench_run.resolve_runtimes(_split_list(runtime) or (["onnxruntime"] if ab else None)),
+        device=device,
+        batches=batches,
+        imgsz=size,
+        threads=threads or proto.threads or os.cpu_count() or 1,
+        protocol=proto,
+        precision=precision,
+        channels_last=channels_last,
+        compile=compile,
+    )
+    if plan.precision not in ("fp32", "bf16", "fp16"):
+        raise BadInput(f"--precision {precision!r}: expected fp32, bf16 or fp16")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def progress(message: str, done: int | None = None, total: int | None = None) -> None:
+            bar.update(task, description=message, completed=done or 0, total=total)
+
+        if ab:
+            result = bench_run.run_ab(plan, ab[0], ab[1], block, progress)
+        else:
+            result = bench_run.run(plan, progress)
+    if ab:
+        _render_ab(result)
+        if json_path:
+            write_outputs_ab(result, json_path)
+        return
+    if not sources:
+        out.print("note: partialnet_t0 with RANDOM weights (no checkpoint given); latency does not depend on the weights")
+    out.print(render.bench_table(result))
+    for line in render.skipped_lines(result):
+        out.print(line)
+    written = write_outputs(result, json_path, csv_path, md_path)
+    if plot_path:
+        from partialnet.bench.plot import plot
+
+        plot(result, plot_path)
+        written.append(str(plot_path))
+    if written:
+        out.print(f"wrote {', '.join(written)}")
+    failed = [r for r in result["rows"] if r["status"] == "failed"]
+    if failed:
+        raise CheckFailed(f"{len(failed)} row(s) failed: {failed[0]['model']} on {failed[0]['runtime']}: {failed[0]['reason']}")
+
+
+def write_outputs_ab(result: dict, path: Path) -> None:
+    from partialnet.outputs import atomic_outputs
+
+    with atomic_outputs([path], force=True) as (temp,):
+        temp.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def _render_ab(result: dict) -> None:
+    a, b = result["a"], result["b"]
+    table = Table(title=f"A/B on {result['runtime']} ({result['device']}), batch {result['batch']}, {result['threads']} threads, alternating blocks of {result['block']}")
+    for col in ("side", "model", "precision", "runs", "p50 ms", "95% CI of median", "CoV"):
+        table.add_column(col)
+    for side, data in (("A", a), ("B", b)):
+        s = data["stats"]
+        table.add_row(side, data["model"], data["precision"], str(s["n"]), f"{s['p50_ms']:.3f}", f"{s['median_ci95_ms'][0]:.3f}-{s['median_ci95_ms'][1]:.3f}", f"{s['cov']:.3f}")
+    out.print(table)
+    low, high = result["ratio_ci95"]
+    out.print(
+        f"B/A latency ratio {result['ratio_b_over_a']:.3f} (95% CI {low:.3f}-{high:.3f}); "
+        f"p(B slower) = {result['p_b_slower']:.2g}, p(B faster) = {result['p_b_faster']:.2g}"
+    )
+
+
+@app.command("compare")
+def compare_command(
+    baseline: Annotated[Path, typer.Argument(help="Baseline bench JSON.")],
+    candidate: Annotated[Path, typer.Argument(help="Candidate bench JSON.")],
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level of the one-sided rank test.")] = 0.01,
+    max_slowdown: Annotated[float, typer.Option("--max-slowdown", help="Slowdown that matters, as a fraction (0.10 = 10 %).")] = 0.10,
+    allow_different_machines: Annotated[bool, typer.Option("--allow-different-machines", help="Compare results from different hardware.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Gate on latency: exit 1 if any matched row regressed (significant AND above --max-slowdown)."""
+    from partialnet.bench.compare import compare_results
+    from partialnet.bench.results import load_result
+
+    report = compare_results(load_result(baseline), load_result(candidate), alpha, max_slowdown, allow_different_machines)
+    if as_json:
+        _print_json(report)
+    else:
+        out.print(render.compare_table(report))
+        for label in ("only_in_baseline", "only_in_candidate"):
+            for key in report[label]:
+                out.print(f"{label.replace('_', ' ')}: {' / '.join(map(str, key))}")
+    if report["regressions"]:
+        raise CheckFailed(f"{report['regressions']} latency regression(s) beyond {max_slowdown:.0%} (p < {alpha})")
+    if not as_json:
+        out.print("ok: no latency regression")
 
 
 def join_imgsz(argv: list[str]) -> list[str]:

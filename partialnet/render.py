@@ -64,3 +64,46 @@ def parity_table(parity: dict, title: str) -> Table:
         f"top-1 ≥ {_fmt(tight.get('min_top1'), '.0%')}"
     )
     return table
+
+
+def bench_table(result: dict) -> Table:
+    settings, machine = result["settings"], result["machine"]["cpu"]
+    table = Table(title=f"{result['protocol']['name']} protocol · {machine['model']} · {settings['device']}")
+    columns = ("model", "runtime", "precision", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "CoV", "images/s", "parity max|Δ|")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("model", "runtime", "precision") else "right")
+    for row in result["rows"]:
+        if row["status"] != "ok":
+            continue
+        s = row["stats"]
+        parity = row.get("parity_max_abs")
+        table.add_row(
+            row["model"], row["runtime"], row["precision"], str(row["batch"]), str(row["threads"]),
+            f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}", f"{s['mean_ms']:.3f}",
+            f"{s['cov']:.3f}", f"{row['images_per_s']:.1f}", "-" if parity is None else f"{parity:.1e}",
+        )
+    table.caption = result["protocol"]["description"]
+    return table
+
+
+def skipped_lines(result: dict) -> list[str]:
+    seen, lines = set(), []
+    for row in result["rows"]:
+        if row["status"] != "ok" and (row["runtime"], row["status"], row["reason"]) not in seen:
+            seen.add((row["runtime"], row["status"], row["reason"]))
+            lines.append(f"{row['status']}: {row['runtime']} ({row['reason']})")
+    return lines
+
+
+def compare_table(report: dict) -> Table:
+    table = Table(title=f"compare: regression = p < {report['alpha']} AND slower by > {report['max_slowdown']:.0%}")
+    for col in ("model", "runtime", "precision", "batch", "threads", "base p50 ms", "cand p50 ms", "ratio", "95% CI", "p(slower)", "verdict"):
+        table.add_column(col, justify="left" if col in ("model", "runtime", "precision", "verdict") else "right")
+    for r in report["rows"]:
+        table.add_row(
+            r["model"], r["runtime"], r["precision"], str(r["batch"]), str(r["threads"]),
+            f"{r['baseline_p50_ms']:.3f}", f"{r['candidate_p50_ms']:.3f}", f"{r['ratio']:.3f}",
+            f"{r['ratio_ci95'][0]:.3f}-{r['ratio_ci95'][1]:.3f}", f"{r['p_slower']:.2g}",
+            r["verdict"].upper() if r["verdict"] == "regression" else r["verdict"],
+        )
+    return table

@@ -68,6 +68,9 @@ class DeploySelfAttention(nn.Module):
         qkv = self.qkv(tokens).reshape(b, h * w, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         scores = q @ k.transpose(-2, -1) + self.attn_bias
-        out = scores.softmax(dim=-1) @ v
-        out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
-        return out.transpose(1, 2).reshape(b, c, h, w)
+        out = scores.softmax(dim=-1) @ v  # (B, heads, N, head_dim)
+        # Heads back to channels with the token axis last, then proj as a 1×1 conv: the same arithmetic as
+        # transpose(1, 2) + Linear, but it never swaps the head and token axes. OpenVINO 2026.4's CPU plugin
+        # miscomputes that swap (errors ~0.5) when heads == tokens, i.e. a 2×2 last stage (64×64 input).
+        out = out.transpose(-2, -1).reshape(b, c, h, w)
+        return F.conv2d(out, self.proj.weight[:, :, None, None], self.proj.bias)

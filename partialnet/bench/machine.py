@@ -1,0 +1,81 @@
+"""What machine a number was measured on. Results from different machines are not comparable.
+
+The fingerprint covers the hardware only (CPU model, logical cores, GPUs): a new library version on the
+same machine is exactly what a regression gate must be able to compare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "asimd", "sve")
+
+
+def cpu_info() -> dict:
+    model, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "hardware") and value.strip():
+                model = value.strip()
+            elif key in ("flags", "features"):
+                flags.update(value.split())
+    return {
+        "model": model,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "flags": [f for f in INTERESTING_FLAGS if f in flags],
+    }
+
+
+def gpu_info() -> list[dict]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        name, driver, memory = (part.strip() for part in line.split(","))
+        gpus.append({"name": name, "driver": driver, "memory": memory})
+    return gpus
+
+
+def package_versions() -> dict:
+    versions = {}
+    for name in ("partialnet", "torch", "onnxruntime", "onnxruntime-gpu", "openvino", "onnx", "numpy"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def fingerprint() -> dict:
+    cpu, gpus = cpu_info(), gpu_info()
+    identity = {"cpu": cpu["model"], "cores": cpu["logical_cores"], "gpus": [g["name"] for g in gpus]}
+    return {
+        "id": hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16],
+        "cpu": cpu,
+        "gpus": gpus,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "hostname": platform.node(),
+        "versions": package_versions(),
+    }

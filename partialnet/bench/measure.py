@@ -1,0 +1,78 @@
+"""The timing loop. The timed region is one `runner.infer(x)` call on a pre-allocated input.
+
+Garbage collection is paused while timing so that Python's collector does not land inside a sample.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+
+from partialnet.bench.protocols import Protocol
+
+TIMED_REGION = (
+    "one runner.infer(x) call on a pre-allocated input: input hand-over to the runtime, inference, and the "
+    "logits back as a host float32 array; no preprocessing, no model loading, GC paused"
+)
+
+
+def warm_up(step: Callable[[], object], protocol: Protocol) -> dict:
+    start, count = time.perf_counter(), 0
+    while count < protocol.warmup_iters or time.perf_counter() - start < protocol.warmup_seconds:
+        step()
+        count += 1
+    return {"iters": count, "seconds": round(time.perf_counter() - start, 4)}
+
+
+def timed(step: Callable[[], object], protocol: Protocol) -> list[float]:
+    """Seconds per call: at least min_iters AND at least min_seconds, never more than max_iters."""
+    samples: list[float] = []
+    clock = time.perf_counter_ns
+    start = time.perf_counter()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while True:
+            t0 = clock()
+            step()
+            samples.append((clock() - t0) / 1e9)
+            enough_iters = len(samples) >= protocol.min_iters
+            enough_time = time.perf_counter() - start >= protocol.min_seconds
+            if (enough_iters and enough_time) or (protocol.max_iters and len(samples) >= protocol.max_iters):
+                return samples
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def alternating(steps: dict[str, Callable[[], object]], protocol: Protocol, block: int = 10) -> dict[str, list[float]]:
+    """Interleave blocks of iterations of each step until each has enough samples and time has passed.
+
+    Drift in the machine (clock, thermal, neighbours) then lands on every side alike, which is what makes
+    a ratio measured this way trustworthy on a noisy machine.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    start = time.perf_counter()
+    clock = time.perf_counter_ns
+    order = list(steps)
+    rounds = 0
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while True:
+            for name in order if rounds % 2 == 0 else reversed(order):
+                step, out = steps[name], samples[name]
+                for _ in range(block):
+                    t0 = clock()
+                    step()
+                    out.append((clock() - t0) / 1e9)
+            rounds += 1
+            fewest = min(len(s) for s in samples.values())
+            if fewest >= protocol.min_iters and time.perf_counter() - start >= protocol.min_seconds:
+                return samples
+            if protocol.max_iters and fewest >= protocol.max_iters:
+                return samples
+    finally:
+        if gc_was_enabled:
+            gc.enable()

@@ -1,0 +1,93 @@
+"""Timing protocols as data: every number a result depends on is written into the result.
+
+A latency protocol stops only when it has BOTH enough iterations and enough wall time, so a fast model
+is not judged on a few milliseconds of samples and a slow one not on two iterations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from partialnet.errors import BadInput
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    description: str
+    warmup_iters: int
+    warmup_seconds: float
+    min_iters: int
+    min_seconds: float
+    max_iters: int | None
+    batches: tuple[int, ...] | None = None  # the protocol's own batch sizes (None: --batch, default 1)
+    threads: int | None = None  # forced thread count (None: --threads, default all cores)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["batches"] = list(self.batches) if self.batches else None
+        return data
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol(
+            "latency",
+            "warm-up >= 10 runs and >= 1 s, then >= 100 runs and >= 3 s; report the median",
+            warmup_iters=10,
+            warmup_seconds=1.0,
+            min_iters=100,
+            min_seconds=3.0,
+            max_iters=100_000,
+        ),
+        Protocol(
+            "throughput",
+            "images/s at a large batch: warm-up >= 3 runs and >= 1 s, then >= 20 runs and >= 3 s",
+            warmup_iters=3,
+            warmup_seconds=1.0,
+            min_iters=20,
+            min_seconds=3.0,
+            max_iters=100_000,
+            batches=(32,),
+        ),
+        Protocol(
+            "paper",
+            "the papers' protocol (CPU): batch 1, one thread, 10 warm-up + 200 timed forward passes",
+            warmup_iters=10,
+            warmup_seconds=0.0,
+            min_iters=200,
+            min_seconds=0.0,
+            max_iters=200,
+            batches=(1,),
+            threads=1,
+        ),
+        Protocol(
+            "quick",
+            "CI smoke run: warm-up >= 2 runs, then >= 10 runs and >= 0.2 s (not for conclusions)",
+            warmup_iters=2,
+            warmup_seconds=0.0,
+            min_iters=10,
+            min_seconds=0.2,
+            max_iters=2_000,
+        ),
+    )
+}
+
+# The papers time GPUs on a full eval batch with 50 warm-up passes (claims.md); CPU rules above.
+PAPER_GPU = replace(
+    PROTOCOLS["paper"],
+    description="the papers' protocol (GPU): batch 64, 50 warm-up + 200 timed, cudnn.benchmark on",
+    warmup_iters=50,
+    batches=(64,),
+    threads=None,
+)
+
+
+def get_protocol(name: str, device: str = "cpu") -> Protocol:
+    key = name.strip().lower()
+    if key not in PROTOCOLS:
+        raise BadInput(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+    if key == "paper" and device == "cuda":
+        return PAPER_GPU
+    return PROTOCOLS[key]

@@ -1,0 +1,324 @@
+"""Plan and run a benchmark: targets × runtimes × batches, each row in its own subprocess.
+
+A target is a model to measure. From a checkpoint or variant name it is folded once, exported and
+verified once per batch (static shapes, what a deployment would ship), and its PyTorch reference
+logits are saved so every row can report its parity. An artifact argument is measured as given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from partialnet.bench.machine import fingerprint
+from partialnet.bench.measure import TIMED_REGION
+from partialnet.bench.protocols import Protocol
+from partialnet.bench.stats import mann_whitney_greater, ratio_of_medians, summarize
+from partialnet.checkpoint import looks_like_path, resolve
+from partialnet.errors import BadInput, Unavailable
+from partialnet.exporters.onnx import OnnxOptions, read_io
+from partialnet.folding import fold, save_deploy
+from partialnet.models.flops import measure_cost
+from partialnet.models.registry import VARIANTS
+from partialnet.runtimes.table import RUNTIMES, availability, get_runtime
+
+SCHEMA = "partialnet.bench/1"
+INPUT_SEED = 0
+WORKER_TIMEOUT_S = 1800
+
+
+@dataclass
+class Target:
+    label: str
+    source: str
+    variant: str | None
+    random_weights: bool
+    gmacs: float | None
+    params: int | None
+    deploy: Path | None = None
+    artifacts: dict[int, Path] = field(default_factory=dict)
+    references: dict[int, Path] = field(default_factory=dict)
+    batches: list[int] = field(default_factory=list)
+    note: str | None = None
+
+
+def _input(batch: int, imgsz: tuple[int, int]) -> np.ndarray:
+    """The same seeded input the worker builds (see bench.worker.make_input)."""
+    return np.random.default_rng(INPUT_SEED).standard_normal((batch, 3, *imgsz), dtype=np.float32)
+
+
+def _save_reference(model, batch: int, imgsz, path: Path) -> Path:
+    with torch.inference_mode():
+        np.save(path, model(torch.from_numpy(_input(batch, imgsz))).double().numpy())
+    return path
+
+
+def prepare_model_target(source: str, batches: list[int], imgsz, workdir: Path, need_onnx: bool) -> Target:
+    from partialnet.api import export_folded
+
+    model, info = resolve(source)
+    deploy, report = fold(model, imgsz)
+    cost = measure_cost(model, imgsz)
+    label = info.variant if info.random_weights else f"{info.variant}:{Path(info.source).name}"
+    slot = workdir / f"t{len(list(workdir.iterdir()))}"
+    slot.mkdir()
+    target = Target(label, info.source, info.variant, info.random_weights, round(cost.gmacs, 4), cost.params, batches=batches)
+    target.deploy = slot / "deploy.pt"
+    save_deploy(target.deploy, deploy, report, {"source": info.source})
+    for batch in batches:
+        target.references[batch] = _save_reference(model, batch, imgsz, slot / f"reference_b{batch}.npy")
+        if need_onnx:
+            out = slot / f"model_b{batch}.onnx"
+            export_folded(model, info, (deploy, report), "onnx", out, OnnxOptions(imgsz=imgsz, batch=batch), samples=2)
+            target.artifacts[batch] = out
+    return target
+
+
+def prepare_artifact_target(path: Path, batches: list[int], imgsz, workdir: Path) -> Target:
+    io = read_io(path)
+    meta = io["metadata"]
+    variant = meta.get("variant") if meta.get("variant") in VARIANTS else None
+    if tuple(io["imgsz"]) != tuple(imgsz):
+        imgsz = tuple(io["imgsz"])
+    gmacs = params = None
+    if variant:
+        from partialnet.api import variant_row
+
+        row = variant_row(VARIANTS[variant], imgsz)
+        gmacs, params = row["gmacs"], row["params"]
+    use = batches if io["dynamic"] else [io["batch"]]
+    target = Target(path.name, str(path), variant, False, gmacs, params, batches=use)
+    target.artifacts = {b: path for b in use}
+    note = [] if io["dynamic"] or io["batch"] in batches else [f"static batch {io['batch']} used"]
+    if (meta.get("source_sha256") or "").startswith("random weights") and variant:
+        model, _ = resolve(variant)  # seeded: the very weights the artifact was exported from
+        slot = workdir / f"a{len(list(workdir.iterdir()))}"
+        slot.mkdir()
+        target.references = {b: _save_reference(model, b, tuple(io["imgsz"]), slot / f"ref_b{b}.npy") for b in use}
+    else:
+        note.append("no parity: pass the checkpoint instead to have it checked")
+    target.note = "; ".join(note) or None
+    return target
+
+
+def worker_env(threads: int) -> dict:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+def run_worker(spec: dict, workdir: Path, threads: int) -> dict:
+    spec_path = Path(tempfile.mkstemp(suffix=".json", dir=workdir)[1])
+    result_path = spec_path.with_suffix(".result.json")
+    spec_path.write_text(json.dumps(spec))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "partialnet.bench.worker", str(spec_path), str(result_path)],
+            env=worker_env(threads),
+            capture_output=True,
+            text=True,
+            timeout=WORKER_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "reason": f"worker timed out after {WORKER_TIMEOUT_S}s"}
+    if not result_path.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"status": "failed", "reason": f"worker exited {proc.returncode}: {tail[0][:200]}"}
+    return json.loads(result_path.read_text())
+
+
+@dataclass
+class BenchPlan:
+    sources: list[str]
+    runtimes: list[str]
+    device: str
+    batches: list[int]
+    imgsz: tuple[int, int]
+    threads: int
+    protocol: Protocol
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+
+def resolve_runtimes(names: list[str] | None) -> list[str]:
+    if not names:
+        return list(RUNTIMES)
+    return list(dict.fromkeys(get_runtime(n).name for n in names))
+
+
+def _spec(plan: BenchPlan, target: Target, runtime: str, batch: int) -> dict:
+    return {
+        "runtime": runtime,
+        "device": plan.device,
+        "threads": plan.threads,
+        "precision": plan.precision,
+        "batch": batch,
+        "imgsz": list(plan.imgsz),
+        "protocol": plan.protocol.to_dict(),
+        "input_seed": INPUT_SEED,
+        "deploy": str(target.deploy) if target.deploy else None,
+        "artifact": str(target.artifacts[batch]) if batch in target.artifacts else None,
+        "reference": str(target.references[batch]) if batch in target.references else None,
+        "channels_last": plan.channels_last,
+        "compile": plan.compile,
+    }
+
+
+def _row(plan: BenchPlan, target: Target, runtime: str, batch: int, result: dict) -> dict:
+    row = {
+        "model": target.label,
+        "source": target.source,
+        "variant": target.variant,
+        "random_weights": target.random_weights,
+        "gmacs": target.gmacs,
+        "params": target.params,
+        "runtime": runtime,
+        "device": plan.device,
+        "batch": batch,
+        "imgsz": list(plan.imgsz),
+        "precision_requested": plan.precision,
+        "precision": result.get("precision", plan.precision),
+        "threads": result.get("threads", plan.threads),
+        "status": result["status"],
+        "reason": result.get("reason") or target.note,
+    }
+    if result["status"] == "ok":
+        samples = result["samples_s"]
+        stats = summarize(samples)
+        row.update(
+            warmup=result["warmup"],
+            stats=stats,
+            images_per_s=batch / (stats["p50_ms"] / 1e3),
+            parity_max_abs=result.get("parity_max_abs"),
+            samples_s=samples,
+        )
+    return row
+
+
+def plan_rows(plan: BenchPlan, targets: list[Target]) -> list[tuple[Target, str, int, str | None]]:
+    """Every (target, runtime, batch) with the reason it cannot run here, if any."""
+    jobs = []
+    for target in targets:
+        for runtime in plan.runtimes:
+            reason = availability(runtime, plan.device, plan.precision)
+            if reason is None and RUNTIMES[runtime].runs == "deploy" and target.deploy is None:
+                reason = "runs checkpoints and variant names, not exported artifacts"
+            for batch in target.batches:
+                jobs.append((target, runtime, batch, reason))
+    return jobs
+
+
+def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: Path | None = None) -> dict:
+    """Prepare targets, run every row in its own process, and return the self-describing result."""
+    started = datetime.now(timezone.utc)
+    with tempfile.TemporaryDirectory(prefix="partialnet-bench-") as tmp:
+        work = Path(workdir or tmp)
+        targets_dir = work / "targets"
+        targets_dir.mkdir(exist_ok=True)
+        need_onnx = any(RUNTIMES[r].runs == "onnx" and availability(r, plan.device, plan.precision) is None for r in plan.runtimes)
+        targets = []
+        for source in plan.sources:
+            if progress:
+                progress(f"preparing {source}: fold, export, verify")
+            if source.lower().endswith(".onnx") and looks_like_path(source):
+                if not Path(source).is_file():
+                    raise BadInput(f"{source}: no such file")
+                targets.append(prepare_artifact_target(Path(source), plan.batches, plan.imgsz, targets_dir))
+            else:
+                targets.append(prepare_model_target(source, plan.batches, plan.imgsz, targets_dir, need_onnx))
+        jobs = plan_rows(plan, targets)
+        if all(reason for *_, reason in jobs):
+            reasons = sorted({f"{r}: {reason}" for _, r, _, reason in jobs})
+            raise Unavailable(f"no runtime can run on {plan.device} here ({'; '.join(reasons)})")
+        rows = []
+        for i, (target, runtime, batch, reason) in enumerate(jobs):
+            if reason:
+                rows.append(_row(plan, target, runtime, batch, {"status": "skipped", "reason": reason}))
+                continue
+            if progress:
+                progress(f"{target.label} · {runtime} · batch {batch}", i, len(jobs))
+            result = run_worker(_spec(plan, target, runtime, batch), work, plan.threads)
+            rows.append(_row(plan, target, runtime, batch, result))
+    return {
+        "schema": SCHEMA,
+        "created_utc": started.isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "protocol": plan.protocol.to_dict(),
+        "settings": {
+            "device": plan.device,
+            "threads": plan.threads,
+            "batches": plan.batches,
+            "imgsz": list(plan.imgsz),
+            "precision": plan.precision,
+            "channels_last": plan.channels_last,
+            "compile": plan.compile,
+        },
+        "timed_region": TIMED_REGION,
+        "input": f"standard normal, seed {INPUT_SEED}, allocated once before timing",
+        "isolation": "one subprocess per (model, runtime, batch); thread env vars set to --threads",
+        "pytorch_runs": "the folded deploy model (conv-BN fused, as in the papers' protocol)",
+        "machine": fingerprint(),
+        "rows": rows,
+    }
+
+
+def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[..., None] | None = None) -> dict:
+    """Two models (or builds) on one runtime, alternating iteration blocks in ONE process."""
+    runtime = plan.runtimes[0]
+    reason = availability(runtime, plan.device, plan.precision)
+    if reason:
+        raise Unavailable(f"{runtime} cannot run on {plan.device} here: {reason}")
+    batch = plan.batches[0]
+    with tempfile.TemporaryDirectory(prefix="partialnet-ab-") as tmp:
+        work = Path(tmp)
+        (work / "targets").mkdir()
+        sides = {}
+        for name, source in (("a", a), ("b", b)):
+            if progress:
+                progress(f"preparing {name.upper()}: {source}")
+            if source.lower().endswith(".onnx") and Path(source).is_file():
+                target = prepare_artifact_target(Path(source), [batch], plan.imgsz, work / "targets")
+            else:
+                target = prepare_model_target(source, [batch], plan.imgsz, work / "targets", RUNTIMES[runtime].runs == "onnx")
+            if RUNTIMES[runtime].runs == "deploy" and target.deploy is None:
+                raise BadInput(f"{source}: {runtime} runs checkpoints and variant names, not exported artifacts")
+            sides[name] = (target, _spec(plan, target, runtime, target.batches[0]))
+        if progress:
+            progress(f"timing A and B in alternating blocks of {block} on {runtime}")
+        spec = {"mode": "ab", "protocol": plan.protocol.to_dict(), "block": block, "a": sides["a"][1], "b": sides["b"][1]}
+        result = run_worker(spec, work, plan.threads)
+    if result["status"] != "ok":
+        raise Unavailable(f"A/B run failed: {result.get('reason')}")
+    sa, sb = result["samples_a_s"], result["samples_b_s"]
+    ratio, low, high = ratio_of_medians(sb, sa)
+    return {
+        "schema": SCHEMA + "+ab",
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "runtime": runtime,
+        "device": plan.device,
+        "batch": batch,
+        "threads": plan.threads,
+        "imgsz": list(plan.imgsz),
+        "protocol": plan.protocol.to_dict(),
+        "block": block,
+        "a": {"model": sides["a"][0].label, "precision": result["precision_a"], "stats": summarize(sa), "samples_s": sa},
+        "b": {"model": sides["b"][0].label, "precision": result["precision_b"], "stats": summarize(sb), "samples_s": sb},
+        "ratio_b_over_a": ratio,
+        "ratio_ci95": [low, high],
+        "p_b_slower": mann_whitney_greater(sb, sa),
+        "p_b_faster": mann_whitney_greater(sa, sb),
+        "machine": fingerprint(),
+    }

@@ -1,0 +1,68 @@
+"""OpenVINO running the ONNX artifact, with precision and threads pinned and read back.
+
+On CPUs with bf16 support OpenVINO silently computes in bf16 unless told otherwise; this runner pins
+the requested precision (fp32 by default) and reports what the compiled model says it runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from partialnet.errors import BadInput, Unavailable, missing_extra
+
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+OV_DEVICE = {"cpu": "CPU"}
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise missing_extra("openvino", "openvino") from None
+    return openvino
+
+
+class OpenVinoRunner:
+    name = "openvino"
+
+    def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32", device: str = "cpu"):
+        self.path = Path(path)
+        self.threads = threads
+        self.requested_precision = precision
+        self.precision = "unknown"
+        self.device = device
+
+    def prepare(self) -> None:
+        ov = _openvino()
+        if self.device not in OV_DEVICE:
+            raise Unavailable(f"openvino runs here on {', '.join(OV_DEVICE)} only, not {self.device}")
+        core = ov.Core()
+        config = {
+            "INFERENCE_PRECISION_HINT": OV_PRECISION[self.requested_precision],
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+        }
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        try:
+            model = core.read_model(str(self.path))
+            self.compiled = core.compile_model(model, OV_DEVICE[self.device], config)
+        except RuntimeError as exc:
+            raise BadInput(f"{self.path}: OpenVINO cannot compile it ({str(exc).splitlines()[0][:200]})") from None
+        ran = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.precision = {"float32": "fp32", "f32": "fp32", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "f16": "fp16"}.get(
+            ran.split("'")[1] if "'" in ran else ran, ran
+        )
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        self.request = self.compiled.create_infer_request()
+        self.input_dtype = np.float16 if self.compiled.input(0).get_element_type().get_type_name() == "f16" else np.float32
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        result = self.request.infer({0: batch.astype(self.input_dtype, copy=False)})
+        return np.asarray(result[self.compiled.output(0)], dtype=np.float32)
+
+    def close(self) -> None:
+        self.request = None
+        self.compiled = None
