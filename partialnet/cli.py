@@ -266,6 +266,7 @@ def bench_command(
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of latency vs GMACs here.")] = None,
     ab: Annotated[Optional[tuple[str, str]], typer.Option("--ab", help="A B: alternate two models in one run and report B/A.")] = None,
     block: Annotated[int, typer.Option("--block", min=1, help="--ab: iterations per alternating block.")] = 10,
+    label: Annotated[Optional[str], typer.Option("--label", help="Row name for a single model (so compare can match base.pth with new.pth).")] = None,
 ) -> None:
     """Measure latency and throughput per runtime, each row in its own process, and save the evidence."""
     from partialnet.bench import run as bench_run
@@ -289,6 +290,9 @@ def bench_command(
         channels_last=channels_last,
         compile=compile,
     )
+    if label and len(plan.sources) != 1:
+        raise BadInput("--label names one model; give exactly one source with it")
+    plan.label = label
     if plan.precision not in ("fp32", "bf16", "fp16"):
         raise BadInput(f"--precision {precision!r}: expected fp32, bf16 or fp16")
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as bar:

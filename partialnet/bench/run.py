@@ -151,6 +151,7 @@ class BenchPlan:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    label: str | None = None  # row name for a single source, overriding the derived one
 
 
 def resolve_runtimes(names: list[str] | None) -> list[str]:
@@ -239,6 +240,8 @@ def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: P
                 targets.append(prepare_artifact_target(Path(source), plan.batches, plan.imgsz, targets_dir))
             else:
                 targets.append(prepare_model_target(source, plan.batches, plan.imgsz, targets_dir, need_onnx))
+            if plan.label:
+                targets[-1].label = plan.label
         jobs = plan_rows(plan, targets)
         if all(reason for *_, reason in jobs):
             reasons = sorted({f"{r}: {reason}" for _, r, _, reason in jobs})

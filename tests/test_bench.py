@@ -1,0 +1,232 @@
+"""`partialnet bench` and `partialnet compare` as a CI job would run them, on T0 at 64×64."""
+
+import copy
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import golden
+from partialnet import fold, load_checkpoint
+from partialnet.exporters.onnx import OnnxOptions, export
+from partialnet.runtimes.onnxruntime import OnnxRuntimeRunner
+from partialnet.runtimes.torch_eager import TorchRunner
+
+SIZE = (64, 64)
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+
+
+@pytest.fixture(scope="module")
+def t0_small(tmp_path_factory):
+    model, _ = load_checkpoint(golden("t0")[0])
+    deploy, _ = fold(model, SIZE)
+    path = tmp_path_factory.mktemp("runners") / "t0_64.onnx"
+    export(deploy, path, OnnxOptions(imgsz=SIZE, dynamic=True), {})
+    x = np.random.default_rng(0).standard_normal((2, 3, *SIZE), dtype=np.float32)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(x)).numpy()
+    return model, deploy, path, x, reference
+
+
+def runners(t0_small):
+    _, deploy, path, _, _ = t0_small
+    found = [TorchRunner(deploy, threads=1), OnnxRuntimeRunner(path, threads=1)]
+    if HAS_OPENVINO:
+        from partialnet.runtimes.openvino import OpenVinoRunner
+
+        found.append(OpenVinoRunner(path, threads=1))
+    return found
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_each_runtime_matches_pytorch_on_t0(t0_small, index):
+    available = runners(t0_small)
+    if index >= len(available):
+        pytest.skip("openvino is not installed (pip install 'partialnet[openvino]')")
+    runner = available[index]
+    runner.prepare()
+    out = runner.infer(t0_small[3])
+    runner.close()
+    assert np.abs(out - t0_small[4]).max() <= 1e-5
+    assert runner.precision == "fp32" and runner.threads == 1
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed")
+def test_openvino_reports_the_precision_it_runs(t0_small):
+    from partialnet.runtimes.openvino import OpenVinoRunner
+
+    pinned = OpenVinoRunner(t0_small[2], threads=1, precision="fp32")
+    pinned.prepare()
+    assert pinned.precision == "fp32"
+    relaxed = OpenVinoRunner(t0_small[2], threads=1, precision="bf16")
+    relaxed.prepare()
+    # bf16 where the CPU has it; OpenVINO falls back (and says so) where it does not.
+    assert relaxed.precision in ("bf16", "fp32")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One quick bench of the default model at 64×64 with every output requested."""
+    from partialnet.cli import run
+    import sys
+
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["partialnet", "bench", "--protocol", "quick", "--imgsz", "64", "--threads", "1",
+            "--json", str(out / "r.json"), "--csv", str(out / "r.csv"), "--md", str(out / "r.md"), "--plot", str(out / "r.png")]
+    old = sys.argv
+    sys.argv = argv
+    try:
+        run()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sys.argv = old
+    return out, code
+
+
+def test_quick_bench_writes_every_output(quick_run):
+    out, code = quick_run
+    assert code in (0, None)
+    result = json.loads((out / "r.json").read_text())
+    assert result["schema"] == "partialnet.bench/1"
+    assert result["protocol"]["name"] == "quick" and result["protocol"]["min_iters"] == 10
+    assert result["machine"]["cpu"]["logical_cores"] and result["machine"]["id"]
+    assert "infer" in result["timed_region"]
+    ok = [r for r in result["rows"] if r["status"] == "ok"]
+    assert {r["runtime"] for r in ok} >= {"pytorch", "onnxruntime"}
+    for row in ok:
+        assert len(row["samples_s"]) >= 10 and row["threads"] == 1 and row["precision"] == "fp32"
+        lo, hi = row["stats"]["median_ci95_ms"]
+        assert lo <= row["stats"]["p50_ms"] <= hi
+        assert row["parity_max_abs"] is not None and row["parity_max_abs"] < 1e-4
+    assert (out / "r.csv").read_text().startswith("model,runtime,device")
+    assert "| partialnet_t0 |" in (out / "r.md").read_text()
+    assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_with_itself_exits_0(cli, quick_run):
+    path = quick_run[0] / "r.json"
+    result = cli("compare", path, path)
+    assert result.code == 0 and "no latency regression" in result.out
+
+
+def slowed(result: dict, factor: float) -> dict:
+    out = copy.deepcopy(result)
+    for row in out["rows"]:
+        if row["status"] == "ok":
+            row["samples_s"] = [s * factor for s in row["samples_s"]]
+            row["stats"]["p50_ms"] *= factor
+    return out
+
+
+def test_compare_flags_a_slowed_candidate_with_exit_1(cli, quick_run, tmp_path):
+    base = json.loads((quick_run[0] / "r.json").read_text())
+    cand = tmp_path / "slow.json"
+    cand.write_text(json.dumps(slowed(base, 1.5)))
+    result = cli("compare", quick_run[0] / "r.json", cand, "--json")
+    assert result.code == 1 and "regression" in result.err
+    assert all(r["verdict"] == "regression" for r in json.loads(result.out)["rows"])
+
+
+def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path):
+    base = json.loads((quick_run[0] / "r.json").read_text())
+    other = copy.deepcopy(base)
+    other["machine"]["id"] = "0123456789abcdef"
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    refused = cli("compare", quick_run[0] / "r.json", path)
+    assert refused.code == 2 and "different machines" in refused.err
+    assert cli("compare", quick_run[0] / "r.json", path, "--allow-different-machines").code == 0
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["compare", "MISSING", "GOOD"], "no such file"),
+        (["compare", "NOTJSON", "GOOD"], "not JSON"),
+        (["compare", "WRONGSCHEMA", "GOOD"], "not a partialnet bench result"),
+        (["compare", "GOOD", "GOOD", "--alpha", "2"], "--alpha"),
+        (["bench", "--runtime", "tensorflow", "--protocol", "quick"], "unknown runtime"),
+        (["bench", "--protocol", "forever"], "unknown protocol"),
+        (["bench", "--batch", "0"], "--batch"),
+        (["bench", "--device", "tpu"], "--device"),
+        (["bench", "nope.onnx", "--protocol", "quick"], "no such file"),
+    ],
+)
+def test_bad_bench_inputs_exit_2(cli, quick_run, tmp_path, args, fragment):
+    (tmp_path / "notjson.json").write_text("{not json")
+    (tmp_path / "schema.json").write_text(json.dumps({"schema": "something/else", "rows": []}))
+    subst = {
+        "MISSING": tmp_path / "missing.json",
+        "NOTJSON": tmp_path / "notjson.json",
+        "WRONGSCHEMA": tmp_path / "schema.json",
+        "GOOD": quick_run[0] / "r.json",
+    }
+    result = cli(*[str(subst.get(a, a)) for a in args])
+    assert result.code == 2 and fragment in result.err, result.err
+    assert "Traceback" not in result.err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_unavailable_exit_3(cli):
+    result = cli("bench", "--device", "cuda", "--protocol", "quick", "--imgsz", "64", "--runtime", "pytorch,onnxruntime")
+    assert result.code == 3 and "no runtime can run on cuda" in result.err
+
+
+def test_ab_reports_a_ratio_with_an_interval(cli, tmp_path):
+    out = tmp_path / "ab.json"
+    result = cli("bench", "--ab", "partialnet_t0", "fasternet_t0", "--protocol", "quick", "--imgsz", "64", "--threads", "1", "--json", out)
+    assert result.code == 0, result.err
+    data = json.loads(out.read_text())
+    low, high = data["ratio_ci95"]
+    assert low <= data["ratio_b_over_a"] <= high
+    assert data["a"]["model"] == "partialnet_t0" and len(data["a"]["samples_s"]) >= 10
+    assert "B/A latency ratio" in result.out
+
+
+def test_bench_an_exported_artifact(cli, tmp_path):
+    onnx_path = tmp_path / "t0.onnx"
+    assert cli("export", "partialnet_t0", "-o", onnx_path, "--imgsz", "64").code == 0
+    out = tmp_path / "a.json"
+    result = cli("bench", onnx_path, "--runtime", "onnxruntime,pytorch", "--protocol", "quick", "--imgsz", "64", "--json", out)
+    assert result.code == 0, result.err
+    rows = json.loads(out.read_text())["rows"]
+    by_runtime = {r["runtime"]: r for r in rows}
+    assert by_runtime["onnxruntime"]["status"] == "ok" and by_runtime["onnxruntime"]["parity_max_abs"] < 1e-4
+    assert by_runtime["pytorch"]["status"] == "skipped" and "not exported artifacts" in by_runtime["pytorch"]["reason"]
+
+
+def test_missing_backend_names_the_extra(monkeypatch, tmp_path):
+    import sys
+
+    from partialnet.errors import Unavailable
+    from partialnet.runtimes import table
+    from partialnet.runtimes.openvino import OpenVinoRunner
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` fail as if not installed
+    with pytest.raises(Unavailable, match=r"pip install 'partialnet\[openvino\]'"):
+        OpenVinoRunner(tmp_path / "m.onnx").prepare()
+    monkeypatch.setattr(table.importlib.util, "find_spec", lambda name: None)
+    assert table.availability("openvino", "cpu") == "not installed (pip install 'partialnet[openvino]')"
+
+
+def test_only_unavailable_runtimes_exit_3(cli, monkeypatch):
+    from partialnet.runtimes import table
+
+    monkeypatch.setattr(table.importlib.util, "find_spec", lambda name: None)
+    result = cli("bench", "--runtime", "openvino", "--protocol", "quick", "--imgsz", "64")
+    assert result.code == 3 and "partialnet[openvino]" in result.err
+
+
+def test_label_lets_compare_match_two_checkpoints(cli, tmp_path, t0_state_dict):
+    for name in ("base.pth", "new.pth"):
+        torch.save(t0_state_dict, tmp_path / name)
+        result = cli("bench", tmp_path / name, "--label", "model", "--runtime", "onnxruntime", "--protocol", "quick",
+                     "--imgsz", "64", "--threads", "1", "--json", tmp_path / f"{name}.json")
+        assert result.code == 0, result.err
+    compared = cli("compare", tmp_path / "base.pth.json", tmp_path / "new.pth.json", "--json")
+    assert compared.code in (0, 1) and [r["model"] for r in compared.json()["rows"]] == ["model"]
+    assert cli("bench", "partialnet_t0", "fasternet_t0", "--label", "x").code == 2
