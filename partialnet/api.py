@@ -295,12 +295,10 @@ def _identity(variant: str | None, sha: str) -> str:
 
 
 def versions() -> dict:
-    import onnx
-    import onnxruntime
+    """Installed versions of the packages an artifact or a timing depends on (recorded in manifests)."""
+    from partialnet.bench.machine import package_versions
 
-    from partialnet import __version__
-
-    return {"partialnet": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    return package_versions()
 
 
 def verify(

@@ -193,6 +193,11 @@ def unwrap(obj: object, where: str = "") -> tuple[dict[str, torch.Tensor], str]:
     """Find the weights inside the known wrappers; returns them and a description of the container."""
     if _is_state_dict(obj):
         return dict(obj), where or "state_dict"
+    if isinstance(obj, Mapping) and obj.get("format") == "partialnet-deploy":
+        raise BadInput(
+            "is a folded deploy file (written by `partialnet fold`); pass the original checkpoint, "
+            "or load it in Python with partialnet.load_deploy"
+        )
     if isinstance(obj, Mapping):
         for key in CONTAINER_KEYS:
             if key in obj and isinstance(obj[key], Mapping):

@@ -167,3 +167,10 @@ def test_imgsz_accepts_h_w_in_every_form(cli, form):
     result = cli("info", "partialnet_t0", "--imgsz", *form, "--json")
     assert result.code == 0, result.err
     assert result.json()["imgsz"] == [256, 192]
+
+
+def test_deploy_file_given_as_checkpoint_says_what_it_is(cli, tmp_path):
+    deploy = tmp_path / "t0.deploy.pt"
+    assert cli("fold", "partialnet_t0", "-o", deploy, "--imgsz", "64").code == 0
+    result = cli("info", deploy)
+    assert result.code == 2 and "folded deploy file" in result.err
