@@ -308,7 +308,7 @@ def bench_command(
     if ab:
         _render_ab(result)
         if json_path:
-            write_outputs_ab(result, json_path)
+            write_outputs(result, json_path, None, None)
         return
     if not sources:
         out.print("note: partialnet_t0 with RANDOM weights (no checkpoint given); latency does not depend on the weights")
@@ -326,13 +326,6 @@ def bench_command(
     failed = [r for r in result["rows"] if r["status"] == "failed"]
     if failed:
         raise CheckFailed(f"{len(failed)} row(s) failed: {failed[0]['model']} on {failed[0]['runtime']}: {failed[0]['reason']}")
-
-
-def write_outputs_ab(result: dict, path: Path) -> None:
-    from partialnet.outputs import atomic_outputs
-
-    with atomic_outputs([path], force=True) as (temp,):
-        temp.write_text(json.dumps(result, indent=1) + "\n")
 
 
 def _render_ab(result: dict) -> None:
