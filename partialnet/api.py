@@ -17,23 +17,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, CheckpointInfo, resolve, sha256_of
+from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, CheckpointInfo, resolve, sha256_of, source_path
 from partialnet.errors import BadInput, CheckFailed
 from partialnet.exporters.formats import format_for_path, get_format
-from partialnet.exporters.onnx import DEFAULT_OPSET, OnnxOptions
-from partialnet.folding import FoldReport, count_batchnorms, fold, save_deploy
+from partialnet.exporters.onnx import DEFAULT_OPSET, OnnxOptions, check_opset
+from partialnet.folding import FoldReport, count_batchnorms, deploy_payload, fold
+from partialnet.limits import MAX_SAMPLES, check_count, check_input_shape, check_tolerances
 from partialnet.models.flops import measure_cost
 from partialnet.models.partialnet import PartialNet
 from partialnet.models.registry import VARIANTS, Variant
-from partialnet.outputs import atomic_outputs, refuse_existing, write_json
+from partialnet.outputs import Output, atomic_outputs, check_outputs
 from partialnet.preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, load_images
 from partialnet.runtimes.onnxruntime import OnnxRuntimeRunner
 from partialnet.runtimes.torch_eager import TorchRunner
 from partialnet.verify import DEFAULT_TOLERANCES, ParityReport, compare, image_batches, random_batches
-
-MIN_IMGSZ = 64
-STRIDE = 32
-
 
 def parse_imgsz(values: Sequence[int] | int | str | None, default: int = 224) -> tuple[int, int]:
     """`224`, `(H, W)` or "H,W" / "HxW": multiples of 32, at least 64 (the last stage must be at least 2×2)."""
@@ -43,17 +40,15 @@ def parse_imgsz(values: Sequence[int] | int | str | None, default: int = 224) ->
         values = [values]
     if isinstance(values, str):
         parts = [p for p in values.replace("x", ",").replace(" ", ",").split(",") if p]
-        if not parts or not all(p.isdigit() for p in parts):
-            raise BadInput(f"--imgsz {values!r}: expected a size such as 224 or 224,192")
+        if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
+            raise BadInput(f"--imgsz {values[:40]!r}: expected a size such as 224 or 224,192")
         values = [int(p) for p in parts]
     values = list(values)
     if len(values) not in (1, 2):
         raise BadInput(f"--imgsz takes one size or H W, got {len(values)} values")
-    h, w = (values * 2)[:2]
-    for side in (h, w):
-        if side < MIN_IMGSZ or side % STRIDE:
-            raise BadInput(f"image size {h}x{w} unsupported: each side must be a multiple of {STRIDE} and >= {MIN_IMGSZ}")
-    return int(h), int(w)
+    h, w = (int(v) for v in (values * 2)[:2])
+    check_input_shape(None, h, w, "--imgsz")
+    return h, w
 
 
 def variant_row(variant: Variant, imgsz: tuple[int, int] = (224, 224)) -> dict:
@@ -104,12 +99,15 @@ def inspect(source: str, variant: str | None = None, imgsz: tuple[int, int] = (2
 DYNAMIC_VERIFY_BATCH = 4
 
 
-def default_output(info: CheckpointInfo, suffix: str) -> Path:
-    """Beside the checkpoint (`model.pth` → `model.onnx`), or `./<variant><suffix>` for a bare variant."""
-    if info.random_weights:
-        return Path.cwd() / f"{info.variant}{suffix}"
-    source = Path(info.source)
-    return source.with_name(source.name.split(".")[0] + suffix)
+def default_output(source: str, suffix: str) -> Path:
+    """Beside the checkpoint (`model.pth` → `model.onnx`), or `./<variant><suffix>` for a bare variant.
+
+    Computed from the argument alone, so outputs are checked before the checkpoint is loaded.
+    """
+    path = source_path(source)
+    if path is None:
+        return Path.cwd() / f"{source.strip().lower().replace('-', '_')}{suffix}"
+    return path.with_name(path.name.split(".")[0] + suffix)
 
 
 def source_record(info: CheckpointInfo) -> dict:
@@ -131,15 +129,17 @@ def fold_checkpoint(
     force: bool = False,
 ) -> dict:
     """Fold a checkpoint (or variant) into a deploy file; returns the report and where things went."""
-    model, info = resolve(source, variant)
-    out = Path(output) if output else default_output(info, ".deploy.pt")
+    out = Path(output) if output else default_output(source, ".deploy.pt")
     report_out = Path(report_path) if report_path else out.with_name(out.name + ".fold.json")
-    refuse_existing([out, report_out], force)
+    outputs = [Output(out, "-o"), Output(report_out, "--report")]
+    inputs = [source_path(source)]
+    check_outputs(outputs, inputs, force)  # before the slow load and fold
+    model, info = resolve(source, variant)
     deploy, report = fold(model, imgsz)
     result = {"output": str(out), "report_path": str(report_out), **source_record(info), "report": report.to_dict()}
-    with atomic_outputs([report_out], force) as (temp,):
-        save_deploy(out, deploy, report, source_record(info), force=force)
-        write_json(temp, result)
+    with atomic_outputs(outputs, force, inputs) as (staged_deploy, staged_report):
+        torch.save(deploy_payload(deploy, report, source_record(info)), staged_deploy.file)
+        staged_report.write_json(result)
     return result
 
 
@@ -228,15 +228,25 @@ def export(
 ) -> dict:
     """Fold, export, verify; the artifact and its manifest appear only if verification passed."""
     fmt = get_format(format)
-    if batch < 1:
-        raise BadInput(f"--batch must be >= 1, got {batch}")
-    model, info = resolve(source, variant)
-    out = Path(output) if output else default_output(info, fmt.suffix)
-    refuse_existing([out, out.with_name(out.name + ".json")], force)
+    check_input_shape(None if dynamic else batch, *imgsz, "--batch/--imgsz")
+    check_opset(opset)
+    check_count(samples, "--samples", MAX_SAMPLES)
+    check_tolerances(**(tolerances or {}))
+    out = Path(output) if output else default_output(source, fmt.suffix)
+    if not out.name.endswith(fmt.suffix):
+        raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
+    inputs = [source_path(source)]
+    check_outputs(artifact_outputs(out), inputs, force)
     if images_dir:
         load_images(Path(images_dir), imgsz, limit=1)  # fail on a bad folder before the slow work
+    model, info = resolve(source, variant)
     options = OnnxOptions(imgsz=imgsz, batch=batch, dynamic=dynamic, opset=opset, simplify=simplify, half=half)
-    return export_folded(model, info, fold(model, imgsz), fmt.name, out, options, images_dir, samples, tolerances, force)
+    return export_folded(model, info, fold(model, imgsz), fmt.name, out, options, images_dir, samples, tolerances, force, inputs)
+
+
+def artifact_outputs(out: Path) -> list[Output]:
+    """An artifact and the manifest beside it: published together or not at all."""
+    return [Output(out, "-o"), Output(out.with_name(out.name + ".json"), "manifest")]
 
 
 def export_folded(
@@ -250,19 +260,22 @@ def export_folded(
     samples: int = 8,
     tolerances: dict | None = None,
     force: bool = False,
+    inputs: Sequence[Path | None] = (),
 ) -> dict:
     """Export an already folded model and verify it against `model`; returns the manifest."""
     fmt = get_format(format)
     if not out.name.endswith(fmt.suffix):
         raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
-    manifest_path = out.with_name(out.name + ".json")
+    outputs = artifact_outputs(out)
+    manifest_path = outputs[1].path
     deploy, report = folded
     precision = "fp16" if options.half else "fp32"
     metadata = artifact_metadata(info, report, options, precision)
     exporter = importlib.import_module(f"partialnet.exporters.{fmt.exporter}")
     started = time.perf_counter()
-    with atomic_outputs([out, manifest_path], force) as (temp_artifact, temp_manifest):
-        stats = exporter.export(deploy, temp_artifact, options, metadata)
+    with atomic_outputs(outputs, force, inputs) as (staged_artifact, staged_manifest):
+        stats = exporter.export(deploy, staged_artifact, options, metadata)
+        temp_artifact = staged_artifact.path
         exported = time.perf_counter()
         io = exporter.read_io(temp_artifact)
         parity = check_parity(temp_artifact, model, io, images_dir, samples, tolerances)
@@ -284,7 +297,7 @@ def export_folded(
             "seconds": {"export": round(exported - started, 2), "verify": round(verified - exported, 2)},
             "versions": versions(),
         }
-        write_json(temp_manifest, manifest)
+        staged_manifest.write_json(manifest)
     return {"output": str(out), "manifest_path": str(manifest_path), **manifest}
 
 
@@ -311,8 +324,8 @@ def verify(
 ) -> ParityReport:
     """Check an existing artifact against the checkpoint (or variant) it was exported from."""
     artifact = Path(artifact)
-    if not artifact.is_file():
-        raise BadInput(f"{artifact}: no such file")
+    check_count(samples, "--samples", MAX_SAMPLES)
+    check_tolerances(**(tolerances or {}))
     fmt = format_for_path(artifact)
     exporter = importlib.import_module(f"partialnet.exporters.{fmt.exporter}")
     io = exporter.read_io(artifact)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import traceback
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -243,7 +246,7 @@ def _batches(value: Optional[str]) -> Optional[list[int]]:
     if value is None:
         return None
     parts = _split_list([value])
-    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+    if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 6 and int(p) > 0 for p in parts):
         raise BadInput(f"--batch {value!r}: expected positive integers such as 1,32")
     return [int(p) for p in parts]
 
@@ -267,17 +270,28 @@ def bench_command(
     ab: Annotated[Optional[tuple[str, str]], typer.Option("--ab", help="A B: alternate two models in one run and report B/A.")] = None,
     block: Annotated[int, typer.Option("--block", min=1, help="--ab: iterations per alternating block.")] = 10,
     label: Annotated[Optional[str], typer.Option("--label", help="Row name for a single model (so compare can match base.pth with new.pth).")] = None,
+    force: ForceOption = False,
 ) -> None:
     """Measure latency and throughput per runtime, each row in its own process, and save the evidence."""
     from partialnet.bench import run as bench_run
     from partialnet.bench.protocols import get_protocol
-    from partialnet.bench.results import write_outputs
+    from partialnet.bench.results import result_outputs, write_outputs
+    from partialnet.checkpoint import source_path
+    from partialnet.limits import MAX_THREADS, check_count, check_input_shape
+    from partialnet.outputs import check_outputs
 
     if device not in ("cpu", "cuda"):
         raise BadInput(f"--device {device!r}: expected cpu or cuda")
     proto = get_protocol(protocol, device)
     size = api.parse_imgsz(imgsz)
     batches = _batches(batch) or list(proto.batches or (1,))
+    for b in batches:
+        check_input_shape(b, *size, "--batch/--imgsz")
+    if threads is not None:
+        check_count(threads, "--threads", MAX_THREADS)
+    inputs = [source_path(s) for s in [*(sources or []), *(ab or ())]]
+    outputs = result_outputs(json_path, None, None, None) if ab else result_outputs(json_path, csv_path, md_path, plot_path)
+    check_outputs(outputs, inputs, force)  # before any model is loaded or timed
     plan = bench_run.BenchPlan(
         sources=list(sources or ["partialnet_t0"]),
         runtimes=bench_run.resolve_runtimes(_split_list(runtime) or (["onnxruntime"] if ab else None)),
@@ -307,20 +321,15 @@ def bench_command(
             result = bench_run.run(plan, progress)
     if ab:
         _render_ab(result)
-        if json_path:
-            write_outputs(result, json_path, None, None)
+        for path in write_outputs(result, json_path, force=force, inputs=inputs):
+            out.print(f"wrote {path}")
         return
     if not sources:
         out.print("note: partialnet_t0 with RANDOM weights (no checkpoint given); latency does not depend on the weights")
     out.print(render.bench_table(result))
     for line in render.skipped_lines(result):
         out.print(line)
-    written = write_outputs(result, json_path, csv_path, md_path)
-    if plot_path:
-        from partialnet.bench.plot import plot
-
-        plot(result, plot_path)
-        written.append(str(plot_path))
+    written = write_outputs(result, json_path, csv_path, md_path, plot_path, force=force, inputs=inputs)
     if written:
         out.print(f"wrote {', '.join(written)}")
     failed = [r for r in result["rows"] if r["status"] == "failed"]
@@ -354,9 +363,10 @@ def compare_command(
     as_json: JsonOption = False,
 ) -> None:
     """Gate on latency: exit 1 if any matched row regressed (significant AND above --max-slowdown)."""
-    from partialnet.bench.compare import compare_results
+    from partialnet.bench.compare import check_gate, compare_results
     from partialnet.bench.results import load_result
 
+    check_gate(alpha, max_slowdown)
     report = compare_results(load_result(baseline), load_result(candidate), alpha, max_slowdown, allow_different_machines)
     if as_json:
         _print_json(report)
@@ -384,25 +394,103 @@ def join_imgsz(argv: list[str]) -> list[str]:
     return out
 
 
-def run() -> None:
-    """Console-script entry point: the one place where errors turn into exit codes.
+def debug_enabled() -> bool:
+    """PARTIALNET_DEBUG=1 (or true/yes/on) shows tracebacks; 0, empty or unset means off."""
+    return os.environ.get("PARTIALNET_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
 
-    Typer's standalone mode already answers usage errors with exit code 2; everything else that
-    escapes a command arrives here.
-    """
+
+class Interrupted(BaseException):
+    """A signal asked us to stop: raised in the main thread so every `finally` removes its temporaries."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, frame) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # cleanup runs once, without a second signal cutting it short
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM (what CI runners send on cancel) and SIGHUP are handled like Ctrl-C: clean up, then exit."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _on_signal)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning nobody silenced at its source: one line, never a raw Python warning block."""
+    text = " ".join(str(message).split())[:200]
+    err.print(f"warning: {text} ({category.__name__})", markup=False)
+
+
+def _click_errors():
+    """Click's exception classes: vendored inside typer since 0.29, the click package before."""
     try:
-        app(args=join_imgsz(sys.argv[1:]), prog_name="partialnet")
+        from typer._click import exceptions
+    except ImportError:  # older typer depends on click itself
+        from click import exceptions
+    return exceptions
+
+
+def _usage_error(exc) -> None:
+    """Click's usage errors as one line plus one hint, with the nearest valid name where one is close."""
+    import difflib
+
+    NoSuchOption = _click_errors().NoSuchOption
+    message = exc.format_message()
+    if isinstance(exc, NoSuchOption):
+        near = difflib.get_close_matches(exc.option_name, sorted(exc.possibilities or []), n=1)
+        message = exc.message + (f"; did you mean {near[0]}?" if near else "")
+    command = exc.ctx.command_path if exc.ctx is not None else "partialnet"
+    err.print(f"error: {message}", markup=False)
+    err.print(f"hint: {command} --help", markup=False)
+
+
+def run() -> None:
+    """Console-script entry point: the one place where errors and signals turn into exit codes.
+
+    0 ok, 1 a check failed, 2 bad input or usage, 3 not possible here, 4 a bug; 130 Ctrl-C, 143 SIGTERM.
+    """
+    ClickException, NoArgsIsHelpError, UsageError = (getattr(_click_errors(), n) for n in ("ClickException", "NoArgsIsHelpError", "UsageError"))
+    Abort = typer.Abort
+
+    install_signal_handlers()
+    warnings.showwarning = _show_warning
+    debug = debug_enabled()
+    argv = join_imgsz(sys.argv[1:])
+    try:
+        code = app(args=argv, prog_name="partialnet", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        out.print(exc.format_message(), markup=False, highlight=False)
+        code = 0
+    except UsageError as exc:
+        _usage_error(exc)
+        code = 2
+    except ClickException as exc:
+        err.print(f"error: {exc.format_message()}", markup=False)
+        code = exc.exit_code
     except PartialnetError as exc:
+        if debug:
+            traceback.print_exc()
         _render_failure_details(exc)
         err.print(f"error: {exc}", markup=False)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        code = exc.exit_code
+    except (KeyboardInterrupt, Abort):
+        err.print("error: interrupted (Ctrl-C); temporary files removed, nothing published", markup=False)
+        code = 130
+    except Interrupted as exc:
+        name = signal.Signals(exc.signum).name
+        err.print(f"error: stopped by {name}; temporary files removed, nothing published", markup=False)
+        code = 128 + exc.signum
     except Exception as exc:  # a bug: say so in one line unless asked for the traceback
-        if os.environ.get("PARTIALNET_DEBUG"):
-            raise
+        if debug:
+            traceback.print_exc()
         err.print(f"internal error: {type(exc).__name__}: {exc} (set PARTIALNET_DEBUG=1 for the traceback)", markup=False)
-        sys.exit(EXIT_INTERNAL)
+        code = EXIT_INTERNAL
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

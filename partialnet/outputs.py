@@ -1,44 +1,368 @@
-"""Writing artifacts so that a failure never leaves a half file and nothing is overwritten by surprise."""
+"""Every file partialnet writes goes through here, because outputs land in shared, writable directories.
+
+The rules, each closing a way an output was lost or redirected:
+
+- Checked before any slow work (`check_outputs`): an existing output needs `--force`; a directory is
+  never taken for a file; no output may be one of the inputs (same file after links); two outputs of
+  one command may not name the same file; the parent must be creatable and writable.
+- Staged under an unpredictable name created exclusively (`mkstemp`: O_CREAT|O_EXCL, mode 0600, so a
+  symlink planted in advance is never followed) and written through that descriptor; multi-file
+  artifacts are staged inside a private `mkdtemp` directory instead.
+- Published without replacing (`link`, or `renameat2(RENAME_NOREPLACE)`): of two concurrent writers
+  exactly one wins and the other is told the path exists. With `--force` the directory entry itself is
+  replaced (`rename`), so a symlink sitting at the final name is replaced, never written through.
+- Cleaned up on any failure, Ctrl-C or SIGTERM (the CLI turns SIGTERM into an exception), and the
+  outputs of one command are published together or not at all.
+- JSON is strict: NaN and Infinity never reach a file; they become null with the field named.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
+import math
 import os
-from collections.abc import Iterator, Sequence
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
-from partialnet.errors import BadInput
+from partialnet.errors import BadInput, Unavailable
+from partialnet.inputs import describe_errno
 
 
-def refuse_existing(paths: Sequence[Path], force: bool) -> None:
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not force:
-        raise BadInput(f"{existing[0]} already exists; pass --force to overwrite")
-    for p in paths:
-        if p.is_dir():
-            raise BadInput(f"{p} is a directory; give a file name with -o")
+@dataclass(frozen=True)
+class Output:
+    """One path a command will write, with the option that named it (for messages)."""
+
+    path: Path
+    option: str = "output"
+    kind: str = "file"  # "file", or "dir" for a directory artifact (e.g. an .mlpackage)
+
+    @staticmethod
+    def of(item: "Output | str | Path") -> "Output":
+        return item if isinstance(item, Output) else Output(Path(item))
+
+
+# ---------------------------------------------------------------- checks before any work
+
+
+def _identity(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _first_existing_ancestor(path: Path) -> Path:
+    parent = path.absolute().parent
+    while not os.path.lexists(parent) and parent != parent.parent:
+        parent = parent.parent
+    return parent
+
+
+def check_parent(out: Output) -> None:
+    """The output's directory exists or can be created, and can be written."""
+    ancestor = _first_existing_ancestor(out.path)
+    try:
+        st = os.stat(ancestor)
+    except OSError as exc:
+        raise BadInput(f"{out.option} {out.path}: cannot create it ({ancestor}: {describe_errno(exc)})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise BadInput(f"{out.option} {out.path}: cannot create it, {ancestor} is not a directory")
+    if os.statvfs(ancestor).f_flag & os.ST_RDONLY:
+        raise BadInput(f"{out.option} {out.path}: cannot write there, {ancestor} is on a read-only file system")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise BadInput(f"{out.option} {out.path}: cannot write there, no write permission in {ancestor}")
+
+
+def check_outputs(
+    outputs: Sequence[Output | str | Path | None],
+    inputs: Iterable[str | Path | None] = (),
+    force: bool = False,
+) -> list[Output]:
+    """Refuse, before any slow work, every output that would clobber, collide or cannot be written."""
+    outs = [Output.of(o) for o in outputs if o is not None]
+    inputs = [Path(p) for p in inputs if p is not None]
+    input_ids = {ident: p for p in inputs if (ident := _identity(p)) is not None}
+    input_real = {os.path.realpath(p): p for p in inputs}
+    seen: dict[str, Output] = {}
+    for out in outs:
+        path = out.path
+        real = os.path.realpath(path)
+        ident = _identity(path)
+        clash = input_ids.get(ident) if ident else None
+        clash = clash or input_real.get(real)
+        if clash is not None:
+            raise BadInput(f"{out.option} {path} is the input {clash}; choose another output path")
+        if real in seen:
+            raise BadInput(f"{out.option} {path} and {seen[real].option} {seen[real].path} are the same file; give each its own path")
+        seen[real] = out
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        except NotADirectoryError:
+            raise BadInput(f"{out.option} {path}: cannot create it, a parent in the path is not a directory") from None
+        except OSError as exc:
+            raise BadInput(f"{out.option} {path}: {describe_errno(exc)}") from None
+        if out.kind == "file" and st is not None and stat.S_ISDIR(st.st_mode):
+            raise BadInput(f"{out.option} {path} is a directory; give a file name")
+        if os.path.lexists(path) and not force:
+            raise BadInput(f"{out.option} {path} already exists; pass --force to overwrite")
+        check_parent(out)
+    return outs
+
+
+def refuse_existing(paths: Sequence[str | Path], force: bool) -> None:
+    """The old name of `check_outputs` for callers with plain paths and no inputs."""
+    check_outputs(list(paths), (), force)
+
+
+# ---------------------------------------------------------------- staging and publishing
+
+
+@dataclass(eq=False)
+class Staged:
+    """Where a writer puts one output before it is published.
+
+    Single files: write through `file` (an exclusively created temp file); a library that insists on
+    a path may use `path`, which is that same file. Directory artifacts: write `path` (inside a
+    private directory only this process can enter).
+    """
+
+    output: Output
+    path: Path
+    file: BinaryIO | None = None
+    private_dir: Path | None = None
+    _ident: tuple | None = field(default=None, repr=False)
+
+    def write_bytes(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode())
+
+    def write_json(self, data) -> None:
+        self.write_bytes(dumps_strict(data).encode())
+
+
+def _stage(out: Output) -> Staged:
+    parent = out.path.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{out.path.name[:80]}."
+    if out.kind == "dir":
+        private = Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial", dir=parent))
+        return Staged(out, private / out.path.name, private_dir=private)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".partial", dir=parent)
+    st = os.fstat(fd)
+    return Staged(out, Path(name), file=os.fdopen(fd, "w+b"), _ident=(st.st_dev, st.st_ino))
+
+
+def _discard(staged: Staged) -> None:
+    if staged.file is not None and not staged.file.closed:
+        staged.file.close()
+    if staged.private_dir is not None:
+        shutil.rmtree(staged.private_dir, ignore_errors=True)
+    elif staged.file is not None:
+        try:
+            if _lidentity(staged.path) == staged._ident:
+                os.unlink(staged.path)
+        except OSError:
+            pass
+
+
+def _lidentity(path: Path) -> tuple | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+_libc = None
+RENAME_NOREPLACE = 1
+AT_FDCWD = -100
+
+
+def _renameat2_noreplace(src: Path, dst: Path) -> bool:
+    """rename without replacing (Linux); False where the call or the file system lacks it."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _libc = False
+    fn = getattr(_libc, "renameat2", None) if _libc else None
+    if fn is None:
+        return False
+    rc = fn(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+def _publish_noreplace(staged: Staged) -> None:
+    src, dst = staged.path, staged.output.path
+    if staged.output.kind == "file":
+        try:
+            os.link(src, dst, follow_symlinks=False)
+            os.unlink(src)
+            return
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                raise
+        if not _renameat2_noreplace(src, dst):
+            raise Unavailable(f"{dst}: this file system supports neither hard links nor rename-without-replace; pass --force")
+        return
+    if _renameat2_noreplace(src, dst):
+        return
+    os.mkdir(dst)  # exclusive: the loser of a race fails here; then the empty directory is replaced
+    os.rename(src, dst)
+
+
+def _publish_replace(staged: Staged) -> None:
+    src, dst = staged.path, staged.output.path
+    if staged.output.kind == "file":
+        os.replace(src, dst)  # replaces the entry itself: a symlink at dst is replaced, not followed
+        return
+    if os.path.lexists(dst):
+        if os.path.isdir(dst) and not os.path.islink(dst):
+            old = staged.private_dir / ".replaced"
+            os.rename(dst, old)  # removed with the private directory afterwards
+        else:
+            os.unlink(dst)
+    os.rename(src, dst)
+
+
+def _finish_file(staged: Staged) -> None:
+    f = staged.file
+    f.flush()
+    os.fsync(f.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(f.fileno(), 0o666 & ~umask)
+    f.close()
+    if _lidentity(staged.path) != staged._ident:
+        raise BadInput(f"{staged.output.path}: its temporary file {staged.path} was replaced while being written; nothing published")
+
+
+def _check_written(staged: Staged) -> None:
+    if staged.file is not None:
+        if staged.file.tell() == 0 and os.fstat(staged.file.fileno()).st_size == 0:
+            raise RuntimeError(f"internal: nothing was written for {staged.output.path}")
+        _finish_file(staged)
+    elif not os.path.lexists(staged.path) or os.path.islink(staged.path):
+        raise RuntimeError(f"internal: {staged.path} was not written")
+
+
+def _os_error(exc: OSError, what: Path) -> Exception:
+    """A write that failed for a reason the user can act on, as one line with the right exit code."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return Unavailable(f"{what}: no space left on the device (or quota exceeded); nothing was written")
+    if exc.errno == errno.EROFS:
+        return BadInput(f"{what}: read-only file system; nothing was written")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return BadInput(f"{what}: permission denied; nothing was written")
+    if exc.errno == errno.EEXIST:
+        return BadInput(f"{what} already exists (created by another process while this one ran); pass --force to overwrite")
+    return BadInput(f"{what}: cannot write ({describe_errno(exc)}); nothing was written")
 
 
 @contextmanager
-def atomic_outputs(paths: Sequence[Path], force: bool = False) -> Iterator[list[Path]]:
-    """Yield temporary names beside `paths`; rename them into place only if the block succeeds."""
-    paths = [Path(p) for p in paths]
-    refuse_existing(paths, force)
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    temps = [p.with_name(f".{p.name}.partial-{os.getpid()}") for p in paths]
+def atomic_outputs(
+    outputs: Sequence[Output | str | Path], force: bool = False, inputs: Iterable[str | Path | None] = ()
+) -> Iterator[list[Staged]]:
+    """Stage every output; publish them all if the block succeeds, none if anything fails."""
+    outs = check_outputs(outputs, inputs, force)
+    staged: list[Staged] = []
+    published: list[Staged] = []
+    current = outs[0].path if outs else Path(".")
     try:
-        yield temps
-        missing = [str(t) for t in temps if not t.exists()]
-        if missing:
-            raise RuntimeError(f"internal: {missing[0]} was not written")
-        for temp, final in zip(temps, paths):
-            os.replace(temp, final)
+        for out in outs:
+            current = out.path
+            staged.append(_stage(out))
+        yield staged
+        for s in staged:
+            current = s.output.path
+            _check_written(s)
+        for s in staged:
+            current = s.output.path
+            (_publish_replace if force else _publish_noreplace)(s)
+            published.append(s)
+    except OSError as exc:
+        _unpublish(published)
+        raise _os_error(exc, current) from None
+    except BaseException:
+        _unpublish(published)
+        raise
     finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
+        for s in staged:
+            if s.private_dir is not None or not any(s is p for p in published):
+                _discard(s)
 
 
-def write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+def _unpublish(published: list[Staged]) -> None:
+    """Take back the outputs of a group whose later member failed, if they are still ours."""
+    for s in published:
+        try:
+            if s.output.kind == "file" and _lidentity(s.output.path) == s._ident:
+                os.unlink(s.output.path)
+        except OSError:
+            pass
+
+
+def write_file(path: str | Path, data: bytes | str, force: bool = False, inputs: Iterable[str | Path | None] = ()) -> None:
+    with atomic_outputs([path], force, inputs) as (staged,):
+        staged.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def write_json(path: str | Path, data, force: bool = False, inputs: Iterable[str | Path | None] = ()) -> None:
+    write_file(path, dumps_strict(data), force, inputs)
+
+
+# ---------------------------------------------------------------- strict JSON
+
+
+def json_safe(data, where: str = "$", nulled: list | None = None):
+    """`data` with every NaN/Infinity replaced by None; `nulled` collects where and what each was."""
+    if isinstance(data, bool) or data is None or isinstance(data, (int, str)):
+        return data
+    if not isinstance(data, float) and hasattr(data, "item") and getattr(data, "shape", None) == ():
+        return json_safe(data.item(), where, nulled)  # numpy and torch scalars
+    if isinstance(data, float):
+        value = data
+        if math.isfinite(value):
+            return value
+        if nulled is not None:
+            nulled.append({"field": where, "was": "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")})
+        return None
+    if isinstance(data, dict):
+        return {str(k): json_safe(v, f"{where}.{k}", nulled) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(v, f"{where}[{i}]", nulled) for i, v in enumerate(data)]
+    if hasattr(data, "tolist"):
+        return json_safe(data.tolist(), where, nulled)
+    if isinstance(data, Path):
+        return str(data)
+    raise TypeError(f"internal: {where} holds a {type(data).__name__}, which is not JSON")
+
+
+def dumps_strict(data, indent: int | None = 2) -> str:
+    """JSON text that every strict parser reads: non-finite numbers become null, listed under "non_finite"."""
+    nulled: list = []
+    safe = json_safe(data, "$", nulled)
+    if nulled and isinstance(safe, dict):
+        safe["non_finite"] = nulled
+    return json.dumps(safe, indent=indent, allow_nan=False) + "\n"

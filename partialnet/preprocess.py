@@ -6,15 +6,21 @@ Pillow decodes and resizes, as in the reference pipelines; it is imported only w
 
 from __future__ import annotations
 
+import os
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from partialnet.errors import BadInput, missing_extra
+from partialnet.inputs import describe_errno, open_regular
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_RATIO = 0.9
+MAX_IMAGE_BYTES = 64 << 20
+MAX_IMAGE_PIXELS = 50_000_000  # 8K x 6K; decoded RGB that is 150 MB
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -27,11 +33,22 @@ def _pil():
 
 
 def preprocess(path: Path, imgsz: tuple[int, int]) -> np.ndarray:
-    """One image as a (3, H, W) float32 array, normalised."""
+    """One image as a (3, H, W) float32 array, normalised.
+
+    The header's size is checked before any pixel is decoded: a few-KB PNG can declare a billion
+    pixels (a decompression bomb), and Pillow's own guard only warns below twice its default limit.
+    """
     Image = _pil()
     h, w = imgsz
     try:
-        with Image.open(path) as img:
+        with open_regular(path, "image", max_bytes=MAX_IMAGE_BYTES) as f, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(f)
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise BadInput(
+                    f"{path}: refused: {img.width}x{img.height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit "
+                    "(a decompression bomb, or far larger than any input needs)"
+                )
             img = img.convert("RGB")
             resize_to = int(min(h, w) / CROP_RATIO)
             scale = resize_to / min(img.size)
@@ -40,8 +57,13 @@ def preprocess(path: Path, imgsz: tuple[int, int]) -> np.ndarray:
             left, top = (img.width - w) // 2, (img.height - h) // 2
             img = img.crop((left, top, left + w, top + h))
             array = np.asarray(img, dtype=np.float32) / 255.0
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"{path}: cannot read image ({exc})") from None
+    except BadInput:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadInput(f"{path}: refused: {' '.join(str(exc).split())[:160]}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, MemoryError) as exc:
+        # Pillow's decoders raise all of these on malformed files.
+        raise BadInput(f"{path}: cannot read image ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
     array = (array - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
     return array.transpose(2, 0, 1).copy()
 
@@ -51,7 +73,11 @@ def load_images(folder: Path, imgsz: tuple[int, int], limit: int = 64) -> np.nda
     folder = Path(folder)
     if not folder.is_dir():
         raise BadInput(f"{folder}: not a directory of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    try:
+        names = sorted(entry.name for entry in os.scandir(folder) if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as exc:
+        raise BadInput(f"{folder}: cannot list it ({describe_errno(exc)})") from None
+    files = [folder / name for name in names[:limit]]
     if not files:
         raise BadInput(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return np.stack([preprocess(p, imgsz) for p in files])

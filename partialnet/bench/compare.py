@@ -7,7 +7,10 @@ Significance alone flags 1 % shifts on quiet machines; a threshold alone flags n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from partialnet.bench.results import row_key
 from partialnet.bench.stats import mann_whitney_greater, ratio_of_medians
@@ -37,6 +40,11 @@ class RowVerdict:
         }
 
 
+def median_ms(samples) -> float:
+    """From the raw samples, never from a file's own summary, which a stranger could have edited."""
+    return float(np.median(np.asarray(samples, dtype=np.float64))) * 1e3
+
+
 def judge(baseline, candidate, alpha: float = DEFAULT_ALPHA, max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> dict:
     """The verdict for one pair of raw sample sets (seconds)."""
     ratio, low, high = ratio_of_medians(candidate, baseline)
@@ -51,6 +59,14 @@ def judge(baseline, candidate, alpha: float = DEFAULT_ALPHA, max_slowdown: float
     return {"ratio": ratio, "ratio_ci95": (low, high), "p_slower": p_slower, "p_faster": p_faster, "verdict": verdict}
 
 
+def check_gate(alpha: float, max_slowdown: float) -> None:
+    """The gate's two numbers, checked before any result file is read."""
+    if not (math.isfinite(alpha) and 0 < alpha < 1):
+        raise BadInput(f"--alpha {alpha}: expected a number strictly between 0 and 1")
+    if not (math.isfinite(max_slowdown) and 0 <= max_slowdown <= 100):
+        raise BadInput(f"--max-slowdown {max_slowdown}: expected a finite fraction >= 0 (0.10 = 10 %)")
+
+
 def compare_results(
     baseline: dict,
     candidate: dict,
@@ -58,10 +74,7 @@ def compare_results(
     max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
     allow_different_machines: bool = False,
 ) -> dict:
-    if not 0 < alpha < 1:
-        raise BadInput(f"--alpha must be in (0, 1), got {alpha}")
-    if max_slowdown < 0:
-        raise BadInput(f"--max-slowdown must be >= 0, got {max_slowdown}")
+    check_gate(alpha, max_slowdown)
     machines = (baseline["machine"].get("id"), candidate["machine"].get("id"))
     if machines[0] != machines[1] and not allow_different_machines:
         raise BadInput(
@@ -75,7 +88,7 @@ def compare_results(
     for key in [k for k in cand_rows if k in base_rows]:
         b, c = base_rows[key], cand_rows[key]
         v = judge(b["samples_s"], c["samples_s"], alpha, max_slowdown)
-        verdicts.append(RowVerdict(key, b["stats"]["p50_ms"], c["stats"]["p50_ms"], **v))
+        verdicts.append(RowVerdict(key, median_ms(b["samples_s"]), median_ms(c["samples_s"]), **v))
     if not verdicts:
         raise BadInput("no rows in common (matched by model, runtime, precision, batch, threads)")
     return {

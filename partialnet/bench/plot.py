@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from partialnet.errors import BadInput, missing_extra
 
 
-def plot(result: dict, path: Path) -> None:
+def plot(result: dict, target) -> None:
+    """Draw `result` as a PNG into `target` (a path or a binary file; bench writes through partialnet.outputs)."""
     try:
         import matplotlib
 
@@ -32,8 +31,7 @@ def plot(result: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    from partialnet.outputs import atomic_outputs
-
-    with atomic_outputs([Path(path)], force=True) as (temp,):
-        fig.savefig(temp, format="png")
-    plt.close(fig)
+    try:
+        fig.savefig(target, format="png")
+    finally:
+        plt.close(fig)

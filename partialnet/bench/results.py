@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 from partialnet.bench.run import SCHEMA
@@ -65,41 +66,102 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(result: dict, json_path: Path | None, csv_path: Path | None, md_path: Path | None) -> list[str]:
-    from partialnet.outputs import atomic_outputs
+def result_outputs(json_path, csv_path=None, md_path=None, plot_path=None) -> list:
+    """The files a bench run will write, named by their options (checked before the run starts)."""
+    from partialnet.outputs import Output
 
-    written = []
-    for path, text in (
-        (json_path, lambda: json.dumps(result, indent=1) + "\n"),
-        (csv_path, lambda: to_csv(result)),
-        (md_path, lambda: to_markdown(result)),
-    ):
-        if path:
-            with atomic_outputs([Path(path)], force=True) as (temp,):
-                temp.write_text(text())
-            written.append(str(path))
-    return written
+    named = (("--json", json_path), ("--csv", csv_path), ("--md", md_path), ("--plot", plot_path))
+    return [Output(Path(path), option) for option, path in named if path]
+
+
+def write_outputs(
+    result: dict,
+    json_path: Path | None,
+    csv_path: Path | None = None,
+    md_path: Path | None = None,
+    plot_path: Path | None = None,
+    force: bool = False,
+    inputs=(),
+) -> list[str]:
+    """Every requested file of one run, published together through the output module."""
+    from partialnet.outputs import atomic_outputs, dumps_strict
+
+    writers = {
+        "--json": lambda staged: staged.write_text(dumps_strict(result, indent=1)),
+        "--csv": lambda staged: staged.write_text(to_csv(result)),
+        "--md": lambda staged: staged.write_text(to_markdown(result)),
+        "--plot": lambda staged: _plot(result, staged),
+    }
+    outputs = result_outputs(json_path, csv_path, md_path, plot_path)
+    if not outputs:
+        return []
+    with atomic_outputs(outputs, force, inputs) as staged:
+        for item in staged:
+            writers[item.output.option](item)
+    return [str(o.path) for o in outputs]
+
+
+def _plot(result: dict, staged) -> None:
+    from partialnet.bench.plot import plot
+
+    plot(result, staged.file)
+
+
+MAX_RESULT_BYTES = 256 << 20  # a full matrix of 100,000-sample rows is tens of MB
+MAX_SAMPLES_PER_ROW = 200_000  # twice the longest protocol's cap
+
+
+def _strict_json(text: str, path: Path):
+    def refuse_constant(name: str):
+        raise BadInput(f"{path}: holds {name}, which is not JSON (a result never contains it)")
+
+    try:
+        return json.loads(text, parse_constant=refuse_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not JSON ({exc})") from None
+    except RecursionError:
+        raise BadInput(f"{path}: nested too deeply to be a bench result") from None
+
+
+def _check_row(row, i: int, path: Path) -> None:
+    where = f"{path}: row {i}"
+    if not isinstance(row, dict):
+        raise BadInput(f"{where} is not an object (found {type(row).__name__})")
+    missing = [k for k in (*KEY_FIELDS, "status") if k not in row]
+    if missing:
+        raise BadInput(f"{where} lacks {', '.join(missing)}")
+    for key in ("model", "runtime", "precision", "status"):
+        if not isinstance(row[key], str):
+            raise BadInput(f"{where}: {key} must be a string, got {type(row[key]).__name__}")
+    for key in ("batch", "threads"):
+        if type(row[key]) is not int:
+            raise BadInput(f"{where}: {key} must be an integer, got {type(row[key]).__name__}")
+    if row["status"] != "ok":
+        return
+    samples = row.get("samples_s")
+    if not isinstance(samples, list) or not samples:
+        raise BadInput(f"{where} ({row['model']}, {row['runtime']}) has no raw samples")
+    if len(samples) > MAX_SAMPLES_PER_ROW:
+        raise BadInput(f"{where} holds {len(samples):,} samples, over the {MAX_SAMPLES_PER_ROW:,} limit")
+    if not all(type(x) in (int, float) and math.isfinite(x) and x > 0 for x in samples):
+        raise BadInput(f"{where}: samples_s must be positive finite numbers of seconds")
 
 
 def load_result(path: str | Path) -> dict:
-    """A bench result JSON, checked enough that compare can trust it; BadInput otherwise."""
+    """A bench result JSON, checked enough that compare can trust every field it reads; BadInput otherwise."""
+    from partialnet.inputs import read_limited
+
     path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"{path}: no such file")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{path}: not JSON ({exc})") from None
+    data = _strict_json(read_limited(path, "bench result", MAX_RESULT_BYTES).decode("utf-8", "replace"), path)
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise BadInput(f"{path}: not a partialnet bench result (schema {found!r}, expected {SCHEMA!r})")
-    for field in ("machine", "rows", "protocol"):
-        if field not in data:
-            raise BadInput(f"{path}: bench result lacks {field!r}")
+        raise BadInput(f"{path}: not a partialnet bench result (schema {str(found)[:40]!r}, expected {SCHEMA!r})")
+    for field, kind in (("machine", dict), ("rows", list), ("protocol", dict)):
+        if not isinstance(data.get(field), kind):
+            raise BadInput(f"{path}: bench result lacks {field!r} (or it is not a JSON {kind.__name__})")
+    machine = data["machine"]
+    if not isinstance(machine.get("id"), str) or not isinstance(machine.get("cpu"), dict) or not isinstance(machine["cpu"].get("model"), str):
+        raise BadInput(f"{path}: bench result's machine lacks its id or cpu model")
     for i, row in enumerate(data["rows"]):
-        missing = [k for k in (*KEY_FIELDS, "status") if k not in row]
-        if missing:
-            raise BadInput(f"{path}: row {i} lacks {', '.join(missing)}")
-        if row["status"] == "ok" and not row.get("samples_s"):
-            raise BadInput(f"{path}: row {i} ({row['model']}, {row['runtime']}) has no raw samples")
+        _check_row(row, i, path)
     return data

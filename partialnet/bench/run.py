@@ -235,8 +235,6 @@ def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: P
             if progress:
                 progress(f"preparing {source}: fold, export, verify")
             if source.lower().endswith(".onnx") and looks_like_path(source):
-                if not Path(source).is_file():
-                    raise BadInput(f"{source}: no such file")
                 targets.append(prepare_artifact_target(Path(source), plan.batches, plan.imgsz, targets_dir))
             else:
                 targets.append(prepare_model_target(source, plan.batches, plan.imgsz, targets_dir, need_onnx))
@@ -292,7 +290,7 @@ def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[
         for name, source in (("a", a), ("b", b)):
             if progress:
                 progress(f"preparing {name.upper()}: {source}")
-            if source.lower().endswith(".onnx") and Path(source).is_file():
+            if source.lower().endswith(".onnx") and looks_like_path(source):
                 target = prepare_artifact_target(Path(source), [batch], plan.imgsz, work / "targets")
             else:
                 target = prepare_model_target(source, [batch], plan.imgsz, work / "targets", RUNTIMES[runtime].runs == "onnx")

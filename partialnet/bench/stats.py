@@ -11,12 +11,25 @@ import numpy as np
 
 BOOTSTRAP_ROUNDS = 2000
 CONFIDENCE = 0.95
+# Resamples are drawn in chunks of at most this many values (64 MB of float64), so a result file with
+# a million samples per row costs the same memory as one with a thousand; only the time grows.
+BOOTSTRAP_CHUNK_VALUES = 1 << 23
+
+
+def bootstrap_medians(x: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> np.ndarray:
+    """Medians of `rounds` resamples (with replacement) of `x`, drawn chunk by chunk with one seeded stream."""
+    x = np.asarray(x, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, BOOTSTRAP_CHUNK_VALUES // max(len(x), 1))
+    medians = np.empty(rounds)
+    for start in range(0, rounds, per_chunk):
+        stop = min(rounds, start + per_chunk)
+        medians[start:stop] = np.median(x[rng.integers(0, len(x), (stop - start, len(x)))], axis=1)
+    return medians
 
 
 def bootstrap_median_ci(x: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> tuple[float, float]:
-    x = np.asarray(x, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    medians = np.median(x[rng.integers(0, len(x), (rounds, len(x)))], axis=1)
+    medians = bootstrap_medians(x, rounds, seed)
     tail = (1 - CONFIDENCE) / 2 * 100
     return float(np.percentile(medians, tail)), float(np.percentile(medians, 100 - tail))
 
@@ -44,10 +57,7 @@ def ratio_of_medians(candidate, baseline, rounds: int = BOOTSTRAP_ROUNDS, seed: 
     """median(candidate) / median(baseline) and its bootstrap 95 % interval (samples resampled independently)."""
     a = np.asarray(candidate, dtype=np.float64)
     b = np.asarray(baseline, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    ma = np.median(a[rng.integers(0, len(a), (rounds, len(a)))], axis=1)
-    mb = np.median(b[rng.integers(0, len(b), (rounds, len(b)))], axis=1)
-    ratios = ma / mb
+    ratios = bootstrap_medians(a, rounds, seed) / bootstrap_medians(b, rounds, seed + 1)
     tail = (1 - CONFIDENCE) / 2 * 100
     return float(np.median(a) / np.median(b)), float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))
 

@@ -19,10 +19,14 @@ import torch
 from torch import nn
 
 from partialnet.errors import BadInput, CheckFailed
+from partialnet.inputs import check_regular
+from partialnet.limits import check_input_shape
 
 FORBIDDEN_OPS = ("BatchNormalization", "ScatterND", "ScatterElements")
 DEFAULT_OPSET = 20
 MIN_OPSET = 18  # the dynamo exporter's floor
+MAX_OPSET = 26  # the newest opset exported and run through ONNX Runtime in this project's tests
+MAX_ONNX_BYTES = 2 << 30  # protobuf's own limit for a single-file model
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 
@@ -56,10 +60,15 @@ def op_counts(proto) -> Counter:
     return Counter(node.op_type for node in proto.graph.node)
 
 
+def check_opset(opset: int) -> None:
+    """Checked with the other options, before any checkpoint is loaded."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise BadInput(f"--opset {opset} unsupported: expected {MIN_OPSET} to {MAX_OPSET} (torch's exporter needs >= {MIN_OPSET})")
+
+
 def to_onnx(model: nn.Module, options: OnnxOptions):
     """The ModelProto of `model` (unsimplified)."""
-    if options.opset < MIN_OPSET:
-        raise BadInput(f"--opset {options.opset} unsupported: torch's ONNX exporter needs >= {MIN_OPSET}")
+    check_opset(options.opset)
     model = copy.deepcopy(model).eval()
     # A dynamic batch traced at batch 1 would be specialised to 1, so trace at 2 when dynamic.
     example_batch = max(options.batch, 2) if options.dynamic else options.batch
@@ -95,8 +104,8 @@ def simplify(proto):
     return simplified, None
 
 
-def export(model: nn.Module, path: Path, options: OnnxOptions, metadata: dict[str, str]) -> dict:
-    """Write the ONNX file for `model` at `path`; returns stats (op counts, simplify outcome)."""
+def export(model: nn.Module, staged, options: OnnxOptions, metadata: dict[str, str]) -> dict:
+    """Write the ONNX file for `model` into `staged` (see partialnet.outputs); returns op counts etc."""
     import onnx
 
     proto = to_onnx(model, options)
@@ -114,7 +123,7 @@ def export(model: nn.Module, path: Path, options: OnnxOptions, metadata: dict[st
         entry.key, entry.value = key, str(value)
     proto.producer_name = "partialnet"
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    staged.write_bytes(proto.SerializeToString())
     return {
         "nodes": len(proto.graph.node),
         "nodes_before_simplify": raw_nodes,
@@ -128,16 +137,18 @@ def read_io(path: Path) -> dict:
     """Input shape, dynamic batch and precision of an ONNX artifact, from the graph itself."""
     import onnx
 
+    check_regular(path, "ONNX model", max_bytes=MAX_ONNX_BYTES)
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError and friends
         raise BadInput(f"{path}: not a readable ONNX file ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
-    if not proto.graph.input:
-        raise BadInput(f"{path}: ONNX graph has no inputs")
+    if len(proto.graph.input) != 1 or len(proto.graph.output) < 1:
+        raise BadInput(f"{path}: expected one image input and a logits output, found {len(proto.graph.input)} inputs")
     tensor = proto.graph.input[0].type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-    if len(dims) != 4 or dims[1] != 3 or dims[2] is None or dims[3] is None:
+    if len(dims) != 4 or dims[1] != 3 or dims[2] is None or dims[3] is None or any(d is not None and d < 1 for d in dims):
         raise BadInput(f"{path}: input shape {dims} is not (batch, 3, H, W)")
+    check_input_shape(dims[0], dims[2], dims[3], f"{path}: declared input")
     precision = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16"}.get(tensor.elem_type, "other")
     return {
         "batch": dims[0],

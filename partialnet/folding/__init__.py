@@ -156,8 +156,9 @@ def _arch_from_dict(data: dict) -> Arch:
     return Arch(**{**data, "depths": tuple(data["depths"]), "mixers": mixers})
 
 
-def save_deploy(path: Path, deploy: PartialNet, report: FoldReport, source: dict, force: bool = False) -> None:
-    payload = {
+def deploy_payload(deploy: PartialNet, report: FoldReport, source: dict) -> dict:
+    """What a deploy file holds: plain containers and tensors, so `weights_only` loading reads it."""
+    return {
         "format": DEPLOY_FORMAT,
         "version": DEPLOY_VERSION,
         "arch": _arch_to_dict(deploy.arch),
@@ -167,8 +168,11 @@ def save_deploy(path: Path, deploy: PartialNet, report: FoldReport, source: dict
         "report": report.to_dict(),
         "state_dict": deploy.state_dict(),
     }
-    with atomic_outputs([Path(path)], force) as (temp,):
-        torch.save(payload, temp)
+
+
+def save_deploy(path: Path, deploy: PartialNet, report: FoldReport, source: dict, force: bool = False) -> None:
+    with atomic_outputs([Path(path)], force) as (staged,):
+        torch.save(deploy_payload(deploy, report, source), staged.file)
 
 
 def is_deploy_file(obj: object) -> bool:

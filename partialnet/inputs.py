@@ -1,0 +1,91 @@
+"""Opening files that strangers made: regular files only, never blocking, sizes checked before reading.
+
+A path can name a FIFO (opening it blocks until a writer comes), a device (/dev/zero never ends), a
+socket or a directory; `path.is_file()` followed by `open()` leaves a window in which the path can be
+swapped for one of those. So every input is opened once, non-blocking, and judged by `fstat` on the
+descriptor that is then read: what was checked is what is read.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+from partialnet.errors import BadInput
+
+KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def describe_errno(exc: OSError) -> str:
+    if exc.errno == errno.ENOENT:
+        return "no such file"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.ELOOP:
+        return "too many levels of symbolic links"
+    if exc.errno == errno.ENOTDIR:
+        return "a parent in the path is not a directory"
+    return exc.strerror or type(exc).__name__
+
+
+def kind_of(mode: int) -> str:
+    return KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def open_regular(path: str | Path, what: str = "file", max_bytes: int | None = None, min_bytes: int = 1) -> BinaryIO:
+    """A binary file object on `path`, which must be a regular file of a sane size; BadInput otherwise.
+
+    `what` names the file in messages ("checkpoint", "image"); `max_bytes` bounds what a caller will
+    read, checked on the open descriptor before any byte is read.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket, or a FIFO with no writer on some systems
+            raise BadInput(f"{path}: not a regular file (a socket or a device with no reader)") from None
+        raise BadInput(f"{path}: {describe_errno(exc)}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BadInput(f"{path}: is {kind_of(info.st_mode)}, expected a regular {what}")
+        if info.st_size < min_bytes:
+            if info.st_size == 0:
+                raise BadInput(f"{path}: empty file")
+            raise BadInput(f"{path}: only {info.st_size} bytes, too short to be a {what}")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise BadInput(f"{path}: {info.st_size:,} bytes, more than the {max_bytes:,}-byte limit for a {what}")
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_regular(path: str | Path, what: str = "file", max_bytes: int | None = None, min_bytes: int = 1) -> int:
+    """The size of `path` after the same checks as `open_regular` (for libraries that take a path)."""
+    with open_regular(path, what, max_bytes, min_bytes) as f:
+        return os.fstat(f.fileno()).st_size
+
+
+def fd_path(f: BinaryIO, fallback: str | Path) -> str:
+    """A path that names exactly the open file `f`, for libraries that insist on a path (torch's mmap)."""
+    proc = f"/proc/self/fd/{f.fileno()}"
+    return proc if os.path.exists(proc) else str(fallback)
+
+
+def read_limited(path: str | Path, what: str, max_bytes: int) -> bytes:
+    """The whole of a small regular file, refusing anything larger than `max_bytes`."""
+    with open_regular(path, what, max_bytes) as f:
+        return f.read(max_bytes + 1)

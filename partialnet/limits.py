@@ -1,0 +1,59 @@
+"""The sizes partialnet accepts, from the user or from a file, checked before anything is allocated.
+
+Every number a command or an artifact declares (image size, batch, samples) sizes an allocation.
+These bounds are far above any real use and far below what would exhaust a 2-core CI runner; they are
+documented in the README, and a value outside them is bad input (exit 2), never an attempt.
+"""
+
+from __future__ import annotations
+
+import math
+
+from partialnet.errors import BadInput
+
+MIN_SIDE = 64  # the last stage must be at least 2x2
+STRIDE = 32
+MAX_SIDE = 4096
+MAX_BATCH = 1024
+MAX_INPUT_PIXELS = 1 << 25  # batch x H x W: 33.5 M pixels, a 400 MB float32 input
+MAX_SAMPLES = 4096  # verification samples per case
+MAX_THREADS = 1024
+
+
+def check_input_shape(batch: int | None, h: int, w: int, what: str) -> None:
+    """An input of `batch` x 3 x h x w (batch None: dynamic) is one partialnet will allocate."""
+    for side in (h, w):
+        if side < MIN_SIDE or side % STRIDE or side > MAX_SIDE:
+            raise BadInput(
+                f"{what}: image size {h}x{w} unsupported: each side must be a multiple of {STRIDE} "
+                f"from {MIN_SIDE} to {MAX_SIDE}"
+            )
+    if batch is not None:
+        check_batch(batch, what)
+        if batch * h * w > MAX_INPUT_PIXELS:
+            raise BadInput(f"{what}: batch {batch} at {h}x{w} is {batch * h * w:,} pixels, over the {MAX_INPUT_PIXELS:,} limit")
+
+
+def check_batch(batch: int, what: str = "--batch") -> None:
+    if not 1 <= batch <= MAX_BATCH:
+        raise BadInput(f"{what}: batch {batch} unsupported: expected 1 to {MAX_BATCH}")
+
+
+def check_fraction(value: float | None, option: str, low: float = 0.0, high: float = 1.0) -> None:
+    """A finite value in [low, high] (None: not given)."""
+    if value is None:
+        return
+    if not math.isfinite(value) or not low <= value <= high:
+        raise BadInput(f"{option} {value}: expected a number from {low:g} to {high:g}")
+
+
+def check_tolerances(max_abs: float | None = None, min_cosine: float | None = None, min_top1: float | None = None) -> None:
+    if max_abs is not None and (not math.isfinite(max_abs) or max_abs < 0):
+        raise BadInput(f"--atol {max_abs}: expected a finite number >= 0")
+    check_fraction(min_cosine, "--min-cosine")
+    check_fraction(min_top1, "--min-top1")
+
+
+def check_count(value: int, option: str, high: int) -> None:
+    if not 1 <= value <= high:
+        raise BadInput(f"{option} {value}: expected 1 to {high}")
