@@ -9,6 +9,7 @@ translate timm's key layout → infer the architecture from tensor shapes → st
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import re
 import warnings
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from partialnet.errors import BadInput
+from partialnet.inputs import fd_path, open_regular
 from partialnet.models.partialnet import (
     DPCONV,
     PAT_CH,
@@ -39,6 +41,8 @@ CONTAINER_KEYS = ("state_dict", "model", "model_ema", "state_dict_ema", "ema", "
 # Prefixes added by wrappers; when several model copies sit in one flat dict, the first listed wins.
 KNOWN_PREFIXES = ("", "module.", "model.", "model.module.", "_orig_mod.", "module._orig_mod.", "model._orig_mod.")
 SHOWN = 3  # how many key names an error message lists per kind
+MAX_CLASSES = 32_768  # ImageNet-22k (21,841 classes) fits; a larger head is a hostile shape, not a model
+STORAGE_SLACK = 2.0  # tensors may share a flat buffer (FSDP, apex), but not reference far more than the model
 RANDOM_WEIGHTS_SEED = 0
 
 
@@ -103,21 +107,10 @@ class KeyMismatch(BadInput):
 
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open_regular(path, "file") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise BadInput(f"{path}: no such file")
-    if path.is_dir():
-        raise BadInput(f"{path}: is a directory, expected a checkpoint file")
-    if not path.is_file():
-        raise BadInput(f"{path}: not a regular file")
-    if path.stat().st_size == 0:
-        raise BadInput(f"{path}: empty file")
 
 
 def _refusal_reason(exc: Exception) -> str | None:
@@ -136,32 +129,118 @@ def _refusal_reason(exc: Exception) -> str | None:
 
 ZIP_MAGIC = b"PK"
 PICKLE_PROTO = 0x80
+MIN_CHECKPOINT_BYTES = 32  # the smallest torch.save file is hundreds of bytes; a safetensors one with a tensor, ~60
+MAX_LEGACY_BYTES = 2 << 30  # pre-1.6 pickle checkpoints are read whole; the largest real model is ~0.4 GB
+MAX_PICKLE_BYTES = 64 << 20  # the pickled structure of a state_dict (not its tensor bytes) is kilobytes
+MAX_PICKLE_OPS = 2_000_000  # a state_dict of the largest variant with optimizer state needs ~50k opcodes
 
 
-def _sniff(path: Path) -> str:
-    """'safetensors', 'torch' (zip or legacy pickle) or 'unknown', from the first bytes."""
-    with path.open("rb") as f:
-        head = f.read(9)
-    if path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{" and head[:2] != ZIP_MAGIC):
+def _sniff(path: Path, head: bytes) -> str:
+    """'safetensors', 'zip' (torch.save), 'pickle' (legacy torch.save) or 'unknown', from the first bytes."""
+    if head[:2] == ZIP_MAGIC:
+        return "zip"
+    if head[:1] == bytes([PICKLE_PROTO]):
+        return "pickle"
+    if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
         return "safetensors"
-    if head[:2] == ZIP_MAGIC or head[:1] == bytes([PICKLE_PROTO]):
-        return "torch"
     return "unknown"
 
 
+def _count_pickle_ops(stream, path: Path, pickles: int) -> None:
+    """Walk `pickles` consecutive pickles without building anything, refusing one too big to unpickle safely.
+
+    Unpickling amplifies: a two-byte opcode can append a reference to a list, so a small file can
+    build gigabytes of Python objects. Counting opcodes first bounds the work and memory of the real load.
+    """
+    import pickletools
+
+    ops = 0
+    try:
+        for i in range(pickles):
+            if i and not _more(stream):
+                break  # a plain pickle, not torch's legacy sequence: torch.load judges it next
+            for _op in pickletools.genops(stream):
+                ops += 1
+                if ops > MAX_PICKLE_OPS:
+                    raise BadInput(
+                        f"{path}: refused: its pickle holds over {MAX_PICKLE_OPS:,} opcodes; a state_dict needs far fewer"
+                    )
+    except BadInput:
+        raise
+    except Exception as exc:  # pickletools raises ValueError/struct.error/EOFError on malformed streams
+        raise BadInput(f"{path}: truncated or corrupt checkpoint ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _more(stream) -> bool:
+    at = stream.tell()
+    more = stream.read(1) != b""
+    stream.seek(at)
+    return more
+
+
+def _inspect_zip(f, path: Path) -> None:
+    """Refuse what torch.save never writes, before torch reads any of it."""
+    try:
+        archive = zipfile.ZipFile(f)
+        members = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        raise BadInput(f"{path}: truncated or corrupt checkpoint (zip: {_first_line(exc)})") from None
+    names = [m.filename for m in members]
+    if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+        raise BadInput(
+            f"{path}: is a TorchScript archive (torch.jit.save); partialnet loads state_dicts: "
+            "save model.state_dict() with torch.save instead"
+        )
+    pickles = [m for m in members if m.filename.endswith("/data.pkl") and m.filename.count("/") == 1]
+    if len(pickles) != 1:
+        raise BadInput(f"{path}: a zip file, but not one written by torch.save (no data.pkl record)")
+    compressed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise BadInput(f"{path}: refused: compressed zip record {compressed[0]} (torch.save stores records uncompressed)")
+    record = pickles[0]
+    if record.file_size > MAX_PICKLE_BYTES:
+        raise BadInput(f"{path}: refused: its pickle record is {record.file_size:,} bytes; a state_dict needs far less")
+    try:
+        with archive.open(record) as stream:
+            _count_pickle_ops(stream, path, pickles=1)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise BadInput(f"{path}: truncated or corrupt checkpoint (zip: {_first_line(exc)})") from None
+
+
 def read_file(path: Path) -> object:
-    """The unpickled (or safetensors) object, never executing code from the file."""
-    _check_path(path)
-    kind = _sniff(path)
-    if kind == "safetensors":
-        tensors, _meta = read_safetensors(path)
-        return tensors
-    if kind == "unknown":
-        raise BadInput(f"{path}: not a checkpoint (neither a PyTorch zip/pickle nor a safetensors file)")
+    """The unpickled (or safetensors) object, never executing code from the file.
+
+    torch.save files are memory-mapped: tensors the model does not need (optimizer state, EMA copies,
+    hostile oversized storages) are never read, and nothing is materialised before the key and shape
+    checks. Legacy pickles and safetensors are bounded by size before reading.
+    """
+    path = Path(path)
+    with open_regular(path, "checkpoint", min_bytes=MIN_CHECKPOINT_BYTES) as f:
+        head = f.read(16)
+        f.seek(0)
+        kind = _sniff(path, head)
+        if kind == "safetensors":
+            tensors, _meta = read_safetensors(f, path)
+            return tensors
+        if kind == "unknown":
+            raise BadInput(f"{path}: not a checkpoint (neither a PyTorch zip/pickle nor a safetensors file)")
+        if kind == "zip":
+            _inspect_zip(f, path)
+            f.seek(0)
+            return _torch_load(fd_path(f, path), path, mmap=True)
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_LEGACY_BYTES:
+            raise BadInput(f"{path}: refused: a {size:,}-byte legacy (pre-zip) pickle checkpoint; re-save it with a current torch")
+        _count_pickle_ops(f, path, pickles=5)  # magic, protocol, sys info, the object, storage keys
+        f.seek(0)
+        return _torch_load(f, path, mmap=False)
+
+
+def _torch_load(target, path: Path, mmap: bool) -> object:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols it reads fine
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(target, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         reason = _refusal_reason(exc)
         if reason:
@@ -171,7 +250,11 @@ def read_file(path: Path) -> object:
         raise BadInput(f"{path}: corrupt checkpoint ({_first_line(exc)})") from None
     except (EOFError, zipfile.BadZipFile, RuntimeError) as exc:
         raise BadInput(f"{path}: truncated or corrupt checkpoint ({_first_line(exc)})") from None
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, UnicodeDecodeError, OSError) as exc:
+    except RecursionError:
+        raise BadInput(f"{path}: refused: nested too deeply to be a checkpoint") from None
+    except MemoryError:
+        raise BadInput(f"{path}: refused: declares more memory than this machine has") from None
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, UnicodeDecodeError, OSError, OverflowError) as exc:
         raise BadInput(f"{path}: corrupt checkpoint ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
@@ -185,14 +268,26 @@ def _first_line(exc: BaseException) -> str:
 # ---------------------------------------------------------------- unwrapping
 
 
+MAX_WRAPPER_DEPTH = 4  # Lightning's dict['state_dict'] inside an EMA wrapper is as deep as real files go
+
+
 def _is_state_dict(obj: object) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def unwrap(obj: object, where: str = "") -> tuple[dict[str, torch.Tensor], str]:
+def _check_keys(sd: Mapping) -> None:
+    bad = next((k for k in sd if not isinstance(k, str)), None)
+    if bad is not None:
+        raise BadInput(f"state_dict key {bad!r} is a {type(bad).__name__}, not a string: not a torch state_dict")
+
+
+def unwrap(obj: object, where: str = "", depth: int = 0) -> tuple[dict[str, torch.Tensor], str]:
     """Find the weights inside the known wrappers; returns them and a description of the container."""
     if _is_state_dict(obj):
+        _check_keys(obj)
         return dict(obj), where or "state_dict"
+    if depth > MAX_WRAPPER_DEPTH:
+        raise BadInput(f"no model weights found within {MAX_WRAPPER_DEPTH} levels of wrapper dicts")
     if isinstance(obj, Mapping) and obj.get("format") == "partialnet-deploy":
         raise BadInput(
             "is a folded deploy file (written by `partialnet fold`); pass the original checkpoint, "
@@ -203,11 +298,12 @@ def unwrap(obj: object, where: str = "") -> tuple[dict[str, torch.Tensor], str]:
             if key in obj and isinstance(obj[key], Mapping):
                 inner = f"{where}[{key!r}]" if where else f"dict[{key!r}]"
                 try:
-                    return unwrap(obj[key], inner)
+                    return unwrap(obj[key], inner, depth + 1)
                 except BadInput:
                     continue
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if any(str(k).endswith(ANCHOR) for k in tensors):
+            _check_keys(tensors)
             return tensors, (where or "dict") + " (non-tensor entries ignored)"
         keys = ", ".join(map(str, list(obj)[:6]))
         raise BadInput(f"no model weights found: top-level keys are [{keys}]; expected a state_dict or one of {list(CONTAINER_KEYS)}")
@@ -261,10 +357,22 @@ def from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------- architecture inference
 
 
+def _integer_scalar(t: torch.Tensor, key: str) -> int:
+    """A DPConv width buffer: one integer. Empty, NaN, fractional or huge values are refused by name."""
+    if t.numel() != 1:
+        raise BadInput(f"{key} holds {t.numel()} values (shape {list(t.shape)}); expected one integer")
+    if t.is_complex() or t.dtype == torch.bool:
+        raise BadInput(f"{key} has dtype {str(t.dtype).removeprefix('torch.')}; expected an integer")
+    value = t.reshape(()).item()
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf")) or value != int(value)):
+        raise BadInput(f"{key} = {value}; expected an integer")
+    return int(value)
+
+
 def _block_mixer(sd: Mapping[str, torch.Tensor], prefix: str):
     if f"{prefix}conv.weight" in sd and f"{prefix}one_channel" in sd:
         gate = sd.get(f"{prefix}gate")
-        width = int(sd[f"{prefix}one_channel"].reshape(-1)[0])
+        width = _integer_scalar(sd[f"{prefix}one_channel"], f"{prefix}one_channel")
         return (width, int(gate.shape[0]) if gate is not None and gate.dim() == 1 else 0)
     if f"{prefix}attn.qkv.weight" in sd:
         return PAT_SF
@@ -303,6 +411,8 @@ def infer_arch(sd: Mapping[str, torch.Tensor], variant: Variant | None) -> tuple
     pat_sp = any(".mlp.4." in k for k in sd)
     head = sd.get("head.weight")
     num_classes = int(head.shape[0]) if head is not None and head.dim() == 2 else 1000
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise BadInput(f"head.weight has {num_classes} classes (shape {list(head.shape)}); supported: 1 to {MAX_CLASSES:,}")
     arch_mixers = default_mixers(variant.family, variant.depths)
     if is_dpconv and variant.family == "partialnet":
         arch_mixers = tuple(
@@ -339,18 +449,63 @@ def key_diff(sd: Mapping[str, torch.Tensor], model: torch.nn.Module) -> KeyDiff:
     return KeyDiff(missing, unexpected, misshaped)
 
 
+def check_tensor_kinds(sd: Mapping[str, torch.Tensor]) -> None:
+    """Dense, real, materialised tensors only; anything else is refused by key before it is touched."""
+    for key, value in sd.items():
+        if value.layout != torch.strided:
+            raise BadInput(f"{key} is a {str(value.layout).removeprefix('torch.')} tensor; weights must be dense")
+        if value.device.type == "meta":
+            raise BadInput(f"{key} is a meta tensor: the file holds its shape but no data")
+        if value.is_quantized:
+            raise BadInput(f"{key} is a quantized tensor ({value.dtype}); partialnet loads float checkpoints")
+        if value.is_complex():
+            raise BadInput(f"{key} has complex dtype {str(value.dtype).removeprefix('torch.')}; weights are real")
+
+
+def check_dtypes(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+    """Floating where the model is floating (any float width: cast later), integer where it keeps integers."""
+    for key, ref in expected.items():
+        value = sd.get(key)
+        if value is None:
+            continue
+        dtype = str(value.dtype).removeprefix("torch.")
+        if ref.is_floating_point() and not value.is_floating_point():
+            raise BadInput(f"{key} has dtype {dtype}; the model holds floating-point values there")
+        if not ref.is_floating_point() and (value.is_floating_point() or value.dtype == torch.bool):
+            raise BadInput(f"{key} has dtype {dtype}; the model keeps an integer there")
+
+
+def check_storage(sd: Mapping[str, torch.Tensor]) -> None:
+    """Tensors may share one flat buffer, but may not reference far more bytes than they hold."""
+    need = sum(v.numel() * v.element_size() for v in sd.values())
+    storages = {}
+    for value in sd.values():
+        storage = value.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    held = sum(storages.values())
+    if held > STORAGE_SLACK * need + (1 << 20):
+        raise BadInput(f"refused: its tensors reference {held:,} bytes of storage but hold only {need:,}")
+
+
 def load_state_dict_strict(model: PartialNet, sd: dict[str, torch.Tensor], label: str) -> None:
+    """Diff, type-check and load; the model may live on the meta device until the checks pass."""
     diff = key_diff(sd, model)
     if diff:
         raise KeyMismatch(f"checkpoint does not match {label}: {diff.summary()}", diff)
+    expected = model.state_dict()
+    check_dtypes(sd, expected)
+    check_storage(sd)
     sd = dict(sd)
-    for key, value in model.state_dict().items():
+    for key, value in expected.items():
         if key.endswith("num_batches_tracked") and key not in sd:
-            sd[key] = value  # a training counter some exporters drop; it never affects inference
-    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise BadInput(f"checkpoint has NaN/Inf values in {len(bad)} tensors, first: {bad[0]}")
+            sd[key] = torch.zeros((), dtype=value.dtype)  # a training counter some exporters drop; never used
+    if any(p.device.type == "meta" for p in model.parameters()):
+        return
     model.load_state_dict(sd, strict=True)
+    # After the cast to the model's float32: a float64 1e300 is Inf now, and must be refused as such.
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise BadInput(f"checkpoint has NaN/Inf values (after the cast to float32) in {len(bad)} tensors, first: {bad[0]}")
 
 
 def describe(arch: Arch) -> str:
@@ -372,9 +527,13 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> tuple[Parti
         layout = "reference"
         if is_timm_layout(sd):
             sd, layout = from_timm(sd), "timm"
+        check_tensor_kinds(sd)
         found, arch, inferred = infer_arch(sd, named)
+        label = f"{found.name} ({describe(arch)})"
+        with torch.device("meta"):  # keys, shapes and dtypes are judged before any weight is allocated
+            load_state_dict_strict(PartialNet(arch), sd, label)
         model = PartialNet(arch)
-        load_state_dict_strict(model, sd, f"{found.name} ({describe(arch)})")
+        load_state_dict_strict(model, sd, label)
     except KeyMismatch as exc:
         raise KeyMismatch(f"{path}: {exc}", exc.diff) from None
     except BadInput as exc:
@@ -414,10 +573,21 @@ def looks_like_path(source: str) -> bool:
     return "/" in source or "\\" in source or Path(source).suffix != "" or Path(source).exists()
 
 
+def is_variant_name(source: str) -> bool:
+    return source.strip().lower().replace("-", "_") in VARIANTS and not Path(source).exists()
+
+
+def source_path(source: str | Path | None) -> Path | None:
+    """The file a source argument names, or None for a bare variant name (random weights)."""
+    if source is None or is_variant_name(str(source)):
+        return None
+    return Path(source)
+
+
 def resolve(source: str, variant: str | None = None, num_classes: int = 1000) -> tuple[PartialNet, CheckpointInfo]:
     """A CLI argument that is either a checkpoint path or a variant name (random weights, said so)."""
     key = source.strip().lower().replace("-", "_")
-    if key in VARIANTS and not Path(source).exists():
+    if is_variant_name(source):
         if variant and get_variant(variant).name != key:
             raise BadInput(f"{source!r} is a variant name; --variant {variant} contradicts it")
         found = VARIANTS[key]

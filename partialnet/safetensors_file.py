@@ -1,15 +1,22 @@
-"""Read a .safetensors file into tensors with nothing but `json` and `torch.frombuffer`.
+"""Read a .safetensors file into tensors with nothing but `json`, `mmap` and `torch.frombuffer`.
 
 The format is an 8-byte little-endian header length, a JSON table of (dtype, shape, byte range), then
 raw bytes. Reading it ourselves keeps the core dependency list short and lets every malformed file
 produce a one-line error naming what is wrong, instead of a Rust panic from a binding.
+
+The header is validated completely before any tensor exists, and tensors are views of a private
+memory map: a file that declares a 4 GB tensor costs address space, not memory, until the loader's
+shape check refuses it.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -27,45 +34,87 @@ DTYPES = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024 * 1024  # a header for the largest variant with every key is ~100 KB
+MAX_RANK = 8
+MAX_METADATA_ENTRIES = 10_000
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and the free-form `__metadata__` strings of a safetensors file."""
-    blob = path.read_bytes()
+def _header(f: BinaryIO, size: int, corrupt) -> dict:
+    if size < 8:
+        raise corrupt(f"only {size} bytes")
+    (header_len,) = struct.unpack("<Q", f.read(8))
+    if header_len > min(MAX_HEADER_BYTES, size - 8):
+        raise corrupt(f"header length {header_len} exceeds the file or the {MAX_HEADER_BYTES:,}-byte limit")
+    raw = f.read(header_len)
+    try:
+        header = json.loads(raw, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(f"{name} in header")))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise corrupt(f"header is not JSON: {str(exc)[:120]}") from None
+    except RecursionError:
+        raise corrupt("header is nested too deeply") from None
+    if not isinstance(header, dict):
+        raise corrupt(f"header is a JSON {type(header).__name__}, not an object")
+    return header
+
+
+def _metadata(header: dict, corrupt) -> dict[str, str]:
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or len(metadata) > MAX_METADATA_ENTRIES:
+        raise corrupt("__metadata__ is not an object of strings")
+    if not all(isinstance(v, str) for v in metadata.values()):
+        raise corrupt("__metadata__ values must be strings")
+    return metadata
+
+
+def _entry(name: str, entry: object, data_len: int, corrupt) -> tuple[torch.dtype, list[int], int, int]:
+    if not isinstance(entry, dict):
+        raise corrupt(f"entry {name!r} is not an object")
+    dtype = DTYPES.get(entry.get("dtype")) if isinstance(entry.get("dtype"), str) else None
+    if dtype is None:
+        raise corrupt(f"tensor {name!r} has unknown dtype {str(entry.get('dtype'))[:20]!r}")
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(type(d) is int and d >= 0 for d in shape):
+        raise corrupt(f"tensor {name!r} has shape {str(shape)[:60]}: expected a list of at most {MAX_RANK} non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets):
+        raise corrupt(f"tensor {name!r} has data_offsets {str(offsets)[:60]}: expected [start, end]")
+    start, end = offsets
+    numel = 1
+    for d in shape:
+        numel *= d
+    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    if not 0 <= start <= end <= data_len or end - start != nbytes:
+        raise corrupt(f"tensor {name!r} byte range [{start}, {end}) does not fit shape {shape} or the file")
+    return dtype, shape, start, end
+
+
+def read_safetensors(f: BinaryIO, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors (views of a private memory map) and the `__metadata__` strings of an open safetensors file."""
 
     def corrupt(why: str) -> BadInput:
         return BadInput(f"{path}: corrupt safetensors file ({why})")
 
-    if len(blob) < 8:
-        raise corrupt(f"only {len(blob)} bytes")
-    (header_len,) = struct.unpack("<Q", blob[:8])
-    if header_len > min(MAX_HEADER_BYTES, len(blob) - 8):
-        raise corrupt(f"header length {header_len} exceeds the file")
-    try:
-        header = json.loads(blob[8 : 8 + header_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise corrupt(f"header is not JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise corrupt("header is not a JSON object")
-    data = memoryview(blob)[8 + header_len :]
-    metadata = header.pop("__metadata__", None) or {}
+    size = os.fstat(f.fileno()).st_size
+    f.seek(0)
+    header = _header(f, size, corrupt)
+    metadata = _metadata(header, corrupt)
+    data_start = 8 + struct.unpack("<Q", _peek8(f))[0]
+    data_len = size - data_start
+    entries = {name: _entry(name, entry, data_len, corrupt) for name, entry in header.items()}
+    spans = sorted((start, end, name) for name, (_, _, start, end) in entries.items() if end > start)
+    for (_, end_a, a), (start_b, _, b) in zip(spans, spans[1:]):
+        if start_b < end_a:
+            raise corrupt(f"tensors {a!r} and {b!r} overlap")
+    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
     tensors: dict[str, torch.Tensor] = {}
-    for name, entry in header.items():
-        try:
-            dtype = DTYPES[entry["dtype"]]
-            shape = [int(d) for d in entry["shape"]]
-            start, end = (int(o) for o in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise corrupt(f"bad header entry for {name!r}") from None
-        numel = 1
-        for d in shape:
-            numel *= d
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if not 0 <= start <= end <= len(data) or end - start != numel * itemsize:
-            raise corrupt(f"tensor {name!r} byte range [{start}, {end}) does not fit shape {shape} or the file")
-        if numel == 0:
+    for name, (dtype, shape, start, end) in entries.items():
+        if end == start:
             tensors[name] = torch.empty(shape, dtype=dtype)
         else:
-            tensors[name] = torch.frombuffer(bytearray(data[start:end]), dtype=dtype).reshape(shape)
-    return tensors, {str(k): str(v) for k, v in metadata.items()}
+            view = memoryview(mapped)[data_start + start : data_start + end]
+            tensors[name] = torch.frombuffer(view, dtype=dtype).reshape(shape)
+    return tensors, {str(k): v for k, v in metadata.items()}
+
+
+def _peek8(f: BinaryIO) -> bytes:
+    f.seek(0)
+    return f.read(8)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from partialnet.errors import BadInput
 from partialnet.runtimes import Runner
 
 
@@ -85,6 +86,18 @@ class ParityReport:
         }
 
 
+def non_finite(out: np.ndarray, ref: np.ndarray) -> list[str]:
+    """NaN or Inf on either side fails every gate: comparisons with NaN are false, so they would pass."""
+    problems = []
+    for side, values in (("the artifact", out), ("the PyTorch reference", ref)):
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            kinds = "NaN" if np.isnan(values).any() else "Inf"
+            kinds = "NaN and Inf" if kinds == "NaN" and np.isinf(values).any() else kinds
+            problems.append(f"{side} output has {bad} non-finite values ({kinds})")
+    return problems
+
+
 def metrics(out: np.ndarray, ref: np.ndarray) -> dict:
     out, ref = out.astype(np.float64), ref.astype(np.float64)
     diff = np.abs(out - ref)
@@ -99,8 +112,10 @@ def metrics(out: np.ndarray, ref: np.ndarray) -> dict:
     }
 
 
-def judge(values: dict, tol: Tolerances) -> list[str]:
-    failures = []
+def judge(values: dict, tol: Tolerances, problems: list[str] = ()) -> list[str]:
+    if problems:
+        return list(problems)
+    failures = [f"{name} is {values[name]}" for name in values if not np.isfinite(values[name])]
     if tol.max_abs is not None and values["max_abs"] > tol.max_abs:
         failures.append(f"max |Δ| {values['max_abs']:.3e} > {tol.max_abs:.1e} (by {values['max_abs'] / tol.max_abs:.1f}x)")
     if tol.min_cosine is not None and values["min_cosine"] < tol.min_cosine:
@@ -122,9 +137,16 @@ def compare(
     for name, batches in cases:
         outs = np.concatenate([candidate.infer(b) for b in batches])
         refs = np.concatenate([reference.infer(b) for b in batches])
-        values = metrics(outs, refs)
+        if outs.shape != refs.shape:
+            raise BadInput(
+                f"{candidate.name} returns logits of shape {list(outs.shape)} but the reference gives {list(refs.shape)}: "
+                "was it exported from this checkpoint?"
+            )
+        problems = non_finite(outs, refs)
+        with np.errstate(all="ignore"):
+            values = metrics(outs, refs)
         report.cases.append(
-            CaseResult(name=name, batch=len(batches[0]), samples=len(outs), **values, failures=judge(values, tolerances))
+            CaseResult(name=name, batch=len(batches[0]), samples=len(outs), **values, failures=judge(values, tolerances, problems))
         )
     return report
 
