@@ -63,7 +63,7 @@ class Payload:
 def make_bad_inputs(tmp: Path, fixture: Path) -> dict[str, tuple[Path, str]]:
     """name -> (path, a fragment the error message must contain)."""
     (tmp / "empty.pth").write_bytes(b"")
-    (tmp / "notes.pth").write_text("these are not weights\n")
+    (tmp / "notes.pth").write_text("these are not weights, just notes about them\n" * 3)
     data = fixture.read_bytes()
     (tmp / "truncated.pth").write_bytes(data[: len(data) // 3])
     torch.save({"x": Payload(tmp / "PWNED")}, tmp / "malicious.pth")
@@ -73,7 +73,7 @@ def make_bad_inputs(tmp: Path, fixture: Path) -> dict[str, tuple[Path, str]]:
     torch.save([1, 2, 3], tmp / "list.pt")
     torch.save({"epoch": 3, "optimizer": {}}, tmp / "no_weights.pt")
     torch.save({"conv.weight": torch.zeros(3, 3)}, tmp / "other_model.pt")
-    (tmp / "broken.safetensors").write_bytes(b"\xff" * 8 + b"{}")
+    (tmp / "broken.safetensors").write_bytes(b"\xff" * 8 + b"{}" + b"\0" * 40)
     (tmp / "a_directory").mkdir()
     return {
         "missing": (tmp / "does_not_exist.pth", "no such file"),

@@ -1,0 +1,524 @@
+"""The hardening suite: one test per class of hostile or careless input, each trying several cases.
+
+Every case must end in a one-line error with the documented exit code (2 bad input, 3 not possible
+here, 1 a check failed), never a traceback or exit 4, must not block, must stay within a bounded
+amount of memory, and must never write through a symlink, onto an input, or leave a temporary behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import hostile
+from helpers import fixture_path, golden, to_dpconv
+
+PYTHON_CLI = [sys.executable, "-m", "partialnet"]
+
+
+def run_cli(*args, timeout: float = 120) -> tuple[int, str, str]:
+    """The real command in its own process: (exit code, stdout, stderr); a hang fails the test."""
+    try:
+        proc = subprocess.run([*PYTHON_CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"partialnet {' '.join(map(str, args))} blocked for {timeout}s")
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def run_cli_rss(*args, timeout: float = 120) -> tuple[int, str, str, float]:
+    """Like run_cli, but measures the child's peak resident memory with wait4."""
+    proc = subprocess.Popen([*PYTHON_CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    chunks = {"out": b"", "err": b""}
+
+    def drain(name, stream):
+        chunks[name] = stream.read()
+
+    readers = [threading.Thread(target=drain, args=(n, s)) for n, s in (("out", proc.stdout), ("err", proc.stderr))]
+    for r in readers:
+        r.start()
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    timer.cancel()
+    for r in readers:
+        r.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, chunks["out"].decode(), chunks["err"].decode(), usage.ru_maxrss / 1024
+
+
+def assert_refused(code: int, err: str, fragment: str, expected: int = 2) -> None:
+    lines = err.strip().splitlines()
+    assert code == expected, f"exit {code}, expected {expected}: {err}"
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".partial" in p.name)
+
+
+# ---------------------------------------------------------------- writes that can be redirected
+
+
+def test_symlink_planted_at_the_temporary_name_is_never_followed(tmp_path, monkeypatch):
+    """Even if an attacker guessed the temp name, O_EXCL creation skips it instead of writing through it."""
+    from partialnet import outputs
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("owner's data")
+    out = tmp_path / "result.json"
+    names = iter(["planted", "fresh"] + [f"n{i}" for i in range(100)])
+    monkeypatch.setattr(outputs.tempfile, "_get_candidate_names", lambda: names)
+    (tmp_path / f".{out.name}.planted.partial").symlink_to(victim)
+    outputs.write_json(out, {"ok": True})
+    assert victim.read_text() == "owner's data"
+    assert json.loads(out.read_text()) == {"ok": True}
+    assert not out.is_symlink()
+
+
+def test_symlink_at_the_final_name_is_replaced_with_force_never_written_through(tmp_path, cli):
+    victim = tmp_path / "victim.pt"
+    victim.write_bytes(b"owner's data")
+    out = tmp_path / "t0.deploy.pt"
+    out.symlink_to(victim)
+    refused = cli("fold", "partialnet_t0", "--imgsz", "64", "-o", out)
+    assert_refused(refused.code, refused.err, "already exists")
+    done = cli("fold", "partialnet_t0", "--imgsz", "64", "-o", out, "--force")
+    assert done.code == 0, done.err
+    assert victim.read_bytes() == b"owner's data"
+    assert out.is_file() and not out.is_symlink()
+
+
+def test_concurrent_writers_exactly_one_wins(tmp_path):
+    """Two writers staged at once (both passed the existence check): the second publish says 'exists'."""
+    from partialnet.errors import BadInput
+    from partialnet.outputs import atomic_outputs
+
+    out = tmp_path / "shared.json"
+    with pytest.raises(BadInput, match="already exists"):
+        with atomic_outputs([out]) as (first,):
+            with atomic_outputs([out]) as (second,):
+                second.write_text("second")
+            first.write_text("first")
+    assert out.read_text() == "second"
+    assert leftovers(tmp_path) == []
+
+
+def test_concurrent_cli_exports_to_one_path(tmp_path):
+    """Two real processes, same output: one succeeds, the other exits 2 naming the path; no partial file left."""
+    out = tmp_path / "same.deploy.pt"
+    args = [*PYTHON_CLI, "fold", "partialnet_t0", "--imgsz", "64", "-o", str(out)]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.communicate(timeout=300)[1], p.returncode)[::-1] for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert "already exists" in loser and "Traceback" not in loser
+    assert leftovers(tmp_path) == [] and out.is_file()
+
+
+def test_every_write_goes_through_the_output_module():
+    """No module but partialnet.outputs opens files for writing; writers write into what it staged."""
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "partialnet"
+    writes = re.compile(r"write_text\(|write_bytes\(|\bopen\(.*['\"][wax]|torch\.save\(|onnx\.save|savefig\(|np\.save\(|json\.dump\(")
+    through_outputs = ("staged", "savefig(target")
+    private_scratch = {  # inside a TemporaryDirectory (mode 0700) that only this process can enter
+        "bench/run.py": ("spec_path.write_text(", "np.save(path"),
+        "bench/worker.py": ("result_path.write_text(",),
+    }
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel == "outputs.py":
+            continue
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if not writes.search(line) or any(t in line for t in through_outputs + private_scratch.get(rel, ())):
+                continue
+            offenders.append(f"{rel}:{lineno}: {line.strip()}")
+    assert offenders == []
+
+
+# ---------------------------------------------------------------- outputs never clobber inputs or each other
+
+
+def test_outputs_never_clobber_inputs_or_each_other(tmp_path, cli):
+    ckpt = tmp_path / "model.pth"
+    ckpt.write_bytes(golden("t0")[0].read_bytes())
+    before = ckpt.read_bytes()
+    existing = tmp_path / "existing.json"
+    existing.write_text("{}")
+    (tmp_path / "a_dir").mkdir()
+    cases = [
+        (["bench", ckpt, "--json", ckpt, "--force"], "is the input"),
+        (["bench", ckpt, "--md", ckpt], "is the input"),
+        (["bench", "partialnet_t0", "--json", existing], "already exists"),
+        (["bench", "partialnet_t0", "--json", tmp_path / "r.json", "--csv", tmp_path / "r.json"], "are the same file"),
+        (["bench", "partialnet_t0", "--plot", tmp_path / "a_dir", "--force"], "is a directory; give a file name"),
+        (["fold", ckpt, "-o", ckpt, "--force"], "is the input"),
+        (["fold", ckpt, "-o", tmp_path / "a.pt", "--report", tmp_path / "a.pt"], "are the same file"),
+        (["fold", ckpt, "-o", tmp_path / "a_dir"], "is a directory"),
+        (["export", ckpt, "-o", tmp_path / "link.onnx", "--force"], "is the input"),  # a symlink to the input is the input
+    ]
+    (tmp_path / "link.onnx").symlink_to(ckpt)
+    for args, fragment in cases:
+        result = cli(*args)
+        assert_refused(result.code, result.err, fragment)
+    assert ckpt.read_bytes() == before
+    assert existing.read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["export", "CKPT", "--opset", "99"], "--opset 99"),
+        (["export", "CKPT", "--opset", "5"], "--opset 5"),
+        (["export", "CKPT", "--imgsz", "100000"], "image size 100000x100000"),
+        (["export", "CKPT", "--imgsz", "0"], "image size 0x0"),
+        (["export", "CKPT", "--imgsz", "9" * 5000], "expected a size"),
+        (["export", "CKPT", "--batch", "100000000"], "batch 100000000"),
+        (["export", "CKPT", "--format", "nope"], "unknown format"),
+        (["export", "CKPT", "--atol", "nan"], "--atol nan"),
+        (["export", "CKPT", "--min-cosine", "2"], "--min-cosine 2"),
+        (["export", "CKPT", "-o", "FILE/sub/x.onnx"], "not a directory"),
+        (["export", "CKPT", "-o", "out.txt"], "must end in .onnx"),
+        (["fold", "CKPT", "-o", "FILE/x.pt"], "not a directory"),
+        (["bench", "CKPT", "--device", "tpu"], "--device 'tpu'"),
+        (["bench", "CKPT", "--runtime", "nope"], "unknown runtime"),
+        (["bench", "CKPT", "--precision", "int3"], "--precision"),
+        (["bench", "CKPT", "--batch", "0"], "--batch"),
+        (["bench", "CKPT", "--protocol", "fast"], "protocol"),
+        (["verify", "ART", "--ref", "CKPT", "--min-top1", "nan"], "--min-top1 nan"),
+        (["compare", "A", "B", "--alpha", "0"], "--alpha 0"),
+        (["compare", "A", "B", "--alpha", "nan"], "--alpha nan"),
+        (["compare", "A", "B", "--max-slowdown", "nan"], "--max-slowdown nan"),
+        (["compare", "A", "B", "--max-slowdown", "-1"], "--max-slowdown -1"),
+    ],
+)
+def test_bad_options_are_refused_before_any_checkpoint_is_loaded(args, fragment, tmp_path, cli, monkeypatch):
+    from partialnet import checkpoint
+
+    def must_not_load(*a, **k):
+        raise AssertionError("a checkpoint was loaded before the options were checked")
+
+    monkeypatch.setattr(checkpoint, "read_file", must_not_load)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("a regular file")
+    ckpt = tmp_path / "model.pth"
+    ckpt.write_bytes(b"\0" * 64)
+    names = {"CKPT": ckpt, "ART": tmp_path / "a.onnx", "FILE/sub/x.onnx": tmp_path / "FILE/sub/x.onnx", "FILE/x.pt": tmp_path / "FILE" / "x.pt"}
+    result = cli(*[names.get(a, a) for a in args])
+    assert result.code == 2, result.err
+    assert fragment in result.err and "Traceback" not in result.err and len(result.err.strip().splitlines()) <= 2
+
+
+# ---------------------------------------------------------------- numbers: NaN, infinities, dtypes
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_artifact_outputs_fail_verification(value, tmp_path, cli):
+    artifact = hostile.nan_logits_onnx(tmp_path / "bad.onnx", value)
+    result = cli("verify", artifact, "--ref", "partialnet_t0", "--samples", "2")
+    assert result.code == 1, result.err
+    assert "non-finite" in result.err and "Traceback" not in result.err
+
+
+def test_non_finite_values_never_reach_json(tmp_path):
+    from partialnet.outputs import dumps_strict, write_json
+    from partialnet.verify import Tolerances, judge, metrics, non_finite
+
+    text = dumps_strict({"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32("-inf"), "d": np.int64(3)})
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert data["a"] is None and data["b"] == [1.0, None] and data["c"] is None and data["d"] == 3
+    assert [n["field"] for n in data["non_finite"]] == ["$.a", "$.b[1]", "$.c"]
+    write_json(tmp_path / "r.json", {"x": float("nan")})
+    assert json.loads((tmp_path / "r.json").read_text())["x"] is None
+    out, ref = np.full((2, 10), np.nan), np.zeros((2, 10))
+    with np.errstate(all="ignore"):
+        failures = judge(metrics(out, ref), Tolerances(max_abs=float("inf")), non_finite(out, ref))
+    assert failures and "non-finite" in failures[0]
+
+
+def test_weights_are_checked_after_the_cast_and_by_dtype(tmp_path, cli, t0_state_dict):
+    cases = {
+        "overflow": ("stages.0.blocks.0.mlp.0.weight", lambda t: torch.full(t.shape, 1e300, dtype=torch.float64), "NaN/Inf values (after the cast"),
+        "nan": ("head.bias", lambda t: torch.full(t.shape, float("nan")), "NaN/Inf"),
+        "complex": ("head.bias", lambda t: torch.zeros(t.shape, dtype=torch.complex64), "complex dtype"),
+        "integer": ("head.weight", lambda t: torch.zeros(t.shape, dtype=torch.int32), "head.weight has dtype int32"),
+        "bool": ("head.bias", lambda t: torch.zeros(t.shape, dtype=torch.bool), "head.bias has dtype bool"),
+        "float_counter": ("patch_embed.norm.num_batches_tracked", lambda t: torch.tensor(1.5), "keeps an integer"),
+    }
+    for name, (key, make, fragment) in cases.items():
+        sd = dict(t0_state_dict)
+        sd[key] = make(sd[key])
+        path = tmp_path / f"{name}.pth"
+        torch.save(sd, path)
+        result = cli("info", path)
+        assert_refused(result.code, result.err, fragment)
+    fine = dict(t0_state_dict)
+    fine = {k: (v.double() if v.is_floating_point() else v) for k, v in fine.items()}
+    torch.save(fine, tmp_path / "float64.pth")
+    assert cli("info", tmp_path / "float64.pth").code == 0
+
+
+# ---------------------------------------------------------------- sizes: bounded memory and time
+
+
+LARGEST_REAL_MODEL_MB = 1200  # the largest variant's load + fold peak is under this; hostile files must stay near it
+
+
+def test_expanded_stride_and_sparse_giants_stay_within_memory(tmp_path, t0_state_dict):
+    """A 10 GB head stored with zero strides, and a 4 GB sparse safetensors tensor, refused in bounded memory."""
+    expanded = tmp_path / "expanded.pth"
+    torch.save(hostile.expanded_head(t0_state_dict, 2_000_000), expanded)
+    assert expanded.stat().st_size < 50 << 20
+    code, _, err, rss = run_cli_rss("info", expanded)
+    assert_refused(code, err, "2000000 classes")
+    assert rss < LARGEST_REAL_MODEL_MB, f"peak RSS {rss:.0f} MB"
+
+    sparse = tmp_path / "sparse.safetensors"
+    size = 4 << 30
+    header = {"patch_embed.proj.weight": {"dtype": "F32", "shape": [size // 4 // 48, 3, 4, 4], "data_offsets": [0, size // 4 // 48 * 48 * 4]}}
+    blob = hostile.safetensors_bytes(header)
+    with sparse.open("wb") as f:
+        f.write(blob)
+        f.truncate(len(blob) + header["patch_embed.proj.weight"]["data_offsets"][1])
+    code, _, err, rss = run_cli_rss("info", sparse)
+    assert code == 2 and "Traceback" not in err, err
+    assert rss < LARGEST_REAL_MODEL_MB, f"peak RSS {rss:.0f} MB"
+
+
+def test_compare_bootstrap_memory_is_bounded():
+    from partialnet.bench.stats import bootstrap_median_ci, ratio_of_medians
+
+    samples = np.random.default_rng(0).lognormal(-5, 0.1, 200_000)
+    tracemalloc.start()
+    try:
+        low, high = bootstrap_median_ci(samples)
+        ratio_of_medians(samples, samples * 1.01)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert low < np.median(samples) < high
+    assert peak < 300 << 20, f"bootstrap peaked at {peak / 2**20:.0f} MB (unchunked: {2000 * 200_000 * 16 / 2**30:.1f} GB)"
+
+
+def test_declared_sizes_beyond_the_limits_are_refused(tmp_path, cli):
+    huge = hostile.onnx_declaring_input(tmp_path / "huge.onnx", [100000, 3, 100000, 100000])
+    result = cli("verify", huge, "--ref", "partialnet_t0")
+    assert_refused(result.code, result.err, "declared input")
+    negative = hostile.onnx_declaring_input(tmp_path / "neg.onnx", [1, 3, -64, 64])
+    result = cli("verify", negative, "--ref", "partialnet_t0")
+    assert_refused(result.code, result.err, "is not (batch, 3, H, W)")
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "bomb.png").write_bytes(hostile.png_declaring(100_000, 100_000))
+    result = cli("export", "partialnet_t0", "--imgsz", "64", "--images", images, "-o", tmp_path / "x.onnx")
+    assert_refused(result.code, result.err, "decompression bomb")
+
+
+def test_non_regular_files_are_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "fifo.pth"
+    os.mkfifo(fifo)
+    sock = hostile.bound_socket(tmp_path / "sock.pth")
+    (tmp_path / "zero.pth").symlink_to("/dev/zero")
+    images = tmp_path / "images"
+    images.mkdir()
+    os.mkfifo(images / "a.png")
+    try:
+        for path, fragment in ((fifo, "FIFO"), (tmp_path / "sock.pth", "socket"), (tmp_path / "zero.pth", "character device"),
+                               (tmp_path, "directory")):
+            code, _, err = run_cli("info", path, timeout=60)
+            assert_refused(code, err, fragment)
+        code, _, err = run_cli("export", "partialnet_t0", "--imgsz", "64", "--images", images, "-o", tmp_path / "x.onnx", timeout=60)
+        assert_refused(code, err, "FIFO")
+    finally:
+        sock.close()
+
+
+# ---------------------------------------------------------------- signals
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_export_removes_temporaries(sig, code, tmp_path):
+    out = tmp_path / "x.onnx"
+    proc = subprocess.Popen([*PYTHON_CLI, "export", "partialnet_t0", "--imgsz", "64", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert leftovers(tmp_path), "the export never staged its output"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert err.strip().splitlines() == [err.strip().splitlines()[-1]] and "nothing published" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- exit codes and messages
+
+
+def _torchscript(path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, but its files are still out there
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+
+
+def _hostile_checkpoints(tmp: Path, sd: dict) -> dict[str, tuple[Path, str]]:
+    """name -> (file, fragment of the one-line error). Each would once have ended in exit 4 or a wrong message."""
+    cases: dict[str, tuple[Path, str]] = {}
+
+    def save(name, obj, fragment):
+        torch.save(obj, tmp / name)
+        cases[name] = (tmp / name, fragment)
+
+    def raw(name, data: bytes, fragment):
+        (tmp / name).write_bytes(data)
+        cases[name] = (tmp / name, fragment)
+
+    raw("two_bytes.pth", b"\x80\x02", "too short to be a checkpoint")
+    _torchscript(tmp / "scripted.pt")
+    cases["scripted.pt"] = (tmp / "scripted.pt", "TorchScript archive")
+    save("int_keys.pth", {**{i: v for i, v in enumerate(sd.values())}, "patch_embed.proj.weight": sd["patch_embed.proj.weight"]}, "not a string")
+    save("zero_classes.pth", {**sd, "head.weight": torch.zeros(0, 1280), "head.bias": torch.zeros(0)}, "0 classes")
+    save("sparse.pth", {**sd, "head.bias": torch.zeros(1000).to_sparse()}, "sparse")
+    save("meta.pth", {**sd, "head.bias": torch.empty(1000, device="meta")}, "meta tensor")
+    save("deep_wrappers.pth", hostile.nested(50, sd), "no model weights found")
+    dp = to_dpconv(sd, {})
+    key = "stages.0.blocks.0.spatial_mixing.one_channel"
+    save("dpconv_empty.pth", {**dp, key: torch.zeros(0, dtype=torch.int32)}, "holds 0 values")
+    save("dpconv_nan.pth", {**dp, key: torch.tensor(float("nan"))}, "expected an integer")
+    save("dpconv_huge.pth", {**dp, key: torch.tensor(10**6, dtype=torch.int32)}, "outside [0, 32]")
+    with (tmp / "ops.pth").open("wb") as f:  # a legacy-format pickle that would build 3 M objects
+        f.write(b"\x80\x02]q\x00(" + b"K\x01" * 3_000_000 + b"e.")
+    cases["ops.pth"] = (tmp / "ops.pth", "opcodes")
+    st = {
+        "negative_shape.safetensors": ({"a": {"dtype": "F32", "shape": [-1, -4], "data_offsets": [0, 16]}}, b"\0" * 16, "non-negative"),
+        "string_shape.safetensors": ({"a": {"dtype": "F32", "shape": "4", "data_offsets": [0, 16]}}, b"\0" * 16, "shape"),
+        "list_metadata.safetensors": ({"__metadata__": ["x"], "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, "__metadata__"),
+        "int_metadata.safetensors": ({"__metadata__": {"k": 1}, "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, "__metadata__"),
+        "overlap.safetensors": ({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}, b"\0" * 24, "overlap"),
+        "bad_dtype.safetensors": ({"a": {"dtype": "Q4", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, "unknown dtype"),
+        "header_list.safetensors": (["a"], b"\0" * 64, "not an object"),
+    }
+    for name, (header, data, fragment) in st.items():
+        raw(name, hostile.safetensors_bytes(header, data), fragment)
+    raw("deep.safetensors", hostile.safetensors_bytes(None, b"\0" * 16, raw_header=b"[" * 100_000 + b"]" * 100_000), "nested too deeply")
+    raw("nan_header.safetensors", hostile.safetensors_bytes(None, b"", raw_header=b'{"a": NaN}' + b" " * 40), "not JSON")
+    return cases
+
+
+def test_hostile_checkpoints_exit_2_with_a_true_one_line_message(tmp_path, cli, t0_state_dict):
+    marker = tmp_path / "PWNED"
+    cases = _hostile_checkpoints(tmp_path, t0_state_dict)
+    for name, (path, fragment) in cases.items():
+        result = cli("info", path)
+        assert result.code == 2, f"{name}: exit {result.code}: {result.err}"
+        assert_refused(result.code, result.err, fragment)
+    assert not marker.exists()
+
+
+def test_hostile_compare_files_exit_2(tmp_path, cli):
+    from partialnet.bench.run import SCHEMA
+
+    row = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch": 1, "threads": 1, "status": "ok", "samples_s": [0.01] * 20}
+    good = {"schema": SCHEMA, "machine": {"id": "x", "cpu": {"model": "cpu"}}, "protocol": {}, "rows": [row]}
+    variants = {
+        "list": ([good], "not a partialnet bench result"),
+        "rows_not_list": ({**good, "rows": {"a": 1}}, "lacks 'rows'"),
+        "row_not_object": ({**good, "rows": [3]}, "is not an object"),
+        "batch_string": ({**good, "rows": [{**row, "batch": "1"}]}, "batch must be an integer"),
+        "samples_string": ({**good, "rows": [{**row, "samples_s": "fast"}]}, "no raw samples"),
+        "samples_negative": ({**good, "rows": [{**row, "samples_s": [0.01, -1.0]}]}, "positive finite"),
+        "samples_zero": ({**good, "rows": [{**row, "samples_s": [0.0] * 5}]}, "positive finite"),
+        "samples_text": ({**good, "rows": [{**row, "samples_s": ["a"]}]}, "positive finite"),
+        "machine_not_dict": ({**good, "machine": "mine"}, "lacks 'machine'"),
+    }
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(good))
+    for name, (data, fragment) in variants.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(data))
+        result = cli("compare", base, path)
+        assert_refused(result.code, result.err, fragment)
+    (tmp_path / "nan.json").write_text(json.dumps(good).replace("0.01", "NaN", 1))
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    for name, fragment in (("nan.json", "holds NaN"), ("deep.json", "nested too deeply")):
+        result = cli("compare", base, tmp_path / name)
+        assert_refused(result.code, result.err, fragment)
+    assert cli("compare", base, base).code == 0
+
+
+def test_write_failures_are_one_line_and_leave_nothing(tmp_path, cli, monkeypatch):
+    from partialnet import outputs
+
+    for err_no, code, fragment in ((errno.ENOSPC, 3, "no space left"), (errno.EROFS, 2, "read-only file system")):
+        def fail(self, data, err_no=err_no):
+            raise OSError(err_no, os.strerror(err_no))
+
+        monkeypatch.setattr(outputs.Staged, "write_bytes", fail)
+        result = cli("fold", "partialnet_t0", "--imgsz", "64", "-o", tmp_path / "d.pt")
+        assert_refused(result.code, result.err, fragment, expected=code)
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_usage_errors_are_one_line_and_a_hint(cli):
+    bare = cli()
+    assert bare.code == 0 and "Usage" in bare.out and bare.err == ""
+    for args, fragment in ((["expotr"], "Did you mean 'export'"), (["export", "--forse", "x"], "did you mean --force"),
+                           (["info"], "Missing argument"), (["export", "x", "--batch", "abc"], "valid integer")):
+        result = cli(*args)
+        lines = result.err.strip().splitlines()
+        assert result.code == 2 and len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: "), result.err
+        assert fragment in lines[0], lines
+
+
+@pytest.mark.parametrize("value", ["", "0", "1", "false", "yes"])
+def test_debug_variable_never_changes_exit_codes(value, cli, monkeypatch):
+    from partialnet.cli import debug_enabled
+
+    monkeypatch.setenv("PARTIALNET_DEBUG", value)
+    assert debug_enabled() == (value in ("1", "yes"))
+    assert cli("info", "partialnet_t0", "--json").code == 0
+    bad = cli("info", "nope.pth")
+    assert bad.code == 2 and "no such file" in bad.err
+
+
+def test_library_warnings_become_one_line(cli, monkeypatch):
+    import warnings
+
+    from partialnet import api
+
+    def noisy(imgsz):
+        warnings.warn("something deprecated\nwith a second line", UserWarning)
+        return []
+
+    monkeypatch.setattr(api, "model_table", noisy)
+    result = cli("models", "--json")
+    assert result.code == 0
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert lines == ["warning: something deprecated with a second line (UserWarning)"]
+
+
+def test_a_real_export_prints_no_raw_warnings(tmp_path):
+    code, out, err = run_cli("export", "partialnet_t0", "--imgsz", "64", "-o", tmp_path / "x.onnx", "--samples", "2")
+    assert code == 0, err
+    assert err.strip() == "", err
+    assert "Warning" not in out
