@@ -59,6 +59,8 @@ def preprocess(path: Path, imgsz: tuple[int, int]) -> np.ndarray:
             array = np.asarray(img, dtype=np.float32) / 255.0
     except BadInput:
         raise
+    except Image.UnidentifiedImageError:
+        raise BadInput(f"{path}: not an image Pillow can decode") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadInput(f"{path}: refused: {' '.join(str(exc).split())[:160]}") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, MemoryError) as exc:

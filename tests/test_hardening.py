@@ -238,6 +238,25 @@ def test_non_finite_artifact_outputs_fail_verification(value, tmp_path, cli):
     assert "non-finite" in result.err and "Traceback" not in result.err
 
 
+def test_artifact_with_other_logits_shape_is_named(tmp_path, cli):
+    artifact = hostile.nan_logits_onnx(tmp_path / "ten.onnx", 0.0, classes=10)
+    result = cli("verify", artifact, "--ref", "partialnet_t0", "--samples", "2")
+    assert_refused(result.code, result.err, "logits of shape [2, 10] but the reference gives [2, 1000]")
+
+
+def test_hostile_deploy_headers_are_refused_before_allocating(tmp_path):
+    from partialnet import BadInput, load_deploy
+    from partialnet.folding import DEPLOY_FORMAT, DEPLOY_VERSION
+
+    arch = {"family": "partialnet", "embed_dim": 1_000_000, "depths": [1, 2, 8, 2], "act": "gelu", "pat_sp": False,
+            "num_classes": 1000, "mixers": []}
+    for name, header in (("wide", arch), ("classes", {**arch, "embed_dim": 32, "num_classes": 10**9})):
+        torch.save({"format": DEPLOY_FORMAT, "version": DEPLOY_VERSION, "arch": header, "imgsz": [64, 64], "state_dict": {}},
+                   tmp_path / f"{name}.pt")
+        with pytest.raises(BadInput, match="no released variant"):
+            load_deploy(tmp_path / f"{name}.pt")
+
+
 def test_non_finite_values_never_reach_json(tmp_path):
     from partialnet.outputs import dumps_strict, write_json
     from partialnet.verify import Tolerances, judge, metrics, non_finite

@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from partialnet.checkpoint import read_file
+from partialnet.checkpoint import MAX_CLASSES, read_file
+from partialnet.limits import check_input_shape
+from partialnet.models.registry import find_variant
 from partialnet.errors import BadInput, CheckFailed
 from partialnet.folding.passes import PASSES, FoldContext
 from partialnet.models.flops import measure_cost
@@ -189,15 +191,22 @@ def load_deploy(path: str | Path) -> tuple[PartialNet, dict]:
         raise BadInput(f"{path}: deploy file version {obj.get('version')} unsupported (this partialnet reads {DEPLOY_VERSION})")
     try:
         arch = _arch_from_dict(obj["arch"])
-        imgsz = tuple(obj["imgsz"])
-    except (KeyError, TypeError, ValueError) as exc:
+        imgsz = tuple(int(v) for v in obj["imgsz"])
+        check_input_shape(None, *imgsz, "imgsz")
+    except (KeyError, TypeError, ValueError, BadInput) as exc:
         raise BadInput(f"{path}: damaged deploy file header ({exc})") from None
+    if find_variant(arch.family, arch.embed_dim, arch.depths) is None or not 1 <= arch.num_classes <= MAX_CLASSES:
+        # The header sizes the allocation below: only released architectures are rebuilt from it.
+        raise BadInput(f"{path}: deploy file header describes no released variant ({arch.family}, {arch.embed_dim}, {arch.depths})")
     with torch.device("meta"):  # structure only: folding a weightless skeleton costs no arithmetic
         deploy, _ = fold(PartialNet(arch), imgsz, skip=set(obj.get("not_folded", [])), check=False)
     deploy = deploy.to_empty(device="cpu")
     try:
         deploy.load_state_dict(obj["state_dict"], strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, KeyError) as exc:
         raise BadInput(f"{path}: deploy weights do not match its header ({str(exc).splitlines()[0]})") from None
+    bad = [k for k, v in deploy.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise BadInput(f"{path}: deploy weights hold NaN/Inf values, first in {bad[0]}")
     meta = {k: v for k, v in obj.items() if k != "state_dict"}
     return deploy.eval(), meta
