@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 a check failed, 2 bad input or usage, 3 not possible on
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -62,7 +61,10 @@ def main(
 
 
 def _print_json(data) -> None:
-    out.print_json(json.dumps(data), highlight=False)
+    """Strict JSON on stdout too: a NaN becomes null with the field listed, as in every file we write."""
+    from partialnet.outputs import dumps_strict
+
+    out.print_json(dumps_strict(data), highlight=False)
 
 
 @app.command()
