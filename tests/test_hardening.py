@@ -14,7 +14,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -31,32 +30,32 @@ PYTHON_CLI = [sys.executable, "-m", "partialnet"]
 
 def run_cli(*args, timeout: float = 120) -> tuple[int, str, str]:
     """The real command in its own process: (exit code, stdout, stderr); a hang fails the test."""
-    try:
-        proc = subprocess.run([*PYTHON_CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"partialnet {' '.join(map(str, args))} blocked for {timeout}s")
-    return proc.returncode, proc.stdout, proc.stderr
+    return run_cli_via(PYTHON_CLI, *args, timeout=timeout)
+
+
+# Linux keeps a process's peak RSS across exec, so a child forked from this (large) test process would
+# report the test's own peak. A tiny launcher in between starts from a small image: its children's
+# peak, read with getrusage(RUSAGE_CHILDREN), is the command's own.
+RSS_LAUNCHER = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "print(f'peak-rss-kb {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr); sys.exit(code)"
+)
 
 
 def run_cli_rss(*args, timeout: float = 120) -> tuple[int, str, str, float]:
-    """Like run_cli, but measures the child's peak resident memory with wait4."""
-    proc = subprocess.Popen([*PYTHON_CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    chunks = {"out": b"", "err": b""}
+    """Like run_cli, plus the command's peak resident memory in MB."""
+    code, out, err = run_cli_via([sys.executable, "-c", RSS_LAUNCHER, *PYTHON_CLI], *args, timeout=timeout)
+    lines = err.strip().splitlines()
+    rss_kb = int(lines[-1].split()[-1])
+    return code, out, "\n".join(lines[:-1]) + "\n", rss_kb / 1024
 
-    def drain(name, stream):
-        chunks[name] = stream.read()
 
-    readers = [threading.Thread(target=drain, args=(n, s)) for n, s in (("out", proc.stdout), ("err", proc.stderr))]
-    for r in readers:
-        r.start()
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    timer.cancel()
-    for r in readers:
-        r.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, chunks["out"].decode(), chunks["err"].decode(), usage.ru_maxrss / 1024
+def run_cli_via(prefix: list[str], *args, timeout: float) -> tuple[int, str, str]:
+    try:
+        proc = subprocess.run([*prefix, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"partialnet {' '.join(map(str, args))} blocked for {timeout}s")
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def assert_refused(code: int, err: str, fragment: str, expected: int = 2) -> None:
