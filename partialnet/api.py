@@ -30,7 +30,7 @@ from partialnet.outputs import Output, atomic_outputs, check_outputs
 from partialnet.preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, load_images
 from partialnet.runtimes.onnxruntime import OnnxRuntimeRunner
 from partialnet.runtimes.torch_eager import TorchRunner
-from partialnet.verify import DEFAULT_TOLERANCES, ParityReport, compare, image_batches, random_batches
+from partialnet.verify import DEFAULT_TOLERANCES, ParityReport, compare, image_batches, judge_accuracy, random_batches
 
 def parse_imgsz(values: Sequence[int] | int | str | None, default: int = 224) -> tuple[int, int]:
     """`224`, `(H, W)` or "H,W" / "HxW": multiples of 32, at least 64 (the last stage must be at least 2×2)."""
@@ -189,8 +189,9 @@ def check_parity(
     samples: int = 8,
     tolerances: dict | None = None,
     threads: int | None = None,
+    dataset: str | None = None,
 ) -> ParityReport:
-    """Run `artifact` in its runtime and compare it with the unfolded PyTorch model."""
+    """Run `artifact` in its runtime and compare it with the unfolded PyTorch model (and on `dataset`)."""
     if io["precision"] not in DEFAULT_TOLERANCES:
         raise BadInput(f"{artifact}: input precision {io['precision']} is not fp32 or fp16")
     images = load_images(Path(images_dir), tuple(io["imgsz"])) if images_dir else None
@@ -200,10 +201,39 @@ def check_parity(
     runner.prepare()
     reference_runner.prepare()
     try:
-        return compare(runner, reference_runner, _parity_cases(io, samples, images), tol, io["precision"])
+        report = compare(runner, reference_runner, _parity_cases(io, samples, images), tol, io["precision"])
+        if dataset:
+            report.accuracy = dataset_accuracy(dataset, runner, reference_runner, io, tol)
+        return report
     finally:
         runner.close()
         reference_runner.close()
+
+
+DATASETS = ("digits",)
+
+
+def check_dataset(dataset: str | None) -> str | None:
+    if dataset is not None and dataset not in DATASETS:
+        raise BadInput(f"--dataset {dataset!r}: known datasets are {', '.join(DATASETS)}")
+    return dataset
+
+
+def dataset_accuracy(dataset: str, runner, reference_runner, io: dict, tol) -> dict:
+    """Held-out top-1 of the artifact and of the PyTorch model on the documented digits split."""
+    from partialnet import digits
+
+    images, labels = digits.held_out(tuple(io["imgsz"]))
+    reference_top1 = digits.top1(reference_runner.infer, images, labels, None)
+    artifact_top1 = digits.top1(runner.infer, images, labels, io["batch"])
+    return judge_accuracy(dataset, len(labels), artifact_top1, reference_top1, tol)
+
+
+def _check_dataset_model(dataset: str | None, info: CheckpointInfo) -> None:
+    from partialnet import digits
+
+    if dataset == "digits" and info.num_classes != digits.NUM_CLASSES:
+        raise BadInput(f"--dataset digits needs a 10-class model (train one with `partialnet digits`); {info.source} has {info.num_classes} classes")
 
 
 def parity_failure(report: ParityReport, what: str) -> CheckFailed:
@@ -225,9 +255,11 @@ def export(
     images_dir: str | Path | None = None,
     samples: int = 8,
     tolerances: dict | None = None,
+    dataset: str | None = None,
 ) -> dict:
     """Fold, export, verify; the artifact and its manifest appear only if verification passed."""
     fmt = get_format(format)
+    check_dataset(dataset)
     check_input_shape(None if dynamic else batch, *imgsz, "--batch/--imgsz")
     check_opset(opset)
     check_count(samples, "--samples", MAX_SAMPLES)
@@ -240,8 +272,10 @@ def export(
     if images_dir:
         load_images(Path(images_dir), imgsz, limit=1)  # fail on a bad folder before the slow work
     model, info = resolve(source, variant)
+    dataset = dataset or info.dataset
+    _check_dataset_model(dataset, info)
     options = OnnxOptions(imgsz=imgsz, batch=batch, dynamic=dynamic, opset=opset, simplify=simplify, half=half)
-    return export_folded(model, info, fold(model, imgsz), fmt.name, out, options, images_dir, samples, tolerances, force, inputs)
+    return export_folded(model, info, fold(model, imgsz), fmt.name, out, options, images_dir, samples, tolerances, force, inputs, dataset)
 
 
 def artifact_outputs(out: Path) -> list[Output]:
@@ -261,6 +295,7 @@ def export_folded(
     tolerances: dict | None = None,
     force: bool = False,
     inputs: Sequence[Path | None] = (),
+    dataset: str | None = None,
 ) -> dict:
     """Export an already folded model and verify it against `model`; returns the manifest."""
     fmt = get_format(format)
@@ -278,7 +313,7 @@ def export_folded(
         temp_artifact = staged_artifact.path
         exported = time.perf_counter()
         io = exporter.read_io(temp_artifact)
-        parity = check_parity(temp_artifact, model, io, images_dir, samples, tolerances)
+        parity = check_parity(temp_artifact, model, io, images_dir, samples, tolerances, dataset=dataset)
         verified = time.perf_counter()
         if not parity.passed:
             raise parity_failure(parity, f"the exported {fmt.name} artifact (not written)")
@@ -321,9 +356,11 @@ def verify(
     images_dir: str | Path | None = None,
     samples: int = 8,
     tolerances: dict | None = None,
+    dataset: str | None = None,
 ) -> ParityReport:
     """Check an existing artifact against the checkpoint (or variant) it was exported from."""
     artifact = Path(artifact)
+    check_dataset(dataset)
     check_count(samples, "--samples", MAX_SAMPLES)
     check_tolerances(**(tolerances or {}))
     fmt = format_for_path(artifact)
@@ -335,7 +372,32 @@ def verify(
     reference_is = (info.variant, info.sha256 or f"random weights (seed {RANDOM_WEIGHTS_SEED})")
     if exported_from[1] and exported_from != reference_is:
         raise BadInput(f"{artifact} was exported from {_identity(*exported_from)}, but --ref {ref} is {_identity(*reference_is)}")
-    report = check_parity(artifact, model, io, images_dir, samples, tolerances)
+    dataset = dataset or info.dataset
+    _check_dataset_model(dataset, info)
+    report = check_parity(artifact, model, io, images_dir, samples, tolerances, dataset=dataset)
     if not report.passed:
         raise parity_failure(report, str(artifact))
     return report
+
+
+def train_digits(
+    output: str | Path,
+    variant: str = "partialnet_t0",
+    epochs: int = 6,
+    seed: int = 0,
+    force: bool = False,
+    progress=None,
+) -> dict:
+    """Train `variant` on the digits yardstick and write an ordinary checkpoint every command accepts."""
+    from partialnet import digits
+    from partialnet.models.registry import get_variant
+
+    name = get_variant(variant).name
+    check_count(epochs, "--epochs", 200)
+    outputs = [Output(Path(output), "-o")]
+    check_outputs(outputs, (), force)
+    model, result = digits.train(name, epochs, seed, progress)
+    payload = {"state_dict": model.state_dict(), "dataset": digits.DATASET, "digits": result.to_dict()}
+    with atomic_outputs(outputs, force) as (staged,):
+        torch.save(payload, staged.file)
+    return {"output": str(output), **result.to_dict()}

@@ -69,6 +69,7 @@ class CheckpointInfo:
     pat_sp: bool = False
     num_classes: int = 1000
     dpconv_widths: list[list[int]] = field(default_factory=list)
+    dataset: str | None = None  # the task a checkpoint says it was trained on (`partialnet digits` writes "digits")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -522,6 +523,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> tuple[Parti
     named = get_variant(variant) if variant else None
     try:
         obj = read_file(path)
+        dataset = obj.get("dataset") if isinstance(obj, Mapping) and isinstance(obj.get("dataset"), str) else None
         sd, container = unwrap(obj)
         sd, prefix, ignored = select_prefix(sd)
         layout = "reference"
@@ -552,6 +554,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> tuple[Parti
         num_tensors=len(sd),
         file_bytes=path.stat().st_size,
         sha256=sha256_of(path),
+        dataset=dataset[:40] if dataset else None,
         **_arch_fields(arch),
     )
     return model.eval(), info

@@ -63,6 +63,14 @@ def parity_table(parity: dict, title: str) -> Table:
         f"max |Δ| ≤ {_fmt(tight.get('max_abs'), '.2e')}, cosine ≥ {_fmt(tight.get('min_cosine'), '.8f')}, "
         f"top-1 ≥ {_fmt(tight.get('min_top1'), '.0%')}"
     )
+    accuracy = parity.get("accuracy")
+    if accuracy:
+        verdict = "FAIL" if accuracy["failures"] else "ok"
+        table.caption += (
+            f"\n{accuracy['dataset']} held-out top-1 ({accuracy['samples']} images): artifact {accuracy['artifact_top1']:.2%}, "
+            f"PyTorch {accuracy['reference_top1']:.2%}, Δ {accuracy['delta_points']:+.2f} points "
+            f"(gate: drop ≤ {_fmt(accuracy['max_drop_points'], 'g')}) · {verdict}"
+        )
     return table
 
 

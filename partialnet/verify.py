@@ -22,6 +22,7 @@ class Tolerances:
     max_abs: float | None = None  # largest allowed |candidate - reference| over all logits
     min_cosine: float | None = None  # smallest allowed per-sample cosine similarity
     min_top1: float | None = None  # smallest allowed fraction of samples with the same argmax
+    max_accuracy_drop: float | None = None  # largest allowed drop of held-out top-1 vs PyTorch, in points
 
     def merged(self, **overrides) -> "Tolerances":
         values = asdict(self)
@@ -30,8 +31,8 @@ class Tolerances:
 
 
 DEFAULT_TOLERANCES = {
-    "fp32": Tolerances(max_abs=1e-4, min_cosine=0.99999),
-    "fp16": Tolerances(min_cosine=0.999, min_top1=0.9),
+    "fp32": Tolerances(max_abs=1e-4, min_cosine=0.99999, max_accuracy_drop=0.5),
+    "fp16": Tolerances(min_cosine=0.999, min_top1=0.9, max_accuracy_drop=0.5),
 }
 
 
@@ -58,10 +59,11 @@ class ParityReport:
     precision: str
     tolerances: Tolerances
     cases: list[CaseResult] = field(default_factory=list)
+    accuracy: dict | None = None  # held-out top-1 of both on a real dataset (see partialnet.digits)
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.cases)
+        return all(c.passed for c in self.cases) and not (self.accuracy and self.accuracy["failures"])
 
     def tightest_passing(self) -> dict:
         """The strictest tolerance each metric would still have passed, over all cases."""
@@ -72,7 +74,8 @@ class ParityReport:
         }
 
     def failures(self) -> list[str]:
-        return [f"{c.name}: {f}" for c in self.cases for f in c.failures]
+        found = [f"{c.name}: {f}" for c in self.cases for f in c.failures]
+        return found + (self.accuracy["failures"] if self.accuracy else [])
 
     def to_dict(self) -> dict:
         return {
@@ -83,6 +86,7 @@ class ParityReport:
             "tolerances": asdict(self.tolerances),
             "tightest_passing": self.tightest_passing() if self.cases else None,
             "cases": [{**asdict(c), "passed": c.passed} for c in self.cases],
+            "accuracy": self.accuracy,
         }
 
 
@@ -149,6 +153,27 @@ def compare(
             CaseResult(name=name, batch=len(batches[0]), samples=len(outs), **values, failures=judge(values, tolerances, problems))
         )
     return report
+
+
+def judge_accuracy(dataset: str, samples: int, artifact_top1: float, reference_top1: float, tol: Tolerances) -> dict:
+    """Held-out top-1 of the artifact beside PyTorch's; a drop beyond the precision's gate fails (NaN-proof)."""
+    delta = round((artifact_top1 - reference_top1) * 100, 6) + 0.0  # + 0.0: never print "-0.00"
+    drop = -delta
+    failures = []
+    limit = tol.max_accuracy_drop
+    if limit is not None and not drop <= limit:
+        failures.append(
+            f"{dataset} top-1 {artifact_top1:.2%} vs PyTorch {reference_top1:.2%}: dropped {drop:.2f} points > {limit:g}"
+        )
+    return {
+        "dataset": dataset,
+        "samples": samples,
+        "artifact_top1": artifact_top1,
+        "reference_top1": reference_top1,
+        "delta_points": delta,
+        "max_drop_points": limit,
+        "failures": failures,
+    }
 
 
 def random_batches(batch: int, samples: int, imgsz: tuple[int, int], seed: int) -> list[np.ndarray]:

@@ -1,0 +1,101 @@
+"""The digits yardstick: a real task whose held-out top-1 judges every exported precision."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn", reason="the digits yardstick needs scikit-learn (pip install 'partialnet[digits]')")
+
+EPOCHS = 4  # the test schedule: T0 is past 98 % here; the bar is 95 %
+
+
+@pytest.fixture(scope="session")
+def digits_ckpt(tmp_path_factory):
+    """One T0 digits model per test run, trained through the API the `digits` command uses."""
+    from partialnet import api
+
+    path = tmp_path_factory.mktemp("digits") / "digits_t0.pt"
+    result = api.train_digits(path, "partialnet_t0", epochs=EPOCHS, seed=0)
+    assert result["top1"] >= 0.95, result
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_onnx(digits_ckpt):
+    from partialnet import api
+
+    out = digits_ckpt.with_name("digits_t0.onnx")
+    api.export(str(digits_ckpt), output=out, imgsz=(64, 64), samples=2)
+    return out
+
+
+def test_protocol_is_the_documented_one():
+    from partialnet import digits
+
+    X_train, X_test, y_train, y_test = digits.split()
+    assert (len(X_train), len(X_test)) == (1257, 540)
+    assert np.bincount(y_test).tolist() == [54, 55, 53, 55, 54, 55, 54, 54, 52, 54]  # stratified, as documented
+    batch = digits.preprocess(X_test[:2])
+    assert batch.shape == (2, 3, 64, 64) and batch.dtype == np.float32
+    assert np.allclose(batch[:, 0].min(), (0 - 0.485) / 0.229, atol=1e-6)  # a blank pixel, normalised
+
+
+def test_digits_checkpoint_is_an_ordinary_checkpoint(cli, digits_ckpt):
+    result = cli("info", digits_ckpt, "--json")
+    assert result.code == 0, result.err
+    info = result.json()
+    assert info["num_classes"] == 10 and info["dataset"] == "digits" and info["variant"] == "partialnet_t0"
+
+
+def test_export_reports_held_out_accuracy_beside_pytorch(digits_onnx):
+    manifest = json.loads(digits_onnx.with_name(digits_onnx.name + ".json").read_text())
+    accuracy = manifest["parity"]["accuracy"]
+    assert accuracy["dataset"] == "digits" and accuracy["samples"] == 540
+    assert accuracy["reference_top1"] >= 0.95
+    assert abs(accuracy["delta_points"]) <= 0.5 and accuracy["failures"] == []
+
+
+def test_fp16_artifact_is_within_half_a_point(cli, digits_ckpt, tmp_path):
+    out = tmp_path / "half.onnx"
+    result = cli("export", digits_ckpt, "--imgsz", "64", "--half", "-o", out, "--samples", "2")
+    assert result.code == 0, result.err
+    assert "digits held-out top-1 (540 images)" in result.out
+    accuracy = json.loads((tmp_path / "half.onnx.json").read_text())["parity"]["accuracy"]
+    assert accuracy["max_drop_points"] == 0.5 and -accuracy["delta_points"] <= 0.5
+
+
+def test_a_less_accurate_artifact_fails_naming_the_metric(cli, digits_ckpt, digits_onnx, tmp_path):
+    """Other gates relaxed, so only the accuracy gate can fail: class 0's bias pushed up by 8."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(digits_onnx))
+    for init in model.graph.initializer:
+        if init.name == "head.bias":
+            bias = numpy_helper.to_array(init).copy()
+            bias[0] += 8.0
+            init.CopyFrom(numpy_helper.from_array(bias, init.name))
+    worse = tmp_path / "worse.onnx"
+    onnx.save(model, str(worse))
+    result = cli("verify", worse, "--ref", digits_ckpt, "--samples", "2", "--atol", "1000", "--min-cosine", "0")
+    assert result.code == 1, result.err
+    assert "digits top-1" in result.err and "dropped" in result.err
+
+
+def test_dataset_option_is_checked(cli, digits_onnx, tmp_path):
+    unknown = cli("verify", digits_onnx, "--ref", "partialnet_t0", "--dataset", "imagenet")
+    assert unknown.code == 2 and "known datasets are digits" in unknown.err
+    wrong_model = cli("export", "partialnet_t0", "--imgsz", "64", "--dataset", "digits", "-o", tmp_path / "x.onnx")
+    assert wrong_model.code == 2 and "needs a 10-class model" in wrong_model.err
+
+
+def test_digits_command(cli, tmp_path):
+    out = tmp_path / "d.pt"
+    result = cli("digits", "-o", out, "--epochs", "1")
+    assert result.code == 0, result.err
+    assert "held-out top-1" in result.out and out.is_file()
+    again = cli("digits", "-o", out, "--epochs", "1")
+    assert again.code == 2 and "already exists" in again.err
