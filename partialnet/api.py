@@ -6,7 +6,9 @@ The CLI only parses arguments and renders what these return.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -18,7 +20,7 @@ import torch
 from torch import nn
 
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, CheckpointInfo, resolve, sha256_of, source_path
-from partialnet.errors import BadInput, CheckFailed
+from partialnet.errors import BadInput, CheckFailed, missing_extra
 from partialnet.exporters.formats import format_for_path, get_format
 from partialnet.exporters.onnx import DEFAULT_OPSET, OnnxOptions, check_opset
 from partialnet.folding import FoldReport, count_batchnorms, deploy_payload, fold
@@ -190,13 +192,14 @@ def check_parity(
     tolerances: dict | None = None,
     threads: int | None = None,
     dataset: str | None = None,
+    runtime: str = "onnxruntime",
 ) -> ParityReport:
     """Run `artifact` in its runtime and compare it with the unfolded PyTorch model (and on `dataset`)."""
     if io["precision"] not in DEFAULT_TOLERANCES:
         raise BadInput(f"{artifact}: input precision {io['precision']} is not fp32 or fp16")
     images = load_images(Path(images_dir), tuple(io["imgsz"])) if images_dir else None
     tol = DEFAULT_TOLERANCES[io["precision"]].merged(**(tolerances or {}))
-    runner = OnnxRuntimeRunner(artifact, threads=threads)
+    runner = artifact_runner(runtime, artifact, threads)
     reference_runner = TorchRunner(reference)
     runner.prepare()
     reference_runner.prepare()
@@ -208,6 +211,15 @@ def check_parity(
     finally:
         runner.close()
         reference_runner.close()
+
+
+def artifact_runner(runtime: str, artifact: Path, threads: int | None = None):
+    """The runner that verifies an artifact: its format's runtime, fp32 pinned where a runtime could drift."""
+    if runtime == "openvino":
+        from partialnet.runtimes.openvino import OpenVinoRunner
+
+        return OpenVinoRunner(artifact, threads=threads, precision="fp32")
+    return OnnxRuntimeRunner(artifact, threads=threads)
 
 
 DATASETS = ("digits",)
@@ -259,6 +271,8 @@ def export(
 ) -> dict:
     """Fold, export, verify; the artifact and its manifest appear only if verification passed."""
     fmt = get_format(format)
+    if fmt.extra and importlib.util.find_spec(fmt.extra) is None:
+        raise missing_extra(fmt.extra, fmt.extra)  # before any slow work
     check_dataset(dataset)
     check_input_shape(None if dynamic else batch, *imgsz, "--batch/--imgsz")
     check_opset(opset)
@@ -268,7 +282,7 @@ def export(
     if not out.name.endswith(fmt.suffix):
         raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
     inputs = [source_path(source)]
-    check_outputs(artifact_outputs(out), inputs, force)
+    check_outputs(artifact_outputs(out, fmt.name), inputs, force)
     if images_dir:
         load_images(Path(images_dir), imgsz, limit=1)  # fail on a bad folder before the slow work
     model, info = resolve(source, variant)
@@ -278,9 +292,11 @@ def export(
     return export_folded(model, info, fold(model, imgsz), fmt.name, out, options, images_dir, samples, tolerances, force, inputs, dataset)
 
 
-def artifact_outputs(out: Path) -> list[Output]:
-    """An artifact and the manifest beside it: published together or not at all."""
-    return [Output(out, "-o"), Output(out.with_name(out.name + ".json"), "manifest")]
+def artifact_outputs(out: Path, format: str = "onnx") -> list[Output]:
+    """An artifact, its companion files (IR weights) and the manifest: published together or not at all."""
+    exporter = importlib.import_module(f"partialnet.exporters.{get_format(format).exporter}")
+    companions = [Output(out.with_suffix(suffix), f"-o ({suffix})") for suffix in exporter.companion_suffixes()]
+    return [Output(out, "-o"), *companions, Output(out.with_name(out.name + ".json"), "manifest")]
 
 
 def export_folded(
@@ -301,19 +317,23 @@ def export_folded(
     fmt = get_format(format)
     if not out.name.endswith(fmt.suffix):
         raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
-    outputs = artifact_outputs(out)
-    manifest_path = outputs[1].path
+    outputs = artifact_outputs(out, fmt.name)
+    manifest_path = outputs[-1].path
     deploy, report = folded
     precision = "fp16" if options.half else "fp32"
     metadata = artifact_metadata(info, report, options, precision)
     exporter = importlib.import_module(f"partialnet.exporters.{fmt.exporter}")
     started = time.perf_counter()
-    with atomic_outputs(outputs, force, inputs) as (staged_artifact, staged_manifest):
-        stats = exporter.export(deploy, staged_artifact, options, metadata)
-        temp_artifact = staged_artifact.path
+    with atomic_outputs(outputs, force, inputs) as staged, tempfile.TemporaryDirectory(prefix="partialnet-export-") as work:
+        *staged_files, staged_manifest = staged
+        stats = exporter.export(deploy, staged_files, options, metadata, Path(work))
+        for item in staged_files:
+            item.flush()
+        temp_artifact = staged_files[0].path
+        verify_path = Path(stats.pop("verify_path", temp_artifact))  # IR: the pair as OpenVINO wrote it
         exported = time.perf_counter()
-        io = exporter.read_io(temp_artifact)
-        parity = check_parity(temp_artifact, model, io, images_dir, samples, tolerances, dataset=dataset)
+        io = exporter.read_io(verify_path)
+        parity = check_parity(verify_path, model, io, images_dir, samples, tolerances, dataset=dataset, runtime=fmt.runtime)
         verified = time.perf_counter()
         if not parity.passed:
             raise parity_failure(parity, f"the exported {fmt.name} artifact (not written)")
@@ -374,7 +394,7 @@ def verify(
         raise BadInput(f"{artifact} was exported from {_identity(*exported_from)}, but --ref {ref} is {_identity(*reference_is)}")
     dataset = dataset or info.dataset
     _check_dataset_model(dataset, info)
-    report = check_parity(artifact, model, io, images_dir, samples, tolerances, dataset=dataset)
+    report = check_parity(artifact, model, io, images_dir, samples, tolerances, dataset=dataset, runtime=fmt.runtime)
     if not report.passed:
         raise parity_failure(report, str(artifact))
     return report

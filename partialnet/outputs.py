@@ -146,6 +146,11 @@ class Staged:
     def write_bytes(self, data: bytes) -> None:
         self.file.write(data)
 
+    def flush(self) -> None:
+        """Make what was written visible to readers of `path` (verification reads the staged file)."""
+        if self.file is not None:
+            self.file.flush()
+
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode())
 

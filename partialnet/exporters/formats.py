@@ -36,6 +36,16 @@ FORMATS: dict[str, Format] = {
             exporter="onnx",
             runtime="onnxruntime",
         ),
+        Format(
+            name="openvino",
+            aliases=("ov", "ir"),
+            suffix=".xml",
+            extra="openvino",
+            devices=("cpu",),
+            options=frozenset({"imgsz", "batch", "dynamic", "half"}),
+            exporter="openvino",
+            runtime="openvino",
+        ),
     )
 }
 

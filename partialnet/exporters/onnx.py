@@ -104,8 +104,13 @@ def simplify(proto):
     return simplified, None
 
 
-def export(model: nn.Module, staged, options: OnnxOptions, metadata: dict[str, str]) -> dict:
-    """Write the ONNX file for `model` into `staged` (see partialnet.outputs); returns op counts etc."""
+def companion_suffixes() -> tuple[str, ...]:
+    """An ONNX artifact is one file (weights inline; protobuf's 2 GB limit is far above any variant)."""
+    return ()
+
+
+def export(model: nn.Module, staged: list, options: OnnxOptions, metadata: dict[str, str], workdir: Path | None = None) -> dict:
+    """Write the ONNX file for `model` into `staged[0]` (see partialnet.outputs); returns op counts etc."""
     import onnx
 
     proto = to_onnx(model, options)
@@ -123,7 +128,7 @@ def export(model: nn.Module, staged, options: OnnxOptions, metadata: dict[str, s
         entry.key, entry.value = key, str(value)
     proto.producer_name = "partialnet"
     onnx.checker.check_model(proto)
-    staged.write_bytes(proto.SerializeToString())
+    staged[0].write_bytes(proto.SerializeToString())
     return {
         "nodes": len(proto.graph.node),
         "nodes_before_simplify": raw_nodes,

@@ -1,0 +1,83 @@
+"""OpenVINO IR (.xml + .bin) through OpenVINO's own PyTorch converter, with metadata in rt_info.
+
+OpenVINO writes the pair itself, by path, so it writes into a private scratch directory; the pair is
+verified there and then copied into the files the output module staged, so a published .xml always
+sits beside the .bin it was verified with.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from partialnet.errors import BadInput
+from partialnet.exporters.onnx import OnnxOptions, quiet
+from partialnet.inputs import check_regular
+from partialnet.limits import check_input_shape
+from partialnet.runtimes.openvino import _openvino
+
+RT_SECTION = "partialnet"
+MAX_IR_BYTES = 2 << 30
+
+
+def companion_suffixes() -> tuple[str, ...]:
+    """Files published beside the .xml, in the order `export` fills the staged list after it."""
+    return (".bin",)
+
+
+def export(model: nn.Module, staged: list, options: OnnxOptions, metadata: dict[str, str], workdir: Path) -> dict:
+    """Convert `model`, save the IR in `workdir`, copy it into `staged` (xml, bin); returns stats."""
+    ov = _openvino()
+    model = copy.deepcopy(model).eval()
+    batch = -1 if options.dynamic else options.batch
+    shape = [batch, 3, *options.imgsz]
+    example = torch.randn(max(options.batch, 2) if options.dynamic else options.batch, 3, *options.imgsz)
+    with quiet(), torch.no_grad():
+        converted = ov.convert_model(model, example_input=example, input=[ov.PartialShape(shape)])
+    precision = "fp16" if options.half else "fp32"
+    for key, value in {**metadata, "precision": precision}.items():
+        converted.set_rt_info(str(value), [RT_SECTION, key])
+    xml = workdir / "model.xml"
+    ov.save_model(converted, str(xml), compress_to_fp16=options.half)
+    for item, source in zip(staged, (xml, xml.with_suffix(".bin"))):
+        with source.open("rb") as f:
+            shutil.copyfileobj(f, item.file)
+    ops = {}
+    for op in converted.get_ordered_ops():
+        ops[op.get_type_name()] = ops.get(op.get_type_name(), 0) + 1
+    return {
+        "nodes": len(converted.get_ordered_ops()),
+        "op_counts": dict(sorted(ops.items())),
+        "simplify": "n/a (OpenVINO's converter)",
+        "weights": "fp16-compressed" if options.half else "fp32",
+        "verify_path": str(xml),
+    }
+
+
+def read_io(path: Path) -> dict:
+    """Input shape, dynamic batch, precision and metadata of an IR, from the IR itself."""
+    ov = _openvino()
+    path = Path(path)
+    check_regular(path, "OpenVINO IR (.xml)", max_bytes=MAX_IR_BYTES)
+    check_regular(path.with_suffix(".bin"), "OpenVINO IR weights (.bin)", max_bytes=MAX_IR_BYTES)
+    try:
+        model = ov.Core().read_model(str(path))
+    except RuntimeError as exc:
+        raise BadInput(f"{path}: not a readable OpenVINO IR ({str(exc).splitlines()[0][:160]})") from None
+    if len(model.inputs) != 1:
+        raise BadInput(f"{path}: expected one image input, found {len(model.inputs)}")
+    dims = [d.get_length() if d.is_static else None for d in model.inputs[0].get_partial_shape()]
+    if len(dims) != 4 or dims[1] != 3 or dims[2] is None or dims[3] is None or any(d is not None and d < 1 for d in dims):
+        raise BadInput(f"{path}: input shape {dims} is not (batch, 3, H, W)")
+    check_input_shape(dims[0], dims[2], dims[3], f"{path}: declared input")
+    rt = model.get_rt_info()
+    metadata = {}
+    if RT_SECTION in rt:
+        section = model.get_rt_info([RT_SECTION]).astype(dict)
+        metadata = {str(k): (v.astype(str) if hasattr(v, "astype") else str(v)) for k, v in section.items()}
+    precision = metadata.get("precision", "fp32")
+    return {"batch": dims[0], "dynamic": dims[0] is None, "imgsz": (dims[2], dims[3]), "precision": precision, "metadata": metadata}

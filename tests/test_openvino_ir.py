@@ -1,0 +1,71 @@
+"""OpenVINO IR export (`--format openvino`): the .xml/.bin pair, its metadata, and its verification."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("openvino", reason="OpenVINO IR needs pip install 'partialnet[openvino]'")
+
+
+@pytest.fixture(scope="module")
+def ir(tmp_path_factory, request):
+    from partialnet import api
+
+    out = tmp_path_factory.mktemp("ir") / "t0.xml"
+    api.export("partialnet_t0", format="ov", output=out, imgsz=(64, 64), samples=2)
+    return out
+
+
+def test_ir_pair_and_manifest_are_published_together(ir):
+    assert ir.is_file() and ir.with_suffix(".bin").is_file()
+    manifest = json.loads(ir.with_name("t0.xml.json").read_text())
+    assert manifest["format"] == "openvino" and manifest["parity"]["passed"]
+    assert manifest["graph"]["weights"] == "fp32" and "verify_path" not in manifest["graph"]
+    assert sorted(p.name for p in ir.parent.iterdir()) == ["t0.bin", "t0.xml", "t0.xml.json"]
+
+
+def test_ir_carries_its_metadata_in_rt_info(ir):
+    from partialnet.exporters.openvino import read_io
+
+    io = read_io(ir)
+    assert io["imgsz"] == (64, 64) and io["batch"] == 1 and io["precision"] == "fp32"
+    assert io["metadata"]["variant"] == "partialnet_t0" and io["metadata"]["producer"] == "partialnet"
+
+
+def test_verify_runs_ir_in_openvino(cli, ir):
+    result = cli("verify", ir, "--ref", "partialnet_t0", "--samples", "2", "--json")
+    assert result.code == 0, result.err
+    report = result.json()
+    assert report["candidate"] == "openvino" and report["cases"][0]["max_abs"] < 1e-4
+
+
+def test_half_ir_is_judged_as_fp16(cli, tmp_path):
+    out = tmp_path / "half.xml"
+    result = cli("export", "partialnet_t0", "--format", "ir", "--imgsz", "64", "--half", "-o", out, "--samples", "2")
+    assert result.code == 0, result.err
+    manifest = json.loads((tmp_path / "half.xml.json").read_text())
+    assert manifest["graph"]["weights"] == "fp16-compressed" and manifest["parity"]["precision"] == "fp16"
+    assert out.with_suffix(".bin").stat().st_size < 8_000_000  # half of the ~13.9 MB fp32 weights
+
+
+def test_ir_outputs_are_checked_and_failures_leave_nothing(cli, tmp_path):
+    (tmp_path / "m.bin").write_bytes(b"someone else's weights")
+    taken = cli("export", "partialnet_t0", "--format", "openvino", "--imgsz", "64", "-o", tmp_path / "m.xml")
+    assert taken.code == 2 and "m.bin already exists" in taken.err
+    failed = cli("export", "partialnet_t0", "--format", "openvino", "--imgsz", "64", "-o", tmp_path / "f.xml", "--atol", "1e-12", "--samples", "2")
+    assert failed.code == 1 and "max |Δ|" in failed.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin"]
+
+
+def test_missing_backend_is_exit_3_before_any_load(cli, tmp_path, monkeypatch):
+    import importlib.util
+
+    from partialnet import checkpoint
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    monkeypatch.setattr(checkpoint, "read_file", lambda *a: pytest.fail("loaded before the backend was checked"))
+    result = cli("export", "partialnet_t0", "--format", "openvino", "-o", tmp_path / "m.xml")
+    assert result.code == 3 and "pip install 'partialnet[openvino]'" in result.err
