@@ -69,3 +69,13 @@ def test_missing_backend_is_exit_3_before_any_load(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "read_file", lambda *a: pytest.fail("loaded before the backend was checked"))
     result = cli("export", "partialnet_t0", "--format", "openvino", "-o", tmp_path / "m.xml")
     assert result.code == 3 and "pip install 'partialnet[openvino]'" in result.err
+
+
+def test_bench_times_ir_in_openvino_at_its_own_size(cli, ir, tmp_path):
+    result = cli("bench", ir, "--protocol", "quick", "--threads", "1", "--json", tmp_path / "r.json")
+    assert result.code == 0, result.err
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    by_runtime = {r["runtime"]: r for r in rows}
+    assert by_runtime["openvino"]["status"] == "ok" and by_runtime["openvino"]["imgsz"] == [64, 64]
+    assert by_runtime["openvino"]["parity_max_abs"] < 1e-4  # exported from a variant name: seeded weights
+    assert by_runtime["onnxruntime"]["status"] == "skipped" and "does not run openvino artifacts" in by_runtime["onnxruntime"]["reason"]

@@ -50,6 +50,8 @@ class Target:
     references: dict[int, Path] = field(default_factory=dict)
     batches: list[int] = field(default_factory=list)
     note: str | None = None
+    format: str | None = None  # the artifact's format when measured as given; None: built here as ONNX
+    imgsz: tuple[int, int] | None = None  # an artifact's own input size, which overrides --imgsz
 
 
 def _input(batch: int, imgsz: tuple[int, int]) -> np.ndarray:
@@ -84,8 +86,22 @@ def prepare_model_target(source: str, batches: list[int], imgsz, workdir: Path, 
     return target
 
 
+def artifact_format(source: str) -> str | None:
+    """The export format a source argument is an artifact of (by suffix), or None for checkpoints/variants."""
+    from partialnet.exporters.formats import FORMATS
+
+    if not looks_like_path(source):
+        return None
+    return next((f.name for f in FORMATS.values() if source.lower().endswith(f.suffix)), None)
+
+
 def prepare_artifact_target(path: Path, batches: list[int], imgsz, workdir: Path) -> Target:
-    io = read_io(path)
+    import importlib
+
+    from partialnet.exporters.formats import format_for_path
+
+    fmt = format_for_path(path)
+    io = importlib.import_module(f"partialnet.exporters.{fmt.exporter}").read_io(path)
     meta = io["metadata"]
     variant = meta.get("variant") if meta.get("variant") in VARIANTS else None
     if tuple(io["imgsz"]) != tuple(imgsz):
@@ -97,7 +113,7 @@ def prepare_artifact_target(path: Path, batches: list[int], imgsz, workdir: Path
         row = variant_row(VARIANTS[variant], imgsz)
         gmacs, params = row["gmacs"], row["params"]
     use = batches if io["dynamic"] else [io["batch"]]
-    target = Target(path.name, str(path), variant, False, gmacs, params, batches=use)
+    target = Target(path.name, str(path), variant, False, gmacs, params, batches=use, format=fmt.name, imgsz=tuple(imgsz))
     target.artifacts = {b: path for b in use}
     note = [] if io["dynamic"] or io["batch"] in batches else [f"static batch {io['batch']} used"]
     if (meta.get("source_sha256") or "").startswith("random weights") and variant:
@@ -167,7 +183,7 @@ def _spec(plan: BenchPlan, target: Target, runtime: str, batch: int) -> dict:
         "threads": plan.threads,
         "precision": plan.precision,
         "batch": batch,
-        "imgsz": list(plan.imgsz),
+        "imgsz": list(target.imgsz or plan.imgsz),
         "protocol": plan.protocol.to_dict(),
         "input_seed": INPUT_SEED,
         "deploy": str(target.deploy) if target.deploy else None,
@@ -189,7 +205,7 @@ def _row(plan: BenchPlan, target: Target, runtime: str, batch: int, result: dict
         "runtime": runtime,
         "device": plan.device,
         "batch": batch,
-        "imgsz": list(plan.imgsz),
+        "imgsz": list(target.imgsz or plan.imgsz),
         "precision_requested": plan.precision,
         "precision": result.get("precision", plan.precision),
         "threads": result.get("threads", plan.threads),
@@ -217,6 +233,8 @@ def plan_rows(plan: BenchPlan, targets: list[Target]) -> list[tuple[Target, str,
             reason = availability(runtime, plan.device, plan.precision)
             if reason is None and RUNTIMES[runtime].runs == "deploy" and target.deploy is None:
                 reason = "runs checkpoints and variant names, not exported artifacts"
+            if reason is None and target.format and target.format not in RUNTIMES[runtime].formats:
+                reason = f"does not run {target.format} artifacts"
             for batch in target.batches:
                 jobs.append((target, runtime, batch, reason))
     return jobs
@@ -234,7 +252,7 @@ def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: P
         for source in plan.sources:
             if progress:
                 progress(f"preparing {source}: fold, export, verify")
-            if source.lower().endswith(".onnx") and looks_like_path(source):
+            if artifact_format(source):
                 targets.append(prepare_artifact_target(Path(source), plan.batches, plan.imgsz, targets_dir))
             else:
                 targets.append(prepare_model_target(source, plan.batches, plan.imgsz, targets_dir, need_onnx))
@@ -290,7 +308,7 @@ def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[
         for name, source in (("a", a), ("b", b)):
             if progress:
                 progress(f"preparing {name.upper()}: {source}")
-            if source.lower().endswith(".onnx") and looks_like_path(source):
+            if artifact_format(source):
                 target = prepare_artifact_target(Path(source), [batch], plan.imgsz, work / "targets")
             else:
                 target = prepare_model_target(source, [batch], plan.imgsz, work / "targets", RUNTIMES[runtime].runs == "onnx")

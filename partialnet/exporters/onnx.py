@@ -109,8 +109,8 @@ def companion_suffixes() -> tuple[str, ...]:
     return ()
 
 
-def export(model: nn.Module, staged: list, options: OnnxOptions, metadata: dict[str, str], workdir: Path | None = None) -> dict:
-    """Write the ONNX file for `model` into `staged[0]` (see partialnet.outputs); returns op counts etc."""
+def export(model: nn.Module, staged, options: OnnxOptions, metadata: dict[str, str], workdir: Path | None = None) -> dict:
+    """Write the ONNX file for `model` into `staged[0]` (see partialnet.outputs), or at a new path; returns op counts etc."""
     import onnx
 
     proto = to_onnx(model, options)
@@ -128,7 +128,12 @@ def export(model: nn.Module, staged: list, options: OnnxOptions, metadata: dict[
         entry.key, entry.value = key, str(value)
     proto.producer_name = "partialnet"
     onnx.checker.check_model(proto)
-    staged[0].write_bytes(proto.SerializeToString())
+    if isinstance(staged, (str, Path)):  # called from Python with a plain path: still through the output module
+        from partialnet.outputs import write_file
+
+        write_file(staged, proto.SerializeToString())
+    else:
+        staged[0].write_bytes(proto.SerializeToString())
     return {
         "nodes": len(proto.graph.node),
         "nodes_before_simplify": raw_nodes,

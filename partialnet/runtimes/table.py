@@ -20,14 +20,15 @@ class RuntimeSpec:
     runs: str  # "deploy" (a folded torch model) or "onnx" (an exported artifact)
     extra: str | None
     precisions: tuple[str, ...]
+    formats: tuple[str, ...] = ()  # artifact formats (partialnet.exporters.formats) it can run as given
 
 
 RUNTIMES: dict[str, RuntimeSpec] = {
     r.name: r
     for r in (
         RuntimeSpec("pytorch", "deploy", None, ("fp32", "bf16")),
-        RuntimeSpec("onnxruntime", "onnx", None, ("fp32",)),
-        RuntimeSpec("openvino", "onnx", "openvino", ("fp32", "bf16", "fp16")),
+        RuntimeSpec("onnxruntime", "onnx", None, ("fp32",), formats=("onnx",)),
+        RuntimeSpec("openvino", "onnx", "openvino", ("fp32", "bf16", "fp16"), formats=("onnx", "openvino")),
     )
 }
 ALIASES = {"torch": "pytorch", "eager": "pytorch", "ort": "onnxruntime", "ov": "openvino"}
