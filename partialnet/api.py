@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, CheckpointInfo, resolve, sha256_of, source_path
-from partialnet.errors import BadInput, CheckFailed, missing_extra
-from partialnet.exporters.formats import format_for_path, get_format
-from partialnet.exporters.onnx import DEFAULT_OPSET, OnnxOptions, check_opset
+from partialnet.calibration import calibration_images, check_data, judging_images
+from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra
+from partialnet.exporters.formats import FORMATS, format_for_path, get_format
+from partialnet.exporters.options import DEFAULT_CALIB_SIZE, DEFAULT_OPSET, ExportOptions, check_combination, check_opset, check_options
 from partialnet.folding import FoldReport, count_batchnorms, deploy_payload, fold
 from partialnet.limits import MAX_SAMPLES, check_count, check_input_shape, check_tolerances
 from partialnet.models.flops import measure_cost
@@ -30,7 +31,6 @@ from partialnet.models.partialnet import PartialNet
 from partialnet.models.registry import VARIANTS, Variant
 from partialnet.outputs import Output, atomic_outputs, check_outputs
 from partialnet.preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, load_images
-from partialnet.runtimes.onnxruntime import OnnxRuntimeRunner
 from partialnet.runtimes.torch_eager import TorchRunner
 from partialnet.verify import DEFAULT_TOLERANCES, ParityReport, compare, image_batches, judge_accuracy, random_batches
 
@@ -145,7 +145,7 @@ def fold_checkpoint(
     return result
 
 
-def artifact_metadata(info: CheckpointInfo, report: FoldReport, options: OnnxOptions, precision: str) -> dict[str, str]:
+def artifact_metadata(info: CheckpointInfo, report: FoldReport, options: ExportOptions, precision: str) -> dict[str, str]:
     """What travels inside the artifact, so a deployed file says what it is and how to feed it."""
     from partialnet import __version__
 
@@ -165,11 +165,28 @@ def artifact_metadata(info: CheckpointInfo, report: FoldReport, options: OnnxOpt
         "preprocess": f"bicubic resize short side to {int(min(options.imgsz) / CROP_RATIO)}, centre crop, /255, mean/std",
         "num_classes": str(info.num_classes),
         "fold": report.summary(),
+        **(_calibration_metadata(options) if options.int8 else {}),
     }
 
 
-def _parity_cases(io: dict, samples: int, images: np.ndarray | None) -> list[tuple[str, list[np.ndarray]]]:
+def _calibration_metadata(options: ExportOptions) -> dict[str, str]:
+    """Which data calibrated an INT8 artifact, so `verify` knows what it can be judged on (no paths kept)."""
+    from partialnet.calibration import DIGITS, describe
+
+    data = DIGITS if options.data == DIGITS else f"images:{Path(options.data).name}"
+    return {"calibration_data": data, "calibration": describe(options.data, len(options.calibration))}
+
+
+def _parity_cases(io: dict, samples: int, images: np.ndarray | None, judging=None) -> list[tuple[str, list[np.ndarray]]]:
     imgsz = tuple(io["imgsz"])
+    batch = io["batch"] or DYNAMIC_VERIFY_BATCH
+    if io["precision"] == "int8":  # judged on real images only
+        cases = [(f"images ({len(images)})", image_batches(images, batch))] if images is not None else []
+        if judging is not None:
+            cases.append((judging[0], image_batches(judging[1], batch)))
+        if not cases:
+            raise BadInput("an INT8 artifact is judged on real images: give --images DIR or --dataset digits")
+        return cases
     if io["dynamic"]:
         cases = [
             ("random, batch 1", random_batches(1, max(1, samples // 2), imgsz, seed=1)),
@@ -193,6 +210,7 @@ def check_parity(
     threads: int | None = None,
     dataset: str | None = None,
     runtime: str = "onnxruntime",
+    judging: tuple[str, np.ndarray] | None = None,
 ) -> ParityReport:
     """Run `artifact` in its runtime and compare it with the unfolded PyTorch model (and on `dataset`)."""
     if io["precision"] not in DEFAULT_TOLERANCES:
@@ -204,7 +222,7 @@ def check_parity(
     runner.prepare()
     reference_runner.prepare()
     try:
-        report = compare(runner, reference_runner, _parity_cases(io, samples, images), tol, io["precision"])
+        report = compare(runner, reference_runner, _parity_cases(io, samples, images, judging), tol, io["precision"])
         if dataset:
             report.accuracy = dataset_accuracy(dataset, runner, reference_runner, io, tol)
         return report
@@ -215,11 +233,9 @@ def check_parity(
 
 def artifact_runner(runtime: str, artifact: Path, threads: int | None = None):
     """The runner that verifies an artifact: its format's runtime, fp32 pinned where a runtime could drift."""
-    if runtime == "openvino":
-        from partialnet.runtimes.openvino import OpenVinoRunner
+    from partialnet.runtimes.table import RUNTIMES, artifact_runner as build
 
-        return OpenVinoRunner(artifact, threads=threads, precision="fp32")
-    return OnnxRuntimeRunner(artifact, threads=threads)
+    return build(runtime, artifact, threads, precision="fp32", device=RUNTIMES[runtime].devices[0])
 
 
 DATASETS = ("digits",)
@@ -259,8 +275,8 @@ def export(
     imgsz: tuple[int, int] = (224, 224),
     batch: int = 1,
     dynamic: bool = False,
-    opset: int = DEFAULT_OPSET,
-    simplify: bool = True,
+    opset: int | None = None,
+    simplify: bool | None = None,
     half: bool = False,
     force: bool = False,
     variant: str | None = None,
@@ -268,16 +284,43 @@ def export(
     samples: int = 8,
     tolerances: dict | None = None,
     dataset: str | None = None,
+    int8: bool = False,
+    data: str | None = None,
+    calib_size: int | None = None,
+    workspace: float | None = None,
+    max_batch: int | None = None,
 ) -> dict:
-    """Fold, export, verify; the artifact and its manifest appear only if verification passed."""
+    """Fold, export, verify; the artifact and its manifest appear only if verification passed.
+
+    Options left at None were not given: a format refuses only what the user actually asked for.
+    """
     fmt = get_format(format)
-    if fmt.extra and importlib.util.find_spec(fmt.extra) is None:
-        raise missing_extra(fmt.extra, fmt.extra)  # before any slow work
+    given = {
+        name
+        for name, value in dict(
+            dynamic=dynamic, opset=opset, simplify=simplify, half=half, int8=int8, data=data,
+            calib_size=calib_size, workspace=workspace, max_batch=max_batch,
+        ).items()
+        if value not in (None, False)
+    } | ({"simplify"} if simplify is not None else set())
+    check_options(fmt.name, given, FORMATS)
+    options = ExportOptions(
+        imgsz=imgsz, batch=batch, dynamic=dynamic, half=half, int8=int8, data=data,
+        opset=DEFAULT_OPSET if opset is None else opset, simplify=True if simplify is None else simplify,
+        calib_size=DEFAULT_CALIB_SIZE if calib_size is None else calib_size, workspace=workspace, max_batch=max_batch,
+    )
+    check_combination(options)
     check_dataset(dataset)
     check_input_shape(None if dynamic else batch, *imgsz, "--batch/--imgsz")
-    check_opset(opset)
+    if max_batch is not None:
+        check_input_shape(max_batch, *imgsz, "--max-batch/--imgsz")
+    check_opset(options.opset)
     check_count(samples, "--samples", MAX_SAMPLES)
     check_tolerances(**(tolerances or {}))
+    if fmt.extra and importlib.util.find_spec(fmt.module or fmt.extra) is None and not fmt.fallback:
+        raise missing_extra(fmt.module or fmt.extra, fmt.extra)  # before any slow work
+    if options.int8 and fmt.name == "openvino" and importlib.util.find_spec("nncf") is None:
+        raise missing_extra("nncf (OpenVINO INT8)", "openvino")
     out = Path(output) if output else default_output(source, fmt.suffix)
     if not out.name.endswith(fmt.suffix):
         raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
@@ -285,18 +328,27 @@ def export(
     check_outputs(artifact_outputs(out, fmt.name), inputs, force)
     if images_dir:
         load_images(Path(images_dir), imgsz, limit=1)  # fail on a bad folder before the slow work
+    check_data(options.data, options.calib_size)
     model, info = resolve(source, variant)
     dataset = dataset or info.dataset
     _check_dataset_model(dataset, info)
-    options = OnnxOptions(imgsz=imgsz, batch=batch, dynamic=dynamic, opset=opset, simplify=simplify, half=half)
+    if options.int8:
+        options.calibration = calibration_images(options.data, imgsz, options.calib_size)
     return export_folded(model, info, fold(model, imgsz), fmt.name, out, options, images_dir, samples, tolerances, force, inputs, dataset)
 
 
 def artifact_outputs(out: Path, format: str = "onnx") -> list[Output]:
-    """An artifact, its companion files (IR weights) and the manifest: published together or not at all."""
+    """What an export publishes, together or not at all: the artifact, its companions, the manifest.
+
+    An exporter may name other files (TensorRT without a GPU writes an engine-ready ONNX and a build
+    script instead of an engine); the manifest sits beside the first of them.
+    """
     exporter = importlib.import_module(f"partialnet.exporters.{get_format(format).exporter}")
-    companions = [Output(out.with_suffix(suffix), f"-o ({suffix})") for suffix in exporter.companion_suffixes()]
-    return [Output(out, "-o"), *companions, Output(out.with_name(out.name + ".json"), "manifest")]
+    if hasattr(exporter, "artifact_paths"):
+        files = list(exporter.artifact_paths(out))
+    else:
+        files = [Output(out, "-o"), *(Output(out.with_suffix(suffix), f"-o ({suffix})") for suffix in exporter.companion_suffixes())]
+    return [*files, Output(files[0].path.with_name(files[0].path.name + ".json"), "manifest")]
 
 
 def export_folded(
@@ -305,24 +357,34 @@ def export_folded(
     folded: tuple[nn.Module, FoldReport],
     format: str,
     out: Path,
-    options: OnnxOptions,
+    options: ExportOptions,
     images_dir: str | Path | None = None,
     samples: int = 8,
     tolerances: dict | None = None,
     force: bool = False,
     inputs: Sequence[Path | None] = (),
     dataset: str | None = None,
+    enforce: bool = True,
 ) -> dict:
-    """Export an already folded model and verify it against `model`; returns the manifest."""
+    """Export an already folded model and verify it against `model`; returns the manifest.
+
+    enforce=False publishes an artifact whose gates failed, with the failure in its manifest (bench
+    times INT8 builds of random-weight models, whose classes mean nothing).
+
+    An exporter that could only prepare its artifact here (stats["unavailable"]) still has what it
+    wrote verified and published; then this raises Unavailable with the next command to run.
+    """
     fmt = get_format(format)
     if not out.name.endswith(fmt.suffix):
         raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
     outputs = artifact_outputs(out, fmt.name)
     manifest_path = outputs[-1].path
     deploy, report = folded
-    precision = "fp16" if options.half else "fp32"
-    metadata = artifact_metadata(info, report, options, precision)
+    metadata = artifact_metadata(info, report, options, options.precision)
     exporter = importlib.import_module(f"partialnet.exporters.{fmt.exporter}")
+    judging = None
+    if options.int8:
+        judging = judging_images(options.data, options.imgsz, options.calib_size)
     started = time.perf_counter()
     with atomic_outputs(outputs, force, inputs) as staged, tempfile.TemporaryDirectory(prefix="partialnet-export-") as work:
         *staged_files, staged_manifest = staged
@@ -331,19 +393,23 @@ def export_folded(
             item.flush()
         temp_artifact = staged_files[0].path
         verify_path = Path(stats.pop("verify_path", temp_artifact))  # IR: the pair as OpenVINO wrote it
+        verify_format = get_format(stats.pop("verify_format", fmt.name))
         exported = time.perf_counter()
-        io = exporter.read_io(verify_path)
-        parity = check_parity(verify_path, model, io, images_dir, samples, tolerances, dataset=dataset, runtime=fmt.runtime)
+        io = importlib.import_module(f"partialnet.exporters.{verify_format.exporter}").read_io(verify_path)
+        parity = check_parity(
+            verify_path, model, io, images_dir, samples, tolerances, dataset=dataset, runtime=verify_format.runtime, judging=judging
+        )
         verified = time.perf_counter()
-        if not parity.passed:
+        if not parity.passed and enforce:
             raise parity_failure(parity, f"the exported {fmt.name} artifact (not written)")
         manifest = {
-            "artifact": out.name,
+            "artifact": outputs[0].path.name,
             "format": fmt.name,
+            "files": [o.path.name for o in outputs[:-1]],
             "sha256": sha256_of(temp_artifact),
             "bytes": temp_artifact.stat().st_size,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "options": {**asdict(options), "imgsz": list(options.imgsz)},
+            "options": options.to_dict(),
             "metadata": metadata,
             "source": source_record(info),
             "graph": stats,
@@ -353,7 +419,10 @@ def export_folded(
             "versions": versions(),
         }
         staged_manifest.write_json(manifest)
-    return {"output": str(out), "manifest_path": str(manifest_path), **manifest}
+    result = {"output": str(outputs[0].path), "manifest_path": str(manifest_path), **manifest}
+    if stats.get("unavailable"):
+        raise Unavailable(stats["unavailable"], details=result)
+    return result
 
 
 def _identity(variant: str | None, sha: str) -> str:
@@ -386,15 +455,25 @@ def verify(
     fmt = format_for_path(artifact)
     exporter = importlib.import_module(f"partialnet.exporters.{fmt.exporter}")
     io = exporter.read_io(artifact)
-    model, info = resolve(ref, variant)
     meta = io["metadata"]
+    judging = None
+    if io["precision"] == "int8":
+        if meta.get("calibration_data") == "digits" or dataset == "digits":
+            check_data("digits", 1)
+            judging = ("digits", tuple(io["imgsz"]))
+        elif not images_dir:
+            source = meta.get("calibration_data", "unknown data").removeprefix("images:")
+            raise BadInput(f"{artifact} is INT8 (calibrated on {source}): judge it on real images with --images DIR or --dataset digits")
+    model, info = resolve(ref, variant)
     exported_from = (meta.get("variant"), meta.get("source_sha256"))
     reference_is = (info.variant, info.sha256 or f"random weights (seed {RANDOM_WEIGHTS_SEED})")
     if exported_from[1] and exported_from != reference_is:
         raise BadInput(f"{artifact} was exported from {_identity(*exported_from)}, but --ref {ref} is {_identity(*reference_is)}")
     dataset = dataset or info.dataset
     _check_dataset_model(dataset, info)
-    report = check_parity(artifact, model, io, images_dir, samples, tolerances, dataset=dataset, runtime=fmt.runtime)
+    if judging:
+        judging = judging_images(*judging, 0)
+    report = check_parity(artifact, model, io, images_dir, samples, tolerances, dataset=dataset, runtime=fmt.runtime, judging=judging)
     if not report.passed:
         raise parity_failure(report, str(artifact))
     return report

@@ -21,8 +21,7 @@ from rich.table import Table
 
 from partialnet import api, render
 from partialnet.exporters.formats import FORMATS
-from partialnet.exporters.onnx import DEFAULT_OPSET
-from partialnet.errors import EXIT_INTERNAL, BadInput, CheckFailed, PartialnetError
+from partialnet.errors import EXIT_INTERNAL, BadInput, CheckFailed, PartialnetError, Unavailable
 
 app = typer.Typer(
     name="partialnet",
@@ -33,8 +32,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 # Piped output (CI logs, `| tee`) gets room for whole tables instead of rich's 80-column default.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+out = Console(highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 ImgszOption = Annotated[
     Optional[str],
@@ -95,6 +94,31 @@ def models(imgsz: ImgszOption = None, as_json: JsonOption = False) -> None:
         )
     out.print(table)
     out.print("* published ImageNet-1K top-1, not verified here (needs trained weights and data).")
+
+
+@app.command()
+def formats(as_json: JsonOption = False) -> None:
+    """List the export formats: aliases, extra, options, and what this machine can do with each (and why not)."""
+    from partialnet.exporters.status import format_rows
+
+    rows = format_rows()
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="export formats (partialnet export --format NAME)")
+    table.caption = "prepares: everything but the engine is written and verified; the printed build script finishes it on a GPU machine"
+    for col in ("format", "aliases", "suffix", "extra", "installed", "export", "verify", "bench", "options"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["format"], ", ".join(r["aliases"]), r["suffix"], r["extra"] or "(core)", "yes" if r["installed"] else "no",
+            r["export"], r["verify"], f"{r['bench']} ({r['runtime']})", " ".join(r["options"]),
+        )
+    out.print(table)
+    for r in rows:
+        for why in (r["export_reason"], r["runtime_reason"]):
+            if why:
+                out.print(f"{r['format']}: {why}", markup=False)
 
 
 def _widths(widths: list[list[int]]) -> str:
@@ -183,9 +207,14 @@ def export_command(
     imgsz: ImgszOption = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Static batch size.")] = 1,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch dimension.")] = False,
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (>= 18).")] = DEFAULT_OPSET,
-    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxsim (verified like the rest).")] = True,
-    half: Annotated[bool, typer.Option("--half", help="fp16 weights and input.")] = False,
+    max_batch: Annotated[Optional[int], typer.Option("--max-batch", min=1, help="trt --dynamic: the profile's largest batch (default 32).")] = None,
+    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset, 18-26 (default 20).", show_default=False)] = None,
+    simplify: Annotated[Optional[bool], typer.Option("--simplify/--no-simplify", help="Run onnxsim (verified like the rest; default on).", show_default=False)] = None,
+    half: Annotated[bool, typer.Option("--half", help="fp16 weights (and input where the format has typed inputs).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="INT8 post-training quantization; needs --data.")] = False,
+    data: Annotated[Optional[str], typer.Option("--data", help="Calibration data for --int8: 'digits' or a folder of images.")] = None,
+    calib_size: Annotated[Optional[int], typer.Option("--calib-size", min=1, help="Calibration images (default 300).", show_default=False)] = None,
+    workspace: Annotated[Optional[float], typer.Option("--workspace", help="trt: builder workspace in GB (default 4).", show_default=False)] = None,
     images: ImagesOption = None,
     samples: SamplesOption = 8,
     atol: AtolOption = None,
@@ -196,31 +225,49 @@ def export_command(
     force: ForceOption = False,
 ) -> None:
     """Fold, export and verify: the artifact is written only if it matches PyTorch."""
-    result = api.export(
-        source,
-        format=format,
-        output=output,
-        imgsz=api.parse_imgsz(imgsz),
-        batch=batch,
-        dynamic=dynamic,
-        opset=opset,
-        simplify=simplify,
-        half=half,
-        force=force,
-        variant=variant,
-        images_dir=images,
-        samples=samples,
-        tolerances=_tolerances(atol, min_cosine, min_top1),
-        dataset=dataset,
-    )
+    try:
+        result = api.export(
+            source,
+            format=format,
+            output=output,
+            imgsz=api.parse_imgsz(imgsz),
+            batch=batch,
+            dynamic=dynamic,
+            opset=opset,
+            simplify=simplify,
+            half=half,
+            force=force,
+            variant=variant,
+            images_dir=images,
+            samples=samples,
+            tolerances=_tolerances(atol, min_cosine, min_top1),
+            dataset=dataset,
+            int8=int8,
+            data=data,
+            calib_size=calib_size,
+            workspace=workspace,
+            max_batch=max_batch,
+        )
+    except Unavailable as exc:  # TensorRT without a GPU: what was prepared is published; show it, then exit 3
+        if exc.details and "manifest_path" in exc.details:
+            _render_export(exc.details)
+        raise
+    _render_export(result)
+
+
+def _render_export(result: dict) -> None:
     source_info = result["source"]
     if source_info["random_weights"]:
         out.print(f"note: {source_info['variant']} has RANDOM weights (seed {source_info['random_weights_seed']}): no checkpoint was given")
     out.print(render.parity_table(result["parity"], f"parity: {result['output']} vs PyTorch"))
     graph = result["graph"]
+    quantization = graph.get("quantization")
+    if quantization:
+        out.print("int8: " + "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in quantization.items()))
+    others = [str(Path(result["output"]).with_name(name)) for name in result.get("files", [])[1:]]
     out.print(
-        f"wrote {result['output']} ({result['bytes']:,} bytes, {graph['nodes']} nodes, simplify: {graph['simplify']}) "
-        f"and {result['manifest_path']} in {sum(result['seconds'].values()):.1f}s"
+        f"wrote {result['output']} ({result['bytes']:,} bytes, {graph['nodes']} nodes, simplify: {graph['simplify']})"
+        f"{''.join(', ' + o for o in others)} and {result['manifest_path']} in {sum(result['seconds'].values()):.1f}s"
     )
 
 
@@ -291,7 +338,9 @@ def bench_command(
     imgsz: ImgszOption = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per runtime (default: all cores; paper: 1).")] = None,
     protocol: Annotated[str, typer.Option("--protocol", help="latency, throughput, paper or quick.")] = "latency",
-    precision: Annotated[str, typer.Option("--precision", help="fp32 (pinned, default), bf16 or fp16 where a runtime supports it.")] = "fp32",
+    precision: Annotated[str, typer.Option("--precision", help="fp32 (pinned, default), bf16, fp16 or int8 (needs --data) where a runtime supports it.")] = "fp32",
+    data: Annotated[Optional[str], typer.Option("--data", help="--precision int8: calibration data, 'digits' or a folder of images.")] = None,
+    calib_size: Annotated[int, typer.Option("--calib-size", min=1, help="--precision int8: calibration images.")] = 300,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="PyTorch: channels_last memory format.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="PyTorch: torch.compile the deploy model.")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (raw samples, machine) here.")] = None,
@@ -338,8 +387,18 @@ def bench_command(
     if label and len(plan.sources) != 1:
         raise BadInput("--label names one model; give exactly one source with it")
     plan.label = label
-    if plan.precision not in ("fp32", "bf16", "fp16"):
-        raise BadInput(f"--precision {precision!r}: expected fp32, bf16 or fp16")
+    if plan.precision not in ("fp32", "bf16", "fp16", "int8"):
+        raise BadInput(f"--precision {precision!r}: expected fp32, bf16, fp16 or int8")
+    builds_here = [s for s in [*plan.sources, *(ab or ())] if not bench_run.artifact_format(s)]
+    if plan.precision == "int8" and builds_here and not data:
+        raise BadInput("--precision int8 builds INT8 artifacts and needs calibration data: --data digits or --data DIR")
+    if data and plan.precision != "int8":
+        raise BadInput("--data is calibration data for --precision int8")
+    if data:
+        from partialnet.calibration import check_data
+
+        check_data(data, calib_size)
+    plan.data, plan.calib_size = data, calib_size
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as bar:
         task = bar.add_task("starting", total=None)
 

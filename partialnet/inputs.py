@@ -89,3 +89,23 @@ def read_limited(path: str | Path, what: str, max_bytes: int) -> bytes:
     """The whole of a small regular file, refusing anything larger than `max_bytes`."""
     with open_regular(path, what, max_bytes) as f:
         return f.read(max_bytes + 1)
+
+
+def read_json(path: str | Path, what: str, max_bytes: int = 16 << 20):
+    """A small JSON file from a stranger: size-capped, strict (no NaN/Infinity), bounded nesting."""
+    import json
+
+    from partialnet.errors import BadInput
+
+    def refuse_constant(name: str):
+        raise BadInput(f"{path}: holds {name}, which is not JSON")
+
+    data = read_limited(path, what, max_bytes)
+    if len(data) > max_bytes:
+        raise BadInput(f"{path}: larger than {max_bytes:,} bytes; not a {what}")
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=refuse_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not JSON ({exc})") from None
+    except RecursionError:
+        raise BadInput(f"{path}: nested too deeply to be a {what}") from None

@@ -43,6 +43,7 @@ class Output:
     path: Path
     option: str = "output"
     kind: str = "file"  # "file", or "dir" for a directory artifact (e.g. an .mlpackage)
+    executable: bool = False  # a script users run: published with the execute bits the umask allows
 
     @staticmethod
     def of(item: "Output | str | Path") -> "Output":
@@ -257,7 +258,7 @@ def _finish_file(staged: Staged) -> None:
     os.fsync(f.fileno())
     umask = os.umask(0)
     os.umask(umask)
-    os.fchmod(f.fileno(), 0o666 & ~umask)
+    os.fchmod(f.fileno(), (0o777 if staged.output.executable else 0o666) & ~umask)
     f.close()
     if _lidentity(staged.path) != staged._ident:
         raise BadInput(f"{staged.output.path}: its temporary file {staged.path} was replaced while being written; nothing published")

@@ -102,6 +102,13 @@ def test_quick_bench_writes_every_output(quick_run):
         lo, hi = row["stats"]["median_ci95_ms"]
         assert lo <= row["stats"]["p50_ms"] <= hi
         assert row["parity_max_abs"] is not None and row["parity_max_abs"] < 1e-4
+    formats = {r["runtime"]: r["format"] for r in ok}
+    assert formats["onnxruntime"] == "onnx" and formats["pytorch"] == "deploy"
+    if "openvino" in formats:
+        assert formats["openvino"] == "openvino"  # OpenVINO times its own IR, built from the checkpoint
+    skipped = {r["runtime"]: r["reason"] for r in result["rows"] if r["status"] == "skipped"}
+    if not torch.cuda.is_available():
+        assert "cuda only" in skipped["tensorrt"]
     assert (out / "r.csv").read_text().startswith("model,runtime,device")
     assert "| partialnet_t0 |" in (out / "r.md").read_text()
     assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -154,6 +161,9 @@ def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path)
         (["bench", "--batch", "0"], "--batch"),
         (["bench", "--device", "tpu"], "--device"),
         (["bench", "nope.onnx", "--protocol", "quick"], "no such file"),
+        (["bench", "--precision", "int8", "--protocol", "quick"], "needs calibration data: --data digits"),
+        (["bench", "--data", "digits", "--protocol", "quick"], "--data is calibration data for --precision int8"),
+        (["bench", "--precision", "int4"], "--precision"),
     ],
 )
 def test_bad_bench_inputs_exit_2(cli, quick_run, tmp_path, args, fragment):
@@ -230,3 +240,32 @@ def test_label_lets_compare_match_two_checkpoints(cli, tmp_path, t0_state_dict):
     compared = cli("compare", tmp_path / "base.pth.json", tmp_path / "new.pth.json", "--json")
     assert compared.code in (0, 1) and [r["model"] for r in compared.json()["rows"]] == ["model"]
     assert cli("bench", "partialnet_t0", "fasternet_t0", "--label", "x").code == 2
+
+
+def test_int8_bench_builds_each_runtimes_int8_artifact_and_shows_top1(cli, tmp_path, digits_ckpt):
+    pytest.importorskip("nncf", reason="OpenVINO INT8 needs NNCF (pip install 'partialnet[openvino]')")
+    out = tmp_path / "int8.json"
+    result = cli(
+        "bench", digits_ckpt, "--precision", "int8", "--data", "digits", "--calib-size", "32", "--imgsz", "64",
+        "--threads", "1", "--protocol", "quick", "--runtime", "pytorch,onnxruntime,openvino", "--json", out,
+    )
+    assert result.code == 0, result.err
+    data = json.loads(out.read_text())
+    rows = {r["runtime"]: r for r in data["rows"]}
+    assert rows["pytorch"]["status"] == "skipped" and "not int8" in rows["pytorch"]["reason"]
+    for runtime, fmt in (("onnxruntime", "onnx"), ("openvino", "openvino")):
+        row = rows[runtime]
+        assert row["status"] == "ok" and row["precision"] == "int8" and row["format"] == fmt
+        assert row["parity_max_abs"] is None and row["parity_top1"] >= 0.9 and row["parity_on"] == "digits held-out (540)"
+    assert data["settings"]["calibration"] == {"data": "digits", "images": 32}
+    assert "top-1" in result.out
+
+
+def test_bench_of_a_given_int8_artifact_reads_its_agreement_from_the_manifest(cli, tmp_path, digits_ckpt):
+    artifact = tmp_path / "q.onnx"
+    assert cli("export", digits_ckpt, "--imgsz", "64", "--int8", "--data", "digits", "--calib-size", "32", "-o", artifact, "--samples", "2").code == 0
+    out = tmp_path / "r.json"
+    result = cli("bench", artifact, "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1", "--json", out)
+    assert result.code == 0, result.err
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["precision"] == "int8" and row["parity_top1"] >= 0.95

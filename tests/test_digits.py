@@ -9,18 +9,7 @@ import pytest
 
 pytest.importorskip("sklearn", reason="the digits yardstick needs scikit-learn (pip install 'partialnet[digits]')")
 
-EPOCHS = 4  # the test schedule: T0 is past 98 % here; the bar is 95 %
-
-
-@pytest.fixture(scope="session")
-def digits_ckpt(tmp_path_factory):
-    """One T0 digits model per test run, trained through the API the `digits` command uses."""
-    from partialnet import api
-
-    path = tmp_path_factory.mktemp("digits") / "digits_t0.pt"
-    result = api.train_digits(path, "partialnet_t0", epochs=EPOCHS, seed=0)
-    assert result["top1"] >= 0.95, result
-    return path
+from conftest import DIGITS_EPOCHS as EPOCHS
 
 
 @pytest.fixture(scope="session")

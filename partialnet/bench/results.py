@@ -14,7 +14,7 @@ from partialnet.errors import BadInput
 KEY_FIELDS = ("model", "runtime", "precision", "batch", "threads")
 FLAT_COLUMNS = (
     "model", "runtime", "device", "precision", "batch", "threads", "status",
-    "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "images_per_s", "parity_max_abs", "gmacs", "reason",
+    "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "images_per_s", "parity_max_abs", "parity_top1", "gmacs", "reason",
 )
 
 
@@ -44,13 +44,19 @@ def _cell(value, fmt: str = "") -> str:
     return format(value, fmt) if fmt else str(value)
 
 
+def _md_parity(row: dict) -> str:
+    if row.get("parity_top1") is not None:
+        return f"top-1 {row['parity_top1']:.1%} ({row.get('parity_on')})"
+    return f"max abs {_cell(row.get('parity_max_abs'), '.2e')}"
+
+
 def to_markdown(result: dict) -> str:
     machine = result["machine"]
     lines = [
         f"Protocol `{result['protocol']['name']}`: {result['protocol']['description']}. "
         f"Machine: {machine['cpu']['model']} ({machine['cpu']['logical_cores']} logical cores), {machine['os']}.",
         "",
-        "| model | runtime | precision | batch | threads | p50 ms | p90 ms | p99 ms | mean ms | CoV | images/s | parity max abs |",
+        "| model | runtime | precision | batch | threads | p50 ms | p90 ms | p99 ms | mean ms | CoV | images/s | parity |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
@@ -61,7 +67,7 @@ def to_markdown(result: dict) -> str:
         lines.append(
             f"| {row['model']} | {row['runtime']} | {row['precision']} | {row['batch']} | {row['threads']} | "
             f"{s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | {s['cov']:.3f} | "
-            f"{row['images_per_s']:.1f} | {_cell(row.get('parity_max_abs'), '.2e')} |"
+            f"{row['images_per_s']:.1f} | {_md_parity(row)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -1,8 +1,10 @@
 """Plan and run a benchmark: targets × runtimes × batches, each row in its own subprocess.
 
-A target is a model to measure. From a checkpoint or variant name it is folded once, exported and
-verified once per batch (static shapes, what a deployment would ship), and its PyTorch reference
-logits are saved so every row can report its parity. An artifact argument is measured as given.
+A target is a model to measure. From a checkpoint or variant name it is folded once, then exported
+and verified once per batch in each runtime's own format (ONNX for ONNX Runtime, IR for OpenVINO;
+static shapes, what a deployment would ship) at the precision asked for, and its PyTorch reference
+logits are saved so every row can report its parity (INT8 rows: top-1 agreement on real images).
+An artifact argument is measured as given.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +28,8 @@ from partialnet.bench.protocols import Protocol
 from partialnet.bench.stats import mann_whitney_greater, ratio_of_medians, summarize
 from partialnet.checkpoint import looks_like_path, resolve
 from partialnet.errors import BadInput, Unavailable
-from partialnet.exporters.onnx import OnnxOptions, read_io
+from partialnet.exporters.formats import FORMATS
+from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
 from partialnet.folding import fold, save_deploy
 from partialnet.models.flops import measure_cost
 from partialnet.models.registry import VARIANTS
@@ -46,11 +49,13 @@ class Target:
     gmacs: float | None
     params: int | None
     deploy: Path | None = None
-    artifacts: dict[int, Path] = field(default_factory=dict)
+    artifacts: dict[str, dict[int, Path]] = field(default_factory=dict)  # format -> batch -> file
+    agreement: dict[tuple[str, int], dict] = field(default_factory=dict)  # INT8: top-1 agreement on real images
     references: dict[int, Path] = field(default_factory=dict)
     batches: list[int] = field(default_factory=list)
     note: str | None = None
-    format: str | None = None  # the artifact's format when measured as given; None: built here as ONNX
+    format: str | None = None  # the artifact's format when measured as given; None: built here
+    precision: str | None = None  # a given artifact's own precision (fp16/int8 files run as built)
     imgsz: tuple[int, int] | None = None  # an artifact's own input size, which overrides --imgsz
 
 
@@ -65,7 +70,24 @@ def _save_reference(model, batch: int, imgsz, path: Path) -> Path:
     return path
 
 
-def prepare_model_target(source: str, batches: list[int], imgsz, workdir: Path, need_onnx: bool) -> Target:
+ARTIFACT_PRECISION = {"fp32": "fp32", "bf16": "fp32", "fp16": "fp16", "int8": "int8"}  # bf16 is a runtime hint on fp32 files
+
+
+def prepare_model_target(
+    source: str,
+    batches: list[int],
+    imgsz,
+    workdir: Path,
+    formats: Sequence[str] = (),
+    precision: str = "fp32",
+    data: str | None = None,
+    calib_size: int = DEFAULT_CALIB_SIZE,
+) -> Target:
+    """Fold once; export and verify one artifact per (format, batch) at the precision asked for.
+
+    INT8 artifacts are calibrated on `data` and carry their top-1 agreement on real images; their
+    gates are reported, not enforced, so a random-weight model can still be timed.
+    """
     from partialnet.api import export_folded
 
     model, info = resolve(source)
@@ -77,13 +99,36 @@ def prepare_model_target(source: str, batches: list[int], imgsz, workdir: Path, 
     target = Target(label, info.source, info.variant, info.random_weights, round(cost.gmacs, 4), cost.params, batches=batches)
     target.deploy = slot / "deploy.pt"
     save_deploy(target.deploy, deploy, report, {"source": info.source})
+    artifact_precision = ARTIFACT_PRECISION[precision]
+    calibration = None
+    if artifact_precision == "int8" and formats:
+        from partialnet.calibration import calibration_images
+
+        calibration = calibration_images(data, imgsz, calib_size)
     for batch in batches:
         target.references[batch] = _save_reference(model, batch, imgsz, slot / f"reference_b{batch}.npy")
-        if need_onnx:
-            out = slot / f"model_b{batch}.onnx"
-            export_folded(model, info, (deploy, report), "onnx", out, OnnxOptions(imgsz=imgsz, batch=batch), samples=2)
-            target.artifacts[batch] = out
+        for fmt in formats:
+            out = slot / f"model_b{batch}{FORMATS[fmt].suffix}"
+            options = ExportOptions(
+                imgsz=imgsz, batch=batch, half=artifact_precision == "fp16", int8=artifact_precision == "int8", data=data, calib_size=calib_size
+            )
+            options.calibration = calibration
+            result = export_folded(model, info, (deploy, report), fmt, out, options, samples=2, enforce=artifact_precision == "fp32")
+            target.artifacts.setdefault(fmt, {})[batch] = out
+            if artifact_precision == "int8":
+                case = min(result["parity"]["cases"], key=lambda c: c["top1_agreement"])
+                target.agreement[(fmt, batch)] = {"top1": case["top1_agreement"], "on": case["name"], "passed": result["parity"]["passed"]}
     return target
+
+
+def build_formats(plan: "BenchPlan") -> list[str]:
+    """The artifact each available runtime runs from a checkpoint: its first listed format (IR for OpenVINO)."""
+    chosen = []
+    for runtime in plan.runtimes:
+        spec = RUNTIMES[runtime]
+        if spec.runs == "onnx" and availability(runtime, plan.device, plan.precision) is None:
+            chosen.append(spec.formats[0])
+    return list(dict.fromkeys(chosen))
 
 
 def artifact_format(source: str) -> str | None:
@@ -114,9 +159,18 @@ def prepare_artifact_target(path: Path, batches: list[int], imgsz, workdir: Path
         gmacs, params = row["gmacs"], row["params"]
     use = batches if io["dynamic"] else [io["batch"]]
     target = Target(path.name, str(path), variant, False, gmacs, params, batches=use, format=fmt.name, imgsz=tuple(imgsz))
-    target.artifacts = {b: path for b in use}
+    target.artifacts = {fmt.name: {b: path for b in use}}
+    if io["precision"] in ("fp16", "int8"):
+        target.precision = io["precision"]
     note = [] if io["dynamic"] or io["batch"] in batches else [f"static batch {io['batch']} used"]
-    if (meta.get("source_sha256") or "").startswith("random weights") and variant:
+    if io["precision"] == "int8":
+        agreement = _manifest_agreement(path)
+        for b in use:
+            if agreement:
+                target.agreement[(fmt.name, b)] = agreement
+        if not agreement:
+            note.append("INT8 without its export manifest: no top-1 agreement figure")
+    elif (meta.get("source_sha256") or "").startswith("random weights") and variant:
         model, _ = resolve(variant)  # seeded: the very weights the artifact was exported from
         slot = workdir / f"a{len(list(workdir.iterdir()))}"
         slot.mkdir()
@@ -125,6 +179,22 @@ def prepare_artifact_target(path: Path, batches: list[int], imgsz, workdir: Path
         note.append("no parity: pass the checkpoint instead to have it checked")
     target.note = "; ".join(note) or None
     return target
+
+
+def _manifest_agreement(path: Path) -> dict | None:
+    """An INT8 artifact's top-1 agreement on real images, from the manifest its export wrote beside it."""
+    from partialnet.inputs import read_json
+
+    manifest = path.with_name(path.name + ".json")
+    if not manifest.is_file():
+        return None
+    try:
+        cases = read_json(manifest, "export manifest")["parity"]["cases"]
+        case = min(cases, key=lambda c: float(c["top1_agreement"]))
+        passed = read_json(manifest, "export manifest")["parity"]["passed"] is True
+        return {"top1": float(case["top1_agreement"]), "on": str(case["name"])[:80], "passed": passed}
+    except (BadInput, KeyError, TypeError, ValueError):
+        return None
 
 
 def worker_env(threads: int) -> dict:
@@ -165,6 +235,8 @@ class BenchPlan:
     threads: int
     protocol: Protocol
     precision: str = "fp32"
+    data: str | None = None  # INT8 calibration source ("digits" or a folder)
+    calib_size: int = DEFAULT_CALIB_SIZE
     channels_last: bool = False
     compile: bool = False
     label: str | None = None  # row name for a single source, overriding the derived one
@@ -181,17 +253,29 @@ def _spec(plan: BenchPlan, target: Target, runtime: str, batch: int) -> dict:
         "runtime": runtime,
         "device": plan.device,
         "threads": plan.threads,
-        "precision": plan.precision,
+        "precision": target.precision or plan.precision,
         "batch": batch,
         "imgsz": list(target.imgsz or plan.imgsz),
         "protocol": plan.protocol.to_dict(),
         "input_seed": INPUT_SEED,
         "deploy": str(target.deploy) if target.deploy else None,
-        "artifact": str(target.artifacts[batch]) if batch in target.artifacts else None,
+        "artifact": _artifact_for(target, runtime, batch),
         "reference": str(target.references[batch]) if batch in target.references else None,
         "channels_last": plan.channels_last,
         "compile": plan.compile,
     }
+
+
+def _artifact_for(target: Target, runtime: str, batch: int) -> str | None:
+    """The file this runtime times: the given artifact, or the first format it runs that was built."""
+    for fmt in RUNTIMES[runtime].formats:
+        if batch in target.artifacts.get(fmt, {}):
+            return str(target.artifacts[fmt][batch])
+    return None
+
+
+def _format_for(target: Target, runtime: str, batch: int) -> str | None:
+    return next((f for f in RUNTIMES[runtime].formats if batch in target.artifacts.get(f, {})), None)
 
 
 def _row(plan: BenchPlan, target: Target, runtime: str, batch: int, result: dict) -> dict:
@@ -203,11 +287,12 @@ def _row(plan: BenchPlan, target: Target, runtime: str, batch: int, result: dict
         "gmacs": target.gmacs,
         "params": target.params,
         "runtime": runtime,
+        "format": _format_for(target, runtime, batch) or ("deploy" if RUNTIMES[runtime].runs == "deploy" else None),
         "device": plan.device,
         "batch": batch,
         "imgsz": list(target.imgsz or plan.imgsz),
-        "precision_requested": plan.precision,
-        "precision": result.get("precision", plan.precision),
+        "precision_requested": target.precision or plan.precision,
+        "precision": result.get("precision", target.precision or plan.precision),
         "threads": result.get("threads", plan.threads),
         "status": result["status"],
         "reason": result.get("reason") or target.note,
@@ -222,6 +307,9 @@ def _row(plan: BenchPlan, target: Target, runtime: str, batch: int, result: dict
             parity_max_abs=result.get("parity_max_abs"),
             samples_s=samples,
         )
+    agreement = target.agreement.get((_format_for(target, runtime, batch), batch))
+    if agreement and result["status"] == "ok":  # INT8: logits differ by design; what matters is the class
+        row.update(parity_max_abs=None, parity_top1=agreement["top1"], parity_on=agreement["on"], parity_gate_passed=agreement["passed"])
     return row
 
 
@@ -230,9 +318,12 @@ def plan_rows(plan: BenchPlan, targets: list[Target]) -> list[tuple[Target, str,
     jobs = []
     for target in targets:
         for runtime in plan.runtimes:
-            reason = availability(runtime, plan.device, plan.precision)
+            reason = availability(runtime, plan.device, target.precision or plan.precision)
             if reason is None and RUNTIMES[runtime].runs == "deploy" and target.deploy is None:
                 reason = "runs checkpoints and variant names, not exported artifacts"
+            if reason is None and RUNTIMES[runtime].runs == "artifact" and target.format is None:
+                formats = ", ".join(RUNTIMES[runtime].formats)
+                reason = f"runs exported artifacts only: give one (partialnet export --format {formats})"
             if reason is None and target.format and target.format not in RUNTIMES[runtime].formats:
                 reason = f"does not run {target.format} artifacts"
             for batch in target.batches:
@@ -247,7 +338,7 @@ def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: P
         work = Path(workdir or tmp)
         targets_dir = work / "targets"
         targets_dir.mkdir(exist_ok=True)
-        need_onnx = any(RUNTIMES[r].runs == "onnx" and availability(r, plan.device, plan.precision) is None for r in plan.runtimes)
+        formats = build_formats(plan)
         targets = []
         for source in plan.sources:
             if progress:
@@ -255,7 +346,9 @@ def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: P
             if artifact_format(source):
                 targets.append(prepare_artifact_target(Path(source), plan.batches, plan.imgsz, targets_dir))
             else:
-                targets.append(prepare_model_target(source, plan.batches, plan.imgsz, targets_dir, need_onnx))
+                targets.append(
+                    prepare_model_target(source, plan.batches, plan.imgsz, targets_dir, formats, plan.precision, plan.data, plan.calib_size)
+                )
             if plan.label:
                 targets[-1].label = plan.label
         jobs = plan_rows(plan, targets)
@@ -282,9 +375,13 @@ def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: P
             "batches": plan.batches,
             "imgsz": list(plan.imgsz),
             "precision": plan.precision,
+            "calibration": {"data": plan.data if plan.data in (None, "digits") else Path(plan.data).name, "images": plan.calib_size}
+            if plan.precision == "int8"
+            else None,
             "channels_last": plan.channels_last,
             "compile": plan.compile,
         },
+        "artifacts": "built here per (format, batch) from a checkpoint: ONNX for onnxruntime, OpenVINO IR for openvino; a given artifact is timed as is",
         "timed_region": TIMED_REGION,
         "input": f"standard normal, seed {INPUT_SEED}, allocated once before timing",
         "isolation": "one subprocess per (model, runtime, batch); thread env vars set to --threads",
@@ -311,7 +408,8 @@ def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[
             if artifact_format(source):
                 target = prepare_artifact_target(Path(source), [batch], plan.imgsz, work / "targets")
             else:
-                target = prepare_model_target(source, [batch], plan.imgsz, work / "targets", RUNTIMES[runtime].runs == "onnx")
+                formats = [RUNTIMES[runtime].formats[0]] if RUNTIMES[runtime].runs == "onnx" else []
+                target = prepare_model_target(source, [batch], plan.imgsz, work / "targets", formats, plan.precision, plan.data, plan.calib_size)
             if RUNTIMES[runtime].runs == "deploy" and target.deploy is None:
                 raise BadInput(f"{source}: {runtime} runs checkpoints and variant names, not exported artifacts")
             sides[name] = (target, _spec(plan, target, runtime, target.batches[0]))

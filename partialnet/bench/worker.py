@@ -41,15 +41,10 @@ def build_runner(spec: dict):
             device=spec.get("device", "cpu"),
             precision=spec.get("precision", "fp32"),
         )
-    if runtime == "onnxruntime":
-        from partialnet.runtimes.onnxruntime import OnnxRuntimeRunner
+    from partialnet.runtimes.table import RUNTIMES, artifact_runner
 
-        providers = ("CUDAExecutionProvider", "CPUExecutionProvider") if spec.get("device") == "cuda" else ("CPUExecutionProvider",)
-        return OnnxRuntimeRunner(Path(spec["artifact"]), threads=threads, providers=providers)
-    if runtime == "openvino":
-        from partialnet.runtimes.openvino import OpenVinoRunner
-
-        return OpenVinoRunner(Path(spec["artifact"]), threads=threads, precision=spec.get("precision", "fp32"), device=spec.get("device", "cpu"))
+    if runtime in RUNTIMES and RUNTIMES[runtime].runner:
+        return artifact_runner(runtime, spec["artifact"], threads, spec.get("precision", "fp32"), spec.get("device", "cpu"))
     raise ValueError(f"unknown runtime {runtime}")
 
 

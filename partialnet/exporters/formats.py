@@ -19,8 +19,16 @@ class Format:
     extra: str | None  # None: the backend is a core dependency
     devices: tuple[str, ...]
     options: frozenset[str]
-    exporter: str  # module under partialnet.exporters with export(model, path, options)
+    exporter: str  # module under partialnet.exporters with export(model, staged, options, metadata, workdir)
     runtime: str  # runner that verifies the artifact
+    description: str = ""
+    module: str | None = None  # the importable backend, when its name differs from the extra's
+    fallback: bool = False  # without its backend, the exporter still prepares what it can and exits 3
+    requires: str = ""  # hardware or platform the format's own builder needs beyond the package
+
+    @property
+    def backend(self) -> str | None:
+        return self.module or self.extra
 
 
 FORMATS: dict[str, Format] = {
@@ -32,9 +40,10 @@ FORMATS: dict[str, Format] = {
             suffix=".onnx",
             extra=None,
             devices=("cpu", "cuda"),
-            options=frozenset({"imgsz", "batch", "dynamic", "opset", "simplify", "half"}),
+            options=frozenset({"imgsz", "batch", "dynamic", "opset", "simplify", "half", "int8", "data", "calib_size"}),
             exporter="onnx",
             runtime="onnxruntime",
+            description="ONNX (simplified; INT8 as static QDQ from ONNX Runtime's quantizer)",
         ),
         Format(
             name="openvino",
@@ -42,9 +51,25 @@ FORMATS: dict[str, Format] = {
             suffix=".xml",
             extra="openvino",
             devices=("cpu",),
-            options=frozenset({"imgsz", "batch", "dynamic", "half"}),
+            options=frozenset({"imgsz", "batch", "dynamic", "half", "int8", "data", "calib_size"}),
             exporter="openvino",
             runtime="openvino",
+            description="OpenVINO IR .xml + .bin (fp16-compressed weights with --half, NNCF INT8 with --int8)",
+        ),
+        Format(
+            name="trt",
+            aliases=("tensorrt", "engine"),
+            suffix=".engine",
+            extra="tensorrt",
+            devices=("cuda",),
+            options=frozenset(
+                {"imgsz", "batch", "dynamic", "max_batch", "opset", "simplify", "half", "int8", "data", "calib_size", "workspace"}
+            ),
+            exporter="tensorrt",
+            runtime="tensorrt",
+            description="TensorRT engine built from the deploy ONNX (fp16 cast or INT8 QDQ in the ONNX itself)",
+            fallback=True,
+            requires="an NVIDIA GPU with CUDA",
         ),
     )
 }

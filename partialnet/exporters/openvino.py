@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from partialnet.errors import BadInput
-from partialnet.exporters.onnx import OnnxOptions, quiet
+from partialnet.exporters.onnx import calibration_feeds, quiet
+from partialnet.exporters.options import ExportOptions
 from partialnet.inputs import check_regular
 from partialnet.limits import check_input_shape
 from partialnet.runtimes.openvino import _openvino
@@ -29,7 +30,34 @@ def companion_suffixes() -> tuple[str, ...]:
     return (".bin",)
 
 
-def export(model: nn.Module, staged: list, options: OnnxOptions, metadata: dict[str, str], workdir: Path) -> dict:
+def quantize(converted, calibration, batch: int | None):
+    """NNCF post-training INT8 of an ov.Model; returns (model, what was done)."""
+    try:
+        import nncf
+    except ImportError:
+        from partialnet.errors import missing_extra
+
+        raise missing_extra("nncf (OpenVINO INT8)", "openvino") from None
+    feeds = calibration_feeds(calibration, batch)
+    with quiet():
+        quantized = nncf.quantize(
+            converted,
+            nncf.Dataset(feeds),
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            subset_size=len(feeds),
+            fast_bias_correction=True,
+        )
+    fake_quantize = sum(1 for op in quantized.get_ordered_ops() if op.get_type_name() == "FakeQuantize")
+    record = {
+        "quantizer": f"NNCF {nncf.__version__} post-training quantization",
+        "preset": "performance (symmetric activations and weights)",
+        "calibration": f"{len(calibration)} images in {len(feeds)} batches",
+        "fake_quantize_ops": fake_quantize,
+    }
+    return quantized, record
+
+
+def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dict[str, str], workdir: Path) -> dict:
     """Convert `model`, save the IR in `workdir`, copy it into `staged` (xml, bin); returns stats."""
     ov = _openvino()
     model = copy.deepcopy(model).eval()
@@ -38,7 +66,10 @@ def export(model: nn.Module, staged: list, options: OnnxOptions, metadata: dict[
     example = torch.randn(max(options.batch, 2) if options.dynamic else options.batch, 3, *options.imgsz)
     with quiet(), torch.no_grad():
         converted = ov.convert_model(model, example_input=example, input=[ov.PartialShape(shape)])
-    precision = "fp16" if options.half else "fp32"
+    quantization = None
+    if options.int8:
+        converted, quantization = quantize(converted, options.calibration, None if options.dynamic else options.batch)
+    precision = options.precision
     for key, value in {**metadata, "precision": precision}.items():
         converted.set_rt_info(str(value), [RT_SECTION, key])
     xml = workdir / "model.xml"
@@ -49,13 +80,16 @@ def export(model: nn.Module, staged: list, options: OnnxOptions, metadata: dict[
     ops = {}
     for op in converted.get_ordered_ops():
         ops[op.get_type_name()] = ops.get(op.get_type_name(), 0) + 1
-    return {
+    stats = {
         "nodes": len(converted.get_ordered_ops()),
         "op_counts": dict(sorted(ops.items())),
         "simplify": "n/a (OpenVINO's converter)",
-        "weights": "fp16-compressed" if options.half else "fp32",
+        "weights": "fp16-compressed" if options.half else "int8 (FakeQuantize)" if options.int8 else "fp32",
         "verify_path": str(xml),
     }
+    if quantization:
+        stats["quantization"] = quantization
+    return stats
 
 
 def read_io(path: Path) -> dict:
@@ -79,5 +113,8 @@ def read_io(path: Path) -> dict:
     if RT_SECTION in rt:
         section = model.get_rt_info([RT_SECTION]).astype(dict)
         metadata = {str(k): (v.astype(str) if hasattr(v, "astype") else str(v)) for k, v in section.items()}
-    precision = metadata.get("precision", "fp32")
+    precision = metadata.get("precision")
+    if precision is None:
+        quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+        precision = "int8" if quantized else "fp32"
     return {"batch": dims[0], "dynamic": dims[0] is None, "imgsz": (dims[2], dims[3]), "precision": precision, "metadata": metadata}

@@ -14,10 +14,10 @@ ORT_PRECISIONS = {"tensor(float)": "fp32", "tensor(float16)": "fp16"}
 class OnnxRuntimeRunner:
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int | None = None, providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+    def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32", device: str = "cpu"):
         self.path = Path(path)
         self.threads = threads
-        self.providers = providers
+        self.providers = ("CUDAExecutionProvider", "CPUExecutionProvider") if device == "cuda" else ("CPUExecutionProvider",)
         self.session = None
         self.precision = "unknown"
 
@@ -38,6 +38,8 @@ class OnnxRuntimeRunner:
         self.input_name = first.name
         self.input_dtype = np.float16 if first.type == "tensor(float16)" else np.float32
         self.precision = ORT_PRECISIONS.get(first.type, first.type)
+        if self.session.get_modelmeta().custom_metadata_map.get("precision") == "int8":
+            self.precision = "int8"  # QDQ graph: fp32 input, int8 inside
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]

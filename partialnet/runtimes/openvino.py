@@ -12,7 +12,7 @@ import numpy as np
 
 from partialnet.errors import BadInput, Unavailable, missing_extra
 
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: quantized layers int8, the rest f32
 OV_DEVICE = {"cpu": "CPU"}
 
 
@@ -55,6 +55,8 @@ class OpenVinoRunner:
         self.precision = {"float32": "fp32", "f32": "fp32", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "f16": "fp16"}.get(
             ran.split("'")[1] if "'" in ran else ran, ran
         )
+        if any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()):
+            self.precision = "int8"  # quantized layers run in int8 whatever the hint; the rest as pinned
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         self.request = self.compiled.create_infer_request()
         self.input_dtype = np.float16 if self.compiled.input(0).get_element_type().get_type_name() == "f16" else np.float32

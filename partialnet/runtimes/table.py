@@ -17,21 +17,28 @@ DEVICES = ("cpu", "cuda")
 @dataclass(frozen=True)
 class RuntimeSpec:
     name: str
-    runs: str  # "deploy" (a folded torch model) or "onnx" (an exported artifact)
+    runs: str  # "deploy" (a folded torch model), "onnx" (an artifact built here from a checkpoint), "artifact" (given only)
     extra: str | None
     precisions: tuple[str, ...]
-    formats: tuple[str, ...] = ()  # artifact formats (partialnet.exporters.formats) it can run as given
+    formats: tuple[str, ...] = ()  # artifact formats it runs; the first is what bench builds from a checkpoint
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    runner: str = ""  # "module:Class" of the artifact runner, built as Class(path, threads, precision, device)
 
 
 RUNTIMES: dict[str, RuntimeSpec] = {
     r.name: r
     for r in (
         RuntimeSpec("pytorch", "deploy", None, ("fp32", "bf16")),
-        RuntimeSpec("onnxruntime", "onnx", None, ("fp32",), formats=("onnx",)),
-        RuntimeSpec("openvino", "onnx", "openvino", ("fp32", "bf16", "fp16"), formats=("onnx", "openvino")),
+        RuntimeSpec("onnxruntime", "onnx", None, ("fp32", "fp16", "int8"), formats=("onnx",), runner="onnxruntime:OnnxRuntimeRunner"),
+        RuntimeSpec(
+            "openvino", "onnx", "openvino", ("fp32", "bf16", "fp16", "int8"), formats=("openvino", "onnx"), runner="openvino:OpenVinoRunner"
+        ),
+        RuntimeSpec(
+            "tensorrt", "artifact", "tensorrt", ("fp32", "fp16", "int8"), formats=("trt",), devices=("cuda",), runner="tensorrt:TensorRTRunner"
+        ),
     )
 }
-ALIASES = {"torch": "pytorch", "eager": "pytorch", "ort": "onnxruntime", "ov": "openvino"}
+ALIASES = {"torch": "pytorch", "eager": "pytorch", "ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
 
 
 def get_runtime(name: str) -> RuntimeSpec:
@@ -46,6 +53,8 @@ def availability(name: str, device: str, precision: str = "fp32") -> str | None:
     spec = RUNTIMES[name]
     if precision not in spec.precisions:
         return f"{name} runs {', '.join(spec.precisions)} here, not {precision}"
+    if device not in spec.devices:
+        return f"runs on {', '.join(spec.devices)} only, not {device}"
     if spec.extra and importlib.util.find_spec(spec.extra) is None:
         return f"not installed (pip install 'partialnet[{spec.extra}]')"
     if device == "cpu":
@@ -62,4 +71,17 @@ def availability(name: str, device: str, precision: str = "fp32") -> str | None:
         return "onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu on a CUDA machine)"
     if name == "openvino":
         return "OpenVINO's GPU plugin targets Intel GPUs, not CUDA"
+    if name == "tensorrt":
+        import torch
+
+        return None if torch.cuda.is_available() else "no CUDA GPU visible (the TensorRT runner needs one)"
     return f"{name} does not support {device}"
+
+
+def artifact_runner(name: str, path, threads: int | None = None, precision: str = "fp32", device: str = "cpu"):
+    """The runner of runtime `name` for an exported artifact; every artifact runner takes the same arguments."""
+    import importlib
+    from pathlib import Path
+
+    module, cls = RUNTIMES[name].runner.split(":")
+    return getattr(importlib.import_module(f"partialnet.runtimes.{module}"), cls)(Path(path), threads=threads, precision=precision, device=device)

@@ -1,0 +1,70 @@
+"""Real images for INT8: what calibrates a quantizer and what judges its result.
+
+Random inputs say nothing about where a real activation's range lies, and nothing about whether an
+INT8 model still picks the right class, so `--int8` always comes with `--data`: the digits training
+split (`digits`) or a folder of images preprocessed as in the papers. INT8 is then judged on images
+the calibration never saw where that is possible (the digits held-out split), on the user's own
+`--images` if given, and otherwise on the calibration folder itself, named as such in the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from partialnet.errors import BadInput, missing_extra
+from partialnet.limits import MAX_SAMPLES, check_count
+
+DIGITS = "digits"
+
+
+def check_data(data: str | None, calib_size: int) -> None:
+    """Before any slow work: the source exists and holds images, the count is sane."""
+    check_count(calib_size, "--calib-size", MAX_SAMPLES)
+    if data is None:
+        return
+    if data == DIGITS:
+        import importlib.util
+
+        if importlib.util.find_spec("sklearn") is None:
+            raise missing_extra("scikit-learn (--data digits)", "digits")
+        return
+    from partialnet.preprocess import load_images
+
+    if not Path(data).exists():
+        raise BadInput(f"--data {data}: no such folder (give a folder of images, or 'digits')")
+    load_images(Path(data), (64, 64), limit=1)
+
+
+def calibration_images(data: str, imgsz: tuple[int, int], size: int) -> np.ndarray:
+    """Up to `size` calibration images at `imgsz`, (N, 3, H, W) float32."""
+    if data == DIGITS:
+        from partialnet import digits
+
+        X_train, _, _, _ = digits.split()
+        return digits.preprocess(X_train[:size], imgsz)
+    from partialnet.preprocess import load_images
+
+    return load_images(Path(data), imgsz, limit=size)
+
+
+def describe(data: str, count: int) -> str:
+    if data == DIGITS:
+        return f"digits training split, first {count} images"
+    return f"{count} images from {Path(data).name}/"
+
+
+def judging_images(data: str | None, imgsz: tuple[int, int], size: int) -> tuple[str, np.ndarray] | None:
+    """Real images an INT8 artifact is compared on besides --images: held-out digits, or the calibration folder."""
+    if data == DIGITS:
+        from partialnet import digits
+
+        images, _ = digits.held_out(imgsz)
+        return f"digits held-out ({len(images)})", images
+    if data:
+        from partialnet.preprocess import load_images
+
+        images = load_images(Path(data), imgsz, limit=size)
+        return f"calibration images ({len(images)}, seen by the quantizer)", images
+    return None

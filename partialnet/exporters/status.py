@@ -1,0 +1,58 @@
+"""What each format can do on this machine, and why not: the data behind `partialnet formats`.
+
+Computed from the format and runtime tables plus cheap probes (is the backend importable, is there a
+GPU), never by importing a heavy backend, so the command answers in a moment.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from partialnet.exporters.formats import FORMATS, Format
+from partialnet.exporters.options import FLAGS
+from partialnet.runtimes.table import RUNTIMES, availability
+
+
+def _installed(module: str | None) -> bool:
+    return module is None or importlib.util.find_spec(module) is not None
+
+
+def _export_status(fmt: Format) -> tuple[str, str | None]:
+    if fmt.name == "trt":
+        from partialnet.exporters.tensorrt import unavailable_reason
+
+        reason = unavailable_reason()
+        if reason:
+            return "prepares", f"writes the TensorRT-ready ONNX and build_engine.sh, exit 3: {reason}"
+        return "yes", None
+    if not _installed(fmt.backend):
+        return "no", f"pip install 'partialnet[{fmt.extra}]'"
+    return "yes", None
+
+
+def format_rows() -> list[dict]:
+    rows = []
+    for fmt in FORMATS.values():
+        export, export_why = _export_status(fmt)
+        runtime = RUNTIMES[fmt.runtime]
+        device = runtime.devices[0] if "cpu" not in runtime.devices else "cpu"
+        run_why = availability(fmt.runtime, device)
+        rows.append(
+            {
+                "format": fmt.name,
+                "aliases": list(fmt.aliases),
+                "suffix": fmt.suffix,
+                "extra": fmt.extra,
+                "installed": _installed(fmt.backend),
+                "devices": list(fmt.devices),
+                "options": [FLAGS[o] for o in FLAGS if o in fmt.options],
+                "description": fmt.description,
+                "export": export,
+                "export_reason": export_why,
+                "verify": "yes" if run_why is None else ("in ONNX Runtime (the prepared ONNX)" if fmt.fallback else "no"),
+                "bench": "yes" if run_why is None else "no",
+                "runtime": fmt.runtime,
+                "runtime_reason": run_why,
+            }
+        )
+    return rows

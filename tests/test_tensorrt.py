@@ -1,0 +1,117 @@
+"""TensorRT: without TensorRT and a GPU (here, CI) everything but the engine, exit 3; with them, a real engine."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+
+import pytest
+
+from partialnet.exporters.tensorrt import unavailable_reason
+
+REASON = unavailable_reason()
+
+
+def _trtexec_line(script: str) -> list[str]:
+    line = next(l for l in script.splitlines() if l.startswith("trtexec "))
+    return shlex.split(line.replace('"${typed[@]}"', ""))
+
+
+@pytest.mark.skipif(REASON is None, reason="TensorRT and a GPU are here: the engine path runs instead")
+def test_without_tensorrt_the_engine_is_prepared_not_claimed(tmp_path, cli):
+    out = tmp_path / "t0.engine"
+    result = cli("export", "partialnet_t0", "-f", "trt", "--imgsz", "64", "-o", out, "--samples", "2")
+    assert result.code == 3, result.err
+    assert "no TensorRT engine built" in result.err and "bash " in result.err and "Traceback" not in result.err
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["t0.build_engine.sh", "t0.trt.onnx", "t0.trt.onnx.json"]
+    assert not any(n.endswith((".engine", ".plan")) for n in names)
+    script = (tmp_path / "t0.build_engine.sh").read_text()
+    assert (tmp_path / "t0.build_engine.sh").stat().st_mode & 0o100  # the user runs it
+    argv = _trtexec_line(script)
+    flags = dict(a.split("=", 1) for a in argv[1:] if "=" in a)
+    assert flags["--onnx"] == "t0.trt.onnx" and flags["--saveEngine"] == "t0.engine"
+    assert flags["--memPoolSize"] == "workspace:4096M" and flags["--timingCacheFile"] == "t0.timing.cache"
+    assert "--minShapes" not in flags  # static shapes need no profile
+    assert "polygraphy run t0.engine --model-type engine --trt" in script
+    manifest = json.loads((tmp_path / "t0.trt.onnx.json").read_text())
+    assert manifest["parity"]["passed"] and manifest["graph"]["engine"] == "not built"
+    assert manifest["metadata"]["precision"] == "fp32"
+
+
+@pytest.mark.skipif(REASON is None, reason="TensorRT and a GPU are here: the engine path runs instead")
+def test_dynamic_fp16_ready_onnx_carries_its_precision_and_profile(tmp_path, cli):
+    import onnx
+
+    out = tmp_path / "d.engine"
+    args = ["export", "partialnet_t0", "-f", "tensorrt", "--imgsz", "64", "--dynamic", "--batch", "4", "--max-batch", "8"]
+    result = cli(*args, "--half", "--workspace", "1.5", "-o", out, "--samples", "2")
+    assert result.code == 3, result.err
+    flags = dict(a.split("=", 1) for a in _trtexec_line((tmp_path / "d.build_engine.sh").read_text())[1:] if "=" in a)
+    assert flags["--minShapes"] == "images:1x3x64x64"
+    assert flags["--optShapes"] == "images:4x3x64x64" and flags["--maxShapes"] == "images:8x3x64x64"
+    assert flags["--memPoolSize"] == "workspace:1536M"
+    proto = onnx.load(str(tmp_path / "d.trt.onnx"))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16  # strongly typed: fp16 in the graph
+
+
+@pytest.mark.skipif(REASON is None, reason="TensorRT and a GPU are here: the engine path runs instead")
+def test_trt_int8_ready_onnx_is_symmetric_qdq(digits_ckpt, tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from partialnet import api
+    from partialnet.errors import Unavailable
+
+    out = tmp_path / "q.engine"
+    with pytest.raises(Unavailable) as info:
+        api.export(str(digits_ckpt), format="trt", output=out, imgsz=(64, 64), int8=True, data="digits", calib_size=64, samples=2)
+    assert info.value.details["parity"]["accuracy"]["delta_points"] >= -1.5
+    proto = onnx.load(str(tmp_path / "q.trt.onnx"))
+    inits = {i.name: i for i in proto.graph.initializer}
+    zero_points = [numpy_helper.to_array(inits[n.input[2]]) for n in proto.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)  # TensorRT: int8, zero point 0
+
+
+def test_formats_lists_every_format_with_what_it_can_do_here(cli):
+    result = cli("formats", "--json")
+    assert result.code == 0
+    rows = {r["format"]: r for r in json.loads(result.out)}
+    assert set(rows) >= {"onnx", "openvino", "trt"}
+    assert rows["onnx"]["export"] == "yes" and rows["onnx"]["extra"] is None
+    assert "--workspace" in rows["trt"]["options"] and "--workspace" not in rows["onnx"]["options"]
+    if REASON:
+        assert rows["trt"]["export"] == "prepares" and REASON in rows["trt"]["export_reason"]
+    table = cli("formats")
+    assert table.code == 0 and "trt" in table.out and "tensorrt, engine" in table.out
+
+
+GPU = REASON is None and importlib.util.find_spec("tensorrt") is not None
+
+
+@pytest.mark.skipif(not GPU, reason=f"needs TensorRT and a CUDA GPU: {REASON}")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_is_built_verified_and_benchable_on_a_gpu(precision, tmp_path, cli):
+    out = tmp_path / f"{precision}.engine"
+    extra = ["--half"] if precision == "fp16" else []
+    result = cli("export", "partialnet_t0", "-f", "trt", "--imgsz", "64", "-o", out, *extra)
+    assert result.code == 0, result.err
+    manifest = json.loads(out.with_name(out.name + ".json").read_text())
+    assert manifest["graph"]["built_for"]["precision"] == precision and manifest["parity"]["passed"]
+    assert cli("verify", out, "--ref", "partialnet_t0").code == 0
+    bench = cli("bench", out, "--device", "cuda", "--runtime", "tensorrt", "--protocol", "quick")
+    assert bench.code == 0 and "tensorrt" in bench.out
+
+
+@pytest.mark.skipif(not GPU, reason=f"needs TensorRT and a CUDA GPU: {REASON}")
+def test_engine_for_another_gpu_is_refused_with_the_reason(tmp_path, cli):
+    out = tmp_path / "t.engine"
+    assert cli("export", "partialnet_t0", "-f", "trt", "--imgsz", "64", "-o", out).code == 0
+    manifest_path = out.with_name(out.name + ".json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["graph"]["built_for"]["gpu"] = "Some Other GPU"
+    manifest_path.write_text(json.dumps(manifest))
+    result = cli("verify", out, "--ref", "partialnet_t0")
+    assert result.code == 3 and "engine built for gpu Some Other GPU" in result.err
