@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, CheckpointInfo, resolve, sha256_of, source_path
+from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, CheckpointInfo, resolve, sha256_of, size_of, source_path
 from partialnet.calibration import calibration_images, check_data, judging_images
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra
 from partialnet.exporters.formats import FORMATS, format_for_path, get_format
@@ -289,6 +289,9 @@ def export(
     calib_size: int | None = None,
     workspace: float | None = None,
     max_batch: int | None = None,
+    fp32: bool = False,
+    min_target: str | None = None,
+    image_input: bool = False,
 ) -> dict:
     """Fold, export, verify; the artifact and its manifest appear only if verification passed.
 
@@ -299,7 +302,8 @@ def export(
         name
         for name, value in dict(
             dynamic=dynamic, opset=opset, simplify=simplify, half=half, int8=int8, data=data,
-            calib_size=calib_size, workspace=workspace, max_batch=max_batch,
+            calib_size=calib_size, workspace=workspace, max_batch=max_batch, fp32=fp32, min_target=min_target,
+            image_input=image_input,
         ).items()
         if value not in (None, False)
     } | ({"simplify"} if simplify is not None else set())
@@ -308,8 +312,13 @@ def export(
         imgsz=imgsz, batch=batch, dynamic=dynamic, half=half, int8=int8, data=data,
         opset=DEFAULT_OPSET if opset is None else opset, simplify=True if simplify is None else simplify,
         calib_size=DEFAULT_CALIB_SIZE if calib_size is None else calib_size, workspace=workspace, max_batch=max_batch,
+        fp32=fp32, min_target=min_target, image_input=image_input,
     )
     check_combination(options)
+    if fmt.default_precision == "fp16" and not (fp32 or int8):
+        options.half = True  # the format's own default (Core ML: fp16, what the Neural Engine runs)
+    if min_target is not None:
+        importlib.import_module(f"partialnet.exporters.{fmt.exporter}").check_target(min_target)
     check_dataset(dataset)
     check_input_shape(None if dynamic else batch, *imgsz, "--batch/--imgsz")
     if max_batch is not None:
@@ -395,26 +404,34 @@ def export_folded(
         verify_path = Path(stats.pop("verify_path", temp_artifact))  # IR: the pair as OpenVINO wrote it
         verify_format = get_format(stats.pop("verify_format", fmt.name))
         exported = time.perf_counter()
-        io = importlib.import_module(f"partialnet.exporters.{verify_format.exporter}").read_io(verify_path)
-        parity = check_parity(
-            verify_path, model, io, images_dir, samples, tolerances, dataset=dataset, runtime=verify_format.runtime, judging=judging
-        )
+        verifier = importlib.import_module(f"partialnet.exporters.{verify_format.exporter}")
+        io = verifier.read_io(verify_path)
+        static = static_verification(verifier, verify_format, verify_path, deploy, io)
+        if static is not None:
+            parity_record = static
+            if not static["passed"] and enforce:
+                raise CheckFailed(f"the exported {fmt.name} artifact (not written) fails its static checks", details=static)
+        else:
+            parity = check_parity(
+                verify_path, model, io, images_dir, samples, tolerances, dataset=dataset, runtime=verify_format.runtime, judging=judging
+            )
+            if not parity.passed and enforce:
+                raise parity_failure(parity, f"the exported {fmt.name} artifact (not written)")
+            parity_record = parity.to_dict()
         verified = time.perf_counter()
-        if not parity.passed and enforce:
-            raise parity_failure(parity, f"the exported {fmt.name} artifact (not written)")
         manifest = {
             "artifact": outputs[0].path.name,
             "format": fmt.name,
             "files": [o.path.name for o in outputs[:-1]],
             "sha256": sha256_of(temp_artifact),
-            "bytes": temp_artifact.stat().st_size,
+            "bytes": size_of(temp_artifact),
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "options": options.to_dict(),
             "metadata": metadata,
             "source": source_record(info),
             "graph": stats,
             "fold": report.to_dict(),
-            "parity": parity.to_dict(),
+            "parity": parity_record,
             "seconds": {"export": round(exported - started, 2), "verify": round(verified - exported, 2)},
             "versions": versions(),
         }
@@ -423,6 +440,19 @@ def export_folded(
     if stats.get("unavailable"):
         raise Unavailable(stats["unavailable"], details=result)
     return result
+
+
+def static_verification(verifier, fmt, path: Path, deploy: nn.Module, io: dict) -> dict | None:
+    """A format whose runtime cannot run here but can be checked without it (Core ML off macOS)."""
+    from partialnet.runtimes.table import RUNTIMES, availability
+
+    runtime = RUNTIMES[fmt.runtime]
+    reason = availability(fmt.runtime, runtime.devices[0])
+    if reason is None or not hasattr(verifier, "verify_static"):
+        return None
+    report = verifier.verify_static(path, deploy, io)
+    report["why"] = reason
+    return report
 
 
 def _identity(variant: str | None, sha: str) -> str:
@@ -471,6 +501,11 @@ def verify(
         raise BadInput(f"{artifact} was exported from {_identity(*exported_from)}, but --ref {ref} is {_identity(*reference_is)}")
     dataset = dataset or info.dataset
     _check_dataset_model(dataset, info)
+    static = static_verification(exporter, fmt, artifact, fold(model, tuple(io["imgsz"]))[0], io)
+    if static is not None:
+        if not static["passed"]:
+            raise CheckFailed(f"{artifact} fails its static checks", details=static)
+        raise Unavailable(f"{artifact}: {static['verdict']} ({static['why']}); its static checks passed", details=static)
     if judging:
         judging = judging_images(*judging, 0)
     report = check_parity(artifact, model, io, images_dir, samples, tolerances, dataset=dataset, runtime=fmt.runtime, judging=judging)

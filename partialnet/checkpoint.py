@@ -107,11 +107,26 @@ class KeyMismatch(BadInput):
 
 
 def sha256_of(path: Path) -> str:
+    """A file's sha256; a directory artifact (.mlpackage) hashes each file's relative path and contents, sorted."""
     digest = hashlib.sha256()
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        for member in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
+            digest.update(member.relative_to(path).as_posix().encode() + b"\0")
+            digest.update(sha256_of(member).encode())
+        return digest.hexdigest()
     with open_regular(path, "file") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def size_of(path: Path) -> int:
+    """Bytes of a file, or of every regular file under a directory artifact."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return path.stat().st_size
 
 
 def _refusal_reason(exc: Exception) -> str | None:

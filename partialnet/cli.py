@@ -182,6 +182,8 @@ def _render_failure_details(exc: PartialnetError) -> None:
     """A failed parity check still shows its table before the one-line error."""
     if exc.details and "cases" in exc.details:
         err.print(render.parity_table(exc.details, "parity (FAILED)"))
+    elif exc.details and "checks" in exc.details:
+        err.print(render.static_table(exc.details, "static verification"))
 
 
 @app.command("fold")
@@ -215,6 +217,9 @@ def export_command(
     data: Annotated[Optional[str], typer.Option("--data", help="Calibration data for --int8: 'digits' or a folder of images.")] = None,
     calib_size: Annotated[Optional[int], typer.Option("--calib-size", min=1, help="Calibration images (default 300).", show_default=False)] = None,
     workspace: Annotated[Optional[float], typer.Option("--workspace", help="trt: builder workspace in GB (default 4).", show_default=False)] = None,
+    fp32: Annotated[bool, typer.Option("--fp32", help="coreml: keep fp32 compute (Core ML's default, and ours, is fp16).")] = False,
+    min_target: Annotated[Optional[str], typer.Option("--min-target", help="coreml: minimum deployment target, e.g. iOS16 (default), macOS13.", show_default=False)] = None,
+    image_input: Annotated[bool, typer.Option("--image-input", help="coreml: an RGB image input with /255 and mean/std inside.")] = False,
     images: ImagesOption = None,
     samples: SamplesOption = 8,
     atol: AtolOption = None,
@@ -247,6 +252,9 @@ def export_command(
             calib_size=calib_size,
             workspace=workspace,
             max_batch=max_batch,
+            fp32=fp32,
+            min_target=min_target,
+            image_input=image_input,
         )
     except Unavailable as exc:  # TensorRT without a GPU: what was prepared is published; show it, then exit 3
         if exc.details and "manifest_path" in exc.details:
@@ -259,7 +267,10 @@ def _render_export(result: dict) -> None:
     source_info = result["source"]
     if source_info["random_weights"]:
         out.print(f"note: {source_info['variant']} has RANDOM weights (seed {source_info['random_weights_seed']}): no checkpoint was given")
-    out.print(render.parity_table(result["parity"], f"parity: {result['output']} vs PyTorch"))
+    if "checks" in result["parity"]:
+        out.print(render.static_table(result["parity"], f"static verification: {result['output']}"))
+    else:
+        out.print(render.parity_table(result["parity"], f"parity: {result['output']} vs PyTorch"))
     graph = result["graph"]
     quantization = graph.get("quantization")
     if quantization:

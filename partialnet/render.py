@@ -81,6 +81,17 @@ def parity_table(parity: dict, title: str) -> Table:
     return table
 
 
+def static_table(report: dict, title: str) -> Table:
+    """Checks that need no runtime (Core ML off macOS); the verdict never reads "ok" when nothing ran."""
+    table = Table(title=title)
+    for col in ("check", "result", "detail"):
+        table.add_column(col)
+    for check in report["checks"]:
+        table.add_row(check["check"], "pass" if check["passed"] else "FAIL", check["detail"])
+    table.caption = f"verdict: {report['verdict']}" + (f" ({report['why']})" if report.get("why") else "")
+    return table
+
+
 def _parity_cell(row: dict, max_abs) -> str:
     """max |Δ| against PyTorch, or for INT8 the top-1 agreement on real images (logits differ by design)."""
     if row.get("parity_top1") is not None:

@@ -25,6 +25,7 @@ class Format:
     module: str | None = None  # the importable backend, when its name differs from the extra's
     fallback: bool = False  # without its backend, the exporter still prepares what it can and exits 3
     requires: str = ""  # hardware or platform the format's own builder needs beyond the package
+    default_precision: str = "fp32"  # what an export is without --half/--int8/--fp32
 
     @property
     def backend(self) -> str | None:
@@ -70,6 +71,19 @@ FORMATS: dict[str, Format] = {
             description="TensorRT engine built from the deploy ONNX (fp16 cast or INT8 QDQ in the ONNX itself)",
             fallback=True,
             requires="an NVIDIA GPU with CUDA",
+        ),
+        Format(
+            name="coreml",
+            aliases=("mlpackage",),
+            suffix=".mlpackage",
+            extra="coreml",
+            module="coremltools",
+            devices=("apple",),
+            options=frozenset({"imgsz", "batch", "half", "fp32", "min_target", "image_input"}),
+            exporter="coreml",
+            runtime="coreml",
+            description="Core ML ML program (.mlpackage directory); fp16 compute by default, --fp32 to keep fp32",
+            default_precision="fp16",
         ),
     )
 }

@@ -28,10 +28,13 @@ FLAGS = {
     "opset": "--opset",
     "simplify": "--no-simplify",
     "half": "--half",
+    "fp32": "--fp32",
     "int8": "--int8",
     "data": "--data",
     "calib_size": "--calib-size",
     "workspace": "--workspace",
+    "min_target": "--min-target",
+    "image_input": "--image-input",
 }
 
 
@@ -48,6 +51,9 @@ class ExportOptions:
     calib_size: int = DEFAULT_CALIB_SIZE
     workspace: float | None = None  # TensorRT builder memory pool, GB
     max_batch: int | None = None  # TensorRT optimisation profile's largest batch (with --dynamic)
+    fp32: bool = False  # keep fp32 where a format defaults to fp16 (Core ML)
+    min_target: str | None = None  # Core ML minimum deployment target, e.g. iOS16
+    image_input: bool = False  # Core ML: an image input with the normalisation inside
     calibration: np.ndarray | None = field(default=None, repr=False, compare=False)  # filled in by the api
 
     @property
@@ -83,8 +89,8 @@ def check_options(format_name: str, given: set[str], formats: dict) -> None:
 
 def check_combination(options: ExportOptions) -> None:
     """Rules between options, independent of the format."""
-    if options.half and options.int8:
-        raise BadInput("--half and --int8 exclude each other: pick one precision")
+    if sum((options.half, options.int8, options.fp32)) > 1:
+        raise BadInput("--half, --int8 and --fp32 exclude each other: pick one precision")
     if options.int8 and not options.data:
         raise BadInput(
             "--int8 needs calibration data: --data digits (the digits training split) "

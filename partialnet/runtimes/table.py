@@ -7,6 +7,7 @@ what it skipped and why instead of failing or silently leaving rows out.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 
 from partialnet.errors import BadInput
@@ -33,11 +34,13 @@ RUNTIMES: dict[str, RuntimeSpec] = {
         RuntimeSpec(
             "openvino", "onnx", "openvino", ("fp32", "bf16", "fp16", "int8"), formats=("openvino", "onnx"), runner="openvino:OpenVinoRunner"
         ),
+        RuntimeSpec("coreml", "artifact", "coreml", ("fp32", "fp16"), formats=("coreml",), devices=("cpu",), runner="coreml:CoreMLRunner"),
         RuntimeSpec(
             "tensorrt", "artifact", "tensorrt", ("fp32", "fp16", "int8"), formats=("trt",), devices=("cuda",), runner="tensorrt:TensorRTRunner"
         ),
     )
 }
+MODULES = {"coreml": "coremltools"}  # the importable module where it differs from the extra's name
 ALIASES = {"torch": "pytorch", "eager": "pytorch", "ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
 
 
@@ -55,8 +58,10 @@ def availability(name: str, device: str, precision: str = "fp32") -> str | None:
         return f"{name} runs {', '.join(spec.precisions)} here, not {precision}"
     if device not in spec.devices:
         return f"runs on {', '.join(spec.devices)} only, not {device}"
-    if spec.extra and importlib.util.find_spec(spec.extra) is None:
+    if spec.extra and importlib.util.find_spec(MODULES.get(name, spec.extra)) is None:
         return f"not installed (pip install 'partialnet[{spec.extra}]')"
+    if name == "coreml" and sys.platform != "darwin":
+        return "Core ML predicts on macOS only"
     if device == "cpu":
         return None
     if name == "pytorch":
