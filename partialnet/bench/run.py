@@ -244,7 +244,7 @@ class BenchPlan:
 
 def resolve_runtimes(names: list[str] | None) -> list[str]:
     if not names:
-        return list(RUNTIMES)
+        return [name for name, spec in RUNTIMES.items() if spec.default]
     return list(dict.fromkeys(get_runtime(n).name for n in names))
 
 

@@ -85,6 +85,17 @@ FORMATS: dict[str, Format] = {
             description="Core ML ML program (.mlpackage directory); fp16 compute by default, --fp32 to keep fp32",
             default_precision="fp16",
         ),
+        Format(
+            name="executorch",
+            aliases=("pte",),
+            suffix=".pte",
+            extra="executorch",
+            devices=("cpu",),
+            options=frozenset({"imgsz", "batch", "int8", "data", "calib_size"}),
+            exporter="executorch",
+            runtime="executorch",
+            description="ExecuTorch program lowered to XNNPACK (fixed batch; INT8 with the XNNPACK quantizer)",
+        ),
     )
 }
 

@@ -24,6 +24,7 @@ class RuntimeSpec:
     formats: tuple[str, ...] = ()  # artifact formats it runs; the first is what bench builds from a checkpoint
     devices: tuple[str, ...] = ("cpu", "cuda")
     runner: str = ""  # "module:Class" of the artifact runner, built as Class(path, threads, precision, device)
+    default: bool = True  # in bench's default set; mobile runtimes are asked for by name (their exports are slow)
 
 
 RUNTIMES: dict[str, RuntimeSpec] = {
@@ -34,6 +35,10 @@ RUNTIMES: dict[str, RuntimeSpec] = {
         RuntimeSpec(
             "openvino", "onnx", "openvino", ("fp32", "bf16", "fp16", "int8"), formats=("openvino", "onnx"), runner="openvino:OpenVinoRunner"
         ),
+        RuntimeSpec(
+            "executorch", "onnx", "executorch", ("fp32", "int8"), formats=("executorch",), devices=("cpu",), runner="executorch:ExecuTorchRunner",
+            default=False,
+        ),
         RuntimeSpec("coreml", "artifact", "coreml", ("fp32", "fp16"), formats=("coreml",), devices=("cpu",), runner="coreml:CoreMLRunner"),
         RuntimeSpec(
             "tensorrt", "artifact", "tensorrt", ("fp32", "fp16", "int8"), formats=("trt",), devices=("cuda",), runner="tensorrt:TensorRTRunner"
@@ -41,7 +46,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
     )
 }
 MODULES = {"coreml": "coremltools"}  # the importable module where it differs from the extra's name
-ALIASES = {"torch": "pytorch", "eager": "pytorch", "ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
+ALIASES = {"pte": "executorch", "torch": "pytorch", "eager": "pytorch", "ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
 
 
 def get_runtime(name: str) -> RuntimeSpec:

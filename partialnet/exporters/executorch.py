@@ -1,0 +1,195 @@
+"""ExecuTorch programs (.pte) lowered to the XNNPACK delegate: the kernels a phone's CPU runs.
+
+The deploy model is exported with torch.export, its channel splits decomposed into slices (XNNPACK
+takes slices; it leaves `split_with_sizes` on the portable kernels), optionally quantized with the
+XNNPACK quantizer (PT2E, calibrated on the same data as every INT8 format), lowered, and serialised.
+The manifest reports what the delegate took: subgraphs, nodes, the share of multiply-adds, and every
+operator left on the portable kernels. A .pte has a fixed batch.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import io
+import json
+import logging
+import warnings
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from partialnet.errors import BadInput, missing_extra
+from partialnet.exporters.options import ExportOptions
+from partialnet.inputs import check_regular
+
+MAX_PTE_BYTES = 2 << 30
+MAC_OPS = ("convolution", "addmm", "mm", "bmm", "linear")
+
+
+@contextmanager
+def quiet():
+    """torchao and ExecuTorch print missing-CUDA-kernel and deprecation noise on import and lowering."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _require():
+    import importlib.util
+
+    if importlib.util.find_spec("executorch") is None:
+        raise missing_extra("executorch", "executorch")
+
+
+def companion_suffixes() -> tuple[str, ...]:
+    return ()
+
+
+def _split_as_slices(x, split_sizes, dim=0):
+    parts, start = [], 0
+    for size in split_sizes:
+        parts.append(torch.ops.aten.slice.Tensor(x, dim, start, start + size))
+        start += size
+    return parts
+
+
+def _quantize(model: nn.Module, example: torch.Tensor, calibration: np.ndarray, batch: int) -> nn.Module:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from partialnet.exporters.onnx import calibration_feeds
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
+    with torch.no_grad():
+        for chunk in calibration_feeds(calibration, batch):
+            prepared(torch.from_numpy(chunk))
+    return convert_pt2e(prepared)
+
+
+def _macs(node) -> int:
+    """Multiply-adds of a convolution or matmul node, from the shapes torch.export recorded."""
+    name = str(node.target)
+    out = node.meta.get("val")
+    if out is None or not any(f"aten.{op}" in name for op in MAC_OPS):
+        return 0
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    if "convolution" in name:
+        weight = node.args[1].meta["val"]
+        return int(out.numel() * weight.shape[1] * int(np.prod(weight.shape[2:])))
+    a = node.args[0].meta["val"] if "addmm" not in name else node.args[1].meta["val"]
+    return int(out.numel() * a.shape[-1])
+
+
+def delegation(graph_module, total_macs: int) -> dict:
+    """What the XNNPACK delegate took, and what it left on the portable kernels."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(graph_module)
+    leftovers = collections.Counter()
+    left_macs = 0
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function" or str(node.target) in ("executorch_call_delegate", "<built-in function getitem>"):
+            continue
+        op = str(getattr(node.target, "__name__", node.target)).split(":")[0].replace("<EdgeOpOverload: ", "")
+        leftovers[op] += 1
+        left_macs += _macs(node)
+    delegated, rest = info.num_delegated_nodes, info.num_non_delegated_nodes
+    return {
+        "delegate": "XNNPACK",
+        "subgraphs": info.num_delegated_subgraphs,
+        "nodes_delegated": delegated,
+        "nodes_portable": rest,
+        "node_share": round(delegated / max(delegated + rest, 1), 4),
+        "mac_share": round(1 - left_macs / max(total_macs, 1), 4),
+        "portable_ops": dict(sorted(leftovers.items())),
+    }
+
+
+def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dict[str, str], workdir: Path) -> dict:
+    _require()
+    from partialnet.models.flops import measure_cost
+
+    with quiet():
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+    model = copy.deepcopy(model).eval()
+    example = torch.randn(options.batch, 3, *options.imgsz)
+    total_macs = int(round(measure_cost(model, options.imgsz).gmacs * 1e9)) * options.batch
+    with quiet(), torch.no_grad():
+        if options.int8:
+            model = _quantize(model, example, options.calibration, options.batch)
+        program = torch.export.export(model, (example,))
+        if not options.int8:  # slices in the quantized graph make XNNPACK resize static tensors at run time
+            program = program.run_decompositions({torch.ops.aten.split_with_sizes.default: _split_as_slices})
+        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        coverage = delegation(edge.exported_program().graph_module, total_macs)
+        buffer = edge.to_executorch().buffer
+    staged[0].write_bytes(buffer)
+    # A .pte has no metadata slot: the manifest beside it carries it. Verification reads a scratch copy
+    # with its own sidecar, before the real manifest exists.
+    scratch = workdir / "model.pte"
+    scratch.write_bytes(buffer)
+    (workdir / "model.pte.json").write_text(json.dumps({"metadata": {**metadata, "precision": options.precision}}))
+    with quiet():
+        import executorch
+
+    stats = {
+        "nodes": coverage["nodes_delegated"] + coverage["nodes_portable"],
+        "op_counts": coverage["portable_ops"],
+        "simplify": "n/a (ExecuTorch)",
+        "delegation": coverage,
+        "executorch": getattr(executorch, "__version__", "unknown"),
+        "verify_path": str(scratch),
+    }
+    if options.int8:
+        stats["quantization"] = {
+            "quantizer": "XNNPACKQuantizer (PT2E), symmetric, per channel",
+            "calibration": f"{len(options.calibration)} images",
+        }
+    return stats
+
+
+def read_io(path: Path) -> dict:
+    """Shapes from the program's own method metadata; partialnet metadata from the manifest beside it."""
+    _require()
+    from partialnet.inputs import read_json
+
+    path = Path(path)
+    check_regular(path, "ExecuTorch program (.pte)", max_bytes=MAX_PTE_BYTES)
+    with quiet():
+        from executorch.runtime import Runtime
+
+        try:
+            method = Runtime.get().load_program(str(path)).load_method("forward")
+        except Exception as exc:  # the runtime raises RuntimeError/ValueError for damaged programs
+            raise BadInput(f"{path}: not a loadable ExecuTorch program ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+    meta = method.metadata
+    if meta.num_inputs() != 1:
+        raise BadInput(f"{path}: expected one input, found {meta.num_inputs()}")
+    sizes = list(meta.input_tensor_meta(0).sizes())
+    if len(sizes) != 4 or sizes[1] != 3:
+        raise BadInput(f"{path}: input shape {sizes} is not (batch, 3, H, W)")
+    manifest = path.with_name(path.name + ".json")
+    metadata = {}
+    if manifest.is_file():
+        record = read_json(manifest, "export manifest")
+        metadata = record.get("metadata", {}) if isinstance(record, dict) else {}
+    return {
+        "batch": int(sizes[0]),
+        "dynamic": False,
+        "imgsz": (int(sizes[2]), int(sizes[3])),
+        "precision": str(metadata.get("precision", "fp32")),
+        "metadata": {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
+    }

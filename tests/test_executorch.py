@@ -1,0 +1,58 @@
+"""ExecuTorch (.pte) lowered to XNNPACK: exported, verified in ExecuTorch's own runtime, benchable here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("executorch", reason="ExecuTorch export needs pip install 'partialnet[executorch]'")
+
+
+@pytest.fixture(scope="module")
+def pte(digits_ckpt, tmp_path_factory):
+    from partialnet import api
+
+    out = tmp_path_factory.mktemp("pte") / "t0.pte"
+    return out, api.export(str(digits_ckpt), format="pte", output=out, imgsz=(64, 64), samples=2)
+
+
+def test_pte_is_verified_in_executorch_and_reports_delegation(pte):
+    out, result = pte
+    assert out.is_file() and out.with_name("t0.pte.json").is_file()
+    parity = result["parity"]
+    assert parity["candidate"] == "executorch" and parity["passed"]
+    assert parity["cases"][0]["max_abs"] < 1e-4
+    assert parity["accuracy"]["delta_points"] == 0
+    delegation = result["graph"]["delegation"]
+    assert delegation["delegate"] == "XNNPACK" and delegation["mac_share"] > 0.95
+    assert delegation["nodes_delegated"] + delegation["nodes_portable"] == result["graph"]["nodes"]
+    assert "aten.split_with_sizes_copy.default" not in delegation["portable_ops"]  # splits become slices XNNPACK takes
+    assert result["options"]["batch"] == 1
+
+
+def test_verify_and_bench_run_the_pte_here(pte, digits_ckpt, cli, tmp_path):
+    out, _ = pte
+    assert cli("verify", out, "--ref", digits_ckpt).code == 0
+    result_path = tmp_path / "r.json"
+    result = cli("bench", out, "--runtime", "executorch,onnxruntime", "--protocol", "quick", "--threads", "1", "--json", result_path)
+    assert result.code == 0, result.err
+    rows = {r["runtime"]: r for r in json.loads(result_path.read_text())["rows"]}
+    assert rows["executorch"]["status"] == "ok" and rows["executorch"]["threads"] == 1 and rows["executorch"]["format"] == "executorch"
+    assert rows["onnxruntime"]["status"] == "skipped" and "does not run executorch artifacts" in rows["onnxruntime"]["reason"]
+
+
+def test_int8_pte_keeps_digits_accuracy(digits_ckpt, tmp_path, cli):
+    out = tmp_path / "q.pte"
+    result = cli("export", digits_ckpt, "-f", "executorch", "--imgsz", "64", "--int8", "--data", "digits", "--calib-size", "32", "-o", out, "--samples", "2")
+    assert result.code == 0, result.err
+    manifest = json.loads(out.with_name("q.pte.json").read_text())
+    assert manifest["metadata"]["precision"] == "int8" and manifest["parity"]["precision"] == "int8"
+    assert manifest["parity"]["accuracy"]["delta_points"] >= -1.5
+    assert manifest["graph"]["quantization"]["quantizer"].startswith("XNNPACKQuantizer")
+
+
+@pytest.mark.parametrize("args, message", [(["--half"], "--half does not apply to --format executorch"), (["--dynamic"], "--dynamic does not apply")])
+def test_bad_pte_options_exit_2(args, message, cli, tmp_path):
+    result = cli("export", tmp_path / "missing.pth", "-f", "pte", *args)
+    assert result.code == 2 and message in result.err
