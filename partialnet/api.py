@@ -535,3 +535,76 @@ def train_digits(
     with atomic_outputs(outputs, force) as (staged,):
         torch.save(payload, staged.file)
     return {"output": str(output), **result.to_dict()}
+
+
+def export_all(
+    source: str,
+    output_dir: str | Path | None = None,
+    imgsz: tuple[int, int] = (224, 224),
+    batch: int = 1,
+    force: bool = False,
+    variant: str | None = None,
+    images_dir: str | Path | None = None,
+    samples: int = 8,
+    tolerances: dict | None = None,
+    dataset: str | None = None,
+) -> dict:
+    """Every format this machine can produce, from one load and one fold, each verified as far as it can be.
+
+    Returns one status row per format in the spirit of Ultralytics' benchmark table; `failed` lists the
+    formats that could be verified here and failed (the CLI exits 1 on any).
+    """
+    from partialnet.exporters.status import format_rows
+
+    check_dataset(dataset)
+    check_input_shape(batch, *imgsz, "--batch/--imgsz")
+    check_count(samples, "--samples", MAX_SAMPLES)
+    check_tolerances(**(tolerances or {}))
+    inputs = [source_path(source)]
+    plan, rows = [], []
+    for status in format_rows():
+        fmt = get_format(status["format"])
+        if status["export"] == "no":
+            rows.append({"format": fmt.name, "status": "skipped", "verdict": f"skipped: {status['export_reason']}"})
+            continue
+        base = Path(output_dir) / Path(default_output(source, fmt.suffix)).name if output_dir else default_output(source, fmt.suffix)
+        plan.append((fmt, base))
+    outputs = [o for fmt, base in plan for o in artifact_outputs(base, fmt.name)]
+    check_outputs(outputs, inputs, force)  # every file of every format, before the load
+    if images_dir:
+        load_images(Path(images_dir), imgsz, limit=1)
+    model, info = resolve(source, variant)
+    dataset = dataset or info.dataset
+    _check_dataset_model(dataset, info)
+    folded = fold(model, imgsz)
+    for fmt, base in plan:
+        options = ExportOptions(imgsz=imgsz, batch=batch, half=fmt.default_precision == "fp16")
+        started = time.perf_counter()
+        row = {"format": fmt.name, "file": None}
+        try:
+            result = export_folded(model, info, folded, fmt.name, base, options, images_dir, samples, tolerances, force, inputs, dataset)
+            row.update(status="verified", verdict="verified")
+        except Unavailable as exc:
+            result = exc.details if exc.details and "manifest_path" in exc.details else None
+            message = str(exc).split(". Wrote")[0].split(";")[0]
+            row.update(status="not verifiable here" if result else "skipped", verdict=f"exported, not verifiable here: {message}"[:200])
+        except CheckFailed as exc:
+            result = None
+            row.update(status="failed", verdict=f"failed: {str(exc)[:200]}")
+        row["seconds"] = round(time.perf_counter() - started, 1)
+        if result:
+            parity = result["parity"]
+            if "checks" in parity:  # static verification (Core ML off macOS)
+                row.update(status="not verifiable here", verdict=f"exported, not verifiable here: {parity['verdict']} ({parity.get('why')})")
+            row.update(file=result["output"], bytes=result["bytes"], precision=result["metadata"]["precision"])
+            cases = parity.get("cases") or []
+            if cases:
+                row["max_abs"] = max(c["max_abs"] for c in cases)
+                row["top1_agreement"] = min(c["top1_agreement"] for c in cases)
+            if parity.get("accuracy"):
+                row["digits_top1"] = parity["accuracy"]["artifact_top1"]
+                row["reference_top1"] = parity["accuracy"]["reference_top1"]
+        rows.append(row)
+    order = {name: i for i, name in enumerate(FORMATS)}
+    rows.sort(key=lambda r: order[r["format"]])
+    return {"source": source_record(info), "imgsz": list(imgsz), "batch": batch, "rows": rows, "failed": [r["format"] for r in rows if r["status"] == "failed"]}

@@ -204,7 +204,7 @@ def fold_command(
 @app.command("export")
 def export_command(
     source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
-    format: Annotated[str, typer.Option("--format", "-f", help=f"Artifact format: {', '.join(FORMATS)}.")] = "onnx",
+    format: Annotated[str, typer.Option("--format", "-f", help=f"Artifact format: {', '.join(FORMATS)}, or all (every format this machine can produce).")] = "onnx",
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact path; default beside the checkpoint.")] = None,
     imgsz: ImgszOption = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Static batch size.")] = 1,
@@ -220,6 +220,7 @@ def export_command(
     fp32: Annotated[bool, typer.Option("--fp32", help="coreml: keep fp32 compute (Core ML's default, and ours, is fp16).")] = False,
     min_target: Annotated[Optional[str], typer.Option("--min-target", help="coreml: minimum deployment target, e.g. iOS16 (default), macOS13.", show_default=False)] = None,
     image_input: Annotated[bool, typer.Option("--image-input", help="coreml: an RGB image input with /255 and mean/std inside.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="--format all: print the status table as JSON.")] = False,
     images: ImagesOption = None,
     samples: SamplesOption = 8,
     atol: AtolOption = None,
@@ -229,7 +230,24 @@ def export_command(
     variant: VariantOption = None,
     force: ForceOption = False,
 ) -> None:
-    """Fold, export and verify: the artifact is written only if it matches PyTorch."""
+    """Fold, export and verify: the artifact is written only if it matches PyTorch. --format all: every format here."""
+    if format.strip().lower() == "all":
+        specific = {"--dynamic": dynamic, "--max-batch": max_batch, "--opset": opset, "--no-simplify": simplify, "--half": half,
+                    "--int8": int8, "--data": data, "--calib-size": calib_size, "--workspace": workspace, "--fp32": fp32,
+                    "--min-target": min_target, "--image-input": image_input}
+        given = [flag for flag, value in specific.items() if value not in (None, False)]
+        if given:
+            raise BadInput(f"--format all exports each format with its defaults; {given[0]} belongs to one format (export it on its own)")
+        if output is not None and output.exists() and not output.is_dir():
+            raise BadInput(f"-o {output}: with --format all, -o names a directory")
+        result = api.export_all(source, output, api.parse_imgsz(imgsz), batch, force, variant, images, samples, _tolerances(atol, min_cosine, min_top1), dataset)
+        if as_json:
+            _print_json(result)
+        else:
+            out.print(render.export_all_table(result))
+        if result["failed"]:
+            raise CheckFailed(f"verification failed for: {', '.join(result['failed'])}")
+        return
     try:
         result = api.export(
             source,

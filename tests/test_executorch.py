@@ -56,3 +56,27 @@ def test_int8_pte_keeps_digits_accuracy(digits_ckpt, tmp_path, cli):
 def test_bad_pte_options_exit_2(args, message, cli, tmp_path):
     result = cli("export", tmp_path / "missing.pth", "-f", "pte", *args)
     assert result.code == 2 and message in result.err
+
+
+def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt, tmp_path, cli):
+    """One load, one fold, every format; verdicts are verified / not verifiable here (why) / failed (exit 1)."""
+    result = cli("export", digits_ckpt, "--format", "all", "--imgsz", "64", "-o", tmp_path, "--samples", "2", "--json")
+    assert result.code == 0, result.err
+    table = json.loads(result.out)
+    rows = {r["format"]: r for r in table["rows"]}
+    assert rows["onnx"]["status"] == "verified" and rows["executorch"]["status"] == "verified"
+    assert rows["onnx"]["digits_top1"] == rows["onnx"]["reference_top1"] and rows["onnx"]["max_abs"] < 1e-4
+    if "openvino" in rows and rows["openvino"]["status"] != "skipped":
+        assert rows["openvino"]["status"] == "verified"
+    from partialnet.exporters.tensorrt import unavailable_reason
+
+    if unavailable_reason():
+        assert rows["trt"]["status"] == "not verifiable here" and "no TensorRT engine built" in rows["trt"]["verdict"]
+    if "coreml" in rows and rows["coreml"]["status"] != "skipped":
+        assert rows["coreml"]["verdict"].startswith("exported, not verifiable here") or rows["coreml"]["status"] == "verified"
+    assert table["failed"] == []
+    assert not any(p.name.endswith(".engine") for p in tmp_path.iterdir())
+    again = cli("export", digits_ckpt, "--format", "all", "--imgsz", "64", "-o", tmp_path)
+    assert again.code == 2 and "already exists" in again.err  # checked before any load, nothing replaced
+    mixed = cli("export", digits_ckpt, "--format", "all", "--opset", "18")
+    assert mixed.code == 2 and "--opset belongs to one format" in mixed.err

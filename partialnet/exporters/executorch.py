@@ -34,14 +34,17 @@ MAC_OPS = ("convolution", "addmm", "mm", "bmm", "linear")
 def quiet():
     """torchao and ExecuTorch print missing-CUDA-kernel and deprecation noise on import and lowering."""
     root = logging.getLogger()
-    level = root.level
+    pytree = logging.getLogger("torch.utils._pytree")  # torchao's register_constant deprecation, via torch's own handler
+    levels = root.level, pytree.level
     root.setLevel(logging.ERROR)
+    pytree.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        root.setLevel(level)
+        root.setLevel(levels[0])
+        pytree.setLevel(levels[1])
 
 
 def _require():
