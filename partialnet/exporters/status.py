@@ -30,6 +30,17 @@ def _export_status(fmt: Format) -> tuple[str, str | None]:
     return "yes", None
 
 
+def _verify_instead(fmt: Format) -> str:
+    """How a format is checked where its runtime cannot run."""
+    import importlib
+
+    if fmt.fallback:
+        return "in ONNX Runtime (the prepared ONNX)"
+    if hasattr(importlib.import_module(f"partialnet.exporters.{fmt.exporter}"), "verify_static"):
+        return "static checks only"
+    return "no"
+
+
 def format_rows() -> list[dict]:
     rows = []
     for fmt in FORMATS.values():
@@ -49,7 +60,7 @@ def format_rows() -> list[dict]:
                 "description": fmt.description,
                 "export": export,
                 "export_reason": export_why,
-                "verify": "yes" if run_why is None else ("in ONNX Runtime (the prepared ONNX)" if fmt.fallback else "no"),
+                "verify": "yes" if run_why is None else _verify_instead(fmt),
                 "bench": "yes" if run_why is None else "no",
                 "runtime": fmt.runtime,
                 "runtime_reason": run_why,
