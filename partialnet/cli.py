@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from partialnet import api, render
+from partialnet import api, render, signals
+from partialnet.signals import Interrupted
 from partialnet.exporters.formats import FORMATS
 from partialnet.errors import EXIT_INTERNAL, BadInput, CheckFailed, PartialnetError, Unavailable
 
@@ -518,25 +519,8 @@ def debug_enabled() -> bool:
     return os.environ.get("PARTIALNET_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-class Interrupted(BaseException):
-    """A signal asked us to stop: raised in the main thread so every `finally` removes its temporaries."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _on_signal(signum, frame) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)  # cleanup runs once, without a second signal cutting it short
-    raise Interrupted(signum)
-
-
 def install_signal_handlers() -> None:
-    """SIGTERM (what CI runners send on cancel) and SIGHUP are handled like Ctrl-C: clean up, then exit."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is not signal.SIG_IGN:
-            signal.signal(sig, _on_signal)
+    signals.install()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

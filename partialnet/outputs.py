@@ -300,6 +300,9 @@ def atomic_outputs(
             current = out.path
             staged.append(_stage(out))
         yield staged
+        from partialnet.signals import raise_if_pending
+
+        raise_if_pending()  # a stop request that a library swallowed still stops before anything is published
         for s in staged:
             current = s.output.path
             _check_written(s)

@@ -81,7 +81,7 @@ def test_a_bad_calibration_fails_naming_the_metric_and_writes_nothing(digits_ckp
     [
         (["--int8"], "--int8 needs calibration data: --data digits"),
         (["--data", "digits"], "--data is calibration data for --int8"),
-        (["--int8", "--half", "--data", "digits"], "--half and --int8 exclude each other"),
+        (["--int8", "--half", "--data", "digits"], "--half, --int8 and --fp32 exclude each other"),
         (["-f", "openvino", "--opset", "18"], "--opset does not apply to --format openvino (formats that take it: onnx, trt)"),
         (["--workspace", "2"], "--workspace does not apply to --format onnx (formats that take it: trt)"),
         (["-f", "ir", "--no-simplify"], "--no-simplify does not apply to --format openvino"),

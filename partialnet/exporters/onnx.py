@@ -78,8 +78,10 @@ def simplify(proto):
     """onnxsim's result, or the input with the reason when onnxsim fails or rejects its own output."""
     import onnxsim
 
+    from partialnet.signals import deferred
+
     try:
-        with quiet():
+        with quiet(), deferred():  # onnxsim calls back into Python: never raise a stop request in there
             simplified, ok = onnxsim.simplify(proto)
     except Exception as exc:  # onnxsim raises plain RuntimeErrors from its C++ core
         return proto, f"onnxsim failed ({str(exc).splitlines()[0][:160]}); kept the unsimplified graph"

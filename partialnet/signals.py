@@ -1,0 +1,57 @@
+"""Stopping on SIGINT/SIGTERM/SIGHUP without ever raising inside a C++ library's callback.
+
+The handler raises `Interrupted` in the main thread so every `finally` removes its temporaries. Some
+native libraries call back into Python (onnxsim runs ONNX Runtime through Python callbacks); an
+exception raised there either aborts the process (nanobind turns it into std::terminate) or is
+swallowed as "simplification failed" and the command carries on. Inside `deferred()` the handler only
+records the signal, and `Interrupted` is raised as soon as the native call returns.
+"""
+
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_state = {"deferring": 0, "pending": None}
+
+
+class Interrupted(BaseException):
+    """A signal asked us to stop: raised in the main thread so every `finally` removes its temporaries."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def on_signal(signum, frame) -> None:
+    for sig in HANDLED:
+        signal.signal(sig, signal.SIG_IGN)  # cleanup runs once, without a second signal cutting it short
+    if _state["deferring"]:
+        _state["pending"] = signum
+        return
+    raise Interrupted(signum)
+
+
+def install() -> None:
+    """SIGTERM (what CI runners send on cancel) and SIGHUP are handled like Ctrl-C: clean up, then exit."""
+    for sig in HANDLED:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, on_signal)
+
+
+def raise_if_pending() -> None:
+    if _state["pending"] is not None and not _state["deferring"]:
+        signum, _state["pending"] = _state["pending"], None
+        raise Interrupted(signum)
+
+
+@contextmanager
+def deferred():
+    """Hold a stop request until the enclosed native call returns, then honour it."""
+    _state["deferring"] += 1
+    try:
+        yield
+    finally:
+        _state["deferring"] -= 1
+    raise_if_pending()
