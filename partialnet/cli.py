@@ -363,7 +363,7 @@ def _batches(value: Optional[str]) -> Optional[list[int]]:
 def bench_command(
     sources: Annotated[Optional[list[str]], typer.Argument(help="Variant names, checkpoints or .onnx artifacts (default: partialnet_t0).")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
-    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", help="Runtimes (repeat or comma-separate); default: all but the mobile ones (executorch).")] = None,
+    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", help="Runtimes (repeat or comma-separate); default: all but the mobile ones (executorch, litert).")] = None,
     batch: Annotated[Optional[str], typer.Option("--batch", help="Batch sizes, e.g. 1,32 (default: the protocol's, else 1).")] = None,
     imgsz: ImgszOption = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per runtime (default: all cores; paper: 1).")] = None,

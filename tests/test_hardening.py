@@ -143,6 +143,7 @@ def test_every_write_goes_through_the_output_module():
         "exporters/onnx.py": ("fp32_path.write_bytes(",),  # the quantizer's input, in the export's scratch dir
         "exporters/tensorrt.py": ("engine_path.write_bytes(", '(workdir / "model.engine.json").write_text('),
         "exporters/executorch.py": ("scratch.write_bytes(", '(workdir / "model.pte.json").write_text('),
+        "exporters/litert.py": ("scratch.write_bytes(", '(workdir / "model.tflite.json").write_text('),
     }
     offenders = []
     for path in sorted(root.rglob("*.py")):

@@ -96,6 +96,18 @@ FORMATS: dict[str, Format] = {
             runtime="executorch",
             description="ExecuTorch program lowered to XNNPACK (fixed batch; INT8 with the XNNPACK quantizer)",
         ),
+        Format(
+            name="litert",
+            aliases=("tflite",),
+            suffix=".tflite",
+            extra="litert",
+            module="litert_torch",
+            devices=("cpu",),
+            options=frozenset({"imgsz", "batch", "half"}),
+            exporter="litert",
+            runtime="litert",
+            description="LiteRT .tflite from litert-torch (fp16 weights with --half), run by the LiteRT interpreter with XNNPACK",
+        ),
     )
 }
 

@@ -39,14 +39,17 @@ RUNTIMES: dict[str, RuntimeSpec] = {
             "executorch", "onnx", "executorch", ("fp32", "int8"), formats=("executorch",), devices=("cpu",), runner="executorch:ExecuTorchRunner",
             default=False,
         ),
+        RuntimeSpec(
+            "litert", "onnx", "litert", ("fp32", "fp16"), formats=("litert",), devices=("cpu",), runner="litert:LiteRTRunner", default=False
+        ),
         RuntimeSpec("coreml", "artifact", "coreml", ("fp32", "fp16"), formats=("coreml",), devices=("cpu",), runner="coreml:CoreMLRunner"),
         RuntimeSpec(
             "tensorrt", "artifact", "tensorrt", ("fp32", "fp16", "int8"), formats=("trt",), devices=("cuda",), runner="tensorrt:TensorRTRunner"
         ),
     )
 }
-MODULES = {"coreml": "coremltools"}  # the importable module where it differs from the extra's name
-ALIASES = {"pte": "executorch", "torch": "pytorch", "eager": "pytorch", "ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
+MODULES = {"coreml": "coremltools", "litert": "ai_edge_litert"}  # the importable module where it differs from the extra's name
+ALIASES = {"pte": "executorch", "tflite": "litert", "torch": "pytorch", "eager": "pytorch", "ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
 
 
 def get_runtime(name: str) -> RuntimeSpec:

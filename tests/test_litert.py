@@ -1,0 +1,35 @@
+"""LiteRT (.tflite): converted with litert-torch, verified and benched in the LiteRT interpreter here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("litert_torch", reason="LiteRT export needs pip install 'partialnet[litert]'")
+pytest.importorskip("ai_edge_litert", reason="the LiteRT interpreter needs pip install 'partialnet[litert]'")
+
+
+def test_tflite_fp32_and_fp16_are_verified_in_the_interpreter(digits_ckpt, tmp_path, cli):
+    for name, extra in (("fp32", []), ("fp16", ["--half"])):
+        out = tmp_path / f"{name}.tflite"
+        result = cli("export", digits_ckpt, "-f", "tflite", "--imgsz", "64", "-o", out, "--samples", "2", *extra)
+        assert result.code == 0, result.err
+        manifest = json.loads(out.with_name(out.name + ".json").read_text())
+        assert manifest["parity"]["candidate"] == "litert" and manifest["parity"]["passed"]
+        assert manifest["metadata"]["precision"] == name and manifest["parity"]["accuracy"]["delta_points"] >= -0.5
+    fp32 = json.loads((tmp_path / "fp32.tflite.json").read_text())
+    assert fp32["parity"]["cases"][0]["max_abs"] < 1e-4
+    assert (tmp_path / "fp16.tflite").stat().st_size < 0.6 * (tmp_path / "fp32.tflite").stat().st_size  # fp16 weights
+    assert cli("verify", tmp_path / "fp32.tflite", "--ref", digits_ckpt).code == 0
+    result_path = tmp_path / "r.json"
+    bench = cli("bench", tmp_path / "fp32.tflite", "--runtime", "litert", "--protocol", "quick", "--threads", "1", "--json", result_path)
+    assert bench.code == 0, bench.err
+    row = json.loads(result_path.read_text())["rows"][0]
+    assert row["status"] == "ok" and row["runtime"] == "litert" and row["threads"] == 1 and row["format"] == "litert"
+
+
+@pytest.mark.parametrize("args, message", [(["--int8", "--data", "digits"], "--int8 does not apply to --format litert"), (["--dynamic"], "--dynamic does not apply")])
+def test_bad_tflite_options_exit_2(args, message, cli, tmp_path):
+    result = cli("export", tmp_path / "missing.pth", "-f", "tflite", *args)
+    assert result.code == 2 and message in result.err
