@@ -143,7 +143,7 @@ def test_verify_on_images(cli, t0_export, tmp_path):
         (["verify", "GARBAGE", "--ref", "partialnet_t0"], 2, "not a readable ONNX file"),
         (["verify", "T0ONNX", "--ref", "partialnet_t0"], 2, "was exported from partialnet_t0 weights with sha256"),
         (["verify", "T0ONNX", "--ref", "T1CKPT"], 2, "but --ref"),
-        (["export", "partialnet_t0", "--format", "tflite"], 2, "unknown format"),
+        (["export", "partialnet_t0", "--format", "tensorflow"], 2, "unknown format"),
         (["export", "partialnet_t0", "--opset", "11", "-o", "OUT"], 2, "opset 11 unsupported"),
         (["export", "partialnet_t0", "-o", "model.pt"], 2, "must end in .onnx"),
         (["export", "partialnet_t0", "--images", "nope_dir", "-o", "OUT"], 2, "not a directory of images"),
