@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import collections
 import copy
-import io
-import logging
 import sys
-import warnings
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +22,7 @@ import torch
 from torch import nn
 
 from partialnet.errors import BadInput, missing_extra
+from partialnet.exporters.quiet import library_quiet
 from partialnet.exporters.options import ExportOptions
 from partialnet.outputs import Output
 from partialnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -35,6 +32,11 @@ TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", 
 DEFAULT_TARGET = "iOS16"  # the first with fp16 image inputs and the ML program ops PartialNet needs
 
 
+def _quiet():
+    """coremltools logs its untested-torch warning and missing macOS-only proxies; not the user's concern."""
+    return library_quiet("coremltools")
+
+
 def _coremltools():
     with _quiet():
         try:
@@ -42,23 +44,6 @@ def _coremltools():
         except ImportError:
             raise missing_extra("coremltools", "coreml") from None
     return coremltools
-
-
-@contextmanager
-def _quiet():
-    """coremltools logs its untested-torch warning and missing macOS-only proxies at import; not the user's concern."""
-    logger = logging.getLogger("coremltools")
-    root = logging.getLogger()
-    levels = logger.level, root.level
-    logger.setLevel(logging.ERROR)
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(levels[0])
-        root.setLevel(levels[1])
 
 
 def check_target(target: str | None) -> str:

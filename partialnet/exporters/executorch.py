@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import collections
 import copy
-import io
 import json
-import logging
-import warnings
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +19,12 @@ import torch
 from torch import nn
 
 from partialnet.errors import BadInput, missing_extra
+from partialnet.exporters.quiet import library_quiet as quiet
 from partialnet.exporters.options import ExportOptions
 from partialnet.inputs import check_regular
 
 MAX_PTE_BYTES = 2 << 30
 MAC_OPS = ("convolution", "addmm", "mm", "bmm", "linear")
-
-
-@contextmanager
-def quiet():
-    """torchao and ExecuTorch print missing-CUDA-kernel and deprecation noise on import and lowering."""
-    root = logging.getLogger()
-    pytree = logging.getLogger("torch.utils._pytree")  # torchao's register_constant deprecation, via torch's own handler
-    levels = root.level, pytree.level
-    root.setLevel(logging.ERROR)
-    pytree.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(levels[0])
-        pytree.setLevel(levels[1])
 
 
 def _require():

@@ -8,57 +8,19 @@ carries no partialnet metadata slot here, so the manifest beside it does (like .
 from __future__ import annotations
 
 import copy
-import io
 import json
-import logging
 import os
-import warnings
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from partialnet.errors import BadInput, missing_extra
+from partialnet.exporters.quiet import library_quiet, native_quiet
 from partialnet.exporters.options import ExportOptions
 from partialnet.inputs import check_regular
 
 MAX_TFLITE_BYTES = 2 << 30
-
-
-@contextmanager
-def quiet():
-    """litert-torch logs its converter passes and torchao's missing CUDA kernels; not the user's concern."""
-    root = logging.getLogger()
-    pytree = logging.getLogger("torch.utils._pytree")
-    levels = root.level, pytree.level
-    root.setLevel(logging.ERROR)
-    pytree.setLevel(logging.ERROR)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(levels[0])
-        pytree.setLevel(levels[1])
-
-
-@contextmanager
-def native_quiet():
-    """The converter and interpreter log from C++ straight to file descriptor 2 (absl, oneDNN, XNNPACK)."""
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def companion_suffixes() -> tuple[str, ...]:
@@ -72,7 +34,8 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
         raise missing_extra("litert-torch", "litert")
     model = copy.deepcopy(model).eval()
     example = torch.randn(options.batch, 3, *options.imgsz)
-    with quiet(), native_quiet(), torch.no_grad():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with library_quiet(), native_quiet(), torch.no_grad():
         import litert_torch
 
         kwargs = {}

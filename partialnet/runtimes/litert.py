@@ -21,7 +21,8 @@ class LiteRTRunner:
         self.interpreter = None
 
     def prepare(self) -> None:
-        from partialnet.exporters.litert import _interpreter, native_quiet, read_io
+        from partialnet.exporters.litert import _interpreter, read_io
+        from partialnet.exporters.quiet import native_quiet
 
         io = read_io(self.path)
         self.precision = io["precision"]
