@@ -4,7 +4,8 @@ The handler raises `Interrupted` in the main thread so every `finally` removes i
 native libraries call back into Python (onnxsim runs ONNX Runtime through Python callbacks); an
 exception raised there either aborts the process (nanobind turns it into std::terminate) or is
 swallowed as "simplification failed" and the command carries on. Inside `deferred()` the handler only
-records the signal, and `Interrupted` is raised as soon as the native call returns.
+records the signal, and `Interrupted` is raised as soon as the native call returns. Every signal is
+also recorded, so one that a library catches and drops still stops the command before it publishes.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ class Interrupted(BaseException):
 def on_signal(signum, frame) -> None:
     for sig in HANDLED:
         signal.signal(sig, signal.SIG_IGN)  # cleanup runs once, without a second signal cutting it short
+    _state["pending"] = signum  # kept even when raising: a library that swallows the exception cannot swallow this
     if _state["deferring"]:
-        _state["pending"] = signum
         return
     raise Interrupted(signum)
 
