@@ -29,7 +29,26 @@ def test_tflite_fp32_and_fp16_are_verified_in_the_interpreter(digits_ckpt, tmp_p
     assert row["status"] == "ok" and row["runtime"] == "litert" and row["threads"] == 1 and row["format"] == "litert"
 
 
-@pytest.mark.parametrize("args, message", [(["--int8", "--data", "digits"], "--int8 does not apply to --format litert"), (["--dynamic"], "--dynamic does not apply")])
+def test_tflite_int8_is_full_integer_calibrated_and_judged_on_digits(digits_ckpt, tmp_path, cli):
+    out = tmp_path / "int8.tflite"
+    result = cli("export", digits_ckpt, "-f", "litert", "--int8", "--data", "digits", "--calib-size", "64", "--imgsz", "64", "-o", out)
+    assert result.code == 0, result.err
+    manifest = json.loads(out.with_name(out.name + ".json").read_text())
+    parity = manifest["parity"]
+    assert manifest["metadata"]["precision"] == "int8" and "PT2E" in manifest["graph"]["quantization"]["quantizer"]
+    assert parity["passed"] and parity["cases"][0]["top1_agreement"] >= 0.95 and parity["accuracy"]["delta_points"] >= -1.5
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(out))
+    assert interpreter.get_input_details()[0]["dtype"].__name__ == "int8"  # the runner quantizes for the caller
+    result_path = tmp_path / "q.json"
+    bench = cli("bench", out, "--runtime", "litert", "--protocol", "quick", "--threads", "1", "--json", result_path)
+    assert bench.code == 0, bench.err
+    row = json.loads(result_path.read_text())["rows"][0]
+    assert row["status"] == "ok" and row["precision"] == "int8" and row["parity_top1"] >= 0.95
+
+
+@pytest.mark.parametrize("args, message", [(["--fp32"], "--fp32 does not apply to --format litert"), (["--dynamic"], "--dynamic does not apply")])
 def test_bad_tflite_options_exit_2(args, message, cli, tmp_path):
     result = cli("export", tmp_path / "missing.pth", "-f", "tflite", *args)
     assert result.code == 2 and message in result.err

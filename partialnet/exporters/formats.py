@@ -103,10 +103,10 @@ FORMATS: dict[str, Format] = {
             extra="litert",
             module="litert_torch",
             devices=("cpu",),
-            options=frozenset({"imgsz", "batch", "half"}),
+            options=frozenset({"imgsz", "batch", "half", "int8", "data", "calib_size"}),
             exporter="litert",
             runtime="litert",
-            description="LiteRT .tflite from litert-torch (fp16 weights with --half), run by the LiteRT interpreter with XNNPACK",
+            description="LiteRT .tflite from litert-torch (fp16 weights with --half, full-integer INT8 with --int8), run by the LiteRT interpreter with XNNPACK",
         ),
     )
 }

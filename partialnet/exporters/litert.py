@@ -1,7 +1,10 @@
 """LiteRT (.tflite) with Google's PyTorch converter (litert-torch), run by the LiteRT interpreter.
 
 The converter keeps the NCHW input and transposes once inside (the convolutions run NHWC). `--half`
-stores fp16 weights (litert-torch's fp16 recipe); compute stays fp32 in XNNPACK on CPUs. A .tflite
+stores fp16 weights (litert-torch's fp16 recipe); compute stays fp32 in XNNPACK on CPUs. `--int8` is
+static full-integer quantization with litert-torch's PT2E quantizer (symmetric, per-channel weights),
+calibrated on the same images as every INT8 format; such a model takes and returns int8 tensors with a
+scale and zero point, which the runner applies, so callers still pass and get float32. A .tflite
 carries no partialnet metadata slot here, so the manifest beside it does (like .pte files).
 """
 
@@ -43,20 +46,47 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
             from litert_torch.generative.quantize import quant_recipes
 
             kwargs["quant_config"] = quant_recipes.full_fp16_recipe()
+        if options.int8:
+            model, kwargs["quant_config"] = _quantize(model, example, options.calibration, options.batch)
         content = bytes(litert_torch.convert(model, (example,), **kwargs).model_content())
     staged[0].write_bytes(content)
     scratch = workdir / "model.tflite"  # verified with a sidecar before the real manifest exists
     scratch.write_bytes(content)
     (workdir / "model.tflite.json").write_text(json.dumps({"metadata": {**metadata, "precision": options.precision}}))
     ops = _op_counts(scratch)
-    return {
+    stats = {
         "nodes": sum(ops.values()),
         "op_counts": ops,
         "simplify": "n/a (litert-torch)",
-        "weights": "fp16" if options.half else "fp32",
+        "weights": options.precision,
         "litert_torch": getattr(litert_torch, "__version__", "unknown"),
         "verify_path": str(scratch),
     }
+    if options.int8:
+        stats["quantization"] = {
+            "quantizer": "litert-torch PT2EQuantizer, symmetric, per channel (int8 input and output)",
+            "calibration": f"{len(options.calibration)} images",
+        }
+    return stats
+
+
+def _quantize(model: nn.Module, example: torch.Tensor, calibration, batch: int):
+    """The PT2E-quantized module and the converter's config naming the same quantizer."""
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from partialnet.exporters.onnx import calibration_feeds
+
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
+    for chunk in calibration_feeds(calibration, batch):
+        prepared(torch.from_numpy(chunk))
+    quantized = convert_pt2e(prepared, fold_quantize=False)
+    move_exported_model_to_eval(quantized)
+    quantized.training = False  # an exported module refuses .eval(); the converter reads this flag
+    return quantized, QuantConfig(pt2e_quantizer=quantizer)
 
 
 def _interpreter(path: Path, threads: int | None = None):

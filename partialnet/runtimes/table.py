@@ -40,7 +40,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
             default=False,
         ),
         RuntimeSpec(
-            "litert", "onnx", "litert", ("fp32", "fp16"), formats=("litert",), devices=("cpu",), runner="litert:LiteRTRunner", default=False
+            "litert", "onnx", "litert", ("fp32", "fp16", "int8"), formats=("litert",), devices=("cpu",), runner="litert:LiteRTRunner", default=False
         ),
         RuntimeSpec("coreml", "artifact", "coreml", ("fp32", "fp16"), formats=("coreml",), devices=("cpu",), runner="coreml:CoreMLRunner"),
         RuntimeSpec(
