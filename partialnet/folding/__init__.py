@@ -29,7 +29,7 @@ from partialnet.models.partialnet import Arch, PartialNet
 from partialnet.outputs import atomic_outputs
 
 DEPLOY_FORMAT = "partialnet-deploy"
-DEPLOY_VERSION = 1
+DEPLOY_VERSION = 2  # 2: the attention's proj is a 1x1 convolution
 FOLD_TOLERANCE = 1e-4  # a fold adds fp32 round-off (~1e-6); anything near this is a bug, never shipped
 PROBE_BATCH = 2
 

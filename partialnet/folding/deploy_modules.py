@@ -47,13 +47,20 @@ class DeploySpatialGate(nn.Module):
 class DeploySelfAttention(nn.Module):
     """Attention with LayerNorm affine and q scale inside `qkv`, and the position bias a constant.
 
-    The bias is valid for one feature-map size only, so a different input size is refused.
+    Written in the ops every runtime (XNNPACK included) takes whole: q, k and v as channel slices,
+    3-D batched matmuls (a 4-D matmul brings broadcast copies XNNPACK has no kernel for), and `proj` as
+    a 1×1 convolution with a static weight. The bias is valid for one feature-map size only, so a
+    different input size is refused.
     """
 
     def __init__(self, qkv: nn.Linear, proj: nn.Linear, heads: int, bias: torch.Tensor, size: tuple[int, int]):
         super().__init__()
-        self.qkv, self.proj, self.heads = qkv, proj, heads
+        self.qkv, self.heads = qkv, heads
         self.head_dim = proj.in_features // heads
+        self.proj = nn.Conv2d(proj.in_features, proj.out_features, 1, device=proj.weight.device)
+        with torch.no_grad():
+            self.proj.weight.copy_(proj.weight[:, :, None, None])
+            self.proj.bias.copy_(proj.bias)
         self.size = tuple(size)
         self.register_buffer("attn_bias", bias)
 
@@ -64,13 +71,14 @@ class DeploySelfAttention(nn.Module):
                 f"this deploy model was folded for a {self.size[0]}x{self.size[1]} last stage "
                 f"(input {32 * self.size[0]}x{32 * self.size[1]}), got {h}x{w}; fold again with that --imgsz"
             )
-        tokens = x.flatten(2).transpose(1, 2)
-        qkv = self.qkv(tokens).reshape(b, h * w, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        scores = q @ k.transpose(-2, -1) + self.attn_bias
-        out = scores.softmax(dim=-1) @ v  # (B, heads, N, head_dim)
-        # Heads back to channels with the token axis last, then proj as a 1×1 conv: the same arithmetic as
+        n, heads, dim = h * w, self.heads, self.head_dim
+        q, k, v = torch.split(self.qkv(x.flatten(2).transpose(1, 2)), [c, c, c], dim=-1)  # each (B, N, C), heads-major
+        q = q.reshape(b, n, heads, dim).transpose(1, 2).reshape(b * heads, n, dim)
+        k = k.reshape(b, n, heads, dim).permute(0, 2, 3, 1).reshape(b * heads, dim, n)
+        v = v.reshape(b, n, heads, dim).transpose(1, 2).reshape(b * heads, n, dim)
+        scores = torch.bmm(q, k).reshape(b, heads, n, n) + self.attn_bias
+        out = torch.bmm(scores.softmax(dim=-1).reshape(b * heads, n, n), v)
+        # Heads back to channels with the token axis last, then proj: the same arithmetic as
         # transpose(1, 2) + Linear, but it never swaps the head and token axes. OpenVINO 2026.4's CPU plugin
         # miscomputes that swap (errors ~0.5) when heads == tokens, i.e. a 2×2 last stage (64×64 input).
-        out = out.transpose(-2, -1).reshape(b, c, h, w)
-        return F.conv2d(out, self.proj.weight[:, :, None, None], self.proj.bias)
+        return self.proj(out.reshape(b, heads, n, dim).transpose(-2, -1).reshape(b, c, h, w))

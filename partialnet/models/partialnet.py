@@ -102,9 +102,13 @@ class PartialConv(nn.Module):
 
 
 def spatial_std(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """Unbiased std over H×W as plain arithmetic: ONNX has no std op and some converters reject it."""
+    """Unbiased std over H×W as plain arithmetic: ONNX has no std op and some converters reject it.
+
+    A spatial mean rescaled rather than a sum: every runtime has a global-average-pool kernel (XNNPACK
+    has no sum, so a sum split ExecuTorch's graph around each gate), and the two differ by round-off.
+    """
     count = x.shape[2] * x.shape[3]
-    return torch.sqrt(((x - mean) ** 2).sum(dim=(2, 3), keepdim=True) / (count - 1))
+    return torch.sqrt(((x - mean) ** 2).mean(dim=(2, 3), keepdim=True) * (count / (count - 1)))
 
 
 class GaussianChannelGate(nn.Module):
