@@ -294,6 +294,8 @@ def _render_export(result: dict) -> None:
     quantization = graph.get("quantization")
     if quantization:
         out.print("int8: " + "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in quantization.items()))
+    if graph.get("delegation"):
+        out.print(render.delegation_line(graph["delegation"]))
     others = [str(Path(result["output"]).with_name(name)) for name in result.get("files", [])[1:]]
     out.print(
         f"wrote {result['output']} ({result['bytes']:,} bytes, {graph['nodes']} nodes, simplify: {graph['simplify']})"

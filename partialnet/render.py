@@ -155,3 +155,17 @@ def compare_table(report: dict) -> Table:
             r["verdict"].upper() if r["verdict"] == "regression" else r["verdict"],
         )
     return table
+
+
+def delegation_line(info: dict) -> str:
+    """One line on what a mobile runtime's delegate took, and what it left to slower kernels."""
+    total = info["nodes_delegated"] + info["nodes_portable"]
+    parts = [f"{info['node_share']:.0%} of nodes ({info['nodes_delegated']}/{total})"]
+    if "mac_share" in info:
+        parts.append(f"{info['mac_share']:.1%} of multiply-adds")
+    subgraphs = info["subgraphs"]
+    left = ", ".join(f"{op} x{n}" for op, n in info["portable_ops"].items()) or "nothing"
+    return (
+        f"delegate: {info['delegate']} took {', '.join(parts)} in {subgraphs} subgraph{'s' if subgraphs != 1 else ''}; "
+        f"left on {info.get('portable_kernels', 'other kernels')}: {left}"
+    )

@@ -20,6 +20,8 @@ def test_tflite_fp32_and_fp16_are_verified_in_the_interpreter(digits_ckpt, tmp_p
         assert manifest["metadata"]["precision"] == name and manifest["parity"]["accuracy"]["delta_points"] >= -0.5
     fp32 = json.loads((tmp_path / "fp32.tflite.json").read_text())
     assert fp32["parity"]["cases"][0]["max_abs"] < 1e-4
+    delegation = fp32["graph"]["delegation"]
+    assert delegation["subgraphs"] == 1 and delegation["portable_ops"] == {} and delegation["node_share"] == 1.0
     assert (tmp_path / "fp16.tflite").stat().st_size < 0.6 * (tmp_path / "fp32.tflite").stat().st_size  # fp16 weights
     assert cli("verify", tmp_path / "fp32.tflite", "--ref", digits_ckpt).code == 0
     result_path = tmp_path / "r.json"
@@ -37,6 +39,9 @@ def test_tflite_int8_is_full_integer_calibrated_and_judged_on_digits(digits_ckpt
     parity = manifest["parity"]
     assert manifest["metadata"]["precision"] == "int8" and "PT2E" in manifest["graph"]["quantization"]["quantizer"]
     assert parity["passed"] and parity["cases"][0]["top1_agreement"] >= 0.95 and parity["accuracy"]["delta_points"] >= -1.5
+    delegation = manifest["graph"]["delegation"]  # XNNPACK has no int8 GELU: those stay on LiteRT's kernels
+    assert delegation["nodes_portable"] == sum(delegation["portable_ops"].values()) and delegation["subgraphs"] >= 1
+    assert "delegate: XNNPACK took" in result.out
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(out))

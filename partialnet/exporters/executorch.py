@@ -133,6 +133,7 @@ def delegation(graph_module, total_macs: int) -> dict:
         "node_share": round(delegated / max(delegated + rest, 1), 4),
         "mac_share": round(1 - left_macs / max(total_macs, 1), 4),
         "portable_ops": dict(sorted(leftovers.items())),
+        "portable_kernels": "ExecuTorch portable kernels",
     }
 
 

@@ -10,6 +10,7 @@ carries no partialnet metadata slot here, so the manifest beside it does (like .
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import os
@@ -57,6 +58,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
     stats = {
         "nodes": sum(ops.values()),
         "op_counts": ops,
+        "delegation": delegation(scratch),
         "simplify": "n/a (litert-torch)",
         "weights": options.precision,
         "litert_torch": getattr(litert_torch, "__version__", "unknown"),
@@ -111,6 +113,46 @@ def _op_counts(path: Path) -> dict:
     for op in details:
         counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
     return dict(sorted(counts.items()))
+
+
+def delegation(path: Path) -> dict:
+    """What the interpreter's default XNNPACK delegate took, found by walking back from the output.
+
+    After allocation the node list holds the original ops and one DELEGATE node per partition; the ops
+    that still run are those some delegate or the output needs and no delegate produces.
+    """
+    interpreter = _interpreter(path)
+    with native_quiet():
+        interpreter.allocate_tensors()
+        ops = interpreter._get_ops_details()
+    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
+    original = [op for op in ops if op["op_name"] != "DELEGATE"]
+    producer = {int(t): op for op in original for t in op["outputs"]}
+    producer.update({int(t): op for op in partitions for t in op["outputs"]})
+    wanted = [int(d["index"]) for d in interpreter.get_output_details()]
+    seen_tensors, ran, outside = set(), set(), collections.Counter()
+    while wanted:
+        tensor = wanted.pop()
+        op = producer.get(tensor)
+        if tensor in seen_tensors or op is None:
+            continue
+        seen_tensors.add(tensor)
+        if op["index"] in ran:
+            continue
+        ran.add(op["index"])
+        if op["op_name"] != "DELEGATE":
+            outside[op["op_name"]] += 1
+        wanted.extend(int(t) for t in op["inputs"] if int(t) >= 0)
+    left = sum(outside.values())
+    return {
+        "delegate": "XNNPACK",
+        "subgraphs": len(partitions),
+        "nodes_delegated": len(original) - left,
+        "nodes_portable": left,
+        "node_share": round((len(original) - left) / max(len(original), 1), 4),
+        "portable_ops": dict(sorted(outside.items())),
+        "portable_kernels": "LiteRT built-in kernels",
+    }
 
 
 def read_io(path: Path) -> dict:
