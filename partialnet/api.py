@@ -424,7 +424,8 @@ def export_folded(
             "format": fmt.name,
             "files": [o.path.name for o in outputs[:-1]],
             "sha256": sha256_of(temp_artifact),
-            "bytes": size_of(temp_artifact),
+            "bytes": sum(size_of(item.path) for item in staged_files),  # an IR's .bin, a script: all of it
+            "file_bytes": {o.path.name: size_of(item.path) for o, item in zip(outputs, staged_files)},
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "options": options.to_dict(),
             "metadata": metadata,

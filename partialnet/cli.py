@@ -298,8 +298,8 @@ def _render_export(result: dict) -> None:
         out.print(render.delegation_line(graph["delegation"]))
     others = [str(Path(result["output"]).with_name(name)) for name in result.get("files", [])[1:]]
     out.print(
-        f"wrote {result['output']} ({result['bytes']:,} bytes, {graph['nodes']} nodes, simplify: {graph['simplify']})"
-        f"{''.join(', ' + o for o in others)} and {result['manifest_path']} in {sum(result['seconds'].values()):.1f}s"
+        f"wrote {', '.join([result['output'], *others])} ({result['bytes']:,} bytes, {graph['nodes']} nodes, simplify: {graph['simplify']})"
+        f" and {result['manifest_path']} in {sum(result['seconds'].values()):.1f}s"
     )
 
 

@@ -135,12 +135,14 @@ def bench_table(result: dict) -> Table:
 
 
 def skipped_lines(result: dict) -> list[str]:
-    seen, lines = set(), []
+    """One line per reason, naming every runtime it applies to (artifacts × runtimes repeat a lot)."""
+    grouped: dict[tuple[str, str], list[str]] = {}
     for row in result["rows"]:
-        if row["status"] != "ok" and (row["runtime"], row["status"], row["reason"]) not in seen:
-            seen.add((row["runtime"], row["status"], row["reason"]))
-            lines.append(f"{row['status']}: {row['runtime']} ({row['reason']})")
-    return lines
+        if row["status"] != "ok":
+            runtimes = grouped.setdefault((row["status"], row["reason"]), [])
+            if row["runtime"] not in runtimes:
+                runtimes.append(row["runtime"])
+    return [f"{status}: {', '.join(runtimes)} ({reason})" for (status, reason), runtimes in grouped.items()]
 
 
 def compare_table(report: dict) -> Table:

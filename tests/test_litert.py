@@ -57,3 +57,20 @@ def test_tflite_int8_is_full_integer_calibrated_and_judged_on_digits(digits_ckpt
 def test_bad_tflite_options_exit_2(args, message, cli, tmp_path):
     result = cli("export", tmp_path / "missing.pth", "-f", "tflite", *args)
     assert result.code == 2 and message in result.err
+
+
+def test_one_bench_shows_every_cpu_runtime_side_by_side(tmp_path, cli):
+    pytest.importorskip("executorch", reason="ExecuTorch rows need pip install 'partialnet[executorch]'")
+    pytest.importorskip("openvino", reason="OpenVINO rows need pip install 'partialnet[openvino]'")
+    result_path = tmp_path / "all.json"
+    runtimes = ["pytorch", "onnxruntime", "openvino", "executorch", "litert"]
+    bench = cli(
+        "bench", "partialnet_t0", "--runtime", ",".join(runtimes), "--imgsz", "64", "--batch", "1",
+        "--protocol", "quick", "--threads", "1", "--json", result_path,
+    )
+    assert bench.code == 0, bench.err
+    rows = {row["runtime"]: row for row in json.loads(result_path.read_text())["rows"]}
+    assert sorted(rows) == sorted(runtimes)
+    for name, row in rows.items():
+        assert row["status"] == "ok" and row["threads"] == 1 and row["parity_max_abs"] < 1e-4, (name, row)
+    assert rows["executorch"]["format"] == "executorch" and rows["litert"]["format"] == "litert"
