@@ -562,11 +562,12 @@ def export_all(
     check_count(samples, "--samples", MAX_SAMPLES)
     check_tolerances(**(tolerances or {}))
     inputs = [source_path(source)]
+    begun = time.perf_counter()
     plan, rows = [], []
     for status in format_rows():
         fmt = get_format(status["format"])
         if status["export"] == "no":
-            rows.append({"format": fmt.name, "status": "skipped", "verdict": f"skipped: {status['export_reason']}"})
+            rows.append({"format": fmt.name, "status": "skipped", "verdict": "skipped", "why": status["export_reason"]})
             continue
         base = Path(output_dir) / Path(default_output(source, fmt.suffix)).name if output_dir else default_output(source, fmt.suffix)
         plan.append((fmt, base))
@@ -581,22 +582,22 @@ def export_all(
     for fmt, base in plan:
         options = ExportOptions(imgsz=imgsz, batch=batch, half=fmt.default_precision == "fp16")
         started = time.perf_counter()
-        row = {"format": fmt.name, "file": None}
+        row = {"format": fmt.name, "file": None, "why": None}
         try:
             result = export_folded(model, info, folded, fmt.name, base, options, images_dir, samples, tolerances, force, inputs, dataset)
             row.update(status="verified", verdict="verified")
         except Unavailable as exc:
             result = exc.details if exc.details and "manifest_path" in exc.details else None
-            message = str(exc).split(". Wrote")[0].split(";")[0]
-            row.update(status="not verifiable here" if result else "skipped", verdict=f"exported, not verifiable here: {message}"[:200])
+            why = (result or {}).get("graph", {}).get("unavailable_short") or str(exc)
+            row.update(status="not verifiable here" if result else "skipped", verdict="exported, not verifiable here" if result else "skipped", why=why)
         except CheckFailed as exc:
             result = None
-            row.update(status="failed", verdict=f"failed: {str(exc)[:200]}")
+            row.update(status="failed", verdict="failed", why=str(exc)[:300])
         row["seconds"] = round(time.perf_counter() - started, 1)
         if result:
             parity = result["parity"]
             if "checks" in parity:  # static verification (Core ML off macOS)
-                row.update(status="not verifiable here", verdict=f"exported, not verifiable here: {parity['verdict']} ({parity.get('why')})")
+                row.update(status="not verifiable here", verdict="exported, not verifiable here", why=f"{parity['verdict']} ({parity.get('why')}); static checks passed")
             row.update(file=result["output"], bytes=result["bytes"], precision=result["metadata"]["precision"])
             cases = parity.get("cases") or []
             if cases:
@@ -608,4 +609,11 @@ def export_all(
         rows.append(row)
     order = {name: i for i, name in enumerate(FORMATS)}
     rows.sort(key=lambda r: order[r["format"]])
-    return {"source": source_record(info), "imgsz": list(imgsz), "batch": batch, "rows": rows, "failed": [r["format"] for r in rows if r["status"] == "failed"]}
+    return {
+        "source": source_record(info),
+        "imgsz": list(imgsz),
+        "batch": batch,
+        "rows": rows,
+        "failed": [r["format"] for r in rows if r["status"] == "failed"],
+        "seconds": round(time.perf_counter() - begun, 1),
+    }

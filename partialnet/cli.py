@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a check failed, 2 bad input or usage, 3 not possible on
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import sys
@@ -246,6 +247,8 @@ def export_command(
             _print_json(result)
         else:
             out.print(render.export_all_table(result))
+            counts = collections.Counter(row["verdict"] for row in result["rows"])
+            out.print(" · ".join(f"{n} {verdict}" for verdict, n in counts.items()) + f" · {result['seconds']:.1f}s in all (one load, one fold)")
         if result["failed"]:
             raise CheckFailed(f"verification failed for: {', '.join(result['failed'])}")
         return

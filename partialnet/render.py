@@ -84,14 +84,14 @@ def parity_table(parity: dict, title: str) -> Table:
 def export_all_table(result: dict) -> Table:
     """One row per format, as Ultralytics' benchmark prints: what was written and how far it was verified."""
     table = Table(title=f"export --format all · {result['source']['variant']} · {result['imgsz'][0]}x{result['imgsz'][1]} batch {result['batch']}")
-    for col in ("format", "status", "file", "size MB", "export s", "max |Δ|", "top-1 agree", "digits top-1", "verdict"):
+    for col in ("format", "file", "size MB", "export s", "max |Δ|", "top-1 agree", "digits top-1", "verdict", "why"):
         table.add_column(col, justify="right" if col in ("size MB", "export s", "max |Δ|", "top-1 agree", "digits top-1") else "left")
     for row in result["rows"]:
         size = row.get("bytes")
         table.add_row(
-            row["format"], row["status"], row.get("file") or "-", f"{size / 1e6:.1f}" if size else "-",
+            row["format"], row.get("file") or "-", f"{size / 1e6:.1f}" if size else "-",
             f"{row['seconds']:.1f}" if row.get("seconds") is not None else "-",
-            _fmt(row.get("max_abs"), ".1e"), share(row.get("top1_agreement")), share(row.get("digits_top1")), row["verdict"],
+            _fmt(row.get("max_abs"), ".1e"), share(row.get("top1_agreement")), share(row.get("digits_top1")), row["verdict"], row.get("why") or "",
         )
     return table
 

@@ -73,9 +73,11 @@ def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt,
     from partialnet.exporters.tensorrt import unavailable_reason
 
     if unavailable_reason():
-        assert rows["trt"]["status"] == "not verifiable here" and "no TensorRT engine built" in rows["trt"]["verdict"]
+        assert rows["trt"]["verdict"] == "exported, not verifiable here" and "no engine built here" in rows["trt"]["why"]
+        assert rows["trt"]["file"].endswith(".trt.onnx") and rows["trt"]["max_abs"] < 1e-4  # its ONNX was verified
     if "coreml" in rows and rows["coreml"]["status"] != "skipped":
-        assert rows["coreml"]["verdict"].startswith("exported, not verifiable here") or rows["coreml"]["status"] == "verified"
+        assert rows["coreml"]["verdict"] == "exported, not verifiable here" or rows["coreml"]["status"] == "verified"
+    assert all(r["why"] is None for r in rows.values() if r["verdict"] == "verified")
     assert table["failed"] == []
     assert not any(p.name.endswith(".engine") for p in tmp_path.iterdir())
     again = cli("export", digits_ckpt, "--format", "all", "--imgsz", "64", "-o", tmp_path)

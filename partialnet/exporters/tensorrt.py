@@ -166,6 +166,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
                 f"no TensorRT engine built: {reason}. Wrote the TensorRT-ready ONNX {ready_onnx_path(out)} (verified in ONNX Runtime) "
                 f"and {script}; on the GPU machine run: bash {script}"
             ),
+            unavailable_short=f"no engine built here ({reason.split(' (')[0]}); its ONNX is verified in ONNX Runtime; finish with bash {script.name}",
         )
         return stats
     return _build_engine(model, staged, options, metadata, workdir, out)
