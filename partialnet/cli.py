@@ -478,6 +478,63 @@ def _render_ab(result: dict) -> None:
     )
 
 
+@app.command("claims")
+def claims_command(
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", help="Runtimes (comma-separated); default: PyTorch eager and every deployed runtime here.")] = None,
+    sizes: Annotated[Optional[str], typer.Option("--sizes", help="Sizes to compare, e.g. t0,t1,t2 (default) or t0,t1,t2,s,m,l.")] = None,
+    protocol: Annotated[str, typer.Option("--protocol", help="paper (default), latency, throughput or quick.")] = "paper",
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per runtime (default: the protocol's; paper: 1).")] = None,
+    imgsz: ImgszOption = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Relative tolerance around a published ratio (0-0.5).")] = 0.05,
+    block: Annotated[int, typer.Option("--block", min=1, help="Iterations per alternating block.")] = 10,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (claims, samples, machine) here.")] = None,
+    md_path: Annotated[Optional[Path], typer.Option("--md", help="Write the report as Markdown here.")] = None,
+    force: ForceOption = False,
+) -> None:
+    """Check the papers' PartialNet-vs-FasterNet speed claims on this machine, each size A/B in one process."""
+    import math
+
+    from partialnet.bench import claims_run
+    from partialnet.bench import run as bench_run
+    from partialnet.bench.protocols import get_protocol
+    from partialnet.bench.results import result_outputs
+    from partialnet.limits import MAX_THREADS, check_count, check_input_shape
+    from partialnet.outputs import check_outputs
+
+    if device not in ("cpu", "cuda"):
+        raise BadInput(f"--device {device!r}: expected cpu or cuda")
+    if not (math.isfinite(tolerance) and 0 <= tolerance <= 0.5):
+        raise BadInput(f"--tolerance {tolerance}: expected a number in 0..0.5")
+    proto = get_protocol(protocol, device)
+    size = api.parse_imgsz(imgsz)
+    batch = (proto.batches or (1,))[0]
+    check_input_shape(batch, *size, "--imgsz")
+    if threads is not None:
+        check_count(threads, "--threads", MAX_THREADS)
+    chosen = claims_run.parse_sizes(sizes)
+    check_outputs(result_outputs(json_path, None, md_path, None), [], force)
+    plan = bench_run.BenchPlan(
+        sources=[],
+        runtimes=bench_run.resolve_runtimes(_split_list(runtime) or None),
+        device=device,
+        batches=[batch],
+        imgsz=size,
+        threads=threads or proto.threads or os.cpu_count() or 1,
+        protocol=proto,
+    )
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+        result = claims_run.run_claims(plan, chosen, tolerance, block, lambda message, *_: bar.update(task, description=message))
+    out.print(render.claims_table(result))
+    out.print(render.claims_measurements_table(result))
+    out.print(f"tolerance {tolerance:.0%}: {result['tolerance_rule']}")
+    out.print(f"{result['weights']}; timed: {result['timed_model']}")
+    written = claims_run.write_claims_outputs(result, json_path, md_path, force)
+    if written:
+        out.print(f"wrote {', '.join(written)}")
+
+
 @app.command("compare")
 def compare_command(
     baseline: Annotated[Path, typer.Argument(help="Baseline bench JSON.")],

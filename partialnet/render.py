@@ -171,3 +171,36 @@ def delegation_line(info: dict) -> str:
         f"delegate: {info['delegate']} took {', '.join(parts)} in {subgraphs} subgraph{'s' if subgraphs != 1 else ''}; "
         f"left on {info.get('portable_kernels', 'other kernels')}: {left}"
     )
+
+
+def claims_table(result: dict) -> Table:
+    """Per claim x size x runtime: published ratio, measured ratio and interval, verdict."""
+    cpu = result["machine"].get("cpu", {}).get("model", "?")
+    table = Table(title=f"published claims vs this machine · {cpu} · {result['device']} · protocol {result['protocol']['name']}")
+    for col in ("claim", "size", "runtime", "metric", "published", "measured", "95% CI", "verdict"):
+        table.add_column(col, justify="right" if col in ("published", "measured", "95% CI") else "left")
+    for row in result["claims"]:
+        ci = "-" if row["ci"] is None else f"{row['ci'][0]:.3f}-{row['ci'][1]:.3f}"
+        why = f" ({row['why']})" if row.get("why") else ""
+        table.add_row(row["id"], row["size"], row["runtime"] or "-", row["metric"], f"{row['published']:.3f}",
+                      _fmt(row["ratio"], ".3f"), ci, row["verdict"] + why)
+    table.caption = "ratio = PartialNet / FasterNet of the metric (latency: lower is PartialNet's win; throughput: higher)"
+    return table
+
+
+def claims_measurements_table(result: dict) -> Table:
+    """What was timed: both families per size and runtime, interleaved in one process."""
+    table = Table(title=f"PartialNet vs FasterNet, batch {result['batch']}, {result['threads']} thread(s), {result['imgsz'][0]}x{result['imgsz'][1]}")
+    for col in ("size", "runtime", "FasterNet p50 ms", "PartialNet p50 ms", "latency ratio", "95% CI", "GMACs P / F"):
+        table.add_column(col, justify="left" if col in ("size", "runtime") else "right")
+    gmacs = {(c["size"], c["family"]): c["gmacs"] for c in result["costs"]}
+    for cell in result["measurements"]:
+        cost = f"{gmacs[(cell['size'], 'partialnet')]:.3f} / {gmacs[(cell['size'], 'fasternet')]:.3f}"
+        if cell["status"] != "ok":
+            table.add_row(cell["size"], cell["runtime"], "-", "-", "-", f"{cell['status']}: {cell['reason']}"[:60], cost)
+            continue
+        table.add_row(
+            cell["size"], cell["runtime"], f"{cell['fasternet']['stats']['p50_ms']:.3f}", f"{cell['partialnet']['stats']['p50_ms']:.3f}",
+            f"{cell['latency_ratio']:.3f}", f"{cell['latency_ci'][0]:.3f}-{cell['latency_ci'][1]:.3f}", cost,
+        )
+    return table

@@ -1,0 +1,190 @@
+"""`partialnet claims`: PartialNet-X against FasterNet-X, interleaved in one process per runtime and size.
+
+Each (size, runtime) cell is one `--ab` run (FasterNet = A, PartialNet = B), so machine drift hits both
+alike; the measured ratio is always PartialNet / FasterNet of the claim's metric. Weights do not change
+speed: seeded random weights are used, and the result says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Callable
+
+from partialnet.bench.claims import CLAIMS, DEFAULT_TOLERANCE, NOT_MEASURABLE, TOLERANCE_RULE, verdict
+from partialnet.bench.machine import fingerprint
+from partialnet.bench.run import SCHEMA, BenchPlan, run_ab
+from partialnet.errors import BadInput, Unavailable
+from partialnet.runtimes.table import availability
+
+SIZES = ("t0", "t1", "t2", "s", "m", "l")
+CLAIMS_SCHEMA = "partialnet.claims/1"
+
+
+def parse_sizes(text: str | None) -> list[str]:
+    sizes = [s.strip().lower() for s in (text or "t0,t1,t2").split(",") if s.strip()]
+    bad = [s for s in sizes if s not in SIZES]
+    if bad or not sizes:
+        raise BadInput(f"--sizes {text!r}: expected a comma-separated subset of {','.join(SIZES)}")
+    return list(dict.fromkeys(sizes))
+
+
+def family_costs(sizes: list[str], imgsz: tuple[int, int]) -> list[dict]:
+    """Params and GMACs of both families, measured here beside the published figures."""
+    from partialnet import api
+    from partialnet.models.registry import VARIANTS
+
+    rows = []
+    for size in sizes:
+        for family in ("partialnet", "fasternet"):
+            rows.append({"size": size, "family": family, **api.variant_row(VARIANTS[f"{family}_{size}"], imgsz)})
+    return rows
+
+
+def measure(plan: BenchPlan, sizes: list[str], block: int, progress: Callable[..., None] | None = None) -> list[dict]:
+    """One A/B cell per (size, runtime): latency ratio PartialNet / FasterNet with its bootstrap interval."""
+    cells = []
+    for size in sizes:
+        for runtime in plan.runtimes:
+            reason = availability(runtime, plan.device, plan.precision)
+            cell = {"size": size, "runtime": runtime, "batch": plan.batches[0], "threads": plan.threads}
+            if reason:
+                cells.append({**cell, "status": "skipped", "reason": reason})
+                continue
+            if progress:
+                progress(f"{size}: fasternet_{size} vs partialnet_{size} on {runtime}")
+            one = replace(plan, runtimes=[runtime])
+            try:
+                ab = run_ab(one, f"fasternet_{size}", f"partialnet_{size}", block)
+            except Unavailable as exc:
+                cells.append({**cell, "status": "failed", "reason": str(exc)})
+                continue
+            cells.append(
+                {
+                    **cell,
+                    "status": "ok",
+                    "latency_ratio": ab["ratio_b_over_a"],
+                    "latency_ci": ab["ratio_ci95"],
+                    "fasternet": ab["a"],
+                    "partialnet": ab["b"],
+                    "p_partialnet_slower": ab["p_b_slower"],
+                    "p_partialnet_faster": ab["p_b_faster"],
+                }
+            )
+    return cells
+
+
+def metric_ratio(cell: dict, metric: str) -> tuple[float, list[float]]:
+    """PartialNet / FasterNet of `metric`: throughput is the inverse of the latency ratio at one batch."""
+    ratio, (low, high) = cell["latency_ratio"], cell["latency_ci"]
+    if metric == "latency":
+        return ratio, [low, high]
+    return 1 / ratio, [1 / high, 1 / low]
+
+
+def judge(cells: list[dict], sizes: list[str], device: str, tolerance: float) -> list[dict]:
+    """One row per claim x size x runtime, for the sizes asked for."""
+    rows = []
+    runtimes = list(dict.fromkeys(c["runtime"] for c in cells))
+    for claim in CLAIMS:
+        for size in claim.sizes:
+            if size not in sizes:
+                continue
+            published = claim.published_for(size)
+            base = {"id": claim.id, "size": size, "metric": claim.metric, "device": claim.device, "published": published,
+                    "better": claim.better, "source": claim.source}
+            if claim.metric == "accuracy":
+                rows.append({**base, "runtime": None, "ratio": None, "ci": None, "verdict": verdict(claim, published, None),
+                             "why": "needs trained weights and ImageNet-1K"})
+                continue
+            if claim.device != device:
+                rows.extend({**base, "runtime": r, "ratio": None, "ci": None, "verdict": NOT_MEASURABLE,
+                             "why": f"a {claim.device} claim; this run measured {device}"} for r in runtimes)
+                continue
+            for cell in (c for c in cells if c["size"] == size):
+                if cell["status"] != "ok":
+                    rows.append({**base, "runtime": cell["runtime"], "ratio": None, "ci": None, "verdict": NOT_MEASURABLE, "why": cell["reason"]})
+                    continue
+                ratio, ci = metric_ratio(cell, claim.metric)
+                rows.append({**base, "runtime": cell["runtime"], "ratio": ratio, "ci": ci,
+                             "verdict": verdict(claim, published, tuple(ci), tolerance), "why": None})
+    return rows
+
+
+def run_claims(plan: BenchPlan, sizes: list[str], tolerance: float = DEFAULT_TOLERANCE, block: int = 10,
+               progress: Callable[..., None] | None = None) -> dict:
+    started = datetime.now(timezone.utc)
+    cells = measure(plan, sizes, block, progress)
+    if not any(c["status"] == "ok" for c in cells):
+        reasons = "; ".join(sorted({f"{c['runtime']}: {c['reason']}" for c in cells}))
+        raise Unavailable(f"nothing measurable here ({reasons})")
+    return {
+        "schema": CLAIMS_SCHEMA,
+        "created_utc": started.isoformat(timespec="seconds"),
+        "device": plan.device,
+        "imgsz": list(plan.imgsz),
+        "batch": plan.batches[0],
+        "threads": plan.threads,
+        "protocol": plan.protocol.to_dict(),
+        "weights": "seeded random weights (speed does not depend on the weights)",
+        "timed_model": "folded deploy model (PyTorch rows), exported deploy artifacts (other runtimes)",
+        "tolerance": tolerance,
+        "tolerance_rule": TOLERANCE_RULE,
+        "costs": family_costs(sizes, plan.imgsz),
+        "measurements": cells,
+        "claims": judge(cells, sizes, plan.device, tolerance),
+        "published_claims": [c.to_dict() for c in CLAIMS],
+        "machine": fingerprint(),
+    }
+
+
+def _cell(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def to_markdown(result: dict) -> str:
+    """The verdicts, the measurements behind them and the costs, with the machine and the rule."""
+    machine = result["machine"]
+    lines = [
+        f"# PartialNet vs FasterNet on {machine.get('cpu', {}).get('model', 'this machine')} ({result['device']})",
+        "",
+        f"Protocol {result['protocol']['name']}: {result['protocol']['description']}; batch {result['batch']}, "
+        f"{result['threads']} thread(s), {result['imgsz'][0]}x{result['imgsz'][1]}; {result['weights']}. {result['created_utc']}",
+        "",
+        "| claim | size | runtime | published | measured ratio | 95% CI | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in result["claims"]:
+        ci = "-" if row["ci"] is None else f"{row['ci'][0]:.3f}-{row['ci'][1]:.3f}"
+        lines.append(
+            f"| {row['id']} | {row['size']} | {row['runtime'] or '-'} | {row['published']:.3f} | {_cell(row['ratio'], '.3f')} | {ci} | "
+            f"{row['verdict']}{' (' + row['why'] + ')' if row.get('why') else ''} |"
+        )
+    lines += ["", f"Tolerance {result['tolerance']:.0%}: {result['tolerance_rule']}.", "",
+              "| size | runtime | FasterNet p50 ms | PartialNet p50 ms | latency ratio | 95% CI |", "|---|---|---|---|---|---|"]
+    for cell in result["measurements"]:
+        if cell["status"] != "ok":
+            lines.append(f"| {cell['size']} | {cell['runtime']} | - | - | - | {cell['status']}: {cell['reason']} |")
+            continue
+        lines.append(
+            f"| {cell['size']} | {cell['runtime']} | {cell['fasternet']['stats']['p50_ms']:.3f} | {cell['partialnet']['stats']['p50_ms']:.3f} | "
+            f"{cell['latency_ratio']:.3f} | {cell['latency_ci'][0]:.3f}-{cell['latency_ci'][1]:.3f} |"
+        )
+    lines += ["", "| variant | params | published | GMACs | published |", "|---|---|---|---|---|"]
+    for row in result["costs"]:
+        lines.append(f"| {row['name']} | {row['params']:,} | {row['published_params']:,} | {row['gmacs']:.3f} | {row['published_gmacs']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_claims_outputs(result: dict, json_path=None, md_path=None, force: bool = False) -> list[str]:
+    from partialnet.bench.results import result_outputs
+    from partialnet.outputs import atomic_outputs, dumps_strict
+
+    outputs = result_outputs(json_path, None, md_path, None)
+    if not outputs:
+        return []
+    writers = {"--json": lambda staged: staged.write_text(dumps_strict(result, indent=1)), "--md": lambda staged: staged.write_text(to_markdown(result))}
+    with atomic_outputs(outputs, force) as staged:
+        for item in staged:
+            writers[item.output.option](item)
+    return [str(o.path) for o in outputs]

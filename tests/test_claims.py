@@ -1,0 +1,69 @@
+"""`partialnet claims`: the verdict rule on synthetic intervals, and one real CPU run at 64x64."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from partialnet.bench.claims import CLAIMS, INCONCLUSIVE, NOT_REPRODUCED, NOT_VERIFIED, REPRODUCED, VERDICTS, get_claim, verdict
+
+CPU = get_claim("patnet_t2_cpu_latency")  # PartialNet-T2 latency = 0.76 x FasterNet-T2's
+GPU = get_claim("patnet_t2_gpu_throughput")  # PartialNet-T2 throughput = 1.25 x FasterNet-T2's
+
+
+@pytest.mark.parametrize(
+    "claim, ci, expected",
+    [
+        (CPU, (0.66, 0.70), REPRODUCED),  # well inside: faster than claimed
+        (CPU, (0.76, 0.79), REPRODUCED),  # within the 5 % tolerance of 0.76 (threshold 0.798)
+        (CPU, (0.90, 0.95), NOT_REPRODUCED),  # well outside
+        (CPU, (0.75, 0.85), INCONCLUSIVE),  # straddles the threshold: never a verdict either way
+        (GPU, (1.30, 1.40), REPRODUCED),
+        (GPU, (1.00, 1.10), NOT_REPRODUCED),
+        (GPU, (1.15, 1.25), INCONCLUSIVE),  # threshold 1.1875
+    ],
+)
+def test_verdicts_on_synthetic_intervals(claim, ci, expected):
+    assert verdict(claim, claim.published[0], ci, tolerance=0.05) == expected
+
+
+def test_accuracy_claims_are_never_verified_by_speed():
+    claim = get_claim("patnet_t2_top1")
+    assert verdict(claim, claim.published[0], (1.5, 1.6)) == NOT_VERIFIED
+
+
+def test_every_claim_row_is_complete_data():
+    for claim in CLAIMS:
+        assert claim.metric in ("latency", "throughput", "accuracy") and claim.device in ("cpu", "cuda")
+        assert len(claim.sizes) == len(claim.published) and claim.source and claim.sentence
+    assert get_claim("partialnet_repo_figure_gpu_throughput").published_for("t2") == pytest.approx(4760 / 4190, abs=1e-3)
+
+
+def test_claims_on_cpu_at_small_size(tmp_path, cli):
+    out, md = tmp_path / "claims.json", tmp_path / "claims.md"
+    result = cli("claims", "--sizes", "t0,t2", "--protocol", "quick", "--imgsz", "64", "--runtime", "pytorch,onnxruntime", "--threads", "1",
+                 "--json", out, "--md", md)
+    assert result.code == 0, result.err
+    data = json.loads(out.read_text())
+    assert data["schema"] == "partialnet.claims/1" and data["machine"]["cpu"] and "random" in data["weights"]
+    for row in data["claims"]:
+        assert {"id", "size", "runtime", "metric", "published", "ratio", "ci", "verdict"} <= set(row) and row["verdict"] in VERDICTS
+    rows = {(r["id"], r["runtime"]): r for r in data["claims"]}
+    cpu = rows[("patnet_t2_cpu_latency", "onnxruntime")]
+    assert cpu["size"] == "t2" and cpu["ratio"] > 0 and cpu["ci"][0] <= cpu["ratio"] <= cpu["ci"][1]
+    assert rows[("patnet_t2_gpu_throughput", "pytorch")]["verdict"] == "not measurable here"  # no GPU claim on a CPU run
+    assert rows[("patnet_t2_top1", None)]["verdict"] == "not verified"
+    cells = data["measurements"]
+    assert {(c["size"], c["runtime"]) for c in cells} == {("t0", "pytorch"), ("t0", "onnxruntime"), ("t2", "pytorch"), ("t2", "onnxruntime")}
+    for cell in cells:
+        assert cell["status"] == "ok" and cell["threads"] == 1 and len(cell["partialnet"]["samples_s"]) >= 10
+    assert {c["name"] for c in data["costs"]} == {"partialnet_t0", "fasternet_t0", "partialnet_t2", "fasternet_t2"}
+    assert "patnet_t2_cpu_latency" in md.read_text() and "Tolerance 5%" in md.read_text()
+    assert "published claims vs this machine" in result.out
+
+
+@pytest.mark.parametrize("args, message", [(["--sizes", "t9"], "--sizes"), (["--tolerance", "nan"], "--tolerance"), (["--device", "tpu"], "--device")])
+def test_bad_claims_options_exit_2(args, message, cli):
+    result = cli("claims", *args)
+    assert result.code == 2 and message in result.err
