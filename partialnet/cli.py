@@ -490,6 +490,7 @@ def claims_command(
     block: Annotated[int, typer.Option("--block", min=1, help="Iterations per alternating block.")] = 10,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (claims, samples, machine) here.")] = None,
     md_path: Annotated[Optional[Path], typer.Option("--md", help="Write the report as Markdown here.")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of latency (CPU) or throughput (GPU) vs GMACs here.")] = None,
     force: ForceOption = False,
 ) -> None:
     """Check the papers' PartialNet-vs-FasterNet speed claims on this machine, each size A/B in one process."""
@@ -513,7 +514,7 @@ def claims_command(
     if threads is not None:
         check_count(threads, "--threads", MAX_THREADS)
     chosen = claims_run.parse_sizes(sizes)
-    check_outputs(result_outputs(json_path, None, md_path, None), [], force)
+    check_outputs(result_outputs(json_path, None, md_path, plot_path), [], force)
     plan = bench_run.BenchPlan(
         sources=[],
         runtimes=bench_run.resolve_runtimes(_split_list(runtime) or None),
@@ -530,7 +531,7 @@ def claims_command(
     out.print(render.claims_measurements_table(result))
     out.print(f"tolerance {tolerance:.0%}: {result['tolerance_rule']}")
     out.print(f"{result['weights']}; timed: {result['timed_model']}")
-    written = claims_run.write_claims_outputs(result, json_path, md_path, force)
+    written = claims_run.write_claims_outputs(result, json_path, md_path, plot_path, force)
     if written:
         out.print(f"wrote {', '.join(written)}")
 

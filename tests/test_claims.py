@@ -41,9 +41,9 @@ def test_every_claim_row_is_complete_data():
 
 
 def test_claims_on_cpu_at_small_size(tmp_path, cli):
-    out, md = tmp_path / "claims.json", tmp_path / "claims.md"
+    out, md, png = tmp_path / "claims.json", tmp_path / "claims.md", tmp_path / "claims.png"
     result = cli("claims", "--sizes", "t0,t2", "--protocol", "quick", "--imgsz", "64", "--runtime", "pytorch,onnxruntime", "--threads", "1",
-                 "--json", out, "--md", md)
+                 "--json", out, "--md", md, "--plot", png)
     assert result.code == 0, result.err
     data = json.loads(out.read_text())
     assert data["schema"] == "partialnet.claims/1" and data["machine"]["cpu"] and "random" in data["weights"]
@@ -61,6 +61,19 @@ def test_claims_on_cpu_at_small_size(tmp_path, cli):
     assert {c["name"] for c in data["costs"]} == {"partialnet_t0", "fasternet_t0", "partialnet_t2", "fasternet_t2"}
     assert "patnet_t2_cpu_latency" in md.read_text() and "Tolerance 5%" in md.read_text()
     assert "published claims vs this machine" in result.out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pytest.importorskip("matplotlib")
+    from partialnet.bench import plot
+
+    figure = plot.claims_figure(data)
+    (axes,) = figure.axes
+    assert axes.get_xscale() == "log" and axes.get_yscale() == "log" and "latency" in axes.get_ylabel()
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    assert set(lines) == {f"{family} · {runtime}" for family in ("PartialNet", "FasterNet") for runtime in ("pytorch", "onnxruntime")}
+    assert all(len(line.get_xdata()) == 2 for line in lines.values())  # one point per size
+    title = axes.get_title()
+    assert data["machine"]["cpu"]["model"] in title and "protocol quick" in title and data["created_utc"][:10] in title
+    plot.save(figure, tmp_path / "again.png")
 
 
 @pytest.mark.parametrize("args, message", [(["--sizes", "t9"], "--sizes"), (["--tolerance", "nan"], "--tolerance"), (["--device", "tpu"], "--device")])

@@ -176,14 +176,19 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_claims_outputs(result: dict, json_path=None, md_path=None, force: bool = False) -> list[str]:
+def write_claims_outputs(result: dict, json_path=None, md_path=None, plot_path=None, force: bool = False) -> list[str]:
+    from partialnet.bench import plot
     from partialnet.bench.results import result_outputs
     from partialnet.outputs import atomic_outputs, dumps_strict
 
-    outputs = result_outputs(json_path, None, md_path, None)
+    outputs = result_outputs(json_path, None, md_path, plot_path)
     if not outputs:
         return []
-    writers = {"--json": lambda staged: staged.write_text(dumps_strict(result, indent=1)), "--md": lambda staged: staged.write_text(to_markdown(result))}
+    writers = {
+        "--json": lambda staged: staged.write_text(dumps_strict(result, indent=1)),
+        "--md": lambda staged: staged.write_text(to_markdown(result)),
+        "--plot": lambda staged: plot.save(plot.claims_figure(result), staged.file),
+    }
     with atomic_outputs(outputs, force) as staged:
         for item in staged:
             writers[item.output.option](item)

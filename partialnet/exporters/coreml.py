@@ -205,7 +205,11 @@ def verify_static(path: Path, deploy: nn.Module, io_info: dict) -> dict:
     census = op_census(path)
     check("op census", "conv" in census and census.get("const", 0) > 0, ", ".join(f"{k} {v}" for k, v in sorted(census.items())))
     if io_info["precision"] == "fp32":
-        found = constants(path)
+        try:
+            found = constants(path)
+        except (RuntimeError, ValueError, OSError) as exc:  # a damaged weights blob, as coremltools' reader finds it
+            check("fp32 weights equal the deploy model's", False, f"weights unreadable: {str(exc).splitlines()[0][:120]}")
+            return _static_report(checks)
         pool = collections.defaultdict(list)  # by size: a Linear may become a 1x1 conv (out, in, 1, 1)
         for value in found:
             pool[value.size].append(value.astype(np.float32).ravel())
@@ -221,5 +225,9 @@ def verify_static(path: Path, deploy: nn.Module, io_info: dict) -> dict:
         if missing:
             detail = f"{len(missing)} of {total} deploy tensors not found bit-exact: {', '.join(missing[:4])}"
         check("fp32 weights equal the deploy model's", not missing, detail)
+    return _static_report(checks)
+
+
+def _static_report(checks: list[dict]) -> dict:
     passed = all(c["passed"] for c in checks)
     return {"verdict": "prediction not verifiable on Linux" if passed else "static checks failed", "passed": passed, "checks": checks, "platform": sys.platform}
