@@ -204,3 +204,39 @@ def claims_measurements_table(result: dict) -> Table:
             f"{cell['latency_ratio']:.3f}", f"{cell['latency_ci'][0]:.3f}-{cell['latency_ci'][1]:.3f}", cost,
         )
     return table
+
+
+def report_claims_table(report: dict) -> Table:
+    """Verdicts from every machine, each row marked with the machine it was measured on."""
+    table = Table(title=f"claims across {len(report['machines'])} machine(s) · protocol {report['protocol']['name']}")
+    for col in ("machine", "claim", "size", "runtime", "published", "measured", "95% CI", "verdict"):
+        table.add_column(col, justify="right" if col in ("published", "measured", "95% CI") else "left")
+    for row in report["claims"]:
+        ci = "-" if row["ci"] is None else f"{row['ci'][0]:.3f}-{row['ci'][1]:.3f}"
+        table.add_row(f"{row['cpu']} [{row['machine_id'][:8]}]", row["id"], row["size"], row["runtime"] or "-", f"{row['published']:.3f}",
+                      _fmt(row["ratio"], ".3f"), ci, row["verdict"])
+    return table
+
+
+def report_bench_table(report: dict) -> Table:
+    table = Table(title="bench rows across machines (p50 recomputed from the raw samples)")
+    for col in ("machine", "model", "runtime", "precision", "batch", "threads", "p50 ms"):
+        table.add_column(col, justify="right" if col in ("batch", "threads", "p50 ms") else "left")
+    for row in report["bench"]:
+        table.add_row(f"{row['cpu']} [{row['machine_id'][:8]}]", row["model"], row["runtime"], row["precision"], str(row["batch"]),
+                      str(row["threads"]), f"{row['p50_ms']:.3f}")
+    return table
+
+
+def report_measurements_table(report: dict) -> Table:
+    table = Table(title="PartialNet / FasterNet latency per machine (recomputed from the raw samples)")
+    for col in ("machine", "size", "runtime", "batch", "threads", "FasterNet p50 ms", "PartialNet p50 ms", "ratio", "95% CI"):
+        table.add_column(col, justify="left" if col in ("machine", "size", "runtime") else "right")
+    for row in report["measurements"]:
+        where = f"{row['cpu']} [{row['machine_id'][:8]}]"
+        if row["status"] != "ok":
+            table.add_row(where, row["size"], row["runtime"], str(row["batch"]), str(row["threads"]), "-", "-", "-", row["status"])
+            continue
+        table.add_row(where, row["size"], row["runtime"], str(row["batch"]), str(row["threads"]), f"{row['fasternet_p50_ms']:.3f}",
+                      f"{row['partialnet_p50_ms']:.3f}", f"{row['latency_ratio']:.3f}", f"{row['latency_ci'][0]:.3f}-{row['latency_ci'][1]:.3f}")
+    return table

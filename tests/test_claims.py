@@ -80,3 +80,60 @@ def test_claims_on_cpu_at_small_size(tmp_path, cli):
 def test_bad_claims_options_exit_2(args, message, cli):
     result = cli("claims", *args)
     assert result.code == 2 and message in result.err
+
+
+@pytest.fixture(scope="module")
+def claims_result():
+    """One real claims run (T0 at 64x64, ONNX Runtime, quick) through the API the command uses."""
+    from partialnet.bench import claims_run
+    from partialnet.bench.protocols import get_protocol
+    from partialnet.bench.run import BenchPlan
+
+    plan = BenchPlan(sources=[], runtimes=["onnxruntime"], device="cpu", batches=[1], imgsz=(64, 64), threads=1, protocol=get_protocol("quick"))
+    return claims_run.run_claims(plan, ["t0"])
+
+
+def _write(path, data):
+    from partialnet.outputs import dumps_strict
+
+    path.write_text(dumps_strict(data))
+    return path
+
+
+def test_report_merges_machines_and_recomputes_every_figure(claims_result, tmp_path, cli):
+    import copy
+
+    first = _write(tmp_path / "xeon.json", claims_result)
+    other = copy.deepcopy(claims_result)
+    other["machine"]["id"], other["machine"]["cpu"]["model"] = "0123456789abcdef", "Another CPU"
+    other["measurements"][0]["latency_ratio"] = 0.01  # a stranger's file: derived numbers are never trusted
+    second = _write(tmp_path / "other.json", other)
+    md, png, merged = tmp_path / "r.md", tmp_path / "r.png", tmp_path / "r.json"
+    result = cli("report", first, second, "-o", md, "--plot", png, "--json", merged)
+    assert result.code == 0, result.err
+    report = json.loads(merged.read_text())
+    assert report["schema"] == "partialnet.report/1" and set(report["machines"]) == {claims_result["machine"]["id"], "0123456789abcdef"}
+    ratios = {r["machine_id"]: r["latency_ratio"] for r in report["measurements"]}
+    assert ratios["0123456789abcdef"] == pytest.approx(claims_result["measurements"][0]["latency_ratio"])
+    assert all(r["machine_id"] and r["cpu"] for r in report["claims"] + report["measurements"])
+    assert "Another CPU" in md.read_text() and png.read_bytes()[:4] == b"\x89PNG"
+    from partialnet.bench import plot, report as report_mod
+
+    figure = plot.report_figure(report, report_mod.model_gmacs(report))
+    assert len(figure.axes) == 2 and all(ax.get_xscale() == "log" for ax in figure.axes)  # one panel per machine
+
+
+def test_report_refuses_mixed_protocols_and_bad_files(claims_result, tmp_path, cli):
+    import copy
+
+    first = _write(tmp_path / "a.json", claims_result)
+    other = copy.deepcopy(claims_result)
+    other["protocol"]["name"], other["protocol"]["min_iters"] = "latency", 100
+    mixed = cli("report", first, _write(tmp_path / "b.json", other))
+    assert mixed.code == 2 and "different protocols" in mixed.err
+    broken = copy.deepcopy(claims_result)
+    broken["measurements"][0]["partialnet"]["samples_s"][0] = -1.0
+    bad = cli("report", _write(tmp_path / "c.json", broken))
+    assert bad.code == 2 and "positive finite" in bad.err
+    (tmp_path / "d.json").write_text('{"schema": "something else"}')
+    assert cli("report", tmp_path / "d.json").code == 2

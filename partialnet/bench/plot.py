@@ -59,35 +59,65 @@ def claims_figure(result: dict):
     if not cells:
         raise BadInput("nothing to plot: no measured PartialNet/FasterNet pair")
     gmacs = {(c["size"], c["family"]): c["gmacs"] for c in result["costs"]}
-    gpu = result["device"] == "cuda"
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    styles = {"partialnet": "-", "fasternet": "--"}
-    runtimes = list(dict.fromkeys(c["runtime"] for c in cells))
-    colours = {r: f"C{i}" for i, r in enumerate(runtimes)}
-    for runtime in runtimes:
-        for family in ("partialnet", "fasternet"):
-            points = []
-            for cell in (c for c in cells if c["runtime"] == runtime):
-                p50_ms = cell[family]["stats"]["p50_ms"]
-                value = cell["batch"] / (p50_ms / 1e3) if gpu else p50_ms
-                points.append((gmacs[(cell["size"], family)], value, cell["size"]))
-            points.sort()
-            label = f"{'PartialNet' if family == 'partialnet' else 'FasterNet'} · {runtime}"
-            ax.plot([p[0] for p in points], [p[1] for p in points], styles[family], marker="o", color=colours[runtime], label=label)
-            for x, y, size in points:
-                ax.annotate(size.upper(), (x, y), textcoords="offset points", xytext=(3, -10 if family == "fasternet" else 4), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(f"GMACs per image at {result['imgsz'][0]}x{result['imgsz'][1]}")
-    ax.set_ylabel("throughput (images/s)" if gpu else "median latency (ms)")
+    gpu = result["device"] == "cuda"
+    points = [(c["runtime"], c["size"], c["batch"], c["fasternet"]["stats"]["p50_ms"], c["partialnet"]["stats"]["p50_ms"]) for c in cells]
+    _draw_families(ax, points, gmacs, gpu)
     device = ", ".join(g["name"] for g in result["machine"].get("gpus", [])) if gpu else result["machine"]["cpu"]["model"]
+    ax.set_xlabel(f"GMACs per image at {result['imgsz'][0]}x{result['imgsz'][1]}")
     ax.set_title(
-        f"PartialNet vs FasterNet · {device} · {', '.join(runtimes)}\n"
+        f"PartialNet vs FasterNet · {device} · {', '.join(dict.fromkeys(p[0] for p in points))}\n"
         f"protocol {result['protocol']['name']}, batch {result['batch']}, {result['threads']} thread(s) · {result['created_utc'][:10]}",
         fontsize=8,
     )
+    fig.tight_layout()
+    return fig
+
+
+def _draw_families(ax, points, gmacs: dict, gpu: bool) -> None:
+    """points: (runtime, size, batch, FasterNet p50 ms, PartialNet p50 ms); a line per family x runtime."""
+    runtimes = list(dict.fromkeys(p[0] for p in points))
+    colours = {r: f"C{i}" for i, r in enumerate(runtimes)}
+    for runtime in runtimes:
+        for family, index, style in (("partialnet", 4, "-"), ("fasternet", 3, "--")):
+            line = sorted(
+                (gmacs[(size, family)], batch / (row[index] / 1e3) if gpu else row[index], size)
+                for row in points if row[0] == runtime
+                for size, batch in [(row[1], row[2])]
+            )
+            label = f"{'PartialNet' if family == 'partialnet' else 'FasterNet'} · {runtime}"
+            ax.plot([p[0] for p in line], [p[1] for p in line], style, marker="o", color=colours[runtime], label=label)
+            for x, y, size in line:
+                ax.annotate(size.upper(), (x, y), textcoords="offset points", xytext=(3, -10 if family == "fasternet" else 4), fontsize=7)
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.24, not 2.4x10^-1
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+    ax.tick_params(which="minor", labelsize=6)
+    ax.set_ylabel("throughput (images/s)" if gpu else "median latency (ms)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="upper left" if not gpu else "upper right", frameon=False)
+    ax.legend(fontsize=7, loc="best", frameon=True, framealpha=0.8)
+
+
+def report_figure(report: dict, gmacs: dict):
+    """One panel per machine of a merged report: both families per runtime, as `claims_figure` draws them."""
+    plt = _pyplot()
+    machines = [m for m in report["machines"] if any(r["machine_id"] == m and r["status"] == "ok" for r in report["measurements"])]
+    if not machines:
+        raise BadInput("nothing to plot: the report has no measured PartialNet/FasterNet pair")
+    fig, axes = plt.subplots(1, len(machines), figsize=(6.5 * len(machines), 4.8), dpi=110, squeeze=False)
+    for ax, machine_id in zip(axes[0], machines):
+        rows = [r for r in report["measurements"] if r["machine_id"] == machine_id and r["status"] == "ok"]
+        gpu = rows[0]["device"] == "cuda"
+        points = [(r["runtime"], r["size"], r["batch"], r["fasternet_p50_ms"], r["partialnet_p50_ms"]) for r in rows]
+        _draw_families(ax, points, gmacs, gpu)
+        ax.set_xlabel("GMACs per image")
+        ax.set_title(f"{report['machines'][machine_id]['cpu'].get('model')} [{machine_id[:8]}] · {rows[0]['device']}\n"
+                     f"protocol {report['protocol']['name']}, batch {rows[0]['batch']}, {rows[0]['threads']} thread(s)", fontsize=8)
     fig.tight_layout()
     return fig
 

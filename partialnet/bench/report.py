@@ -1,0 +1,201 @@
+"""`partialnet report`: merge `claims` and `bench` results from several machines into one view.
+
+A CI matrix of devices is how users measure more than one machine; each job uploads its JSON and one
+job merges them. Result files come from strangers, so nothing derived is trusted: medians, ratios,
+intervals and verdicts are recomputed from the raw samples and this project's claim table. Rows whose
+protocols differ are never mixed: their numbers mean different things.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from partialnet.bench.claims import DEFAULT_TOLERANCE
+from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge
+from partialnet.bench.results import MAX_RESULT_BYTES, MAX_SAMPLES_PER_ROW, _strict_json, load_result
+from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
+from partialnet.bench.stats import ratio_of_medians
+from partialnet.errors import BadInput
+
+REPORT_SCHEMA = "partialnet.report/1"
+MAX_INPUTS = 64
+
+
+def _samples(value, where: str) -> list[float]:
+    if not isinstance(value, list) or not value:
+        raise BadInput(f"{where}: no raw samples")
+    if len(value) > MAX_SAMPLES_PER_ROW:
+        raise BadInput(f"{where}: {len(value):,} samples, over the {MAX_SAMPLES_PER_ROW:,} limit")
+    if not all(type(x) in (int, float) and math.isfinite(x) and x > 0 for x in value):
+        raise BadInput(f"{where}: samples_s must be positive finite numbers of seconds")
+    return [float(x) for x in value]
+
+
+def _machine(data: dict, path: Path) -> dict:
+    machine = data.get("machine")
+    if not isinstance(machine, dict) or not isinstance(machine.get("id"), str) or not isinstance(machine.get("cpu"), dict) \
+            or not isinstance(machine["cpu"].get("model"), str):
+        raise BadInput(f"{path}: the result's machine lacks its id or cpu model")
+    return machine
+
+
+def load_claims(path: Path, data: dict) -> dict:
+    """A claims result with every field the merge reads checked; BadInput otherwise."""
+    _machine(data, path)
+    if not isinstance(data.get("protocol"), dict) or not isinstance(data["protocol"].get("name"), str):
+        raise BadInput(f"{path}: claims result lacks its protocol")
+    if data.get("device") not in ("cpu", "cuda"):
+        raise BadInput(f"{path}: device must be cpu or cuda")
+    cells = data.get("measurements")
+    if not isinstance(cells, list):
+        raise BadInput(f"{path}: claims result lacks its measurements")
+    for i, cell in enumerate(cells):
+        where = f"{path}: measurement {i}"
+        if not isinstance(cell, dict) or cell.get("size") not in SIZES or not isinstance(cell.get("runtime"), str) \
+                or not isinstance(cell.get("status"), str):
+            raise BadInput(f"{where} lacks a known size, its runtime or its status")
+        for key in ("batch", "threads"):
+            if type(cell.get(key)) is not int or cell[key] < 1:
+                raise BadInput(f"{where}: {key} must be a positive integer")
+        if cell["status"] == "ok":
+            for family in ("fasternet", "partialnet"):
+                side = cell.get(family)
+                if not isinstance(side, dict):
+                    raise BadInput(f"{where} lacks its {family} side")
+                side["samples_s"] = _samples(side.get("samples_s"), f"{where} ({family})")
+        elif not isinstance(cell.get("reason"), str):
+            cell["reason"] = "not measured"
+    costs = data.get("costs")
+    if not isinstance(costs, list) or not all(isinstance(c, dict) and isinstance(c.get("gmacs"), (int, float)) for c in costs):
+        raise BadInput(f"{path}: claims result lacks its costs")
+    tolerance = data.get("tolerance")
+    data["tolerance"] = tolerance if type(tolerance) in (int, float) and 0 <= tolerance <= 0.5 else DEFAULT_TOLERANCE
+    return data
+
+
+def load_any(path: str | Path) -> dict:
+    from partialnet.inputs import read_limited
+
+    path = Path(path)
+    data = _strict_json(read_limited(path, "result file", MAX_RESULT_BYTES).decode("utf-8", "replace"), path)
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema == BENCH_SCHEMA:
+        return load_result(path)
+    if schema == CLAIMS_SCHEMA:
+        return load_claims(path, data)
+    raise BadInput(f"{path}: not a partialnet bench or claims result (schema {str(schema)[:40]!r})")
+
+
+def _protocol_key(data: dict) -> str:
+    return json.dumps(data["protocol"], sort_keys=True)
+
+
+def merge(paths: list[str | Path]) -> dict:
+    """One report from many result files, refusing to mix protocols; every figure recomputed."""
+    if not paths:
+        raise BadInput("give at least one result file (from partialnet claims --json or partialnet bench --json)")
+    if len(paths) > MAX_INPUTS:
+        raise BadInput(f"{len(paths)} result files; at most {MAX_INPUTS}")
+    loaded = [(Path(p), load_any(p)) for p in paths]
+    protocols = {}
+    for path, data in loaded:
+        protocols.setdefault(_protocol_key(data), []).append(path)
+    if len(protocols) > 1:
+        described = "; ".join(f"{json.loads(k)['name']} in {', '.join(str(p) for p in ps)}" for k, ps in protocols.items())
+        raise BadInput(f"results were measured under different protocols and are not mixed: {described}")
+    machines, claims, measurements, bench = {}, [], [], []
+    for path, data in loaded:
+        machine = data["machine"]
+        mark = {"machine_id": machine["id"], "cpu": machine["cpu"]["model"], "file": str(path)}
+        machines[machine["id"]] = {k: machine.get(k) for k in ("cpu", "gpus", "os", "versions")}
+        if data["schema"] == CLAIMS_SCHEMA:
+            cells = []
+            for cell in data["measurements"]:
+                if cell["status"] == "ok":
+                    ratio, low, high = ratio_of_medians(cell["partialnet"]["samples_s"], cell["fasternet"]["samples_s"])
+                    cell = {**cell, "latency_ratio": ratio, "latency_ci": [low, high]}
+                cells.append(cell)
+                measurements.append({**_summary(cell), **mark, "device": data["device"], "batch": cell["batch"], "threads": cell["threads"]})
+            sizes = list(dict.fromkeys(c["size"] for c in cells))
+            claims.extend({**row, **mark} for row in judge(cells, sizes, data["device"], data["tolerance"]))
+        else:
+            for row in data["rows"]:
+                if row["status"] == "ok":
+                    p50 = sorted(row["samples_s"])[len(row["samples_s"]) // 2] * 1e3
+                    bench.append({k: row.get(k) for k in ("model", "runtime", "precision", "batch", "threads", "gmacs")} | {"p50_ms": p50, **mark})
+    return {
+        "schema": REPORT_SCHEMA,
+        "protocol": json.loads(next(iter(protocols))),
+        "machines": machines,
+        "claims": claims,
+        "measurements": measurements,
+        "bench": bench,
+        "inputs": [str(p) for p, _ in loaded],
+    }
+
+
+def _summary(cell: dict) -> dict:
+    row = {"size": cell["size"], "runtime": cell["runtime"], "status": cell["status"]}
+    if cell["status"] == "ok":
+        row.update(
+            fasternet_p50_ms=_median(cell["fasternet"]["samples_s"]) * 1e3,
+            partialnet_p50_ms=_median(cell["partialnet"]["samples_s"]) * 1e3,
+            latency_ratio=cell["latency_ratio"],
+            latency_ci=cell["latency_ci"],
+        )
+    else:
+        row["reason"] = cell.get("reason")
+    return row
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def to_markdown(report: dict) -> str:
+    lines = [f"# partialnet report: {len(report['machines'])} machine(s), protocol {report['protocol']['name']}", ""]
+    for machine_id, machine in report["machines"].items():
+        gpus = ", ".join(g.get("name", "?") for g in machine.get("gpus") or [] if isinstance(g, dict)) or "no GPU"
+        lines.append(f"- `{machine_id}`: {machine['cpu'].get('model')} ({gpus})")
+    if report["claims"]:
+        lines += ["", "| machine | claim | size | runtime | published | measured | 95% CI | verdict |", "|---|---|---|---|---|---|---|---|"]
+        for r in report["claims"]:
+            ci = "-" if r["ci"] is None else f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f}"
+            measured = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
+            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['id']} | {r['size']} | {r['runtime'] or '-'} | {r['published']:.3f} | {measured} | {ci} | {r['verdict']} |")
+    if report["bench"]:
+        lines += ["", "| machine | model | runtime | precision | batch | threads | p50 ms |", "|---|---|---|---|---|---|---|"]
+        for r in report["bench"]:
+            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['model']} | {r['runtime']} | {r['precision']} | {r['batch']} | {r['threads']} | {r['p50_ms']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def model_gmacs(report: dict) -> dict:
+    """GMACs at 224x224 of every (size, family) in the report, measured here (never read from a file)."""
+    from partialnet.bench.claims_run import family_costs
+
+    sizes = list(dict.fromkeys(r["size"] for r in report["measurements"]))
+    return {(c["size"], c["family"]): c["gmacs"] for c in family_costs(sizes, (224, 224))}
+
+
+def write_report_outputs(report: dict, md_path=None, plot_path=None, json_path=None, force: bool = False, inputs=()) -> list[str]:
+    from partialnet.bench import plot
+    from partialnet.outputs import Output, atomic_outputs, dumps_strict
+
+    named = (("-o", md_path), ("--plot", plot_path), ("--json", json_path))
+    outputs = [Output(Path(path), option) for option, path in named if path]
+    if not outputs:
+        return []
+    writers = {
+        "-o": lambda staged: staged.write_text(to_markdown(report)),
+        "--plot": lambda staged: plot.save(plot.report_figure(report, model_gmacs(report)), staged.file),
+        "--json": lambda staged: staged.write_text(dumps_strict(report, indent=1)),
+    }
+    with atomic_outputs(outputs, force, inputs) as staged:
+        for item in staged:
+            writers[item.output.option](item)
+    return [str(o.path) for o in outputs]
