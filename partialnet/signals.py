@@ -36,15 +36,18 @@ def on_signal(signum, frame) -> None:
 
 def install() -> None:
     """SIGTERM (what CI runners send on cancel) and SIGHUP are handled like Ctrl-C: clean up, then exit."""
+    _state["pending"] = None  # a new command (tests run several in one process) starts with no stop request
     for sig in HANDLED:
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, on_signal)
 
 
 def raise_if_pending() -> None:
+    """Raise for a recorded stop request. The request is never cleared: if a library swallows this
+    Interrupted too (some turn any exception from a callback into their own error and fall back),
+    the next check, at the latest the one before publishing, raises again."""
     if _state["pending"] is not None and not _state["deferring"]:
-        signum, _state["pending"] = _state["pending"], None
-        raise Interrupted(signum)
+        raise Interrupted(_state["pending"])
 
 
 @contextmanager

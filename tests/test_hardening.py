@@ -392,6 +392,26 @@ def test_signal_mid_export_removes_temporaries(sig, code, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_swallowed_stop_request_still_stops_before_publishing(tmp_path):
+    """A library that turns our Interrupted into its own error and carries on must not let the command publish."""
+    from partialnet import signals
+    from partialnet.outputs import Output, atomic_outputs
+
+    signals._state["pending"] = None
+    try:
+        with pytest.raises(signals.Interrupted):
+            with atomic_outputs([Output(tmp_path / "x.txt", "-o")], False) as (staged,):
+                staged.write_text("x")
+                try:
+                    with signals.deferred():
+                        signals._state["pending"] = signal.SIGINT  # what the handler records inside a native call
+                except signals.Interrupted:
+                    pass  # swallowed, as a library's callback wrapper might
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        signals._state["pending"] = None
+
+
 # ---------------------------------------------------------------- exit codes and messages
 
 
