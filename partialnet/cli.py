@@ -487,6 +487,8 @@ def claims_command(
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per runtime (default: the protocol's; paper: 1).")] = None,
     imgsz: ImgszOption = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Relative tolerance around a published ratio (0-0.5).")] = 0.05,
+    half: Annotated[bool, typer.Option("--half", help="fp16 (the papers' GPU --half); fp32 otherwise.")] = False,
+    unfolded: Annotated[bool, typer.Option("--unfolded", help="Also time the training-form PyTorch models (BatchNorm unfused).")] = False,
     block: Annotated[int, typer.Option("--block", min=1, help="Iterations per alternating block.")] = 10,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (claims, samples, machine) here.")] = None,
     md_path: Annotated[Optional[Path], typer.Option("--md", help="Write the report as Markdown here.")] = None,
@@ -517,16 +519,17 @@ def claims_command(
     check_outputs(result_outputs(json_path, None, md_path, plot_path), [], force)
     plan = bench_run.BenchPlan(
         sources=[],
-        runtimes=bench_run.resolve_runtimes(_split_list(runtime) or None),
+        runtimes=claims_run.default_runtimes(device) if not runtime else bench_run.resolve_runtimes(_split_list(runtime)),
         device=device,
         batches=[batch],
         imgsz=size,
         threads=threads or proto.threads or os.cpu_count() or 1,
         protocol=proto,
+        precision="fp16" if half else "fp32",
     )
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True) as bar:
         task = bar.add_task("starting", total=None)
-        result = claims_run.run_claims(plan, chosen, tolerance, block, lambda message, *_: bar.update(task, description=message))
+        result = claims_run.run_claims(plan, chosen, tolerance, block, lambda message, *_: bar.update(task, description=message), unfolded)
     out.print(render.claims_table(result))
     out.print(render.claims_measurements_table(result))
     out.print(f"tolerance {tolerance:.0%}: {result['tolerance_rule']}")

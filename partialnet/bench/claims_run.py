@@ -29,6 +29,14 @@ def parse_sizes(text: str | None) -> list[str]:
     return list(dict.fromkeys(sizes))
 
 
+def default_runtimes(device: str) -> list[str]:
+    """PyTorch eager and every deployed runtime that can build its own artifact from a variant here."""
+    from partialnet.bench.run import resolve_runtimes
+    from partialnet.runtimes.table import RUNTIMES
+
+    return [r for r in resolve_runtimes(None) if RUNTIMES[r].runs != "artifact" and availability(r, device) is None]
+
+
 def family_costs(sizes: list[str], imgsz: tuple[int, int]) -> list[dict]:
     """Params and GMACs of both families, measured here beside the published figures."""
     from partialnet import api
@@ -41,19 +49,24 @@ def family_costs(sizes: list[str], imgsz: tuple[int, int]) -> list[dict]:
     return rows
 
 
-def measure(plan: BenchPlan, sizes: list[str], block: int, progress: Callable[..., None] | None = None) -> list[dict]:
+UNFOLDED = "pytorch-unfolded"
+
+
+def measure(plan: BenchPlan, sizes: list[str], block: int, progress: Callable[..., None] | None = None, unfolded: bool = False) -> list[dict]:
     """One A/B cell per (size, runtime): latency ratio PartialNet / FasterNet with its bootstrap interval."""
     cells = []
+    runtimes = [*plan.runtimes, *([UNFOLDED] if unfolded else [])]
     for size in sizes:
-        for runtime in plan.runtimes:
-            reason = availability(runtime, plan.device, plan.precision)
+        for runtime in runtimes:
+            engine = "pytorch" if runtime == UNFOLDED else runtime
+            reason = availability(engine, plan.device, plan.precision)
             cell = {"size": size, "runtime": runtime, "batch": plan.batches[0], "threads": plan.threads}
             if reason:
                 cells.append({**cell, "status": "skipped", "reason": reason})
                 continue
             if progress:
                 progress(f"{size}: fasternet_{size} vs partialnet_{size} on {runtime}")
-            one = replace(plan, runtimes=[runtime])
+            one = replace(plan, runtimes=[engine], unfolded=runtime == UNFOLDED)
             try:
                 ab = run_ab(one, f"fasternet_{size}", f"partialnet_{size}", block)
             except Unavailable as exc:
@@ -112,9 +125,9 @@ def judge(cells: list[dict], sizes: list[str], device: str, tolerance: float) ->
 
 
 def run_claims(plan: BenchPlan, sizes: list[str], tolerance: float = DEFAULT_TOLERANCE, block: int = 10,
-               progress: Callable[..., None] | None = None) -> dict:
+               progress: Callable[..., None] | None = None, unfolded: bool = False) -> dict:
     started = datetime.now(timezone.utc)
-    cells = measure(plan, sizes, block, progress)
+    cells = measure(plan, sizes, block, progress, unfolded)
     if not any(c["status"] == "ok" for c in cells):
         reasons = "; ".join(sorted({f"{c['runtime']}: {c['reason']}" for c in cells}))
         raise Unavailable(f"nothing measurable here ({reasons})")
@@ -127,7 +140,9 @@ def run_claims(plan: BenchPlan, sizes: list[str], tolerance: float = DEFAULT_TOL
         "threads": plan.threads,
         "protocol": plan.protocol.to_dict(),
         "weights": "seeded random weights (speed does not depend on the weights)",
-        "timed_model": "folded deploy model (PyTorch rows), exported deploy artifacts (other runtimes)",
+        "timed_model": "folded deploy model (PyTorch rows), exported deploy artifacts (other runtimes)"
+        + ("; pytorch-unfolded: the training-form model, BatchNorm and all" if unfolded else ""),
+        "precision": plan.precision,
         "tolerance": tolerance,
         "tolerance_rule": TOLERANCE_RULE,
         "costs": family_costs(sizes, plan.imgsz),

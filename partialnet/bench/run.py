@@ -240,6 +240,7 @@ class BenchPlan:
     channels_last: bool = False
     compile: bool = False
     label: str | None = None  # row name for a single source, overriding the derived one
+    unfolded: bool = False  # PyTorch rows time the training-form model instead of the folded one
 
 
 def resolve_runtimes(names: list[str] | None) -> list[str]:
@@ -263,6 +264,8 @@ def _spec(plan: BenchPlan, target: Target, runtime: str, batch: int) -> dict:
         "reference": str(target.references[batch]) if batch in target.references else None,
         "channels_last": plan.channels_last,
         "compile": plan.compile,
+        # PyTorch only: time the training-form model (what the papers' scripts timed before fusing BN)
+        "unfolded_source": target.source if plan.unfolded and runtime == "pytorch" else None,
     }
 
 

@@ -30,7 +30,12 @@ def build_runner(spec: dict):
 
         if threads:
             torch.set_num_threads(threads)
-        model, _ = load_deploy(spec["deploy"])
+        if spec.get("unfolded_source"):
+            from partialnet.checkpoint import resolve
+
+            model, _ = resolve(spec["unfolded_source"])
+        else:
+            model, _ = load_deploy(spec["deploy"])
         if spec.get("device") == "cuda":
             torch.backends.cudnn.benchmark = True
         return TorchRunner(

@@ -30,7 +30,7 @@ class RuntimeSpec:
 RUNTIMES: dict[str, RuntimeSpec] = {
     r.name: r
     for r in (
-        RuntimeSpec("pytorch", "deploy", None, ("fp32", "bf16")),
+        RuntimeSpec("pytorch", "deploy", None, ("fp32", "bf16", "fp16")),
         RuntimeSpec("onnxruntime", "onnx", None, ("fp32", "fp16", "int8"), formats=("onnx",), runner="onnxruntime:OnnxRuntimeRunner"),
         RuntimeSpec(
             "openvino", "onnx", "openvino", ("fp32", "bf16", "fp16", "int8"), formats=("openvino", "onnx"), runner="openvino:OpenVinoRunner"

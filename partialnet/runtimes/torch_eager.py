@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp16: the papers' GPU --half
 
 
 class TorchRunner:
