@@ -500,6 +500,7 @@ def claims_command(
 
     from partialnet.bench import claims_run
     from partialnet.bench import run as bench_run
+    from partialnet.bench.machine import describe
     from partialnet.bench.protocols import get_protocol
     from partialnet.bench.results import result_outputs
     from partialnet.limits import MAX_THREADS, check_count, check_input_shape
@@ -534,6 +535,7 @@ def claims_command(
     out.print(render.claims_measurements_table(result))
     out.print(f"tolerance {tolerance:.0%}: {result['tolerance_rule']}")
     out.print(f"{result['weights']}; timed: {result['timed_model']}")
+    out.print(f"machine: {describe(result['machine'])}")
     written = claims_run.write_claims_outputs(result, json_path, md_path, plot_path, force)
     if written:
         out.print(f"wrote {', '.join(written)}")

@@ -137,3 +137,28 @@ def test_report_refuses_mixed_protocols_and_bad_files(claims_result, tmp_path, c
     assert bad.code == 2 and "positive finite" in bad.err
     (tmp_path / "d.json").write_text('{"schema": "something else"}')
     assert cli("report", tmp_path / "d.json").code == 2
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_cuda(), reason="this machine has a GPU: the GPU test below runs instead")
+def test_gpu_claims_without_a_gpu_exit_3_with_the_reason(cli):
+    result = cli("claims", "--device", "cuda", "--sizes", "t0", "--runtime", "pytorch", "--imgsz", "64")
+    assert result.code == 3 and "nothing measurable here" in result.err
+
+
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU: the papers' GPU protocol (batch 64, 50 warm-up, cudnn.benchmark)")
+def test_gpu_claims_use_the_papers_gpu_protocol(tmp_path, cli):
+    out = tmp_path / "gpu.json"
+    result = cli("claims", "--device", "cuda", "--sizes", "t0,t2", "--runtime", "pytorch", "--imgsz", "64", "--json", out)
+    assert result.code == 0, result.err
+    data = json.loads(out.read_text())
+    assert data["batch"] == 64 and data["protocol"]["warmup_iters"] == 50 and data["machine"]["gpus"]
+    rows = {(r["id"], r["size"]): r for r in data["claims"]}
+    t2 = rows[("patnet_t2_gpu_throughput", "t2")]
+    assert t2["metric"] == "throughput" and t2["ratio"] > 0 and t2["verdict"] in ("reproduced", "not reproduced", "inconclusive")
+    assert rows[("patnet_t2_cpu_latency", "t2")]["verdict"] == "not measurable here"

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from partialnet.bench.claims import CLAIMS, DEFAULT_TOLERANCE, NOT_MEASURABLE, TOLERANCE_RULE, verdict
-from partialnet.bench.machine import fingerprint
+from partialnet.bench.machine import describe, fingerprint
 from partialnet.bench.run import SCHEMA, BenchPlan, run_ab
 from partialnet.errors import BadInput, Unavailable
 from partialnet.runtimes.table import availability
@@ -165,6 +165,8 @@ def to_markdown(result: dict) -> str:
         "",
         f"Protocol {result['protocol']['name']}: {result['protocol']['description']}; batch {result['batch']}, "
         f"{result['threads']} thread(s), {result['imgsz'][0]}x{result['imgsz'][1]}; {result['weights']}. {result['created_utc']}",
+        "",
+        f"Machine: {describe(machine)}",
         "",
         "| claim | size | runtime | published | measured ratio | 95% CI | verdict |",
         "|---|---|---|---|---|---|---|",

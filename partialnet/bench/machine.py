@@ -59,7 +59,8 @@ def gpu_info() -> list[dict]:
 
 def package_versions() -> dict:
     versions = {}
-    for name in ("partialnet", "torch", "onnxruntime", "onnxruntime-gpu", "openvino", "onnx", "numpy"):
+    for name in ("partialnet", "torch", "onnxruntime", "onnxruntime-gpu", "openvino", "onnx", "numpy", "executorch", "ai-edge-litert",
+                 "litert-torch", "coremltools", "tensorrt"):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -79,3 +80,12 @@ def fingerprint() -> dict:
         "hostname": platform.node(),
         "versions": package_versions(),
     }
+
+
+def describe(machine: dict) -> str:
+    """One line naming the machine a figure belongs to: CPU, ISA, GPUs and the runtime versions."""
+    cpu = machine.get("cpu") if isinstance(machine.get("cpu"), dict) else {}
+    gpus = ", ".join(str(g.get("name", "?")) for g in machine.get("gpus") or [] if isinstance(g, dict)) or "no GPU"
+    versions = machine.get("versions") if isinstance(machine.get("versions"), dict) else {}
+    versions = ", ".join(f"{k} {v}" for k, v in versions.items())
+    return f"{cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} cores; {' '.join(map(str, cpu.get('flags') or []))}); {gpus}; {versions}"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from partialnet.bench.claims import DEFAULT_TOLERANCE
 from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge
+from partialnet.bench.machine import describe
 from partialnet.bench.results import MAX_RESULT_BYTES, MAX_SAMPLES_PER_ROW, _strict_json, load_result
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
 from partialnet.bench.stats import ratio_of_medians
@@ -159,8 +160,7 @@ def _median(values: list[float]) -> float:
 def to_markdown(report: dict) -> str:
     lines = [f"# partialnet report: {len(report['machines'])} machine(s), protocol {report['protocol']['name']}", ""]
     for machine_id, machine in report["machines"].items():
-        gpus = ", ".join(g.get("name", "?") for g in machine.get("gpus") or [] if isinstance(g, dict)) or "no GPU"
-        lines.append(f"- `{machine_id}`: {machine['cpu'].get('model')} ({gpus})")
+        lines.append(f"- `{machine_id}`: {describe(machine)}")
     if report["claims"]:
         lines += ["", "| machine | claim | size | runtime | published | measured | 95% CI | verdict |", "|---|---|---|---|---|---|---|---|"]
         for r in report["claims"]:
