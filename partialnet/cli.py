@@ -533,6 +533,7 @@ def claims_command(
         result = claims_run.run_claims(plan, chosen, tolerance, block, lambda message, *_: bar.update(task, description=message), unfolded)
     out.print(render.claims_table(result))
     out.print(render.claims_measurements_table(result))
+    out.print(render.claims_costs_table(result))
     out.print(f"tolerance {tolerance:.0%}: {result['tolerance_rule']}")
     out.print(f"{result['weights']}; timed: {result['timed_model']}")
     out.print(f"machine: {describe(result['machine'])}")

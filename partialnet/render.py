@@ -240,3 +240,13 @@ def report_measurements_table(report: dict) -> Table:
         table.add_row(where, row["size"], row["runtime"], str(row["batch"]), str(row["threads"]), f"{row['fasternet_p50_ms']:.3f}",
                       f"{row['partialnet_p50_ms']:.3f}", f"{row['latency_ratio']:.3f}", f"{row['latency_ci'][0]:.3f}-{row['latency_ci'][1]:.3f}")
     return table
+
+
+def claims_costs_table(result: dict) -> Table:
+    """Params and GMACs of both families, measured here beside the published tables."""
+    table = Table(title=f"params and GMACs at {result['imgsz'][0]}x{result['imgsz'][1]} (measured here | published at 224)")
+    for col in ("variant", "params", "published", "GMACs", "published"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for row in result["costs"]:
+        table.add_row(row["name"], f"{row['params']:,}", f"{row['published_params']:,}", f"{row['gmacs']:.3f}", f"{row['published_gmacs']}")
+    return table
