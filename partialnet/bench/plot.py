@@ -104,20 +104,21 @@ def _draw_families(ax, points, gmacs: dict, gpu: bool) -> None:
 
 
 def report_figure(report: dict, gmacs: dict):
-    """One panel per machine of a merged report: both families per runtime, as `claims_figure` draws them."""
+    """One panel per machine (and per batch/thread setting measured there), drawn as `claims_figure` draws."""
     plt = _pyplot()
-    machines = [m for m in report["machines"] if any(r["machine_id"] == m and r["status"] == "ok" for r in report["measurements"])]
-    if not machines:
+    ok = [r for r in report["measurements"] if r["status"] == "ok"]
+    panels = list(dict.fromkeys((r["machine_id"], r["batch"], r["threads"]) for r in ok))
+    if not panels:
         raise BadInput("nothing to plot: the report has no measured PartialNet/FasterNet pair")
-    fig, axes = plt.subplots(1, len(machines), figsize=(6.5 * len(machines), 4.8), dpi=110, squeeze=False)
-    for ax, machine_id in zip(axes[0], machines):
-        rows = [r for r in report["measurements"] if r["machine_id"] == machine_id and r["status"] == "ok"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), dpi=110, squeeze=False)
+    for ax, (machine_id, batch, threads) in zip(axes[0], panels):
+        rows = [r for r in ok if (r["machine_id"], r["batch"], r["threads"]) == (machine_id, batch, threads)]
         gpu = rows[0]["device"] == "cuda"
         points = [(r["runtime"], r["size"], r["batch"], r["fasternet_p50_ms"], r["partialnet_p50_ms"]) for r in rows]
         _draw_families(ax, points, gmacs, gpu)
-        ax.set_xlabel("GMACs per image")
+        ax.set_xlabel("GMACs per image at 224x224")
         ax.set_title(f"{report['machines'][machine_id]['cpu'].get('model')} [{machine_id[:8]}] · {rows[0]['device']}\n"
-                     f"protocol {report['protocol']['name']}, batch {rows[0]['batch']}, {rows[0]['threads']} thread(s)", fontsize=8)
+                     f"protocol {report['protocol']['name']}, batch {batch}, {threads} thread(s)", fontsize=8)
     fig.tight_layout()
     return fig
 
