@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -162,3 +163,12 @@ def test_gpu_claims_use_the_papers_gpu_protocol(tmp_path, cli):
     t2 = rows[("patnet_t2_gpu_throughput", "t2")]
     assert t2["metric"] == "throughput" and t2["ratio"] > 0 and t2["verdict"] in ("reproduced", "not reproduced", "inconclusive")
     assert rows[("patnet_t2_cpu_latency", "t2")]["verdict"] == "not measurable here"
+
+
+@pytest.mark.skipif(not _cuda() or importlib.util.find_spec("tensorrt") is None, reason="needs TensorRT and a CUDA GPU")
+def test_gpu_claims_build_and_time_tensorrt_engines(tmp_path, cli):
+    out = tmp_path / "trt.json"
+    result = cli("claims", "--device", "cuda", "--sizes", "t0", "--runtime", "tensorrt", "--protocol", "quick", "--imgsz", "64", "--json", out)
+    assert result.code == 0, result.err
+    (cell,) = json.loads(out.read_text())["measurements"]
+    assert cell["runtime"] == "tensorrt" and cell["status"] == "ok" and cell["latency_ratio"] > 0

@@ -44,7 +44,8 @@ RUNTIMES: dict[str, RuntimeSpec] = {
         ),
         RuntimeSpec("coreml", "artifact", "coreml", ("fp32", "fp16"), formats=("coreml",), devices=("cpu",), runner="coreml:CoreMLRunner"),
         RuntimeSpec(
-            "tensorrt", "artifact", "tensorrt", ("fp32", "fp16", "int8"), formats=("trt",), devices=("cuda",), runner="tensorrt:TensorRTRunner"
+            # Built here from a checkpoint like the other exported runtimes (where TensorRT and a GPU are present)
+            "tensorrt", "onnx", "tensorrt", ("fp32", "fp16", "int8"), formats=("trt",), devices=("cuda",), runner="tensorrt:TensorRTRunner"
         ),
     )
 }
