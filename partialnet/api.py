@@ -32,6 +32,7 @@ from partialnet.models.registry import VARIANTS, Variant
 from partialnet.outputs import Output, atomic_outputs, check_outputs
 from partialnet.preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, load_images
 from partialnet.runtimes.torch_eager import TorchRunner
+from partialnet.signals import raise_if_pending
 from partialnet.verify import DEFAULT_TOLERANCES, ParityReport, compare, image_batches, judge_accuracy, random_batches
 
 def parse_imgsz(values: Sequence[int] | int | str | None, default: int = 224) -> tuple[int, int]:
@@ -398,6 +399,7 @@ def export_folded(
     with atomic_outputs(outputs, force, inputs) as staged, tempfile.TemporaryDirectory(prefix="partialnet-export-") as work:
         *staged_files, staged_manifest = staged
         stats = exporter.export(deploy, staged_files, options, metadata, Path(work))
+        raise_if_pending()  # stop requests wait for a converter to return, then stop before verification
         for item in staged_files:
             item.flush()
         temp_artifact = staged_files[0].path

@@ -18,6 +18,7 @@ import numpy as np
 
 from partialnet.errors import missing_extra
 from partialnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from partialnet.signals import raise_if_pending
 
 DATASET = "digits"
 IMGSZ = (64, 64)
@@ -114,6 +115,7 @@ def train(
         optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=epochs * steps_per_epoch, pct_start=0.2)
         for epoch in range(epochs):
+            raise_if_pending()
             model.train()
             order = torch.randperm(len(x_train))
             for step, start in enumerate(range(0, len(x_train), batch)):

@@ -1,20 +1,23 @@
-"""Stopping on SIGINT/SIGTERM/SIGHUP without ever raising inside a C++ library's callback.
+"""Stopping on SIGINT/SIGTERM/SIGHUP at safe points, so every temporary is removed and nothing half-done
+is published.
 
-The handler raises `Interrupted` in the main thread so every `finally` removes its temporaries. Some
-native libraries call back into Python (onnxsim runs ONNX Runtime through Python callbacks); an
-exception raised there either aborts the process (nanobind turns it into std::terminate) or is
-swallowed as "simplification failed" and the command carries on. Inside `deferred()` the handler only
-records the signal, and `Interrupted` is raised as soon as the native call returns. Every signal is
-also recorded, so one that a library catches and drops still stops the command before it publishes.
+The handler never raises: it records the request, and the command raises `Interrupted` at its next
+checkpoint (between stages, between bench rows, and always before publishing). Raising from a handler
+lands the exception wherever the main thread happens to be: inside a C extension's import (seen: onnx's
+module init segfaulted), inside a C++ library's Python callback (onnxsim aborted via std::terminate, or
+swallowed it as "simplification failed"). A second signal forces the default action at once, for a user
+who does not want to wait for the current step.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from contextlib import contextmanager
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_state = {"deferring": 0, "pending": None}
+_state = {"pending": None}
 
 
 class Interrupted(BaseException):
@@ -26,12 +29,16 @@ class Interrupted(BaseException):
 
 
 def on_signal(signum, frame) -> None:
-    for sig in HANDLED:
-        signal.signal(sig, signal.SIG_IGN)  # cleanup runs once, without a second signal cutting it short
-    _state["pending"] = signum  # kept even when raising: a library that swallows the exception cannot swallow this
-    if _state["deferring"]:
+    if _state["pending"] is not None:  # asked twice: stop now, the default way
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
         return
-    raise Interrupted(signum)
+    _state["pending"] = signum
+    try:
+        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping after the current step (again to force)\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def install() -> None:
@@ -43,19 +50,14 @@ def install() -> None:
 
 
 def raise_if_pending() -> None:
-    """Raise for a recorded stop request. The request is never cleared: if a library swallows this
-    Interrupted too (some turn any exception from a callback into their own error and fall back),
-    the next check, at the latest the one before publishing, raises again."""
-    if _state["pending"] is not None and not _state["deferring"]:
+    """A checkpoint. The request is never cleared: if a library swallows this Interrupted, the next
+    checkpoint (at the latest the one before publishing) raises again."""
+    if _state["pending"] is not None:
         raise Interrupted(_state["pending"])
 
 
 @contextmanager
 def deferred():
-    """Hold a stop request until the enclosed native call returns, then honour it."""
-    _state["deferring"] += 1
-    try:
-        yield
-    finally:
-        _state["deferring"] -= 1
+    """A native call that calls back into Python: honour a stop request as soon as it returns."""
+    yield
     raise_if_pending()

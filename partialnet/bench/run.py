@@ -209,6 +209,9 @@ def run_worker(spec: dict, workdir: Path, threads: int) -> dict:
     spec_path = Path(tempfile.mkstemp(suffix=".json", dir=workdir)[1])
     result_path = spec_path.with_suffix(".result.json")
     spec_path.write_text(json.dumps(spec))
+    from partialnet.signals import raise_if_pending
+
+    raise_if_pending()
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "partialnet.bench.worker", str(spec_path), str(result_path)],
@@ -219,6 +222,7 @@ def run_worker(spec: dict, workdir: Path, threads: int) -> dict:
         )
     except subprocess.TimeoutExpired:
         return {"status": "failed", "reason": f"worker timed out after {WORKER_TIMEOUT_S}s"}
+    raise_if_pending()  # a Ctrl-C also reached the worker (same process group): stop, don't record a failed row
     if not result_path.exists():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         return {"status": "failed", "reason": f"worker exited {proc.returncode}: {tail[0][:200]}"}

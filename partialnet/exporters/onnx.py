@@ -69,7 +69,11 @@ def to_onnx(model: nn.Module, options: OnnxOptions):
     )
     if options.dynamic:
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
-    with quiet():
+    from partialnet.signals import deferred
+
+    # torch.export traces through C++ hooks that call back into Python: an exception raised in there by a
+    # signal handler crashed the process (SIGSEGV, temporaries left behind) about one time in ten.
+    with quiet(), deferred():
         program = torch.onnx.export(model, (x,), **kwargs)
     return program.model_proto
 

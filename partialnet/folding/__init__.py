@@ -26,6 +26,7 @@ from partialnet.errors import BadInput, CheckFailed
 from partialnet.folding.passes import PASSES, FoldContext
 from partialnet.models.flops import measure_cost
 from partialnet.models.partialnet import Arch, PartialNet
+from partialnet.signals import raise_if_pending
 from partialnet.outputs import atomic_outputs
 
 DEPLOY_FORMAT = "partialnet-deploy"
@@ -113,6 +114,7 @@ def fold(
         batchnorms_before=count_batchnorms(model),
     )
     for p in PASSES:
+        raise_if_pending()
         with torch.no_grad():  # folded tensors must be plain leaves, never parts of an autograd graph
             outcome = p.apply(deploy, ctx)
         diff = 0.0
