@@ -29,6 +29,11 @@ def test_verdicts_on_synthetic_intervals(claim, ci, expected):
     assert verdict(claim, claim.published[0], ci, tolerance=0.05) == expected
 
 
+def test_a_non_finite_interval_never_decides_a_verdict():
+    assert verdict(CPU, 0.76, (float("nan"), 0.5)) == "not measurable here"
+    assert verdict(GPU, 1.25, (2.0, float("inf"))) == "not measurable here"
+
+
 def test_accuracy_claims_are_never_verified_by_speed():
     claim = get_claim("patnet_t2_top1")
     assert verdict(claim, claim.published[0], (1.5, 1.6)) == NOT_VERIFIED

@@ -574,3 +574,15 @@ def test_a_real_export_prints_no_raw_warnings(tmp_path):
     assert code == 0, err
     assert err.strip() == "", err
     assert "Warning" not in out
+
+
+@pytest.mark.parametrize("manifest", ['{"metadata": [1, 2]}', '[]', '{"metadata": {"precision": 16}}'])
+def test_a_strangers_sidecar_manifest_never_crashes_read_io(manifest, tmp_path):
+    """.pte/.tflite metadata comes from the JSON beside the file: only an object of strings counts."""
+    from partialnet.exporters.sidecar import read_metadata, sidecar
+
+    artifact = tmp_path / "m.tflite"
+    artifact.write_bytes(b"x")
+    sidecar(artifact).write_text(manifest)
+    metadata, precision = read_metadata(artifact)
+    assert isinstance(metadata, dict) and isinstance(precision, str)

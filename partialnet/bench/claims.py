@@ -6,6 +6,7 @@ machine, ratios measured side by side in one process carry over. A new claim is 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 REPRODUCED = "reproduced"
@@ -84,7 +85,7 @@ def verdict(claim: Claim, published: float, ci: tuple[float, float] | None, tole
     """The verdict of one measured ratio interval against one published ratio (see TOLERANCE_RULE)."""
     if claim.metric == "accuracy":
         return NOT_VERIFIED  # needs trained weights and ImageNet; never guessed from speed
-    if ci is None:
+    if ci is None or not all(math.isfinite(v) for v in ci):  # NaN/Inf never decide a verdict
         return NOT_MEASURABLE
     low, high = ci
     if claim.better == "lower":

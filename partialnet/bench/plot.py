@@ -7,13 +7,7 @@ from partialnet.errors import BadInput, missing_extra
 
 def plot(result: dict, target) -> None:
     """Draw `result` as a PNG into `target` (a path or a binary file; bench writes through partialnet.outputs)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise missing_extra("matplotlib (needed for --plot)", "plot") from None
+    plt = _pyplot()
     rows = [r for r in result["rows"] if r["status"] == "ok" and r.get("gmacs")]
     if not rows:
         raise BadInput("nothing to plot: no measured row with a known GMACs figure")
@@ -31,10 +25,7 @@ def plot(result: dict, target) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        fig.savefig(target, format="png")
-    finally:
-        plt.close(fig)
+    save(fig, target)
 
 
 def _pyplot():

@@ -9,29 +9,18 @@ protocols differ are never mixed: their numbers mean different things.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from partialnet.bench.claims import DEFAULT_TOLERANCE
 from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge
 from partialnet.bench.machine import describe
-from partialnet.bench.results import MAX_RESULT_BYTES, MAX_SAMPLES_PER_ROW, _strict_json, load_result
+from partialnet.bench.results import MAX_RESULT_BYTES, _strict_json, check_samples, load_result
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
 from partialnet.bench.stats import ratio_of_medians
 from partialnet.errors import BadInput
 
 REPORT_SCHEMA = "partialnet.report/1"
 MAX_INPUTS = 64
-
-
-def _samples(value, where: str) -> list[float]:
-    if not isinstance(value, list) or not value:
-        raise BadInput(f"{where}: no raw samples")
-    if len(value) > MAX_SAMPLES_PER_ROW:
-        raise BadInput(f"{where}: {len(value):,} samples, over the {MAX_SAMPLES_PER_ROW:,} limit")
-    if not all(type(x) in (int, float) and math.isfinite(x) and x > 0 for x in value):
-        raise BadInput(f"{where}: samples_s must be positive finite numbers of seconds")
-    return [float(x) for x in value]
 
 
 def _machine(data: dict, path: Path) -> dict:
@@ -65,7 +54,7 @@ def load_claims(path: Path, data: dict) -> dict:
                 side = cell.get(family)
                 if not isinstance(side, dict):
                     raise BadInput(f"{where} lacks its {family} side")
-                side["samples_s"] = _samples(side.get("samples_s"), f"{where} ({family})")
+                side["samples_s"] = check_samples(side.get("samples_s"), f"{where} ({family})")
         elif not isinstance(cell.get("reason"), str):
             cell["reason"] = "not measured"
     costs = data.get("costs")

@@ -144,13 +144,18 @@ def _check_row(row, i: int, path: Path) -> None:
             raise BadInput(f"{where}: {key} must be an integer, got {type(row[key]).__name__}")
     if row["status"] != "ok":
         return
-    samples = row.get("samples_s")
+    check_samples(row.get("samples_s"), f"{where} ({row['model']}, {row['runtime']})")
+
+
+def check_samples(samples, where: str) -> list[float]:
+    """Raw timing samples from a file: a non-empty list of positive finite seconds, within the limit."""
     if not isinstance(samples, list) or not samples:
-        raise BadInput(f"{where} ({row['model']}, {row['runtime']}) has no raw samples")
+        raise BadInput(f"{where} has no raw samples")
     if len(samples) > MAX_SAMPLES_PER_ROW:
         raise BadInput(f"{where} holds {len(samples):,} samples, over the {MAX_SAMPLES_PER_ROW:,} limit")
     if not all(type(x) in (int, float) and math.isfinite(x) and x > 0 for x in samples):
         raise BadInput(f"{where}: samples_s must be positive finite numbers of seconds")
+    return [float(x) for x in samples]
 
 
 def load_result(path: str | Path) -> dict:

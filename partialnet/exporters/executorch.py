@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from torch import nn
 from partialnet.errors import BadInput, missing_extra
 from partialnet.exporters.quiet import library_quiet as quiet
 from partialnet.exporters.options import ExportOptions
+from partialnet.exporters.sidecar import read_metadata, write_scratch
 from partialnet.inputs import check_regular
 
 MAX_PTE_BYTES = 2 << 30
@@ -160,9 +160,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
     staged[0].write_bytes(buffer)
     # A .pte has no metadata slot: the manifest beside it carries it. Verification reads a scratch copy
     # with its own sidecar, before the real manifest exists.
-    scratch = workdir / "model.pte"
-    scratch.write_bytes(buffer)
-    (workdir / "model.pte.json").write_text(json.dumps({"metadata": {**metadata, "precision": options.precision}}))
+    scratch = write_scratch(workdir, "model.pte", buffer, metadata, options.precision)
     with quiet():
         import executorch
 
@@ -185,8 +183,6 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
 def read_io(path: Path) -> dict:
     """Shapes from the program's own method metadata; partialnet metadata from the manifest beside it."""
     _require()
-    from partialnet.inputs import read_json
-
     path = Path(path)
     check_regular(path, "ExecuTorch program (.pte)", max_bytes=MAX_PTE_BYTES)
     with quiet():
@@ -202,15 +198,5 @@ def read_io(path: Path) -> dict:
     sizes = list(meta.input_tensor_meta(0).sizes())
     if len(sizes) != 4 or sizes[1] != 3:
         raise BadInput(f"{path}: input shape {sizes} is not (batch, 3, H, W)")
-    manifest = path.with_name(path.name + ".json")
-    metadata = {}
-    if manifest.is_file():
-        record = read_json(manifest, "export manifest")
-        metadata = record.get("metadata", {}) if isinstance(record, dict) else {}
-    return {
-        "batch": int(sizes[0]),
-        "dynamic": False,
-        "imgsz": (int(sizes[2]), int(sizes[3])),
-        "precision": str(metadata.get("precision", "fp32")),
-        "metadata": {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
-    }
+    metadata, precision = read_metadata(path)
+    return {"batch": int(sizes[0]), "dynamic": False, "imgsz": (int(sizes[2]), int(sizes[3])), "precision": precision, "metadata": metadata}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import json
 import os
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from torch import nn
 from partialnet.errors import BadInput, missing_extra
 from partialnet.exporters.quiet import library_quiet, native_quiet
 from partialnet.exporters.options import ExportOptions
+from partialnet.exporters.sidecar import read_metadata, write_scratch
 from partialnet.inputs import check_regular
 
 MAX_TFLITE_BYTES = 2 << 30
@@ -51,9 +51,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
             model, kwargs["quant_config"] = _quantize(model, example, options.calibration, options.batch)
         content = bytes(litert_torch.convert(model, (example,), **kwargs).model_content())
     staged[0].write_bytes(content)
-    scratch = workdir / "model.tflite"  # verified with a sidecar before the real manifest exists
-    scratch.write_bytes(content)
-    (workdir / "model.tflite.json").write_text(json.dumps({"metadata": {**metadata, "precision": options.precision}}))
+    scratch = write_scratch(workdir, "model.tflite", content, metadata, options.precision)
     ops = _op_counts(scratch)
     stats = {
         "nodes": sum(ops.values()),
@@ -156,8 +154,6 @@ def delegation(path: Path) -> dict:
 
 
 def read_io(path: Path) -> dict:
-    from partialnet.inputs import read_json
-
     path = Path(path)
     check_regular(path, "LiteRT model (.tflite)", max_bytes=MAX_TFLITE_BYTES)
     interpreter = _interpreter(path)
@@ -167,16 +163,11 @@ def read_io(path: Path) -> dict:
     dims = [int(d) for d in inputs[0]["shape"]]
     if len(dims) != 4 or dims[1] != 3:
         raise BadInput(f"{path}: input shape {dims} is not (batch, 3, H, W)")
-    manifest = path.with_name(path.name + ".json")
-    metadata = {}
-    if manifest.is_file():
-        record = read_json(manifest, "export manifest")
-        metadata = record.get("metadata", {}) if isinstance(record, dict) else {}
-    precision = str(metadata.get("precision", "fp32")) if isinstance(metadata, dict) else "fp32"
+    metadata, precision = read_metadata(path)
     return {
         "batch": dims[0],
         "dynamic": False,
         "imgsz": (dims[2], dims[3]),
         "precision": precision,
-        "metadata": {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
+        "metadata": metadata,
     }

@@ -1,0 +1,38 @@
+"""Formats with no metadata slot (.pte, .tflite): partialnet's metadata lives in the manifest beside them.
+
+Export verifies a scratch copy with a minimal sidecar before the real manifest exists; read_io reads
+whichever manifest sits beside the file. Manifests come from strangers: only a JSON object of strings
+is taken as metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def write_scratch(workdir: Path, name: str, content: bytes, metadata: dict[str, str], precision: str) -> Path:
+    """A copy of the artifact in `workdir`, with the sidecar verification reads, before anything is published."""
+    scratch = workdir / name
+    scratch.write_bytes(content)
+    sidecar(scratch).write_text(json.dumps({"metadata": {**metadata, "precision": precision}}))
+    return scratch
+
+
+def read_metadata(path: Path) -> tuple[dict[str, str], str]:
+    """(metadata, precision) from the manifest beside `path`; ({}, "fp32") when there is none."""
+    from partialnet.inputs import read_json
+
+    manifest = sidecar(Path(path))
+    if not manifest.is_file():
+        return {}, "fp32"
+    record = read_json(manifest, "export manifest")
+    metadata = record.get("metadata") if isinstance(record, dict) else None
+    if not isinstance(metadata, dict):
+        return {}, "fp32"
+    metadata = {str(k): str(v) for k, v in metadata.items()}
+    return metadata, metadata.get("precision", "fp32")
