@@ -142,8 +142,7 @@ def test_every_write_goes_through_the_output_module():
         "bench/worker.py": ("result_path.write_text(",),
         "exporters/onnx.py": ("fp32_path.write_bytes(",),  # the quantizer's input, in the export's scratch dir
         "exporters/tensorrt.py": ("engine_path.write_bytes(", '(workdir / "model.engine.json").write_text('),
-        "exporters/executorch.py": ("scratch.write_bytes(", '(workdir / "model.pte.json").write_text('),
-        "exporters/litert.py": ("scratch.write_bytes(", '(workdir / "model.tflite.json").write_text('),
+        "exporters/sidecar.py": ("scratch.write_bytes(", "sidecar(scratch).write_text("),  # .pte/.tflite copies, called with workdir
     }
     offenders = []
     for path in sorted(root.rglob("*.py")):
