@@ -466,7 +466,7 @@ def _identity(variant: str | None, sha: str) -> str:
 
 def versions() -> dict:
     """Installed versions of the packages an artifact or a timing depends on (recorded in manifests)."""
-    from partialnet.bench.machine import package_versions
+    from partialnet.machine import package_versions
 
     return package_versions()
 

@@ -500,7 +500,7 @@ def claims_command(
 
     from partialnet.bench import claims_run
     from partialnet.bench import run as bench_run
-    from partialnet.bench.machine import describe
+    from partialnet.machine import describe
     from partialnet.bench.protocols import get_protocol
     from partialnet.bench.results import result_outputs
     from partialnet.limits import MAX_THREADS, check_count, check_input_shape

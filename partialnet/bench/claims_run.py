@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from partialnet.bench.claims import CLAIMS, DEFAULT_TOLERANCE, NOT_MEASURABLE, TOLERANCE_RULE, verdict
-from partialnet.bench.machine import describe, fingerprint
+from partialnet.machine import describe, fingerprint
 from partialnet.bench.run import SCHEMA, BenchPlan, run_ab
 from partialnet.errors import BadInput, Unavailable
 from partialnet.runtimes.table import availability

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from partialnet.bench.claims import DEFAULT_TOLERANCE
 from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge
-from partialnet.bench.machine import describe
+from partialnet.machine import describe
 from partialnet.bench.results import MAX_RESULT_BYTES, _strict_json, check_samples, load_result
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
 from partialnet.bench.stats import ratio_of_medians

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from partialnet.bench.machine import fingerprint
+from partialnet.machine import fingerprint
 from partialnet.bench.measure import TIMED_REGION
 from partialnet.bench.protocols import Protocol
 from partialnet.bench.stats import mann_whitney_greater, ratio_of_medians, summarize

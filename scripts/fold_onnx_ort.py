@@ -4,7 +4,7 @@ Both graphs run in one process on one thread at batch 1, in alternating blocks s
 machine (frequency, other load) hits both equally; the ratio of medians is what to read, with a
 bootstrap 95 % interval. Not a test: run it by hand.
 
-    python benchmarks/fold_onnx_ort.py [CKPT|VARIANT] [--imgsz 224] [--blocks 20] [--iters 25] [--json out.json]
+    python scripts/fold_onnx_ort.py [CKPT|VARIANT] [--imgsz 224] [--blocks 20] [--iters 25] [--json out.json]
 """
 
 from __future__ import annotations

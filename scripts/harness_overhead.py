@@ -4,7 +4,7 @@ A near-identity model (the per-channel mean of a 224×224 input) is timed throug
 the same timing loop as `partialnet bench`, each runtime in its own subprocess, one thread, batch 1.
 Anything a real row reports below this is not the model's cost. Not a test: run it by hand.
 
-    python benchmarks/harness_overhead.py [--imgsz 224] [--protocol latency] [--json out.json]
+    python scripts/harness_overhead.py [--imgsz 224] [--protocol latency] [--json out.json]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from partialnet.bench.machine import fingerprint
+from partialnet.machine import fingerprint
 from partialnet.bench.measure import timed, warm_up
 from partialnet.bench.protocols import get_protocol
 from partialnet.bench.stats import summarize
