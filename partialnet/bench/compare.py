@@ -1,23 +1,69 @@
-"""Is the candidate slower than the baseline? A verdict that does not cry wolf on shared CI runners.
+"""Is the candidate slower than the baseline? A verdict that neither cries wolf nor waves noise through.
 
-A row regresses only if BOTH hold: the slowdown is statistically significant on the raw samples
+Every matched row gets one of four outcomes, decided in this order:
+
+**noisy** (unreliable: rerun) when either check below fires. Both ask whether the two runs can carry a
+verdict at all at the requested gate `max_slowdown` (m):
+
+1. *Unresolved.* An "ok" (or "improvement") must rule out a gate-sized slowdown. When the bootstrap
+   95 % interval of the ratio of medians still reaches the gate edge (upper end >= 1 + m) AND is wider
+   than the gate itself (upper / lower > 1 + m), the samples are too few for their spread to say either
+   way: passing would be absence of evidence, not evidence of absence. (An interval narrower than the
+   gate that merely touches its edge is a precise measurement near the gate, and rerunning would not
+   change it; the point estimate decides.) A regression is not second-guessed by this check: the rank
+   test and the median already agree it is slower by more than the gate. With m = 0 the gate is "any
+   significant slowdown" and has no edge to reach, so this check is off.
+2. *Shape.* Interference on a shared machine only ever adds time: it lifts the median and leaves the
+   fast floor (the 5th percentile: the undisturbed iterations) where it was, while a slower build moves
+   both. So each side's lift, median / p5, measures how far interference pushed its median, and the
+   row is noisy when the two lifts differ by more than the gate:
+   |log lift_c - log lift_b| > log(1 + max(m, 5 %)). Since that difference equals
+   log(median ratio) - log(floor ratio), it reads: the median moved by a gate more than the floor did,
+   so the machine moved, not the model. Two runs of one checkpoint on a busy 2-core VM look exactly
+   like this: a 2-3x "regression" of the median (a slow mode took over half of one run), an unchanged
+   floor, std/mean CoV near 1. A uniformly slower build (every sample x 1.5) has equal lifts and is
+   never noisy, however dispersed. The 5 % floor on the tolerance is the shape difference two runs of
+   one build show on a quiet machine; below it a difference says nothing (and --max-slowdown 0 would
+   otherwise make every row noisy).
+
+Why not a limit on each side's CoV? std/mean is dominated by a few preemption spikes that leave the
+median alone: quick runs on this project's 2-core VM measure 0.5-1.0 on rows whose medians repeat within
+5 %, so any limit tied to a 10 % gate calls every row noisy. A robust spread (MAD, IQR) of one run is
+better but still cannot tell a dispersed run that is merely slower everywhere (every quantile moved: a
+real regression) from one whose median moved alone; comparing the two runs' shapes can. Both CoVs are
+reported (std/mean, as `bench` prints them) so a reader sees what the shape check saw.
+
+**regression** only if BOTH hold: the slowdown is statistically significant on the raw samples
 (one-sided Mann-Whitney U, p < alpha) AND the median got slower by more than `max_slowdown`.
 Significance alone flags 1 % shifts on quiet machines; a threshold alone flags noise on busy ones.
+**improvement** is the mirror image; everything else is **ok**.
+
+Limits: a run disturbed from its first iteration to its last has no fast floor to betray it and looks
+like a slower build, and the floor itself drifts between runs on a shared VM (up to ~10 % measured here),
+which no statistic of the two files can see; only a rerun or an interleaved A/B (`bench --ab`) can tell.
+A file compared with itself (or two files holding the same samples) is said to be so, and every row is
+trivially ok.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from partialnet.bench.results import row_key
+from partialnet.bench.results import KEY_FIELDS, row_key
 from partialnet.bench.stats import mann_whitney_greater, ratio_of_medians
 from partialnet.errors import BadInput
 
 DEFAULT_ALPHA = 0.01
 DEFAULT_MAX_SLOWDOWN = 0.10
+NOISE_POLICIES = ("fail", "ignore")
+DEFAULT_NOISE = "fail"
+FLOOR_PERCENTILE = 5
+MIN_SHAPE_TOLERANCE = 0.05
+WHY_ALL_ROWS_UP_TO = 6  # with this many rows or fewer, every row's reason is printed, not only the non-ok ones
 
 
 @dataclass
@@ -25,19 +71,24 @@ class RowVerdict:
     key: tuple
     baseline_p50_ms: float
     candidate_p50_ms: float
+    baseline_p5_ms: float
+    candidate_p5_ms: float
+    baseline_cov: float
+    candidate_cov: float
     ratio: float
     ratio_ci95: tuple[float, float]
+    floor_ratio: float
     p_slower: float
     p_faster: float
-    verdict: str  # "regression" | "improvement" | "ok"
+    verdict: str  # "regression" | "improvement" | "ok" | "noisy"
+    why: str
+    noise_reasons: list[str] = field(default_factory=list)  # "unresolved" and/or "shape"
 
     def to_dict(self) -> dict:
-        return {
-            "model": self.key[0], "runtime": self.key[1], "precision": self.key[2], "batch": self.key[3], "threads": self.key[4],
-            "baseline_p50_ms": self.baseline_p50_ms, "candidate_p50_ms": self.candidate_p50_ms,
-            "ratio": self.ratio, "ratio_ci95": list(self.ratio_ci95),
-            "p_slower": self.p_slower, "p_faster": self.p_faster, "verdict": self.verdict,
-        }
+        out = dict(zip(KEY_FIELDS, self.key))
+        out.update({k: v for k, v in asdict(self).items() if k != "key"})
+        out["ratio_ci95"] = list(self.ratio_ci95)
+        return out
 
 
 def median_ms(samples) -> float:
@@ -45,26 +96,151 @@ def median_ms(samples) -> float:
     return float(np.median(np.asarray(samples, dtype=np.float64))) * 1e3
 
 
+def floor_ms(samples) -> float:
+    """The 5th percentile: the run's undisturbed iterations, steadier across runs than its minimum."""
+    return float(np.percentile(np.asarray(samples, dtype=np.float64), FLOOR_PERCENTILE)) * 1e3
+
+
+def std_cov(samples) -> float:
+    """std/mean with the definition of `stats.summarize` (the CoV `bench` prints), without its bootstrap.
+
+    Reported so that the number a user saw in `bench` is the number `compare` shows; the verdict does
+    not use it (see the module docstring).
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    mean = float(x.mean())
+    return float(x.std(ddof=1) / mean) if len(x) > 1 and mean > 0 else 0.0
+
+
+def gate_pct(max_slowdown: float) -> str:
+    return f"{max_slowdown * 100:.3g}%"
+
+
+def unresolved(low: float, high: float, max_slowdown: float) -> bool:
+    """The interval reaches the gate edge and is wider than the gate: it can rule a gate-sized slowdown neither in nor out."""
+    edge = 1 + max_slowdown
+    return max_slowdown > 0 and high >= edge and high / low > edge
+
+
+def shape_disagrees(ratio: float, floor_ratio: float, max_slowdown: float) -> bool:
+    """The median moved by a gate more (or less) than the fast floor: interference, not code, moved it.
+
+    Deliberately no exception for a floor ratio that is itself beyond the gate: between two runs on a
+    busy VM the floor drifts by about 10 % too, so "slower at the floor as well" does not rescue a 2.4x
+    median.
+    """
+    gap = abs(math.log(ratio) - math.log(floor_ratio))
+    return gap > math.log(1 + max(max_slowdown, MIN_SHAPE_TOLERANCE))
+
+
 def judge(baseline, candidate, alpha: float = DEFAULT_ALPHA, max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> dict:
-    """The verdict for one pair of raw sample sets (seconds)."""
+    """The verdict for one pair of raw sample sets (seconds), with the numbers behind it and a reason."""
     ratio, low, high = ratio_of_medians(candidate, baseline)
-    p_slower = mann_whitney_greater(candidate, baseline)
-    p_faster = mann_whitney_greater(baseline, candidate)
-    if p_slower < alpha and ratio > 1 + max_slowdown:
+    stats = {
+        "baseline_p50_ms": median_ms(baseline), "candidate_p50_ms": median_ms(candidate),
+        "baseline_p5_ms": floor_ms(baseline), "candidate_p5_ms": floor_ms(candidate),
+        "baseline_cov": std_cov(baseline), "candidate_cov": std_cov(candidate),
+        "ratio": ratio, "ratio_ci95": (low, high),
+        "p_slower": mann_whitney_greater(candidate, baseline), "p_faster": mann_whitney_greater(baseline, candidate),
+    }
+    stats["floor_ratio"] = stats["candidate_p5_ms"] / stats["baseline_p5_ms"]
+    if stats["p_slower"] < alpha and ratio > 1 + max_slowdown:
         verdict = "regression"
-    elif p_faster < alpha and ratio < 1 / (1 + max_slowdown):
+    elif stats["p_faster"] < alpha and ratio < 1 / (1 + max_slowdown):
         verdict = "improvement"
     else:
         verdict = "ok"
-    return {"ratio": ratio, "ratio_ci95": (low, high), "p_slower": p_slower, "p_faster": p_faster, "verdict": verdict}
+    reasons = [name for name, hit in (
+        ("unresolved", verdict != "regression" and unresolved(low, high, max_slowdown)),
+        ("shape", shape_disagrees(ratio, stats["floor_ratio"], max_slowdown)),
+    ) if hit]
+    if reasons:
+        verdict = "noisy"
+    stats.update(verdict=verdict, noise_reasons=reasons)
+    stats["why"] = explain(stats, alpha, max_slowdown)
+    return stats
 
 
-def check_gate(alpha: float, max_slowdown: float) -> None:
-    """The gate's two numbers, checked before any result file is read."""
+def explain(v: dict, alpha: float, max_slowdown: float) -> str:
+    """One line a reviewer can check by hand: the ratio, its interval, the test, and what decided."""
+    gate = gate_pct(max_slowdown)
+    low, high = v["ratio_ci95"]
+    ratio = f"median ratio {v['ratio']:.2f} (95% CI {low:.2f}-{high:.2f})"
+    if v["verdict"] == "improvement":
+        test = f"Mann-Whitney U one-sided p(faster)={v['p_faster']:.2g} < {alpha:g}"
+        return f"improvement: {ratio}, {test}, beyond the {gate} gate"
+    significant = v["p_slower"] < alpha
+    test = f"Mann-Whitney U one-sided p={v['p_slower']:.2g} {'<' if significant else '>='} {alpha:g}"
+    if v["verdict"] == "regression":
+        return f"regression: {ratio}, {test}, above the {gate} gate"
+    if v["verdict"] == "noisy":
+        reasons = "; ".join(_noise_reason(v, r, max_slowdown) for r in v["noise_reasons"])
+        return f"noisy: {ratio}, {test}; {reasons}; {_advice(v['noise_reasons'])}"
+    if significant:
+        return f"ok: {ratio}, {test} but within the {gate} gate"
+    below = f", and the interval stays below the {gate} gate" if max_slowdown > 0 else ""
+    return f"ok: {ratio}, {test}: no significant slowdown{below}"
+
+
+def _noise_reason(v: dict, reason: str, max_slowdown: float) -> str:
+    """Which side is to blame and by how much, so the user knows which run to redo."""
+    covs = f"CoV baseline {v['baseline_cov']:.2f}, candidate {v['candidate_cov']:.2f}"
+    if reason == "unresolved":
+        gate = gate_pct(max_slowdown)
+        return (f"the interval reaches past the {gate} gate ({1 + max_slowdown:.2f}) and is wider than the gate: "
+                f"too few samples for their spread to rule a {gate} slowdown in or out ({covs})")
+    lifts = {side: v[f"{side}_p50_ms"] / v[f"{side}_p5_ms"] for side in ("baseline", "candidate")}
+    worse = max(lifts, key=lifts.get)
+    other = "baseline" if worse == "candidate" else "candidate"
+    return (f"5th-percentile ratio {v['floor_ratio']:.2f}: the {worse}'s median sits {lifts[worse]:.2f}x above its own "
+            f"5th percentile, the {other}'s {lifts[other]:.2f}x (CoV {worse} {v[f'{worse}_cov']:.2f}, {other} "
+            f"{v[f'{other}_cov']:.2f}): the machine moved, not the model")
+
+
+def _advice(reasons: list[str]) -> str:
+    more = " with more iterations" if "unresolved" in reasons else ""
+    quieter = " on a quieter machine (or interleave the two: bench --ab)" if "shape" in reasons else ""
+    return f"rerun{more}{quieter}"
+
+
+def check_gate(alpha: float, max_slowdown: float, noise: str = DEFAULT_NOISE) -> None:
+    """The gate's options, checked before any result file is read."""
     if not (math.isfinite(alpha) and 0 < alpha < 1):
         raise BadInput(f"--alpha {alpha}: expected a number strictly between 0 and 1")
     if not (math.isfinite(max_slowdown) and 0 <= max_slowdown <= 100):
         raise BadInput(f"--max-slowdown {max_slowdown}: expected a finite fraction >= 0 (0.10 = 10 %)")
+    if noise not in NOISE_POLICIES:
+        raise BadInput(f"--noise {noise!r}: expected one of {', '.join(NOISE_POLICIES)}")
+
+
+def _check_machines(baseline: dict, candidate: dict, allow_different_machines: bool) -> bool:
+    machines = (baseline["machine"].get("id"), candidate["machine"].get("id"))
+    if machines[0] != machines[1] and not allow_different_machines:
+        raise BadInput(
+            f"results come from different machines ({baseline['machine']['cpu']['model']} vs "
+            f"{candidate['machine']['cpu']['model']}, fingerprints {machines[0]} vs {machines[1]}); "
+            "pass --allow-different-machines to compare anyway"
+        )
+    return machines[0] == machines[1]
+
+
+def same_input_reason(baseline: dict, candidate: dict, base_rows: dict, cand_rows: dict, same_file: bool) -> str | None:
+    """Why comparing these two is comparing a measurement with itself, or None when it is not."""
+    if same_file:
+        return "are the same file"
+    if baseline == candidate:
+        return "have identical content"
+    same_keys = base_rows.keys() == cand_rows.keys()
+    if same_keys and all(base_rows[k]["samples_s"] == cand_rows[k]["samples_s"] for k in base_rows):
+        return "hold identical samples in every row"
+    return None
+
+
+def _trivial(key: tuple, b: list, alpha: float, max_slowdown: float) -> RowVerdict:
+    """A row compared with itself: ok by construction, whatever its noise (the rank test would say p ~ 0.5)."""
+    v = judge(b, b, alpha, max_slowdown)
+    v.update(verdict="ok", noise_reasons=[], why="ok: identical samples on both sides (the same measurement twice)")
+    return RowVerdict(key, **v)
 
 
 def compare_results(
@@ -73,30 +249,70 @@ def compare_results(
     alpha: float = DEFAULT_ALPHA,
     max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
     allow_different_machines: bool = False,
+    noise: str = DEFAULT_NOISE,
+    same_file: bool = False,
 ) -> dict:
-    check_gate(alpha, max_slowdown)
-    machines = (baseline["machine"].get("id"), candidate["machine"].get("id"))
-    if machines[0] != machines[1] and not allow_different_machines:
-        raise BadInput(
-            f"results come from different machines ({baseline['machine']['cpu']['model']} vs "
-            f"{candidate['machine']['cpu']['model']}, fingerprints {machines[0]} vs {machines[1]}); "
-            "pass --allow-different-machines to compare anyway"
-        )
+    check_gate(alpha, max_slowdown, noise)
+    same_machine = _check_machines(baseline, candidate, allow_different_machines)
     base_rows = {row_key(r): r for r in baseline["rows"] if r["status"] == "ok"}
     cand_rows = {row_key(r): r for r in candidate["rows"] if r["status"] == "ok"}
+    same = same_input_reason(baseline, candidate, base_rows, cand_rows, same_file)
     verdicts = []
     for key in [k for k in cand_rows if k in base_rows]:
-        b, c = base_rows[key], cand_rows[key]
-        v = judge(b["samples_s"], c["samples_s"], alpha, max_slowdown)
-        verdicts.append(RowVerdict(key, median_ms(b["samples_s"]), median_ms(c["samples_s"]), **v))
+        b, c = base_rows[key]["samples_s"], cand_rows[key]["samples_s"]
+        if same is not None or b == c:
+            verdicts.append(_trivial(key, b, alpha, max_slowdown))
+        else:
+            verdicts.append(RowVerdict(key, **judge(b, c, alpha, max_slowdown)))
     if not verdicts:
         raise BadInput("no rows in common (matched by model, runtime, precision, batch, threads)")
     return {
         "alpha": alpha,
         "max_slowdown": max_slowdown,
-        "same_machine": machines[0] == machines[1],
+        "noise": noise,
+        "same_machine": same_machine,
+        "same_input": same is not None,
+        "same_input_reason": same,
         "rows": [v.to_dict() for v in verdicts],
         "only_in_baseline": [list(k) for k in base_rows if k not in cand_rows],
         "only_in_candidate": [list(k) for k in cand_rows if k not in base_rows],
         "regressions": sum(v.verdict == "regression" for v in verdicts),
+        "noisy": sum(v.verdict == "noisy" for v in verdicts),
     }
+
+
+def row_label(row: dict) -> str:
+    return f"{row['model']} / {row['runtime']} / {row['precision']} / b{row['batch']} / {row['threads']}t"
+
+
+def why_lines(report: dict) -> list[str]:
+    """Reasons worth printing under the table: every row when there are few, else the ones that are not ok."""
+    rows = report["rows"]
+    shown = rows if len(rows) <= WHY_ALL_ROWS_UP_TO else [r for r in rows if r["verdict"] != "ok"]
+    return [f"{row_label(r)}: {r['why']}" for r in shown]
+
+
+def failure(report: dict) -> str | None:
+    """The one-line reason the gate fails (exit 1), or None when it passes (exit 0).
+
+    A regression always fails. A noisy row fails under the default `--noise fail`, with a message that
+    says to rerun rather than that the code got slower; `--noise ignore` reports it and passes.
+    """
+    gate = f"beyond {gate_pct(report['max_slowdown'])} (p < {report['alpha']:g})"
+    noisy = report["noisy"]
+    if report["regressions"]:
+        also = f"; also {noisy} noisy row(s) to rerun" if noisy else ""
+        return f"{report['regressions']} latency regression(s) {gate}{also}"
+    if noisy and report["noise"] == "fail":
+        return (f"noisy: rerun {noisy} row(s): the samples cannot tell a {gate_pct(report['max_slowdown'])} slowdown "
+                "from noise (see the reasons above; bench --ab interleaves the two on a busy machine; "
+                "--noise ignore reports noisy rows without failing)")
+    return None
+
+
+def is_same_file(baseline, candidate) -> bool:
+    """One file under two names (a symlink, a hard link, ./a vs a) is the same measurement."""
+    try:
+        return os.path.samefile(baseline, candidate)
+    except OSError:
+        return False
