@@ -20,10 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from partialnet import api, render, signals
-from partialnet.signals import Interrupted
-from partialnet.exporters.formats import FORMATS
+from partialnet import progress, render, signals
 from partialnet.errors import EXIT_INTERNAL, BadInput, CheckFailed, PartialnetError, Unavailable
+from partialnet.exporters.formats import FORMATS
+from partialnet.limits import parse_imgsz
+from partialnet.signals import Interrupted
+
+# torch, onnx and the runtimes load inside the commands that use them (partialnet.api and below):
+# `partialnet --help` and usage errors answer without importing any of them.
 
 app = typer.Typer(
     name="partialnet",
@@ -61,6 +65,68 @@ def main(
     """Load, fold, export, verify and benchmark PartialNet / FasterNet checkpoints."""
 
 
+class StageView:
+    """Progress of fold/export/verify stages: a spinner naming the running stage on a terminal, one
+    plain line per finished stage elsewhere (CI logs), both on stderr so stdout stays the result."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.tty = console.is_terminal
+        self.running: list[str] = []
+        self.status = None
+
+    def started(self, name: str, detail: str) -> None:
+        self.running.append(f"{name} {detail}".strip())
+        if self.tty:
+            if self.status is None:
+                self.status = self.console.status("", spinner="dots")
+                self.status.start()
+            self.status.update(self.running[-1] + " …")
+
+    def finished(self, name: str, seconds: float) -> None:
+        label = self.running.pop() if self.running else name
+        indent = "  " * len(self.running)
+        self.console.print(f"{indent}{'✓' if self.tty else '-'} {label}: {seconds:.2f} s", markup=False)
+        if self.tty and self.status is not None:
+            if self.running:
+                self.status.update(self.running[-1] + " …")
+
+    def close(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+class _Stages:
+    """Record the command's stages while showing them; the breakdown is read at the very end."""
+
+    def __enter__(self) -> progress.StageClock:
+        self.view = StageView(err)
+        self._recording = progress.recording(self.view)
+        return self._recording.__enter__()
+
+    def __exit__(self, *exc) -> None:
+        self.view.close()
+        self._recording.__exit__(*exc)
+
+
+def timing_line(timing: dict) -> str:
+    """`16.3 s wall (from process start): startup 1.5 s 9 %, load 0.2 s 1 %, …`: where the wait went."""
+    parts = [f"{name} {sec:.1f} s {100 * timing['shares'][name]:.0f} %" for name, sec in timing["stages_s"].items() if sec >= 0.05]
+    return f"{timing['wall_s']:.1f} s wall (from process start): " + ", ".join(parts)
+
+
+def _api():
+    """partialnet.api, imported when a command runs (it pulls in torch): a stage of its own."""
+    import sys
+
+    if "partialnet.api" in sys.modules:
+        return sys.modules["partialnet.api"]
+    with progress.stage("import", "torch, onnx"):
+        from partialnet import api
+    return api
+
+
 def _print_json(data) -> None:
     """Strict JSON on stdout too: a NaN becomes null with the field listed, as in every file we write."""
     from partialnet.outputs import dumps_strict
@@ -71,7 +137,7 @@ def _print_json(data) -> None:
 @app.command()
 def models(imgsz: ImgszOption = None, as_json: JsonOption = False) -> None:
     """List the 12 variants with params and GMACs measured here beside the published values."""
-    rows = api.model_table(api.parse_imgsz(imgsz))
+    rows = _api().model_table(parse_imgsz(imgsz))
     if as_json:
         _print_json(rows)
         return
@@ -135,7 +201,7 @@ def info(
     as_json: JsonOption = False,
 ) -> None:
     """Describe a checkpoint: variant, container, params, GMACs, BatchNorms, PAT_sp, DPConv widths."""
-    row = api.inspect(source, variant, api.parse_imgsz(imgsz))
+    row = _api().inspect(source, variant, parse_imgsz(imgsz))
     if as_json:
         _print_json(row)
         return
@@ -198,9 +264,13 @@ def fold_command(
     force: ForceOption = False,
 ) -> None:
     """Fold every BatchNorm and constant into a deploy model, exactly, and report each pass."""
-    result = api.fold_checkpoint(source, output, api.parse_imgsz(imgsz), variant, report, force)
+    size = parse_imgsz(imgsz)
+    with _Stages() as clock:
+        result = _api().fold_checkpoint(source, output, size, variant, report, force)
+    if result["random_weights"]:
+        out.print(random_weights_note(result["variant"], result["random_weights_seed"]))
     out.print(render.fold_table(result["report"]))
-    out.print(f"wrote {result['output']} and {result['report_path']}")
+    out.print(f"wrote {result['output']} and {result['report_path']} in {timing_line(clock.breakdown())}")
 
 
 @app.command("export")
@@ -242,53 +312,64 @@ def export_command(
             raise BadInput(f"--format all exports each format with its defaults; {given[0]} belongs to one format (export it on its own)")
         if output is not None and output.exists() and not output.is_dir():
             raise BadInput(f"-o {output}: with --format all, -o names a directory")
-        result = api.export_all(source, output, api.parse_imgsz(imgsz), batch, force, variant, images, samples, _tolerances(atol, min_cosine, min_top1), dataset)
+        with _Stages() as clock:
+            result = _api().export_all(source, output, parse_imgsz(imgsz), batch, force, variant, images, samples, _tolerances(atol, min_cosine, min_top1), dataset)
+        result["timing"] = clock.breakdown()
         if as_json:
             _print_json(result)
         else:
+            if result["source"]["random_weights"]:
+                out.print(random_weights_note(result["source"]["variant"], result["source"]["random_weights_seed"]))
             out.print(render.export_all_table(result))
             counts = collections.Counter(row["verdict"] for row in result["rows"])
-            out.print(" · ".join(f"{n} {verdict}" for verdict, n in counts.items()) + f" · {result['seconds']:.1f}s in all (one load, one fold)")
+            out.print(" · ".join(f"{n} {verdict}" for verdict, n in counts.items()) + " · one load, one fold")
+            out.print(f"in {timing_line(result['timing'])}")
         if result["failed"]:
             raise CheckFailed(f"verification failed for: {', '.join(result['failed'])}")
         return
+    stages = _Stages()
     try:
-        result = api.export(
-            source,
-            format=format,
-            output=output,
-            imgsz=api.parse_imgsz(imgsz),
-            batch=batch,
-            dynamic=dynamic,
-            opset=opset,
-            simplify=simplify,
-            half=half,
-            force=force,
-            variant=variant,
-            images_dir=images,
-            samples=samples,
-            tolerances=_tolerances(atol, min_cosine, min_top1),
-            dataset=dataset,
-            int8=int8,
-            data=data,
-            calib_size=calib_size,
-            workspace=workspace,
-            max_batch=max_batch,
-            fp32=fp32,
-            min_target=min_target,
-            image_input=image_input,
-        )
+        with stages as clock:
+            result = _api().export(
+                source,
+                format=format,
+                output=output,
+                imgsz=parse_imgsz(imgsz),
+                batch=batch,
+                dynamic=dynamic,
+                opset=opset,
+                simplify=simplify,
+                half=half,
+                force=force,
+                variant=variant,
+                images_dir=images,
+                samples=samples,
+                tolerances=_tolerances(atol, min_cosine, min_top1),
+                dataset=dataset,
+                int8=int8,
+                data=data,
+                calib_size=calib_size,
+                workspace=workspace,
+                max_batch=max_batch,
+                fp32=fp32,
+                min_target=min_target,
+                image_input=image_input,
+            )
     except Unavailable as exc:  # TensorRT without a GPU: what was prepared is published; show it, then exit 3
         if exc.details and "manifest_path" in exc.details:
-            _render_export(exc.details)
+            _render_export(exc.details, clock.breakdown())
         raise
-    _render_export(result)
+    _render_export(result, clock.breakdown())
 
 
-def _render_export(result: dict) -> None:
+def random_weights_note(variant: str, seed: int | None) -> str:
+    return f"note: {variant} has RANDOM weights (seed {seed}): no checkpoint was given"
+
+
+def _render_export(result: dict, timing: dict) -> None:
     source_info = result["source"]
     if source_info["random_weights"]:
-        out.print(f"note: {source_info['variant']} has RANDOM weights (seed {source_info['random_weights_seed']}): no checkpoint was given")
+        out.print(random_weights_note(source_info["variant"], source_info["random_weights_seed"]))
     if "checks" in result["parity"]:
         out.print(render.static_table(result["parity"], f"static verification: {result['output']}"))
     else:
@@ -302,8 +383,9 @@ def _render_export(result: dict) -> None:
     others = [str(Path(result["output"]).with_name(name)) for name in result.get("files", [])[1:]]
     out.print(
         f"wrote {', '.join([result['output'], *others])} ({result['bytes']:,} bytes, {graph['nodes']} nodes, simplify: {graph['simplify']})"
-        f" and {result['manifest_path']} in {sum(result['seconds'].values()):.1f}s"
+        f" and {result['manifest_path']}"
     )
+    out.print(f"in {timing_line(timing)}")
 
 
 @app.command("verify")
@@ -320,12 +402,13 @@ def verify_command(
     as_json: JsonOption = False,
 ) -> None:
     """Run an artifact in its runtime and compare it with the original PyTorch model."""
-    report = api.verify(artifact, ref, variant, images, samples, _tolerances(atol, min_cosine, min_top1), dataset)
+    with _Stages() as clock:
+        report = _api().verify(artifact, ref, variant, images, samples, _tolerances(atol, min_cosine, min_top1), dataset)
     if as_json:
-        _print_json(report.to_dict())
+        _print_json({**report.to_dict(), "timing": clock.breakdown()})
         return
     out.print(render.parity_table(report.to_dict(), f"parity: {artifact} vs {ref}"))
-    out.print("ok: the artifact matches PyTorch")
+    out.print(f"ok: the artifact matches PyTorch · {timing_line(clock.breakdown())}")
 
 
 @app.command("digits")
@@ -343,7 +426,7 @@ def digits_command(
         def progress(done: int, total: int, message: str) -> None:
             bar.update(task, description=message, completed=done, total=total)
 
-        result = api.train_digits(output, variant, epochs, seed, force, progress)
+        result = _api().train_digits(output, variant, epochs, seed, force, progress)
     out.print(
         f"{result['variant']} on digits: held-out top-1 {result['top1']:.2%} on {result['test_images']} images "
         f"after {result['epochs']} epochs ({result['train_images']} training images, {result['seconds']:.0f} s)"
@@ -385,28 +468,37 @@ def bench_command(
     ab: Annotated[Optional[tuple[str, str]], typer.Option("--ab", help="A B: alternate two models in one run and report B/A.")] = None,
     block: Annotated[int, typer.Option("--block", min=1, help="--ab: iterations per alternating block.")] = 10,
     label: Annotated[Optional[str], typer.Option("--label", help="Row name for a single model (so compare can match base.pth with new.pth).")] = None,
+    streams: Annotated[Optional[str], typer.Option("--streams", help="N or auto: keep N requests in flight (OpenVINO async requests, ONNX Runtime parallel sessions) and report images/s as a server gets it.")] = None,
     force: ForceOption = False,
 ) -> None:
     """Measure latency and throughput per runtime, each row in its own process, and save the evidence."""
-    from partialnet.bench import run as bench_run
     from partialnet.bench.protocols import get_protocol
-    from partialnet.bench.results import result_outputs, write_outputs
-    from partialnet.checkpoint import source_path
+    from partialnet.bench.streams import parse_streams
     from partialnet.limits import MAX_THREADS, check_count, check_input_shape
-    from partialnet.outputs import check_outputs
 
     if device not in ("cpu", "cuda"):
         raise BadInput(f"--device {device!r}: expected cpu or cuda")
+    if ab and streams:
+        raise BadInput("--ab alternates one request at a time; --streams measures many in flight: use one or the other")
     proto = get_protocol(protocol, device)
-    size = api.parse_imgsz(imgsz)
+    size = parse_imgsz(imgsz)
     batches = _batches(batch) or list(proto.batches or (1,))
     for b in batches:
         check_input_shape(b, *size, "--batch/--imgsz")
     if threads is not None:
         check_count(threads, "--threads", MAX_THREADS)
+    stream_count = parse_streams(streams)
+
+    # Arguments are sound: now the heavy modules (torch comes in with the checkpoint reader).
+    with progress.stage("import"):
+        from partialnet.bench import run as bench_run
+        from partialnet.bench.results import result_outputs, write_outputs
+        from partialnet.checkpoint import source_path
+        from partialnet.outputs import check_outputs
+    if ab and sources:
+        raise BadInput("--ab A B names the two models; give no other sources with it")
     inputs = [source_path(s) for s in [*(sources or []), *(ab or ())]]
-    outputs = result_outputs(json_path, None, None, None) if ab else result_outputs(json_path, csv_path, md_path, plot_path)
-    check_outputs(outputs, inputs, force)  # before any model is loaded or timed
+    check_outputs(result_outputs(json_path, csv_path, md_path, plot_path), inputs, force)  # before any model is loaded or timed
     plan = bench_run.BenchPlan(
         sources=list(sources or ["partialnet_t0"]),
         runtimes=bench_run.resolve_runtimes(_split_list(runtime) or (["onnxruntime"] if ab else None)),
@@ -418,6 +510,7 @@ def bench_command(
         precision=precision,
         channels_last=channels_last,
         compile=compile,
+        streams=stream_count,
     )
     if label and len(plan.sources) != 1:
         raise BadInput("--label names one model; give exactly one source with it")
@@ -434,23 +527,12 @@ def bench_command(
 
         check_data(data, calib_size)
     plan.data, plan.calib_size = data, calib_size
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("starting", total=None)
-
-        def progress(message: str, done: int | None = None, total: int | None = None) -> None:
-            bar.update(task, description=message, completed=done or 0, total=total)
-
-        if ab:
-            result = bench_run.run_ab(plan, ab[0], ab[1], block, progress)
-        else:
-            result = bench_run.run(plan, progress)
+    with RowProgress(err) as report_progress:
+        result = bench_run.run_ab(plan, ab[0], ab[1], block, report_progress) if ab else bench_run.run(plan, report_progress)
     if ab:
         _render_ab(result)
-        for path in write_outputs(result, json_path, force=force, inputs=inputs):
-            out.print(f"wrote {path}")
-        return
-    if not sources:
-        out.print("note: partialnet_t0 with RANDOM weights (no checkpoint given); latency does not depend on the weights")
+    for note in random_weight_notes(result["rows"]):
+        out.print(note)
     out.print(render.bench_table(result))
     for line in render.skipped_lines(result):
         out.print(line)
@@ -462,20 +544,48 @@ def bench_command(
         raise CheckFailed(f"{len(failed)} row(s) failed: {failed[0]['model']} on {failed[0]['runtime']}: {failed[0]['reason']}")
 
 
+def random_weight_notes(rows: list[dict]) -> list[str]:
+    models = list(dict.fromkeys(r["model"] for r in rows if r.get("random_weights")))
+    return [f"note: {m}* has RANDOM weights (seeded; no checkpoint given): latency does not depend on the weights" for m in models]
+
+
+class RowProgress:
+    """Bench progress: a bar on a terminal; one plain line per step on stderr elsewhere (CI logs)."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.bar = None
+
+    def __enter__(self):
+        if self.console.is_terminal:
+            self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=self.console, transient=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("starting", total=None)
+        return self
+
+    def __call__(self, message: str, done: int | None = None, total: int | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=message, completed=done or 0, total=total)
+        else:
+            self.console.print(f"[{done + 1}/{total}] {message}" if total else message, markup=False)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
 def _render_ab(result: dict) -> None:
-    a, b = result["a"], result["b"]
-    table = Table(title=f"A/B on {result['runtime']} ({result['device']}), batch {result['batch']}, {result['threads']} threads, alternating blocks of {result['block']}")
-    for col in ("side", "model", "precision", "runs", "p50 ms", "95% CI of median", "CoV"):
-        table.add_column(col)
-    for side, data in (("A", a), ("B", b)):
-        s = data["stats"]
-        table.add_row(side, data["model"], data["precision"], str(s["n"]), f"{s['p50_ms']:.3f}", f"{s['median_ci95_ms'][0]:.3f}-{s['median_ci95_ms'][1]:.3f}", f"{s['cov']:.3f}")
-    out.print(table)
-    low, high = result["ratio_ci95"]
-    out.print(
-        f"B/A latency ratio {result['ratio_b_over_a']:.3f} (95% CI {low:.3f}-{high:.3f}); "
-        f"p(B slower) = {result['p_b_slower']:.2g}, p(B faster) = {result['p_b_faster']:.2g}"
-    )
+    for cell in result["ab"]:
+        if cell["status"] != "ok":
+            out.print(f"A/B on {cell['runtime']}: {cell['status']} ({cell['reason']})")
+            continue
+        low, high = cell["ratio_ci95"]
+        out.print(
+            f"A/B on {cell['runtime']} ({result['settings']['device']}, batch {cell['batch']}, {result['settings']['threads']} "
+            f"thread{'s' if result['settings']['threads'] != 1 else ''}, alternating blocks of {cell['block']}): "
+            f"B/A latency ratio {cell['ratio_b_over_a']:.3f} (95% CI {low:.3f}-{high:.3f}); "
+            f"p(B slower) = {cell['p_b_slower']:.2g}, p(B faster) = {cell['p_b_faster']:.2g}  [A = {cell['a']}, B = {cell['b']}]"
+        )
 
 
 @app.command("claims")
@@ -511,7 +621,7 @@ def claims_command(
     if not (math.isfinite(tolerance) and 0 <= tolerance <= 0.5):
         raise BadInput(f"--tolerance {tolerance}: expected a number in 0..0.5")
     proto = get_protocol(protocol, device)
-    size = api.parse_imgsz(imgsz)
+    size = parse_imgsz(imgsz)
     batch = (proto.batches or (1,))[0]
     check_input_shape(batch, *size, "--imgsz")
     if threads is not None:
@@ -528,9 +638,8 @@ def claims_command(
         protocol=proto,
         precision="fp16" if half else "fp32",
     )
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True) as bar:
-        task = bar.add_task("starting", total=None)
-        result = claims_run.run_claims(plan, chosen, tolerance, block, lambda message, *_: bar.update(task, description=message), unfolded)
+    with RowProgress(err) as report_progress:
+        result = claims_run.run_claims(plan, chosen, tolerance, block, report_progress, unfolded)
     out.print(render.claims_table(result))
     out.print(render.claims_measurements_table(result))
     out.print(render.claims_costs_table(result))
@@ -574,14 +683,21 @@ def compare_command(
     alpha: Annotated[float, typer.Option("--alpha", help="Significance level of the one-sided rank test.")] = 0.01,
     max_slowdown: Annotated[float, typer.Option("--max-slowdown", help="Slowdown that matters, as a fraction (0.10 = 10 %).")] = 0.10,
     allow_different_machines: Annotated[bool, typer.Option("--allow-different-machines", help="Compare results from different hardware.")] = False,
+    noise: Annotated[str, typer.Option("--noise", help="A row too noisy to judge: 'fail' (exit 1, rerun) or 'ignore' (report it, pass).")] = "fail",
     as_json: JsonOption = False,
 ) -> None:
-    """Gate on latency: exit 1 if any matched row regressed (significant AND above --max-slowdown)."""
-    from partialnet.bench.compare import check_gate, compare_results
+    """Gate on latency. Exit 1: a matched row regressed (significant AND above --max-slowdown), or a row is
+    noisy (too dispersed to judge: rerun) under --noise fail. Exit 0: neither (or only noisy rows under
+    --noise ignore; or the two files are one measurement). Exit 2: unusable files or options."""
+    from partialnet.bench.compare import check_gate, compare_results, failure, is_same_file, why_lines
     from partialnet.bench.results import load_result
 
-    check_gate(alpha, max_slowdown)
-    report = compare_results(load_result(baseline), load_result(candidate), alpha, max_slowdown, allow_different_machines)
+    check_gate(alpha, max_slowdown, noise)
+    report = compare_results(load_result(baseline), load_result(candidate), alpha, max_slowdown, allow_different_machines,
+                             noise, is_same_file(baseline, candidate))
+    if report["same_input"]:
+        where = baseline if baseline == candidate else f"{baseline}, {candidate}"
+        (err if as_json else out).print(f"note: baseline and candidate {report['same_input_reason']} ({where}): every row is trivially ok")
     if as_json:
         _print_json(report)
     else:
@@ -589,10 +705,14 @@ def compare_command(
         for label in ("only_in_baseline", "only_in_candidate"):
             for key in report[label]:
                 out.print(f"{label.replace('_', ' ')}: {' / '.join(map(str, key))}")
-    if report["regressions"]:
-        raise CheckFailed(f"{report['regressions']} latency regression(s) beyond {max_slowdown:.0%} (p < {alpha})")
+        for line in why_lines(report):
+            out.print(line)
+    message = failure(report)
+    if message:
+        raise CheckFailed(message)
     if not as_json:
-        out.print("ok: no latency regression")
+        ignored = f" ({report['noisy']} noisy row(s) not judged: --noise ignore)" if report["noisy"] else ""
+        out.print(f"ok: no latency regression{ignored}")
 
 
 def join_imgsz(argv: list[str]) -> list[str]:

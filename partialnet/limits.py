@@ -8,6 +8,7 @@ documented in the README, and a value outside them is bad input (exit 2), never 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from partialnet.errors import BadInput
 
@@ -57,3 +58,22 @@ def check_tolerances(max_abs: float | None = None, min_cosine: float | None = No
 def check_count(value: int, option: str, high: int) -> None:
     if not 1 <= value <= high:
         raise BadInput(f"{option} {value}: expected 1 to {high}")
+
+
+def parse_imgsz(values: Sequence[int] | int | str | None, default: int = 224) -> tuple[int, int]:
+    """`224`, `(H, W)` or "H,W" / "HxW": multiples of 32, at least 64 (the last stage must be at least 2×2)."""
+    if values is None:
+        values = [default]
+    if isinstance(values, int):
+        values = [values]
+    if isinstance(values, str):
+        parts = [p for p in values.replace("x", ",").replace(" ", ",").split(",") if p]
+        if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
+            raise BadInput(f"--imgsz {values[:40]!r}: expected a size such as 224 or 224,192")
+        values = [int(p) for p in parts]
+    values = list(values)
+    if len(values) not in (1, 2):
+        raise BadInput(f"--imgsz takes one size or H W, got {len(values)} values")
+    h, w = (int(v) for v in (values * 2)[:2])
+    check_input_shape(None, h, w, "--imgsz")
+    return h, w

@@ -8,10 +8,10 @@ from rich.table import Table
 def fold_table(report: dict) -> Table:
     size = "x".join(map(str, report["imgsz"]))
     table = Table(title=f"fold report ({size})")
-    columns = ("pass", "sites", "max |Δ logits|", "params", "GMACs", "not folded")  # descriptions: in the JSON
+    columns = ("pass", "sites", "max |Δ logits|", "params", "not folded")  # descriptions: in the JSON
     for col in columns:
         table.add_column(col, justify="left" if col in ("pass", "not folded") else "right")
-    params, gmacs = report["params_before"], report["gmacs_before"]
+    params = report["params_before"]
     for p in report["passes"]:
         skipped = "; ".join(f"{s['site']}: {s['reason']}" for s in p["not_folded"]) or "-"
         table.add_row(
@@ -19,10 +19,9 @@ def fold_table(report: dict) -> Table:
             str(p["sites"]),
             f"{p['max_abs_diff']:.2e}",
             f"{params:,} → {p['params_after']:,}" if p["params_after"] != params else f"{params:,}",
-            f"{gmacs:.4f} → {p['gmacs_after']:.4f}" if p["gmacs_after"] != gmacs else f"{gmacs:.4f}",
             skipped,
         )
-        params, gmacs = p["params_after"], p["gmacs_after"]
+        params = p["params_after"]
     table.caption = (
         f"params {report['params_before']:,} → {report['params_after']:,} · "
         f"GMACs {report['gmacs_before']:.4f} → {report['gmacs_after']:.4f} · "
@@ -116,8 +115,10 @@ def _parity_cell(row: dict, max_abs) -> str:
 
 def bench_table(result: dict) -> Table:
     settings, machine = result["settings"], result["machine"]["cpu"]
-    table = Table(title=f"{result['protocol']['name']} protocol · {machine['model']} · {settings['device']}")
-    columns = ("model", "runtime", "precision", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "CoV", "images/s", "parity")
+    mode = f" · {settings['streams']} streams (async)" if settings.get("streams") else ""
+    table = Table(title=f"{result['protocol']['name']} protocol{mode} · {machine['model']} · {settings['device']}")
+    columns = ("model", "runtime", "precision", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "CoV", "images/s", "parity",
+               "load s", "1st ms", "+RSS MB")
     for col in columns:
         table.add_column(col, justify="left" if col in ("model", "runtime", "precision") else "right")
     for row in result["rows"]:
@@ -125,37 +126,56 @@ def bench_table(result: dict) -> Table:
             continue
         s = row["stats"]
         parity = row.get("parity_max_abs")
+        cold, memory = row.get("cold") or {}, row.get("memory") or {}
         table.add_row(
-            row["model"], row["runtime"], row["precision"], str(row["batch"]), str(row["threads"]),
-            f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}", f"{s['mean_ms']:.3f}",
+            row["model"] + ("*" if row.get("random_weights") else ""), row["runtime"], row["precision"],
+            str(row["batch"]), str(row["threads"]),
+            f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}",
             f"{s['cov']:.3f}", f"{row['images_per_s']:.1f}", _parity_cell(row, parity),
+            _fmt(cold.get("load_s"), ".2f"), _fmt(1e3 * cold["first_infer_s"] if "first_infer_s" in cold else None, ".1f"),
+            _fmt(memory.get("peak_above_baseline_mb"), ".0f"),
         )
-    table.caption = result["protocol"]["description"]
+    table.caption = (
+        f"{result['protocol']['description']}. load s: read + compile the model (runtime import excluded); "
+        "1st ms: the first (cold) inference; +RSS MB: the worker's peak resident memory above its start"
+    )
     return table
 
 
 def skipped_lines(result: dict) -> list[str]:
-    """One line per reason, naming every runtime it applies to (artifacts × runtimes repeat a lot)."""
-    grouped: dict[tuple[str, str], list[str]] = {}
+    """One line per reason naming the runtimes it applies to, and the models when not all of them."""
+    models = list(dict.fromkeys(row["model"] for row in result["rows"]))
+    grouped: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
     for row in result["rows"]:
         if row["status"] != "ok":
-            runtimes = grouped.setdefault((row["status"], row["reason"]), [])
-            if row["runtime"] not in runtimes:
-                runtimes.append(row["runtime"])
-    return [f"{status}: {', '.join(runtimes)} ({reason})" for (status, reason), runtimes in grouped.items()]
+            runtimes, which = grouped.setdefault((row["status"], row["reason"]), ([], []))
+            for seen, name in ((runtimes, row["runtime"]), (which, row["model"])):
+                if name not in seen:
+                    seen.append(name)
+    lines = []
+    for (status, reason), (runtimes, which) in grouped.items():
+        scope = f" for {', '.join(which)}" if len(models) > 1 and len(which) < len(models) else ""
+        lines.append(f"{status}: {', '.join(runtimes)}{scope} ({reason})")
+    return lines
 
 
 def compare_table(report: dict) -> Table:
-    table = Table(title=f"compare: regression = p < {report['alpha']} AND slower by > {report['max_slowdown']:.0%}")
-    for col in ("model", "runtime", "precision", "batch", "threads", "base p50 ms", "cand p50 ms", "ratio", "95% CI", "p(slower)", "verdict"):
-        table.add_column(col, justify="left" if col in ("model", "runtime", "precision", "verdict") else "right")
+    """Both sides' medians, floors and CoVs beside the verdict, so a noisy row shows why it is noisy."""
+    gate = f"{report['max_slowdown'] * 100:.3g}%"
+    table = Table(title=f"compare: regression = p < {report['alpha']:g} AND slower by > {gate}; "
+                        f"noisy = too dispersed to judge at {gate} ({report['noise']})")
+    for col in ("model", "runtime", "prec", "batch", "thr", "base p50", "cand p50", "base CoV", "cand CoV",
+                "ratio", "95% CI", "p5 ratio", "p slower", "verdict"):
+        table.add_column(col, justify="left" if col in ("model", "runtime", "prec", "verdict") else "right")
     for r in report["rows"]:
         table.add_row(
             r["model"], r["runtime"], r["precision"], str(r["batch"]), str(r["threads"]),
-            f"{r['baseline_p50_ms']:.3f}", f"{r['candidate_p50_ms']:.3f}", f"{r['ratio']:.3f}",
-            f"{r['ratio_ci95'][0]:.3f}-{r['ratio_ci95'][1]:.3f}", f"{r['p_slower']:.2g}",
-            r["verdict"].upper() if r["verdict"] == "regression" else r["verdict"],
+            f"{r['baseline_p50_ms']:.3f}", f"{r['candidate_p50_ms']:.3f}", f"{r['baseline_cov']:.2f}", f"{r['candidate_cov']:.2f}",
+            f"{r['ratio']:.3f}", f"{r['ratio_ci95'][0]:.3f}-{r['ratio_ci95'][1]:.3f}", f"{r['floor_ratio']:.3f}", f"{r['p_slower']:.2g}",
+            r["verdict"].upper() if r["verdict"] in ("regression", "noisy") else r["verdict"],
         )
+    table.caption = ("p50 in ms; CoV = std/mean of the raw samples (as bench prints it); ratio = candidate / baseline medians; "
+                     "p5 ratio = the same for the 5th percentiles, the runs' fast floors")
     return table
 
 

@@ -110,7 +110,11 @@ def test_quick_bench_writes_every_output(quick_run):
     if not torch.cuda.is_available():
         assert "cuda only" in skipped["tensorrt"]
     assert (out / "r.csv").read_text().startswith("model,runtime,device")
-    assert "| partialnet_t0 |" in (out / "r.md").read_text()
+    assert "| partialnet_t0 (random weights) |" in (out / "r.md").read_text()
+    for row in ok:  # cold start and memory, per row, beside the latency
+        assert row["random_weights"] is True
+        assert row["cold"]["load_s"] > 0 and row["cold"]["first_infer_s"] > 0 and row["cold"]["import_s"] >= 0
+        assert 0 < row["memory"]["baseline_rss_mb"] <= row["memory"]["peak_rss_mb"]
     assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -186,15 +190,39 @@ def test_cuda_without_a_gpu_is_unavailable_exit_3(cli):
     assert result.code == 3 and "no runtime can run on cuda" in result.err
 
 
-def test_ab_reports_a_ratio_with_an_interval(cli, tmp_path):
-    out = tmp_path / "ab.json"
-    result = cli("bench", "--ab", "partialnet_t0", "fasternet_t0", "--protocol", "quick", "--imgsz", "64", "--threads", "1", "--json", out)
+def test_ab_runs_each_runtime_and_honours_every_output(cli, tmp_path):
+    out = tmp_path / "ab"
+    result = cli(
+        "bench", "--ab", "partialnet_t0", "fasternet_t0", "--runtime", "onnxruntime,pytorch", "--protocol", "quick", "--imgsz", "64",
+        "--threads", "1", "--json", f"{out}.json", "--md", f"{out}.md", "--csv", f"{out}.csv", "--plot", f"{out}.png",
+    )
     assert result.code == 0, result.err
-    data = json.loads(out.read_text())
-    low, high = data["ratio_ci95"]
-    assert low <= data["ratio_b_over_a"] <= high
-    assert data["a"]["model"] == "partialnet_t0" and len(data["a"]["samples_s"]) >= 10
-    assert "B/A latency ratio" in result.out
+    data = json.loads((tmp_path / "ab.json").read_text())
+    assert [c["runtime"] for c in data["ab"]] == ["onnxruntime", "pytorch"]
+    for cell in data["ab"]:
+        low, high = cell["ratio_ci95"]
+        assert cell["status"] == "ok" and low <= cell["ratio_b_over_a"] <= high
+        assert cell["a"] == "partialnet_t0" and cell["b"] == "fasternet_t0"
+        assert cell["block"] < 10  # the quick protocol's 10 iterations still alternate (blocks of 2)
+    assert [(r["model"], r["runtime"]) for r in data["rows"]] == [
+        ("partialnet_t0", "onnxruntime"), ("fasternet_t0", "onnxruntime"), ("partialnet_t0", "pytorch"), ("fasternet_t0", "pytorch"),
+    ]
+    assert all(len(r["samples_s"]) >= 10 for r in data["rows"])
+    assert result.out.count("B/A latency ratio") == 2
+    assert "fasternet_t0 (random weights)" in (tmp_path / "ab.md").read_text()
+    assert len((tmp_path / "ab.csv").read_text().splitlines()) == 5
+    assert (tmp_path / "ab.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {out}.json, {out}.csv, {out}.md, {out}.png" in result.out
+    assert compare_loads(data)
+
+
+def compare_loads(data: dict) -> bool:
+    """An A/B result is an ordinary bench result: compare and report read it like any other."""
+    from partialnet.bench.results import _check_row
+
+    for i, row in enumerate(data["rows"]):
+        _check_row(row, i, "ab.json")
+    return data["schema"] == "partialnet.bench/1"
 
 
 def test_bench_an_exported_artifact(cli, tmp_path):

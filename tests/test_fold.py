@@ -109,11 +109,11 @@ def test_fold_leaves_the_original_untouched():
     assert count_batchnorms(model) == 65
 
 
-def test_report_tracks_params_and_flops_per_pass():
+def test_report_tracks_params_per_pass_and_gmacs_before_and_after():
     model, _ = load_checkpoint(golden("t1")[0])
     _, report = fold(model, SMALL)
     by_name = {p.name: p for p in report.passes}
     # PAT_sp's norm2+conv disappear into mlp.3: fewer params after that pass than before it.
     assert by_name["pat-sp"].params_after < by_name["srm-gate"].params_after
     assert report.passes[-1].params_after == report.params_after
-    assert report.to_dict()["passes"][0]["gmacs_after"] > 0
+    assert 0 < report.gmacs_after < report.gmacs_before  # measured once before and once after, not per pass

@@ -13,7 +13,7 @@ from typing import Callable
 
 from partialnet.bench.claims import CLAIMS, DEFAULT_TOLERANCE, NOT_MEASURABLE, TOLERANCE_RULE, verdict
 from partialnet.machine import describe, fingerprint
-from partialnet.bench.run import SCHEMA, BenchPlan, run_ab
+from partialnet.bench.run import BenchPlan, ab_sides, run_ab
 from partialnet.errors import BadInput, Unavailable
 from partialnet.runtimes.table import availability
 
@@ -39,13 +39,13 @@ def default_runtimes(device: str) -> list[str]:
 
 def family_costs(sizes: list[str], imgsz: tuple[int, int]) -> list[dict]:
     """Params and GMACs of both families, measured here beside the published figures."""
-    from partialnet import api
     from partialnet.models.registry import VARIANTS
+    from partialnet.models.table import variant_row
 
     rows = []
     for size in sizes:
         for family in ("partialnet", "fasternet"):
-            rows.append({"size": size, "family": family, **api.variant_row(VARIANTS[f"{family}_{size}"], imgsz)})
+            rows.append({"size": size, "family": family, **variant_row(VARIANTS[f"{family}_{size}"], imgsz)})
     return rows
 
 
@@ -68,9 +68,13 @@ def measure(plan: BenchPlan, sizes: list[str], block: int, progress: Callable[..
                 progress(f"{size}: fasternet_{size} vs partialnet_{size} on {runtime}")
             one = replace(plan, runtimes=[engine], unfolded=runtime == UNFOLDED)
             try:
-                ab = run_ab(one, f"fasternet_{size}", f"partialnet_{size}", block)
+                result = run_ab(one, f"fasternet_{size}", f"partialnet_{size}", block)
             except Unavailable as exc:
                 cells.append({**cell, "status": "failed", "reason": str(exc)})
+                continue
+            ab, sides = result["ab"][0], ab_sides(result, engine)
+            if ab["status"] != "ok":
+                cells.append({**cell, "status": ab["status"], "reason": ab.get("reason")})
                 continue
             cells.append(
                 {
@@ -78,8 +82,8 @@ def measure(plan: BenchPlan, sizes: list[str], block: int, progress: Callable[..
                     "status": "ok",
                     "latency_ratio": ab["ratio_b_over_a"],
                     "latency_ci": ab["ratio_ci95"],
-                    "fasternet": ab["a"],
-                    "partialnet": ab["b"],
+                    "fasternet": sides["a"],
+                    "partialnet": sides["b"],
                     "p_partialnet_slower": ab["p_b_slower"],
                     "p_partialnet_faster": ab["p_b_faster"],
                 }

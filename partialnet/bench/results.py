@@ -13,8 +13,9 @@ from partialnet.errors import BadInput
 
 KEY_FIELDS = ("model", "runtime", "precision", "batch", "threads")
 FLAT_COLUMNS = (
-    "model", "runtime", "device", "precision", "batch", "threads", "status",
-    "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "images_per_s", "parity_max_abs", "parity_top1", "gmacs", "reason",
+    "model", "runtime", "device", "precision", "batch", "threads", "mode", "status",
+    "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "images_per_s", "parity_max_abs", "parity_top1", "gmacs",
+    "load_s", "first_infer_ms", "peak_rss_above_baseline_mb", "random_weights", "reason",
 )
 
 
@@ -26,6 +27,10 @@ def flat(row: dict) -> dict:
     stats = row.get("stats") or {}
     out = {k: row.get(k) for k in FLAT_COLUMNS}
     out.update({k: stats.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov")})
+    cold, memory = row.get("cold") or {}, row.get("memory") or {}
+    out["load_s"] = cold.get("load_s")
+    out["first_infer_ms"] = round(1e3 * cold["first_infer_s"], 3) if "first_infer_s" in cold else None
+    out["peak_rss_above_baseline_mb"] = memory.get("peak_above_baseline_mb")
     return out
 
 
@@ -56,18 +61,20 @@ def to_markdown(result: dict) -> str:
         f"Protocol `{result['protocol']['name']}`: {result['protocol']['description']}. "
         f"Machine: {machine['cpu']['model']} ({machine['cpu']['logical_cores']} logical cores), {machine['os']}.",
         "",
-        "| model | runtime | precision | batch | threads | p50 ms | p90 ms | p99 ms | mean ms | CoV | images/s | parity |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | runtime | precision | batch | threads | p50 ms | p90 ms | p99 ms | mean ms | CoV | images/s | parity | load s | 1st ms | +RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
+        model = row["model"] + (" (random weights)" if row.get("random_weights") else "")
         if row["status"] != "ok":
-            lines.append(f"| {row['model']} | {row['runtime']} | - | {row['batch']} | - | {row['status']}: {row['reason']} |||||||")
+            lines.append(f"| {model} | {row['runtime']} | - | {row['batch']} | - | {row['status']}: {row['reason']} ||||||||||")
             continue
-        s = row["stats"]
+        s, f = row["stats"], flat(row)
         lines.append(
-            f"| {row['model']} | {row['runtime']} | {row['precision']} | {row['batch']} | {row['threads']} | "
+            f"| {model} | {row['runtime']} | {row['precision']} | {row['batch']} | {row['threads']} | "
             f"{s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | {s['cov']:.3f} | "
-            f"{row['images_per_s']:.1f} | {_md_parity(row)} |"
+            f"{row['images_per_s']:.1f} | {_md_parity(row)} | {_cell(f['load_s'], '.2f')} | {_cell(f['first_infer_ms'], '.1f')} | "
+            f"{_cell(f['peak_rss_above_baseline_mb'], '.0f')} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -27,15 +27,16 @@ from partialnet.bench.measure import TIMED_REGION
 from partialnet.bench.protocols import Protocol
 from partialnet.bench.stats import mann_whitney_greater, ratio_of_medians, summarize
 from partialnet.checkpoint import looks_like_path, resolve
-from partialnet.errors import BadInput, Unavailable
+from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.exporters.formats import FORMATS
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
 from partialnet.folding import fold, save_deploy
-from partialnet.models.flops import measure_cost
 from partialnet.models.registry import VARIANTS
 from partialnet.runtimes.table import RUNTIMES, availability, get_runtime
 
 SCHEMA = "partialnet.bench/1"
+THROUGHPUT_NOTE = "images/s = batch / median latency of one synchronous request at a time (what one client sees)"
+STREAMS_NOTE = "images/s = images completed / wall time with several requests in flight (--streams; see partialnet.bench.streams)"
 INPUT_SEED = 0
 WORKER_TIMEOUT_S = 1800
 
@@ -57,6 +58,8 @@ class Target:
     format: str | None = None  # the artifact's format when measured as given; None: built here
     precision: str | None = None  # a given artifact's own precision (fp16/int8 files run as built)
     imgsz: tuple[int, int] | None = None  # an artifact's own input size, which overrides --imgsz
+    unrunnable: dict[int, str] = field(default_factory=dict)  # batch asked for -> why this target cannot run it
+    unrunnable_formats: dict[tuple[str, int], str] = field(default_factory=dict)  # (format, batch) -> why its export failed
 
 
 def _input(batch: int, imgsz: tuple[int, int]) -> np.ndarray:
@@ -88,15 +91,14 @@ def prepare_model_target(
     INT8 artifacts are calibrated on `data` and carry their top-1 agreement on real images; their
     gates are reported, not enforced, so a random-weight model can still be timed.
     """
-    from partialnet.api import export_folded
+    from partialnet.pipeline import export_folded
 
     model, info = resolve(source)
-    deploy, report = fold(model, imgsz)
-    cost = measure_cost(model, imgsz)
+    deploy, report = fold(model, imgsz)  # its report measured the model's cost once: no second pass here
     label = info.variant if info.random_weights else f"{info.variant}:{Path(info.source).name}"
     slot = workdir / f"t{len(list(workdir.iterdir()))}"
     slot.mkdir()
-    target = Target(label, info.source, info.variant, info.random_weights, round(cost.gmacs, 4), cost.params, batches=batches)
+    target = Target(label, info.source, info.variant, info.random_weights, round(report.gmacs_before, 4), report.params_before, batches=batches)
     target.deploy = slot / "deploy.pt"
     save_deploy(target.deploy, deploy, report, {"source": info.source})
     artifact_precision = ARTIFACT_PRECISION[precision]
@@ -113,7 +115,11 @@ def prepare_model_target(
                 imgsz=imgsz, batch=batch, half=artifact_precision == "fp16", int8=artifact_precision == "int8", data=data, calib_size=calib_size
             )
             options.calibration = calibration
-            result = export_folded(model, info, (deploy, report), fmt, out, options, samples=2, enforce=artifact_precision == "fp32")
+            try:
+                result = export_folded(model, info, (deploy, report), fmt, out, options, samples=2, enforce=artifact_precision == "fp32")
+            except CheckFailed as exc:  # this runtime computes it wrong: its rows fail, the others still run
+                target.unrunnable_formats[(fmt, batch)] = f"its {fmt} artifact failed verification: {str(exc)[:240]}"
+                continue
             target.artifacts.setdefault(fmt, {})[batch] = out
             if artifact_precision == "int8":
                 case = min(result["parity"]["cases"], key=lambda c: c["top1_agreement"])
@@ -153,16 +159,20 @@ def prepare_artifact_target(path: Path, batches: list[int], imgsz, workdir: Path
         imgsz = tuple(io["imgsz"])
     gmacs = params = None
     if variant:
-        from partialnet.api import variant_row
+        from partialnet.models.table import variant_row
 
         row = variant_row(VARIANTS[variant], imgsz)
         gmacs, params = row["gmacs"], row["params"]
     use = batches if io["dynamic"] else [io["batch"]]
-    target = Target(path.name, str(path), variant, False, gmacs, params, batches=use, format=fmt.name, imgsz=tuple(imgsz))
+    random_weights = (meta.get("source_sha256") or "").startswith("random weights")
+    target = Target(path.name, str(path), variant, random_weights, gmacs, params, batches=use, format=fmt.name, imgsz=tuple(imgsz))
+    if not io["dynamic"]:
+        fix = "export it with --dynamic, or once per batch with --batch N"
+        target.unrunnable = {b: f"static batch {io['batch']} artifact cannot run batch {b} ({fix})" for b in batches if b != io["batch"]}
     target.artifacts = {fmt.name: {b: path for b in use}}
     if io["precision"] in ("fp16", "int8"):
         target.precision = io["precision"]
-    note = [] if io["dynamic"] or io["batch"] in batches else [f"static batch {io['batch']} used"]
+    note = [] if io["dynamic"] or io["batch"] in batches else [f"static batch {io['batch']} used (the artifact's own)"]
     if io["precision"] == "int8":
         agreement = _manifest_agreement(path)
         for b in use:
@@ -170,7 +180,7 @@ def prepare_artifact_target(path: Path, batches: list[int], imgsz, workdir: Path
                 target.agreement[(fmt.name, b)] = agreement
         if not agreement:
             note.append("INT8 without its export manifest: no top-1 agreement figure")
-    elif (meta.get("source_sha256") or "").startswith("random weights") and variant:
+    elif random_weights and variant:
         model, _ = resolve(variant)  # seeded: the very weights the artifact was exported from
         slot = workdir / f"a{len(list(workdir.iterdir()))}"
         slot.mkdir()
@@ -245,6 +255,7 @@ class BenchPlan:
     compile: bool = False
     label: str | None = None  # row name for a single source, overriding the derived one
     unfolded: bool = False  # PyTorch rows time the training-form model instead of the folded one
+    streams: int | str | None = None  # None: one synchronous request at a time; N or "auto": N in flight (bench.streams)
 
 
 def resolve_runtimes(names: list[str] | None) -> list[str]:
@@ -270,6 +281,7 @@ def _spec(plan: BenchPlan, target: Target, runtime: str, batch: int) -> dict:
         "compile": plan.compile,
         # PyTorch only: time the training-form model (what the papers' scripts timed before fusing BN)
         "unfolded_source": target.source if plan.unfolded and runtime == "pytorch" else None,
+        "streams": plan.streams,
     }
 
 
@@ -303,6 +315,7 @@ def _row(plan: BenchPlan, target: Target, runtime: str, batch: int, result: dict
         "threads": result.get("threads", plan.threads),
         "status": result["status"],
         "reason": result.get("reason") or target.note,
+        "mode": f"async, {plan.streams} streams" if plan.streams else "sync",
     }
     if result["status"] == "ok":
         samples = result["samples_s"]
@@ -310,14 +323,24 @@ def _row(plan: BenchPlan, target: Target, runtime: str, batch: int, result: dict
         row.update(
             warmup=result["warmup"],
             stats=stats,
-            images_per_s=batch / (stats["p50_ms"] / 1e3),
+            # sync: one request at a time, so batch / median latency; async: images completed / wall time
+            images_per_s=result.get("images_per_s") or batch / (stats["p50_ms"] / 1e3),
             parity_max_abs=result.get("parity_max_abs"),
+            cold=result.get("cold"),
+            memory=result.get("memory"),
             samples_s=samples,
         )
+        if result.get("async_run"):
+            row["async_run"] = result["async_run"]
+            row["mode"] = f"async, {result['async_run']['streams']} streams, {result['async_run']['requests']} requests"
     agreement = target.agreement.get((_format_for(target, runtime, batch), batch))
     if agreement and result["status"] == "ok":  # INT8: logits differ by design; what matters is the class
         row.update(parity_max_abs=None, parity_top1=agreement["top1"], parity_on=agreement["on"], parity_gate_passed=agreement["passed"])
     return row
+
+
+class Failed(str):
+    """A reason a row cannot run that is a failure of this machine's runtime, not a skip: the row says failed."""
 
 
 def plan_rows(plan: BenchPlan, targets: list[Target]) -> list[tuple[Target, str, int, str | None]]:
@@ -333,8 +356,15 @@ def plan_rows(plan: BenchPlan, targets: list[Target]) -> list[tuple[Target, str,
                 reason = f"runs exported artifacts only: give one (partialnet export --format {formats})"
             if reason is None and target.format and target.format not in RUNTIMES[runtime].formats:
                 reason = f"does not run {target.format} artifacts"
+            if reason is None and plan.streams:
+                from partialnet.bench.streams import unsupported_reason
+
+                reason = unsupported_reason(runtime, plan.device)
             for batch in target.batches:
-                jobs.append((target, runtime, batch, reason))
+                failed = target.unrunnable_formats.get((RUNTIMES[runtime].formats[0], batch)) if RUNTIMES[runtime].formats else None
+                jobs.append((target, runtime, batch, reason or (failed and Failed(failed))))
+            for batch, why in target.unrunnable.items():
+                jobs.append((target, runtime, batch, why))
     return jobs
 
 
@@ -365,12 +395,18 @@ def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: P
         rows = []
         for i, (target, runtime, batch, reason) in enumerate(jobs):
             if reason:
-                rows.append(_row(plan, target, runtime, batch, {"status": "skipped", "reason": reason}))
+                status = "failed" if isinstance(reason, Failed) else "skipped"
+                rows.append(_row(plan, target, runtime, batch, {"status": status, "reason": str(reason)}))
                 continue
             if progress:
                 progress(f"{target.label} · {runtime} · batch {batch}", i, len(jobs))
             result = run_worker(_spec(plan, target, runtime, batch), work, plan.threads)
             rows.append(_row(plan, target, runtime, batch, result))
+    return {**_header(plan, started), "rows": rows}
+
+
+def _header(plan: BenchPlan, started: datetime) -> dict:
+    """Everything a result says about how it was measured and where, before its rows."""
     return {
         "schema": SCHEMA,
         "created_utc": started.isoformat(timespec="seconds"),
@@ -387,62 +423,101 @@ def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: P
             else None,
             "channels_last": plan.channels_last,
             "compile": plan.compile,
+            "streams": plan.streams,
         },
         "artifacts": "built here per (format, batch) from a checkpoint: ONNX for onnxruntime, OpenVINO IR for openvino; a given artifact is timed as is",
         "timed_region": TIMED_REGION,
+        "throughput": THROUGHPUT_NOTE if not plan.streams else STREAMS_NOTE,
         "input": f"standard normal, seed {INPUT_SEED}, allocated once before timing",
         "isolation": "one subprocess per (model, runtime, batch); thread env vars set to --threads",
-        "pytorch_runs": "the folded deploy model (conv-BN fused, as in the papers' protocol)",
+        "pytorch_runs": "the training-form (unfolded) model" if plan.unfolded else "the folded deploy model (conv-BN fused, as in the papers' protocol)",
         "machine": fingerprint(),
-        "rows": rows,
     }
 
 
-def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[..., None] | None = None) -> dict:
-    """Two models (or builds) on one runtime, alternating iteration blocks in ONE process."""
-    runtime = plan.runtimes[0]
-    reason = availability(runtime, plan.device, plan.precision)
-    if reason:
-        raise Unavailable(f"{runtime} cannot run on {plan.device} here: {reason}")
+def effective_block(protocol: Protocol, block: int) -> int:
+    """Blocks small enough for at least five alternations within the protocol's minimum iterations.
+
+    With the quick protocol's 10 iterations, blocks of 10 would time all of A, then all of B: no
+    alternation at all, and a ratio exposed to every drift in between.
+    """
+    return max(1, min(block, protocol.min_iters // 5 or 1))
+
+
+def _prepare_side(plan: BenchPlan, source: str, work: Path, formats: list[str]) -> Target:
     batch = plan.batches[0]
+    if artifact_format(source):
+        return prepare_artifact_target(Path(source), [batch], plan.imgsz, work)
+    return prepare_model_target(source, [batch], plan.imgsz, work, formats, plan.precision, plan.data, plan.calib_size)
+
+
+def _ab_cell(plan: BenchPlan, sides: dict[str, Target], runtime: str, block: int, work: Path) -> tuple[dict, dict[str, dict]]:
+    """One runtime's A/B: both models in ONE worker, alternating blocks; (comparison, worker results per side)."""
+    cell = {"runtime": runtime, "batch": plan.batches[0], "block": block, "a": sides["a"].label, "b": sides["b"].label}
+    reason = availability(runtime, plan.device, plan.precision)
+    for name, target in sides.items():
+        if reason is None and RUNTIMES[runtime].runs == "deploy" and target.deploy is None:
+            reason = f"{target.source}: {runtime} runs checkpoints and variant names, not exported artifacts"
+        if reason is None and RUNTIMES[runtime].runs != "deploy" and _artifact_for(target, runtime, target.batches[0]) is None:
+            reason = f"{target.source}: no artifact {runtime} runs (it runs {', '.join(RUNTIMES[runtime].formats)})"
+    if reason:
+        return {**cell, "status": "skipped", "reason": reason}, {}
+    specs = {name: _spec(plan, target, runtime, target.batches[0]) for name, target in sides.items()}
+    result = run_worker({"mode": "ab", "protocol": plan.protocol.to_dict(), "block": block, **specs}, work, plan.threads)
+    if result["status"] != "ok":
+        return {**cell, "status": "failed", "reason": result.get("reason")}, {}
+    sa, sb = result["samples_a_s"], result["samples_b_s"]
+    ratio, low, high = ratio_of_medians(sb, sa)
+    cell.update(
+        status="ok", ratio_b_over_a=ratio, ratio_ci95=[low, high],
+        p_b_slower=mann_whitney_greater(sb, sa), p_b_faster=mann_whitney_greater(sa, sb),
+    )
+    per_side = {
+        name: {"status": "ok", "samples_s": result[f"samples_{name}_s"], "precision": result[f"precision_{name}"],
+               "threads": result[f"threads_{name}"], "warmup": result.get(f"warmup_{name}")}
+        for name in sides
+    }
+    return cell, per_side
+
+
+def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[..., None] | None = None) -> dict:
+    """Two models (or builds) on each runtime asked for, alternating iteration blocks in ONE process per runtime.
+
+    The result is a bench result (rows A and B per runtime, loadable by compare, report, --csv/--md/--plot)
+    with one `ab` entry per runtime: B/A with its bootstrap interval and rank-test p-values.
+    """
+    started = datetime.now(timezone.utc)
+    block = effective_block(plan.protocol, block)
     with tempfile.TemporaryDirectory(prefix="partialnet-ab-") as tmp:
         work = Path(tmp)
         (work / "targets").mkdir()
+        formats = build_formats(plan)
         sides = {}
         for name, source in (("a", a), ("b", b)):
             if progress:
                 progress(f"preparing {name.upper()}: {source}")
-            if artifact_format(source):
-                target = prepare_artifact_target(Path(source), [batch], plan.imgsz, work / "targets")
-            else:
-                formats = [RUNTIMES[runtime].formats[0]] if RUNTIMES[runtime].runs == "onnx" else []
-                target = prepare_model_target(source, [batch], plan.imgsz, work / "targets", formats, plan.precision, plan.data, plan.calib_size)
-            if RUNTIMES[runtime].runs == "deploy" and target.deploy is None:
-                raise BadInput(f"{source}: {runtime} runs checkpoints and variant names, not exported artifacts")
-            sides[name] = (target, _spec(plan, target, runtime, target.batches[0]))
-        if progress:
-            progress(f"timing A and B in alternating blocks of {block} on {runtime}")
-        spec = {"mode": "ab", "protocol": plan.protocol.to_dict(), "block": block, "a": sides["a"][1], "b": sides["b"][1]}
-        result = run_worker(spec, work, plan.threads)
-    if result["status"] != "ok":
-        raise Unavailable(f"A/B run failed: {result.get('reason')}")
-    sa, sb = result["samples_a_s"], result["samples_b_s"]
-    ratio, low, high = ratio_of_medians(sb, sa)
+            sides[name] = _prepare_side(plan, source, work / "targets", formats)
+        cells, rows = [], []
+        for i, runtime in enumerate(plan.runtimes):
+            if progress:
+                progress(f"A/B on {runtime}: alternating blocks of {block}", i, len(plan.runtimes))
+            cell, per_side = _ab_cell(plan, sides, runtime, block, work)
+            cells.append(cell)
+            for name, target in sides.items():
+                outcome = per_side.get(name) or {"status": cell["status"], "reason": cell.get("reason")}
+                rows.append(_row(plan, target, runtime, target.batches[0], outcome))
+    if not any(c["status"] == "ok" for c in cells):
+        reasons = "; ".join(f"{c['runtime']}: {c['reason']}" for c in cells)
+        raise Unavailable(f"A/B could not run: {reasons}")
     return {
-        "schema": SCHEMA + "+ab",
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "runtime": runtime,
-        "device": plan.device,
-        "batch": batch,
-        "threads": plan.threads,
-        "imgsz": list(plan.imgsz),
-        "protocol": plan.protocol.to_dict(),
-        "block": block,
-        "a": {"model": sides["a"][0].label, "precision": result["precision_a"], "stats": summarize(sa), "samples_s": sa},
-        "b": {"model": sides["b"][0].label, "precision": result["precision_b"], "stats": summarize(sb), "samples_s": sb},
-        "ratio_b_over_a": ratio,
-        "ratio_ci95": [low, high],
-        "p_b_slower": mann_whitney_greater(sb, sa),
-        "p_b_faster": mann_whitney_greater(sa, sb),
-        "machine": fingerprint(),
+        **_header(plan, started),
+        "mode": "ab",
+        "ab": cells,
+        "rows": rows,
     }
+
+
+def ab_sides(result: dict, runtime: str) -> dict[str, dict]:
+    """A's and B's rows of one runtime in an A/B result: model, precision, stats and raw samples."""
+    rows = [r for r in result["rows"] if r["runtime"] == runtime and r["status"] == "ok"]
+    return {name: {k: row.get(k) for k in ("model", "precision", "stats", "samples_s")} for name, row in zip(("a", "b"), rows)}

@@ -7,9 +7,12 @@ samples, the precision and threads the runtime reports, and the parity against P
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import resource
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -58,46 +61,101 @@ def make_input(spec: dict) -> np.ndarray:
     return np.random.default_rng(spec.get("input_seed", 0)).standard_normal((spec["batch"], 3, h, w), dtype=np.float32)
 
 
+# The module each runtime's runner imports: imported first and timed on its own, so load_s is the model's.
+RUNTIME_MODULES = {
+    "pytorch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch.runtime",
+    "litert": "ai_edge_litert.interpreter", "tensorrt": "tensorrt", "coreml": "coremltools",
+}
+
+
+def rss_bytes() -> int:
+    """This process's resident set now (Linux /proc; 0 where unknown)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set. Linux: VmHWM, which starts afresh at exec; ru_maxrss would
+    still hold the forking parent's peak (the CLI with torch loaded) and report that for every row."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
 def run_one(spec: dict) -> dict:
+    """Cold start first (import, load/compile, first inference, memory), then the timed protocol."""
     protocol = Protocol(**{**spec["protocol"], "batches": None})
+    baseline = rss_bytes()
+    t0 = time.perf_counter()
+    try:
+        importlib.import_module(RUNTIME_MODULES.get(spec["runtime"], "json"))
+    except ImportError:
+        pass  # the runner says which extra is missing, in its own words
+    t1 = time.perf_counter()
     runner = build_runner(spec)
     runner.prepare()
+    t2 = time.perf_counter()
     x = make_input(spec)
     out = runner.infer(x)
+    t3 = time.perf_counter()
     parity = None
     if spec.get("reference"):
         reference = np.load(spec["reference"])
         parity = float(np.abs(out.astype(np.float64) - reference).max())
-    warm = warm_up(lambda: runner.infer(x), protocol)
-    samples = timed(lambda: runner.infer(x), protocol)
-    result = {
-        "status": "ok",
-        "precision": runner.precision,
-        "threads": runner.threads,
-        "warmup": warm,
-        "samples_s": samples,
-        "parity_max_abs": parity,
+    cold = {"import_s": round(t1 - t0, 4), "load_s": round(t2 - t1, 4), "first_infer_s": round(t3 - t2, 6)}
+    result = {"status": "ok", "precision": runner.precision, "threads": runner.threads, "parity_max_abs": parity, "cold": cold}
+    if spec.get("streams"):
+        from partialnet.bench.streams import STREAM_RUNNERS
+
+        runner.close()
+        measured = STREAM_RUNNERS[spec["runtime"]](spec["artifact"], x, spec["streams"], spec.get("threads"), spec.get("precision", "fp32"), protocol)
+        result.update(
+            warmup={"iters": protocol.warmup_iters, "seconds": None},
+            samples_s=measured.pop("samples_s"),
+            images_per_s=measured.pop("images_per_s"),
+            threads=measured["threads"],
+            async_run=measured,
+        )
+    else:
+        result["warmup"] = warm_up(lambda: runner.infer(x), protocol)
+        result["samples_s"] = timed(lambda: runner.infer(x), protocol)
+        runner.close()
+    peak = peak_rss_bytes()
+    result["imported_torch"] = "torch" in sys.modules  # an ONNX Runtime/OpenVINO row must not pay for it
+    result["memory"] = {
+        "baseline_rss_mb": round(baseline / 2**20, 1),
+        "peak_rss_mb": round(peak / 2**20, 1),
+        "peak_above_baseline_mb": round(max(0, peak - baseline) / 2**20, 1),
     }
-    runner.close()
     return result
 
 
 def run_ab(spec: dict) -> dict:
     """Two specs in one process, timed in alternating blocks (`partialnet bench --ab`)."""
     protocol = Protocol(**{**spec["protocol"], "batches": None})
-    sides = {}
+    sides, warm = {}, {}
     for name in ("a", "b"):
         runner = build_runner(spec[name])
         runner.prepare()
         x = make_input(spec[name])
         sides[name] = (runner, x)
-        warm_up(lambda r=runner, x=x: r.infer(x), protocol)
+        warm[name] = warm_up(lambda r=runner, x=x: r.infer(x), protocol)
     samples = alternating({n: (lambda r=r, x=x: r.infer(x)) for n, (r, x) in sides.items()}, protocol, spec.get("block", 10))
     return {
         "status": "ok",
         **{f"samples_{n}_s": samples[n] for n in sides},
         **{f"precision_{n}": sides[n][0].precision for n in sides},
         **{f"threads_{n}": sides[n][0].threads for n in sides},
+        **{f"warmup_{n}": warm[n] for n in sides},
     }
 
 

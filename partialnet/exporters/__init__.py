@@ -1,6 +1,6 @@
 """Exporters: one module per format, each turning a folded deploy model into an artifact file.
 
-Exporters never time and never compare; `partialnet.api.export` verifies what they write.
+Exporters never compare; `partialnet.pipeline.export_folded` verifies what they write.
 """
 
 from partialnet.exporters.formats import FORMATS, Format, format_for_path, get_format

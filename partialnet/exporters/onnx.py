@@ -161,16 +161,21 @@ def build(model: nn.Module, options: ExportOptions, metadata: dict[str, str], wo
     """The final, checked ModelProto for `model` and the stats the manifest records."""
     import onnx
 
-    proto = to_onnx(model, options)
+    from partialnet.progress import stage
+
+    with stage("torch.onnx.export", f"opset {options.opset}"):
+        proto = to_onnx(model, options)
     raw_nodes = len(proto.graph.node)
     note = None
     if options.simplify:
-        proto, note = simplify(proto)
+        with stage("simplify", "onnxsim"):
+            proto, note = simplify(proto)
     quantization = None
     if options.int8:
         if options.calibration is None:
             raise BadInput("--int8 needs calibration images (--data)")
-        proto, quantization = quantize_qdq(proto, options.calibration, None if options.dynamic else options.batch, workdir, for_tensorrt)
+        with stage("quantize", f"QDQ, {len(options.calibration)} calibration images"):
+            proto, quantization = quantize_qdq(proto, options.calibration, None if options.dynamic else options.batch, workdir, for_tensorrt)
     counts = op_counts(proto)
     bad = {op: counts[op] for op in FORBIDDEN_OPS if counts[op]}
     if bad:

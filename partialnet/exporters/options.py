@@ -54,7 +54,7 @@ class ExportOptions:
     fp32: bool = False  # keep fp32 where a format defaults to fp16 (Core ML)
     min_target: str | None = None  # Core ML minimum deployment target, e.g. iOS16
     image_input: bool = False  # Core ML: an image input with the normalisation inside
-    calibration: np.ndarray | None = field(default=None, repr=False, compare=False)  # filled in by the api
+    calibration: np.ndarray | None = field(default=None, repr=False, compare=False)  # filled in by the caller (api, bench)
 
     @property
     def precision(self) -> str:

@@ -24,7 +24,7 @@ from partialnet.limits import check_input_shape
 from partialnet.models.registry import find_variant
 from partialnet.errors import BadInput, CheckFailed
 from partialnet.folding.passes import PASSES, FoldContext
-from partialnet.models.flops import measure_cost
+from partialnet.models.flops import count_params, measure_cost
 from partialnet.models.partialnet import Arch, PartialNet
 from partialnet.signals import raise_if_pending
 from partialnet.outputs import atomic_outputs
@@ -43,8 +43,7 @@ class PassRecord:
     folded: list[str]
     not_folded: list[dict]
     max_abs_diff: float
-    params_after: int
-    gmacs_after: float
+    params_after: int  # counted per pass (cheap); GMACs are measured once before and once after folding
 
 
 @dataclass
@@ -95,22 +94,24 @@ def fold(
     skip: frozenset[str] | set[str] = frozenset(),
     check: bool = True,
     tolerance: float = FOLD_TOLERANCE,
+    measure: bool = True,
 ) -> tuple[PartialNet, FoldReport]:
     """A folded copy of `model` for inputs of `imgsz`, and the report; the original is untouched.
 
     With `check`, a fold whose logits differ from the original by more than `tolerance` raises
-    `CheckFailed` instead of returning a wrong deploy model.
+    `CheckFailed` instead of returning a wrong deploy model. `measure=False` skips the two cost passes
+    (rebuilding a deploy file's module tree needs no report).
     """
     deploy = copy.deepcopy(model).float().eval()
     ctx = FoldContext(imgsz=tuple(imgsz), skip=frozenset(skip))
     x = probe_input(ctx.imgsz) if check else None
     with torch.no_grad():
         reference = model.float().eval()(x) if check else None
-    before = measure_cost(model, ctx.imgsz)
+    before = measure_cost(model, ctx.imgsz) if measure else None
     report = FoldReport(
         imgsz=ctx.imgsz,
-        params_before=before.params,
-        gmacs_before=round(before.gmacs, 5),
+        params_before=before.params if before else count_params(model),
+        gmacs_before=round(before.gmacs, 5) if before else 0.0,
         batchnorms_before=count_batchnorms(model),
     )
     for p in PASSES:
@@ -121,7 +122,6 @@ def fold(
         if check:
             with torch.no_grad():
                 diff = (deploy(x) - reference).abs().max().item()
-        after = measure_cost(deploy, ctx.imgsz)
         report.passes.append(
             PassRecord(
                 name=p.name,
@@ -130,11 +130,12 @@ def fold(
                 folded=outcome.folded,
                 not_folded=[{"site": s, "reason": r} for s, r in outcome.skipped],
                 max_abs_diff=diff,
-                params_after=after.params,
-                gmacs_after=round(after.gmacs, 5),
+                params_after=count_params(deploy),
             )
         )
-    report.params_after, report.gmacs_after = after.params, round(after.gmacs, 5)
+    after = measure_cost(deploy, ctx.imgsz) if measure else None
+    report.params_after = count_params(deploy)
+    report.gmacs_after = round(after.gmacs, 5) if after else 0.0
     report.batchnorms_after = count_batchnorms(deploy)
     if check and report.max_abs_diff > tolerance:
         worst = max(report.passes, key=lambda r: r.max_abs_diff)
@@ -201,7 +202,7 @@ def load_deploy(path: str | Path) -> tuple[PartialNet, dict]:
         # The header sizes the allocation below: only released architectures are rebuilt from it.
         raise BadInput(f"{path}: deploy file header describes no released variant ({arch.family}, {arch.embed_dim}, {arch.depths})")
     with torch.device("meta"):  # structure only: folding a weightless skeleton costs no arithmetic
-        deploy, _ = fold(PartialNet(arch), imgsz, skip=set(obj.get("not_folded", [])), check=False)
+        deploy, _ = fold(PartialNet(arch), imgsz, skip=set(obj.get("not_folded", [])), check=False, measure=False)
     deploy = deploy.to_empty(device="cpu")
     try:
         deploy.load_state_dict(obj["state_dict"], strict=True)

@@ -36,40 +36,44 @@ def count_params(model: nn.Module) -> int:
 FVCORE_ELEMENTWISE = ((nn.BatchNorm2d, 2), (nn.LayerNorm, 5), (nn.AdaptiveAvgPool2d, 1))
 
 
-def _elementwise_macs(model: nn.Module, x: torch.Tensor) -> int:
-    total = 0
+def _elementwise_hooks(model: nn.Module, tally: list[int]) -> list:
+    """Forward hooks adding fvcore's per-element charges into tally[0] during the counting pass."""
 
     def hook_for(weight):
         def hook(_module, inputs, _output):
-            nonlocal total
-            total += weight * inputs[0].numel()
+            tally[0] += weight * inputs[0].numel()
 
         return hook
 
-    handles = [
+    return [
         m.register_forward_hook(hook_for(weight))
         for m in model.modules()
         for kind, weight in FVCORE_ELEMENTWISE
         if isinstance(m, kind)
     ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return total
 
 
 def measure_cost(model: nn.Module, imgsz: tuple[int, int] = (224, 224), fvcore_convention: bool = True) -> Cost:
-    """Params and multiply-adds of one image at `imgsz`."""
+    """Params and multiply-adds of one image at `imgsz`, from ONE shapes-only pass on the meta device."""
     params = count_params(model)
-    meta = copy.deepcopy(model).to("meta").eval()
+    meta = model if _on_meta(model) else copy.deepcopy(model).to("meta")
+    was_training = meta.training
+    meta.eval()
     x = torch.empty(1, 3, *imgsz, device="meta")
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        meta(x)
-    macs = counter.get_total_flops() // 2
-    if fvcore_convention:
-        macs += _elementwise_macs(meta, x)
-    return Cost(params=params, macs=int(macs))
+    tally = [0]
+    handles = _elementwise_hooks(meta, tally) if fvcore_convention else []
+    try:
+        with torch.no_grad(), counter:
+            meta(x)
+    finally:
+        for h in handles:
+            h.remove()
+        meta.train(was_training)
+    return Cost(params=params, macs=int(counter.get_total_flops() // 2 + tally[0]))
+
+
+def _on_meta(model: nn.Module) -> bool:
+    """A skeleton already on the meta device is measured as is: copying it would cost more than the pass."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return bool(tensors) and all(t.is_meta for t in tensors)

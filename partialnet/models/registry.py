@@ -7,9 +7,12 @@ them BESIDE what this project measures, never instead of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from partialnet.errors import BadInput
-from partialnet.models.partialnet import Arch, PartialNet
+
+if TYPE_CHECKING:  # the table itself is plain data: reading it must not import torch
+    from partialnet.models.partialnet import Arch, PartialNet
 
 PARTIALNET_SOURCE = "PartialNet reference code (params), fvcore MACs at 224x224; top-1 read off the repo figure"
 FASTERNET_SOURCE = "FasterNet README (CVPR 2023)"
@@ -29,6 +32,8 @@ class Variant:
     source: str
 
     def arch(self, num_classes: int = 1000, **overrides) -> Arch:
+        from partialnet.models.partialnet import Arch
+
         fields = dict(
             family=self.family,
             embed_dim=self.embed_dim,
@@ -102,4 +107,6 @@ def create_model(name: str = DEFAULT_VARIANT, num_classes: int = 1000, pretraine
         raise BadInput("no weights are downloaded; load a checkpoint file with load_checkpoint(path)")
     if num_classes < 1:
         raise BadInput(f"num_classes must be >= 1, got {num_classes}")
+    from partialnet.models.partialnet import PartialNet
+
     return PartialNet(get_variant(name).arch(num_classes)).eval()

@@ -1,0 +1,42 @@
+"""`partialnet models`: each variant's params and GMACs measured here, beside the published numbers.
+
+One shapes-only pass per variant on the meta device (no weights allocated, no arithmetic), so the
+whole table costs about a second after torch is imported.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from partialnet.models.flops import measure_cost
+from partialnet.models.partialnet import PartialNet
+from partialnet.models.registry import VARIANTS, Variant
+
+
+def variant_row(variant: Variant, imgsz: tuple[int, int] = (224, 224)) -> dict:
+    """One measured row of `partialnet models`, beside the published numbers."""
+    with torch.device("meta"):
+        model = PartialNet(variant.arch()).eval()
+    cost = measure_cost(model, imgsz)
+    at_224 = imgsz == (224, 224)
+    return {
+        "name": variant.name,
+        "family": variant.family,
+        "embed_dim": variant.embed_dim,
+        "depths": list(variant.depths),
+        "act": variant.act,
+        "pat_sp": variant.pat_sp,
+        "imgsz": list(imgsz),
+        "params": cost.params,
+        "gmacs": round(cost.gmacs, 4),
+        "published_params": variant.published_params,
+        "published_gmacs": variant.published_gmacs,
+        "params_match": cost.params == variant.published_params,
+        "gmacs_rel_diff": round(cost.gmacs / variant.published_gmacs - 1, 5) if at_224 else None,
+        "published_top1": variant.published_top1,
+        "source": variant.source,
+    }
+
+
+def model_table(imgsz: tuple[int, int] = (224, 224)) -> list[dict]:
+    return [variant_row(v, imgsz) for v in VARIANTS.values()]

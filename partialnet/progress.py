@@ -1,0 +1,109 @@
+"""Named stages of a command (load, fold, export, simplify, verify…) and where the wall time went.
+
+Code deep inside an exporter says `with stage("simplify"):` without knowing who listens; the command
+that wants progress and timings opens `recording(listener)` around its work. Stages nest: a parent's
+share is its own time without its children's, so the shares add up to the time measured. The wall
+time of the whole command counts from the process's start (interpreter and imports included), which
+is what a user waiting at the prompt sees.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+_IMPORTED_AT = time.perf_counter()
+
+
+class Listener(Protocol):
+    def started(self, name: str, detail: str) -> None: ...
+
+    def finished(self, name: str, seconds: float) -> None: ...
+
+
+class StageClock:
+    """Self time per stage name (a stage entered twice adds up), in the order stages first began."""
+
+    def __init__(self, listener: Listener | None = None):
+        self.listener = listener
+        self.seconds: dict[str, float] = {}
+        self._stack: list[list] = []  # [name, started, seconds spent in children]
+        self.began = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str, detail: str = "") -> Iterator[None]:
+        if self.listener:
+            self.listener.started(name, detail)
+        frame = [name, time.perf_counter(), 0.0]
+        self._stack.append(frame)
+        self.seconds.setdefault(name, 0.0)
+        try:
+            yield
+        finally:
+            self._stack.pop()
+            total = time.perf_counter() - frame[1]
+            self.seconds[name] += total - frame[2]
+            if self._stack:
+                self._stack[-1][2] += total
+            if self.listener:
+                self.listener.finished(name, total)
+
+    def breakdown(self) -> dict:
+        """Wall time from the process's start, and each stage's seconds and share of it."""
+        wall = process_age()
+        startup = max(0.0, wall - (time.perf_counter() - self.began)) if wall is not None else None
+        wall = wall if wall is not None else time.perf_counter() - _IMPORTED_AT
+        stages = {"startup": startup} if startup is not None else {}
+        stages.update(self.seconds)
+        stages["other"] = max(0.0, wall - sum(stages.values()))
+        return {
+            "wall_s": round(wall, 2),
+            "stages_s": {k: round(v, 2) for k, v in stages.items()},
+            "shares": {k: round(v / wall, 3) if wall > 0 else 0.0 for k, v in stages.items()},
+        }
+
+
+_CLOCK: contextvars.ContextVar[StageClock | None] = contextvars.ContextVar("partialnet_stage_clock", default=None)
+
+
+@contextmanager
+def recording(listener: Listener | None = None) -> Iterator[StageClock]:
+    clock = StageClock(listener)
+    token = _CLOCK.set(clock)
+    try:
+        yield clock
+    finally:
+        _CLOCK.reset(token)
+
+
+@contextmanager
+def stage(name: str, detail: str = "") -> Iterator[None]:
+    """Time `name` for whoever records; a no-op when nobody does (a library caller, a test)."""
+    clock = _CLOCK.get()
+    if clock is None:
+        yield
+        return
+    with clock.stage(name, detail):
+        yield
+
+
+def current_seconds() -> dict[str, float]:
+    clock = _CLOCK.get()
+    return {k: round(v, 2) for k, v in clock.seconds.items()} if clock else {}
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux /proc), so interpreter start-up and imports count."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat, counted after the ")"
+        return max(0.0, uptime - started)
+    except (OSError, ValueError, IndexError):
+        return None

@@ -1,0 +1,167 @@
+"""Daily-use behaviour: a light CLI, stage progress and honest wall times, bench's cold-start columns,
+static-batch rows, the async multi-stream mode. Speed is never asserted here (scripts/startup_time.py
+measures it); what is asserted is what gets imported, printed and recorded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+HEAVY = ("torch", "onnx", "onnxruntime", "openvino", "onnxsim", "numpy.linalg")
+
+
+def _imports_after(code: str) -> dict:
+    probe = f"import sys\n{code}\nprint({{m: m in sys.modules for m in {HEAVY!r}}})"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    return eval(out.stdout.strip().splitlines()[-1])  # a dict literal printed by our own probe
+
+
+def test_the_cli_module_imports_no_framework():
+    loaded = _imports_after("import partialnet.cli")
+    assert not loaded["torch"] and not loaded["onnx"] and not loaded["onnxruntime"] and not loaded["openvino"], loaded
+
+
+def test_help_and_usage_errors_answer_without_torch():
+    code = (
+        "import partialnet.cli as c\n"
+        "for argv in (['partialnet', '--help'], ['partialnet', 'export', 'x', '--formt', 'onnx'], ['partialnet', 'bench', '--device', 'tpu']):\n"
+        "    sys.argv = argv\n"
+        "    try:\n"
+        "        c.run()\n"
+        "    except SystemExit as e:\n"
+        "        print('exit', e.code, file=sys.stderr)\n"
+    )
+    loaded = _imports_after(code)
+    assert not loaded["torch"] and not loaded["onnxruntime"], loaded
+
+
+def test_the_variant_table_is_plain_data():
+    loaded = _imports_after("from partialnet.models.registry import VARIANTS\nimport partialnet.runtimes.table, partialnet.bench.protocols")
+    assert not loaded["torch"], loaded
+
+
+def test_stage_clock_shares_add_up_and_nest():
+    from partialnet import progress
+
+    seen = []
+
+    class Listener:
+        def started(self, name, detail):
+            seen.append(("start", name))
+
+        def finished(self, name, seconds):
+            seen.append(("end", name))
+
+    with progress.recording(Listener()) as clock:
+        with progress.stage("export", "onnx"):
+            time.sleep(0.02)
+            with progress.stage("simplify"):
+                time.sleep(0.03)
+        with progress.stage("verify"):
+            time.sleep(0.01)
+    assert seen == [("start", "export"), ("start", "simplify"), ("end", "simplify"), ("end", "export"), ("start", "verify"), ("end", "verify")]
+    assert clock.seconds["simplify"] >= 0.03 and 0.02 <= clock.seconds["export"] < 0.03 + 0.02  # self time: the child is not counted twice
+    timing = clock.breakdown()
+    assert timing["wall_s"] >= sum(clock.seconds.values()) - 0.01
+    assert abs(sum(timing["shares"].values()) - 1) < 0.02
+    assert set(timing["stages_s"]) >= {"export", "simplify", "verify", "other"}
+
+
+def test_stage_is_silent_when_nobody_records():
+    from partialnet import progress
+
+    with progress.stage("load"):
+        pass
+    assert progress.current_seconds() == {}
+
+
+def test_fold_and_export_show_stages_and_the_wall_time(cli, tmp_path):
+    folded = cli("fold", "partialnet_t0", "--imgsz", "64", "-o", tmp_path / "t0.deploy.pt")
+    assert folded.code == 0, folded.err
+    assert "RANDOM weights" in folded.out
+    for stage in ("load partialnet_t0", "fold 64x64", "write"):
+        assert f"- {stage}: " in folded.err  # one plain line per stage when stderr is not a terminal
+    assert "s wall (from process start):" in folded.out and "fold" in folded.out.split("wall")[-1]
+    report = json.loads((tmp_path / "t0.deploy.pt.fold.json").read_text())
+    assert report["random_weights"] is True
+    assert all("gmacs_after" not in p for p in report["report"]["passes"])  # measured once before and once after
+    assert 0 < report["report"]["gmacs_after"] < report["report"]["gmacs_before"]
+
+    exported = cli("export", "partialnet_t0", "--imgsz", "64", "-o", tmp_path / "t0.onnx")
+    assert exported.code == 0, exported.err
+    lines = exported.err.splitlines()
+    for stage in ("load", "fold", "torch.onnx.export", "simplify", "export onnx", "verify onnxruntime vs PyTorch"):
+        assert any(line.lstrip("- ").startswith(stage) for line in lines), (stage, lines)
+    assert "\n\n" not in exported.err and not exported.err.startswith("\n")  # clean CI logs
+    tail = exported.out.split("s wall (from process start):")[-1]
+    for stage in ("verify", "simplify"):
+        assert stage in tail
+
+
+def test_worker_for_onnxruntime_does_not_import_torch(tmp_path):
+    """A row timing ONNX Runtime pays for ONNX Runtime only: no torch in its process."""
+    from partialnet import api
+    from partialnet.bench.protocols import get_protocol
+
+    onnx = tmp_path / "t0.onnx"
+    api.export("partialnet_t0", "onnx", onnx, imgsz=(64, 64), samples=1)
+    spec = {
+        "runtime": "onnxruntime", "device": "cpu", "threads": 1, "precision": "fp32", "batch": 1, "imgsz": [64, 64],
+        "protocol": get_protocol("quick").to_dict(), "input_seed": 0, "artifact": str(onnx), "reference": None,
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    subprocess.run([sys.executable, "-m", "partialnet.bench.worker", tmp_path / "spec.json", tmp_path / "out.json"], check=True, timeout=300)
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["status"] == "ok", result
+    assert result["imported_torch"] is False
+    assert result["cold"]["load_s"] > 0 and result["cold"]["first_infer_s"] > 0
+    memory = result["memory"]
+    assert 0 < memory["baseline_rss_mb"] < memory["peak_rss_mb"] < 2048  # VmHWM of this process, not the parent's
+
+
+def test_static_batch_artifact_says_which_rows_it_skipped(cli, tmp_path):
+    onnx = tmp_path / "b1.onnx"
+    assert cli("export", "partialnet_t0", "--imgsz", "64", "-o", onnx).code == 0
+    result = cli("bench", onnx, "--runtime", "onnxruntime", "--batch", "1,2", "--protocol", "quick", "--threads", "1", "--json", tmp_path / "r.json")
+    assert result.code == 0, result.err
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert [r["batch"] for r in ok] == [1] and [r["batch"] for r in skipped] == [2]
+    assert "static batch 1 artifact cannot run batch 2" in skipped[0]["reason"]
+    assert "static batch 1 artifact cannot run batch 2" in result.out
+    assert ok[0]["random_weights"] is True and "RANDOM weights" in result.out  # its manifest says so
+
+
+def test_streams_mode_keeps_requests_in_flight(cli, tmp_path):
+    result = cli(
+        "bench", "--streams", "2", "--runtime", "onnxruntime,pytorch", "--protocol", "quick", "--imgsz", "64", "--batch", "2",
+        "--json", tmp_path / "s.json",
+    )
+    assert result.code == 0, result.err
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["settings"]["streams"] == 2 and "in flight" in data["throughput"]
+    rows = {r["runtime"]: r for r in data["rows"]}
+    ort = rows["onnxruntime"]
+    assert ort["status"] == "ok" and ort["async_run"]["streams"] == 2 and ort["async_run"]["completed"] >= 10
+    assert ort["images_per_s"] == pytest.approx(2 * ort["async_run"]["completed"] / ort["async_run"]["seconds"], rel=0.01)
+    assert rows["pytorch"]["status"] == "skipped" and "no multi-stream mode" in rows["pytorch"]["reason"]
+    assert "2 streams (async)" in result.out
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["bench", "--streams", "0"], "--streams"),
+        (["bench", "--streams", "many"], "--streams"),
+        (["bench", "--ab", "partialnet_t0", "fasternet_t0", "--streams", "2"], "one or the other"),
+        (["bench", "partialnet_t1", "--ab", "partialnet_t0", "fasternet_t0"], "give no other sources"),
+    ],
+)
+def test_bad_streams_and_ab_usage_exit_2(cli, args, fragment):
+    result = cli(*args)
+    assert result.code == 2 and fragment in result.err, result.err
