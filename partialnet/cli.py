@@ -137,7 +137,10 @@ def _print_json(data) -> None:
 @app.command()
 def models(imgsz: ImgszOption = None, as_json: JsonOption = False) -> None:
     """List the 12 variants with params and GMACs measured here beside the published values."""
-    rows = _api().model_table(parse_imgsz(imgsz))
+    size = parse_imgsz(imgsz)
+    from partialnet.models.table import model_table  # torch, but not the exporters and runtimes behind api
+
+    rows = model_table(size)
     if as_json:
         _print_json(rows)
         return

@@ -43,7 +43,8 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
         Protocol(
             "throughput",
-            "images/s at a large batch: warm-up >= 3 runs and >= 1 s, then >= 20 runs and >= 3 s",
+            "batch 32, one synchronous request at a time: warm-up >= 3 runs and >= 1 s, then >= 20 runs and >= 3 s; "
+            "images/s = 32 / median latency (add --streams N|auto for requests in flight, as a server runs)",
             warmup_iters=3,
             warmup_seconds=1.0,
             min_iters=20,

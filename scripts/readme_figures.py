@@ -1,0 +1,111 @@
+"""Regenerate the README's measured outputs and tables, so they never drift from what the tool prints.
+
+Every generated block sits between `<!-- figures:NAME -->` and `<!-- /figures:NAME -->` in README.md.
+The script runs the block's command on this machine, and writes the output with a first line naming
+the CPU (model and ISA), the date and the exact command: a figure without its machine means nothing
+here, since the machines this project runs on change from run to run.
+
+    python scripts/readme_figures.py                 # every block
+    python scripts/readme_figures.py bench startup   # some blocks
+    python scripts/readme_figures.py --list
+
+Not a test and never run in CI: benchmarks on a shared 2-core VM take minutes and move by ±30 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+CLI = [sys.executable, "-c", "import sys; from partialnet.cli import run; sys.argv = ['partialnet', *sys.argv[1:]]; run()"]
+
+# name -> the commands it shows, run in one shared scratch folder (so `digits_t0.pt` is trained once)
+PN = "partialnet"
+BLOCKS: dict[str, list[str]] = {
+    "bench": [f"{PN} bench"],
+    "fold": [f"{PN} fold partialnet_t0 -o t0.deploy.pt"],
+    "export": [f"{PN} export partialnet_t0 -o t0.onnx"],
+    "digits": [f"{PN} digits -o digits_t0.pt", f"{PN} export digits_t0.pt --imgsz 64 --half -o digits_t0_fp16.onnx"],
+    "int8": [f"{PN} export digits_t0.pt --imgsz 64 --int8 --data digits -o digits_t0_int8.onnx"],
+    "trt": [f"{PN} export digits_t0.pt -f trt --imgsz 64 -o digits_t0.engine", "grep ^trtexec digits_t0.build_engine.sh"],
+    "all": [f"{PN} export digits_t0.pt --format all --imgsz 64 -o all"],
+    "ab": [f"{PN} bench --ab fasternet_t0 partialnet_t0 --runtime onnxruntime,openvino --threads 1"],
+    "streams": [f"{PN} bench --protocol throughput --runtime onnxruntime,openvino --streams auto"],
+    "startup": ["python scripts/startup_time.py --repeat 5"],
+    "harness": ["python scripts/harness_overhead.py"],
+}
+NEEDS_DIGITS = {"int8", "trt", "all"}
+SHOWN_STDERR = ("error:", "note:", "warning:")  # stage progress lines stay out; what a user must read stays in
+
+
+def machine_line() -> str:
+    from partialnet.machine import cpu_info, package_versions
+
+    cpu = cpu_info()
+    versions = package_versions()
+    runtimes = ", ".join(f"{k} {versions[k]}" for k in ("torch", "onnxruntime", "openvino") if k in versions)
+    return f"{cpu['model']}, {cpu['logical_cores']} cores ({' '.join(cpu['flags'])}); {runtimes}; {date.today().isoformat()}"
+
+
+def argv_for(command: str) -> list[str]:
+    words = command.split()
+    if words[0] == PN:
+        return [*CLI, *words[1:]]
+    if words[0] == "python":
+        return [sys.executable, str(ROOT / words[1]), *words[2:]]
+    return words
+
+
+def run_block(name: str, work: Path) -> str:
+    shown = []
+    if name in NEEDS_DIGITS and not (work / "digits_t0.pt").exists():
+        subprocess.run(argv_for(f"{PN} digits -o digits_t0.pt"), cwd=work, check=True, capture_output=True, timeout=1800)
+    for command in BLOCKS[name]:
+        proc = subprocess.run(argv_for(command), capture_output=True, text=True, cwd=work, timeout=3600)
+        if proc.returncode not in (0, 3):  # 3: not possible here (TensorRT without a GPU), which the block shows
+            raise SystemExit(f"{name}: `{command}` exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+        notes = [line for line in proc.stderr.splitlines() if line.startswith(SHOWN_STDERR)]
+        text = "\n".join([proc.stdout.rstrip(), *notes]).strip().replace(str(work) + "/", "").replace(str(work), ".")
+        shown.append(f"$ {command}\n{text}")
+    return f"Measured on {machine_line()}:\n\n```text\n" + "\n".join(shown) + "\n```"
+
+
+def replace_block(readme: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- figures:{name} -->\n).*?(\n<!-- /figures:{name} -->)", re.S)
+    if not pattern.search(readme):
+        raise SystemExit(f"README.md has no <!-- figures:{name} --> block")
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), readme)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("blocks", nargs="*", help=f"blocks to regenerate (default: all): {', '.join(BLOCKS)}")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args()
+    if args.list:
+        print("\n".join(f"{name}: {' && '.join(commands)}" for name, commands in BLOCKS.items()))
+        return
+    unknown = [b for b in args.blocks if b not in BLOCKS]
+    if unknown:
+        raise SystemExit(f"unknown blocks {unknown}; known: {', '.join(BLOCKS)}")
+    readme = README.read_text()
+    with tempfile.TemporaryDirectory(prefix="readme-figures-") as tmp:
+        for name in args.blocks or BLOCKS:
+            print(f"running {name}: {' && '.join(BLOCKS[name])}", file=sys.stderr)
+            readme = replace_block(readme, name, run_block(name, Path(tmp)))
+    from partialnet.outputs import atomic_outputs
+
+    with atomic_outputs([README], force=True) as (staged,):
+        staged.write_text(readme)
+    print(f"updated {README}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
