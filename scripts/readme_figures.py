@@ -30,6 +30,7 @@ CLI = [sys.executable, "-c", "import sys; from partialnet.cli import run; sys.ar
 PN = "partialnet"
 BLOCKS: dict[str, list[str]] = {
     "bench": [f"{PN} bench"],
+    "models": [f"{PN} models"],
     "fold": [f"{PN} fold partialnet_t0 -o t0.deploy.pt"],
     "export": [f"{PN} export partialnet_t0 -o t0.onnx"],
     "digits": [f"{PN} digits -o digits_t0.pt", f"{PN} export digits_t0.pt --imgsz 64 --half -o digits_t0_fp16.onnx"],
