@@ -25,3 +25,36 @@ def test_install_adds_only_the_partialnet_name():
     top = {str(f).split("/")[0] for f in files if not str(f).startswith("..")}
     top = {name for name in top if not name.endswith(".dist-info")}
     assert top == {"partialnet"}, top
+
+
+def test_api_is_the_top_facade_nothing_inside_imports():
+    """partialnet.api sits above every subsystem: an import of it from inside the package is a cycle."""
+    import ast
+
+    package = ROOT / "partialnet"
+    offenders = []
+    for path in package.rglob("*.py"):
+        if path.name == "cli.py" and path.parent == package:
+            continue  # the command line is the one client above the facade
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module == "partialnet.api" or (node.module == "partialnet" and any(a.name == "api" for a in node.names))):
+                offenders.append(str(path.relative_to(ROOT)))
+            if isinstance(node, ast.Import) and any(a.name == "partialnet.api" for a in node.names):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def test_every_readme_figure_block_is_generated_by_the_script():
+    """Measured outputs in the README come from scripts/readme_figures.py, each naming its machine."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "scripts" / "readme_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (ROOT / "README.md").read_text()
+    opened = re.findall(r"<!-- figures:([a-z0-9_-]+) -->", readme)
+    closed = re.findall(r"<!-- /figures:([a-z0-9_-]+) -->", readme)
+    assert opened == closed and sorted(opened) == sorted(module.BLOCKS)
+    for name in opened:
+        body = readme.split(f"<!-- figures:{name} -->")[1].split(f"<!-- /figures:{name} -->")[0]
+        assert body.strip().startswith("Measured on "), name  # the CPU, ISA and date come first
