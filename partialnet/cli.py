@@ -83,10 +83,11 @@ class StageView:
                 self.status.start()
             self.status.update(self.running[-1] + " …")
 
-    def finished(self, name: str, seconds: float) -> None:
+    def finished(self, name: str, seconds: float, ok: bool = True) -> None:
         label = self.running.pop() if self.running else name
         indent = "  " * len(self.running)
-        self.console.print(f"{indent}{'✓' if self.tty else '-'} {label}: {seconds:.2f} s", markup=False)
+        mark = ("✓" if ok else "✗") if self.tty else "-"
+        self.console.print(f"{indent}{mark} {label}: {seconds:.2f} s{'' if ok else ' (stopped)'}", markup=False)
         if self.tty and self.status is not None:
             if self.running:
                 self.status.update(self.running[-1] + " …")

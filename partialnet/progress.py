@@ -22,7 +22,7 @@ _IMPORTED_AT = time.perf_counter()
 class Listener(Protocol):
     def started(self, name: str, detail: str) -> None: ...
 
-    def finished(self, name: str, seconds: float) -> None: ...
+    def finished(self, name: str, seconds: float, ok: bool = True) -> None: ...
 
 
 class StageClock:
@@ -41,8 +41,10 @@ class StageClock:
         frame = [name, time.perf_counter(), 0.0]
         self._stack.append(frame)
         self.seconds.setdefault(name, 0.0)
+        ok = False
         try:
             yield
+            ok = True
         finally:
             self._stack.pop()
             total = time.perf_counter() - frame[1]
@@ -50,7 +52,7 @@ class StageClock:
             if self._stack:
                 self._stack[-1][2] += total
             if self.listener:
-                self.listener.finished(name, total)
+                self.listener.finished(name, total, ok)
 
     def breakdown(self) -> dict:
         """Wall time from the process's start, and each stage's seconds and share of it."""

@@ -35,7 +35,8 @@ def on_signal(signum, frame) -> None:
         return
     _state["pending"] = signum
     try:
-        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping after the current step (again to force)\n")
+        lead = "\n" if sys.stderr.isatty() else ""  # off a spinner's line on a terminal; no blank line in a log
+        sys.stderr.write(f"{lead}{signal.Signals(signum).name}: stopping after the current step (again to force)\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass

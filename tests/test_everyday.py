@@ -53,7 +53,7 @@ def test_stage_clock_shares_add_up_and_nest():
         def started(self, name, detail):
             seen.append(("start", name))
 
-        def finished(self, name, seconds):
+        def finished(self, name, seconds, ok=True):
             seen.append(("end", name))
 
     with progress.recording(Listener()) as clock:

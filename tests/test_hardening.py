@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import os
 import pickle
 import signal
@@ -58,11 +59,16 @@ def run_cli_via(prefix: list[str], *args, timeout: float) -> tuple[int, str, str
     return proc.returncode, proc.stdout, proc.stderr
 
 
+PROGRESS_LINE = re.compile(r"^\s*- .+: \d+\.\d\d s( \(stopped\))?$|^\[\d+/\d+\] ")  # finished stages and bench steps, on stderr
+
+
 def assert_refused(code: int, err: str, fragment: str, expected: int = 2) -> None:
-    lines = err.strip().splitlines()
+    """Exactly one error line, the last one; only progress lines (stages that did finish) may precede it."""
+    lines = [line for line in err.strip().splitlines() if not PROGRESS_LINE.match(line)]
     assert code == expected, f"exit {code}, expected {expected}: {err}"
     assert "Traceback" not in err and "internal error" not in err, err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert err.strip().splitlines()[-1] == lines[0], err
     assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
 
 
@@ -395,9 +401,10 @@ def test_signal_mid_export_removes_temporaries(sig, code, tmp_path):
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
+    lines = [line for line in err.strip().splitlines() if not PROGRESS_LINE.match(line)]
     assert "nothing published" in lines[-1], err
     assert lines[:-1] == [f"{signal.Signals(sig).name}: stopping after the current step (again to force)"], err  # no traceback
+    assert "" not in err.strip().splitlines(), err  # no blank lines in a log
     assert list(tmp_path.iterdir()) == []
 
 
