@@ -44,7 +44,7 @@ BLOCKS: dict[str, list[str]] = {
         "python scripts/fold_onnx_ort.py ../shared/fixtures/partialnet_t1_random.pth",
     ],
     "startup": ["python scripts/startup_time.py --repeat 5"],
-    "harness": ["python scripts/harness_overhead.py"],
+    "harness": ["python scripts/harness_overhead.py --seconds 10 --floor-seconds 2"],
 }
 NEEDS_DIGITS = {"int8", "trt", "all"}
 SHOWN_STDERR = ("error:", "note:", "warning:")  # stage progress lines stay out; what a user must read stays in
