@@ -5,7 +5,7 @@ its own graph rewrites (ONNX Runtime's NCHWc convolutions and the ReorderInput/R
 transforms around them, OpenVINO's fused Subgraph and Reorder nodes), so a change to the fold or export
 passes can be aimed at the op types that cost time. Not a test and not a benchmark (the profiler adds
 a few microseconds per node, which inflates the many small ops; compare graphs with `partialnet bench`
-or scripts/fold_onnx_ort.py): run it by hand.
+or scripts/deploy_speed.py): run it by hand.
 
     python scripts/profile_ops.py ARTIFACT.onnx|.xml [--runtime onnxruntime|openvino] [--threads 1]
         [--batch 1] [--iters 50] [--warmup 10] [--stat median|mean] [--conv-kernels] [--json out.json]

@@ -39,10 +39,7 @@ BLOCKS: dict[str, list[str]] = {
     "all": [f"{PN} export digits_t0.pt --format all --imgsz 64 -o all"],
     "ab": [f"{PN} bench --ab fasternet_t0 partialnet_t0 --runtime onnxruntime,openvino --threads 1"],
     "streams": [f"{PN} bench --protocol throughput --runtime onnxruntime,openvino --streams auto"],
-    "fold-vs-naive": [
-        "python scripts/fold_onnx_ort.py ../shared/fixtures/partialnet_t0_random.pth",
-        "python scripts/fold_onnx_ort.py ../shared/fixtures/partialnet_t1_random.pth",
-    ],
+    "fold-vs-naive": ["python scripts/deploy_speed.py partialnet_t0 partialnet_t1 partialnet_t2 --seconds 30 --ablation"],
     "startup": ["python scripts/startup_time.py --repeat 5"],
     "harness": ["python scripts/harness_overhead.py --seconds 10 --floor-seconds 2"],
 }

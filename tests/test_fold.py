@@ -32,9 +32,11 @@ def test_fold_sites_per_pass_on_t1():
         "post-attention-bn": 11,
         "conv-bn": 17,
         "srm-gate": 11,
+        "gate-stats": 11,
         "pat-sp": 13,
         "layernorm-qkv": 2,
         "rpe-constant": 2,
+        "attention-tokens": 2,
         "training-only": 0,
     }
     assert report.params_after < report.params_before and report.gmacs_after < report.gmacs_before
@@ -97,7 +99,7 @@ def test_unfoldable_site_is_reported_and_survives_reload(tmp_path):
 
 def test_deploy_model_refuses_another_input_size():
     deploy, _ = fold(create_model("partialnet_t0"), SMALL)
-    with pytest.raises(BadInput, match="folded for a 2x2 last stage"):
+    with pytest.raises(BadInput, match="folded for 64x64 inputs \\(a 16x16 channel-gate map\\), got a 24x24"):
         deploy(torch.randn(1, 3, 96, 96))
 
 
@@ -117,3 +119,39 @@ def test_report_tracks_params_per_pass_and_gmacs_before_and_after():
     assert by_name["pat-sp"].params_after < by_name["srm-gate"].params_after
     assert report.passes[-1].params_after == report.params_after
     assert 0 < report.gmacs_after < report.gmacs_before  # measured once before and once after, not per pass
+
+
+def test_version_2_deploy_file_is_rebuilt_with_its_own_passes(tmp_path):
+    from partialnet.folding import deploy_payload
+
+    model, _ = load_checkpoint(golden("t1")[0])
+    old, report = fold(model, SMALL, version=2)
+    assert {"gate-stats", "attention-tokens"}.isdisjoint(p.name for p in report.passes)
+    path = tmp_path / "v2.pt"
+    torch.save({**deploy_payload(old, report, {}), "version": 2}, path)
+    loaded, meta = load_deploy(path)
+    x = torch.randn(2, 3, *SMALL)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), old(x))
+        assert (loaded(x) - fold(model, SMALL)[0](x)).abs().max().item() <= TOLERANCE
+    assert meta["version"] == 2
+
+
+def test_ablation_fold_round_trips_and_unknown_passes_are_refused(tmp_path):
+    from partialnet.folding import deploy_payload
+
+    model, _ = load_checkpoint(golden("t0")[0])
+    deploy, report = fold(model, SMALL, without={"gate-stats"})
+    assert "gate-stats" not in [p.name for p in report.passes]
+    path = tmp_path / "ablation.pt"
+    save_deploy(path, deploy, report, {})
+    x = torch.randn(1, 3, *SMALL)
+    with torch.no_grad():
+        assert torch.equal(load_deploy(path)[0](x), deploy(x))
+    with pytest.raises(BadInput, match="unknown fold pass"):
+        fold(model, SMALL, without={"no-such-pass"})
+    payload = deploy_payload(deploy, report, {})
+    payload["report"]["passes"][0]["name"] = "rm -rf"
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(BadInput, match="does not know: rm -rf"):
+        load_deploy(tmp_path / "bad.pt")

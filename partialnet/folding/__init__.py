@@ -30,7 +30,8 @@ from partialnet.signals import raise_if_pending
 from partialnet.outputs import atomic_outputs
 
 DEPLOY_FORMAT = "partialnet-deploy"
-DEPLOY_VERSION = 2  # 2: the attention's proj is a 1x1 convolution
+DEPLOY_VERSION = 3  # 2: the attention's proj is a 1x1 convolution; 3: gate-stats and attention-tokens passes
+READABLE_VERSIONS = (2, 3)  # an older file is rebuilt with the passes of its own version
 FOLD_TOLERANCE = 1e-4  # a fold adds fp32 round-off (~1e-6); anything near this is a bug, never shipped
 PROBE_BATCH = 2
 
@@ -95,13 +96,19 @@ def fold(
     check: bool = True,
     tolerance: float = FOLD_TOLERANCE,
     measure: bool = True,
+    version: int = DEPLOY_VERSION,
+    without: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[PartialNet, FoldReport]:
     """A folded copy of `model` for inputs of `imgsz`, and the report; the original is untouched.
 
     With `check`, a fold whose logits differ from the original by more than `tolerance` raises
     `CheckFailed` instead of returning a wrong deploy model. `measure=False` skips the two cost passes
-    (rebuilding a deploy file's module tree needs no report).
+    (rebuilding a deploy file's module tree needs no report). `version` applies only the passes that
+    deploy-file version had; `without` leaves named passes out (the ablation in scripts/deploy_speed.py).
     """
+    unknown = set(without) - {p.name for p in PASSES}
+    if unknown:
+        raise BadInput(f"unknown fold pass(es) {', '.join(sorted(unknown))}; passes: {', '.join(p.name for p in PASSES)}")
     deploy = copy.deepcopy(model).float().eval()
     ctx = FoldContext(imgsz=tuple(imgsz), skip=frozenset(skip))
     x = probe_input(ctx.imgsz) if check else None
@@ -115,6 +122,8 @@ def fold(
         batchnorms_before=count_batchnorms(model),
     )
     for p in PASSES:
+        if p.since > version or p.name in without:
+            continue
         raise_if_pending()
         with torch.no_grad():  # folded tensors must be plain leaves, never parts of an autograd graph
             outcome = p.apply(deploy, ctx)
@@ -184,14 +193,28 @@ def is_deploy_file(obj: object) -> bool:
     return isinstance(obj, dict) and obj.get("format") == DEPLOY_FORMAT
 
 
+def passes_left_out(obj: dict, path: Path, version: int) -> frozenset[str]:
+    """The passes a deploy file was folded without (an ablation), from its report's pass list."""
+    try:
+        ran = {str(p["name"]) for p in obj["report"]["passes"]}
+    except (KeyError, TypeError):
+        return frozenset()  # no usable record: the version's full pass list
+    known = {p.name for p in PASSES if p.since <= version}
+    if not ran <= known:
+        raise BadInput(f"{path}: deploy file names fold passes this partialnet does not know: {', '.join(sorted(ran - known))}")
+    return frozenset(known - ran)
+
+
 def load_deploy(path: str | Path) -> tuple[PartialNet, dict]:
     """(deploy model, the file's metadata) from a file written by `save_deploy`."""
     path = Path(path)
     obj = read_file(path)
     if not is_deploy_file(obj):
         raise BadInput(f"{path}: not a partialnet deploy file (write one with `partialnet fold`)")
-    if obj.get("version") != DEPLOY_VERSION:
-        raise BadInput(f"{path}: deploy file version {obj.get('version')} unsupported (this partialnet reads {DEPLOY_VERSION})")
+    version = obj.get("version")
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(map(str, READABLE_VERSIONS))
+        raise BadInput(f"{path}: deploy file version {version!r} unsupported (this partialnet reads {readable})")
     try:
         arch = _arch_from_dict(obj["arch"])
         imgsz = tuple(int(v) for v in obj["imgsz"])
@@ -202,7 +225,11 @@ def load_deploy(path: str | Path) -> tuple[PartialNet, dict]:
         # The header sizes the allocation below: only released architectures are rebuilt from it.
         raise BadInput(f"{path}: deploy file header describes no released variant ({arch.family}, {arch.embed_dim}, {arch.depths})")
     with torch.device("meta"):  # structure only: folding a weightless skeleton costs no arithmetic
-        deploy, _ = fold(PartialNet(arch), imgsz, skip=set(obj.get("not_folded", [])), check=False, measure=False)
+        skeleton = PartialNet(arch)
+        deploy, _ = fold(
+            skeleton, imgsz, skip=set(obj.get("not_folded", [])), check=False, measure=False, version=version,
+            without=passes_left_out(obj, path, version),
+        )
     deploy = deploy.to_empty(device="cpu")
     try:
         deploy.load_state_dict(obj["state_dict"], strict=True)

@@ -7,6 +7,7 @@ the difference, so one comparison serves all passes and the report shows where a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -48,6 +49,7 @@ class FoldPass:
     name: str
     description: str
     apply: Callable[[PartialNet, FoldContext], PassOutcome]
+    since: int = 1  # the deploy-file version that introduced it: older files are rebuilt without it
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -103,8 +105,14 @@ def blocks(model: PartialNet) -> Iterator[tuple[str, MLPBlock]]:
             yield f"stages.{2 * s}.blocks.{j}", block
 
 
+def stage_size(imgsz: tuple[int, int], stage: int) -> tuple[int, int]:
+    """Map size in stage `stage`: the stem divides by 4, each merge by 2, each flooring."""
+    stride = 4 * 2**stage
+    return imgsz[0] // stride, imgsz[1] // stride
+
+
 def feature_size(imgsz: tuple[int, int]) -> tuple[int, int]:
-    return imgsz[0] // 32, imgsz[1] // 32
+    return stage_size(imgsz, STAGE_COUNT - 1)
 
 
 # ---------------------------------------------------------------- the passes
@@ -190,6 +198,33 @@ def srm_gate(model: PartialNet, ctx: FoldContext) -> PassOutcome:
     return outcome
 
 
+def gate_stats(model: PartialNet, ctx: FoldContext) -> PassOutcome:
+    """SRM std → root-mean-square deviation, with sqrt(N/(N-1)) moved into cfc1's std column.
+
+    sqrt(mean(d*d)) * sqrt(N/(N-1)) is the unbiased std, so the gate is unchanged to round-off; the graph
+    loses the Pow and the constant Mul on every gate's statistics. N is this input size's map size.
+    """
+    outcome = PassOutcome()
+    for s in range(STAGE_COUNT):
+        size = stage_size(ctx.imgsz, s)
+        count = size[0] * size[1]
+        for j, block in enumerate(model.stages[2 * s].blocks):
+            mixer = block.spatial_mixing
+            if not isinstance(mixer, PartialChannelAttention) or not isinstance(mixer.attn, DeployChannelGate):
+                continue
+            name = f"stages.{2 * s}.blocks.{j}.spatial_mixing.attn"
+            if count < 2:
+                outcome.skipped.append((name, f"a {size[0]}x{size[1]} map has no unbiased std"))
+                continue
+            cfc1 = mixer.attn.cfc1
+            weight = cfc1.weight.double().clone()
+            weight[:, :, :, 1] *= math.sqrt(count / (count - 1))
+            fused = conv_like(cfc1, weight, cfc1.bias.double() if cfc1.bias is not None else None)
+            mixer.attn = DeployChannelGate(fused, size, stride=4 * 2**s)
+            outcome.folded.append(f"{name} ({size[0]}x{size[1]})")
+    return outcome
+
+
 def pat_sp_into_mlp3(model: PartialNet, ctx: FoldContext) -> PassOutcome:
     """PAT_sp: norm2+conv → mlp.3's lower rows; norm's scale → mlp.3's upper rows (conv_attn divided by it).
 
@@ -266,6 +301,22 @@ def rpe_constant(model: PartialNet, ctx: FoldContext) -> PassOutcome:
     return outcome
 
 
+def attention_tokens(model: PartialNet, ctx: FoldContext) -> PassOutcome:
+    """PAT_sf's affine-free LayerNorm → inside the attention, on its tokens (no permute of the map and back)."""
+    outcome = PassOutcome()
+    for site, block in blocks(model):
+        mixer = block.spatial_mixing
+        if not isinstance(mixer, PartialSelfAttention) or not isinstance(mixer.attn, DeploySelfAttention):
+            continue
+        if not isinstance(mixer.norm, LayerNorm2d) or mixer.norm.weight is not None:
+            outcome.skipped.append((f"{site}.spatial_mixing.norm", "LayerNorm affine not folded"))
+            continue
+        mixer.attn.norm_eps = mixer.norm.eps
+        mixer.norm = nn.Identity()
+        outcome.folded.append(f"{site}.spatial_mixing.norm")
+    return outcome
+
+
 TRAINING_ONLY = ("Dropout", "Dropout2d", "DropPath", "StochasticDepth")
 
 
@@ -285,8 +336,10 @@ PASSES: tuple[FoldPass, ...] = (
     FoldPass("post-attention-bn", "PAT_ch's post-gate BN folded forward into mlp.0's input columns", post_attention_bn),
     FoldPass("conv-bn", "conv+BN: stem, merges, mlp.0+mlp.1", conv_bn),
     FoldPass("srm-gate", "SRM bn into cfc1 (bias added); std as explicit arithmetic", srm_gate),
+    FoldPass("gate-stats", "SRM std as RMS deviation, the unbiased factor in cfc1 (size-tied)", gate_stats, since=3),
     FoldPass("pat-sp", "PAT_sp norm2+conv into mlp.3, norm scale into mlp.3's rows, shift kept as an add", pat_sp_into_mlp3),
     FoldPass("layernorm-qkv", "LayerNorm affine and q scale folded into qkv", layernorm_into_qkv),
     FoldPass("rpe-constant", "relative-position bias precomputed for the input size", rpe_constant),
+    FoldPass("attention-tokens", "PAT_sf LayerNorm on the attention's tokens, one transpose for q/k/v", attention_tokens, since=3),
     FoldPass("training-only", "Dropout/DropPath removed", training_only),
 )
