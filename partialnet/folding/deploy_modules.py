@@ -103,8 +103,9 @@ class DeploySelfAttention(nn.Module):
         scores = torch.bmm(q, k.transpose(1, 2)).reshape(b, heads, n, n) + self.attn_bias
         probs = scores.softmax(dim=-1).reshape(b * heads, n, n)
         # (PV)^T = V^T P^T: heads-major channels by tokens, reshaped straight into the map for proj.
-        # Never swapping the head and token axes also keeps clear of OpenVINO 2026.4's CPU plugin, which
-        # miscomputes that swap (errors ~0.5) when heads == tokens, i.e. a 2x2 last stage (64x64 input).
+        # This also avoids the (B, heads, N, dim) -> (B, N, heads, dim) swap that OpenVINO 2026.4's CPU
+        # plugin miscomputes (errors ~0.5) when heads == tokens, a 2x2 last stage (64x64 input); any
+        # other such miscompile is caught by the parity check every export runs.
         out = torch.bmm(v.transpose(1, 2), probs.transpose(1, 2))
         return self.proj(out.reshape(b, c, h, w))
 
