@@ -272,10 +272,19 @@ def main() -> None:
     unknown = set(runtimes) - set(RUNTIMES)
     if unknown:
         parser.error(f"unknown runtime(s) {', '.join(sorted(unknown))}; choose from {', '.join(RUNTIMES)}")
-    if args.json:
-        from partialnet.outputs import check_outputs
+    from partialnet.errors import BadInput
+    from partialnet.signals import install, raise_if_pending
 
-        check_outputs([args.json], force=False)
+    try:
+        if args.json:
+            from partialnet.outputs import check_outputs
+
+            check_outputs([args.json], force=False)
+        for source in args.sources:  # fail on a bad source before minutes of building and timing
+            load_source(source)
+    except BadInput as exc:
+        parser.exit(2, f"deploy_speed.py: error: {exc}\n")
+    install()  # SIGINT/SIGTERM stop between steps, so the temporary folder is removed
 
     from partialnet.machine import fingerprint
     from partialnet.pipeline import versions
@@ -286,8 +295,12 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="partialnet-deploy-speed-") as tmp:
         for source in args.sources:
+            raise_if_pending()
             spec = build(source, args.imgsz, args.ablation, runtimes, Path(tmp))
-            timings = {rt: time_runtime(spec, rt, args.seconds, args.iters, Path(tmp)) for rt in runtimes}
+            timings = {}
+            for rt in runtimes:
+                raise_if_pending()
+                timings[rt] = time_runtime(spec, rt, args.seconds, args.iters, Path(tmp))
             print_table(spec, timings)
             results.append({"variant": spec["variant"], "source": source, "imgsz": args.imgsz,
                             "random_weights": spec["random_weights"], "gmacs": spec["gmacs"],
@@ -301,4 +314,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from partialnet.signals import Interrupted
+
+    try:
+        main()
+    except Interrupted as stop:
+        sys.exit(128 + stop.signum)

@@ -155,3 +155,13 @@ def test_ablation_fold_round_trips_and_unknown_passes_are_refused(tmp_path):
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(BadInput, match="does not know: rm -rf"):
         load_deploy(tmp_path / "bad.pt")
+
+
+def test_fold_check_fails_when_the_logits_turn_nan():
+    from partialnet import CheckFailed
+
+    model = randomize_(create_model("partialnet_t0"))
+    with torch.no_grad():
+        model.stages[0].blocks[0].mlp[1].running_var.fill_(-1.0)  # sqrt of a negative variance: NaN logits
+    with pytest.raises(CheckFailed, match="nan"):
+        fold(model, SMALL)
