@@ -157,11 +157,28 @@ def test_ablation_fold_round_trips_and_unknown_passes_are_refused(tmp_path):
         load_deploy(tmp_path / "bad.pt")
 
 
-def test_fold_check_fails_when_the_logits_turn_nan():
-    from partialnet import CheckFailed
-
+def test_fold_refuses_a_model_whose_own_logits_are_nan():
     model = randomize_(create_model("partialnet_t0"))
     with torch.no_grad():
         model.stages[0].blocks[0].mlp[1].running_var.fill_(-1.0)  # sqrt of a negative variance: NaN logits
-    with pytest.raises(CheckFailed, match="nan"):
+    with pytest.raises(BadInput, match="own logits are NaN"):
         fold(model, SMALL)
+
+
+def test_fold_check_fails_when_a_pass_turns_the_logits_nan(monkeypatch):
+    import dataclasses
+
+    import partialnet.folding as folding
+    from partialnet import CheckFailed
+
+    def poisoned(fold_pass):
+        def apply(deploy, ctx):
+            outcome = fold_pass.apply(deploy, ctx)
+            deploy.head.bias.data[0] = float("nan")
+            return outcome
+
+        return dataclasses.replace(fold_pass, apply=apply)
+
+    monkeypatch.setattr(folding, "PASSES", [poisoned(p) if p.name == "conv-bn" else p for p in folding.PASSES])
+    with pytest.raises(CheckFailed, match="nan.*'conv-bn'"):
+        fold(randomize_(create_model("partialnet_t0")), SMALL)

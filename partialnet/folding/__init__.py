@@ -114,6 +114,11 @@ def fold(
     x = probe_input(ctx.imgsz) if check else None
     with torch.no_grad():
         reference = model.float().eval()(x) if check else None
+    if check and not torch.isfinite(reference).all():
+        raise BadInput(
+            "the model's own logits are NaN or infinite on the probe input, before any folding: its weights are "
+            "broken (a negative BatchNorm variance, an overflowing layer); there is nothing correct to fold"
+        )
     before = measure_cost(model, ctx.imgsz) if measure else None
     report = FoldReport(
         imgsz=ctx.imgsz,
