@@ -23,7 +23,6 @@ import torch
 from partialnet.errors import BadInput
 from partialnet.inputs import fd_path, open_regular
 from partialnet.models.partialnet import (
-    DPCONV,
     PAT_CH,
     PAT_SF,
     PCONV,

@@ -17,7 +17,6 @@ ON_MAC = sys.platform == "darwin"
 def packages(tmp_path_factory):
     """fp32 tensor-input and fp16 image-input packages of the seeded T0 at 64x64."""
     from partialnet import api
-    from partialnet.errors import Unavailable
 
     folder = tmp_path_factory.mktemp("coreml")
     made = {}

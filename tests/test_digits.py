@@ -9,8 +9,6 @@ import pytest
 
 pytest.importorskip("sklearn", reason="the digits yardstick needs scikit-learn (pip install 'partialnet[digits]')")
 
-from conftest import DIGITS_EPOCHS as EPOCHS
-
 
 @pytest.fixture(scope="session")
 def digits_onnx(digits_ckpt):

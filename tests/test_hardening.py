@@ -11,7 +11,6 @@ import errno
 import json
 import re
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import pytest
 import torch
 
 import hostile
-from helpers import fixture_path, golden, to_dpconv
+from helpers import golden, to_dpconv
 
 PYTHON_CLI = [sys.executable, "-m", "partialnet"]
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from partialnet.errors import BadInput, CheckFailed
-from partialnet.exporters.options import DEFAULT_OPSET, ExportOptions, OnnxOptions, check_opset  # noqa: F401 (re-exported)
+from partialnet.exporters.options import ExportOptions, OnnxOptions, check_opset
 from partialnet.inputs import check_regular
 from partialnet.limits import check_input_shape
 
