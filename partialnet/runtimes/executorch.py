@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from partialnet.runtimes import InputBinding
+
 
 class ExecuTorchRunner:
     name = "executorch"
@@ -26,7 +28,7 @@ class ExecuTorchRunner:
         self.threads = threads
         self.precision = "unknown"
         self.method = None
-        self.bound, self.bound_shape, self.inputs = None, None, None
+        self.binding, self.inputs = InputBinding(np.float32), None
 
     def prepare(self) -> None:
         import torch
@@ -50,23 +52,12 @@ class ExecuTorchRunner:
         self.run = functools.partial(raw, clone_outputs=False) if raw is not None else self.method.execute
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        if batch is not self.bound or batch.shape != self.bound_shape or batch.dtype != np.float32:
-            self._wrap(batch)  # (numpy lets an array's shape and dtype be reassigned in place)
+        if self.binding.stale(batch):  # a tensor viewing the caller's array (or its converted copy)
+            self.inputs = [self.torch.from_numpy(self.binding.source(batch))]
         # Uncloned outputs live in the program's planned memory, which the next call overwrites: copied out.
         return np.array(self.run(self.inputs)[0].numpy(), dtype=np.float32)
 
-    def _wrap(self, batch: np.ndarray) -> None:
-        """The input tensor: a view of `batch` itself (so refilling it in place is seen), or of a converted copy.
-
-        Only an array used as is is remembered; a converted copy is made again every call, since the
-        caller may have changed the array it came from. Read-only arrays are copied too: torch warns on
-        them, although ExecuTorch never writes its input.
-        """
-        ready = batch.dtype == np.float32 and batch.flags.c_contiguous and batch.flags.writeable
-        data = batch if ready else np.array(batch, dtype=np.float32, order="C")
-        self.inputs = [self.torch.from_numpy(data)]
-        self.bound, self.bound_shape = (batch if ready else None), batch.shape
-
     def close(self) -> None:
         self.method = None
-        self.bound = self.inputs = self.run = None
+        self.inputs = self.run = None
+        self.binding.clear()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from partialnet.errors import BadInput, Unavailable, missing_extra
+from partialnet.runtimes import InputBinding
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: quantized layers int8, the rest f32
 OV_DEVICE = {"cpu": "CPU"}
@@ -67,31 +68,17 @@ class OpenVinoRunner:
         self.request = self.compiled.create_infer_request()
         self.input_dtype = np.float16 if self.compiled.input(0).get_element_type().get_type_name() == "f16" else np.float32
         self.tensor_type = ov.Tensor
-        self.bound, self.bound_shape = None, None  # the caller's array the request reads, kept alive while bound
-        self.keep = None
+        self.binding = InputBinding(self.input_dtype)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        if batch is not self.bound or batch.shape != self.bound_shape or batch.dtype != self.input_dtype:
-            self._bind(batch)  # (numpy lets an array's shape and dtype be reassigned in place)
+        if self.binding.stale(batch):  # a shared-memory tensor over the caller's array (or its converted copy)
+            self.request.set_input_tensor(0, self.tensor_type(self.binding.source(batch), shared_memory=True))
         self.request.infer()
         # The output tensor is the request's own memory, overwritten by the next call: the logits are
         # batch x classes floats, so copying them out is cheap and makes each result the caller's own.
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
 
-    def _bind(self, batch: np.ndarray) -> None:
-        """Point the request at `batch` itself, or at a converted copy when its layout or dtype differs.
-
-        The caller's array is remembered only when it is shared as is: the same object then needs no new
-        tensor (it may have been refilled in place, which the shared memory already sees). A converted copy
-        is rebuilt every call, since the caller may have changed the array it came from.
-        """
-        ready = batch.dtype == self.input_dtype and batch.flags.c_contiguous and batch.flags.writeable
-        data = batch if ready else np.array(batch, dtype=self.input_dtype, order="C")  # a fresh, writable copy
-        self.request.set_input_tensor(0, self.tensor_type(data, shared_memory=True))
-        self.bound, self.bound_shape = (batch if ready else None), batch.shape
-        self.keep = data  # the tensor borrows this memory: it must outlive the next infer
-
     def close(self) -> None:
         self.request = None
         self.compiled = None
-        self.bound = self.keep = None
+        self.binding = None
