@@ -105,10 +105,14 @@ def blocks(model: PartialNet) -> Iterator[tuple[str, MLPBlock]]:
             yield f"stages.{2 * s}.blocks.{j}", block
 
 
+def stage_stride(stage: int) -> int:
+    """Input pixels per map pixel in stage `stage`: the stem divides by 4, each merge by 2."""
+    return 4 * 2**stage
+
+
 def stage_size(imgsz: tuple[int, int], stage: int) -> tuple[int, int]:
-    """Map size in stage `stage`: the stem divides by 4, each merge by 2, each flooring."""
-    stride = 4 * 2**stage
-    return imgsz[0] // stride, imgsz[1] // stride
+    """Map size in stage `stage` (each division flooring)."""
+    return imgsz[0] // stage_stride(stage), imgsz[1] // stage_stride(stage)
 
 
 def feature_size(imgsz: tuple[int, int]) -> tuple[int, int]:
@@ -220,7 +224,7 @@ def gate_stats(model: PartialNet, ctx: FoldContext) -> PassOutcome:
             weight = cfc1.weight.double().clone()
             weight[:, :, :, 1] *= math.sqrt(count / (count - 1))
             fused = conv_like(cfc1, weight, cfc1.bias.double() if cfc1.bias is not None else None)
-            mixer.attn = DeployChannelGate(fused, size, stride=4 * 2**s)
+            mixer.attn = DeployChannelGate(fused, size, stride=stage_stride(s))
             outcome.folded.append(f"{name} ({size[0]}x{size[1]})")
     return outcome
 
