@@ -112,48 +112,26 @@ def build(source: str, imgsz: int, ablation: bool, runtimes: list[str], work: Pa
 
 
 def steps_for(runtime: str, spec: dict, x):
-    """label -> a zero-argument call that runs one inference and returns the logits."""
-    import numpy as np
+    """label -> a zero-argument call that runs one inference and returns the logits.
+
+    Each graph runs through the runner `partialnet bench` uses (one thread), which stays within 1 % of a
+    bare loop (scripts/harness_overhead.py); the same runner for every graph, so the ratios are unbiased.
+    """
+    import torch
+
+    from partialnet.runtimes.table import artifact_runner
+    from partialnet.runtimes.torch_eager import TorchRunner
 
     steps = {}
     graphs = dict(spec["graphs"])
     graphs["naive again (A/A)"] = graphs["naive"]
     for label, entry in graphs.items():
-        if runtime == "onnxruntime":
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.log_severity_level = 3
-            session = ort.InferenceSession(entry["onnx"], options, providers=["CPUExecutionProvider"])
-            feed = {session.get_inputs()[0].name: x}
-            steps[label] = lambda s=session, f=feed: s.run(None, f)[0]
-        elif runtime == "openvino":
-            import openvino as ov
-
-            compiled = ov.Core().compile_model(entry["xml"], "CPU", {
-                "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
-                "INFERENCE_NUM_THREADS": 1})
-            request = compiled.create_infer_request()
-            request.set_input_tensor(0, ov.Tensor(x, shared_memory=True))
-
-            def step(r=request, keep=compiled):
-                r.infer()
-                return np.array(r.get_output_tensor(0).data)
-
-            steps[label] = step
+        if runtime == "pytorch":
+            runner = TorchRunner(torch.load(entry["module"], weights_only=False), threads=1)  # written by build()
         else:
-            import torch
-
-            module = torch.load(entry["module"], weights_only=False).eval()  # written by build() above
-            tx = torch.from_numpy(x)
-
-            def step(m=module):
-                with torch.inference_mode():
-                    return m(tx).numpy()
-
-            steps[label] = step
+            runner = artifact_runner(runtime, entry["onnx" if runtime == "onnxruntime" else "xml"], threads=1)
+        runner.prepare()
+        steps[label] = lambda r=runner: r.infer(x)
     return steps
 
 
@@ -202,12 +180,11 @@ def worker(spec_path: str) -> None:
 def summarize(rounds: list[dict], label: str) -> dict:
     import numpy as np
 
+    from partialnet.bench.stats import bootstrap_median_ci
+
     ms = np.array([r[label] for r in rounds])
     ratios = np.array([r[label] / r["naive"] for r in rounds])
-    rng = np.random.default_rng(0)
-    boot = [np.median(rng.choice(ratios, len(ratios))) for _ in range(2000)]
-    return {"ms": float(np.median(ms)), "ratio": float(np.median(ratios)),
-            "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
+    return {"ms": float(np.median(ms)), "ratio": float(np.median(ratios)), "ci95": list(bootstrap_median_ci(ratios))}
 
 
 def time_runtime(spec: dict, runtime: str, seconds: float, iters: int, work: Path) -> dict:
