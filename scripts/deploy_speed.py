@@ -20,7 +20,7 @@ sgemm GFLOP/s measured in the same rounds. On a shared, noisy machine only these
 anything. Not a test: run it by hand.
 
     python scripts/deploy_speed.py [SOURCE ...] [--runtimes onnxruntime,openvino,pytorch] [--imgsz 224]
-        [--seconds 30] [--iters 8] [--ablation] [--json out.json]
+        [--seconds 30] [--iters 8] [--ablation] [--json out.json [--force]]
 """
 
 from __future__ import annotations
@@ -244,6 +244,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=8, help="timed runs per block")
     parser.add_argument("--ablation", action="store_true", help="one deploy graph per fold pass left out")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--force", action="store_true", help="let --json replace an existing file")
     args = parser.parse_args()
     runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     unknown = set(runtimes) - set(RUNTIMES)
@@ -256,7 +257,7 @@ def main() -> None:
         if args.json:
             from partialnet.outputs import check_outputs
 
-            check_outputs([args.json], force=False)
+            check_outputs([args.json], force=args.force)
         for source in args.sources:  # fail on a bad source before minutes of building and timing
             load_source(source)
     except BadInput as exc:
@@ -287,7 +288,7 @@ def main() -> None:
     if args.json:
         from partialnet.outputs import write_json
 
-        write_json(args.json, {"machine": machine, "versions": versions(), "results": results})
+        write_json(args.json, {"machine": machine, "versions": versions(), "results": results}, force=args.force)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ pre-allocated input and gets the logits back (as a view where the API offers one
 On a shared, noisy machine only ratios measured side by side mean anything; absolute times do not.
 Not a test: run it by hand.
 
-    python scripts/harness_overhead.py [--imgsz 224] [--seconds 90] [--runtimes ...] [--artifacts DIR] [--json out.json]
+    python scripts/harness_overhead.py [--imgsz 224] [--seconds 90] [--runtimes ...] [--artifacts DIR] [--json out.json [--force]]
 """
 
 from __future__ import annotations
@@ -277,11 +277,20 @@ def main() -> None:
     parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
     parser.add_argument("--artifacts", type=Path, help="folder to keep and reuse the exported models in (default: temporary)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--force", action="store_true", help="let --json replace an existing file")
     parser.add_argument("--child", nargs=3, metavar=("RUNTIME", "FLOOR", "REAL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(*args.child, args)))
         return
+    if args.json:  # refused before minutes of timing, not after
+        from partialnet.errors import BadInput
+        from partialnet.outputs import check_outputs
+
+        try:
+            check_outputs([args.json], force=args.force)
+        except BadInput as exc:
+            parser.exit(2, f"harness_overhead.py: error: {exc}\n")
     machine = fingerprint()
     cpu = machine["cpu"]
     print(f"CPU: {cpu['model']} ({cpu['usable_cores']} usable cores); {VARIANT} {args.imgsz}x{args.imgsz}, batch 1, "
@@ -295,7 +304,9 @@ def main() -> None:
             results = run_children(Path(tmp), args)
     if args.json:
         settings = {k: getattr(args, k) for k in ("imgsz", "protocol", "seconds", "floor_seconds", "block", "no_control")}
-        args.json.write_text(json.dumps({"variant": VARIANT, **settings, "results": results, "machine": machine}, indent=1))
+        from partialnet.outputs import write_json
+
+        write_json(args.json, force=args.force, data={"variant": VARIANT, **settings, "results": results, "machine": machine})
 
 
 if __name__ == "__main__":

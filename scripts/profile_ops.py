@@ -8,7 +8,7 @@ a few microseconds per node, which inflates the many small ops; compare graphs w
 or scripts/deploy_speed.py): run it by hand.
 
     python scripts/profile_ops.py ARTIFACT.onnx|.xml [--runtime onnxruntime|openvino] [--threads 1]
-        [--batch 1] [--iters 50] [--warmup 10] [--stat median|mean] [--conv-kernels] [--json out.json]
+        [--batch 1] [--iters 50] [--warmup 10] [--stat median|mean] [--conv-kernels] [--json out.json [--force]]
 
 ONNX Runtime: SessionOptions.enable_profiling; node events of the timed runs only (warm-up runs are
 dropped by their model_run window), grouped by the event's op_name. OpenVINO: PERF_COUNT=YES, f32,
@@ -194,15 +194,22 @@ def main() -> None:
         "--conv-kernels", action="store_true", help="onnxruntime: split Conv rows by kernel size and NCHWc"
     )
     parser.add_argument("--json", type=Path, help="also write the table here (refuses to overwrite)")
+    parser.add_argument("--force", action="store_true", help="let --json replace an existing file")
     args = parser.parse_args()
     if args.runtime is None:
         args.runtime = "openvino" if args.artifact.suffix == ".xml" else "onnxruntime"
     if args.runtime == "onnxruntime" and args.artifact.suffix == ".xml":
-        raise SystemExit("ONNX Runtime cannot read an OpenVINO IR; use --runtime openvino")
+        parser.error("ONNX Runtime cannot read an OpenVINO IR; use --runtime openvino")
     if args.iters < 1 or args.threads < 1 or args.batch < 1 or args.warmup < 0:
-        raise SystemExit("--iters, --threads and --batch must be >= 1, --warmup >= 0")
-    if args.json and args.json.exists():
-        raise SystemExit(f"{args.json} exists; this script never overwrites a profile")
+        parser.error("--iters, --threads and --batch must be >= 1, --warmup >= 0")
+    if args.json:  # refused before the profiling, not after: an earlier profile is never overwritten
+        from partialnet.errors import BadInput
+        from partialnet.outputs import check_outputs
+
+        try:
+            check_outputs([args.json], inputs=[args.artifact], force=args.force)
+        except BadInput as exc:
+            parser.exit(2, f"profile_ops.py: error: {exc}\n")
     if args.runtime == "onnxruntime":
         result = profile_onnxruntime(
             args.artifact, args.threads, args.batch, args.iters, args.warmup, args.conv_kernels
@@ -211,8 +218,9 @@ def main() -> None:
         result = profile_openvino(args.artifact, args.threads, args.batch, args.iters, args.warmup)
     table = report(result, args)
     if args.json:
-        with open(args.json, "x") as f:  # "x": an earlier profile is never overwritten
-            f.write(json.dumps(table, indent=2) + "\n")
+        from partialnet.outputs import write_json
+
+        write_json(args.json, table, force=args.force, inputs=[args.artifact])
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Each command runs in a fresh interpreter, several times; the table shows the med
 what the command imported (torch or not). Then the slowest imports of `import partialnet.cli`
 (`python -X importtime`), which is what `--help` pays for.
 
-    python scripts/startup_time.py [--repeat 5] [--tree DIR] [--json out.json]
+    python scripts/startup_time.py [--repeat 5] [--tree DIR] [--json out.json [--force]]
 
 `--tree DIR` runs another checkout of partialnet (e.g. a `git worktree` of an older commit) with
 the same interpreter, so a before/after pair is measured on one machine in one sitting.
@@ -13,7 +13,6 @@ the same interpreter, so a before/after pair is measured on one machine in one s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -51,8 +50,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--tree", help="another partialnet checkout to time instead of the installed one")
-    parser.add_argument("--json", type=argparse.FileType("w"))
+    parser.add_argument("--json", help="also write the figures here (refuses to overwrite)")
+    parser.add_argument("--force", action="store_true", help="let --json replace an existing file")
     args = parser.parse_args()
+    if args.json:  # refused before the timing, not after
+        from partialnet.errors import BadInput
+        from partialnet.outputs import check_outputs
+
+        try:
+            check_outputs([args.json], force=args.force)
+        except BadInput as exc:
+            parser.exit(2, f"startup_time.py: error: {exc}\n")
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     if args.tree:
         env["PYTHONPATH"] = os.path.abspath(args.tree) + os.pathsep + env.get("PYTHONPATH", "")
@@ -70,7 +78,9 @@ def main() -> None:
     for module, seconds in imports:
         print(f"  {module:24s} {seconds * 1e3:8.1f} ms")
     if args.json:
-        json.dump({"machine": cpu, "tree": args.tree, "commands": results, "imports": imports}, args.json, indent=1)
+        from partialnet.outputs import write_json
+
+        write_json(args.json, force=args.force, data={"machine": cpu, "tree": args.tree, "commands": results, "imports": imports})
 
 
 if __name__ == "__main__":
