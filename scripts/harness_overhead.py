@@ -43,6 +43,7 @@ from partialnet.bench.stats import ratio_of_medians, summarize
 from partialnet.errors import Unavailable
 from partialnet.machine import fingerprint
 from partialnet.runtimes.table import availability
+from partialnet.signals import Interrupted, install, raise_if_pending
 
 RUNTIMES = ("pytorch", "onnxruntime", "openvino", "executorch", "litert")
 VARIANT = "partialnet_t0"
@@ -214,6 +215,7 @@ def child(runtime: str, floor_path: str, real_path: str, args) -> dict:
 def run_children(folder: Path, args) -> dict:
     results = {}
     for runtime in args.runtimes:
+        raise_if_pending()  # SIGINT/SIGTERM stop between runtimes, so the temporary folder is removed
         results[runtime] = measure(runtime, folder, args)
         print(row(runtime, results[runtime]), flush=True)
     return results
@@ -291,6 +293,7 @@ def main() -> None:
             check_outputs([args.json], force=args.force)
         except BadInput as exc:
             parser.exit(2, f"harness_overhead.py: error: {exc}\n")
+    install()
     machine = fingerprint()
     cpu = machine["cpu"]
     print(f"CPU: {cpu['model']} ({cpu['usable_cores']} usable cores); {VARIANT} {args.imgsz}x{args.imgsz}, batch 1, "
@@ -310,4 +313,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Interrupted as stop:
+        sys.exit(128 + stop.signum)

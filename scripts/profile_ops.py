@@ -216,6 +216,9 @@ def main() -> None:
         )
     else:
         result = profile_openvino(args.artifact, args.threads, args.batch, args.iters, args.warmup)
+    from partialnet.signals import raise_if_pending
+
+    raise_if_pending()
     table = report(result, args)
     if args.json:
         from partialnet.outputs import write_json
@@ -224,4 +227,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from partialnet.signals import Interrupted, install
+
+    install()  # SIGINT/SIGTERM stop after the profiling step, so its temporary folder is removed
+    try:
+        main()
+    except Interrupted as stop:
+        raise SystemExit(128 + stop.signum) from None
