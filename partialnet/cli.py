@@ -465,6 +465,7 @@ def bench_command(
     calib_size: Annotated[int, typer.Option("--calib-size", min=1, help="--precision int8: calibration images.")] = 300,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="PyTorch: channels_last memory format.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="PyTorch: torch.compile the deploy model.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="PyTorch on --device cuda: capture the forward once as a CUDA graph and replay it.")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (raw samples, machine) here.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row here.")] = None,
     md_path: Annotated[Optional[Path], typer.Option("--md", help="Write a Markdown table here.")] = None,
@@ -484,6 +485,10 @@ def bench_command(
         raise BadInput(f"--device {device!r}: expected cpu or cuda")
     if ab and streams:
         raise BadInput("--ab alternates one request at a time; --streams measures many in flight: use one or the other")
+    if cuda_graphs and device != "cuda":
+        raise BadInput("--cuda-graphs needs --device cuda (CUDA graphs replay GPU work)")
+    if cuda_graphs and compile:
+        raise BadInput("--cuda-graphs and --compile exclude each other (torch.compile brings its own graphs: pick one)")
     proto = get_protocol(protocol, device)
     size = parse_imgsz(imgsz)
     batches = _batches(batch) or list(proto.batches or (1,))
@@ -514,6 +519,7 @@ def bench_command(
         precision=precision,
         channels_last=channels_last,
         compile=compile,
+        cuda_graphs=cuda_graphs,
         streams=stream_count,
     )
     if label and len(plan.sources) != 1:

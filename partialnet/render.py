@@ -113,12 +113,31 @@ def _parity_cell(row: dict, max_abs) -> str:
     return "-" if max_abs is None else f"Δ {max_abs:.1e}"
 
 
+def _gpu_memory_cell(memory: dict) -> str:
+    if memory.get("gpu_peak_allocated_mb") is None:
+        return "-"
+    return f"{memory['gpu_peak_allocated_mb']:.0f} / {memory['gpu_peak_reserved_mb']:.0f}"
+
+
+def bench_settings_line(settings: dict) -> str:
+    """The PyTorch options a result was measured with, since rows of one run share them."""
+    chosen = [name for key, name in (("channels_last", "channels_last"), ("compile", "torch.compile"), ("cuda_graphs", "CUDA graphs"))
+              if settings.get(key)]
+    return ", ".join(chosen)
+
+
 def bench_table(result: dict) -> Table:
     settings, machine = result["settings"], result["machine"]["cpu"]
     mode = f" · {settings['streams']} streams (async)" if settings.get("streams") else ""
-    table = Table(title=f"{result['protocol']['name']} protocol{mode} · {machine['model']} · {settings['device']}")
+    options = bench_settings_line(settings)
+    gpu = settings["device"] == "cuda"
+    where = settings["device"]
+    if gpu:
+        names = ", ".join(str(g.get("name", "?")) for g in result["machine"].get("gpus") or [] if isinstance(g, dict))
+        where = f"cuda: {names or 'GPU'}"
+    table = Table(title=f"{result['protocol']['name']} protocol{mode} · {machine['model']} · {where}" + (f" · {options}" if options else ""))
     columns = ("model", "runtime", "precision", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "CoV", "images/s", "parity",
-               "load s", "1st ms", "+RSS MB")
+               "load s", "1st ms", "+RSS MB", *(("GPU MB",) if gpu else ()))
     for col in columns:
         table.add_column(col, justify="left" if col in ("model", "runtime", "precision") else "right")
     for row in result["rows"]:
@@ -133,11 +152,12 @@ def bench_table(result: dict) -> Table:
             f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}",
             f"{s['cov']:.3f}", f"{row['images_per_s']:.1f}", _parity_cell(row, parity),
             _fmt(cold.get("load_s"), ".2f"), _fmt(1e3 * cold["first_infer_s"] if "first_infer_s" in cold else None, ".1f"),
-            _fmt(memory.get("peak_above_baseline_mb"), ".0f"),
+            _fmt(memory.get("peak_above_baseline_mb"), ".0f"), *((_gpu_memory_cell(memory),) if gpu else ()),
         )
     table.caption = (
         f"{result['protocol']['description']}. load s: read + compile the model (runtime import excluded); "
         "1st ms: the first (cold) inference; +RSS MB: the worker's peak resident memory above its start"
+        + ("; GPU MB: the worker's peak GPU memory, allocated / reserved by PyTorch's caching allocator" if gpu else "")
     )
     return table
 

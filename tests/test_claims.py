@@ -157,6 +157,7 @@ def test_gpu_claims_without_a_gpu_exit_3_with_the_reason(cli):
     assert result.code == 3 and "nothing measurable here" in result.err
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU: the papers' GPU protocol (batch 64, 50 warm-up, cudnn.benchmark)")
 def test_gpu_claims_use_the_papers_gpu_protocol(tmp_path, cli):
     out = tmp_path / "gpu.json"
@@ -170,6 +171,7 @@ def test_gpu_claims_use_the_papers_gpu_protocol(tmp_path, cli):
     assert rows[("patnet_t2_cpu_latency", "t2")]["verdict"] == "not measurable here"
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not _cuda() or importlib.util.find_spec("tensorrt") is None, reason="needs TensorRT and a CUDA GPU")
 def test_gpu_claims_build_and_time_tensorrt_engines(tmp_path, cli):
     out = tmp_path / "trt.json"

@@ -18,6 +18,7 @@ def _trtexec_line(script: str) -> list[str]:
     return shlex.split(line.replace('"${typed[@]}"', ""))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(REASON is None, reason="TensorRT and a GPU are here: the engine path runs instead")
 def test_without_tensorrt_the_engine_is_prepared_not_claimed(tmp_path, cli):
     out = tmp_path / "t0.engine"
@@ -91,6 +92,7 @@ def test_formats_lists_every_format_with_what_it_can_do_here(cli):
 GPU = REASON is None and importlib.util.find_spec("tensorrt") is not None
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason=f"needs TensorRT and a CUDA GPU: {REASON}")
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_is_built_verified_and_benchable_on_a_gpu(precision, tmp_path, cli):
@@ -105,6 +107,7 @@ def test_engine_is_built_verified_and_benchable_on_a_gpu(precision, tmp_path, cl
     assert bench.code == 0 and "tensorrt" in bench.out
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason=f"needs TensorRT and a CUDA GPU: {REASON}")
 def test_engine_for_another_gpu_is_refused_with_the_reason(tmp_path, cli):
     out = tmp_path / "t.engine"

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from partialnet.machine import fingerprint
-from partialnet.bench.measure import TIMED_REGION
+from partialnet.bench.measure import timed_region
 from partialnet.bench.protocols import Protocol
 from partialnet.bench.stats import mann_whitney_greater, ratio_of_medians, summarize
 from partialnet.checkpoint import looks_like_path, resolve
@@ -253,6 +253,7 @@ class BenchPlan:
     calib_size: int = DEFAULT_CALIB_SIZE
     channels_last: bool = False
     compile: bool = False
+    cuda_graphs: bool = False  # PyTorch on CUDA: capture the forward once, replay it per call
     label: str | None = None  # row name for a single source, overriding the derived one
     unfolded: bool = False  # PyTorch rows time the training-form model instead of the folded one
     streams: int | str | None = None  # None: one synchronous request at a time; N or "auto": N in flight (bench.streams)
@@ -279,6 +280,7 @@ def _spec(plan: BenchPlan, target: Target, runtime: str, batch: int) -> dict:
         "reference": str(target.references[batch]) if batch in target.references else None,
         "channels_last": plan.channels_last,
         "compile": plan.compile,
+        "cuda_graphs": plan.cuda_graphs,
         # PyTorch only: time the training-form model (what the papers' scripts timed before fusing BN)
         "unfolded_source": target.source if plan.unfolded and runtime == "pytorch" else None,
         "streams": plan.streams,
@@ -368,8 +370,21 @@ def plan_rows(plan: BenchPlan, targets: list[Target]) -> list[tuple[Target, str,
     return jobs
 
 
+def refuse_if_nothing_runs(plan: BenchPlan) -> None:
+    """Exit 3 before any model is folded when no runtime asked for can run on this device here at all.
+
+    fp32 is every runtime's precision, so a runtime unavailable at fp32 is unavailable for its device or
+    installation, whatever the artifacts' own precisions turn out to be.
+    """
+    reasons = {runtime: availability(runtime, plan.device) for runtime in plan.runtimes}
+    if reasons and all(reasons.values()):
+        listed = "; ".join(f"{runtime}: {why}" for runtime, why in sorted(reasons.items()))
+        raise Unavailable(f"no runtime can run on {plan.device} here ({listed})")
+
+
 def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: Path | None = None) -> dict:
     """Prepare targets, run every row in its own process, and return the self-describing result."""
+    refuse_if_nothing_runs(plan)
     started = datetime.now(timezone.utc)
     with tempfile.TemporaryDirectory(prefix="partialnet-bench-") as tmp:
         work = Path(workdir or tmp)
@@ -423,10 +438,11 @@ def _header(plan: BenchPlan, started: datetime) -> dict:
             else None,
             "channels_last": plan.channels_last,
             "compile": plan.compile,
+            "cuda_graphs": plan.cuda_graphs,
             "streams": plan.streams,
         },
         "artifacts": "built here per (format, batch) from a checkpoint: ONNX for onnxruntime, OpenVINO IR for openvino; a given artifact is timed as is",
-        "timed_region": TIMED_REGION,
+        "timed_region": timed_region(plan.device),
         "throughput": THROUGHPUT_NOTE if not plan.streams else STREAMS_NOTE,
         "input": f"standard normal, seed {INPUT_SEED}, allocated once before timing",
         "isolation": "one subprocess per (model, runtime, batch); thread env vars set to --threads",
@@ -486,6 +502,7 @@ def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[
     The result is a bench result (rows A and B per runtime, loadable by compare, report, --csv/--md/--plot)
     with one `ab` entry per runtime: B/A with its bootstrap interval and rank-test p-values.
     """
+    refuse_if_nothing_runs(plan)
     started = datetime.now(timezone.utc)
     block = effective_block(plan.protocol, block)
     with tempfile.TemporaryDirectory(prefix="partialnet-ab-") as tmp:

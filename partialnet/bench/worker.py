@@ -48,6 +48,7 @@ def build_runner(spec: dict):
             compile=spec.get("compile", False),
             device=spec.get("device", "cpu"),
             precision=spec.get("precision", "fp32"),
+            cuda_graph=spec.get("cuda_graphs", False),
         )
     from partialnet.runtimes.table import RUNTIMES, artifact_runner
 
@@ -135,8 +136,19 @@ def run_one(spec: dict) -> dict:
         "baseline_rss_mb": round(baseline / 2**20, 1),
         "peak_rss_mb": round(peak / 2**20, 1),
         "peak_above_baseline_mb": round(max(0, peak - baseline) / 2**20, 1),
+        **gpu_memory_mb(),
     }
     return result
+
+
+def gpu_memory_mb() -> dict:
+    """GPU peaks of this worker (a fresh process: the peak since it started), where torch drove a GPU."""
+    if "torch" not in sys.modules:
+        return {}
+    from partialnet.runtimes.torch_eager import gpu_memory
+
+    peaks = gpu_memory()
+    return {f"gpu_{k}": v for k, v in peaks.items()} if peaks else {}
 
 
 def run_ab(spec: dict) -> dict:

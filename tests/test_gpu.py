@@ -1,0 +1,131 @@
+"""The GPU half: PyTorch on CUDA (fp32 exact, fp16/bf16 close, channels_last, CUDA graphs) and GPU bench rows.
+
+These run where a CUDA GPU is (`pytest -m gpu`, which scripts/gpu_check.py runs on a lent H200); the
+refusals at the bottom run everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from partialnet.errors import BadInput
+from partialnet.runtimes.torch_eager import TorchRunner
+
+CUDA = torch.cuda.is_available()
+needs_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (scripts/gpu_check.py runs these on a lent one)")
+
+
+def _deploy(variant: str = "partialnet_t0", imgsz: int = 64):
+    from partialnet.checkpoint import resolve
+    from partialnet.folding import fold
+
+    model, _ = resolve(variant)
+    deploy, _ = fold(model, (imgsz, imgsz))
+    return deploy
+
+
+def _input(batch: int = 4, imgsz: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)
+
+
+def _logits(runner: TorchRunner, x: np.ndarray) -> np.ndarray:
+    runner.prepare()
+    try:
+        return runner.infer(x)
+    finally:
+        runner.close()
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.fixture(scope="module")
+def t0_deploy_and_cpu_logits():
+    deploy = _deploy()
+    x = _input()
+    return deploy, x, _logits(TorchRunner(deploy, threads=1), x)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fp32_on_the_gpu_is_the_cpu_result(t0_deploy_and_cpu_logits, channels_last):
+    deploy, x, cpu = t0_deploy_and_cpu_logits
+    gpu = _logits(TorchRunner(deploy, device="cuda", channels_last=channels_last), x)
+    assert gpu.dtype == np.float32 and gpu.shape == cpu.shape
+    assert np.abs(gpu - cpu).max() <= 1e-4 * max(1.0, np.abs(cpu).max())  # TF32 is off: fp32 round-off only
+    assert not torch.backends.cudnn.allow_tf32
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_half_precisions_stay_close_to_fp32(t0_deploy_and_cpu_logits, precision):
+    deploy, x, cpu = t0_deploy_and_cpu_logits
+    runner = TorchRunner(deploy, device="cuda", precision=precision, channels_last=True)
+    low = _logits(runner, x)
+    assert runner.precision == precision and np.isfinite(low).all()
+    assert _cosine(low, cpu) >= (0.999 if precision == "fp16" else 0.99)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cuda_graph_replays_the_eager_result_and_follows_a_new_input(t0_deploy_and_cpu_logits):
+    deploy, x, cpu = t0_deploy_and_cpu_logits
+    runner = TorchRunner(deploy, device="cuda", cuda_graph=True)
+    runner.prepare()
+    try:
+        first = runner.infer(x)
+        again = runner.infer(x)  # replayed on the resident input
+        other = _input(seed=1)
+        moved = runner.infer(other)  # a new array is copied into the captured input buffer
+    finally:
+        runner.close()
+    assert np.abs(first - cpu).max() <= 1e-4 * max(1.0, np.abs(cpu).max())
+    assert np.array_equal(first, again)
+    reference = _logits(TorchRunner(deploy, threads=1), other)
+    assert np.abs(moved - reference).max() <= 1e-4 * max(1.0, np.abs(reference).max())
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("flags", [[], ["--cuda-graphs"], ["--precision", "fp16", "--channels-last"]])
+def test_gpu_bench_rows_record_gpu_memory_and_parity(tmp_path, cli, flags):
+    out = tmp_path / "gpu.json"
+    result = cli("bench", "partialnet_t0", "--device", "cuda", "--runtime", "pytorch", "--protocol", "quick",
+                 "--imgsz", "64", "--batch", "1,8", "--json", out, *flags)
+    assert result.code == 0, result.err
+    assert "GPU MB" in result.out
+    data = json.loads(out.read_text())
+    assert data["machine"]["gpus"] and "resident on the GPU" in data["timed_region"]
+    assert data["settings"]["cuda_graphs"] is ("--cuda-graphs" in flags)
+    for row in data["rows"]:
+        assert row["status"] == "ok" and row["device"] == "cuda"
+        memory = row["memory"]
+        assert 0 < memory["gpu_peak_allocated_mb"] <= memory["gpu_peak_reserved_mb"]
+        # random T0 logits are ~0.2 at most: fp32 is round-off, fp16 about 1e-3 (measured on the CPU's fp16)
+        assert row["parity_max_abs"] <= (0.02 if "fp16" in flags else 1e-4)
+
+
+# Everywhere: GPU-only options are refused up front, in one line, with exit 2.
+
+
+def test_cuda_graphs_on_the_cpu_are_refused(cli):
+    result = cli("bench", "--cuda-graphs", "--protocol", "quick")
+    assert result.code == 2 and "--cuda-graphs needs --device cuda" in result.err and "Traceback" not in result.err
+
+
+def test_cuda_graphs_with_compile_are_refused(cli):
+    result = cli("bench", "--device", "cuda", "--cuda-graphs", "--compile", "--protocol", "quick")
+    assert result.code == 2 and "exclude each other" in result.err
+
+
+def test_the_runner_refuses_cuda_graphs_off_the_gpu():
+    with pytest.raises(BadInput, match="CUDA graphs need --device cuda"):
+        TorchRunner(torch.nn.Identity(), cuda_graph=True)
