@@ -75,8 +75,12 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "partialnet", *args]
 
 
-def bench_step(name: str, what: str, batches: str, *flags: str, max_s: int = 75) -> Step:
+ROW_S = 16  # one worker on the H200 machine: python + torch + CUDA start, load, cudnn autotune, 250 runs
+
+
+def bench_step(name: str, what: str, batches: str, *flags: str, max_s: int | None = None) -> Step:
     stem = f"bench_{name}"
+    max_s = max_s or 30 + ROW_S * len(BENCH_MODELS) * len(batches.split(","))
     argv = cli("bench", *BENCH_MODELS, "--device", "cuda", "--runtime", "pytorch", "--protocol", "paper", "--batch", batches,
                *flags, "--json", f"{stem}.json", "--md", f"{stem}.md")
     return Step(stem, what, argv, max_s, outputs=(f"{stem}.json",))
@@ -98,11 +102,12 @@ def plan_steps(trt_ready: bool) -> list[Step]:
              [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"], 150, gpu=False, cwd=ROOT),
         claims_step("fp32", "the papers' GPU claims, PyTorch eager fp32 (batch 64, 50 warm-up + 200 timed)"),
         claims_step("fp16", "the same with --half (the papers' fp16)", "--half"),
-        bench_step("fp32", "eager fp32, NCHW", "1,64"),
-        bench_step("fp32_cl", "eager fp32, channels_last", "64", "--channels-last"),
         bench_step("fp16_cl", "eager fp16, channels_last", "64", "--precision", "fp16", "--channels-last"),
+        # batch 1, where launches dominate and graphs matter; eager fp32 NCHW at batch 64 is the claims_fp32 step's
+        bench_step("fp32", "eager fp32, NCHW (batch 64: see claims_fp32)", "1"),
+        bench_step("graphs_fp32", "fp32, NCHW, one CUDA graph replay per call", "1", "--cuda-graphs"),
+        bench_step("fp32_cl", "eager fp32, channels_last", "64", "--channels-last"),
         bench_step("bf16_cl", "eager bf16, channels_last", "64", "--precision", "bf16", "--channels-last"),
-        bench_step("graphs_fp32", "fp32, NCHW, one CUDA graph replay per call", "1,64", "--cuda-graphs"),
         Step("trt", "export --format trt: without TensorRT, exit 3 with the TensorRT-ready ONNX and build script",
              cli("export", "partialnet_t0", "--format", "trt", "-o", "trt/partialnet_t0.engine"), 120, gpu=False,
              expect_codes=trt_codes, outputs=trt_outputs),
@@ -152,6 +157,7 @@ class Check:
             "dry_run": self.dry_run,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "commit": _commit(),
+            "source_sha256": source_digest(),
             "seconds": round(time.monotonic() - self.started, 1),
             "machine": self.machine,
             "steps": [{k: getattr(s, k) for k in ("name", "what", "status", "code", "seconds", "why")} for s in self.steps],
@@ -224,16 +230,19 @@ class Check:
         began = time.monotonic()
         proc = subprocess.Popen(argv, cwd=step.cwd or self.results, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", start_new_session=True)
+        lines: list[str] = []
+
+        def echo(line: str) -> None:
+            lines.append(line.rstrip("\n"))
+            self.log(f"  {lines[-1]}")
+
         try:
-            output = _communicate(proc, limit)
-        except subprocess.TimeoutExpired as exc:
-            output, step.why = exc.output or "", f"stopped at its limit of {limit:.0f}s"
+            _communicate(proc, limit, echo)
+        except subprocess.TimeoutExpired:
+            step.why = f"stopped at its limit of {limit:.0f}s"
         step.seconds = round(time.monotonic() - began, 1)
         step.code = proc.returncode
-        lines = output.rstrip().splitlines()
         step.tail = lines[-15:]
-        for line in lines:
-            self.log(f"  {line}")
         self.judge(step, lines)
         self.log(f"== {step.name}: {step.status} (exit {step.code}, {step.seconds:.1f}s){' - ' + step.why if step.why else ''}")
 
@@ -287,24 +296,22 @@ class Check:
         return 1 if failed else 0
 
 
-def _communicate(proc: subprocess.Popen, limit: float) -> str:
-    """The child's output; its whole process group is stopped at the limit or when we are asked to stop."""
-    chunks: list[str] = []
+def _communicate(proc: subprocess.Popen, limit: float, echo) -> None:
+    """Each line of the child's output to `echo` as it comes (a log with times says where a step spent them);
+    its whole process group is stopped at the limit or when we are asked to stop."""
     import threading
 
-    reader = threading.Thread(target=lambda: chunks.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader = threading.Thread(target=lambda: [echo(line) for line in iter(proc.stdout.readline, "")], daemon=True)
     reader.start()
     ends = time.monotonic() + limit
     while proc.poll() is None:
         if time.monotonic() > ends or signals._state["pending"] is not None:
             _stop_group(proc)
             reader.join(5)
-            if signals._state["pending"] is not None:
-                signals.raise_if_pending()
-            raise subprocess.TimeoutExpired(proc.args, limit, output="".join(chunks))
+            signals.raise_if_pending()
+            raise subprocess.TimeoutExpired(proc.args, limit)
         time.sleep(0.2)
     reader.join(10)
-    return "".join(chunks)
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -340,6 +347,21 @@ def _version(module: str) -> str | None:
         return metadata.version(module)
     except metadata.PackageNotFoundError:
         return "?"
+
+
+SOURCES = ("pyproject.toml", "partialnet/**/*.py", "scripts/*.py", "scripts/*.sh", "tests/*.py")
+
+
+def source_digest(root: Path = ROOT) -> str:
+    """sha256 over the files that decide what a run measures: a run's code is identified even where the copy
+    it ran from carries a stale .git (the device tool copies the working tree)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = sorted({p for pattern in SOURCES for p in root.glob(pattern) if p.is_file() and "__pycache__" not in p.parts})
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _commit() -> str | None:
@@ -380,12 +402,16 @@ def render(results: Path, summary: dict) -> str:
     everything = [*claims.values(), *benches.values()]
     machine = summary.get("machine", {})
     host = next((r["machine"]["cpu"]["model"] for r in everything if r.get("machine", {}).get("cpu")), "?")
+    runs = summary.get("runs") or [summary]
+    made = "; ".join(
+        f"{run.get('created_utc', '?')}, sources {run.get('source_sha256', '?')} (git {run.get('commit') or '?'}), "
+        f"{run.get('seconds', 0):.0f} s, steps: {', '.join(s['name'] for s in run.get('steps', []))}" for run in runs)
     lines = [
         f"# partialnet on {_gpu_name(summary, everything)}",
         "",
-        f"Generated by `scripts/gpu_check.py`{' (dry run)' if summary.get('dry_run') else ''} at commit {summary.get('commit') or '?'}, "
-        f"{summary.get('created_utc', '?')}: Python {machine.get('python', '?')}, torch {machine.get('torch', '?')} "
-        f"(CUDA {machine.get('cuda_runtime') or '-'}), host CPU {host}. Seeded random weights (speed does not depend on them).",
+        f"Generated by `scripts/gpu_check.py`{' (dry run)' if summary.get('dry_run') else ''} from {len(runs)} run(s): {made}. "
+        f"Python {machine.get('python', '?')}, torch {machine.get('torch', '?')} (CUDA {machine.get('cuda_runtime') or '-'}), "
+        f"host CPU {host}. Seeded random weights (speed does not depend on them).",
         "",
         "| step | what | result | seconds |",
         "|---|---|---|---|",
@@ -452,15 +478,30 @@ def render(results: Path, summary: dict) -> str:
 README_MARK = "gpu"
 
 
-def publish(tarball: Path, docs: Path, summary_path: Path | None) -> None:
-    """docs/gpu.md (and the results beside it) from a run's results.tar.gz, and the README's summary block."""
-    summary = json.loads(summary_path.read_text()) if summary_path else {}
+def merge_runs(summaries: list[dict]) -> dict:
+    """Several runs of the check (a rerun with --only after a fix) as one: each step as its latest run left it."""
+    steps: dict[str, dict] = {}
+    for summary in summaries:
+        for step in summary.get("steps", []):
+            if step["status"] != "not run" or step["name"] not in steps:
+                steps[step["name"]] = step
+    last = summaries[-1]
+    return {**last, "runs": summaries, "steps": list(steps.values()), "ok": all(s["status"] == "ok" for s in steps.values())}
+
+
+def publish(tarballs: list[Path], summary_paths: list[Path], docs: Path) -> None:
+    """docs/gpu.md (and the results beside it) from runs' results.tar.gz (later runs win), and the README block."""
+    from partialnet.inputs import read_json
+
+    summary = merge_runs([read_json(p, "gpu check summary") for p in summary_paths]) if summary_paths else {}
     target = docs.with_suffix("")
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(tarball) as tar:
-        for member in tar.getmembers():
-            if not member.isfile() or member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
-                raise BadInput(f"{tarball}: unexpected member {member.name!r}")
-        tar.extractall(tmp, filter="data")
+    with tempfile.TemporaryDirectory() as tmp:
+        for tarball in tarballs:
+            with tarfile.open(tarball) as tar:
+                for member in tar.getmembers():
+                    if not member.isfile() or member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
+                        raise BadInput(f"{tarball}: unexpected member {member.name!r}")
+                tar.extractall(tmp, filter="data")
         kept = [p for p in Path(tmp).rglob("*") if p.is_file() and p.suffix in (".json", ".png")]
         text = render(Path(tmp), summary)
         for path in kept:
@@ -492,13 +533,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="no GPU here: every step that can run without one")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for the whole check (default 480)")
     parser.add_argument("--only", help="comma-separated steps to run (after the install): " + ", ".join(s.name for s in plan_steps(False)))
-    parser.add_argument("--publish", type=Path, metavar="TARBALL", help="here: write docs/gpu.md and the README block from a run")
-    parser.add_argument("--summary", type=Path, help="with --publish: the run's summary.json")
+    parser.add_argument("--publish", type=Path, nargs="+", metavar="TARBALL",
+                        help="here: write docs/gpu.md and the README block from runs' results.tar.gz (later runs win)")
+    parser.add_argument("--summary", type=Path, nargs="+", default=[], help="with --publish: the runs' summary.json, in order")
     parser.add_argument("--docs", type=Path, default=Path("docs/gpu.md"), help="with --publish: the Markdown to write")
     args = parser.parse_args(argv)
     try:
         if args.publish:
-            publish(args.publish, ROOT / args.docs if not args.docs.is_absolute() else args.docs, args.summary)
+            publish(args.publish, args.summary, ROOT / args.docs if not args.docs.is_absolute() else args.docs)
             print(f"wrote {args.docs}")
             return 0
         if args.out is None:

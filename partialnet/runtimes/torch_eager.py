@@ -11,6 +11,8 @@ fp32 there means fp32: TF32 is switched off, so a GPU row is as exact as a CPU r
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -68,7 +70,11 @@ class TorchRunner:
         if self.device.type == "cuda":
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-        model = self.model.eval().to(self.device, self.dtype)
+        model = self.model.eval()
+        first = next(model.parameters(), None)
+        if first is not None and (first.device != self.device or first.dtype != self.dtype or self.channels_last):
+            model = copy.deepcopy(model)  # Module.to converts in place: the caller's model keeps its fp32 CPU weights
+        model = model.to(self.device, self.dtype)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(model) if self.compile else model
