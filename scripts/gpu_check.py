@@ -78,10 +78,10 @@ def cli(*args: str) -> list[str]:
 ROW_S = 16  # one worker on the H200 machine: python + torch + CUDA start, load, cudnn autotune, 250 runs
 
 
-def bench_step(name: str, what: str, batches: str, *flags: str, max_s: int | None = None) -> Step:
+def bench_step(name: str, what: str, batches: str, *flags: str, models: tuple[str, ...] = BENCH_MODELS, row_s: int = ROW_S) -> Step:
     stem = f"bench_{name}"
-    max_s = max_s or 30 + ROW_S * len(BENCH_MODELS) * len(batches.split(","))
-    argv = cli("bench", *BENCH_MODELS, "--device", "cuda", "--runtime", "pytorch", "--protocol", "paper", "--batch", batches,
+    max_s = 30 + row_s * len(models) * len(batches.split(","))
+    argv = cli("bench", *models, "--device", "cuda", "--runtime", "pytorch", "--protocol", "paper", "--batch", batches,
                *flags, "--json", f"{stem}.json", "--md", f"{stem}.md")
     return Step(stem, what, argv, max_s, outputs=(f"{stem}.json",))
 
@@ -94,7 +94,11 @@ def claims_step(name: str, what: str, *flags: str) -> Step:
 
 
 def plan_steps(trt_ready: bool) -> list[Step]:
-    """In order of what matters most, so a run cut short by its budget loses the least."""
+    """In order of what matters most, so a run cut short by its budget loses the least.
+
+    Sized on the H200 machine (2026-12-04): one bench worker costs about 10 s there whatever it times (Python,
+    torch and CUDA start-up, load, cudnn autotuning), one claims cell about 18 s, the GPU tests about 65 s.
+    """
     trt_codes = (0,) if trt_ready else (3,)
     trt_outputs = ("trt/partialnet_t0.engine",) if trt_ready else ("trt/partialnet_t0.trt.onnx", "trt/partialnet_t0.build_engine.sh")
     return [
@@ -106,12 +110,13 @@ def plan_steps(trt_ready: bool) -> list[Step]:
         # batch 1, where launches dominate and graphs matter; eager fp32 NCHW at batch 64 is the claims_fp32 step's
         bench_step("fp32", "eager fp32, NCHW (batch 64: see claims_fp32)", "1"),
         bench_step("graphs_fp32", "fp32, NCHW, one CUDA graph replay per call", "1", "--cuda-graphs"),
-        bench_step("fp32_cl", "eager fp32, channels_last", "64", "--channels-last"),
-        bench_step("bf16_cl", "eager bf16, channels_last", "64", "--precision", "bf16", "--channels-last"),
         Step("trt", "export --format trt: without TensorRT, exit 3 with the TensorRT-ready ONNX and build script",
              cli("export", "partialnet_t0", "--format", "trt", "-o", "trt/partialnet_t0.engine"), 120, gpu=False,
              expect_codes=trt_codes, outputs=trt_outputs),
-        bench_step("compile_fp32", "torch.compile (inductor), fp32, NCHW", "64", "--compile", max_s=240),
+        # inductor compiles each model for 20 s or more: the claims' headline pair only
+        bench_step("compile_fp32", "torch.compile (inductor), fp32, NCHW", "64", "--compile", models=("partialnet_t2", "fasternet_t2"),
+                   row_s=60),
+        bench_step("bf16_cl", "eager bf16, channels_last", "64", "--precision", "bf16", "--channels-last"),
     ]
 
 
@@ -365,11 +370,16 @@ def source_digest(root: Path = ROOT) -> str:
 
 
 def _commit() -> str | None:
+    """HEAD, marked +changes when the tree differs from it (the device's copy may carry an older .git)."""
     try:
-        done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                 text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() or None
+    if head.returncode != 0 or not head.stdout.strip():
+        return None
+    return head.stdout.strip() + ("+changes" if changed.returncode != 0 or changed.stdout.strip() else "")
 
 
 # ---------------------------------------------------------------- the report
@@ -395,9 +405,23 @@ def _gpu_name(summary: dict, results: list[dict]) -> str:
     return summary.get("machine", {}).get("gpu") or "no GPU"
 
 
+def _claims_results(results: Path) -> dict[str, dict]:
+    """claims_*.json by name, fp32 first (the papers' default), then the rest."""
+    found = {p.stem: r for p in sorted(results.glob("claims_*.json")) if (r := _load(p))}
+    return dict(sorted(found.items(), key=lambda item: (item[1].get("precision") != "fp32", item[0])))
+
+
+def _verdict_line(row: dict, precision: str | None = None) -> str:
+    ci = "-" if row["ci"] is None else f"{row['ci'][0]:.3f}-{row['ci'][1]:.3f}"
+    ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
+    why = f" ({row['why']})" if row.get("why") else ""
+    cells = [row["id"], row["size"], *([precision] if precision else []), f"{row['published']:.3f}", ratio, ci, row["verdict"] + why]
+    return "| " + " | ".join(cells) + " |"
+
+
 def render(results: Path, summary: dict) -> str:
     """gpu_check.md: the steps, the claims verdicts, the bench table with GPU memory, and fp16 parity."""
-    claims = {p.stem: r for p in sorted(results.glob("claims_*.json")) if (r := _load(p))}
+    claims = _claims_results(results)
     benches = {p.stem: r for p in sorted(results.glob("bench_*.json")) if (r := _load(p))}
     everything = [*claims.values(), *benches.values()]
     machine = summary.get("machine", {})
@@ -411,7 +435,8 @@ def render(results: Path, summary: dict) -> str:
         "",
         f"Generated by `scripts/gpu_check.py`{' (dry run)' if summary.get('dry_run') else ''} from {len(runs)} run(s): {made}. "
         f"Python {machine.get('python', '?')}, torch {machine.get('torch', '?')} (CUDA {machine.get('cuda_runtime') or '-'}), "
-        f"host CPU {host}. Seeded random weights (speed does not depend on them).",
+        f"host CPU {host}. Seeded random weights (speed does not depend on them)."
+        + (f" {summary['note']}" if summary.get("note") else ""),
         "",
         "| step | what | result | seconds |",
         "|---|---|---|---|",
@@ -425,13 +450,7 @@ def render(results: Path, summary: dict) -> str:
                   f"Ratio = PartialNet / FasterNet, throughput = batch / median latency; "
                   f"tolerance {result['tolerance']:.0%}.", "",
                   "| claim | size | published | measured | 95% CI | verdict |", "|---|---|---|---|---|---|"]
-        for row in result["claims"]:
-            if row["device"] != "cuda":
-                continue
-            ci = "-" if row["ci"] is None else f"{row['ci'][0]:.3f}-{row['ci'][1]:.3f}"
-            ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
-            why = f" ({row['why']})" if row.get("why") else ""
-            lines.append(f"| {row['id']} | {row['size']} | {row['published']:.3f} | {ratio} | {ci} | {row['verdict']}{why} |")
+        lines += [_verdict_line(row) for row in result["claims"] if row["device"] == "cuda"]
         lines += ["", "| size | FasterNet img/s | PartialNet img/s | FasterNet p50 ms | PartialNet p50 ms | CoV F / P |",
                   "|---|---|---|---|---|---|"]
         for cell in result["measurements"]:
@@ -445,7 +464,8 @@ def render(results: Path, summary: dict) -> str:
     if benches:
         lines += ["", "## Bench, PyTorch on the GPU", "",
                   "Protocol: " + next(iter(benches.values()))["protocol"]["description"] + ". Parity: max |Δ logits| against the "
-                  "fp32 CPU reference. GPU MB: the worker's peak allocated / reserved.", "",
+                  "fp32 CPU reference. GPU MB: peak allocated while timing ('-' where a run predates "
+                  "that figure) / the worker's peak allocated / its peak reserved, load and cudnn autotuning included.", "",
                   "| model | runtime | config | batch | p50 ms | p90 ms | CoV | images/s | parity | 1st ms | GPU MB | +RSS MB |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, result in benches.items():
@@ -455,8 +475,9 @@ def render(results: Path, summary: dict) -> str:
                     lines.append(f"| {row['model']} | {row['runtime']} | {config} | {row['batch']} | {row['status']}: {row['reason']} | | | | | | | |")
                     continue
                 s, memory, cold = row["stats"], row.get("memory") or {}, row.get("cold") or {}
-                gpu = (f"{memory['gpu_peak_allocated_mb']:.0f} / {memory['gpu_peak_reserved_mb']:.0f}"
-                       if memory.get("gpu_peak_allocated_mb") is not None else "-")
+                steady = memory.get("gpu_timed_peak_allocated_mb")
+                gpu = (f"{'-' if steady is None else format(steady, '.0f')} / {memory['gpu_peak_allocated_mb']:.0f} / "
+                       f"{memory['gpu_peak_reserved_mb']:.0f}" if memory.get("gpu_peak_allocated_mb") is not None else "-")
                 parity = "-" if row.get("parity_max_abs") is None else f"{row['parity_max_abs']:.1e}"
                 first = "-" if cold.get("first_infer_s") is None else f"{cold['first_infer_s'] * 1e3:.0f}"
                 lines.append(f"| {row['model']} | {row['runtime']} | {config} | {row['batch']} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['cov']:.3f} | "
@@ -489,11 +510,12 @@ def merge_runs(summaries: list[dict]) -> dict:
     return {**last, "runs": summaries, "steps": list(steps.values()), "ok": all(s["status"] == "ok" for s in steps.values())}
 
 
-def publish(tarballs: list[Path], summary_paths: list[Path], docs: Path) -> None:
+def publish(tarballs: list[Path], summary_paths: list[Path], docs: Path, note: str = "", readme: Path = ROOT / "README.md") -> None:
     """docs/gpu.md (and the results beside it) from runs' results.tar.gz (later runs win), and the README block."""
     from partialnet.inputs import read_json
 
     summary = merge_runs([read_json(p, "gpu check summary") for p in summary_paths]) if summary_paths else {}
+    summary["note"] = " ".join(note.split())
     target = docs.with_suffix("")
     with tempfile.TemporaryDirectory() as tmp:
         for tarball in tarballs:
@@ -504,26 +526,26 @@ def publish(tarballs: list[Path], summary_paths: list[Path], docs: Path) -> None
                 tar.extractall(tmp, filter="data")
         kept = [p for p in Path(tmp).rglob("*") if p.is_file() and p.suffix in (".json", ".png")]
         text = render(Path(tmp), summary)
+        block = _readme_block(text, _claims_results(Path(tmp)), Path(os.path.relpath(docs, readme.parent)))
         for path in kept:
             write_file(target / path.relative_to(tmp), path.read_bytes(), force=True)
     write_file(docs, text, force=True)
-    readme = ROOT / "README.md"
     body = readme.read_text()
     start, end = f"<!-- figures:{README_MARK} -->", f"<!-- /figures:{README_MARK} -->"
     if start in body and end in body:
         head, rest = body.split(start, 1)
         _, tail = rest.split(end, 1)
-        block = _readme_block(text, docs)
         write_file(readme, f"{head}{start}\n{block}{end}{tail}", force=True)
 
 
-def _readme_block(text: str, docs: Path) -> str:
-    lines = text.splitlines()
-    title = lines[0].lstrip("# ")
-    verdicts = [line for line in lines if line.startswith("| patnet_") or line.startswith("| partialnet_repo")]
-    return (f"{title}: the papers' GPU claims (PyTorch eager, batch 64; full tables, the bench with GPU memory and fp16 parity in "
-            f"[{docs.as_posix()}]({docs.as_posix()})):\n\n| claim | size | published | measured | 95% CI | verdict |\n"
-            "|---|---|---|---|---|---|\n" + "\n".join(verdicts) + "\n")
+def _readme_block(text: str, claims: dict[str, dict], link_path: Path) -> str:
+    title = text.splitlines()[0].lstrip("# ")
+    link = link_path.as_posix()
+    rows = [_verdict_line(row, result["precision"]) for result in claims.values() for row in result["claims"] if row["device"] == "cuda"]
+    return (f"{title}: the papers' GPU claims, PyTorch eager, batch 64, ratio PartialNet / FasterNet with its 95% interval "
+            f"(all tables, the bench with GPU memory and fp16 parity: [{link}]({link})):\n\n"
+            "| claim | size | precision | published | measured | 95% CI | verdict |\n|---|---|---|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -537,10 +559,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="here: write docs/gpu.md and the README block from runs' results.tar.gz (later runs win)")
     parser.add_argument("--summary", type=Path, nargs="+", default=[], help="with --publish: the runs' summary.json, in order")
     parser.add_argument("--docs", type=Path, default=Path("docs/gpu.md"), help="with --publish: the Markdown to write")
+    parser.add_argument("--note", default="", help="with --publish: one line for the header (e.g. which commit each run's sources are)")
     args = parser.parse_args(argv)
     try:
         if args.publish:
-            publish(args.publish, args.summary, ROOT / args.docs if not args.docs.is_absolute() else args.docs)
+            publish(args.publish, args.summary, ROOT / args.docs if not args.docs.is_absolute() else args.docs, args.note)
             print(f"wrote {args.docs}")
             return 0
         if args.out is None:

@@ -15,7 +15,7 @@ KEY_FIELDS = ("model", "runtime", "precision", "batch", "threads")
 FLAT_COLUMNS = (
     "model", "runtime", "device", "precision", "batch", "threads", "mode", "status",
     "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "images_per_s", "parity_max_abs", "parity_top1", "gmacs",
-    "load_s", "first_infer_ms", "peak_rss_above_baseline_mb", "gpu_peak_allocated_mb", "gpu_peak_reserved_mb",
+    "load_s", "first_infer_ms", "peak_rss_above_baseline_mb", "gpu_peak_allocated_mb", "gpu_peak_reserved_mb", "gpu_timed_peak_allocated_mb",
     "random_weights", "reason",
 )
 
@@ -34,6 +34,7 @@ def flat(row: dict) -> dict:
     out["peak_rss_above_baseline_mb"] = memory.get("peak_above_baseline_mb")
     out["gpu_peak_allocated_mb"] = memory.get("gpu_peak_allocated_mb")
     out["gpu_peak_reserved_mb"] = memory.get("gpu_peak_reserved_mb")
+    out["gpu_timed_peak_allocated_mb"] = memory.get("gpu_timed_peak_allocated_mb")
     return out
 
 
@@ -68,7 +69,7 @@ def to_markdown(result: dict) -> str:
         + (f"; GPU: {gpus or '?'}" if gpu else "") + ".",
         "",
         "| model | runtime | precision | batch | threads | p50 ms | p90 ms | p99 ms | mean ms | CoV | images/s | parity | load s | 1st ms | +RSS MB |"
-        + (" GPU MB alloc / reserved |" if gpu else ""),
+        + (" GPU MB timed alloc / peak reserved |" if gpu else ""),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""),
     ]
     for row in result["rows"]:
@@ -82,7 +83,8 @@ def to_markdown(result: dict) -> str:
             f"{s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | {s['cov']:.3f} | "
             f"{row['images_per_s']:.1f} | {_md_parity(row)} | {_cell(f['load_s'], '.2f')} | {_cell(f['first_infer_ms'], '.1f')} | "
             f"{_cell(f['peak_rss_above_baseline_mb'], '.0f')} |"
-            + (f" {_cell(f['gpu_peak_allocated_mb'], '.0f')} / {_cell(f['gpu_peak_reserved_mb'], '.0f')} |" if gpu else "")
+            + (f" {_cell(f['gpu_timed_peak_allocated_mb'] or f['gpu_peak_allocated_mb'], '.0f')} / {_cell(f['gpu_peak_reserved_mb'], '.0f')} |"
+               if gpu else "")
         )
     return "\n".join(lines) + "\n"
 

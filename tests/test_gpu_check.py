@@ -1,0 +1,102 @@
+"""scripts/gpu_check.py, the one prepared GPU check, kept from rotting between the sessions that have a GPU.
+
+Its dry run does here whatever needs no GPU: the offline install, collecting the GPU tests, TensorRT's
+fallback export, and every GPU command up to its honest exit 3. `--publish` turns a run's results into
+docs and the README block.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu_check.py"
+
+
+def _script(*args, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: run the check itself (python scripts/gpu_check.py)")
+def test_the_dry_run_does_every_step_a_cpu_can(tmp_path):
+    out = tmp_path / "out"
+    done = _script("--dry-run", "--out", out)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.log", "gpu_check.md", "results.tar.gz", "summary.json"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dry_run"] and summary["ok"] and len(summary["source_sha256"]) == 16
+    steps = {s["name"]: s for s in summary["steps"]}
+    assert {"machine", "install", "gpu_tests", "claims_fp32", "claims_fp16", "bench_fp16_cl", "bench_graphs_fp32", "trt",
+            "bench_compile_fp32"} <= set(steps)
+    for name, step in steps.items():
+        assert step["status"] == "ok", step
+        if name.startswith(("claims_", "bench_")):
+            assert step["code"] == 3 and "exit 3" in step["why"]  # refused up front, before any model is folded
+            assert step["seconds"] < 30
+    assert steps["trt"]["code"] == 3  # TensorRT's honest path: ready ONNX + build script, no engine claimed
+    with tarfile.open(out / "results.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"trt/partialnet_t0.trt.onnx.json", "trt/partialnet_t0.build_engine.sh"} <= names
+    log = (out / "gpu_check.log").read_text()
+    assert "--collect-only" in log and "test_gpu.py::" in log and "--no-index" in log
+    assert "(dry run)" in (out / "gpu_check.md").read_text()
+
+
+def test_a_check_without_a_gpu_and_without_dry_run_says_so(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    done = _script("--out", tmp_path / "out", "--only", "trt")
+    assert done.returncode == 3 and "no CUDA GPU visible" in (tmp_path / "out" / "gpu_check.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--only", "nope"], "unknown steps nope"),
+    (["--budget", "-1"], "--budget"),
+])
+def test_bad_options_are_one_line_and_exit_2(tmp_path, args, message):
+    done = _script("--out", tmp_path / "out", *args)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_publish_writes_the_docs_and_the_readme_block_from_real_results(tmp_path):
+    """Results of real (CPU) bench and claims runs in a run's layout, as the check on a GPU leaves them."""
+    results = tmp_path / "results"
+    results.mkdir()
+    cli = [sys.executable, "-m", "partialnet"]
+    bench = subprocess.run([*cli, "bench", "partialnet_t0", "--runtime", "pytorch", "--protocol", "quick", "--imgsz", "64",
+                            "--json", results / "bench_fp32.json"], capture_output=True, text=True, timeout=300)
+    assert bench.returncode == 0, bench.stderr
+    claims = subprocess.run([*cli, "claims", "--sizes", "t0", "--runtime", "pytorch", "--protocol", "quick", "--imgsz", "64",
+                             "--json", results / "claims_fp32.json"], capture_output=True, text=True, timeout=300)
+    assert claims.returncode == 0, claims.stderr
+    tarball = tmp_path / "results.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        for path in results.iterdir():
+            tar.add(path, arcname=path.name)
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"steps": [{"name": "bench_fp32", "what": "w", "status": "ok", "code": 0, "seconds": 1.0, "why": ""}],
+                                   "machine": {"python": "3.x", "torch": torch.__version__}, "created_utc": "now", "seconds": 2}))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- figures:gpu -->\nold\n<!-- /figures:gpu -->\nend\n")
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    docs = tmp_path / "docs" / "gpu.md"
+    gpu_check.publish([tarball], [summary], docs, "a note", readme=readme)
+    text = docs.read_text()
+    assert "## Claims, fp32" in text and "## Bench, PyTorch on the GPU" in text and "a note" in text
+    assert "| partialnet_t0 | pytorch | fp32, NCHW | 1 |" in text
+    assert (tmp_path / "docs" / "gpu" / "bench_fp32.json").is_file()
+    block = readme.read_text()
+    assert block.startswith("intro\n<!-- figures:gpu -->\n") and block.endswith("<!-- /figures:gpu -->\nend\n") and "old" not in block
+    assert "[docs/gpu.md](docs/gpu.md)" in block and "| claim | size | precision |" in block
