@@ -26,6 +26,7 @@ import os
 import shutil
 import stat
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -83,6 +84,18 @@ def check_parent(out: Output) -> None:
         raise BadInput(f"{out.option} {out.path}: cannot write there, no write permission in {ancestor}")
 
 
+def control_characters(text: str) -> list[str]:
+    """The control characters in `text` (C0, DEL, C1), as escapes. A newline in a file name turns a
+    generated script's comment into a command, and ESC sequences rewrite the terminal that prints it."""
+    return sorted({ascii(c)[1:-1] for c in text if unicodedata.category(c) == "Cc"})
+
+
+def check_name(path: str | Path, option: str) -> None:
+    found = control_characters(str(path))
+    if found:
+        raise BadInput(f"{option} {ascii(str(path))}: the path holds control characters ({' '.join(found)}); give a plain name")
+
+
 def check_outputs(
     outputs: Sequence[Output | str | Path | None],
     inputs: Iterable[str | Path | None] = (),
@@ -94,6 +107,8 @@ def check_outputs(
     input_ids = {ident: p for p in inputs if (ident := _identity(p)) is not None}
     input_real = {os.path.realpath(p): p for p in inputs}
     seen: dict[str, Output] = {}
+    for out in outs:
+        check_name(out.path, out.option)
     for out in outs:
         path = out.path
         real = os.path.realpath(path)

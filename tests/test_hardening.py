@@ -215,6 +215,12 @@ def test_outputs_never_clobber_inputs_or_each_other(tmp_path, cli):
         (["compare", "A", "B", "--alpha", "nan"], "--alpha nan"),
         (["compare", "A", "B", "--max-slowdown", "nan"], "--max-slowdown nan"),
         (["compare", "A", "B", "--max-slowdown", "-1"], "--max-slowdown -1"),
+        # control characters in an output name: a newline ends a script's comment, ESC rewrites the terminal
+        (["export", "CKPT", "-o", "a\nrm -rf x\n.onnx"], "control characters (\\n)"),
+        (["export", "CKPT", "-f", "trt", "-o", "a\rb.engine"], "control characters (\\r)"),
+        (["fold", "CKPT", "-o", "x\x1b[2J.pt"], "control characters (\\x1b)"),
+        (["bench", "CKPT", "--json", "r\x9b31m.json"], "control characters (\\x9b)"),
+        (["export", "CKPT", "-f", "coreml", "-o", "m\x07.mlpackage"], "control characters (\\x07)"),
     ],
 )
 def test_bad_options_are_refused_before_any_checkpoint_is_loaded(args, fragment, tmp_path, cli, monkeypatch):

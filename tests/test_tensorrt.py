@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import shlex
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +76,56 @@ def test_trt_int8_ready_onnx_is_symmetric_qdq(digits_ckpt, tmp_path):
     inits = {i.name: i for i in proto.graph.initializer}
     zero_points = [numpy_helper.to_array(inits[n.input[2]]) for n in proto.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
     assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)  # TensorRT: int8, zero point 0
+
+
+FAKE_TOOL = """#!/usr/bin/env bash
+# Records its argv, one argument per line, and fakes what the build script needs of the real tool.
+{ printf '%s\\n' "$(basename "$0")"; printf '[%s]\\n' "$@"; } >> "$CALLS"
+if [ "${1:-}" = "--help" ]; then echo "TensorRT v110000"; fi
+"""
+
+
+def _run_build_script(tmp_path, script: Path) -> list[str]:
+    """Run a generated build script as a user would, with fake trtexec/polygraphy that record their argv."""
+    tools = tmp_path / "fake-tools"
+    tools.mkdir(exist_ok=True)
+    for name in ("trtexec", "polygraphy"):
+        (tools / name).write_text(FAKE_TOOL)
+        (tools / name).chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = {"PATH": f"{tools}:/usr/bin:/bin", "CALLS": str(calls), "HOME": str(tmp_path)}
+    done = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return calls.read_text().splitlines()
+
+
+@pytest.mark.skipif(REASON is None, reason="TensorRT and a GPU are here: the engine path runs instead")
+def test_a_name_with_a_newline_is_refused_before_any_work(tmp_path, cli):
+    out = tmp_path / "n\ntouch PWNED\nx.engine"
+    result = cli("export", "partialnet_t0", "-f", "trt", "--imgsz", "64", "-o", out)
+    assert result.code == 2 and "control characters (\\n)" in result.err and "Traceback" not in result.err
+    assert "fold" not in result.err and "\ntouch" not in result.err  # refused before folding; the name printed escaped
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(REASON is None, reason="TensorRT and a GPU are here: the engine path runs instead")
+@pytest.mark.parametrize("name", ["o ;touch PWNED; x.engine", "a$(touch PWNED)`touch PWNED`'q\"x.engine", "--plugins=x.engine"])
+def test_names_never_become_code_or_options(tmp_path, cli, name):
+    result = cli("export", "partialnet_t0", "-f", "trt", "--imgsz", "64", "-o", tmp_path / name, "--samples", "2")
+    assert result.code == 3, result.err
+    printed = result.err.strip().splitlines()[-1].split("on the GPU machine run: ", 1)[1]
+    assert shlex.split(printed) == ["bash", str(tmp_path / name.replace(".engine", ".build_engine.sh"))]  # one word, pasted
+    stem = name[: -len(".engine")]
+    script = tmp_path / f"{stem}.build_engine.sh"
+    calls = _run_build_script(tmp_path, script)
+    assert not (tmp_path / "PWNED").exists()
+    word = f"./{stem}" if stem.startswith("-") else stem
+    assert f"[--onnx={word}.trt.onnx]" in calls and f"[--saveEngine={word}.engine]" in calls
+    polygraphy = calls.index("polygraphy")
+    assert calls[polygraphy + 1 : polygraphy + 3] == ["[run]", f"[{word}.trt.onnx]"]  # positional, never an option
+    comments = [line for line in script.read_text().splitlines() if line.startswith("# Builds")]
+    assert comments == [f"# Builds {shlex.quote(word + '.engine')} from {shlex.quote(word + '.trt.onnx')} "
+                        "(the precision is in the graph: strongly typed), then checks the"]
 
 
 def test_formats_lists_every_format_with_what_it_can_do_here(cli):

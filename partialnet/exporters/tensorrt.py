@@ -45,6 +45,18 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def file_word(name: str | Path) -> str:
+    """A file name as one shell word that no command reads as an option: quoted, and ./ before a leading '-'."""
+    name = str(name)
+    return shlex.quote(f"./{name}" if name.startswith("-") else name)
+
+
+def file_arg(name: str | Path) -> str:
+    """A file name as one argv element that no command reads as an option (for shlex.join)."""
+    name = str(name)
+    return f"./{name}" if name.startswith("-") else name
+
+
 def ready_onnx_path(out: Path) -> Path:
     """`model.engine` -> `model.trt.onnx`: the graph an engine is built from, never mistaken for a plain export."""
     return out.with_name(out.name[: -len(".engine")] + ".trt.onnx")
@@ -95,11 +107,11 @@ def trtexec_command(onnx_name: str, engine_name: str, cache_name: str, options: 
     workspace_mb = int((options.workspace or DEFAULT_WORKSPACE_GB) * 1024)
     return [
         "trtexec",
-        f"--onnx={onnx_name}",
-        f"--saveEngine={engine_name}",
+        f"--onnx={file_arg(onnx_name)}",
+        f"--saveEngine={file_arg(engine_name)}",
         *shape_flags(options),
         f"--memPoolSize=workspace:{workspace_mb}M",
-        f"--timingCacheFile={cache_name}",
+        f"--timingCacheFile={file_arg(cache_name)}",
         "--skipInference",
     ]
 
@@ -108,7 +120,8 @@ def polygraphy_commands(onnx_name: str, engine_name: str, options: ExportOptions
     h, w = options.imgsz
     shape = f"{onnx_exporter.INPUT_NAME}:[{options.batch},3,{h},{w}]"
     stem = engine_name.rsplit(".", 1)[0]
-    inputs, outputs = f"{stem}.polygraphy-inputs.json", f"{stem}.onnxrt-outputs.json"
+    inputs, outputs = file_arg(f"{stem}.polygraphy-inputs.json"), file_arg(f"{stem}.onnxrt-outputs.json")
+    onnx_name, engine_name = file_arg(onnx_name), file_arg(engine_name)
     return [
         ["polygraphy", "run", onnx_name, "--onnxrt", "--input-shapes", shape, "--save-inputs", inputs, "--save-outputs", outputs],
         ["polygraphy", "run", engine_name, "--model-type", "engine", "--trt", "--load-inputs", inputs, "--load-outputs", outputs,
@@ -117,16 +130,23 @@ def polygraphy_commands(onnx_name: str, engine_name: str, options: ExportOptions
 
 
 def build_script(out: Path, options: ExportOptions, metadata: dict[str, str]) -> str:
-    """A bash script that builds the engine beside itself and checks it against ONNX Runtime."""
+    """A bash script that builds the engine beside itself and checks it against ONNX Runtime.
+
+    Every name in it, comments included, is one quoted shell word; a name with a control character is
+    refused (a newline would end a comment line and start a command)."""
+    from partialnet.outputs import check_name
+
     onnx_name, engine_name, cache_name = ready_onnx_path(out).name, out.name, timing_cache_path(out).name
+    for name in (onnx_name, engine_name, cache_name, str(metadata.get("partialnet_version", "")), str(metadata.get("variant", ""))):
+        check_name(name, "a name in the build script")
     build = trtexec_command(onnx_name, engine_name, cache_name, options)
     checks = polygraphy_commands(onnx_name, engine_name, options)
     q = shlex.join
     lines = [
         "#!/usr/bin/env bash",
-        f"# Written by partialnet {metadata.get('partialnet_version', '')} for {metadata.get('variant', '')} "
+        f"# Written by partialnet {shlex.quote(metadata.get('partialnet_version', ''))} for {shlex.quote(metadata.get('variant', ''))} "
         f"({options.precision}, batch {'dynamic' if options.dynamic else options.batch}, {options.imgsz[0]}x{options.imgsz[1]}).",
-        f"# Builds {engine_name} from {onnx_name} (the precision is in the graph: strongly typed), then checks the",
+        f"# Builds {file_word(engine_name)} from {file_word(onnx_name)} (the precision is in the graph: strongly typed), then checks the",
         "# engine against ONNX Runtime on the same inputs. Run it on the machine that will run the engine:",
         "# an engine is tied to its GPU and TensorRT version.",
         "set -euo pipefail",
@@ -164,9 +184,10 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
             check_commands=[shlex.join(c) for c in polygraphy_commands(ready_onnx_path(out).name, out.name, options)],
             unavailable=(
                 f"no TensorRT engine built: {reason}. Wrote the TensorRT-ready ONNX {ready_onnx_path(out)} (verified in ONNX Runtime) "
-                f"and {script}; on the GPU machine run: bash {script}"
+                f"and {script}; on the GPU machine run: bash {file_word(script)}"
             ),
-            unavailable_short=f"no engine built here ({reason.split(' (')[0]}); its ONNX is verified in ONNX Runtime; finish with bash {script.name}",
+            unavailable_short=f"no engine built here ({reason.split(' (')[0]}); its ONNX is verified in ONNX Runtime; "
+            f"finish with bash {file_word(script.name)}",
         )
         return stats
     return _build_engine(model, staged, options, metadata, workdir, out)
