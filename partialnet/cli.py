@@ -252,10 +252,10 @@ def _tolerances(atol, min_cosine, min_top1) -> dict:
 
 def _render_failure_details(exc: PartialnetError) -> None:
     """A failed parity check still shows its table before the one-line error."""
-    if exc.details and "cases" in exc.details:
+    if exc.details and "checks" in exc.details:
+        err.print(render.static_table(exc.details, "checks without the runtime"))
+    if exc.details and exc.details.get("cases"):
         err.print(render.parity_table(exc.details, "parity (FAILED)"))
-    elif exc.details and "checks" in exc.details:
-        err.print(render.static_table(exc.details, "static verification"))
 
 
 @app.command("fold")
@@ -375,8 +375,8 @@ def _render_export(result: dict, timing: dict) -> None:
     if source_info["random_weights"]:
         out.print(random_weights_note(source_info["variant"], source_info["random_weights_seed"]))
     if "checks" in result["parity"]:
-        out.print(render.static_table(result["parity"], f"static verification: {result['output']}"))
-    else:
+        out.print(render.static_table(result["parity"], f"checks without the runtime: {result['output']}"))
+    if result["parity"].get("cases"):
         out.print(render.parity_table(result["parity"], f"parity: {result['output']} vs PyTorch"))
     graph = result["graph"]
     quantization = graph.get("quantization")
@@ -411,8 +411,11 @@ def verify_command(
     if as_json:
         _print_json({**report.to_dict(), "timing": clock.breakdown()})
         return
+    if report.offline:
+        out.print(render.static_table(report.offline, f"checks without the runtime: {artifact}"))
     out.print(render.parity_table(report.to_dict(), f"parity: {artifact} vs {ref}"))
-    out.print(f"ok: the artifact matches PyTorch · {timing_line(clock.breakdown())}")
+    how = f" ({report.offline['verdict']})" if report.offline else ""
+    out.print(f"ok: the artifact matches PyTorch{how} · {timing_line(clock.breakdown())}")
 
 
 @app.command("digits")

@@ -42,18 +42,22 @@ def kind_of(mode: int) -> str:
     return KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
-def open_regular(path: str | Path, what: str = "file", max_bytes: int | None = None, min_bytes: int = 1) -> BinaryIO:
+def open_regular(path: str | Path, what: str = "file", max_bytes: int | None = None, min_bytes: int = 1, nofollow: bool = False) -> BinaryIO:
     """A binary file object on `path`, which must be a regular file of a sane size; BadInput otherwise.
 
     `what` names the file in messages ("checkpoint", "image"); `max_bytes` bounds what a caller will
-    read, checked on the open descriptor before any byte is read.
+    read, checked on the open descriptor before any byte is read. `nofollow` refuses a symbolic link as
+    the last component (a file inside a multi-file artifact must not point elsewhere).
     """
     path = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0) | (os.O_NOFOLLOW if nofollow else 0)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+        fd = os.open(path, flags)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a socket, or a FIFO with no writer on some systems
             raise BadInput(f"{path}: not a regular file (a socket or a device with no reader)") from None
+        if nofollow and exc.errno == errno.ELOOP:
+            raise BadInput(f"{path}: is a symbolic link; a {what} must be a regular file") from None
         raise BadInput(f"{path}: {describe_errno(exc)}") from None
     try:
         info = os.fstat(fd)
@@ -73,9 +77,9 @@ def open_regular(path: str | Path, what: str = "file", max_bytes: int | None = N
         raise
 
 
-def check_regular(path: str | Path, what: str = "file", max_bytes: int | None = None, min_bytes: int = 1) -> int:
+def check_regular(path: str | Path, what: str = "file", max_bytes: int | None = None, min_bytes: int = 1, nofollow: bool = False) -> int:
     """The size of `path` after the same checks as `open_regular` (for libraries that take a path)."""
-    with open_regular(path, what, max_bytes, min_bytes) as f:
+    with open_regular(path, what, max_bytes, min_bytes, nofollow) as f:
         return os.fstat(f.fileno()).st_size
 
 
@@ -85,14 +89,14 @@ def fd_path(f: BinaryIO, fallback: str | Path) -> str:
     return proc if os.path.exists(proc) else str(fallback)
 
 
-def read_limited(path: str | Path, what: str, max_bytes: int) -> bytes:
+def read_limited(path: str | Path, what: str, max_bytes: int, nofollow: bool = False) -> bytes:
     """The whole of a small regular file, refusing anything larger than `max_bytes`."""
-    with open_regular(path, what, max_bytes) as f:
+    with open_regular(path, what, max_bytes, nofollow=nofollow) as f:
         return f.read(max_bytes + 1)
 
 
-def read_json(path: str | Path, what: str, max_bytes: int = 16 << 20):
-    """A small JSON file from a stranger: size-capped, strict (no NaN/Infinity), bounded nesting."""
+def read_json(path: str | Path, what: str, max_bytes: int = 16 << 20, nofollow: bool = False):
+    """A small JSON file from a stranger: size-capped, strict (no NaN/Infinity), bounded nesting and digits."""
     import json
 
     from partialnet.errors import BadInput
@@ -100,7 +104,7 @@ def read_json(path: str | Path, what: str, max_bytes: int = 16 << 20):
     def refuse_constant(name: str):
         raise BadInput(f"{path}: holds {name}, which is not JSON")
 
-    data = read_limited(path, what, max_bytes)
+    data = read_limited(path, what, max_bytes, nofollow)
     if len(data) > max_bytes:
         raise BadInput(f"{path}: larger than {max_bytes:,} bytes; not a {what}")
     try:
@@ -109,3 +113,16 @@ def read_json(path: str | Path, what: str, max_bytes: int = 16 << 20):
         raise BadInput(f"{path}: not JSON ({exc})") from None
     except RecursionError:
         raise BadInput(f"{path}: nested too deeply to be a {what}") from None
+    except ValueError as exc:  # an integer of thousands of digits: Python's int() limit
+        raise BadInput(f"{path}: not a {what} ({str(exc).splitlines()[0][:120]})") from None
+
+
+def read_beside(path: str | Path, what: str, max_bytes: int = 16 << 20):
+    """The JSON file that belongs to an artifact (its manifest or record), or None where there is none.
+
+    It must be a regular file itself: a symbolic link, FIFO or device in its place is refused, naming it,
+    rather than followed or skipped (a skipped manifest would hide what the artifact claims to be)."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return None
+    return read_json(path, what, max_bytes, nofollow=True)

@@ -231,7 +231,7 @@ def export_folded(
         verifier = importlib.import_module(f"partialnet.exporters.{verify_format.exporter}")
         with stage("verify", f"{verify_format.runtime} vs PyTorch"):
             io = verifier.read_io(verify_path)
-            static = static_verification(verifier, verify_format, verify_path, deploy, io)
+            static = static_verification(verifier, verify_format, verify_path, deploy, io, model, samples, tolerances)
             if static is None:
                 parity = check_parity(
                     verify_path, model, io, images_dir, samples, tolerances, dataset=dataset, runtime=verify_format.runtime, judging=judging
@@ -239,7 +239,7 @@ def export_folded(
         if static is not None:
             parity_record = static
             if not static["passed"] and enforce:
-                raise CheckFailed(f"the exported {fmt.name} artifact (not written) fails its static checks", details=static)
+                raise CheckFailed(f"the exported {fmt.name} artifact (not written) {static_failure(static)}", details=static)
         else:
             if not parity.passed and enforce:
                 raise parity_failure(parity, f"the exported {fmt.name} artifact (not written)")
@@ -269,17 +269,34 @@ def export_folded(
     return result
 
 
-def static_verification(verifier, fmt, path: Path, deploy: nn.Module, io: dict) -> dict | None:
-    """A format whose runtime cannot run here but can be checked without it (Core ML off macOS)."""
+def static_verification(
+    verifier, fmt, path: Path, deploy: nn.Module, io: dict, reference: nn.Module | None = None, samples: int = 8,
+    tolerances: dict | None = None,
+) -> dict | None:
+    """A format whose runtime cannot run here but that its exporter can check without it (Core ML off macOS:
+    static checks, then its program in a reference interpreter, judged by the precision's gates)."""
     from partialnet.runtimes.table import RUNTIMES, availability
 
     runtime = RUNTIMES[fmt.runtime]
     reason = availability(fmt.runtime, runtime.devices[0])
     if reason is None or not hasattr(verifier, "verify_static"):
         return None
-    report = verifier.verify_static(path, deploy, io)
+    cases = tol = None
+    if reference is not None and io["precision"] in DEFAULT_TOLERANCES:
+        cases = _parity_cases(io, samples, None)
+        tol = DEFAULT_TOLERANCES[io["precision"]].merged(**(tolerances or {}))
+    report = verifier.verify_static(path, deploy, io, reference, cases, tol)
     report["why"] = reason
     return report
+
+
+def static_failure(report: dict) -> str:
+    """What failed in an offline verification, in one clause naming the first failed check or the parity miss."""
+    failed = next((c for c in report.get("checks", []) if not c["passed"]), None)
+    if failed:
+        return f"fails its static checks: {failed['check']}: {failed['detail']}"
+    found = [f"{c['name']}: {f}" for c in report.get("cases", []) for f in c.get("failures", [])]
+    return f"does not match PyTorch in partialnet's reference interpreter: {'; '.join(found) or report['verdict']}"
 
 
 def versions() -> dict:

@@ -64,6 +64,7 @@ class ParityReport:
     tolerances: Tolerances
     cases: list[CaseResult] = field(default_factory=list)
     accuracy: dict | None = None  # held-out top-1 of both on a real dataset (see partialnet.digits)
+    offline: dict | None = None  # where the runtime is absent: the exporter's checks that ran instead (Core ML off macOS)
 
     @property
     def passed(self) -> bool:
@@ -91,7 +92,16 @@ class ParityReport:
             "tightest_passing": self.tightest_passing() if self.cases else None,
             "cases": [{**asdict(c), "passed": c.passed} for c in self.cases],
             "accuracy": self.accuracy,
+            **({"offline": {k: v for k, v in self.offline.items() if k in ("verdict", "checks", "why", "interpreter_seconds")}}
+               if self.offline else {}),
         }
+
+    @classmethod
+    def from_offline(cls, report: dict) -> "ParityReport":
+        """The parity part of an offline verification (an exporter's interpreter run), with its checks attached."""
+        cases = [CaseResult(**{k: v for k, v in c.items() if k != "passed"}) for c in report["cases"]]
+        return cls(report["candidate"], report["reference"], report["precision"], Tolerances(**report["tolerances"]), cases,
+                   offline=report)
 
 
 def non_finite(out: np.ndarray, ref: np.ndarray) -> list[str]:

@@ -1,8 +1,12 @@
-"""Core ML (.mlpackage): converted here, verified statically off macOS (never called "ok"), by prediction on macOS."""
+"""Core ML (.mlpackage): converted here; off macOS checked statically and executed by partialnet's reference
+interpreter (a verdict that says so), by Core ML's own prediction on macOS. Hostile packages are refused."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import struct
 import sys
 
 import numpy as np
@@ -13,21 +17,26 @@ pytest.importorskip("coremltools", reason="Core ML export needs pip install 'par
 ON_MAC = sys.platform == "darwin"
 
 
+WEIGHTS = "Data/com.apple.CoreML/weights/weight.bin"
+SPEC = "Data/com.apple.CoreML/model.mlmodel"
+
+
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
-    """fp32 tensor-input and fp16 image-input packages of the seeded T0 at 64x64."""
+    """fp32 and fp16 (the default) tensor-input packages and an fp16 image-input one, of the seeded T0 at 64x64."""
     from partialnet import api
 
     folder = tmp_path_factory.mktemp("coreml")
     made = {}
-    for name, kwargs in (("fp32", {"fp32": True}), ("fp16_image", {"image_input": True, "min_target": "macOS13"})):
+    for name, kwargs in (("fp32", {"fp32": True}), ("fp16", {}), ("fp16_image", {"image_input": True, "min_target": "macOS13"})):
         made[name] = api.export("partialnet_t0", format="coreml", output=folder / f"{name}.mlpackage", imgsz=(64, 64), samples=2, **kwargs)
     return folder, made
 
 
 def test_package_and_manifest_are_published_together(packages):
     folder, made = packages
-    assert sorted(p.name for p in folder.iterdir()) == ["fp16_image.mlpackage", "fp16_image.mlpackage.json", "fp32.mlpackage", "fp32.mlpackage.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "fp16.mlpackage", "fp16.mlpackage.json", "fp16_image.mlpackage", "fp16_image.mlpackage.json", "fp32.mlpackage", "fp32.mlpackage.json"]
     package = folder / "fp32.mlpackage"
     assert (package / "Manifest.json").is_file() and (package / "Data/com.apple.CoreML/model.mlmodel").is_file()
     manifest = json.loads((folder / "fp32.mlpackage.json").read_text())
@@ -36,15 +45,21 @@ def test_package_and_manifest_are_published_together(packages):
 
 
 @pytest.mark.skipif(ON_MAC, reason="on macOS packages are verified by prediction instead")
-def test_off_macos_the_verdict_is_static_and_never_ok(packages):
+@pytest.mark.parametrize("name, precision", [("fp32", "fp32"), ("fp16", "fp16"), ("fp16_image", "fp16")])
+def test_off_macos_the_program_is_executed_by_the_reference_interpreter(packages, name, precision):
     _, made = packages
-    parity = made["fp32"]["parity"]
-    assert parity["verdict"] == "prediction not verifiable on Linux" and parity["passed"]
+    parity = made[name]["parity"]
+    assert parity["executed"] and parity["passed"] and "reference interpreter: ok" in parity["verdict"]
+    assert parity["why"] == "Core ML predicts on macOS only" and parity["precision"] == precision
     checks = {c["check"]: c for c in parity["checks"]}
-    assert checks["fp32 weights equal the deploy model's"]["passed"]
-    assert checks["fp32 weights equal the deploy model's"]["detail"].startswith("all ")
-    assert "conv" in checks["op census"]["detail"] and "images: tensor 1x3x64x64" in checks["input"]["detail"]
-    assert made["fp16_image"]["parity"]["verdict"] == "prediction not verifiable on Linux"
+    assert all(c["passed"] for c in checks.values())
+    assert checks[f"{precision} weights equal the deploy model's"]["detail"].startswith("all 95 deploy tensors found bit-exact")
+    assert "conv" in checks["op census"]["detail"] and "images" in checks["input"]["detail"]
+    (case,) = parity["cases"]
+    if precision == "fp32":
+        assert case["max_abs"] <= 1e-5  # the program's fp32 arithmetic, as PyTorch's
+    else:
+        assert case["min_cosine"] >= 0.9999 and case["top1_agreement"] == 1.0 and case["max_abs"] <= 5e-3
 
 
 def test_metadata_precision_and_image_input_read_back(packages):
@@ -60,32 +75,187 @@ def test_metadata_precision_and_image_input_read_back(packages):
 
 
 @pytest.mark.skipif(ON_MAC, reason="on macOS verify predicts")
-def test_verify_off_macos_exits_3_after_the_static_checks(packages, cli):
+def test_verify_off_macos_runs_the_program_and_says_how(packages, cli):
     folder, _ = packages
-    result = cli("verify", folder / "fp32.mlpackage", "--ref", "partialnet_t0")
-    assert result.code == 3
-    assert "prediction not verifiable on Linux" in result.err and "static checks passed" in result.err
+    result = cli("verify", folder / "fp16.mlpackage", "--ref", "partialnet_t0")
+    assert result.code == 0, result.err
+    assert "ok: the artifact matches PyTorch (ML program executed by partialnet's reference interpreter: ok;" in result.out
+    assert "fp16 weights equal the deploy model's" in result.out and "cosine" in result.out
 
 
-@pytest.mark.parametrize("region", ["tail", "header"])
-def test_a_tampered_package_fails_its_static_checks(region, packages, tmp_path, cli):
-    """Flip bytes in the weights blob (values, or the blob headers coremltools' reader chokes on): exit 1."""
-    import shutil
-
+def _copy(packages, tmp_path, name: str = "fp16", manifest: bool = True):
     folder, _ = packages
-    copy = tmp_path / "fp32.mlpackage"
-    shutil.copytree(folder / "fp32.mlpackage", copy)
-    shutil.copy(folder / "fp32.mlpackage.json", tmp_path / "fp32.mlpackage.json")
-    blob = copy / "Data/com.apple.CoreML/weights/weight.bin"
+    copy = tmp_path / f"{name}.mlpackage"
+    shutil.copytree(folder / f"{name}.mlpackage", copy)
+    if manifest:
+        shutil.copy(folder / f"{name}.mlpackage.json", tmp_path / f"{name}.mlpackage.json")
+    return copy
+
+
+def _edit_blob(copy, edit) -> None:
+    blob = copy / WEIGHTS
     data = bytearray(blob.read_bytes())
-    for i in range(len(data) - 4096, len(data) - 64, 8) if region == "tail" else range(64):
-        data[i] ^= 0x40
+    edit(data)
     blob.write_bytes(bytes(data))
-    result = cli("verify", copy, "--ref", "partialnet_t0")
-    if ON_MAC:
-        assert result.code == 1
+
+
+def _first_data_offset(data: bytearray) -> tuple[int, int]:
+    """(data offset, size in bytes) of the first tensor in a blob file (its record follows the 64-byte header)."""
+    _, _, size, offset, *_ = struct.unpack("<IIQQ5Q", bytes(data[64:128]))
+    return offset, size
+
+
+def _zero_weights(data):  # 200 kB of weight values, records left intact
+    records = [i for i in range(64, len(data) - 64, 64) if data[i : i + 4] == b"\xef\xbe\xad\xde"]
+    for i in range(len(data) // 3, len(data) // 3 + 200_000):
+        if not any(r <= i < r + 64 for r in records):
+            data[i] = 0
+
+
+def _every_7th(data):
+    offset, size = _first_data_offset(data)
+    for i in range(offset, len(data), 7):
+        data[i] ^= 0x5A
+
+
+def _headers(data):  # the blob file's own header: coremltools' reader chokes on it
+    for i in range(64):
+        data[i] ^= 0x40
+
+
+def _one_value(data):
+    offset, _ = _first_data_offset(data)
+    data[offset + 10 : offset + 12] = b"\x00\x3c"  # one fp16 value := 1.0
+
+
+@pytest.mark.parametrize("name", ["fp16", "fp32"])
+@pytest.mark.parametrize("edit, expected", [(_zero_weights, "fails its static checks"), (_every_7th, "fails its static checks"),
+                                            (_headers, "blob storage version"),
+                                            (_one_value, "first tensor that differs: patch_embed.proj.weight")])
+def test_tampered_weights_fail_at_any_precision(packages, tmp_path, cli, name, edit, expected):
+    """fp16 weights are the deploy model's rounded to fp16, deterministically: checked bit for bit like fp32 ones."""
+    copy = _copy(packages, tmp_path, name)
+    if edit is _one_value and name == "fp32":
+        _edit_blob(copy, lambda d: d.__setitem__(slice(_first_data_offset(d)[0] + 8, _first_data_offset(d)[0] + 12), b"\x00\x00\x80\x3f"))
     else:
-        assert result.code == 1 and "fails its static checks" in result.err
+        _edit_blob(copy, edit)
+    result = cli("verify", copy, "--ref", "partialnet_t0")
+    assert result.code == 1, result.err
+    assert expected in result.err and "Traceback" not in result.err
+
+
+def _program(copy):
+    from coremltools.proto import Model_pb2
+
+    model = Model_pb2.Model()
+    model.ParseFromString((copy / SPEC).read_bytes())
+    return model, model.mlProgram.functions["main"].block_specializations["CoreML6"]
+
+
+def _save(copy, model) -> None:
+    (copy / SPEC).write_bytes(model.SerializeToString())
+
+
+@pytest.mark.skipif(ON_MAC, reason="on macOS Core ML itself predicts")
+def test_a_changed_program_is_caught_by_the_census_or_by_its_numbers(packages, tmp_path, cli):
+    for sub in "abc":
+        (tmp_path / sub).mkdir()
+    renamed = _copy(packages, tmp_path / "a", "fp16")
+    model, block = _program(renamed)
+    next(op for op in block.operations if op.type == "gelu").type = "relu"
+    _save(renamed, model)
+    census = cli("verify", renamed, "--ref", "partialnet_t0")
+    assert census.code == 1 and "op census: 'gelu': 13 in the program, 14 when it was exported" in census.err
+
+    (renamed.parent / "fp16.mlpackage.json").unlink()  # a stranger's package with no manifest: the op is unknown
+    unknown = cli("verify", renamed, "--ref", "partialnet_t0")
+    assert unknown.code == 3 and "static only: partialnet's reference interpreter does not know the op(s) relu" in unknown.err
+
+    axis = _copy(packages, tmp_path / "b", "fp32")
+    model, block = _program(axis)
+    softmax = next(op for op in block.operations if op.type == "softmax")
+    axis_const = softmax.inputs["axis"].arguments[0].name
+    next(op for op in block.operations if op.outputs and op.outputs[0].name == axis_const).attributes["val"].immediateValue.tensor.ints.values[:] = [2]
+    _save(axis, model)
+    numbers = cli("verify", axis, "--ref", "partialnet_t0")
+    assert numbers.code == 1 and "does not match PyTorch in partialnet's reference interpreter" in numbers.err and "max |Δ|" in numbers.err
+
+    shape = _copy(packages, tmp_path / "c", "fp32")
+    model, block = _program(shape)
+    transpose = [op for op in block.operations if op.type == "transpose"][1]  # (1, 4, 12, 48) -> (1, 12, 4, 48) in T0 at 64
+    perm_const = transpose.inputs["perm"].arguments[0].name
+    perm = next(op for op in block.operations if op.outputs and op.outputs[0].name == perm_const)
+    perm.attributes["val"].immediateValue.tensor.ints.values[:] = [0, 1, 2, 3]
+    _save(shape, model)
+    result = cli("verify", shape, "--ref", "partialnet_t0")
+    assert result.code == 2 and "the program declares" in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.skipif(ON_MAC, reason="on macOS Core ML itself predicts")
+def test_metadata_that_lies_about_the_precision_fails(packages, tmp_path, cli):
+    copy = _copy(packages, tmp_path, "fp16")
+    model, _ = _program(copy)
+    model.description.metadata.userDefined["precision"] = "fp32"
+    _save(copy, model)
+    result = cli("verify", copy, "--ref", "partialnet_t0")
+    assert result.code == 1 and "precision: weights fp16; metadata says fp32" in result.err
+
+
+def _replace(copy, rel: str, how: str) -> None:
+    target = copy / rel
+    target.unlink()
+    if how == "fifo":
+        os.mkfifo(target)
+    else:
+        os.symlink(how, target)
+
+
+@pytest.mark.parametrize("rel", [WEIGHTS, SPEC, "Manifest.json"])
+@pytest.mark.parametrize("how, what", [("/dev/zero", "is a symbolic link"), ("/etc/passwd", "is a symbolic link"),
+                                       ("fifo", "is a FIFO (named pipe)")])
+def test_links_fifos_and_devices_inside_a_package_are_refused(packages, tmp_path, cli, rel, how, what):
+    copy = _copy(packages, tmp_path, "fp16")
+    _replace(copy, rel, how)
+    for command in (["verify", copy, "--ref", "partialnet_t0"], ["bench", copy, "--protocol", "quick"]):
+        result = cli(*command)
+        assert result.code == 2, (command, result.err)
+        assert f"{rel} {what}; a package holds folders and regular files only" in result.err and "Traceback" not in result.err
+
+
+def test_a_package_that_is_a_link_or_names_a_model_outside_is_refused(packages, tmp_path, cli):
+    folder, _ = packages
+    link = tmp_path / "link.mlpackage"
+    link.symlink_to(folder / "fp16.mlpackage")
+    result = cli("verify", link, "--ref", "partialnet_t0")
+    assert result.code == 2 and "is a symbolic link; give the package folder itself" in result.err
+    copy = _copy(packages, tmp_path, "fp16")
+    manifest = json.loads((copy / "Manifest.json").read_text())
+    manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"] = "../../../etc/passwd"
+    (copy / "Manifest.json").write_text(json.dumps(manifest))
+    result = cli("verify", copy, "--ref", "partialnet_t0")
+    assert result.code == 2 and "leaves the package" in result.err
+
+
+def test_a_weights_record_that_lies_about_its_size_is_refused_before_reading(packages, tmp_path, cli):
+    copy = _copy(packages, tmp_path, "fp16")
+    _edit_blob(copy, lambda d: d.__setitem__(slice(72, 80), struct.pack("<Q", 1 << 40)))  # first record: 1 TB of data
+    result = cli("verify", copy, "--ref", "partialnet_t0")
+    assert result.code == 1 and "holds 1,099,511,627,776 bytes" in result.err
+
+
+@pytest.mark.skipif(ON_MAC, reason="on macOS Core ML itself predicts")
+def test_format_all_runs_the_coreml_program_too(tmp_path, cli):
+    result = cli("export", "partialnet_t0", "--format", "all", "--imgsz", "64", "-o", tmp_path / "all", "--samples", "2", "--json")
+    rows = {r["format"]: r for r in json.loads(result.out)["rows"]}
+    coreml = rows["coreml"]
+    assert coreml["status"] == "verified" and coreml["verdict"] == "verified (reference interpreter)"
+    assert "reference interpreter: ok" in coreml["why"] and coreml["top1_agreement"] == 1.0
+
+
+def test_format_all_refuses_a_folder_name_with_control_characters(tmp_path, cli):
+    result = cli("export", "partialnet_t0", "--format", "all", "--imgsz", "64", "-o", tmp_path / "a\nb")
+    assert result.code == 2 and "control characters (\\n)" in result.err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

@@ -84,3 +84,25 @@ def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt,
     assert again.code == 2 and "already exists" in again.err  # checked before any load, nothing replaced
     mixed = cli("export", digits_ckpt, "--format", "all", "--opset", "18")
     assert mixed.code == 2 and "--opset belongs to one format" in mixed.err
+
+
+@pytest.mark.parametrize("how, what", [("link", "is a symbolic link"), ("fifo", "is a FIFO (named pipe)"), ("huge", "digits")])
+def test_a_sidecar_that_is_not_a_plain_json_file_is_refused(pte, digits_ckpt, tmp_path, cli, how, what):
+    """The manifest beside a .pte carries its metadata: a link, FIFO or absurd number there is refused, naming it."""
+    import os
+    import shutil
+
+    out, _ = pte
+    copy = tmp_path / "t0.pte"
+    shutil.copy(out, copy)
+    sidecar = tmp_path / "t0.pte.json"
+    if how == "link":
+        os.symlink(out.with_name("t0.pte.json"), sidecar)
+    elif how == "fifo":
+        os.mkfifo(sidecar)
+    else:
+        sidecar.write_text('{"metadata": {"imgsz": ' + "9" * 5000 + "}}")
+    for command in (["verify", copy, "--ref", digits_ckpt], ["bench", copy, "--protocol", "quick"]):
+        result = cli(*command)
+        assert result.code == 2, (command, result.err)
+        assert "t0.pte.json" in result.err and what in result.err and "Traceback" not in result.err

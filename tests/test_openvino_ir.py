@@ -79,3 +79,21 @@ def test_bench_times_ir_in_openvino_at_its_own_size(cli, ir, tmp_path):
     assert by_runtime["openvino"]["status"] == "ok" and by_runtime["openvino"]["imgsz"] == [64, 64]
     assert by_runtime["openvino"]["parity_max_abs"] < 1e-4  # exported from a variant name: seeded weights
     assert by_runtime["onnxruntime"]["status"] == "skipped" and "does not run openvino artifacts" in by_runtime["onnxruntime"]["reason"]
+
+
+@pytest.mark.parametrize("how, what", [("/dev/zero", "is a symbolic link"), ("outside", "is a symbolic link"), ("fifo", "is a FIFO (named pipe)")])
+def test_an_ir_whose_weights_are_not_its_own_regular_file_is_refused(ir, tmp_path, cli, how, what):
+    """The .bin beside an IR is part of the artifact: a link (even to a real IR's weights elsewhere) or a FIFO is refused."""
+    import os
+    import shutil
+
+    copy = tmp_path / "t0.xml"
+    shutil.copy(ir, copy)
+    if how == "fifo":
+        os.mkfifo(tmp_path / "t0.bin")
+    else:
+        os.symlink(ir.with_suffix(".bin") if how == "outside" else how, tmp_path / "t0.bin")
+    for command in (["verify", copy, "--ref", "partialnet_t0", "--samples", "2"], ["bench", copy, "--protocol", "quick"]):
+        result = cli(*command)
+        assert result.code == 2, (command, result.err)
+        assert f"t0.bin: {what}" in result.err and "Traceback" not in result.err

@@ -193,15 +193,15 @@ def prepare_artifact_target(path: Path, batches: list[int], imgsz, workdir: Path
 
 def _manifest_agreement(path: Path) -> dict | None:
     """An INT8 artifact's top-1 agreement on real images, from the manifest its export wrote beside it."""
-    from partialnet.inputs import read_json
+    from partialnet.inputs import read_beside
 
-    manifest = path.with_name(path.name + ".json")
-    if not manifest.is_file():
+    manifest = read_beside(path.with_name(path.name + ".json"), "export manifest")
+    if manifest is None:
         return None
     try:
-        cases = read_json(manifest, "export manifest")["parity"]["cases"]
+        cases = manifest["parity"]["cases"]
         case = min(cases, key=lambda c: float(c["top1_agreement"]))
-        passed = read_json(manifest, "export manifest")["parity"]["passed"] is True
+        passed = manifest["parity"]["passed"] is True
         return {"top1": float(case["top1_agreement"]), "on": str(case["name"])[:80], "passed": passed}
     except (BadInput, KeyError, TypeError, ValueError):
         return None

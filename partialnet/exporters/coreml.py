@@ -1,10 +1,13 @@
-"""Core ML ML-program packages (.mlpackage) with coremltools, verified statically where Core ML cannot run.
+"""Core ML ML-program packages (.mlpackage) with coremltools, verified by their numbers where Core ML cannot run.
 
-Core ML predicts only on macOS. Elsewhere the package is checked without predicting: it loads back as
-a spec, its input and output have the right names, shapes and types, the program's ops are counted,
-and in fp32 every weight of the deploy model is found, bit for bit, among the program's constants. The
-verdict then says "prediction not verifiable on Linux" and never "ok". On macOS the package is
-verified by prediction like every other format.
+Core ML predicts only on macOS. Elsewhere the package is read strictly (mlpackage: its tree, spec and
+weights, never through a link) and checked: its input and output have the right names, shapes and types,
+the program's op census is what the export recorded, every weight of the deploy model is in the program
+bit for bit at the package's precision (fp16 weights are the fp32 ones rounded, a deterministic rounding),
+and then the program itself is executed by partialnet's reference interpreter (runtimes.mil_reference)
+and its logits judged against PyTorch with the precision's gates. The verdict names which of these ran;
+an op the interpreter does not know leaves it "static only". On macOS the package is verified by Core ML's
+own prediction like every other format.
 
 fp16 is the default, as in Core ML itself: the Neural Engine computes in fp16 only, so an fp32 package
 would run on the GPU or CPU instead. `--fp32` keeps fp32 compute.
@@ -22,6 +25,7 @@ import torch
 from torch import nn
 
 from partialnet.errors import BadInput, missing_extra
+from partialnet.exporters import mlpackage
 from partialnet.exporters.quiet import library_quiet
 from partialnet.exporters.options import ExportOptions
 from partialnet.outputs import Output
@@ -117,52 +121,60 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
     }
 
 
-def _spec(path: Path):
-    ct = _coremltools()
-    path = Path(path)
-    if not (path.is_dir() and (path / "Manifest.json").is_file()):
-        raise BadInput(f"{path}: not a Core ML package (a directory with Manifest.json)")
-    with _quiet():
-        try:
-            model = ct.models.MLModel(str(path), skip_model_load=True)
-        except Exception as exc:  # protobuf and coremltools raise several types for a damaged package
-            raise BadInput(f"{path}: not a readable Core ML package ({str(exc).splitlines()[0][:160]})") from None
-    return model, model.get_spec()
+def _package(path: Path):
+    """The package read strictly (its tree, manifest and spec; see mlpackage), never through coremltools' loader."""
+    return mlpackage.open_package(path)
 
 
 def op_census(path: Path) -> collections.Counter:
-    _, spec = _spec(path)
-    function = spec.mlProgram.functions["main"]
+    package = _package(path)
+    _, block = mlpackage.main_block(package)
     counts: collections.Counter = collections.Counter()
 
     def walk(operations):
         for op in operations:
             counts[op.type] += 1
-            for block in op.blocks:
-                walk(block.operations)
+            for nested in op.blocks:
+                walk(nested.operations)
 
-    walk(function.block_specializations[function.opset].operations)
+    walk(block.operations)
     return counts
 
 
-def constants(path: Path) -> list[np.ndarray]:
-    """Every constant tensor of the program as a numpy array (fp16 ones as fp16)."""
-    from coremltools.converters.mil.frontend.milproto.load import load
+def _float_constants(package) -> dict[str, tuple[np.ndarray, bool]]:
+    """Every float constant of the program with more than one value, by name: (value, stored in a weights file)."""
+    _, block = mlpackage.main_block(package)
+    found = {}
+    try:
+        for op in block.operations:
+            if op.type != "const":
+                continue
+            value = mlpackage.const_value(package, op)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size > 1:
+                found[op.outputs[0].name] = (value, op.attributes["val"].WhichOneof("value") == "blobFileValue")
+    finally:
+        package.close()
+    return found
 
-    model, spec = _spec(path)
-    with _quiet():
-        program = load(spec, spec.specificationVersion, model.weights_dir)
-    values = []
-    for op in program.functions["main"].operations:
-        if op.op_type == "const":
-            value = op.val.val
-            if isinstance(value, np.ndarray) and value.size > 1:
-                values.append(value)
-    return values
+
+def constants(path: Path) -> list[np.ndarray]:
+    """Every float constant tensor of the program as a numpy array (fp16 ones as fp16)."""
+    return [value for value, _ in _float_constants(_package(path)).values()]
+
+
+def weight_precision(package) -> str:
+    """What the program's weights are, from the types it declares for them (checked against the blobs when read)."""
+    _, block = mlpackage.main_block(package)
+    kinds = set()
+    for op in block.operations:
+        if op.type == "const" and op.attributes["val"].WhichOneof("value") == "blobFileValue":
+            kinds.add(mlpackage.MIL_NAMES.get(op.attributes["val"].type.tensorType.dataType, "other"))
+    return kinds.pop() if len(kinds) == 1 else "mixed" if kinds else "none"
 
 
 def read_io(path: Path) -> dict:
-    model, spec = _spec(path)
+    package = _package(path)
+    spec = package.spec
     inputs, outputs = spec.description.input, spec.description.output
     if len(inputs) != 1 or len(outputs) != 1:
         raise BadInput(f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
@@ -174,14 +186,15 @@ def read_io(path: Path) -> dict:
         dims = [1, 3, feature.imageType.height, feature.imageType.width]
     else:
         raise BadInput(f"{path}: input of kind {kind}, expected a tensor or an image")
-    if len(dims) != 4 or dims[1] != 3:
+    if len(dims) != 4 or dims[1] != 3 or not all(0 < d <= 1 << 16 for d in dims):
         raise BadInput(f"{path}: input shape {dims} is not (batch, 3, H, W)")
-    metadata = dict(spec.description.metadata.userDefined)
+    metadata = {str(k)[:200]: str(v)[:2000] for k, v in list(spec.description.metadata.userDefined.items())[:256]}
+    precision = weight_precision(package)
     return {
         "batch": int(dims[0]),
         "dynamic": False,
         "imgsz": (int(dims[2]), int(dims[3])),
-        "precision": metadata.get("precision", "fp16"),
+        "precision": precision,  # the weights' own type; metadata["precision"] is what the exporter said, checked apart
         "metadata": metadata,
         "input_name": inputs[0].name,
         "input_kind": "image" if kind == "imageType" else "tensor",
@@ -189,45 +202,160 @@ def read_io(path: Path) -> dict:
     }
 
 
-def verify_static(path: Path, deploy: nn.Module, io_info: dict) -> dict:
-    """What can be proven without Core ML: structure, I/O, op census, and (fp32) the weights themselves."""
+ARRAY_FLOAT32 = 65568  # Model_pb2.ArrayFeatureType.FLOAT32
+INTERPRETED = "ML program executed by partialnet's reference interpreter: ok; Core ML runtime not available on this system"
+
+
+def _io_checks(package, io_info: dict, deploy: nn.Module, check) -> None:
+    spec = package.spec
+    function, block = mlpackage.main_block(package)
+    b, (h, w) = io_info["batch"], io_info["imgsz"]
+    program_inputs = [(item.name, *mlpackage.value_type(item.type)) for item in function.inputs]
+    want_input = [(INPUT_NAME, 11, (b, 3, h, w))]  # fp32 tensor (pixels for an image input)
+    check("input", io_info["input_name"] == INPUT_NAME and program_inputs == want_input,
+          f"{io_info['input_name']}: {io_info['input_kind']} {b}x3x{h}x{w}; the program takes "
+          + ", ".join(f"{n} {mlpackage.MIL_NAMES.get(c, c)} {list(s) if s else '?'}" for n, c, s in program_inputs))
+    out = spec.description.output[0]
+    out_kind = out.type.WhichOneof("Type")
+    classes = deploy.head.out_features if hasattr(deploy, "head") and hasattr(deploy.head, "out_features") else None
+    shape = list(out.type.multiArrayType.shape) if out_kind == "multiArrayType" else []
+    ok = (io_info["output_name"] == OUTPUT_NAME and out_kind == "multiArrayType" and out.type.multiArrayType.dataType == ARRAY_FLOAT32
+          and list(block.outputs) == [OUTPUT_NAME] and (not shape or shape == [b, classes]))
+    check("output", ok, f"{io_info['output_name']}: {out_kind} {shape or '(shape from the program)'}, "
+          f"fp32 expected {[b, classes]}; the program returns {list(block.outputs)}")
+
+
+def _census_check(path: Path, package, check) -> list[str]:
+    """Every op type known to the reference interpreter, and the census the export recorded, where its manifest is beside it."""
+    from partialnet.inputs import read_beside
+    from partialnet.runtimes.mil_reference import KNOWN_OPS
+
+    census = op_census(path)
+    unknown = sorted(op for op in census if op not in KNOWN_OPS)
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(census.items()))
+    manifest = read_beside(path.with_name(path.name + ".json"), "export manifest")
+    graph = manifest.get("graph") if isinstance(manifest, dict) else None
+    recorded = graph.get("op_counts") if isinstance(graph, dict) else None
+    if isinstance(recorded, dict) and recorded:
+        differ = sorted((op for op in set(recorded) | set(census) if recorded.get(op) != census.get(op)), key=str)
+        if differ:
+            first = differ[0]
+            check("op census", False, f"{ascii(first)}: {census.get(first, 0)} in the program, {ascii(recorded.get(first, 0))} "
+                  f"when it was exported ({detail})")
+            return unknown
+        detail += " (as recorded at export)"
+    check("op census", "conv" in census and census.get("const", 0) > 0, detail)
+    return unknown
+
+
+def _weights_check(package, deploy: nn.Module, precision: str, check) -> None:
+    """Every deploy tensor, at the package's precision, bit for bit in the program: by its converted name, else by value."""
+    dtype = {"fp16": np.float16, "fp32": np.float32}.get(precision)
+    if dtype is None:
+        check("weights equal the deploy model's", False, f"the program's weights are {precision}, expected fp16 or fp32")
+        return
+    try:
+        found = _float_constants(package)
+    except BadInput as exc:
+        check(f"{precision} weights equal the deploy model's", False, f"weights unreadable: {exc}")
+        return
+    by_name = {name.removesuffix("_to_fp16"): value for name, (value, _) in found.items()}
+    pool = collections.defaultdict(list)  # by byte string: a tensor deduplicated or renamed by the converter
+    for value, _ in found.values():
+        pool[value.size].append(value.tobytes() if value.dtype == dtype else None)
+    total, zeros = 0, 0
+    for key, tensor in deploy.state_dict().items():
+        if tensor.numel() <= 1 or not tensor.is_floating_point():
+            continue
+        total += 1
+        want = tensor.detach().float().numpy().astype(dtype)
+        stem = key.replace(".", "_")
+        named = next((by_name[n] for n in (f"p_{stem}", f"p_1_{stem}") if n in by_name), None)
+        if named is not None and named.dtype == dtype and named.size == want.size and named.tobytes() == want.tobytes():
+            continue
+        if named is None and want.tobytes() in pool.get(want.size, []):
+            continue
+        if named is None and not want.any():  # an add of zeros the converter removed (random-weight biases are zero)
+            zeros += 1
+            continue
+        if named is not None:
+            got = named.astype(np.float32).ravel() if named.size == want.size else None
+            if got is None:
+                why = f"shape {list(named.shape)} in the program, {list(want.shape)} in the model"
+            else:
+                differ = got != want.astype(np.float32).ravel()
+                why = f"{int(differ.sum())} of {want.size} values differ, max |Δ| {float(np.abs(got - want.astype(np.float32).ravel()).max()):.3g}"
+            check(f"{precision} weights equal the deploy model's", False, f"first tensor that differs: {key} ({why})")
+        else:
+            check(f"{precision} weights equal the deploy model's", False, f"first tensor that differs: {key} (not found in the program)")
+        return
+    removed = f" ({zeros} all-zero ones folded away by the converter)" if zeros else ""
+    check(f"{precision} weights equal the deploy model's", True,
+          f"all {total} deploy tensors found bit-exact at {precision} among {len(found)} program constants{removed}")
+
+
+def verify_static(path: Path, deploy: nn.Module, io_info: dict, reference: nn.Module | None = None, cases=None, tolerances=None) -> dict:
+    """What can be proven without Core ML: structure, I/O, op census, every weight bit for bit at the package's
+    precision, and then the numbers, by running the program in partialnet's reference interpreter.
+
+    The verdict says which: executed by the interpreter (passed or failed with its parity table), or
+    "static only" with the reason (an op the interpreter does not know), never a silent pass.
+    """
     checks = []
 
     def check(name: str, ok: bool, detail: str) -> None:
         checks.append({"check": name, "passed": bool(ok), "detail": detail})
 
-    _, spec = _spec(path)
-    check("loads as a spec", True, f"ML program, specification version {spec.specificationVersion}")
-    check("input", io_info["input_name"] == INPUT_NAME, f"{io_info['input_name']}: {io_info['input_kind']} {io_info['batch']}x3x{io_info['imgsz'][0]}x{io_info['imgsz'][1]}")
-    out_type = spec.description.output[0].type
-    out_kind = out_type.WhichOneof("Type")
-    check("output", io_info["output_name"] == OUTPUT_NAME and out_kind == "multiArrayType", f"{io_info['output_name']}: {out_kind}")
-    census = op_census(path)
-    check("op census", "conv" in census and census.get("const", 0) > 0, ", ".join(f"{k} {v}" for k, v in sorted(census.items())))
-    if io_info["precision"] == "fp32":
-        try:
-            found = constants(path)
-        except (RuntimeError, ValueError, OSError) as exc:  # a damaged weights blob, as coremltools' reader finds it
-            check("fp32 weights equal the deploy model's", False, f"weights unreadable: {str(exc).splitlines()[0][:120]}")
-            return _static_report(checks)
-        pool = collections.defaultdict(list)  # by size: a Linear may become a 1x1 conv (out, in, 1, 1)
-        for value in found:
-            pool[value.size].append(value.astype(np.float32).ravel())
-        missing, total = [], 0
-        for name, tensor in deploy.state_dict().items():
-            if tensor.numel() <= 1 or not tensor.is_floating_point():
-                continue
-            total += 1
-            want = tensor.detach().float().numpy().ravel()
-            if not any(np.array_equal(c, want) for c in pool.get(want.size, [])):
-                missing.append(name)
-        detail = f"all {total} deploy tensors found bit-exact among {len(found)} program constants"
-        if missing:
-            detail = f"{len(missing)} of {total} deploy tensors not found bit-exact: {', '.join(missing[:4])}"
-        check("fp32 weights equal the deploy model's", not missing, detail)
-    return _static_report(checks)
+    package = _package(path)
+    try:
+        function, _ = mlpackage.main_block(package)
+        check("package", True, f"{len(package.files)} regular files inside it; ML program, specification version "
+              f"{package.spec.specificationVersion}, opset {function.opset}")
+        _io_checks(package, io_info, deploy, check)
+        unknown = _census_check(path, package, check)
+        claimed = io_info["metadata"].get("precision")
+        check("precision", claimed in (None, io_info["precision"]), f"weights {io_info['precision']}; metadata says {claimed}")
+        _weights_check(package, deploy, io_info["precision"], check)
+    finally:
+        package.close()
+    report = _static_report(checks)
+    if not report["passed"] or reference is None or cases is None:
+        return report
+    if unknown:
+        report["verdict"] = f"static only: partialnet's reference interpreter does not know the op(s) {', '.join(unknown)}"
+        return report
+    return _interpret(path, reference, cases, tolerances, io_info["precision"], report)
+
+
+def _interpret(path: Path, reference: nn.Module, cases, tolerances, precision: str, report: dict) -> dict:
+    import time
+
+    from partialnet.runtimes.mil_reference import MilReferenceRunner
+    from partialnet.runtimes.torch_eager import TorchRunner
+    from partialnet.verify import compare
+
+    runner, reference_runner = MilReferenceRunner(path), TorchRunner(reference)
+    started = time.perf_counter()
+    runner.prepare()
+    reference_runner.prepare()
+    try:
+        parity = compare(runner, reference_runner, cases, tolerances, precision)
+    finally:
+        runner.close()
+        reference_runner.close()
+    report.update(parity.to_dict())
+    report.update(
+        executed=True,
+        interpreter_seconds=round(time.perf_counter() - started, 3),
+        passed=parity.passed,
+        verdict=INTERPRETED.replace("this system", sys.platform) if parity.passed else "the ML program's logits (reference interpreter) do not match PyTorch",
+    )
+    return report
 
 
 def _static_report(checks: list[dict]) -> dict:
     passed = all(c["passed"] for c in checks)
-    return {"verdict": "prediction not verifiable on Linux" if passed else "static checks failed", "passed": passed, "checks": checks, "platform": sys.platform}
+    return {
+        "verdict": "static checks passed; prediction not verifiable here" if passed else "static checks failed",
+        "passed": passed, "executed": False, "checks": checks, "platform": sys.platform,
+    }

@@ -97,7 +97,7 @@ def read_io(path: Path) -> dict:
     ov = _openvino()
     path = Path(path)
     check_regular(path, "OpenVINO IR (.xml)", max_bytes=MAX_IR_BYTES)
-    check_regular(path.with_suffix(".bin"), "OpenVINO IR weights (.bin)", max_bytes=MAX_IR_BYTES)
+    check_regular(path.with_suffix(".bin"), "OpenVINO IR weights (.bin)", max_bytes=MAX_IR_BYTES, nofollow=True)  # its own file, not a link
     try:
         model = ov.Core().read_model(str(path))
     except RuntimeError as exc:

@@ -25,12 +25,11 @@ def write_scratch(workdir: Path, name: str, content: bytes, metadata: dict[str, 
 
 def read_metadata(path: Path) -> tuple[dict[str, str], str]:
     """(metadata, precision) from the manifest beside `path`; ({}, "fp32") when there is none."""
-    from partialnet.inputs import read_json
+    from partialnet.inputs import read_beside
 
-    manifest = sidecar(Path(path))
-    if not manifest.is_file():
+    record = read_beside(sidecar(Path(path)), "export manifest")
+    if record is None:
         return {}, "fp32"
-    record = read_json(manifest, "export manifest")
     metadata = record.get("metadata") if isinstance(record, dict) else None
     if not isinstance(metadata, dict):
         return {}, "fp32"

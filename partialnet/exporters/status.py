@@ -37,7 +37,7 @@ def _verify_instead(fmt: Format) -> str:
     if fmt.fallback:
         return "in ONNX Runtime (the prepared ONNX)"
     if hasattr(importlib.import_module(f"partialnet.exporters.{fmt.exporter}"), "verify_static"):
-        return "static checks only"
+        return "static checks + reference interpreter"
     return "no"
 
 

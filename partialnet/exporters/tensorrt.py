@@ -23,7 +23,7 @@ from torch import nn
 from partialnet.errors import BadInput, Unavailable, missing_extra
 from partialnet.exporters import onnx as onnx_exporter
 from partialnet.exporters.options import ExportOptions
-from partialnet.inputs import check_regular, read_json
+from partialnet.inputs import check_regular, read_beside
 from partialnet.outputs import Output
 
 DEFAULT_WORKSPACE_GB = 4.0
@@ -252,9 +252,9 @@ def read_io(path: Path) -> dict:
     path = Path(path)
     check_regular(path, "TensorRT engine", max_bytes=MAX_ENGINE_BYTES)
     record_path = sidecar(path)
-    if not record_path.exists():
+    record = read_beside(record_path, "engine manifest")
+    if record is None:
         raise BadInput(f"{path}: no {record_path.name} beside it; partialnet runs engines it built (with the record of what they were built for)")
-    record = read_json(record_path, "engine manifest")
     if not isinstance(record, dict):
         raise BadInput(f"{record_path}: not a partialnet engine manifest")
     built_for = record.get("built_for") or (record.get("graph") or {}).get("built_for")
