@@ -32,6 +32,7 @@ from partialnet.pipeline import (
     check_parity,
     dataset_accuracy,
     export_folded,
+    export_staged,
     parity_failure,
     source_record,
     static_failure,
@@ -41,6 +42,7 @@ from partialnet.pipeline import (
 )
 from partialnet.preprocess import load_images
 from partialnet.progress import stage
+from partialnet.signals import raise_if_pending
 
 if TYPE_CHECKING:
     from partialnet.verify import ParityReport
@@ -244,6 +246,10 @@ def verify(
     exporter = importlib.import_module(f"partialnet.exporters.{fmt.exporter}")
     io = exporter.read_io(artifact)
     meta = io["metadata"]
+    claimed = meta.get("precision")
+    if claimed is not None and claimed != io["precision"]:
+        raise CheckFailed(f"{artifact}: its metadata says {ascii(claimed)[1:-1][:20]}, but what it holds is {io['precision']}: "
+                          "it is not the artifact it claims to be")
     judging = None
     if io["precision"] == "int8":
         if meta.get("calibration_data") == "digits" or dataset == "digits":
@@ -301,6 +307,44 @@ def train_digits(
     return {"output": str(output), **result.to_dict()}
 
 
+def _export_one_of_all(model, info, folded, fmt, outs, staged, imgsz, batch, images_dir, samples, tolerances, dataset) -> dict:
+    """One format of `export --format all`, exported into its staged files (dropped from the group if it fails)."""
+    options = ExportOptions(imgsz=imgsz, batch=batch, half=fmt.default_precision == "fp16")
+    started = time.perf_counter()
+    row = {"format": fmt.name, "file": None, "why": None}
+    result = None
+    try:
+        result = export_staged(model, info, folded, fmt.name, outs, staged, options, images_dir, samples, tolerances, dataset)
+        unavailable = result["graph"].get("unavailable_short")
+        if unavailable:  # prepared and verified here, finished elsewhere (TensorRT without a GPU)
+            row.update(status="not verifiable here", verdict="exported, not verifiable here", why=unavailable)
+        else:
+            row.update(status="verified", verdict="verified")
+    except Unavailable as exc:
+        row.update(status="skipped", verdict="skipped", why=str(exc)[:300])
+    except (CheckFailed, BadInput) as exc:
+        row.update(status="failed", verdict="failed", why=str(exc)[:300])
+    if result is None:
+        for item in staged:
+            item.drop()
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    if result:
+        parity = result["parity"]
+        if "checks" in parity and parity.get("executed"):  # Core ML off macOS: its program run by the reference interpreter
+            row.update(verdict="verified (reference interpreter)", why=f"{parity['verdict']} ({parity.get('why')})")
+        elif "checks" in parity:  # static checks only
+            row.update(status="not verifiable here", verdict="exported, not verifiable here", why=f"{parity['verdict']} ({parity.get('why')})")
+        row.update(file=result["output"], bytes=result["bytes"], precision=result["metadata"]["precision"])
+        cases = parity.get("cases") or []
+        if cases:
+            row["max_abs"] = max(c["max_abs"] for c in cases)
+            row["top1_agreement"] = min(c["top1_agreement"] for c in cases)
+        if parity.get("accuracy"):
+            row["digits_top1"] = parity["accuracy"]["artifact_top1"]
+            row["reference_top1"] = parity["accuracy"]["reference_top1"]
+    return row
+
+
 def export_all(
     source: str,
     output_dir: str | Path | None = None,
@@ -334,7 +378,8 @@ def export_all(
             continue
         base = Path(output_dir) / Path(default_output(source, fmt.suffix)).name if output_dir else default_output(source, fmt.suffix)
         plan.append((fmt, base))
-    outputs = [o for fmt, base in plan for o in artifact_outputs(base, fmt.name)]
+    planned = [(fmt, artifact_outputs(base, fmt.name)) for fmt, base in plan]
+    outputs = [o for _, outs in planned for o in outs]
     check_outputs(outputs, inputs, force)  # every file of every format, before the load
     if images_dir:
         load_images(Path(images_dir), imgsz, limit=1)
@@ -342,36 +387,14 @@ def export_all(
     dataset = dataset or info.dataset
     _check_dataset_model(dataset, info)
     folded = _fold(model, imgsz)
-    for fmt, base in plan:
-        options = ExportOptions(imgsz=imgsz, batch=batch, half=fmt.default_precision == "fp16")
-        started = time.perf_counter()
-        row = {"format": fmt.name, "file": None, "why": None}
-        try:
-            result = export_folded(model, info, folded, fmt.name, base, options, images_dir, samples, tolerances, force, inputs, dataset)
-            row.update(status="verified", verdict="verified")
-        except Unavailable as exc:
-            result = exc.details if exc.details and "manifest_path" in exc.details else None
-            why = (result or {}).get("graph", {}).get("unavailable_short") or str(exc)
-            row.update(status="not verifiable here" if result else "skipped", verdict="exported, not verifiable here" if result else "skipped", why=why)
-        except CheckFailed as exc:
-            result = None
-            row.update(status="failed", verdict="failed", why=str(exc)[:300])
-        row["seconds"] = round(time.perf_counter() - started, 1)
-        if result:
-            parity = result["parity"]
-            if "checks" in parity and parity.get("executed"):  # Core ML off macOS: its program run by the reference interpreter
-                row.update(verdict="verified (reference interpreter)", why=f"{parity['verdict']} ({parity.get('why')})")
-            elif "checks" in parity:  # static checks only
-                row.update(status="not verifiable here", verdict="exported, not verifiable here", why=f"{parity['verdict']} ({parity.get('why')})")
-            row.update(file=result["output"], bytes=result["bytes"], precision=result["metadata"]["precision"])
-            cases = parity.get("cases") or []
-            if cases:
-                row["max_abs"] = max(c["max_abs"] for c in cases)
-                row["top1_agreement"] = min(c["top1_agreement"] for c in cases)
-            if parity.get("accuracy"):
-                row["digits_top1"] = parity["accuracy"]["artifact_top1"]
-                row["reference_top1"] = parity["accuracy"]["reference_top1"]
-        rows.append(row)
+    # One group: what was verified is published together at the end, or nothing is (Ctrl-C, SIGTERM, a crash);
+    # a format that failed or could not be made is left out of the group.
+    with atomic_outputs(outputs, force, inputs) as staged:
+        position = 0
+        for fmt, outs in planned:
+            mine, position = staged[position : position + len(outs)], position + len(outs)
+            rows.append(_export_one_of_all(model, info, folded, fmt, outs, mine, imgsz, batch, images_dir, samples, tolerances, dataset))
+            raise_if_pending()
     order = {name: i for i, name in enumerate(FORMATS)}
     rows.sort(key=lambda r: order[r["format"]])
     return {

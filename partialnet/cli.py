@@ -38,8 +38,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 # Piped output (CI logs, `| tee`) gets room for whole tables instead of rich's 80-column default.
-out = Console(highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+out = render.InertConsole(highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = render.InertConsole(stderr=True, highlight=False, markup=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 ImgszOption = Annotated[
     Optional[str],

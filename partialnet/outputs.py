@@ -23,7 +23,6 @@ import errno
 import json
 import math
 import os
-import shutil
 import stat
 import tempfile
 import unicodedata
@@ -158,6 +157,10 @@ class Staged:
     file: BinaryIO | None = None
     private_dir: Path | None = None
     _ident: tuple | None = field(default=None, repr=False)
+    dropped: bool = False  # left out of the group's publication (a format of `export --format all` that failed)
+
+    def drop(self) -> None:
+        self.dropped = True
 
     def write_bytes(self, data: bytes) -> None:
         self.file.write(data)
@@ -186,11 +189,57 @@ def _stage(out: Output) -> Staged:
     return Staged(out, Path(name), file=os.fdopen(fd, "w+b"), _ident=(st.st_dev, st.st_ino))
 
 
+def remove_tree(root: Path) -> None:
+    """Remove a folder we own, however deep (shutil.rmtree recurses: a 1,200-deep tree raises RecursionError),
+    never following a link: one directory descriptor open at a time, names relative to it."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(root, flags)
+    except OSError:
+        return
+    names: list[str] = []  # the path from root down to fd's folder
+    try:
+        while True:
+            child = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        child = entry.name
+                        break
+                    try:
+                        os.unlink(entry.name, dir_fd=fd)
+                    except OSError:
+                        pass
+            if child is not None:
+                try:
+                    inner = os.open(child, flags, dir_fd=fd)
+                except OSError:
+                    return  # cannot go on safely: leave the rest rather than follow something else
+                os.close(fd)
+                fd, names = inner, [*names, child]
+                continue
+            if not names:
+                break
+            parent = os.open("..", flags, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            try:
+                os.rmdir(names.pop(), dir_fd=fd)
+            except OSError:
+                return
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(root)
+    except OSError:
+        pass
+
+
 def _discard(staged: Staged) -> None:
     if staged.file is not None and not staged.file.closed:
         staged.file.close()
     if staged.private_dir is not None:
-        shutil.rmtree(staged.private_dir, ignore_errors=True)
+        remove_tree(staged.private_dir)
     elif staged.file is not None:
         try:
             if _lidentity(staged.path) == staged._ident:
@@ -286,6 +335,27 @@ def _check_written(staged: Staged) -> None:
         _finish_file(staged)
     elif not os.path.lexists(staged.path) or os.path.islink(staged.path):
         raise RuntimeError(f"internal: {staged.path} was not written")
+    else:
+        _finish_tree(staged.path)
+
+
+def _finish_tree(root: Path) -> None:
+    """A directory artifact as the umask says, like every single file (a library writes some of its files
+    0600 inside the private 0700 staging folder); it holds folders and regular files only."""
+    umask = os.umask(0)
+    os.umask(umask)
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        os.chmod(folder, 0o777 & ~umask)
+        for entry in os.scandir(folder):
+            mode = entry.stat(follow_symlinks=False).st_mode
+            if stat.S_ISDIR(mode):
+                stack.append(Path(entry.path))
+            elif stat.S_ISREG(mode):
+                os.chmod(entry.path, 0o666 & ~umask)
+            else:
+                raise RuntimeError(f"internal: {entry.path} in a directory artifact is not a folder or a regular file")
 
 
 def _os_error(exc: OSError, what: Path) -> Exception:
@@ -318,10 +388,11 @@ def atomic_outputs(
         from partialnet.signals import raise_if_pending
 
         raise_if_pending()  # a stop request that a library swallowed still stops before anything is published
-        for s in staged:
+        kept = [s for s in staged if not s.dropped]
+        for s in kept:
             current = s.output.path
             _check_written(s)
-        for s in staged:
+        for s in kept:
             current = s.output.path
             (_publish_replace if force else _publish_noreplace)(s)
             published.append(s)

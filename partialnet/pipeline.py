@@ -208,6 +208,30 @@ def export_folded(
     if not out.name.endswith(fmt.suffix):
         raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
     outputs = artifact_outputs(out, fmt.name)
+    with atomic_outputs(outputs, force, inputs) as staged:
+        result = export_staged(model, info, folded, fmt.name, outputs, staged, options, images_dir, samples, tolerances, dataset, enforce)
+    if result["graph"].get("unavailable"):
+        raise Unavailable(result["graph"]["unavailable"], details=result)
+    return result
+
+
+def export_staged(
+    model: nn.Module,
+    info: CheckpointInfo,
+    folded: tuple[nn.Module, FoldReport],
+    format: str,
+    outputs: list[Output],
+    staged: list,
+    options: ExportOptions,
+    images_dir: str | Path | None = None,
+    samples: int = 8,
+    tolerances: dict | None = None,
+    dataset: str | None = None,
+    enforce: bool = True,
+) -> dict:
+    """Export into `staged` (the artifact's files, its manifest last), verify, write the manifest; publishing
+    is the caller's (one format: export_folded; every format together: api.export_all)."""
+    fmt = get_format(format)
     manifest_path = outputs[-1].path
     deploy, report = folded
     metadata = artifact_metadata(info, report, options, options.precision)
@@ -217,7 +241,7 @@ def export_folded(
         with stage("calibration data", "held-out images to judge INT8 on"):
             judging = judging_images(options.data, options.imgsz, options.calib_size)
     started = time.perf_counter()
-    with atomic_outputs(outputs, force, inputs) as staged, tempfile.TemporaryDirectory(prefix="partialnet-export-") as work:
+    with tempfile.TemporaryDirectory(prefix="partialnet-export-") as work:
         *staged_files, staged_manifest = staged
         with stage("export", fmt.name):
             stats = exporter.export(deploy, staged_files, options, metadata, Path(work))
@@ -263,10 +287,7 @@ def export_folded(
             "versions": versions(),
         }
         staged_manifest.write_json(manifest)
-    result = {"output": str(outputs[0].path), "manifest_path": str(manifest_path), **manifest}
-    if stats.get("unavailable"):
-        raise Unavailable(stats["unavailable"], details=result)
-    return result
+    return {"output": str(outputs[0].path), "manifest_path": str(manifest_path), **manifest}
 
 
 def static_verification(

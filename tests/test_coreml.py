@@ -198,7 +198,7 @@ def test_metadata_that_lies_about_the_precision_fails(packages, tmp_path, cli):
     model.description.metadata.userDefined["precision"] = "fp32"
     _save(copy, model)
     result = cli("verify", copy, "--ref", "partialnet_t0")
-    assert result.code == 1 and "precision: weights fp16; metadata says fp32" in result.err
+    assert result.code == 1 and "its metadata says fp32, but what it holds is fp16" in result.err
 
 
 def _replace(copy, rel: str, how: str) -> None:

@@ -106,3 +106,39 @@ def test_a_sidecar_that_is_not_a_plain_json_file_is_refused(pte, digits_ckpt, tm
         result = cli(*command)
         assert result.code == 2, (command, result.err)
         assert "t0.pte.json" in result.err and what in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("header", [None, b"ET12", b"ET\xf1\xf2"])
+def test_a_damaged_program_never_takes_the_process_down(header, tmp_path):
+    """Random bytes (with our file identifier, or one that makes the runtime's error text invalid UTF-8 and
+    aborted the process): one error line, exit 2, in verify and bench."""
+    import os
+    import subprocess
+    import sys
+
+    data = bytearray(os.urandom(1000))
+    if header:
+        data[4:8] = header
+    path = tmp_path / "r.pte"
+    path.write_bytes(bytes(data))
+    for command in (["verify", str(path), "--ref", "partialnet_t0"], ["bench", str(path), "--protocol", "quick"]):
+        done = subprocess.run([sys.executable, "-m", "partialnet", *command], capture_output=True, text=True, timeout=300)
+        lines = [line for line in done.stderr.strip().splitlines() if not line.lstrip().startswith(("- ", "preparing "))]
+        assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {path}: "), (command, done.stderr)
+
+
+def test_a_pte_manifest_cannot_make_it_fp16(pte, digits_ckpt, tmp_path, cli):
+    import shutil
+
+    out, _ = pte
+    copy = tmp_path / "t0.pte"
+    shutil.copy(out, copy)
+    manifest = json.loads(out.with_name("t0.pte.json").read_text())
+    manifest["metadata"]["precision"] = "fp16"
+    (tmp_path / "t0.pte.json").write_text(json.dumps(manifest))
+    result = cli("verify", copy, "--ref", digits_ckpt)
+    assert result.code == 2 and "ExecuTorch programs from partialnet are fp32 or int8" in result.err
+    manifest["metadata"]["precision"] = "int8"  # looser gates for an fp32 program: judged by its bytes per weight
+    (tmp_path / "t0.pte.json").write_text(json.dumps(manifest))
+    result = cli("verify", copy, "--ref", digits_ckpt)
+    assert result.code == 1 and "its metadata says int8, but what it holds is fp32" in result.err

@@ -85,7 +85,7 @@ def test_publish_writes_the_docs_and_the_readme_block_from_real_results(tmp_path
     summary.write_text(json.dumps({"steps": [{"name": "bench_fp32", "what": "w", "status": "ok", "code": 0, "seconds": 1.0, "why": ""}],
                                    "machine": {"python": "3.x", "torch": torch.__version__}, "created_utc": "now", "seconds": 2}))
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- figures:gpu -->\nold\n<!-- /figures:gpu -->\nend\n")
+    readme.write_text("intro\n<!-- gpu-check -->\nold\n<!-- /gpu-check -->\nend\n")
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         import gpu_check
@@ -98,5 +98,5 @@ def test_publish_writes_the_docs_and_the_readme_block_from_real_results(tmp_path
     assert "| partialnet_t0 | pytorch | fp32, NCHW | 1 |" in text
     assert (tmp_path / "docs" / "gpu" / "bench_fp32.json").is_file()
     block = readme.read_text()
-    assert block.startswith("intro\n<!-- figures:gpu -->\n") and block.endswith("<!-- /figures:gpu -->\nend\n") and "old" not in block
+    assert block.startswith("intro\n<!-- gpu-check -->\n") and block.endswith("<!-- /gpu-check -->\nend\n") and "old" not in block
     assert "[docs/gpu.md](docs/gpu.md)" in block and "| claim | size | precision |" in block

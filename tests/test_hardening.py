@@ -597,3 +597,122 @@ def test_a_strangers_sidecar_manifest_never_crashes_read_io(manifest, tmp_path):
     sidecar(artifact).write_text(manifest)
     metadata, precision = read_metadata(artifact)
     assert isinstance(metadata, dict) and isinstance(precision, str)
+
+
+# ---------------------------------------------------------------- the new formats' artifacts (multi-file, folders)
+
+
+def test_sigterm_during_format_all_publishes_nothing_and_leaves_nothing(tmp_path):
+    """`export --format all` publishes its formats together at the end: a stop after some were made leaves none."""
+    out = tmp_path / "all"
+    proc = subprocess.Popen([*PYTHON_CLI, "export", "partialnet_t0", "--format", "all", "--imgsz", "64", "-o", str(out), "--samples", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    # every format is staged at once; wait until the first format's files were written and verified
+    while proc.poll() is None and time.monotonic() < deadline:
+        staged = [p for p in out.glob(".*.partial")] if out.is_dir() else []
+        if any(p.name.endswith(".onnx.json.partial") or ".onnx.json." in p.name for p in staged) and any(
+                p.stat().st_size > 0 for p in staged if ".onnx.json." in p.name):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the export finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "nothing published" in err.strip().splitlines()[-1], err
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_force_over_a_deep_package_folder_replaces_it_and_leaves_nothing(tmp_path, cli):
+    pytest.importorskip("coremltools")
+    out = tmp_path / "m.mlpackage"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1200):  # os.makedirs recurses: build it one level at a time
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    os.close(fd)
+    result = cli("export", "partialnet_t0", "-f", "coreml", "--imgsz", "64", "-o", out, "--samples", "2", "--force")
+    assert result.code == 0, result.err
+    assert (out / "Manifest.json").is_file() and not (out / "d").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage", "m.mlpackage.json"]
+
+
+def test_a_published_package_follows_the_umask_like_its_manifest(tmp_path, cli):
+    pytest.importorskip("coremltools")
+    previous = os.umask(0o022)
+    try:
+        result = cli("export", "partialnet_t0", "-f", "coreml", "--imgsz", "64", "-o", tmp_path / "m.mlpackage", "--samples", "2")
+    finally:
+        os.umask(previous)
+    assert result.code == 0, result.err
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in tmp_path.rglob("*")}
+    assert modes["m.mlpackage.json"] == 0o644
+    assert {m for name, m in modes.items() if (tmp_path / name).is_dir()} == {0o755}
+    assert {m for name, m in modes.items() if (tmp_path / name).is_file()} == {0o644}
+
+
+def test_result_files_are_printed_inert(tmp_path, cli):
+    """A stranger's result whose CPU name and row label hold escape sequences and newlines: shown, never acted on."""
+    base = {
+        "schema": "partialnet.bench/1", "protocol": {"name": "quick"}, "settings": {"device": "cpu"},
+        "machine": {"id": "m1", "cpu": {"model": "EVIL\x1b[2J\x1b[31mCPU\nerror: forged", "logical_cores": 2, "flags": []}, "gpus": []},
+        "rows": [{"model": "t0\x1b]0;owned\x07\nerror: forged row", "runtime": "pytorch", "precision": "fp32", "batch": 1, "threads": 1,
+                  "status": "ok", "samples_s": [0.01, 0.011, 0.012] * 10}],
+    }
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(base))
+    for command in (["report", path], ["compare", path, path]):
+        result = cli(*command)
+        shown = result.out + result.err
+        assert "\x1b" not in shown and "\x07" not in shown, command
+        assert not any(line.startswith("error: forged") for line in shown.splitlines()), command
+        assert "\\x1b" in shown, command
+
+
+def test_compare_refuses_a_row_measured_twice(tmp_path, cli):
+    row = {"model": "t0", "runtime": "pytorch", "precision": "fp32", "batch": 1, "threads": 1, "status": "ok"}
+    machine = {"id": "m1", "cpu": {"model": "cpu", "logical_cores": 2, "flags": []}, "gpus": []}
+    head = {"schema": "partialnet.bench/1", "protocol": {"name": "quick"}, "settings": {"device": "cpu"}, "machine": machine}
+    base = {**head, "rows": [{**row, "samples_s": [0.010] * 30}]}
+    cand = {**head, "rows": [{**row, "samples_s": [0.030] * 30}, {**row, "samples_s": [0.010] * 30}]}
+    (tmp_path / "b.json").write_text(json.dumps(base))
+    (tmp_path / "c.json").write_text(json.dumps(cand))
+    result = cli("compare", tmp_path / "b.json", tmp_path / "c.json")
+    assert result.code == 2 and "holds the row t0 / pytorch / fp32 / 1 / 1 twice" in result.err
+
+
+@pytest.mark.parametrize("samples", [[1e-300] * 20, [5e-324] * 20, [1e300] * 20])
+def test_extreme_finite_samples_are_refused_not_divided(samples, tmp_path, cli):
+    row = {"model": "t0", "runtime": "pytorch", "precision": "fp32", "batch": 1, "threads": 1, "status": "ok", "samples_s": samples}
+    data = {"schema": "partialnet.bench/1", "protocol": {"name": "quick"}, "settings": {"device": "cpu"},
+            "machine": {"id": "m1", "cpu": {"model": "cpu", "logical_cores": 2, "flags": []}, "gpus": []}, "rows": [row]}
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    for command in (["report", tmp_path / "r.json"], ["compare", tmp_path / "r.json", tmp_path / "r.json"]):
+        result = cli(*command)
+        assert result.code == 2 and "samples_s must be positive finite numbers of seconds, from" in result.err, (command, result.err)
+
+
+def test_giant_integers_in_result_files_are_bad_input(tmp_path, cli):
+    (tmp_path / "r.json").write_text('{"schema": "partialnet.bench/1", "rows": [], "n": ' + "9" * 5000 + "}")
+    for command in (["report", tmp_path / "r.json"], ["compare", tmp_path / "r.json", tmp_path / "r.json"]):
+        result = cli(*command)
+        assert result.code == 2 and "Traceback" not in result.err, (command, result.err)
+
+
+@pytest.mark.parametrize("manifest, fragment", [
+    ({"metadata": {"imgsz": "sixty,four"}, "built_for": {"input_shape": [1, 3, 64, 64]}}, "is not H,W"),
+    ({"metadata": {"imgsz": "64,64"}, "built_for": {"input_shape": "1x3x64x64"}}, "neither 'dynamic' nor four"),
+    ({"metadata": {"imgsz": "64,64"}, "built_for": {"input_shape": [1, 3, None, 64]}}, "neither 'dynamic' nor four"),
+    ({"metadata": {"imgsz": "64,64"}, "built_for": {"input_shape": [1, 3, 64, 64], "precision": ["fp32"]}}, "is not fp32, fp16 or int8"),
+    ({"metadata": {}, "graph": ["not", "a", "map"]}, "no built_for record"),
+])
+def test_a_strangers_engine_manifest_is_bad_input(manifest, fragment, tmp_path, cli):
+    (tmp_path / "m.engine").write_bytes(b"\0" * 4096)
+    (tmp_path / "m.engine.json").write_text(json.dumps(manifest))
+    for command in (["verify", tmp_path / "m.engine", "--ref", "partialnet_t0"], ["bench", tmp_path / "m.engine", "--protocol", "quick"]):
+        result = cli(*command)
+        assert result.code == 2 and fragment in result.err and "Traceback" not in result.err, (command, result.err)

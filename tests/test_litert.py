@@ -29,6 +29,13 @@ def test_tflite_fp32_and_fp16_are_verified_in_the_interpreter(digits_ckpt, tmp_p
     assert bench.code == 0, bench.err
     row = json.loads(result_path.read_text())["rows"][0]
     assert row["status"] == "ok" and row["runtime"] == "litert" and row["threads"] == 1 and row["format"] == "litert"
+    # the precision judged is the file's own: a manifest that says fp16 beside fp32 weights is caught, not obeyed
+    sidecar = tmp_path / "fp32.tflite.json"
+    manifest = json.loads(sidecar.read_text())
+    manifest["metadata"]["precision"] = "fp16"
+    sidecar.write_text(json.dumps(manifest))
+    lie = cli("verify", tmp_path / "fp32.tflite", "--ref", digits_ckpt)
+    assert lie.code == 1 and "its metadata says fp16, but what it holds is fp32" in lie.err
 
 
 def test_tflite_int8_is_full_integer_calibrated_and_judged_on_digits(digits_ckpt, tmp_path, cli):

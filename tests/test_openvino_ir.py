@@ -97,3 +97,44 @@ def test_an_ir_whose_weights_are_not_its_own_regular_file_is_refused(ir, tmp_pat
         result = cli(*command)
         assert result.code == 2, (command, result.err)
         assert f"t0.bin: {what}" in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("edit, code, fragment", [
+    (lambda xml: xml.replace('<precision value="fp32" />', '<precision value="fp16" />'), 1, "its metadata says fp16, but what it holds is fp32"),
+    (lambda xml: __import__("re").sub(r"<partialnet>.*?</partialnet>", '<partialnet value="plain" />', xml, flags=__import__("re").S), 2,
+     "its rt_info 'partialnet' section is not a map of strings"),
+])
+def test_an_ir_whose_metadata_is_wrong_is_caught(ir, tmp_path, cli, edit, code, fragment):
+    import shutil
+
+    copy = tmp_path / "t0.xml"
+    copy.write_text(edit(ir.read_text()))
+    shutil.copy(ir.with_suffix(".bin"), tmp_path / "t0.bin")
+    result = cli("verify", copy, "--ref", "partialnet_t0", "--samples", "2")
+    assert result.code == code and fragment in result.err and "Traceback" not in result.err
+
+
+def test_a_file_that_is_not_ir_is_refused_without_library_noise(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "r.xml").write_bytes(os.urandom(3000))
+    (tmp_path / "r.bin").write_bytes(os.urandom(3000))
+    done = subprocess.run([sys.executable, "-m", "partialnet", "verify", str(tmp_path / "r.xml"), "--ref", "partialnet_t0"],
+                          capture_output=True, text=True, timeout=300)
+    lines = [line for line in done.stderr.strip().splitlines() if not line.lstrip().startswith("- ")]
+    assert done.returncode == 2 and lines == [f"error: {tmp_path / 'r.xml'}: not a readable OpenVINO IR"], done.stderr
+
+
+def test_a_padded_ir_is_refused_before_it_is_parsed(ir, tmp_path, cli):
+    """An .xml padded to 1.9 GB (sparse: no disk used) is refused by its size, not parsed into gigabytes."""
+    import shutil
+
+    copy = tmp_path / "t0.xml"
+    shutil.copy(ir, copy)
+    shutil.copy(ir.with_suffix(".bin"), tmp_path / "t0.bin")
+    with copy.open("r+b") as f:
+        f.truncate(1_900_000_000)
+    result = cli("verify", copy, "--ref", "partialnet_t0")
+    assert result.code == 2 and "more than the 67,108,864-byte limit for a OpenVINO IR (.xml)" in result.err

@@ -58,3 +58,11 @@ def test_every_readme_figure_block_is_generated_by_the_script():
     for name in opened:
         body = readme.split(f"<!-- figures:{name} -->")[1].split(f"<!-- /figures:{name} -->")[0]
         assert body.strip().startswith("Measured on "), name  # the CPU, ISA and date come first
+
+
+def test_the_gpu_block_comes_from_a_gpu_check_run_naming_its_gpu():
+    """The README's GPU figures are written by `scripts/gpu_check.py --publish` from a lent GPU's results."""
+    readme = (ROOT / "README.md").read_text()
+    body = readme.split("<!-- gpu-check -->")[1].split("<!-- /gpu-check -->")[0]
+    assert body.strip().startswith("partialnet on NVIDIA ") and "[docs/gpu.md](docs/gpu.md)" in body
+    assert (ROOT / "docs" / "gpu.md").read_text().startswith("# partialnet on NVIDIA ")

@@ -243,6 +243,19 @@ def _trivial(key: tuple, b: list, alpha: float, max_slowdown: float) -> RowVerdi
     return RowVerdict(key, **v)
 
 
+def _rows_by_key(result: dict, side: str) -> dict[tuple, dict]:
+    """Measured rows by their key; a key measured twice is refused, never merged: which one would be judged?"""
+    rows: dict[tuple, dict] = {}
+    for row in result["rows"]:
+        if row["status"] != "ok":
+            continue
+        key = row_key(row)
+        if key in rows:
+            raise BadInput(f"the {side} holds the row {' / '.join(map(str, key))} twice; a result for the gate measures each row once")
+        rows[key] = row
+    return rows
+
+
 def compare_results(
     baseline: dict,
     candidate: dict,
@@ -254,8 +267,8 @@ def compare_results(
 ) -> dict:
     check_gate(alpha, max_slowdown, noise)
     same_machine = _check_machines(baseline, candidate, allow_different_machines)
-    base_rows = {row_key(r): r for r in baseline["rows"] if r["status"] == "ok"}
-    cand_rows = {row_key(r): r for r in candidate["rows"] if r["status"] == "ok"}
+    base_rows = _rows_by_key(baseline, "baseline")
+    cand_rows = _rows_by_key(candidate, "candidate")
     same = same_input_reason(baseline, candidate, base_rows, cand_rows, same_file)
     verdicts = []
     for key in [k for k in cand_rows if k in base_rows]:

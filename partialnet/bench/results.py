@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 from partialnet.bench.run import SCHEMA
@@ -132,18 +133,42 @@ def _plot(result: dict, staged) -> None:
 
 MAX_RESULT_BYTES = 256 << 20  # a full matrix of 100,000-sample rows is tens of MB
 MAX_SAMPLES_PER_ROW = 200_000  # twice the longest protocol's cap
+# What one timed call can take: a nanosecond to a day. Beyond these, medians and their ratios stop being
+# numbers (a subnormal median divides to infinity) and no real measurement lands there.
+MIN_SAMPLE_S, MAX_SAMPLE_S = 1e-9, 86_400.0
 
 
 def _strict_json(text: str, path: Path):
+    """A result file's JSON, strict, with every string made inert: a CPU name or row label holding a newline
+    or an escape sequence would otherwise forge lines ("error: ...") or rewrite the terminal that shows it."""
     def refuse_constant(name: str):
         raise BadInput(f"{path}: holds {name}, which is not JSON (a result never contains it)")
 
     try:
-        return json.loads(text, parse_constant=refuse_constant)
+        data = json.loads(text, parse_constant=refuse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: not JSON ({exc})") from None
     except RecursionError:
         raise BadInput(f"{path}: nested too deeply to be a bench result") from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise BadInput(f"{path}: not a result file ({str(exc).splitlines()[0][:100]})") from None
+    try:
+        return _inert_strings(data)
+    except RecursionError:
+        raise BadInput(f"{path}: nested too deeply to be a bench result") from None
+
+
+def _inert_strings(value):
+    if isinstance(value, str):
+        return _INERT.sub(lambda m: ascii(m.group())[1:-1], value)
+    if isinstance(value, list):
+        return [_inert_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {_inert_strings(k): _inert_strings(v) for k, v in value.items()}
+    return value
+
+
+_INERT = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # newlines too: no line is forged
 
 
 def _check_row(row, i: int, path: Path) -> None:
@@ -170,8 +195,8 @@ def check_samples(samples, where: str) -> list[float]:
         raise BadInput(f"{where} has no raw samples")
     if len(samples) > MAX_SAMPLES_PER_ROW:
         raise BadInput(f"{where} holds {len(samples):,} samples, over the {MAX_SAMPLES_PER_ROW:,} limit")
-    if not all(type(x) in (int, float) and math.isfinite(x) and x > 0 for x in samples):
-        raise BadInput(f"{where}: samples_s must be positive finite numbers of seconds")
+    if not all(type(x) in (int, float) and math.isfinite(x) and MIN_SAMPLE_S <= x <= MAX_SAMPLE_S for x in samples):
+        raise BadInput(f"{where}: samples_s must be positive finite numbers of seconds, from {MIN_SAMPLE_S:g} to {MAX_SAMPLE_S:g}")
     return [float(x) for x in samples]
 
 

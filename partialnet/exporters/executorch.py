@@ -23,7 +23,6 @@ from partialnet.errors import BadInput, missing_extra
 from partialnet.exporters.quiet import library_quiet as quiet
 from partialnet.exporters.options import ExportOptions
 from partialnet.exporters.sidecar import read_metadata, write_scratch
-from partialnet.inputs import check_regular
 
 MAX_PTE_BYTES = 2 << 30
 MAC_OPS = ("convolution", "addmm", "mm", "bmm", "linear")
@@ -180,23 +179,86 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
     return stats
 
 
-def read_io(path: Path) -> dict:
-    """Shapes from the program's own method metadata; partialnet metadata from the manifest beside it."""
-    _require()
-    path = Path(path)
-    check_regular(path, "ExecuTorch program (.pte)", max_bytes=MAX_PTE_BYTES)
-    with quiet():
-        from executorch.runtime import Runtime
+# Loading a damaged program can abort the whole process: the runtime's error text carries the file's bytes,
+# and when they are not UTF-8 pybind11 throws inside its own error handling (std::terminate, exit -6). So a
+# program is first loaded in a child process, from the very bytes this process then loads.
+PROBE = """
+import json, sys
+from executorch.runtime import Runtime
+data = sys.stdin.buffer.read()
+try:
+    method = Runtime.get().load_program(data).load_method("forward")
+except Exception as exc:
+    sys.stderr.write(ascii(str(exc) or type(exc).__name__)[1:-1][:300] + "\\n")
+    sys.exit(2)
+meta = method.metadata
+sizes = [int(s) for s in meta.input_tensor_meta(0).sizes()] if meta.num_inputs() else []
+print(json.dumps({"inputs": meta.num_inputs(), "sizes": sizes}))
+"""
+PROBE_TIMEOUT_S = 120
 
-        try:
-            method = Runtime.get().load_program(str(path)).load_method("forward")
-        except Exception as exc:  # the runtime raises RuntimeError/ValueError for damaged programs
-            raise BadInput(f"{path}: not a loadable ExecuTorch program ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
-    meta = method.metadata
-    if meta.num_inputs() != 1:
-        raise BadInput(f"{path}: expected one input, found {meta.num_inputs()}")
-    sizes = list(meta.input_tensor_meta(0).sizes())
-    if len(sizes) != 4 or sizes[1] != 3:
+
+def checked_program(path: Path) -> tuple[bytes, dict]:
+    """The program's bytes, read once, and what a child process that loaded them found (inputs, input sizes)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from partialnet.inputs import open_regular
+
+    _require()
+    with open_regular(path, "ExecuTorch program (.pte)", MAX_PTE_BYTES, min_bytes=8) as f:
+        data = f.read(MAX_PTE_BYTES + 1)
+    if data[4:6] != b"ET":  # the flatbuffer's file identifier (ET12 today)
+        raise BadInput(f"{path}: not an ExecuTorch program (no ET file identifier at byte 4)")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    try:
+        done = subprocess.run([sys.executable, "-c", PROBE], input=data, capture_output=True, timeout=PROBE_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        raise BadInput(f"{path}: the ExecuTorch runtime did not finish loading it in {PROBE_TIMEOUT_S} s") from None
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name if -done.returncode in signal.valid_signals() else str(-done.returncode)
+        raise BadInput(f"{path}: the ExecuTorch runtime aborts loading it ({name}); not a loadable program")
+    if done.returncode != 0:
+        last = (done.stderr.decode("ascii", "replace").strip().splitlines() or ["no reason given"])[-1]
+        raise BadInput(f"{path}: not a loadable ExecuTorch program ({last[:200]})")
+    try:
+        info = json.loads(done.stdout.decode("ascii").strip().splitlines()[-1])
+    except (ValueError, IndexError, UnicodeDecodeError):
+        raise BadInput(f"{path}: the ExecuTorch runtime gave no description of it") from None
+    return data, info
+
+
+def read_io(path: Path, info: dict | None = None) -> dict:
+    """Shapes from the program's own method metadata (`info`, from checked_program); partialnet metadata from the
+    manifest beside it."""
+    path = Path(path)
+    if info is None:
+        _, info = checked_program(path)
+    if info.get("inputs") != 1:
+        raise BadInput(f"{path}: expected one input, found {info.get('inputs')}")
+    sizes = info.get("sizes")
+    if not isinstance(sizes, list) or len(sizes) != 4 or sizes[1] != 3 or not all(isinstance(d, int) and 0 < d <= 1 << 16 for d in sizes):
         raise BadInput(f"{path}: input shape {sizes} is not (batch, 3, H, W)")
-    metadata, precision = read_metadata(path)
-    return {"batch": int(sizes[0]), "dynamic": False, "imgsz": (int(sizes[2]), int(sizes[3])), "precision": precision, "metadata": metadata}
+    metadata, claimed = read_metadata(path)
+    return {"batch": sizes[0], "dynamic": False, "imgsz": (sizes[2], sizes[3]), "precision": _precision(path, claimed, metadata),
+            "metadata": metadata}
+
+
+def _precision(path: Path, claimed: str, metadata: dict) -> str:
+    """The program's precision: partialnet writes fp32 and INT8 programs, told apart by the bytes per weight
+    (4 or 1; the manifest's word is taken only where the model's size is unknown)."""
+    from partialnet.models.registry import VARIANTS
+
+    if claimed not in ("fp32", "int8"):
+        raise BadInput(f"{path}: its manifest says {ascii(claimed)[:40]}; ExecuTorch programs from partialnet are fp32 or int8")
+    variant = VARIANTS.get(metadata.get("variant", ""))
+    if variant is None:
+        return claimed
+    from partialnet.models.table import variant_row
+
+    params = variant_row(variant, (224, 224))["params"]
+    size = path.stat().st_size
+    return "fp32" if size > 2.5 * params else "int8"

@@ -163,11 +163,25 @@ def read_io(path: Path) -> dict:
     dims = [int(d) for d in inputs[0]["shape"]]
     if len(dims) != 4 or dims[1] != 3:
         raise BadInput(f"{path}: input shape {dims} is not (batch, 3, H, W)")
-    metadata, precision = read_metadata(path)
+    metadata, _ = read_metadata(path)
     return {
         "batch": dims[0],
         "dynamic": False,
         "imgsz": (dims[2], dims[3]),
-        "precision": precision,
+        "precision": tensor_precision(interpreter),  # the model's own tensors, not the manifest's word
         "metadata": metadata,
     }
+
+
+def tensor_precision(interpreter) -> str:
+    """int8 where weights are quantized int8 tensors, fp16 where they are stored as float16 (dequantized
+    at load), fp32 otherwise: what the file holds, whatever its manifest says."""
+    import numpy as np
+
+    with native_quiet():
+        kinds = {np.dtype(t["dtype"]) for t in interpreter.get_tensor_details() if len(t.get("shape", ())) >= 2}
+    if np.dtype(np.int8) in kinds:
+        return "int8"
+    if np.dtype(np.float16) in kinds:
+        return "fp16"
+    return "fp32"

@@ -17,12 +17,14 @@ from torch import nn
 from partialnet.errors import BadInput
 from partialnet.exporters.onnx import calibration_feeds, quiet
 from partialnet.exporters.options import ExportOptions
+from partialnet.exporters.quiet import native_quiet
 from partialnet.inputs import check_regular
 from partialnet.limits import check_input_shape
 from partialnet.runtimes.openvino import _openvino
 
 RT_SECTION = "partialnet"
-MAX_IR_BYTES = 2 << 30
+MAX_IR_BYTES = 2 << 30  # the .bin: the weights
+MAX_IR_XML_BYTES = 64 << 20  # the .xml describes the graph (about 0.3 MB for T2); OpenVINO's parser holds several times it
 
 
 def companion_suffixes() -> tuple[str, ...]:
@@ -96,25 +98,41 @@ def read_io(path: Path) -> dict:
     """Input shape, dynamic batch, precision and metadata of an IR, from the IR itself."""
     ov = _openvino()
     path = Path(path)
-    check_regular(path, "OpenVINO IR (.xml)", max_bytes=MAX_IR_BYTES)
+    check_regular(path, "OpenVINO IR (.xml)", max_bytes=MAX_IR_XML_BYTES)
     check_regular(path.with_suffix(".bin"), "OpenVINO IR weights (.bin)", max_bytes=MAX_IR_BYTES, nofollow=True)  # its own file, not a link
     try:
-        model = ov.Core().read_model(str(path))
-    except RuntimeError as exc:
-        raise BadInput(f"{path}: not a readable OpenVINO IR ({str(exc).splitlines()[0][:160]})") from None
+        with native_quiet():  # on a file that is not IR, OpenVINO tries its other frontends, which log through absl
+            model = ov.Core().read_model(str(path))
+    except RuntimeError:
+        raise BadInput(f"{path}: not a readable OpenVINO IR") from None
     if len(model.inputs) != 1:
         raise BadInput(f"{path}: expected one image input, found {len(model.inputs)}")
     dims = [d.get_length() if d.is_static else None for d in model.inputs[0].get_partial_shape()]
     if len(dims) != 4 or dims[1] != 3 or dims[2] is None or dims[3] is None or any(d is not None and d < 1 for d in dims):
         raise BadInput(f"{path}: input shape {dims} is not (batch, 3, H, W)")
     check_input_shape(dims[0], dims[2], dims[3], f"{path}: declared input")
-    rt = model.get_rt_info()
-    metadata = {}
-    if RT_SECTION in rt:
+    metadata = _rt_metadata(model, path)
+    return {"batch": dims[0], "dynamic": dims[0] is None, "imgsz": (dims[2], dims[3]), "precision": weight_precision(model),
+            "metadata": metadata}
+
+
+def _rt_metadata(model, path: Path) -> dict[str, str]:
+    """partialnet's section of the IR's rt_info as strings; a section that is not a map is refused."""
+    try:
+        if RT_SECTION not in model.get_rt_info():
+            return {}
         section = model.get_rt_info([RT_SECTION]).astype(dict)
-        metadata = {str(k): (v.astype(str) if hasattr(v, "astype") else str(v)) for k, v in section.items()}
-    precision = metadata.get("precision")
-    if precision is None:
-        quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
-        precision = "int8" if quantized else "fp32"
-    return {"batch": dims[0], "dynamic": dims[0] is None, "imgsz": (dims[2], dims[3]), "precision": precision, "metadata": metadata}
+        return {str(k)[:200]: str(v.astype(str) if hasattr(v, "astype") else v)[:2000] for k, v in list(section.items())[:256]}
+    except (RuntimeError, TypeError, ValueError, AttributeError):
+        raise BadInput(f"{path}: its rt_info '{RT_SECTION}' section is not a map of strings") from None
+
+
+def weight_precision(model) -> str:
+    """What the IR computes in, read from its own graph rather than from what its metadata claims:
+    FakeQuantize ops make it int8, f16 weight constants (decompressed by Convert) make it fp16."""
+    kinds = {op.get_type_name() for op in model.get_ordered_ops()}
+    if "FakeQuantize" in kinds:
+        return "int8"
+    weights = [op.get_output_element_type(0).get_type_name() for op in model.get_ordered_ops()
+               if op.get_type_name() == "Constant" and len(op.get_output_partial_shape(0)) >= 2]
+    return "fp16" if weights and all(w == "f16" for w in weights) else "fp32"

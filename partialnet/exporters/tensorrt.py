@@ -24,6 +24,7 @@ from partialnet.errors import BadInput, Unavailable, missing_extra
 from partialnet.exporters import onnx as onnx_exporter
 from partialnet.exporters.options import ExportOptions
 from partialnet.inputs import check_regular, read_beside
+from partialnet.limits import check_input_shape
 from partialnet.outputs import Output
 
 DEFAULT_WORKSPACE_GB = 4.0
@@ -257,19 +258,29 @@ def read_io(path: Path) -> dict:
         raise BadInput(f"{path}: no {record_path.name} beside it; partialnet runs engines it built (with the record of what they were built for)")
     if not isinstance(record, dict):
         raise BadInput(f"{record_path}: not a partialnet engine manifest")
-    built_for = record.get("built_for") or (record.get("graph") or {}).get("built_for")
+    graph = record.get("graph")
+    built_for = record.get("built_for") or (graph.get("built_for") if isinstance(graph, dict) else None)
     metadata = record.get("metadata") or {}
     if not isinstance(built_for, dict) or not isinstance(metadata, dict):
         raise BadInput(f"{record_path}: not a partialnet engine manifest (no built_for record)")
     shape = built_for.get("input_shape")
-    h, w = (int(v) for v in str(metadata.get("imgsz", "224,224")).split(","))
+    try:
+        h, w = (int(v) for v in str(metadata.get("imgsz", "224,224")).split(","))
+    except ValueError:
+        raise BadInput(f"{record_path}: imgsz {ascii(str(metadata.get('imgsz')))[:40]} is not H,W") from None
     dynamic = shape == "dynamic"
+    if not dynamic and not (isinstance(shape, list) and len(shape) == 4 and all(type(d) is int and 0 < d <= 1 << 16 for d in shape)):
+        raise BadInput(f"{record_path}: built_for.input_shape {ascii(shape)[:60]} is neither 'dynamic' nor four positive integers")
+    check_input_shape(None if dynamic else shape[0], h, w, f"{record_path}: imgsz")
+    precision = built_for.get("precision", "fp32")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise BadInput(f"{record_path}: built_for.precision {ascii(precision)[:40]} is not fp32, fp16 or int8")
     return {
         "batch": None if dynamic else int(shape[0]),
         "dynamic": dynamic,
         "imgsz": (h, w),
-        "precision": built_for.get("precision", "fp32"),
-        "metadata": metadata,
+        "precision": precision,
+        "metadata": {str(k)[:200]: str(v)[:2000] for k, v in list(metadata.items())[:256]},
         "built_for": built_for,
     }
 

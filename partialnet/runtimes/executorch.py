@@ -33,10 +33,11 @@ class ExecuTorchRunner:
     def prepare(self) -> None:
         import torch
 
-        from partialnet.exporters.executorch import quiet, read_io
+        from partialnet.exporters.executorch import checked_program, quiet, read_io
 
-        io = read_io(self.path)
-        self.precision = io["precision"]
+        data, info = checked_program(self.path)  # loaded in a child first: a damaged program can abort the process
+        self.data = data  # the loaded program reads these bytes in place: they must live as long as it does
+        self.precision = read_io(self.path, info)["precision"]
         with quiet():
             from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime
@@ -44,7 +45,7 @@ class ExecuTorchRunner:
             if self.threads:
                 portable_lib._unsafe_reset_threadpool(int(self.threads))
             self.threads = int(portable_lib._threadpool_get_thread_count())
-            self.method = Runtime.get().load_program(str(self.path)).load_method("forward")
+            self.method = Runtime.get().load_program(data).load_method("forward")
         self.torch = torch
         # executorch.runtime's Method has no switch for the output clone; the pybinding method behind it
         # does. Should that private attribute go, the public call still works (one clone slower).
@@ -59,5 +60,6 @@ class ExecuTorchRunner:
 
     def close(self) -> None:
         self.method = None
+        self.data = None
         self.inputs = self.run = None
         self.binding.clear()
