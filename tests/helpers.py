@@ -6,18 +6,17 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("PARTIALNET_FIXTURES", ROOT.parent / "shared" / "fixtures"))
-SPEC = FIXTURES.parent / "spec"
+FIXTURES = Path(os.environ.get("PARTIALNET_FIXTURES", ROOT / "tests" / "fixtures"))  # see tests/fixtures/README.md
+SPEC = FIXTURES / "spec"
 
 
 def fixture_path(name: str) -> Path:
     path = FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"golden fixture {path} not present (../shared/fixtures is only beside the project checkout)")
+    if not path.exists():  # a failure, not a skip: the fixtures are part of the repository
+        raise FileNotFoundError(f"test fixture {path} is missing (tests/fixtures/README.md lists what belongs there)")
     return path
 
 
