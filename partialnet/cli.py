@@ -280,21 +280,24 @@ def fold_command(
 @app.command("export")
 def export_command(
     source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
-    format: Annotated[str, typer.Option("--format", "-f", help=f"Artifact format: {', '.join(FORMATS)}, or all (every format this machine can produce).")] = "onnx",
+    format: Annotated[str, typer.Option(
+        "--format", "-f", help=f"Artifact format: {', '.join(FORMATS)}, or all (every format this machine can produce).")] = "onnx",
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact path; default beside the checkpoint.")] = None,
     imgsz: ImgszOption = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Static batch size.")] = 1,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch dimension.")] = False,
     max_batch: Annotated[Optional[int], typer.Option("--max-batch", min=1, help="trt --dynamic: the profile's largest batch (default 32).")] = None,
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset, 18-26 (default 20).", show_default=False)] = None,
-    simplify: Annotated[Optional[bool], typer.Option("--simplify/--no-simplify", help="Run onnxsim (verified like the rest; default on).", show_default=False)] = None,
+    simplify: Annotated[Optional[bool], typer.Option(
+        "--simplify/--no-simplify", help="Run onnxsim (verified like the rest; default on).", show_default=False)] = None,
     half: Annotated[bool, typer.Option("--half", help="fp16 weights (and input where the format has typed inputs).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="INT8 post-training quantization; needs --data.")] = False,
     data: Annotated[Optional[str], typer.Option("--data", help="Calibration data for --int8: 'digits' or a folder of images.")] = None,
     calib_size: Annotated[Optional[int], typer.Option("--calib-size", min=1, help="Calibration images (default 300).", show_default=False)] = None,
     workspace: Annotated[Optional[float], typer.Option("--workspace", help="trt: builder workspace in GB (default 4).", show_default=False)] = None,
     fp32: Annotated[bool, typer.Option("--fp32", help="coreml: keep fp32 compute (Core ML's default, and ours, is fp16).")] = False,
-    min_target: Annotated[Optional[str], typer.Option("--min-target", help="coreml: minimum deployment target, e.g. iOS16 (default), macOS13.", show_default=False)] = None,
+    min_target: Annotated[Optional[str], typer.Option(
+        "--min-target", help="coreml: minimum deployment target, e.g. iOS16 (default), macOS13.", show_default=False)] = None,
     image_input: Annotated[bool, typer.Option("--image-input", help="coreml: an RGB image input with /255 and mean/std inside.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="--format all: print the status table as JSON.")] = False,
     images: ImagesOption = None,
@@ -317,7 +320,9 @@ def export_command(
         if output is not None and output.exists() and not output.is_dir():
             raise BadInput(f"-o {output}: with --format all, -o names a directory")
         with _Stages() as clock:
-            result = _api().export_all(source, output, parse_imgsz(imgsz), batch, force, variant, images, samples, _tolerances(atol, min_cosine, min_top1), dataset)
+            result = _api().export_all(
+                source, output, parse_imgsz(imgsz), batch, force, variant, images, samples, _tolerances(atol, min_cosine, min_top1), dataset
+            )
         result["timing"] = clock.breakdown()
         if as_json:
             _print_json(result)
@@ -458,17 +463,20 @@ def _batches(value: Optional[str]) -> Optional[list[int]]:
 def bench_command(
     sources: Annotated[Optional[list[str]], typer.Argument(help="Variant names, checkpoints or .onnx artifacts (default: partialnet_t0).")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
-    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", help="Runtimes (repeat or comma-separate); default: all but the mobile ones (executorch, litert).")] = None,
+    runtime: Annotated[Optional[list[str]], typer.Option(
+        "--runtime", help="Runtimes (repeat or comma-separate); default: all but the mobile ones (executorch, litert).")] = None,
     batch: Annotated[Optional[str], typer.Option("--batch", help="Batch sizes, e.g. 1,32 (default: the protocol's, else 1).")] = None,
     imgsz: ImgszOption = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per runtime (default: all cores; paper: 1).")] = None,
     protocol: Annotated[str, typer.Option("--protocol", help="latency, throughput, paper or quick.")] = "latency",
-    precision: Annotated[str, typer.Option("--precision", help="fp32 (pinned, default), bf16, fp16 or int8 (needs --data) where a runtime supports it.")] = "fp32",
+    precision: Annotated[str, typer.Option(
+        "--precision", help="fp32 (pinned, default), bf16, fp16 or int8 (needs --data) where a runtime supports it.")] = "fp32",
     data: Annotated[Optional[str], typer.Option("--data", help="--precision int8: calibration data, 'digits' or a folder of images.")] = None,
     calib_size: Annotated[int, typer.Option("--calib-size", min=1, help="--precision int8: calibration images.")] = 300,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="PyTorch: channels_last memory format.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="PyTorch: torch.compile the deploy model.")] = False,
-    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="PyTorch on --device cuda: capture the forward once as a CUDA graph and replay it.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option(
+        "--cuda-graphs", help="PyTorch on --device cuda: capture the forward once as a CUDA graph and replay it.")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (raw samples, machine) here.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row here.")] = None,
     md_path: Annotated[Optional[Path], typer.Option("--md", help="Write a Markdown table here.")] = None,
@@ -476,7 +484,9 @@ def bench_command(
     ab: Annotated[Optional[tuple[str, str]], typer.Option("--ab", help="A B: alternate two models in one run and report B/A.")] = None,
     block: Annotated[int, typer.Option("--block", min=1, help="--ab: iterations per alternating block.")] = 10,
     label: Annotated[Optional[str], typer.Option("--label", help="Row name for a single model (so compare can match base.pth with new.pth).")] = None,
-    streams: Annotated[Optional[str], typer.Option("--streams", help="N or auto: keep N requests in flight (OpenVINO async requests, ONNX Runtime parallel sessions) and report images/s as a server gets it.")] = None,
+    streams: Annotated[Optional[str], typer.Option(
+        "--streams", help="N or auto: keep N requests in flight (OpenVINO async requests, ONNX Runtime parallel sessions) "
+        "and report images/s as a server gets it.")] = None,
     force: ForceOption = False,
 ) -> None:
     """Measure latency and throughput per runtime, each row in its own process, and save the evidence."""
@@ -604,7 +614,8 @@ def _render_ab(result: dict) -> None:
 @app.command("claims")
 def claims_command(
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
-    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", help="Runtimes (comma-separated); default: PyTorch eager and every deployed runtime here.")] = None,
+    runtime: Annotated[Optional[list[str]], typer.Option(
+        "--runtime", help="Runtimes (comma-separated); default: PyTorch eager and every deployed runtime here.")] = None,
     sizes: Annotated[Optional[str], typer.Option("--sizes", help="Sizes to compare, e.g. t0,t1,t2 (default) or t0,t1,t2,s,m,l.")] = None,
     protocol: Annotated[str, typer.Option("--protocol", help="paper (default), latency, throughput or quick.")] = "paper",
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per runtime (default: the protocol's; paper: 1).")] = None,

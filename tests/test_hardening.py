@@ -477,7 +477,9 @@ def _hostile_checkpoints(tmp: Path, sd: dict) -> dict[str, tuple[Path, str]]:
         "string_shape.safetensors": ({"a": {"dtype": "F32", "shape": "4", "data_offsets": [0, 16]}}, b"\0" * 16, "shape"),
         "list_metadata.safetensors": ({"__metadata__": ["x"], "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, "__metadata__"),
         "int_metadata.safetensors": ({"__metadata__": {"k": 1}, "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, "__metadata__"),
-        "overlap.safetensors": ({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}, b"\0" * 24, "overlap"),
+        "overlap.safetensors": (
+            {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}},
+            b"\0" * 24, "overlap"),
         "bad_dtype.safetensors": ({"a": {"dtype": "Q4", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, "unknown dtype"),
         "header_list.safetensors": (["a"], b"\0" * 64, "not an object"),
     }

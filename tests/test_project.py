@@ -5,7 +5,7 @@ import re
 
 from helpers import ROOT
 
-README_TEST_COMMAND = "pip install -c constraints.txt '.[test]' && pytest"
+README_TEST_COMMAND = "pip install -c constraints.txt '.[test]' && ruff check && pytest"
 
 
 def test_ci_runs_the_readme_test_command():
@@ -37,7 +37,9 @@ def test_api_is_the_top_facade_nothing_inside_imports():
         if path.name == "cli.py" and path.parent == package:
             continue  # the command line is the one client above the facade
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module == "partialnet.api" or (node.module == "partialnet" and any(a.name == "api" for a in node.names))):
+            if isinstance(node, ast.ImportFrom) and (
+                node.module == "partialnet.api" or (node.module == "partialnet" and any(a.name == "api" for a in node.names))
+            ):
                 offenders.append(str(path.relative_to(ROOT)))
             if isinstance(node, ast.Import) and any(a.name == "partialnet.api" for a in node.names):
                 offenders.append(str(path.relative_to(ROOT)))

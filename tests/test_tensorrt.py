@@ -16,7 +16,7 @@ REASON = unavailable_reason()
 
 
 def _trtexec_line(script: str) -> list[str]:
-    line = next(l for l in script.splitlines() if l.startswith("trtexec "))
+    line = next(row for row in script.splitlines() if row.startswith("trtexec "))
     return shlex.split(line.replace('"${typed[@]}"', ""))
 
 

@@ -155,11 +155,13 @@ def to_markdown(report: dict) -> str:
         for r in report["claims"]:
             ci = "-" if r["ci"] is None else f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f}"
             measured = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
-            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['id']} | {r['size']} | {r['runtime'] or '-'} | {r['published']:.3f} | {measured} | {ci} | {r['verdict']} |")
+            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['id']} | {r['size']} | {r['runtime'] or '-'} | {r['published']:.3f} | "
+                         f"{measured} | {ci} | {r['verdict']} |")
     if report["bench"]:
         lines += ["", "| machine | model | runtime | precision | batch | threads | p50 ms |", "|---|---|---|---|---|---|---|"]
         for r in report["bench"]:
-            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['model']} | {r['runtime']} | {r['precision']} | {r['batch']} | {r['threads']} | {r['p50_ms']:.3f} |")
+            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['model']} | {r['runtime']} | {r['precision']} | {r['batch']} | "
+                         f"{r['threads']} | {r['p50_ms']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

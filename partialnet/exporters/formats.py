@@ -106,7 +106,8 @@ FORMATS: dict[str, Format] = {
             options=frozenset({"imgsz", "batch", "half", "int8", "data", "calib_size"}),
             exporter="litert",
             runtime="litert",
-            description="LiteRT .tflite from litert-torch (fp16 weights with --half, full-integer INT8 with --int8), run by the LiteRT interpreter with XNNPACK",
+            description="LiteRT .tflite from litert-torch (fp16 weights with --half, full-integer INT8 with --int8), "
+            "run by the LiteRT interpreter with XNNPACK",
         ),
     )
 }
