@@ -243,15 +243,6 @@ def test_a_weights_record_that_lies_about_its_size_is_refused_before_reading(pac
     assert result.code == 1 and "holds 1,099,511,627,776 bytes" in result.err
 
 
-@pytest.mark.skipif(ON_MAC, reason="on macOS Core ML itself predicts")
-def test_format_all_runs_the_coreml_program_too(tmp_path, cli):
-    result = cli("export", "partialnet_t0", "--format", "all", "--imgsz", "64", "-o", tmp_path / "all", "--samples", "2", "--json")
-    rows = {r["format"]: r for r in json.loads(result.out)["rows"]}
-    coreml = rows["coreml"]
-    assert coreml["status"] == "verified" and coreml["verdict"] == "verified (reference interpreter)"
-    assert "reference interpreter: ok" in coreml["why"] and coreml["top1_agreement"] == 1.0
-
-
 def test_format_all_refuses_a_folder_name_with_control_characters(tmp_path, cli):
     result = cli("export", "partialnet_t0", "--format", "all", "--imgsz", "64", "-o", tmp_path / "a\nb")
     assert result.code == 2 and "control characters (\\n)" in result.err

@@ -75,8 +75,13 @@ def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt,
     if unavailable_reason():
         assert rows["trt"]["verdict"] == "exported, not verifiable here" and "no engine built here" in rows["trt"]["why"]
         assert rows["trt"]["file"].endswith(".trt.onnx") and rows["trt"]["max_abs"] < 1e-4  # its ONNX was verified
-    if "coreml" in rows and rows["coreml"]["status"] != "skipped":
-        assert rows["coreml"]["verdict"] == "exported, not verifiable here" or rows["coreml"]["status"] == "verified"
+    if "coreml" in rows and rows["coreml"]["status"] != "skipped":  # off macOS: its program run by the reference interpreter
+        import sys
+
+        coreml = rows["coreml"]
+        assert coreml["status"] == "verified" and coreml["top1_agreement"] == 1.0
+        if sys.platform != "darwin":
+            assert coreml["verdict"] == "verified (reference interpreter)" and "reference interpreter: ok" in coreml["why"]
     assert all(r["why"] is None for r in rows.values() if r["verdict"] == "verified")
     assert table["failed"] == []
     assert not any(p.name.endswith(".engine") for p in tmp_path.iterdir())
@@ -86,8 +91,9 @@ def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt,
     assert mixed.code == 2 and "--opset belongs to one format" in mixed.err
 
 
-@pytest.mark.parametrize("how, what", [("link", "is a symbolic link"), ("fifo", "is a FIFO (named pipe)"), ("huge", "digits")])
-def test_a_sidecar_that_is_not_a_plain_json_file_is_refused(pte, digits_ckpt, tmp_path, cli, how, what):
+@pytest.mark.parametrize("how, what, commands", [("link", "is a symbolic link", ("verify", "bench")), ("fifo", "is a FIFO (named pipe)", ("verify",)),
+                                                ("huge", "digits", ("verify",))])
+def test_a_sidecar_that_is_not_a_plain_json_file_is_refused(pte, digits_ckpt, tmp_path, cli, how, what, commands):
     """The manifest beside a .pte carries its metadata: a link, FIFO or absurd number there is refused, naming it."""
     import os
     import shutil
@@ -102,13 +108,14 @@ def test_a_sidecar_that_is_not_a_plain_json_file_is_refused(pte, digits_ckpt, tm
         os.mkfifo(sidecar)
     else:
         sidecar.write_text('{"metadata": {"imgsz": ' + "9" * 5000 + "}}")
-    for command in (["verify", copy, "--ref", digits_ckpt], ["bench", copy, "--protocol", "quick"]):
+    every = {"verify": ["verify", copy, "--ref", digits_ckpt], "bench": ["bench", copy, "--protocol", "quick"]}
+    for command in (every[name] for name in commands):  # both read the sidecar through read_io: one suffices for most cases
         result = cli(*command)
         assert result.code == 2, (command, result.err)
         assert "t0.pte.json" in result.err and what in result.err and "Traceback" not in result.err
 
 
-@pytest.mark.parametrize("header", [None, b"ET12", b"ET\xf1\xf2"])
+@pytest.mark.parametrize("header", [None, b"ET\xf1\xf2"])
 def test_a_damaged_program_never_takes_the_process_down(header, tmp_path):
     """Random bytes (with our file identifier, or one that makes the runtime's error text invalid UTF-8 and
     aborted the process): one error line, exit 2, in verify and bench."""

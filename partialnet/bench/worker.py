@@ -183,6 +183,7 @@ def run_ab(spec: dict) -> dict:
 
 
 def main() -> int:
+    os.environ["PARTIALNET_ISOLATED_WORKER"] = "1"  # this process is the isolation: runtimes load artifacts directly
     spec_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
     spec = json.loads(spec_path.read_text())
     try:
