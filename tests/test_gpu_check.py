@@ -86,11 +86,12 @@ def test_publish_writes_the_docs_and_the_readme_block_from_real_results(tmp_path
                                    "machine": {"python": "3.x", "torch": torch.__version__}, "created_utc": "now", "seconds": 2}))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- gpu-check -->\nold\n<!-- /gpu-check -->\nend\n")
+    saved = list(sys.path)  # the script puts its checkout first on sys.path: later tests must see the installed package
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         import gpu_check
     finally:
-        sys.path.remove(str(SCRIPT.parent))
+        sys.path[:] = saved
     docs = tmp_path / "docs" / "gpu.md"
     gpu_check.publish([tarball], [summary], docs, "a note", readme=readme)
     text = docs.read_text()
