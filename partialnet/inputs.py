@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import stat
 from pathlib import Path
 from typing import BinaryIO
@@ -75,6 +76,18 @@ def open_regular(path: str | Path, what: str = "file", max_bytes: int | None = N
     except BaseException:
         os.close(fd)
         raise
+
+
+# C0/C1 controls (ESC starts a terminal sequence: colours, cursor moves, screen clears) and the bidi
+# overrides that make text read backwards.
+_CONTROLS = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069]")
+_CONTROLS_BUT_LINES = re.compile("[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069]")
+
+
+def inert(text: str, keep_lines: bool = False) -> str:
+    """Text shown as it is written: every control character as its escape, never acted on by a terminal
+    (newlines and tabs kept with keep_lines, for our own multi-line output)."""
+    return (_CONTROLS_BUT_LINES if keep_lines else _CONTROLS).sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def check_regular(path: str | Path, what: str = "file", max_bytes: int | None = None, min_bytes: int = 1, nofollow: bool = False) -> int:

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 from rich.console import Console
 from rich.table import Table
 
-# C0/C1 controls (ESC starts a terminal sequence: colours, cursor moves, screen clears) and the bidi
-# overrides that make text read backwards; newline and tab stay.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def inert(text: str) -> str:
-    """Text printed as it is written: every control character shown as its escape, never acted on."""
-    return _UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text)
+from partialnet.inputs import inert
 
 
 class InertConsole(Console):
@@ -23,7 +14,7 @@ class InertConsole(Console):
     while its own styling is applied as styles, not as characters in the text."""
 
     def render_str(self, text: str, *args, **kwargs):
-        return super().render_str(inert(text), *args, **kwargs)
+        return super().render_str(inert(text, keep_lines=True), *args, **kwargs)
 
 
 def fold_table(report: dict) -> Table:

@@ -6,11 +6,11 @@ import csv
 import io
 import json
 import math
-import re
 from pathlib import Path
 
 from partialnet.bench.run import SCHEMA
 from partialnet.errors import BadInput
+from partialnet.inputs import inert
 
 KEY_FIELDS = ("model", "runtime", "precision", "batch", "threads")
 FLAT_COLUMNS = (
@@ -159,16 +159,15 @@ def _strict_json(text: str, path: Path):
 
 
 def _inert_strings(value):
+    """Newlines too: no line of a stranger's file is printed as a line of ours."""
     if isinstance(value, str):
-        return _INERT.sub(lambda m: ascii(m.group())[1:-1], value)
+        return inert(value)
     if isinstance(value, list):
         return [_inert_strings(v) for v in value]
     if isinstance(value, dict):
         return {_inert_strings(k): _inert_strings(v) for k, v in value.items()}
     return value
 
-
-_INERT = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # newlines too: no line is forged
 
 
 def _check_row(row, i: int, path: Path) -> None:

@@ -184,16 +184,13 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
 # program is first loaded in a child process, from the very bytes this process then loads.
 PROBE = """
 import json, sys
-from executorch.runtime import Runtime
-data = sys.stdin.buffer.read()
+from partialnet.errors import BadInput
+from partialnet.exporters.executorch import describe_program
 try:
-    method = Runtime.get().load_program(data).load_method("forward")
-except Exception as exc:
-    sys.stderr.write(ascii(str(exc) or type(exc).__name__)[1:-1][:300] + "\\n")
+    print(json.dumps(describe_program(sys.stdin.buffer.read())))
+except BadInput as exc:
+    sys.stderr.write(str(exc) + "\\n")
     sys.exit(2)
-meta = method.metadata
-sizes = [int(s) for s in meta.input_tensor_meta(0).sizes()] if meta.num_inputs() else []
-print(json.dumps({"inputs": meta.num_inputs(), "sizes": sizes}))
 """
 PROBE_TIMEOUT_S = 120
 ISOLATED = "PARTIALNET_ISOLATED_WORKER"  # set by a bench worker: a crash there fails its row, not the command
@@ -214,12 +211,13 @@ def checked_program(path: Path) -> tuple[bytes, dict]:
         raise BadInput(f"{path}: not an ExecuTorch program (no ET file identifier at byte 4)")
     digest = hashlib.sha256(data).hexdigest()
     if digest not in _probed:
-        _probed[digest] = _describe_here(data, path) if os.environ.get(ISOLATED) else _probe(data, path)
+        _probed[digest] = describe_program(data, path) if os.environ.get(ISOLATED) else _probe(data, path)
     return data, _probed[digest]
 
 
-def _describe_here(data: bytes, path: Path) -> dict:
-    """In a disposable worker process, the program is loaded where it will run."""
+def describe_program(data: bytes, path: Path | str = "program") -> dict:
+    """Load the program's forward method from `data` and say what it takes: in the probe's child process, or
+    where it will run in a disposable bench worker."""
     with quiet():
         from executorch.runtime import Runtime
 
@@ -247,7 +245,7 @@ def _probe(data: bytes, path: Path) -> dict:
         raise BadInput(f"{path}: the ExecuTorch runtime aborts loading it ({name}); not a loadable program")
     if done.returncode != 0:
         last = (done.stderr.decode("ascii", "replace").strip().splitlines() or ["no reason given"])[-1]
-        raise BadInput(f"{path}: not a loadable ExecuTorch program ({last[:200]})")
+        raise BadInput(f"{path}: {last.removeprefix('program: ')[:240]}")  # the child's own one-line reason
     try:
         return json.loads(done.stdout.decode("ascii").strip().splitlines()[-1])
     except (ValueError, IndexError, UnicodeDecodeError):

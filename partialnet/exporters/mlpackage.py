@@ -42,6 +42,7 @@ MIL_DTYPES = {
     1: np.bool_, 10: np.float16, 11: np.float32, 12: np.float64, 21: np.int8, 22: np.int16, 23: np.int32, 24: np.int64,
     31: np.uint8, 32: np.uint16, 33: np.uint32, 34: np.uint64,
 }
+MIL_FP16, MIL_FP32 = 10, 11
 MIL_NAMES = {1: "bool", 2: "string", 10: "fp16", 11: "fp32", 12: "fp64", 13: "bf16", 21: "int8", 22: "int16", 23: "int32", 24: "int64",
              31: "uint8", 32: "uint16", 33: "uint32", 34: "uint64"}
 

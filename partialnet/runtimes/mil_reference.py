@@ -32,7 +32,7 @@ from partialnet.errors import BadInput
 from partialnet.exporters import mlpackage
 from partialnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
-FLOAT_TYPES = {10: torch.float16, 11: torch.float32}  # MIL fp16, fp32: what values are rounded to between ops
+FLOAT_TYPES = {mlpackage.MIL_FP16: torch.float16, mlpackage.MIL_FP32: torch.float32}  # what values are rounded to between ops
 CAST_TYPES = {"fp16": torch.float16, "fp32": torch.float32, "int32": torch.int32, "bool": torch.bool}
 
 
