@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))  # the checkout's own output module, before anythi
 
 from partialnet import signals  # noqa: E402
 from partialnet.errors import BadInput  # noqa: E402
+from partialnet.inputs import inert  # noqa: E402
 from partialnet.outputs import check_outputs, write_file  # noqa: E402
 
 WHEELS = ROOT / ".whl"
@@ -580,8 +581,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise BadInput(f"--only: unknown steps {', '.join(sorted(unknown))}")
         args.out.mkdir(parents=True, exist_ok=True)
         check_outputs([args.out / n for n in ("gpu_check.log", "summary.json", "gpu_check.md", "results.tar.gz")], [], force=True)
-    except BadInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (BadInput, OSError, tarfile.TarError) as exc:  # a missing or damaged tarball, an unwritable --out
+        print(f"error: {inert(str(exc))}", file=sys.stderr)
         return 2
     return Check(args.out, args.dry_run, args.budget, only).execute(steps)
 

@@ -59,6 +59,7 @@ def test_a_check_without_a_gpu_and_without_dry_run_says_so(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--only", "nope"], "unknown steps nope"),
     (["--budget", "-1"], "--budget"),
+    (["--publish", "/nonexistent/results.tar.gz"], "No such file"),
 ])
 def test_bad_options_are_one_line_and_exit_2(tmp_path, args, message):
     done = _script("--out", tmp_path / "out", *args)
