@@ -17,7 +17,7 @@ import torch
 from partialnet.calibration import calibration_images, check_data, judging_images
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, resolve, source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra
-from partialnet.exporters.formats import FORMATS, format_for_path, get_format
+from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, exporter_of, format_for_path, get_format
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, DEFAULT_OPSET, ExportOptions, check_combination, check_opset, check_options
 from partialnet.folding import count_batchnorms, deploy_payload, fold
 from partialnet.limits import MAX_SAMPLES, check_count, check_input_shape, check_tolerances, parse_imgsz
@@ -38,7 +38,7 @@ from partialnet.pipeline import (
     static_failure,
     static_verification,
     versions,
-    _check_dataset_model,
+    check_dataset_model,
 )
 from partialnet.preprocess import load_images
 from partialnet.progress import stage
@@ -137,7 +137,7 @@ def fold_checkpoint(
 
 def export(
     source: str,
-    format: str = "onnx",
+    format: str = DEFAULT_FORMAT,
     output: str | Path | None = None,
     imgsz: tuple[int, int] = (224, 224),
     batch: int = 1,
@@ -184,8 +184,6 @@ def export(
     check_combination(options)
     if fmt.default_precision == "fp16" and not (fp32 or int8):
         options.half = True  # the format's own default (Core ML: fp16, what the Neural Engine runs)
-    if min_target is not None:
-        importlib.import_module(f"partialnet.exporters.{fmt.exporter}").check_target(min_target)
     check_dataset(dataset)
     check_input_shape(None if dynamic else batch, *imgsz, "--batch/--imgsz")
     if max_batch is not None:
@@ -195,8 +193,9 @@ def export(
     check_tolerances(**(tolerances or {}))
     if fmt.extra and importlib.util.find_spec(fmt.module or fmt.extra) is None and not fmt.fallback:
         raise missing_extra(fmt.module or fmt.extra, fmt.extra)  # before any slow work
-    if options.int8 and fmt.name == "openvino" and importlib.util.find_spec("nncf") is None:
-        raise missing_extra("nncf (OpenVINO INT8)", "openvino")
+    preflight = getattr(exporter_of(fmt), "preflight", None)
+    if preflight:
+        preflight(options)  # the format's own checks of its options, before any slow work
     out = Path(output) if output else default_output(source, fmt.suffix)
     if not out.name.endswith(fmt.suffix):
         raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
@@ -207,7 +206,7 @@ def export(
     check_data(options.data, options.calib_size)
     model, info = _load(source, variant)
     dataset = dataset or info.dataset
-    _check_dataset_model(dataset, info)
+    check_dataset_model(dataset, info)
     if options.int8:
         with stage("calibration data", f"{options.calib_size} images"):
             options.calibration = calibration_images(options.data, imgsz, options.calib_size)
@@ -243,7 +242,7 @@ def verify(
     check_count(samples, "--samples", MAX_SAMPLES)
     check_tolerances(**(tolerances or {}))
     fmt = format_for_path(artifact)
-    exporter = importlib.import_module(f"partialnet.exporters.{fmt.exporter}")
+    exporter = exporter_of(fmt)
     io = exporter.read_io(artifact)
     meta = io["metadata"]
     claimed = meta.get("precision")
@@ -264,7 +263,7 @@ def verify(
     if exported_from[1] and exported_from != reference_is:
         raise BadInput(f"{artifact} was exported from {_identity(*exported_from)}, but --ref {ref} is {_identity(*reference_is)}")
     dataset = dataset or info.dataset
-    _check_dataset_model(dataset, info)
+    check_dataset_model(dataset, info)
     with stage("verify", f"{fmt.name} checks without its runtime"):
         static = static_verification(exporter, fmt, artifact, _fold(model, tuple(io["imgsz"]))[0], io, model, samples, tolerances)
     if static is not None:
@@ -385,7 +384,7 @@ def export_all(
         load_images(Path(images_dir), imgsz, limit=1)
     model, info = _load(source, variant)
     dataset = dataset or info.dataset
-    _check_dataset_model(dataset, info)
+    check_dataset_model(dataset, info)
     folded = _fold(model, imgsz)
     # One group: what was verified is published together at the end, or nothing is (Ctrl-C, SIGTERM, a crash);
     # a format that failed or could not be made is left out of the group.

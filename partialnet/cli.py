@@ -22,7 +22,7 @@ from rich.table import Table
 
 from partialnet import progress, render, signals
 from partialnet.errors import EXIT_INTERNAL, BadInput, CheckFailed, PartialnetError, Unavailable
-from partialnet.exporters.formats import FORMATS
+from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS
 from partialnet.limits import parse_imgsz
 from partialnet.signals import Interrupted
 
@@ -281,7 +281,7 @@ def fold_command(
 def export_command(
     source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
     format: Annotated[str, typer.Option(
-        "--format", "-f", help=f"Artifact format: {', '.join(FORMATS)}, or all (every format this machine can produce).")] = "onnx",
+        "--format", "-f", help=f"Artifact format: {', '.join(FORMATS)}, or all (every format this machine can produce).")] = DEFAULT_FORMAT,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact path; default beside the checkpoint.")] = None,
     imgsz: ImgszOption = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Static batch size.")] = 1,
@@ -517,13 +517,14 @@ def bench_command(
         from partialnet.bench.results import result_outputs, write_outputs
         from partialnet.checkpoint import source_path
         from partialnet.outputs import check_outputs
+        from partialnet.runtimes.table import AB_DEFAULT
     if ab and sources:
         raise BadInput("--ab A B names the two models; give no other sources with it")
     inputs = [source_path(s) for s in [*(sources or []), *(ab or ())]]
     check_outputs(result_outputs(json_path, csv_path, md_path, plot_path), inputs, force)  # before any model is loaded or timed
     plan = bench_run.BenchPlan(
         sources=list(sources or ["partialnet_t0"]),
-        runtimes=bench_run.resolve_runtimes(_split_list(runtime) or (["onnxruntime"] if ab else None)),
+        runtimes=bench_run.resolve_runtimes(_split_list(runtime) or ([AB_DEFAULT] if ab else None)),
         device=device,
         batches=batches,
         imgsz=size,

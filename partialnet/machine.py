@@ -57,10 +57,21 @@ def gpu_info() -> list[dict]:
     return gpus
 
 
+CORE_PACKAGES = ("partialnet", "torch", "onnx", "numpy")
+
+
+def recorded_packages() -> list[str]:
+    """The core and every backend the two tables name: a new row's packages are recorded with no edit here."""
+    from partialnet.exporters.formats import FORMATS
+    from partialnet.runtimes.table import RUNTIMES
+
+    rows = [*RUNTIMES.values(), *FORMATS.values()]
+    return list(dict.fromkeys([*CORE_PACKAGES, *(p for row in rows for p in row.packages)]))
+
+
 def package_versions() -> dict:
     versions = {}
-    for name in ("partialnet", "torch", "onnxruntime", "onnxruntime-gpu", "openvino", "onnx", "numpy", "executorch", "ai-edge-litert",
-                 "litert-torch", "coremltools", "tensorrt"):
+    for name in recorded_packages():
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -7,7 +7,6 @@ announced through `partialnet.progress` for whoever shows progress.
 
 from __future__ import annotations
 
-import importlib
 import json
 import tempfile
 import time
@@ -21,7 +20,7 @@ from torch import nn
 from partialnet.calibration import judging_images
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, CheckpointInfo, sha256_of, size_of
 from partialnet.errors import BadInput, CheckFailed, Unavailable
-from partialnet.exporters.formats import get_format
+from partialnet.exporters.formats import exporter_of, get_format
 from partialnet.exporters.options import ExportOptions
 from partialnet.folding import FoldReport
 from partialnet.outputs import Output, atomic_outputs
@@ -108,7 +107,8 @@ def check_parity(
     tolerances: dict | None = None,
     threads: int | None = None,
     dataset: str | None = None,
-    runtime: str = "onnxruntime",
+    *,
+    runtime: str,
     judging: tuple[str, np.ndarray] | None = None,
 ) -> ParityReport:
     """Run `artifact` in its runtime and compare it with the unfolded PyTorch model (and on `dataset`)."""
@@ -156,7 +156,7 @@ def dataset_accuracy(dataset: str, runner, reference_runner, io: dict, tol) -> d
     return judge_accuracy(dataset, len(labels), artifact_top1, reference_top1, tol)
 
 
-def _check_dataset_model(dataset: str | None, info: CheckpointInfo) -> None:
+def check_dataset_model(dataset: str | None, info: CheckpointInfo) -> None:
     from partialnet import digits
 
     if dataset == "digits" and info.num_classes != digits.NUM_CLASSES:
@@ -167,13 +167,13 @@ def parity_failure(report: ParityReport, what: str) -> CheckFailed:
     return CheckFailed(f"{what} does not match PyTorch: {'; '.join(report.failures())}", details=report.to_dict())
 
 
-def artifact_outputs(out: Path, format: str = "onnx") -> list[Output]:
+def artifact_outputs(out: Path, format: str) -> list[Output]:
     """What an export publishes, together or not at all: the artifact, its companions, the manifest.
 
     An exporter may name other files (TensorRT without a GPU writes an engine-ready ONNX and a build
     script instead of an engine); the manifest sits beside the first of them.
     """
-    exporter = importlib.import_module(f"partialnet.exporters.{get_format(format).exporter}")
+    exporter = exporter_of(get_format(format))
     if hasattr(exporter, "artifact_paths"):
         files = list(exporter.artifact_paths(out))
     else:
@@ -235,7 +235,7 @@ def export_staged(
     manifest_path = outputs[-1].path
     deploy, report = folded
     metadata = artifact_metadata(info, report, options, options.precision)
-    exporter = importlib.import_module(f"partialnet.exporters.{fmt.exporter}")
+    exporter = exporter_of(fmt)
     judging = None
     if options.int8:
         with stage("calibration data", "held-out images to judge INT8 on"):
@@ -252,7 +252,7 @@ def export_staged(
         verify_path = Path(stats.pop("verify_path", temp_artifact))  # IR: the pair as OpenVINO wrote it
         verify_format = get_format(stats.pop("verify_format", fmt.name))
         exported = time.perf_counter()
-        verifier = importlib.import_module(f"partialnet.exporters.{verify_format.exporter}")
+        verifier = exporter_of(verify_format)
         with stage("verify", f"{verify_format.runtime} vs PyTorch"):
             io = verifier.read_io(verify_path)
             static = static_verification(verifier, verify_format, verify_path, deploy, io, model, samples, tolerances)

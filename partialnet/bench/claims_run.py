@@ -15,7 +15,7 @@ from partialnet.bench.claims import CLAIMS, DEFAULT_TOLERANCE, NOT_MEASURABLE, T
 from partialnet.machine import describe, fingerprint
 from partialnet.bench.run import BenchPlan, ab_sides, run_ab
 from partialnet.errors import BadInput, Unavailable
-from partialnet.runtimes.table import availability
+from partialnet.runtimes.table import DEPLOY_RUNTIME, availability
 
 SIZES = ("t0", "t1", "t2", "s", "m", "l")
 CLAIMS_SCHEMA = "partialnet.claims/1"
@@ -58,7 +58,7 @@ def measure(plan: BenchPlan, sizes: list[str], block: int, progress: Callable[..
     runtimes = [*plan.runtimes, *([UNFOLDED] if unfolded else [])]
     for size in sizes:
         for runtime in runtimes:
-            engine = "pytorch" if runtime == UNFOLDED else runtime
+            engine = DEPLOY_RUNTIME if runtime == UNFOLDED else runtime
             reason = availability(engine, plan.device, plan.precision)
             cell = {"size": size, "runtime": runtime, "batch": plan.batches[0], "threads": plan.threads}
             if reason:

@@ -132,7 +132,7 @@ def build_formats(plan: "BenchPlan") -> list[str]:
     chosen = []
     for runtime in plan.runtimes:
         spec = RUNTIMES[runtime]
-        if spec.runs == "onnx" and availability(runtime, plan.device, plan.precision) is None:
+        if spec.runs == "built" and availability(runtime, plan.device, plan.precision) is None:
             chosen.append(spec.formats[0])
     return list(dict.fromkeys(chosen))
 
@@ -147,12 +147,10 @@ def artifact_format(source: str) -> str | None:
 
 
 def prepare_artifact_target(path: Path, batches: list[int], imgsz, workdir: Path) -> Target:
-    import importlib
-
-    from partialnet.exporters.formats import format_for_path
+    from partialnet.exporters.formats import format_for_path, read_io
 
     fmt = format_for_path(path)
-    io = importlib.import_module(f"partialnet.exporters.{fmt.exporter}").read_io(path)
+    io = read_io(path)
     meta = io["metadata"]
     variant = meta.get("variant") if meta.get("variant") in VARIANTS else None
     if tuple(io["imgsz"]) != tuple(imgsz):
@@ -282,7 +280,7 @@ def _spec(plan: BenchPlan, target: Target, runtime: str, batch: int) -> dict:
         "compile": plan.compile,
         "cuda_graphs": plan.cuda_graphs,
         # PyTorch only: time the training-form model (what the papers' scripts timed before fusing BN)
-        "unfolded_source": target.source if plan.unfolded and runtime == "pytorch" else None,
+        "unfolded_source": target.source if plan.unfolded and RUNTIMES[runtime].runs == "deploy" else None,
         "streams": plan.streams,
     }
 

@@ -10,6 +10,9 @@ N requests in flight, the way OpenVINO's benchmark_app does in its throughput mo
 - ONNX Runtime: N sessions with threads/N intra-op threads each, driven by N Python threads (ORT
   releases the GIL while it runs); `auto` is one stream per usable core.
 
+Each runtime's way of doing it lives in its runtime module (`streams()`), named by its row's `streams`
+flag in the runtime table; this module holds the rule for when a run is done.
+
 After a warm-up, requests are submitted until at least `min_iters` have completed AND `min_seconds`
 have passed; images/s = images completed / wall time from the first submit to the last completion.
 Each request's own latency is kept as a sample, so the row still has a median and its interval.
@@ -17,16 +20,14 @@ Each request's own latency is kept as a sample, so the row still has a median an
 
 from __future__ import annotations
 
-import gc
-import os
-import threading
+import importlib
 import time
-from collections.abc import Callable
 
 import numpy as np
 
 from partialnet.bench.protocols import Protocol
 from partialnet.errors import BadInput
+from partialnet.runtimes import usable_cores  # noqa: F401  (re-exported: bench's name for it)
 
 MAX_STREAMS = 256
 
@@ -43,119 +44,32 @@ def parse_streams(value: str | None) -> int | str | None:
     return int(text)
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def finished_rule(protocol: Protocol):
+    """When a streams run stops: max_iters reached, or min_iters done AND min_seconds passed."""
+
+    def finished(done: int, started: float) -> bool:
+        if protocol.max_iters and done >= protocol.max_iters:
+            return True
+        return done >= protocol.min_iters and time.perf_counter() - started >= protocol.min_seconds
+
+    return finished
 
 
-def _until_done(protocol: Protocol, completed: Callable[[], int], started: float) -> bool:
-    done = completed()
-    if protocol.max_iters and done >= protocol.max_iters:
-        return True
-    return done >= protocol.min_iters and time.perf_counter() - started >= protocol.min_seconds
+def run_streams(spec: dict, x: np.ndarray, protocol: Protocol) -> dict:
+    """The worker's streams row: the runtime's own multi-stream driver, under the protocol's stopping rule."""
+    from partialnet.runtimes.table import RUNTIMES
 
-
-def openvino_streams(artifact: str, x: np.ndarray, streams: int | str, threads: int | None, precision: str, protocol: Protocol) -> dict:
-    import openvino as ov
-
-    from partialnet.runtimes.openvino import OV_PRECISION
-
-    config = {"INFERENCE_PRECISION_HINT": OV_PRECISION[precision], "PERFORMANCE_HINT": "THROUGHPUT"}
-    if streams != "auto":
-        config["NUM_STREAMS"] = int(streams)
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled = ov.Core().compile_model(artifact, "CPU", config)
-    requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    queue = ov.AsyncInferQueue(compiled, requests)
-    latencies: list[float] = []
-    queue.set_callback(lambda request, _: latencies.append(request.latency / 1e3))
-    feed = {0: x.astype(np.float16 if compiled.input(0).get_element_type().get_type_name() == "f16" else np.float32, copy=False)}
-    for _ in range(max(protocol.warmup_iters, 2 * requests)):
-        queue.start_async(feed, share_inputs=True)
-    queue.wait_all()
-    latencies.clear()
-    submitted = 0
-    gc.disable()
-    try:
-        started = time.perf_counter()
-        while not _until_done(protocol, lambda: submitted, started):
-            queue.start_async(feed, share_inputs=True)  # blocks until one of the requests is free
-            submitted += 1
-        queue.wait_all()
-        elapsed = time.perf_counter() - started
-    finally:
-        gc.enable()
-    return {
-        "samples_s": latencies[:],
-        "images_per_s": submitted * x.shape[0] / elapsed,
-        "streams": int(compiled.get_property("NUM_STREAMS")),
-        "requests": requests,
-        "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
-        "completed": submitted,
-        "seconds": round(elapsed, 4),
-    }
-
-
-def onnxruntime_streams(artifact: str, x: np.ndarray, streams: int | str, threads: int | None, precision: str, protocol: Protocol) -> dict:
-    import onnxruntime as ort
-
-    count = usable_cores() if streams == "auto" else int(streams)
-    per_stream = max(1, (threads or usable_cores()) // count)
-    sessions = []
-    for _ in range(count):
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = per_stream
-        options.inter_op_num_threads = 1
-        sessions.append(ort.InferenceSession(artifact, options, providers=["CPUExecutionProvider"]))
-    first = sessions[0].get_inputs()[0]
-    feed = {first.name: x.astype(np.float16 if first.type == "tensor(float16)" else np.float32, copy=False)}
-    for session in sessions:
-        for _ in range(max(1, protocol.warmup_iters // count)):
-            session.run(None, feed)
-    latencies: list[float] = []
-    stop = threading.Event()
-    lock = threading.Lock()
-
-    def serve(session) -> None:
-        clock = time.perf_counter
-        while not stop.is_set():
-            t0 = clock()
-            session.run(None, feed)
-            with lock:
-                latencies.append(clock() - t0)
-
-    workers = [threading.Thread(target=serve, args=(s,), daemon=True) for s in sessions]
-    gc.disable()
-    try:
-        started = time.perf_counter()
-        for w in workers:
-            w.start()
-        while not _until_done(protocol, lambda: len(latencies), started):
-            time.sleep(0.005)
-        stop.set()
-        for w in workers:
-            w.join()
-        elapsed = time.perf_counter() - started
-    finally:
-        gc.enable()
-    return {
-        "samples_s": latencies[:],
-        "images_per_s": len(latencies) * x.shape[0] / elapsed,
-        "streams": count,
-        "requests": count,
-        "threads": count * per_stream,
-        "completed": len(latencies),
-        "seconds": round(elapsed, 4),
-    }
-
-
-STREAM_RUNNERS: dict[str, Callable[..., dict]] = {"openvino": openvino_streams, "onnxruntime": onnxruntime_streams}
+    module = importlib.import_module(f"partialnet.runtimes.{RUNTIMES[spec['runtime']].module}")
+    return module.streams(spec["artifact"], x, spec["streams"], spec.get("threads"), spec.get("precision", "fp32"),
+                          protocol.warmup_iters, finished_rule(protocol))
 
 
 def unsupported_reason(runtime: str, device: str = "cpu") -> str | None:
-    if runtime not in STREAM_RUNNERS:
-        return f"no multi-stream mode (--streams runs {', '.join(STREAM_RUNNERS)})"
+    from partialnet.runtimes.table import RUNTIMES
+
+    takers = [r.name for r in RUNTIMES.values() if r.streams]
+    if not RUNTIMES[runtime].streams:
+        return f"no multi-stream mode (--streams runs {', '.join(takers)})"
     if device != "cpu":
         return "the multi-stream mode runs on the CPU here"
     return None

@@ -21,52 +21,16 @@ import numpy as np
 from partialnet.bench.measure import alternating, timed, warm_up
 from partialnet.bench.protocols import Protocol
 from partialnet.errors import PartialnetError
+from partialnet.runtimes.table import RUNTIMES, spec_runner
 
 
 def build_runner(spec: dict):
-    runtime, threads = spec["runtime"], spec.get("threads")
-    if runtime == "pytorch":
-        import torch
-
-        from partialnet.folding import load_deploy
-        from partialnet.runtimes.torch_eager import TorchRunner
-
-        if threads:
-            torch.set_num_threads(threads)
-        if spec.get("unfolded_source"):
-            from partialnet.checkpoint import resolve
-
-            model, _ = resolve(spec["unfolded_source"])
-        else:
-            model, _ = load_deploy(spec["deploy"])
-        if spec.get("device") == "cuda":
-            torch.backends.cudnn.benchmark = True
-        return TorchRunner(
-            model,
-            threads=threads,
-            channels_last=spec.get("channels_last", False),
-            compile=spec.get("compile", False),
-            device=spec.get("device", "cpu"),
-            precision=spec.get("precision", "fp32"),
-            cuda_graph=spec.get("cuda_graphs", False),
-        )
-    from partialnet.runtimes.table import RUNTIMES, artifact_runner
-
-    if runtime in RUNTIMES and RUNTIMES[runtime].runner:
-        return artifact_runner(runtime, spec["artifact"], threads, spec.get("precision", "fp32"), spec.get("device", "cpu"))
-    raise ValueError(f"unknown runtime {runtime}")
+    return spec_runner(spec)
 
 
 def make_input(spec: dict) -> np.ndarray:
     h, w = spec["imgsz"]
     return np.random.default_rng(spec.get("input_seed", 0)).standard_normal((spec["batch"], 3, h, w), dtype=np.float32)
-
-
-# The module each runtime's runner imports: imported first and timed on its own, so load_s is the model's.
-RUNTIME_MODULES = {
-    "pytorch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch.runtime",
-    "litert": "ai_edge_litert.interpreter", "tensorrt": "tensorrt", "coreml": "coremltools",
-}
 
 
 def rss_bytes() -> int:
@@ -97,8 +61,9 @@ def run_one(spec: dict) -> dict:
     protocol = Protocol(**{**spec["protocol"], "batches": None})
     baseline = rss_bytes()
     t0 = time.perf_counter()
+    row = RUNTIMES.get(spec["runtime"])
     try:
-        importlib.import_module(RUNTIME_MODULES.get(spec["runtime"], "json"))
+        importlib.import_module(row.worker_import if row and row.worker_import else "json")
     except ImportError:
         pass  # the runner says which extra is missing, in its own words
     t1 = time.perf_counter()
@@ -116,10 +81,10 @@ def run_one(spec: dict) -> dict:
     result = {"status": "ok", "precision": runner.precision, "threads": runner.threads, "parity_max_abs": parity, "cold": cold}
     before_timing, steady = {}, {}
     if spec.get("streams"):
-        from partialnet.bench.streams import STREAM_RUNNERS
+        from partialnet.bench.streams import run_streams
 
         runner.close()
-        measured = STREAM_RUNNERS[spec["runtime"]](spec["artifact"], x, spec["streams"], spec.get("threads"), spec.get("precision", "fp32"), protocol)
+        measured = run_streams(spec, x, protocol)
         result.update(
             warmup={"iters": protocol.warmup_iters, "seconds": None},
             samples_s=measured.pop("samples_s"),

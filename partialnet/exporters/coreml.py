@@ -41,7 +41,7 @@ def _quiet():
     return library_quiet("coremltools")
 
 
-def _coremltools():
+def load_coremltools():
     with _quiet():
         try:
             import coremltools
@@ -55,6 +55,11 @@ def check_target(target: str | None) -> str:
     if target not in TARGETS:
         raise BadInput(f"--min-target {target!r}: expected one of {', '.join(TARGETS)}")
     return target
+
+
+def preflight(options: ExportOptions) -> None:
+    if options.min_target is not None:
+        check_target(options.min_target)
 
 
 def artifact_paths(out: Path) -> list[Output]:
@@ -73,7 +78,7 @@ class _Normalise(nn.Module):
 
 
 def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dict[str, str], workdir: Path) -> dict:
-    ct = _coremltools()
+    ct = load_coremltools()
     model = copy.deepcopy(model).eval()
     if options.image_input:
         model = nn.Sequential(_Normalise(), model).eval()

@@ -6,7 +6,9 @@ options it accepts, the module that writes it and the runtime that verifies it.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from partialnet.errors import BadInput
 
@@ -26,6 +28,7 @@ class Format:
     fallback: bool = False  # without its backend, the exporter still prepares what it can and exits 3
     requires: str = ""  # hardware or platform the format's own builder needs beyond the package
     default_precision: str = "fp32"  # what an export is without --half/--int8/--fp32
+    packages: tuple[str, ...] = ()  # distributions of its exporter that a result's machine record lists
 
     @property
     def backend(self) -> str | None:
@@ -102,6 +105,7 @@ FORMATS: dict[str, Format] = {
             suffix=".tflite",
             extra="litert",
             module="litert_torch",
+            packages=("litert-torch",),
             devices=("cpu",),
             options=frozenset({"imgsz", "batch", "half", "int8", "data", "calib_size"}),
             exporter="litert",
@@ -111,6 +115,9 @@ FORMATS: dict[str, Format] = {
         ),
     )
 }
+
+
+DEFAULT_FORMAT = "onnx"  # `export` without --format: the core install writes and verifies it everywhere
 
 
 def get_format(name: str) -> Format:
@@ -127,3 +134,13 @@ def format_for_path(path) -> Format:
         if suffix.endswith(fmt.suffix):
             return fmt
     raise BadInput(f"{path}: unknown artifact type (known suffixes: {', '.join(f.suffix for f in FORMATS.values())})")
+
+
+def exporter_of(fmt: Format):
+    """The format's module: `export`, `read_io`, and the optional hooks listed in `partialnet.exporters.contract`."""
+    return importlib.import_module(f"partialnet.exporters.{fmt.exporter}")
+
+
+def read_io(path, **known) -> dict:
+    """An artifact's inputs, outputs, precision and metadata, read by its own format's reader (by suffix)."""
+    return exporter_of(format_for_path(path)).read_io(Path(path), **known)

@@ -22,6 +22,7 @@ from partialnet.errors import BadInput, missing_extra
 from partialnet.exporters.quiet import library_quiet, native_quiet
 from partialnet.exporters.options import ExportOptions
 from partialnet.exporters.sidecar import read_metadata, write_scratch
+from partialnet.runtimes.litert import make_interpreter
 from partialnet.inputs import check_regular
 
 MAX_TFLITE_BYTES = 2 << 30
@@ -89,23 +90,9 @@ def _quantize(model: nn.Module, example: torch.Tensor, calibration, batch: int):
     return quantized, QuantConfig(pt2e_quantizer=quantizer)
 
 
-def _interpreter(path: Path, threads: int | None = None):
-    import importlib.util
-
-    if importlib.util.find_spec("ai_edge_litert") is None:
-        raise missing_extra("ai-edge-litert", "litert")
-    from ai_edge_litert.interpreter import Interpreter
-
-    try:
-        with native_quiet():
-            return Interpreter(model_path=str(path), num_threads=threads)
-    except (ValueError, RuntimeError) as exc:
-        raise BadInput(f"{path}: not a loadable .tflite ({str(exc).splitlines()[0][:160]})") from None
-
-
 def _op_counts(path: Path) -> dict:
     counts: dict[str, int] = {}
-    interpreter = _interpreter(path)
+    interpreter = make_interpreter(path)
     with native_quiet():
         details = interpreter._get_ops_details()
     for op in details:
@@ -119,7 +106,7 @@ def delegation(path: Path) -> dict:
     After allocation the node list holds the original ops and one DELEGATE node per partition; the ops
     that still run are those some delegate or the output needs and no delegate produces.
     """
-    interpreter = _interpreter(path)
+    interpreter = make_interpreter(path)
     with native_quiet():
         interpreter.allocate_tensors()
         ops = interpreter._get_ops_details()
@@ -156,7 +143,7 @@ def delegation(path: Path) -> dict:
 def read_io(path: Path) -> dict:
     path = Path(path)
     check_regular(path, "LiteRT model (.tflite)", max_bytes=MAX_TFLITE_BYTES)
-    interpreter = _interpreter(path)
+    interpreter = make_interpreter(path)
     inputs = interpreter.get_input_details()
     if len(inputs) != 1:
         raise BadInput(f"{path}: expected one input, found {len(inputs)}")

@@ -48,9 +48,9 @@ MIL_NAMES = {1: "bool", 2: "string", 10: "fp16", 11: "fp32", 12: "fp64", 13: "bf
 
 
 def _proto():
-    from partialnet.exporters.coreml import _coremltools
+    from partialnet.exporters.coreml import load_coremltools
 
-    _coremltools()  # the one-line 'pip install partialnet[coreml]' when it is missing, and its logs kept quiet
+    load_coremltools()  # the one-line 'pip install partialnet[coreml]' when it is missing, and its logs kept quiet
     from coremltools.proto import Model_pb2
 
     return Model_pb2

@@ -8,23 +8,30 @@ sits beside the .bin it was verified with.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from partialnet.errors import BadInput
+from partialnet.errors import BadInput, missing_extra
 from partialnet.exporters.onnx import calibration_feeds, quiet
 from partialnet.exporters.options import ExportOptions
 from partialnet.exporters.quiet import native_quiet
 from partialnet.inputs import check_regular
 from partialnet.limits import check_input_shape
-from partialnet.runtimes.openvino import _openvino
+from partialnet.runtimes.openvino import load_openvino
 
 RT_SECTION = "partialnet"
 MAX_IR_BYTES = 2 << 30  # the .bin: the weights
 MAX_IR_XML_BYTES = 64 << 20  # the .xml describes the graph (about 0.3 MB for T2); OpenVINO's parser holds several times it
+
+
+def preflight(options: ExportOptions) -> None:
+    """INT8 needs NNCF, which the extra brings but an older install may lack: said before the load."""
+    if options.int8 and importlib.util.find_spec("nncf") is None:
+        raise missing_extra("nncf (OpenVINO INT8)", "openvino")
 
 
 def companion_suffixes() -> tuple[str, ...]:
@@ -61,7 +68,7 @@ def quantize(converted, calibration, batch: int | None):
 
 def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dict[str, str], workdir: Path) -> dict:
     """Convert `model`, save the IR in `workdir`, copy it into `staged` (xml, bin); returns stats."""
-    ov = _openvino()
+    ov = load_openvino()
     model = copy.deepcopy(model).eval()
     batch = -1 if options.dynamic else options.batch
     shape = [batch, 3, *options.imgsz]
@@ -96,7 +103,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
 
 def read_io(path: Path) -> dict:
     """Input shape, dynamic batch, precision and metadata of an IR, from the IR itself."""
-    ov = _openvino()
+    ov = load_openvino()
     path = Path(path)
     check_regular(path, "OpenVINO IR (.xml)", max_bytes=MAX_IR_XML_BYTES)
     check_regular(path.with_suffix(".bin"), "OpenVINO IR weights (.bin)", max_bytes=MAX_IR_BYTES, nofollow=True)  # its own file, not a link

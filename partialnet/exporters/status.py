@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from partialnet.exporters.formats import FORMATS, Format
+from partialnet.exporters.formats import FORMATS, Format, exporter_of
 from partialnet.exporters.options import FLAGS
 from partialnet.runtimes.table import RUNTIMES, availability
 
@@ -18,12 +18,11 @@ def _installed(module: str | None) -> bool:
 
 
 def _export_status(fmt: Format) -> tuple[str, str | None]:
-    if fmt.name == "trt":
-        from partialnet.exporters.tensorrt import unavailable_reason
-
-        reason = unavailable_reason()
+    if fmt.fallback:  # prepares what it can without its builder (see the contract's unavailable_reason)
+        exporter = exporter_of(fmt)
+        reason = exporter.unavailable_reason()
         if reason:
-            return "prepares", f"writes the TensorRT-ready ONNX and build_engine.sh, exit 3: {reason}"
+            return "prepares", f"{exporter.PREPARES}, exit 3: {reason}"
         return "yes", None
     if not _installed(fmt.backend):
         return "no", f"pip install 'partialnet[{fmt.extra}]'"
@@ -32,11 +31,9 @@ def _export_status(fmt: Format) -> tuple[str, str | None]:
 
 def _verify_instead(fmt: Format) -> str:
     """How a format is checked where its runtime cannot run."""
-    import importlib
-
     if fmt.fallback:
         return "in ONNX Runtime (the prepared ONNX)"
-    if hasattr(importlib.import_module(f"partialnet.exporters.{fmt.exporter}"), "verify_static"):
+    if hasattr(exporter_of(fmt), "verify_static"):
         return "static checks + reference interpreter"
     return "no"
 

@@ -35,6 +35,9 @@ MAX_ENGINE_BYTES = 4 << 30
 POLYGRAPHY_TOLERANCES = {"fp32": "--atol 1e-2 --rtol 1e-2", "fp16": "--atol 5e-2 --rtol 5e-2", "int8": "--atol 0.5 --rtol 0.2 --check-error-stat median"}
 
 
+PREPARES = "writes the TensorRT-ready ONNX and build_engine.sh"  # what an export does where no engine can be built
+
+
 def unavailable_reason() -> str | None:
     """Why no engine can be built here, or None when TensorRT and a CUDA GPU are both present."""
     if importlib.util.find_spec("tensorrt") is None:
@@ -77,7 +80,7 @@ def artifact_paths(out: Path) -> list[Output]:
     return [Output(ready_onnx_path(out), "-o (TensorRT-ready ONNX)"), Output(script_path(out), "build script", executable=True)]
 
 
-def _tensorrt():
+def load_tensorrt():
     try:
         import tensorrt
     except ImportError:
@@ -197,7 +200,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
 def _build_engine(model, staged, options: ExportOptions, metadata: dict[str, str], workdir: Path, out: Path) -> dict:
     import torch
 
-    trt = _tensorrt()
+    trt = load_tensorrt()
     major = trt_major(trt)
     proto, stats = onnx_exporter.build(model, ready_options(options, major), {**metadata, "target": "tensorrt"}, workdir, for_tensorrt=True)
     logger = trt.Logger(trt.Logger.WARNING)
@@ -289,7 +292,7 @@ def check_built_for(built_for: dict) -> None:
     """Refuse, with the reason, an engine built for another TensorRT or GPU: it would fail or mislead."""
     import torch
 
-    trt = _tensorrt()
+    trt = load_tensorrt()
     if not torch.cuda.is_available():
         raise Unavailable("a TensorRT engine needs a CUDA GPU; none is visible here")
     here = {"tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(0), "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0)))}

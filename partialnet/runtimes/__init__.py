@@ -1,11 +1,16 @@
 """Runners: one small interface per runtime, so verification and benchmarks never know which one runs.
 
 A runner is built from an artifact (or a module), `prepare()`s once, `infer()`s NCHW float batches to
-float32 logits, and `close()`s. It reports the precision and the threads it really uses.
+float32 logits, and `close()`s. It reports the precision and the threads it really uses. Runners of
+artifacts derive from `BaseRunner`; which runner runs what is the runtime table's business.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import os
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -22,6 +27,47 @@ class Runner(Protocol):
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
 
     def close(self) -> None: ...
+
+
+class BaseRunner:
+    """The contract every runtime's runner keeps, in the style of Polygraphy's BaseRunner.
+
+    Built cheaply from an artifact (nothing loads in the constructor, so a list of runners can be
+    planned before any backend is imported); `prepare()` loads and compiles, `infer()` maps an NCHW
+    float batch to float32 logits, `close()` frees the runtime. `with runner:` prepares and closes.
+    `precision` and `threads` hold what the runtime reports once prepared, not what was asked for.
+    A bench worker builds its runner with `from_spec`, from the same JSON spec for every runtime.
+    """
+
+    name = "runner"
+
+    def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32", device: str = "cpu"):
+        self.path = Path(path)
+        self.threads = threads
+        self.requested_precision = precision
+        self.precision = "unknown"
+        self.device = device
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "BaseRunner":
+        """The runner for a bench worker's spec (`artifact`, `threads`, `precision`, `device`)."""
+        return cls(Path(spec["artifact"]), threads=spec.get("threads"), precision=spec.get("precision", "fp32"), device=spec.get("device", "cpu"))
+
+    def prepare(self) -> None:
+        raise NotImplementedError
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Idempotent: called after a failure as well as after a run."""
+
+    def __enter__(self) -> "BaseRunner":
+        self.prepare()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class InputBinding:
@@ -52,3 +98,18 @@ class InputBinding:
 
     def clear(self) -> None:
         self.array = self.data = None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask), which on a shared machine is not cpu_count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """No garbage collection inside a timed loop: a collection is a pause the runtime did not cause."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

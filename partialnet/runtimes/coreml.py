@@ -7,28 +7,24 @@ Neural Engine or GPU; bench on a Mac can time the same package.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from partialnet.errors import Unavailable
+from partialnet.runtimes import BaseRunner
 
 
-class CoreMLRunner:
+class CoreMLRunner(BaseRunner):
     name = "coreml"
-
-    def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32", device: str = "cpu"):
-        self.path = Path(path)
-        self.threads = threads
-        self.precision = "unknown"
-        self.model = None
+    model = None
 
     def prepare(self) -> None:
         if sys.platform != "darwin":
             raise Unavailable("Core ML predicts on macOS only")
-        from partialnet.exporters.coreml import _coremltools, read_io
+        from partialnet.exporters.coreml import load_coremltools
+        from partialnet.exporters.formats import read_io
 
-        ct = _coremltools()
+        ct = load_coremltools()
         io = read_io(self.path)
         self.input_name, self.output_name, self.image = io["input_name"], io["output_name"], io["input_kind"] == "image"
         self.precision = io["precision"]

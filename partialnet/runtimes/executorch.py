@@ -17,27 +17,26 @@ from pathlib import Path
 
 import numpy as np
 
-from partialnet.runtimes import InputBinding
+from partialnet.runtimes import BaseRunner, InputBinding
 
 
-class ExecuTorchRunner:
+class ExecuTorchRunner(BaseRunner):
     name = "executorch"
 
     def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32", device: str = "cpu"):
-        self.path = Path(path)
-        self.threads = threads
-        self.precision = "unknown"
+        super().__init__(path, threads, precision, device)
         self.method = None
         self.binding, self.inputs = InputBinding(np.float32), None
 
     def prepare(self) -> None:
         import torch
 
-        from partialnet.exporters.executorch import checked_program, quiet, read_io
+        from partialnet.exporters.executorch import checked_program, quiet
+        from partialnet.exporters.formats import read_io
 
         data, info = checked_program(self.path)  # loaded in a child first: a damaged program can abort the process
         self.data = data  # the loaded program reads these bytes in place: they must live as long as it does
-        self.precision = read_io(self.path, info)["precision"]
+        self.precision = read_io(self.path, info=info)["precision"]
         with quiet():
             from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime

@@ -12,23 +12,32 @@ from pathlib import Path
 
 import numpy as np
 
+from partialnet.backends import require
+from partialnet.errors import BadInput
+from partialnet.exporters.quiet import native_quiet
+from partialnet.runtimes import BaseRunner
 
-class LiteRTRunner:
+
+def make_interpreter(path: Path, threads: int | None = None):
+    """A LiteRT interpreter over `path`; an unloadable file is bad input, not a traceback."""
+    interpreter = require("ai_edge_litert.interpreter", "litert", "ai-edge-litert").Interpreter
+    try:
+        with native_quiet():
+            return interpreter(model_path=str(path), num_threads=threads)
+    except (ValueError, RuntimeError) as exc:
+        raise BadInput(f"{path}: not a loadable .tflite ({str(exc).splitlines()[0][:160]})") from None
+
+
+class LiteRTRunner(BaseRunner):
     name = "litert"
-
-    def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32", device: str = "cpu"):
-        self.path = Path(path)
-        self.threads = threads
-        self.precision = "unknown"
-        self.interpreter = None
+    interpreter = None
 
     def prepare(self) -> None:
-        from partialnet.exporters.litert import _interpreter, read_io
-        from partialnet.exporters.quiet import native_quiet
+        from partialnet.exporters.formats import read_io
 
         io = read_io(self.path)
         self.precision = io["precision"]
-        self.interpreter = _interpreter(self.path, self.threads or 1)
+        self.interpreter = make_interpreter(self.path, self.threads or 1)
         self.threads = self.threads or 1
         with native_quiet():  # XNNPACK announces itself on stderr when the tensors are allocated
             self.interpreter.allocate_tensors()

@@ -9,36 +9,54 @@ per call cost 33 us more on the near-identity model and 1.035x on T0.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
 from partialnet.errors import BadInput
+from partialnet.runtimes import BaseRunner, gc_paused, usable_cores
 
 ORT_PRECISIONS = {"tensor(float)": "fp32", "tensor(float16)": "fp16"}
+CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
-class OnnxRuntimeRunner:
+def device_reason(device: str) -> str | None:
+    """Why ONNX Runtime cannot run on `device` here (the runtime table asks for devices other than the CPU)."""
+    import onnxruntime
+
+    if device == "cuda" and CUDA_PROVIDER in onnxruntime.get_available_providers():
+        return None
+    return f"onnxruntime has no {CUDA_PROVIDER} here (install onnxruntime-gpu on a CUDA machine)"
+
+
+def session(path: str | Path, threads: int | None, device: str = "cpu"):
+    """One session with its threads pinned: intra-op as asked, inter-op 1, sequential, quiet."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    providers = [CUDA_PROVIDER, "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def input_feed(sess, x: np.ndarray) -> dict:
+    first = sess.get_inputs()[0]
+    return {first.name: x.astype(np.float16 if first.type == "tensor(float16)" else np.float32, copy=False)}
+
+
+class OnnxRuntimeRunner(BaseRunner):
     name = "onnxruntime"
-
-    def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32", device: str = "cpu"):
-        self.path = Path(path)
-        self.threads = threads
-        self.providers = ("CUDAExecutionProvider", "CPUExecutionProvider") if device == "cuda" else ("CPUExecutionProvider",)
-        self.session = None
-        self.precision = "unknown"
+    session = None
 
     def prepare(self) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=list(self.providers))
+            self.session = session(self.path, self.threads, self.device)
         except Exception as exc:  # ORT raises its own exception types for unreadable or invalid models
             raise BadInput(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
         first = self.session.get_inputs()[0]
@@ -54,3 +72,46 @@ class OnnxRuntimeRunner:
 
     def close(self) -> None:
         self.session = None
+
+
+def streams(artifact: str, x: np.ndarray, count: int | str, threads: int | None, precision: str, warmup_iters: int, finished) -> dict:
+    """N sessions with threads/N intra-op threads each, driven by N Python threads (ORT releases the GIL
+    while it runs); `auto` is one stream per usable core. `finished(completed, started)` stops the run."""
+    count = usable_cores() if count == "auto" else int(count)
+    per_stream = max(1, (threads or usable_cores()) // count)
+    sessions = [session(artifact, per_stream) for _ in range(count)]
+    feed = input_feed(sessions[0], x)
+    for sess in sessions:
+        for _ in range(max(1, warmup_iters // count)):
+            sess.run(None, feed)
+    latencies: list[float] = []
+    stop, lock = threading.Event(), threading.Lock()
+
+    def serve(sess) -> None:
+        clock = time.perf_counter
+        while not stop.is_set():
+            t0 = clock()
+            sess.run(None, feed)
+            with lock:
+                latencies.append(clock() - t0)
+
+    workers = [threading.Thread(target=serve, args=(s,), daemon=True) for s in sessions]
+    with gc_paused():
+        started = time.perf_counter()
+        for w in workers:
+            w.start()
+        while not finished(len(latencies), started):
+            time.sleep(0.005)
+        stop.set()
+        for w in workers:
+            w.join()
+        elapsed = time.perf_counter() - started
+    return {
+        "samples_s": latencies[:],
+        "images_per_s": len(latencies) * x.shape[0] / elapsed,
+        "streams": count,
+        "requests": count,
+        "threads": count * per_stream,
+        "completed": len(latencies),
+        "seconds": round(elapsed, 4),
+    }

@@ -12,47 +12,80 @@ does) and copies only the logits out: 1.003x the bare loop (scripts/harness_over
 
 from __future__ import annotations
 
-from pathlib import Path
+import time
 
 import numpy as np
 
-from partialnet.errors import BadInput, Unavailable, missing_extra
-from partialnet.runtimes import InputBinding
+from partialnet.backends import require
+from partialnet.errors import BadInput, Unavailable
+from partialnet.runtimes import BaseRunner, InputBinding, gc_paused
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: quantized layers int8, the rest f32
 OV_DEVICE = {"cpu": "CPU"}
 
 
-def _openvino():
-    try:
-        import openvino
-    except ImportError:
-        raise missing_extra("openvino", "openvino") from None
-    return openvino
+def load_openvino():
+    return require("openvino", "openvino")
 
 
-class OpenVinoRunner:
+def device_reason(device: str) -> str | None:
+    """The runtime table asks this for devices other than the CPU."""
+    return "OpenVINO's GPU plugin targets Intel GPUs, not CUDA" if device == "cuda" else f"openvino does not support {device}"
+
+
+def compile_config(precision: str, threads: int | None, streams: int | str) -> dict:
+    """The CPU plugin's settings, pinned: precision as asked (not bf16 behind the user's back), threads,
+    and either one stream for latency or N (`auto`: the plugin's choice) for throughput."""
+    config = {"INFERENCE_PRECISION_HINT": OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT"}
+    if streams != "auto":
+        config["NUM_STREAMS"] = int(streams)
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
+
+
+def streams(artifact: str, x: np.ndarray, count: int | str, threads: int | None, precision: str, warmup_iters: int, finished) -> dict:
+    """N requests in flight: the plugin's streams fed by an AsyncInferQueue of its optimal request count.
+    `finished(completed, started)` says when to stop submitting (the bench protocol's rule)."""
+    ov = load_openvino()
+    compiled = ov.Core().compile_model(artifact, "CPU", compile_config(precision, threads, count))
+    requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    queue = ov.AsyncInferQueue(compiled, requests)
+    latencies: list[float] = []
+    queue.set_callback(lambda request, _: latencies.append(request.latency / 1e3))
+    feed = {0: x.astype(np.float16 if compiled.input(0).get_element_type().get_type_name() == "f16" else np.float32, copy=False)}
+    for _ in range(max(warmup_iters, 2 * requests)):
+        queue.start_async(feed, share_inputs=True)
+    queue.wait_all()
+    latencies.clear()
+    submitted = 0
+    with gc_paused():
+        started = time.perf_counter()
+        while not finished(submitted, started):
+            queue.start_async(feed, share_inputs=True)  # blocks until one of the requests is free
+            submitted += 1
+        queue.wait_all()
+        elapsed = time.perf_counter() - started
+    return {
+        "samples_s": latencies[:],
+        "images_per_s": submitted * x.shape[0] / elapsed,
+        "streams": int(compiled.get_property("NUM_STREAMS")),
+        "requests": requests,
+        "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+        "completed": submitted,
+        "seconds": round(elapsed, 4),
+    }
+
+
+class OpenVinoRunner(BaseRunner):
     name = "openvino"
 
-    def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32", device: str = "cpu"):
-        self.path = Path(path)
-        self.threads = threads
-        self.requested_precision = precision
-        self.precision = "unknown"
-        self.device = device
-
     def prepare(self) -> None:
-        ov = _openvino()
+        ov = load_openvino()
         if self.device not in OV_DEVICE:
             raise Unavailable(f"openvino runs here on {', '.join(OV_DEVICE)} only, not {self.device}")
         core = ov.Core()
-        config = {
-            "INFERENCE_PRECISION_HINT": OV_PRECISION[self.requested_precision],
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-        }
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = self.threads
+        config = compile_config(self.requested_precision, self.threads, 1)
         try:
             model = core.read_model(str(self.path))
             self.compiled = core.compile_model(model, OV_DEVICE[self.device], config)

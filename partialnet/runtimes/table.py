@@ -1,14 +1,23 @@
 """Which runtimes exist, what they run, and whether this machine can run them: one table, no guessing.
 
+A row says everything a command needs about a runtime: the module under `partialnet.runtimes` that
+holds its runner (and, where it has them, `device_reason(device)` for devices beyond the CPU and
+`streams(...)` for `bench --streams`), what it runs, the extra and the importable backend behind it,
+the module a bench worker imports first (timed on its own), the precisions, formats and devices it
+takes, and the distributions a result's machine record lists. Adding a runtime is one module and one
+row; no command names a runtime.
+
 `availability(runtime, device)` answers with a reason when the answer is no, so a benchmark can list
 what it skipped and why instead of failing or silently leaving rows out.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from partialnet.errors import BadInput
 
@@ -18,46 +27,62 @@ DEVICES = ("cpu", "cuda")
 @dataclass(frozen=True)
 class RuntimeSpec:
     name: str
-    runs: str  # "deploy" (a folded torch model), "onnx" (an artifact built here from a checkpoint), "artifact" (given only)
-    extra: str | None
+    module: str  # partialnet.runtimes.<module>
+    runner: str  # the runner class in that module; a worker builds it with Class.from_spec(spec)
+    runs: str  # "deploy" (a folded torch model), "built" (an artifact built here from a checkpoint), "artifact" (given only)
+    extra: str | None  # None: a core dependency
     precisions: tuple[str, ...]
     formats: tuple[str, ...] = ()  # artifact formats it runs; the first is what bench builds from a checkpoint
     devices: tuple[str, ...] = ("cpu", "cuda")
-    runner: str = ""  # "module:Class" of the artifact runner, built as Class(path, threads, precision, device)
     default: bool = True  # in bench's default set; mobile runtimes are asked for by name (their exports are slow)
+    backend: str | None = None  # the importable module probed for "installed", where it differs from the extra
+    worker_import: str | None = None  # what a bench worker imports first, so load_s is the model's alone
+    platform: tuple[str, str] | None = None  # (sys.platform it needs, why) where it runs on one OS only
+    aliases: tuple[str, ...] = ()
+    streams: bool = False  # its module has streams(): `bench --streams` keeps several requests in flight
+    packages: tuple[str, ...] = ()  # distributions whose versions a result's machine record lists
+
+    @property
+    def probe(self) -> str | None:
+        return self.backend or self.extra
 
 
 RUNTIMES: dict[str, RuntimeSpec] = {
     r.name: r
     for r in (
-        RuntimeSpec("pytorch", "deploy", None, ("fp32", "bf16", "fp16")),
-        RuntimeSpec("onnxruntime", "onnx", None, ("fp32", "fp16", "int8"), formats=("onnx",), runner="onnxruntime:OnnxRuntimeRunner"),
-        RuntimeSpec(
-            "openvino", "onnx", "openvino", ("fp32", "bf16", "fp16", "int8"), formats=("openvino", "onnx"), runner="openvino:OpenVinoRunner"
-        ),
-        RuntimeSpec(
-            "executorch", "onnx", "executorch", ("fp32", "int8"), formats=("executorch",), devices=("cpu",), runner="executorch:ExecuTorchRunner",
-            default=False,
-        ),
-        RuntimeSpec(
-            "litert", "onnx", "litert", ("fp32", "fp16", "int8"), formats=("litert",), devices=("cpu",), runner="litert:LiteRTRunner", default=False
-        ),
-        RuntimeSpec("coreml", "artifact", "coreml", ("fp32", "fp16"), formats=("coreml",), devices=("cpu",), runner="coreml:CoreMLRunner"),
-        RuntimeSpec(
-            # Built here from a checkpoint like the other exported runtimes (where TensorRT and a GPU are present)
-            "tensorrt", "onnx", "tensorrt", ("fp32", "fp16", "int8"), formats=("trt",), devices=("cuda",), runner="tensorrt:TensorRTRunner"
-        ),
+        RuntimeSpec("pytorch", "torch_eager", "TorchRunner", "deploy", None, ("fp32", "bf16", "fp16"), worker_import="torch",
+                    aliases=("torch", "eager")),
+        RuntimeSpec("onnxruntime", "onnxruntime", "OnnxRuntimeRunner", "built", None, ("fp32", "fp16", "int8"), formats=("onnx",),
+                    worker_import="onnxruntime", aliases=("ort",), streams=True, packages=("onnxruntime", "onnxruntime-gpu")),
+        RuntimeSpec("openvino", "openvino", "OpenVinoRunner", "built", "openvino", ("fp32", "bf16", "fp16", "int8"), formats=("openvino", "onnx"),
+                    worker_import="openvino", aliases=("ov",), streams=True, packages=("openvino",)),
+        RuntimeSpec("executorch", "executorch", "ExecuTorchRunner", "built", "executorch", ("fp32", "int8"), formats=("executorch",),
+                    devices=("cpu",), default=False, worker_import="executorch.runtime", aliases=("pte",), packages=("executorch",)),
+        RuntimeSpec("litert", "litert", "LiteRTRunner", "built", "litert", ("fp32", "fp16", "int8"), formats=("litert",), devices=("cpu",),
+                    default=False, backend="ai_edge_litert", worker_import="ai_edge_litert.interpreter", aliases=("tflite",),
+                    packages=("ai-edge-litert",)),
+        RuntimeSpec("coreml", "coreml", "CoreMLRunner", "artifact", "coreml", ("fp32", "fp16"), formats=("coreml",), devices=("cpu",),
+                    backend="coremltools", worker_import="coremltools", platform=("darwin", "Core ML predicts on macOS only"),
+                    packages=("coremltools",)),
+        # Built here from a checkpoint like the other exported runtimes (where TensorRT and a GPU are present)
+        RuntimeSpec("tensorrt", "tensorrt", "TensorRTRunner", "built", "tensorrt", ("fp32", "fp16", "int8"), formats=("trt",),
+                    devices=("cuda",), worker_import="tensorrt", aliases=("trt",), packages=("tensorrt",)),
     )
 }
-MODULES = {"coreml": "coremltools", "litert": "ai_edge_litert"}  # the importable module where it differs from the extra's name
-ALIASES = {"pte": "executorch", "tflite": "litert", "torch": "pytorch", "eager": "pytorch", "ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
+DEPLOY_RUNTIME = next(r.name for r in RUNTIMES.values() if r.runs == "deploy")  # the reference every artifact is held to
+AB_DEFAULT = "onnxruntime"  # `bench --ab` without --runtime: the runtime every install has for both sides' artifacts
 
 
 def get_runtime(name: str) -> RuntimeSpec:
-    key = ALIASES.get(name.strip().lower(), name.strip().lower())
-    if key not in RUNTIMES:
-        raise BadInput(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
-    return RUNTIMES[key]
+    key = name.strip().lower()
+    for spec in RUNTIMES.values():
+        if key == spec.name or key in spec.aliases:
+            return spec
+    raise BadInput(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
+
+
+def runtime_module(name: str):
+    return importlib.import_module(f"partialnet.runtimes.{RUNTIMES[name].module}")
 
 
 def availability(name: str, device: str, precision: str = "fp32") -> str | None:
@@ -67,35 +92,28 @@ def availability(name: str, device: str, precision: str = "fp32") -> str | None:
         return f"{name} runs {', '.join(spec.precisions)} here, not {precision}"
     if device not in spec.devices:
         return f"runs on {', '.join(spec.devices)} only, not {device}"
-    if spec.extra and importlib.util.find_spec(MODULES.get(name, spec.extra)) is None:
+    if spec.extra and importlib.util.find_spec(spec.probe) is None:
         return f"not installed (pip install 'partialnet[{spec.extra}]')"
-    if name == "coreml" and sys.platform != "darwin":
-        return "Core ML predicts on macOS only"
+    if spec.platform and sys.platform != spec.platform[0]:
+        return spec.platform[1]
     if device == "cpu":
         return None
-    if name == "pytorch":
-        import torch
+    device_reason = getattr(runtime_module(name), "device_reason", None)
+    return device_reason(device) if device_reason else f"{name} does not support {device}"
 
-        return None if torch.cuda.is_available() else "no CUDA device visible to torch"
-    if name == "onnxruntime":
-        import onnxruntime
 
-        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-            return None
-        return "onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu on a CUDA machine)"
-    if name == "openvino":
-        return "OpenVINO's GPU plugin targets Intel GPUs, not CUDA"
-    if name == "tensorrt":
-        import torch
-
-        return None if torch.cuda.is_available() else "no CUDA GPU visible (the TensorRT runner needs one)"
-    return f"{name} does not support {device}"
+def runner_class(name: str):
+    spec = RUNTIMES[name]
+    return getattr(runtime_module(name), spec.runner)
 
 
 def artifact_runner(name: str, path, threads: int | None = None, precision: str = "fp32", device: str = "cpu"):
     """The runner of runtime `name` for an exported artifact; every artifact runner takes the same arguments."""
-    import importlib
-    from pathlib import Path
+    return runner_class(name)(Path(path), threads=threads, precision=precision, device=device)
 
-    module, cls = RUNTIMES[name].runner.split(":")
-    return getattr(importlib.import_module(f"partialnet.runtimes.{module}"), cls)(Path(path), threads=threads, precision=precision, device=device)
+
+def spec_runner(spec: dict):
+    """The runner a bench worker's spec asks for, built by its class from the spec alone."""
+    if spec.get("runtime") not in RUNTIMES:
+        raise BadInput(f"unknown runtime {spec.get('runtime')!r}")
+    return runner_class(spec["runtime"]).from_spec(spec)

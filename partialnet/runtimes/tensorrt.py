@@ -12,26 +12,34 @@ from pathlib import Path
 import numpy as np
 
 from partialnet.errors import BadInput
+from partialnet.runtimes import BaseRunner
 
 
-class TensorRTRunner:
+def device_reason(device: str) -> str | None:
+    """The runtime table asks this for devices other than the CPU."""
+    import torch
+
+    return None if device == "cuda" and torch.cuda.is_available() else "no CUDA GPU visible (the TensorRT runner needs one)"
+
+
+class TensorRTRunner(BaseRunner):
+    """Host threads do not apply to an engine; `threads` is kept for the runner interface."""
+
     name = "tensorrt"
+    context = None
 
     def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32", device: str = "cuda"):
-        self.path = Path(path)
-        self.threads = threads  # host threads do not apply; kept for the runner interface
-        self.device = device
-        self.precision = "unknown"
-        self.context = None
+        super().__init__(path, threads, precision, device)
 
     def prepare(self) -> None:
         import torch
 
-        from partialnet.exporters.tensorrt import _tensorrt, check_built_for, read_io
+        from partialnet.exporters.formats import read_io
+        from partialnet.exporters.tensorrt import check_built_for, load_tensorrt
 
         io = read_io(self.path)
         check_built_for(io["built_for"])
-        trt = _tensorrt()
+        trt = load_tensorrt()
         self.torch = torch
         logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(logger)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from partialnet.errors import BadInput
+from partialnet.runtimes import BaseRunner
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp16: the papers' GPU --half
 CAPTURE_WARMUP = 3  # forwards on a side stream before capture: cudnn.benchmark picks its kernels here
@@ -33,7 +34,16 @@ def gpu_memory() -> dict | None:
     }
 
 
-class TorchRunner:
+def device_reason(device: str) -> str | None:
+    """The runtime table asks this for devices other than the CPU."""
+    if device == "cuda":
+        return None if torch.cuda.is_available() else "no CUDA device visible to torch"
+    return f"pytorch does not support {device} here"
+
+
+class TorchRunner(BaseRunner):
+    """Runs a module, not an artifact: built from the model itself, or in a worker from a deploy file."""
+
     name = "pytorch"
 
     def __init__(
@@ -62,6 +72,24 @@ class TorchRunner:
         self.x: torch.Tensor | None = None
         self.graph = None
         self.graph_out: torch.Tensor | None = None
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "TorchRunner":
+        """A bench worker's model: the deploy file, or the training form itself for `--unfolded` rows."""
+        if spec.get("threads"):
+            torch.set_num_threads(spec["threads"])
+        if spec.get("unfolded_source"):
+            from partialnet.checkpoint import resolve
+
+            model, _ = resolve(spec["unfolded_source"])
+        else:
+            from partialnet.folding import load_deploy
+
+            model, _ = load_deploy(spec["deploy"])
+        if spec.get("device") == "cuda":
+            torch.backends.cudnn.benchmark = True
+        return cls(model, threads=spec.get("threads"), channels_last=spec.get("channels_last", False), compile=spec.get("compile", False),
+                   device=spec.get("device", "cpu"), precision=spec.get("precision", "fp32"), cuda_graph=spec.get("cuda_graphs", False))
 
     def prepare(self) -> None:
         if self.threads:

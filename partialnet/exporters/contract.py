@@ -1,0 +1,37 @@
+"""The written contract of a format's module (`partialnet.exporters.<Format.exporter>`).
+
+A format is one such module plus one row in `formats.FORMATS`; the pipeline, `verify`, `formats` and
+the runners reach a format only through these names, so nothing else learns which formats exist.
+
+Required:
+- `export(model, staged, options, metadata, workdir) -> dict`: write the folded model into the staged
+  files (the first is the artifact), return what the manifest records (graph stats, options used).
+- `read_io(path, **known) -> dict`: the artifact's I/O as stored in the file itself: `imgsz`, `batch`,
+  `precision` (what the file holds, not what its metadata claims), `metadata`; hostile files refused
+  with a one-line BadInput. Runners and `verify` read artifacts through `formats.read_io`, by suffix.
+- One of `companion_suffixes() -> tuple[str, ...]` (files published beside the artifact, e.g. `.bin`)
+  or `artifact_paths(out) -> list[Output]` (the whole list, where the format publishes other files).
+
+Optional:
+- `preflight(options)`: the format's own checks of its options and backend, run before the load.
+- `verify_static(path, deploy, io, reference, cases, tolerances) -> dict`: verification where the
+  format's runtime cannot run here (Core ML off macOS).
+- `unavailable_reason() -> str | None` and `PREPARES` (text), for a row with `fallback=True`: why the
+  builder cannot finish here, and what the export prepares instead (exit 3).
+"""
+
+from __future__ import annotations
+
+REQUIRED = ("export", "read_io")
+PUBLISHES = ("companion_suffixes", "artifact_paths")  # at least one
+OPTIONAL = ("preflight", "verify_static", "unavailable_reason", "PREPARES")
+
+
+def missing(module, fallback: bool = False) -> list[str]:
+    """The contract's names `module` lacks (empty when it keeps the contract)."""
+    names = [n for n in REQUIRED if not callable(getattr(module, n, None))]
+    if not any(callable(getattr(module, n, None)) for n in PUBLISHES):
+        names.append(" or ".join(PUBLISHES))
+    if fallback:
+        names += [n for n in ("unavailable_reason", "PREPARES") if not hasattr(module, n)]
+    return names
