@@ -25,6 +25,8 @@ _LAZY = {
     "FoldReport": "partialnet.folding",
     "fold": "partialnet.folding",
     "load_deploy": "partialnet.folding",
+    "ExportOptions": "partialnet.exporters.options",
+    "VerifyOptions": "partialnet.verify_options",
     "BadInput": "partialnet.errors",
     "CheckFailed": "partialnet.errors",
     "PartialnetError": "partialnet.errors",

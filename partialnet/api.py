@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,9 +19,9 @@ from partialnet.calibration import calibration_images, check_data, judging_image
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, resolve, source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, exporter_of, format_for_path, get_format
-from partialnet.exporters.options import DEFAULT_CALIB_SIZE, DEFAULT_OPSET, ExportOptions, check_combination, check_opset, check_options
+from partialnet.exporters.options import FLAGS, ExportOptions, check_combination, check_opset, check_options
 from partialnet.folding import count_batchnorms, deploy_payload, fold
-from partialnet.limits import MAX_SAMPLES, check_count, check_input_shape, check_tolerances, parse_imgsz
+from partialnet.limits import check_count, check_input_shape, parse_imgsz
 from partialnet.models.flops import measure_cost
 from partialnet.models.table import model_table, variant_row
 from partialnet.outputs import Output, atomic_outputs, check_outputs
@@ -28,7 +29,6 @@ from partialnet.pipeline import (
     DYNAMIC_VERIFY_BATCH,
     artifact_outputs,
     artifact_metadata,
-    check_dataset,
     check_parity,
     dataset_accuracy,
     export_folded,
@@ -43,12 +43,13 @@ from partialnet.pipeline import (
 from partialnet.preprocess import load_images
 from partialnet.progress import stage
 from partialnet.signals import raise_if_pending
+from partialnet.verify_options import VerifyOptions, check_dataset
 
 if TYPE_CHECKING:
     from partialnet.verify import ParityReport
 
 __all__ = [
-    "DYNAMIC_VERIFY_BATCH", "artifact_metadata", "artifact_outputs", "check_dataset", "check_parity", "dataset_accuracy",
+    "DYNAMIC_VERIFY_BATCH", "ExportOptions", "VerifyOptions", "artifact_metadata", "artifact_outputs", "check_dataset", "check_parity", "dataset_accuracy",
     "default_output", "export", "export_all", "export_folded", "fold_checkpoint", "inspect", "model_table", "parse_imgsz",
     "parity_failure", "source_record", "static_verification", "train_digits", "variant_row", "verify", "versions",
 ]
@@ -115,108 +116,59 @@ def fold_checkpoint(
     return result
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def export(
     source: str,
     format: str = DEFAULT_FORMAT,
+    options: ExportOptions | None = None,
+    *,
     output: str | Path | None = None,
-    imgsz: tuple[int, int] = (224, 224),
-    batch: int = 1,
-    dynamic: bool = False,
-    opset: int | None = None,
-    simplify: bool | None = None,
-    half: bool = False,
-    force: bool = False,
+    checks: VerifyOptions | None = None,
     variant: str | None = None,
-    images_dir: str | Path | None = None,
-    samples: int = 8,
-    tolerances: dict | None = None,
-    dataset: str | None = None,
-    int8: bool = False,
-    data: str | None = None,
-    calib_size: int | None = None,
-    workspace: float | None = None,
-    max_batch: int | None = None,
-    fp32: bool = False,
-    min_target: str | None = None,
-    image_input: bool = False,
+    force: bool = False,
 ) -> dict:
     """Fold, export, verify; the artifact and its manifest appear only if verification passed.
 
-    Options left at None were not given: a format refuses only what the user actually asked for.
+    `options.given` (the flags typed; by default those set off their defaults) is what a format refuses
+    when it does not take it. Everything is checked before the checkpoint is loaded.
     """
     fmt = get_format(format)
-    given = {
-        name
-        for name, value in dict(
-            dynamic=dynamic, opset=opset, simplify=simplify, half=half, int8=int8, data=data,
-            calib_size=calib_size, workspace=workspace, max_batch=max_batch, fp32=fp32, min_target=min_target,
-            image_input=image_input,
-        ).items()
-        if value not in (None, False)
-    } | ({"simplify"} if simplify is not None else set())
-    check_options(fmt.name, given, FORMATS)
-    options = ExportOptions(
-        imgsz=imgsz, batch=batch, dynamic=dynamic, half=half, int8=int8, data=data,
-        opset=DEFAULT_OPSET if opset is None else opset, simplify=True if simplify is None else simplify,
-        calib_size=DEFAULT_CALIB_SIZE if calib_size is None else calib_size, workspace=workspace, max_batch=max_batch,
-        fp32=fp32, min_target=min_target, image_input=image_input,
-    )
-    check_combination(options)
-    if fmt.default_precision == "fp16" and not (fp32 or int8):
-        options.half = True  # the format's own default (Core ML: fp16, what the Neural Engine runs)
-    check_dataset(dataset)
-    check_input_shape(None if dynamic else batch, *imgsz, "--batch/--imgsz")
-    if max_batch is not None:
-        check_input_shape(max_batch, *imgsz, "--max-batch/--imgsz")
-    check_opset(options.opset)
-    check_count(samples, "--samples", MAX_SAMPLES)
-    check_tolerances(**(tolerances or {}))
-    if fmt.extra and importlib.util.find_spec(fmt.module or fmt.extra) is None and not fmt.fallback:
-        raise missing_extra(fmt.module or fmt.extra, fmt.extra)  # before any slow work
-    preflight = getattr(exporter_of(fmt), "preflight", None)
-    if preflight:
-        preflight(options)  # the format's own checks of its options, before any slow work
+    options = check_export_options(fmt, options or ExportOptions())
+    checks = (checks or VerifyOptions()).check()
     out = Path(output) if output else default_output(source, fmt.suffix)
     if not out.name.endswith(fmt.suffix):
         raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
     inputs = [source_path(source)]
     check_outputs(artifact_outputs(out, fmt.name), inputs, force)
-    if images_dir:
-        load_images(Path(images_dir), imgsz, limit=1)  # fail on a bad folder before the slow work
+    if checks.images:
+        load_images(Path(checks.images), options.imgsz, limit=1)  # fail on a bad folder before the slow work
     check_data(options.data, options.calib_size)
     model, info = _load(source, variant)
-    dataset = dataset or info.dataset
-    check_dataset_model(dataset, info)
+    checks = replace(checks, dataset=checks.dataset or info.dataset)
+    check_dataset_model(checks.dataset, info)
     if options.int8:
         with stage("calibration data", f"{options.calib_size} images"):
-            options.calibration = calibration_images(options.data, imgsz, options.calib_size)
-    return export_folded(model, info, _fold(model, imgsz), fmt.name, out, options, images_dir, samples, tolerances, force, inputs, dataset)
+            options.calibration = calibration_images(options.data, options.imgsz, options.calib_size)
+    return export_folded(model, info, _fold(model, options.imgsz), fmt.name, out, options, checks, force=force, inputs=inputs)
 
 
-
-
-
-
+def check_export_options(fmt, options: ExportOptions) -> ExportOptions:
+    """The options a format takes, sound together and within bounds, its backend present: all refused by
+    flag before anything slow. Returns a copy with the format's own default precision applied."""
+    check_options(fmt.name, options.asked(), FORMATS)
+    check_combination(options)
+    options = replace(options)
+    if fmt.default_precision == "fp16" and not (options.fp32 or options.int8):
+        options.half = True  # the format's own default (Core ML: fp16, what the Neural Engine runs)
+    check_input_shape(None if options.dynamic else options.batch, *options.imgsz, "--batch/--imgsz")
+    if options.max_batch is not None:
+        check_input_shape(options.max_batch, *options.imgsz, "--max-batch/--imgsz")
+    check_opset(options.opset)
+    if fmt.extra and importlib.util.find_spec(fmt.backend) is None and not fmt.fallback:
+        raise missing_extra(fmt.backend, fmt.extra)
+    preflight = getattr(exporter_of(fmt), "preflight", None)
+    if preflight:
+        preflight(options)  # the format's own checks of its options, before any slow work
+    return options
 
 
 def _identity(variant: str | None, sha: str) -> str:
@@ -225,47 +177,20 @@ def _identity(variant: str | None, sha: str) -> str:
     return f"{variant} weights with sha256 {sha[:12]}…"
 
 
-
-
-def verify(
-    artifact: str | Path,
-    ref: str,
-    variant: str | None = None,
-    images_dir: str | Path | None = None,
-    samples: int = 8,
-    tolerances: dict | None = None,
-    dataset: str | None = None,
-) -> "ParityReport":
+def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, *, variant: str | None = None) -> "ParityReport":
     """Check an existing artifact against the checkpoint (or variant) it was exported from."""
     artifact = Path(artifact)
-    check_dataset(dataset)
-    check_count(samples, "--samples", MAX_SAMPLES)
-    check_tolerances(**(tolerances or {}))
+    checks = (checks or VerifyOptions()).check()
     fmt = format_for_path(artifact)
     exporter = exporter_of(fmt)
     io = exporter.read_io(artifact)
-    meta = io["metadata"]
-    claimed = meta.get("precision")
-    if claimed is not None and claimed != io["precision"]:
-        raise CheckFailed(f"{artifact}: its metadata says {ascii(claimed)[1:-1][:20]}, but what it holds is {io['precision']}: "
-                          "it is not the artifact it claims to be")
-    judging = None
-    if io["precision"] == "int8":
-        if meta.get("calibration_data") == "digits" or dataset == "digits":
-            check_data("digits", 1)
-            judging = ("digits", tuple(io["imgsz"]))
-        elif not images_dir:
-            source = meta.get("calibration_data", "unknown data").removeprefix("images:")
-            raise BadInput(f"{artifact} is INT8 (calibrated on {source}): judge it on real images with --images DIR or --dataset digits")
+    judging = _judging_for(artifact, io, checks)
     model, info = _load(ref, variant)
-    exported_from = (meta.get("variant"), meta.get("source_sha256"))
-    reference_is = (info.variant, info.sha256 or f"random weights (seed {RANDOM_WEIGHTS_SEED})")
-    if exported_from[1] and exported_from != reference_is:
-        raise BadInput(f"{artifact} was exported from {_identity(*exported_from)}, but --ref {ref} is {_identity(*reference_is)}")
-    dataset = dataset or info.dataset
-    check_dataset_model(dataset, info)
+    _check_identity(artifact, io["metadata"], ref, info)
+    checks = replace(checks, dataset=checks.dataset or info.dataset)
+    check_dataset_model(checks.dataset, info)
     with stage("verify", f"{fmt.name} checks without its runtime"):
-        static = static_verification(exporter, fmt, artifact, _fold(model, tuple(io["imgsz"]))[0], io, model, samples, tolerances)
+        static = static_verification(exporter, fmt, artifact, _fold(model, tuple(io["imgsz"]))[0], io, model, checks)
     if static is not None:
         if not static["passed"]:
             raise CheckFailed(f"{artifact} {static_failure(static)}", details=static)
@@ -277,10 +202,36 @@ def verify(
     if judging:
         judging = judging_images(*judging, 0)
     with stage("verify", f"{fmt.runtime} vs PyTorch"):
-        report = check_parity(artifact, model, io, images_dir, samples, tolerances, dataset=dataset, runtime=fmt.runtime, judging=judging)
+        report = check_parity(artifact, model, io, checks, runtime=fmt.runtime, judging=judging)
     if not report.passed:
         raise parity_failure(report, str(artifact))
     return report
+
+
+def _judging_for(artifact: Path, io: dict, checks: VerifyOptions) -> tuple[str, tuple] | None:
+    """What an artifact must be judged on, refused before the load: its own metadata must not lie about
+    its precision, and an INT8 artifact needs real images (random inputs have no class to keep)."""
+    meta = io["metadata"]
+    claimed = meta.get("precision")
+    if claimed is not None and claimed != io["precision"]:
+        raise CheckFailed(f"{artifact}: its metadata says {ascii(claimed)[1:-1][:20]}, but what it holds is {io['precision']}: "
+                          "it is not the artifact it claims to be")
+    if io["precision"] != "int8":
+        return None
+    if meta.get("calibration_data") == "digits" or checks.dataset == "digits":
+        check_data("digits", 1)
+        return ("digits", tuple(io["imgsz"]))
+    if not checks.images:
+        source = meta.get("calibration_data", "unknown data").removeprefix("images:")
+        raise BadInput(f"{artifact} is INT8 (calibrated on {source}): judge it on real images with --images DIR or --dataset digits")
+    return None
+
+
+def _check_identity(artifact: Path, meta: dict, ref: str, info) -> None:
+    exported_from = (meta.get("variant"), meta.get("source_sha256"))
+    reference_is = (info.variant, info.sha256 or f"random weights (seed {RANDOM_WEIGHTS_SEED})")
+    if exported_from[1] and exported_from != reference_is:
+        raise BadInput(f"{artifact} was exported from {_identity(*exported_from)}, but --ref {ref} is {_identity(*reference_is)}")
 
 
 def train_digits(
@@ -306,14 +257,14 @@ def train_digits(
     return {"output": str(output), **result.to_dict()}
 
 
-def _export_one_of_all(model, info, folded, fmt, outs, staged, imgsz, batch, images_dir, samples, tolerances, dataset) -> dict:
+def _export_one_of_all(model, info, folded, fmt, outs, staged, options: ExportOptions, checks: VerifyOptions) -> dict:
     """One format of `export --format all`, exported into its staged files (dropped from the group if it fails)."""
-    options = ExportOptions(imgsz=imgsz, batch=batch, half=fmt.default_precision == "fp16")
+    options = replace(options, half=fmt.default_precision == "fp16")
     started = time.perf_counter()
     row = {"format": fmt.name, "file": None, "why": None}
     result = None
     try:
-        result = export_staged(model, info, folded, fmt.name, outs, staged, options, images_dir, samples, tolerances, dataset)
+        result = export_staged(model, info, folded, fmt.name, outs, staged, options, checks)
         unavailable = result["graph"].get("unavailable_short")
         if unavailable:  # prepared and verified here, finished elsewhere (TensorRT without a GPU)
             row.update(status="not verifiable here", verdict="exported, not verifiable here", why=unavailable)
@@ -328,79 +279,96 @@ def _export_one_of_all(model, info, folded, fmt, outs, staged, imgsz, batch, ima
             item.drop()
     row["seconds"] = round(time.perf_counter() - started, 1)
     if result:
-        parity = result["parity"]
-        if "checks" in parity and parity.get("executed"):  # Core ML off macOS: its program run by the reference interpreter
-            row.update(verdict="verified (reference interpreter)", why=f"{parity['verdict']} ({parity.get('why')})")
-        elif "checks" in parity:  # static checks only
-            row.update(status="not verifiable here", verdict="exported, not verifiable here", why=f"{parity['verdict']} ({parity.get('why')})")
-        row.update(file=result["output"], bytes=result["bytes"], precision=result["metadata"]["precision"])
-        cases = parity.get("cases") or []
-        if cases:
-            row["max_abs"] = max(c["max_abs"] for c in cases)
-            row["top1_agreement"] = min(c["top1_agreement"] for c in cases)
-        if parity.get("accuracy"):
-            row["digits_top1"] = parity["accuracy"]["artifact_top1"]
-            row["reference_top1"] = parity["accuracy"]["reference_top1"]
+        row.update(_all_row_figures(result))
+    return row
+
+
+def _all_row_figures(result: dict) -> dict:
+    """What the `--format all` table shows of one verified export: file, size, precision, parity, accuracy."""
+    row = {}
+    parity = result["parity"]
+    if "checks" in parity and parity.get("executed"):  # Core ML off macOS: its program run by the reference interpreter
+        row.update(verdict="verified (reference interpreter)", why=f"{parity['verdict']} ({parity.get('why')})")
+    elif "checks" in parity:  # static checks only
+        row.update(status="not verifiable here", verdict="exported, not verifiable here", why=f"{parity['verdict']} ({parity.get('why')})")
+    row.update(file=result["output"], bytes=result["bytes"], precision=result["metadata"]["precision"])
+    cases = parity.get("cases") or []
+    if cases:
+        row["max_abs"] = max(c["max_abs"] for c in cases)
+        row["top1_agreement"] = min(c["top1_agreement"] for c in cases)
+    if parity.get("accuracy"):
+        row["digits_top1"] = parity["accuracy"]["artifact_top1"]
+        row["reference_top1"] = parity["accuracy"]["reference_top1"]
     return row
 
 
 def export_all(
     source: str,
     output_dir: str | Path | None = None,
-    imgsz: tuple[int, int] = (224, 224),
-    batch: int = 1,
-    force: bool = False,
+    options: ExportOptions | None = None,
+    *,
+    checks: VerifyOptions | None = None,
     variant: str | None = None,
-    images_dir: str | Path | None = None,
-    samples: int = 8,
-    tolerances: dict | None = None,
-    dataset: str | None = None,
+    force: bool = False,
 ) -> dict:
     """Every format this machine can produce, from one load and one fold, each verified as far as it can be.
 
-    Returns one status row per format in the spirit of Ultralytics' benchmark table; `failed` lists the
-    formats that could be verified here and failed (the CLI exits 1 on any).
+    Each format is exported with its defaults at `options.imgsz` and `options.batch` (an option that
+    belongs to one format is refused). Returns one status row per format in the spirit of Ultralytics'
+    benchmark table; `failed` lists the formats that could be verified here and failed (the CLI exits 1).
     """
-    from partialnet.exporters.status import format_rows
-
-    check_dataset(dataset)
-    check_input_shape(batch, *imgsz, "--batch/--imgsz")
-    check_count(samples, "--samples", MAX_SAMPLES)
-    check_tolerances(**(tolerances or {}))
+    options, checks = _all_options(options or ExportOptions()), (checks or VerifyOptions()).check()
     inputs = [source_path(source)]
     begun = time.perf_counter()
-    plan, rows = [], []
-    for status in format_rows():
-        fmt = get_format(status["format"])
-        if status["export"] == "no":
-            rows.append({"format": fmt.name, "status": "skipped", "verdict": "skipped", "why": status["export_reason"]})
-            continue
-        base = Path(output_dir) / Path(default_output(source, fmt.suffix)).name if output_dir else default_output(source, fmt.suffix)
-        plan.append((fmt, base))
-    planned = [(fmt, artifact_outputs(base, fmt.name)) for fmt, base in plan]
+    planned, rows = _plan_all(source, output_dir)
     outputs = [o for _, outs in planned for o in outs]
     check_outputs(outputs, inputs, force)  # every file of every format, before the load
-    if images_dir:
-        load_images(Path(images_dir), imgsz, limit=1)
+    if checks.images:
+        load_images(Path(checks.images), options.imgsz, limit=1)
     model, info = _load(source, variant)
-    dataset = dataset or info.dataset
-    check_dataset_model(dataset, info)
-    folded = _fold(model, imgsz)
+    checks = replace(checks, dataset=checks.dataset or info.dataset)
+    check_dataset_model(checks.dataset, info)
+    folded = _fold(model, options.imgsz)
     # One group: what was verified is published together at the end, or nothing is (Ctrl-C, SIGTERM, a crash);
     # a format that failed or could not be made is left out of the group.
     with atomic_outputs(outputs, force, inputs) as staged:
         position = 0
         for fmt, outs in planned:
             mine, position = staged[position : position + len(outs)], position + len(outs)
-            rows.append(_export_one_of_all(model, info, folded, fmt, outs, mine, imgsz, batch, images_dir, samples, tolerances, dataset))
+            rows.append(_export_one_of_all(model, info, folded, fmt, outs, mine, options, checks))
             raise_if_pending()
     order = {name: i for i, name in enumerate(FORMATS)}
     rows.sort(key=lambda r: order[r["format"]])
     return {
         "source": source_record(info),
-        "imgsz": list(imgsz),
-        "batch": batch,
+        "imgsz": list(options.imgsz),
+        "batch": options.batch,
         "rows": rows,
         "failed": [r["format"] for r in rows if r["status"] == "failed"],
         "seconds": round(time.perf_counter() - begun, 1),
     }
+
+
+def _all_options(options: ExportOptions) -> ExportOptions:
+    """`--format all` takes the options every format takes (size, batch); one format's option is refused."""
+    shared = set.intersection(*(set(f.options) for f in FORMATS.values()))
+    specific = [FLAGS[name] for name in FLAGS if name in options.asked() - shared]
+    if specific:
+        raise BadInput(f"--format all exports each format with its defaults; {specific[0]} belongs to one format (export it on its own)")
+    check_input_shape(options.batch, *options.imgsz, "--batch/--imgsz")
+    return options
+
+
+def _plan_all(source: str, output_dir) -> tuple[list, list[dict]]:
+    """(format, its outputs) for every format this machine can export, and a skipped row for the others."""
+    from partialnet.exporters.status import format_rows
+
+    planned, skipped = [], []
+    for status in format_rows():
+        fmt = get_format(status["format"])
+        if status["export"] == "no":
+            skipped.append({"format": fmt.name, "status": "skipped", "verdict": "skipped", "why": status["export_reason"]})
+            continue
+        base = Path(output_dir) / Path(default_output(source, fmt.suffix)).name if output_dir else default_output(source, fmt.suffix)
+        planned.append((fmt, artifact_outputs(base, fmt.name)))
+    return planned, skipped

@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a check failed, 2 bad input or usage, 3 not possible on
 from __future__ import annotations
 
 import collections
+import inspect
 import os
 import signal
 import sys
@@ -23,6 +24,9 @@ from rich.table import Table
 from partialnet import progress, render, signals
 from partialnet.errors import EXIT_INTERNAL, BadInput, CheckFailed, PartialnetError, Unavailable
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS
+from partialnet.exporters.options import ExportOptions
+from partialnet.options import defaults_of, flags_of, from_cli
+from partialnet.verify_options import VerifyOptions
 from partialnet.limits import parse_imgsz
 from partialnet.signals import Interrupted
 
@@ -234,20 +238,39 @@ def info(
 
 ForceOption = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
 VariantOption = Annotated[Optional[str], typer.Option("--variant", help="Expected variant; default: inferred.")]
-ImagesOption = Annotated[
-    Optional[Path], typer.Option("--images", help="Also verify on the images in this folder (papers' preprocessing).")
-]
-SamplesOption = Annotated[int, typer.Option("--samples", min=1, help="Random samples per verification case.")]
-AtolOption = Annotated[Optional[float], typer.Option("--atol", help="Override the max |Δ| tolerance.")]
-CosineOption = Annotated[Optional[float], typer.Option("--min-cosine", help="Override the cosine tolerance.")]
-DatasetOption = Annotated[
-    Optional[str], typer.Option("--dataset", help="Also judge held-out top-1 on a real dataset: digits (default for digits checkpoints).")
-]
-Top1Option = Annotated[Optional[float], typer.Option("--min-top1", help="Override the top-1 agreement tolerance (0-1).")]
+def _typer_parameters(cls) -> list[inspect.Parameter]:
+    """The Typer options of an options dataclass, from its fields' flags (keyword-only, in field order)."""
+    defaults = defaults_of(cls)
+    params = []
+    for name, flag in flags_of(cls).items():
+        bounds = {k: v for k, v in (("min", flag.min), ("max", flag.max)) if v is not None}
+        option = typer.Option(flag.flag, *flag.decls, help=flag.help, show_default=flag.show_default, **bounds)
+        cli_type = flag.cli_type or type(defaults[name])
+        default = None if flag.cli_type is not None else defaults[name]
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[cli_type, option], default=default))
+    return params
 
 
-def _tolerances(atol, min_cosine, min_top1) -> dict:
-    return {"max_abs": atol, "min_cosine": min_cosine, "min_top1": min_top1}
+def takes(**families):
+    """`@takes(options=ExportOptions)`: the command's parameter `options` arrives as one ExportOptions built
+    from the flags its fields declare, so a new option is one field, not six edits."""
+
+    def wrap(func):
+        sig = inspect.signature(func, eval_str=True)
+        own = [p for name, p in sig.parameters.items() if name not in families]
+        added = [param for cls in families.values() for param in _typer_parameters(cls)]
+
+        def command(**values):
+            for name, cls in families.items():
+                values[name] = from_cli(cls, {field: values.pop(field) for field in flags_of(cls)})
+            return func(**values)
+
+        command.__name__, command.__qualname__, command.__doc__ = func.__name__, func.__qualname__, func.__doc__
+        command.__signature__ = sig.replace(parameters=[*own, *added])
+        command.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+        return command
+
+    return wrap
 
 
 def _render_failure_details(exc: PartialnetError) -> None:
@@ -278,97 +301,50 @@ def fold_command(
 
 
 @app.command("export")
+@takes(options=ExportOptions, checks=VerifyOptions)
 def export_command(
     source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
+    options: ExportOptions,
+    checks: VerifyOptions,
     format: Annotated[str, typer.Option(
         "--format", "-f", help=f"Artifact format: {', '.join(FORMATS)}, or all (every format this machine can produce).")] = DEFAULT_FORMAT,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact path; default beside the checkpoint.")] = None,
-    imgsz: ImgszOption = None,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Static batch size.")] = 1,
-    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch dimension.")] = False,
-    max_batch: Annotated[Optional[int], typer.Option("--max-batch", min=1, help="trt --dynamic: the profile's largest batch (default 32).")] = None,
-    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset, 18-26 (default 20).", show_default=False)] = None,
-    simplify: Annotated[Optional[bool], typer.Option(
-        "--simplify/--no-simplify", help="Run onnxsim (verified like the rest; default on).", show_default=False)] = None,
-    half: Annotated[bool, typer.Option("--half", help="fp16 weights (and input where the format has typed inputs).")] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="INT8 post-training quantization; needs --data.")] = False,
-    data: Annotated[Optional[str], typer.Option("--data", help="Calibration data for --int8: 'digits' or a folder of images.")] = None,
-    calib_size: Annotated[Optional[int], typer.Option("--calib-size", min=1, help="Calibration images (default 300).", show_default=False)] = None,
-    workspace: Annotated[Optional[float], typer.Option("--workspace", help="trt: builder workspace in GB (default 4).", show_default=False)] = None,
-    fp32: Annotated[bool, typer.Option("--fp32", help="coreml: keep fp32 compute (Core ML's default, and ours, is fp16).")] = False,
-    min_target: Annotated[Optional[str], typer.Option(
-        "--min-target", help="coreml: minimum deployment target, e.g. iOS16 (default), macOS13.", show_default=False)] = None,
-    image_input: Annotated[bool, typer.Option("--image-input", help="coreml: an RGB image input with /255 and mean/std inside.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="--format all: print the status table as JSON.")] = False,
-    images: ImagesOption = None,
-    samples: SamplesOption = 8,
-    atol: AtolOption = None,
-    min_cosine: CosineOption = None,
-    min_top1: Top1Option = None,
-    dataset: DatasetOption = None,
     variant: VariantOption = None,
     force: ForceOption = False,
 ) -> None:
     """Fold, export and verify: the artifact is written only if it matches PyTorch. --format all: every format here."""
     if format.strip().lower() == "all":
-        specific = {"--dynamic": dynamic, "--max-batch": max_batch, "--opset": opset, "--no-simplify": simplify, "--half": half,
-                    "--int8": int8, "--data": data, "--calib-size": calib_size, "--workspace": workspace, "--fp32": fp32,
-                    "--min-target": min_target, "--image-input": image_input}
-        given = [flag for flag, value in specific.items() if value not in (None, False)]
-        if given:
-            raise BadInput(f"--format all exports each format with its defaults; {given[0]} belongs to one format (export it on its own)")
-        if output is not None and output.exists() and not output.is_dir():
-            raise BadInput(f"-o {output}: with --format all, -o names a directory")
-        with _Stages() as clock:
-            result = _api().export_all(
-                source, output, parse_imgsz(imgsz), batch, force, variant, images, samples, _tolerances(atol, min_cosine, min_top1), dataset
-            )
-        result["timing"] = clock.breakdown()
-        if as_json:
-            _print_json(result)
-        else:
-            if result["source"]["random_weights"]:
-                out.print(random_weights_note(result["source"]["variant"], result["source"]["random_weights_seed"]))
-            out.print(render.export_all_table(result))
-            counts = collections.Counter(row["verdict"] for row in result["rows"])
-            out.print(" · ".join(f"{n} {verdict}" for verdict, n in counts.items()) + " · one load, one fold")
-            out.print(f"in {timing_line(result['timing'])}")
-        if result["failed"]:
-            raise CheckFailed(f"verification failed for: {', '.join(result['failed'])}")
+        _export_all(source, output, options, checks, variant, force, as_json)
         return
     stages = _Stages()
     try:
         with stages as clock:
-            result = _api().export(
-                source,
-                format=format,
-                output=output,
-                imgsz=parse_imgsz(imgsz),
-                batch=batch,
-                dynamic=dynamic,
-                opset=opset,
-                simplify=simplify,
-                half=half,
-                force=force,
-                variant=variant,
-                images_dir=images,
-                samples=samples,
-                tolerances=_tolerances(atol, min_cosine, min_top1),
-                dataset=dataset,
-                int8=int8,
-                data=data,
-                calib_size=calib_size,
-                workspace=workspace,
-                max_batch=max_batch,
-                fp32=fp32,
-                min_target=min_target,
-                image_input=image_input,
-            )
+            result = _api().export(source, format, options, output=output, checks=checks, variant=variant, force=force)
     except Unavailable as exc:  # TensorRT without a GPU: what was prepared is published; show it, then exit 3
         if exc.details and "manifest_path" in exc.details:
             _render_export(exc.details, clock.breakdown())
         raise
     _render_export(result, clock.breakdown())
+
+
+def _export_all(source, output, options, checks, variant, force, as_json) -> None:
+    if output is not None and output.exists() and not output.is_dir():
+        raise BadInput(f"-o {output}: with --format all, -o names a directory")
+    with _Stages() as clock:
+        result = _api().export_all(source, output, options, checks=checks, variant=variant, force=force)
+    result["timing"] = clock.breakdown()
+    if as_json:
+        _print_json(result)
+    else:
+        if result["source"]["random_weights"]:
+            out.print(random_weights_note(result["source"]["variant"], result["source"]["random_weights_seed"]))
+        out.print(render.export_all_table(result))
+        counts = collections.Counter(row["verdict"] for row in result["rows"])
+        out.print(" · ".join(f"{n} {verdict}" for verdict, n in counts.items()) + " · one load, one fold")
+        out.print(f"in {timing_line(result['timing'])}")
+    if result["failed"]:
+        raise CheckFailed(f"verification failed for: {', '.join(result['failed'])}")
 
 
 def random_weights_note(variant: str, seed: int | None) -> str:
@@ -398,21 +374,17 @@ def _render_export(result: dict, timing: dict) -> None:
 
 
 @app.command("verify")
+@takes(checks=VerifyOptions)
 def verify_command(
     artifact: Annotated[Path, typer.Argument(help="An exported artifact (.onnx).")],
     ref: Annotated[str, typer.Option("--ref", help="The checkpoint (or variant name) it was exported from.")],
-    images: ImagesOption = None,
-    samples: SamplesOption = 8,
-    atol: AtolOption = None,
-    min_cosine: CosineOption = None,
-    min_top1: Top1Option = None,
-    dataset: DatasetOption = None,
+    checks: VerifyOptions,
     variant: VariantOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run an artifact in its runtime and compare it with the original PyTorch model."""
     with _Stages() as clock:
-        report = _api().verify(artifact, ref, variant, images, samples, _tolerances(atol, min_cosine, min_top1), dataset)
+        report = _api().verify(artifact, ref, checks, variant=variant)
     if as_json:
         _print_json({**report.to_dict(), "timing": clock.breakdown()})
         return

@@ -28,6 +28,7 @@ from partialnet.preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, load_
 from partialnet.progress import stage
 from partialnet.runtimes.torch_eager import TorchRunner
 from partialnet.signals import raise_if_pending
+from partialnet.verify_options import VerifyOptions
 from partialnet.verify import DEFAULT_TOLERANCES, ParityReport, compare, image_batches, judge_accuracy, random_batches
 
 DYNAMIC_VERIFY_BATCH = 4
@@ -102,32 +103,22 @@ def check_parity(
     artifact: Path,
     reference: nn.Module,
     io: dict,
-    images_dir: str | Path | None = None,
-    samples: int = 8,
-    tolerances: dict | None = None,
-    threads: int | None = None,
-    dataset: str | None = None,
+    checks: VerifyOptions,
     *,
     runtime: str,
     judging: tuple[str, np.ndarray] | None = None,
+    threads: int | None = None,
 ) -> ParityReport:
-    """Run `artifact` in its runtime and compare it with the unfolded PyTorch model (and on `dataset`)."""
+    """Run `artifact` in its runtime and compare it with the unfolded PyTorch model (and on `checks.dataset`)."""
     if io["precision"] not in DEFAULT_TOLERANCES:
         raise BadInput(f"{artifact}: input precision {io['precision']} is not fp32 or fp16")
-    images = load_images(Path(images_dir), tuple(io["imgsz"])) if images_dir else None
-    tol = DEFAULT_TOLERANCES[io["precision"]].merged(**(tolerances or {}))
-    runner = artifact_runner(runtime, artifact, threads)
-    reference_runner = TorchRunner(reference)
-    runner.prepare()
-    reference_runner.prepare()
-    try:
-        report = compare(runner, reference_runner, _parity_cases(io, samples, images, judging), tol, io["precision"])
-        if dataset:
-            report.accuracy = dataset_accuracy(dataset, runner, reference_runner, io, tol)
+    images = load_images(Path(checks.images), tuple(io["imgsz"])) if checks.images else None
+    tol = DEFAULT_TOLERANCES[io["precision"]].merged(**checks.tolerances)
+    with artifact_runner(runtime, artifact, threads) as runner, TorchRunner(reference) as reference_runner:
+        report = compare(runner, reference_runner, _parity_cases(io, checks.samples, images, judging), tol, io["precision"])
+        if checks.dataset:
+            report.accuracy = dataset_accuracy(checks.dataset, runner, reference_runner, io, tol)
         return report
-    finally:
-        runner.close()
-        reference_runner.close()
 
 
 def artifact_runner(runtime: str, artifact: Path, threads: int | None = None):
@@ -137,13 +128,6 @@ def artifact_runner(runtime: str, artifact: Path, threads: int | None = None):
     return build(runtime, artifact, threads, precision="fp32", device=RUNTIMES[runtime].devices[0])
 
 
-DATASETS = ("digits",)
-
-
-def check_dataset(dataset: str | None) -> str | None:
-    if dataset is not None and dataset not in DATASETS:
-        raise BadInput(f"--dataset {dataset!r}: known datasets are {', '.join(DATASETS)}")
-    return dataset
 
 
 def dataset_accuracy(dataset: str, runner, reference_runner, io: dict, tol) -> dict:
@@ -188,12 +172,10 @@ def export_folded(
     format: str,
     out: Path,
     options: ExportOptions,
-    images_dir: str | Path | None = None,
-    samples: int = 8,
-    tolerances: dict | None = None,
+    checks: VerifyOptions | None = None,
+    *,
     force: bool = False,
     inputs: Sequence[Path | None] = (),
-    dataset: str | None = None,
     enforce: bool = True,
 ) -> dict:
     """Export an already folded model and verify it against `model`; returns the manifest.
@@ -209,7 +191,7 @@ def export_folded(
         raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
     outputs = artifact_outputs(out, fmt.name)
     with atomic_outputs(outputs, force, inputs) as staged:
-        result = export_staged(model, info, folded, fmt.name, outputs, staged, options, images_dir, samples, tolerances, dataset, enforce)
+        result = export_staged(model, info, folded, fmt.name, outputs, staged, options, checks or VerifyOptions(), enforce)
     if result["graph"].get("unavailable"):
         raise Unavailable(result["graph"]["unavailable"], details=result)
     return result
@@ -223,19 +205,14 @@ def export_staged(
     outputs: list[Output],
     staged: list,
     options: ExportOptions,
-    images_dir: str | Path | None = None,
-    samples: int = 8,
-    tolerances: dict | None = None,
-    dataset: str | None = None,
+    checks: VerifyOptions,
     enforce: bool = True,
 ) -> dict:
     """Export into `staged` (the artifact's files, its manifest last), verify, write the manifest; publishing
     is the caller's (one format: export_folded; every format together: api.export_all)."""
     fmt = get_format(format)
-    manifest_path = outputs[-1].path
     deploy, report = folded
     metadata = artifact_metadata(info, report, options, options.precision)
-    exporter = exporter_of(fmt)
     judging = None
     if options.int8:
         with stage("calibration data", "held-out images to judge INT8 on"):
@@ -244,36 +221,17 @@ def export_staged(
     with tempfile.TemporaryDirectory(prefix="partialnet-export-") as work:
         *staged_files, staged_manifest = staged
         with stage("export", fmt.name):
-            stats = exporter.export(deploy, staged_files, options, metadata, Path(work))
+            stats = exporter_of(fmt).export(deploy, staged_files, options, metadata, Path(work))
         raise_if_pending()  # stop requests wait for a converter to return, then stop before verification
         for item in staged_files:
             item.flush()
-        temp_artifact = staged_files[0].path
-        verify_path = Path(stats.pop("verify_path", temp_artifact))  # IR: the pair as OpenVINO wrote it
-        verify_format = get_format(stats.pop("verify_format", fmt.name))
         exported = time.perf_counter()
-        verifier = exporter_of(verify_format)
-        with stage("verify", f"{verify_format.runtime} vs PyTorch"):
-            io = verifier.read_io(verify_path)
-            static = static_verification(verifier, verify_format, verify_path, deploy, io, model, samples, tolerances)
-            if static is None:
-                parity = check_parity(
-                    verify_path, model, io, images_dir, samples, tolerances, dataset=dataset, runtime=verify_format.runtime, judging=judging
-                )
-        if static is not None:
-            parity_record = static
-            if not static["passed"] and enforce:
-                raise CheckFailed(f"the exported {fmt.name} artifact (not written) {static_failure(static)}", details=static)
-        else:
-            if not parity.passed and enforce:
-                raise parity_failure(parity, f"the exported {fmt.name} artifact (not written)")
-            parity_record = parity.to_dict()
-        verified = time.perf_counter()
+        parity_record = _verify_export(fmt, stats, staged_files[0].path, model, deploy, checks, judging, enforce)
         manifest = {
             "artifact": outputs[0].path.name,
             "format": fmt.name,
             "files": [o.path.name for o in outputs[:-1]],
-            "sha256": sha256_of(temp_artifact),
+            "sha256": sha256_of(staged_files[0].path),
             "bytes": sum(size_of(item.path) for item in staged_files),  # an IR's .bin, a script: all of it
             "file_bytes": {o.path.name: size_of(item.path) for o, item in zip(outputs, staged_files)},
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -283,16 +241,35 @@ def export_staged(
             "graph": stats,
             "fold": report.to_dict(),
             "parity": parity_record,
-            "seconds": {"export": round(exported - started, 2), "verify": round(verified - exported, 2)},
+            "seconds": {"export": round(exported - started, 2), "verify": round(time.perf_counter() - exported, 2)},
             "versions": versions(),
         }
         staged_manifest.write_json(manifest)
-    return {"output": str(outputs[0].path), "manifest_path": str(manifest_path), **manifest}
+    return {"output": str(outputs[0].path), "manifest_path": str(outputs[-1].path), **manifest}
+
+
+def _verify_export(fmt, stats: dict, artifact: Path, model, deploy, checks: VerifyOptions, judging, enforce: bool) -> dict:
+    """The staged artifact judged against `model` (or, where its runtime cannot run here, by its format's
+    static checks); a failure stops the export before anything is published, unless not `enforce`d."""
+    verify_path = Path(stats.pop("verify_path", artifact))  # IR: the pair as OpenVINO wrote it
+    verify_format = get_format(stats.pop("verify_format", fmt.name))
+    verifier = exporter_of(verify_format)
+    with stage("verify", f"{verify_format.runtime} vs PyTorch"):
+        io = verifier.read_io(verify_path)
+        static = static_verification(verifier, verify_format, verify_path, deploy, io, model, checks)
+        if static is None:
+            parity = check_parity(verify_path, model, io, checks, runtime=verify_format.runtime, judging=judging)
+    if static is not None:
+        if not static["passed"] and enforce:
+            raise CheckFailed(f"the exported {fmt.name} artifact (not written) {static_failure(static)}", details=static)
+        return static
+    if not parity.passed and enforce:
+        raise parity_failure(parity, f"the exported {fmt.name} artifact (not written)")
+    return parity.to_dict()
 
 
 def static_verification(
-    verifier, fmt, path: Path, deploy: nn.Module, io: dict, reference: nn.Module | None = None, samples: int = 8,
-    tolerances: dict | None = None,
+    verifier, fmt, path: Path, deploy: nn.Module, io: dict, reference: nn.Module | None = None, checks: VerifyOptions | None = None,
 ) -> dict | None:
     """A format whose runtime cannot run here but that its exporter can check without it (Core ML off macOS:
     static checks, then its program in a reference interpreter, judged by the precision's gates)."""
@@ -304,8 +281,9 @@ def static_verification(
         return None
     cases = tol = None
     if reference is not None and io["precision"] in DEFAULT_TOLERANCES:
-        cases = _parity_cases(io, samples, None)
-        tol = DEFAULT_TOLERANCES[io["precision"]].merged(**(tolerances or {}))
+        checks = checks or VerifyOptions()
+        cases = _parity_cases(io, checks.samples, None)
+        tol = DEFAULT_TOLERANCES[io["precision"]].merged(**checks.tolerances)
     report = verifier.verify_static(path, deploy, io, reference, cases, tol)
     report["why"] = reason
     return report

@@ -103,7 +103,7 @@ def real_model(runtime: str, folder: Path, imgsz: int) -> Path:
     if runtime == "pytorch":
         api.fold_checkpoint(VARIANT, output=path, imgsz=(imgsz, imgsz))
     else:
-        api.export(VARIANT, format=runtime, output=path, imgsz=(imgsz, imgsz), samples=1)
+        api.export(VARIANT, runtime, api.ExportOptions(imgsz=(imgsz, imgsz)), output=path, checks=api.VerifyOptions(samples=1))
     return path
 
 

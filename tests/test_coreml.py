@@ -29,7 +29,8 @@ def packages(tmp_path_factory):
     folder = tmp_path_factory.mktemp("coreml")
     made = {}
     for name, kwargs in (("fp32", {"fp32": True}), ("fp16", {}), ("fp16_image", {"image_input": True, "min_target": "macOS13"})):
-        made[name] = api.export("partialnet_t0", format="coreml", output=folder / f"{name}.mlpackage", imgsz=(64, 64), samples=2, **kwargs)
+        made[name] = api.export("partialnet_t0", "coreml", api.ExportOptions(imgsz=(64, 64), **kwargs), output=folder / f"{name}.mlpackage",
+                                checks=api.VerifyOptions(samples=2))
     return folder, made
 
 

@@ -15,7 +15,7 @@ def digits_onnx(digits_ckpt):
     from partialnet import api
 
     out = digits_ckpt.with_name("digits_t0.onnx")
-    api.export(str(digits_ckpt), output=out, imgsz=(64, 64), samples=2)
+    api.export(str(digits_ckpt), "onnx", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
     return out
 
 

@@ -108,7 +108,7 @@ def test_worker_for_onnxruntime_does_not_import_torch(tmp_path):
     from partialnet.bench.protocols import get_protocol
 
     onnx = tmp_path / "t0.onnx"
-    api.export("partialnet_t0", "onnx", onnx, imgsz=(64, 64), samples=1)
+    api.export("partialnet_t0", "onnx", api.ExportOptions(imgsz=(64, 64)), output=onnx, checks=api.VerifyOptions(samples=1))
     spec = {
         "runtime": "onnxruntime", "device": "cpu", "threads": 1, "precision": "fp32", "batch": 1, "imgsz": [64, 64],
         "protocol": get_protocol("quick").to_dict(), "input_seed": 0, "artifact": str(onnx), "reference": None,

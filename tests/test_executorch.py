@@ -14,7 +14,7 @@ def pte(digits_ckpt, tmp_path_factory):
     from partialnet import api
 
     out = tmp_path_factory.mktemp("pte") / "t0.pte"
-    return out, api.export(str(digits_ckpt), format="pte", output=out, imgsz=(64, 64), samples=2)
+    return out, api.export(str(digits_ckpt), "pte", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
 
 
 def test_pte_is_verified_in_executorch_and_reports_delegation(pte):

@@ -18,7 +18,8 @@ def int8_onnx(digits_ckpt, tmp_path_factory):
     from partialnet import api
 
     out = tmp_path_factory.mktemp("int8") / "q.onnx"
-    result = api.export(str(digits_ckpt), output=out, imgsz=(64, 64), int8=True, data="digits", calib_size=int(CALIB), samples=2)
+    result = api.export(str(digits_ckpt), "onnx", api.ExportOptions(imgsz=(64, 64), int8=True, data="digits", calib_size=int(CALIB)), output=out,
+                        checks=api.VerifyOptions(samples=2))
     return out, result
 
 

@@ -14,7 +14,7 @@ def ir(tmp_path_factory, request):
     from partialnet import api
 
     out = tmp_path_factory.mktemp("ir") / "t0.xml"
-    api.export("partialnet_t0", format="ov", output=out, imgsz=(64, 64), samples=2)
+    api.export("partialnet_t0", "ov", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
     return out
 
 

@@ -47,7 +47,7 @@ def _export(runtime: str, path):
         if runtime == "pytorch":
             api.fold_checkpoint("partialnet_t0", output=path, imgsz=(IMGSZ, IMGSZ))
         else:
-            api.export("partialnet_t0", format=runtime, output=path, imgsz=(IMGSZ, IMGSZ), samples=1)
+            api.export("partialnet_t0", runtime, api.ExportOptions(imgsz=(IMGSZ, IMGSZ)), output=path, checks=api.VerifyOptions(samples=1))
     except Unavailable as exc:  # the runtime is here but its exporter's extra is not
         return f"{runtime}: {exc}"
     return path

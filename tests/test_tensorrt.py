@@ -70,7 +70,8 @@ def test_trt_int8_ready_onnx_is_symmetric_qdq(digits_ckpt, tmp_path):
 
     out = tmp_path / "q.engine"
     with pytest.raises(Unavailable) as info:
-        api.export(str(digits_ckpt), format="trt", output=out, imgsz=(64, 64), int8=True, data="digits", calib_size=64, samples=2)
+        api.export(str(digits_ckpt), "trt", api.ExportOptions(imgsz=(64, 64), int8=True, data="digits", calib_size=64), output=out,
+                   checks=api.VerifyOptions(samples=2))
     assert info.value.details["parity"]["accuracy"]["delta_points"] >= -1.5
     proto = onnx.load(str(tmp_path / "q.trt.onnx"))
     inits = {i.name: i for i in proto.graph.initializer}

@@ -92,6 +92,7 @@ def prepare_model_target(
     gates are reported, not enforced, so a random-weight model can still be timed.
     """
     from partialnet.pipeline import export_folded
+    from partialnet.verify_options import VerifyOptions
 
     model, info = resolve(source)
     deploy, report = fold(model, imgsz)  # its report measured the model's cost once: no second pass here
@@ -116,7 +117,7 @@ def prepare_model_target(
             )
             options.calibration = calibration
             try:
-                result = export_folded(model, info, (deploy, report), fmt, out, options, samples=2, enforce=artifact_precision == "fp32")
+                result = export_folded(model, info, (deploy, report), fmt, out, options, VerifyOptions(samples=2), enforce=artifact_precision == "fp32")
             except CheckFailed as exc:  # this runtime computes it wrong: its rows fail, the others still run
                 target.unrunnable_formats[(fmt, batch)] = f"its {fmt} artifact failed verification: {str(exc)[:240]}"
                 continue

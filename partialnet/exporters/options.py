@@ -7,11 +7,15 @@ having it silently ignored after a minute of work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-
-import numpy as np
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
 
 from partialnet.errors import BadInput
+from partialnet.limits import parse_imgsz
+from partialnet.options import defaults_of, flags_of, option
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_OPSET = 20
 MIN_OPSET = 18  # the dynamo exporter's floor
@@ -19,53 +23,54 @@ MAX_OPSET = 26  # the newest opset exported and run through ONNX Runtime in this
 DEFAULT_CALIB_SIZE = 300
 MAX_WORKSPACE_GB = 1024.0
 
-# The option's name in the format table -> the flag a user types.
-FLAGS = {
-    "imgsz": "--imgsz",
-    "batch": "--batch",
-    "dynamic": "--dynamic",
-    "max_batch": "--max-batch",
-    "opset": "--opset",
-    "simplify": "--no-simplify",
-    "half": "--half",
-    "fp32": "--fp32",
-    "int8": "--int8",
-    "data": "--data",
-    "calib_size": "--calib-size",
-    "workspace": "--workspace",
-    "min_target": "--min-target",
-    "image_input": "--image-input",
-}
-
-
 @dataclass
 class ExportOptions:
-    imgsz: tuple[int, int] = (224, 224)
-    batch: int = 1
-    dynamic: bool = False
-    opset: int = DEFAULT_OPSET
-    simplify: bool = True
-    half: bool = False
-    int8: bool = False
-    data: str | None = None  # calibration source: "digits" or a folder of images
-    calib_size: int = DEFAULT_CALIB_SIZE
-    workspace: float | None = None  # TensorRT builder memory pool, GB
-    max_batch: int | None = None  # TensorRT optimisation profile's largest batch (with --dynamic)
-    fp32: bool = False  # keep fp32 where a format defaults to fp16 (Core ML)
-    min_target: str | None = None  # Core ML minimum deployment target, e.g. iOS16
-    image_input: bool = False  # Core ML: an image input with the normalisation inside
+    """What an export is asked to be; each field's flag and help feed `partialnet export` and `formats`."""
+
+    imgsz: tuple[int, int] = option((224, 224), "--imgsz", "Input size: 224, or H W (also H,W); multiples of 32, >= 64.",
+                                    cli_type=Optional[str], parse=parse_imgsz, show_default="224")
+    batch: int = option(1, "--batch", "Static batch size.", min=1)
+    dynamic: bool = option(False, "--dynamic", "Dynamic batch dimension.")
+    max_batch: int | None = option(None, "--max-batch", "trt --dynamic: the profile's largest batch (default 32).", cli_type=Optional[int], min=1)
+    opset: int = option(DEFAULT_OPSET, "--opset", f"ONNX opset, {MIN_OPSET}-{MAX_OPSET} (default {DEFAULT_OPSET}).", cli_type=Optional[int],
+                        show_default=False)
+    simplify: bool = option(True, "--simplify/--no-simplify", "Run onnxsim (verified like the rest; default on).", cli_type=Optional[bool],
+                            show_default=False)
+    half: bool = option(False, "--half", "fp16 weights (and input where the format has typed inputs).")
+    fp32: bool = option(False, "--fp32", "coreml: keep fp32 compute (Core ML's default, and ours, is fp16).")  # where a format defaults to fp16
+    int8: bool = option(False, "--int8", "INT8 post-training quantization; needs --data.")
+    data: str | None = option(None, "--data", "Calibration data for --int8: 'digits' or a folder of images.", cli_type=Optional[str])
+    calib_size: int = option(DEFAULT_CALIB_SIZE, "--calib-size", f"Calibration images (default {DEFAULT_CALIB_SIZE}).", cli_type=Optional[int],
+                             min=1, show_default=False)
+    workspace: float | None = option(None, "--workspace", "trt: builder workspace in GB (default 4).", cli_type=Optional[float],
+                                     show_default=False)  # TensorRT builder memory pool
+    min_target: str | None = option(None, "--min-target", "coreml: minimum deployment target, e.g. iOS16 (default), macOS13.",
+                                    cli_type=Optional[str], show_default=False)
+    image_input: bool = option(False, "--image-input", "coreml: an RGB image input with /255 and mean/std inside.")
     calibration: np.ndarray | None = field(default=None, repr=False, compare=False)  # filled in by the caller (api, bench)
+    given: frozenset[str] | None = field(default=None, repr=False, compare=False)  # the flags typed (None: those off their defaults)
 
     @property
     def precision(self) -> str:
         return "int8" if self.int8 else "fp16" if self.half else "fp32"
 
+    def asked(self) -> set[str]:
+        """The options the user asked for: typed on the command line, or set off their defaults in Python."""
+        if self.given is not None:
+            return set(self.given)
+        defaults = defaults_of(ExportOptions)
+        return {name for name in FLAGS if getattr(self, name) != defaults[name]}
+
     def to_dict(self) -> dict:
         """The manifest's record of the options (the calibration array itself is summarised, not stored)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "calibration"}
+        values = {name: getattr(self, name) for name in FLAGS}
         values["imgsz"] = list(self.imgsz)
         values["calibration_images"] = None if self.calibration is None else int(len(self.calibration))
         return values
+
+
+# The option's field name -> the flag a user types (in the order `partialnet formats` lists them).
+FLAGS = {name: flag.name for name, flag in flags_of(ExportOptions).items()}
 
 
 # Back-compatible name: the ONNX exporter's options were the first of these.
