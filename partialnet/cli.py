@@ -23,6 +23,7 @@ from rich.table import Table
 
 from partialnet import progress, render, signals
 from partialnet.errors import EXIT_INTERNAL, BadInput, CheckFailed, PartialnetError, Unavailable
+from partialnet.bench.options import BenchOptions, split_list
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS
 from partialnet.exporters.options import ExportOptions
 from partialnet.options import defaults_of, flags_of, from_cli
@@ -418,113 +419,31 @@ def digits_command(
     out.print(f"wrote {result['output']}")
 
 
-def _split_list(values: Optional[list[str]]) -> list[str]:
-    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
-
-
-def _batches(value: Optional[str]) -> Optional[list[int]]:
-    if value is None:
-        return None
-    parts = _split_list([value])
-    if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 6 and int(p) > 0 for p in parts):
-        raise BadInput(f"--batch {value!r}: expected positive integers such as 1,32")
-    return [int(p) for p in parts]
-
-
 @app.command("bench")
+@takes(options=BenchOptions)
 def bench_command(
+    options: BenchOptions,
     sources: Annotated[Optional[list[str]], typer.Argument(help="Variant names, checkpoints or .onnx artifacts (default: partialnet_t0).")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
-    runtime: Annotated[Optional[list[str]], typer.Option(
-        "--runtime", help="Runtimes (repeat or comma-separate); default: all but the mobile ones (executorch, litert).")] = None,
-    batch: Annotated[Optional[str], typer.Option("--batch", help="Batch sizes, e.g. 1,32 (default: the protocol's, else 1).")] = None,
-    imgsz: ImgszOption = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per runtime (default: all cores; paper: 1).")] = None,
-    protocol: Annotated[str, typer.Option("--protocol", help="latency, throughput, paper or quick.")] = "latency",
-    precision: Annotated[str, typer.Option(
-        "--precision", help="fp32 (pinned, default), bf16, fp16 or int8 (needs --data) where a runtime supports it.")] = "fp32",
-    data: Annotated[Optional[str], typer.Option("--data", help="--precision int8: calibration data, 'digits' or a folder of images.")] = None,
-    calib_size: Annotated[int, typer.Option("--calib-size", min=1, help="--precision int8: calibration images.")] = 300,
-    channels_last: Annotated[bool, typer.Option("--channels-last", help="PyTorch: channels_last memory format.")] = False,
-    compile: Annotated[bool, typer.Option("--compile", help="PyTorch: torch.compile the deploy model.")] = False,
-    cuda_graphs: Annotated[bool, typer.Option(
-        "--cuda-graphs", help="PyTorch on --device cuda: capture the forward once as a CUDA graph and replay it.")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (raw samples, machine) here.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row here.")] = None,
     md_path: Annotated[Optional[Path], typer.Option("--md", help="Write a Markdown table here.")] = None,
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of latency vs GMACs here.")] = None,
-    ab: Annotated[Optional[tuple[str, str]], typer.Option("--ab", help="A B: alternate two models in one run and report B/A.")] = None,
-    block: Annotated[int, typer.Option("--block", min=1, help="--ab: iterations per alternating block.")] = 10,
-    label: Annotated[Optional[str], typer.Option("--label", help="Row name for a single model (so compare can match base.pth with new.pth).")] = None,
-    streams: Annotated[Optional[str], typer.Option(
-        "--streams", help="N or auto: keep N requests in flight (OpenVINO async requests, ONNX Runtime parallel sessions) "
-        "and report images/s as a server gets it.")] = None,
     force: ForceOption = False,
 ) -> None:
     """Measure latency and throughput per runtime, each row in its own process, and save the evidence."""
-    from partialnet.bench.protocols import get_protocol
-    from partialnet.bench.streams import parse_streams
-    from partialnet.limits import MAX_THREADS, check_count, check_input_shape
-
-    if device not in ("cpu", "cuda"):
-        raise BadInput(f"--device {device!r}: expected cpu or cuda")
-    if ab and streams:
-        raise BadInput("--ab alternates one request at a time; --streams measures many in flight: use one or the other")
-    if cuda_graphs and device != "cuda":
-        raise BadInput("--cuda-graphs needs --device cuda (CUDA graphs replay GPU work)")
-    if cuda_graphs and compile:
-        raise BadInput("--cuda-graphs and --compile exclude each other (torch.compile brings its own graphs: pick one)")
-    proto = get_protocol(protocol, device)
-    size = parse_imgsz(imgsz)
-    batches = _batches(batch) or list(proto.batches or (1,))
-    for b in batches:
-        check_input_shape(b, *size, "--batch/--imgsz")
-    if threads is not None:
-        check_count(threads, "--threads", MAX_THREADS)
-    stream_count = parse_streams(streams)
-
+    options.check(sources)
     # Arguments are sound: now the heavy modules (torch comes in with the checkpoint reader).
     with progress.stage("import"):
         from partialnet.bench import run as bench_run
         from partialnet.bench.results import result_outputs, write_outputs
         from partialnet.checkpoint import source_path
         from partialnet.outputs import check_outputs
-        from partialnet.runtimes.table import AB_DEFAULT
-    if ab and sources:
-        raise BadInput("--ab A B names the two models; give no other sources with it")
-    inputs = [source_path(s) for s in [*(sources or []), *(ab or ())]]
+    inputs = [source_path(s) for s in [*(sources or []), *(options.ab or ())]]
     check_outputs(result_outputs(json_path, csv_path, md_path, plot_path), inputs, force)  # before any model is loaded or timed
-    plan = bench_run.BenchPlan(
-        sources=list(sources or ["partialnet_t0"]),
-        runtimes=bench_run.resolve_runtimes(_split_list(runtime) or ([AB_DEFAULT] if ab else None)),
-        device=device,
-        batches=batches,
-        imgsz=size,
-        threads=threads or proto.threads or os.cpu_count() or 1,
-        protocol=proto,
-        precision=precision,
-        channels_last=channels_last,
-        compile=compile,
-        cuda_graphs=cuda_graphs,
-        streams=stream_count,
-    )
-    if label and len(plan.sources) != 1:
-        raise BadInput("--label names one model; give exactly one source with it")
-    plan.label = label
-    if plan.precision not in ("fp32", "bf16", "fp16", "int8"):
-        raise BadInput(f"--precision {precision!r}: expected fp32, bf16, fp16 or int8")
-    builds_here = [s for s in [*plan.sources, *(ab or ())] if not bench_run.artifact_format(s)]
-    if plan.precision == "int8" and builds_here and not data:
-        raise BadInput("--precision int8 builds INT8 artifacts and needs calibration data: --data digits or --data DIR")
-    if data and plan.precision != "int8":
-        raise BadInput("--data is calibration data for --precision int8")
-    if data:
-        from partialnet.calibration import check_data
-
-        check_data(data, calib_size)
-    plan.data, plan.calib_size = data, calib_size
+    plan = options.plan(sources)
     with RowProgress(err) as report_progress:
-        result = bench_run.run_ab(plan, ab[0], ab[1], block, report_progress) if ab else bench_run.run(plan, report_progress)
+        ab = options.ab
+        result = bench_run.run_ab(plan, ab[0], ab[1], options.block, report_progress) if ab else bench_run.run(plan, report_progress)
     if ab:
         _render_ab(result)
     for note in random_weight_notes(result["rows"]):
@@ -603,15 +522,28 @@ def claims_command(
     force: ForceOption = False,
 ) -> None:
     """Check the papers' PartialNet-vs-FasterNet speed claims on this machine, each size A/B in one process."""
+    from partialnet.bench import claims_run
+    from partialnet.bench.results import result_outputs
+    from partialnet.outputs import check_outputs
+
+    plan, chosen = _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half)
+    check_outputs(result_outputs(json_path, None, md_path, plot_path), [], force)
+    with RowProgress(err) as report_progress:
+        result = claims_run.run_claims(plan, chosen, tolerance, block, report_progress, unfolded)
+    _render_claims(result, tolerance)
+    written = claims_run.write_claims_outputs(result, json_path, md_path, plot_path, force)
+    if written:
+        out.print(f"wrote {', '.join(written)}")
+
+
+def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half):
+    """The claims run's plan and sizes, every option checked before a model is built."""
     import math
 
     from partialnet.bench import claims_run
     from partialnet.bench import run as bench_run
-    from partialnet.machine import describe
     from partialnet.bench.protocols import get_protocol
-    from partialnet.bench.results import result_outputs
     from partialnet.limits import MAX_THREADS, check_count, check_input_shape
-    from partialnet.outputs import check_outputs
 
     if device not in ("cpu", "cuda"):
         raise BadInput(f"--device {device!r}: expected cpu or cuda")
@@ -624,10 +556,9 @@ def claims_command(
     if threads is not None:
         check_count(threads, "--threads", MAX_THREADS)
     chosen = claims_run.parse_sizes(sizes)
-    check_outputs(result_outputs(json_path, None, md_path, plot_path), [], force)
     plan = bench_run.BenchPlan(
         sources=[],
-        runtimes=claims_run.default_runtimes(device) if not runtime else bench_run.resolve_runtimes(_split_list(runtime)),
+        runtimes=claims_run.default_runtimes(device) if not runtime else bench_run.resolve_runtimes(split_list(runtime)),
         device=device,
         batches=[batch],
         imgsz=size,
@@ -635,17 +566,18 @@ def claims_command(
         protocol=proto,
         precision="fp16" if half else "fp32",
     )
-    with RowProgress(err) as report_progress:
-        result = claims_run.run_claims(plan, chosen, tolerance, block, report_progress, unfolded)
+    return plan, chosen
+
+
+def _render_claims(result: dict, tolerance: float) -> None:
+    from partialnet.machine import describe
+
     out.print(render.claims_table(result))
     out.print(render.claims_measurements_table(result))
     out.print(render.claims_costs_table(result))
     out.print(f"tolerance {tolerance:.0%}: {result['tolerance_rule']}")
     out.print(f"{result['weights']}; timed: {result['timed_model']}")
     out.print(f"machine: {describe(result['machine'])}")
-    written = claims_run.write_claims_outputs(result, json_path, md_path, plot_path, force)
-    if written:
-        out.print(f"wrote {', '.join(written)}")
 
 
 @app.command("report")

@@ -68,3 +68,17 @@ def test_the_gpu_block_comes_from_a_gpu_check_run_naming_its_gpu():
     body = readme.split("<!-- gpu-check -->")[1].split("<!-- /gpu-check -->")[0]
     assert body.strip().startswith("partialnet on NVIDIA ") and "[docs/gpu.md](docs/gpu.md)" in body
     assert (ROOT / "docs" / "gpu.md").read_text().startswith("# partialnet on NVIDIA ")
+
+
+def test_no_function_in_the_package_runs_over_fifty_lines():
+    """Small functions that each do one thing: a longer one needs its reason written on its def line (`# long: why`)."""
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "partialnet").rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 50:
+                if "# long:" not in lines[node.lineno - 1]:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == [], long

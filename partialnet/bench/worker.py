@@ -98,19 +98,25 @@ def run_one(spec: dict) -> dict:
         result["samples_s"] = timed(lambda: runner.infer(x), protocol)
         steady = gpu_memory_mb()
         runner.close()
-    peak = peak_rss_bytes()
     result["imported_torch"] = "torch" in sys.modules  # an ONNX Runtime/OpenVINO row must not pay for it
-    result["memory"] = {
+    result["memory"] = memory_record(baseline, before_timing, steady)
+    return result
+
+
+def memory_record(baseline: int, before_timing: dict, steady: dict) -> dict:
+    """Host memory of the worker, and its GPU peaks where it drove a GPU: the whole worker's peak (a fresh
+    process: since it started) and the steady state of the timed loop alone, which leaves out
+    cudnn.benchmark's trial workspaces (they can dwarf a small model's own needs)."""
+    peak = peak_rss_bytes()
+    memory = {
         "baseline_rss_mb": round(baseline / 2**20, 1),
         "peak_rss_mb": round(peak / 2**20, 1),
         "peak_above_baseline_mb": round(max(0, peak - baseline) / 2**20, 1),
     }
     if steady:
-        # whole-worker peak (a fresh process: since it started) and the steady state of the timed loop alone,
-        # which leaves out cudnn.benchmark's trial workspaces (they can dwarf a small model's own needs)
-        result["memory"].update({k: max(before_timing.get(k, 0.0), v) for k, v in steady.items()})
-        result["memory"].update({k.replace("gpu_", "gpu_timed_"): v for k, v in steady.items()})
-    return result
+        memory.update({k: max(before_timing.get(k, 0.0), v) for k, v in steady.items()})
+        memory.update({k.replace("gpu_", "gpu_timed_"): v for k, v in steady.items()})
+    return memory
 
 
 def gpu_memory_mb(reset: bool = False) -> dict:

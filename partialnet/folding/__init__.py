@@ -112,13 +112,7 @@ def fold(
     deploy = copy.deepcopy(model).float().eval()
     ctx = FoldContext(imgsz=tuple(imgsz), skip=frozenset(skip))
     x = probe_input(ctx.imgsz) if check else None
-    with torch.no_grad():
-        reference = model.float().eval()(x) if check else None
-    if check and not torch.isfinite(reference).all():
-        raise BadInput(
-            "the model's own logits are NaN or infinite on the probe input, before any folding: its weights are "
-            "broken (a negative BatchNorm variance, an overflowing layer); there is nothing correct to fold"
-        )
+    reference = _reference_logits(model, x) if check else None
     before = measure_cost(model, ctx.imgsz) if measure else None
     report = FoldReport(
         imgsz=ctx.imgsz,
@@ -127,26 +121,9 @@ def fold(
         batchnorms_before=count_batchnorms(model),
     )
     for p in PASSES:
-        if p.since > version or p.name in without:
-            continue
-        raise_if_pending()
-        with torch.no_grad():  # folded tensors must be plain leaves, never parts of an autograd graph
-            outcome = p.apply(deploy, ctx)
-        diff = 0.0
-        if check:
-            with torch.no_grad():
-                diff = (deploy(x) - reference).abs().max().item()
-        report.passes.append(
-            PassRecord(
-                name=p.name,
-                description=p.description,
-                sites=len(outcome.folded),
-                folded=outcome.folded,
-                not_folded=[{"site": s, "reason": r} for s, r in outcome.skipped],
-                max_abs_diff=diff,
-                params_after=count_params(deploy),
-            )
-        )
+        if p.since <= version and p.name not in without:
+            raise_if_pending()
+            report.passes.append(_apply(p, deploy, ctx, x, reference))
     after = measure_cost(deploy, ctx.imgsz) if measure else None
     report.params_after = count_params(deploy)
     report.gmacs_after = round(after.gmacs, 5) if after else 0.0
@@ -158,6 +135,34 @@ def fold(
             f"{worst.name!r}; this is a bug in partialnet, please report it"
         )
     return deploy.eval(), report
+
+
+def _reference_logits(model: PartialNet, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        reference = model.float().eval()(x)
+    if not torch.isfinite(reference).all():
+        raise BadInput(
+            "the model's own logits are NaN or infinite on the probe input, before any folding: its weights are "
+            "broken (a negative BatchNorm variance, an overflowing layer); there is nothing correct to fold"
+        )
+    return reference
+
+
+def _apply(p, deploy: PartialNet, ctx: FoldContext, x: torch.Tensor | None, reference: torch.Tensor | None) -> PassRecord:
+    """One pass on `deploy`, in place, and its record: where it folded, where not and why, and the
+    largest logit change since the original (0 when not checked)."""
+    with torch.no_grad():  # folded tensors must be plain leaves, never parts of an autograd graph
+        outcome = p.apply(deploy, ctx)
+        diff = (deploy(x) - reference).abs().max().item() if reference is not None else 0.0
+    return PassRecord(
+        name=p.name,
+        description=p.description,
+        sites=len(outcome.folded),
+        folded=outcome.folded,
+        not_folded=[{"site": s, "reason": r} for s, r in outcome.skipped],
+        max_abs_diff=diff,
+        params_after=count_params(deploy),
+    )
 
 
 # ---------------------------------------------------------------- deploy files

@@ -1,0 +1,122 @@
+"""What `partialnet bench` is asked to measure: one typed options object, its fields' flags the CLI's.
+
+`check` refuses unsound combinations before anything heavy is imported; `plan` turns the options and
+the sources into the BenchPlan the runner executes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+from partialnet.errors import BadInput
+from partialnet.limits import parse_imgsz
+from partialnet.options import option
+
+if TYPE_CHECKING:
+    from partialnet.bench.run import BenchPlan
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+DEFAULT_SOURCE = "partialnet_t0"
+
+
+def split_list(values: list[str] | None) -> list[str]:
+    """`--runtime a,b --runtime c` -> [a, b, c]."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def parse_batches(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    parts = split_list([value])
+    if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 6 and int(p) > 0 for p in parts):
+        raise BadInput(f"--batch {value!r}: expected positive integers such as 1,32")
+    return [int(p) for p in parts]
+
+
+@dataclass
+class BenchOptions:
+    device: str = option("cpu", "--device", "cpu or cuda.")
+    runtime: list[str] | None = option(None, "--runtime", "Runtimes (repeat or comma-separate); default: all but the mobile ones "
+                                       "(executorch, litert).", cli_type=Optional[list[str]])
+    batch: str | None = option(None, "--batch", "Batch sizes, e.g. 1,32 (default: the protocol's, else 1).", cli_type=Optional[str])
+    imgsz: tuple[int, int] = option((224, 224), "--imgsz", "Input size: 224, or H W (also H,W); multiples of 32, >= 64.",
+                                    cli_type=Optional[str], parse=parse_imgsz, show_default="224")
+    threads: int | None = option(None, "--threads", "Threads per runtime (default: all cores; paper: 1).", cli_type=Optional[int], min=1)
+    protocol: str = option("latency", "--protocol", "latency, throughput, paper or quick.")
+    precision: str = option("fp32", "--precision", "fp32 (pinned, default), bf16, fp16 or int8 (needs --data) where a runtime supports it.")
+    data: str | None = option(None, "--data", "--precision int8: calibration data, 'digits' or a folder of images.", cli_type=Optional[str])
+    calib_size: int = option(300, "--calib-size", "--precision int8: calibration images.", min=1)
+    channels_last: bool = option(False, "--channels-last", "PyTorch: channels_last memory format.")
+    compile: bool = option(False, "--compile", "PyTorch: torch.compile the deploy model.")
+    cuda_graphs: bool = option(False, "--cuda-graphs", "PyTorch on --device cuda: capture the forward once as a CUDA graph and replay it.")
+    ab: tuple[str, str] | None = option(None, "--ab", "A B: alternate two models in one run and report B/A.", cli_type=Optional[tuple[str, str]])
+    block: int = option(10, "--block", "--ab: iterations per alternating block.", min=1)
+    label: str | None = option(None, "--label", "Row name for a single model (so compare can match base.pth with new.pth).",
+                               cli_type=Optional[str])
+    streams: str | None = option(None, "--streams", "N or auto: keep N requests in flight (OpenVINO async requests, ONNX Runtime "
+                                 "parallel sessions) and report images/s as a server gets it.", cli_type=Optional[str])
+
+    def check(self, sources: list[str] | None) -> None:
+        """Every rule between the options, before torch or a runtime is imported."""
+        from partialnet.bench.protocols import get_protocol
+        from partialnet.bench.streams import parse_streams
+        from partialnet.limits import MAX_THREADS, check_count, check_input_shape
+
+        if self.device not in ("cpu", "cuda"):
+            raise BadInput(f"--device {self.device!r}: expected cpu or cuda")
+        if self.ab and self.streams:
+            raise BadInput("--ab alternates one request at a time; --streams measures many in flight: use one or the other")
+        if self.cuda_graphs and self.device != "cuda":
+            raise BadInput("--cuda-graphs needs --device cuda (CUDA graphs replay GPU work)")
+        if self.cuda_graphs and self.compile:
+            raise BadInput("--cuda-graphs and --compile exclude each other (torch.compile brings its own graphs: pick one)")
+        for b in self.batches():
+            check_input_shape(b, *self.imgsz, "--batch/--imgsz")
+        if self.threads is not None:
+            check_count(self.threads, "--threads", MAX_THREADS)
+        parse_streams(self.streams)
+        get_protocol(self.protocol, self.device)
+        if self.ab and sources:
+            raise BadInput("--ab A B names the two models; give no other sources with it")
+        if self.label and len(sources or [DEFAULT_SOURCE]) != 1:
+            raise BadInput("--label names one model; give exactly one source with it")
+        if self.precision not in PRECISIONS:
+            raise BadInput(f"--precision {self.precision!r}: expected fp32, bf16, fp16 or int8")
+
+    def batches(self) -> list[int]:
+        from partialnet.bench.protocols import get_protocol
+
+        return parse_batches(self.batch) or list(get_protocol(self.protocol, self.device).batches or (1,))
+
+    def plan(self, sources: list[str] | None) -> "BenchPlan":
+        """The run these options describe (checked first); INT8 calibration data is checked here too."""
+        from partialnet.bench import run as bench_run
+        from partialnet.bench.protocols import get_protocol
+        from partialnet.bench.streams import parse_streams
+        from partialnet.runtimes.table import AB_DEFAULT
+
+        self.check(sources)
+        proto = get_protocol(self.protocol, self.device)
+        plan = bench_run.BenchPlan(
+            sources=list(sources or [DEFAULT_SOURCE]),
+            runtimes=bench_run.resolve_runtimes(split_list(self.runtime) or ([AB_DEFAULT] if self.ab else None)),
+            device=self.device, batches=self.batches(), imgsz=self.imgsz, threads=self.threads or proto.threads or os.cpu_count() or 1,
+            protocol=proto, precision=self.precision, channels_last=self.channels_last, compile=self.compile,
+            cuda_graphs=self.cuda_graphs, streams=parse_streams(self.streams), label=self.label,
+        )
+        self._check_calibration([*plan.sources, *(self.ab or ())], bench_run.artifact_format)
+        plan.data, plan.calib_size = self.data, self.calib_size
+        return plan
+
+    def _check_calibration(self, sources: list[str], artifact_format) -> None:
+        builds_here = [s for s in sources if not artifact_format(s)]
+        if self.precision == "int8" and builds_here and not self.data:
+            raise BadInput("--precision int8 builds INT8 artifacts and needs calibration data: --data digits or --data DIR")
+        if self.data and self.precision != "int8":
+            raise BadInput("--data is calibration data for --precision int8")
+        if self.data:
+            from partialnet.calibration import check_data
+
+            check_data(self.data, self.calib_size)
