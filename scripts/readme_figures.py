@@ -1,6 +1,7 @@
-"""Regenerate the README's measured outputs and tables, so they never drift from what the tool prints.
+"""Regenerate the README's and docs' measured outputs and tables, so they never drift from what the tool prints.
 
-Every generated block sits between `<!-- figures:NAME -->` and `<!-- /figures:NAME -->` in README.md.
+Every generated block sits between `<!-- figures:NAME -->` and `<!-- /figures:NAME -->`, in README.md or
+a page under docs/ (each block in exactly one file).
 The script runs the block's command on this machine, and writes the output with a first line naming
 the CPU (model and ISA), the date and the exact command: a figure without its machine means nothing
 here, since the machines this project runs on change from run to run.
@@ -24,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]  # where blocks may live
 CLI = [sys.executable, "-c", "import sys; from partialnet.cli import run; sys.argv = ['partialnet', *sys.argv[1:]]; run()"]
 
 # name -> the commands it shows, run in one shared scratch folder (so `digits_t0.pt` is trained once)
@@ -82,11 +84,20 @@ def run_block(name: str, work: Path) -> str:
     return f"Measured on {machine_line()}:\n\n```text\n" + "\n".join(shown) + "\n```"
 
 
-def replace_block(readme: str, name: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- figures:{name} -->\n).*?(\n<!-- /figures:{name} -->)", re.S)
-    if not pattern.search(readme):
-        raise SystemExit(f"README.md has no <!-- figures:{name} --> block")
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), readme)
+def block_pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- figures:{name} -->\n).*?(\n<!-- /figures:{name} -->)", re.S)
+
+
+def page_of(name: str) -> Path:
+    """The one page (README.md or docs/*.md) that holds block `name`."""
+    holders = [page for page in PAGES if block_pattern(name).search(page.read_text())]
+    if len(holders) != 1:
+        raise SystemExit(f"block {name}: expected in exactly one of README.md, docs/*.md; found in {len(holders)}")
+    return holders[0]
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    return block_pattern(name).sub(lambda m: m.group(1) + body + m.group(2), text)
 
 
 def main() -> None:
@@ -100,16 +111,19 @@ def main() -> None:
     unknown = [b for b in args.blocks if b not in BLOCKS]
     if unknown:
         raise SystemExit(f"unknown blocks {unknown}; known: {', '.join(BLOCKS)}")
-    readme = README.read_text()
+    names = args.blocks or list(BLOCKS)
+    texts = {page: page.read_text() for page in {page_of(name) for name in names}}
     with tempfile.TemporaryDirectory(prefix="readme-figures-") as tmp:
-        for name in args.blocks or BLOCKS:
+        for name in names:
             print(f"running {name}: {' && '.join(BLOCKS[name])}", file=sys.stderr)
-            readme = replace_block(readme, name, run_block(name, Path(tmp)))
+            page = page_of(name)
+            texts[page] = replace_block(texts[page], name, run_block(name, Path(tmp)))
     from partialnet.outputs import atomic_outputs
 
-    with atomic_outputs([README], force=True) as (staged,):
-        staged.write_text(readme)
-    print(f"updated {README}", file=sys.stderr)
+    for page, text in texts.items():
+        with atomic_outputs([page], force=True) as (staged,):
+            staged.write_text(text)
+        print(f"updated {page}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -80,3 +80,10 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             elif hasattr(m, "lookup_table_bias"):
                 m.lookup_table_bias.copy_(torch.randn(m.lookup_table_bias.shape, generator=gen) * 0.5)
     return model.eval()
+
+
+def t0_quick(variants) -> list:
+    """Every variant for the full suite; only the T0s in the quick tier (`pytest -m "not slow"`)."""
+    import pytest
+
+    return [name if name.endswith("_t0") else pytest.param(name, marks=pytest.mark.slow) for name in variants]

@@ -40,6 +40,7 @@ def runners(t0_small):
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_each_runtime_matches_pytorch_on_t0(t0_small, index):
     available = runners(t0_small)
@@ -87,6 +88,7 @@ def quick_run(tmp_path_factory):
     return out, code
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_every_output(quick_run):
     out, code = quick_run
     assert code in (0, None)
@@ -190,6 +192,7 @@ def test_cuda_without_a_gpu_is_unavailable_exit_3(cli):
     assert result.code == 3 and "no runtime can run on cuda" in result.err
 
 
+@pytest.mark.slow
 def test_ab_runs_each_runtime_and_honours_every_output(cli, tmp_path):
     out = tmp_path / "ab"
     result = cli(
@@ -259,6 +262,7 @@ def test_only_unavailable_runtimes_exit_3(cli, monkeypatch):
     assert result.code == 3 and "partialnet[openvino]" in result.err
 
 
+@pytest.mark.slow
 def test_label_lets_compare_match_two_checkpoints(cli, tmp_path, t0_state_dict):
     for name in ("base.pth", "new.pth"):
         torch.save(t0_state_dict, tmp_path / name)
@@ -270,6 +274,7 @@ def test_label_lets_compare_match_two_checkpoints(cli, tmp_path, t0_state_dict):
     assert cli("bench", "partialnet_t0", "fasternet_t0", "--label", "x").code == 2
 
 
+@pytest.mark.slow
 def test_int8_bench_builds_each_runtimes_int8_artifact_and_shows_top1(cli, tmp_path, digits_ckpt):
     pytest.importorskip("nncf", reason="OpenVINO INT8 needs NNCF (pip install 'partialnet[openvino]')")
     out = tmp_path / "int8.json"
@@ -289,6 +294,7 @@ def test_int8_bench_builds_each_runtimes_int8_artifact_and_shows_top1(cli, tmp_p
     assert "top-1" in result.out
 
 
+@pytest.mark.slow
 def test_bench_of_a_given_int8_artifact_reads_its_agreement_from_the_manifest(cli, tmp_path, digits_ckpt):
     artifact = tmp_path / "q.onnx"
     assert cli("export", digits_ckpt, "--imgsz", "64", "--int8", "--data", "digits", "--calib-size", "32", "-o", artifact, "--samples", "2").code == 0

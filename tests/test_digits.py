@@ -37,6 +37,7 @@ def test_digits_checkpoint_is_an_ordinary_checkpoint(cli, digits_ckpt):
     assert info["num_classes"] == 10 and info["dataset"] == "digits" and info["variant"] == "partialnet_t0"
 
 
+@pytest.mark.slow
 def test_export_reports_held_out_accuracy_beside_pytorch(digits_onnx):
     manifest = json.loads(digits_onnx.with_name(digits_onnx.name + ".json").read_text())
     accuracy = manifest["parity"]["accuracy"]
@@ -45,6 +46,7 @@ def test_export_reports_held_out_accuracy_beside_pytorch(digits_onnx):
     assert abs(accuracy["delta_points"]) <= 0.5 and accuracy["failures"] == []
 
 
+@pytest.mark.slow
 def test_fp16_artifact_is_within_half_a_point(cli, digits_ckpt, tmp_path):
     out = tmp_path / "half.onnx"
     result = cli("export", digits_ckpt, "--imgsz", "64", "--half", "-o", out, "--samples", "2")

@@ -79,6 +79,7 @@ def test_stage_is_silent_when_nobody_records():
     assert progress.current_seconds() == {}
 
 
+@pytest.mark.slow
 def test_fold_and_export_show_stages_and_the_wall_time(cli, tmp_path):
     folded = cli("fold", "partialnet_t0", "--imgsz", "64", "-o", tmp_path / "t0.deploy.pt")
     assert folded.code == 0, folded.err
@@ -102,6 +103,7 @@ def test_fold_and_export_show_stages_and_the_wall_time(cli, tmp_path):
         assert stage in tail
 
 
+@pytest.mark.slow
 def test_worker_for_onnxruntime_does_not_import_torch(tmp_path):
     """A row timing ONNX Runtime pays for ONNX Runtime only: no torch in its process."""
     from partialnet import api
@@ -123,6 +125,7 @@ def test_worker_for_onnxruntime_does_not_import_torch(tmp_path):
     assert 0 < memory["baseline_rss_mb"] < memory["peak_rss_mb"] < 2048  # VmHWM of this process, not the parent's
 
 
+@pytest.mark.slow
 def test_static_batch_artifact_says_which_rows_it_skipped(cli, tmp_path):
     onnx = tmp_path / "b1.onnx"
     assert cli("export", "partialnet_t0", "--imgsz", "64", "-o", onnx).code == 0
@@ -137,6 +140,7 @@ def test_static_batch_artifact_says_which_rows_it_skipped(cli, tmp_path):
     assert ok[0]["random_weights"] is True and "RANDOM weights" in result.out  # its manifest says so
 
 
+@pytest.mark.slow
 def test_streams_mode_keeps_requests_in_flight(cli, tmp_path):
     result = cli(
         "bench", "--streams", "2", "--runtime", "onnxruntime,pytorch", "--protocol", "quick", "--imgsz", "64", "--batch", "2",

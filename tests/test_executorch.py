@@ -17,6 +17,7 @@ def pte(digits_ckpt, tmp_path_factory):
     return out, api.export(str(digits_ckpt), "pte", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
 
 
+@pytest.mark.slow
 def test_pte_is_verified_in_executorch_and_reports_delegation(pte):
     out, result = pte
     assert out.is_file() and out.with_name("t0.pte.json").is_file()
@@ -32,6 +33,7 @@ def test_pte_is_verified_in_executorch_and_reports_delegation(pte):
     assert result["options"]["batch"] == 1
 
 
+@pytest.mark.slow
 def test_verify_and_bench_run_the_pte_here(pte, digits_ckpt, cli, tmp_path):
     out, _ = pte
     assert cli("verify", out, "--ref", digits_ckpt).code == 0
@@ -43,6 +45,7 @@ def test_verify_and_bench_run_the_pte_here(pte, digits_ckpt, cli, tmp_path):
     assert rows["onnxruntime"]["status"] == "skipped" and "does not run executorch artifacts" in rows["onnxruntime"]["reason"]
 
 
+@pytest.mark.slow
 def test_int8_pte_keeps_digits_accuracy(digits_ckpt, tmp_path, cli):
     out = tmp_path / "q.pte"
     result = cli("export", digits_ckpt, "-f", "executorch", "--imgsz", "64", "--int8", "--data", "digits", "--calib-size", "32", "-o", out, "--samples", "2")
@@ -60,6 +63,7 @@ def test_bad_pte_options_exit_2(args, message, cli, tmp_path):
     assert result.code == 2 and message in result.err
 
 
+@pytest.mark.slow
 def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt, tmp_path, cli):
     """One load, one fold, every format; verdicts are verified / not verifiable here (why) / failed (exit 1)."""
     result = cli("export", digits_ckpt, "--format", "all", "--imgsz", "64", "-o", tmp_path, "--samples", "2", "--json")
@@ -93,6 +97,7 @@ def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt,
 
 @pytest.mark.parametrize("how, what, commands", [("link", "is a symbolic link", ("verify", "bench")), ("fifo", "is a FIFO (named pipe)", ("verify",)),
                                                 ("huge", "digits", ("verify",))])
+@pytest.mark.slow
 def test_a_sidecar_that_is_not_a_plain_json_file_is_refused(pte, digits_ckpt, tmp_path, cli, how, what, commands):
     """The manifest beside a .pte carries its metadata: a link, FIFO or absurd number there is refused, naming it."""
     import os
@@ -115,6 +120,7 @@ def test_a_sidecar_that_is_not_a_plain_json_file_is_refused(pte, digits_ckpt, tm
         assert "t0.pte.json" in result.err and what in result.err and "Traceback" not in result.err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("header", [None, b"ET\xf1\xf2"])
 def test_a_damaged_program_never_takes_the_process_down(header, tmp_path):
     """Random bytes (with our file identifier, or one that makes the runtime's error text invalid UTF-8 and
@@ -134,6 +140,7 @@ def test_a_damaged_program_never_takes_the_process_down(header, tmp_path):
         assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {path}: "), (command, done.stderr)
 
 
+@pytest.mark.slow
 def test_a_pte_manifest_cannot_make_it_fp16(pte, digits_ckpt, tmp_path, cli):
     import shutil
 

@@ -23,6 +23,7 @@ def t0_export(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["t0", "t1"])
 def test_fixture_onnx_reproduces_reference_logits(variant, cli, tmp_path):
     ckpt, x, expected = golden(variant)
@@ -50,6 +51,7 @@ def test_metadata_and_manifest(t0_export):
     assert manifest["source"]["sha256"] == meta["source_sha256"]
 
 
+@pytest.mark.slow
 def test_dynamic_batch_is_verified_at_two_batch_sizes(cli, tmp_path):
     out = tmp_path / "dyn.onnx"
     result = cli("export", "partialnet_t1", "-o", out, "--dynamic", "--imgsz", "64")
@@ -74,6 +76,7 @@ def test_static_batch_and_no_simplify(cli, tmp_path):
     assert manifest["graph"]["simplify"] == "skipped" and manifest["options"]["opset"] == 18
 
 
+@pytest.mark.slow
 def test_half_is_judged_by_cosine_and_top1(cli, tmp_path):
     out = tmp_path / "half.onnx"
     result = cli("export", golden("t0")[0], "-o", out, "--half", "--imgsz", "64")
@@ -83,6 +86,7 @@ def test_half_is_judged_by_cosine_and_top1(cli, tmp_path):
     assert parity["tightest_passing"]["min_cosine"] >= 0.999
 
 
+@pytest.mark.slow
 def test_existing_output_is_not_overwritten_without_force(cli, tmp_path):
     out = tmp_path / "x.onnx"
     out.write_bytes(b"precious")
@@ -93,6 +97,7 @@ def test_existing_output_is_not_overwritten_without_force(cli, tmp_path):
     assert result.code == 0 and out.read_bytes() != b"precious"
 
 
+@pytest.mark.slow
 def test_failed_verification_leaves_nothing_behind(cli, tmp_path):
     out = tmp_path / "strict.onnx"
     result = cli("export", golden("t0")[0], "-o", out, "--imgsz", "64", "--atol", "1e-12")

@@ -24,6 +24,7 @@ def _script(*args, cwd=ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: run the check itself (python scripts/gpu_check.py)")
 def test_the_dry_run_does_every_step_a_cpu_can(tmp_path):
     out = tmp_path / "out"
@@ -67,6 +68,7 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_publish_writes_the_docs_and_the_readme_block_from_real_results(tmp_path):
     """Results of real (CPU) bench and claims runs in a run's layout, as the check on a GPU leaves them."""
     results = tmp_path / "results"

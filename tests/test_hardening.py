@@ -122,6 +122,7 @@ def test_concurrent_writers_exactly_one_wins(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_concurrent_cli_exports_to_one_path(tmp_path):
     """Two real processes, same output: one succeeds, the other exits 2 naming the path; no partial file left."""
     out = tmp_path / "same.deploy.pt"
@@ -314,6 +315,7 @@ def test_weights_are_checked_after_the_cast_and_by_dtype(tmp_path, cli, t0_state
 LARGEST_REAL_MODEL_MB = 1200  # the largest variant's load + fold peak is under this; hostile files must stay near it
 
 
+@pytest.mark.slow
 def test_expanded_stride_and_sparse_giants_stay_within_memory(tmp_path, t0_state_dict):
     """A 10 GB head stored with zero strides, and a 4 GB sparse safetensors tensor, refused in bounded memory."""
     expanded = tmp_path / "expanded.pth"
@@ -335,6 +337,7 @@ def test_expanded_stride_and_sparse_giants_stay_within_memory(tmp_path, t0_state
     assert rss < LARGEST_REAL_MODEL_MB, f"peak RSS {rss:.0f} MB"
 
 
+@pytest.mark.slow
 def test_compare_bootstrap_memory_is_bounded():
     from partialnet.bench.stats import bootstrap_median_ci, ratio_of_medians
 
@@ -364,6 +367,7 @@ def test_declared_sizes_beyond_the_limits_are_refused(tmp_path, cli):
     assert_refused(result.code, result.err, "decompression bomb")
 
 
+@pytest.mark.slow
 def test_non_regular_files_are_refused_without_blocking(tmp_path):
     fifo = tmp_path / "fifo.pth"
     os.mkfifo(fifo)
@@ -386,6 +390,7 @@ def test_non_regular_files_are_refused_without_blocking(tmp_path):
 # ---------------------------------------------------------------- signals
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_mid_export_removes_temporaries(sig, code, tmp_path):
     out = tmp_path / "x.onnx"
@@ -582,6 +587,7 @@ def test_library_warnings_become_one_line(cli, monkeypatch):
     assert lines == ["warning: something deprecated with a second line (UserWarning)"]
 
 
+@pytest.mark.slow
 def test_a_real_export_prints_no_raw_warnings(tmp_path):
     code, out, err = run_cli("export", "partialnet_t0", "--imgsz", "64", "-o", tmp_path / "x.onnx", "--samples", "2")
     assert code == 0, err
@@ -604,6 +610,7 @@ def test_a_strangers_sidecar_manifest_never_crashes_read_io(manifest, tmp_path):
 # ---------------------------------------------------------------- the new formats' artifacts (multi-file, folders)
 
 
+@pytest.mark.slow
 def test_sigterm_during_format_all_publishes_nothing_and_leaves_nothing(tmp_path):
     """`export --format all` publishes its formats together at the end: a stop after some were made leaves none."""
     out = tmp_path / "all"
@@ -625,6 +632,7 @@ def test_sigterm_during_format_all_publishes_nothing_and_leaves_nothing(tmp_path
     assert not out.exists() or list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_force_over_a_deep_package_folder_replaces_it_and_leaves_nothing(tmp_path, cli):
     pytest.importorskip("coremltools")
     out = tmp_path / "m.mlpackage"
@@ -643,6 +651,7 @@ def test_force_over_a_deep_package_folder_replaces_it_and_leaves_nothing(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage", "m.mlpackage.json"]
 
 
+@pytest.mark.slow
 def test_a_published_package_follows_the_umask_like_its_manifest(tmp_path, cli):
     pytest.importorskip("coremltools")
     previous = os.umask(0o022)

@@ -40,6 +40,7 @@ def test_onnx_int8_is_qdq_and_keeps_digits_accuracy(int8_onnx):
     assert result["graph"]["quantization"]["activations"].startswith("uint8")  # ORT's fast x86 path
 
 
+@pytest.mark.slow
 def test_verify_int8_onnx_uses_the_recorded_calibration_source(int8_onnx, digits_ckpt, cli):
     out, _ = int8_onnx
     result = cli("verify", out, "--ref", digits_ckpt, "--json")
@@ -48,6 +49,7 @@ def test_verify_int8_onnx_uses_the_recorded_calibration_source(int8_onnx, digits
     assert report["precision"] == "int8" and report["accuracy"]["dataset"] == "digits"
 
 
+@pytest.mark.slow
 def test_openvino_int8_through_nncf(digits_ckpt, tmp_path, cli):
     pytest.importorskip("nncf", reason="OpenVINO INT8 needs NNCF (pip install 'partialnet[openvino]')")
     import openvino as ov
@@ -63,6 +65,7 @@ def test_openvino_int8_through_nncf(digits_ckpt, tmp_path, cli):
     assert manifest["parity"]["accuracy"]["delta_points"] >= -1.5
 
 
+@pytest.mark.slow
 def test_a_bad_calibration_fails_naming_the_metric_and_writes_nothing(digits_ckpt, tmp_path, cli):
     """One blank image as calibration data: the ranges are wrong, accuracy collapses, exit 1."""
     from PIL import Image
@@ -98,6 +101,7 @@ def test_option_errors_come_before_any_loading(args, message, cli, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_int8_artifact_calibrated_on_a_folder_needs_real_images_to_verify(digits_ckpt, tmp_path, cli):
     from PIL import Image
 

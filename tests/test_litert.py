@@ -10,6 +10,7 @@ pytest.importorskip("litert_torch", reason="LiteRT export needs pip install 'par
 pytest.importorskip("ai_edge_litert", reason="the LiteRT interpreter needs pip install 'partialnet[litert]'")
 
 
+@pytest.mark.slow
 def test_tflite_fp32_and_fp16_are_verified_in_the_interpreter(digits_ckpt, tmp_path, cli):
     for name, extra in (("fp32", []), ("fp16", ["--half"])):
         out = tmp_path / f"{name}.tflite"
@@ -38,6 +39,7 @@ def test_tflite_fp32_and_fp16_are_verified_in_the_interpreter(digits_ckpt, tmp_p
     assert lie.code == 1 and "its metadata says fp16, but what it holds is fp32" in lie.err
 
 
+@pytest.mark.slow
 def test_tflite_int8_is_full_integer_calibrated_and_judged_on_digits(digits_ckpt, tmp_path, cli):
     out = tmp_path / "int8.tflite"
     result = cli("export", digits_ckpt, "-f", "litert", "--int8", "--data", "digits", "--calib-size", "64", "--imgsz", "64", "-o", out)
@@ -66,6 +68,7 @@ def test_bad_tflite_options_exit_2(args, message, cli, tmp_path):
     assert result.code == 2 and message in result.err
 
 
+@pytest.mark.slow
 def test_one_bench_shows_every_cpu_runtime_side_by_side(tmp_path, cli):
     pytest.importorskip("executorch", reason="ExecuTorch rows need pip install 'partialnet[executorch]'")
     pytest.importorskip("openvino", reason="OpenVINO rows need pip install 'partialnet[openvino]'")

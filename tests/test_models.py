@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from helpers import SPEC
+from helpers import SPEC, t0_quick
 from partialnet import VARIANTS, BadInput, create_model, measure_cost
 from partialnet.api import parse_imgsz
 from partialnet.models.partialnet import rpe_buckets
@@ -35,7 +35,7 @@ def test_state_dict_keys_and_shapes_equal_spec(name):
     ]
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("name", t0_quick(VARIANTS))
 def test_export_and_trace_reproduce_eager(name):
     model = create_model(name)
     with torch.no_grad():

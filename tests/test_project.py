@@ -47,19 +47,35 @@ def test_api_is_the_top_facade_nothing_inside_imports():
 
 
 def test_every_readme_figure_block_is_generated_by_the_script():
-    """Measured outputs in the README come from scripts/readme_figures.py, each naming its machine."""
+    """Measured outputs in the README and docs/ come from scripts/readme_figures.py, each naming its machine."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "scripts" / "readme_figures.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        opened = re.findall(r"<!-- figures:([a-z0-9_-]+) -->", text)
+        assert opened == re.findall(r"<!-- /figures:([a-z0-9_-]+) -->", text), page
+        for name in opened:
+            body = text.split(f"<!-- figures:{name} -->")[1].split(f"<!-- /figures:{name} -->")[0]
+            assert body.strip().startswith("Measured on "), name  # the CPU, ISA and date come first
+        found += opened
+    assert sorted(found) == sorted(module.BLOCKS)  # each block once, in one page
+
+
+def test_the_readme_is_a_short_door_into_docs():
+    """The README stays readable: the two commands first, then links; every docs page opens with its question."""
     readme = (ROOT / "README.md").read_text()
-    opened = re.findall(r"<!-- figures:([a-z0-9_-]+) -->", readme)
-    closed = re.findall(r"<!-- /figures:([a-z0-9_-]+) -->", readme)
-    assert opened == closed and sorted(opened) == sorted(module.BLOCKS)
-    for name in opened:
-        body = readme.split(f"<!-- figures:{name} -->")[1].split(f"<!-- /figures:{name} -->")[0]
-        assert body.strip().startswith("Measured on "), name  # the CPU, ISA and date come first
+    assert len(readme.splitlines()) <= 250
+    assert readme.index(README_TEST_COMMAND) < readme.index("## Commands")
+    for link in re.findall(r"\]\((docs/[^)#]+)", readme):
+        assert (ROOT / link).is_file(), link
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        lines = page.read_text().splitlines()
+        assert lines[0].startswith("# "), page
+        assert page.name == "gpu.md" or lines[2].startswith("This page answers:"), page  # gpu.md is generated
 
 
 def test_the_gpu_block_comes_from_a_gpu_check_run_naming_its_gpu():

@@ -43,6 +43,7 @@ def test_without_tensorrt_the_engine_is_prepared_not_claimed(tmp_path, cli):
     assert manifest["metadata"]["precision"] == "fp32"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(REASON is None, reason="TensorRT and a GPU are here: the engine path runs instead")
 def test_dynamic_fp16_ready_onnx_carries_its_precision_and_profile(tmp_path, cli):
     import onnx
@@ -59,6 +60,7 @@ def test_dynamic_fp16_ready_onnx_carries_its_precision_and_profile(tmp_path, cli
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16  # strongly typed: fp16 in the graph
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(REASON is None, reason="TensorRT and a GPU are here: the engine path runs instead")
 def test_trt_int8_ready_onnx_is_symmetric_qdq(digits_ckpt, tmp_path):
     import numpy as np
@@ -109,6 +111,7 @@ def test_a_name_with_a_newline_is_refused_before_any_work(tmp_path, cli):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(REASON is None, reason="TensorRT and a GPU are here: the engine path runs instead")
 @pytest.mark.parametrize("name", ["o ;touch PWNED; x.engine", "a$(touch PWNED)`touch PWNED`'q\"x.engine", "--plugins=x.engine"])
 def test_names_never_become_code_or_options(tmp_path, cli, name):
