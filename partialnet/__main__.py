@@ -1,3 +1,3 @@
-from partialnet.cli import run
+from partialnet.cli import entry
 
-run()
+entry()

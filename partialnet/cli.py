@@ -739,5 +739,26 @@ def run() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def entry() -> None:
+    """The console script: `run`, then leave without tearing the interpreter down.
+
+    Once the last line is printed and every output is published, the interpreter's teardown (module
+    finalisers of torch, ONNX Runtime, OpenVINO, ExecuTorch) only makes the user wait: about 1.4 s after
+    `export`'s last line, which reports the command's wall time. So the streams are flushed and the
+    process ends at once with the command's exit code. `run` itself exits normally (tests call it).
+    """
+    try:
+        run()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): nothing left to say
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    run()
+    entry()

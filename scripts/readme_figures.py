@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]  # where blocks may live
-CLI = [sys.executable, "-c", "import sys; from partialnet.cli import run; sys.argv = ['partialnet', *sys.argv[1:]]; run()"]
+CLI = [sys.executable, "-c", "import sys; from partialnet.cli import entry; sys.argv = ['partialnet', *sys.argv[1:]]; entry()"]
 
 # name -> the commands it shows, run in one shared scratch folder (so `digits_t0.pt` is trained once)
 PN = "partialnet"

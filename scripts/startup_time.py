@@ -1,8 +1,10 @@
 """How long the CLI makes a user wait before it does anything: a benchmark, never a test.
 
-Each command runs in a fresh interpreter, several times; the table shows the median wall time and
-what the command imported (torch or not). Then the slowest imports of `import partialnet.cli`
-(`python -X importtime`), which is what `--help` pays for.
+Each command runs in a fresh interpreter, several times, the commands taken in turn (so a noisy
+neighbour hits them alike); the table shows the median wall time beside `import torch` alone (the
+floor: `partialnet models` must stay within 2x of it) and, for `export`, how long the process took to
+exit after printing its last line (the wall time it reports). Then the slowest imports of
+`import partialnet.cli` (`python -X importtime`), which is what `--help` pays for.
 
     python scripts/startup_time.py [--repeat 5] [--tree DIR] [--json out.json [--force]]
 
@@ -26,18 +28,36 @@ COMMANDS = {
     "partialnet formats": ["formats"],
     "partialnet models": ["models"],
 }
-LAUNCH = "import sys; from partialnet.cli import run; sys.argv = ['partialnet', *sys.argv[1:]]; run()"
+LAUNCH = "import sys; from partialnet import cli; sys.argv = ['partialnet', *sys.argv[1:]]; getattr(cli, 'entry', cli.run)()"  # run: trees before main existed
 
 
-def timed_run(args: list[str], env: dict) -> float:
+TORCH_FLOOR = "import torch (the floor)"
+EXPORT = ["export", "partialnet_t0", "--imgsz", "64", "--samples", "1", "--force"]
+
+
+def timed_run(args: list[str], env: dict, cwd: str) -> float:
+    """One run from a neutral folder: `python -c` puts the working directory first on sys.path, so run from
+    a checkout it would import that checkout whatever --tree says."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", LAUNCH, *args], env=env, capture_output=True, timeout=300)
+    code = ["-c", "import torch"] if args == [TORCH_FLOOR] else ["-c", LAUNCH, *args]
+    subprocess.run([sys.executable, *code], env=env, capture_output=True, timeout=300, cwd=cwd)
     return time.perf_counter() - started
+
+
+def exit_after_last_line(env: dict, folder: str) -> float:
+    """Seconds between `export`'s last printed line (its wall time) and the process's end."""
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, *EXPORT, "-o", os.path.join(folder, "t0.onnx")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=folder)
+    last = time.perf_counter()
+    for _ in proc.stdout:
+        last = time.perf_counter()
+    proc.wait(timeout=300)
+    return time.perf_counter() - last
 
 
 def slowest_imports(env: dict, top: int = 8) -> list[tuple[str, float]]:
     """Cumulative import time per top-level module of `import partialnet.cli`, slowest first."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import partialnet.cli"], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import partialnet.cli"], env=env, capture_output=True, text=True, cwd="/")
     rows = []
     for line in proc.stderr.splitlines():
         parts = [p.strip() for p in line.removeprefix("import time:").split("|")]
@@ -68,11 +88,23 @@ def main() -> None:
 
     cpu = cpu_info()
     print(f"machine: {cpu['model']} ({cpu['logical_cores']} cores; {' '.join(cpu['flags'])}); tree: {args.tree or 'installed'}")
-    results = {}
-    for name, argv in COMMANDS.items():
-        times = [timed_run(argv, env) for _ in range(args.repeat)]
-        results[name] = {"median_s": statistics.median(times), "min_s": min(times), "runs": len(times)}
-        print(f"{name:32s} median {results[name]['median_s']:6.2f} s   min {results[name]['min_s']:6.2f} s   ({len(times)} runs)")
+    import tempfile
+
+    commands = {TORCH_FLOOR: [TORCH_FLOOR], **COMMANDS}
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    with tempfile.TemporaryDirectory() as neutral:
+        for _ in range(args.repeat):
+            for name, argv in commands.items():
+                times[name].append(timed_run(argv, env, neutral))
+    results = {name: {"median_s": statistics.median(t), "min_s": min(t), "runs": len(t)} for name, t in times.items()}
+    for name, row in results.items():
+        print(f"{name:32s} median {row['median_s']:6.2f} s   min {row['min_s']:6.2f} s   ({row['runs']} runs)")
+    ratio = results["partialnet models"]["median_s"] / results[TORCH_FLOOR]["median_s"]
+    print(f"partialnet models / import torch: {ratio:.2f}x (medians, same runs)")
+    with tempfile.TemporaryDirectory() as folder:
+        tails = [exit_after_last_line(env, folder) for _ in range(args.repeat)]
+    results["export: exit after its last line"] = {"median_s": statistics.median(tails), "max_s": max(tails), "runs": len(tails)}
+    print(f"export: exit after its last line  median {statistics.median(tails):6.2f} s   max {max(tails):6.2f} s   ({len(tails)} runs)")
     imports = slowest_imports(env)
     print("slowest imports of `import partialnet.cli` (cumulative):")
     for module, seconds in imports:

@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import json
 import shutil
 import subprocess
 import sys
@@ -160,6 +161,24 @@ def test_console_script_end_to_end(tmp_path):
     assert ok.returncode == 0 and '"variant": "partialnet_t0"' in ok.stdout
     bad = subprocess.run([exe, "info", str(tmp_path / "nope.pth")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    # The console script leaves without interpreter teardown: everything printed must still arrive, whole.
+    listed = subprocess.run([exe, "formats", "--json"], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and {row["format"] for row in json.loads(listed.stdout)} >= {"onnx", "openvino"}
+    piped = subprocess.run(f"'{exe}' models | head -1", shell=True, capture_output=True, text=True, timeout=120)
+    assert piped.stdout.startswith("PartialNet / FasterNet variants") and "Traceback" not in piped.stderr
+
+
+def test_the_models_table_runs_no_forward_pass():
+    """`partialnet models` reads costs from shapes: its first forward pass would import torch._dynamo (~1.3 s)."""
+    code = "import sys; from partialnet.models.table import model_table; model_table(); print('torch._dynamo' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_neutral())
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr
+
+
+def tmp_neutral() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
 
 
 @pytest.mark.parametrize("form", [["256", "192"], ["256,192"], ["256x192"]])

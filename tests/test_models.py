@@ -93,3 +93,26 @@ def test_create_model_refuses_downloads_and_unknown_names():
 
 def test_variant_names_are_case_and_dash_insensitive():
     assert create_model("PartialNet-T0").arch == create_model("partialnet_t0").arch
+
+
+@pytest.mark.parametrize("size", [(224, 224), (256, 192)])
+def test_the_table_count_equals_the_flop_counter_on_every_variant(size):
+    """`partialnet models` reads costs from the layers' shapes (no forward pass); it must agree with torch's
+    FLOP counter plus the fvcore terms, MAC for MAC, on all 12 variants and a non-square size."""
+    from partialnet.models.flops import layer_macs
+    from partialnet.models.partialnet import PartialNet
+
+    for name, variant in VARIANTS.items():
+        with torch.device("meta"):
+            model = PartialNet(variant.arch())
+        assert layer_macs(model, size) == measure_cost(model, size), name
+
+
+def test_the_table_count_refuses_a_dpconv_model():
+    from partialnet.models.flops import layer_macs
+    from partialnet.models.partialnet import DPCONV, Arch, PartialNet
+
+    arch = Arch("fasternet", 40, (1, 2, 8, 2), "gelu", mixers=tuple(((8, 4),) * d for d in (1, 2, 8, 2)))
+    assert arch.is_dpconv and DPCONV
+    with torch.device("meta"), pytest.raises(ValueError, match="measure_cost"):
+        layer_macs(PartialNet(arch))

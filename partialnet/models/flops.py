@@ -77,3 +77,48 @@ def _on_meta(model: nn.Module) -> bool:
     """A skeleton already on the meta device is measured as is: copying it would cost more than the pass."""
     tensors = [*model.parameters(), *model.buffers()]
     return bool(tensors) and all(t.is_meta for t in tensors)
+
+
+
+def layer_macs(model: nn.Module, imgsz: tuple[int, int] = (224, 224)) -> Cost:
+    """The same count as `measure_cost` for the registry's variants, from the layers' own shapes and no
+    forward pass at all: any pass (meta device or FLOP counter) first imports torch's meta kernels and
+    torch._dynamo, about 1.3 s, and `partialnet models` must answer in little more than torch's import.
+
+    Each layer is charged from its weights' shapes and the (channels, height, width) it receives, walked
+    in module order; the fvcore per-element terms are the same. A DPConv model (a conv used at a learned
+    width) is refused: checkpoints go through `measure_cost`. tests/test_models.py holds the two equal.
+    """
+    macs, _ = _walk(model, (3, *imgsz))
+    return Cost(params=count_params(model), macs=macs)
+
+
+def _walk(module: nn.Module, shape: tuple[int, int, int]) -> tuple[int, tuple[int, int, int]]:
+    from partialnet.models import partialnet as pn
+
+    c, h, w = shape
+    if isinstance(module, nn.Conv2d):
+        (kh, kw), (sh, sw), (ph, pw) = module.kernel_size, module.stride, module.padding
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        return oh * ow * module.out_channels * (module.in_channels // module.groups) * kh * kw, (module.out_channels, oh, ow)
+    if isinstance(module, nn.BatchNorm2d):
+        return 2 * module.num_features * h * w, shape
+    if isinstance(module, nn.LayerNorm):
+        return 5 * module.normalized_shape[0] * h * w, shape
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        return c * h * w, (c, 1, 1)
+    if isinstance(module, nn.Linear):
+        return module.in_features * module.out_features, (module.out_features, 1, 1)
+    if isinstance(module, pn.GaussianChannelGate):  # a (1, 2) conv over each channel's mean and std, then its BN
+        return module.cfc1.out_channels * module.cfc1.in_channels * 2 + 2 * module.bn.num_features, shape
+    if isinstance(module, pn.RelativeSelfAttention):  # qkv and proj over h*w tokens, then q @ k^T and scores @ v
+        tokens, dim = h * w, module.qkv.in_features
+        return tokens * dim * 4 * dim + 2 * tokens * tokens * dim, shape
+    if isinstance(module, pn.DynamicPartialConv):
+        raise ValueError("a DPConv layer computes through a slice of its weight: count it with measure_cost")
+    total, inner = 0, shape
+    for child in module.children():
+        macs, inner = _walk(child, inner)
+        total += macs
+    keeps_shape = (pn.MLPBlock, pn.PartialConv, pn.PartialChannelAttention, pn.PartialSelfAttention, pn.PartialSpatialAttention)
+    return total, shape if isinstance(module, keeps_shape) else inner

@@ -1,14 +1,15 @@
 """`partialnet models`: each variant's params and GMACs measured here, beside the published numbers.
 
-One shapes-only pass per variant on the meta device (no weights allocated, no arithmetic), so the
-whole table costs about a second after torch is imported.
+Each variant's module tree is built on the meta device (no weights allocated) and its cost read from
+the layers' shapes (`layer_macs`, equal to the FLOP counter's count), so the whole table costs a small
+fraction of torch's own import.
 """
 
 from __future__ import annotations
 
 import torch
 
-from partialnet.models.flops import measure_cost
+from partialnet.models.flops import layer_macs
 from partialnet.models.partialnet import PartialNet
 from partialnet.models.registry import VARIANTS, Variant
 
@@ -17,7 +18,7 @@ def variant_row(variant: Variant, imgsz: tuple[int, int] = (224, 224)) -> dict:
     """One measured row of `partialnet models`, beside the published numbers."""
     with torch.device("meta"):
         model = PartialNet(variant.arch()).eval()
-    cost = measure_cost(model, imgsz)
+    cost = layer_macs(model, imgsz)
     at_224 = imgsz == (224, 224)
     return {
         "name": variant.name,
