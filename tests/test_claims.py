@@ -46,6 +46,18 @@ def test_every_claim_row_is_complete_data():
     assert get_claim("partialnet_repo_figure_gpu_throughput").published_for("t2") == pytest.approx(4760 / 4190, abs=1e-3)
 
 
+def test_claims_quick_on_one_size_and_runtime(tmp_path, cli):
+    """The quick tier's claims run: one size, one runtime, the JSON's shape."""
+    out = tmp_path / "claims.json"
+    result = cli("claims", "--sizes", "t0", "--protocol", "quick", "--imgsz", "64", "--runtime", "onnxruntime", "--threads", "1", "--json", out)
+    assert result.code == 0, result.err
+    data = json.loads(out.read_text())
+    (cell,) = data["measurements"]
+    assert (cell["size"], cell["runtime"], cell["status"], cell["threads"]) == ("t0", "onnxruntime", "ok", 1)
+    assert all(row["verdict"] in VERDICTS for row in data["claims"]) and "published claims vs this machine" in result.out
+
+
+@pytest.mark.slow
 def test_claims_on_cpu_at_small_size(tmp_path, cli):
     out, md, png = tmp_path / "claims.json", tmp_path / "claims.md", tmp_path / "claims.png"
     result = cli("claims", "--sizes", "t0,t2", "--protocol", "quick", "--imgsz", "64", "--runtime", "pytorch,onnxruntime", "--threads", "1",

@@ -23,6 +23,7 @@ def int8_onnx(digits_ckpt, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_onnx_int8_is_qdq_and_keeps_digits_accuracy(int8_onnx):
     out, result = int8_onnx
     proto = onnx.load(str(out))
