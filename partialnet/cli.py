@@ -23,6 +23,7 @@ from rich.table import Table
 
 from partialnet import progress, render, signals
 from partialnet.errors import EXIT_INTERNAL, BadInput, CheckFailed, PartialnetError, Unavailable
+from partialnet.bench.marks import marked_notes
 from partialnet.bench.options import BenchOptions, split_list
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS
 from partialnet.exporters.options import ExportOptions
@@ -446,10 +447,12 @@ def bench_command(
         result = bench_run.run_ab(plan, ab[0], ab[1], options.block, report_progress) if ab else bench_run.run(plan, report_progress)
     if ab:
         _render_ab(result)
+    for line in render.aa_lines(result):
+        out.print(line)
     for note in random_weight_notes(result["rows"]):
         out.print(note)
     out.print(render.bench_table(result))
-    for line in render.skipped_lines(result):
+    for line in [*marked_notes(result["rows"]), *render.skipped_lines(result)]:
         out.print(line)
     written = write_outputs(result, json_path, csv_path, md_path, plot_path, force=force, inputs=inputs)
     if written:
@@ -543,6 +546,7 @@ def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, ha
     from partialnet.bench import claims_run
     from partialnet.bench import run as bench_run
     from partialnet.bench.protocols import get_protocol
+    from partialnet.bench.threads import default_threads
     from partialnet.limits import MAX_THREADS, check_count, check_input_shape
 
     if device not in ("cpu", "cuda"):
@@ -562,9 +566,10 @@ def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, ha
         device=device,
         batches=[batch],
         imgsz=size,
-        threads=threads or proto.threads or os.cpu_count() or 1,
+        threads=threads or proto.threads or default_threads(),
         protocol=proto,
         precision="fp16" if half else "fp32",
+        control=True,  # the A/A control beside every cell: a ratio means what the run's resolution lets it mean
     )
     return plan, chosen
 
@@ -578,6 +583,19 @@ def _render_claims(result: dict, tolerance: float) -> None:
     out.print(f"tolerance {tolerance:.0%}: {result['tolerance_rule']}")
     out.print(f"{result['weights']}; timed: {result['timed_model']}")
     out.print(f"machine: {describe(result['machine'])}")
+
+
+@app.command("doctor")
+def doctor_command(as_json: JsonOption = False) -> None:
+    """Is this machine fit to benchmark on now? CPU, cores, SMT, governor, load, busy processes, runtimes, advice."""
+    from partialnet import doctor
+
+    report = doctor.examine()
+    if as_json:
+        _print_json(report)
+        return
+    for line in render.doctor_lines(report):
+        out.print(line, markup=False)
 
 
 @app.command("report")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from partialnet.bench.marks import mark
 from partialnet.inputs import inert
 
 
@@ -161,7 +162,7 @@ def bench_table(result: dict) -> Table:
         parity = row.get("parity_max_abs")
         cold, memory = row.get("cold") or {}, row.get("memory") or {}
         table.add_row(
-            row["model"] + ("*" if row.get("random_weights") else ""), row["runtime"], row["precision"],
+            row["model"] + ("*" if row.get("random_weights") else "") + mark(row), row["runtime"], row["precision"],
             str(row["batch"]), str(row["threads"]),
             f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}",
             f"{s['cov']:.3f}", f"{row['images_per_s']:.1f}", _parity_cell(row, parity),
@@ -246,18 +247,21 @@ def claims_table(result: dict) -> Table:
 def claims_measurements_table(result: dict) -> Table:
     """What was timed: both families per size and runtime, interleaved in one process."""
     table = Table(title=f"PartialNet vs FasterNet, batch {result['batch']}, {result['threads']} thread(s), {result['imgsz'][0]}x{result['imgsz'][1]}")
-    for col in ("size", "runtime", "FasterNet p50 ms", "PartialNet p50 ms", "latency ratio", "95% CI", "GMACs P / F"):
+    for col in ("size", "runtime", "FasterNet p50 ms", "PartialNet p50 ms", "latency ratio", "95% CI", "A/A (95% CI)", "GMACs P / F"):
         table.add_column(col, justify="left" if col in ("size", "runtime") else "right")
     gmacs = {(c["size"], c["family"]): c["gmacs"] for c in result["costs"]}
     for cell in result["measurements"]:
         cost = f"{gmacs[(cell['size'], 'partialnet')]:.3f} / {gmacs[(cell['size'], 'fasternet')]:.3f}"
         if cell["status"] != "ok":
-            table.add_row(cell["size"], cell["runtime"], "-", "-", "-", f"{cell['status']}: {cell['reason']}"[:60], cost)
+            table.add_row(cell["size"], cell["runtime"], "-", "-", "-", f"{cell['status']}: {cell['reason']}"[:60], "-", cost)
             continue
+        aa = cell.get("aa")
+        control = f"{aa['ratio']:.3f} ({aa['ci'][0]:.3f}-{aa['ci'][1]:.3f})" if aa else "-"
         table.add_row(
             cell["size"], cell["runtime"], f"{cell['fasternet']['stats']['p50_ms']:.3f}", f"{cell['partialnet']['stats']['p50_ms']:.3f}",
-            f"{cell['latency_ratio']:.3f}", f"{cell['latency_ci'][0]:.3f}-{cell['latency_ci'][1]:.3f}", cost,
+            f"{cell['latency_ratio']:.3f}", f"{cell['latency_ci'][0]:.3f}-{cell['latency_ci'][1]:.3f}", control, cost,
         )
+    table.caption = "A/A: FasterNet timed against itself in the same random alternation, the run's own resolution"
     return table
 
 
@@ -278,8 +282,10 @@ def report_bench_table(report: dict) -> Table:
     for col in ("machine", "model", "runtime", "precision", "batch", "threads", "p50 ms"):
         table.add_column(col, justify="right" if col in ("batch", "threads", "p50 ms") else "left")
     for row in report["bench"]:
-        table.add_row(f"{row['cpu']} [{row['machine_id'][:8]}]", row["model"], row["runtime"], row["precision"], str(row["batch"]),
+        table.add_row(f"{row['cpu']} [{row['machine_id'][:8]}]", row["model"] + mark(row), row["runtime"], row["precision"], str(row["batch"]),
                       str(row["threads"]), f"{row['p50_ms']:.3f}")
+    if any(mark(row) for row in report["bench"]):
+        table.caption = "! unstable, ~ disturbed: not a figure to compare (see each row's why in --json)"
     return table
 
 
@@ -305,3 +311,40 @@ def claims_costs_table(result: dict) -> Table:
     for row in result["costs"]:
         table.add_row(row["name"], f"{row['params']:,}", f"{row['published_params']:,}", f"{row['gmacs']:.3f}", f"{row['published_gmacs']}")
     return table
+
+
+def aa_lines(result: dict) -> list[str]:
+    """The A/A controls (`bench --aa`, claims): how far apart two identical things read in this run."""
+    lines = []
+    for c in result.get("aa") or []:
+        if c.get("status") != "ok":
+            lines.append(f"A/A on {c['runtime']}: {c.get('status')} ({c.get('reason')})")
+            continue
+        low, high = c["ci"]
+        lines.append(f"A/A on {c['runtime']} ({c['model']} against itself, random alternating blocks): ratio {c['ratio']:.3f} "
+                     f"(95% CI {low:.3f}-{high:.3f}): differences smaller than this run's A/A spread are not resolved")
+    return lines
+
+
+def doctor_lines(report: dict) -> list[str]:
+    """`partialnet doctor` on one screen: what the machine is, what is running on it, what to do."""
+    cpu, freq, mem = report["cpu"], report["frequency"], report["memory"]
+    unknown = "not exposed here"
+    lines = [
+        f"CPU        {cpu['model']} · {' '.join(cpu['flags']) or 'no listed ISA extensions'}",
+        f"cores      {len(report['usable_cpus'])} usable of {cpu['logical_cores']} logical · SMT "
+        + {True: "on", False: "off", None: unknown}[freq["smt_active"]],
+        f"frequency  governor {', '.join(freq['governors']) if freq['governors'] else unknown} · boost "
+        + {True: "on", False: "off", None: unknown}[freq["boost"]],
+        f"load       1-minute average {report['loadavg_1m']} · other processes now: "
+        + (f"{report['others_cores']:.2f} cores" if report["others_cores"] is not None else unknown)
+        + f" (a row is marked disturbed above {report['disturbed_limit_cores']:g})",
+        *(f"           {p['name']} (pid {p['pid']}): {p['cores']:.2f} cores" for p in report["busiest"]),
+        f"memory     {mem['available_gb']} GB available of {mem['total_gb']} GB",
+        f"threads    bench gives each runtime {report['default_threads']} thread(s) by default; pool threads spin while they wait"
+        " (--wait passive|runtime to change)",
+        "runtimes   " + " · ".join(f"{r['runtime']} {r['version'] or '-'}" + ("" if r["available"] else " (not usable here)") for r in report["runtimes"]),
+        "advice",
+        *(f"  - {tip}" for tip in report["advice"]),
+    ]
+    return [inert(line) for line in lines]

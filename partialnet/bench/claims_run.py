@@ -11,7 +11,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable
 
-from partialnet.bench.claims import CLAIMS, DEFAULT_TOLERANCE, NOT_MEASURABLE, TOLERANCE_RULE, verdict
+from partialnet.bench.claims import CLAIMS, DEFAULT_TOLERANCE, INCONCLUSIVE, NOT_MEASURABLE, TOLERANCE_RULE, verdict
+from partialnet.bench.stability import cell_marks
 from partialnet.machine import describe, fingerprint
 from partialnet.bench.run import BenchPlan, ab_sides, run_ab
 from partialnet.errors import BadInput, Unavailable
@@ -86,6 +87,8 @@ def measure(plan: BenchPlan, sizes: list[str], block: int, progress: Callable[..
                     "partialnet": sides["b"],
                     "p_partialnet_slower": ab["p_b_slower"],
                     "p_partialnet_faster": ab["p_b_faster"],
+                    "machine_load": sides["a"].get("machine_load"),
+                    **({"aa": ab["aa"]} if ab.get("aa") else {}),
                 }
             )
     return cells
@@ -123,6 +126,11 @@ def judge(cells: list[dict], sizes: list[str], device: str, tolerance: float) ->
                     rows.append({**base, "runtime": cell["runtime"], "ratio": None, "ci": None, "verdict": NOT_MEASURABLE, "why": cell["reason"]})
                     continue
                 ratio, ci = metric_ratio(cell, claim.metric)
+                marks = cell_marks({f: cell[f]["samples_s"] for f in ("fasternet", "partialnet")}, cell.get("machine_load"))
+                if marks:  # no verdict from a cell the machine disturbed or whose samples are too dispersed
+                    rows.append({**base, "runtime": cell["runtime"], "ratio": ratio, "ci": ci, "verdict": INCONCLUSIVE,
+                                 "why": f"noisy: rerun: {'; '.join(marks)}"})
+                    continue
                 rows.append({**base, "runtime": cell["runtime"], "ratio": ratio, "ci": ci,
                              "verdict": verdict(claim, published, tuple(ci), tolerance), "why": None})
     return rows

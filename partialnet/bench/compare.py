@@ -82,7 +82,8 @@ class RowVerdict:
     p_faster: float
     verdict: str  # "regression" | "improvement" | "ok" | "noisy"
     why: str
-    noise_reasons: list[str] = field(default_factory=list)  # "unresolved" and/or "shape"
+    noise_reasons: list[str] = field(default_factory=list)  # "unresolved", "shape", "marked"
+    marks: list[str] = field(default_factory=list)  # why a side's row is unstable or disturbed
 
     def to_dict(self) -> dict:
         out = dict(zip(KEY_FIELDS, self.key))
@@ -159,6 +160,25 @@ def judge(baseline, candidate, alpha: float = DEFAULT_ALPHA, max_slowdown: float
     stats.update(verdict=verdict, noise_reasons=reasons)
     stats["why"] = explain(stats, alpha, max_slowdown)
     return stats
+
+
+def side_marks(row: dict) -> list[str]:
+    """Why one side's row cannot carry a verdict: its samples' dispersion (recomputed here, not read from the
+    file) and the machine load its worker recorded."""
+    from partialnet.bench.load import disturbance
+    from partialnet.bench.stability import instability
+
+    unstable, disturbed = instability(row["samples_s"]), disturbance(row.get("machine_load"))
+    return [f"unstable ({unstable})"] * bool(unstable) + [f"disturbed ({disturbed})"] * bool(disturbed)
+
+
+def unjudged_if_marked(v: dict, baseline_row: dict, candidate_row: dict) -> dict:
+    """No verdict, however clear it looks, from a row marked unstable or disturbed: noisy, rerun."""
+    marks = [f"the {side} row is {m}" for side, row in (("baseline", baseline_row), ("candidate", candidate_row)) for m in side_marks(row)]
+    if marks:
+        v.update(verdict="noisy", noise_reasons=[*v["noise_reasons"], "marked"], marks=marks)
+        v["why"] = f"noisy: rerun: {'; '.join(marks)}"
+    return v
 
 
 def explain(v: dict, alpha: float, max_slowdown: float) -> str:
@@ -276,7 +296,7 @@ def compare_results(
         if same is not None or b == c:
             verdicts.append(_trivial(key, b, alpha, max_slowdown))
         else:
-            verdicts.append(RowVerdict(key, **judge(b, c, alpha, max_slowdown)))
+            verdicts.append(RowVerdict(key, **unjudged_if_marked(judge(b, c, alpha, max_slowdown), base_rows[key], cand_rows[key])))
     if not verdicts:
         raise BadInput("no rows in common (matched by model, runtime, precision, batch, threads)")
     return {

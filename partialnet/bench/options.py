@@ -6,10 +6,10 @@ the sources into the BenchPlan the runner executes.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
+from partialnet.bench.threads import WAITS, default_threads
 from partialnet.errors import BadInput
 from partialnet.limits import parse_imgsz
 from partialnet.options import option
@@ -53,6 +53,10 @@ class BenchOptions:
     cuda_graphs: bool = option(False, "--cuda-graphs", "PyTorch on --device cuda: capture the forward once as a CUDA graph and replay it.")
     ab: tuple[str, str] | None = option(None, "--ab", "A B: alternate two models in one run and report B/A.", cli_type=Optional[tuple[str, str]])
     block: int = option(10, "--block", "--ab: iterations per alternating block.", min=1)
+    wait: str = option("spin", "--wait", "How pool threads wait between parallel regions: spin (default: no collapse when another "
+                       "process holds a core), passive (sleep), runtime (each runtime's own default).")
+    aa: bool = option(False, "--aa", "An A/A control: each runtime's first model timed against itself in random alternating blocks; "
+                      "the ratio and its interval show the run's resolution.")
     label: str | None = option(None, "--label", "Row name for a single model (so compare can match base.pth with new.pth).",
                                cli_type=Optional[str])
     streams: str | None = option(None, "--streams", "N or auto: keep N requests in flight (OpenVINO async requests, ONNX Runtime "
@@ -66,6 +70,8 @@ class BenchOptions:
 
         if self.device not in ("cpu", "cuda"):
             raise BadInput(f"--device {self.device!r}: expected cpu or cuda")
+        if self.aa and self.streams:
+            raise BadInput("--aa alternates one request at a time; --streams measures many in flight: use one or the other")
         if self.ab and self.streams:
             raise BadInput("--ab alternates one request at a time; --streams measures many in flight: use one or the other")
         if self.cuda_graphs and self.device != "cuda":
@@ -82,6 +88,8 @@ class BenchOptions:
             raise BadInput("--ab A B names the two models; give no other sources with it")
         if self.label and len(sources or [DEFAULT_SOURCE]) != 1:
             raise BadInput("--label names one model; give exactly one source with it")
+        if self.wait not in WAITS:
+            raise BadInput(f"--wait {self.wait!r}: expected one of {', '.join(WAITS)}")
         if self.precision not in PRECISIONS:
             raise BadInput(f"--precision {self.precision!r}: expected fp32, bf16, fp16 or int8")
 
@@ -102,9 +110,9 @@ class BenchOptions:
         plan = bench_run.BenchPlan(
             sources=list(sources or [DEFAULT_SOURCE]),
             runtimes=bench_run.resolve_runtimes(split_list(self.runtime) or ([AB_DEFAULT] if self.ab else None)),
-            device=self.device, batches=self.batches(), imgsz=self.imgsz, threads=self.threads or proto.threads or os.cpu_count() or 1,
+            device=self.device, batches=self.batches(), imgsz=self.imgsz, threads=self.threads or proto.threads or default_threads(),
             protocol=proto, precision=self.precision, channels_last=self.channels_last, compile=self.compile,
-            cuda_graphs=self.cuda_graphs, streams=parse_streams(self.streams), label=self.label,
+            cuda_graphs=self.cuda_graphs, streams=parse_streams(self.streams), label=self.label, control=self.aa, wait=self.wait,
         )
         self._check_calibration([*plan.sources, *(self.ab or ())], bench_run.artifact_format)
         plan.data, plan.calib_size = self.data, self.calib_size

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from partialnet.bench.claims import DEFAULT_TOLERANCE
 from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge
+from partialnet.bench.stability import judgement
 from partialnet.machine import describe
 from partialnet.bench.results import MAX_RESULT_BYTES, _strict_json, check_samples, load_result
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
@@ -114,7 +115,8 @@ def merge(paths: list[str | Path]) -> dict:
             for row in data["rows"]:
                 if row["status"] == "ok":
                     p50 = sorted(row["samples_s"])[len(row["samples_s"]) // 2] * 1e3
-                    bench.append({k: row.get(k) for k in ("model", "runtime", "precision", "batch", "threads", "gmacs")} | {"p50_ms": p50, **mark})
+                    marks = judgement(row["samples_s"], row.get("machine_load"))  # recomputed, not read from the file
+                    bench.append({k: row.get(k) for k in ("model", "runtime", "precision", "batch", "threads", "gmacs")} | {"p50_ms": p50, **mark, **marks})
     return {
         "schema": REPORT_SCHEMA,
         "protocol": json.loads(next(iter(protocols))),

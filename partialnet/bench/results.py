@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.run import SCHEMA
 from partialnet.errors import BadInput
 from partialnet.inputs import inert
@@ -17,7 +18,7 @@ FLAT_COLUMNS = (
     "model", "runtime", "device", "precision", "batch", "threads", "mode", "status",
     "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "images_per_s", "parity_max_abs", "parity_top1", "gmacs",
     "load_s", "first_infer_ms", "peak_rss_above_baseline_mb", "gpu_peak_allocated_mb", "gpu_peak_reserved_mb", "gpu_timed_peak_allocated_mb",
-    "random_weights", "reason",
+    "random_weights", "unstable", "disturbed", "others_cores", "why", "reason",
 )
 
 
@@ -36,6 +37,7 @@ def flat(row: dict) -> dict:
     out["gpu_peak_allocated_mb"] = memory.get("gpu_peak_allocated_mb")
     out["gpu_peak_reserved_mb"] = memory.get("gpu_peak_reserved_mb")
     out["gpu_timed_peak_allocated_mb"] = memory.get("gpu_timed_peak_allocated_mb")
+    out["others_cores"] = (row.get("machine_load") or {}).get("others_cores")
     return out
 
 
@@ -79,6 +81,7 @@ def to_markdown(result: dict) -> str:
             lines.append(f"| {model} | {row['runtime']} | - | {row['batch']} | - | {row['status']}: {row['reason']} ||||||||||")
             continue
         s, f = row["stats"], flat(row)
+        model += mark(row)
         lines.append(
             f"| {model} | {row['runtime']} | {row['precision']} | {row['batch']} | {row['threads']} | "
             f"{s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | {s['cov']:.3f} | "
@@ -87,7 +90,9 @@ def to_markdown(result: dict) -> str:
             + (f" {_cell(f['gpu_timed_peak_allocated_mb'] or f['gpu_peak_allocated_mb'], '.0f')} / {_cell(f['gpu_peak_reserved_mb'], '.0f')} |"
                if gpu else "")
         )
+    lines += [f"\n{note}" for note in marked_notes(result["rows"])]
     return "\n".join(lines) + "\n"
+
 
 
 def result_outputs(json_path, csv_path=None, md_path=None, plot_path=None) -> list:

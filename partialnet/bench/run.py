@@ -32,6 +32,8 @@ from partialnet.exporters.formats import FORMATS
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
 from partialnet.folding import fold, save_deploy
 from partialnet.models.registry import VARIANTS
+from partialnet.bench.stability import judgement
+from partialnet.bench.threads import DEFAULT_WAIT, WAIT_NOTES, wait_env
 from partialnet.runtimes.table import RUNTIMES, availability, get_runtime
 
 SCHEMA = "partialnet.bench/1"
@@ -206,15 +208,15 @@ def _manifest_agreement(path: Path) -> dict | None:
         return None
 
 
-def worker_env(threads: int) -> dict:
-    env = dict(os.environ)
+def worker_env(threads: int, wait: str = DEFAULT_WAIT) -> dict:
+    env = wait_env(wait, dict(os.environ))  # how idle pool threads wait: see partialnet.bench.threads
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
     env["PYTHONWARNINGS"] = "ignore"
     return env
 
 
-def run_worker(spec: dict, workdir: Path, threads: int) -> dict:
+def run_worker(spec: dict, workdir: Path, threads: int, wait: str = DEFAULT_WAIT) -> dict:
     spec_path = Path(tempfile.mkstemp(suffix=".json", dir=workdir)[1])
     result_path = spec_path.with_suffix(".result.json")
     spec_path.write_text(json.dumps(spec))
@@ -224,7 +226,7 @@ def run_worker(spec: dict, workdir: Path, threads: int) -> dict:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "partialnet.bench.worker", str(spec_path), str(result_path)],
-            env=worker_env(threads),
+            env=worker_env(threads, wait),
             capture_output=True,
             text=True,
             timeout=WORKER_TIMEOUT_S,
@@ -256,6 +258,8 @@ class BenchPlan:
     label: str | None = None  # row name for a single source, overriding the derived one
     unfolded: bool = False  # PyTorch rows time the training-form model instead of the folded one
     streams: int | str | None = None  # None: one synchronous request at a time; N or "auto": N in flight (bench.streams)
+    wait: str = DEFAULT_WAIT  # how pool threads wait between parallel regions (partialnet.bench.threads)
+    control: bool = False  # an A/A control beside the rows (bench --aa; claims by default): the run's own resolution
 
 
 def resolve_runtimes(names: list[str] | None) -> list[str]:
@@ -329,6 +333,8 @@ def _row(plan: BenchPlan, target: Target, runtime: str, batch: int, result: dict
             parity_max_abs=result.get("parity_max_abs"),
             cold=result.get("cold"),
             memory=result.get("memory"),
+            machine_load=result.get("machine_load"),
+            **judgement(samples, result.get("machine_load")),
             samples_s=samples,
         )
         if result.get("async_run"):
@@ -414,9 +420,37 @@ def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: P
                 continue
             if progress:
                 progress(f"{target.label} · {runtime} · batch {batch}", i, len(jobs))
-            result = run_worker(_spec(plan, target, runtime, batch), work, plan.threads)
+            result = run_worker(_spec(plan, target, runtime, batch), work, plan.threads, plan.wait)
             rows.append(_row(plan, target, runtime, batch, result))
-    return {**_header(plan, started), "rows": rows}
+        controls = _aa_controls(plan, jobs, rows, work, progress) if plan.control else []
+    return {**_header(plan, started), "rows": rows, **({"aa": controls} if plan.control else {})}
+
+
+def _aa_controls(plan: BenchPlan, jobs: list, rows: list[dict], work: Path, progress) -> list[dict]:
+    """Per runtime, its first measured row's model timed against itself in random alternating blocks: the
+    A/A ratio and interval say how far apart two identical things read on this machine, in this run."""
+    controls, seen = [], set()
+    for (target, runtime, batch, _), row in zip(jobs, rows):
+        if row["status"] != "ok" or runtime in seen:
+            continue
+        seen.add(runtime)
+        if progress:
+            progress(f"A/A control: {target.label} · {runtime} against itself")
+        block = effective_block(plan.protocol, 10)
+        spec = {"mode": "ab", "protocol": plan.protocol.to_dict(), "block": block, "control": True, "a": _spec(plan, target, runtime, batch)}
+        result = run_worker(spec, work, plan.threads, plan.wait)
+        entry = {"runtime": runtime, "model": target.label, "batch": batch, "block": block}
+        if result["status"] != "ok":
+            controls.append({**entry, "status": "failed", "reason": result.get("reason")})
+            continue
+        controls.append({**entry, "status": "ok", **aa_control(result)})
+    return controls
+
+
+def aa_control(result: dict) -> dict:
+    """A2/A from a worker run with `control`: the ratio, its bootstrap 95 % interval, and the machine's load."""
+    ratio, low, high = ratio_of_medians(result["samples_a2_s"], result["samples_a_s"])
+    return {"ratio": ratio, "ci": [low, high], "machine_load": result.get("machine_load")}
 
 
 def _header(plan: BenchPlan, started: datetime) -> dict:
@@ -439,12 +473,14 @@ def _header(plan: BenchPlan, started: datetime) -> dict:
             "compile": plan.compile,
             "cuda_graphs": plan.cuda_graphs,
             "streams": plan.streams,
+            "wait": plan.wait,
         },
         "artifacts": "built here per (format, batch) from a checkpoint: ONNX for onnxruntime, OpenVINO IR for openvino; a given artifact is timed as is",
         "timed_region": timed_region(plan.device),
         "throughput": THROUGHPUT_NOTE if not plan.streams else STREAMS_NOTE,
         "input": f"standard normal, seed {INPUT_SEED}, allocated once before timing",
-        "isolation": "one subprocess per (model, runtime, batch); thread env vars set to --threads",
+        "isolation": "one subprocess per (model, runtime, batch); thread env vars set to --threads; pool threads "
+        + WAIT_NOTES[plan.wait],
         "pytorch_runs": "the training-form (unfolded) model" if plan.unfolded else "the folded deploy model (conv-BN fused, as in the papers' protocol)",
         "machine": fingerprint(),
     }
@@ -478,7 +514,7 @@ def _ab_cell(plan: BenchPlan, sides: dict[str, Target], runtime: str, block: int
     if reason:
         return {**cell, "status": "skipped", "reason": reason}, {}
     specs = {name: _spec(plan, target, runtime, target.batches[0]) for name, target in sides.items()}
-    result = run_worker({"mode": "ab", "protocol": plan.protocol.to_dict(), "block": block, **specs}, work, plan.threads)
+    result = run_worker({"mode": "ab", "protocol": plan.protocol.to_dict(), "block": block, "control": plan.control, **specs}, work, plan.threads, plan.wait)
     if result["status"] != "ok":
         return {**cell, "status": "failed", "reason": result.get("reason")}, {}
     sa, sb = result["samples_a_s"], result["samples_b_s"]
@@ -487,9 +523,12 @@ def _ab_cell(plan: BenchPlan, sides: dict[str, Target], runtime: str, block: int
         status="ok", ratio_b_over_a=ratio, ratio_ci95=[low, high],
         p_b_slower=mann_whitney_greater(sb, sa), p_b_faster=mann_whitney_greater(sa, sb),
     )
+    if "samples_a2_s" in result:
+        aa = aa_control(result)
+        cell["aa"] = {"ratio": aa["ratio"], "ci": aa["ci"]}
     per_side = {
         name: {"status": "ok", "samples_s": result[f"samples_{name}_s"], "precision": result[f"precision_{name}"],
-               "threads": result[f"threads_{name}"], "warmup": result.get(f"warmup_{name}")}
+               "threads": result[f"threads_{name}"], "warmup": result.get(f"warmup_{name}"), "machine_load": result.get("machine_load")}
         for name in sides
     }
     return cell, per_side
@@ -525,15 +564,17 @@ def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[
     if not any(c["status"] == "ok" for c in cells):
         reasons = "; ".join(f"{c['runtime']}: {c['reason']}" for c in cells)
         raise Unavailable(f"A/B could not run: {reasons}")
+    aa = [{"runtime": c["runtime"], "model": c["a"], "batch": c["batch"], "status": "ok", **c["aa"]} for c in cells if c.get("aa")]
     return {
         **_header(plan, started),
         "mode": "ab",
         "ab": cells,
         "rows": rows,
+        **({"aa": aa} if plan.control else {}),
     }
 
 
 def ab_sides(result: dict, runtime: str) -> dict[str, dict]:
     """A's and B's rows of one runtime in an A/B result: model, precision, stats and raw samples."""
     rows = [r for r in result["rows"] if r["runtime"] == runtime and r["status"] == "ok"]
-    return {name: {k: row.get(k) for k in ("model", "precision", "stats", "samples_s")} for name, row in zip(("a", "b"), rows)}
+    return {name: {k: row.get(k) for k in ("model", "precision", "stats", "samples_s", "machine_load")} for name, row in zip(("a", "b"), rows)}

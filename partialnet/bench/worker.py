@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from partialnet.bench.load import LoadProbe
 from partialnet.bench.measure import alternating, timed, warm_up
 from partialnet.bench.protocols import Protocol
 from partialnet.errors import PartialnetError
@@ -84,7 +85,9 @@ def run_one(spec: dict) -> dict:
         from partialnet.bench.streams import run_streams
 
         runner.close()
+        probe = LoadProbe.start()
         measured = run_streams(spec, x, protocol)
+        result["machine_load"] = probe.finish()
         result.update(
             warmup={"iters": protocol.warmup_iters, "seconds": None},
             samples_s=measured.pop("samples_s"),
@@ -95,7 +98,9 @@ def run_one(spec: dict) -> dict:
     else:
         result["warmup"] = warm_up(lambda: runner.infer(x), protocol)
         before_timing = gpu_memory_mb(reset=True)  # load, first inference, cudnn autotuning and warm-up
+        probe = LoadProbe.start()
         result["samples_s"] = timed(lambda: runner.infer(x), protocol)
+        result["machine_load"] = probe.finish()
         steady = gpu_memory_mb()
         runner.close()
     result["imported_torch"] = "torch" in sys.modules  # an ONNX Runtime/OpenVINO row must not pay for it
@@ -134,17 +139,25 @@ def gpu_memory_mb(reset: bool = False) -> dict:
 
 
 def run_ab(spec: dict) -> dict:
-    """Two specs in one process, timed in alternating blocks (`partialnet bench --ab`)."""
+    """Specs in one process, timed in alternating blocks (`partialnet bench --ab`, `--aa`, claims).
+
+    With `control`, side A is timed twice over, as A and A2, in the same random alternation: A2/A is the
+    run's own resolution (what a ratio of two identical things reads as here), reported beside B/A.
+    """
     protocol = Protocol(**{**spec["protocol"], "batches": None})
     sides, warm = {}, {}
-    for name in ("a", "b"):
+    for name in [n for n in ("a", "b") if n in spec]:
         runner = build_runner(spec[name])
         runner.prepare()
         x = make_input(spec[name])
         sides[name] = (runner, x)
         warm[name] = warm_up(lambda r=runner, x=x: r.infer(x), protocol)
+    if spec.get("control"):
+        sides["a2"], warm["a2"] = sides["a"], None
+    probe = LoadProbe.start()
     samples = alternating({n: (lambda r=r, x=x: r.infer(x)) for n, (r, x) in sides.items()}, protocol, spec.get("block", 10))
     return {
+        "machine_load": probe.finish(),
         "status": "ok",
         **{f"samples_{n}_s": samples[n] for n in sides},
         **{f"precision_{n}": sides[n][0].precision for n in sides},

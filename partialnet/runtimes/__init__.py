@@ -113,3 +113,13 @@ def gc_paused():
         yield
     finally:
         gc.enable()
+
+
+SPIN_ENV = "OMP_WAIT_POLICY"  # read by GNU/LLVM OpenMP at start; the runners' own pools (ONNX Runtime) follow it too
+
+
+def spinning_allowed() -> bool | None:
+    """What this process's environment asks of thread pools: True spin, False wait passively, None unsaid
+    (a bench worker always says: partialnet.bench.threads)."""
+    value = os.environ.get(SPIN_ENV, "").strip().upper()
+    return {"ACTIVE": True, "PASSIVE": False}.get(value)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from partialnet.errors import BadInput
-from partialnet.runtimes import BaseRunner, gc_paused, usable_cores
+from partialnet.runtimes import BaseRunner, gc_paused, spinning_allowed, usable_cores
 
 ORT_PRECISIONS = {"tensor(float)": "fp32", "tensor(float16)": "fp16"}
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -41,6 +41,10 @@ def session(path: str | Path, threads: int | None, device: str = "cpu"):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    spin = spinning_allowed()
+    if spin is not None:  # a bench worker's wait policy (partialnet.bench.threads): ORT's pool follows OpenMP's
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
     providers = [CUDA_PROVIDER, "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     return ort.InferenceSession(str(path), options, providers=providers)
 

@@ -1,0 +1,125 @@
+"""What else the machine did while a row was timed: the worker's own CPU time against everyone's.
+
+A benchmark on a shared 2-core VM measures the neighbours as much as the model. Each row therefore
+records, over its timed loop, the CPU time the worker got, the CPU time the rest of the system used on
+the same cores (from /proc/stat, only the cores this process may run on), the time the hypervisor
+stole, and the load average; a row where other work took a material share is marked disturbed, with
+those figures, instead of being published as the model's speed.
+
+Linux only (/proc); elsewhere the readings are None and no row is marked on their account.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+# Average cores taken by other processes (plus time stolen by the hypervisor) during a row above which
+# the row is disturbed. Measured on a 2-core Xeon VM: quiet rows read 0.00-0.01 cores (latency protocol;
+# up to 0.10 on 0.2 s quick rows, where one 10 ms jiffy is 0.05 cores); beside one busy loop, 0.47-1.06
+# (docs/benchmarking.md, "Disturbed and unstable rows").
+DISTURBED_CORES = 0.2
+MIN_OTHERS_S = 0.03  # 3 jiffies at CLK_TCK 100: a short row's reading below this is the counter's resolution
+
+
+def _clock_tick() -> int:
+    try:
+        return os.sysconf("SC_CLK_TCK")
+    except (ValueError, OSError, AttributeError):
+        return 100
+
+
+def usable_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def read_cpu_jiffies(cpus: list[int]) -> tuple[int, int] | None:
+    """(busy, stolen) jiffies summed over `cpus` from /proc/stat; None where unreadable.
+
+    busy = user + nice + system + irq + softirq (guest time is inside user); stolen = steal.
+    """
+    wanted = {f"cpu{c}" for c in cpus}
+    busy = steal = 0
+    try:
+        with open("/proc/stat", "rb") as f:
+            text = f.read(1 << 20).decode("ascii", "replace")
+    except OSError:
+        return None
+    found = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[0] in wanted and len(parts) >= 9:
+            try:
+                user, nice, system, _idle, _iowait, irq, softirq, stolen = (int(p) for p in parts[1:9])
+            except ValueError:
+                return None
+            busy += user + nice + system + irq + softirq
+            steal += stolen
+            found += 1
+    return (busy, steal) if found == len(wanted) else None
+
+
+def loadavg() -> float | None:
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            return float(f.read(256).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class LoadProbe:
+    """Start before the timed loop, `finish()` after it: the machine_load record of the row."""
+
+    cpus: list[int]
+    wall0: float
+    own0: float
+    jiffies0: tuple[int, int] | None
+    load0: float | None
+
+    @classmethod
+    def start(cls) -> "LoadProbe":
+        cpus = usable_cpus()
+        return cls(cpus, time.perf_counter(), time.process_time(), read_cpu_jiffies(cpus), loadavg())
+
+    def finish(self) -> dict:
+        wall = time.perf_counter() - self.wall0
+        own = time.process_time() - self.own0
+        jiffies1 = read_cpu_jiffies(self.cpus)
+        record = {"cores": len(self.cpus), "wall_s": round(wall, 4), "own_cpu_s": round(own, 4),
+                  "others_cpu_s": None, "others_cores": None, "steal_cores": None,
+                  "loadavg_1m": [self.load0, loadavg()]}
+        if self.jiffies0 is not None and jiffies1 is not None and wall > 0:
+            tick = _clock_tick()
+            busy = (jiffies1[0] - self.jiffies0[0]) / tick
+            stolen = (jiffies1[1] - self.jiffies0[1]) / tick
+            others = max(0.0, busy - own)  # the jiffy counters tick at 1/CLK_TCK: small rows read coarse
+            record.update(others_cpu_s=round(others, 3), others_cores=round(others / wall, 3), steal_cores=round(stolen / wall, 3))
+        return record
+
+
+def _number(value) -> float | None:
+    """A finite non-negative number from a record that may come from a stranger's file, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+def disturbance(record) -> str | None:
+    """Why a row's machine_load says it was disturbed, or None (also for a record without readings)."""
+    if not isinstance(record, dict):
+        return None
+    others, stolen = _number(record.get("others_cores")), _number(record.get("steal_cores")) or 0.0
+    if others is None or others + stolen <= DISTURBED_CORES:
+        return None
+    wall = _number(record.get("wall_s"))
+    if wall is not None and (others + stolen) * wall < MIN_OTHERS_S:
+        return None
+    cores = _number(record.get("cores"))
+    load = record.get("loadavg_1m")
+    load = _number(load[-1]) if isinstance(load, list) and load else None
+    of = f"{cores:g}" if cores else "?"
+    return (f"other processes used {others:.2f} of {of} cores" + (f" + {stolen:.2f} stolen by the hypervisor" if stolen else "")
+            + f" while it ran (limit {DISTURBED_CORES:g}" + (f"; load average {load:.2f})" if load is not None else ")"))
