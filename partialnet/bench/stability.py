@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# From 27 quiet rows (T0, PyTorch/ONNX Runtime/OpenVINO, 1 and 2 threads, latency and quick protocols) and
-# 27 rows of the same runs beside a busy loop, on one 2-core Xeon VM (docs/benchmarking.md): quiet rows read
+# From 21 quiet rows (T0, PyTorch/ONNX Runtime/OpenVINO, 1 and 2 threads, latency and quick protocols) and
+# 21 rows of the same runs beside a busy loop, on one 2-core Xeon VM (docs/benchmarking.md): quiet rows read
 # CoV 0.02-0.27 (the highest from a few OpenVINO spikes), p90/p50 1.02-1.17, drift within ±5 %; the rows a
 # busy neighbour broke read CoV 0.36-1.21, p90/p50 up to 1.82, drift up to -35 %.
 COV_LIMIT = 0.30
