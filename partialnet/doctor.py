@@ -53,14 +53,14 @@ def _process_ticks() -> dict[int, tuple[str, int]]:
 
 def busiest_processes(seconds: float = SAMPLE_SECONDS, top: int = 5) -> tuple[list[dict], float | None]:
     """The other processes using the CPU now (cores each, over `seconds`) and the total cores they took."""
-    from partialnet.bench.load import _clock_tick
+    from partialnet.bench.load import clock_tick
 
     before, started = _process_ticks(), time.perf_counter()
     time.sleep(seconds)
     after, wall = _process_ticks(), time.perf_counter() - started
     if not after:
         return [], None
-    tick, me = _clock_tick(), os.getpid()
+    tick, me = clock_tick(), os.getpid()
     rows = []
     for pid, (name, used) in after.items():
         if pid == me or pid not in before:

@@ -176,8 +176,10 @@ def unjudged_if_marked(v: dict, baseline_row: dict, candidate_row: dict) -> dict
     """No verdict, however clear it looks, from a row marked unstable or disturbed: noisy, rerun."""
     marks = [f"the {side} row is {m}" for side, row in (("baseline", baseline_row), ("candidate", candidate_row)) for m in side_marks(row)]
     if marks:
+        before = v["why"]
         v.update(verdict="noisy", noise_reasons=[*v["noise_reasons"], "marked"], marks=marks)
-        v["why"] = f"noisy: rerun: {'; '.join(marks)}"
+        rest = f"; {before.removeprefix('noisy: ')}" if before.startswith("noisy") else f" (the samples alone read: {before})"
+        v["why"] = f"noisy: rerun: {'; '.join(marks)}{rest}"
     return v
 
 

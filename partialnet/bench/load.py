@@ -24,7 +24,7 @@ DISTURBED_CORES = 0.2
 MIN_OTHERS_S = 0.03  # 3 jiffies at CLK_TCK 100: a short row's reading below this is the counter's resolution
 
 
-def _clock_tick() -> int:
+def clock_tick() -> int:
     try:
         return os.sysconf("SC_CLK_TCK")
     except (ValueError, OSError, AttributeError):
@@ -92,7 +92,7 @@ class LoadProbe:
                   "others_cpu_s": None, "others_cores": None, "steal_cores": None,
                   "loadavg_1m": [self.load0, loadavg()]}
         if self.jiffies0 is not None and jiffies1 is not None and wall > 0:
-            tick = _clock_tick()
+            tick = clock_tick()
             busy = (jiffies1[0] - self.jiffies0[0]) / tick
             stolen = (jiffies1[1] - self.jiffies0[1]) / tick
             others = max(0.0, busy - own)  # the jiffy counters tick at 1/CLK_TCK: small rows read coarse
