@@ -372,3 +372,123 @@ def _plan_all(source: str, output_dir) -> tuple[list, list[dict]]:
         base = Path(output_dir) / Path(default_output(source, fmt.suffix)).name if output_dir else default_output(source, fmt.suffix)
         planned.append((fmt, artifact_outputs(base, fmt.name)))
     return planned, skipped
+
+
+def matrix(
+    source: str,
+    *,
+    formats: str | None = None,
+    precisions: str | None = None,
+    data: str | None = None,
+    calib_size: int = 300,
+    budget: float = 1.0,
+    imgsz: tuple[int, int] = (224, 224),
+    threads: int = 1,
+    protocol: str = "latency",
+    output_dir: str | Path | None = None,
+    variant: str | None = None,
+    force: bool = False,
+    progress=None,
+) -> dict:
+    """Every format x precision here from one load and one fold: exported, verified, timed, and the one to ship."""
+    from partialnet.bench import matrix as mx
+    from partialnet.machine import fingerprint
+
+    plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir)
+    inputs = [source_path(source)]
+    check_outputs(plan["outputs"], inputs, force)  # every artifact and the manifest, before the load
+    model, info = _load(source, variant)
+    data = data or ("digits" if info.dataset == "digits" else None)
+    for cell in plan["cells"]:
+        if cell.why is None and cell.precision == "int8" and data is None:
+            cell.why = "INT8 needs calibration data: --data digits or --data DIR"
+    folded = _fold(model, imgsz)
+    calibration = None
+    if data and any(c.why is None and c.precision == "int8" for c in plan["cells"]):
+        check_data(data, calib_size)
+        with stage("calibration data", f"{calib_size} images"):
+            calibration = calibration_images(data, imgsz, calib_size)
+    checks = VerifyOptions(samples=4, dataset=info.dataset if info.dataset == "digits" else None)
+    exported = _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibration, checks, force, inputs, progress)
+    rows = _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress)
+    mx.judge_rows(rows, budget)
+    rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
+    result = {"schema": mx.SCHEMA, "source": source_record(info), "imgsz": list(imgsz), "batch": 1, "threads": threads,
+              "protocol": protocol, "budget_points": budget, "calibration": {"data": data, "images": calib_size}, "rows": rows,
+              "folder": str(plan["folder"]), "machine": fingerprint()}
+    with atomic_outputs([plan["manifest"]], force, inputs) as (staged,):
+        from partialnet.outputs import dumps_strict
+
+        staged.write_text(dumps_strict(result, indent=1))
+    return result
+
+
+def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir) -> dict:
+    import math
+
+    from partialnet.bench import matrix as mx
+    from partialnet.bench.protocols import get_protocol
+    from partialnet.limits import MAX_THREADS
+
+    names, precs = mx.formats_asked(formats), mx.parse_list(precisions, mx.PRECISIONS, "--precisions")
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and 0 <= budget <= 100):
+        raise BadInput(f"--budget {budget}: expected points of top-1 from 0 to 100")
+    check_input_shape(1, *imgsz, "--imgsz")
+    check_count(threads, "--threads", MAX_THREADS)
+    get_protocol(protocol, "cpu")
+    check_data(data, calib_size)  # the count always; the source where one is named
+    folder = Path(output_dir) if output_dir else default_output(source, "_matrix")
+    stem = default_output(source, "").name
+    cells = mx.plan_cells(names, precs)
+    for cell in cells:
+        if cell.why is None:
+            cell.outputs = artifact_outputs(mx.cell_path(folder, stem, cell), cell.fmt.name)
+    manifest = Output(folder / mx.MANIFEST, "matrix manifest")
+    outputs = [o for c in cells if c.outputs for o in c.outputs] + [manifest]
+    return {"cells": cells, "folder": folder, "manifest": manifest, "outputs": outputs}
+
+
+def _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibration, checks, force, inputs, progress) -> dict:
+    """Every producible cell exported into one group: published together at the end (what failed is left out)."""
+    from partialnet.bench import matrix as mx
+
+    todo = [c for c in plan["cells"] if c.why is None]
+    exported = {}
+    with atomic_outputs([o for c in todo for o in c.outputs], force, inputs) as staged:
+        position = 0
+        for i, cell in enumerate(todo):
+            mine, position = staged[position : position + len(cell.outputs)], position + len(cell.outputs)
+            if progress:
+                progress(f"export {cell.fmt.name} {cell.precision}", i, len(todo))
+            options = mx.cell_options(cell.fmt, cell.precision, imgsz, data, calib_size)
+            options.calibration = calibration if cell.precision == "int8" else None
+            exported[(cell.fmt.name, cell.precision)] = mx.export_cell(model, info, folded, cell, mine, options, checks)
+            raise_if_pending()
+    return exported
+
+
+def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress) -> list[dict]:
+    """PyTorch fp32 of the checkpoint, then every exported artifact, each row timed in its own process."""
+    from partialnet.bench import matrix as mx
+    from partialnet.bench.protocols import get_protocol
+    from partialnet.runtimes.table import DEPLOY_RUNTIME
+
+    proto = get_protocol(protocol, "cpu")
+    reference = next((e for e in exported.values() if e.get("reference_top1") is not None), {})
+    rows = [{"format": DEPLOY_RUNTIME, "precision": "fp32", "runtime": DEPLOY_RUNTIME, "file": None, "bytes": None,
+             "top1": reference.get("reference_top1"), "agreement": 1.0, "status": "ok", "why": "the reference: the folded checkpoint in PyTorch",
+             **mx.timing_fields(mx.timed_row(source, DEPLOY_RUNTIME, imgsz, threads, proto))}]
+    for i, cell in enumerate(plan["cells"]):
+        base = {"format": cell.fmt.name, "precision": cell.precision, "runtime": cell.fmt.runtime, "file": None, "bytes": None,
+                "top1": None, "agreement": None}
+        if cell.why is not None:
+            rows.append({**base, "status": "skipped", "why": cell.why})
+            continue
+        done = exported[(cell.fmt.name, cell.precision)]
+        row = {**base, **done}
+        if done["status"] == "ok":
+            if progress:
+                progress(f"time {cell.fmt.name} {cell.precision}", i, len(plan["cells"]))
+            row.update(mx.timing_fields(mx.timed_row(done["file"], cell.fmt.runtime, imgsz, threads, proto)))
+        rows.append(row)
+    return rows

@@ -598,6 +598,44 @@ def doctor_command(as_json: JsonOption = False) -> None:
         out.print(line, markup=False)
 
 
+@app.command("matrix")
+def matrix_command(
+    source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
+    formats: Annotated[Optional[str], typer.Option("--formats", help="all (default) or a comma-separated list of formats.")] = None,
+    precisions: Annotated[Optional[str], typer.Option("--precisions", help="all (default) or a subset of fp32,fp16,int8.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="INT8 calibration: digits (default for a digits checkpoint) or a folder.")] = None,
+    calib_size: Annotated[int, typer.Option("--calib-size", min=1, help="Calibration images.")] = 300,
+    budget: Annotated[float, typer.Option("--budget", help="Points of top-1 the recommended artifact may lose vs PyTorch fp32.")] = 1.0,
+    imgsz: ImgszOption = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Threads per runtime (every row the same).")] = 1,
+    protocol: Annotated[str, typer.Option("--protocol", help="latency (default) or quick.")] = "latency",
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for every artifact and matrix.json.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the matrix as JSON here.")] = None,
+    md_path: Annotated[Optional[Path], typer.Option("--md", help="Also write the matrix as Markdown here.")] = None,
+    variant: VariantOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Every format x precision this machine can produce: accuracy, speed, size, the Pareto front, the one to ship."""
+    from partialnet.bench import matrix as mx
+    from partialnet.outputs import Output, atomic_outputs, check_outputs, dumps_strict
+
+    extra = [Output(p, flag) for flag, p in (("--json", json_path), ("--md", md_path)) if p]
+    check_outputs(extra, [], force)
+    with RowProgress(err) as report_progress:
+        result = _api().matrix(source, formats=formats, precisions=precisions, data=data, calib_size=calib_size, budget=budget,
+                               imgsz=parse_imgsz(imgsz), threads=threads, protocol=protocol, output_dir=output, variant=variant,
+                               force=force, progress=report_progress)
+    out.print(render.matrix_table(result))
+    for line in mx.recommendation_lines(result):
+        out.print(line)
+    writers = {"--json": lambda st: st.write_text(dumps_strict(result, indent=1)), "--md": lambda st: st.write_text(mx.to_markdown(result))}
+    if extra:
+        with atomic_outputs(extra, force) as staged:
+            for item in staged:
+                writers[item.output.option](item)
+    out.print(f"wrote {result['folder']}/{mx.MANIFEST}" + "".join(f", {o.path}" for o in extra))
+
+
 @app.command("report")
 def report_command(
     results: Annotated[list[Path], typer.Argument(help="Result files from partialnet claims --json or partialnet bench --json (any machines).")],

@@ -1,0 +1,186 @@
+"""`partialnet matrix`: every format x precision this machine can produce, judged and timed, and which to ship.
+
+One load and one fold; every cell exported from them (calibration images shared by the INT8 cells) and
+verified by its gates, with held-out accuracy where the checkpoint is a digits model; then each
+artifact timed with the bench protocol in its own process, beside PyTorch fp32 of the same checkpoint.
+The table is sorted by latency; the Pareto front (latency vs accuracy, or agreement where accuracy
+cannot be judged) is marked, and the recommended artifact is the fastest within `--budget` points of
+PyTorch fp32, from a row that is neither unstable nor disturbed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from partialnet.errors import BadInput, CheckFailed, Unavailable
+from partialnet.exporters.formats import FORMATS, Format, get_format
+from partialnet.exporters.options import ExportOptions
+
+SCHEMA = "partialnet.matrix/1"
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_BUDGET = 1.0  # points of top-1 below PyTorch fp32 a recommended artifact may lose
+MANIFEST = "matrix.json"
+
+
+@dataclass
+class Cell:
+    fmt: Format
+    precision: str
+    why: str | None = None  # why this machine cannot produce or time it
+    outputs: list | None = None
+
+
+def parse_list(text: str | None, known: tuple[str, ...], flag: str, resolve=lambda s: s) -> list[str]:
+    """`all` or a comma-separated subset of `known` (aliases resolved), refused by name otherwise."""
+    if text is None or text.strip().lower() == "all":
+        return list(known)
+    chosen = []
+    for item in (p.strip().lower() for p in text.split(",") if p.strip()):
+        name = resolve(item)
+        if name not in known:
+            raise BadInput(f"{flag} {item!r}: expected all or a comma-separated subset of {', '.join(known)}")
+        chosen.append(name)
+    return list(dict.fromkeys(chosen)) or list(known)
+
+
+def formats_asked(text: str | None) -> list[str]:
+    return parse_list(text, tuple(FORMATS), "--formats", lambda s: get_format(s).name if s != "all" else s)
+
+
+def takes(fmt: Format, precision: str) -> bool:
+    """Whether `fmt` has an export at `precision` (its default, --half, --int8, or --fp32 where it defaults to fp16)."""
+    return precision == fmt.default_precision or {"fp32": "fp32", "fp16": "half", "int8": "int8"}[precision] in fmt.options
+
+
+def plan_cells(formats: list[str], precisions: list[str]) -> list[Cell]:
+    """Every (format, precision) asked for, with why not where this machine cannot export and time it."""
+    from partialnet.exporters.status import format_rows
+
+    status = {row["format"]: row for row in format_rows()}
+    cells = []
+    for name in formats:
+        fmt, row = FORMATS[name], status[name]
+        for precision in precisions:
+            why = None
+            if not takes(fmt, precision):
+                why = f"{fmt.name} has no {precision} export"
+            elif row["export"] != "yes":
+                why = row["export_reason"] or "cannot be exported here"
+            elif row["bench"] != "yes":
+                why = f"cannot be timed here: {row['runtime_reason']}"
+            cells.append(Cell(fmt, precision, why))
+    return cells
+
+
+def cell_options(fmt: Format, precision: str, imgsz: tuple[int, int], data: str | None, calib_size: int) -> ExportOptions:
+    return ExportOptions(
+        imgsz=imgsz, half=precision == "fp16", int8=precision == "int8", fp32=precision == "fp32" and fmt.default_precision == "fp16",
+        data=data if precision == "int8" else None, calib_size=calib_size,
+    )
+
+
+def cell_path(folder: Path, stem: str, cell: Cell) -> Path:
+    return folder / f"{stem}_{cell.fmt.name}_{cell.precision}{cell.fmt.suffix}"
+
+
+def export_cell(model, info, folded, cell: Cell, staged: list, options: ExportOptions, checks) -> dict:
+    """One cell exported into its staged files and verified; a failure is the cell's row, not the command's."""
+    from partialnet.pipeline import export_staged
+
+    started = time.perf_counter()
+    try:
+        result = export_staged(model, info, folded, cell.fmt.name, cell.outputs, staged, options, checks)
+    except (CheckFailed, BadInput, Unavailable) as exc:
+        for item in staged:
+            item.drop()
+        return {"status": "failed", "why": str(exc)[:300], "export_s": round(time.perf_counter() - started, 1)}
+    parity = result["parity"]
+    cases = parity.get("cases") or []
+    accuracy = parity.get("accuracy") or {}
+    return {
+        "status": "ok", "file": result["output"], "bytes": result["bytes"], "export_s": round(time.perf_counter() - started, 1),
+        "agreement": min((c["top1_agreement"] for c in cases), default=None),
+        "top1": 100 * accuracy["artifact_top1"] if accuracy else None,
+        "reference_top1": 100 * accuracy["reference_top1"] if accuracy else None,
+        "precision_held": result["metadata"]["precision"],
+    }
+
+
+def timed_row(source: str, runtime: str, imgsz, threads: int, protocol) -> dict:
+    """One bench row (its own worker process), as `partialnet bench` would time it."""
+    from partialnet.bench import run as bench_run
+
+    plan = bench_run.BenchPlan(sources=[source], runtimes=[runtime], device="cpu", batches=[1], imgsz=imgsz, threads=threads, protocol=protocol)
+    (row,) = bench_run.run(plan)["rows"]
+    return row
+
+
+def timing_fields(row: dict) -> dict:
+    if row["status"] != "ok":
+        return {"status": row["status"], "why": row.get("reason")}
+    keep = ("stats", "samples_s", "cold", "memory", "machine_load", "unstable", "disturbed", "threads", "images_per_s")
+    return {"p50_ms": row["stats"]["p50_ms"], **{k: row.get(k) for k in keep}, "marks_why": row.get("why")}
+
+
+def judge_rows(rows: list[dict], budget: float) -> None:
+    """drop, the Pareto front, the recommended and the smallest artifact, each with its reason."""
+    from partialnet.runtimes.table import DEPLOY_RUNTIME
+
+    reference = next((r for r in rows if r["format"] == DEPLOY_RUNTIME and r.get("top1") is not None), None)
+    for r in rows:
+        r["drop"] = round(reference["top1"] - r["top1"], 3) if reference and r.get("top1") is not None else None
+        r["pareto"] = r["recommended"] = r["smallest"] = False
+    # judged rows only: a marked row's latency stands for the machine, not the artifact
+    timed = [r for r in rows if r.get("p50_ms") is not None and not r.get("unstable") and not r.get("disturbed")]
+    score = (lambda r: r["top1"]) if reference else (lambda r: r.get("agreement") if r.get("agreement") is not None else 1.0)
+    for r in timed:
+        r["pareto"] = not any(o is not r and o["p50_ms"] <= r["p50_ms"] and (score(o) or 0) >= (score(r) or 0)
+                              and (o["p50_ms"] < r["p50_ms"] or (score(o) or 0) > (score(r) or 0)) for o in timed)
+    # without accuracy (not a digits checkpoint), an artifact that was written passed its agreement gates
+    fit = [r for r in timed if r["format"] != DEPLOY_RUNTIME and (r["drop"] is None or r["drop"] <= budget)]
+    if fit:
+        fastest = min(fit, key=lambda r: r["p50_ms"])
+        fastest.update(recommended=True, recommended_why=_why(fastest, budget, "fastest"))
+        smallest = min(fit, key=lambda r: r["bytes"])
+        smallest.update(smallest=True, smallest_why=_why(smallest, budget, "smallest"))
+
+
+def _why(row: dict, budget: float, what: str) -> str:
+    kept = f"{row['drop']:+.2f} points vs PyTorch fp32 (budget {budget:g})" if row["drop"] is not None else "agreement gates passed"
+    return f"{what} of the artifacts within budget: {row['format']} {row['precision']}, {row['p50_ms']:.3f} ms, {row['bytes']:,} bytes, {kept}"
+
+
+def to_markdown(result: dict) -> str:
+    """The matrix as Markdown: machine and protocol first, one line per cell, then the recommendation."""
+    from partialnet.machine import describe
+
+    lines = [f"# Which artifact to ship: {result['source']['variant']} at {result['imgsz'][0]}x{result['imgsz'][1]}", "",
+             f"Machine: {describe(result['machine'])}. Protocol {result['protocol']}, batch 1, {result['threads']} thread(s); "
+             f"budget {result['budget_points']:g} points below PyTorch fp32.", "",
+             "| format | precision | status | p50 ms | top-1 % | drop | agreement | MB | Pareto | why |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['format']} | {r['precision']} | {r['status']}{mark(r)} | {_num(r.get('p50_ms'), '.3f')} | {_num(r.get('top1'), '.2f')} | "
+                     f"{_num(r.get('drop'), '+.2f')} | {_num(r.get('agreement'), '.1%')} | {_num((r.get('bytes') or 0) / 1e6 or None, '.1f')} | "
+                     f"{'yes' if r.get('pareto') else ''} | {r.get('why') or r.get('marks_why') or ''} |")
+    lines += ["", *recommendation_lines(result)]
+    return "\n".join(lines) + "\n"
+
+
+def recommendation_lines(result: dict) -> list[str]:
+    best = [r for r in result["rows"] if r.get("recommended")]
+    small = [r for r in result["rows"] if r.get("smallest")]
+    if not best:
+        return ["no artifact is within the budget on rows fit to judge (none timed cleanly, or every one lost too much): nothing recommended"]
+    return [f"recommended: {best[0]['file']} ({best[0]['recommended_why']})", f"smallest: {small[0]['file']} ({small[0]['smallest_why']})"]
+
+
+def mark(row: dict) -> str:
+    from partialnet.bench.marks import mark as row_mark
+
+    return row_mark(row)
+
+
+def _num(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)

@@ -1,0 +1,68 @@
+"""`partialnet matrix`: every format x precision here, judged, timed, and the one to ship."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from partialnet.bench import matrix as mx
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--formats", "onnx,nope"], "unknown format 'nope'"),
+    (["--precisions", "fp8"], "--precisions 'fp8'"),
+    (["--budget", "-1"], "--budget -1"),
+    (["--protocol", "slow"], "unknown protocol"),
+])
+def test_bad_options_exit_2_before_any_work(cli, tmp_path, args, fragment):
+    result = cli("matrix", "partialnet_t0", "--imgsz", "64", "-o", tmp_path / "m", *args)
+    assert result.code == 2 and fragment in result.err, result.err
+    assert not (tmp_path / "m").exists()
+
+
+def test_the_plan_says_why_a_cell_cannot_be_made_here():
+    cells = {(c.fmt.name, c.precision): c.why for c in mx.plan_cells(["onnx", "executorch", "trt", "coreml"], list(mx.PRECISIONS))}
+    assert cells[("onnx", "fp32")] is None and cells[("onnx", "int8")] is None
+    assert cells[("executorch", "fp16")] == "executorch has no fp16 export"
+    assert cells[("trt", "fp32")]  # no TensorRT here: why it cannot be made
+    assert "cannot be timed here" in cells[("coreml", "fp16")] or cells[("coreml", "fp16")] is None  # Core ML times on macOS only
+
+
+def test_judging_marks_the_front_and_recommends_within_budget():
+    rows = [
+        {"format": "pytorch", "precision": "fp32", "p50_ms": 9.0, "top1": 99.0, "bytes": None},
+        {"format": "onnx", "precision": "fp32", "p50_ms": 4.0, "top1": 99.0, "bytes": 9_000_000, "file": "a.onnx"},
+        {"format": "onnx", "precision": "int8", "p50_ms": 2.0, "top1": 96.0, "bytes": 2_500_000, "file": "b.onnx"},  # 3 points lost
+        {"format": "openvino", "precision": "int8", "p50_ms": 2.5, "top1": 98.5, "bytes": 2_900_000, "file": "c.xml"},
+        {"format": "litert", "precision": "int8", "p50_ms": 1.0, "top1": 99.0, "bytes": 2_000_000, "file": "d.tflite", "disturbed": True},
+    ]
+    mx.judge_rows(rows, budget=1.0)
+    by = {(r["format"], r["precision"]): r for r in rows}
+    assert by[("openvino", "int8")]["recommended"] and "fastest" in by[("openvino", "int8")]["recommended_why"]
+    assert not by[("litert", "int8")]["recommended"]  # disturbed: never the choice, however fast
+    assert not by[("onnx", "int8")]["recommended"] and by[("onnx", "int8")]["drop"] == 3.0
+    assert by[("onnx", "int8")]["pareto"] and by[("onnx", "fp32")]["pareto"] and not by[("pytorch", "fp32")]["pareto"]
+    assert not by[("litert", "int8")]["pareto"]  # a marked row is on no front
+    assert by[("openvino", "int8")]["smallest"]
+
+
+@pytest.mark.slow
+def test_matrix_on_a_digits_checkpoint_with_two_formats(cli, digits_ckpt, tmp_path):
+    folder, out, md = tmp_path / "m", tmp_path / "m.json", tmp_path / "m.md"
+    args = ("matrix", digits_ckpt, "--imgsz", "64", "--formats", "onnx,openvino", "--protocol", "quick", "-o", folder, "--json", out, "--md", md)
+    result = cli(*args)
+    assert result.code == 0, result.err
+    data = json.loads(out.read_text())
+    assert data["schema"] == "partialnet.matrix/1" and data["machine"]["cpu"]["model"]
+    rows = {(r["format"], r["precision"]): r for r in data["rows"]}
+    assert set(rows) == {("pytorch", "fp32"), *((f, p) for f in ("onnx", "openvino") for p in ("fp32", "fp16", "int8"))}
+    for key, row in rows.items():
+        assert row["status"] == "ok", (key, row.get("why"))
+        assert {"file", "bytes", "top1", "drop", "agreement", "p50_ms", "samples_s", "pareto", "recommended"} <= set(row)
+        assert row["top1"] > 90 and row["drop"] is not None and row["p50_ms"] > 0
+    assert all((folder / f"{digits_ckpt.stem}_{f}_{p}{s}").exists() for f, s in (("onnx", ".onnx"), ("openvino", ".xml")) for p in ("fp32", "int8"))
+    assert (folder / "matrix.json").is_file() and "| format | precision |" in md.read_text()
+    assert sum(r["recommended"] for r in data["rows"]) <= 1 and any(r["pareto"] for r in data["rows"])
+    again = cli(*args)
+    assert again.code == 2 and "exists" in again.err  # a rerun into the same folder refuses without --force
