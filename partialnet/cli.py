@@ -628,7 +628,8 @@ def matrix_command(
     out.print(render.matrix_table(result))
     for line in mx.recommendation_lines(result):
         out.print(line)
-    writers = {"--json": lambda st: st.write_text(dumps_strict(result, indent=1)), "--md": lambda st: st.write_text(mx.to_markdown(result))}
+    writers = {"--json": lambda staged: staged.write_text(dumps_strict(result, indent=1)),
+               "--md": lambda staged: staged.write_text(mx.to_markdown(result))}
     if extra:
         with atomic_outputs(extra, force) as staged:
             for item in staged:

@@ -63,6 +63,8 @@ def test_matrix_on_a_digits_checkpoint_with_two_formats(cli, digits_ckpt, tmp_pa
         assert row["top1"] > 90 and row["drop"] is not None and row["p50_ms"] > 0
     assert all((folder / f"{digits_ckpt.stem}_{f}_{p}{s}").exists() for f, s in (("onnx", ".onnx"), ("openvino", ".xml")) for p in ("fp32", "int8"))
     assert (folder / "matrix.json").is_file() and "| format | precision |" in md.read_text()
-    assert sum(r["recommended"] for r in data["rows"]) <= 1 and any(r["pareto"] for r in data["rows"])
+    judged = [r for r in data["rows"] if not (r.get("unstable") or r.get("disturbed"))]  # a busy CI machine marks rows
+    assert sum(r["recommended"] for r in data["rows"]) <= 1 and (any(r["pareto"] for r in judged) or not judged)
+    assert not any(r["pareto"] or r["recommended"] for r in data["rows"] if r not in judged)
     again = cli(*args)
     assert again.code == 2 and "exists" in again.err  # a rerun into the same folder refuses without --force
