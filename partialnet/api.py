@@ -241,8 +241,10 @@ def train_digits(
     seed: int = 0,
     force: bool = False,
     progress=None,
+    imgsz: tuple[int, int] = (64, 64),
 ) -> dict:
-    """Train `variant` on the digits yardstick and write an ordinary checkpoint every command accepts."""
+    """Train `variant` on the digits yardstick at `imgsz` (recorded in the checkpoint: accuracy is judged
+    only at the size a model was trained for) and write an ordinary checkpoint every command accepts."""
     from partialnet import digits
     from partialnet.models.registry import get_variant
 
@@ -250,7 +252,8 @@ def train_digits(
     check_count(epochs, "--epochs", 200)
     outputs = [Output(Path(output), "-o")]
     check_outputs(outputs, (), force)
-    model, result = digits.train(name, epochs, seed, progress)
+    check_input_shape(64, *imgsz, "--imgsz")
+    model, result = digits.train(name, epochs, seed, progress, tuple(imgsz))
     payload = {"state_dict": model.state_dict(), "dataset": digits.DATASET, "digits": result.to_dict()}
     with atomic_outputs(outputs, force) as (staged,):
         torch.save(payload, staged.file)
@@ -392,7 +395,6 @@ def matrix(
 ) -> dict:
     """Every format x precision here from one load and one fold: exported, verified, timed, and the one to ship."""
     from partialnet.bench import matrix as mx
-    from partialnet.machine import fingerprint
 
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir)
     inputs = [source_path(source)]
@@ -408,14 +410,13 @@ def matrix(
         check_data(data, calib_size)
         with stage("calibration data", f"{calib_size} images"):
             calibration = calibration_images(data, imgsz, calib_size)
-    checks = VerifyOptions(samples=4, dataset=info.dataset if info.dataset == "digits" else None)
+    untrained = info.dataset == "digits" and info.trained_imgsz and tuple(info.trained_imgsz) != tuple(imgsz)
+    checks = VerifyOptions(samples=4, dataset="digits" if info.dataset == "digits" and not untrained else None)
     exported = _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibration, checks, force, inputs, progress)
     rows = _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress)
     mx.judge_rows(rows, budget)
     rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
-    result = {"schema": mx.SCHEMA, "source": source_record(info), "imgsz": list(imgsz), "batch": 1, "threads": threads,
-              "protocol": protocol, "budget_points": budget, "calibration": {"data": data, "images": calib_size}, "rows": rows,
-              "folder": str(plan["folder"]), "machine": fingerprint()}
+    result = _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, checks, untrained)
     with atomic_outputs([plan["manifest"]], force, inputs) as (staged,):
         from partialnet.outputs import dumps_strict
 
@@ -492,3 +493,17 @@ def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress) 
             row.update(mx.timing_fields(mx.timed_row(done["file"], cell.fmt.runtime, imgsz, threads, proto)))
         rows.append(row)
     return rows
+
+
+def _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, checks, untrained) -> dict:
+    from partialnet.bench import matrix as mx
+    from partialnet.machine import fingerprint
+
+    if untrained:
+        accuracy = (f"not judged: the checkpoint was trained at {'x'.join(map(str, info.trained_imgsz))}; a digits model is near chance at "
+                    f"another size (agreement only); train at this size: partialnet digits --imgsz {imgsz[0]}")
+    else:
+        accuracy = "held-out digits" if checks.dataset else "not judged: not a digits checkpoint (agreement only)"
+    return {"schema": mx.SCHEMA, "source": source_record(info), "imgsz": list(imgsz), "batch": 1, "threads": threads, "protocol": protocol,
+            "budget_points": budget, "calibration": {"data": data, "images": calib_size}, "accuracy": accuracy, "rows": rows,
+            "folder": str(plan["folder"]), "machine": fingerprint()}

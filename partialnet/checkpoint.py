@@ -69,6 +69,7 @@ class CheckpointInfo:
     num_classes: int = 1000
     dpconv_widths: list[list[int]] = field(default_factory=list)
     dataset: str | None = None  # the task a checkpoint says it was trained on (`partialnet digits` writes "digits")
+    trained_imgsz: list[int] | None = None  # the input size it says it was trained at (`partialnet digits` records it)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -527,6 +528,15 @@ def describe(arch: Arch) -> str:
     return f"{arch.family}, embed_dim={arch.embed_dim}, depths={'-'.join(map(str, arch.depths))}"
 
 
+def _trained_imgsz(obj) -> list[int] | None:
+    """The training size a `partialnet digits` checkpoint records, if it holds two sane integers (else None)."""
+    record = obj.get("digits") if isinstance(obj, Mapping) else None
+    size = record.get("imgsz") if isinstance(record, Mapping) else None
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(type(v) is int and 32 <= v <= 4096 for v in size):
+        return list(size)
+    return None
+
+
 def load_checkpoint(path: str | Path, variant: str | None = None) -> tuple[PartialNet, CheckpointInfo]:
     """Load any PartialNet/FasterNet checkpoint strictly and safely; returns (eval model, info).
 
@@ -538,6 +548,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> tuple[Parti
     try:
         obj = read_file(path)
         dataset = obj.get("dataset") if isinstance(obj, Mapping) and isinstance(obj.get("dataset"), str) else None
+        trained_imgsz = _trained_imgsz(obj)
         sd, container = unwrap(obj)
         sd, prefix, ignored = select_prefix(sd)
         layout = "reference"
@@ -569,6 +580,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> tuple[Parti
         file_bytes=path.stat().st_size,
         sha256=sha256_of(path),
         dataset=dataset[:40] if dataset else None,
+        trained_imgsz=trained_imgsz,
         **_arch_fields(arch),
     )
     return model.eval(), info

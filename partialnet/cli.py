@@ -403,6 +403,8 @@ def digits_command(
     variant: Annotated[str, typer.Option("--variant", help="Variant to train with 10 classes.")] = "partialnet_t0",
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs (6 reach ~99 % with T0).")] = 6,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights and the batch order.")] = 0,
+    imgsz: Annotated[Optional[str], typer.Option("--imgsz", help="Train at this size (default 64): accuracy is judged only at the size "
+                                                 "a model was trained for.", show_default="64")] = None,
     force: ForceOption = False,
 ) -> None:
     """Train a model on scikit-learn's real handwritten digits: the accuracy yardstick for every precision."""
@@ -412,7 +414,7 @@ def digits_command(
         def progress(done: int, total: int, message: str) -> None:
             bar.update(task, description=message, completed=done, total=total)
 
-        result = _api().train_digits(output, variant, epochs, seed, force, progress)
+        result = _api().train_digits(output, variant, epochs, seed, force, progress, parse_imgsz(imgsz, default=64))
     out.print(
         f"{result['variant']} on digits: held-out top-1 {result['top1']:.2%} on {result['test_images']} images "
         f"after {result['epochs']} epochs ({result['train_images']} training images, {result['seconds']:.0f} s)"
@@ -612,24 +614,28 @@ def matrix_command(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for every artifact and matrix.json.")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the matrix as JSON here.")] = None,
     md_path: Annotated[Optional[Path], typer.Option("--md", help="Also write the matrix as Markdown here.")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG: latency vs accuracy, marker area = file size.")] = None,
     variant: VariantOption = None,
     force: ForceOption = False,
 ) -> None:
     """Every format x precision this machine can produce: accuracy, speed, size, the Pareto front, the one to ship."""
     from partialnet.bench import matrix as mx
+    from partialnet.bench import plot
     from partialnet.outputs import Output, atomic_outputs, check_outputs, dumps_strict
 
-    extra = [Output(p, flag) for flag, p in (("--json", json_path), ("--md", md_path)) if p]
+    extra = [Output(p, flag) for flag, p in (("--json", json_path), ("--md", md_path), ("--plot", plot_path)) if p]
     check_outputs(extra, [], force)
     with RowProgress(err) as report_progress:
         result = _api().matrix(source, formats=formats, precisions=precisions, data=data, calib_size=calib_size, budget=budget,
                                imgsz=parse_imgsz(imgsz), threads=threads, protocol=protocol, output_dir=output, variant=variant,
                                force=force, progress=report_progress)
     out.print(render.matrix_table(result))
+    out.print(f"accuracy: {result['accuracy']}")
     for line in mx.recommendation_lines(result):
         out.print(line)
     writers = {"--json": lambda staged: staged.write_text(dumps_strict(result, indent=1)),
-               "--md": lambda staged: staged.write_text(mx.to_markdown(result))}
+               "--md": lambda staged: staged.write_text(mx.to_markdown(result)),
+               "--plot": lambda staged: plot.save(plot.matrix_figure(result), staged.file)}
     if extra:
         with atomic_outputs(extra, force) as staged:
             for item in staged:

@@ -49,8 +49,9 @@ def test_judging_marks_the_front_and_recommends_within_budget():
 
 @pytest.mark.slow
 def test_matrix_on_a_digits_checkpoint_with_two_formats(cli, digits_ckpt, tmp_path):
-    folder, out, md = tmp_path / "m", tmp_path / "m.json", tmp_path / "m.md"
-    args = ("matrix", digits_ckpt, "--imgsz", "64", "--formats", "onnx,openvino", "--protocol", "quick", "-o", folder, "--json", out, "--md", md)
+    folder, out, md, png = tmp_path / "m", tmp_path / "m.json", tmp_path / "m.md", tmp_path / "m.png"
+    args = ("matrix", digits_ckpt, "--imgsz", "64", "--formats", "onnx,openvino", "--protocol", "quick", "-o", folder, "--json", out, "--md", md,
+            "--plot", png)
     result = cli(*args)
     assert result.code == 0, result.err
     data = json.loads(out.read_text())
@@ -63,8 +64,66 @@ def test_matrix_on_a_digits_checkpoint_with_two_formats(cli, digits_ckpt, tmp_pa
         assert row["top1"] > 90 and row["drop"] is not None and row["p50_ms"] > 0
     assert all((folder / f"{digits_ckpt.stem}_{f}_{p}{s}").exists() for f, s in (("onnx", ".onnx"), ("openvino", ".xml")) for p in ("fp32", "int8"))
     assert (folder / "matrix.json").is_file() and "| format | precision |" in md.read_text()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and data["accuracy"] == "held-out digits"
     judged = [r for r in data["rows"] if not (r.get("unstable") or r.get("disturbed"))]  # a busy CI machine marks rows
     assert sum(r["recommended"] for r in data["rows"]) <= 1 and (any(r["pareto"] for r in judged) or not judged)
     assert not any(r["pareto"] or r["recommended"] for r in data["rows"] if r not in judged)
     again = cli(*args)
     assert again.code == 2 and "exists" in again.err  # a rerun into the same folder refuses without --force
+
+
+def _result(rows):
+    return {"rows": rows, "threads": 1, "imgsz": [64, 64], "protocol": "quick", "source": {"variant": "partialnet_t0"},
+            "machine": {"cpu": {"model": "a CPU"}}}
+
+
+def test_the_plot_is_latency_against_accuracy_with_the_front():
+    pytest.importorskip("matplotlib")
+    from partialnet.bench.plot import matrix_figure
+
+    rows = [
+        {"format": "onnx", "precision": "fp32", "p50_ms": 4.0, "top1": 99.0, "bytes": 9e6, "pareto": True},
+        {"format": "onnx", "precision": "int8", "p50_ms": 2.0, "top1": 97.0, "bytes": 2.5e6, "pareto": True, "recommended": True},
+        {"format": "openvino", "precision": "fp16", "p50_ms": 5.0, "top1": 98.0, "bytes": 4.5e6, "pareto": False, "disturbed": True},
+    ]
+    (ax,) = matrix_figure(_result(rows)).axes
+    assert ax.get_xscale() == "log" and "top-1" in ax.get_ylabel() and "a CPU" in ax.get_title()
+    assert {t.get_text() for t in ax.texts} == {"onnx/fp32", "onnx/int8 (ship)", "openvino/fp16"}
+    (front,) = ax.get_lines()
+    assert list(front.get_xdata()) == [2.0, 4.0]
+
+
+def test_a_checkpoint_says_the_size_it_was_trained_at(tmp_path, digits_ckpt):
+    import torch
+
+    from partialnet import load_checkpoint
+
+    assert load_checkpoint(digits_ckpt)[1].trained_imgsz == [64, 64]
+    payload = torch.load(digits_ckpt, weights_only=True)
+    for hostile in ([64], [64, "x"], [10**9, 64], "64x64", None):
+        payload["digits"]["imgsz"] = hostile
+        path = tmp_path / "h.pt"
+        torch.save(payload, path)
+        assert load_checkpoint(path)[1].trained_imgsz is None
+
+
+@pytest.mark.slow
+def test_accuracy_is_not_judged_at_a_size_the_model_was_not_trained_for(cli, digits_ckpt, tmp_path):
+    out = tmp_path / "m.json"
+    result = cli("matrix", digits_ckpt, "--imgsz", "96", "--formats", "onnx", "--precisions", "fp32", "--protocol", "quick",
+                 "-o", tmp_path / "m", "--json", out)
+    assert result.code == 0, result.err
+    data = json.loads(out.read_text())
+    assert data["accuracy"].startswith("not judged: the checkpoint was trained at 64x64") and "digits --imgsz 96" in data["accuracy"]
+    assert all(r["top1"] is None for r in data["rows"]) and "accuracy: not judged" in result.out
+
+
+@pytest.mark.slow
+def test_digits_trains_at_the_size_asked_and_records_it(cli, tmp_path):
+    from partialnet import load_checkpoint
+
+    path = tmp_path / "d96.pt"
+    result = cli("digits", "-o", path, "--imgsz", "96", "--epochs", "1")
+    assert result.code == 0, result.err
+    assert load_checkpoint(path)[1].trained_imgsz == [96, 96]
+    assert cli("digits", "-o", tmp_path / "bad.pt", "--imgsz", "70").code == 2  # not a multiple of 32

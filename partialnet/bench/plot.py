@@ -604,3 +604,38 @@ def _crosses(box, segment) -> bool:
         if low > high:
             return False
     return True
+
+
+# ---------------------------------------------------------------------------------------------- matrix
+
+
+def matrix_figure(result: dict):
+    """`matrix --plot`: latency (log) against accuracy, one labelled point per artifact, marker area by file
+    size, the Pareto front drawn, marked rows hollow; machine and protocol in the title."""
+    plt = _pyplot()
+    rows = [r for r in result["rows"] if r.get("p50_ms")]
+    if not rows:
+        raise BadInput("nothing to plot: no artifact was timed")
+    by_accuracy = any(r.get("top1") is not None for r in rows)
+    value = (lambda r: r.get("top1")) if by_accuracy else (lambda r: 100 * (r.get("agreement") or 0))
+    fig, ax = plt.subplots(figsize=(7.5, 5.4), dpi=120)
+    biggest = max((r.get("bytes") or 0) for r in rows) or 1
+    for r in rows:
+        marked = r.get("unstable") or r.get("disturbed")
+        area = 30 + 400 * (r.get("bytes") or 0) / biggest
+        ax.scatter([r["p50_ms"]], [value(r)], s=area, facecolors="none" if marked else None, edgecolors="black" if marked else None, alpha=0.7)
+        ax.annotate(f"{r['format']}/{r['precision']}" + (" (ship)" if r.get("recommended") else ""), (r["p50_ms"], value(r)),
+                    fontsize=7, xytext=(4, 4), textcoords="offset points")
+    front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["p50_ms"])
+    if front:
+        ax.plot([r["p50_ms"] for r in front], [value(r) for r in front], linestyle="--", linewidth=1, label="Pareto front")
+        ax.legend(fontsize=7)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(_plain_log_formatter(minor=False))
+    ax.set_xlabel(f"median latency, ms (batch 1, {_threads_text([result['threads']])})", fontsize=8)
+    ax.set_ylabel("held-out top-1, %" if by_accuracy else "top-1 agreement with PyTorch, %", fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(f"{result['source']['variant']} at {result['imgsz'][0]}x{result['imgsz'][1]} · {result['machine']['cpu']['model']} · "
+                 f"{result['protocol']} protocol\nmarker area: file size; hollow: a row marked unstable or disturbed", fontsize=8)
+    fig.tight_layout()
+    return fig
