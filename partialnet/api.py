@@ -477,11 +477,12 @@ def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress) 
     proto = get_protocol(protocol, "cpu")
     reference = next((e for e in exported.values() if e.get("reference_top1") is not None), {})
     rows = [{"format": DEPLOY_RUNTIME, "precision": "fp32", "runtime": DEPLOY_RUNTIME, "file": None, "bytes": None,
-             "top1": reference.get("reference_top1"), "agreement": 1.0, "status": "ok", "why": "the reference: the folded checkpoint in PyTorch",
+             "top1": reference.get("reference_top1"), "top5": reference.get("reference_top5"), "agreement": 1.0,
+             "status": "ok", "why": "the reference: the folded checkpoint in PyTorch",
              **mx.timing_fields(mx.timed_row(source, DEPLOY_RUNTIME, imgsz, threads, proto))}]
     for i, cell in enumerate(plan["cells"]):
         base = {"format": cell.fmt.name, "precision": cell.precision, "runtime": cell.fmt.runtime, "file": None, "bytes": None,
-                "top1": None, "agreement": None}
+                "top1": None, "top5": None, "agreement": None}
         if cell.why is not None:
             rows.append({**base, "status": "skipped", "why": cell.why})
             continue

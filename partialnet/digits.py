@@ -60,16 +60,25 @@ def held_out(imgsz: tuple[int, int] = IMGSZ) -> tuple[np.ndarray, np.ndarray]:
 
 def top1(infer: Callable[[np.ndarray], np.ndarray], images: np.ndarray, labels: np.ndarray, batch: int | None) -> float:
     """Held-out top-1 of any runner's `infer`; static-batch artifacts get padded batches, padding dropped."""
+    return topk(infer, images, labels, batch)[1]
+
+
+def topk(infer: Callable[[np.ndarray], np.ndarray], images: np.ndarray, labels: np.ndarray, batch: int | None,
+         ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+    """Held-out top-k for each k in one pass (a label among the k largest logits); padding as in `top1`."""
     size = batch or 64
-    correct = 0
+    correct = dict.fromkeys(ks, 0)
     for start in range(0, len(images), size):
         chunk = images[start : start + size]
         real = len(chunk)
         if batch and real < batch:
             chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch - real, axis=0)])
         logits = infer(np.ascontiguousarray(chunk))[:real]
-        correct += int((logits.argmax(axis=1) == labels[start : start + real]).sum())
-    return correct / len(images)
+        ranked = np.argsort(-logits, axis=1, kind="stable")
+        truth = labels[start : start + real][:, None]
+        for k in ks:
+            correct[k] += int((ranked[:, :k] == truth).any(axis=1).sum())
+    return {k: n / len(images) for k, n in correct.items()}
 
 
 @dataclass

@@ -61,7 +61,7 @@ def test_matrix_on_a_digits_checkpoint_with_two_formats(cli, digits_ckpt, tmp_pa
     for key, row in rows.items():
         assert row["status"] == "ok", (key, row.get("why"))
         assert {"file", "bytes", "top1", "drop", "agreement", "p50_ms", "samples_s", "pareto", "recommended"} <= set(row)
-        assert row["top1"] > 90 and row["drop"] is not None and row["p50_ms"] > 0
+        assert row["top1"] > 90 and row["top5"] >= row["top1"] and row["drop"] is not None and row["p50_ms"] > 0
     assert all((folder / f"{digits_ckpt.stem}_{f}_{p}{s}").exists() for f, s in (("onnx", ".onnx"), ("openvino", ".xml")) for p in ("fp32", "int8"))
     assert (folder / "matrix.json").is_file() and "| format | precision |" in md.read_text()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and data["accuracy"] == "held-out digits"
@@ -127,3 +127,13 @@ def test_digits_trains_at_the_size_asked_and_records_it(cli, tmp_path):
     assert result.code == 0, result.err
     assert load_checkpoint(path)[1].trained_imgsz == [96, 96]
     assert cli("digits", "-o", tmp_path / "bad.pt", "--imgsz", "70").code == 2  # not a multiple of 32
+
+
+def test_topk_counts_a_label_among_the_k_largest_logits():
+    import numpy as np
+
+    from partialnet.digits import topk
+
+    logits = np.array([[0.1, 0.9, 0.0, 0.2, 0.3, 0.4, 0.5], [0.9, 0.1, 0.0, 0.2, 0.3, 0.4, 0.5]], np.float32)
+    assert topk(lambda x: x, logits, np.array([1, 6]), None, ks=(1, 2, 5)) == {1: 0.5, 2: 1.0, 5: 1.0}
+    assert topk(lambda x: x, logits, np.array([1, 6]), 4)[1] == 0.5  # a static batch of 4: padded, the padding dropped

@@ -103,7 +103,9 @@ def export_cell(model, info, folded, cell: Cell, staged: list, options: ExportOp
         "status": "ok", "file": result["output"], "bytes": result["bytes"], "export_s": round(time.perf_counter() - started, 1),
         "agreement": min((c["top1_agreement"] for c in cases), default=None),
         "top1": 100 * accuracy["artifact_top1"] if accuracy else None,
+        "top5": 100 * accuracy["artifact_top5"] if accuracy.get("artifact_top5") is not None else None,
         "reference_top1": 100 * accuracy["reference_top1"] if accuracy else None,
+        "reference_top5": 100 * accuracy["reference_top5"] if accuracy.get("reference_top5") is not None else None,
         "precision_held": result["metadata"]["precision"],
     }
 
@@ -159,9 +161,11 @@ def to_markdown(result: dict) -> str:
     lines = [f"# Which artifact to ship: {result['source']['variant']} at {result['imgsz'][0]}x{result['imgsz'][1]}", "",
              f"Machine: {describe(result['machine'])}. Protocol {result['protocol']}, batch 1, {result['threads']} thread(s); "
              f"budget {result['budget_points']:g} points below PyTorch fp32.", "",
-             "| format | precision | status | p50 ms | top-1 % | drop | agreement | MB | Pareto | why |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| format | precision | status | p50 ms | top-1 % | top-5 % | drop | agreement | MB | Pareto | why |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['format']} | {r['precision']} | {r['status']}{mark(r)} | {_num(r.get('p50_ms'), '.3f')} | {_num(r.get('top1'), '.2f')} | "
+        lines.append(f"| {r['format']} | {r['precision']} | {r['status']}{mark(r)} | {_num(r.get('p50_ms'), '.3f')} | "
+                     f"{_num(r.get('top1'), '.2f')} | {_num(r.get('top5'), '.2f')} | "
                      f"{_num(r.get('drop'), '+.2f')} | {_num(r.get('agreement'), '.1%')} | {_num((r.get('bytes') or 0) / 1e6 or None, '.1f')} | "
                      f"{'yes' if r.get('pareto') else ''} | {r.get('why') or r.get('marks_why') or ''} |")
     lines += ["", *recommendation_lines(result)]
