@@ -19,7 +19,7 @@ from partialnet.calibration import calibration_images, check_data, judging_image
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, resolve, source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, exporter_of, format_for_path, get_format
-from partialnet.exporters.options import FLAGS, ExportOptions, check_combination, check_opset, check_options
+from partialnet.exporters.options import DEFAULT_CALIB_SIZE, FLAGS, ExportOptions, check_combination, check_opset, check_options
 from partialnet.folding import count_batchnorms, deploy_payload, fold
 from partialnet.limits import check_count, check_input_shape, parse_imgsz
 from partialnet.models.flops import measure_cost
@@ -383,7 +383,7 @@ def matrix(
     formats: str | None = None,
     precisions: str | None = None,
     data: str | None = None,
-    calib_size: int = 300,
+    calib_size: int = DEFAULT_CALIB_SIZE,
     budget: float = 1.0,
     imgsz: tuple[int, int] = (224, 224),
     threads: int = 1,

@@ -15,6 +15,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from partialnet.runtimes import usable_cores
+
 INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "asimd", "sve")
 
 
@@ -32,7 +34,7 @@ def cpu_info() -> dict:
     return {
         "model": model,
         "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cores(),
         "flags": [f for f in INTERESTING_FLAGS if f in flags],
     }
 

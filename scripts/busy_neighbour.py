@@ -68,7 +68,9 @@ def main() -> None:
         print(f"{r['config']:22s} {r['runtime']:12s} {r['threads']:3d}  {q['stats']['p50_ms']:10.3f} {q['stats']['cov']:5.2f} "
               f"{lo['stats']['p50_ms']:11.3f} {lo['stats']['cov']:5.2f} {r['ratio']:11.2f}x  {marks}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": cpu, "rows": table}, indent=1))
+        from partialnet.outputs import write_json
+
+        write_json(args.json, force=False, data={"machine": cpu, "rows": table})
 
 
 if __name__ == "__main__":

@@ -193,3 +193,10 @@ def test_deploy_file_given_as_checkpoint_says_what_it_is(cli, tmp_path):
     assert cli("fold", "partialnet_t0", "-o", deploy, "--imgsz", "64").code == 0
     result = cli("info", deploy)
     assert result.code == 2 and "folded deploy file" in result.err
+
+
+def test_the_command_line_imports_no_numpy_torch_or_runtime_before_a_command_runs():
+    """`partialnet --help` and usage errors answer at once: the CLI module pulls in none of the heavy packages."""
+    code = "import sys, partialnet.cli; print(sorted(m for m in ('numpy', 'torch', 'onnx', 'onnxruntime', 'openvino') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_neutral())
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr

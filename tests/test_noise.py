@@ -144,3 +144,8 @@ def test_bench_aa_reports_the_runs_resolution(cli, tmp_path):
     assert control["runtime"] == "onnxruntime" and control["status"] == "ok"
     assert control["ci"][0] <= control["ratio"] <= control["ci"][1] and 0.5 < control["ratio"] < 2
     assert "A/A on onnxruntime" in result.out
+
+
+def test_non_finite_samples_are_unstable():
+    assert "non-finite" in stability.instability([0.001] * 20 + [float("nan")])
+    assert stability.judgement([0.001] * 20 + [float("inf")], QUIET)["unstable"]

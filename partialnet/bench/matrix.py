@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from partialnet.bench.marks import mark
 from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.exporters.formats import FORMATS, Format, get_format
 from partialnet.exporters.options import ExportOptions
@@ -178,12 +179,6 @@ def recommendation_lines(result: dict) -> list[str]:
     if not best:
         return ["no artifact is within the budget on rows fit to judge (none timed cleanly, or every one lost too much): nothing recommended"]
     return [f"recommended: {best[0]['file']} ({best[0]['recommended_why']})", f"smallest: {small[0]['file']} ({small[0]['smallest_why']})"]
-
-
-def mark(row: dict) -> str:
-    from partialnet.bench.marks import mark as row_mark
-
-    return row_mark(row)
 
 
 def _num(value, spec: str) -> str:

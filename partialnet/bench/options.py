@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from partialnet.bench.threads import WAITS, default_threads
 from partialnet.errors import BadInput
 from partialnet.limits import parse_imgsz
 from partialnet.options import option
@@ -88,6 +87,8 @@ class BenchOptions:
             raise BadInput("--ab A B names the two models; give no other sources with it")
         if self.label and len(sources or [DEFAULT_SOURCE]) != 1:
             raise BadInput("--label names one model; give exactly one source with it")
+        from partialnet.bench.threads import WAITS  # imported here: the runtimes package brings numpy, and --help must not
+
         if self.wait not in WAITS:
             raise BadInput(f"--wait {self.wait!r}: expected one of {', '.join(WAITS)}")
         if self.precision not in PRECISIONS:
@@ -103,6 +104,7 @@ class BenchOptions:
         from partialnet.bench import run as bench_run
         from partialnet.bench.protocols import get_protocol
         from partialnet.bench.streams import parse_streams
+        from partialnet.bench.threads import default_threads
         from partialnet.runtimes.table import AB_DEFAULT
 
         self.check(sources)

@@ -42,6 +42,9 @@ def readings(samples) -> dict:
 
 def instability(samples) -> str | None:
     """Why these samples are too dispersed to stand for one number, or None."""
+    x = np.asarray(samples, dtype=np.float64)
+    if len(x) and not np.all(np.isfinite(x)):
+        return "non-finite samples (NaN or Inf): nothing to judge"
     r = readings(samples)
     why = []
     if r["cov"] is not None and r["cov"] > COV_LIMIT:

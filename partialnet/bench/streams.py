@@ -27,7 +27,6 @@ import numpy as np
 
 from partialnet.bench.protocols import Protocol
 from partialnet.errors import BadInput
-from partialnet.runtimes import usable_cores  # noqa: F401  (re-exported: bench's name for it)
 
 MAX_STREAMS = 256
 

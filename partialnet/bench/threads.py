@@ -15,14 +15,13 @@ default thread count is the cores this process may run on (its affinity mask), n
 
 from __future__ import annotations
 
-import os
 
-from partialnet.runtimes import SPIN_ENV
+from partialnet.runtimes import SPIN_ENV, usable_cores
 
 
 def default_threads() -> int:
     """The cores this process may run on: on a container or a taskset-pinned job, not os.cpu_count()."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return usable_cores()
 
 
 WAITS = ("spin", "passive", "runtime")
