@@ -38,9 +38,9 @@ from partialnet.pipeline import (
     static_failure,
     static_verification,
     versions,
-    check_dataset_model,
+    check_labels_fit,
 )
-from partialnet.preprocess import load_images
+from partialnet.imagefolder import probe
 from partialnet.progress import stage
 from partialnet.signals import raise_if_pending
 from partialnet.verify_options import VerifyOptions, check_dataset
@@ -140,11 +140,11 @@ def export(
     inputs = [source_path(source)]
     check_outputs(artifact_outputs(out, fmt.name), inputs, force)
     if checks.images:
-        load_images(Path(checks.images), options.imgsz, limit=1)  # fail on a bad folder before the slow work
+        probe(checks.images, options.imgsz)  # fail on a bad folder before the slow work
     check_data(options.data, options.calib_size)
     model, info = _load(source, variant)
-    checks = replace(checks, dataset=checks.dataset or info.dataset)
-    check_dataset_model(checks.dataset, info)
+    checks = checks.judged_on(info.dataset)
+    check_labels_fit(checks, info)
     if options.int8:
         with stage("calibration data", f"{options.calib_size} images"):
             options.calibration = calibration_images(options.data, options.imgsz, options.calib_size)
@@ -185,10 +185,12 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     exporter = exporter_of(fmt)
     io = exporter.read_io(artifact)
     judging = _judging_for(artifact, io, checks)
+    if checks.images:
+        probe(checks.images, tuple(io["imgsz"]))  # fail on a bad folder before the load
     model, info = _load(ref, variant)
     _check_identity(artifact, io["metadata"], ref, info)
-    checks = replace(checks, dataset=checks.dataset or info.dataset)
-    check_dataset_model(checks.dataset, info)
+    checks = checks.judged_on(info.dataset)
+    check_labels_fit(checks, info)
     with stage("verify", f"{fmt.name} checks without its runtime"):
         static = static_verification(exporter, fmt, artifact, _fold(model, tuple(io["imgsz"]))[0], io, model, checks)
     if static is not None:
@@ -327,10 +329,10 @@ def export_all(
     outputs = [o for _, outs in planned for o in outs]
     check_outputs(outputs, inputs, force)  # every file of every format, before the load
     if checks.images:
-        load_images(Path(checks.images), options.imgsz, limit=1)
+        probe(checks.images, options.imgsz)
     model, info = _load(source, variant)
-    checks = replace(checks, dataset=checks.dataset or info.dataset)
-    check_dataset_model(checks.dataset, info)
+    checks = checks.judged_on(info.dataset)
+    check_labels_fit(checks, info)
     folded = _fold(model, options.imgsz)
     # One group: what was verified is published together at the end, or nothing is (Ctrl-C, SIGTERM, a crash);
     # a format that failed or could not be made is left out of the group.
@@ -383,6 +385,7 @@ def matrix(
     formats: str | None = None,
     precisions: str | None = None,
     data: str | None = None,
+    images: str | Path | None = None,
     calib_size: int = DEFAULT_CALIB_SIZE,
     budget: float = 1.0,
     imgsz: tuple[int, int] = (224, 224),
@@ -399,6 +402,7 @@ def matrix(
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir)
     inputs = [source_path(source)]
     check_outputs(plan["outputs"], inputs, force)  # every artifact and the manifest, before the load
+    labelled = probe(images, imgsz) if images else None
     model, info = _load(source, variant)
     data = data or ("digits" if info.dataset == "digits" else None)
     for cell in plan["cells"]:
@@ -411,12 +415,14 @@ def matrix(
         with stage("calibration data", f"{calib_size} images"):
             calibration = calibration_images(data, imgsz, calib_size)
     untrained = info.dataset == "digits" and info.trained_imgsz and tuple(info.trained_imgsz) != tuple(imgsz)
-    checks = VerifyOptions(samples=4, dataset="digits" if info.dataset == "digits" and not untrained else None)
+    checks = VerifyOptions(samples=4, images=Path(images) if images else None)
+    checks = checks.judged_on("digits" if info.dataset == "digits" and not untrained else None)
+    check_labels_fit(checks, info)
     exported = _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibration, checks, force, inputs, progress)
     rows = _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress)
     mx.judge_rows(rows, budget)
     rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
-    result = _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, checks, untrained)
+    result = _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, labelled or checks.dataset, untrained)
     with atomic_outputs([plan["manifest"]], force, inputs) as (staged,):
         from partialnet.outputs import dumps_strict
 
@@ -496,15 +502,17 @@ def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress) 
     return rows
 
 
-def _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, checks, untrained) -> dict:
+def _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, judged_on, untrained) -> dict:
     from partialnet.bench import matrix as mx
     from partialnet.machine import fingerprint
 
-    if untrained:
+    if judged_on is not None and not isinstance(judged_on, str):
+        accuracy = f"your labelled images: {judged_on.name}"
+    elif untrained:
         accuracy = (f"not judged: the checkpoint was trained at {'x'.join(map(str, info.trained_imgsz))}; a digits model is near chance at "
                     f"another size (agreement only); train at this size: partialnet digits --imgsz {imgsz[0]}")
     else:
-        accuracy = "held-out digits" if checks.dataset else "not judged: not a digits checkpoint (agreement only)"
+        accuracy = "held-out digits" if judged_on else "not judged: not a digits checkpoint and no labelled --images (agreement only)"
     return {"schema": mx.SCHEMA, "source": source_record(info), "imgsz": list(imgsz), "batch": 1, "threads": threads, "protocol": protocol,
             "budget_points": budget, "calibration": {"data": data, "images": calib_size}, "accuracy": accuracy, "rows": rows,
             "folder": str(plan["folder"]), "machine": fingerprint()}

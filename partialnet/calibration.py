@@ -30,11 +30,11 @@ def check_data(data: str | None, calib_size: int) -> None:
         if importlib.util.find_spec("sklearn") is None:
             raise missing_extra("scikit-learn (--data digits)", "digits")
         return
-    from partialnet.preprocess import load_images
+    from partialnet.imagefolder import probe
 
     if not Path(data).exists():
         raise BadInput(f"--data {data}: no such folder (give a folder of images, or 'digits')")
-    load_images(Path(data), (64, 64), limit=1)
+    probe(data, (64, 64), "--data")
 
 
 def calibration_images(data: str, imgsz: tuple[int, int], size: int) -> np.ndarray:
@@ -44,9 +44,7 @@ def calibration_images(data: str, imgsz: tuple[int, int], size: int) -> np.ndarr
 
         X_train, _, _, _ = digits.split()
         return digits.preprocess(X_train[:size], imgsz)
-    from partialnet.preprocess import load_images
-
-    return load_images(Path(data), imgsz, limit=size)
+    return folder_images(data, imgsz, size)
 
 
 def describe(data: str, count: int) -> str:
@@ -63,8 +61,17 @@ def judging_images(data: str | None, imgsz: tuple[int, int], size: int) -> tuple
         images, _ = digits.held_out(imgsz)
         return f"digits held-out ({len(images)})", images
     if data:
-        from partialnet.preprocess import load_images
-
-        images = load_images(Path(data), imgsz, limit=size)
+        images = folder_images(data, imgsz, size)
         return f"calibration images ({len(images)}, seen by the quantizer)", images
     return None
+
+
+def folder_images(data: str, imgsz: tuple[int, int], size: int) -> np.ndarray:
+    """Up to `size` images of a folder: flat, or in the ImageFolder layout (round-robin over classes, labels unused)."""
+    from partialnet.imagefolder import read_folder
+    from partialnet.preprocess import load_images, preprocess
+
+    labelled = read_folder(data, limit=size, flag="--data")
+    if labelled is None:
+        return load_images(Path(data), imgsz, limit=size)
+    return np.stack([preprocess(p, imgsz) for p in labelled.files])

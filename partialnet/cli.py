@@ -606,6 +606,7 @@ def matrix_command(
     formats: Annotated[Optional[str], typer.Option("--formats", help="all (default) or a comma-separated list of formats.")] = None,
     precisions: Annotated[Optional[str], typer.Option("--precisions", help="all (default) or a subset of fp32,fp16,int8.")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="INT8 calibration: digits (default for a digits checkpoint) or a folder.")] = None,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Judge top-1/5 on your labelled images (class-index or WNID folders).")] = None,
     calib_size: Annotated[int, typer.Option("--calib-size", min=1, help="Calibration images.")] = 300,
     budget: Annotated[float, typer.Option("--budget", help="Points of top-1 the recommended artifact may lose vs PyTorch fp32.")] = 1.0,
     imgsz: ImgszOption = None,
@@ -626,7 +627,7 @@ def matrix_command(
     extra = [Output(p, flag) for flag, p in (("--json", json_path), ("--md", md_path), ("--plot", plot_path)) if p]
     check_outputs(extra, [], force)
     with RowProgress(err) as report_progress:
-        result = _api().matrix(source, formats=formats, precisions=precisions, data=data, calib_size=calib_size, budget=budget,
+        result = _api().matrix(source, formats=formats, precisions=precisions, data=data, images=images, calib_size=calib_size, budget=budget,
                                imgsz=parse_imgsz(imgsz), threads=threads, protocol=protocol, output_dir=output, variant=variant,
                                force=force, progress=report_progress)
     out.print(render.matrix_table(result))

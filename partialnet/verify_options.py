@@ -34,6 +34,22 @@ class VerifyOptions:
     dataset: str | None = option(None, "--dataset", "Also judge held-out top-1 on a real dataset: digits (default for digits checkpoints).",
                                  cli_type=Optional[str])
 
+    def labelled(self):
+        """The --images folder as labelled images (ImageFolder layout), or None: no folder, or no class folders."""
+        if self.images is None:
+            return None
+        from partialnet.imagefolder import read_folder
+
+        return read_folder(self.images)
+
+    def judged_on(self, default_dataset: str | None) -> "VerifyOptions":
+        """The checkpoint's own dataset (digits) judges it by default, unless the user's labelled images do."""
+        from dataclasses import replace
+
+        if self.dataset or not default_dataset or self.labelled():
+            return self
+        return replace(self, dataset=default_dataset)
+
     @property
     def tolerances(self) -> dict:
         return {"max_abs": self.atol, "min_cosine": self.min_cosine, "min_top1": self.min_top1}
@@ -43,6 +59,8 @@ class VerifyOptions:
         from partialnet.limits import MAX_SAMPLES, check_count, check_tolerances
 
         check_dataset(self.dataset)
+        if self.dataset and self.labelled():
+            raise BadInput(f"--images {self.images} is labelled (class folders) and --dataset {self.dataset} is another labelled set: give one")
         check_count(self.samples, "--samples", MAX_SAMPLES)
         check_tolerances(**self.tolerances)
         return self

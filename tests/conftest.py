@@ -27,6 +27,16 @@ def digits_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def digits_onnx(digits_ckpt):
+    """The digits T0 model exported to ONNX at 64x64 once per run (verify tests share it)."""
+    from partialnet import api
+
+    out = digits_ckpt.with_name("digits_t0.onnx")
+    api.export(str(digits_ckpt), "onnx", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
+    return out
+
+
+@pytest.fixture(scope="session")
 def t0_state_dict() -> dict[str, torch.Tensor]:
     return torch.load(fixture_path("partialnet_t0_random.pth"), weights_only=True)
 

@@ -10,15 +10,6 @@ import pytest
 pytest.importorskip("sklearn", reason="the digits yardstick needs scikit-learn (pip install 'partialnet[digits]')")
 
 
-@pytest.fixture(scope="session")
-def digits_onnx(digits_ckpt):
-    from partialnet import api
-
-    out = digits_ckpt.with_name("digits_t0.onnx")
-    api.export(str(digits_ckpt), "onnx", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
-    return out
-
-
 def test_protocol_is_the_documented_one():
     from partialnet import digits
 

@@ -1,0 +1,143 @@
+"""Labelled images in the ImageFolder layout: accuracy on the user's own data, not only agreement.
+
+`DIR/<class>/<image>`: a class folder is named by its integer class index (`0`, `7`, `281`) or by its
+ImageNet-1K WNID (`n01440764`), which maps to an index through the standard class order (the 1000 WNIDs
+sorted, as every ImageNet-1K checkpoint was trained with; the list ships in `partialnet/data`). A folder
+of images with no class folders is unlabelled: it is verified by agreement only, as before.
+
+The folder is read as hostile input: only real directories and regular files (no symbolic links), a
+bounded number of images taken round-robin over the classes (a cap never drops a whole class), and a
+class that does not fit the model's head is refused by name before any image is decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from partialnet.errors import BadInput
+from partialnet.inputs import describe_errno
+
+MAX_LABELLED = 500  # images judged per run (round-robin over classes): 600 MB of float32 at 224
+WNID = re.compile(r"n\d{8}")
+INDEX = re.compile(r"\d{1,6}")
+
+
+@cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """The ImageNet-1K class order: index i is the i-th WNID in sorted order."""
+    text = (Path(__file__).parent / "data" / "imagenet_wnids.txt").read_text()
+    return tuple(text.split())
+
+
+@dataclass(frozen=True)
+class LabelledFolder:
+    root: Path
+    files: tuple[Path, ...]
+    labels: tuple[int, ...]
+    naming: str  # "index" or "wnid"
+    folders: tuple[tuple[str, int], ...]  # every class folder and its class index, empty or not
+    flag: str = "--images"  # the option that named it, for messages
+
+    @property
+    def name(self) -> str:
+        return f"{self.root.name}/ ({len(self.files)} labelled images, {len(self.folders)} classes)"
+
+    def check_head(self, num_classes: int) -> None:
+        """Every class must be one the model can predict, or its accuracy would be silently wrong."""
+        if self.naming == "wnid" and num_classes != len(imagenet_wnids()):
+            raise BadInput(f"{self.flag} {self.root}: class folders are ImageNet WNIDs, but the model has {num_classes} classes, not "
+                           f"{len(imagenet_wnids())} (name the folders by class index 0..{num_classes - 1})")
+        for folder, index in self.folders:
+            if index >= num_classes:
+                raise BadInput(f"{self.flag} {self.root}: class folder {ascii(folder)[1:-1]} is class {index}, but the model has only "
+                               f"{num_classes} classes (0..{num_classes - 1})")
+
+    def load(self, imgsz: tuple[int, int]):
+        """(images (N, 3, H, W) float32, labels (N,) int64), preprocessed as in the papers."""
+        import numpy as np
+
+        from partialnet.preprocess import preprocess
+
+        return np.stack([preprocess(p, imgsz) for p in self.files]), np.asarray(self.labels, dtype=np.int64)
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        return sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise BadInput(f"{folder}: cannot list it ({describe_errno(exc)})") from None
+
+
+def class_index(name: str, root: Path, flag: str) -> tuple[str, int]:
+    if WNID.fullmatch(name):
+        wnids = imagenet_wnids()
+        position = _position(wnids, name)
+        if position is None:
+            raise BadInput(f"{flag} {root}: class folder {name} looks like a WNID but is not one of the ImageNet-1K classes")
+        return "wnid", position
+    if INDEX.fullmatch(name):
+        return "index", int(name)
+    raise BadInput(f"{flag} {root}: class folder {ascii(name)[1:-1]} is neither a class index (0, 1, ...) nor an ImageNet WNID (n01440764)")
+
+
+def _position(wnids: tuple[str, ...], name: str) -> int | None:
+    import bisect
+
+    at = bisect.bisect_left(wnids, name)
+    return at if at < len(wnids) and wnids[at] == name else None
+
+
+def read_folder(folder: str | Path, limit: int = MAX_LABELLED, flag: str = "--images") -> LabelledFolder | None:
+    """The labelled images under `folder`, or None where it has no class folders (an unlabelled folder)."""
+    from partialnet.preprocess import IMAGE_SUFFIXES
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise BadInput(f"{flag} {root}: not a directory of images")
+    subdirs = [e for e in _entries(root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+    linked = [e.name for e in _entries(root) if e.is_symlink() and e.is_dir()]
+    if linked:
+        raise BadInput(f"{flag} {root}: class folder {ascii(linked[0])[1:-1]} is a symbolic link (refused: give real folders)")
+    if not subdirs:
+        return None
+    per_class, namings, folders = [], set(), []
+    for entry in subdirs:
+        naming, index = class_index(entry.name, root, flag)
+        namings.add(naming)
+        images = [Path(entry.path) / e.name for e in _entries(Path(entry.path))
+                  if Path(e.name).suffix.lower() in IMAGE_SUFFIXES and e.is_file(follow_symlinks=False)]
+        per_class.append((index, images))
+        folders.append((entry.name, index))
+    if len(namings) > 1:
+        raise BadInput(f"{flag} {root}: class folders mix class indices and WNIDs; name them all one way")
+    if not any(images for _, images in per_class):
+        raise BadInput(f"{flag} {root}: its class folders hold no images")
+    files, labels = _round_robin(per_class, limit)
+    return LabelledFolder(root, tuple(files), tuple(labels), namings.pop(), tuple(folders), flag)
+
+
+def _round_robin(per_class: list[tuple[int, list[Path]]], limit: int) -> tuple[list[Path], list[int]]:
+    files, labels, depth = [], [], 0
+    while len(files) < limit and any(depth < len(images) for _, images in per_class):
+        for index, images in per_class:
+            if depth < len(images) and len(files) < limit:
+                files.append(images[depth])
+                labels.append(index)
+        depth += 1
+    return files, labels
+
+
+def probe(folder: str | Path, imgsz: tuple[int, int], flag: str = "--images") -> LabelledFolder | None:
+    """Before slow work: the folder reads, and its first image decodes (labelled or not)."""
+    from partialnet.preprocess import load_images, preprocess
+
+    labelled = read_folder(folder, flag=flag)
+    if labelled is None:
+        load_images(Path(folder), imgsz, limit=1)
+    else:
+        preprocess(labelled.files[0], imgsz)
+    return labelled

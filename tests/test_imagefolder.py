@@ -1,0 +1,115 @@
+"""Labelled images in the ImageFolder layout: the user's own accuracy, and folders that do not fit refused."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from helpers import golden
+from partialnet.errors import BadInput
+from partialnet.imagefolder import imagenet_wnids, read_folder
+
+Image = pytest.importorskip("PIL.Image")
+
+
+def _digit_folder(root, per_class: int = 6, classes=range(10), name=str):
+    """Held-out digits saved as PNGs, one folder per class (named by `name(label)`)."""
+    from partialnet import digits
+
+    _, X_test, _, y_test = digits.split()
+    for label in classes:
+        folder = root / name(label)
+        folder.mkdir(parents=True)
+        for i, row in enumerate(X_test[y_test == label][:per_class]):
+            Image.fromarray((row.reshape(8, 8) * 15.9).astype(np.uint8)).resize((64, 64), Image.BILINEAR).save(folder / f"{i}.png")
+    return root
+
+
+def test_the_class_order_is_the_standard_imagenet_one():
+    wnids = imagenet_wnids()
+    assert len(wnids) == 1000 == len(set(wnids)) and list(wnids) == sorted(wnids)
+    assert wnids[0] == "n01440764" and wnids[1] == "n01443537" and wnids[999] == "n15075141"
+
+
+def test_integer_and_wnid_folders_are_read_round_robin(tmp_path):
+    for name, count in (("0", 3), ("2", 1), ("11", 2)):
+        (tmp_path / "ints" / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (8, 8)).save(tmp_path / "ints" / name / f"{i}.png")
+    folder = read_folder(tmp_path / "ints", limit=4)
+    assert folder.naming == "index" and [i for _, i in folder.folders] == [0, 11, 2]
+    assert list(folder.labels) == [0, 11, 2, 0]  # one per class before a second from any: a cap drops no class
+    for wnid in ("n01443537", "n15075141"):
+        (tmp_path / "wnids" / wnid).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "wnids" / wnid / "a.jpg")
+    assert sorted(read_folder(tmp_path / "wnids").labels) == [1, 999]
+    Image.new("RGB", (8, 8)).save(tmp_path / "flat.png")
+    assert read_folder(tmp_path / "wnids" / "n01443537") is None  # no class folders: unlabelled, agreement only
+
+
+@pytest.mark.parametrize("names, fragment", [
+    (["0", "n01440764"], "mix class indices and WNIDs"),
+    (["n00000001"], "not one of the ImageNet-1K classes"),
+    (["cats"], "neither a class index"),
+])
+def test_badly_named_class_folders_are_refused(tmp_path, names, fragment):
+    for name in names:
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / name / "a.png")
+    with pytest.raises(BadInput, match=fragment):
+        read_folder(tmp_path)
+
+
+def test_a_symlinked_class_folder_is_refused(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "set").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "set" / "3")
+    with pytest.raises(BadInput, match="symbolic link"):
+        read_folder(tmp_path / "set")
+
+
+def test_verify_reports_top1_and_top5_on_labelled_images(cli, digits_ckpt, digits_onnx, tmp_path):
+    folder = _digit_folder(tmp_path / "labelled")
+    result = cli("verify", digits_onnx, "--ref", digits_ckpt, "--images", folder, "--json")
+    assert result.code == 0, result.err
+    accuracy = result.json()["accuracy"]
+    assert accuracy["dataset"].startswith("labelled/") and accuracy["samples"] == 60
+    assert accuracy["reference_top1"] > 0.5 and accuracy["artifact_top1"] == accuracy["reference_top1"]  # fp32: the same picks
+    assert accuracy["artifact_top5"] >= accuracy["artifact_top1"] and accuracy["reference_top5"] is not None
+
+
+def test_a_folder_whose_classes_the_head_cannot_predict_exits_2(cli, digits_ckpt, digits_onnx, tmp_path):
+    folder = _digit_folder(tmp_path / "wide", per_class=1, classes=(3, 12))
+    result = cli("verify", digits_onnx, "--ref", digits_ckpt, "--images", folder)
+    assert result.code == 2 and "class folder 12 is class 12, but the model has only 10 classes" in result.err, result.err
+    wnid = _digit_folder(tmp_path / "wnid", per_class=1, classes=(0,), name=lambda i: imagenet_wnids()[i])
+    result = cli("matrix", digits_ckpt, "--images", wnid, "--imgsz", "64", "-o", tmp_path / "m")
+    assert result.code == 2 and "ImageNet WNIDs, but the model has 10 classes" in result.err, result.err
+    assert not (tmp_path / "m").exists()
+
+
+def test_wnid_folders_judge_a_1000_class_model(cli, tmp_path):
+    """A WNID folder scores an ImageNet-head model (random weights here: the artifact must pick as PyTorch does)."""
+    ckpt = golden("t0")[0]
+    out = tmp_path / "t0.onnx"
+    assert cli("export", ckpt, "--imgsz", "64", "-o", out).code == 0
+    folder = _digit_folder(tmp_path / "imagenet", per_class=2, classes=(0, 1, 2), name=lambda i: imagenet_wnids()[(0, 1, 999)[i]])
+    result = cli("verify", out, "--ref", ckpt, "--images", folder, "--json")
+    assert result.code == 0, result.err
+    accuracy = result.json()["accuracy"]
+    assert accuracy["samples"] == 6 and accuracy["artifact_top1"] == accuracy["reference_top1"]
+
+
+def test_matrix_judges_the_users_labelled_images(cli, digits_ckpt, tmp_path):
+    folder = _digit_folder(tmp_path / "labelled", per_class=3)
+    result = cli("matrix", digits_ckpt, "--images", folder, "--imgsz", "64", "--formats", "onnx", "--precisions", "fp32",
+                 "--protocol", "quick", "-o", tmp_path / "m", "--json", tmp_path / "m.json")
+    assert result.code == 0, result.err
+    import json
+
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert data["accuracy"].startswith("your labelled images: labelled/ (30 labelled images")
+    rows = {(r["format"], r["precision"]): r for r in data["rows"]}
+    assert rows[("onnx", "fp32")]["top1"] == rows[("pytorch", "fp32")]["top1"] and rows[("onnx", "fp32")]["top5"] is not None
