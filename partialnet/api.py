@@ -19,7 +19,9 @@ from partialnet.calibration import calibration_images, check_data, judging_image
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, resolve, source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, exporter_of, format_for_path, get_format
-from partialnet.exporters.options import DEFAULT_CALIB_SIZE, FLAGS, ExportOptions, check_combination, check_opset, check_options
+from partialnet.exporters.options import (
+    DEFAULT_CALIB_SIZE, FLAGS, ExportOptions, check_combination, check_int8_tools, check_layers, check_opset, check_options,
+)
 from partialnet.folding import count_batchnorms, deploy_payload, fold
 from partialnet.limits import check_count, check_input_shape, parse_imgsz
 from partialnet.models.flops import measure_cost
@@ -145,10 +147,12 @@ def export(
     model, info = _load(source, variant)
     checks = checks.judged_on(info.dataset)
     check_labels_fit(checks, info)
+    folded = _fold(model, options.imgsz)
+    check_layers(options.int8_keep_float, folded[0])
     if options.int8:
         with stage("calibration data", f"{options.calib_size} images"):
             options.calibration = calibration_images(options.data, options.imgsz, options.calib_size)
-    return export_folded(model, info, _fold(model, options.imgsz), fmt.name, out, options, checks, force=force, inputs=inputs)
+    return export_folded(model, info, folded, fmt.name, out, options, checks, force=force, inputs=inputs)
 
 
 def check_export_options(fmt, options: ExportOptions) -> ExportOptions:
@@ -156,6 +160,7 @@ def check_export_options(fmt, options: ExportOptions) -> ExportOptions:
     flag before anything slow. Returns a copy with the format's own default precision applied."""
     check_options(fmt.name, options.asked(), FORMATS)
     check_combination(options)
+    check_int8_tools(fmt, options)
     options = replace(options)
     if fmt.default_precision == "fp16" and not (options.fp32 or options.int8):
         options.half = True  # the format's own default (Core ML: fp16, what the Neural Engine runs)

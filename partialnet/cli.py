@@ -281,6 +281,8 @@ def _render_failure_details(exc: PartialnetError) -> None:
         err.print(render.static_table(exc.details, "checks without the runtime"))
     if exc.details and exc.details.get("cases"):
         err.print(render.parity_table(exc.details, "parity (FAILED)"))
+    if exc.details and exc.details.get("divergence"):
+        err.print(render.divergence_table(exc.details["divergence"]))
 
 
 @app.command("fold")

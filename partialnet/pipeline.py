@@ -181,8 +181,13 @@ def check_dataset_model(dataset: str | None, info: CheckpointInfo) -> None:
         raise BadInput(f"--dataset digits needs a 10-class model (train one with `partialnet digits`); {info.source} has {info.num_classes} classes")
 
 
-def parity_failure(report: ParityReport, what: str) -> CheckFailed:
-    return CheckFailed(f"{what} does not match PyTorch: {'; '.join(report.failures())}", details=report.to_dict())
+def parity_failure(report: ParityReport, what: str, divergence: dict | None = None) -> CheckFailed:
+    """The failure, with the per-layer report's one-clause summary where an INT8 artifact has one."""
+    from partialnet.divergence import summary
+
+    details = {**report.to_dict(), **({"divergence": divergence} if divergence else {})}
+    tail = f" ({summary(divergence)})" if divergence else ""
+    return CheckFailed(f"{what} does not match PyTorch: {'; '.join(report.failures())}{tail}", details=details)
 
 
 def artifact_outputs(out: Path, format: str) -> list[Output]:
@@ -260,7 +265,7 @@ def export_staged(
         for item in staged_files:
             item.flush()
         exported = time.perf_counter()
-        parity_record = _verify_export(fmt, stats, staged_files[0].path, model, deploy, checks, judging, enforce)
+        parity_record = _verify_export(fmt, stats, staged_files[0].path, model, deploy, checks, judging, enforce, Path(work))
         manifest = {
             "artifact": outputs[0].path.name,
             "format": fmt.name,
@@ -282,7 +287,7 @@ def export_staged(
     return {"output": str(outputs[0].path), "manifest_path": str(outputs[-1].path), **manifest}
 
 
-def _verify_export(fmt, stats: dict, artifact: Path, model, deploy, checks: VerifyOptions, judging, enforce: bool) -> dict:
+def _verify_export(fmt, stats: dict, artifact: Path, model, deploy, checks: VerifyOptions, judging, enforce: bool, work: Path) -> dict:
     """The staged artifact judged against `model` (or, where its runtime cannot run here, by its format's
     static checks); a failure stops the export before anything is published, unless not `enforce`d."""
     verify_path = Path(stats.pop("verify_path", artifact))  # IR: the pair as OpenVINO wrote it
@@ -297,9 +302,31 @@ def _verify_export(fmt, stats: dict, artifact: Path, model, deploy, checks: Veri
         if not static["passed"] and enforce:
             raise CheckFailed(f"the exported {fmt.name} artifact (not written) {static_failure(static)}", details=static)
         return static
+    record = parity.to_dict()
+    if not parity.passed and io["precision"] == "int8":
+        with stage("divergence", "per-layer drift from fp32"):
+            record["divergence"] = int8_divergence(verifier, work, verify_path, checks, judging, tuple(io["imgsz"]))
     if not parity.passed and enforce:
-        raise parity_failure(parity, f"the exported {fmt.name} artifact (not written)")
-    return parity.to_dict()
+        raise parity_failure(parity, f"the exported {fmt.name} artifact (not written)", record.get("divergence"))
+    return record
+
+
+def int8_divergence(exporter, work: Path, artifact: Path, checks: VerifyOptions, judging, imgsz) -> dict | None:
+    """Where a failing INT8 artifact drifts from its float graph, on the images it was judged on."""
+    from partialnet.divergence import layer_divergence
+
+    from partialnet.divergence import MAX_IMAGES
+
+    if checks.images:  # the user's images first, then the held-out set, then what it was judged on
+        labelled = checks.labelled()
+        images = labelled.load(imgsz)[0] if labelled else load_images(Path(checks.images), imgsz, limit=MAX_IMAGES)
+    elif checks.dataset:
+        from partialnet import digits
+
+        images = digits.held_out(imgsz)[0]
+    else:
+        images = judging[1] if judging is not None else None
+    return layer_divergence(exporter, work, artifact, images)
 
 
 def static_verification(

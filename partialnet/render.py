@@ -366,3 +366,18 @@ def matrix_table(result: dict) -> Table:
         )
     table.caption = "top-1: held-out digits where the checkpoint is a digits model; drop: points below PyTorch fp32; * the Pareto front (latency vs accuracy)"
     return table
+
+
+def divergence_table(found: dict, rows: int = 12) -> Table:
+    """The layers that add the most INT8 error (graph order), the first to drift, and the option to try."""
+    table = Table(title=f"INT8 drift from fp32, per layer ({found['images']} images; {found['how']})")
+    for col in ("layer", "SQNR dB", "adds dB", "min cosine", ""):
+        table.add_column(col, justify="left" if col in ("layer", "") else "right")
+    worst = sorted(found["layers"], key=lambda r: -r["added_db"])[:rows]
+    for row in sorted(worst, key=found["layers"].index):
+        notes = [n for n, hit in (("first drift", row["layer"] == found["first_drift"]), ("keep float?", row["layer"] in found["keep_float"])) if hit]
+        table.add_row(row["layer"], "exact" if row["sqnr_db"] is None else f"{row['sqnr_db']:.1f}", f"{row['added_db']:.1f}",
+                      f"{row['cosine']:.4f}", ", ".join(notes))
+    first = found["first_drift"] or f"none below {found['threshold_db']:g} dB"
+    table.caption = f"first layer below {found['threshold_db']:g} dB: {first}" + (f" · try {found['command']}" if found["command"] else "")
+    return table

@@ -96,7 +96,9 @@ def export_cell(model, info, folded, cell: Cell, staged: list, options: ExportOp
     except (CheckFailed, BadInput, Unavailable) as exc:
         for item in staged:
             item.drop()
-        return {"status": "failed", "why": str(exc)[:300], "export_s": round(time.perf_counter() - started, 1)}
+        divergence = (exc.details or {}).get("divergence")  # a failing INT8 cell says where it drifts
+        return {"status": "failed", "why": str(exc)[:600], "export_s": round(time.perf_counter() - started, 1),
+                **({"divergence": divergence} if divergence else {})}
     parity = result["parity"]
     cases = parity.get("cases") or []
     accuracy = parity.get("accuracy") or {}

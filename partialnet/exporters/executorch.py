@@ -22,6 +22,7 @@ from torch import nn
 from partialnet.errors import BadInput, missing_extra
 from partialnet.exporters.quiet import library_quiet as quiet
 from partialnet.exporters.options import ExportOptions
+from partialnet.exporters.pt2e import pt2e_record
 from partialnet.exporters.sidecar import read_metadata, write_scratch
 
 MAX_PTE_BYTES = 2 << 30
@@ -81,13 +82,14 @@ def xnnpack_decompositions() -> dict:
     }
 
 
-def _quantize(model: nn.Module, example: torch.Tensor, calibration: np.ndarray, batch: int) -> nn.Module:
+def _quantize(model: nn.Module, example: torch.Tensor, calibration: np.ndarray, batch: int, options) -> nn.Module:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from partialnet.exporters.onnx import calibration_feeds
+    from partialnet.exporters.pt2e import configure
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = configure(XNNPACKQuantizer(), get_symmetric_quantization_config(is_per_channel=True), options)
     prepared = prepare_pt2e(torch.export.export(model, (example,)).run_decompositions(xnnpack_decompositions()).module(), quantizer)
     with torch.no_grad():
         for chunk in calibration_feeds(calibration, batch):
@@ -149,7 +151,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
     total_macs = int(round(measure_cost(model, options.imgsz).gmacs * 1e9)) * options.batch
     with quiet(), torch.no_grad():
         if options.int8:
-            model = _quantize(model, example, options.calibration, options.batch)
+            model = _quantize(model, example, options.calibration, options.batch, options)
         program = torch.export.export(model, (example,))
         if not options.int8:  # a quantized graph was decomposed before its quantize/dequantize pairs went in
             program = program.run_decompositions(xnnpack_decompositions())
@@ -174,6 +176,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
     if options.int8:
         stats["quantization"] = {
             "quantizer": "XNNPACKQuantizer (PT2E), symmetric, per channel",
+            **pt2e_record(options),
             "calibration": f"{len(options.calibration)} images",
         }
     return stats

@@ -29,6 +29,8 @@ class Format:
     requires: str = ""  # hardware or platform the format's own builder needs beyond the package
     default_precision: str = "fp32"  # what an export is without --half/--int8/--fp32
     packages: tuple[str, ...] = ()  # distributions of its exporter that a result's machine record lists
+    calib_methods: tuple[str, ...] = ()  # --calib-method choices of its INT8 quantizer, its default first
+    keep_float_kinds: tuple[str, ...] = ()  # op kinds --int8-keep-float can keep in float (layers: any INT8 format)
 
     @property
     def backend(self) -> str | None:
@@ -44,8 +46,10 @@ FORMATS: dict[str, Format] = {
             suffix=".onnx",
             extra=None,
             devices=("cpu", "cuda"),
-            options=frozenset({"imgsz", "batch", "dynamic", "opset", "simplify", "half", "int8", "data", "calib_size"}),
+            options=frozenset({"imgsz", "batch", "dynamic", "opset", "simplify", "half", "int8", "data", "calib_size", "calib_method", "int8_keep_float"}),
             exporter="onnx",
+            calib_methods=("minmax", "entropy", "percentile"),
+            keep_float_kinds=("conv", "linear", "add", "mul", "concat", "pool"),
             runtime="onnxruntime",
             description="ONNX (simplified; INT8 as static QDQ from ONNX Runtime's quantizer)",
         ),
@@ -55,8 +59,10 @@ FORMATS: dict[str, Format] = {
             suffix=".xml",
             extra="openvino",
             devices=("cpu",),
-            options=frozenset({"imgsz", "batch", "dynamic", "half", "int8", "data", "calib_size"}),
+            options=frozenset({"imgsz", "batch", "dynamic", "half", "int8", "data", "calib_size", "calib_method", "int8_keep_float"}),
             exporter="openvino",
+            calib_methods=("mean-minmax", "minmax", "percentile", "histogram"),
+            keep_float_kinds=("conv", "linear", "add", "mul", "concat", "pool"),
             runtime="openvino",
             description="OpenVINO IR .xml + .bin (fp16-compressed weights with --half, NNCF INT8 with --int8)",
         ),
@@ -67,9 +73,12 @@ FORMATS: dict[str, Format] = {
             extra="tensorrt",
             devices=("cuda",),
             options=frozenset(
-                {"imgsz", "batch", "dynamic", "max_batch", "opset", "simplify", "half", "int8", "data", "calib_size", "workspace"}
+                {"imgsz", "batch", "dynamic", "max_batch", "opset", "simplify", "half", "int8", "data", "calib_size", "calib_method", "int8_keep_float",
+                 "workspace"}
             ),
             exporter="tensorrt",
+            calib_methods=("minmax", "entropy", "percentile"),
+            keep_float_kinds=("conv", "linear", "add", "mul", "concat", "pool"),
             runtime="tensorrt",
             description="TensorRT engine built from the deploy ONNX (fp16 cast or INT8 QDQ in the ONNX itself)",
             fallback=True,
@@ -94,8 +103,10 @@ FORMATS: dict[str, Format] = {
             suffix=".pte",
             extra="executorch",
             devices=("cpu",),
-            options=frozenset({"imgsz", "batch", "int8", "data", "calib_size"}),
+            options=frozenset({"imgsz", "batch", "int8", "data", "calib_size", "calib_method", "int8_keep_float"}),
             exporter="executorch",
+            calib_methods=("histogram", "minmax"),
+            keep_float_kinds=("conv", "linear"),
             runtime="executorch",
             description="ExecuTorch program lowered to XNNPACK (fixed batch; INT8 with the XNNPACK quantizer)",
         ),
@@ -107,8 +118,10 @@ FORMATS: dict[str, Format] = {
             module="litert_torch",
             packages=("litert-torch",),
             devices=("cpu",),
-            options=frozenset({"imgsz", "batch", "half", "int8", "data", "calib_size"}),
+            options=frozenset({"imgsz", "batch", "half", "int8", "data", "calib_size", "calib_method", "int8_keep_float"}),
             exporter="litert",
+            calib_methods=("histogram", "minmax"),
+            keep_float_kinds=("conv", "linear"),
             runtime="litert",
             description="LiteRT .tflite from litert-torch (fp16 weights with --half, full-integer INT8 with --int8), "
             "run by the LiteRT interpreter with XNNPACK",

@@ -21,6 +21,7 @@ from torch import nn
 from partialnet.errors import BadInput, missing_extra
 from partialnet.exporters.quiet import library_quiet, native_quiet
 from partialnet.exporters.options import ExportOptions
+from partialnet.exporters.pt2e import pt2e_record
 from partialnet.exporters.sidecar import read_metadata, write_scratch
 from partialnet.runtimes.litert import make_interpreter
 from partialnet.inputs import check_regular
@@ -49,7 +50,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
 
             kwargs["quant_config"] = quant_recipes.full_fp16_recipe()
         if options.int8:
-            model, kwargs["quant_config"] = _quantize(model, example, options.calibration, options.batch)
+            model, kwargs["quant_config"] = _quantize(model, example, options.calibration, options.batch, options)
         content = bytes(litert_torch.convert(model, (example,), **kwargs).model_content())
     staged[0].write_bytes(content)
     scratch = write_scratch(workdir, "model.tflite", content, metadata, options.precision)
@@ -66,12 +67,13 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
     if options.int8:
         stats["quantization"] = {
             "quantizer": "litert-torch PT2EQuantizer, symmetric, per channel (int8 input and output)",
+            **pt2e_record(options),
             "calibration": f"{len(options.calibration)} images",
         }
     return stats
 
 
-def _quantize(model: nn.Module, example: torch.Tensor, calibration, batch: int):
+def _quantize(model: nn.Module, example: torch.Tensor, calibration, batch: int, options):
     """The PT2E-quantized module and the converter's config naming the same quantizer."""
     from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.quant_config import QuantConfig
@@ -79,8 +81,9 @@ def _quantize(model: nn.Module, example: torch.Tensor, calibration, batch: int):
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from partialnet.exporters.onnx import calibration_feeds
+    from partialnet.exporters.pt2e import configure
 
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = configure(pt2e_quantizer.PT2EQuantizer(), pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True), options)
     prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
     for chunk in calibration_feeds(calibration, batch):
         prepared(torch.from_numpy(chunk))

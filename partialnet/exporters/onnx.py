@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import logging
 import warnings
 from collections import Counter
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from partialnet.errors import BadInput, CheckFailed
-from partialnet.exporters.options import ExportOptions, OnnxOptions, check_opset
+from partialnet.exporters.options import ExportOptions, OnnxOptions, check_opset, keep_float
 from partialnet.inputs import check_regular
 from partialnet.limits import check_input_shape
 
@@ -111,7 +112,48 @@ def calibration_feeds(calibration: np.ndarray, batch: int | None) -> list[np.nda
     return chunks
 
 
-def quantize_qdq(proto, calibration: np.ndarray, batch: int | None, workdir: Path, for_tensorrt: bool = False):
+# --int8-keep-float's op kinds in ONNX op types
+KIND_OPS = {"conv": ("Conv",), "linear": ("Gemm", "MatMul"), "add": ("Add",), "mul": ("Mul",), "concat": ("Concat",),
+            "pool": ("GlobalAveragePool", "AveragePool", "ReduceMean")}
+CALIBRATORS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+LAYERS_FILE = "layers.json"
+
+
+def node_layers(proto) -> dict[str, str]:
+    """Node name -> the deploy model's module path that made it, from the exporter's name scopes.
+
+    Read before onnxsim (which drops node metadata but keeps the names of the nodes it leaves), so a
+    layer named to `--int8-keep-float` and the divergence report speak of the same modules.
+    """
+    import ast
+
+    layers = {}
+    for node in proto.graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes:
+            try:
+                path = [s for s in ast.literal_eval(scopes) if s]
+            except (ValueError, SyntaxError):
+                continue
+            if len(path) >= 2:  # the last scope is the op itself
+                layers[node.name] = path[-2]
+    return layers
+
+
+def excluded_nodes(proto, layers: dict[str, str], keep: tuple[list[str], list[str]]) -> list[str]:
+    """The nodes --int8-keep-float keeps in float: every node of a named layer (or below it), every node of a named kind."""
+    names, kinds = keep
+    types = {t for k in kinds for t in KIND_OPS[k]}
+    out = []
+    for node in proto.graph.node:
+        layer = layers.get(node.name, "")
+        if node.op_type in types or any(layer == n or layer.startswith(n + ".") for n in names):
+            out.append(node.name)
+    return out
+
+
+def quantize_qdq(proto, calibration: np.ndarray, batch: int | None, workdir: Path, for_tensorrt: bool = False,
+                 method: str = "minmax", exclude: list[str] = ()):
     """Static INT8 in QDQ form with ONNX Runtime's quantizer; returns (proto, what was done).
 
     Weights are int8, symmetric, per output channel. Activations are uint8 with a zero point for ONNX
@@ -143,7 +185,8 @@ def quantize_qdq(proto, calibration: np.ndarray, batch: int | None, workdir: Pat
             activation_type=activations,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=getattr(CalibrationMethod, CALIBRATORS[method]),
+            nodes_to_exclude=list(exclude),
             extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True},
         )
     quantized = onnx.load(str(int8_path))
@@ -151,7 +194,8 @@ def quantize_qdq(proto, calibration: np.ndarray, batch: int | None, workdir: Pat
         "quantizer": "onnxruntime.quantization.quantize_static (QDQ)",
         "activations": "int8 symmetric (TensorRT explicit quantization)" if for_tensorrt else "uint8 with zero point (ONNX Runtime x86 kernels)",
         "weights": "int8 symmetric, per output channel",
-        "calibration": f"MinMax over {len(calibration)} images",
+        "calibration": f"{CALIBRATORS[method]} over {len(calibration)} images",
+        "kept_float_nodes": len(exclude),
         "quantized_nodes": sum(1 for n in quantized.graph.node if n.op_type == "QuantizeLinear"),
     }
     return quantized, record
@@ -166,6 +210,7 @@ def build(model: nn.Module, options: ExportOptions, metadata: dict[str, str], wo
     with stage("torch.onnx.export", f"opset {options.opset}"):
         proto = to_onnx(model, options)
     raw_nodes = len(proto.graph.node)
+    layers = node_layers(proto)
     note = None
     if options.simplify:
         with stage("simplify", "onnxsim"):
@@ -175,7 +220,10 @@ def build(model: nn.Module, options: ExportOptions, metadata: dict[str, str], wo
         if options.calibration is None:
             raise BadInput("--int8 needs calibration images (--data)")
         with stage("quantize", f"QDQ, {len(options.calibration)} calibration images"):
-            proto, quantization = quantize_qdq(proto, options.calibration, None if options.dynamic else options.batch, workdir, for_tensorrt)
+            exclude = excluded_nodes(proto, layers, keep_float(options.int8_keep_float))
+            (workdir / LAYERS_FILE).write_text(json.dumps(layers))  # for the divergence report, beside fp32.onnx
+            proto, quantization = quantize_qdq(proto, options.calibration, None if options.dynamic else options.batch, workdir, for_tensorrt,
+                                               (options.calib_method or "minmax").strip().lower(), exclude)
     counts = op_counts(proto)
     bad = {op: counts[op] for op in FORBIDDEN_OPS if counts[op]}
     if bad:
@@ -239,3 +287,47 @@ def read_io(path: Path) -> dict:
         "precision": precision,
         "metadata": {p.key: p.value for p in proto.metadata_props},
     }
+
+
+def _last_tensor_per_layer(proto, layers: dict[str, str]) -> dict[str, str]:
+    """Each layer's output: the first output of the last node (graph order) the layer made."""
+    last = {}
+    for node in proto.graph.node:
+        layer = layers.get(node.name)
+        if layer and node.output:
+            last.pop(layer, None)  # re-inserted: dict order becomes the order layers finish in
+            last[layer] = node.output[0]
+    return last
+
+
+def _run_with_outputs(proto, names: list[str], images: np.ndarray) -> dict[str, np.ndarray]:
+    import onnx
+    import onnxruntime as ort
+
+    model = copy.deepcopy(proto)
+    del model.graph.output[:]
+    for name in names:
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    batch = dim.dim_value or None
+    outs = [session.run(names, {INPUT_NAME: chunk}) for chunk in calibration_feeds(images, batch)]
+    return {name: np.concatenate([o[i] for o in outs])[: len(images)] for i, name in enumerate(names)}
+
+
+def layer_activations(workdir: Path, artifact: Path, images: np.ndarray):
+    """Every layer's output in the float graph that was quantized and in the QDQ artifact (for partialnet.divergence)."""
+    import onnx
+
+    layers = json.loads((workdir / LAYERS_FILE).read_text())
+    fp32, int8 = onnx.load(str(workdir / "fp32.onnx")), onnx.load(str(artifact))
+    present = {o for n in int8.graph.node for o in n.output}
+    wanted = {layer: t for layer, t in _last_tensor_per_layer(fp32, layers).items() if t in present}
+    names = list(wanted.values())
+    reference, quantized = _run_with_outputs(fp32, names, images), _run_with_outputs(int8, names, images)
+    order = list(wanted)
+    return (order, {k: reference[wanted[k]] for k in order}, {k: quantized[wanted[k]] for k in order},
+            "ONNX Runtime: the float graph and the QDQ artifact, each layer's output exposed")

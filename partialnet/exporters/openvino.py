@@ -17,7 +17,7 @@ from torch import nn
 
 from partialnet.errors import BadInput, missing_extra
 from partialnet.exporters.onnx import calibration_feeds, quiet
-from partialnet.exporters.options import ExportOptions
+from partialnet.exporters.options import ExportOptions, keep_float
 from partialnet.exporters.quiet import native_quiet
 from partialnet.inputs import check_regular
 from partialnet.limits import check_input_shape
@@ -39,7 +39,29 @@ def companion_suffixes() -> tuple[str, ...]:
     return (".bin",)
 
 
-def quantize(converted, calibration, batch: int | None):
+# --int8-keep-float's op kinds in OpenVINO op types; --calib-method in NNCF's range estimators
+KIND_OPS = {"conv": ("Convolution", "GroupConvolution"), "linear": ("MatMul",), "add": ("Add",), "mul": ("Multiply",), "concat": ("Concat",),
+            "pool": ("AvgPool", "ReduceMean")}
+ESTIMATORS = {"mean-minmax": "MEAN_MINMAX", "minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "histogram": "HISTOGRAM"}
+
+
+def layer_of(op_name: str) -> str | None:
+    """The deploy model's module path in an op's name as OpenVINO's PyTorch frontend writes it (`__module.head/aten::linear/MatMul`)."""
+    if op_name.startswith("__module.") and "/" in op_name:
+        return op_name[len("__module."):op_name.index("/")]
+    return None
+
+
+def ignored_scope(nncf, converted, keep: tuple[list[str], list[str]]):
+    """NNCF's ignored scope for --int8-keep-float: the ops of the named layers (by name) and of the named kinds (by type)."""
+    layers, kinds = keep
+    names = [op.get_friendly_name() for op in converted.get_ordered_ops()
+             if (layer := layer_of(op.get_friendly_name())) and any(layer == n or layer.startswith(n + ".") for n in layers)]
+    types = [t for k in kinds for t in KIND_OPS[k]]
+    return nncf.IgnoredScope(names=names, types=types, validate=False), len(names)
+
+
+def quantize(converted, calibration, batch: int | None, method: str = "mean-minmax", keep=((), ())):
     """NNCF post-training INT8 of an ov.Model; returns (model, what was done)."""
     try:
         import nncf
@@ -47,7 +69,12 @@ def quantize(converted, calibration, batch: int | None):
         from partialnet.errors import missing_extra
 
         raise missing_extra("nncf (OpenVINO INT8)", "openvino") from None
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
     feeds = calibration_feeds(calibration, batch)
+    scope, kept = ignored_scope(nncf, converted, keep)
+    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=getattr(RangeEstimatorParametersSet, ESTIMATORS[method]))
     with quiet():
         quantized = nncf.quantize(
             converted,
@@ -55,12 +82,16 @@ def quantize(converted, calibration, batch: int | None):
             preset=nncf.QuantizationPreset.PERFORMANCE,
             subset_size=len(feeds),
             fast_bias_correction=True,
+            ignored_scope=scope,
+            advanced_parameters=advanced if method != "mean-minmax" else None,  # NNCF's own default for per-tensor activations
         )
     fake_quantize = sum(1 for op in quantized.get_ordered_ops() if op.get_type_name() == "FakeQuantize")
     record = {
         "quantizer": f"NNCF {nncf.__version__} post-training quantization",
         "preset": "performance (symmetric activations and weights)",
-        "calibration": f"{len(calibration)} images in {len(feeds)} batches",
+        "calibration": f"{len(calibration)} images in {len(feeds)} batches, activation ranges by {method}",
+        "kept_float_ops": kept,
+        "kept_float_types": list(scope.types),
         "fake_quantize_ops": fake_quantize,
     }
     return quantized, record
@@ -77,7 +108,10 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
         converted = ov.convert_model(model, example_input=example, input=[ov.PartialShape(shape)])
     quantization = None
     if options.int8:
-        converted, quantization = quantize(converted, options.calibration, None if options.dynamic else options.batch)
+        ov.save_model(converted, str(workdir / "fp32.xml"), compress_to_fp16=False)  # the float graph, for the divergence report
+        method = (options.calib_method or "mean-minmax").strip().lower()
+        converted, quantization = quantize(converted, options.calibration, None if options.dynamic else options.batch, method,
+                                           keep_float(options.int8_keep_float))
     precision = options.precision
     for key, value in {**metadata, "precision": precision}.items():
         converted.set_rt_info(str(value), [RT_SECTION, key])
@@ -143,3 +177,31 @@ def weight_precision(model) -> str:
     weights = [op.get_output_element_type(0).get_type_name() for op in model.get_ordered_ops()
                if op.get_type_name() == "Constant" and len(op.get_output_partial_shape(0)) >= 2]
     return "fp16" if weights and all(w == "f16" for w in weights) else "fp32"
+
+
+def layer_activations(workdir: Path, artifact: Path, images):
+    """Every layer's output in the float IR that was quantized and in the INT8 IR (NNCF keeps op names)."""
+    import numpy as np
+
+    ov = load_openvino()
+    core = ov.Core()
+    fp32, int8 = core.read_model(str(workdir / "fp32.xml")), core.read_model(str(artifact))
+    last = {}
+    for op in fp32.get_ordered_ops():
+        layer = layer_of(op.get_friendly_name())
+        if layer and op.get_output_size() and op.get_type_name() != "Constant":
+            last.pop(layer, None)
+            last[layer] = op.get_friendly_name()
+    ops = {op.get_friendly_name(): op for op in int8.get_ordered_ops()}
+    wanted = {layer: name for layer, name in last.items() if name in ops}
+    results = []
+    for model in (fp32, int8):
+        by_name = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+        outputs = model.add_outputs([by_name[name].output(0) for name in wanted.values()])
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
+        batch = model.inputs[0].get_partial_shape()[0]
+        size = batch.get_length() if batch.is_static else None
+        runs = [compiled(chunk) for chunk in calibration_feeds(images, size)]
+        results.append({layer: np.concatenate([r[compiled.outputs[len(model.outputs) - len(outputs) + i]] for r in runs])[: len(images)]
+                        for i, layer in enumerate(wanted)})
+    return list(wanted), results[0], results[1], "OpenVINO: the float IR and the INT8 IR, each layer's output exposed"

@@ -7,6 +7,7 @@ having it silently ignored after a minute of work.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
@@ -42,6 +43,11 @@ class ExportOptions:
     data: str | None = option(None, "--data", "Calibration data for --int8: 'digits' or a folder of images.", cli_type=Optional[str])
     calib_size: int = option(DEFAULT_CALIB_SIZE, "--calib-size", f"Calibration images (default {DEFAULT_CALIB_SIZE}).", cli_type=Optional[int],
                              min=1, show_default=False)
+    calib_method: str | None = option(None, "--calib-method", "--int8 calibration: minmax, mean-minmax, entropy, percentile or histogram, "
+                                      "where the format has it (default: the format's own).", cli_type=Optional[str], show_default=False)
+    int8_keep_float: str | None = option(None, "--int8-keep-float", "--int8: keep these in float: layers (module paths such as head, "
+                                         "stages.0) or op kinds (conv, linear, add, mul, concat, pool), comma-separated.",
+                                         cli_type=Optional[str], show_default=False)
     workspace: float | None = option(None, "--workspace", "trt: builder workspace in GB (default 4).", cli_type=Optional[float],
                                      show_default=False)  # TensorRT builder memory pool
     min_target: str | None = option(None, "--min-target", "coreml: minimum deployment target, e.g. iOS16 (default), macOS13.",
@@ -103,9 +109,67 @@ def check_combination(options: ExportOptions) -> None:
         )
     if options.data and not options.int8:
         raise BadInput("--data is calibration data for --int8; add --int8 or drop --data")
+    for name in ("calib_method", "int8_keep_float"):
+        if getattr(options, name) is not None and not options.int8:
+            raise BadInput(f"{FLAGS[name]} shapes an INT8 export; add --int8 or drop {FLAGS[name]}")
+    if options.int8_keep_float is not None:
+        keep_float(options.int8_keep_float)
     if options.max_batch is not None and not options.dynamic:
         raise BadInput("--max-batch sets the largest batch of a --dynamic engine; add --dynamic")
     if options.max_batch is not None and options.max_batch < options.batch:
         raise BadInput(f"--max-batch {options.max_batch} is below --batch {options.batch} (the profile's optimum)")
     if options.workspace is not None and not (0 < options.workspace <= MAX_WORKSPACE_GB):
         raise BadInput(f"--workspace {options.workspace}: expected a size in GB above 0 and at most {MAX_WORKSPACE_GB:g}")
+
+
+CALIB_METHODS = ("minmax", "mean-minmax", "entropy", "percentile", "histogram")
+KEEP_FLOAT_KINDS = ("conv", "linear", "add", "mul", "concat", "pool")
+LAYER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+
+
+def keep_float(text: str | None) -> tuple[list[str], list[str]]:
+    """(layers, op kinds) of --int8-keep-float: module paths of the deploy model, or the neutral op kinds."""
+    if text is None:
+        return [], []
+    layers, kinds = [], []
+    for item in (p.strip() for p in text.split(",")):
+        if item.lower() in KEEP_FLOAT_KINDS:
+            kinds.append(item.lower())
+        elif LAYER.fullmatch(item) and len(item) <= 200:
+            layers.append(item)
+        else:
+            raise BadInput(f"--int8-keep-float {ascii(item)[1:-1][:60]!s}: expected a layer (a module path such as stages.2.blocks.0.mlp.0) "
+                           f"or an op kind ({', '.join(KEEP_FLOAT_KINDS)})")
+    if not layers and not kinds:
+        raise BadInput("--int8-keep-float: name at least one layer or op kind")
+    return list(dict.fromkeys(layers)), list(dict.fromkeys(kinds))
+
+
+def check_int8_tools(fmt, options: ExportOptions) -> None:
+    """A calibration method or op kind the format's quantizer does not have is refused by name."""
+    if options.calib_method is not None:
+        method = options.calib_method.strip().lower()
+        if method not in fmt.calib_methods:
+            known = "" if method in CALIB_METHODS else f" (methods: {', '.join(CALIB_METHODS)})"
+            raise BadInput(f"--calib-method {ascii(options.calib_method)[1:-1][:40]}: {fmt.name} calibrates with "
+                           f"{', '.join(fmt.calib_methods) or 'no choice of method'}{known}")
+    kinds = keep_float(options.int8_keep_float)[1]
+    missing = [k for k in kinds if k not in fmt.keep_float_kinds]
+    if missing:
+        raise BadInput(f"--int8-keep-float {missing[0]}: {fmt.name} keeps op kinds {', '.join(fmt.keep_float_kinds) or 'none'} in float; "
+                       "name the layers instead")
+
+
+def method_of(fmt, options: ExportOptions) -> str:
+    """The calibration method an INT8 export uses: the one asked for, or the format's default (its first)."""
+    return (options.calib_method or fmt.calib_methods[0]).strip().lower()
+
+
+def check_layers(text: str | None, model) -> None:
+    """Every layer named to keep in float must be a module of the deploy model (a typo would keep nothing)."""
+    layers = keep_float(text)[0]
+    names = {name for name, _ in model.named_modules() if name}
+    for layer in layers:
+        if not any(n == layer or n.startswith(layer + ".") for n in names):
+            near = sorted({n.split(".")[0] for n in names})
+            raise BadInput(f"--int8-keep-float {layer}: no such layer in the model (top-level layers: {', '.join(near)})")

@@ -1,0 +1,89 @@
+"""The INT8 choices shared by the formats quantized through PyTorch 2 export (ExecuTorch's XNNPACK
+quantizer, litert-torch's PT2E quantizer): which observer sets activation ranges, what stays in float.
+
+Neither quantizer accepts "no config" for a module name, so `--int8-keep-float` is applied after their
+own annotation: the annotations of the nodes that a kept layer (or a kept module type) produced are
+removed, and those nodes run in float between dequantize and quantize.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from partialnet.exporters.options import ExportOptions, keep_float
+
+KIND_MODULES = {"conv": nn.Conv2d, "linear": nn.Linear}  # --int8-keep-float's op kinds as module types
+ANNOTATION = "quantization_annotation"
+
+
+def configure(quantizer, config, options: ExportOptions):
+    """`quantizer` with `config` globally (its activation observer per --calib-method), --int8-keep-float applied after annotation."""
+    if (options.calib_method or "histogram").strip().lower() == "minmax":
+        from torchao.quantization.pt2e.observer import MinMaxObserver
+
+        observer = MinMaxObserver.with_args(eps=2**-12)
+        config = dataclasses.replace(
+            config,
+            input_activation=dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer),
+            output_activation=dataclasses.replace(config.output_activation, observer_or_fake_quant_ctr=observer),
+        )
+    quantizer.set_global(config)
+    layers, kinds = keep_float(options.int8_keep_float)
+    if layers or kinds:
+        annotate = quantizer.annotate
+        types = tuple(KIND_MODULES[k] for k in kinds)
+
+        def annotate_then_keep_float(model):
+            model = annotate(model)
+            _strip(model.graph, {n for n in model.graph.nodes if ANNOTATION in n.meta and _kept(n, layers, types)})
+            return model
+
+        quantizer.annotate = annotate_then_keep_float  # the instance's own method: the converter still sees its quantizer
+    return quantizer
+
+
+def _strip(graph, nodes: set) -> None:
+    """Remove the nodes' annotations, then those of every node whose quantization was shared with a removed one."""
+    removed = set()
+    while nodes:
+        for node in nodes:
+            node.meta.pop(ANNOTATION, None)
+        removed |= nodes
+        nodes = {n for n in graph.nodes if ANNOTATION in n.meta and _shares_with(n.meta[ANNOTATION], removed)}
+
+
+def _shares_with(annotation, removed: set) -> bool:
+    specs = [annotation.output_qspec, *(annotation.input_qspec_map or {}).values()]
+    for spec in specs:
+        target = getattr(spec, "edge_or_node", None)
+        if target is not None and any(t in removed for t in (target if isinstance(target, tuple) else (target,))):
+            return True
+    return False
+
+
+def _kept(node, layers: list[str], types: tuple[type, ...]) -> bool:
+    stack = node.meta.get("nn_module_stack") or {}
+    for path, kind in stack.values():
+        path = _fqn(path)
+        if any(path == n or path.startswith(n + ".") for n in layers):
+            return True
+    if types and stack:  # the innermost module made this node: is it of a kept type?
+        kind = list(stack.values())[-1][1]
+        name = kind if isinstance(kind, str) else f"{kind.__module__}.{kind.__qualname__}"
+        return any(name == f"{t.__module__}.{t.__qualname__}" for t in types)
+    return False
+
+
+def _fqn(path: str) -> str:
+    """`L['self'].stages[0].blocks[1]` or `stages.0.blocks.1` as the plain dotted module path."""
+    import re
+
+    path = re.sub(r"^L\['self'\]\.?", "", path)
+    return re.sub(r"\[(\d+)\]", r".\1", path).strip(".")
+
+
+def pt2e_record(options: ExportOptions) -> dict:
+    layers, kinds = keep_float(options.int8_keep_float)
+    return {"activation_observer": (options.calib_method or "histogram").strip().lower(), "kept_float": [*layers, *kinds]}

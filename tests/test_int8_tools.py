@@ -1,0 +1,109 @@
+"""INT8 that can be repaired: a calibration method, layers and op kinds kept in float, and the per-layer
+report that names them when an INT8 artifact fails its gate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from partialnet.errors import BadInput
+from partialnet.exporters.formats import FORMATS
+from partialnet.exporters.options import ExportOptions, check_combination, check_int8_tools, keep_float
+
+pytest.importorskip("sklearn", reason="INT8 is calibrated and judged on the digits yardstick (pip install 'partialnet[digits]')")
+Image = pytest.importorskip("PIL.Image")
+
+
+def test_keep_float_reads_layers_and_kinds():
+    assert keep_float("head, stages.2.blocks.0.mlp.0,conv,Concat") == (["head", "stages.2.blocks.0.mlp.0"], ["conv", "concat"])
+    for bad in ("stages..0", "a/b", "$(touch x)", " , "):
+        with pytest.raises(BadInput, match="--int8-keep-float"):
+            keep_float(bad)
+
+
+@pytest.mark.parametrize("fmt, options, fragment", [
+    ("openvino", {"calib_method": "entropy"}, "openvino calibrates with mean-minmax, minmax, percentile, histogram"),
+    ("executorch", {"calib_method": "percentile"}, "executorch calibrates with histogram, minmax"),
+    ("onnx", {"calib_method": "kl"}, "(methods: minmax, mean-minmax, entropy, percentile, histogram)"),
+    ("litert", {"int8_keep_float": "concat"}, "litert keeps op kinds conv, linear in float; name the layers instead"),
+])
+def test_a_method_or_kind_the_quantizer_lacks_is_refused_by_name(fmt, options, fragment):
+    with pytest.raises(BadInput) as caught:
+        check_int8_tools(FORMATS[fmt], ExportOptions(int8=True, data="digits", **options))
+    assert fragment in str(caught.value)
+
+
+def test_the_int8_tools_need_int8():
+    with pytest.raises(BadInput, match="--calib-method shapes an INT8 export; add --int8"):
+        check_combination(ExportOptions(calib_method="minmax"))
+
+
+def test_an_unknown_layer_exits_2_before_the_export(cli, tmp_path):
+    result = cli("export", "partialnet_t0", "--imgsz", "64", "--int8", "--data", "digits", "--int8-keep-float", "stages.9", "-o", tmp_path / "q.onnx")
+    assert result.code == 2 and "--int8-keep-float stages.9: no such layer" in result.err, result.err
+    result = cli("export", "partialnet_t0", "-f", "coreml", "--int8-keep-float", "head", "-o", tmp_path / "q.mlpackage")
+    assert result.code == 2 and "--int8-keep-float does not apply to --format coreml" in result.err, result.err
+
+
+def _qdq_nodes(path) -> int:
+    return sum(1 for n in onnx.load(str(path)).graph.node if n.op_type == "QuantizeLinear")
+
+
+def test_keep_float_and_the_method_change_the_onnx_graph(cli, digits_ckpt, tmp_path):
+    common = ("--imgsz", "64", "--int8", "--data", "digits", "--calib-size", "32", "--samples", "2")
+    plain, kept = tmp_path / "plain.onnx", tmp_path / "kept.onnx"
+    assert cli("export", digits_ckpt, *common, "-o", plain).code == 0
+    result = cli("export", digits_ckpt, *common, "--int8-keep-float", "head,stages.6,concat", "--calib-method", "percentile", "-o", kept)
+    assert result.code == 0, result.err
+    assert _qdq_nodes(kept) < _qdq_nodes(plain)
+    graph = onnx.load(str(kept)).graph
+    feeds = {n.output[0]: n.op_type for n in graph.node}
+    gemm = [n for n in graph.node if n.op_type in ("Gemm", "MatMul")][-1]  # the head: fed by float, not by a DequantizeLinear
+    assert feeds.get(gemm.input[0]) != "DequantizeLinear"
+    quantization = json.loads(kept.with_name("kept.onnx.json").read_text())["graph"]["quantization"]
+    assert quantization["calibration"].startswith("Percentile") and quantization["kept_float_nodes"] > 0
+
+
+def test_keep_float_reaches_the_pt2e_quantizers():
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from partialnet.api import _fold
+    from partialnet.checkpoint import resolve
+    from partialnet.exporters.pt2e import configure
+
+    deploy = _fold(resolve("partialnet_t0", None)[0], (64, 64))[0]
+    x = torch.randn(1, 3, 64, 64)
+
+    def observers(keep):
+        quantizer = configure(XNNPACKQuantizer(), get_symmetric_quantization_config(is_per_channel=True), ExportOptions(int8=True, int8_keep_float=keep))
+        prepared = prepare_pt2e(torch.export.export(deploy, (x,)).module(), quantizer)
+        return sum(1 for n in prepared.graph.nodes if "activation_post_process" in str(n.target))
+
+    everything = observers(None)
+    assert observers("stages.6") < everything and observers("conv") < observers("stages.6")
+
+
+@pytest.fixture(scope="module")
+def blank_folder(tmp_path_factory):
+    """A deliberately bad calibration set: flat grey images, nothing like a digit."""
+    folder = tmp_path_factory.mktemp("blank")
+    for i in range(4):
+        Image.fromarray(np.full((64, 64, 3), 120 + i, dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("openvino", ".xml")])
+def test_a_bad_calibration_fails_with_a_per_layer_report(cli, digits_ckpt, blank_folder, tmp_path, fmt, suffix):
+    if fmt == "openvino":
+        pytest.importorskip("nncf", reason="OpenVINO INT8 needs NNCF (pip install 'partialnet[openvino]')")
+    out = tmp_path / f"bad{suffix}"
+    result = cli("export", digits_ckpt, "-f", fmt, "--imgsz", "64", "--int8", "--data", blank_folder, "--dataset", "digits",
+                 "--calib-method", "minmax", "-o", out)
+    assert result.code == 1, result.err
+    assert "per-layer report: drift starts at" in result.err and "try --int8-keep-float" in result.err
+    assert "INT8 drift from fp32, per layer" in result.err and not out.exists()
