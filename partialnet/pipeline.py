@@ -121,13 +121,32 @@ def check_parity(
     else:
         images = load_images(Path(checks.images), tuple(io["imgsz"])) if checks.images else None
     tol = DEFAULT_TOLERANCES[io["precision"]].merged(**checks.tolerances)
-    with artifact_runner(runtime, artifact, threads) as runner, TorchRunner(reference) as reference_runner:
+    with artifact_runner(runtime, artifact, threads) as built, TorchRunner(reference) as torch_runner:
+        # the same images are judged twice (INT8's judging case, then accuracy), and PyTorch's answers serve every artifact
+        runner, reference_runner = Remembered(built, {}), Remembered(torch_runner, _REFERENCE_OUTPUTS.setdefault(reference, {}))
         report = compare(runner, reference_runner, _parity_cases(io, checks.samples, images, judging), tol, io["precision"])
         if labelled is not None:
-            report.accuracy = labelled_accuracy(labelled.name, images, labels, runner, reference, io, tol)
+            report.accuracy = labelled_accuracy(labelled.name, images, labels, runner, reference_runner, io, tol)
         elif checks.dataset:
-            report.accuracy = dataset_accuracy(checks.dataset, runner, reference, io, tol)
+            report.accuracy = dataset_accuracy(checks.dataset, runner, reference_runner, io, tol)
         return report
+
+
+# PyTorch's logits per reference model and input batch: a matrix judges a dozen artifacts on the same images
+_REFERENCE_OUTPUTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+class Remembered:
+    """A runner that answers a batch it has already seen from memory (deterministic models, same bytes in)."""
+
+    def __init__(self, runner, memo: dict) -> None:
+        self.runner, self.memo, self.name = runner, memo, runner.name
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        key = (batch.shape, str(batch.dtype), hashlib.blake2b(np.ascontiguousarray(batch).tobytes(), digest_size=20).digest())
+        if key not in self.memo:
+            self.memo[key] = self.runner.infer(batch)
+        return self.memo[key]
 
 
 def artifact_runner(runtime: str, artifact: Path, threads: int | None = None):
@@ -139,28 +158,19 @@ def artifact_runner(runtime: str, artifact: Path, threads: int | None = None):
 
 
 
-def dataset_accuracy(dataset: str, runner, reference: nn.Module, io: dict, tol) -> dict:
+def dataset_accuracy(dataset: str, runner, reference_runner, io: dict, tol) -> dict:
     """Held-out top-1 of the artifact and of the PyTorch model on the documented digits split."""
     from partialnet import digits
 
     images, labels = digits.held_out(tuple(io["imgsz"]))
-    return labelled_accuracy(dataset, images, labels, runner, reference, io, tol)
+    return labelled_accuracy(dataset, images, labels, runner, reference_runner, io, tol)
 
 
-# PyTorch's top-k on a labelled set, per reference model: the matrix judges a dozen artifacts on the same set
-_REFERENCE_TOPK: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-
-
-def labelled_accuracy(name: str, images: np.ndarray, labels: np.ndarray, runner, reference: nn.Module, io: dict, tol) -> dict:
+def labelled_accuracy(name: str, images: np.ndarray, labels: np.ndarray, runner, reference_runner, io: dict, tol) -> dict:
     """Top-1 and top-5 of the artifact beside the PyTorch model's on labelled images; the gate is on top-1."""
     from partialnet import digits
 
-    key = (name, images.shape, hashlib.sha256(images.tobytes()).hexdigest(), labels.tobytes())
-    memo = _REFERENCE_TOPK.setdefault(reference, {})
-    if key not in memo:
-        with TorchRunner(reference) as reference_runner:
-            memo[key] = digits.topk(reference_runner.infer, images, labels, None)
-    expected = memo[key]
+    expected = digits.topk(reference_runner.infer, images, labels, io["batch"])
     artifact = digits.topk(runner.infer, images, labels, io["batch"])
     judged = judge_accuracy(name, len(labels), artifact[1], expected[1], tol)
     return {**judged, "artifact_top5": artifact[5], "reference_top5": expected[5]}

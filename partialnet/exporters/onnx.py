@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import warnings
+import weakref
 from collections import Counter
 from pathlib import Path
 
@@ -201,20 +202,38 @@ def quantize_qdq(proto, calibration: np.ndarray, batch: int | None, workdir: Pat
     return quantized, record
 
 
+# The exported (and simplified) float graph per model and shape: the matrix and `--format all` export one
+# folded model as fp32, INT8 and TensorRT-ready ONNX, and the trace + onnxsim is the slow half of each.
+_GRAPHS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _float_graph(model: nn.Module, options: ExportOptions):
+    """(proto, nodes before simplify, node -> layer, simplify note), traced once per model and graph options."""
+    import onnx
+
+    from partialnet.progress import stage
+
+    key = (tuple(options.imgsz), options.batch, options.dynamic, options.opset, options.simplify, options.half)
+    memo = _GRAPHS.setdefault(model, {})
+    if key not in memo:
+        with stage("torch.onnx.export", f"opset {options.opset}"):
+            proto = to_onnx(model, options)
+        raw_nodes, layers, note = len(proto.graph.node), node_layers(proto), None
+        if options.simplify:
+            with stage("simplify", "onnxsim"):
+                proto, note = simplify(proto)
+        memo[key] = (proto.SerializeToString(), raw_nodes, layers, note)
+    data, raw_nodes, layers, note = memo[key]
+    return onnx.load_from_string(data), raw_nodes, dict(layers), note
+
+
 def build(model: nn.Module, options: ExportOptions, metadata: dict[str, str], workdir: Path, for_tensorrt: bool = False):
     """The final, checked ModelProto for `model` and the stats the manifest records."""
     import onnx
 
     from partialnet.progress import stage
 
-    with stage("torch.onnx.export", f"opset {options.opset}"):
-        proto = to_onnx(model, options)
-    raw_nodes = len(proto.graph.node)
-    layers = node_layers(proto)
-    note = None
-    if options.simplify:
-        with stage("simplify", "onnxsim"):
-            proto, note = simplify(proto)
+    proto, raw_nodes, layers, note = _float_graph(model, options)
     quantization = None
     if options.int8:
         if options.calibration is None:
