@@ -648,24 +648,29 @@ def matrix_command(
 
 @app.command("report")
 def report_command(
-    results: Annotated[list[Path], typer.Argument(help="Result files from partialnet claims --json or partialnet bench --json (any machines).")],
+    results: Annotated[list[Path], typer.Argument(help="Result files from claims, bench or matrix --json (any machines).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the merged report as Markdown here.")] = None,
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG, one panel per machine, here.")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the merged report as JSON here.")] = None,
     force: ForceOption = False,
 ) -> None:
-    """Merge claims and bench results from several machines; rows measured under different protocols are refused."""
+    """Merge claims, bench or matrix results from several machines; rows measured under different protocols are refused."""
     from partialnet.bench import report as report_mod
     from partialnet.outputs import Output, check_outputs
 
     named = [Output(Path(p), o) for o, p in (("-o", output), ("--plot", plot_path), ("--json", json_path)) if p]
     check_outputs(named, list(results), force)
     report = report_mod.merge(list(results))
-    out.print(render.report_claims_table(report))
+    if not report.get("matrices"):
+        out.print(render.report_claims_table(report))
     if report["measurements"]:
         out.print(render.report_measurements_table(report))
     if report["bench"]:
         out.print(render.report_bench_table(report))
+    if report.get("matrices"):
+        from partialnet.bench.matrix_report import to_markdown as matrices_markdown
+
+        out.print("\n".join(matrices_markdown(report["matrices"])), markup=False)
     written = report_mod.write_report_outputs(report, output, plot_path, json_path, force, list(results))
     if written:
         out.print(f"wrote {', '.join(written)}")

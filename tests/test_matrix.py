@@ -137,3 +137,36 @@ def test_topk_counts_a_label_among_the_k_largest_logits():
     logits = np.array([[0.1, 0.9, 0.0, 0.2, 0.3, 0.4, 0.5], [0.9, 0.1, 0.0, 0.2, 0.3, 0.4, 0.5]], np.float32)
     assert topk(lambda x: x, logits, np.array([1, 6]), None, ks=(1, 2, 5)) == {1: 0.5, 2: 1.0, 5: 1.0}
     assert topk(lambda x: x, logits, np.array([1, 6]), 4)[1] == 0.5  # a static batch of 4: padded, the padding dropped
+
+
+def test_report_merges_matrices_from_several_machines_and_judges_them_again(cli, digits_ckpt, tmp_path):
+    first = tmp_path / "a.json"
+    result = cli("matrix", digits_ckpt, "--imgsz", "64", "--formats", "onnx", "--precisions", "fp32,int8", "--protocol", "quick",
+                 "-o", tmp_path / "m", "--json", first)
+    assert result.code == 0, result.err
+    data = json.loads(first.read_text())
+    other = json.loads(first.read_text())
+    other["machine"]["id"] = "another-machine"
+    other["machine"]["cpu"]["model"] = "Another CPU"
+    for row in other["rows"]:
+        row.update(recommended=True, pareto=True, drop=-50.0)  # lies a merge must not believe
+        if row.get("samples_s"):
+            row["samples_s"] = [s * 2 for s in row["samples_s"]]
+    second = tmp_path / "b.json"
+    second.write_text(json.dumps(other))
+    md, png = tmp_path / "r.md", tmp_path / "r.png"
+    merged = cli("report", first, second, "-o", md, "--plot", png, "--json", tmp_path / "r.json")
+    assert merged.code == 0, merged.err
+    report = json.loads((tmp_path / "r.json").read_text())["matrices"]
+    assert [p["cpu"] for p in report["panels"]] == [data["machine"]["cpu"]["model"], "Another CPU"]
+    mine, theirs = ({(r["format"], r["precision"]): r for r in p["rows"]} for p in report["panels"])
+    assert theirs[("onnx", "fp32")]["p50_ms"] > mine[("onnx", "fp32")]["p50_ms"]  # recomputed from the samples
+    assert all(r["drop"] is None or r["drop"] >= -5 for r in theirs.values())  # the file's drop of -50 was not read
+    assert sum(r["recommended"] for r in theirs.values()) <= 1
+    assert "### Another CPU" in md.read_text() and png.read_bytes()[:4] == b"\x89PNG"
+    other["imgsz"] = [96, 96]
+    second.write_text(json.dumps(other))
+    refused = cli("report", first, second)
+    assert refused.code == 2 and "not merged" in refused.err
+    bench = cli("report", first, tmp_path / "m" / "matrix.json")
+    assert bench.code == 0  # the manifest in the folder is the same matrix

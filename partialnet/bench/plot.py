@@ -613,12 +613,34 @@ def matrix_figure(result: dict):
     """`matrix --plot`: latency (log) against accuracy, one labelled point per artifact, marker area by file
     size, the Pareto front drawn, marked rows hollow; machine and protocol in the title."""
     plt = _pyplot()
-    rows = [r for r in result["rows"] if r.get("p50_ms")]
+    fig, ax = plt.subplots(figsize=(7.5, 5.4), dpi=120)
+    _matrix_panel(ax, result["rows"], result["threads"])
+    ax.set_title(f"{result['source']['variant']} at {result['imgsz'][0]}x{result['imgsz'][1]} · {result['machine']['cpu']['model']} · "
+                 f"{result['protocol']} protocol\nmarker area: file size; hollow: a row marked unstable or disturbed", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def matrices_figure(merged: dict):
+    """`report` over matrices: one panel per machine, each drawn as `matrix --plot` draws it."""
+    plt = _pyplot()
+    panels = merged["panels"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.4), dpi=110, squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        _matrix_panel(ax, panel["rows"], merged["threads"])
+        ax.set_title(f"{panel['cpu']} ({panel['machine_id'][:8]})", fontsize=8)
+    fig.suptitle(f"{merged['variant']} at {merged['imgsz'][0]}x{merged['imgsz'][1]} · {merged['protocol']} protocol · "
+                 "marker area: file size; hollow: unstable or disturbed", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _matrix_panel(ax, rows: list[dict], threads: int) -> None:
+    rows = [r for r in rows if r.get("p50_ms")]
     if not rows:
         raise BadInput("nothing to plot: no artifact was timed")
     by_accuracy = any(r.get("top1") is not None for r in rows)
     value = (lambda r: r.get("top1")) if by_accuracy else (lambda r: 100 * (r.get("agreement") or 0))
-    fig, ax = plt.subplots(figsize=(7.5, 5.4), dpi=120)
     biggest = max((r.get("bytes") or 0) for r in rows) or 1
     for r in rows:
         marked = r.get("unstable") or r.get("disturbed")
@@ -632,10 +654,6 @@ def matrix_figure(result: dict):
         ax.legend(fontsize=7)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(_plain_log_formatter(minor=False))
-    ax.set_xlabel(f"median latency, ms (batch 1, {_threads_text([result['threads']])})", fontsize=8)
+    ax.set_xlabel(f"median latency, ms (batch 1, {_threads_text([threads])})", fontsize=8)
     ax.set_ylabel("held-out top-1, %" if by_accuracy else "top-1 agreement with PyTorch, %", fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    ax.set_title(f"{result['source']['variant']} at {result['imgsz'][0]}x{result['imgsz'][1]} · {result['machine']['cpu']['model']} · "
-                 f"{result['protocol']} protocol\nmarker area: file size; hollow: a row marked unstable or disturbed", fontsize=8)
-    fig.tight_layout()
-    return fig

@@ -16,6 +16,7 @@ from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge
 from partialnet.bench.stability import judgement
 from partialnet.machine import describe
 from partialnet.bench.results import MAX_RESULT_BYTES, _strict_json, check_samples, load_result
+from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
 from partialnet.bench.stats import ratio_of_medians
 from partialnet.errors import BadInput
@@ -76,7 +77,11 @@ def load_any(path: str | Path) -> dict:
         return load_result(path)
     if schema == CLAIMS_SCHEMA:
         return load_claims(path, data)
-    raise BadInput(f"{path}: not a partialnet bench or claims result (schema {str(schema)[:40]!r})")
+    if schema == MATRIX_SCHEMA:
+        from partialnet.bench.matrix_report import load_matrix
+
+        return load_matrix(path, data)
+    raise BadInput(f"{path}: not a partialnet bench, claims or matrix result (schema {str(schema)[:40]!r})")
 
 
 def _protocol_key(data: dict) -> str:
@@ -90,6 +95,15 @@ def merge(paths: list[str | Path]) -> dict:
     if len(paths) > MAX_INPUTS:
         raise BadInput(f"{len(paths)} result files; at most {MAX_INPUTS}")
     loaded = [(Path(p), load_any(p)) for p in paths]
+    matrices = [d["schema"] == MATRIX_SCHEMA for _, d in loaded]
+    if any(matrices):
+        if not all(matrices):
+            raise BadInput("matrices are merged with matrices only (a bench or claims result answers another question): give them apart")
+        from partialnet.bench.matrix_report import merge_matrices
+
+        merged = merge_matrices(loaded)
+        return {"schema": REPORT_SCHEMA, "protocol": {"name": merged["protocol"]}, "machines": merged["machines"], "claims": [],
+                "measurements": [], "bench": [], "matrices": merged, "inputs": [str(p) for p, _ in loaded]}
     protocols = {}
     for path, data in loaded:
         protocols.setdefault(_protocol_key(data), []).append(path)
@@ -159,6 +173,10 @@ def to_markdown(report: dict) -> str:
             measured = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
             lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['id']} | {r['size']} | {r['runtime'] or '-'} | {r['published']:.3f} | "
                          f"{measured} | {ci} | {r['verdict']} |")
+    if report.get("matrices"):
+        from partialnet.bench.matrix_report import to_markdown as matrices_markdown
+
+        lines += ["", *matrices_markdown(report["matrices"])]
     if report["bench"]:
         lines += ["", "| machine | model | runtime | precision | batch | threads | p50 ms |", "|---|---|---|---|---|---|---|"]
         for r in report["bench"]:
@@ -185,7 +203,8 @@ def write_report_outputs(report: dict, md_path=None, plot_path=None, json_path=N
         return []
     writers = {
         "-o": lambda staged: staged.write_text(to_markdown(report)),
-        "--plot": lambda staged: plot.save(plot.report_figure(report, model_gmacs(report)), staged.file),
+        "--plot": lambda staged: plot.save(plot.matrices_figure(report["matrices"]) if report.get("matrices")
+                                           else plot.report_figure(report, model_gmacs(report)), staged.file),
         "--json": lambda staged: staged.write_text(dumps_strict(report, indent=1)),
     }
     with atomic_outputs(outputs, force, inputs) as staged:

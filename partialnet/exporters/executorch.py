@@ -84,17 +84,12 @@ def xnnpack_decompositions() -> dict:
 
 def _quantize(model: nn.Module, example: torch.Tensor, calibration: np.ndarray, batch: int, options) -> nn.Module:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from partialnet.exporters.onnx import calibration_feeds
-    from partialnet.exporters.pt2e import configure
+    from partialnet.exporters.pt2e import calibrated, configure
 
     quantizer = configure(XNNPACKQuantizer(), get_symmetric_quantization_config(is_per_channel=True), options)
-    prepared = prepare_pt2e(torch.export.export(model, (example,)).run_decompositions(xnnpack_decompositions()).module(), quantizer)
-    with torch.no_grad():
-        for chunk in calibration_feeds(calibration, batch):
-            prepared(torch.from_numpy(chunk))
-    return convert_pt2e(prepared)
+    return convert_pt2e(calibrated(model, example, calibration, quantizer, xnnpack_decompositions()))
 
 
 def _macs(node) -> int:

@@ -78,16 +78,12 @@ def _quantize(model: nn.Module, example: torch.Tensor, calibration, batch: int, 
     from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from partialnet.exporters.onnx import calibration_feeds
-    from partialnet.exporters.pt2e import configure
+    from partialnet.exporters.pt2e import calibrated, configure
 
     quantizer = configure(pt2e_quantizer.PT2EQuantizer(), pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True), options)
-    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
-    for chunk in calibration_feeds(calibration, batch):
-        prepared(torch.from_numpy(chunk))
-    quantized = convert_pt2e(prepared, fold_quantize=False)
+    quantized = convert_pt2e(calibrated(model, example, calibration, quantizer), fold_quantize=False)
     move_exported_model_to_eval(quantized)
     quantized.training = False  # an exported module refuses .eval(); the converter reads this flag
     return quantized, QuantConfig(pt2e_quantizer=quantizer)

@@ -1,0 +1,115 @@
+"""Matrices from several machines in one report: which artifact to ship, per machine, side by side.
+
+A matrix file is a stranger's file like any result: every field the report reads is checked, and what
+can be derived is derived again here (medians from the raw samples, the unstable/disturbed marks, the
+drop below PyTorch fp32, the Pareto front, the recommendation), never read from the file. Matrices
+are merged only with matrices, of one model, input size, thread count and protocol: otherwise their
+rows would not answer the same question.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from partialnet.errors import BadInput
+
+STATUSES = ("ok", "failed", "skipped")
+
+
+def _number(value, where: str, low: float, high: float):
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+        raise BadInput(f"{where} must be a number from {low:g} to {high:g}, or null")
+    return float(value)
+
+
+def load_matrix(path: Path, data: dict) -> dict:
+    """A matrix result with every field the merge reads checked; BadInput otherwise."""
+    from partialnet.bench.matrix import PRECISIONS
+    from partialnet.bench.results import check_samples
+    from partialnet.bench.stability import judgement
+    from partialnet.exporters.formats import FORMATS
+    from partialnet.runtimes.table import DEPLOY_RUNTIME
+
+    machine = data.get("machine")
+    if not isinstance(machine, dict) or not isinstance(machine.get("id"), str) or not isinstance((machine.get("cpu") or {}).get("model"), str):
+        raise BadInput(f"{path}: the matrix's machine lacks its id or cpu model")
+    source = data.get("source")
+    if not isinstance(source, dict) or not isinstance(source.get("variant"), str) or not isinstance(data.get("protocol"), str):
+        raise BadInput(f"{path}: the matrix lacks its source variant or protocol")
+    if not (isinstance(data.get("imgsz"), list) and len(data["imgsz"]) == 2 and all(type(v) is int for v in data["imgsz"])):
+        raise BadInput(f"{path}: imgsz must be two integers")
+    if type(data.get("threads")) is not int or data["threads"] < 1:
+        raise BadInput(f"{path}: threads must be a positive integer")
+    data["budget_points"] = _number(data.get("budget_points"), f"{path}: budget_points", 0, 100)
+    if data["budget_points"] is None:
+        raise BadInput(f"{path}: the matrix lacks its budget")
+    rows = data.get("rows")
+    if not isinstance(rows, list) or len(rows) > 200:
+        raise BadInput(f"{path}: rows must be a list (at most 200)")
+    checked = []
+    for i, row in enumerate(rows):
+        where = f"{path}: row {i}"
+        if not isinstance(row, dict) or row.get("format") not in (*FORMATS, DEPLOY_RUNTIME) or row.get("precision") not in PRECISIONS \
+                or row.get("status") not in STATUSES:
+            raise BadInput(f"{where} lacks a known format, precision or status")
+        clean = {k: row[k] for k in ("format", "precision", "status")}
+        clean["why"] = row["why"][:600] if isinstance(row.get("why"), str) else None
+        clean["file"] = row["file"][:400] if isinstance(row.get("file"), str) else None
+        clean["bytes"] = int(_number(row.get("bytes"), f"{where}: bytes", 0, 1 << 40)) if row.get("bytes") is not None else None
+        for key in ("top1", "top5"):
+            clean[key] = _number(row.get(key), f"{where}: {key}", 0, 100)
+        clean["agreement"] = _number(row.get("agreement"), f"{where}: agreement", 0, 1)
+        if row["status"] == "ok" and row.get("samples_s") is not None:
+            samples = check_samples(row["samples_s"], where)
+            clean["samples_s"] = samples
+            clean["p50_ms"] = sorted(samples)[len(samples) // 2] * 1e3
+            clean.update(judgement(samples, row.get("machine_load") if isinstance(row.get("machine_load"), dict) else None))
+        checked.append(clean)
+    data["rows"] = checked
+    return data
+
+
+def merge_matrices(loaded: list[tuple[Path, dict]]) -> dict:
+    """Matrices of one model, size, thread count and protocol, one panel per machine, everything judged again."""
+    from partialnet.bench.matrix import judge_rows
+
+    question = {(d["source"]["variant"], tuple(d["imgsz"]), d["threads"], d["protocol"]) for _, d in loaded}
+    if len(question) > 1:
+        raise BadInput("matrices of different models, sizes, thread counts or protocols are not merged: "
+                       + "; ".join(f"{v} {s[0]}x{s[1]}, {t} thread(s), {p}" for v, s, t, p in sorted(question)))
+    machines, panels = {}, []
+    for path, data in loaded:
+        machine = data["machine"]
+        machines[machine["id"]] = {k: machine.get(k) for k in ("cpu", "gpus", "os", "versions")}
+        rows = data["rows"]
+        judge_rows(rows, data["budget_points"])
+        rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
+        panels.append({"machine_id": machine["id"], "cpu": machine["cpu"]["model"], "file": str(path), "budget_points": data["budget_points"],
+                       "rows": rows, "machine": machine})
+    variant, imgsz, threads, protocol = question.pop()
+    return {"variant": variant, "imgsz": list(imgsz), "threads": threads, "protocol": protocol, "machines": machines, "panels": panels}
+
+
+def to_markdown(merged: dict) -> list[str]:
+    from partialnet.bench.marks import mark
+
+    lines = [f"## Which artifact to ship: {merged['variant']} at {merged['imgsz'][0]}x{merged['imgsz'][1]}, batch 1, "
+             f"{merged['threads']} thread(s), {merged['protocol']} protocol", ""]
+    for panel in merged["panels"]:
+        lines += [f"### {panel['cpu']} `{panel['machine_id'][:8]}` ({panel['file']})", "",
+                  "| format | precision | status | p50 ms | top-1 % | drop | MB | front | ship |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in panel["rows"]:
+            p50 = "-" if r.get("p50_ms") is None else f"{r['p50_ms']:.3f}"
+            top1 = "-" if r.get("top1") is None else f"{r['top1']:.2f}"
+            drop = "-" if r.get("drop") is None else f"{r['drop']:+.2f}"
+            size = "-" if not r.get("bytes") else f"{r['bytes'] / 1e6:.1f}"
+            ship = "recommended" if r.get("recommended") else "smallest" if r.get("smallest") else ""
+            lines.append(f"| {r['format']} | {r['precision']} | {r['status']}{mark(r)} | {p50} | {top1} | {drop} | {size} | "
+                         f"{'yes' if r.get('pareto') else ''} | {ship} |")
+        best = next((r for r in panel["rows"] if r.get("recommended")), None)
+        lines += ["", f"recommended here: {best['format']} {best['precision']} ({best['recommended_why']})" if best
+                  else "recommended here: nothing (no row within budget was timed cleanly)", ""]
+    return lines
