@@ -392,6 +392,8 @@ def matrix(
     data: str | None = None,
     images: str | Path | None = None,
     calib_size: int = DEFAULT_CALIB_SIZE,
+    calib_method: str | None = None,
+    int8_keep_float: str | None = None,
     budget: float = 1.0,
     imgsz: tuple[int, int] = (224, 224),
     threads: int = 1,
@@ -405,6 +407,7 @@ def matrix(
     from partialnet.bench import matrix as mx
 
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir)
+    _matrix_int8_tools(plan, calib_method, int8_keep_float)
     inputs = [source_path(source)]
     check_outputs(plan["outputs"], inputs, force)  # every artifact and the manifest, before the load
     labelled = probe(images, imgsz) if images else None
@@ -414,6 +417,7 @@ def matrix(
         if cell.why is None and cell.precision == "int8" and data is None:
             cell.why = "INT8 needs calibration data: --data digits or --data DIR"
     folded = _fold(model, imgsz)
+    check_layers(int8_keep_float, folded[0])
     calibration = None
     if data and any(c.why is None and c.precision == "int8" for c in plan["cells"]):
         check_data(data, calib_size)
@@ -460,6 +464,21 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     return {"cells": cells, "folder": folder, "manifest": manifest, "outputs": outputs}
 
 
+def _matrix_int8_tools(plan: dict, calib_method: str | None, int8_keep_float: str | None) -> None:
+    """--calib-method and --int8-keep-float shape every INT8 cell; a format whose quantizer lacks them is a skipped row saying so."""
+    from partialnet.exporters.options import keep_float
+
+    keep_float(int8_keep_float)  # malformed: exit 2 before any work
+    plan["int8_tools"] = {k: v for k, v in (("calib_method", calib_method), ("int8_keep_float", int8_keep_float)) if v is not None}
+    for cell in plan["cells"]:
+        if cell.why is None and cell.precision == "int8" and plan["int8_tools"]:
+            try:
+                check_int8_tools(cell.fmt, ExportOptions(int8=True, data="digits", **plan["int8_tools"]))
+            except BadInput as exc:
+                cell.why, cell.outputs = str(exc), None
+    plan["outputs"] = [o for c in plan["cells"] if c.outputs for o in c.outputs] + [plan["manifest"]]
+
+
 def _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibration, checks, force, inputs, progress) -> dict:
     """Every producible cell exported into one group: published together at the end (what failed is left out)."""
     from partialnet.bench import matrix as mx
@@ -472,7 +491,8 @@ def _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibrat
             mine, position = staged[position : position + len(cell.outputs)], position + len(cell.outputs)
             if progress:
                 progress(f"export {cell.fmt.name} {cell.precision}", i, len(todo))
-            options = mx.cell_options(cell.fmt, cell.precision, imgsz, data, calib_size)
+            options = replace(mx.cell_options(cell.fmt, cell.precision, imgsz, data, calib_size), **plan["int8_tools"]) \
+                if cell.precision == "int8" else mx.cell_options(cell.fmt, cell.precision, imgsz, data, calib_size)
             options.calibration = calibration if cell.precision == "int8" else None
             exported[(cell.fmt.name, cell.precision)] = mx.export_cell(model, info, folded, cell, mine, options, checks)
             raise_if_pending()
@@ -519,5 +539,5 @@ def _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, cal
     else:
         accuracy = "held-out digits" if judged_on else "not judged: not a digits checkpoint and no labelled --images (agreement only)"
     return {"schema": mx.SCHEMA, "source": source_record(info), "imgsz": list(imgsz), "batch": 1, "threads": threads, "protocol": protocol,
-            "budget_points": budget, "calibration": {"data": data, "images": calib_size}, "accuracy": accuracy, "rows": rows,
+            "budget_points": budget, "calibration": {"data": data, "images": calib_size, **plan["int8_tools"]}, "accuracy": accuracy, "rows": rows,
             "folder": str(plan["folder"]), "machine": fingerprint()}

@@ -610,6 +610,8 @@ def matrix_command(
     data: Annotated[Optional[str], typer.Option("--data", help="INT8 calibration: digits (default for a digits checkpoint) or a folder.")] = None,
     images: Annotated[Optional[Path], typer.Option("--images", help="Judge top-1/5 on your labelled images (class-index or WNID folders).")] = None,
     calib_size: Annotated[int, typer.Option("--calib-size", min=1, help="Calibration images.")] = 300,
+    calib_method: Annotated[Optional[str], typer.Option("--calib-method", help="INT8 cells: the calibration method (see export).")] = None,
+    int8_keep_float: Annotated[Optional[str], typer.Option("--int8-keep-float", help="INT8 cells: layers or op kinds kept in float.")] = None,
     budget: Annotated[float, typer.Option("--budget", help="Points of top-1 the recommended artifact may lose vs PyTorch fp32.")] = 1.0,
     imgsz: ImgszOption = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="Threads per runtime (every row the same).")] = 1,
@@ -629,7 +631,8 @@ def matrix_command(
     extra = [Output(p, flag) for flag, p in (("--json", json_path), ("--md", md_path), ("--plot", plot_path)) if p]
     check_outputs(extra, [], force)
     with RowProgress(err) as report_progress:
-        result = _api().matrix(source, formats=formats, precisions=precisions, data=data, images=images, calib_size=calib_size, budget=budget,
+        result = _api().matrix(source, formats=formats, precisions=precisions, data=data, images=images, calib_size=calib_size,
+                               calib_method=calib_method, int8_keep_float=int8_keep_float, budget=budget,
                                imgsz=parse_imgsz(imgsz), threads=threads, protocol=protocol, output_dir=output, variant=variant,
                                force=force, progress=report_progress)
     out.print(render.matrix_table(result))

@@ -107,3 +107,16 @@ def test_a_bad_calibration_fails_with_a_per_layer_report(cli, digits_ckpt, blank
     assert result.code == 1, result.err
     assert "per-layer report: drift starts at" in result.err and "try --int8-keep-float" in result.err
     assert "INT8 drift from fp32, per layer" in result.err and not out.exists()
+
+
+def test_matrix_passes_the_int8_tools_to_every_int8_cell_and_says_which_cannot_take_them(cli, digits_ckpt, tmp_path):
+    out = tmp_path / "m.json"
+    result = cli("matrix", digits_ckpt, "--imgsz", "64", "--formats", "openvino", "--precisions", "int8", "--calib-method", "entropy",
+                 "--protocol", "quick", "-o", tmp_path / "m", "--json", out)
+    assert result.code == 0, result.err
+    data = json.loads(out.read_text())
+    row = next(r for r in data["rows"] if r["format"] == "openvino")
+    assert row["status"] == "skipped" and "openvino calibrates with" in row["why"]
+    assert data["calibration"]["calib_method"] == "entropy"
+    bad = cli("matrix", digits_ckpt, "--imgsz", "64", "--int8-keep-float", "stages.42", "-o", tmp_path / "n")
+    assert bad.code == 2 and "no such layer" in bad.err and not (tmp_path / "n").exists()

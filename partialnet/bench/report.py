@@ -95,15 +95,8 @@ def merge(paths: list[str | Path]) -> dict:
     if len(paths) > MAX_INPUTS:
         raise BadInput(f"{len(paths)} result files; at most {MAX_INPUTS}")
     loaded = [(Path(p), load_any(p)) for p in paths]
-    matrices = [d["schema"] == MATRIX_SCHEMA for _, d in loaded]
-    if any(matrices):
-        if not all(matrices):
-            raise BadInput("matrices are merged with matrices only (a bench or claims result answers another question): give them apart")
-        from partialnet.bench.matrix_report import merge_matrices
-
-        merged = merge_matrices(loaded)
-        return {"schema": REPORT_SCHEMA, "protocol": {"name": merged["protocol"]}, "machines": merged["machines"], "claims": [],
-                "measurements": [], "bench": [], "matrices": merged, "inputs": [str(p) for p, _ in loaded]}
+    if any(d["schema"] == MATRIX_SCHEMA for _, d in loaded):
+        return _merge_matrices(loaded)
     protocols = {}
     for path, data in loaded:
         protocols.setdefault(_protocol_key(data), []).append(path)
@@ -140,6 +133,17 @@ def merge(paths: list[str | Path]) -> dict:
         "bench": bench,
         "inputs": [str(p) for p, _ in loaded],
     }
+
+
+def _merge_matrices(loaded: list) -> dict:
+    """Matrices merge with matrices only: a bench or claims result answers another question."""
+    from partialnet.bench.matrix_report import merge_matrices
+
+    if not all(d["schema"] == MATRIX_SCHEMA for _, d in loaded):
+        raise BadInput("matrices are merged with matrices only (a bench or claims result answers another question): give them apart")
+    merged = merge_matrices(loaded)
+    return {"schema": REPORT_SCHEMA, "protocol": {"name": merged["protocol"]}, "machines": merged["machines"], "claims": [],
+            "measurements": [], "bench": [], "matrices": merged, "inputs": [str(p) for p, _ in loaded]}
 
 
 def _summary(cell: dict) -> dict:
