@@ -369,15 +369,19 @@ def matrix_table(result: dict) -> Table:
 
 
 def divergence_table(found: dict, rows: int = 12) -> Table:
-    """The layers that add the most INT8 error (graph order), the first to drift, and the option to try."""
+    """The layers whose quantized input loses the most on its own (graph order), with the drift at their output."""
     table = Table(title=f"INT8 drift from fp32, per layer ({found['images']} images; {found['how']})")
-    for col in ("layer", "SQNR dB", "adds dB", "min cosine", ""):
+    for col in ("layer", "input alone, SQNR dB", "output, SQNR dB", "min cosine", ""):
         table.add_column(col, justify="left" if col in ("layer", "") else "right")
-    worst = sorted(found["layers"], key=lambda r: -r["added_db"])[:rows]
+    judged = [r for r in found["layers"] if r["input_sqnr_db"] is not None]
+    worst = sorted(judged, key=lambda r: r["input_sqnr_db"])[:rows]
     for row in sorted(worst, key=found["layers"].index):
         notes = [n for n, hit in (("first drift", row["layer"] == found["first_drift"]), ("keep float?", row["layer"] in found["keep_float"])) if hit]
-        table.add_row(row["layer"], "exact" if row["sqnr_db"] is None else f"{row['sqnr_db']:.1f}", f"{row['added_db']:.1f}",
+        table.add_row(row["layer"], f"{row['input_sqnr_db']:.1f}", "exact" if row["sqnr_db"] is None else f"{row['sqnr_db']:.1f}",
                       f"{row['cosine']:.4f}", ", ".join(notes))
     first = found["first_drift"] or f"none below {found['threshold_db']:g} dB"
-    table.caption = f"first layer below {found['threshold_db']:g} dB: {first}" + (f" · try {found['command']}" if found["command"] else "")
+    from partialnet.divergence import summary
+
+    table.caption = (f"{summary(found)} · input alone: the float activations quantized with the artifact's own ranges; output: the artifact's layer output vs "
+                     f"fp32 · first layer below {found['threshold_db']:g} dB: {first}")
     return table

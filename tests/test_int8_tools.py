@@ -105,8 +105,24 @@ def test_a_bad_calibration_fails_with_a_per_layer_report(cli, digits_ckpt, blank
     result = cli("export", digits_ckpt, "-f", fmt, "--imgsz", "64", "--int8", "--data", blank_folder, "--dataset", "digits",
                  "--calib-method", "minmax", "-o", out)
     assert result.code == 1, result.err
-    assert "per-layer report: drift starts at" in result.err and "try --int8-keep-float" in result.err
+    assert "per-layer report: drift starts at" in result.err and "the calibration ranges do not fit these images" in result.err
     assert "INT8 drift from fp32, per layer" in result.err and not out.exists()
+
+
+def test_the_report_names_the_few_layers_whose_input_quantizes_badly():
+    from partialnet.divergence import report, summary
+
+    rng = np.random.default_rng(0)
+    order = [f"stages.0.blocks.{i}" for i in range(8)]
+    fp32 = {k: rng.standard_normal((4, 8)) for k in order}
+    int8 = {k: v + (0.5 if k == "stages.0.blocks.5" else 0.001) * rng.standard_normal(v.shape) for k, v in fp32.items()}
+    isolated = {k: 45.0 for k in order} | {"stages.0.blocks.5": 6.0}
+    found = report(order, fp32, int8, isolated, 4, "test")
+    assert found["first_drift"] == "stages.0.blocks.5" and found["keep_float"] == ["stages.0.blocks.5"]
+    assert "try --int8-keep-float stages.0.blocks.5" in summary(found)
+    widespread = report(order, fp32, int8, dict.fromkeys(order, 3.0), 4, "test")
+    assert "8 of 8 layers lose over 20 dB" in summary(widespread)
+    assert json.loads(json.dumps(found, allow_nan=False))  # nothing non-finite in what reaches JSON
 
 
 def test_matrix_passes_the_int8_tools_to_every_int8_cell_and_says_which_cannot_take_them(cli, digits_ckpt, tmp_path):

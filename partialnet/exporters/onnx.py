@@ -337,16 +337,44 @@ def _run_with_outputs(proto, names: list[str], images: np.ndarray) -> dict[str, 
     return {name: np.concatenate([o[i] for o in outs])[: len(images)] for i, name in enumerate(names)}
 
 
+def _activation_ranges(int8, fp32) -> list[tuple[str, float, float]]:
+    """(tensor, low, high) of every activation the QDQ artifact quantizes that the float graph also has."""
+    from onnx import numpy_helper
+
+    constants = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
+    in_float = {o for n in fp32.graph.node for o in n.output} | {i.name for i in fp32.graph.input}
+    ranges = []
+    for node in int8.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in constants or node.input[0] not in in_float:
+            continue
+        scale = float(np.asarray(constants[node.input[1]]).reshape(-1)[0])
+        zero = constants.get(node.input[2]) if len(node.input) > 2 else np.zeros((), np.uint8)
+        info = np.iinfo(zero.dtype)
+        point = float(np.asarray(zero).reshape(-1)[0])
+        ranges.append((node.input[0], (info.min - point) * scale, (info.max - point) * scale))
+    return ranges
+
+
 def layer_activations(workdir: Path, artifact: Path, images: np.ndarray):
-    """Every layer's output in the float graph that was quantized and in the QDQ artifact (for partialnet.divergence)."""
+    """Every layer's output in the float graph that was quantized and in the QDQ artifact, and the isolated
+    loss of each quantized activation at the layers that read it (for partialnet.divergence)."""
     import onnx
+
+    from partialnet.divergence import fake_quantize, sqnr_db, worst_per_layer
 
     layers = json.loads((workdir / LAYERS_FILE).read_text())
     fp32, int8 = onnx.load(str(workdir / "fp32.onnx")), onnx.load(str(artifact))
     present = {o for n in int8.graph.node for o in n.output}
     wanted = {layer: t for layer, t in _last_tensor_per_layer(fp32, layers).items() if t in present}
-    names = list(wanted.values())
-    reference, quantized = _run_with_outputs(fp32, names, images), _run_with_outputs(int8, names, images)
+    ranges = _activation_ranges(int8, fp32)
+    names = list(dict.fromkeys([*wanted.values(), *(t for t, _, _ in ranges)]))
+    reference, quantized = _run_with_outputs(fp32, names, images), _run_with_outputs(int8, list(wanted.values()), images)
+    readers = {}
+    for node in fp32.graph.node:
+        for name in node.input:
+            if node.name in layers:
+                readers.setdefault(name, set()).add(layers[node.name])
+    losses = [(layer, sqnr_db(reference[t], fake_quantize(reference[t], low, high, 256))) for t, low, high in ranges for layer in readers.get(t, ())]
     order = list(wanted)
-    return (order, {k: reference[wanted[k]] for k in order}, {k: quantized[wanted[k]] for k in order},
-            "ONNX Runtime: the float graph and the QDQ artifact, each layer's output exposed")
+    return (order, {k: reference[wanted[k]] for k in order}, {k: quantized[wanted[k]] for k in order}, worst_per_layer(losses),
+            "ONNX Runtime: the float graph and the QDQ artifact, layer outputs exposed")

@@ -179,9 +179,41 @@ def weight_precision(model) -> str:
     return "fp16" if weights and all(w == "f16" for w in weights) else "fp32"
 
 
-def layer_activations(workdir: Path, artifact: Path, images):
-    """Every layer's output in the float IR that was quantized and in the INT8 IR (NNCF keeps op names)."""
+def _fake_quantizers(int8) -> list[tuple[str, list, int, list[str]]]:
+    """(producer op name, [in_low, in_high] arrays, levels, reader layers) of every FakeQuantize on an activation."""
+    found = []
+    for op in int8.get_ordered_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        producer = op.input_value(0).get_node()
+        if producer.get_type_name() == "Constant":
+            continue  # a weight
+        bounds = [op.input_value(i).get_node() for i in (1, 2)]
+        if any(b.get_type_name() != "Constant" for b in bounds):
+            continue
+        readers = [layer_of(t.get_node().get_friendly_name()) for t in op.output(0).get_target_inputs()]
+        found.append((producer.get_friendly_name(), [b.get_data() for b in bounds], int(op.get_levels()), [r for r in readers if r]))
+    return found
+
+
+def _outputs_of(core, model, names: list[str], images):
     import numpy as np
+
+    by_name = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+    model.add_outputs([by_name[name].output(0) for name in names])  # one output per port, however often it is asked for
+    where = {}
+    for j, result in enumerate(model.outputs):
+        where.setdefault(result.get_node().input_value(0).get_node().get_friendly_name(), j)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
+    batch = model.inputs[0].get_partial_shape()[0]
+    runs = [compiled(chunk) for chunk in calibration_feeds(images, batch.get_length() if batch.is_static else None)]
+    return {name: np.concatenate([r[compiled.outputs[where[name]]] for r in runs])[: len(images)] for name in names}
+
+
+def layer_activations(workdir: Path, artifact: Path, images):
+    """Every layer's output in the float IR that was quantized and in the INT8 IR (NNCF keeps op names), and the
+    isolated loss of each FakeQuantize on the float activations, at the layers that read it."""
+    from partialnet.divergence import fake_quantize, sqnr_db, worst_per_layer
 
     ov = load_openvino()
     core = ov.Core()
@@ -192,16 +224,14 @@ def layer_activations(workdir: Path, artifact: Path, images):
         if layer and op.get_output_size() and op.get_type_name() != "Constant":
             last.pop(layer, None)
             last[layer] = op.get_friendly_name()
-    ops = {op.get_friendly_name(): op for op in int8.get_ordered_ops()}
-    wanted = {layer: name for layer, name in last.items() if name in ops}
-    results = []
-    for model in (fp32, int8):
-        by_name = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
-        outputs = model.add_outputs([by_name[name].output(0) for name in wanted.values()])
-        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
-        batch = model.inputs[0].get_partial_shape()[0]
-        size = batch.get_length() if batch.is_static else None
-        runs = [compiled(chunk) for chunk in calibration_feeds(images, size)]
-        results.append({layer: np.concatenate([r[compiled.outputs[len(model.outputs) - len(outputs) + i]] for r in runs])[: len(images)]
-                        for i, layer in enumerate(wanted)})
-    return list(wanted), results[0], results[1], "OpenVINO: the float IR and the INT8 IR, each layer's output exposed"
+    in_int8 = {op.get_friendly_name() for op in int8.get_ordered_ops()}
+    in_fp32 = {op.get_friendly_name() for op in fp32.get_ordered_ops()}
+    wanted = {layer: name for layer, name in last.items() if name in in_int8}
+    quantizers = [q for q in _fake_quantizers(int8) if q[0] in in_fp32]
+    reference = _outputs_of(core, fp32, list(dict.fromkeys([*wanted.values(), *(q[0] for q in quantizers)])), images)
+    quantized = _outputs_of(core, int8, list(wanted.values()), images)
+    losses = [(layer, sqnr_db(reference[name], fake_quantize(reference[name], low, high, levels)))
+              for name, (low, high), levels, readers in quantizers for layer in readers]
+    order = list(wanted)
+    return (order, {k: reference[wanted[k]] for k in order}, {k: quantized[wanted[k]] for k in order}, worst_per_layer(losses),
+            "OpenVINO: the float IR and the INT8 IR, layer outputs exposed")
