@@ -646,14 +646,35 @@ def _matrix_panel(ax, rows: list[dict], threads: int) -> None:
         marked = r.get("unstable") or r.get("disturbed")
         area = 30 + 400 * (r.get("bytes") or 0) / biggest
         ax.scatter([r["p50_ms"]], [value(r)], s=area, facecolors="none" if marked else None, edgecolors="black" if marked else None, alpha=0.7)
-        ax.annotate(f"{r['format']}/{r['precision']}" + (" (ship)" if r.get("recommended") else ""), (r["p50_ms"], value(r)),
-                    fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    _direct_labels(ax, [(r["p50_ms"], value(r), f"{r['format']}/{r['precision']}" + (" (ship)" if r.get("recommended") else "")) for r in rows])
     front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["p50_ms"])
     if front:
         ax.plot([r["p50_ms"] for r in front], [value(r) for r in front], linestyle="--", linewidth=1, label="Pareto front")
         ax.legend(fontsize=7)
-    ax.set_xscale("log")
     ax.xaxis.set_major_formatter(_plain_log_formatter(minor=False))
+    ax.xaxis.set_minor_formatter(_plain_log_formatter(minor=True))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"median latency, ms (batch 1, {_threads_text([threads])})", fontsize=8)
     ax.set_ylabel("held-out top-1, %" if by_accuracy else "top-1 agreement with PyTorch, %", fontsize=8)
     ax.grid(alpha=0.3, which="both")
+
+
+def _direct_labels(ax, points: list[tuple[float, float, str]]) -> None:
+    """A label beside each point, moved up or down in steps until it overlaps no label placed before it
+    (artifacts of one precision sit within a few percent of each other and would print on top of one another)."""
+    ax.margins(x=0.08, y=0.15)  # room for labels above and below the outermost points
+    ax.figure.canvas.draw()  # the axes' limits and transform as they will be drawn
+    frame = ax.bbox
+    placed: list[tuple[float, float, float, float]] = []
+    for x, y, text in sorted(points, key=lambda p: (p[0], p[1])):
+        px, py = ax.transData.transform((x, y))
+        width, height = 4.6 * len(text), 9.0
+        for step in (0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5):
+            box = (px + 5, py + 3 + 10 * step, px + 5 + width, py + 3 + 10 * step + height)
+            inside = frame.y0 <= box[1] and box[3] <= frame.y1
+            if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(text, (x, y), xytext=(5, 3 + 10 * step), textcoords="offset points", fontsize=7,
+                    arrowprops={"arrowstyle": "-", "linewidth": 0.4, "alpha": 0.5} if step else None)
