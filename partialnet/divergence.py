@@ -11,8 +11,9 @@ measures two things per layer (the deploy model's module paths, the names `--int
   range shows here, at the layer it hurts, not smeared over everything after it.
 
 The layers whose isolated loss is worst are the ones to keep in float. A format provides
-`layer_activations(workdir, artifact, images) -> (order, fp32, int8, isolated, how)` in its module
-(the float graph it quantized is in the export's workdir); formats without it get no report.
+`layer_activations(workdir, artifact, images, deploy) -> (order, fp32, int8, isolated, how)` in its module
+(the float graph it quantized is in the export's workdir, or the deploy model itself is the float
+side); formats without it get no report.
 """
 
 from __future__ import annotations
@@ -81,13 +82,13 @@ def summary(found: dict) -> str:
     return f"per-layer report: {where}; no quantized input loses more than {FIRST_DRIFT_DB:g} dB on its own (calibration data or method?)"
 
 
-def layer_divergence(exporter, workdir, artifact, images: np.ndarray) -> dict | None:
+def layer_divergence(exporter, workdir, artifact, images: np.ndarray, deploy=None) -> dict | None:
     """The report for an INT8 artifact of a format that can expose its layers, or None."""
     collect = getattr(exporter, "layer_activations", None)
     if collect is None or images is None or not len(images):
         return None
     images = images[:MAX_IMAGES]
-    order, fp32, int8, isolated, how = collect(workdir, artifact, images)
+    order, fp32, int8, isolated, how = collect(workdir, artifact, images, deploy)
     return report(order, fp32, int8, isolated, len(images), how)
 
 

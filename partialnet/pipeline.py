@@ -315,13 +315,13 @@ def _verify_export(fmt, stats: dict, artifact: Path, model, deploy, checks: Veri
     record = parity.to_dict()
     if not parity.passed and io["precision"] == "int8":
         with stage("divergence", "per-layer drift from fp32"):
-            record["divergence"] = int8_divergence(verifier, work, verify_path, checks, judging, tuple(io["imgsz"]))
+            record["divergence"] = int8_divergence(verifier, work, verify_path, checks, judging, tuple(io["imgsz"]), deploy)
     if not parity.passed and enforce:
         raise parity_failure(parity, f"the exported {fmt.name} artifact (not written)", record.get("divergence"))
     return record
 
 
-def int8_divergence(exporter, work: Path, artifact: Path, checks: VerifyOptions, judging, imgsz) -> dict | None:
+def int8_divergence(exporter, work: Path, artifact: Path, checks: VerifyOptions, judging, imgsz, deploy=None) -> dict | None:
     """Where a failing INT8 artifact drifts from its float graph, on the images it was judged on."""
     from partialnet.divergence import layer_divergence
 
@@ -336,7 +336,7 @@ def int8_divergence(exporter, work: Path, artifact: Path, checks: VerifyOptions,
         images = digits.held_out(imgsz)[0]
     else:
         images = judging[1] if judging is not None else None
-    return layer_divergence(exporter, work, artifact, images)
+    return layer_divergence(exporter, work, artifact, images, deploy)
 
 
 def static_verification(

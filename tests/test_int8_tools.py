@@ -97,16 +97,33 @@ def blank_folder(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("openvino", ".xml")])
+@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("openvino", ".xml"), ("litert", ".tflite")])
 def test_a_bad_calibration_fails_with_a_per_layer_report(cli, digits_ckpt, blank_folder, tmp_path, fmt, suffix):
     if fmt == "openvino":
         pytest.importorskip("nncf", reason="OpenVINO INT8 needs NNCF (pip install 'partialnet[openvino]')")
+    if fmt == "litert":
+        pytest.importorskip("litert_torch", reason="LiteRT export needs litert-torch (pip install 'partialnet[litert]')")
     out = tmp_path / f"bad{suffix}"
     result = cli("export", digits_ckpt, "-f", fmt, "--imgsz", "64", "--int8", "--data", blank_folder, "--dataset", "digits",
                  "--calib-method", "minmax", "-o", out)
     assert result.code == 1, result.err
     assert "per-layer report: drift starts at" in result.err and "the calibration ranges do not fit these images" in result.err
     assert "INT8 drift from fp32, per layer" in result.err and not out.exists()
+
+
+
+def test_the_failure_carries_the_whole_report(digits_ckpt, blank_folder, tmp_path):
+    from partialnet import api
+    from partialnet.errors import CheckFailed
+
+    options = api.ExportOptions(imgsz=(64, 64), int8=True, data=str(blank_folder), calib_size=4)
+    with pytest.raises(CheckFailed) as caught:
+        api.export(str(digits_ckpt), "onnx", options, output=tmp_path / "q.onnx", checks=api.VerifyOptions(dataset="digits"))
+    found = caught.value.details["divergence"]
+    rows = {row["layer"]: row for row in found["layers"]}
+    assert "patch_embed.proj" in rows and found["first_drift"] and found["images"] == 16
+    assert found["lossy_inputs"] > 0.25 * found["judged_inputs"]  # a calibration this far off is named as such
+    assert json.dumps(found, allow_nan=False)
 
 
 def test_the_report_names_the_few_layers_whose_input_quantizes_badly():

@@ -171,3 +171,91 @@ def tensor_precision(interpreter) -> str:
     if np.dtype(np.float16) in kinds:
         return "fp16"
     return "fp32"
+
+
+def layer_of(tensor_name: str) -> str | None:
+    """The deploy model's module path in a tensor name as litert-torch writes it
+    (`pkg.PartialNet/pkg.PatchEmbed_patch_embed/torch.nn.modules.conv.Conv2d_proj;3` -> `patch_embed.proj`)."""
+    parts = tensor_name.split(";")[0].split("/")[1:]
+    names = [part.rpartition(".")[2].partition("_")[2] for part in parts]
+    return ".".join(names) if parts and all(names) else None
+
+
+def layer_activations(workdir: Path, artifact: Path, images, deploy: nn.Module):
+    """Every layer's output in the INT8 .tflite (built-in kernels, every tensor kept) beside the deploy model's
+    own module outputs in PyTorch, and the isolated loss of each int8 tensor a layer reads (for partialnet.divergence)."""
+    import numpy as np
+
+    from partialnet.divergence import fake_quantize, sqnr_db, worst_per_layer
+
+    interpreter = make_interpreter(artifact, 2, every_tensor=True)
+    with native_quiet():
+        interpreter.allocate_tensors()
+        ops = interpreter._get_ops_details()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    last, readers = {}, {}
+    for op in ops:
+        layer = next((layer_of(tensors[o]["name"]) for o in op["outputs"] if layer_of(tensors[o]["name"])), None)
+        if layer is None:
+            continue
+        last.pop(layer, None)
+        last[layer] = op["outputs"][0]
+        for i in op["inputs"]:
+            if i >= 0 and tensors[i]["dtype"] == np.int8:
+                readers.setdefault(i, set()).add(layer)
+    reference = _module_outputs(deploy, images, list(last))
+    quantized = {layer: [] for layer in last}
+    feed = interpreter.get_input_details()[0]
+    for image in images:
+        interpreter.set_tensor(feed["index"], _quantized_input(image[None], feed))
+        with native_quiet():
+            interpreter.invoke()
+        for layer, index in last.items():
+            quantized[layer].append(_float_nchw(interpreter.get_tensor(index), tensors[index]))
+    order = [k for k in last if k in reference and reference[k].shape == np.concatenate(quantized[k]).shape]
+    int8 = {k: np.concatenate(quantized[k]) for k in order}
+    producer = {index: layer for layer, index in last.items()}
+    losses = []
+    for index, layers in readers.items():
+        source = producer.get(index)
+        scale, zero = tensors[index]["quantization"]
+        if source in order and scale:
+            low, high = (-128 - zero) * scale, (127 - zero) * scale
+            losses += [(layer, sqnr_db(reference[source], fake_quantize(reference[source], low, high, 256))) for layer in layers]
+    return (order, {k: reference[k] for k in order}, int8, worst_per_layer(losses),
+            "LiteRT's built-in int8 kernels (XNNPACK off to expose every tensor) beside the deploy model in PyTorch")
+
+
+def _module_outputs(deploy: nn.Module, images, layers: list[str]) -> dict:
+    import numpy as np
+
+    modules = dict(deploy.named_modules())
+    seen: dict[str, list] = {name: [] for name in layers if name in modules}
+    hooks = [modules[name].register_forward_hook(lambda m, i, o, name=name: seen[name].append(o.detach().float().numpy()))
+             for name in seen]
+    try:
+        with torch.no_grad():
+            for image in images:
+                deploy(torch.from_numpy(np.ascontiguousarray(image[None])))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: np.concatenate(values) for name, values in seen.items() if values and all(v.ndim == values[0].ndim for v in values)}
+
+
+def _quantized_input(x, detail):
+    import numpy as np
+
+    scale, zero = detail["quantization"]
+    if detail["dtype"] == np.int8 and scale:
+        return np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+    return x.astype(detail["dtype"])
+
+
+def _float_nchw(value, detail):
+    """A tensor dequantized with its own scale and moved back to NCHW (the converter runs NHWC inside)."""
+    import numpy as np
+
+    scale, zero = detail["quantization"]
+    out = (value.astype(np.float32) - zero) * scale if scale else value.astype(np.float32)
+    return out.transpose(0, 3, 1, 2) if out.ndim == 4 else out

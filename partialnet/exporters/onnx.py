@@ -355,7 +355,7 @@ def _activation_ranges(int8, fp32) -> list[tuple[str, float, float]]:
     return ranges
 
 
-def layer_activations(workdir: Path, artifact: Path, images: np.ndarray):
+def layer_activations(workdir: Path, artifact: Path, images: np.ndarray, deploy=None):
     """Every layer's output in the float graph that was quantized and in the QDQ artifact, and the isolated
     loss of each quantized activation at the layers that read it (for partialnet.divergence)."""
     import onnx

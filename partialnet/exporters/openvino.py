@@ -210,7 +210,7 @@ def _outputs_of(core, model, names: list[str], images):
     return {name: np.concatenate([r[compiled.outputs[where[name]]] for r in runs])[: len(images)] for name in names}
 
 
-def layer_activations(workdir: Path, artifact: Path, images):
+def layer_activations(workdir: Path, artifact: Path, images, deploy=None):
     """Every layer's output in the float IR that was quantized and in the INT8 IR (NNCF keeps op names), and the
     isolated loss of each FakeQuantize on the float activations, at the layers that read it."""
     from partialnet.divergence import fake_quantize, sqnr_db, worst_per_layer

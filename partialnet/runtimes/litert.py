@@ -18,12 +18,20 @@ from partialnet.exporters.quiet import native_quiet
 from partialnet.runtimes import BaseRunner
 
 
-def make_interpreter(path: Path, threads: int | None = None):
-    """A LiteRT interpreter over `path`; an unloadable file is bad input, not a traceback."""
-    interpreter = require("ai_edge_litert.interpreter", "litert", "ai-edge-litert").Interpreter
+def make_interpreter(path: Path, threads: int | None = None, every_tensor: bool = False):
+    """A LiteRT interpreter over `path`; an unloadable file is bad input, not a traceback.
+
+    `every_tensor`: built-in kernels only (a delegate keeps its partitions' tensors to itself) and every
+    intermediate tensor kept readable after `invoke`, for the per-layer INT8 report.
+    """
+    module = require("ai_edge_litert.interpreter", "litert", "ai-edge-litert")
+    extra = {}
+    if every_tensor:
+        extra = {"experimental_op_resolver_type": module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                 "experimental_preserve_all_tensors": True}
     try:
         with native_quiet():
-            return interpreter(model_path=str(path), num_threads=threads)
+            return module.Interpreter(model_path=str(path), num_threads=threads, **extra)
     except (ValueError, RuntimeError) as exc:
         raise BadInput(f"{path}: not a loadable .tflite ({str(exc).splitlines()[0][:160]})") from None
 
