@@ -412,17 +412,10 @@ def matrix(
     check_outputs(plan["outputs"], inputs, force)  # every artifact and the manifest, before the load
     labelled = probe(images, imgsz) if images else None
     model, info = _load(source, variant)
-    data = data or ("digits" if info.dataset == "digits" else None)
-    for cell in plan["cells"]:
-        if cell.why is None and cell.precision == "int8" and data is None:
-            cell.why = "INT8 needs calibration data: --data digits or --data DIR"
     folded = _fold(model, imgsz)
     check_layers(int8_keep_float, folded[0])
-    calibration = None
-    if data and any(c.why is None and c.precision == "int8" for c in plan["cells"]):
-        check_data(data, calib_size)
-        with stage("calibration data", f"{calib_size} images"):
-            calibration = calibration_images(data, imgsz, calib_size)
+    data = data or ("digits" if info.dataset == "digits" else None)
+    calibration = _matrix_calibration(plan, data, imgsz, calib_size)
     untrained = info.dataset == "digits" and info.trained_imgsz and tuple(info.trained_imgsz) != tuple(imgsz)
     checks = VerifyOptions(samples=4, images=Path(images) if images else None)
     checks = checks.judged_on("digits" if info.dataset == "digits" and not untrained else None)
@@ -437,6 +430,18 @@ def matrix(
 
         staged.write_text(dumps_strict(result, indent=1))
     return result
+
+
+def _matrix_calibration(plan: dict, data: str | None, imgsz, calib_size: int):
+    """The calibration images every INT8 cell shares (loaded once), or why those cells cannot be made."""
+    for cell in plan["cells"]:
+        if cell.why is None and cell.precision == "int8" and data is None:
+            cell.why = "INT8 needs calibration data: --data digits or --data DIR"
+    if not data or not any(c.why is None and c.precision == "int8" for c in plan["cells"]):
+        return None
+    check_data(data, calib_size)
+    with stage("calibration data", f"{calib_size} images"):
+        return calibration_images(data, imgsz, calib_size)
 
 
 def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir) -> dict:

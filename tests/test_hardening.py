@@ -146,7 +146,8 @@ def test_every_write_goes_through_the_output_module():
     private_scratch = {  # inside a TemporaryDirectory (mode 0700) that only this process can enter
         "bench/run.py": ("spec_path.write_text(", "np.save(path"),
         "bench/worker.py": ("result_path.write_text(",),
-        "exporters/onnx.py": ("fp32_path.write_bytes(",),  # the quantizer's input, in the export's scratch dir
+        # the quantizer's input and the node -> layer map for the INT8 report, in the export's scratch dir
+        "exporters/onnx.py": ("fp32_path.write_bytes(", "(workdir / LAYERS_FILE).write_text("),
         "exporters/tensorrt.py": ("engine_path.write_bytes(", '(workdir / "model.engine.json").write_text('),
         "exporters/sidecar.py": ("scratch.write_bytes(", "sidecar(scratch).write_text("),  # .pte/.tflite copies, called with workdir
     }
