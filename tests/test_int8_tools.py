@@ -97,12 +97,14 @@ def blank_folder(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("openvino", ".xml"), ("litert", ".tflite")])
+@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("openvino", ".xml"), ("litert", ".tflite"), ("executorch", ".pte")])
 def test_a_bad_calibration_fails_with_a_per_layer_report(cli, digits_ckpt, blank_folder, tmp_path, fmt, suffix):
     if fmt == "openvino":
         pytest.importorskip("nncf", reason="OpenVINO INT8 needs NNCF (pip install 'partialnet[openvino]')")
     if fmt == "litert":
         pytest.importorskip("litert_torch", reason="LiteRT export needs litert-torch (pip install 'partialnet[litert]')")
+    if fmt == "executorch":
+        pytest.importorskip("executorch", reason="ExecuTorch export needs executorch (pip install 'partialnet[executorch]')")
     out = tmp_path / f"bad{suffix}"
     result = cli("export", digits_ckpt, "-f", fmt, "--imgsz", "64", "--int8", "--data", blank_folder, "--dataset", "digits",
                  "--calib-method", "minmax", "-o", out)

@@ -112,3 +112,11 @@ def calibrated(model: nn.Module, example: torch.Tensor, calibration, quantizer, 
         for start in range(0, len(calibration), CALIB_BATCH):
             prepared(torch.from_numpy(calibration[start : start + CALIB_BATCH]).contiguous())
     return prepared
+
+
+def node_layer(node) -> str | None:
+    """The innermost module path that made an exported graph's node (None for graph-level nodes)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return None
+    return _fqn(list(stack.values())[-1][0]) or None
