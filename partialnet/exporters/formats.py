@@ -31,7 +31,6 @@ class Format:
     packages: tuple[str, ...] = ()  # distributions of its exporter that a result's machine record lists
     calib_methods: tuple[str, ...] = ()  # --calib-method choices of its INT8 quantizer, its default first
     keep_float_kinds: tuple[str, ...] = ()  # op kinds --int8-keep-float can keep in float (layers: any INT8 format)
-    python_bound: bool = False  # its export is long single-threaded Python (lowering passes): `matrix` runs it on the other core
 
     @property
     def backend(self) -> str | None:
@@ -108,7 +107,6 @@ FORMATS: dict[str, Format] = {
             exporter="executorch",
             calib_methods=("histogram", "minmax"),
             keep_float_kinds=("conv", "linear"),
-            python_bound=True,
             runtime="executorch",
             description="ExecuTorch program lowered to XNNPACK (fixed batch; INT8 with the XNNPACK quantizer)",
         ),
