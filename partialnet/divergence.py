@@ -99,3 +99,33 @@ def worst_per_layer(losses: list[tuple[str, float | None]]) -> dict[str, float |
         if layer not in out or (db is not None and (out[layer] is None or db < out[layer])):
             out[layer] = db
     return out
+
+
+def last_per_layer(pairs) -> dict:
+    """layer -> the last item (in graph order) it produced: the layer's output; dict order is the order layers finish in.
+    `pairs` yields (layer or None, item)."""
+    last: dict = {}
+    for layer, item in pairs:
+        if layer:
+            last.pop(layer, None)
+            last[layer] = item
+    return last
+
+
+def module_outputs(deploy, images: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
+    """The deploy model's own output of each named module on `images` (one at a time), in PyTorch: the float side
+    for formats whose float graph is the model itself."""
+    import torch
+
+    modules = dict(deploy.named_modules())
+    seen: dict[str, list] = {name: [] for name in layers if name in modules}
+    hooks = [modules[name].register_forward_hook(lambda m, i, o, name=name: seen[name].append(o.detach().float().numpy()))
+             for name in seen]
+    try:
+        with torch.no_grad():
+            for image in images:
+                deploy(torch.from_numpy(np.ascontiguousarray(image[None])))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: np.concatenate(values) for name, values in seen.items() if values and all(v.ndim == values[0].ndim for v in values)}

@@ -107,12 +107,18 @@ def test_a_checkpoint_says_the_size_it_was_trained_at(tmp_path, digits_ckpt):
         assert load_checkpoint(path)[1].trained_imgsz is None
 
 
-@pytest.mark.slow
-def test_accuracy_is_not_judged_at_a_size_the_model_was_not_trained_for(cli, digits_ckpt, tmp_path):
+def _onnx_matrix(cli, ckpt, tmp_path, imgsz: str, precisions: str):
+    """A small real matrix (ONNX only, quick protocol) into tmp_path/m, its JSON at tmp_path/m.json."""
     out = tmp_path / "m.json"
-    result = cli("matrix", digits_ckpt, "--imgsz", "96", "--formats", "onnx", "--precisions", "fp32", "--protocol", "quick",
+    result = cli("matrix", ckpt, "--imgsz", imgsz, "--formats", "onnx", "--precisions", precisions, "--protocol", "quick",
                  "-o", tmp_path / "m", "--json", out)
     assert result.code == 0, result.err
+    return result, out
+
+
+@pytest.mark.slow
+def test_accuracy_is_not_judged_at_a_size_the_model_was_not_trained_for(cli, digits_ckpt, tmp_path):
+    result, out = _onnx_matrix(cli, digits_ckpt, tmp_path, "96", "fp32")
     data = json.loads(out.read_text())
     assert data["accuracy"].startswith("not judged: the checkpoint was trained at 64x64") and "digits --imgsz 96" in data["accuracy"]
     assert all(r["top1"] is None for r in data["rows"]) and "accuracy: not judged" in result.out
@@ -140,10 +146,7 @@ def test_topk_counts_a_label_among_the_k_largest_logits():
 
 
 def test_report_merges_matrices_from_several_machines_and_judges_them_again(cli, digits_ckpt, tmp_path):
-    first = tmp_path / "a.json"
-    result = cli("matrix", digits_ckpt, "--imgsz", "64", "--formats", "onnx", "--precisions", "fp32,int8", "--protocol", "quick",
-                 "-o", tmp_path / "m", "--json", first)
-    assert result.code == 0, result.err
+    _, first = _onnx_matrix(cli, digits_ckpt, tmp_path, "64", "fp32,int8")
     data = json.loads(first.read_text())
     other = json.loads(first.read_text())
     other["machine"]["id"] = "another-machine"

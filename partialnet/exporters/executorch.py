@@ -291,18 +291,12 @@ QUANTIZED_PROGRAM = "quantized.pt2"
 def layer_activations(workdir: Path, artifact: Path, images, deploy: nn.Module):
     """The PT2E q/dq program that was lowered (what XNNPACK's int8 kernels implement), layer by layer, beside the
     deploy model's module outputs in PyTorch, and the isolated loss of each quantized activation (for partialnet.divergence)."""
-    from partialnet.divergence import fake_quantize, sqnr_db, worst_per_layer
-    from partialnet.exporters.litert import _module_outputs
+    from partialnet.divergence import fake_quantize, last_per_layer, module_outputs, sqnr_db, worst_per_layer
     from partialnet.exporters.pt2e import node_layer
 
     graph_module = torch.export.load(str(workdir / QUANTIZED_PROGRAM)).module()
     nodes = [n for n in graph_module.graph.nodes if n.op == "call_function"]
-    last = {}
-    for node in nodes:
-        layer = node_layer(node)
-        if layer:
-            last.pop(layer, None)
-            last[layer] = node
+    last = last_per_layer((node_layer(node), node) for node in nodes)
     captured = {layer: [] for layer in last}
     wanted = {node: layer for layer, node in last.items()}
 
@@ -316,7 +310,7 @@ def layer_activations(workdir: Path, artifact: Path, images, deploy: nn.Module):
     with torch.no_grad():
         for image in images:
             Capture(graph_module).run(torch.from_numpy(np.ascontiguousarray(image[None])))
-    reference = _module_outputs(deploy, images, list(last))
+    reference = module_outputs(deploy, images, list(last))
     order = [k for k in last if k in reference and captured[k] and np.concatenate(captured[k]).shape == reference[k].shape]
     losses = []
     for node in nodes:

@@ -186,24 +186,21 @@ def layer_activations(workdir: Path, artifact: Path, images, deploy: nn.Module):
     own module outputs in PyTorch, and the isolated loss of each int8 tensor a layer reads (for partialnet.divergence)."""
     import numpy as np
 
-    from partialnet.divergence import fake_quantize, sqnr_db, worst_per_layer
+    from partialnet.divergence import fake_quantize, last_per_layer, module_outputs, sqnr_db, worst_per_layer
 
     interpreter = make_interpreter(artifact, 2, every_tensor=True)
     with native_quiet():
         interpreter.allocate_tensors()
         ops = interpreter._get_ops_details()
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    last, readers = {}, {}
-    for op in ops:
-        layer = next((layer_of(tensors[o]["name"]) for o in op["outputs"] if layer_of(tensors[o]["name"])), None)
-        if layer is None:
-            continue
-        last.pop(layer, None)
-        last[layer] = op["outputs"][0]
-        for i in op["inputs"]:
+    made = [(next((layer_of(tensors[o]["name"]) for o in op["outputs"] if layer_of(tensors[o]["name"])), None), op) for op in ops]
+    last = last_per_layer((layer, op["outputs"][0]) for layer, op in made)
+    readers = {}
+    for layer, op in made:
+        for i in op["inputs"] if layer else ():
             if i >= 0 and tensors[i]["dtype"] == np.int8:
                 readers.setdefault(i, set()).add(layer)
-    reference = _module_outputs(deploy, images, list(last))
+    reference = module_outputs(deploy, images, list(last))
     quantized = {layer: [] for layer in last}
     feed = interpreter.get_input_details()[0]
     for image in images:
@@ -224,23 +221,6 @@ def layer_activations(workdir: Path, artifact: Path, images, deploy: nn.Module):
             losses += [(layer, sqnr_db(reference[source], fake_quantize(reference[source], low, high, 256))) for layer in layers]
     return (order, {k: reference[k] for k in order}, int8, worst_per_layer(losses),
             "LiteRT's built-in int8 kernels (XNNPACK off to expose every tensor) beside the deploy model in PyTorch")
-
-
-def _module_outputs(deploy: nn.Module, images, layers: list[str]) -> dict:
-    import numpy as np
-
-    modules = dict(deploy.named_modules())
-    seen: dict[str, list] = {name: [] for name in layers if name in modules}
-    hooks = [modules[name].register_forward_hook(lambda m, i, o, name=name: seen[name].append(o.detach().float().numpy()))
-             for name in seen]
-    try:
-        with torch.no_grad():
-            for image in images:
-                deploy(torch.from_numpy(np.ascontiguousarray(image[None])))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return {name: np.concatenate(values) for name, values in seen.items() if values and all(v.ndim == values[0].ndim for v in values)}
 
 
 def _quantized_input(x, detail):

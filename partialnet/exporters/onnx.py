@@ -310,13 +310,9 @@ def read_io(path: Path) -> dict:
 
 def _last_tensor_per_layer(proto, layers: dict[str, str]) -> dict[str, str]:
     """Each layer's output: the first output of the last node (graph order) the layer made."""
-    last = {}
-    for node in proto.graph.node:
-        layer = layers.get(node.name)
-        if layer and node.output:
-            last.pop(layer, None)  # re-inserted: dict order becomes the order layers finish in
-            last[layer] = node.output[0]
-    return last
+    from partialnet.divergence import last_per_layer
+
+    return last_per_layer((layers.get(node.name), node.output[0]) for node in proto.graph.node if node.output)
 
 
 def _run_with_outputs(proto, names: list[str], images: np.ndarray) -> dict[str, np.ndarray]:

@@ -213,17 +213,13 @@ def _outputs_of(core, model, names: list[str], images):
 def layer_activations(workdir: Path, artifact: Path, images, deploy=None):
     """Every layer's output in the float IR that was quantized and in the INT8 IR (NNCF keeps op names), and the
     isolated loss of each FakeQuantize on the float activations, at the layers that read it."""
-    from partialnet.divergence import fake_quantize, sqnr_db, worst_per_layer
+    from partialnet.divergence import fake_quantize, last_per_layer, sqnr_db, worst_per_layer
 
     ov = load_openvino()
     core = ov.Core()
     fp32, int8 = core.read_model(str(workdir / "fp32.xml")), core.read_model(str(artifact))
-    last = {}
-    for op in fp32.get_ordered_ops():
-        layer = layer_of(op.get_friendly_name())
-        if layer and op.get_output_size() and op.get_type_name() != "Constant":
-            last.pop(layer, None)
-            last[layer] = op.get_friendly_name()
+    last = last_per_layer((layer_of(op.get_friendly_name()), op.get_friendly_name()) for op in fp32.get_ordered_ops()
+                          if op.get_output_size() and op.get_type_name() != "Constant")
     in_int8 = {op.get_friendly_name() for op in int8.get_ordered_ops()}
     in_fp32 = {op.get_friendly_name() for op in fp32.get_ordered_ops()}
     wanted = {layer: name for layer, name in last.items() if name in in_int8}
