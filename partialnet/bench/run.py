@@ -10,7 +10,6 @@ An artifact argument is measured as given.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
 from partialnet.folding import fold, save_deploy
 from partialnet.models.registry import VARIANTS
 from partialnet.bench.stability import judgement
-from partialnet.bench.threads import DEFAULT_WAIT, WAIT_NOTES, wait_env
+from partialnet.bench.threads import DEFAULT_WAIT, WAIT_NOTES, worker_env
 from partialnet.runtimes.table import RUNTIMES, availability, get_runtime
 
 SCHEMA = "partialnet.bench/1"
@@ -206,14 +205,6 @@ def _manifest_agreement(path: Path) -> dict | None:
         return {"top1": float(case["top1_agreement"]), "on": str(case["name"])[:80], "passed": passed}
     except (BadInput, KeyError, TypeError, ValueError):
         return None
-
-
-def worker_env(threads: int, wait: str = DEFAULT_WAIT) -> dict:
-    env = wait_env(wait, dict(os.environ))  # how idle pool threads wait: see partialnet.bench.threads
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(threads)
-    env["PYTHONWARNINGS"] = "ignore"
-    return env
 
 
 def run_worker(spec: dict, workdir: Path, threads: int, wait: str = DEFAULT_WAIT) -> dict:

@@ -16,6 +16,8 @@ default thread count is the cores this process may run on (its affinity mask), n
 from __future__ import annotations
 
 
+import os
+
 from partialnet.runtimes import SPIN_ENV, usable_cores
 
 
@@ -44,3 +46,12 @@ def wait_env(wait: str, env: dict[str, str]) -> dict[str, str]:
         env.update({SPIN_ENV: "PASSIVE", "KMP_BLOCKTIME": "0"})  # KMP_BLOCKTIME: Intel's OpenMP, where a runtime ships it
     return env
 
+
+
+def worker_env(threads: int, wait: str = DEFAULT_WAIT) -> dict:
+    """A bench worker's environment: thread counts pinned, pool threads waiting as `wait` says."""
+    env = wait_env(wait, dict(os.environ))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
