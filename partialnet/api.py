@@ -402,8 +402,10 @@ def matrix(
     variant: str | None = None,
     force: bool = False,
     progress=None,
+    where=None,
 ) -> dict:
-    """Every format x precision here from one load and one fold: exported, verified, timed, and the one to ship."""
+    """Every format x precision here from one load and one fold: exported, verified, timed, and the one to ship.
+    `where` (a remote.host.RemoteHost) times the rows on a target: exports and accuracy stay this machine's."""
     from partialnet.bench import matrix as mx
 
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir)
@@ -421,10 +423,10 @@ def matrix(
     checks = checks.judged_on("digits" if info.dataset == "digits" and not untrained else None)
     check_labels_fit(checks, info)
     exported = _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibration, checks, force, inputs, progress)
-    rows = _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress)
+    rows = _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress, where)
     mx.judge_rows(rows, budget)
     rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
-    result = _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, labelled or checks.dataset, untrained)
+    result = _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, labelled or checks.dataset, untrained, where)
     with atomic_outputs([plan["manifest"]], force, inputs) as (staged,):
         from partialnet.outputs import dumps_strict
 
@@ -504,7 +506,7 @@ def _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibrat
     return exported
 
 
-def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress) -> list[dict]:
+def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress, where=None) -> list[dict]:
     """PyTorch fp32 of the checkpoint, then every exported artifact, each row timed in its own process."""
     from partialnet.bench import matrix as mx
     from partialnet.bench.protocols import get_protocol
@@ -515,7 +517,7 @@ def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress) 
     rows = [{"format": DEPLOY_RUNTIME, "precision": "fp32", "runtime": DEPLOY_RUNTIME, "file": None, "bytes": None,
              "top1": reference.get("reference_top1"), "top5": reference.get("reference_top5"), "agreement": 1.0,
              "status": "ok", "why": "the reference: the folded checkpoint in PyTorch",
-             **mx.timing_fields(mx.timed_row(source, DEPLOY_RUNTIME, imgsz, threads, proto))}]
+             **mx.timing_fields(mx.timed_row(source, DEPLOY_RUNTIME, imgsz, threads, proto, where))}]
     for i, cell in enumerate(plan["cells"]):
         base = {"format": cell.fmt.name, "precision": cell.precision, "runtime": cell.fmt.runtime, "file": None, "bytes": None,
                 "top1": None, "top5": None, "agreement": None}
@@ -527,12 +529,12 @@ def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress) 
         if done["status"] == "ok":
             if progress:
                 progress(f"time {cell.fmt.name} {cell.precision}", i, len(plan["cells"]))
-            row.update(mx.timing_fields(mx.timed_row(done["file"], cell.fmt.runtime, imgsz, threads, proto)))
+            row.update(mx.timing_fields(mx.timed_row(done["file"], cell.fmt.runtime, imgsz, threads, proto, where)))
         rows.append(row)
     return rows
 
 
-def _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, judged_on, untrained) -> dict:
+def _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, judged_on, untrained, where=None) -> dict:
     from partialnet.bench import matrix as mx
     from partialnet.machine import fingerprint
 
@@ -545,4 +547,4 @@ def _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, cal
         accuracy = "held-out digits" if judged_on else "not judged: not a digits checkpoint and no labelled --images (agreement only)"
     return {"schema": mx.SCHEMA, "source": source_record(info), "imgsz": list(imgsz), "batch": 1, "threads": threads, "protocol": protocol,
             "budget_points": budget, "calibration": {"data": data, "images": calib_size, **plan["int8_tools"]}, "accuracy": accuracy, "rows": rows,
-            "folder": str(plan["folder"]), "machine": fingerprint()}
+            "folder": str(plan["folder"]), "machine": where.machine() if where is not None else fingerprint()}

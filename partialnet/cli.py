@@ -13,6 +13,7 @@ import signal
 import sys
 import traceback
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,6 +29,7 @@ from partialnet.bench.options import BenchOptions, split_list
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS
 from partialnet.exporters.options import ExportOptions
 from partialnet.options import defaults_of, flags_of, from_cli
+from partialnet.remote.options import TargetOptions
 from partialnet.verify_options import VerifyOptions
 from partialnet.limits import parse_imgsz
 from partialnet.signals import Interrupted
@@ -378,15 +380,18 @@ def _render_export(result: dict, timing: dict) -> None:
 
 
 @app.command("verify")
-@takes(checks=VerifyOptions)
+@takes(checks=VerifyOptions, where=TargetOptions)
 def verify_command(
     artifact: Annotated[Path, typer.Argument(help="An exported artifact (.onnx).")],
     ref: Annotated[str, typer.Option("--ref", help="The checkpoint (or variant name) it was exported from.")],
     checks: VerifyOptions,
+    where: TargetOptions,
     variant: VariantOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run an artifact in its runtime and compare it with the original PyTorch model."""
+    if where.addresses():
+        return _verify_on_targets(artifact, ref, checks.check(), where, variant, as_json)
     with _Stages() as clock:
         report = _api().verify(artifact, ref, checks, variant=variant)
     if as_json:
@@ -397,6 +402,23 @@ def verify_command(
     out.print(render.parity_table(report.to_dict(), f"parity: {artifact} vs {ref}"))
     how = f" ({report.offline['verdict']})" if report.offline else ""
     out.print(f"ok: the artifact matches PyTorch{how} · {timing_line(clock.breakdown())}")
+
+
+def _verify_on_targets(artifact: Path, ref: str, checks: VerifyOptions, where: TargetOptions, variant, as_json: bool) -> None:
+    """The artifact run in its runtime on each target, against PyTorch there; reports as if local."""
+    from partialnet.inputs import check_regular
+
+    check_regular(artifact, "artifact")
+    reports = {}
+    with where.hosts() as hosts:
+        for host in hosts:
+            reports[host.label] = host.verify(artifact, ref, checks, variant)
+    if as_json:
+        _print_json({label: {**r.to_dict(), "machine": host.machine()} for (label, r), host in zip(reports.items(), hosts)})
+        return
+    for label, report in reports.items():
+        out.print(render.parity_table(report.to_dict(), f"parity on {label}: {artifact} vs {ref}"))
+        out.print(f"ok on {label}: the artifact matches PyTorch there", markup=False)
 
 
 @app.command("digits")
@@ -425,9 +447,10 @@ def digits_command(
 
 
 @app.command("bench")
-@takes(options=BenchOptions)
+@takes(options=BenchOptions, where=TargetOptions)
 def bench_command(
     options: BenchOptions,
+    where: TargetOptions,
     sources: Annotated[Optional[list[str]], typer.Argument(help="Variant names, checkpoints or .onnx artifacts (default: partialnet_t0).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (raw samples, machine) here.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row here.")] = None,
@@ -437,19 +460,67 @@ def bench_command(
 ) -> None:
     """Measure latency and throughput per runtime, each row in its own process, and save the evidence."""
     options.check(sources)
+    addresses = where.addresses()
     # Arguments are sound: now the heavy modules (torch comes in with the checkpoint reader).
     with progress.stage("import"):
-        from partialnet.bench import run as bench_run
-        from partialnet.bench.results import result_outputs, write_outputs
+        from partialnet.bench.results import per_target_outputs, write_outputs
         from partialnet.checkpoint import source_path
         from partialnet.outputs import check_outputs
     inputs = [source_path(s) for s in [*(sources or []), *(options.ab or ())]]
-    check_outputs(result_outputs(json_path, csv_path, md_path, plot_path), inputs, force)  # before any model is loaded or timed
-    plan = options.plan(sources)
-    with RowProgress(err) as report_progress:
-        ab = options.ab
-        result = bench_run.run_ab(plan, ab[0], ab[1], options.block, report_progress) if ab else bench_run.run(plan, report_progress)
-    if ab:
+    labels = [str(a) for a in addresses] or [None]
+    outputs = per_target_outputs(json_path, csv_path, md_path, plot_path, labels)
+    check_outputs([o for named in outputs.values() for o in named if o], inputs, force)  # before any model is loaded or timed
+    results = _bench_everywhere(options, sources, where)
+    for label, result in zip(labels, results):
+        _render_bench(result, options, label)
+        written = write_outputs(result, *(outputs[label][i].path if outputs[label][i] else None for i in range(4)), force=force, inputs=inputs)
+        if written:
+            out.print(f"wrote {', '.join(written)}")
+    if len(results) > 1:
+        from partialnet.bench.report import merge_loaded
+
+        out.print(render.report_bench_table(merge_loaded([(label, r) for label, r in zip(labels, results)])))
+    failed = [(label, r) for label, result in zip(labels, results) for r in result["rows"] if r["status"] == "failed"]
+    if failed:
+        label, row = failed[0]
+        at = f" on {label}" if label else ""
+        raise CheckFailed(f"{len(failed)} row(s) failed{at}: {row['model']} on {row['runtime']}: {row['reason']}")
+
+
+def _bench_everywhere(options: BenchOptions, sources, where: TargetOptions) -> list[dict]:
+    """One result here, or one per target (each target's rows planned with its own runtimes and cores;
+    each model prepared once for all of them)."""
+    from partialnet.bench import run as bench_run
+
+    with where.hosts() as hosts:
+        plans = []
+        for host in hosts or [None]:
+            plan = options.plan(sources)
+            if host is not None:
+                plan.where = host
+                plan.threads = options.threads or plan.protocol.threads or host.default_threads()
+            plans.append(plan)
+
+        def announce(plan) -> None:
+            if hosts:
+                err.print(f"target {describe_machine(plan.where.machine())}", markup=False, highlight=False)
+
+        with RowProgress(err) as report_progress:
+            if options.ab:
+                return [bench_run.run_ab(plan, *options.ab, options.block, report_progress) for plan in plans if announce(plan) or True]
+            return bench_run.run_everywhere(plans, report_progress, announce)
+
+
+def describe_machine(machine: dict) -> str:
+    from partialnet.machine import describe
+
+    return describe(machine)
+
+
+def _render_bench(result: dict, options: BenchOptions, label: str | None) -> None:
+    if label:
+        out.print(f"on {label}:", markup=False)
+    if options.ab:
         _render_ab(result)
     for line in render.aa_lines(result):
         out.print(line)
@@ -458,12 +529,6 @@ def bench_command(
     out.print(render.bench_table(result))
     for line in [*marked_notes(result["rows"]), *render.skipped_lines(result)]:
         out.print(line)
-    written = write_outputs(result, json_path, csv_path, md_path, plot_path, force=force, inputs=inputs)
-    if written:
-        out.print(f"wrote {', '.join(written)}")
-    failed = [r for r in result["rows"] if r["status"] == "failed"]
-    if failed:
-        raise CheckFailed(f"{len(failed)} row(s) failed: {failed[0]['model']} on {failed[0]['runtime']}: {failed[0]['reason']}")
 
 
 def random_weight_notes(rows: list[dict]) -> list[str]:
@@ -511,7 +576,9 @@ def _render_ab(result: dict) -> None:
 
 
 @app.command("claims")
+@takes(where=TargetOptions)
 def claims_command(
+    where: TargetOptions,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
     runtime: Annotated[Optional[list[str]], typer.Option(
         "--runtime", help="Runtimes (comma-separated); default: PyTorch eager and every deployed runtime here.")] = None,
@@ -530,17 +597,26 @@ def claims_command(
 ) -> None:
     """Check the papers' PartialNet-vs-FasterNet speed claims on this machine, each size A/B in one process."""
     from partialnet.bench import claims_run
-    from partialnet.bench.results import result_outputs
+    from partialnet.bench.results import per_target_outputs
     from partialnet.outputs import check_outputs
 
     plan, chosen = _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half)
-    check_outputs(result_outputs(json_path, None, md_path, plot_path), [], force)
-    with RowProgress(err) as report_progress:
-        result = claims_run.run_claims(plan, chosen, tolerance, block, report_progress, unfolded)
-    _render_claims(result, tolerance)
-    written = claims_run.write_claims_outputs(result, json_path, md_path, plot_path, force)
-    if written:
-        out.print(f"wrote {', '.join(written)}")
+    labels = [str(a) for a in where.addresses()] or [None]
+    outputs = per_target_outputs(json_path, None, md_path, plot_path, labels)
+    check_outputs([o for named in outputs.values() for o in named if o], [], force)
+    with where.hosts() as hosts:
+        for label, host in zip(labels, hosts or [None]):
+            if host is not None:
+                plan = replace(plan, where=host, threads=threads or plan.protocol.threads or host.default_threads(),
+                               runtimes=plan.runtimes if runtime else claims_run.default_runtimes(device, host))
+                out.print(f"on {label}:", markup=False)
+            with RowProgress(err) as report_progress:
+                result = claims_run.run_claims(plan, chosen, tolerance, block, report_progress, unfolded)
+            _render_claims(result, tolerance)
+            json_out, _, md_out, plot_out = (o.path if o else None for o in outputs[label])
+            written = claims_run.write_claims_outputs(result, json_out, md_out, plot_out, force)
+            if written:
+                out.print(f"wrote {', '.join(written)}")
 
 
 def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half):
@@ -590,10 +666,21 @@ def _render_claims(result: dict, tolerance: float) -> None:
 
 
 @app.command("doctor")
-def doctor_command(as_json: JsonOption = False) -> None:
-    """Is this machine fit to benchmark on now? CPU, cores, SMT, governor, load, busy processes, runtimes, advice."""
+@takes(where=TargetOptions)
+def doctor_command(where: TargetOptions, as_json: JsonOption = False) -> None:
+    """Is this machine (or each --target) fit to benchmark on now? CPU, cores, load, runtimes, advice."""
     from partialnet import doctor
 
+    if where.addresses():
+        with where.hosts() as hosts:
+            reports = {host.label: doctor.target_report(host) for host in hosts}
+        if as_json:
+            _print_json(reports)
+            return
+        for label, report in reports.items():
+            for line in render.target_doctor_lines(label, report):
+                out.print(line, markup=False)
+        return
     report = doctor.examine()
     if as_json:
         _print_json(report)
@@ -603,7 +690,9 @@ def doctor_command(as_json: JsonOption = False) -> None:
 
 
 @app.command("matrix")
+@takes(where=TargetOptions)
 def matrix_command(
+    where: TargetOptions,
     source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
     formats: Annotated[Optional[str], typer.Option("--formats", help="all (default) or a comma-separated list of formats.")] = None,
     precisions: Annotated[Optional[str], typer.Option("--precisions", help="all (default) or a subset of fp32,fp16,int8.")] = None,
@@ -629,12 +718,14 @@ def matrix_command(
     from partialnet.outputs import Output, atomic_outputs, check_outputs, dumps_strict
 
     extra = [Output(p, flag) for flag, p in (("--json", json_path), ("--md", md_path), ("--plot", plot_path)) if p]
+    if len(where.addresses()) > 1:
+        raise BadInput("matrix --target takes one target (its artifacts land in one folder); run it per target and merge with `partialnet report`")
     check_outputs(extra, [], force)
-    with RowProgress(err) as report_progress:
+    with where.hosts() as hosts, RowProgress(err) as report_progress:
         result = _api().matrix(source, formats=formats, precisions=precisions, data=data, images=images, calib_size=calib_size,
                                calib_method=calib_method, int8_keep_float=int8_keep_float, budget=budget,
                                imgsz=parse_imgsz(imgsz), threads=threads, protocol=protocol, output_dir=output, variant=variant,
-                               force=force, progress=report_progress)
+                               force=force, progress=report_progress, where=hosts[0] if hosts else None)
     out.print(render.matrix_table(result))
     out.print(f"accuracy: {result['accuracy']}")
     for line in mx.recommendation_lines(result):

@@ -133,3 +133,17 @@ def advice(report: dict) -> list[str]:
     tips.append("for the papers' CPU protocol use --threads 1 (partialnet bench --protocol paper does); compare runs only at the same --threads")
     tips.append("gate CI with interleaved runs (bench --ab) or `compare` on two runs of one job; add --aa to see the run's own resolution")
     return tips
+
+
+def target_report(host) -> dict:
+    """What a --target answered when asked (its partialnet matched this one's, or it was refused earlier
+    with the install line): its machine, and each runtime's availability on its CPU there."""
+    from partialnet.runtimes.table import RUNTIMES
+
+    rows = []
+    for name, row in RUNTIMES.items():
+        device = "cpu" if "cpu" in row.devices else row.devices[0]
+        why = host.availability(name, device)
+        rows.append({"runtime": name, "available": why is None, "why_not": why})
+    return {"target": host.label, "partialnet": host.info.get("partialnet"), "machine": host.machine(), "runtimes": rows,
+            "default_threads": host.default_threads()}

@@ -101,4 +101,5 @@ def describe(machine: dict) -> str:
     gpus = ", ".join(str(g.get("name", "?")) for g in machine.get("gpus") or [] if isinstance(g, dict)) or "no GPU"
     versions = machine.get("versions") if isinstance(machine.get("versions"), dict) else {}
     versions = ", ".join(f"{k} {v}" for k, v in versions.items())
-    return f"{cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} cores; {' '.join(map(str, cpu.get('flags') or []))}); {gpus}; {versions}"
+    target = f"{machine['target']}: " if isinstance(machine.get("target"), str) else ""
+    return f"{target}{cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} cores; {' '.join(map(str, cpu.get('flags') or []))}); {gpus}; {versions}"

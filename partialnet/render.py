@@ -277,12 +277,19 @@ def report_claims_table(report: dict) -> Table:
     return table
 
 
+def machine_label(row: dict) -> str:
+    """The machine a merged row came from: CPU and fingerprint, and the target it was reached as (two
+    boards of one model share a fingerprint)."""
+    target = row.get("target")
+    return f"{row['cpu']} [{row['machine_id'][:8]}]" + (f" {inert(str(target))[:80]}" if target else "")
+
+
 def report_bench_table(report: dict) -> Table:
     table = Table(title="bench rows across machines (p50 recomputed from the raw samples)")
     for col in ("machine", "model", "runtime", "precision", "batch", "threads", "p50 ms"):
         table.add_column(col, justify="right" if col in ("batch", "threads", "p50 ms") else "left")
     for row in report["bench"]:
-        table.add_row(f"{row['cpu']} [{row['machine_id'][:8]}]", row["model"] + mark(row), row["runtime"], row["precision"], str(row["batch"]),
+        table.add_row(machine_label(row), row["model"] + mark(row), row["runtime"], row["precision"], str(row["batch"]),
                       str(row["threads"]), f"{row['p50_ms']:.3f}")
     if any(mark(row) for row in report["bench"]):
         table.caption = "! unstable, ~ disturbed: not a figure to compare (see each row's why in --json)"
@@ -294,7 +301,7 @@ def report_measurements_table(report: dict) -> Table:
     for col in ("machine", "size", "runtime", "batch", "threads", "FasterNet p50 ms", "PartialNet p50 ms", "ratio", "95% CI"):
         table.add_column(col, justify="left" if col in ("machine", "size", "runtime") else "right")
     for row in report["measurements"]:
-        where = f"{row['cpu']} [{row['machine_id'][:8]}]"
+        where = machine_label(row)
         if row["status"] != "ok":
             table.add_row(where, row["size"], row["runtime"], str(row["batch"]), str(row["threads"]), "-", "-", "-", row["status"])
             continue
@@ -385,3 +392,13 @@ def divergence_table(found: dict, rows: int = 12) -> Table:
     table.caption = (f"{summary(found)} · input alone: the float activations quantized with the artifact's own ranges; output: the artifact's layer output vs "
                      f"fp32 · first layer below {found['threshold_db']:g} dB: {first}")
     return table
+
+
+def target_doctor_lines(label: str, report: dict) -> list[str]:
+    from partialnet.machine import describe
+
+    lines = [f"partialnet {report['partialnet']} (same as here) on {describe(report['machine'])}",
+             f"  threads per runtime by default: {report['default_threads']}"]
+    for row in report["runtimes"]:
+        lines.append(f"  {row['runtime']:<12} {'yes' if row['available'] else 'no: ' + str(row['why_not'])}")
+    return lines

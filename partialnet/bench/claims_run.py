@@ -13,10 +13,10 @@ from typing import Callable
 
 from partialnet.bench.claims import CLAIMS, DEFAULT_TOLERANCE, INCONCLUSIVE, NOT_MEASURABLE, TOLERANCE_RULE, verdict
 from partialnet.bench.stability import cell_marks
-from partialnet.machine import describe, fingerprint
+from partialnet.machine import describe
 from partialnet.bench.run import BenchPlan, ab_sides, run_ab
 from partialnet.errors import BadInput, Unavailable
-from partialnet.runtimes.table import DEPLOY_RUNTIME, availability
+from partialnet.runtimes.table import DEPLOY_RUNTIME
 
 SIZES = ("t0", "t1", "t2", "s", "m", "l")
 CLAIMS_SCHEMA = "partialnet.claims/1"
@@ -30,12 +30,14 @@ def parse_sizes(text: str | None) -> list[str]:
     return list(dict.fromkeys(sizes))
 
 
-def default_runtimes(device: str) -> list[str]:
-    """PyTorch eager and every deployed runtime that can build its own artifact from a variant here."""
+def default_runtimes(device: str, where=None) -> list[str]:
+    """PyTorch eager and every deployed runtime that can build its own artifact from a variant, where rows run."""
     from partialnet.bench.run import resolve_runtimes
+    from partialnet.bench.where import HERE
     from partialnet.runtimes.table import RUNTIMES
 
-    return [r for r in resolve_runtimes(None) if RUNTIMES[r].runs != "artifact" and availability(r, device) is None]
+    where = where or HERE
+    return [r for r in resolve_runtimes(None) if RUNTIMES[r].runs != "artifact" and where.availability(r, device) is None]
 
 
 def family_costs(sizes: list[str], imgsz: tuple[int, int]) -> list[dict]:
@@ -60,7 +62,7 @@ def measure(plan: BenchPlan, sizes: list[str], block: int, progress: Callable[..
     for size in sizes:
         for runtime in runtimes:
             engine = DEPLOY_RUNTIME if runtime == UNFOLDED else runtime
-            reason = availability(engine, plan.device, plan.precision)
+            reason = plan.where.availability(engine, plan.device, plan.precision)
             cell = {"size": size, "runtime": runtime, "batch": plan.batches[0], "threads": plan.threads}
             if reason:
                 cells.append({**cell, "status": "skipped", "reason": reason})
@@ -161,7 +163,7 @@ def run_claims(plan: BenchPlan, sizes: list[str], tolerance: float = DEFAULT_TOL
         "measurements": cells,
         "claims": judge(cells, sizes, plan.device, tolerance),
         "published_claims": [c.to_dict() for c in CLAIMS],
-        "machine": fingerprint(),
+        "machine": plan.where.machine(),
     }
 
 

@@ -113,12 +113,18 @@ def export_cell(model, info, folded, cell: Cell, staged: list, options: ExportOp
     }
 
 
-def timed_row(source: str, runtime: str, imgsz, threads: int, protocol) -> dict:
-    """One bench row (its own worker process), as `partialnet bench` would time it."""
+def timed_row(source: str, runtime: str, imgsz, threads: int, protocol, where=None) -> dict:
+    """One bench row (its own worker process, here or on a target), as `partialnet bench` would time it."""
     from partialnet.bench import run as bench_run
+    from partialnet.errors import Unavailable
 
     plan = bench_run.BenchPlan(sources=[source], runtimes=[runtime], device="cpu", batches=[1], imgsz=imgsz, threads=threads, protocol=protocol)
-    (row,) = bench_run.run(plan)["rows"]
+    if where is not None:
+        plan.where = where
+    try:
+        (row,) = bench_run.run(plan)["rows"]
+    except Unavailable as exc:  # the runtime is missing where the rows run: a skipped row, as in bench
+        return {"status": "skipped", "reason": str(exc)}
     return row
 
 

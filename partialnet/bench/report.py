@@ -94,7 +94,11 @@ def merge(paths: list[str | Path]) -> dict:
         raise BadInput("give at least one result file (from partialnet claims --json or partialnet bench --json)")
     if len(paths) > MAX_INPUTS:
         raise BadInput(f"{len(paths)} result files; at most {MAX_INPUTS}")
-    loaded = [(Path(p), load_any(p)) for p in paths]
+    return merge_loaded([(Path(p), load_any(p)) for p in paths])
+
+
+def merge_loaded(loaded: list[tuple]) -> dict:
+    """The merge of results already read and checked (files, or one command's own results per target)."""
     if any(d["schema"] == MATRIX_SCHEMA for _, d in loaded):
         return _merge_matrices(loaded)
     protocols = {}
@@ -106,7 +110,7 @@ def merge(paths: list[str | Path]) -> dict:
     machines, claims, measurements, bench = {}, [], [], []
     for path, data in loaded:
         machine = data["machine"]
-        mark = {"machine_id": machine["id"], "cpu": machine["cpu"]["model"], "file": str(path)}
+        mark = {"machine_id": machine["id"], "cpu": machine["cpu"]["model"], "file": str(path), "target": machine.get("target")}
         machines[machine["id"]] = {k: machine.get(k) for k in ("cpu", "gpus", "os", "versions")}
         if data["schema"] == CLAIMS_SCHEMA:
             cells = []

@@ -103,6 +103,22 @@ def result_outputs(json_path, csv_path=None, md_path=None, plot_path=None) -> li
     return [Output(Path(path), option) for option, path in named if path]
 
 
+def per_target_outputs(json_path, csv_path, md_path, plot_path, labels: list[str | None]) -> dict:
+    """The files of each target's result: as named for one place; for several targets each name gets the
+    target inserted before its suffix (`bench.json` -> `bench.pi-board-2222.json` for ssh://pi@board:2222), so no result
+    overwrites another. Entries are Outputs or None, in the order json, csv, md, plot."""
+    from partialnet.outputs import Output
+
+    named = (("--json", json_path), ("--csv", csv_path), ("--md", md_path), ("--plot", plot_path))
+    per = {}
+    for label in labels:
+        bare = (label or "").removeprefix("ssh://")
+        tag = None if len(labels) == 1 or label is None else "".join(c if c.isalnum() or c in "-_." else "-" for c in bare).strip("-.")
+        per[label] = [Output(Path(p).with_name(f"{Path(p).stem}.{tag}{Path(p).suffix}") if tag else Path(p), o) if p else None
+                      for o, p in named]
+    return {label: [o for o in outs] for label, outs in per.items()}
+
+
 def write_outputs(
     result: dict,
     json_path: Path | None,

@@ -14,14 +14,15 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from partialnet.machine import fingerprint
+from partialnet.bench.where import HERE
 from partialnet.bench.measure import timed_region
 from partialnet.bench.protocols import Protocol
 from partialnet.bench.stats import mann_whitney_greater, ratio_of_medians, summarize
@@ -33,7 +34,7 @@ from partialnet.folding import fold, save_deploy
 from partialnet.models.registry import VARIANTS
 from partialnet.bench.stability import judgement
 from partialnet.bench.threads import DEFAULT_WAIT, WAIT_NOTES, worker_env
-from partialnet.runtimes.table import RUNTIMES, availability, get_runtime
+from partialnet.runtimes.table import RUNTIMES, get_runtime
 
 SCHEMA = "partialnet.bench/1"
 THROUGHPUT_NOTE = "images/s = batch / median latency of one synchronous request at a time (what one client sees)"
@@ -134,7 +135,7 @@ def build_formats(plan: "BenchPlan") -> list[str]:
     chosen = []
     for runtime in plan.runtimes:
         spec = RUNTIMES[runtime]
-        if spec.runs == "built" and availability(runtime, plan.device, plan.precision) is None:
+        if spec.runs == "built" and plan.where.availability(runtime, plan.device, plan.precision) is None:
             chosen.append(spec.formats[0])
     return list(dict.fromkeys(chosen))
 
@@ -251,6 +252,7 @@ class BenchPlan:
     streams: int | str | None = None  # None: one synchronous request at a time; N or "auto": N in flight (bench.streams)
     wait: str = DEFAULT_WAIT  # how pool threads wait between parallel regions (partialnet.bench.threads)
     control: bool = False  # an A/A control beside the rows (bench --aa; claims by default): the run's own resolution
+    where: Any = HERE  # where rows run: this machine, or a remote target (partialnet.bench.where)
 
 
 def resolve_runtimes(names: list[str] | None) -> list[str]:
@@ -346,7 +348,7 @@ def plan_rows(plan: BenchPlan, targets: list[Target]) -> list[tuple[Target, str,
     jobs = []
     for target in targets:
         for runtime in plan.runtimes:
-            reason = availability(runtime, plan.device, target.precision or plan.precision)
+            reason = plan.where.availability(runtime, plan.device, target.precision or plan.precision)
             if reason is None and RUNTIMES[runtime].runs == "deploy" and target.deploy is None:
                 reason = "runs checkpoints and variant names, not exported artifacts"
             if reason is None and RUNTIMES[runtime].runs == "artifact" and target.format is None:
@@ -372,33 +374,32 @@ def refuse_if_nothing_runs(plan: BenchPlan) -> None:
     fp32 is every runtime's precision, so a runtime unavailable at fp32 is unavailable for its device or
     installation, whatever the artifacts' own precisions turn out to be.
     """
-    reasons = {runtime: availability(runtime, plan.device) for runtime in plan.runtimes}
+    reasons = {runtime: plan.where.availability(runtime, plan.device) for runtime in plan.runtimes}
     if reasons and all(reasons.values()):
         listed = "; ".join(f"{runtime}: {why}" for runtime, why in sorted(reasons.items()))
         raise Unavailable(f"no runtime can run on {plan.device} here ({listed})")
 
 
-def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: Path | None = None) -> dict:
+def run_everywhere(plans: list[BenchPlan], progress: Callable[..., None] | None = None, announce: Callable[[BenchPlan], None] | None = None) -> list[dict]:
+    """The same sources on several places (targets): each model folded, exported and verified once, here,
+    and timed on every place; one result per place."""
+    with tempfile.TemporaryDirectory(prefix="partialnet-bench-") as tmp:
+        prepared: dict = {}
+        results = []
+        for plan in plans:
+            if announce:
+                announce(plan)
+            results.append(run(plan, progress, Path(tmp), prepared))
+        return results
+
+
+def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: Path | None = None, prepared: dict | None = None) -> dict:
     """Prepare targets, run every row in its own process, and return the self-describing result."""
     refuse_if_nothing_runs(plan)
     started = datetime.now(timezone.utc)
     with tempfile.TemporaryDirectory(prefix="partialnet-bench-") as tmp:
         work = Path(workdir or tmp)
-        targets_dir = work / "targets"
-        targets_dir.mkdir(exist_ok=True)
-        formats = build_formats(plan)
-        targets = []
-        for source in plan.sources:
-            if progress:
-                progress(f"preparing {source}: fold, export, verify")
-            if artifact_format(source):
-                targets.append(prepare_artifact_target(Path(source), plan.batches, plan.imgsz, targets_dir))
-            else:
-                targets.append(
-                    prepare_model_target(source, plan.batches, plan.imgsz, targets_dir, formats, plan.precision, plan.data, plan.calib_size)
-                )
-            if plan.label:
-                targets[-1].label = plan.label
+        targets = _prepare_targets(plan, work, progress, {} if prepared is None else prepared)
         jobs = plan_rows(plan, targets)
         if all(reason for *_, reason in jobs):
             reasons = sorted({f"{r}: {reason}" for _, r, _, reason in jobs})
@@ -411,10 +412,31 @@ def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: P
                 continue
             if progress:
                 progress(f"{target.label} · {runtime} · batch {batch}", i, len(jobs))
-            result = run_worker(_spec(plan, target, runtime, batch), work, plan.threads, plan.wait)
+            result = plan.where.run_worker(_spec(plan, target, runtime, batch), work, plan.threads, plan.wait)
             rows.append(_row(plan, target, runtime, batch, result))
         controls = _aa_controls(plan, jobs, rows, work, progress) if plan.control else []
     return {**_header(plan, started), "rows": rows, **({"aa": controls} if plan.control else {})}
+
+
+def _prepare_targets(plan: BenchPlan, work: Path, progress, prepared: dict) -> list[Target]:
+    """Each source as a Target: a given artifact as is, a model folded and exported per format (once per
+    command for the same formats, batches, size and precision, whatever the number of places)."""
+    targets_dir = work / "targets"
+    targets_dir.mkdir(exist_ok=True)
+    formats = build_formats(plan)
+    targets = []
+    for source in plan.sources:
+        key = (source, tuple(formats), tuple(plan.batches), tuple(plan.imgsz), plan.precision, plan.data, plan.calib_size)
+        if key not in prepared:
+            if progress:
+                progress(f"preparing {source}: fold, export, verify")
+            if artifact_format(source):
+                prepared[key] = prepare_artifact_target(Path(source), plan.batches, plan.imgsz, targets_dir)
+            else:
+                prepared[key] = prepare_model_target(source, plan.batches, plan.imgsz, targets_dir, formats, plan.precision, plan.data,
+                                                     plan.calib_size)
+        targets.append(replace(prepared[key], label=plan.label or prepared[key].label))
+    return targets
 
 
 def _aa_controls(plan: BenchPlan, jobs: list, rows: list[dict], work: Path, progress) -> list[dict]:
@@ -429,7 +451,7 @@ def _aa_controls(plan: BenchPlan, jobs: list, rows: list[dict], work: Path, prog
             progress(f"A/A control: {target.label} · {runtime} against itself")
         block = effective_block(plan.protocol, 10)
         spec = {"mode": "ab", "protocol": plan.protocol.to_dict(), "block": block, "control": True, "a": _spec(plan, target, runtime, batch)}
-        result = run_worker(spec, work, plan.threads, plan.wait)
+        result = plan.where.run_worker(spec, work, plan.threads, plan.wait)
         entry = {"runtime": runtime, "model": target.label, "batch": batch, "block": block}
         if result["status"] != "ok":
             controls.append({**entry, "status": "failed", "reason": result.get("reason")})
@@ -473,7 +495,7 @@ def _header(plan: BenchPlan, started: datetime) -> dict:
         "isolation": "one subprocess per (model, runtime, batch); thread env vars set to --threads; pool threads "
         + WAIT_NOTES[plan.wait],
         "pytorch_runs": "the training-form (unfolded) model" if plan.unfolded else "the folded deploy model (conv-BN fused, as in the papers' protocol)",
-        "machine": fingerprint(),
+        "machine": plan.where.machine(),
     }
 
 
@@ -496,7 +518,7 @@ def _prepare_side(plan: BenchPlan, source: str, work: Path, formats: list[str]) 
 def _ab_cell(plan: BenchPlan, sides: dict[str, Target], runtime: str, block: int, work: Path) -> tuple[dict, dict[str, dict]]:
     """One runtime's A/B: both models in ONE worker, alternating blocks; (comparison, worker results per side)."""
     cell = {"runtime": runtime, "batch": plan.batches[0], "block": block, "a": sides["a"].label, "b": sides["b"].label}
-    reason = availability(runtime, plan.device, plan.precision)
+    reason = plan.where.availability(runtime, plan.device, plan.precision)
     for name, target in sides.items():
         if reason is None and RUNTIMES[runtime].runs == "deploy" and target.deploy is None:
             reason = f"{target.source}: {runtime} runs checkpoints and variant names, not exported artifacts"
@@ -505,7 +527,8 @@ def _ab_cell(plan: BenchPlan, sides: dict[str, Target], runtime: str, block: int
     if reason:
         return {**cell, "status": "skipped", "reason": reason}, {}
     specs = {name: _spec(plan, target, runtime, target.batches[0]) for name, target in sides.items()}
-    result = run_worker({"mode": "ab", "protocol": plan.protocol.to_dict(), "block": block, "control": plan.control, **specs}, work, plan.threads, plan.wait)
+    spec = {"mode": "ab", "protocol": plan.protocol.to_dict(), "block": block, "control": plan.control, **specs}
+    result = plan.where.run_worker(spec, work, plan.threads, plan.wait)
     if result["status"] != "ok":
         return {**cell, "status": "failed", "reason": result.get("reason")}, {}
     sa, sb = result["samples_a_s"], result["samples_b_s"]

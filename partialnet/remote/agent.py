@@ -1,0 +1,103 @@
+"""What runs on a target: `python -m partialnet.remote.agent probe | worker THREADS WAIT DIR | cli ARGS… | sha256 DIR`.
+
+`probe` says what this machine is and can run (partialnet's version, the machine fingerprint, every
+runtime's availability here), so rows are planned with the target's own answers. `worker` runs one bench
+row exactly as a local row runs (`python -m partialnet.bench.worker` in its own process, threads pinned),
+reading the spec as the first line of stdin; when stdin closes (the other side's Ctrl-C, SIGTERM or a
+dropped connection) the worker is killed, so nothing keeps running on a board nobody is watching.
+Replies are one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+MAX_SPEC_BYTES = 1 << 20
+
+
+def probe() -> dict:
+    import partialnet
+    from partialnet.bench.threads import default_threads
+    from partialnet.machine import fingerprint
+    from partialnet.runtimes.table import RUNTIMES, availability
+
+    table = {name: {device: {p: availability(name, device, p) for p in spec.precisions} for device in spec.devices}
+             for name, spec in RUNTIMES.items()}
+    return {"partialnet": partialnet.__version__, "machine": fingerprint(), "availability": table, "default_threads": default_threads()}
+
+
+def _watch_stdin(proc: subprocess.Popen) -> None:
+    """End the worker when the controlling side goes away (its stdin reaches EOF)."""
+    while sys.stdin.buffer.read(1 << 12):
+        pass
+    if proc.poll() is None:
+        proc.kill()
+
+
+def worker(threads: str, wait: str, folder: str) -> dict:
+    from partialnet.bench.threads import worker_env
+
+    line = sys.stdin.buffer.readline(MAX_SPEC_BYTES + 1)
+    if len(line) > MAX_SPEC_BYTES:
+        return {"status": "failed", "reason": "spec too large"}
+    work = Path(folder)
+    (work / "spec.json").write_bytes(line)
+    result = work / "result.json"
+    proc = subprocess.Popen([sys.executable, "-m", "partialnet.bench.worker", str(work / "spec.json"), str(result)],
+                            env=worker_env(int(threads), wait), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    threading.Thread(target=_watch_stdin, args=(proc,), daemon=True).start()
+    _, err = proc.communicate()
+    if not result.exists():
+        tail = (err.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+        return {"status": "failed", "reason": f"worker exited {proc.returncode} on the target: {tail[:200]}"}
+    return json.loads(result.read_text())
+
+
+def cli(*args: str) -> dict:
+    """A partialnet command on this machine (verify, export's engine build), ended if the other side goes;
+    its exit code, its stdout (the command's --json) and the last line it wrote on stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "partialnet", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    threading.Thread(target=_watch_stdin, args=(proc,), daemon=True).start()
+    out, err = proc.communicate()
+    lines = [line for line in err.decode("utf-8", "replace").splitlines() if line.strip()]
+    return {"code": proc.returncode, "stdout": out.decode("utf-8", "replace")[: 4 << 20], "error": lines[-1][:400] if lines else ""}
+
+
+def sha256(folder: str) -> dict:
+    digests = {}
+    for entry in os.scandir(folder):
+        if entry.is_file(follow_symlinks=False):
+            h = hashlib.sha256()
+            with open(entry.path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            digests[entry.name] = h.hexdigest()
+    return digests
+
+
+VERBS = {"probe": probe, "worker": worker, "sha256": sha256, "cli": cli}
+
+
+def main() -> int:
+    verb, *args = sys.argv[1:] or ["?"]
+    if verb not in VERBS:
+        sys.stderr.write(f"partialnet.remote.agent: unknown verb {verb!r}\n")
+        return 2
+    reply = VERBS[verb](*args)
+    sys.stdout.write(json.dumps(reply) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)  # not sys.exit: the stdin watcher thread may still be blocked in a read at shutdown

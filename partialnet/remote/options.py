@@ -1,0 +1,51 @@
+"""Where a command's rows run: `--target ssh://…` and the SSH settings, one typed options family shared
+by bench, claims, verify and doctor (its fields' flags are the CLI's)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from partialnet.errors import BadInput
+from partialnet.options import option
+
+
+@dataclass
+class TargetOptions:
+    target: list[str] | None = option(None, "--target", "Run the rows on ssh://[USER@]HOST[:PORT] (repeat or comma-separate for "
+                                      "several machines); artifacts are prepared here.", cli_type=Optional[list[str]])
+    ssh_config: Path | None = option(None, "--ssh-config", "--target: an ssh config file (passed to ssh as -F).", cli_type=Optional[Path])
+    accept_new_host_key: bool = option(False, "--accept-new-host-key", "--target: record the key of a host seen for the first "
+                                       "time (StrictHostKeyChecking=accept-new); a changed key is still refused.")
+    remote_python: str = option("python3", "--remote-python", "--target: the Python on the target that has partialnet "
+                                "(same version) installed.")
+
+    def addresses(self):
+        from partialnet.remote.ssh import parse_targets
+
+        found = parse_targets(self.target)
+        if not found and (self.ssh_config or self.accept_new_host_key or self.remote_python != "python3"):
+            raise BadInput("--ssh-config, --accept-new-host-key and --remote-python go with --target ssh://HOST")
+        if self.ssh_config is not None and not self.ssh_config.is_file():
+            raise BadInput(f"--ssh-config {self.ssh_config}: not a file")
+        if not self.remote_python or len(self.remote_python) > 400 or any(c in self.remote_python for c in "\n\r\0"):
+            raise BadInput("--remote-python: expected a path or command name on one line")
+        return found
+
+    @contextmanager
+    def hosts(self) -> Iterator[list]:
+        """Every target, checked and given its private folder, for the command's length; each removed on the
+        way out whatever happens."""
+        from contextlib import ExitStack
+
+        from partialnet.remote.host import RemoteHost
+        from partialnet.remote.ssh import SshSettings, client
+
+        addresses = self.addresses()
+        if addresses:
+            client("ssh"), client("scp")
+        settings = SshSettings(config=self.ssh_config, accept_new_host_key=self.accept_new_host_key)
+        with ExitStack() as stack:
+            yield [stack.enter_context(RemoteHost(a, settings, self.remote_python)) for a in addresses]

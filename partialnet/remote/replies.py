@@ -1,0 +1,122 @@
+"""What a target sends back is data from a machine partialnet does not control: parsed strictly, bounded,
+reduced to the fields and shapes a local worker would have produced, or refused with what was wrong."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from partialnet.errors import BadInput
+
+RESULT_FIELDS = {  # what a worker reply may carry, and the type each must have
+    "status": str, "reason": str, "detail": str, "samples_s": list, "warmup": dict, "precision": str, "threads": int,
+    "images_per_s": float, "parity_max_abs": float, "cold": dict, "memory": dict, "machine_load": dict, "async_run": dict,
+    "pid": int, "imported_torch": bool,
+    **{f"{k}_{side}{t}": kind for side in ("a", "b", "a2")
+       for k, t, kind in (("samples", "_s", list), ("precision", "", str), ("threads", "", int), ("warmup", "", dict))},
+}
+MAX_SAMPLES = 1_000_000
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number partialnet accepts")
+
+
+def parse_reply(data: bytes, what: str) -> dict:
+    """One JSON object on the last line, NaN/Infinity refused; anything else is the target's fault."""
+    lines = data.strip().splitlines()
+    if not lines:
+        raise BadInput(f"{what}: the target replied nothing")
+    try:
+        value = json.loads(lines[-1].decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(f"{what}: the target's reply is not partialnet's JSON ({str(exc)[:80]})") from None
+    if not isinstance(value, dict):
+        raise BadInput(f"{what}: the target's reply is not a JSON object")
+    return value
+
+
+def checked_result(value: dict) -> dict:
+    """A worker's result, field by field: unknown fields dropped, wrong types refused, samples finite,
+    records reduced to numbers and short words (they are printed and saved as if measured here)."""
+    clean = {}
+    for key, kind in RESULT_FIELDS.items():
+        if key not in value or value[key] is None:
+            continue
+        item = value[key]
+        if kind is float and isinstance(item, int) and not isinstance(item, bool):
+            item = float(item)
+        if not isinstance(item, kind) or (isinstance(item, bool) and kind is not bool):
+            raise BadInput(f"the target's result has {key} of type {type(item).__name__}")
+        if kind is float and not math.isfinite(item):
+            raise BadInput(f"the target's result has a non-finite {key}")
+        clean[key] = item[:300] if kind is str else _record(item, key) if kind is dict else item
+    if clean.get("status") not in ("ok", "failed"):
+        raise BadInput("the target's result has no status ok/failed")
+    for key in [k for k in clean if k.startswith("samples_")]:
+        samples = clean[key]
+        if len(samples) > MAX_SAMPLES or not all(isinstance(s, float) and math.isfinite(s) and s > 0 for s in samples):
+            raise BadInput(f"the target's result has {key} that are not finite positive latencies")
+    if clean["status"] == "ok" and not any(clean.get(k) for k in clean if k.startswith("samples_")):
+        raise BadInput("the target's result has no latency samples")
+    return clean
+
+
+def _record(item: dict, key: str, depth: int = 0) -> dict:
+    """A nested record from the target: short keys; finite numbers, None, short strings, short number lists."""
+    out = {}
+    for k, v in list(item.items())[:64]:
+        if not isinstance(k, str) or len(k) > 40:
+            raise BadInput(f"the target's result has an odd key in {key}")
+        if isinstance(v, bool) or v is None:
+            out[k] = v
+        elif isinstance(v, (int, float)):
+            if not math.isfinite(v):
+                raise BadInput(f"the target's result has a non-finite {key}.{k}")
+            out[k] = v
+        elif isinstance(v, str):
+            out[k] = v[:120]
+        elif isinstance(v, list) and len(v) <= 64 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+            out[k] = v
+        elif isinstance(v, list) and len(v) <= 16 and all(isinstance(x, str) for x in v):
+            out[k] = [x[:300] for x in v]
+        elif isinstance(v, dict) and depth < 2:
+            out[k] = _record(v, f"{key}.{k}", depth + 1)
+        else:
+            raise BadInput(f"the target's result has {key}.{k} of an unexpected shape")
+    return out
+
+
+
+def whole_json(text: str, what: str):
+    """A command's --json output (pretty-printed over many lines), NaN/Infinity refused."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise BadInput(f"{what}: the target's reply is not partialnet's JSON ({str(exc)[:80]})") from None
+
+
+def parity_report(value):
+    """A verify --json reply rebuilt as the report a local verify returns (each case's fields typed)."""
+    from partialnet.verify import CaseResult, ParityReport, Tolerances
+
+    try:
+        tol = Tolerances(**{k: _number(value["tolerances"].get(k)) for k in ("max_abs", "min_cosine", "min_top1", "max_accuracy_drop")})
+        cases = [CaseResult(name=str(c["name"])[:80], batch=int(c["batch"]), samples=int(c["samples"]),
+                            **{k: float(_number(c[k])) for k in ("max_abs", "max_rel", "min_cosine", "top1_agreement")},
+                            failures=[str(f)[:300] for f in c["failures"][:16]]) for c in value["cases"][:32]]
+        accuracy = _record(value["accuracy"], "accuracy") if isinstance(value.get("accuracy"), dict) else None
+        if accuracy is not None and not isinstance(accuracy.get("failures"), list):
+            raise BadInput("accuracy without failures")
+        return ParityReport(candidate=str(value["candidate"])[:200], reference=str(value["reference"])[:200],
+                            precision=str(value["precision"])[:8], tolerances=tol, cases=cases, accuracy=accuracy)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadInput(f"the target's verify reply is not partialnet's ({type(exc).__name__})") from None
+
+
+def _number(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return value

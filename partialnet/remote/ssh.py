@@ -1,0 +1,193 @@
+"""The transport: the system OpenSSH client (`ssh`, `scp`), so users' ~/.ssh/config, agents and jump
+hosts apply as they already set them up.
+
+Every remote command is an argv list joined with `shlex.quote`: nothing a user or a file name says is
+ever read by the remote shell as syntax. BatchMode means a missing key fails instead of prompting;
+host keys are verified (an unknown host is refused unless the user asked to accept new keys); what the
+target sends back is bounded in size and treated as data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shlex
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from partialnet.errors import BadInput, Unavailable
+
+CONNECT_TIMEOUT_S = 10
+ALIVE_INTERVAL_S = 5  # a dropped connection is noticed after ALIVE_INTERVAL_S * ALIVE_COUNT seconds
+ALIVE_COUNT = 3
+MAX_REPLY_BYTES = 8 << 20  # a bench result with its raw samples is well under 1 MiB
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True)
+class Address:
+    """`ssh://[USER@]HOST[:PORT]`; HOST may be an alias of the user's ssh config."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        return f"ssh://{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+
+def parse_target(text: str) -> Address:
+    """One --target value; refused (exit 2) unless it is exactly the documented form."""
+    if not text.startswith("ssh://"):
+        raise BadInput(f"--target {text!r}: expected ssh://[USER@]HOST[:PORT]")
+    rest = text[len("ssh://") :]
+    user, _, hostport = rest.rpartition("@")
+    host, _, port = hostport.partition(":")
+    if user and not _USER.fullmatch(user):
+        raise BadInput(f"--target {text!r}: user {user!r} is not a plain user name")
+    if not _HOST.fullmatch(host):
+        raise BadInput(f"--target {text!r}: host {host!r} is not a host name, address or ssh config alias")
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise BadInput(f"--target {text!r}: port {port!r} is not 1-65535")
+    return Address(host=host, user=user or None, port=int(port) if port else None)
+
+
+def parse_targets(values: list[str] | None) -> list[Address]:
+    """`--target a --target b,c` -> addresses, each once."""
+    items = [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+    return list(dict.fromkeys(parse_target(v) for v in items))
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    config: Path | None = None  # --ssh-config: passed as -F
+    accept_new_host_key: bool = False  # --accept-new-host-key: StrictHostKeyChecking=accept-new
+
+    def options(self, address: Address, port_flag: str) -> list[str]:
+        opts = ["-F", str(self.config)] if self.config else []
+        opts += ["-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={'accept-new' if self.accept_new_host_key else 'yes'}",
+                 "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", "-o", f"ServerAliveInterval={ALIVE_INTERVAL_S}",
+                 "-o", f"ServerAliveCountMax={ALIVE_COUNT}", "-o", "LogLevel=ERROR"]
+        return opts + ([port_flag, str(address.port)] if address.port else [])
+
+
+def client(name: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        raise Unavailable(f"--target needs the OpenSSH client's `{name}` on PATH (Debian/Ubuntu: apt install openssh-client)")
+    return found
+
+
+def quoted(argv: list[str]) -> str:
+    """The one command line the remote shell receives: each argument quoted, so none is syntax."""
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+@dataclass
+class Reply:
+    code: int
+    out: bytes
+    err: str
+    too_big: bool = False
+    timed_out: bool = False
+
+
+def ssh_argv(settings: SshSettings, address: Address, remote: list[str]) -> list[str]:
+    return [client("ssh"), *settings.options(address, "-p"), "-T", "--", address.destination, quoted(remote)]
+
+
+def run(settings: SshSettings, address: Address, remote: list[str], *, stdin: bytes = b"", timeout: float = 60,
+        keep_open: bool = False, stop=None) -> Reply:
+    """Run `remote` (an argv list) on the target; stdout bounded by MAX_REPLY_BYTES, a deadline, and `stop()`
+    (a callable that raises, polled every 0.2 s: a signal here ends the ssh session, and the agent on the
+    target ends its worker when its stdin closes). With `keep_open`, stdin stays open after `stdin` is
+    sent: the agent's sign that this side is still there."""
+    proc = subprocess.Popen(ssh_argv(settings, address, remote), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        proc.stdin.write(stdin)
+        proc.stdin.flush()
+        if not keep_open:
+            proc.stdin.close()
+        return _collect(proc, time.monotonic() + timeout, stop)
+    except BrokenPipeError:
+        return _collect(proc, time.monotonic() + timeout, stop)
+    finally:
+        _end(proc)
+
+
+def _collect(proc: subprocess.Popen, deadline: float, stop) -> Reply:
+    out, err = bytearray(), bytearray()
+    streams = {proc.stdout: out, proc.stderr: err}
+    with selectors.DefaultSelector() as sel:
+        for stream in streams:
+            os.set_blocking(stream.fileno(), False)
+            sel.register(stream, selectors.EVENT_READ)
+        while sel.get_map():
+            if stop:
+                stop()
+            if time.monotonic() > deadline:
+                return Reply(-1, bytes(out), err.decode("utf-8", "replace"), timed_out=True)
+            for key, _ in sel.select(timeout=0.2):
+                chunk = key.fileobj.read(1 << 16)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                streams[key.fileobj].extend(chunk)
+                if len(out) > MAX_REPLY_BYTES or len(err) > MAX_REPLY_BYTES:
+                    return Reply(-1, b"", "", too_big=True)
+    return Reply(proc.wait(), bytes(out), err.decode("utf-8", "replace"))
+
+
+def _end(proc: subprocess.Popen) -> None:
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            stream.close()
+        except OSError:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def copy(settings: SshSettings, address: Address, local: Path, remote: str, timeout: float) -> None:
+    """scp one local file to a remote path that partialnet named itself (no user text in it)."""
+    host = f"[{address.destination}]" if ":" in address.host else address.destination
+    argv = [client("scp"), "-q", *settings.options(address, "-P"), "--", str(local), f"{host}:{remote}"]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise Unavailable(f"{address}: copying {local.name} did not finish in {timeout:.0f} s") from None
+    if done.returncode != 0:
+        raise Unavailable(f"{address}: copying {local.name} failed: {last_line(done.stderr.decode('utf-8', 'replace'))}")
+
+
+def last_line(text: str) -> str:
+    from partialnet.inputs import inert
+
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return inert(lines[-1])[:240] if lines else "no message"
+
+
+def connection_error(address: Address, reply: Reply, settings: SshSettings) -> Unavailable:
+    """ssh's own failures (exit 255) as one line that says what to do."""
+    text = reply.err
+    if "Host key verification failed" in text or "No matching host key" in text or "host key for" in text.lower():
+        how = "verify the key and add it to known_hosts (ssh-keyscan, then compare fingerprints), or pass --accept-new-host-key"
+        if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+            return Unavailable(f"{address}: the host key has CHANGED since it was recorded; refusing (check with the machine's owner)")
+        return Unavailable(f"{address}: unknown host key, refused; {how}")
+    if "Permission denied" in text:
+        return Unavailable(f"{address}: the key was refused (Permission denied); check the user, IdentityFile and authorized_keys")
+    if reply.timed_out:
+        return Unavailable(f"{address}: no answer in time")
+    return Unavailable(f"{address}: ssh failed: {last_line(text)}")

@@ -1,0 +1,118 @@
+"""A real OpenSSH server on 127.0.0.1 for the remote-target tests: Debian's sshd, started by the tests on
+a free port with a temporary host key and an authorized client key, as the current user. The "remote"
+Python is this checkout's environment, reached through the same ssh client users have.
+
+An ssh config beside it names the ways in: `loop` and `loop2` (the server, its host key known: two
+"machines" for the merged-targets case), `loop-unknown`
+(same server, empty known_hosts), `loop-wrongkey` (a key the server does not authorize) and `closed`
+(a port nothing listens on).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    folder: Path
+    port: int
+    config: Path  # the client's ssh config (-F)
+    log: Path
+    proc: subprocess.Popen
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+def start(folder: Path) -> Server:
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    for name in ("host_key", "client_key", "other_key"):
+        _keygen(folder / name)
+    (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
+    port = free_port()
+    log = folder / "sshd.log"
+    (folder / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\nAuthorizedKeysFile {folder / 'authorized_keys'}\n"
+        f"PidFile {folder / 'sshd.pid'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        "PermitRootLogin prohibit-password\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\nMaxStartups 50\nMaxSessions 50\n"
+    )
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(folder / "sshd_config"), "-E", str(log)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host_key = (folder / "host_key.pub").read_text().split()
+    (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    (folder / "known_hosts_empty").write_text("")
+    user = getpass.getuser()
+    common = f"  HostName 127.0.0.1\n  User {user}\n  IdentitiesOnly yes\n  GlobalKnownHostsFile /dev/null\n"
+    (folder / "ssh_config").write_text(
+        f"Host loop loop2\n{common}  Port {port}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
+        f"Host loop-unknown\n{common}  Port {port}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts_empty'}\n"
+        f"Host loop-wrongkey\n{common}  Port {port}\n  IdentityFile {folder / 'other_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
+        f"Host closed\n{common}  Port {free_port()}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
+    )
+    server = Server(folder, port, folder / "ssh_config", log, proc)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"sshd exited {proc.returncode}: {server.log_text()[-400:]}")
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError("sshd did not start listening in 20 s")
+
+
+HOSTILE = {
+    # what a broken or hostile target's Python does when asked to run a row (the probe answers truthfully)
+    "garbage": 'echo "Segmentation fault? {not json"; exit 0',
+    "huge": "head -c 100000000 /dev/zero | tr '\\0' x; exit 0",
+    "drop": 'kill -9 "$PPID"; sleep 5',  # the sshd session process: the connection drops mid-row
+    "old": None,  # the probe reports another partialnet version
+    "bare": None,  # a Python without partialnet (its site-packages off)
+}
+
+
+def fake_python(folder: Path, mode: str, real: str) -> Path:
+    """A "Python" on the target that runs partialnet's agent for everything but what `mode` breaks."""
+    script = folder / f"python-{mode}"
+    if mode == "bare":
+        body = f'exec "{real}" -S "$@"\n'
+    elif mode == "old":
+        body = (f'if [ "$3" = probe ]; then "{real}" "$@" | sed \'s/"partialnet": "[^"]*"/"partialnet": "0.0.1"/\'; exit 0; fi\n'
+                f'exec "{real}" "$@"\n')
+    else:
+        body = f'if [ "$3" = worker ]; then cat >/dev/null & {HOSTILE[mode]}; fi\nexec "{real}" "$@"\n'
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    return script

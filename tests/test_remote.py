@@ -1,0 +1,164 @@
+"""Remote targets over a real OpenSSH server on 127.0.0.1 (tests/sshd.py): rows measured "there" through
+the same client users have, the refusals a real ssh gives, and targets that misbehave."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import sshd
+
+pytestmark = pytest.mark.skipif(not Path(sshd.SSHD).exists(), reason="needs Debian's openssh-server (sshd); .ci/run installs it")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    srv = sshd.start(tmp_path_factory.mktemp("sshd"))
+    yield srv
+    srv.stop()
+
+
+def ssh_args(server, *targets: str, python: str | None = None) -> list[str]:
+    return [*(a for t in targets for a in ("--target", f"ssh://{t}")), "--ssh-config", str(server.config),
+            "--remote-python", python or sys.executable]
+
+
+def remote_folders() -> set[str]:
+    """The targets' private folders (the server is this machine): none may outlive a command."""
+    import tempfile
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("partialnet-remote.*")}
+
+
+def test_target_addresses_are_parsed_strictly(cli):
+    from partialnet.remote.ssh import Address, parse_targets, quoted
+
+    assert parse_targets(["ssh://pi@board:2222,ssh://jetson", "ssh://jetson"]) == [Address("board", "pi", 2222), Address("jetson")]
+    for bad in ("board", "ssh://", "ssh://a b", "ssh://h:0", "ssh://h:99999", "ssh://$(touch x)", "ssh://-oProxyCommand=x"):
+        result = cli("doctor", "--target", bad)
+        assert result.code == 2 and result.err.count("\n") == 1, (bad, result.err)
+    assert quoted(["echo", "$(touch x)", "a'b", "`id`", "x\ny"]) == "echo '$(touch x)' 'a'\"'\"'b' '`id`' 'x\ny'"
+    assert cli("bench", "--ssh-config", "/nonexistent").code == 2  # SSH settings without a target
+
+
+def test_bench_on_two_targets_runs_there_and_merges(cli, server, tmp_path):
+    before = remote_folders()
+    accepted = server.log_text().count("Accepted publickey")
+    result = cli("bench", "partialnet_t0", "--imgsz", "64", "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1",
+                 "--json", tmp_path / "b.json", *ssh_args(server, "loop", "loop2"))
+    assert result.code == 0, result.err
+    files = sorted(tmp_path.glob("b.*.json"))
+    assert [f.name for f in files] == ["b.loop.json", "b.loop2.json"]
+    for f in files:
+        data = json.loads(f.read_text())
+        assert data["machine"]["target"] in ("ssh://loop", "ssh://loop2")
+        row = data["rows"][0]
+        assert row["status"] == "ok" and row["runtime"] == "onnxruntime" and row["parity_max_abs"] < 1e-4 and row["threads"] == 1
+    assert "bench rows across machines" in result.out and "ssh://loop2" in result.out
+    assert server.log_text().count("Accepted publickey") > accepted + 4  # probe, mktemp, copies, rows, cleanup: all through sshd
+    assert remote_folders() == before
+
+
+def test_verify_on_target_with_a_hostile_file_name(cli, server, tmp_path):
+    from partialnet import api
+
+    art = tmp_path / "odd $(touch PWNED) `id` 'q'.onnx"
+    api.export("partialnet_t0", "onnx", api.ExportOptions(imgsz=(64, 64)), output=art, checks=api.VerifyOptions(samples=1))
+    result = cli("verify", art, "--ref", "partialnet_t0", "--samples", "2", *ssh_args(server, "loop"))
+    assert result.code == 0, result.err
+    assert "parity on ssh://loop" in result.out and "ok on ssh://loop" in result.out
+    assert not list(tmp_path.glob("PWNED")) and not Path("PWNED").exists() and not Path.home().joinpath("PWNED").exists()
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("loop-unknown", "unknown host key, refused"),
+    ("loop-wrongkey", "the key was refused"),
+    ("closed", "Connection refused"),
+])
+def test_unreachable_targets_are_exit_3_with_one_line(cli, server, host, expected):
+    result = cli("doctor", *ssh_args(server, host))
+    assert result.code == 3 and expected in result.err and result.err.count("\n") == 1, result.err
+
+
+def test_accept_new_host_key_records_it(cli, server, tmp_path):
+    known = server.folder / "known_hosts_empty"
+    result = cli("doctor", "--accept-new-host-key", *ssh_args(server, "loop-unknown"))
+    assert result.code == 0, result.err
+    assert "onnxruntime" in result.out and known.read_text().strip()
+    known.write_text("")
+
+
+def test_target_without_partialnet_or_another_version_is_exit_3_with_the_install_line(cli, server, tmp_path):
+    missing = cli("doctor", *ssh_args(server, "loop", python=str(sshd.fake_python(tmp_path, "bare", sys.executable))))
+    old = cli("doctor", *ssh_args(server, "loop", python=str(sshd.fake_python(tmp_path, "old", sys.executable))))
+    nowhere = cli("doctor", *ssh_args(server, "loop", python="/no/such/python"))
+    for result in (missing, old, nowhere):
+        assert result.code == 3 and "pip install 'partialnet==" in result.err and result.err.count("\n") == 1, result.err
+    assert "0.0.1" in old.err
+
+
+@pytest.mark.parametrize("mode, code, expected", [
+    ("garbage", 1, "not partialnet's JSON"),
+    ("huge", 1, "more than 8 MiB"),
+    ("drop", 3, "ssh://loop"),
+])
+def test_misbehaving_target_fails_its_row_in_one_line(cli, server, tmp_path, mode, code, expected):
+    before = remote_folders()
+    python = sshd.fake_python(tmp_path, mode, sys.executable)
+    started = time.monotonic()
+    result = cli("bench", "partialnet_t0", "--imgsz", "64", "--runtime", "pytorch", "--protocol", "quick", *ssh_args(server, "loop", python=str(python)))
+    assert result.code == code and expected in result.err, result.err
+    assert "Traceback" not in result.err and result.err.strip().count("\n") <= 3
+    assert time.monotonic() - started < 60
+    assert remote_folders() == before
+
+
+def test_sigterm_mid_row_ends_the_remote_worker_and_removes_its_folder(server, tmp_path):
+    before = remote_folders()
+    cmd = [sys.executable, "-m", "partialnet", "bench", "partialnet_t0", "--runtime", "pytorch", "--protocol", "throughput",
+           "--threads", "1", *ssh_args(server, "loop")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not _worker_running(before):
+            time.sleep(0.2)
+        assert _worker_running(before), "the row never started on the target"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "SIGTERM" in err and "Traceback" not in err
+    time.sleep(1)
+    assert remote_folders() == before
+    assert not _worker_running(before)
+
+
+def _worker_running(before: set[str]) -> bool:
+    new = remote_folders() - before
+    if not new:
+        return False
+    found = subprocess.run(["pgrep", "-f", f"partialnet.bench.worker .*{next(iter(new))}"], capture_output=True)
+    return found.returncode == 0
+
+
+def test_claims_and_matrix_time_their_rows_on_the_target(cli, server, tmp_path):
+    claims = cli("claims", "--sizes", "t0", "--runtime", "pytorch", "--protocol", "quick", "--imgsz", "64", "--json", tmp_path / "c.json",
+                 *ssh_args(server, "loop"))
+    assert claims.code == 0, claims.err
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["machine"]["target"] == "ssh://loop" and data["measurements"][0]["status"] == "ok"
+    assert "machine: ssh://loop:" in claims.out
+    matrix = cli("matrix", "partialnet_t0", "--formats", "onnx", "--precisions", "fp32", "--imgsz", "64", "--protocol", "quick",
+                 "-o", tmp_path / "m", *ssh_args(server, "loop"))
+    assert matrix.code == 0, matrix.err
+    result = json.loads((tmp_path / "m" / "matrix.json").read_text())
+    assert result["machine"]["target"] == "ssh://loop"
+    assert {(r["format"], r["status"]) for r in result["rows"]} == {("onnx", "ok"), ("pytorch", "ok")}
+    two = cli("matrix", "partialnet_t0", *ssh_args(server, "loop", "loop2"))
+    assert two.code == 2 and "one target" in two.err
