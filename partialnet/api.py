@@ -140,7 +140,7 @@ def export(
     if not out.name.endswith(fmt.suffix):
         raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
     inputs = [source_path(source)]
-    check_outputs(artifact_outputs(out, fmt.name), inputs, force)
+    check_outputs(artifact_outputs(out, fmt.name, options.built_elsewhere), inputs, force)
     if checks.images:
         probe(checks.images, options.imgsz)  # fail on a bad folder before the slow work
     check_data(options.data, options.calib_size)

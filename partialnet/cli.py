@@ -307,11 +307,12 @@ def fold_command(
 
 
 @app.command("export")
-@takes(options=ExportOptions, checks=VerifyOptions)
+@takes(options=ExportOptions, checks=VerifyOptions, where=TargetOptions)
 def export_command(
     source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
     options: ExportOptions,
     checks: VerifyOptions,
+    where: TargetOptions,
     format: Annotated[str, typer.Option(
         "--format", "-f", help=f"Artifact format: {', '.join(FORMATS)}, or all (every format this machine can produce).")] = DEFAULT_FORMAT,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact path; default beside the checkpoint.")] = None,
@@ -323,6 +324,9 @@ def export_command(
     if format.strip().lower() == "all":
         _export_all(source, output, options, checks, variant, force, as_json)
         return
+    if where.addresses():
+        _export_on_target(source, format, options, checks, where, output, variant, force)
+        return
     stages = _Stages()
     try:
         with stages as clock:
@@ -332,6 +336,34 @@ def export_command(
             _render_export(exc.details, clock.breakdown())
         raise
     _render_export(result, clock.breakdown())
+
+
+def _export_on_target(source, format, options, checks, where: TargetOptions, output, variant, force) -> None:
+    """An artifact tied to the machine that runs it, built on the target (see partialnet.remote.engine)."""
+    from partialnet.api import check_export_options, default_output
+    from partialnet.exporters.formats import get_format
+
+    fmt = get_format(format)
+    if len(where.addresses()) != 1:
+        raise BadInput("export --target builds on one target; give one ssh://HOST")
+    if fmt.build_tool is None:
+        built = ", ".join(f.name for f in FORMATS.values() if f.build_tool)
+        raise BadInput(f"export --target builds what must be built on its own machine ({built}); {fmt.name} artifacts are portable: "
+                       "export here, then `bench --target` / `verify --target`")
+    options = check_export_options(fmt, replace(options, built_elsewhere=True))
+    artifact = Path(output) if output else default_output(source, fmt.suffix)
+    if not artifact.name.endswith(fmt.suffix):
+        raise BadInput(f"{artifact}: a {fmt.name} artifact must end in {fmt.suffix}")
+    from partialnet.remote.engine import export_on_target
+
+    with where.hosts() as (host,), _Stages() as clock:
+        result = export_on_target(host, source, fmt, options, artifact, checks.check(), variant, force)
+    parity, timing = result["parity_on_target"], result["timing_on_target"]
+    out.print(render.parity_table(parity, f"parity on {host.label}: {artifact} vs {source}"))
+    p50 = (timing.get("stats") or {}).get("p50_ms")
+    out.print(f"built on {host.label} for {result['built_for'].get('gpu')} (TensorRT {result['built_for'].get('tensorrt')}); "
+              f"p50 there {p50 if p50 is None else f'{p50:.3f} ms'}; wrote {artifact} and {result['manifest_path']} · {timing_line(clock.breakdown())}",
+              markup=False)
 
 
 def _export_all(source, output, options, checks, variant, force, as_json) -> None:

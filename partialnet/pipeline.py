@@ -200,7 +200,7 @@ def parity_failure(report: ParityReport, what: str, divergence: dict | None = No
     return CheckFailed(f"{what} does not match PyTorch: {'; '.join(report.failures())}{tail}", details=details)
 
 
-def artifact_outputs(out: Path, format: str) -> list[Output]:
+def artifact_outputs(out: Path, format: str, built_elsewhere: bool = False) -> list[Output]:
     """What an export publishes, together or not at all: the artifact, its companions, the manifest.
 
     An exporter may name other files (TensorRT without a GPU writes an engine-ready ONNX and a build
@@ -208,7 +208,7 @@ def artifact_outputs(out: Path, format: str) -> list[Output]:
     """
     exporter = exporter_of(get_format(format))
     if hasattr(exporter, "artifact_paths"):
-        files = list(exporter.artifact_paths(out))
+        files = list(exporter.artifact_paths(out, built_elsewhere))
     else:
         files = [Output(out, "-o"), *(Output(out.with_suffix(suffix), f"-o ({suffix})") for suffix in exporter.companion_suffixes())]
     return [*files, Output(files[0].path.with_name(files[0].path.name + ".json"), "manifest")]
@@ -238,7 +238,7 @@ def export_folded(
     fmt = get_format(format)
     if not out.name.endswith(fmt.suffix):
         raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
-    outputs = artifact_outputs(out, fmt.name)
+    outputs = artifact_outputs(out, fmt.name, options.built_elsewhere)
     with atomic_outputs(outputs, force, inputs) as staged:
         result = export_staged(model, info, folded, fmt.name, outputs, staged, options, checks or VerifyOptions(), enforce)
     if result["graph"].get("unavailable"):

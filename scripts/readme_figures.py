@@ -47,6 +47,7 @@ BLOCKS: dict[str, list[str]] = {
     "fold-vs-naive": ["python scripts/deploy_speed.py partialnet_t0 partialnet_t1 partialnet_t2 --seconds 30 --ablation"],
     "startup": ["python scripts/startup_time.py --repeat 5"],
     "harness": ["python scripts/harness_overhead.py --seconds 10 --floor-seconds 2"],
+    "remote-transport": ["python scripts/remote_transport.py --rows 6"],
 }
 NEEDS_DIGITS = {"int8", "trt", "all"}
 SHOWN_STDERR = ("error:", "note:", "warning:")  # stage progress lines stay out; what a user must read stays in

@@ -152,6 +152,8 @@ def test_every_write_goes_through_the_output_module():
         "exporters/sidecar.py": ("scratch.write_bytes(", "sidecar(scratch).write_text("),  # .pte/.tflite copies, called with workdir
         # on a target: the row's spec, inside the folder `mktemp -d` made there for this command (mode 0700)
         "remote/agent.py": ('(work / "spec.json").write_bytes(',),
+        # the engine's manifest beside the engine fetched into export --target's private scratch folder
+        "remote/engine.py": ("exporter.sidecar(local).write_text(",),
     }
     offenders = []
     for path in sorted(root.rglob("*.py")):

@@ -162,3 +162,51 @@ def test_claims_and_matrix_time_their_rows_on_the_target(cli, server, tmp_path):
     assert {(r["format"], r["status"]) for r in result["rows"]} == {("onnx", "ok"), ("pytorch", "ok")}
     two = cli("matrix", "partialnet_t0", *ssh_args(server, "loop", "loop2"))
     assert two.code == 2 and "one target" in two.err
+
+
+def test_engine_export_on_target_refuses_before_any_work_and_leaves_nothing(cli, server, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    before = remote_folders()
+    no_tool = cli("export", "partialnet_t0", "-f", "trt", "--imgsz", "64", "-o", out / "t0.engine", *ssh_args(server, "loop"))
+    assert no_tool.code == 3 and "has no trtexec" in no_tool.err and "/usr/src/tensorrt/bin" in no_tool.err, no_tool.err
+    portable = cli("export", "partialnet_t0", "-f", "onnx", "-o", out / "t0.onnx", *ssh_args(server, "loop"))
+    assert portable.code == 2 and "portable" in portable.err
+    python = _python_with_fake_trtexec(tmp_path)
+    no_runtime = cli("export", "partialnet_t0", "-f", "trt", "--imgsz", "64", "-o", out / "t0.engine", *ssh_args(server, "loop", python=python))
+    assert no_runtime.code == 3 and "has trtexec but cannot run the result on cuda" in no_runtime.err, no_runtime.err
+    assert list(out.iterdir()) == [] and remote_folders() == before
+
+
+def test_engine_export_on_target_builds_there_and_publishes_nothing_when_the_record_fails(cli, server, tmp_path, monkeypatch):
+    """The prepare -> copy -> build-there path with a stand-in trtexec on the target (no TensorRT exists on
+    these machines, nor on the lent GPU): the target's TensorRT runtime is declared present (the only
+    stand-in), the build script really runs there, and the missing TensorRT Python then stops the command
+    before anything is published here."""
+    from partialnet.remote.host import RemoteHost
+
+    real = RemoteHost.availability
+    monkeypatch.setattr(RemoteHost, "availability", lambda self, runtime, device, precision="fp32":
+                        None if device == "cuda" else real(self, runtime, device, precision))
+    out = tmp_path / "out"
+    out.mkdir()
+    before = remote_folders()
+    result = cli("export", "partialnet_t0", "-f", "trt", "--imgsz", "64", "-o", out / "t0.engine",
+                 *ssh_args(server, "loop", python=_python_with_fake_trtexec(tmp_path)))
+    assert result.code == 3 and "the engine was built but its machine record failed" in result.err, result.err
+    assert (tmp_path / "fakebin" / "ran").read_text().count("--saveEngine=model.engine") == 1  # the build ran on the target
+    assert list(out.iterdir()) == [] and remote_folders() == before
+
+
+def _python_with_fake_trtexec(tmp_path: Path) -> str:
+    """The target's Python with a stand-in trtexec on its PATH: it writes the engine file it is asked for."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir(exist_ok=True)
+    tool = bin_dir / "trtexec"
+    tool.write_text(f'#!/bin/sh\necho "$*" >> {bin_dir}/ran\nfor a in "$@"; do case "$a" in --saveEngine=*) '
+                    'printf "stand-in engine" > "${a#--saveEngine=}";; esac; done\n')
+    tool.chmod(0o755)
+    python = bin_dir / "python"
+    python.write_text(f'#!/bin/sh\nPATH="{bin_dir}:$PATH" exec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    return str(python)

@@ -113,12 +113,12 @@ def export_cell(model, info, folded, cell: Cell, staged: list, options: ExportOp
     }
 
 
-def timed_row(source: str, runtime: str, imgsz, threads: int, protocol, where=None) -> dict:
+def timed_row(source: str, runtime: str, imgsz, threads: int, protocol, where=None, device: str = "cpu") -> dict:
     """One bench row (its own worker process, here or on a target), as `partialnet bench` would time it."""
     from partialnet.bench import run as bench_run
     from partialnet.errors import Unavailable
 
-    plan = bench_run.BenchPlan(sources=[source], runtimes=[runtime], device="cpu", batches=[1], imgsz=imgsz, threads=threads, protocol=protocol)
+    plan = bench_run.BenchPlan(sources=[source], runtimes=[runtime], device=device, batches=[1], imgsz=imgsz, threads=threads, protocol=protocol)
     if where is not None:
         plan.where = where
     try:

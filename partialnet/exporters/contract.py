@@ -10,7 +10,8 @@ Required:
   `precision` (what the file holds, not what its metadata claims), `metadata`; hostile files refused
   with a one-line BadInput. Runners and `verify` read artifacts through `formats.read_io`, by suffix.
 - One of `companion_suffixes() -> tuple[str, ...]` (files published beside the artifact, e.g. `.bin`)
-  or `artifact_paths(out) -> list[Output]` (the whole list, where the format publishes other files).
+  or `artifact_paths(out, built_elsewhere) -> list[Output]` (the whole list, where the format publishes other files;
+  `built_elsewhere`: what it prepares here for a build on a target).
 
 Optional:
 - `preflight(options)`: the format's own checks of its options and backend, run before the load.

@@ -62,7 +62,7 @@ def preflight(options: ExportOptions) -> None:
         check_target(options.min_target)
 
 
-def artifact_paths(out: Path) -> list[Output]:
+def artifact_paths(out: Path, built_elsewhere: bool = False) -> list[Output]:
     return [Output(out, "-o", kind="dir")]
 
 

@@ -31,6 +31,9 @@ class Format:
     packages: tuple[str, ...] = ()  # distributions of its exporter that a result's machine record lists
     calib_methods: tuple[str, ...] = ()  # --calib-method choices of its INT8 quantizer, its default first
     keep_float_kinds: tuple[str, ...] = ()  # op kinds --int8-keep-float can keep in float (layers: any INT8 format)
+    # built on the machine that runs it (export --target): the builder command there, and where it lives
+    # when it is not on PATH
+    build_tool: tuple[str, tuple[str, ...]] | None = None
 
     @property
     def backend(self) -> str | None:
@@ -83,6 +86,7 @@ FORMATS: dict[str, Format] = {
             description="TensorRT engine built from the deploy ONNX (fp16 cast or INT8 QDQ in the ONNX itself)",
             fallback=True,
             requires="an NVIDIA GPU with CUDA",
+            build_tool=("trtexec", ("/usr/src/tensorrt/bin", "/usr/local/tensorrt/bin", "/opt/tensorrt/bin")),  # JetPack, tarball installs
         ),
         Format(
             name="coreml",

@@ -55,6 +55,9 @@ class ExportOptions:
     image_input: bool = option(False, "--image-input", "coreml: an RGB image input with /255 and mean/std inside.")
     calibration: np.ndarray | None = field(default=None, repr=False, compare=False)  # filled in by the caller (api, bench)
     given: frozenset[str] | None = field(default=None, repr=False, compare=False)  # the flags typed (None: those off their defaults)
+    # a format whose artifact is built on the machine that runs it (TensorRT): prepare it here, build it
+    # there (export --target); set by partialnet.remote.engine, never typed
+    built_elsewhere: bool = field(default=False, repr=False, compare=False)
 
     @property
     def precision(self) -> str:

@@ -74,8 +74,8 @@ def timing_cache_path(out: Path) -> Path:
     return out.with_name(out.name[: -len(".engine")] + ".timing.cache")
 
 
-def artifact_paths(out: Path) -> list[Output]:
-    if unavailable_reason() is None:
+def artifact_paths(out: Path, built_elsewhere: bool = False) -> list[Output]:
+    if unavailable_reason() is None and not built_elsewhere:
         return [Output(out, "-o"), Output(timing_cache_path(out), "timing cache")]
     return [Output(ready_onnx_path(out), "-o (TensorRT-ready ONNX)"), Output(script_path(out), "build script", executable=True)]
 
@@ -173,7 +173,7 @@ def build_script(out: Path, options: ExportOptions, metadata: dict[str, str]) ->
 
 def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dict[str, str], workdir: Path) -> dict:
     """Build and save the engine (verified by the TensorRT runner), or prepare it for another machine."""
-    reason = unavailable_reason()
+    reason = "built on the target" if options.built_elsewhere else unavailable_reason()
     first = staged[0].output.path
     out = first.with_name(first.name.removesuffix(".trt.onnx") + ".engine") if reason else first
     if reason is not None:
@@ -198,7 +198,6 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
 
 
 def _build_engine(model, staged, options: ExportOptions, metadata: dict[str, str], workdir: Path, out: Path) -> dict:
-    import torch
 
     trt = load_tensorrt()
     major = trt_major(trt)
@@ -233,18 +232,37 @@ def _build_engine(model, staged, options: ExportOptions, metadata: dict[str, str
     engine_path.write_bytes(engine_bytes)
     staged[0].write_bytes(engine_bytes)
     staged[1].write_bytes(bytes(config.get_timing_cache().serialize()))
-    built_for = {
-        "tensorrt": trt.__version__,
-        "gpu": torch.cuda.get_device_name(0),
-        "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
-        "precision": options.precision,
-        "typing": "weak (builder flags)" if major == 10 else "strong (precision in the ONNX)",
-        "input_shape": "dynamic" if options.dynamic else [options.batch, 3, h, w],
-        "profile": shape_flags(options) or None,
-    }
+    built_for = engine_record(options, machine_record())
     (workdir / "model.engine.json").write_text(json.dumps({"metadata": {**metadata, "precision": options.precision}, "built_for": built_for}))
     stats.update(verify_path=str(engine_path), engine_bytes=len(engine_bytes), built_for=built_for)
     return stats
+
+
+def machine_record() -> dict:
+    """What an engine built here is tied to: the TensorRT version, the GPU and its compute capability."""
+    import torch
+
+    trt = load_tensorrt()
+    if not torch.cuda.is_available():
+        raise Unavailable("a TensorRT engine needs a CUDA GPU; none is visible here")
+    return {"tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(0),
+            "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0)))}
+
+
+def engine_record(options: ExportOptions, machine: dict) -> dict:
+    """The manifest's `built_for`: the machine's record and how the engine was asked to be built."""
+    h, w = options.imgsz
+    major = int(str(machine.get("tensorrt", "0")).split(".")[0] or 0)
+    return {**{k: machine.get(k) for k in ("tensorrt", "gpu", "compute_capability")},
+            "precision": options.precision,
+            "typing": "weak (builder flags)" if major == 10 else "strong (precision in the ONNX)",
+            "input_shape": "dynamic" if options.dynamic else [options.batch, 3, h, w],
+            "profile": shape_flags(options) or None}
+
+
+def prepared_files(out: Path) -> list[Path]:
+    """What an export with built_elsewhere leaves to build from: the TensorRT-ready ONNX and its script."""
+    return [ready_onnx_path(out), script_path(out)]
 
 
 def sidecar(path: Path) -> Path:

@@ -1,11 +1,12 @@
-"""What runs on a target: `python -m partialnet.remote.agent probe | worker THREADS WAIT DIR | cli ARGS… | sha256 DIR`.
+"""What runs on a target: `python -m partialnet.remote.agent VERB ARGS…`.
 
 `probe` says what this machine is and can run (partialnet's version, the machine fingerprint, every
 runtime's availability here), so rows are planned with the target's own answers. `worker` runs one bench
 row exactly as a local row runs (`python -m partialnet.bench.worker` in its own process, threads pinned),
 reading the spec as the first line of stdin; when stdin closes (the other side's Ctrl-C, SIGTERM or a
 dropped connection) the worker is killed, so nothing keeps running on a board nobody is watching.
-Replies are one JSON line on stdout.
+`cli` runs a partialnet command (verify), `tool`/`build`/`machine-record` serve engines built where they
+run (export --target), `sha256` checks copies. Replies are one JSON line on stdout.
 """
 
 from __future__ import annotations
@@ -71,6 +72,37 @@ def cli(*args: str) -> dict:
     return {"code": proc.returncode, "stdout": out.decode("utf-8", "replace")[: 4 << 20], "error": lines[-1][:400] if lines else ""}
 
 
+def tool(name: str, *dirs: str) -> dict:
+    """Where a build tool is on this machine: PATH first, then where its installers put it."""
+    import shutil
+
+    found = shutil.which(name) or next((str(Path(d) / name) for d in dirs if os.access(Path(d) / name, os.X_OK)), None)
+    return {"path": found}
+
+
+def build(folder: str, script: str, tool_dir: str) -> dict:
+    """Run a build script partialnet prepared (bash, in its folder, the tool's folder on PATH); ended if
+    the other side goes. Its exit code and the last lines it printed."""
+    env = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:{tool_dir}"}
+    proc = subprocess.Popen(["bash", str(Path(folder) / script)], cwd=folder, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    threading.Thread(target=_watch_stdin, args=(proc,), daemon=True).start()
+    out, _ = proc.communicate()
+    lines = [line for line in out.decode("utf-8", "replace").splitlines() if line.strip()]
+    return {"code": proc.returncode, "tail": [line[:300] for line in lines[-8:]]}
+
+
+def machine_record(format_name: str) -> dict:
+    """What an artifact built here is tied to (its format's own record: TensorRT version, GPU)."""
+    from partialnet.errors import PartialnetError
+    from partialnet.exporters.formats import exporter_of, get_format
+
+    try:
+        return {"record": exporter_of(get_format(format_name)).machine_record()}
+    except PartialnetError as exc:
+        return {"error": str(exc)[:300]}
+
+
 def sha256(folder: str) -> dict:
     digests = {}
     for entry in os.scandir(folder):
@@ -83,7 +115,7 @@ def sha256(folder: str) -> dict:
     return digests
 
 
-VERBS = {"probe": probe, "worker": worker, "sha256": sha256, "cli": cli}
+VERBS = {"probe": probe, "worker": worker, "sha256": sha256, "cli": cli, "tool": tool, "build": build, "machine-record": machine_record}
 
 
 def main() -> int:

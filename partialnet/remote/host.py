@@ -206,6 +206,36 @@ class RemoteHost:
             raise errors.get(code, Unavailable)(f"on {self.address}: {said}")
         return answer
 
+    def agent(self, verb: str, *args: str, timeout: float = PROBE_TIMEOUT_S, keep_open: bool = False) -> dict:
+        """One agent verb on the target and its JSON reply (a failure there is exit 3 here, in one line)."""
+        reply = self._ssh([self.python, "-m", "partialnet.remote.agent", verb, *args], timeout=timeout, keep_open=keep_open)
+        if reply.too_big or reply.timed_out:
+            raise Unavailable(f"{self.address}: {verb} sent too much or did not finish in {timeout:.0f} s")
+        if reply.code != 0:
+            raise Unavailable(f"{self.address}: agent {verb} failed: {ssh.last_line(reply.err)}")
+        try:
+            return parse_reply(reply.out, str(self.address))
+        except BadInput as exc:
+            raise Unavailable(str(exc)) from None
+
+    def put(self, local: Path, name: str) -> str:
+        """Copy `local` into the folder under `name` (a name partialnet chose), checked by sha256."""
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,80}", name):
+            raise BadInput(f"{name!r}: not a name partialnet sends to a target")
+        remote = f"{self.folder}/{name}"
+        ssh.copy(self.settings, self.address, local, remote, COPY_TIMEOUT_S)
+        self._check_copies([(local, remote)])
+        return remote
+
+    def fetch(self, name: str, local: Path, max_bytes: int) -> None:
+        """Bring `name` back from the folder into `local` (a private scratch path here), size and sha256 checked."""
+        digests = self.agent("sha256", self.folder)
+        if not isinstance(digests.get(name), str):
+            raise Unavailable(f"{self.address}: {name} was not made there")
+        ssh.fetch(self.settings, self.address, f"{self.folder}/{name}", local, COPY_TIMEOUT_S)
+        if local.stat().st_size > max_bytes or sha256_of(local) != digests[name]:
+            raise Unavailable(f"{self.address}: {name} came back damaged or too large")
+
     def _files_there(self, spec: dict) -> dict:
         """The spec with each file it names uploaded and replaced by its path on the target."""
         remote = dict(spec)

@@ -171,6 +171,18 @@ def copy(settings: SshSettings, address: Address, local: Path, remote: str, time
         raise Unavailable(f"{address}: copying {local.name} failed: {last_line(done.stderr.decode('utf-8', 'replace'))}")
 
 
+def fetch(settings: SshSettings, address: Address, remote: str, local: Path, timeout: float) -> None:
+    """scp one remote file partialnet named into a local scratch path."""
+    host = f"[{address.destination}]" if ":" in address.host else address.destination
+    argv = [client("scp"), "-q", *settings.options(address, "-P"), "--", f"{host}:{remote}", str(local)]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise Unavailable(f"{address}: fetching {remote.rsplit('/', 1)[-1]} did not finish in {timeout:.0f} s") from None
+    if done.returncode != 0:
+        raise Unavailable(f"{address}: fetching {remote.rsplit('/', 1)[-1]} failed: {last_line(done.stderr.decode('utf-8', 'replace'))}")
+
+
 def last_line(text: str) -> str:
     from partialnet.inputs import inert
 
