@@ -155,6 +155,32 @@ def export(
     return export_folded(model, info, folded, fmt.name, out, options, checks, force=force, inputs=inputs)
 
 
+def export_on_target(source: str, format: str, options: ExportOptions | None = None, *, output: str | Path | None = None,
+                     checks: VerifyOptions | None = None, variant: str | None = None, force: bool = False, where=None) -> dict:
+    """An artifact tied to the machine that runs it (TensorRT), prepared here and built, verified and timed on
+    the one target of `where` (remote.options.TargetOptions); see partialnet.remote.engine."""
+    from partialnet.remote.engine import export_on_target as build_there
+
+    fmt = get_format(format)
+    if where is None or len(where.addresses()) != 1:
+        raise BadInput("export --target builds on one target; give one ssh://HOST")
+    if fmt.build_tool is None:
+        built = ", ".join(f.name for f in FORMATS.values() if f.build_tool)
+        raise BadInput(f"export --target builds what must be built on its own machine ({built}); {fmt.name} artifacts are portable: "
+                       "export here, then `bench --target` / `verify --target`")
+    options = check_export_options(fmt, replace(options or ExportOptions(), built_elsewhere=True))
+    checks = (checks or VerifyOptions()).check()
+    out = Path(output) if output else default_output(source, fmt.suffix)
+    if not out.name.endswith(fmt.suffix):
+        raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
+
+    def prepare(local: Path) -> dict:
+        return export(source, fmt.name, options, output=local, checks=checks, variant=variant, force=True)
+
+    with where.hosts() as (host,):
+        return {**build_there(host, source, fmt, options, out, checks, variant, force, prepare), "artifact": str(out), "target": host.label}
+
+
 def check_export_options(fmt, options: ExportOptions) -> ExportOptions:
     """The options a format takes, sound together and within bounds, its backend present: all refused by
     flag before anything slow. Returns a copy with the format's own default precision applied."""

@@ -340,28 +340,13 @@ def export_command(
 
 def _export_on_target(source, format, options, checks, where: TargetOptions, output, variant, force) -> None:
     """An artifact tied to the machine that runs it, built on the target (see partialnet.remote.engine)."""
-    from partialnet.api import check_export_options, default_output
-    from partialnet.exporters.formats import get_format
-
-    fmt = get_format(format)
-    if len(where.addresses()) != 1:
-        raise BadInput("export --target builds on one target; give one ssh://HOST")
-    if fmt.build_tool is None:
-        built = ", ".join(f.name for f in FORMATS.values() if f.build_tool)
-        raise BadInput(f"export --target builds what must be built on its own machine ({built}); {fmt.name} artifacts are portable: "
-                       "export here, then `bench --target` / `verify --target`")
-    options = check_export_options(fmt, replace(options, built_elsewhere=True))
-    artifact = Path(output) if output else default_output(source, fmt.suffix)
-    if not artifact.name.endswith(fmt.suffix):
-        raise BadInput(f"{artifact}: a {fmt.name} artifact must end in {fmt.suffix}")
-    from partialnet.remote.engine import export_on_target
-
-    with where.hosts() as (host,), _Stages() as clock:
-        result = export_on_target(host, source, fmt, options, artifact, checks.check(), variant, force)
+    with _Stages() as clock:
+        result = _api().export_on_target(source, format, options, output=output, checks=checks, variant=variant, force=force, where=where)
+    artifact, target = Path(result["artifact"]), result["target"]
     parity, timing = result["parity_on_target"], result["timing_on_target"]
-    out.print(render.parity_table(parity, f"parity on {host.label}: {artifact} vs {source}"))
+    out.print(render.parity_table(parity, f"parity on {target}: {artifact} vs {source}"))
     p50 = (timing.get("stats") or {}).get("p50_ms")
-    out.print(f"built on {host.label} for {result['built_for'].get('gpu')} (TensorRT {result['built_for'].get('tensorrt')}); "
+    out.print(f"built on {target} for {result['built_for'].get('gpu')} (TensorRT {result['built_for'].get('tensorrt')}); "
               f"p50 there {p50 if p50 is None else f'{p50:.3f} ms'}; wrote {artifact} and {result['manifest_path']} · {timing_line(clock.breakdown())}",
               markup=False)
 
@@ -636,6 +621,7 @@ def claims_command(
     labels = [str(a) for a in where.addresses()] or [None]
     outputs = per_target_outputs(json_path, None, md_path, plot_path, labels)
     check_outputs([o for named in outputs.values() for o in named if o], [], force)
+    results = []
     with where.hosts() as hosts:
         for label, host in zip(labels, hosts or [None]):
             if host is not None:
@@ -643,12 +629,16 @@ def claims_command(
                                runtimes=plan.runtimes if runtime else claims_run.default_runtimes(device, host))
                 out.print(f"on {label}:", markup=False)
             with RowProgress(err) as report_progress:
-                result = claims_run.run_claims(plan, chosen, tolerance, block, report_progress, unfolded)
-            _render_claims(result, tolerance)
+                results.append(claims_run.run_claims(plan, chosen, tolerance, block, report_progress, unfolded))
+            _render_claims(results[-1], tolerance)
             json_out, _, md_out, plot_out = (o.path if o else None for o in outputs[label])
-            written = claims_run.write_claims_outputs(result, json_out, md_out, plot_out, force)
+            written = claims_run.write_claims_outputs(results[-1], json_out, md_out, plot_out, force)
             if written:
                 out.print(f"wrote {', '.join(written)}")
+    if len(results) > 1:
+        from partialnet.bench.report import merge_loaded
+
+        out.print(render.report_measurements_table(merge_loaded(list(zip(labels, results)))))
 
 
 def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half):

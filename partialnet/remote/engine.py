@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from partialnet.errors import BadInput, Unavailable
@@ -37,9 +36,10 @@ def check_target(host, fmt, options) -> str:
     return found.rsplit("/", 1)[0]
 
 
-def export_on_target(host, source: str, fmt, options, out: Path, checks, variant: str | None, force: bool) -> dict:
-    """Prepare here, build and judge there, publish here; returns the published manifest."""
-    from partialnet import api
+def export_on_target(host, source: str, fmt, options, out: Path, checks, variant: str | None, force: bool, prepare) -> dict:
+    """Prepare here (`prepare(path)`: api.export of the format into `path`, which for a format built
+    elsewhere publishes what it prepared and raises Unavailable), build and judge there, publish here;
+    returns the published manifest."""
     from partialnet.checkpoint import source_path
     from partialnet.exporters.formats import exporter_of
     from partialnet.outputs import Output, check_outputs
@@ -52,7 +52,7 @@ def export_on_target(host, source: str, fmt, options, out: Path, checks, variant
     with tempfile.TemporaryDirectory(prefix="partialnet-engine-") as tmp:
         local = Path(tmp) / f"{SCRATCH_NAME}{fmt.suffix}"
         try:
-            api.export(source, fmt.name, replace(options, built_elsewhere=True), output=local, checks=checks, variant=variant, force=True)
+            prepare(local)
             raise BadInput(f"{fmt.name}: the export built here instead of preparing for the target")  # a format row without a prepare path
         except Unavailable as exc:
             prepared = exc.details or {}
