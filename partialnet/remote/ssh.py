@@ -202,4 +202,6 @@ def connection_error(address: Address, reply: Reply, settings: SshSettings) -> U
         return Unavailable(f"{address}: the key was refused (Permission denied); check the user, IdentityFile and authorized_keys")
     if reply.timed_out:
         return Unavailable(f"{address}: no answer in time")
+    if any(sign in text for sign in ("closed by remote host", "Connection reset", "Broken pipe", "Timeout, server")):
+        return Unavailable(f"{address}: the connection dropped mid-command ({last_line(text)})")
     return Unavailable(f"{address}: ssh failed: {last_line(text)}")
