@@ -435,6 +435,7 @@ def matrix(
     from partialnet.bench import matrix as mx
 
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir)
+    plan["variant"] = variant
     _matrix_int8_tools(plan, calib_method, int8_keep_float)
     inputs = [source_path(source)]
     check_outputs(plan["outputs"], inputs, force)  # every artifact and the manifest, before the load
@@ -494,7 +495,7 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
             cell.outputs = artifact_outputs(mx.cell_path(folder, stem, cell), cell.fmt.name)
     manifest = Output(folder / mx.MANIFEST, "matrix manifest")
     outputs = [o for c in cells if c.outputs for o in c.outputs] + [manifest]
-    return {"cells": cells, "folder": folder, "manifest": manifest, "outputs": outputs}
+    return {"cells": cells, "folder": folder, "manifest": manifest, "outputs": outputs, "source": source, "variant": None}
 
 
 def _matrix_int8_tools(plan: dict, calib_method: str | None, int8_keep_float: str | None) -> None:
@@ -516,20 +517,51 @@ def _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibrat
     """Every producible cell exported into one group: published together at the end (what failed is left out)."""
     from partialnet.bench import matrix as mx
 
+    from partialnet.bench.matrix_beside import Beside
+
     todo = [c for c in plan["cells"] if c.why is None]
+    options_of = {id(c): replace(mx.cell_options(c.fmt, c.precision, imgsz, data, calib_size), **(plan["int8_tools"] if c.precision == "int8" else {}))
+                  for c in todo}
+    from partialnet.runtimes import usable_cores
+
+    beside = [c for c in todo if c.fmt.python_bound] if usable_cores() > 1 else []  # exported in a second process, on its own core
+    jobs = [{"key": str(id(c)), "format": c.fmt.name, "name": c.outputs[0].path.name,
+             "options": {k: v for k, v in vars(options_of[id(c)]).items() if k not in ("calibration", "given")}} for c in beside]
     exported = {}
-    with atomic_outputs([o for c in todo for o in c.outputs], force, inputs) as staged:
-        position = 0
-        for i, cell in enumerate(todo):
-            mine, position = staged[position : position + len(cell.outputs)], position + len(cell.outputs)
+    with atomic_outputs([o for c in todo for o in c.outputs], force, inputs) as staged, Beside(plan["source"], plan["variant"], jobs, checks) as other:
+        mine = {}
+        for cell in todo:
+            mine[id(cell)], staged = staged[: len(cell.outputs)], staged[len(cell.outputs) :]
+        for i, cell in enumerate(c for c in todo if c not in beside):
             if progress:
                 progress(f"export {cell.fmt.name} {cell.precision}", i, len(todo))
-            options = replace(mx.cell_options(cell.fmt, cell.precision, imgsz, data, calib_size), **plan["int8_tools"]) \
-                if cell.precision == "int8" else mx.cell_options(cell.fmt, cell.precision, imgsz, data, calib_size)
+            options = options_of[id(cell)]
             options.calibration = calibration if cell.precision == "int8" else None
-            exported[(cell.fmt.name, cell.precision)] = mx.export_cell(model, info, folded, cell, mine, options, checks)
+            exported[(cell.fmt.name, cell.precision)] = mx.export_cell(model, info, folded, cell, mine[id(cell)], options, checks)
             raise_if_pending()
+        if progress and beside:
+            progress(f"export {', '.join(f'{c.fmt.name} {c.precision}' for c in beside)} (beside the others)", len(todo) - len(beside), len(todo))
+        rows = other.collect()
+        for cell, job in zip(beside, jobs):
+            exported[(cell.fmt.name, cell.precision)] = _beside_row(rows[job["key"]], cell, job, other, mine[id(cell)])
     return exported
+
+
+def export_beside(folder: str) -> None:
+    """The matrix's second export process (partialnet.bench.matrix_beside): its cells through `export`."""
+    from partialnet.bench.matrix_beside import serve
+
+    serve(Path(folder), export)
+
+
+def _beside_row(row: dict, cell, job: dict, other, staged: list) -> dict:
+    """A cell exported in the second process: its files copied into the group, or dropped with why."""
+    if row["status"] != "ok":
+        for item in staged:
+            item.drop()
+        return row
+    other.copy_into(job, staged)
+    return {**row, "file": str(cell.outputs[0].path)}
 
 
 def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress, where=None) -> list[dict]:

@@ -146,6 +146,7 @@ def test_every_write_goes_through_the_output_module():
     private_scratch = {  # inside a TemporaryDirectory (mode 0700) that only this process can enter
         "bench/run.py": ("spec_path.write_text(", "np.save(path"),
         "bench/worker.py": ("result_path.write_text(",),
+        "bench/matrix_beside.py": ("(self.folder / SPEC).write_text(", "(work / RESULT).write_text(", "(self.folder / LOG).open("),  # mkdtemp
         # the quantizer's input and the node -> layer map for the INT8 report, in the export's scratch dir
         "exporters/onnx.py": ("fp32_path.write_bytes(", "(workdir / LAYERS_FILE).write_text("),
         "exporters/tensorrt.py": ("engine_path.write_bytes(", '(workdir / "model.engine.json").write_text('),

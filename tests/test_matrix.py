@@ -173,3 +173,39 @@ def test_report_merges_matrices_from_several_machines_and_judges_them_again(cli,
     assert refused.code == 2 and "not merged" in refused.err
     bench = cli("report", first, tmp_path / "m" / "matrix.json")
     assert bench.code == 0  # the manifest in the folder is the same matrix
+
+
+@pytest.mark.slow
+def test_python_bound_cells_export_in_a_second_process_and_stop_clean(cli, digits_ckpt, tmp_path):
+    """ExecuTorch's lowering runs in a second process beside the other exports: its files land in the group like
+    any other, and a SIGTERM mid-export leaves neither that process, nor its folder, nor a partial file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("executorch", reason="ExecuTorch export needs executorch (pip install 'partialnet[executorch]')")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    args = [sys.executable, "-m", "partialnet", "matrix", str(digits_ckpt), "--imgsz", "64", "--formats", "onnx,executorch",
+            "--precisions", "fp32", "--protocol", "quick"]
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    done = subprocess.run([*args, "-o", str(tmp_path / "m"), "--json", str(tmp_path / "m.json")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "(beside the others)" in done.stderr
+    row = next(r for r in json.loads((tmp_path / "m.json").read_text())["rows"] if r["format"] == "executorch" and r["precision"] == "fp32")
+    manifest = json.loads((tmp_path / "m" / f"{digits_ckpt.stem}_executorch_fp32.pte.json").read_text())
+    assert row["status"] == "ok" and row["file"] == str(tmp_path / "m" / f"{digits_ckpt.stem}_executorch_fp32.pte")
+    assert manifest["artifact"] == f"{digits_ckpt.stem}_executorch_fp32.pte" and manifest["parity"]["passed"]
+    assert not list(scratch.glob("partialnet-matrix-*"))
+    stopped = subprocess.Popen([*args, "-o", str(tmp_path / "n")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(12)
+    stopped.send_signal(signal.SIGTERM)
+    _, err = stopped.communicate(timeout=300)
+    assert stopped.returncode == 143, err
+    assert not list(scratch.glob("partialnet-matrix-*"))
+    assert not (tmp_path / "n").exists() or not list((tmp_path / "n").iterdir())  # no partial file, nothing published
+    beside = subprocess.run(["pgrep", "-f", f"export_beside.*{scratch}"], capture_output=True, text=True)
+    assert beside.stdout.strip() == ""

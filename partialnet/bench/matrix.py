@@ -96,9 +96,18 @@ def export_cell(model, info, folded, cell: Cell, staged: list, options: ExportOp
     except (CheckFailed, BadInput, Unavailable) as exc:
         for item in staged:
             item.drop()
-        divergence = (exc.details or {}).get("divergence")  # a failing INT8 cell says where it drifts
-        return {"status": "failed", "why": str(exc)[:600], "export_s": round(time.perf_counter() - started, 1),
-                **({"divergence": divergence} if divergence else {})}
+        return failed_row(exc, started)
+    return cell_row(result, started)
+
+
+def failed_row(exc: Exception, started: float) -> dict:
+    divergence = (getattr(exc, "details", None) or {}).get("divergence")  # a failing INT8 cell says where it drifts
+    return {"status": "failed", "why": str(exc)[:600], "export_s": round(time.perf_counter() - started, 1),
+            **({"divergence": divergence} if divergence else {})}
+
+
+def cell_row(result: dict, started: float) -> dict:
+    """A verified export's figures as the cell's row."""
     parity = result["parity"]
     cases = parity.get("cases") or []
     accuracy = parity.get("accuracy") or {}

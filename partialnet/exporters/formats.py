@@ -34,6 +34,7 @@ class Format:
     # built on the machine that runs it (export --target): the builder command there, and where it lives
     # when it is not on PATH
     build_tool: tuple[str, tuple[str, ...]] | None = None
+    python_bound: bool = False  # its export is long single-threaded Python (lowering passes): `matrix` runs it on the other core
 
     @property
     def backend(self) -> str | None:
@@ -111,6 +112,7 @@ FORMATS: dict[str, Format] = {
             exporter="executorch",
             calib_methods=("histogram", "minmax"),
             keep_float_kinds=("conv", "linear"),
+            python_bound=True,
             runtime="executorch",
             description="ExecuTorch program lowered to XNNPACK (fixed batch; INT8 with the XNNPACK quantizer)",
         ),

@@ -1,0 +1,135 @@
+"""The matrix's cells whose export is long single-threaded Python, exported in a second process.
+
+ExecuTorch's lowering is Python passes on one core (37 s of T0's 59 s INT8 export at 224); on two
+cores the other cells' exports can run beside it, one core each (pinned, so neither's thread pools spin
+on the other's core). The second process (`python -c ENTRY FOLDER`, like the bench workers: no multiprocessing, whose helper
+process warns about semaphores when partialnet leaves by os._exit) exports through `api.export` into a
+private temporary folder under the same file names; the parent then copies each verified file into the
+matrix's own staged outputs, so publishing (together, or not at all) stays the parent's. Timing is not
+affected: every row is timed after all exports end, one process at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+SPEC, RESULT, LOG = "spec.json", "result.json", "stderr.txt"
+ENTRY = "import sys; from partialnet.api import export_beside; export_beside(sys.argv[1])"
+
+
+def _export_cells(spec: dict, folder: Path, export) -> dict:
+    """In the second process: each job exported and verified (`export`: api.export, handed down by the
+    facade, which nothing inside the package imports); its row, or why it failed."""
+    from partialnet.bench.matrix import cell_row, failed_row
+    from partialnet.exporters.options import ExportOptions
+    from partialnet.verify_options import VerifyOptions
+    from partialnet.errors import PartialnetError
+
+    checks = {k: (Path(v) if k == "images" and v else v) for k, v in spec["checks"].items()}
+    rows = {}
+    for job in spec["jobs"]:
+        started = time.perf_counter()
+        options = {k: (tuple(v) if k == "imgsz" else v) for k, v in job["options"].items()}
+        try:
+            result = export(spec["source"], job["format"], ExportOptions(**options), output=folder / job["name"],
+                            checks=VerifyOptions(**checks), variant=spec["variant"], force=True)
+            rows[job["key"]] = cell_row(result, started)
+        except PartialnetError as exc:
+            rows[job["key"]] = failed_row(exc, started)
+    return rows
+
+
+class Beside:
+    """A second process exporting some cells while the caller exports the others; a context manager that
+    always ends the process and removes its folder (also after Ctrl-C, SIGTERM or an error here)."""
+
+    def __init__(self, source: str, variant, jobs: list[dict], checks) -> None:
+        self.jobs, self.process = jobs, None
+        self.folder = Path(tempfile.mkdtemp(prefix="partialnet-matrix-"))  # mode 0700: only this user enters
+        checks = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(checks).items()}
+        self.spec = {"source": source, "variant": variant, "jobs": jobs, "checks": checks}
+
+    def __enter__(self) -> "Beside":
+        if self.jobs:
+            from partialnet.bench.threads import worker_env
+
+            (self.folder / SPEC).write_text(json.dumps(self.spec))
+            with (self.folder / LOG).open("w") as log:  # a file, not a pipe: a chatty converter cannot fill it and stall
+                self.process = subprocess.Popen([sys.executable, "-c", ENTRY, str(self.folder)],
+                                                stdout=subprocess.DEVNULL, stderr=log, env=worker_env(1, "passive"))
+            self._split_cores()
+        return self
+
+    def _split_cores(self) -> None:
+        """One core each, so neither process's thread pools spin on the core the other needs: the second
+        process (one thread of Python lowering) on the last core, this one on the others with one torch thread."""
+        import os
+
+        import torch
+
+        self.cores, self.torch_threads = os.sched_getaffinity(0), torch.get_num_threads()
+        mine, theirs = sorted(self.cores)[:-1], sorted(self.cores)[-1:]
+        os.sched_setaffinity(self.process.pid, set(theirs))
+        os.sched_setaffinity(0, set(mine))
+        torch.set_num_threads(len(mine))
+
+    def _rejoin_cores(self) -> None:
+        import os
+
+        import torch
+
+        if getattr(self, "cores", None):
+            os.sched_setaffinity(0, self.cores)
+            torch.set_num_threads(self.torch_threads)
+            self.cores = None
+
+    def collect(self) -> dict:
+        """Every job's row, waiting for the second process; a process that died leaves its cells failed, saying why."""
+        from partialnet.signals import raise_if_pending
+
+        if not self.jobs:
+            return {}
+        self._rejoin_cores()  # this process's own exports are done: the rest of the second one's may use both cores
+        while True:
+            try:
+                self.process.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                raise_if_pending()
+        result = self.folder / RESULT
+        rows = {str(k): v for k, v in json.loads(result.read_text()).items()} if result.is_file() else {}
+        tail = (self.folder / LOG).read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        for job in self.jobs:
+            rows.setdefault(str(job["key"]), {"status": "failed", "why": f"the second export process exited {self.process.returncode}: {tail[0][:200]}"})
+        return rows
+
+    def copy_into(self, job: dict, staged: list) -> None:
+        """The second process's files for one cell, into the parent's staged outputs (artifact first, manifest last)."""
+        artifact = self.folder / job["name"]
+        for item, path in zip(staged, (artifact, artifact.with_name(artifact.name + ".json"))):
+            with path.open("rb") as f:
+                shutil.copyfileobj(f, item.file)
+
+    def __exit__(self, *exc) -> None:
+        self._rejoin_cores()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def serve(work: Path, export) -> None:
+    """The second process's whole life: its jobs from SPEC, their rows into RESULT (see api.export_beside)."""
+    found = _export_cells(json.loads((work / SPEC).read_text()), work, export)
+    (work / RESULT).write_text(json.dumps(found, allow_nan=False))
