@@ -293,9 +293,26 @@ def train_digits(
     return {"output": str(output), **result.to_dict()}
 
 
+def _all_format_options(options: ExportOptions, fmt) -> ExportOptions:
+    return replace(options, half=fmt.default_precision == "fp16")
+
+
+def _all_row_beside(done: dict, fmt, other, job: dict, staged: list) -> dict:
+    """A format of `export --format all` exported by the second process: its files into the group, or its why."""
+    row = {"format": fmt.name, "file": None, "why": None, "seconds": done.get("export_s")}
+    if done["status"] != "ok":
+        for item in staged:
+            item.drop()
+        skipped = done.get("kind") == "Unavailable"
+        return {**row, "status": "skipped" if skipped else "failed", "verdict": "skipped" if skipped else "failed", "why": str(done.get("why"))[:300]}
+    other.copy_into(job, staged)
+    result = {**done["result"], "output": str(staged[0].output.path)}
+    return {**row, "status": "verified", "verdict": "verified", **_all_row_figures(result)}
+
+
 def _export_one_of_all(model, info, folded, fmt, outs, staged, options: ExportOptions, checks: VerifyOptions) -> dict:
     """One format of `export --format all`, exported into its staged files (dropped from the group if it fails)."""
-    options = replace(options, half=fmt.default_precision == "fp16")
+    options = _all_format_options(options, fmt)
     started = time.perf_counter()
     row = {"format": fmt.name, "file": None, "why": None}
     result = None
@@ -338,7 +355,7 @@ def _all_row_figures(result: dict) -> dict:
     return row
 
 
-def export_all(
+def export_all(  # long: the group of every format's files, two processes filling it
     source: str,
     output_dir: str | Path | None = None,
     options: ExportOptions | None = None,
@@ -347,7 +364,8 @@ def export_all(
     variant: str | None = None,
     force: bool = False,
 ) -> dict:
-    """Every format this machine can produce, from one load and one fold, each verified as far as it can be.
+    """Every format this machine can produce, from one load and one fold, each verified as far as it can be
+    (a format whose export is long single-threaded Python, in a second process on its own core).
 
     Each format is exported with its defaults at `options.imgsz` and `options.batch` (an option that
     belongs to one format is refused). Returns one status row per format in the spirit of Ultralytics'
@@ -367,12 +385,22 @@ def export_all(
     folded = _fold(model, options.imgsz)
     # One group: what was verified is published together at the end, or nothing is (Ctrl-C, SIGTERM, a crash);
     # a format that failed or could not be made is left out of the group.
-    with atomic_outputs(outputs, force, inputs) as staged:
-        position = 0
+    from partialnet.bench.matrix_beside import Beside
+    from partialnet.runtimes import usable_cores
+
+    beside = [(fmt, outs) for fmt, outs in planned if fmt.python_bound] if usable_cores() > 1 else []  # on their own core
+    jobs = [{"key": fmt.name, "format": fmt.name, "name": outs[0].path.name,
+             "options": {k: v for k, v in vars(_all_format_options(options, fmt)).items() if k not in ("calibration", "given")}} for fmt, outs in beside]
+    with atomic_outputs(outputs, force, inputs) as staged, Beside(source, variant, jobs, checks) as other:
+        mine = {}
         for fmt, outs in planned:
-            mine, position = staged[position : position + len(outs)], position + len(outs)
-            rows.append(_export_one_of_all(model, info, folded, fmt, outs, mine, options, checks))
-            raise_if_pending()
+            mine[fmt.name], staged = staged[: len(outs)], staged[len(outs) :]
+        for fmt, outs in planned:
+            if (fmt, outs) not in beside:
+                rows.append(_export_one_of_all(model, info, folded, fmt, outs, mine[fmt.name], options, checks))
+                raise_if_pending()
+        done = other.collect()
+        rows += [_all_row_beside(done[fmt.name], fmt, other, job, mine[fmt.name]) for (fmt, _), job in zip(beside, jobs)]
     order = {name: i for i, name in enumerate(FORMATS)}
     rows.sort(key=lambda r: order[r["format"]])
     return {
@@ -556,6 +584,7 @@ def export_beside(folder: str) -> None:
 
 def _beside_row(row: dict, cell, job: dict, other, staged: list) -> dict:
     """A cell exported in the second process: its files copied into the group, or dropped with why."""
+    row = {k: v for k, v in row.items() if k not in ("result", "kind")}
     if row["status"] != "ok":
         for item in staged:
             item.drop()

@@ -1,4 +1,4 @@
-"""The matrix's cells whose export is long single-threaded Python, exported in a second process.
+"""The cells whose export is long single-threaded Python (matrix, export --format all), exported in a second process.
 
 ExecuTorch's lowering is Python passes on one core (37 s of T0's 59 s INT8 export at 224); on two
 cores the other cells' exports can run beside it, one core each (pinned, so neither's thread pools spin
@@ -40,9 +40,9 @@ def _export_cells(spec: dict, folder: Path, export) -> dict:
         try:
             result = export(spec["source"], job["format"], ExportOptions(**options), output=folder / job["name"],
                             checks=VerifyOptions(**checks), variant=spec["variant"], force=True)
-            rows[job["key"]] = cell_row(result, started)
+            rows[job["key"]] = {**cell_row(result, started), "result": result}  # `result`: what export --format all shows
         except PartialnetError as exc:
-            rows[job["key"]] = failed_row(exc, started)
+            rows[job["key"]] = {**failed_row(exc, started), "kind": type(exc).__name__}
     return rows
 
 
