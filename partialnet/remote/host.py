@@ -66,7 +66,7 @@ class RemoteHost:
         from partialnet import __version__
 
         reply = self._ssh([self.python, "-m", "partialnet.remote.agent", "probe"], timeout=PROBE_TIMEOUT_S)
-        if reply.code == 127 or b"No module named" in reply.err.encode() or "No module named" in reply.err:
+        if reply.code == 127 or "No module named" in reply.err:
             what = "has no partialnet" if "No module named" in reply.err else f"has no {self.python}"
             raise Unavailable(f"{self.address} {what}; install it there: {install_line(self.python, __version__)}")
         if reply.code != 0:

@@ -161,26 +161,26 @@ def _end(proc: subprocess.Popen) -> None:
 
 def copy(settings: SshSettings, address: Address, local: Path, remote: str, timeout: float) -> None:
     """scp one local file to a remote path that partialnet named itself (no user text in it)."""
-    host = f"[{address.destination}]" if ":" in address.host else address.destination
-    argv = [client("scp"), "-q", *settings.options(address, "-P"), "--", str(local), f"{host}:{remote}"]
-    try:
-        done = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise Unavailable(f"{address}: copying {local.name} did not finish in {timeout:.0f} s") from None
-    if done.returncode != 0:
-        raise Unavailable(f"{address}: copying {local.name} failed: {last_line(done.stderr.decode('utf-8', 'replace'))}")
+    _scp(settings, address, [str(local), f"{_scp_host(address)}:{remote}"], f"copying {local.name}", timeout)
 
 
 def fetch(settings: SshSettings, address: Address, remote: str, local: Path, timeout: float) -> None:
     """scp one remote file partialnet named into a local scratch path."""
-    host = f"[{address.destination}]" if ":" in address.host else address.destination
-    argv = [client("scp"), "-q", *settings.options(address, "-P"), "--", f"{host}:{remote}", str(local)]
+    _scp(settings, address, [f"{_scp_host(address)}:{remote}", str(local)], f"fetching {remote.rsplit('/', 1)[-1]}", timeout)
+
+
+def _scp_host(address: Address) -> str:
+    return f"[{address.destination}]" if ":" in address.host else address.destination
+
+
+def _scp(settings: SshSettings, address: Address, ends: list[str], what: str, timeout: float) -> None:
+    argv = [client("scp"), "-q", *settings.options(address, "-P"), "--", *ends]
     try:
         done = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise Unavailable(f"{address}: fetching {remote.rsplit('/', 1)[-1]} did not finish in {timeout:.0f} s") from None
+        raise Unavailable(f"{address}: {what} did not finish in {timeout:.0f} s") from None
     if done.returncode != 0:
-        raise Unavailable(f"{address}: fetching {remote.rsplit('/', 1)[-1]} failed: {last_line(done.stderr.decode('utf-8', 'replace'))}")
+        raise Unavailable(f"{address}: {what} failed: {last_line(done.stderr.decode('utf-8', 'replace'))}")
 
 
 def last_line(text: str) -> str:
