@@ -508,7 +508,7 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     from partialnet.bench.protocols import get_protocol
     from partialnet.limits import MAX_THREADS
 
-    names, precs = mx.formats_asked(formats), mx.parse_list(precisions, mx.PRECISIONS, "--precisions")
+    names, precs = mx.formats_asked(formats), mx.with_fp32(mx.parse_list(precisions, mx.PRECISIONS, "--precisions"))
     if not (isinstance(budget, (int, float)) and math.isfinite(budget) and 0 <= budget <= 100):
         raise BadInput(f"--budget {budget}: expected points of top-1 from 0 to 100")
     check_input_shape(1, *imgsz, "--imgsz")
@@ -519,7 +519,7 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     stem = default_output(source, "").name
     cells = mx.plan_cells(names, precs)
     for cell in cells:
-        if cell.why is None:
+        if cell.why is None and not mx.computed(cell.fmt, cell.precision):  # a computed cell runs the fp32 cell's file
             cell.outputs = artifact_outputs(mx.cell_path(folder, stem, cell), cell.fmt.name)
     manifest = Output(folder / mx.MANIFEST, "matrix manifest")
     outputs = [o for c in cells if c.outputs for o in c.outputs] + [manifest]
@@ -547,7 +547,7 @@ def _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibrat
 
     from partialnet.bench.matrix_beside import Beside
 
-    todo = [c for c in plan["cells"] if c.why is None]
+    todo = [c for c in plan["cells"] if c.why is None and c.outputs]
     options_of = {id(c): replace(mx.cell_options(c.fmt, c.precision, imgsz, data, calib_size), **(plan["int8_tools"] if c.precision == "int8" else {}))
                   for c in todo}
     from partialnet.runtimes import usable_cores
@@ -572,6 +572,11 @@ def _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibrat
         rows = other.collect()
         for cell, job in zip(beside, jobs):
             exported[(cell.fmt.name, cell.precision)] = _beside_row(rows[job["key"]], cell, job, other, mine[id(cell)])
+    computed = [c for c in plan["cells"] if c.why is None and not c.outputs]  # they run the published fp32 files
+    for i, cell in enumerate(computed):
+        if progress:
+            progress(f"verify {cell.fmt.name} {cell.precision}", len(todo) + i, len(todo) + len(computed))
+        exported[(cell.fmt.name, cell.precision)] = mx.computed_row(model, exported[(cell.fmt.name, "fp32")], cell, checks)
     return exported
 
 
@@ -616,7 +621,8 @@ def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress, 
         if done["status"] == "ok":
             if progress:
                 progress(f"time {cell.fmt.name} {cell.precision}", i, len(plan["cells"]))
-            row.update(mx.timing_fields(mx.timed_row(done["file"], cell.fmt.runtime, imgsz, threads, proto, where)))
+            precision = cell.precision if mx.computed(cell.fmt, cell.precision) else "fp32"  # an exported file runs as built
+            row.update(mx.timing_fields(mx.timed_row(done["file"], cell.fmt.runtime, imgsz, threads, proto, where, precision=precision)))
         rows.append(row)
     return rows
 

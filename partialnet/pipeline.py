@@ -110,8 +110,13 @@ def check_parity(
     runtime: str,
     judging: tuple[str, np.ndarray] | None = None,
     threads: int | None = None,
+    compute: str | None = None,
 ) -> ParityReport:
-    """Run `artifact` in its runtime and compare it with the unfolded PyTorch model (and on `checks.dataset`)."""
+    """Run `artifact` in its runtime and compare it with the unfolded PyTorch model (and on `checks.dataset`).
+
+    `compute` asks the runtime to compute an fp32 artifact at that precision (bf16), gated by that
+    precision's tolerances; a runtime that answers it computed something else raises Unavailable.
+    """
     if io["precision"] not in DEFAULT_TOLERANCES:
         raise BadInput(f"{artifact}: input precision {io['precision']} is not fp32 or fp16")
     labelled = checks.labelled()
@@ -120,8 +125,10 @@ def check_parity(
         images, labels = labelled.load(tuple(io["imgsz"]))
     else:
         images = load_images(Path(checks.images), tuple(io["imgsz"])) if checks.images else None
-    tol = DEFAULT_TOLERANCES[io["precision"]].merged(**checks.tolerances)
-    with artifact_runner(runtime, artifact, threads) as built, TorchRunner(reference) as torch_runner:
+    tol = DEFAULT_TOLERANCES[compute or io["precision"]].merged(**checks.tolerances)
+    with artifact_runner(runtime, artifact, threads, compute or "fp32") as built, TorchRunner(reference) as torch_runner:
+        if compute and built.precision != compute:
+            raise Unavailable(f"{runtime} computes {built.precision} here, not {compute}: this CPU has no native {compute}")
         # the same images are judged twice (INT8's judging case, then accuracy), and PyTorch's answers serve every artifact
         runner, reference_runner = Remembered(built, {}), Remembered(torch_runner, _REFERENCE_OUTPUTS.setdefault(reference, {}))
         report = compare(runner, reference_runner, _parity_cases(io, checks.samples, images, judging), tol, io["precision"])
@@ -149,11 +156,11 @@ class Remembered:
         return self.memo[key]
 
 
-def artifact_runner(runtime: str, artifact: Path, threads: int | None = None):
+def artifact_runner(runtime: str, artifact: Path, threads: int | None = None, precision: str = "fp32"):
     """The runner that verifies an artifact: its format's runtime, fp32 pinned where a runtime could drift."""
     from partialnet.runtimes.table import RUNTIMES, artifact_runner as build
 
-    return build(runtime, artifact, threads, precision="fp32", device=RUNTIMES[runtime].devices[0])
+    return build(runtime, artifact, threads, precision=precision, device=RUNTIMES[runtime].devices[0])
 
 
 

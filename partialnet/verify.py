@@ -34,6 +34,8 @@ class Tolerances:
 DEFAULT_TOLERANCES = {
     "fp32": Tolerances(max_abs=1e-4, min_cosine=0.99999, max_accuracy_drop=0.5),
     "fp16": Tolerances(min_cosine=0.999, min_top1=0.9, max_accuracy_drop=0.5),
+    # an fp32 artifact computed in bf16 (3 fewer mantissa bits than fp16): T0 at 224 keeps cosine >= 0.9989 on digits
+    "bf16": Tolerances(min_cosine=0.995, min_top1=0.9, max_accuracy_drop=0.5),
     # INT8 cannot match logits closely; it is judged on real images only: same class, and accuracy kept.
     "int8": Tolerances(min_top1=0.95, max_accuracy_drop=1.5),
 }

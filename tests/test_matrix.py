@@ -25,8 +25,17 @@ def test_the_plan_says_why_a_cell_cannot_be_made_here():
     cells = {(c.fmt.name, c.precision): c.why for c in mx.plan_cells(["onnx", "executorch", "trt", "coreml"], list(mx.PRECISIONS))}
     assert cells[("onnx", "fp32")] is None and cells[("onnx", "int8")] is None
     assert cells[("executorch", "fp16")] == "executorch has no fp16 export"
+    assert cells[("onnx", "bf16")] == "onnxruntime does not compute bf16 from the fp32 file"
+    assert mx.with_fp32(["bf16"]) == ["fp32", "bf16"] and mx.with_fp32(["int8"]) == ["int8"]  # bf16 runs the fp32 file
     assert cells[("trt", "fp32")]  # no TensorRT here: why it cannot be made
     assert "cannot be timed here" in cells[("coreml", "fp16")] or cells[("coreml", "fp16")] is None  # Core ML times on macOS only
+
+
+def test_bf16_is_the_fp32_openvino_file_computed_in_bf16():
+    from partialnet.exporters.formats import get_format
+
+    assert mx.computed(get_format("openvino"), "bf16") and not mx.computed(get_format("openvino"), "int8")
+    assert not mx.computed(get_format("onnx"), "bf16") and not mx.takes(get_format("litert"), "bf16")
 
 
 def test_judging_marks_the_front_and_recommends_within_budget():
@@ -57,7 +66,15 @@ def test_matrix_on_a_digits_checkpoint_with_two_formats(cli, digits_ckpt, tmp_pa
     data = json.loads(out.read_text())
     assert data["schema"] == "partialnet.matrix/1" and data["machine"]["cpu"]["model"]
     rows = {(r["format"], r["precision"]): r for r in data["rows"]}
-    assert set(rows) == {("pytorch", "fp32"), *((f, p) for f in ("onnx", "openvino") for p in ("fp32", "fp16", "int8"))}
+    assert set(rows) == {("pytorch", "fp32"), *((f, p) for f in ("onnx", "openvino") for p in ("fp32", "bf16", "fp16", "int8"))}
+    assert rows.pop(("onnx", "bf16"))["status"] == "skipped"
+    bf16 = rows.pop(("openvino", "bf16"))  # the fp32 IR computed in bf16, where this CPU computes bf16 natively
+    assert bf16["file"] == rows[("openvino", "fp32")]["file"] and bf16["bytes"] == rows[("openvino", "fp32")]["bytes"]
+    if native_bf16():
+        assert bf16["status"] == "ok" and bf16["precision_ran"] == "bf16" and "INFERENCE_PRECISION_HINT=bf16" in bf16["why"], bf16
+        assert bf16["top1"] > 90 and bf16["p50_ms"] > 0
+    else:
+        assert bf16["status"] == "skipped" and "no native bf16" in bf16["why"], bf16
     for key, row in rows.items():
         assert row["status"] == "ok", (key, row.get("why"))
         assert {"file", "bytes", "top1", "drop", "agreement", "p50_ms", "samples_s", "pareto", "recommended"} <= set(row)
@@ -70,6 +87,14 @@ def test_matrix_on_a_digits_checkpoint_with_two_formats(cli, digits_ckpt, tmp_pa
     assert not any(r["pareto"] or r["recommended"] for r in data["rows"] if r not in judged)
     again = cli(*args)
     assert again.code == 2 and "exists" in again.err  # a rerun into the same folder refuses without --force
+
+
+def native_bf16() -> bool:
+    """What OpenVINO's CPU plugin says it computes when asked for bf16 (f32 on a CPU without bf16 units)."""
+    import openvino as ov
+
+    core = ov.Core()
+    return "bf16" in str(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")).lower()
 
 
 def _result(rows):

@@ -20,7 +20,8 @@ from partialnet.exporters.formats import FORMATS, Format, get_format
 from partialnet.exporters.options import ExportOptions
 
 SCHEMA = "partialnet.matrix/1"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+EXPORTED = {"fp32": "fp32", "fp16": "half", "int8": "int8"}  # precisions that are files of their own, by the option making them
 DEFAULT_BUDGET = 1.0  # points of top-1 below PyTorch fp32 a recommended artifact may lose
 MANIFEST = "matrix.json"
 
@@ -51,8 +52,25 @@ def formats_asked(text: str | None) -> list[str]:
 
 
 def takes(fmt: Format, precision: str) -> bool:
-    """Whether `fmt` has an export at `precision` (its default, --half, --int8, or --fp32 where it defaults to fp16)."""
-    return precision == fmt.default_precision or {"fp32": "fp32", "fp16": "half", "int8": "int8"}[precision] in fmt.options
+    """Whether `fmt` has an export at `precision` (its default, --half, --int8, or --fp32 where it defaults to
+    fp16), or its runtime computes `precision` from the fp32 export (`computed`)."""
+    if precision not in EXPORTED:
+        return computed(fmt, precision)
+    return precision == fmt.default_precision or EXPORTED[precision] in fmt.options
+
+
+def computed(fmt: Format, precision: str) -> bool:
+    """A precision that is a way of running the fp32 file (OpenVINO's bf16), not a file of its own."""
+    from partialnet.runtimes.table import computed_precision
+
+    return precision not in EXPORTED and fmt.default_precision == "fp32" and computed_precision(fmt.runtime, precision) is not None
+
+
+def with_fp32(precisions: list[str]) -> list[str]:
+    """A computed precision runs the fp32 file, so asking for one plans fp32 too."""
+    if "fp32" in precisions or all(p in EXPORTED for p in precisions):
+        return precisions
+    return ["fp32", *precisions]
 
 
 def plan_cells(formats: list[str], precisions: list[str]) -> list[Cell]:
@@ -66,7 +84,7 @@ def plan_cells(formats: list[str], precisions: list[str]) -> list[Cell]:
         for precision in precisions:
             why = None
             if not takes(fmt, precision):
-                why = f"{fmt.name} has no {precision} export"
+                why = f"{fmt.name} has no {precision} export" if precision in EXPORTED else f"{fmt.runtime} does not compute {precision} from the fp32 file"
             elif row["export"] != "yes":
                 why = row["export_reason"] or "cannot be exported here"
             elif row["bench"] != "yes":
@@ -80,6 +98,28 @@ def cell_options(fmt: Format, precision: str, imgsz: tuple[int, int], data: str 
         imgsz=imgsz, half=precision == "fp16", int8=precision == "int8", fp32=precision == "fp32" and fmt.default_precision == "fp16",
         data=data if precision == "int8" else None, calib_size=calib_size,
     )
+
+
+def computed_row(model, fp32_row: dict, cell: Cell, checks) -> dict:
+    """A computed cell: the fp32 cell's file run at `cell.precision` and judged by that precision's gates."""
+    from partialnet.exporters.formats import exporter_of
+    from partialnet.pipeline import check_parity
+    from partialnet.runtimes.table import computed_precision
+
+    base = {"file": fp32_row.get("file"), "bytes": fp32_row.get("bytes")}
+    if fp32_row["status"] != "ok":
+        return {**base, "status": "skipped", "why": f"runs the fp32 file, which was not made ({fp32_row['status']})"}
+    started = time.perf_counter()
+    path = Path(fp32_row["file"])
+    try:
+        parity = check_parity(path, model, exporter_of(cell.fmt).read_io(path), checks, runtime=cell.fmt.runtime, compute=cell.precision)
+    except Unavailable as exc:
+        return {**base, "status": "skipped", "why": str(exc)}
+    how = f"the fp32 file; {computed_precision(cell.fmt.runtime, cell.precision)}"
+    result = {"parity": parity.to_dict(), "output": str(path), "bytes": fp32_row["bytes"], "metadata": {"precision": cell.precision}}
+    if not parity.passed:
+        return {**base, "status": "failed", "why": f"{how}: does not match PyTorch: {'; '.join(parity.failures())}"[:600]}
+    return {**cell_row(result, started), "export_s": 0.0, "why": how, "runs_as": cell.precision}
 
 
 def cell_path(folder: Path, stem: str, cell: Cell) -> Path:
@@ -122,12 +162,13 @@ def cell_row(result: dict, started: float) -> dict:
     }
 
 
-def timed_row(source: str, runtime: str, imgsz, threads: int, protocol, where=None, device: str = "cpu") -> dict:
+def timed_row(source: str, runtime: str, imgsz, threads: int, protocol, where=None, device: str = "cpu", precision: str = "fp32") -> dict:
     """One bench row (its own worker process, here or on a target), as `partialnet bench` would time it."""
     from partialnet.bench import run as bench_run
     from partialnet.errors import Unavailable
 
-    plan = bench_run.BenchPlan(sources=[source], runtimes=[runtime], device=device, batches=[1], imgsz=imgsz, threads=threads, protocol=protocol)
+    plan = bench_run.BenchPlan(sources=[source], runtimes=[runtime], device=device, batches=[1], imgsz=imgsz, threads=threads, protocol=protocol,
+                               precision=precision)
     if where is not None:
         plan.where = where
     try:
@@ -141,7 +182,7 @@ def timing_fields(row: dict) -> dict:
     if row["status"] != "ok":
         return {"status": row["status"], "why": row.get("reason")}
     keep = ("stats", "samples_s", "cold", "memory", "machine_load", "unstable", "disturbed", "threads", "images_per_s")
-    return {"p50_ms": row["stats"]["p50_ms"], **{k: row.get(k) for k in keep}, "marks_why": row.get("why")}
+    return {"p50_ms": row["stats"]["p50_ms"], **{k: row.get(k) for k in keep}, "marks_why": row.get("why"), "precision_ran": row.get("precision")}
 
 
 def judge_rows(rows: list[dict], budget: float) -> None:
@@ -169,7 +210,8 @@ def judge_rows(rows: list[dict], budget: float) -> None:
 
 def _why(row: dict, budget: float, what: str) -> str:
     kept = f"{row['drop']:+.2f} points vs PyTorch fp32 (budget {budget:g})" if row["drop"] is not None else "agreement gates passed"
-    return f"{what} of the artifacts within budget: {row['format']} {row['precision']}, {row['p50_ms']:.3f} ms, {row['bytes']:,} bytes, {kept}"
+    how = f" ({row['why']})" if row.get("runs_as") else ""  # a computed precision: which file, and how to ask for it
+    return f"{what} of the artifacts within budget: {row['format']} {row['precision']}{how}, {row['p50_ms']:.3f} ms, {row['bytes']:,} bytes, {kept}"
 
 
 def to_markdown(result: dict) -> str:

@@ -41,6 +41,8 @@ class RuntimeSpec:
     aliases: tuple[str, ...] = ()
     streams: bool = False  # its module has streams(): `bench --streams` keeps several requests in flight
     packages: tuple[str, ...] = ()  # distributions whose versions a result's machine record lists
+    # precisions it computes from an fp32 artifact when asked at run time (no file of their own), and how a user asks
+    computes: tuple[tuple[str, str], ...] = ()
 
     @property
     def probe(self) -> str | None:
@@ -55,7 +57,8 @@ RUNTIMES: dict[str, RuntimeSpec] = {
         RuntimeSpec("onnxruntime", "onnxruntime", "OnnxRuntimeRunner", "built", None, ("fp32", "fp16", "int8"), formats=("onnx",),
                     worker_import="onnxruntime", aliases=("ort",), streams=True, packages=("onnxruntime", "onnxruntime-gpu")),
         RuntimeSpec("openvino", "openvino", "OpenVinoRunner", "built", "openvino", ("fp32", "bf16", "fp16", "int8"), formats=("openvino", "onnx"),
-                    worker_import="openvino", aliases=("ov",), streams=True, packages=("openvino",)),
+                    worker_import="openvino", aliases=("ov",), streams=True, packages=("openvino",),
+                    computes=(("bf16", "compile it with INFERENCE_PRECISION_HINT=bf16 (OpenVINO's default on a CPU with native bf16)"),)),
         RuntimeSpec("executorch", "executorch", "ExecuTorchRunner", "built", "executorch", ("fp32", "int8"), formats=("executorch",),
                     devices=("cpu",), default=False, worker_import="executorch.runtime", aliases=("pte",), packages=("executorch",)),
         RuntimeSpec("litert", "litert", "LiteRTRunner", "built", "litert", ("fp32", "fp16", "int8"), formats=("litert",), devices=("cpu",),
@@ -71,6 +74,11 @@ RUNTIMES: dict[str, RuntimeSpec] = {
 }
 DEPLOY_RUNTIME = next(r.name for r in RUNTIMES.values() if r.runs == "deploy")  # the reference every artifact is held to
 AB_DEFAULT = "onnxruntime"  # `bench --ab` without --runtime: the runtime every install has for both sides' artifacts
+
+
+def computed_precision(runtime: str, precision: str) -> str | None:
+    """How a user asks `runtime` to compute `precision` from an fp32 artifact, or None where it has no such mode."""
+    return dict(RUNTIMES[runtime].computes).get(precision)
 
 
 def get_runtime(name: str) -> RuntimeSpec:
