@@ -717,7 +717,7 @@ def matrix_command(
     where: TargetOptions,
     source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
     formats: Annotated[Optional[str], typer.Option("--formats", help="all (default) or a comma-separated list of formats.")] = None,
-    precisions: Annotated[Optional[str], typer.Option("--precisions", help="all (default) or a subset of fp32,bf16,fp16,int8 (bf16: the fp32 file computed in bf16, where a runtime does that).")] = None,
+    precisions: Annotated[Optional[str], typer.Option("--precisions", help="all (default) or a subset of fp32,bf16,fp16,int8 (bf16: the fp32 file).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="INT8 calibration: digits (default for a digits checkpoint) or a folder.")] = None,
     images: Annotated[Optional[Path], typer.Option("--images", help="Judge top-1/5 on your labelled images (class-index or WNID folders).")] = None,
     calib_size: Annotated[int, typer.Option("--calib-size", min=1, help="Calibration images.")] = 300,

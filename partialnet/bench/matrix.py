@@ -119,7 +119,7 @@ def computed_row(model, fp32_row: dict, cell: Cell, checks) -> dict:
     result = {"parity": parity.to_dict(), "output": str(path), "bytes": fp32_row["bytes"], "metadata": {"precision": cell.precision}}
     if not parity.passed:
         return {**base, "status": "failed", "why": f"{how}: does not match PyTorch: {'; '.join(parity.failures())}"[:600]}
-    return {**cell_row(result, started), "export_s": 0.0, "why": how, "runs_as": cell.precision}
+    return {**cell_row(result, started), "export_s": 0.0, "why": how, "runs_as": how}
 
 
 def cell_path(folder: Path, stem: str, cell: Cell) -> Path:
@@ -210,7 +210,7 @@ def judge_rows(rows: list[dict], budget: float) -> None:
 
 def _why(row: dict, budget: float, what: str) -> str:
     kept = f"{row['drop']:+.2f} points vs PyTorch fp32 (budget {budget:g})" if row["drop"] is not None else "agreement gates passed"
-    how = f" ({row['why']})" if row.get("runs_as") else ""  # a computed precision: which file, and how to ask for it
+    how = f" ({row['runs_as']})" if row.get("runs_as") else ""  # a computed precision: which file, and how to ask for it
     return f"{what} of the artifacts within budget: {row['format']} {row['precision']}{how}, {row['p50_ms']:.3f} ms, {row['bytes']:,} bytes, {kept}"
 
 

@@ -58,6 +58,7 @@ def load_matrix(path: Path, data: dict) -> dict:
         clean = {k: row[k] for k in ("format", "precision", "status")}
         clean["why"] = row["why"][:600] if isinstance(row.get("why"), str) else None
         clean["file"] = row["file"][:400] if isinstance(row.get("file"), str) else None
+        clean["runs_as"] = row["runs_as"][:300] if isinstance(row.get("runs_as"), str) else None  # a computed row (bf16): how to run its file
         clean["bytes"] = int(_number(row.get("bytes"), f"{where}: bytes", 0, 1 << 40)) if row.get("bytes") is not None else None
         for key in ("top1", "top5"):
             clean[key] = _number(row.get(key), f"{where}: {key}", 0, 100)
