@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from partialnet.calibration import calibration_images, check_data, judging_images
+from partialnet.calibration import calibration_images, check_data, judging_images, stage_label
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, resolve, source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, exporter_of, format_for_path, get_format
@@ -150,7 +150,7 @@ def export(
     folded = _fold(model, options.imgsz)
     check_layers(options.int8_keep_float, folded[0])
     if options.int8:
-        with stage("calibration data", f"{options.calib_size} images"):
+        with stage("calibration data", stage_label(options.data, options.calib_size)):
             options.calibration = calibration_images(options.data, options.imgsz, options.calib_size)
     return export_folded(model, info, folded, fmt.name, out, options, checks, force=force, inputs=inputs)
 
@@ -497,7 +497,7 @@ def _matrix_calibration(plan: dict, data: str | None, imgsz, calib_size: int):
     if not data or not any(c.why is None and c.precision == "int8" for c in plan["cells"]):
         return None
     check_data(data, calib_size)
-    with stage("calibration data", f"{calib_size} images"):
+    with stage("calibration data", stage_label(data, calib_size)):
         return calibration_images(data, imgsz, calib_size)
 
 

@@ -47,6 +47,11 @@ def calibration_images(data: str, imgsz: tuple[int, int], size: int) -> np.ndarr
     return folder_images(data, imgsz, size)
 
 
+def stage_label(data: str, size: int) -> str:
+    """What the calibration stage loads: a folder may hold fewer images than --calib-size."""
+    return f"{size} images" if data == DIGITS else f"up to {size} images from {Path(data).name}/"
+
+
 def describe(data: str, count: int) -> str:
     if data == DIGITS:
         return f"digits training split, first {count} images"

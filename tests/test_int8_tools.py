@@ -111,6 +111,7 @@ def test_a_bad_calibration_fails_with_a_per_layer_report(cli, digits_ckpt, blank
     assert result.code == 1, result.err
     assert "per-layer report: drift starts at" in result.err and "the calibration ranges do not fit these images" in result.err
     assert "INT8 drift from fp32, per layer" in result.err and not out.exists()
+    assert f"up to 300 images from {blank_folder.name}/" in result.err  # the folder holds 4: the stage says "up to"
 
 
 

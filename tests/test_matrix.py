@@ -226,7 +226,12 @@ def test_python_bound_cells_export_in_a_second_process_and_stop_clean(cli, digit
     assert manifest["artifact"] == f"{digits_ckpt.stem}_executorch_fp32.pte" and manifest["parity"]["passed"]
     assert not list(scratch.glob("partialnet-matrix-*"))
     stopped = subprocess.Popen([*args, "-o", str(tmp_path / "n")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(12)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and stopped.poll() is None:  # stop it once the second process is exporting
+        if subprocess.run(["pgrep", "-f", f"export_beside.*{scratch}"], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.2)
+    time.sleep(2)
     stopped.send_signal(signal.SIGTERM)
     _, err = stopped.communicate(timeout=300)
     assert stopped.returncode == 143, err
