@@ -364,12 +364,14 @@ def matrix_table(result: dict) -> Table:
                         f"{result['protocol']} protocol · {machine['model']}")
     for col in ("format", "precision", "status", "p50 ms", "top-1 %", "drop", "agree", "MB", "front", "why"):
         table.add_column(col, justify="left" if col in ("format", "precision", "status", "why") else "right")
-    for r in result["rows"]:
+    from partialnet.bench.matrix import shown_rows
+
+    for r in shown_rows(result):
         star = " <- ship" if r.get("recommended") else (" <- smallest" if r.get("smallest") else "")
         table.add_row(
             r["format"], r["precision"], r["status"] + mark(r), _fmt(r.get("p50_ms"), ".3f"), _fmt(r.get("top1"), ".2f"),
             _fmt(r.get("drop"), "+.2f"), _fmt(r.get("agreement"), ".1%"), _fmt((r.get("bytes") or 0) / 1e6 or None, ".1f"),
-            ("*" if r.get("pareto") else "") + star, inert(str(r.get("why") or r.get("marks_why") or ""))[:80],
+            ("*" if r.get("pareto") else "") + star, inert(str(r.get("why") or r.get("marks_why") or ""))[:100],
         )
     table.caption = "top-1: held-out digits where the checkpoint is a digits model; drop: points below PyTorch fp32; * the Pareto front (latency vs accuracy)"
     return table

@@ -48,8 +48,9 @@ BLOCKS: dict[str, list[str]] = {
     "startup": ["python scripts/startup_time.py --repeat 5"],
     "harness": ["python scripts/harness_overhead.py --seconds 10 --floor-seconds 2"],
     "remote-transport": ["python scripts/remote_transport.py --rows 6"],
+    "matrix": [f"{PN} matrix digits_t0.pt --imgsz 64 -o matrix"],
 }
-NEEDS_DIGITS = {"int8", "trt", "all"}
+NEEDS_DIGITS = {"int8", "trt", "all", "matrix"}
 SHOWN_STDERR = ("error:", "note:", "warning:")  # stage progress lines stay out; what a user must read stays in
 
 
@@ -72,7 +73,7 @@ def argv_for(command: str) -> list[str]:
 
 
 ATTEMPTS = 3
-TIMED = (f"{PN} bench",)  # commands whose rows carry the unstable/disturbed marks
+TIMED = (f"{PN} bench", f"{PN} matrix")  # commands whose rows carry the unstable/disturbed marks
 
 
 def marked_rows(json_path: Path) -> list[str]:
@@ -80,7 +81,10 @@ def marked_rows(json_path: Path) -> list[str]:
     import json
 
     data = json.loads(json_path.read_text())
-    return [f"{r['model']} on {r['runtime']}: {r['why']}" for r in data["rows"] if r.get("status") == "ok" and (r.get("unstable") or r.get("disturbed"))]
+    marked = [r for r in data["rows"] if r.get("status") == "ok" and (r.get("unstable") or r.get("disturbed"))]
+    if data.get("schema", "").startswith("partialnet.matrix/"):  # a matrix row: format x precision, its marks' reasons apart
+        return [f"{r['format']} {r['precision']}: {r.get('marks_why')}" for r in marked]
+    return [f"{r['model']} on {r['runtime']}: {r['why']}" for r in marked]
 
 
 def run_block(name: str, work: Path) -> str:

@@ -115,7 +115,7 @@ def computed_row(model, fp32_row: dict, cell: Cell, checks) -> dict:
         parity = check_parity(path, model, exporter_of(cell.fmt).read_io(path), checks, runtime=cell.fmt.runtime, compute=cell.precision)
     except Unavailable as exc:
         return {**base, "status": "skipped", "why": str(exc)}
-    how = f"the fp32 file; {computed_precision(cell.fmt.runtime, cell.precision)}"
+    how = f"the fp32 file {computed_precision(cell.fmt.runtime, cell.precision)}"
     result = {"parity": parity.to_dict(), "output": str(path), "bytes": fp32_row["bytes"], "metadata": {"precision": cell.precision}}
     if not parity.passed:
         return {**base, "status": "failed", "why": f"{how}: does not match PyTorch: {'; '.join(parity.failures())}"[:600]}
@@ -223,7 +223,7 @@ def to_markdown(result: dict) -> str:
              f"budget {result['budget_points']:g} points below PyTorch fp32.", "",
              "| format | precision | status | p50 ms | top-1 % | top-5 % | drop | agreement | MB | Pareto | why |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
+    for r in shown_rows(result):
         lines.append(f"| {r['format']} | {r['precision']} | {r['status']}{mark(r)} | {_num(r.get('p50_ms'), '.3f')} | "
                      f"{_num(r.get('top1'), '.2f')} | {_num(r.get('top5'), '.2f')} | "
                      f"{_num(r.get('drop'), '+.2f')} | {_num(r.get('agreement'), '.1%')} | {_num((r.get('bytes') or 0) / 1e6 or None, '.1f')} | "
@@ -232,12 +232,20 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shown_rows(result: dict) -> list[dict]:
+    """The rows a table shows: a format x precision that no machine could make (no such export or mode) is named
+    once below the table instead (the JSON keeps every row)."""
+    return [r for r in result["rows"] if not r.get("no_such_artifact")]
+
+
 def recommendation_lines(result: dict) -> list[str]:
     best = [r for r in result["rows"] if r.get("recommended")]
     small = [r for r in result["rows"] if r.get("smallest")]
+    absent = [f"{r['format']} {r['precision']}" for r in result["rows"] if r.get("no_such_artifact")]
+    lines = [f"no such artifact (the format has no such export or mode): {', '.join(absent)}"] if absent else []
     if not best:
-        return ["no artifact is within the budget on rows fit to judge (none timed cleanly, or every one lost too much): nothing recommended"]
-    return [f"recommended: {best[0]['file']} ({best[0]['recommended_why']})", f"smallest: {small[0]['file']} ({small[0]['smallest_why']})"]
+        return [*lines, "no artifact is within the budget on rows fit to judge (none timed cleanly, or every one lost too much): nothing recommended"]
+    return [*lines, f"recommended: {best[0]['file']} ({best[0]['recommended_why']})", f"smallest: {small[0]['file']} ({small[0]['smallest_why']})"]
 
 
 def _num(value, spec: str) -> str:

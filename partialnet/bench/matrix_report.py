@@ -59,6 +59,7 @@ def load_matrix(path: Path, data: dict) -> dict:
         clean["why"] = row["why"][:600] if isinstance(row.get("why"), str) else None
         clean["file"] = row["file"][:400] if isinstance(row.get("file"), str) else None
         clean["runs_as"] = row["runs_as"][:300] if isinstance(row.get("runs_as"), str) else None  # a computed row (bf16): how to run its file
+        clean["no_such_artifact"] = row.get("no_such_artifact") is True and row["status"] == "skipped"
         clean["bytes"] = int(_number(row.get("bytes"), f"{where}: bytes", 0, 1 << 40)) if row.get("bytes") is not None else None
         for key in ("top1", "top5"):
             clean[key] = _number(row.get(key), f"{where}: {key}", 0, 100)
@@ -102,7 +103,7 @@ def to_markdown(merged: dict) -> list[str]:
     for panel in merged["panels"]:
         lines += [f"### {panel['cpu']} `{panel['machine_id'][:8]}` ({panel['file']})", "",
                   "| format | precision | status | p50 ms | top-1 % | drop | MB | front | ship |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in panel["rows"]:
+        for r in (r for r in panel["rows"] if not r.get("no_such_artifact")):  # what no machine makes is not a row here
             p50 = "-" if r.get("p50_ms") is None else f"{r['p50_ms']:.3f}"
             top1 = "-" if r.get("top1") is None else f"{r['top1']:.2f}"
             drop = "-" if r.get("drop") is None else f"{r['drop']:+.2f}"

@@ -58,7 +58,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
                     worker_import="onnxruntime", aliases=("ort",), streams=True, packages=("onnxruntime", "onnxruntime-gpu")),
         RuntimeSpec("openvino", "openvino", "OpenVinoRunner", "built", "openvino", ("fp32", "bf16", "fp16", "int8"), formats=("openvino", "onnx"),
                     worker_import="openvino", aliases=("ov",), streams=True, packages=("openvino",),
-                    computes=(("bf16", "compile it with INFERENCE_PRECISION_HINT=bf16 (OpenVINO's default on a CPU with native bf16)"),)),
+                    computes=(("bf16", "with INFERENCE_PRECISION_HINT=bf16 (OpenVINO's default on bf16 CPUs)"),)),
         RuntimeSpec("executorch", "executorch", "ExecuTorchRunner", "built", "executorch", ("fp32", "int8"), formats=("executorch",),
                     devices=("cpu",), default=False, worker_import="executorch.runtime", aliases=("pte",), packages=("executorch",)),
         RuntimeSpec("litert", "litert", "LiteRTRunner", "built", "litert", ("fp32", "fp16", "int8"), formats=("litert",), devices=("cpu",),
