@@ -623,6 +623,8 @@ def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress, 
                 progress(f"time {cell.fmt.name} {cell.precision}", i, len(plan["cells"]))
             precision = cell.precision if mx.computed(cell.fmt, cell.precision) else "fp32"  # an exported file runs as built
             row.update(mx.timing_fields(mx.timed_row(done["file"], cell.fmt.runtime, imgsz, threads, proto, where, precision=precision)))
+            if precision != "fp32" and row.get("precision_ran") not in (None, precision):  # a target without bf16 units ran fp32
+                row.update(status="skipped", why=f"timed as {row['precision_ran']}, not {precision}: that CPU has no native {precision}", p50_ms=None)
         rows.append(row)
     return rows
 
