@@ -614,7 +614,7 @@ def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress, 
         base = {"format": cell.fmt.name, "precision": cell.precision, "runtime": cell.fmt.runtime, "file": None, "bytes": None,
                 "top1": None, "top5": None, "agreement": None}
         if cell.why is not None:
-            rows.append({**base, "status": "skipped", "why": cell.why, **({} if mx.takes(cell.fmt, cell.precision) else {"no_such_artifact": True})})
+            rows.append({**base, "status": "skipped", "why": cell.why, **({"no_such_artifact": True} if cell.no_such_artifact else {})})
             continue
         done = exported[(cell.fmt.name, cell.precision)]
         row = {**base, **done}

@@ -31,6 +31,7 @@ class Cell:
     fmt: Format
     precision: str
     why: str | None = None  # why this machine cannot produce or time it
+    no_such_artifact: bool = False  # the format has no such export or mode on any machine
     outputs: list | None = None
 
 
@@ -89,7 +90,7 @@ def plan_cells(formats: list[str], precisions: list[str]) -> list[Cell]:
                 why = row["export_reason"] or "cannot be exported here"
             elif row["bench"] != "yes":
                 why = f"cannot be timed here: {row['runtime_reason']}"
-            cells.append(Cell(fmt, precision, why))
+            cells.append(Cell(fmt, precision, why, no_such_artifact=not takes(fmt, precision)))
     return cells
 
 
