@@ -17,8 +17,9 @@ TensorRT fallback export, and each GPU command up to its honest "no CUDA" refusa
 runs it (tests/test_gpu_check.py), so the script cannot rot between lent sessions.
 
     python scripts/gpu_check.py --dry-run --out /tmp/gpu-dry
-    python scripts/gpu_check.py --only claims_fp16,bench_compile --out "$OUT"   # rerun some steps
-    python scripts/gpu_check.py --publish results.tar.gz   # here: docs/gpu.md and the README block from a run
+    python scripts/gpu_check.py --only claims_fp16,bench_compile_fp32 --out "$OUT"   # rerun some steps
+    python scripts/gpu_check.py --publish results.tar.gz --summary summary.json   # here: docs/gpu.md and the README block
+    python scripts/gpu_check.py --publish docs/gpu   # here: the published results again, judged by today's rules
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def plan_steps(trt_ready: bool) -> list[Step]:
         Step("gpu_tests", "pytest -m gpu: CUDA parity (fp32 exact, fp16/bf16 close), CUDA graphs, GPU bench rows, TensorRT's path",
              [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"], 150, gpu=False, cwd=ROOT),
         claims_step("fp32", "the papers' GPU claims, PyTorch eager fp32 (batch 64, 50 warm-up + 200 timed)"),
-        claims_step("fp16", "the same with --half (the papers' fp16)", "--half"),
+        claims_step("fp16", "the same with --half (fp16; the papers time fp32)", "--half"),
         bench_step("fp16_cl", "eager fp16, channels_last", "64", "--precision", "fp16", "--channels-last"),
         # batch 1, where launches dominate and graphs matter; eager fp32 NCHW at batch 64 is the claims_fp32 step's
         bench_step("fp32", "eager fp32, NCHW (batch 64: see claims_fp32)", "1"),
@@ -384,12 +385,19 @@ def _commit() -> str | None:
 
 
 # ---------------------------------------------------------------- the report
+#
+# Every figure is judged again from the raw samples by today's rules (partialnet.bench.stability) each time
+# the report is written: a row or claim cell those rules mark shows why, never its figures, whatever the
+# run that produced it thought of it.
 
 
 def _load(path: Path) -> dict | None:
+    """A result file read as a stranger's: the same checks `partialnet report` makes; None if it fails them."""
+    from partialnet.bench.report import load_any
+
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return load_any(path)
+    except (BadInput, OSError, ValueError):
         return None
 
 
@@ -407,24 +415,53 @@ def _gpu_name(summary: dict, results: list[dict]) -> str:
 
 
 def _claims_results(results: Path) -> dict[str, dict]:
-    """claims_*.json by name, fp32 first (the papers' default), then the rest."""
+    """claims_*.json by name, fp32 first (the papers' default), then the rest; each with its verdicts judged again."""
+    from partialnet.bench.claims_run import judge
+
     found = {p.stem: r for p in sorted(results.glob("claims_*.json")) if (r := _load(p))}
+    for result in found.values():
+        sizes = list(dict.fromkeys(c["size"] for c in result["measurements"]))
+        for cell in result["measurements"]:
+            if cell["status"] == "ok":
+                ratio, low, high = _ratio(cell)
+                cell["latency_ratio"], cell["latency_ci"] = ratio, [low, high]
+        result["claims"] = judge(result["measurements"], sizes, result["device"], result["tolerance"])
     return dict(sorted(found.items(), key=lambda item: (item[1].get("precision") != "fp32", item[0])))
 
 
-def _verdict_line(row: dict, precision: str | None = None) -> str:
-    ci = "-" if row["ci"] is None else f"{row['ci'][0]:.3f}-{row['ci'][1]:.3f}"
-    ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
-    why = f" ({row['why']})" if row.get("why") else ""
-    cells = [row["id"], row["size"], *([precision] if precision else []), f"{row['published']:.3f}", ratio, ci, row["verdict"] + why]
+def _ratio(cell: dict) -> tuple[float, float, float]:
+    from partialnet.bench.stats import ratio_of_medians
+
+    return ratio_of_medians(cell["partialnet"]["samples_s"], cell["fasternet"]["samples_s"])
+
+
+def _withheld(row: dict) -> bool:
+    """A verdict the rules refused for noise: its ratio and interval are not figures to publish."""
+    return row["verdict"] == "inconclusive" and str(row.get("why") or "").startswith("noisy")
+
+
+def _verdict_line(row: dict, precision: str | None = None, short: bool = False) -> str:
+    shown = row["ratio"] is not None and not _withheld(row)
+    ci = f"{row['ci'][0]:.3f}-{row['ci'][1]:.3f}" if shown and row["ci"] is not None else "-"
+    ratio = f"{row['ratio']:.3f}" if shown else "-"
+    why = row.get("why") or ""
+    if why and short and _withheld(row):
+        why = "noisy: rerun; see docs/gpu.md"
+    cells = [row["id"], row["size"], *([precision] if precision else []), f"{row['published']:.3f}", ratio, ci,
+             row["verdict"] + (f" ({why})" if why else "")]
     return "| " + " | ".join(cells) + " |"
 
 
-def render(results: Path, summary: dict) -> str:
-    """gpu_check.md: the steps, the claims verdicts, the bench table with GPU memory, and fp16 parity."""
-    claims = _claims_results(results)
-    benches = {p.stem: r for p in sorted(results.glob("bench_*.json")) if (r := _load(p))}
-    everything = [*claims.values(), *benches.values()]
+def _timing(samples: list[float], batch: int) -> dict:
+    import numpy as np
+
+    x = np.asarray(samples, dtype=np.float64) * 1e3
+    p50 = float(np.median(x))
+    return {"p50_ms": p50, "p90_ms": float(np.percentile(x, 90)), "cov": float(x.std(ddof=1) / x.mean()) if len(x) > 1 else 0.0,
+            "images_per_s": batch / p50 * 1e3}
+
+
+def _header(summary: dict, everything: list[dict]) -> list[str]:
     machine = summary.get("machine", {})
     host = next((r["machine"]["cpu"]["model"] for r in everything if r.get("machine", {}).get("cpu")), "?")
     runs = summary.get("runs") or [summary]
@@ -439,59 +476,93 @@ def render(results: Path, summary: dict) -> str:
         f"host CPU {host}. Seeded random weights (speed does not depend on them)."
         + (f" {summary['note']}" if summary.get("note") else ""),
         "",
+        "Every row and claim cell below is judged again from its raw samples by the rules `partialnet` applies today "
+        "(docs/benchmarking.md, \"Disturbed and unstable rows\"): one they mark shows `!` and why, not its figures, "
+        "and a claim measured on it is inconclusive.",
+        "",
         "| step | what | result | seconds |",
         "|---|---|---|---|",
     ]
     for step in summary.get("steps", []):
         result = step["status"] + (f" ({step['why']})" if step.get("why") else "")
         lines.append(f"| {step['name']} | {step['what']} | {result} | {step['seconds']:.1f} |")
+    return lines
+
+
+def _claims_section(name: str, result: dict) -> list[str]:
+    from partialnet.bench.stability import cell_marks
+
+    lines = ["", f"## Claims, {result['precision']} ({name}.json)", "",
+             f"Protocol: {result['protocol']['description']}; {result['imgsz'][0]}x{result['imgsz'][1]}. "
+             f"Ratio = PartialNet / FasterNet, throughput = batch / median latency; tolerance {result['tolerance']:.0%}.", "",
+             "| claim | size | published | measured | 95% CI | verdict |", "|---|---|---|---|---|---|"]
+    lines += [_verdict_line(row) for row in result["claims"] if row["device"] == "cuda"]
+    lines += ["", "| size | FasterNet img/s | PartialNet img/s | FasterNet p50 ms | PartialNet p50 ms | CoV F / P |", "|---|---|---|---|---|---|"]
+    for cell in result["measurements"]:
+        if cell["status"] != "ok":
+            lines.append(f"| {cell['size']} | {cell['status']}: {cell['reason']} | | | | |")
+            continue
+        marks = cell_marks({f: cell[f]["samples_s"] for f in ("fasternet", "partialnet")}, cell.get("machine_load"))
+        if marks:
+            lines.append(f"| {cell['size']} | ! {'; '.join(marks)} | | | | |")
+            continue
+        f, p = (_timing(cell[side]["samples_s"], cell["batch"]) for side in ("fasternet", "partialnet"))
+        lines.append(f"| {cell['size']} | {f['images_per_s']:,.0f} | {p['images_per_s']:,.0f} | {f['p50_ms']:.3f} | "
+                     f"{p['p50_ms']:.3f} | {f['cov']:.3f} / {p['cov']:.3f} |")
+    return lines
+
+
+def _bench_row(row: dict, config: str) -> str:
+    from partialnet.bench.marks import mark
+    from partialnet.bench.stability import judgement
+
+    head = f"| {row['model']} | {row['runtime']} | {config} | {row['batch']} |"
+    if row["status"] != "ok":
+        return f"{head} {row['status']}: {row['reason']} | | | | | | | |"
+    memory, cold = row.get("memory") or {}, row.get("cold") or {}
+    steady = memory.get("gpu_timed_peak_allocated_mb")
+    gpu = (f"{'-' if steady is None else format(steady, '.0f')} / {memory['gpu_peak_allocated_mb']:.0f} / "
+           f"{memory['gpu_peak_reserved_mb']:.0f}" if memory.get("gpu_peak_allocated_mb") is not None else "-")
+    parity = "-" if row.get("parity_max_abs") is None else f"{row['parity_max_abs']:.1e}"
+    first = "-" if cold.get("first_infer_s") is None else f"{cold['first_infer_s'] * 1e3:.0f}"
+    rest = f" {parity} | {first} | {gpu} | {memory.get('peak_above_baseline_mb', '-')} |"
+    marks = judgement(row["samples_s"], row.get("machine_load"))
+    if marks["why"]:
+        return f"{head} {mark(marks)} {marks['why']} | | | |{rest}"
+    s = _timing(row["samples_s"], row["batch"])
+    return f"{head} {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['cov']:.3f} | {s['images_per_s']:,.0f} |{rest}"
+
+
+def _bench_section(benches: dict[str, dict]) -> list[str]:
+    lines = ["", "## Bench, PyTorch on the GPU", "",
+             "Protocol: " + next(iter(benches.values()))["protocol"]["description"] + ". Parity: max |Δ logits| against the "
+             "fp32 CPU reference. GPU MB: peak allocated while timing ('-' where a run predates "
+             "that figure) / the worker's peak allocated / its peak reserved, load and cudnn autotuning included.", "",
+             "| model | runtime | config | batch | p50 ms | p90 ms | CoV | images/s | parity | 1st ms | GPU MB | +RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for result in benches.values():
+        lines += [_bench_row(row, _config(result["settings"])) for row in result["rows"]]
+    low = [(row["model"], row["precision"], row["parity_max_abs"]) for result in benches.values() for row in result["rows"]
+           if row["status"] == "ok" and row["precision"] in ("fp16", "bf16") and row.get("parity_max_abs") is not None]
+    if low:
+        lines += ["", "## fp16 / bf16 parity", "", "Largest |Δ logits| against the fp32 CPU reference, per model and precision:", "",
+                  "| model | precision | max abs |", "|---|---|---|"]
+        worst: dict[tuple[str, str], float] = {}
+        for model, precision, value in low:
+            worst[(model, precision)] = max(value, worst.get((model, precision), 0.0))
+        lines += [f"| {m} | {p} | {v:.2e} |" for (m, p), v in sorted(worst.items())]
+    return lines
+
+
+def render(results: Path, summary: dict) -> str:
+    """gpu_check.md: the steps, the claims verdicts, the bench table with GPU memory, and fp16 parity."""
+    claims = _claims_results(results)
+    benches = {p.stem: r for p in sorted(results.glob("bench_*.json")) if (r := _load(p))}
+    lines = _header(summary, [*claims.values(), *benches.values()])
     for name, result in claims.items():
-        lines += ["", f"## Claims, {result['precision']} ({name}.json)", "",
-                  f"Protocol: {result['protocol']['description']}; {result['imgsz'][0]}x{result['imgsz'][1]}. "
-                  f"Ratio = PartialNet / FasterNet, throughput = batch / median latency; "
-                  f"tolerance {result['tolerance']:.0%}.", "",
-                  "| claim | size | published | measured | 95% CI | verdict |", "|---|---|---|---|---|---|"]
-        lines += [_verdict_line(row) for row in result["claims"] if row["device"] == "cuda"]
-        lines += ["", "| size | FasterNet img/s | PartialNet img/s | FasterNet p50 ms | PartialNet p50 ms | CoV F / P |",
-                  "|---|---|---|---|---|---|"]
-        for cell in result["measurements"]:
-            if cell["status"] != "ok":
-                lines.append(f"| {cell['size']} | {cell['status']}: {cell['reason']} | | | | |")
-                continue
-            f, p = cell["fasternet"]["stats"], cell["partialnet"]["stats"]
-            batch = cell["batch"]
-            lines.append(f"| {cell['size']} | {batch / f['p50_ms'] * 1e3:,.0f} | {batch / p['p50_ms'] * 1e3:,.0f} | {f['p50_ms']:.3f} | "
-                         f"{p['p50_ms']:.3f} | {f['cov']:.3f} / {p['cov']:.3f} |")
+        lines += _claims_section(name, result)
     if benches:
-        lines += ["", "## Bench, PyTorch on the GPU", "",
-                  "Protocol: " + next(iter(benches.values()))["protocol"]["description"] + ". Parity: max |Δ logits| against the "
-                  "fp32 CPU reference. GPU MB: peak allocated while timing ('-' where a run predates "
-                  "that figure) / the worker's peak allocated / its peak reserved, load and cudnn autotuning included.", "",
-                  "| model | runtime | config | batch | p50 ms | p90 ms | CoV | images/s | parity | 1st ms | GPU MB | +RSS MB |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for name, result in benches.items():
-            config = _config(result["settings"])
-            for row in result["rows"]:
-                if row["status"] != "ok":
-                    lines.append(f"| {row['model']} | {row['runtime']} | {config} | {row['batch']} | {row['status']}: {row['reason']} | | | | | | | |")
-                    continue
-                s, memory, cold = row["stats"], row.get("memory") or {}, row.get("cold") or {}
-                steady = memory.get("gpu_timed_peak_allocated_mb")
-                gpu = (f"{'-' if steady is None else format(steady, '.0f')} / {memory['gpu_peak_allocated_mb']:.0f} / "
-                       f"{memory['gpu_peak_reserved_mb']:.0f}" if memory.get("gpu_peak_allocated_mb") is not None else "-")
-                parity = "-" if row.get("parity_max_abs") is None else f"{row['parity_max_abs']:.1e}"
-                first = "-" if cold.get("first_infer_s") is None else f"{cold['first_infer_s'] * 1e3:.0f}"
-                lines.append(f"| {row['model']} | {row['runtime']} | {config} | {row['batch']} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['cov']:.3f} | "
-                             f"{row['images_per_s']:,.0f} | {parity} | {first} | {gpu} | {memory.get('peak_above_baseline_mb', '-')} |")
-        low = [(row["model"], row["precision"], row["parity_max_abs"]) for result in benches.values() for row in result["rows"]
-               if row["status"] == "ok" and row["precision"] in ("fp16", "bf16") and row.get("parity_max_abs") is not None]
-        if low:
-            lines += ["", "## fp16 / bf16 parity", "", "Largest |Δ logits| against the fp32 CPU reference, per model and precision:", "",
-                      "| model | precision | max abs |", "|---|---|---|"]
-            worst: dict[tuple[str, str], float] = {}
-            for model, precision, value in low:
-                worst[(model, precision)] = max(value, worst.get((model, precision), 0.0))
-            lines += [f"| {m} | {p} | {v:.2e} |" for (m, p), v in sorted(worst.items())]
+        lines += _bench_section(benches)
     return "\n".join(lines) + "\n"
 
 
@@ -501,35 +572,66 @@ README_MARK = "gpu-check"  # README's block from the lent GPU's run (scripts/rea
 
 
 def merge_runs(summaries: list[dict]) -> dict:
-    """Several runs of the check (a rerun with --only after a fix) as one: each step as its latest run left it."""
+    """Several runs of the check (a rerun with --only after a fix) as one: each step as its latest run left it.
+    A summary that is already a merge (a published one) contributes its runs, so merging again changes nothing."""
     steps: dict[str, dict] = {}
     for summary in summaries:
         for step in summary.get("steps", []):
             if step["status"] != "not run" or step["name"] not in steps:
                 steps[step["name"]] = step
     last = summaries[-1]
-    return {**last, "runs": summaries, "steps": list(steps.values()), "ok": all(s["status"] == "ok" for s in steps.values())}
+    runs = [run for summary in summaries for run in (summary.get("runs") or [summary])]
+    return {**last, "runs": runs, "steps": list(steps.values()), "ok": all(s["status"] == "ok" for s in steps.values())}
 
 
-def publish(tarballs: list[Path], summary_paths: list[Path], docs: Path, note: str = "", readme: Path = ROOT / "README.md") -> None:
-    """docs/gpu.md (and the results beside it) from runs' results.tar.gz (later runs win), and the README block."""
+SUMMARY_NAME = "summary.json"  # beside the published results: what a later --publish of that folder re-renders from
+
+
+def _gather(sources: list[Path], into: Path) -> dict | None:
+    """Every run's results in one folder (later sources win): results.tar.gz files, or folders of results
+    such as docs/gpu itself; returns the summary a folder carries, if any."""
     from partialnet.inputs import read_json
 
-    summary = merge_runs([read_json(p, "gpu check summary") for p in summary_paths]) if summary_paths else {}
-    summary["note"] = " ".join(note.split())
+    carried = None
+    for source in sources:
+        if source.is_dir():
+            for path in sorted(source.rglob("*")):
+                if path.is_symlink() or not path.is_file() or path.suffix not in (".json", ".png"):
+                    continue
+                if path.relative_to(source) == Path(SUMMARY_NAME):
+                    carried = read_json(path, "gpu check summary")
+                    continue
+                (into / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, into / path.relative_to(source))
+            continue
+        with tarfile.open(source) as tar:
+            for member in tar.getmembers():
+                if not member.isfile() or member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
+                    raise BadInput(f"{source}: unexpected member {member.name!r}")
+            tar.extractall(into, filter="data")
+    return carried
+
+
+def publish(sources: list[Path], summary_paths: list[Path], docs: Path, note: str = "", readme: Path = ROOT / "README.md") -> None:
+    """docs/gpu.md (and the results beside it) from runs' results.tar.gz or a published folder, and the README block.
+
+    Publishing docs/gpu again re-renders it under today's rules: no figure stays published from a row they mark.
+    """
+    from partialnet.inputs import read_json
+
     target = docs.with_suffix("")
     with tempfile.TemporaryDirectory() as tmp:
-        for tarball in tarballs:
-            with tarfile.open(tarball) as tar:
-                for member in tar.getmembers():
-                    if not member.isfile() or member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
-                        raise BadInput(f"{tarball}: unexpected member {member.name!r}")
-                tar.extractall(tmp, filter="data")
+        carried = _gather(sources, Path(tmp))
+        summary = merge_runs([read_json(p, "gpu check summary") for p in summary_paths]) if summary_paths else (carried or {})
+        summary["note"] = " ".join(note.split()) or summary.get("note", "")
         kept = [p for p in Path(tmp).rglob("*") if p.is_file() and p.suffix in (".json", ".png")]
         text = render(Path(tmp), summary)
         block = _readme_block(text, _claims_results(Path(tmp)), Path(os.path.relpath(docs, readme.parent)))
         for path in kept:
-            write_file(target / path.relative_to(tmp), path.read_bytes(), force=True)
+            published = target / path.relative_to(tmp)
+            if not (published.is_file() and not published.is_symlink() and published.read_bytes() == path.read_bytes()):
+                write_file(published, path.read_bytes(), force=True)
+    write_file(target / SUMMARY_NAME, json.dumps(summary, indent=1) + "\n", force=True)
     write_file(docs, text, force=True)
     body = readme.read_text()
     start, end = f"<!-- {README_MARK} -->", f"<!-- /{README_MARK} -->"
@@ -542,7 +644,7 @@ def publish(tarballs: list[Path], summary_paths: list[Path], docs: Path, note: s
 def _readme_block(text: str, claims: dict[str, dict], link_path: Path) -> str:
     title = text.splitlines()[0].lstrip("# ")
     link = link_path.as_posix()
-    rows = [_verdict_line(row, result["precision"]) for result in claims.values() for row in result["claims"] if row["device"] == "cuda"]
+    rows = [_verdict_line(row, result["precision"], short=True) for result in claims.values() for row in result["claims"] if row["device"] == "cuda"]
     return (f"{title}: the papers' GPU claims, PyTorch eager, batch 64, ratio PartialNet / FasterNet with its 95% interval "
             f"(all tables, the bench with GPU memory and fp16 parity: [{link}]({link})):\n\n"
             "| claim | size | precision | published | measured | 95% CI | verdict |\n|---|---|---|---|---|---|---|\n"
@@ -556,8 +658,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="no GPU here: every step that can run without one")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for the whole check (default 480)")
     parser.add_argument("--only", help="comma-separated steps to run (after the install): " + ", ".join(s.name for s in plan_steps(False)))
-    parser.add_argument("--publish", type=Path, nargs="+", metavar="TARBALL",
-                        help="here: write docs/gpu.md and the README block from runs' results.tar.gz (later runs win)")
+    parser.add_argument("--publish", type=Path, nargs="+", metavar="RESULTS",
+                        help="here: write docs/gpu.md and the README block from runs' results.tar.gz (later runs win), "
+                             "or from a published folder (docs/gpu: re-rendered under today's rules)")
     parser.add_argument("--summary", type=Path, nargs="+", default=[], help="with --publish: the runs' summary.json, in order")
     parser.add_argument("--docs", type=Path, default=Path("docs/gpu.md"), help="with --publish: the Markdown to write")
     parser.add_argument("--note", default="", help="with --publish: one line for the header (e.g. which commit each run's sources are)")

@@ -80,6 +80,7 @@ def test_publish_writes_the_docs_and_the_readme_block_from_real_results(tmp_path
     claims = subprocess.run([*cli, "claims", "--sizes", "t0", "--runtime", "pytorch", "--protocol", "quick", "--imgsz", "64",
                              "--json", results / "claims_fp32.json"], capture_output=True, text=True, timeout=300)
     assert claims.returncode == 0, claims.stderr
+    _drifted_copies(results)
     tarball = tmp_path / "results.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
         for path in results.iterdir():
@@ -104,3 +105,37 @@ def test_publish_writes_the_docs_and_the_readme_block_from_real_results(tmp_path
     block = readme.read_text()
     assert block.startswith("intro\n<!-- gpu-check -->\n") and block.endswith("<!-- /gpu-check -->\nend\n") and "old" not in block
     assert "[docs/gpu.md](docs/gpu.md)" in block and "| claim | size | precision |" in block
+
+    # rows whose samples drift are judged again at every publish: their figures are withheld, the claims inconclusive
+    drifted = next(line for line in text.splitlines() if line.startswith("| partialnet_t0 | pytorch | fp16, NCHW | 1 |"))
+    assert "! unstable: " in drifted and "second half +" in drifted and "| | | |" in drifted
+    assert "| t0 | ! partialnet unstable (" in text
+    fp16 = text.split("## Claims, fp16")[1].split("\n## ")[0]
+    noisy = [line for line in fp16.splitlines() if "| t0 |" in line and "_gpu_throughput" in line]
+    assert noisy and all("| - | - | inconclusive (noisy: rerun:" in line for line in noisy), noisy
+    assert "inconclusive (noisy: rerun; see docs/gpu.md)" in readme.read_text()
+
+    # the published folder re-renders to the same page, its summary carried beside the results
+    assert json.loads((tmp_path / "docs" / "gpu" / "summary.json").read_text())["note"] == "a note"
+    again = tmp_path / "again" / "gpu.md"
+    gpu_check.publish([tmp_path / "docs" / "gpu"], [], again, readme=readme)
+    assert again.read_text() == text  # the carried summary and note, the same judgement
+    assert len(json.loads((again.parent / "gpu" / "summary.json").read_text())["runs"]) == 1
+
+
+def _drifted_copies(results: Path) -> None:
+    """A bench and a (GPU) claims result whose second half of samples took twice as long: a machine that changed mid-run."""
+    def drift(samples: list[float]) -> list[float]:
+        half = len(samples) // 2
+        return samples[:half] + [2 * x for x in samples[half:]]
+
+    bench = json.loads((results / "bench_fp32.json").read_text())
+    bench["settings"]["precision"] = "fp16"
+    for row in bench["rows"]:
+        row["samples_s"] = drift(row["samples_s"])
+    (results / "bench_fp16.json").write_text(json.dumps(bench))
+    claims = json.loads((results / "claims_fp32.json").read_text())
+    claims.update(device="cuda", precision="fp16")
+    for cell in claims["measurements"]:
+        cell["partialnet"]["samples_s"] = drift(cell["partialnet"]["samples_s"])
+    (results / "claims_fp16.json").write_text(json.dumps(claims))
