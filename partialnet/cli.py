@@ -605,6 +605,9 @@ def claims_command(
     imgsz: ImgszOption = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Relative tolerance around a published ratio (0-0.5).")] = 0.05,
     half: Annotated[bool, typer.Option("--half", help="fp16 (the papers' GPU --half); fp32 otherwise.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option(
+        "--cuda-graphs", help="--device cuda: replay each forward as one CUDA graph, so the ratio is the GPU's work without "
+        "host launches (not the papers' eager protocol).")] = False,
     unfolded: Annotated[bool, typer.Option("--unfolded", help="Also time the training-form PyTorch models (BatchNorm unfused).")] = False,
     block: Annotated[int, typer.Option("--block", min=1, help="Iterations per alternating block.")] = 10,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (claims, samples, machine) here.")] = None,
@@ -617,7 +620,7 @@ def claims_command(
     from partialnet.bench.results import per_target_outputs
     from partialnet.outputs import check_outputs
 
-    plan, chosen = _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half)
+    plan, chosen = _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half, cuda_graphs)
     labels = [str(a) for a in where.addresses()] or [None]
     outputs = per_target_outputs(json_path, None, md_path, plot_path, labels)
     check_outputs([o for named in outputs.values() for o in named if o], [], force)
@@ -641,7 +644,7 @@ def claims_command(
         out.print(render.report_measurements_table(merge_loaded(list(zip(labels, results)))))
 
 
-def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half):
+def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half, cuda_graphs=False):
     """The claims run's plan and sizes, every option checked before a model is built."""
     import math
 
@@ -655,6 +658,8 @@ def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, ha
         raise BadInput(f"--device {device!r}: expected cpu or cuda")
     if not (math.isfinite(tolerance) and 0 <= tolerance <= 0.5):
         raise BadInput(f"--tolerance {tolerance}: expected a number in 0..0.5")
+    if cuda_graphs and device != "cuda":
+        raise BadInput("--cuda-graphs needs --device cuda (CUDA graphs replay GPU work)")
     proto = get_protocol(protocol, device)
     size = parse_imgsz(imgsz)
     batch = (proto.batches or (1,))[0]
@@ -671,6 +676,7 @@ def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, ha
         threads=threads or proto.threads or default_threads(),
         protocol=proto,
         precision="fp16" if half else "fp32",
+        cuda_graphs=cuda_graphs,
         control=True,  # the A/A control beside every cell: a ratio means what the run's resolution lets it mean
     )
     return plan, chosen

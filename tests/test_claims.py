@@ -149,6 +149,10 @@ def test_report_refuses_mixed_protocols_and_bad_files(claims_result, tmp_path, c
     other["protocol"]["name"], other["protocol"]["min_iters"] = "latency", 100
     mixed = cli("report", first, _write(tmp_path / "b.json", other))
     assert mixed.code == 2 and "different protocols" in mixed.err
+    graphs = copy.deepcopy(claims_result)
+    graphs["cuda_graphs"] = True  # the GPU's own work, without host launches: another question than eager timing
+    replayed = cli("report", first, _write(tmp_path / "g.json", graphs))
+    assert replayed.code == 2 and "with CUDA graphs in" in replayed.err
     broken = copy.deepcopy(claims_result)
     broken["measurements"][0]["partialnet"]["samples_s"][0] = -1.0
     bad = cli("report", _write(tmp_path / "c.json", broken))

@@ -121,11 +121,30 @@ def test_a_gpu_bench_row_records_gpu_memory_and_fp16_parity(tmp_path, cli):
     assert row["parity_max_abs"] <= 0.02  # random T0 logits are ~0.2 at most; fp16 is about 1e-3 off (CPU fp16 measured)
 
 
+@pytest.mark.gpu
+@needs_gpu
+def test_claims_with_cuda_graphs_time_the_gpus_own_work(tmp_path, cli):
+    """One A/B worker: both sides replayed as CUDA graphs, and the result says it is not the papers' eager protocol."""
+    out = tmp_path / "claims.json"
+    result = cli("claims", "--device", "cuda", "--sizes", "t0", "--runtime", "pytorch", "--protocol", "quick", "--imgsz", "64",
+                 "--cuda-graphs", "--json", out)
+    assert result.code == 0, result.err
+    data = json.loads(out.read_text())
+    assert data["cuda_graphs"] is True and "CUDA graph" in data["timed_model"]
+    (cell,) = data["measurements"]
+    assert cell["status"] == "ok" and cell["latency_ratio"] > 0
+
+
 # Everywhere: GPU-only options are refused up front, in one line, with exit 2.
 
 
 def test_cuda_graphs_on_the_cpu_are_refused(cli):
     result = cli("bench", "--cuda-graphs", "--protocol", "quick")
+    assert result.code == 2 and "--cuda-graphs needs --device cuda" in result.err and "Traceback" not in result.err
+
+
+def test_claims_with_cuda_graphs_on_the_cpu_are_refused(cli):
+    result = cli("claims", "--cuda-graphs", "--protocol", "quick", "--sizes", "t0")
     assert result.code == 2 and "--cuda-graphs needs --device cuda" in result.err and "Traceback" not in result.err
 
 

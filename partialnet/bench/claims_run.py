@@ -138,6 +138,10 @@ def judge(cells: list[dict], sizes: list[str], device: str, tolerance: float) ->
     return rows
 
 
+GRAPHS_NOTE = ("PyTorch rows replay each forward as one CUDA graph (--cuda-graphs): no host launch per kernel, "
+               "so the ratio is the GPU's own work, not the papers' eager protocol")
+
+
 def run_claims(plan: BenchPlan, sizes: list[str], tolerance: float = DEFAULT_TOLERANCE, block: int = 10,
                progress: Callable[..., None] | None = None, unfolded: bool = False) -> dict:
     started = datetime.now(timezone.utc)
@@ -155,7 +159,9 @@ def run_claims(plan: BenchPlan, sizes: list[str], tolerance: float = DEFAULT_TOL
         "protocol": plan.protocol.to_dict(),
         "weights": "seeded random weights (speed does not depend on the weights)",
         "timed_model": "folded deploy model (PyTorch rows), exported deploy artifacts (other runtimes)"
-        + ("; pytorch-unfolded: the training-form model, BatchNorm and all" if unfolded else ""),
+        + ("; pytorch-unfolded: the training-form model, BatchNorm and all" if unfolded else "")
+        + (f"; {GRAPHS_NOTE}" if plan.cuda_graphs else ""),
+        "cuda_graphs": plan.cuda_graphs,
         "precision": plan.precision,
         "tolerance": tolerance,
         "tolerance_rule": TOLERANCE_RULE,

@@ -85,7 +85,12 @@ def load_any(path: str | Path) -> dict:
 
 
 def _protocol_key(data: dict) -> str:
-    return json.dumps(data["protocol"], sort_keys=True)
+    """What must match for two results' numbers to mean the same thing: the protocol, and whether CUDA graphs
+    removed the host's launches (a claims result says so at its top level, a bench result in its settings)."""
+    settings = data.get("settings") if isinstance(data.get("settings"), dict) else data
+    graphs = settings.get("cuda_graphs") is True
+    return json.dumps({**data["protocol"], **({"name": f"{data['protocol']['name']} with CUDA graphs", "cuda_graphs": True} if graphs else {})},
+                      sort_keys=True)
 
 
 def merge(paths: list[str | Path]) -> dict:
