@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -24,7 +26,16 @@ def golden(variant: str) -> tuple[Path, torch.Tensor, torch.Tensor]:
     """(checkpoint path, input, reference logits) for a fixture variant such as 't0'."""
     ckpt = fixture_path(f"partialnet_{variant}_random.pth")
     io = np.load(fixture_path(f"partialnet_{variant}_io.npz"))
-    return ckpt, torch.from_numpy(io["input"]), torch.from_numpy(io["logits"])
+    return ckpt, reference_input(json.loads(str(io["meta"]))), torch.from_numpy(io["logits"])
+
+
+def reference_input(meta: dict) -> torch.Tensor:
+    """The reference run's input, drawn again as it was drawn (tests/fixtures/README.md) and checked byte for byte."""
+    x = torch.randn(*meta["input_shape"], generator=torch.Generator().manual_seed(meta["input_seed"]))
+    if hashlib.sha256(x.numpy().tobytes()).hexdigest() != meta["input_sha256"]:
+        raise AssertionError(f"this torch ({torch.__version__}) no longer draws the reference input ({meta['input']}): "
+                             "the golden logits are for that input; rebuild the fixtures (scripts/fixtures_from_shared.py)")
+    return x
 
 
 def to_dpconv(sd: dict[str, torch.Tensor], widths: dict[tuple[int, int], int], seed: int = 0) -> dict[str, torch.Tensor]:

@@ -172,7 +172,7 @@ def test_dpconv_full_width_and_stage6_residuals_run(dpconv_checkpoint):
     model, _ = load_checkpoint(dpconv_checkpoint)
     assert model.stages[6].blocks[0].two_residuals
     out = logits(model)
-    assert out.shape == (2, 1000) and torch.isfinite(out).all()
+    assert out.shape == (2, 10) and torch.isfinite(out).all()  # the fixture's head keeps 10 classes
     exported = torch.export.export(model, (X,))
     with torch.no_grad():
         assert torch.equal(exported.module()(X), out)
@@ -213,17 +213,17 @@ def test_missing_block_is_reported_by_name(tmp_path, t0_state_dict):
 
 
 def test_head_size_follows_the_checkpoint(tmp_path, t0_state_dict):
-    sd = dict(t0_state_dict)
-    sd["head.weight"], sd["head.bias"] = torch.randn(10, 1280), torch.randn(10)
-    path = tmp_path / "ten.pth"
+    sd = dict(t0_state_dict)  # a 10-class head (tests/fixtures/README.md): given the released 1000-class one
+    sd["head.weight"], sd["head.bias"] = torch.randn(1000, 1280), torch.randn(1000)
+    path = tmp_path / "imagenet.pth"
     torch.save(sd, path)
     model, info = load_checkpoint(path)
-    assert info.num_classes == 10 and logits(model).shape == (2, 10)
+    assert info.num_classes == 1000 and logits(model).shape == (2, 1000)
 
 
 def test_non_finite_weights_are_rejected(tmp_path, t0_state_dict):
     sd = dict(t0_state_dict)
-    sd["head.bias"] = torch.full((1000,), math.nan)
+    sd["head.bias"] = torch.full_like(sd["head.bias"], math.nan)
     path = tmp_path / "nan.pth"
     torch.save(sd, path)
     with pytest.raises(BadInput, match="NaN/Inf"):

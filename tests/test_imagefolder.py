@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
-from helpers import golden
 from partialnet.errors import BadInput
 from partialnet.imagefolder import imagenet_wnids, read_folder
 
@@ -90,9 +90,12 @@ def test_a_folder_whose_classes_the_head_cannot_predict_exits_2(cli, digits_ckpt
     assert not (tmp_path / "m").exists()
 
 
-def test_wnid_folders_judge_a_1000_class_model(cli, tmp_path):
+def test_wnid_folders_judge_a_1000_class_model(cli, tmp_path, t0_state_dict):
     """A WNID folder scores an ImageNet-head model (random weights here: the artifact must pick as PyTorch does)."""
-    ckpt = golden("t0")[0]
+    gen = torch.Generator().manual_seed(0)  # the fixture's head keeps 10 classes: given the released 1000-class one
+    head = {"head.weight": torch.randn(1000, 1280, generator=gen) * 0.02, "head.bias": torch.randn(1000, generator=gen) * 0.02}
+    ckpt = tmp_path / "imagenet_t0.pth"
+    torch.save({**t0_state_dict, **head}, ckpt)
     out = tmp_path / "t0.onnx"
     assert cli("export", ckpt, "--imgsz", "64", "-o", out).code == 0
     folder = _digit_folder(tmp_path / "imagenet", per_class=2, classes=(0, 1, 2), name=lambda i: imagenet_wnids()[(0, 1, 999)[i]])
