@@ -208,13 +208,19 @@ def _identity(variant: str | None, sha: str) -> str:
     return f"{variant} weights with sha256 {sha[:12]}…"
 
 
-def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, *, variant: str | None = None) -> "ParityReport":
-    """Check an existing artifact against the checkpoint (or variant) it was exported from."""
+def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, *, variant: str | None = None,
+           compute: str | None = None) -> "ParityReport":
+    """Check an existing artifact against the checkpoint (or variant) it was exported from.
+
+    `compute` runs an fp32 artifact at a precision its runtime computes on request (bf16: OpenVINO), as a
+    deployment that asks for it would, and judges it by that precision's gates.
+    """
     artifact = Path(artifact)
     checks = (checks or VerifyOptions()).check()
     fmt = format_for_path(artifact)
     exporter = exporter_of(fmt)
     io = exporter.read_io(artifact)
+    _check_compute(artifact, fmt, io, compute)
     judging = _judging_for(artifact, io, checks)
     if checks.images:
         probe(checks.images, tuple(io["imgsz"]))  # fail on a bad folder before the load
@@ -222,8 +228,10 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     _check_identity(artifact, io["metadata"], ref, info)
     checks = checks.judged_on(info.dataset)
     check_labels_fit(checks, info)
-    with stage("verify", f"{fmt.name} checks without its runtime"):
-        static = static_verification(exporter, fmt, artifact, _fold(model, tuple(io["imgsz"]))[0], io, model, checks)
+    static = None
+    if not compute:  # a computed precision is the runtime's own: only running it there says anything
+        with stage("verify", f"{fmt.name} checks without its runtime"):
+            static = static_verification(exporter, fmt, artifact, _fold(model, tuple(io["imgsz"]))[0], io, model, checks)
     if static is not None:
         if not static["passed"]:
             raise CheckFailed(f"{artifact} {static_failure(static)}", details=static)
@@ -234,11 +242,27 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
         return ParityReport.from_offline(static)
     if judging:
         judging = judging_images(*judging, 0)
-    with stage("verify", f"{fmt.runtime} vs PyTorch"):
-        report = check_parity(artifact, model, io, checks, runtime=fmt.runtime, judging=judging)
+    with stage("verify", f"{fmt.runtime}{f' computing {compute}' if compute else ''} vs PyTorch"):
+        report = check_parity(artifact, model, io, checks, runtime=fmt.runtime, judging=judging, compute=compute)
     if not report.passed:
         raise parity_failure(report, str(artifact))
     return report
+
+
+def _check_compute(artifact: Path, fmt, io: dict, compute: str | None) -> None:
+    """--compute asks the runtime for a precision it computes from an fp32 file; refused before the load otherwise."""
+    if compute is None:
+        return
+    from partialnet.runtimes.table import RUNTIMES, computed_precision
+
+    offered = sorted({p for spec in RUNTIMES.values() for p, _ in spec.computes})
+    if compute not in offered:
+        raise BadInput(f"--compute {ascii(compute)[1:-1][:20]}: expected {' or '.join(offered)} (a precision a runtime computes from an fp32 file)")
+    if computed_precision(fmt.runtime, compute) is None:
+        able = ", ".join(name for name, spec in RUNTIMES.items() if compute in dict(spec.computes))
+        raise BadInput(f"--compute {compute}: {fmt.runtime} does not compute {compute} from the file (runtimes that do: {able})")
+    if io["precision"] != "fp32":
+        raise BadInput(f"--compute {compute} runs an fp32 file at {compute}; {artifact} is {io['precision']}")
 
 
 def _judging_for(artifact: Path, io: dict, checks: VerifyOptions) -> tuple[str, tuple] | None:

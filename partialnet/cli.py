@@ -404,13 +404,18 @@ def verify_command(
     checks: VerifyOptions,
     where: TargetOptions,
     variant: VariantOption = None,
+    compute: Annotated[Optional[str], typer.Option(
+        "--compute", help="Run an fp32 artifact at this precision, as a runtime computes it on request (bf16: OpenVINO with "
+        "INFERENCE_PRECISION_HINT=bf16), and judge it by that precision's gates.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run an artifact in its runtime and compare it with the original PyTorch model."""
     if where.addresses():
+        if compute:
+            raise BadInput("--compute is not sent to targets yet: run verify --compute on the target itself")
         return _verify_on_targets(artifact, ref, checks.check(), where, variant, as_json)
     with _Stages() as clock:
-        report = _api().verify(artifact, ref, checks, variant=variant)
+        report = _api().verify(artifact, ref, checks, variant=variant, compute=compute)
     if as_json:
         _print_json({**report.to_dict(), "timing": clock.breakdown()})
         return
@@ -418,6 +423,7 @@ def verify_command(
         out.print(render.static_table(report.offline, f"checks without the runtime: {artifact}"))
     out.print(render.parity_table(report.to_dict(), f"parity: {artifact} vs {ref}"))
     how = f" ({report.offline['verdict']})" if report.offline else ""
+    how += f" (computed in {compute} by {report.candidate})" if compute else ""
     out.print(f"ok: the artifact matches PyTorch{how} · {timing_line(clock.breakdown())}")
 
 

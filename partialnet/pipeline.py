@@ -131,7 +131,7 @@ def check_parity(
             raise Unavailable(f"{runtime} computes {built.precision} here, not {compute}: this CPU has no native {compute}")
         # the same images are judged twice (INT8's judging case, then accuracy), and PyTorch's answers serve every artifact
         runner, reference_runner = Remembered(built, {}), Remembered(torch_runner, _REFERENCE_OUTPUTS.setdefault(reference, {}))
-        report = compare(runner, reference_runner, _parity_cases(io, checks.samples, images, judging), tol, io["precision"])
+        report = compare(runner, reference_runner, _parity_cases(io, checks.samples, images, judging), tol, compute or io["precision"])
         if labelled is not None:
             report.accuracy = labelled_accuracy(labelled.name, images, labels, runner, reference_runner, io, tol)
         elif checks.dataset:

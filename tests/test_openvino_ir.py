@@ -41,6 +41,38 @@ def test_verify_runs_ir_in_openvino(cli, ir):
     assert report["candidate"] == "openvino" and report["cases"][0]["max_abs"] < 1e-4
 
 
+def test_verify_computes_the_fp32_ir_in_bf16_where_the_cpu_can(cli, ir):
+    """The matrix's bf16 row, as a user re-checks it: the fp32 file, OpenVINO asked for bf16, judged by bf16's gates."""
+    result = cli("verify", ir, "--ref", "partialnet_t0", "--samples", "2", "--compute", "bf16", "--json")
+    import openvino as ov
+
+    if "bf16" not in str(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")).lower():
+        assert result.code == 3 and "no native bf16" in result.err, result.err
+        return
+    assert result.code == 0, result.err
+    report = result.json()
+    assert report["precision"] == "bf16" and report["tolerances"]["min_cosine"] == 0.995
+    assert 0 < report["cases"][0]["max_abs"] < 0.05  # bf16 round-off: not fp32's exactness, well within the gates
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--compute", "fp8"], "--compute fp8: expected bf16"),
+    (["--compute", "bf16", "--target", "ssh://somewhere"], "--compute is not sent to targets yet"),
+])
+def test_verify_refuses_a_compute_it_cannot_honour(cli, ir, args, message):
+    result = cli("verify", ir, "--ref", "partialnet_t0", *args)
+    assert result.code == 2 and message in result.err and "Traceback" not in result.err
+
+
+def test_verify_refuses_bf16_for_a_runtime_without_that_mode(cli, tmp_path):
+    from partialnet import api
+
+    onnx = tmp_path / "t0.onnx"
+    api.export("partialnet_t0", "onnx", api.ExportOptions(imgsz=(64, 64)), output=onnx, checks=api.VerifyOptions(samples=1))
+    result = cli("verify", onnx, "--ref", "partialnet_t0", "--compute", "bf16")
+    assert result.code == 2 and "onnxruntime does not compute bf16 from the file (runtimes that do: openvino)" in result.err
+
+
 def test_half_ir_is_judged_as_fp16(cli, tmp_path):
     out = tmp_path / "half.xml"
     result = cli("export", "partialnet_t0", "--format", "ir", "--imgsz", "64", "--half", "-o", out, "--samples", "2")
