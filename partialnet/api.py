@@ -249,6 +249,16 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     return report
 
 
+def check_compute(artifact: str | Path, compute: str) -> None:
+    """`verify --compute` refused from the artifact alone (before it is sent to a target)."""
+    from partialnet.inputs import check_regular
+
+    artifact = Path(artifact)
+    check_regular(artifact, "artifact")
+    fmt = format_for_path(artifact)
+    _check_compute(artifact, fmt, exporter_of(fmt).read_io(artifact), compute)
+
+
 def _check_compute(artifact: Path, fmt, io: dict, compute: str | None) -> None:
     """--compute asks the runtime for a precision it computes from an fp32 file; refused before the load otherwise."""
     if compute is None:

@@ -412,8 +412,8 @@ def verify_command(
     """Run an artifact in its runtime and compare it with the original PyTorch model."""
     if where.addresses():
         if compute:
-            raise BadInput("--compute is not sent to targets yet: run verify --compute on the target itself")
-        return _verify_on_targets(artifact, ref, checks.check(), where, variant, as_json)
+            _api().check_compute(artifact, compute)  # here, before anything goes up: the target would refuse it too
+        return _verify_on_targets(artifact, ref, checks.check(), where, variant, as_json, compute)
     with _Stages() as clock:
         report = _api().verify(artifact, ref, checks, variant=variant, compute=compute)
     if as_json:
@@ -427,7 +427,7 @@ def verify_command(
     out.print(f"ok: the artifact matches PyTorch{how} · {timing_line(clock.breakdown())}")
 
 
-def _verify_on_targets(artifact: Path, ref: str, checks: VerifyOptions, where: TargetOptions, variant, as_json: bool) -> None:
+def _verify_on_targets(artifact: Path, ref: str, checks: VerifyOptions, where: TargetOptions, variant, as_json: bool, compute=None) -> None:
     """The artifact run in its runtime on each target, against PyTorch there; reports as if local."""
     from partialnet.inputs import check_regular
 
@@ -435,7 +435,7 @@ def _verify_on_targets(artifact: Path, ref: str, checks: VerifyOptions, where: T
     reports = {}
     with where.hosts() as hosts:
         for host in hosts:
-            reports[host.label] = host.verify(artifact, ref, checks, variant)
+            reports[host.label] = host.verify(artifact, ref, checks, variant, compute)
     if as_json:
         _print_json({label: {**r.to_dict(), "machine": host.machine()} for (label, r), host in zip(reports.items(), hosts)})
         return

@@ -57,7 +57,7 @@ def test_verify_computes_the_fp32_ir_in_bf16_where_the_cpu_can(cli, ir):
 
 @pytest.mark.parametrize("args, message", [
     (["--compute", "fp8"], "--compute fp8: expected bf16"),
-    (["--compute", "bf16", "--target", "ssh://somewhere"], "--compute is not sent to targets yet"),
+    (["--compute", "fp8", "--target", "ssh://nowhere.invalid"], "--compute fp8: expected bf16"),  # refused before ssh runs
 ])
 def test_verify_refuses_a_compute_it_cannot_honour(cli, ir, args, message):
     result = cli("verify", ir, "--ref", "partialnet_t0", *args)

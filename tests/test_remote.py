@@ -76,6 +76,22 @@ def test_verify_on_target_with_a_hostile_file_name(cli, server, tmp_path):
     assert not list(tmp_path.glob("PWNED")) and not Path("PWNED").exists() and not Path.home().joinpath("PWNED").exists()
 
 
+def test_verify_on_target_computes_bf16_there(cli, server, tmp_path):
+    """--compute goes up with the command: the target's CPU decides whether the fp32 IR runs as bf16."""
+    pytest.importorskip("openvino")
+    from partialnet import api
+
+    art = tmp_path / "t0.xml"
+    api.export("partialnet_t0", "openvino", api.ExportOptions(imgsz=(64, 64)), output=art, checks=api.VerifyOptions(samples=1))
+    result = cli("verify", art, "--ref", "partialnet_t0", "--samples", "2", "--compute", "bf16", "--json", *ssh_args(server, "loop"))
+    if result.code == 3:  # the target (this machine) has no bf16 units: OpenVINO computes f32 and says so
+        assert "no native bf16" in result.err, result.err
+        return
+    assert result.code == 0, result.err
+    (report,) = result.json().values()
+    assert report["precision"] == "bf16" and report["candidate"] == "openvino" and report["machine"]["target"]
+
+
 @pytest.mark.parametrize("host, expected", [
     ("loop-unknown", "unknown host key, refused"),
     ("loop-wrongkey", "the key was refused"),
