@@ -20,7 +20,7 @@ from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, resolve, source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, exporter_of, format_for_path, get_format
 from partialnet.exporters.options import (
-    DEFAULT_CALIB_SIZE, FLAGS, ExportOptions, check_combination, check_int8_tools, check_layers, check_opset, check_options,
+    DEFAULT_CALIB_SIZE, FLAGS, ExportOptions, check_flags, check_int8_tools, check_layers,
 )
 from partialnet.folding import count_batchnorms, deploy_payload, fold
 from partialnet.limits import check_count, check_input_shape, parse_imgsz
@@ -184,16 +184,10 @@ def export_on_target(source: str, format: str, options: ExportOptions | None = N
 def check_export_options(fmt, options: ExportOptions) -> ExportOptions:
     """The options a format takes, sound together and within bounds, its backend present: all refused by
     flag before anything slow. Returns a copy with the format's own default precision applied."""
-    check_options(fmt.name, options.asked(), FORMATS)
-    check_combination(options)
-    check_int8_tools(fmt, options)
+    check_flags(fmt, options, FORMATS)
     options = replace(options)
     if fmt.default_precision == "fp16" and not (options.fp32 or options.int8):
         options.half = True  # the format's own default (Core ML: fp16, what the Neural Engine runs)
-    check_input_shape(None if options.dynamic else options.batch, *options.imgsz, "--batch/--imgsz")
-    if options.max_batch is not None:
-        check_input_shape(options.max_batch, *options.imgsz, "--max-batch/--imgsz")
-    check_opset(options.opset)
     if fmt.extra and importlib.util.find_spec(fmt.backend) is None and not fmt.fallback:
         raise missing_extra(fmt.backend, fmt.extra)
     preflight = getattr(exporter_of(fmt), "preflight", None)

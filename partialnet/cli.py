@@ -324,6 +324,10 @@ def export_command(
     if format.strip().lower() == "all":
         _export_all(source, output, options, checks, variant, force, as_json)
         return
+    from partialnet.exporters.formats import get_format
+    from partialnet.exporters.options import check_flags
+
+    check_flags(get_format(format), options, FORMATS)  # before torch is imported: a typo answers at once
     if where.addresses():
         _export_on_target(source, format, options, checks, where, output, variant, force)
         return

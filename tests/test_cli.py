@@ -200,3 +200,16 @@ def test_the_command_line_imports_no_numpy_torch_or_runtime_before_a_command_run
     code = "import sys, partialnet.cli; print(sorted(m for m in ('numpy', 'torch', 'onnx', 'onnxruntime', 'openvino') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_neutral())
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--calib-method", "minmax"], "--calib-method shapes an INT8 export"),
+    (["-f", "coreml", "--int8-keep-float", "head"], "--int8-keep-float does not apply to --format coreml"),
+    (["--imgsz", "100000"], "100000x100000"),
+])
+def test_export_refuses_a_flag_before_torch_is_imported(args, message):
+    """A mistyped export option answers at once: the flag checks need no model and no backend."""
+    code = ("import sys\nfrom partialnet.cli import run\nsys.argv = ['partialnet', 'export', 'partialnet_t0', *sys.argv[1:], '-o', 'x.onnx']\n"
+            "try:\n    run()\nexcept SystemExit as stop:\n    print(stop.code, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=tmp_neutral())
+    assert proc.stdout.split() == ["2", "False"] and message in proc.stderr and "import torch" not in proc.stderr, proc.stderr

@@ -163,6 +163,20 @@ def check_int8_tools(fmt, options: ExportOptions) -> None:
                        "name the layers instead")
 
 
+def check_flags(fmt, options: ExportOptions, formats: dict) -> None:
+    """Every refusal that needs neither a model nor a backend, by flag: the command line runs these before
+    it imports torch, so a mistyped option costs a tenth of a second, not a second."""
+    from partialnet.limits import check_input_shape
+
+    check_options(fmt.name, options.asked(), formats)
+    check_combination(options)
+    check_int8_tools(fmt, options)
+    check_input_shape(None if options.dynamic else options.batch, *options.imgsz, "--batch/--imgsz")
+    if options.max_batch is not None:
+        check_input_shape(options.max_batch, *options.imgsz, "--max-batch/--imgsz")
+    check_opset(options.opset)
+
+
 def method_of(fmt, options: ExportOptions) -> str:
     """The calibration method an INT8 export uses: the one asked for, or the format's default (its first)."""
     return (options.calib_method or fmt.calib_methods[0]).strip().lower()
