@@ -29,11 +29,10 @@ def ssh_args(server, *targets: str, python: str | None = None) -> list[str]:
             "--remote-python", python or sys.executable]
 
 
-def remote_folders() -> set[str]:
-    """The targets' private folders (the server is this machine): none may outlive a command."""
-    import tempfile
-
-    return {p.name for p in Path(tempfile.gettempdir()).glob("partialnet-remote.*")}
+def remote_folders(server) -> set[str]:
+    """The targets' private folders, in the temp folder the test server gives its sessions: none may outlive
+    a command (another test run on the same machine has its own server and folder)."""
+    return {p.name for p in (server.folder / "tmp").glob("partialnet-remote.*")}
 
 
 def test_target_addresses_are_parsed_strictly(cli):
@@ -48,7 +47,7 @@ def test_target_addresses_are_parsed_strictly(cli):
 
 
 def test_bench_on_two_targets_runs_there_and_merges(cli, server, tmp_path):
-    before = remote_folders()
+    before = remote_folders(server)
     accepted = server.log_text().count("Accepted publickey")
     result = cli("bench", "partialnet_t0", "--imgsz", "64", "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1",
                  "--json", tmp_path / "b.json", *ssh_args(server, "loop", "loop2"))
@@ -62,7 +61,7 @@ def test_bench_on_two_targets_runs_there_and_merges(cli, server, tmp_path):
         assert row["status"] == "ok" and row["runtime"] == "onnxruntime" and row["parity_max_abs"] < 1e-4 and row["threads"] == 1
     assert "bench rows across machines" in result.out and "ssh://loop2" in result.out
     assert server.log_text().count("Accepted publickey") > accepted + 4  # probe, mktemp, copies, rows, cleanup: all through sshd
-    assert remote_folders() == before
+    assert remote_folders(server) == before
 
 
 def test_verify_on_target_with_a_hostile_file_name(cli, server, tmp_path):
@@ -125,38 +124,38 @@ def test_target_without_partialnet_or_another_version_is_exit_3_with_the_install
     ("drop", 3, "the connection dropped"),
 ])
 def test_misbehaving_target_fails_its_row_in_one_line(cli, server, tmp_path, mode, code, expected):
-    before = remote_folders()
+    before = remote_folders(server)
     python = sshd.fake_python(tmp_path, mode, sys.executable)
     started = time.monotonic()
     result = cli("bench", "partialnet_t0", "--imgsz", "64", "--runtime", "pytorch", "--protocol", "quick", *ssh_args(server, "loop", python=str(python)))
     assert result.code == code and expected in result.err, result.err
     assert "Traceback" not in result.err and result.err.strip().count("\n") <= 3
     assert time.monotonic() - started < 60
-    assert remote_folders() == before
+    assert remote_folders(server) == before
 
 
 def test_sigterm_mid_row_ends_the_remote_worker_and_removes_its_folder(server, tmp_path):
-    before = remote_folders()
+    before = remote_folders(server)
     cmd = [sys.executable, "-m", "partialnet", "bench", "partialnet_t0", "--runtime", "pytorch", "--protocol", "throughput",
            "--threads", "1", *ssh_args(server, "loop")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not _worker_running(before):
+        while time.monotonic() < deadline and not _worker_running(server, before):
             time.sleep(0.2)
-        assert _worker_running(before), "the row never started on the target"
+        assert _worker_running(server, before), "the row never started on the target"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode != 0 and "SIGTERM" in err and "Traceback" not in err
     time.sleep(1)
-    assert remote_folders() == before
-    assert not _worker_running(before)
+    assert remote_folders(server) == before
+    assert not _worker_running(server, before)
 
 
-def _worker_running(before: set[str]) -> bool:
-    new = remote_folders() - before
+def _worker_running(server, before: set[str]) -> bool:
+    new = remote_folders(server) - before
     if not new:
         return False
     found = subprocess.run(["pgrep", "-f", f"partialnet.bench.worker .*{next(iter(new))}"], capture_output=True)
@@ -183,7 +182,7 @@ def test_claims_and_matrix_time_their_rows_on_the_target(cli, server, tmp_path):
 def test_engine_export_on_target_refuses_before_any_work_and_leaves_nothing(cli, server, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    before = remote_folders()
+    before = remote_folders(server)
     no_tool = cli("export", "partialnet_t0", "-f", "trt", "--imgsz", "64", "-o", out / "t0.engine", *ssh_args(server, "loop"))
     assert no_tool.code == 3 and "has no trtexec" in no_tool.err and "/usr/src/tensorrt/bin" in no_tool.err, no_tool.err
     portable = cli("export", "partialnet_t0", "-f", "onnx", "-o", out / "t0.onnx", *ssh_args(server, "loop"))
@@ -191,7 +190,7 @@ def test_engine_export_on_target_refuses_before_any_work_and_leaves_nothing(cli,
     python = _python_with_fake_trtexec(tmp_path)
     no_runtime = cli("export", "partialnet_t0", "-f", "trt", "--imgsz", "64", "-o", out / "t0.engine", *ssh_args(server, "loop", python=python))
     assert no_runtime.code == 3 and "has trtexec but cannot run the result on cuda" in no_runtime.err, no_runtime.err
-    assert list(out.iterdir()) == [] and remote_folders() == before
+    assert list(out.iterdir()) == [] and remote_folders(server) == before
 
 
 def test_engine_export_on_target_builds_there_and_publishes_nothing_when_the_record_fails(cli, server, tmp_path, monkeypatch):
@@ -206,12 +205,12 @@ def test_engine_export_on_target_builds_there_and_publishes_nothing_when_the_rec
                         None if device == "cuda" else real(self, runtime, device, precision))
     out = tmp_path / "out"
     out.mkdir()
-    before = remote_folders()
+    before = remote_folders(server)
     result = cli("export", "partialnet_t0", "-f", "trt", "--imgsz", "64", "-o", out / "t0.engine",
                  *ssh_args(server, "loop", python=_python_with_fake_trtexec(tmp_path)))
     assert result.code == 3 and "the engine was built but its machine record failed" in result.err, result.err
     assert (tmp_path / "fakebin" / "ran").read_text().count("--saveEngine=model.engine") == 1  # the build ran on the target
-    assert list(out.iterdir()) == [] and remote_folders() == before
+    assert list(out.iterdir()) == [] and remote_folders(server) == before
 
 
 def _python_with_fake_trtexec(tmp_path: Path) -> str:
