@@ -53,11 +53,12 @@ def test_the_dry_run_does_every_step_a_cpu_can(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: run the check itself (python scripts/gpu_check.py)")
 def test_an_extra_step_the_budget_leaves_no_room_for_is_not_run_and_not_a_failure(tmp_path):
     out = tmp_path / "out"
-    done = _script("--dry-run", "--out", out, "--only", "claims_graphs_fp32,trt", "--budget", "100")
+    done = _script("--dry-run", "--out", out, "--only", "claims_graphs_fp32", "--budget", "60")  # the step asks for 120 s
     assert done.returncode == 0, done.stdout[-3000:]
-    steps = {s["name"]: s for s in json.loads((out / "summary.json").read_text())["steps"]}
+    summary = json.loads((out / "summary.json").read_text())
+    steps = {s["name"]: s for s in summary["steps"]}
     assert steps["claims_graphs_fp32"]["status"] == "not run" and steps["claims_graphs_fp32"]["extra"]
-    assert steps["trt"]["status"] == "ok" and json.loads((out / "summary.json").read_text())["ok"]
+    assert steps["install"]["status"] == "ok" and summary["ok"] and "passed" in done.stdout
 
 
 def test_a_check_without_a_gpu_and_without_dry_run_says_so(tmp_path):
