@@ -64,12 +64,8 @@ def test_verify_refuses_a_compute_it_cannot_honour(cli, ir, args, message):
     assert result.code == 2 and message in result.err and "Traceback" not in result.err
 
 
-def test_verify_refuses_bf16_for_a_runtime_without_that_mode(cli, tmp_path):
-    from partialnet import api
-
-    onnx = tmp_path / "t0.onnx"
-    api.export("partialnet_t0", "onnx", api.ExportOptions(imgsz=(64, 64)), output=onnx, checks=api.VerifyOptions(samples=1))
-    result = cli("verify", onnx, "--ref", "partialnet_t0", "--compute", "bf16")
+def test_verify_refuses_bf16_for_a_runtime_without_that_mode(cli, digits_onnx, digits_ckpt):
+    result = cli("verify", digits_onnx, "--ref", digits_ckpt, "--compute", "bf16")
     assert result.code == 2 and "onnxruntime does not compute bf16 from the file (runtimes that do: openvino)" in result.err
 
 
