@@ -37,6 +37,17 @@ def digits_onnx(digits_ckpt):
 
 
 @pytest.fixture(scope="session")
+def digits_pte(digits_ckpt, tmp_path_factory):
+    """The digits T0 lowered to ExecuTorch at 64x64 once per run (ExecuTorch's lowering is the slowest export
+    here): (path, export result), shared by the ExecuTorch tests and the runner tests."""
+    pytest.importorskip("executorch", reason="ExecuTorch export needs pip install 'partialnet[executorch]'")
+    from partialnet import api
+
+    out = tmp_path_factory.mktemp("pte") / "t0.pte"
+    return out, api.export(str(digits_ckpt), "pte", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
+
+
+@pytest.fixture(scope="session")
 def t0_state_dict() -> dict[str, torch.Tensor]:
     return torch.load(fixture_path("partialnet_t0_random.pth"), weights_only=True)
 

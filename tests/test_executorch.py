@@ -9,12 +9,10 @@ import pytest
 pytest.importorskip("executorch", reason="ExecuTorch export needs pip install 'partialnet[executorch]'")
 
 
-@pytest.fixture(scope="module")
-def pte(digits_ckpt, tmp_path_factory):
-    from partialnet import api
-
-    out = tmp_path_factory.mktemp("pte") / "t0.pte"
-    return out, api.export(str(digits_ckpt), "pte", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
+@pytest.fixture
+def pte(digits_pte):
+    """The session's digits .pte (conftest): one lowering for every test that only reads it."""
+    return digits_pte
 
 
 @pytest.mark.slow

@@ -21,12 +21,18 @@ RUNTIMES = ("pytorch", "onnxruntime", "openvino", "executorch", "litert")
 SUFFIXES = {"pytorch": ".deploy.pt", "onnxruntime": ".onnx", "openvino": ".xml", "executorch": ".pte", "litert": ".tflite"}
 
 
+SHARED = {"onnxruntime": "digits_onnx", "executorch": "digits_pte"}  # the session's exports (conftest), made once per run
+
+
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """T0 at 64x64 in each format, exported on first use and shared by every test of the module."""
+def artifacts(tmp_path_factory, request):
+    """T0 at 64x64 in each format, exported on first use (or taken from the session's) and shared by the module."""
     folder, built = tmp_path_factory.mktemp("runners"), {}
 
     def get(runtime: str):
+        if runtime not in built and runtime in SHARED and not availability(runtime, "cpu"):
+            shared = request.getfixturevalue(SHARED[runtime])
+            built[runtime] = shared[0] if isinstance(shared, tuple) else shared
         if runtime not in built:
             built[runtime] = _export(runtime, folder / f"t0{SUFFIXES[runtime]}")
         if isinstance(built[runtime], str):
