@@ -421,23 +421,12 @@ def _gpu_name(summary: dict, results: list[dict]) -> str:
 
 def _claims_results(results: Path) -> dict[str, dict]:
     """claims_*.json by name, fp32 first (the papers' default), then the rest; each with its verdicts judged again."""
-    from partialnet.bench.claims_run import judge
+    from partialnet.bench.report import judged_claims
 
     found = {p.stem: r for p in sorted(results.glob("claims_*.json")) if (r := _load(p))}
     for result in found.values():
-        sizes = list(dict.fromkeys(c["size"] for c in result["measurements"]))
-        for cell in result["measurements"]:
-            if cell["status"] == "ok":
-                ratio, low, high = _ratio(cell)
-                cell["latency_ratio"], cell["latency_ci"] = ratio, [low, high]
-        result["claims"] = judge(result["measurements"], sizes, result["device"], result["tolerance"])
+        result["measurements"], result["claims"] = judged_claims(result)
     return dict(sorted(found.items(), key=lambda item: (item[1].get("precision") != "fp32", item[0])))
-
-
-def _ratio(cell: dict) -> tuple[float, float, float]:
-    from partialnet.bench.stats import ratio_of_medians
-
-    return ratio_of_medians(cell["partialnet"]["samples_s"], cell["fasternet"]["samples_s"])
 
 
 def _withheld(row: dict) -> bool:
@@ -458,12 +447,10 @@ def _verdict_line(row: dict, precision: str | None = None, short: bool = False) 
 
 
 def _timing(samples: list[float], batch: int) -> dict:
-    import numpy as np
+    from partialnet.bench.stats import summarize
 
-    x = np.asarray(samples, dtype=np.float64) * 1e3
-    p50 = float(np.median(x))
-    return {"p50_ms": p50, "p90_ms": float(np.percentile(x, 90)), "cov": float(x.std(ddof=1) / x.mean()) if len(x) > 1 else 0.0,
-            "images_per_s": batch / p50 * 1e3}
+    s = summarize(samples)
+    return {**s, "images_per_s": batch / s["p50_ms"] * 1e3}
 
 
 def _header(summary: dict, everything: list[dict]) -> list[str]:

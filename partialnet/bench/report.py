@@ -118,15 +118,10 @@ def merge_loaded(loaded: list[tuple]) -> dict:
         mark = {"machine_id": machine["id"], "cpu": machine["cpu"]["model"], "file": str(path), "target": machine.get("target")}
         machines[machine["id"]] = {k: machine.get(k) for k in ("cpu", "gpus", "os", "versions")}
         if data["schema"] == CLAIMS_SCHEMA:
-            cells = []
-            for cell in data["measurements"]:
-                if cell["status"] == "ok":
-                    ratio, low, high = ratio_of_medians(cell["partialnet"]["samples_s"], cell["fasternet"]["samples_s"])
-                    cell = {**cell, "latency_ratio": ratio, "latency_ci": [low, high]}
-                cells.append(cell)
-                measurements.append({**_summary(cell), **mark, "device": data["device"], "batch": cell["batch"], "threads": cell["threads"]})
-            sizes = list(dict.fromkeys(c["size"] for c in cells))
-            claims.extend({**row, **mark} for row in judge(cells, sizes, data["device"], data["tolerance"]))
+            cells, verdicts = judged_claims(data)
+            measurements.extend({**_summary(cell), **mark, "device": data["device"], "batch": cell["batch"], "threads": cell["threads"]}
+                                for cell in cells)
+            claims.extend({**row, **mark} for row in verdicts)
         else:
             for row in data["rows"]:
                 if row["status"] == "ok":
@@ -142,6 +137,19 @@ def merge_loaded(loaded: list[tuple]) -> dict:
         "bench": bench,
         "inputs": [str(p) for p, _ in loaded],
     }
+
+
+def judged_claims(data: dict) -> tuple[list[dict], list[dict]]:
+    """A (checked) claims result's cells with their ratios recomputed from the raw samples, and its verdicts
+    judged again by today's rules: nothing derived in a stranger's file is trusted."""
+    cells = []
+    for cell in data["measurements"]:
+        if cell["status"] == "ok":
+            ratio, low, high = ratio_of_medians(cell["partialnet"]["samples_s"], cell["fasternet"]["samples_s"])
+            cell = {**cell, "latency_ratio": ratio, "latency_ci": [low, high]}
+        cells.append(cell)
+    sizes = list(dict.fromkeys(c["size"] for c in cells))
+    return cells, judge(cells, sizes, data["device"], data["tolerance"])
 
 
 def _merge_matrices(loaded: list) -> dict:
