@@ -40,6 +40,15 @@ def default_runtimes(device: str, where=None) -> list[str]:
     return [r for r in resolve_runtimes(None) if RUNTIMES[r].runs != "artifact" and where.availability(r, device) is None]
 
 
+def _why_no_runtime(plan: BenchPlan) -> str:
+    """No runtime was left to try (none of the defaults runs on this device here): why each of them cannot."""
+    from partialnet.bench.run import resolve_runtimes
+    from partialnet.runtimes.table import RUNTIMES
+
+    candidates = [r for r in resolve_runtimes(None) if RUNTIMES[r].runs != "artifact"]
+    return "; ".join(f"{r}: {plan.where.availability(r, plan.device)}" for r in candidates) or f"no runtime runs on {plan.device}"
+
+
 def family_costs(sizes: list[str], imgsz: tuple[int, int]) -> list[dict]:
     """Params and GMACs of both families, measured here beside the published figures."""
     from partialnet.models.registry import VARIANTS
@@ -147,7 +156,7 @@ def run_claims(plan: BenchPlan, sizes: list[str], tolerance: float = DEFAULT_TOL
     started = datetime.now(timezone.utc)
     cells = measure(plan, sizes, block, progress, unfolded)
     if not any(c["status"] == "ok" for c in cells):
-        reasons = "; ".join(sorted({f"{c['runtime']}: {c['reason']}" for c in cells}))
+        reasons = "; ".join(sorted({f"{c['runtime']}: {c['reason']}" for c in cells})) or _why_no_runtime(plan)
         raise Unavailable(f"nothing measurable here ({reasons})")
     return {
         "schema": CLAIMS_SCHEMA,
