@@ -56,6 +56,11 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=224)
     parser.add_argument("--unfolded", action="store_true", help="also count the training form (BatchNorm unfused)")
     args = parser.parse_args()
+    from partialnet.models.registry import VARIANTS
+
+    unknown = [name for name in args.variants if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
     print(f"{'model':<16} {'form':<9} {'launching ops':>13} {'views':>6}  most frequent")
     for name in args.variants:
         model, _ = resolve(name)
