@@ -1,11 +1,15 @@
 """Folding is exact, pass by pass, on the golden fixtures and on every variant; deploy files round-trip."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from helpers import golden, randomize_, t0_quick, to_dpconv
 from partialnet import BadInput, VARIANTS, create_model, load_checkpoint
 from partialnet.folding import count_batchnorms, fold, load_deploy, save_deploy
+from partialnet.folding.passes import FoldContext, pat_sp_into_mlp3
 
 TOLERANCE = 1e-5
 SMALL = (64, 64)
@@ -79,6 +83,27 @@ def test_deploy_file_round_trip(tmp_path):
         assert torch.equal(loaded(x), deploy(x))
     assert meta["imgsz"] == [64, 64] and meta["report"]["batchnorms_after"] == 0
     torch.load(path, weights_only=True)  # the deploy file itself is weights-only loadable
+
+
+def test_loading_a_deploy_file_does_not_import_torch_dynamo(tmp_path):
+    """Each PyTorch bench row loads one in a fresh process: torch._dynamo's import (about 1 s on a 2-core
+    Xeon, more on the H200 machine) would be paid by every row, and counted in its memory."""
+    model, _ = load_checkpoint(golden("t1")[0])  # T1 has every kind of fold site
+    path = tmp_path / "t1.deploy.pt"
+    save_deploy(path, *fold(model, SMALL), {})
+    code = ("import sys; from partialnet.folding import load_deploy; load_deploy(sys.argv[1]); "
+            "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo imported'")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_a_rebuild_takes_no_decision_from_the_weights():
+    """A deploy file's structure is replayed on unread memory: which sites fold comes from the recorded skips alone."""
+    model, _ = load_checkpoint(golden("t1")[0])
+    with torch.no_grad():
+        model.stages[2].blocks[1].mlp[4].norm.weight[3] = 0.0  # a real fold leaves this site unfolded
+    outcome = pat_sp_into_mlp3(model, FoldContext(SMALL, rebuild=True))
+    assert "stages.2.blocks.1.mlp.4" in outcome.folded and not outcome.skipped
 
 
 def test_unfoldable_site_is_reported_and_survives_reload(tmp_path):

@@ -36,6 +36,7 @@ MIN_MOVABLE_SCALE = 1e-12  # a BN scale this small cannot be divided out of conv
 class FoldContext:
     imgsz: tuple[int, int]
     skip: frozenset[str] = frozenset()  # sites to leave unfolded (rebuilding a deploy file that had some)
+    rebuild: bool = False  # replaying a deploy file's structure on unread memory: no decision may read a weight
 
 
 @dataclass
@@ -244,8 +245,8 @@ def pat_sp_into_mlp3(model: PartialNet, ctx: FoldContext) -> PassOutcome:
         if name in ctx.skip:
             outcome.skipped.append((name, "left unfolded as recorded in the deploy file"))
             continue
-        # A weightless (meta) rebuild takes this decision from ctx.skip, recorded when the weights were real.
-        if not scale.is_meta and scale.abs().min() < MIN_MOVABLE_SCALE:
+        # A rebuild takes this decision from ctx.skip, recorded when the weights were real.
+        if not ctx.rebuild and scale.abs().min() < MIN_MOVABLE_SCALE:
             outcome.skipped.append((name, "norm has a zero scale, which cannot be divided out of conv_attn"))
             continue
         scale2, shift2 = bn_affine(sp.norm2)
