@@ -24,7 +24,7 @@ from partialnet.exporters.options import (
 )
 from partialnet.folding import count_batchnorms, deploy_payload, fold
 from partialnet.limits import check_count, check_input_shape, parse_imgsz
-from partialnet.models.flops import measure_cost
+from partialnet.models.flops import model_cost
 from partialnet.models.table import model_table, variant_row
 from partialnet.outputs import Output, atomic_outputs, check_outputs
 from partialnet.pipeline import (
@@ -60,7 +60,7 @@ __all__ = [
 def inspect(source: str, variant: str | None = None, imgsz: tuple[int, int] = (224, 224)) -> dict:
     """Everything `partialnet info` shows about a checkpoint or a variant name."""
     model, info = resolve(source, variant)
-    cost = measure_cost(model, imgsz)
+    cost = model_cost(model, imgsz)
     row = info.to_dict()
     row.update(
         params=cost.params,

@@ -108,6 +108,21 @@ def test_the_table_count_equals_the_flop_counter_on_every_variant(size):
         assert layer_macs(model, size) == measure_cost(model, size), name
 
 
+@pytest.mark.parametrize("size", [(224, 224), (256, 192)])
+def test_the_shape_count_equals_the_flop_counter_on_deploy_forms(size):
+    """`fold` reports the deploy model's cost from its layers' shapes (`model_cost`): every deploy module
+    must be charged as the FLOP counter charges it, for every pass left out too (ablations, old files)."""
+    from partialnet.folding import DEPLOY_VERSION, rebuild_structure
+    from partialnet.folding.passes import PASSES
+    from partialnet.models.flops import layer_macs
+
+    forms = [(name, frozenset()) for name in VARIANTS if name.endswith(("_t0", "_t1", "_t2", "_s"))]
+    forms += [("partialnet_t1", frozenset({p.name})) for p in PASSES]
+    for name, without in forms:
+        deploy = rebuild_structure(VARIANTS[name].arch(), size, set(), DEPLOY_VERSION, without)
+        assert layer_macs(deploy, size) == measure_cost(deploy, size), (name, without)
+
+
 def test_the_table_count_refuses_a_dpconv_model():
     from partialnet.models.flops import layer_macs
     from partialnet.models.partialnet import DPCONV, Arch, PartialNet

@@ -24,7 +24,7 @@ from partialnet.limits import check_input_shape
 from partialnet.models.registry import find_variant
 from partialnet.errors import BadInput, CheckFailed
 from partialnet.folding.passes import PASSES, FoldContext
-from partialnet.models.flops import count_params, measure_cost
+from partialnet.models.flops import count_params, model_cost
 from partialnet.models.partialnet import Arch, PartialNet
 from partialnet.signals import raise_if_pending
 from partialnet.outputs import atomic_outputs
@@ -113,7 +113,7 @@ def fold(
     ctx = FoldContext(imgsz=tuple(imgsz), skip=frozenset(skip))
     x = probe_input(ctx.imgsz) if check else None
     reference = _reference_logits(model, x) if check else None
-    before = measure_cost(model, ctx.imgsz) if measure else None
+    before = model_cost(model, ctx.imgsz) if measure else None
     report = FoldReport(
         imgsz=ctx.imgsz,
         params_before=before.params if before else count_params(model),
@@ -124,7 +124,7 @@ def fold(
         if p.since <= version and p.name not in without:
             raise_if_pending()
             report.passes.append(_apply(p, deploy, ctx, x, reference))
-    after = measure_cost(deploy, ctx.imgsz) if measure else None
+    after = model_cost(deploy, ctx.imgsz) if measure else None
     report.params_after = count_params(deploy)
     report.gmacs_after = round(after.gmacs, 5) if after else 0.0
     report.batchnorms_after = count_batchnorms(deploy)
