@@ -101,6 +101,10 @@ def plan_steps(trt_ready: bool) -> list[Step]:
 
     Sized on the H200 machine (2026-12-04): one bench worker costs about 10 s there whatever it times (Python,
     torch and CUDA start-up, load, cudnn autotuning), one claims cell about 18 s, the GPU tests about 65 s.
+    Those runs added up to more than the budget. Their rows' own figures say where a worker's time went:
+    importing torch took 2.5-3.2 s and loading the model 3.8-4.5 s, for T0 and T2 alike. Part of that load
+    was torch._dynamo's import, which deploy files and folds no longer pay: here it was 0.85 s of a 0.95 s
+    load. What a worker costs there now, the next run's `cold` figures will show.
     """
     trt_codes = (0,) if trt_ready else (3,)
     trt_outputs = ("trt/partialnet_t0.engine",) if trt_ready else ("trt/partialnet_t0.trt.onnx", "trt/partialnet_t0.build_engine.sh")
