@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import golden
-from partialnet import fold, load_checkpoint
+from partialnet import BadInput, fold, load_checkpoint
 from partialnet.exporters.onnx import OnnxOptions, export
 from partialnet.runtimes.onnxruntime import OnnxRuntimeRunner
 from partialnet.runtimes.torch_eager import TorchRunner
@@ -317,3 +317,22 @@ def test_bench_of_a_given_int8_artifact_reads_its_agreement_from_the_manifest(cl
     assert result.code == 0, result.err
     row = json.loads(out.read_text())["rows"][0]
     assert row["precision"] == "int8" and row["parity_top1"] >= 0.95
+
+
+def test_gpu_rows_let_their_idle_cpu_pool_sleep_unless_told_otherwise():
+    """A GPU row's CPU pool is started by the model's load and then idle: spinning it (the CPU rows' default)
+    would hold every other core for the whole run. An explicit --wait is kept as given, on any device."""
+    from partialnet.bench.options import BenchOptions
+    from partialnet.bench.threads import worker_env
+    from partialnet.cli import _claims_plan
+
+    assert BenchOptions(protocol="quick").plan(None).wait == "spin"
+    assert BenchOptions(protocol="quick", device="cuda").plan(None).wait == "passive"
+    assert BenchOptions(protocol="quick", device="cuda", wait="spin").plan(None).wait == "spin"
+    assert BenchOptions(protocol="quick", wait="runtime").plan(None).wait == "runtime"
+    cpu_plan, _ = _claims_plan("cpu", None, "t0", "quick", None, "224", 0.05, False)
+    gpu_plan, _ = _claims_plan("cuda", ["pytorch"], "t0", "quick", None, "224", 0.05, False)
+    assert (cpu_plan.wait, gpu_plan.wait) == ("spin", "passive")
+    assert worker_env(4, gpu_plan.wait)["OMP_WAIT_POLICY"] == "PASSIVE" and worker_env(4, "spin")["OMP_WAIT_POLICY"] == "ACTIVE"
+    with pytest.raises(BadInput, match="--wait 'nap'"):
+        BenchOptions(wait="nap").check(None)

@@ -52,8 +52,9 @@ class BenchOptions:
     cuda_graphs: bool = option(False, "--cuda-graphs", "PyTorch on --device cuda: capture the forward once as a CUDA graph and replay it.")
     ab: tuple[str, str] | None = option(None, "--ab", "A B: alternate two models in one run and report B/A.", cli_type=Optional[tuple[str, str]])
     block: int = option(10, "--block", "--ab: iterations per alternating block.", min=1)
-    wait: str = option("spin", "--wait", "How pool threads wait between parallel regions: spin (default: no collapse when another "
-                       "process holds a core), passive (sleep), runtime (each runtime's own default).")
+    wait: str | None = option(None, "--wait", "How pool threads wait between parallel regions: spin (default on the CPU: no collapse "
+                              "when another process holds a core), passive (sleep; default with --device cuda, where they only "
+                              "wait), runtime (each runtime's own default).", cli_type=Optional[str])
     aa: bool = option(False, "--aa", "An A/A control: each runtime's first model timed against itself in random alternating blocks; "
                       "the ratio and its interval show the run's resolution.")
     label: str | None = option(None, "--label", "Row name for a single model (so compare can match base.pth with new.pth).",
@@ -89,7 +90,7 @@ class BenchOptions:
             raise BadInput("--label names one model; give exactly one source with it")
         from partialnet.bench.threads import WAITS  # imported here: the runtimes package brings numpy, and --help must not
 
-        if self.wait not in WAITS:
+        if self.wait is not None and self.wait not in WAITS:
             raise BadInput(f"--wait {self.wait!r}: expected one of {', '.join(WAITS)}")
         if self.precision not in PRECISIONS:
             raise BadInput(f"--precision {self.precision!r}: expected fp32, bf16, fp16 or int8")

@@ -33,7 +33,7 @@ from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
 from partialnet.folding import fold, save_deploy
 from partialnet.models.registry import VARIANTS
 from partialnet.bench.stability import judgement
-from partialnet.bench.threads import DEFAULT_WAIT, WAIT_NOTES, worker_env
+from partialnet.bench.threads import DEFAULT_WAIT, WAIT_NOTES, default_wait, worker_env
 from partialnet.runtimes.table import RUNTIMES, get_runtime
 
 SCHEMA = "partialnet.bench/1"
@@ -250,9 +250,13 @@ class BenchPlan:
     label: str | None = None  # row name for a single source, overriding the derived one
     unfolded: bool = False  # PyTorch rows time the training-form model instead of the folded one
     streams: int | str | None = None  # None: one synchronous request at a time; N or "auto": N in flight (bench.streams)
-    wait: str = DEFAULT_WAIT  # how pool threads wait between parallel regions (partialnet.bench.threads)
+    wait: str | None = None  # how pool threads wait between parallel regions; None: the device's default (bench.threads)
     control: bool = False  # an A/A control beside the rows (bench --aa; claims by default): the run's own resolution
     where: Any = HERE  # where rows run: this machine, or a remote target (partialnet.bench.where)
+
+    def __post_init__(self) -> None:
+        if self.wait is None:
+            self.wait = default_wait(self.device)
 
 
 def resolve_runtimes(names: list[str] | None) -> list[str]:

@@ -28,11 +28,20 @@ def default_threads() -> int:
 
 WAITS = ("spin", "passive", "runtime")
 DEFAULT_WAIT = "spin"
+GPU_WAIT = "passive"
 WAIT_NOTES = {
     "spin": "spin while they wait (OMP_WAIT_POLICY=ACTIVE; ONNX Runtime spinning)",
     "passive": "sleep while they wait (OMP_WAIT_POLICY=PASSIVE; ONNX Runtime without spinning)",
     "runtime": "wait as each runtime does by default (no wait policy set)",
 }
+
+
+def default_wait(device: str) -> str:
+    """Spin for CPU rows (the collapse above). A GPU row's host threads only launch kernels and copy results:
+    its CPU pool is started by the model's load and then idle, and spinning it would hold every other core
+    for the whole run (GNU OpenMP's ACTIVE wait never sleeps), beside the thread that launches the kernels,
+    the compile workers of `--compile` and the machine-load probe."""
+    return GPU_WAIT if device == "cuda" else DEFAULT_WAIT
 
 
 def wait_env(wait: str, env: dict[str, str]) -> dict[str, str]:
