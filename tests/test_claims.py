@@ -167,6 +167,21 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def test_the_markdown_and_plot_say_what_was_timed(claims_result):
+    """A CUDA-graph result (the GPU's own work) must not read as the papers' eager protocol in any of its files."""
+    from partialnet.bench import claims_run, plot
+
+    eager = claims_run.to_markdown(claims_result)
+    assert "batch 1, fp32, 1 thread(s)" in eager and "Timed: folded deploy model" in eager and "CUDA graph" not in eager
+    graphs = {**claims_result, "precision": "fp16", "cuda_graphs": True,
+              "timed_model": f"{claims_result['timed_model']}; {claims_run.GRAPHS_NOTE}"}
+    text = claims_run.to_markdown(graphs)
+    assert "batch 1, fp16, 1 thread(s)" in text and "replay each forward as one CUDA graph" in text
+    figure = plot.claims_figure(graphs)
+    title = figure.axes[0].get_title()
+    assert "fp16, CUDA graphs (not eager)" in title and "CUDA graphs" not in plot.claims_figure(claims_result).axes[0].get_title()
+
+
 @pytest.mark.skipif(_cuda(), reason="this machine has a GPU: the GPU test below runs instead")
 def test_gpu_claims_without_a_gpu_exit_3_with_the_reason(cli):
     result = cli("claims", "--device", "cuda", "--sizes", "t0", "--runtime", "pytorch", "--imgsz", "64")

@@ -127,10 +127,11 @@ def test_claims_with_cuda_graphs_time_the_gpus_own_work(tmp_path, cli):
     """One A/B worker: both sides replayed as CUDA graphs, and the result says it is not the papers' eager protocol."""
     out = tmp_path / "claims.json"
     result = cli("claims", "--device", "cuda", "--sizes", "t0", "--runtime", "pytorch", "--protocol", "quick", "--imgsz", "64",
-                 "--cuda-graphs", "--json", out)
+                 "--cuda-graphs", "--json", out, "--md", tmp_path / "claims.md")
     assert result.code == 0, result.err
     data = json.loads(out.read_text())
     assert data["cuda_graphs"] is True and "CUDA graph" in data["timed_model"]
+    assert "replay each forward as one CUDA graph" in (tmp_path / "claims.md").read_text()
     (cell,) = data["measurements"]
     assert cell["status"] == "ok" and cell["latency_ratio"] > 0
 

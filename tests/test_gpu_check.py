@@ -115,7 +115,12 @@ def test_publish_writes_the_docs_and_the_readme_block_from_real_results(tmp_path
     assert (tmp_path / "docs" / "gpu" / "bench_fp32.json").is_file()
     block = readme.read_text()
     assert block.startswith("intro\n<!-- gpu-check -->\n") and block.endswith("<!-- /gpu-check -->\nend\n") and "old" not in block
-    assert "[docs/gpu.md](docs/gpu.md)" in block and "| claim | size | precision |" in block
+    assert "[docs/gpu.md](docs/gpu.md)" in block and "| claim | size | timed as |" in block
+    # CUDA-graph claims are not the papers' eager protocol: labelled so, after every eager row
+    rows = [line for line in block.splitlines() if "_gpu_throughput |" in line]
+    graphs = [i for i, line in enumerate(rows) if "| fp32, CUDA graphs |" in line]
+    assert graphs and min(graphs) > max(i for i, line in enumerate(rows) if "| fp16 |" in line), rows
+    assert "rows marked CUDA graphs replay each forward as one graph" in block
 
     # rows whose samples drift are judged again at every publish: their figures are withheld, the claims inconclusive
     drifted = next(line for line in text.splitlines() if line.startswith("| partialnet_t0 | pytorch | fp16, NCHW | 1 |"))
@@ -150,3 +155,21 @@ def _drifted_copies(results: Path) -> None:
     for cell in claims["measurements"]:
         cell["partialnet"]["samples_s"] = drift(cell["partialnet"]["samples_s"])
     (results / "claims_fp16.json").write_text(json.dumps(claims))
+    graphs = json.loads((results / "claims_fp32.json").read_text())
+    graphs.update(device="cuda", cuda_graphs=True)
+    (results / "claims_graphs_fp32.json").write_text(json.dumps(graphs))
+
+
+def test_a_merge_of_runs_passes_with_an_extra_step_left_for_lack_of_budget():
+    saved = list(sys.path)
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import gpu_check
+    finally:
+        sys.path[:] = saved
+    step = {"what": "w", "code": 0, "seconds": 1.0, "why": ""}
+    first = {"steps": [{**step, "name": "claims_fp32", "status": "failed"}, {**step, "name": "claims_graphs_fp32", "status": "not run", "extra": True}]}
+    rerun = {"steps": [{**step, "name": "claims_fp32", "status": "ok"}]}
+    assert gpu_check.merge_runs([first, rerun])["ok"] is True
+    assert gpu_check.merge_runs([first])["ok"] is False
+    assert gpu_check.merge_runs([rerun, {"steps": [{**step, "name": "bench_fp32", "status": "not run"}]}])["ok"] is False  # a required step

@@ -193,7 +193,10 @@ def to_markdown(result: dict) -> str:
         f"# PartialNet vs FasterNet on {machine.get('cpu', {}).get('model', 'this machine')} ({result['device']})",
         "",
         f"Protocol {result['protocol']['name']}: {result['protocol']['description']}; batch {result['batch']}, "
-        f"{result['threads']} thread(s), {result['imgsz'][0]}x{result['imgsz'][1]}; {result['weights']}. {result['created_utc']}",
+        f"{result.get('precision', 'fp32')}, {result['threads']} thread(s), {result['imgsz'][0]}x{result['imgsz'][1]}; {result['weights']}. "
+        f"{result['created_utc']}",
+        "",
+        f"Timed: {result['timed_model']}.",
         "",
         f"Machine: {describe(machine)}",
         "",

@@ -297,7 +297,8 @@ def claims_figure(result: dict):
     ax.set_xlabel(f"GMACs per image at {result['imgsz'][0]}x{result['imgsz'][1]}", fontsize=8)
     ax.set_title(
         f"PartialNet vs FasterNet · {device} · {', '.join(dict.fromkeys(p[0] for p in points))}\n"
-        f"protocol {result['protocol']['name']}, batch {result['batch']}, {_threads_text([result['threads']])}"
+        f"protocol {result['protocol']['name']}, batch {result['batch']}, {result.get('precision', 'fp32')}"
+        f"{', CUDA graphs (not eager)' if result.get('cuda_graphs') is True else ''}, {_threads_text([result['threads']])}"
         f" · {result['created_utc'][:10]}",
         fontsize=8,
     )
