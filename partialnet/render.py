@@ -349,7 +349,7 @@ def doctor_lines(report: dict) -> list[str]:
         *(f"           {p['name']} (pid {p['pid']}): {p['cores']:.2f} cores" for p in report["busiest"]),
         f"memory     {mem['available_gb']} GB available of {mem['total_gb']} GB",
         f"threads    bench gives each runtime {report['default_threads']} thread(s) by default; pool threads spin while they wait"
-        " (--wait passive|runtime to change)",
+        " (sleep on --device cuda rows; --wait passive|runtime to change)",
         "runtimes   " + " · ".join(f"{r['runtime']} {r['version'] or '-'}" + ("" if r["available"] else " (not usable here)") for r in report["runtimes"]),
         "advice",
         *(f"  - {tip}" for tip in report["advice"]),
