@@ -279,6 +279,27 @@ def test_hostile_deploy_headers_are_refused_before_allocating(tmp_path):
             load_deploy(tmp_path / f"{name}.pt")
 
 
+def test_a_deploy_header_sized_for_a_huge_input_costs_no_memory_before_its_weights_are_checked(tmp_path):
+    """A 20 MB T1 deploy file re-headed to 4096x4096: its attention bias would be 4 x 16384^2 floats. The rebuild
+    allocates that buffer unread (the file must hold it) instead of computing it; the weights' check refuses the file."""
+    from partialnet import load_checkpoint
+    from partialnet.folding import fold, save_deploy
+
+    model, _ = load_checkpoint(golden("t1")[0])
+    path = tmp_path / "t1.deploy.pt"
+    save_deploy(path, *fold(model, (64, 64)), {})
+    obj = torch.load(path, weights_only=True)
+    obj["imgsz"] = [4096, 4096]
+    torch.save(obj, path)
+    code = ("import sys; from partialnet import BadInput; from partialnet.folding import load_deploy\n"
+            "try:\n    load_deploy(sys.argv[1])\nexcept BadInput as exc:\n    print(exc)\n"
+            "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    message, peak_kb = done.stdout.strip().splitlines()
+    assert "deploy weights do not match its header (size mismatch for" in message and "attn_bias" in message, message
+    assert int(peak_kb) < 1_000_000, f"{int(peak_kb) >> 10} MB resident"  # 320 MB measured; computing the bias took GBs
+
+
 def test_non_finite_values_never_reach_json(tmp_path):
     from partialnet.outputs import dumps_strict, write_json
     from partialnet.verify import Tolerances, judge, metrics, non_finite

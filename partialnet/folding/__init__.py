@@ -258,7 +258,9 @@ def load_deploy(path: str | Path) -> tuple[PartialNet, dict]:
     try:
         deploy.load_state_dict(obj["state_dict"], strict=True)
     except (RuntimeError, TypeError, KeyError) as exc:
-        raise BadInput(f"{path}: deploy weights do not match its header ({str(exc).splitlines()[0]})") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:240]  # the first mismatch, not torch's heading
+        raise BadInput(f"{path}: deploy weights do not match its header ({detail})") from None
     bad = [k for k, v in deploy.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise BadInput(f"{path}: deploy weights hold NaN/Inf values, first in {bad[0]}")

@@ -299,8 +299,12 @@ def rpe_constant(model: PartialNet, ctx: FoldContext) -> PassOutcome:
             if attn.scale != 1.0:  # layernorm_into_qkv did not run on this site
                 outcome.skipped.append((f"{site}.spatial_mixing.attn", "q scale not folded"))
                 continue
-            with torch.no_grad():
-                bias = attn.attention_bias(*size).detach().clone()
+            if ctx.rebuild:  # the file holds the bias; computing it would touch N x N temporaries a hostile header can size
+                tokens = size[0] * size[1]
+                bias = torch.empty(1, attn.heads, tokens, tokens)
+            else:
+                with torch.no_grad():
+                    bias = attn.attention_bias(*size).detach().clone()
             mixer.attn = DeploySelfAttention(attn.qkv, attn.proj, attn.heads, bias, size)
             outcome.folded.append(f"{site}.spatial_mixing.attn.rpe_k ({size[0]}x{size[1]})")
     return outcome
