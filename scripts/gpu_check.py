@@ -311,8 +311,15 @@ class Check:
             return 128 + stop.signum
         finally:
             shutil.rmtree(self.work, ignore_errors=True)
+        return self.finish()
+
+    def finish(self) -> int:
+        """The verdict line, and for a failed check the command that runs only what is left (a device's time is short)."""
         failed = [s.name for s in self.steps if not step_passed(_step_record(s))]
         self.log(f"gpu check {'passed' if not failed else 'FAILED: ' + ', '.join(failed)} in {time.monotonic() - self.started:.0f}s")
+        if failed:
+            self.log(f"to finish (after fixing what failed): python3 scripts/gpu_check.py{' --dry-run' if self.dry_run else ''} "
+                     f"--only {','.join(failed)} --out NEW_FOLDER; then --publish both runs' results.tar.gz with both summary.json")
         write_file(self.out / "gpu_check.log", "\n".join(self.log_lines) + "\n", force=True)
         return 1 if failed else 0
 

@@ -8,6 +8,7 @@ docs and the README block.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -18,6 +19,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
+
+
+def _module():
+    saved = list(sys.path)  # the script puts its checkout first on sys.path: later tests must see the installed package
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import gpu_check
+    finally:
+        sys.path[:] = saved
+    return gpu_check
 
 
 def _script(*args, cwd=ROOT) -> subprocess.CompletedProcess:
@@ -61,6 +72,21 @@ def test_an_extra_step_the_budget_leaves_no_room_for_is_not_run_and_not_a_failur
     assert steps["install"]["status"] == "ok" and summary["ok"] and "passed" in done.stdout
 
 
+def test_a_failed_check_says_how_to_run_only_what_is_left(tmp_path):
+    gpu_check = _module()
+    check = gpu_check.Check(tmp_path / "out", dry_run=False, budget_s=480, only=None)
+    steps = [("claims_fp32", "ok", False), ("bench_bf16_cl", "not run", False), ("bench_compile_fp32", "failed", False),
+             ("claims_graphs_fp32", "not run", True)]
+    check.steps = [gpu_check.Step(name, "w", [], 10, status=status, extra=extra) for name, status, extra in steps]
+    try:
+        assert check.finish() == 1
+    finally:
+        shutil.rmtree(check.work)  # execute() removes it; finish() alone does not
+    log = (tmp_path / "out" / "gpu_check.log").read_text()
+    assert "FAILED: bench_bf16_cl, bench_compile_fp32" in log  # an extra step left for budget is no failure
+    assert "python3 scripts/gpu_check.py --only bench_bf16_cl,bench_compile_fp32 --out NEW_FOLDER" in log
+
+
 def test_a_check_without_a_gpu_and_without_dry_run_says_so(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -101,12 +127,7 @@ def test_publish_writes_the_docs_and_the_readme_block_from_real_results(tmp_path
                                    "machine": {"python": "3.x", "torch": torch.__version__}, "created_utc": "now", "seconds": 2}))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- gpu-check -->\nold\n<!-- /gpu-check -->\nend\n")
-    saved = list(sys.path)  # the script puts its checkout first on sys.path: later tests must see the installed package
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import gpu_check
-    finally:
-        sys.path[:] = saved
+    gpu_check = _module()
     docs = tmp_path / "docs" / "gpu.md"
     gpu_check.publish([tarball], [summary], docs, "a note", readme=readme)
     text = docs.read_text()
@@ -161,12 +182,7 @@ def _drifted_copies(results: Path) -> None:
 
 
 def test_a_merge_of_runs_passes_with_an_extra_step_left_for_lack_of_budget():
-    saved = list(sys.path)
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import gpu_check
-    finally:
-        sys.path[:] = saved
+    gpu_check = _module()
     step = {"what": "w", "code": 0, "seconds": 1.0, "why": ""}
     first = {"steps": [{**step, "name": "claims_fp32", "status": "failed"}, {**step, "name": "claims_graphs_fp32", "status": "not run", "extra": True}]}
     rerun = {"steps": [{**step, "name": "claims_fp32", "status": "ok"}]}
