@@ -80,6 +80,11 @@ class FoldReport:
         )
 
 
+def passes_of(version: int, without: frozenset[str] | set[str] = frozenset()) -> list:
+    """The passes a deploy file of `version` was folded with, less those left out (an ablation)."""
+    return [p for p in PASSES if p.since <= version and p.name not in without]
+
+
 def count_batchnorms(model: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -120,10 +125,9 @@ def fold(
         gmacs_before=round(before.gmacs, 5) if before else 0.0,
         batchnorms_before=count_batchnorms(model),
     )
-    for p in PASSES:
-        if p.since <= version and p.name not in without:
-            raise_if_pending()
-            report.passes.append(_apply(p, deploy, ctx, x, reference))
+    for p in passes_of(version, without):
+        raise_if_pending()
+        report.passes.append(_apply(p, deploy, ctx, x, reference))
     after = model_cost(deploy, ctx.imgsz) if measure else None
     report.params_after = count_params(deploy)
     report.gmacs_after = round(after.gmacs, 5) if after else 0.0
@@ -209,7 +213,7 @@ def passes_left_out(obj: dict, path: Path, version: int) -> frozenset[str]:
         ran = {str(p["name"]) for p in obj["report"]["passes"]}
     except (KeyError, TypeError):
         return frozenset()  # no usable record: the version's full pass list
-    known = {p.name for p in PASSES if p.since <= version}
+    known = {p.name for p in passes_of(version)}
     if not ran <= known:
         raise BadInput(f"{path}: deploy file names fold passes this partialnet does not know: {', '.join(sorted(ran - known))}")
     return frozenset(known - ran)
@@ -229,9 +233,8 @@ def rebuild_structure(arch: Arch, imgsz: tuple[int, int], skip: set[str], versio
     skeleton = skeleton.to_empty(device="cpu").eval()
     ctx = FoldContext(imgsz=tuple(imgsz), skip=frozenset(skip), rebuild=True)
     with torch.no_grad():
-        for p in PASSES:
-            if p.since <= version and p.name not in without:
-                p.apply(skeleton, ctx)
+        for p in passes_of(version, without):
+            p.apply(skeleton, ctx)
     return skeleton
 
 
