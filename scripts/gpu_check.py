@@ -74,9 +74,9 @@ class Step:
     tail: list[str] = field(default_factory=list)
 
 
-def step_passed(step: dict) -> bool:
+def step_passed(status: str, extra: bool) -> bool:
     """A step did what it should, or was an extra one the budget left no room for (never a failure)."""
-    return step["status"] == "ok" or (bool(step.get("extra")) and step["status"] == "not run")
+    return status == "ok" or (extra and status == "not run")
 
 
 def cli(*args: str) -> list[str]:
@@ -181,8 +181,8 @@ class Check:
             "source_sha256": source_digest(),
             "seconds": round(time.monotonic() - self.started, 1),
             "machine": self.machine,
-            "steps": [_step_record(s) for s in self.steps],
-            "ok": bool(self.steps) and all(step_passed(_step_record(s)) for s in self.steps if self.only is None or s.name in self.only),
+            "steps": [{k: getattr(s, k) for k in ("name", "what", "status", "code", "seconds", "why", "extra")} for s in self.steps],
+            "ok": bool(self.steps) and all(step_passed(s.status, s.extra) for s in self.steps if self.only is None or s.name in self.only),
         }
 
     # ------------------------------------------------------------ the steps
@@ -315,17 +315,13 @@ class Check:
 
     def finish(self) -> int:
         """The verdict line, and for a failed check the command that runs only what is left (a device's time is short)."""
-        failed = [s.name for s in self.steps if not step_passed(_step_record(s))]
+        failed = [s.name for s in self.steps if not step_passed(s.status, s.extra)]
         self.log(f"gpu check {'passed' if not failed else 'FAILED: ' + ', '.join(failed)} in {time.monotonic() - self.started:.0f}s")
         if failed:
             self.log(f"to finish (after fixing what failed): python3 scripts/gpu_check.py{' --dry-run' if self.dry_run else ''} "
                      f"--only {','.join(failed)} --out NEW_FOLDER; then --publish both runs' results.tar.gz with both summary.json")
         write_file(self.out / "gpu_check.log", "\n".join(self.log_lines) + "\n", force=True)
         return 1 if failed else 0
-
-
-def _step_record(step: Step) -> dict:
-    return {k: getattr(step, k) for k in ("name", "what", "status", "code", "seconds", "why", "extra")}
 
 
 def _communicate(proc: subprocess.Popen, limit: float, echo) -> None:
@@ -599,7 +595,7 @@ def merge_runs(summaries: list[dict]) -> dict:
                 steps[step["name"]] = step
     last = summaries[-1]
     runs = [run for summary in summaries for run in (summary.get("runs") or [summary])]
-    return {**last, "runs": runs, "steps": list(steps.values()), "ok": all(step_passed(s) for s in steps.values())}
+    return {**last, "runs": runs, "steps": list(steps.values()), "ok": all(step_passed(s["status"], bool(s.get("extra"))) for s in steps.values())}
 
 
 SUMMARY_NAME = "summary.json"  # beside the published results: what a later --publish of that folder re-renders from
