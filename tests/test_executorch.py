@@ -9,15 +9,9 @@ import pytest
 pytest.importorskip("executorch", reason="ExecuTorch export needs pip install 'partialnet[executorch]'")
 
 
-@pytest.fixture
-def pte(digits_pte):
-    """The session's digits .pte (conftest): one lowering for every test that only reads it."""
-    return digits_pte
-
-
 @pytest.mark.slow
-def test_pte_is_verified_in_executorch_and_reports_delegation(pte):
-    out, result = pte
+def test_pte_is_verified_in_executorch_and_reports_delegation(digits_pte):
+    out, result = digits_pte
     assert out.is_file() and out.with_name("t0.pte.json").is_file()
     parity = result["parity"]
     assert parity["candidate"] == "executorch" and parity["passed"]
@@ -32,8 +26,8 @@ def test_pte_is_verified_in_executorch_and_reports_delegation(pte):
 
 
 @pytest.mark.slow
-def test_verify_and_bench_run_the_pte_here(pte, digits_ckpt, cli, tmp_path):
-    out, _ = pte
+def test_verify_and_bench_run_the_pte_here(digits_pte, digits_ckpt, cli, tmp_path):
+    out, _ = digits_pte
     assert cli("verify", out, "--ref", digits_ckpt).code == 0
     result_path = tmp_path / "r.json"
     result = cli("bench", out, "--runtime", "executorch,onnxruntime", "--protocol", "quick", "--threads", "1", "--json", result_path)
@@ -96,12 +90,12 @@ def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt,
 @pytest.mark.parametrize("how, what, commands", [("link", "is a symbolic link", ("verify", "bench")), ("fifo", "is a FIFO (named pipe)", ("verify",)),
                                                 ("huge", "digits", ("verify",))])
 @pytest.mark.slow
-def test_a_sidecar_that_is_not_a_plain_json_file_is_refused(pte, digits_ckpt, tmp_path, cli, how, what, commands):
+def test_a_sidecar_that_is_not_a_plain_json_file_is_refused(digits_pte, digits_ckpt, tmp_path, cli, how, what, commands):
     """The manifest beside a .pte carries its metadata: a link, FIFO or absurd number there is refused, naming it."""
     import os
     import shutil
 
-    out, _ = pte
+    out, _ = digits_pte
     copy = tmp_path / "t0.pte"
     shutil.copy(out, copy)
     sidecar = tmp_path / "t0.pte.json"
@@ -139,10 +133,10 @@ def test_a_damaged_program_never_takes_the_process_down(header, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_pte_manifest_cannot_make_it_fp16(pte, digits_ckpt, tmp_path, cli):
+def test_a_pte_manifest_cannot_make_it_fp16(digits_pte, digits_ckpt, tmp_path, cli):
     import shutil
 
-    out, _ = pte
+    out, _ = digits_pte
     copy = tmp_path / "t0.pte"
     shutil.copy(out, copy)
     manifest = json.loads(out.with_name("t0.pte.json").read_text())
