@@ -8,6 +8,8 @@ import os
 import shutil
 import struct
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,19 +25,33 @@ SPEC = "Data/com.apple.CoreML/model.mlmodel"
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
-    """fp32 and fp16 (the default) tensor-input packages and an fp16 image-input one, of the seeded T0 at 64x64."""
+    """fp32 and fp16 (the default) tensor-input packages and an fp16 image-input one, of the seeded T0 at 64x64;
+    then what the exports left in the temporary directory."""
     from partialnet import api
 
     folder = tmp_path_factory.mktemp("coreml")
     made = {}
+    before = _converters_packages()
     for name, kwargs in (("fp32", {"fp32": True}), ("fp16", {}), ("fp16_image", {"image_input": True, "min_target": "macOS13"})):
         made[name] = api.export("partialnet_t0", "coreml", api.ExportOptions(imgsz=(64, 64), **kwargs), output=folder / f"{name}.mlpackage",
                                 checks=api.VerifyOptions(samples=2))
-    return folder, made
+    return folder, made, _converters_packages() - before
+
+
+def _converters_packages() -> set:
+    """coremltools' own converted packages (tmpXXXX.mlpackage) in the temporary directory."""
+    return set(Path(tempfile.gettempdir()).glob("tmp*.mlpackage"))
+
+
+def test_an_export_leaves_no_package_of_the_converters_behind(packages):
+    """By default coremltools converts into a /tmp package that only an exit hook removes, and the CLI leaves
+    by os._exit: each export left a copy of the model there (7 MB for T0 at 64x64)."""
+    *_, left_in_tmp = packages
+    assert left_in_tmp == set()
 
 
 def test_package_and_manifest_are_published_together(packages):
-    folder, made = packages
+    folder, made, _ = packages
     assert sorted(p.name for p in folder.iterdir()) == [
         "fp16.mlpackage", "fp16.mlpackage.json", "fp16_image.mlpackage", "fp16_image.mlpackage.json", "fp32.mlpackage", "fp32.mlpackage.json"]
     package = folder / "fp32.mlpackage"
@@ -48,7 +64,7 @@ def test_package_and_manifest_are_published_together(packages):
 @pytest.mark.skipif(ON_MAC, reason="on macOS packages are verified by prediction instead")
 @pytest.mark.parametrize("name, precision", [("fp32", "fp32"), ("fp16", "fp16"), ("fp16_image", "fp16")])
 def test_off_macos_the_program_is_executed_by_the_reference_interpreter(packages, name, precision):
-    _, made = packages
+    _, made, _ = packages
     parity = made[name]["parity"]
     assert parity["executed"] and parity["passed"] and "reference interpreter: ok" in parity["verdict"]
     assert parity["why"] == "Core ML predicts on macOS only" and parity["precision"] == precision
@@ -66,7 +82,7 @@ def test_off_macos_the_program_is_executed_by_the_reference_interpreter(packages
 def test_metadata_precision_and_image_input_read_back(packages):
     from partialnet.exporters.coreml import constants, read_io
 
-    folder, _ = packages
+    folder, *_ = packages
     fp32 = read_io(folder / "fp32.mlpackage")
     assert fp32["precision"] == "fp32" and fp32["input_kind"] == "tensor" and fp32["imgsz"] == (64, 64)
     assert fp32["metadata"]["variant"] == "partialnet_t0" and fp32["metadata"]["source_sha256"].startswith("random weights")
@@ -77,7 +93,7 @@ def test_metadata_precision_and_image_input_read_back(packages):
 
 @pytest.mark.skipif(ON_MAC, reason="on macOS verify predicts")
 def test_verify_off_macos_runs_the_program_and_says_how(packages, cli):
-    folder, _ = packages
+    folder, *_ = packages
     result = cli("verify", folder / "fp16.mlpackage", "--ref", "partialnet_t0")
     assert result.code == 0, result.err
     assert "ok: the artifact matches PyTorch (ML program executed by partialnet's reference interpreter: ok;" in result.out
@@ -85,7 +101,7 @@ def test_verify_off_macos_runs_the_program_and_says_how(packages, cli):
 
 
 def _copy(packages, tmp_path, name: str = "fp16", manifest: bool = True):
-    folder, _ = packages
+    folder, *_ = packages
     copy = tmp_path / f"{name}.mlpackage"
     shutil.copytree(folder / f"{name}.mlpackage", copy)
     if manifest:
@@ -224,7 +240,7 @@ def test_links_fifos_and_devices_inside_a_package_are_refused(packages, tmp_path
 
 
 def test_a_package_that_is_a_link_or_names_a_model_outside_is_refused(packages, tmp_path, cli):
-    folder, _ = packages
+    folder, *_ = packages
     link = tmp_path / "link.mlpackage"
     link.symlink_to(folder / "fp16.mlpackage")
     result = cli("verify", link, "--ref", "partialnet_t0")
@@ -267,5 +283,5 @@ def test_bad_coreml_options_exit_2_before_loading(args, message, cli, tmp_path):
 
 @pytest.mark.skipif(not ON_MAC, reason="Core ML predicts on macOS only")
 def test_on_macos_packages_are_verified_by_prediction(packages):
-    _, made = packages
+    _, made, _ = packages
     assert made["fp32"]["parity"]["cases"] and made["fp32"]["parity"]["passed"]

@@ -645,10 +645,13 @@ def test_a_strangers_sidecar_manifest_never_crashes_read_io(manifest, tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_during_format_all_publishes_nothing_and_leaves_nothing(tmp_path):
-    """`export --format all` publishes its formats together at the end: a stop after some were made leaves none."""
-    out = tmp_path / "all"
+    """`export --format all` publishes its formats together at the end: a stop after some were made leaves none,
+    in the output folder or in the temporary directory (where the second export process, stopped mid-export,
+    once left its scratch folder)."""
+    out, scratch = tmp_path / "all", tmp_path / "tmp"
+    scratch.mkdir()
     proc = subprocess.Popen([*PYTHON_CLI, "export", "partialnet_t0", "--format", "all", "--imgsz", "64", "-o", str(out), "--samples", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)})
     deadline = time.monotonic() + 300
     # every format is staged at once; wait until the first format's files were written and verified
     while proc.poll() is None and time.monotonic() < deadline:
@@ -663,6 +666,8 @@ def test_sigterm_during_format_all_publishes_nothing_and_leaves_nothing(tmp_path
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "nothing published" in err.strip().splitlines()[-1], err
     assert not out.exists() or list(out.iterdir()) == []
+    # what stays is the libraries' own lasting state, made on import: torch's cache folder, ONNX Runtime's session id
+    assert [p.name for p in scratch.iterdir() if not (p.name.startswith("torchinductor_") or p.name == ".ses")] == []
 
 
 @pytest.mark.slow

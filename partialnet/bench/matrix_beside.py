@@ -61,9 +61,14 @@ class Beside:
             from partialnet.bench.threads import worker_env
 
             (self.folder / SPEC).write_text(json.dumps(self.spec))
+            # its temporaries (the export's scratch, a converter's own) inside this folder: a process stopped
+            # mid-export by __exit__ cannot remove them itself, and the folder goes with it
+            scratch = self.folder / "tmp"
+            scratch.mkdir(mode=0o700)
+            env = {**worker_env(1, "passive"), "TMPDIR": str(scratch)}
             with (self.folder / LOG).open("w") as log:  # a file, not a pipe: a chatty converter cannot fill it and stall
                 self.process = subprocess.Popen([sys.executable, "-c", ENTRY, str(self.folder)],
-                                                stdout=subprocess.DEVNULL, stderr=log, env=worker_env(1, "passive"))
+                                                stdout=subprocess.DEVNULL, stderr=log, env=env)
             self._split_cores()
         return self
 

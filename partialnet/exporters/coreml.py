@@ -100,6 +100,9 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
             convert_to="mlprogram",
             compute_precision=ct.precision.FLOAT16 if options.half else ct.precision.FLOAT32,
             minimum_deployment_target=getattr(ct.target, check_target(options.min_target)),
+            # into the command's scratch: by default the converted package goes under /tmp and is removed only by
+            # an exit hook, which the CLI skips (cli.entry leaves by os._exit): each export left a copy of the model
+            package_dir=str(workdir / "converted.mlpackage"),
         )
     converted.author = "partialnet"
     converted.short_description = f"{metadata.get('variant')} classifier exported by partialnet ({options.precision})"
