@@ -90,6 +90,77 @@ def test_the_readme_is_a_short_door_into_docs():
         assert page.name == "gpu.md" or lines[2].startswith("This page answers:"), page  # gpu.md is generated
 
 
+def test_the_python_api_pages_calls_match_the_real_signatures():
+    """docs/python-api.md is read by people writing code against it: every call it shows to partialnet's
+    functions and options classes binds to the signature as it is now (a renamed keyword fails here)."""
+    import ast
+    import inspect
+
+    import partialnet
+    from partialnet import api
+    from partialnet.remote.options import TargetOptions
+
+    modules = {"api": api, "partialnet": partialnet}
+    classes = {"ExportOptions": partialnet.ExportOptions, "VerifyOptions": partialnet.VerifyOptions, "TargetOptions": TargetOptions}
+    page = (ROOT / "docs" / "python-api.md").read_text()
+    checked = []
+    for block in re.findall(r"```python\n(.*?)```", page, re.S):
+        for node in ast.walk(ast.parse(block)):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in modules:
+                name = f"{func.value.id}.{func.attr}"
+                target = getattr(modules[func.value.id], func.attr, None)
+                assert target is not None, f"{name} does not exist"
+            elif isinstance(func, ast.Name) and func.id in classes:
+                name, target = func.id, classes[func.id]
+            else:
+                continue
+            try:
+                inspect.signature(target).bind(*node.args, **{k.arg: k.value for k in node.keywords})
+            except TypeError as exc:
+                raise AssertionError(f"docs/python-api.md: {ast.unparse(node)}: {exc}") from None
+            checked.append(name)
+    assert {"api.export", "api.verify", "api.export_all", "api.matrix", "api.export_on_target", "partialnet.fold", "ExportOptions"} <= set(checked)
+
+
+def test_every_command_line_in_the_docs_uses_real_commands_and_flags():
+    """Options are refused, never rewritten: a flag the docs still show after a rename would fail for the
+    reader who copies it. Lines in code blocks must name a real command; inline `partialnet CMD …` spans are
+    checked where CMD is one (prose mentions the tool by name too)."""
+    import shlex
+
+    import typer
+
+    from partialnet.cli import app
+
+    commands = typer.main.get_command(app).commands
+    checked = 0
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        fenced = [line for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+                  for line in re.findall(r"(?m)^(?:\$ )?(partialnet [^\n#|]*)", block)]
+        inline = re.findall(r"`(partialnet [^`]+)`", text)
+        for line, strict in [(line, True) for line in fenced] + [(line, False) for line in inline]:
+            try:
+                words = shlex.split(line, comments=True)
+            except ValueError:  # an unbalanced quote in a prose span
+                words = line.split()
+            if len(words) < 2 or words[1].startswith("-"):
+                continue
+            command = commands.get(words[1])
+            assert command is not None or not strict or not words[1].isidentifier(), f"{page.name}: no command {words[1]!r} in: {line}"
+            if command is None:
+                continue
+            flags = {"--help"}.union(*(set(p.opts) | set(p.secondary_opts) for p in command.params))
+            for word in words[2:]:
+                if re.fullmatch(r"--[a-z][a-z0-9-]*(=.*)?|-[a-zA-Z]", word):
+                    checked += 1
+                    assert word.split("=")[0] in flags, f"{page.name}: {words[1]} has no {word.split('=')[0]} (in: {line})"
+    assert checked > 50
+
+
 def test_the_gpu_block_comes_from_a_gpu_check_run_naming_its_gpu():
     """The README's GPU figures are written by `scripts/gpu_check.py --publish` from a lent GPU's results."""
     readme = (ROOT / "README.md").read_text()
