@@ -110,7 +110,10 @@ class TorchRunner(BaseRunner):
         self.precision = next(name for name, d in TORCH_DTYPES.items() if d == dtype)
 
     def _to_device(self, batch: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, self.dtype)
+        array = np.ascontiguousarray(batch, dtype=np.float32)
+        if not array.flags.writeable:  # torch warns on a read-only view (np.load(mmap_mode="r"), a frozen buffer): a copy, for those only
+            array = array.copy()
+        x = torch.from_numpy(array).to(self.device, self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _input(self, batch: np.ndarray) -> torch.Tensor:
