@@ -239,8 +239,9 @@ def export_folded(
     enforce=False publishes an artifact whose gates failed, with the failure in its manifest (bench
     times INT8 builds of random-weight models, whose classes mean nothing).
 
-    An exporter that could only prepare its artifact here (stats["unavailable"]) still has what it
-    wrote verified and published; then this raises Unavailable with the next command to run.
+    An exporter that could only prepare its artifact here (stats["unavailable"]), or an artifact whose numbers
+    could not be computed here (checked statically only), is still published; then this raises Unavailable
+    (exit 3, as `verify` does for it) with the next command to run.
     """
     fmt = get_format(format)
     if not out.name.endswith(fmt.suffix):
@@ -250,6 +251,10 @@ def export_folded(
         result = export_staged(model, info, folded, fmt.name, outputs, staged, options, checks or VerifyOptions(), enforce)
     if result["graph"].get("unavailable"):
         raise Unavailable(result["graph"]["unavailable"], details=result)
+    judged = result["parity"]
+    if "checks" in judged and not judged.get("executed"):  # published: it passed every static check, and a Mac can run it
+        raise Unavailable(f"{out} written after its static checks, but its numbers were not computed here: {judged['verdict']} "
+                          f"({judged['why']}); check them where its runtime runs: partialnet verify {out.name} --ref CHECKPOINT", details=judged)
     return result
 
 

@@ -100,6 +100,36 @@ def test_verify_off_macos_runs_the_program_and_says_how(packages, cli):
     assert "fp16 weights equal the deploy model's" in result.out and "cosine" in result.out
 
 
+@pytest.mark.skipif(ON_MAC, reason="on macOS packages are verified by prediction instead")
+def test_a_relu_variants_program_is_executed_too(tmp_path):
+    """T2, S, M and L of both families use ReLU, which T0's tests never reach: their packages were only
+    statically checked until the interpreter knew the op."""
+    from partialnet import api
+
+    made = api.export("partialnet_t2", "coreml", api.ExportOptions(imgsz=(64, 64)), output=tmp_path / "t2.mlpackage",
+                      checks=api.VerifyOptions(samples=2))
+    census = made["graph"]["op_counts"]
+    assert census.get("relu", 0) > 0 and "gelu" not in census
+    assert made["parity"]["executed"] and made["parity"]["passed"] and made["parity"]["cases"]
+
+
+@pytest.mark.skipif(ON_MAC, reason="on macOS packages are verified by prediction instead")
+def test_a_program_the_interpreter_cannot_run_is_written_and_export_exits_3(tmp_path, cli, monkeypatch):
+    """Where the numbers cannot be computed here, export says so as verify does (exit 3), after publishing
+    the package that passed every static check (a Mac can run it)."""
+    from partialnet.runtimes import mil_reference
+
+    monkeypatch.setattr(mil_reference, "KNOWN_OPS", mil_reference.KNOWN_OPS - {"gelu"})
+    out = tmp_path / "t0.mlpackage"
+    result = cli("export", "partialnet_t0", "-f", "coreml", "--imgsz", "64", "--samples", "2", "-o", out)
+    assert result.code == 3, result.err
+    assert (out / "Manifest.json").is_file() and (tmp_path / "t0.mlpackage.json").is_file()
+    last = result.err.strip().splitlines()[-1]
+    assert "static only: partialnet's reference interpreter does not know the op(s) gelu" in last
+    assert "numbers were not computed here" in last and "partialnet verify t0.mlpackage --ref" in last
+    assert "fp16 weights equal the deploy model's" in result.err  # the static checks it passed, shown above the line
+
+
 def _copy(packages, tmp_path, name: str = "fp16", manifest: bool = True):
     folder, *_ = packages
     copy = tmp_path / f"{name}.mlpackage"

@@ -156,6 +156,7 @@ OPS = {
     "linear": _linear,
     "matmul": _matmul,
     "reduce_mean": _reduce_mean,
+    "relu": lambda x: torch.relu(x),  # T2, S, M, L of both families (T0 and T1 use GELU)
     "reshape": _reshape,
     "sigmoid_hard": lambda x, alpha, beta: torch.clamp(float(alpha) * x + float(beta), 0, 1),
     "softmax": lambda x, axis=-1: torch.softmax(x, dim=int(axis)),
