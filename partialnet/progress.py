@@ -32,12 +32,15 @@ class StageClock:
         self.listener = listener
         self.seconds: dict[str, float] = {}
         self._stack: list[list] = []  # [name, started, seconds spent in children]
+        self.within: dict[str, str] = {}  # a nested stage's name -> the stage it first ran inside
         self.began = time.perf_counter()
 
     @contextmanager
     def stage(self, name: str, detail: str = "") -> Iterator[None]:
         if self.listener:
             self.listener.started(name, detail)
+        if self._stack and self._stack[-1][0] != name:
+            self.within.setdefault(name, self._stack[-1][0])
         frame = [name, time.perf_counter(), 0.0]
         self._stack.append(frame)
         self.seconds.setdefault(name, 0.0)
@@ -55,7 +58,8 @@ class StageClock:
                 self.listener.finished(name, total, ok)
 
     def breakdown(self) -> dict:
-        """Wall time from the process's start, and each stage's seconds and share of it."""
+        """Wall time from the process's start, and each stage's own seconds and share of it (`within`: which
+        stage a nested one ran inside, so a reader can show a parent's whole time with its parts)."""
         wall = process_age()
         startup = max(0.0, wall - (time.perf_counter() - self.began)) if wall is not None else None
         wall = wall if wall is not None else time.perf_counter() - _IMPORTED_AT
@@ -66,6 +70,7 @@ class StageClock:
             "wall_s": round(wall, 2),
             "stages_s": {k: round(v, 2) for k, v in stages.items()},
             "shares": {k: round(v / wall, 3) if wall > 0 else 0.0 for k, v in stages.items()},
+            "within": dict(self.within),
         }
 
 

@@ -69,6 +69,20 @@ def test_stage_clock_shares_add_up_and_nest():
     assert timing["wall_s"] >= sum(clock.seconds.values()) - 0.01
     assert abs(sum(timing["shares"].values()) - 1) < 0.02
     assert set(timing["stages_s"]) >= {"export", "simplify", "verify", "other"}
+    assert timing["within"] == {"simplify": "export"}
+
+
+def test_the_timing_line_shows_a_stage_whole_with_its_nested_parts():
+    """`export 0.5 s` beside `torch.onnx.export 3.5 s` read as if the export took half a second: a parent is
+    shown with its whole time, the stages nested in it inside its brackets, and the shares still add up."""
+    from partialnet.cli import timing_line
+
+    timing = {"wall_s": 10.0, "stages_s": {"startup": 0.5, "export": 0.5, "torch.onnx.export": 3.5, "simplify": 0.2, "verify": 5.0, "other": 0.3},
+              "within": {"torch.onnx.export": "export", "simplify": "export"}}
+    assert timing_line(timing) == ("10.0 s wall (from process start): startup 0.5 s 5 %, export 4.2 s 42 % (torch.onnx.export 3.5 s, "
+                                   "simplify 0.2 s), verify 5.0 s 50 %, other 0.3 s 3 %")
+    flat = {"wall_s": 2.0, "stages_s": {"fold": 1.0, "write": 0.01}}  # nothing nested; a stage under 0.05 s is left out
+    assert timing_line(flat) == "2.0 s wall (from process start): fold 1.0 s 50 %"
 
 
 def test_stage_is_silent_when_nobody_records():
