@@ -419,7 +419,7 @@ def _render_export(result: dict, timing: dict) -> None:
 @app.command("verify")
 @takes(checks=VerifyOptions, where=TargetOptions)
 def verify_command(
-    artifact: Annotated[Path, typer.Argument(help="An exported artifact (.onnx).")],
+    artifact: Annotated[Path, typer.Argument(help="An exported artifact (" + ", ".join(f.suffix for f in FORMATS.values()) + ").")],
     ref: Annotated[str, typer.Option("--ref", help="The checkpoint (or variant name) it was exported from.")],
     checks: VerifyOptions,
     where: TargetOptions,

@@ -150,7 +150,9 @@ def bench_table(result: dict) -> Table:
     if gpu:
         names = ", ".join(str(g.get("name", "?")) for g in result["machine"].get("gpus") or [] if isinstance(g, dict))
         where = f"cuda: {names or 'GPU'}"
-    table = Table(title=f"{result['protocol']['name']} protocol{mode} · {machine['model']} · {where}" + (f" · {options}" if options else ""))
+    sizes = dict.fromkeys("x".join(map(str, r["imgsz"])) for r in result["rows"] if r["status"] == "ok" and isinstance(r.get("imgsz"), list))
+    size = f" · {', '.join(sizes)}" if sizes else ""  # a given artifact runs at its own size: say which was timed
+    table = Table(title=f"{result['protocol']['name']} protocol{mode}{size} · {machine['model']} · {where}" + (f" · {options}" if options else ""))
     columns = ("model", "runtime", "precision", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "CoV", "images/s", "parity",
                "load s", "1st ms", "+RSS MB", *(("GPU MB",) if gpu else ()))
     for col in columns:

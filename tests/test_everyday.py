@@ -155,6 +155,30 @@ def test_static_batch_artifact_says_which_rows_it_skipped(cli, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_given_artifact_is_timed_at_its_own_size_and_batch_and_others_are_refused(cli, tmp_path):
+    """Its size and a static batch were fixed at export: asked for another, bench refuses up front (it used to
+    time the artifact's own and record the one asked for); not asked, the result says what was timed."""
+    b3 = tmp_path / "b3.onnx"
+    assert cli("export", "partialnet_t0", "--imgsz", "96", "160", "--batch", "3", "--samples", "1", "-o", b3).code == 0
+    result = cli("bench", b3, "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1", "--json", tmp_path / "r.json")
+    assert result.code == 0, result.err
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["settings"]["imgsz"] == [96, 160] and data["settings"]["batches"] == [3]
+    assert [(r["batch"], r["status"], r["imgsz"]) for r in data["rows"]] == [(3, "ok", [96, 160])]  # no skipped batch-1 row
+    assert "quick protocol · 96x160 ·" in result.out and f"preparing {b3}: read the artifact" in result.err
+    assert "onnx (.onnx) for onnxruntime" in data["artifacts"]
+    refusals = {
+        ("--imgsz", "192", "64"): "b3.onnx takes 96x160 inputs (fixed at export): --imgsz 192x64 cannot apply to it",
+        ("--batch", "1"): "b3.onnx has a static batch of 3: --batch 1 cannot run it",
+    }
+    for args, message in refusals.items():
+        refused = cli("bench", b3, "--runtime", "onnxruntime", "--protocol", "quick", *args)
+        assert refused.code == 2 and message in refused.err and "Traceback" not in refused.err, refused.err
+    unlike = cli("bench", "--ab", "partialnet_t0", b3, "--runtime", "onnxruntime", "--protocol", "quick")
+    assert unlike.code == 2 and "--ab compares like with like: b3.onnx runs 96x160 at batch 3, the other side 224x224 at batch 1" in unlike.err
+
+
+@pytest.mark.slow
 def test_streams_mode_keeps_requests_in_flight(cli, tmp_path):
     result = cli(
         "bench", "--streams", "2", "--runtime", "onnxruntime,pytorch", "--protocol", "quick", "--imgsz", "64", "--batch", "2",

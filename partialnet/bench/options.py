@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DEFAULT_SOURCE = "partialnet_t0"
+DEFAULT_IMGSZ = (224, 224)
 
 
 def split_list(values: list[str] | None) -> list[str]:
@@ -40,8 +41,8 @@ class BenchOptions:
     runtime: list[str] | None = option(None, "--runtime", "Runtimes (repeat or comma-separate); default: all but the mobile ones "
                                        "(executorch, litert).", cli_type=Optional[list[str]])
     batch: str | None = option(None, "--batch", "Batch sizes, e.g. 1,32 (default: the protocol's, else 1).", cli_type=Optional[str])
-    imgsz: tuple[int, int] = option((224, 224), "--imgsz", "Input size: 224, or H W (also H,W); multiples of 32, >= 64.",
-                                    cli_type=Optional[str], parse=parse_imgsz, show_default="224")
+    imgsz: tuple[int, int] | None = option(None, "--imgsz", "Input size: 224, or H W (also H,W); multiples of 32, >= 64 (default: "
+                                           "224; a given artifact runs at its own).", cli_type=Optional[str], parse=parse_imgsz, show_default="224")
     threads: int | None = option(None, "--threads", "Threads per runtime (default: all cores; paper: 1).", cli_type=Optional[int], min=1)
     protocol: str = option("latency", "--protocol", "latency, throughput, paper or quick.")
     precision: str = option("fp32", "--precision", "fp32 (pinned, default), bf16, fp16 or int8 (needs --data) where a runtime supports it.")
@@ -79,7 +80,7 @@ class BenchOptions:
         if self.cuda_graphs and self.compile:
             raise BadInput("--cuda-graphs and --compile exclude each other (torch.compile brings its own graphs: pick one)")
         for b in self.batches():
-            check_input_shape(b, *self.imgsz, "--batch/--imgsz")
+            check_input_shape(b, *self.size(), "--batch/--imgsz")
         if self.threads is not None:
             check_count(self.threads, "--threads", MAX_THREADS)
         parse_streams(self.streams)
@@ -94,6 +95,9 @@ class BenchOptions:
             raise BadInput(f"--wait {self.wait!r}: expected one of {', '.join(WAITS)}")
         if self.precision not in PRECISIONS:
             raise BadInput(f"--precision {self.precision!r}: expected fp32, bf16, fp16 or int8")
+
+    def size(self) -> tuple[int, int]:
+        return self.imgsz or DEFAULT_IMGSZ
 
     def batches(self) -> list[int]:
         from partialnet.bench.protocols import get_protocol
@@ -113,11 +117,13 @@ class BenchOptions:
         plan = bench_run.BenchPlan(
             sources=list(sources or [DEFAULT_SOURCE]),
             runtimes=bench_run.resolve_runtimes(split_list(self.runtime) or ([AB_DEFAULT] if self.ab else None)),
-            device=self.device, batches=self.batches(), imgsz=self.imgsz, threads=self.threads or proto.threads or default_threads(),
+            device=self.device, batches=self.batches(), imgsz=self.size(), threads=self.threads or proto.threads or default_threads(),
             protocol=proto, precision=self.precision, channels_last=self.channels_last, compile=self.compile,
             cuda_graphs=self.cuda_graphs, streams=parse_streams(self.streams), label=self.label, control=self.aa, wait=self.wait,
         )
         self._check_calibration([*plan.sources, *(self.ab or ())], bench_run.artifact_format)
+        bench_run.fit_to_artifacts(plan, [*(self.ab or plan.sources)], imgsz_given=self.imgsz is not None, batches_given=self.batch is not None,
+                                   pair=bool(self.ab))
         plan.data, plan.calib_size = self.data, self.calib_size
         return plan
 

@@ -149,15 +149,54 @@ def artifact_format(source: str) -> str | None:
     return next((f.name for f in FORMATS.values() if source.lower().endswith(f.suffix)), None)
 
 
-def prepare_artifact_target(path: Path, batches: list[int], imgsz, workdir: Path) -> Target:
+def fit_to_artifacts(plan: "BenchPlan", sources: list[str], imgsz_given: bool, batches_given: bool, pair: bool = False) -> None:
+    """A given artifact's input size, and a static one's batch, were fixed when it was exported.
+
+    Asked for another (--imgsz, --batch), it is refused here, before anything is built: it used to be run
+    at its own size with the other recorded in the result. Not asked, the run takes the artifacts' own
+    when every source is one, so the result's settings say what was run. The two sides of an A/B (`pair`)
+    must then run the same size and batch: a ratio of unlike inputs means nothing.
+    """
+    from partialnet.exporters.formats import read_io
+
+    def format_imgsz(size) -> str:
+        return "x".join(map(str, size))
+
+    plan.batches_given = batches_given
+    given = {source: read_io(Path(source)) for source in dict.fromkeys(sources) if artifact_format(source)}
+    for source, io in given.items():
+        own = tuple(io["imgsz"])
+        if imgsz_given and own != tuple(plan.imgsz):
+            raise BadInput(f"{Path(source).name} takes {format_imgsz(own)} inputs (fixed at export): --imgsz {format_imgsz(plan.imgsz)} "
+                           "cannot apply to it; leave --imgsz out, or export one at that size")
+        if batches_given and not io["dynamic"] and io["batch"] not in plan.batches:
+            raise BadInput(f"{Path(source).name} has a static batch of {io['batch']}: --batch {','.join(map(str, plan.batches))} cannot "
+                           "run it; leave --batch out, or export it with --dynamic, or once per batch with --batch N")
+    if given and len(given) == len(dict.fromkeys(sources)):
+        sizes = {tuple(io["imgsz"]) for io in given.values()}
+        if not imgsz_given and len(sizes) == 1:
+            plan.imgsz = sizes.pop()
+        static = {io["batch"] for io in given.values() if not io["dynamic"]}
+        if not batches_given and len(static) == 1 and all(not io["dynamic"] for io in given.values()):
+            plan.batches = sorted(static)
+    for source, io in given.items() if pair else ():
+        if tuple(io["imgsz"]) != tuple(plan.imgsz) or (not io["dynamic"] and io["batch"] != plan.batches[0]):
+            raise BadInput(f"--ab compares like with like: {Path(source).name} runs {format_imgsz(io['imgsz'])} at batch "
+                           f"{io['batch'] if not io['dynamic'] else plan.batches[0]}, the other side {format_imgsz(plan.imgsz)} at batch "
+                           f"{plan.batches[0]}: give --imgsz and --batch to match, or export both alike")
+
+
+def prepare_artifact_target(path: Path, batches: list[int], imgsz, workdir: Path, batches_given: bool = True) -> Target:
+    """A given artifact, timed as is: at its own size, and a static one at its own batch. Of the other batches
+    a run uses, those asked for (--batch) show as skipped rows saying why; the defaults, which a model beside
+    it in the run may use, are not its business."""
     from partialnet.exporters.formats import format_for_path, read_io
 
     fmt = format_for_path(path)
     io = read_io(path)
     meta = io["metadata"]
     variant = meta.get("variant") if meta.get("variant") in VARIANTS else None
-    if tuple(io["imgsz"]) != tuple(imgsz):
-        imgsz = tuple(io["imgsz"])
+    imgsz = tuple(io["imgsz"])
     gmacs = params = None
     if variant:
         from partialnet.models.table import variant_row
@@ -167,7 +206,7 @@ def prepare_artifact_target(path: Path, batches: list[int], imgsz, workdir: Path
     use = batches if io["dynamic"] else [io["batch"]]
     random_weights = (meta.get("source_sha256") or "").startswith("random weights")
     target = Target(path.name, str(path), variant, random_weights, gmacs, params, batches=use, format=fmt.name, imgsz=tuple(imgsz))
-    if not io["dynamic"]:
+    if not io["dynamic"] and batches_given:
         fix = "export it with --dynamic, or once per batch with --batch N"
         target.unrunnable = {b: f"static batch {io['batch']} artifact cannot run batch {b} ({fix})" for b in batches if b != io["batch"]}
     target.artifacts = {fmt.name: {b: path for b in use}}
@@ -252,6 +291,7 @@ class BenchPlan:
     streams: int | str | None = None  # None: one synchronous request at a time; N or "auto": N in flight (bench.streams)
     wait: str | None = None  # how pool threads wait between parallel regions; None: the device's default (bench.threads)
     control: bool = False  # an A/A control beside the rows (bench --aa; claims by default): the run's own resolution
+    batches_given: bool = True  # asked for (--batch): a static artifact shows a skipped row for each it cannot run
     where: Any = HERE  # where rows run: this machine, or a remote target (partialnet.bench.where)
 
     def __post_init__(self) -> None:
@@ -433,9 +473,9 @@ def _prepare_targets(plan: BenchPlan, work: Path, progress, prepared: dict) -> l
         key = (source, tuple(formats), tuple(plan.batches), tuple(plan.imgsz), plan.precision, plan.data, plan.calib_size)
         if key not in prepared:
             if progress:
-                progress(f"preparing {source}: fold, export, verify")
+                progress(f"preparing {source}: {'read the artifact' if artifact_format(source) else 'fold, export, verify'}")
             if artifact_format(source):
-                prepared[key] = prepare_artifact_target(Path(source), plan.batches, plan.imgsz, targets_dir)
+                prepared[key] = prepare_artifact_target(Path(source), plan.batches, plan.imgsz, targets_dir, plan.batches_given)
             else:
                 prepared[key] = prepare_model_target(source, plan.batches, plan.imgsz, targets_dir, formats, plan.precision, plan.data,
                                                      plan.calib_size)
@@ -492,7 +532,9 @@ def _header(plan: BenchPlan, started: datetime) -> dict:
             "streams": plan.streams,
             "wait": plan.wait,
         },
-        "artifacts": "built here per (format, batch) from a checkpoint: ONNX for onnxruntime, OpenVINO IR for openvino; a given artifact is timed as is",
+        "artifacts": "built here per (format, batch) from a checkpoint: "
+        + ", ".join(f"{RUNTIMES[r].formats[0]} ({FORMATS[RUNTIMES[r].formats[0]].suffix}) for {r}" for r in plan.runtimes if RUNTIMES[r].runs == "built")
+        + "; a given artifact is timed as is, at its own size (and batch, if static)",
         "timed_region": timed_region(plan.device),
         "throughput": THROUGHPUT_NOTE if not plan.streams else STREAMS_NOTE,
         "input": f"standard normal, seed {INPUT_SEED}, allocated once before timing",
