@@ -154,8 +154,9 @@ def compare(
     """Run every batch of every case through both runners (already prepared) and judge the metrics."""
     report = ParityReport(candidate.name, reference.name, precision, tolerances)
     for name, batches in cases:
-        outs = np.concatenate([candidate.infer(b) for b in batches])
-        refs = np.concatenate([reference.infer(b) for b in batches])
+        real = getattr(batches, "real", None)
+        outs = np.concatenate([candidate.infer(b) for b in batches])[:real]
+        refs = np.concatenate([reference.infer(b) for b in batches])[:real]
         if outs.shape != refs.shape:
             raise BadInput(
                 f"{candidate.name} returns logits of shape {list(outs.shape)} but the reference gives {list(refs.shape)}: "
@@ -198,9 +199,17 @@ def random_batches(batch: int, samples: int, imgsz: tuple[int, int], seed: int) 
     return [rng.standard_normal((batch, 3, *imgsz), dtype=np.float32) for _ in range(count)]
 
 
-def image_batches(images: np.ndarray, batch: int) -> list[np.ndarray]:
-    """Images in batches of `batch`, the last padded by repeating the first image (static-batch artifacts)."""
-    out = []
+class Batches(list):
+    """Input batches whose first `real` samples are the caller's; the rest only pad a static batch."""
+
+    real: int | None = None
+
+
+def image_batches(images: np.ndarray, batch: int) -> Batches:
+    """Images in batches of `batch`, the last padded by repeating the first image (static-batch artifacts);
+    the padding is left out of the comparison (it used to count as samples and weigh the first image twice)."""
+    out = Batches()
+    out.real = len(images)
     for i in range(0, len(images), batch):
         chunk = images[i : i + batch]
         if len(chunk) < batch:

@@ -141,6 +141,30 @@ def test_verify_on_images(cli, t0_export, tmp_path):
     assert cases["images (3)"]["samples"] == 3
 
 
+def test_the_padding_of_a_static_batch_is_not_judged_as_samples():
+    """4 images through a static batch of 3: the last batch is padded with the first image. That padding was
+    counted (samples 6) and weighed the first image three times in the top-1 agreement."""
+    from partialnet.verify import Tolerances, compare, image_batches
+
+    images = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+
+    class Logits:
+        def __init__(self, name, flip_first):
+            self.name, self.flip_first = name, flip_first
+
+        def infer(self, batch):
+            out = batch.reshape(len(batch), -1)[:, :10].copy()
+            if self.flip_first:  # disagrees on the first image only
+                out[np.all(batch == images[0], axis=(1, 2, 3))] *= -1
+            return out
+
+    batches = image_batches(images, 3)
+    assert [len(b) for b in batches] == [3, 3]
+    report = compare(Logits("artifact", True), Logits("pytorch", False), [("images (4)", batches)], Tolerances(), "fp32")
+    (case,) = report.cases
+    assert case.samples == 4 and case.top1_agreement == 0.75
+
+
 @pytest.mark.parametrize(
     "args, code, fragment",
     [
