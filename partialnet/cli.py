@@ -535,6 +535,8 @@ def _bench_everywhere(options: BenchOptions, sources, where: TargetOptions) -> l
     each model prepared once for all of them)."""
     from partialnet.bench import run as bench_run
 
+    if where.target:
+        options.plan(sources)  # every refusal of the options and sources before a target is reached
     with where.hosts() as hosts:
         plans = []
         for host in hosts or [None]:

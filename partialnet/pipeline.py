@@ -8,6 +8,7 @@ announced through `partialnet.progress` for whoever shows progress.
 from __future__ import annotations
 
 import hashlib
+import shlex
 import json
 import tempfile
 import weakref
@@ -254,7 +255,7 @@ def export_folded(
     judged = result["parity"]
     if "checks" in judged and not judged.get("executed"):  # published: it passed every static check, and a Mac can run it
         raise Unavailable(f"{out} written after its static checks, but its numbers were not computed here: {judged['verdict']} "
-                          f"({judged['why']}); check them where its runtime runs: partialnet verify {out.name} --ref CHECKPOINT", details=judged)
+                          f"({judged['why']}); check them where its runtime runs: partialnet verify {shlex.quote(str(out))} --ref CHECKPOINT", details=judged)
     return result
 
 

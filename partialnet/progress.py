@@ -32,15 +32,15 @@ class StageClock:
         self.listener = listener
         self.seconds: dict[str, float] = {}
         self._stack: list[list] = []  # [name, started, seconds spent in children]
-        self.within: dict[str, str] = {}  # a nested stage's name -> the stage it first ran inside
+        self.within: dict[str, str] = {}  # a stage that first began inside another -> that stage (never a cycle)
         self.began = time.perf_counter()
 
     @contextmanager
     def stage(self, name: str, detail: str = "") -> Iterator[None]:
         if self.listener:
             self.listener.started(name, detail)
-        if self._stack and self._stack[-1][0] != name:
-            self.within.setdefault(name, self._stack[-1][0])
+        if name not in self.seconds and self._stack:  # where a stage first begins decides where it is shown
+            self.within[name] = self._stack[-1][0]
         frame = [name, time.perf_counter(), 0.0]
         self._stack.append(frame)
         self.seconds.setdefault(name, 0.0)

@@ -81,6 +81,18 @@ def test_the_timing_line_shows_a_stage_whole_with_its_nested_parts():
               "within": {"torch.onnx.export": "export", "simplify": "export"}}
     assert timing_line(timing) == ("10.0 s wall (from process start): startup 0.5 s 5 %, export 4.2 s 42 % (torch.onnx.export 3.5 s, "
                                    "simplify 0.2 s), verify 5.0 s 50 %, other 0.3 s 3 %")
+    from partialnet import progress
+
+    with progress.recording() as clock:  # where a stage first began decides: no cycle, no top-level time folded away
+        with progress.stage("verify"):
+            pass
+        with progress.stage("export"):
+            with progress.stage("verify"):
+                pass
+            with progress.stage("simplify"):
+                with progress.stage("export"):
+                    pass
+    assert clock.breakdown()["within"] == {"simplify": "export"}
     flat = {"wall_s": 2.0, "stages_s": {"fold": 1.0, "write": 0.01}}  # nothing nested; a stage under 0.05 s is left out
     assert timing_line(flat) == "2.0 s wall (from process start): fold 1.0 s 50 %"
 
@@ -174,8 +186,20 @@ def test_a_given_artifact_is_timed_at_its_own_size_and_batch_and_others_are_refu
     for args, message in refusals.items():
         refused = cli("bench", b3, "--runtime", "onnxruntime", "--protocol", "quick", *args)
         assert refused.code == 2 and message in refused.err and "Traceback" not in refused.err, refused.err
+    far = cli("bench", b3, "--imgsz", "192", "64", "--target", "ssh://nohost.invalid", "--protocol", "quick")
+    assert far.code == 2 and "cannot apply to it" in far.err  # refused here, before any target is reached
     unlike = cli("bench", "--ab", "partialnet_t0", b3, "--runtime", "onnxruntime", "--protocol", "quick")
-    assert unlike.code == 2 and "--ab compares like with like: b3.onnx runs 96x160 at batch 3, the other side 224x224 at batch 1" in unlike.err
+    assert unlike.code == 2 and "--ab compares like with like: A partialnet_t0 runs 224x224 at batch 1, B b3.onnx runs 96x160 at batch 3" in unlike.err
+    d64 = tmp_path / "d64.onnx"
+    assert cli("export", "partialnet_t0", "--imgsz", "64", "--dynamic", "--samples", "1", "-o", d64).code == 0
+    unlike = cli("bench", "--ab", d64, b3, "--runtime", "onnxruntime", "--protocol", "quick")
+    assert unlike.code == 2 and "A d64.onnx runs 64x64 at batch 1, B b3.onnx runs 96x160 at batch 3" in unlike.err
+    both = cli("bench", b3, d64, "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1", "--json", tmp_path / "both.json")
+    assert both.code == 0, both.err
+    data = json.loads((tmp_path / "both.json").read_text())
+    assert data["settings"]["imgsz"] is None  # no size of the run's own: each row says what it timed
+    assert sorted((r["imgsz"], r["batch"]) for r in data["rows"]) == [([64, 64], 1), ([96, 160], 3)]
+    assert "quick protocol · 96x160, 64x64 ·" in both.out
 
 
 @pytest.mark.slow

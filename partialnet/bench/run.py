@@ -59,7 +59,7 @@ class Target:
     note: str | None = None
     format: str | None = None  # the artifact's format when measured as given; None: built here
     precision: str | None = None  # a given artifact's own precision (fp16/int8 files run as built)
-    imgsz: tuple[int, int] | None = None  # an artifact's own input size, which overrides --imgsz
+    imgsz: tuple[int, int] | None = None  # a given artifact's own input size (bench refuses an --imgsz other than it)
     unrunnable: dict[int, str] = field(default_factory=dict)  # batch asked for -> why this target cannot run it
     unrunnable_formats: dict[tuple[str, int], str] = field(default_factory=dict)  # (format, batch) -> why its export failed
 
@@ -130,14 +130,14 @@ def prepare_model_target(
     return target
 
 
+def built_runtimes(plan: "BenchPlan") -> list[str]:
+    """The runtimes that run an artifact bench builds from a checkpoint, and can run here."""
+    return [r for r in plan.runtimes if RUNTIMES[r].runs == "built" and plan.where.availability(r, plan.device, plan.precision) is None]
+
+
 def build_formats(plan: "BenchPlan") -> list[str]:
     """The artifact each available runtime runs from a checkpoint: its first listed format (IR for OpenVINO)."""
-    chosen = []
-    for runtime in plan.runtimes:
-        spec = RUNTIMES[runtime]
-        if spec.runs == "built" and plan.where.availability(runtime, plan.device, plan.precision) is None:
-            chosen.append(spec.formats[0])
-    return list(dict.fromkeys(chosen))
+    return list(dict.fromkeys(RUNTIMES[r].formats[0] for r in built_runtimes(plan)))
 
 
 def artifact_format(source: str) -> str | None:
@@ -174,19 +174,31 @@ def fit_to_artifacts(plan: "BenchPlan", sources: list[str], imgsz_given: bool, b
                            "run it; leave --batch out, or export it with --dynamic, or once per batch with --batch N")
     if given and len(given) == len(dict.fromkeys(sources)):
         sizes = {tuple(io["imgsz"]) for io in given.values()}
-        if not imgsz_given and len(sizes) == 1:
-            plan.imgsz = sizes.pop()
         static = {io["batch"] for io in given.values() if not io["dynamic"]}
-        if not batches_given and len(static) == 1 and all(not io["dynamic"] for io in given.values()):
-            plan.batches = sorted(static)
-    for source, io in given.items() if pair else ():
-        if tuple(io["imgsz"]) != tuple(plan.imgsz) or (not io["dynamic"] and io["batch"] != plan.batches[0]):
-            raise BadInput(f"--ab compares like with like: {Path(source).name} runs {format_imgsz(io['imgsz'])} at batch "
-                           f"{io['batch'] if not io['dynamic'] else plan.batches[0]}, the other side {format_imgsz(plan.imgsz)} at batch "
-                           f"{plan.batches[0]}: give --imgsz and --batch to match, or export both alike")
+        all_static = all(not io["dynamic"] for io in given.values())
+        if not imgsz_given:
+            plan.imgsz, plan.imgsz_timed = (sizes.pop(), True) if len(sizes) == 1 else (plan.imgsz, False)
+        if not batches_given and all_static:
+            plan.batches, plan.batches_timed = (sorted(static), True) if len(static) == 1 else (plan.batches, False)
+    if pair:
+        _check_like_with_like(plan, sources, given)
 
 
-def prepare_artifact_target(path: Path, batches: list[int], imgsz, workdir: Path, batches_given: bool = True) -> Target:
+def _check_like_with_like(plan: "BenchPlan", sides: list[str], given: dict) -> None:
+    """The two sides of an A/B run the same input size and batch: a ratio of unlike inputs means nothing."""
+    runs = {}
+    for source in sides:
+        io = given.get(source)
+        size = tuple(io["imgsz"]) if io else tuple(plan.imgsz)  # a model is built at the run's size and batch
+        runs[source] = (size, io["batch"] if io and not io["dynamic"] else plan.batches[0])
+    (a, (size_a, batch_a)), (b, (size_b, batch_b)) = list(runs.items())[0], list(runs.items())[-1]
+    if (size_a, batch_a) != (size_b, batch_b):
+        shown = {s: f"{Path(s).name if s in given else s} runs {'x'.join(map(str, size))} at batch {batch}" for s, (size, batch) in runs.items()}
+        raise BadInput(f"--ab compares like with like: A {shown[a]}, B {shown[b]}; export both alike (a model side is built at --imgsz "
+                       "and --batch)")
+
+
+def prepare_artifact_target(path: Path, batches: list[int], workdir: Path, batches_given: bool = True) -> Target:
     """A given artifact, timed as is: at its own size, and a static one at its own batch. Of the other batches
     a run uses, those asked for (--batch) show as skipped rows saying why; the defaults, which a model beside
     it in the run may use, are not its business."""
@@ -292,6 +304,8 @@ class BenchPlan:
     wait: str | None = None  # how pool threads wait between parallel regions; None: the device's default (bench.threads)
     control: bool = False  # an A/A control beside the rows (bench --aa; claims by default): the run's own resolution
     batches_given: bool = True  # asked for (--batch): a static artifact shows a skipped row for each it cannot run
+    imgsz_timed: bool = True  # False: only given artifacts of several sizes, none at imgsz (each row records its own)
+    batches_timed: bool = True  # False: only static artifacts of several batches (each row records its own)
     where: Any = HERE  # where rows run: this machine, or a remote target (partialnet.bench.where)
 
     def __post_init__(self) -> None:
@@ -475,7 +489,7 @@ def _prepare_targets(plan: BenchPlan, work: Path, progress, prepared: dict) -> l
             if progress:
                 progress(f"preparing {source}: {'read the artifact' if artifact_format(source) else 'fold, export, verify'}")
             if artifact_format(source):
-                prepared[key] = prepare_artifact_target(Path(source), plan.batches, plan.imgsz, targets_dir, plan.batches_given)
+                prepared[key] = prepare_artifact_target(Path(source), plan.batches, targets_dir, plan.batches_given)
             else:
                 prepared[key] = prepare_model_target(source, plan.batches, plan.imgsz, targets_dir, formats, plan.precision, plan.data,
                                                      plan.calib_size)
@@ -520,8 +534,8 @@ def _header(plan: BenchPlan, started: datetime) -> dict:
         "settings": {
             "device": plan.device,
             "threads": plan.threads,
-            "batches": plan.batches,
-            "imgsz": list(plan.imgsz),
+            "batches": plan.batches if plan.batches_timed else None,  # None: the given artifacts' own, per row
+            "imgsz": list(plan.imgsz) if plan.imgsz_timed else None,
             "precision": plan.precision,
             "calibration": {"data": plan.data if plan.data in (None, "digits") else Path(plan.data).name, "images": plan.calib_size}
             if plan.precision == "int8"
@@ -533,7 +547,7 @@ def _header(plan: BenchPlan, started: datetime) -> dict:
             "wait": plan.wait,
         },
         "artifacts": "built here per (format, batch) from a checkpoint: "
-        + ", ".join(f"{RUNTIMES[r].formats[0]} ({FORMATS[RUNTIMES[r].formats[0]].suffix}) for {r}" for r in plan.runtimes if RUNTIMES[r].runs == "built")
+        + (", ".join(f"{RUNTIMES[r].formats[0]} ({FORMATS[RUNTIMES[r].formats[0]].suffix}) for {r}" for r in built_runtimes(plan)) or "none")
         + "; a given artifact is timed as is, at its own size (and batch, if static)",
         "timed_region": timed_region(plan.device),
         "throughput": THROUGHPUT_NOTE if not plan.streams else STREAMS_NOTE,
@@ -557,7 +571,7 @@ def effective_block(protocol: Protocol, block: int) -> int:
 def _prepare_side(plan: BenchPlan, source: str, work: Path, formats: list[str]) -> Target:
     batch = plan.batches[0]
     if artifact_format(source):
-        return prepare_artifact_target(Path(source), [batch], plan.imgsz, work)
+        return prepare_artifact_target(Path(source), [batch], work)
     return prepare_model_target(source, [batch], plan.imgsz, work, formats, plan.precision, plan.data, plan.calib_size)
 
 
