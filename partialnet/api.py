@@ -23,7 +23,7 @@ from partialnet.exporters.options import (
     DEFAULT_CALIB_SIZE, FLAGS, ExportOptions, check_flags, check_int8_tools, check_layers,
 )
 from partialnet.folding import count_batchnorms, deploy_payload, fold
-from partialnet.limits import check_count, check_input_shape, parse_imgsz
+from partialnet.limits import check_count, check_input_shape, format_imgsz, parse_imgsz
 from partialnet.models.flops import model_cost
 from partialnet.models.table import model_table, variant_row
 from partialnet.outputs import Output, atomic_outputs, check_outputs
@@ -80,7 +80,7 @@ def _load(source: str, variant: str | None = None):
 
 
 def _fold(model, imgsz: tuple[int, int]):
-    with stage("fold", "x".join(map(str, imgsz))):
+    with stage("fold", format_imgsz(imgsz)):
         return fold(model, imgsz)
 
 

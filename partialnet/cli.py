@@ -31,7 +31,7 @@ from partialnet.exporters.options import ExportOptions
 from partialnet.options import defaults_of, flags_of, from_cli
 from partialnet.remote.options import TargetOptions
 from partialnet.verify_options import VerifyOptions
-from partialnet.limits import parse_imgsz
+from partialnet.limits import format_imgsz, parse_imgsz
 from partialnet.signals import Interrupted
 
 # torch, onnx and the runtimes load inside the commands that use them (partialnet.api and below):
@@ -128,8 +128,8 @@ def timing_line(timing: dict) -> str:
     stages, within, wall = timing["stages_s"], timing.get("within", {}), timing["wall_s"]
     children = {name: [c for c, parent in within.items() if parent == name and c in stages] for name in stages}
 
-    def whole(name: str, seen: frozenset = frozenset()) -> float:
-        return stages[name] + sum(whole(c, seen | {name}) for c in children[name] if c not in seen and c != name)
+    def whole(name: str) -> float:  # `within` has no cycle: a stage is placed where it first began
+        return stages[name] + sum(whole(c) for c in children[name])
 
     parts = []
     for name in stages:
@@ -169,7 +169,7 @@ def models(imgsz: ImgszOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         _print_json(rows)
         return
-    size = "x".join(map(str, rows[0]["imgsz"]))
+    size = format_imgsz(rows[0]["imgsz"])
     table = Table(title=f"PartialNet / FasterNet variants (GMACs = multiply-adds at {size}, fvcore convention)")
     for col in ("variant", "E", "depths", "act", "PAT_sp", "params", "published", "GMACs", "published", "Δ GMACs", "top-1*"):
         table.add_column(col, justify="right" if col not in ("variant", "act", "depths") else "left")
@@ -535,16 +535,10 @@ def _bench_everywhere(options: BenchOptions, sources, where: TargetOptions) -> l
     each model prepared once for all of them)."""
     from partialnet.bench import run as bench_run
 
-    if where.target:
-        options.plan(sources)  # every refusal of the options and sources before a target is reached
+    here = options.plan(sources)  # every refusal of the options and sources, before any target is reached
     with where.hosts() as hosts:
-        plans = []
-        for host in hosts or [None]:
-            plan = options.plan(sources)
-            if host is not None:
-                plan.where = host
-                plan.threads = options.threads or plan.protocol.threads or host.default_threads()
-            plans.append(plan)
+        plans = [replace(here, where=host, threads=options.threads or here.protocol.threads or host.default_threads())
+                 for host in hosts or []] or [here]
 
         def announce(plan) -> None:
             if hosts:

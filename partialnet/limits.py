@@ -60,6 +60,11 @@ def check_count(value: int, option: str, high: int) -> None:
         raise BadInput(f"{option} {value}: expected 1 to {high}")
 
 
+def format_imgsz(size: Sequence[int]) -> str:
+    """`(96, 160)` -> "96x160": how every message and title writes a size (parse_imgsz reads it back)."""
+    return "x".join(map(str, size))
+
+
 def parse_imgsz(values: Sequence[int] | int | str | None, default: int = 224) -> tuple[int, int]:
     """`224`, `(H, W)` or "H,W" / "HxW": multiples of 32, at least 64 (the last stage must be at least 2×2)."""
     if values is None:

@@ -8,8 +8,8 @@ announced through `partialnet.progress` for whoever shows progress.
 from __future__ import annotations
 
 import hashlib
-import shlex
 import json
+import shlex
 import tempfile
 import weakref
 import time

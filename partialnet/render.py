@@ -7,6 +7,7 @@ from rich.table import Table
 
 from partialnet.bench.marks import mark
 from partialnet.inputs import inert
+from partialnet.limits import format_imgsz
 
 
 class InertConsole(Console):
@@ -19,7 +20,7 @@ class InertConsole(Console):
 
 
 def fold_table(report: dict) -> Table:
-    size = "x".join(map(str, report["imgsz"]))
+    size = format_imgsz(report["imgsz"])
     table = Table(title=f"fold report ({size})")
     columns = ("pass", "sites", "max |Δ logits|", "params", "not folded")  # descriptions: in the JSON
     for col in columns:
@@ -150,7 +151,7 @@ def bench_table(result: dict) -> Table:
     if gpu:
         names = ", ".join(str(g.get("name", "?")) for g in result["machine"].get("gpus") or [] if isinstance(g, dict))
         where = f"cuda: {names or 'GPU'}"
-    sizes = dict.fromkeys("x".join(map(str, r["imgsz"])) for r in result["rows"] if r["status"] == "ok" and isinstance(r.get("imgsz"), list))
+    sizes = dict.fromkeys(format_imgsz(r["imgsz"]) for r in result["rows"] if r["status"] == "ok" and isinstance(r.get("imgsz"), list))
     size = f" · {', '.join(sizes)}" if sizes else ""  # a given artifact runs at its own size: say which was timed
     table = Table(title=f"{result['protocol']['name']} protocol{mode}{size} · {machine['model']} · {where}" + (f" · {options}" if options else ""))
     columns = ("model", "runtime", "precision", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "CoV", "images/s", "parity",

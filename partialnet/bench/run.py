@@ -158,12 +158,10 @@ def fit_to_artifacts(plan: "BenchPlan", sources: list[str], imgsz_given: bool, b
     must then run the same size and batch: a ratio of unlike inputs means nothing.
     """
     from partialnet.exporters.formats import read_io
-
-    def format_imgsz(size) -> str:
-        return "x".join(map(str, size))
+    from partialnet.limits import format_imgsz
 
     plan.batches_given = batches_given
-    given = {source: read_io(Path(source)) for source in dict.fromkeys(sources) if artifact_format(source)}
+    given = plan.artifact_io = {source: read_io(Path(source)) for source in dict.fromkeys(sources) if artifact_format(source)}
     for source, io in given.items():
         own = tuple(io["imgsz"])
         if imgsz_given and own != tuple(plan.imgsz):
@@ -186,6 +184,8 @@ def fit_to_artifacts(plan: "BenchPlan", sources: list[str], imgsz_given: bool, b
 
 def _check_like_with_like(plan: "BenchPlan", sides: list[str], given: dict) -> None:
     """The two sides of an A/B run the same input size and batch: a ratio of unlike inputs means nothing."""
+    from partialnet.limits import format_imgsz
+
     runs = {}
     for source in sides:
         io = given.get(source)
@@ -193,19 +193,19 @@ def _check_like_with_like(plan: "BenchPlan", sides: list[str], given: dict) -> N
         runs[source] = (size, io["batch"] if io and not io["dynamic"] else plan.batches[0])
     (a, (size_a, batch_a)), (b, (size_b, batch_b)) = list(runs.items())[0], list(runs.items())[-1]
     if (size_a, batch_a) != (size_b, batch_b):
-        shown = {s: f"{Path(s).name if s in given else s} runs {'x'.join(map(str, size))} at batch {batch}" for s, (size, batch) in runs.items()}
+        shown = {s: f"{Path(s).name if s in given else s} runs {format_imgsz(size)} at batch {batch}" for s, (size, batch) in runs.items()}
         raise BadInput(f"--ab compares like with like: A {shown[a]}, B {shown[b]}; export both alike (a model side is built at --imgsz "
                        "and --batch)")
 
 
-def prepare_artifact_target(path: Path, batches: list[int], workdir: Path, batches_given: bool = True) -> Target:
+def prepare_artifact_target(path: Path, batches: list[int], workdir: Path, batches_given: bool = True, io: dict | None = None) -> Target:
     """A given artifact, timed as is: at its own size, and a static one at its own batch. Of the other batches
     a run uses, those asked for (--batch) show as skipped rows saying why; the defaults, which a model beside
     it in the run may use, are not its business."""
     from partialnet.exporters.formats import format_for_path, read_io
 
     fmt = format_for_path(path)
-    io = read_io(path)
+    io = io or read_io(path)  # `io`: as fit_to_artifacts read it, so the size and batch checked are the ones timed
     meta = io["metadata"]
     variant = meta.get("variant") if meta.get("variant") in VARIANTS else None
     imgsz = tuple(io["imgsz"])
@@ -305,6 +305,7 @@ class BenchPlan:
     control: bool = False  # an A/A control beside the rows (bench --aa; claims by default): the run's own resolution
     batches_given: bool = True  # asked for (--batch): a static artifact shows a skipped row for each it cannot run
     imgsz_timed: bool = True  # False: only given artifacts of several sizes, none at imgsz (each row records its own)
+    artifact_io: dict[str, dict] = field(default_factory=dict)  # each given artifact's read_io, read once by fit_to_artifacts
     batches_timed: bool = True  # False: only static artifacts of several batches (each row records its own)
     where: Any = HERE  # where rows run: this machine, or a remote target (partialnet.bench.where)
 
@@ -489,7 +490,7 @@ def _prepare_targets(plan: BenchPlan, work: Path, progress, prepared: dict) -> l
             if progress:
                 progress(f"preparing {source}: {'read the artifact' if artifact_format(source) else 'fold, export, verify'}")
             if artifact_format(source):
-                prepared[key] = prepare_artifact_target(Path(source), plan.batches, targets_dir, plan.batches_given)
+                prepared[key] = prepare_artifact_target(Path(source), plan.batches, targets_dir, plan.batches_given, plan.artifact_io.get(source))
             else:
                 prepared[key] = prepare_model_target(source, plan.batches, plan.imgsz, targets_dir, formats, plan.precision, plan.data,
                                                      plan.calib_size)
@@ -571,7 +572,7 @@ def effective_block(protocol: Protocol, block: int) -> int:
 def _prepare_side(plan: BenchPlan, source: str, work: Path, formats: list[str]) -> Target:
     batch = plan.batches[0]
     if artifact_format(source):
-        return prepare_artifact_target(Path(source), [batch], work)
+        return prepare_artifact_target(Path(source), [batch], work, io=plan.artifact_io.get(source))
     return prepare_model_target(source, [batch], plan.imgsz, work, formats, plan.precision, plan.data, plan.calib_size)
 
 
