@@ -25,6 +25,7 @@ from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, CheckpointInfo, sha256_of
 from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.exporters.formats import exporter_of, get_format
 from partialnet.exporters.options import ExportOptions
+from partialnet.exporters.pt2e import PROGRAM_BATCH, ProgramRunner, judged_before_lowering
 from partialnet.folding import FoldReport
 from partialnet.outputs import Output, atomic_outputs
 from partialnet.preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, load_images
@@ -120,19 +121,26 @@ def check_parity(
     """
     if io["precision"] not in DEFAULT_TOLERANCES:
         raise BadInput(f"{artifact}: input precision {io['precision']} is not fp32 or fp16")
+    with artifact_runner(runtime, artifact, threads, compute or "fp32") as built:
+        if compute and built.precision != compute:
+            raise Unavailable(f"{runtime} computes {built.precision} here, not {compute}: this CPU has no native {compute}")
+        return judge_runner(built, reference, io, checks, judging, compute or io["precision"])
+
+
+def judge_runner(built, reference: nn.Module, io: dict, checks: VerifyOptions, judging, precision: str) -> ParityReport:
+    """A prepared runner's answers beside the unfolded PyTorch model's, by `precision`'s gates: an artifact's
+    runner, or a quantized program's before it is lowered (so a bad calibration stops before the slow part)."""
     labelled = checks.labelled()
     labels = None
     if labelled is not None:
         images, labels = labelled.load(tuple(io["imgsz"]))
     else:
         images = load_images(Path(checks.images), tuple(io["imgsz"])) if checks.images else None
-    tol = DEFAULT_TOLERANCES[compute or io["precision"]].merged(**checks.tolerances)
-    with artifact_runner(runtime, artifact, threads, compute or "fp32") as built, TorchRunner(reference) as torch_runner:
-        if compute and built.precision != compute:
-            raise Unavailable(f"{runtime} computes {built.precision} here, not {compute}: this CPU has no native {compute}")
+    tol = DEFAULT_TOLERANCES[precision].merged(**checks.tolerances)
+    with TorchRunner(reference) as torch_runner:
         # the same images are judged twice (INT8's judging case, then accuracy), and PyTorch's answers serve every artifact
         runner, reference_runner = Remembered(built, {}), Remembered(torch_runner, _REFERENCE_OUTPUTS.setdefault(reference, {}))
-        report = compare(runner, reference_runner, _parity_cases(io, checks.samples, images, judging), tol, compute or io["precision"])
+        report = compare(runner, reference_runner, _parity_cases(io, checks.samples, images, judging), tol, precision)
         if labelled is not None:
             report.accuracy = labelled_accuracy(labelled.name, images, labels, runner, reference_runner, io, tol)
         elif checks.dataset:
@@ -282,7 +290,8 @@ def export_staged(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="partialnet-export-") as work:
         *staged_files, staged_manifest = staged
-        with stage("export", fmt.name):
+        early = _judge_before_lowering(fmt, model, deploy, options, checks, judging, Path(work)) if options.int8 and enforce else None
+        with stage("export", fmt.name), judged_before_lowering(early):
             stats = exporter_of(fmt).export(deploy, staged_files, options, metadata, Path(work))
         raise_if_pending()  # stop requests wait for a converter to return, then stop before verification
         for item in staged_files:
@@ -308,6 +317,23 @@ def export_staged(
         }
         staged_manifest.write_json(manifest)
     return {"output": str(outputs[0].path), "manifest_path": str(outputs[-1].path), **manifest}
+
+
+def _judge_before_lowering(fmt, model, deploy, options: ExportOptions, checks: VerifyOptions, judging, work: Path):
+    """The check an exporter runs on its quantized program before lowering it (`pt2e.before_lowering`): the
+    artifact's own gates and images, so a program that fails them is refused, with its per-layer report,
+    instead of being lowered first. One that passes is lowered and judged again as the artifact."""
+
+    def judge(program) -> None:
+        io = {"imgsz": list(options.imgsz), "batch": PROGRAM_BATCH, "precision": "int8", "dynamic": False}
+        with stage("judge before lowering", "the q/dq program in PyTorch"):
+            report = judge_runner(ProgramRunner(program, f"{fmt.name} q/dq program"), model, io, checks, judging, "int8")
+        if not report.passed:
+            with stage("divergence", "per-layer drift from fp32"):
+                divergence = int8_divergence(exporter_of(fmt), work, None, checks, judging, options.imgsz, deploy)
+            raise parity_failure(report, f"the quantized {fmt.name} program (checked before lowering; nothing written)", divergence)
+
+    return judge
 
 
 def _verify_export(fmt, stats: dict, artifact: Path, model, deploy, checks: VerifyOptions, judging, enforce: bool, work: Path) -> dict:

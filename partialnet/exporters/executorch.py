@@ -22,7 +22,7 @@ from torch import nn
 from partialnet.errors import BadInput, missing_extra
 from partialnet.exporters.quiet import library_quiet as quiet
 from partialnet.exporters.options import ExportOptions
-from partialnet.exporters.pt2e import pt2e_record
+from partialnet.exporters.pt2e import before_lowering, pt2e_record
 from partialnet.exporters.sidecar import read_metadata, write_scratch
 
 MAX_PTE_BYTES = 2 << 30
@@ -150,6 +150,9 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
         program = torch.export.export(model, (example,))
         if options.int8:  # the q/dq graph before lowering: the INT8 report's quantized side
             torch.export.save(program, str(workdir / QUANTIZED_PROGRAM))
+    if options.int8:
+        before_lowering(model)  # judged before the slow part (and outside the quiet block: its stage is shown)
+    with quiet(), torch.no_grad():
         if not options.int8:  # a quantized graph was decomposed before its quantize/dequantize pairs went in
             program = program.run_decompositions(xnnpack_decompositions())
         edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
@@ -332,4 +335,4 @@ def layer_activations(workdir: Path, artifact: Path, images, deploy: nn.Module):
             quantized = fake_quantize(reference[source], (qmin - zero) * scale, (qmax - zero) * scale, int(qmax - qmin + 1))
             losses += [(layer, sqnr_db(reference[source], quantized)) for layer in readers]
     return (order, {k: reference[k] for k in order}, {k: np.concatenate(captured[k]) for k in order}, worst_per_layer(losses),
-            "the PT2E q/dq program lowered to XNNPACK, run in PyTorch, beside the deploy model")
+            "the PT2E q/dq program that XNNPACK lowers, run in PyTorch, beside the deploy model")

@@ -9,7 +9,11 @@ removed, and those nodes run in float between dequantize and quantize.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -120,3 +124,41 @@ def node_layer(node) -> str | None:
     if not stack:
         return None
     return _fqn(list(stack.values())[-1][0]) or None
+
+
+# The export's judge of a quantized program, set by the pipeline around one export (none: nothing is judged early)
+_JUDGE: ContextVar[Callable[[nn.Module], None] | None] = ContextVar("partialnet_pt2e_judge", default=None)
+
+
+@contextmanager
+def judged_before_lowering(judge: Callable[[nn.Module], None] | None):
+    """Within this block an exporter that calls `before_lowering` hands its q/dq program to `judge` first."""
+    token = _JUDGE.set(judge)
+    try:
+        yield
+    finally:
+        _JUDGE.reset(token)
+
+
+def before_lowering(program: nn.Module) -> None:
+    """Lowering a q/dq program takes ExecuTorch about a minute for T0 (much more for L); a calibration that
+    already fails the INT8 gates as this program is refused here (the judge raises), before that minute."""
+    judge = _JUDGE.get()
+    if judge is not None:
+        judge(program)
+
+
+PROGRAM_BATCH = 32  # the q/dq program keeps calibration's dynamic batch; its cost is per call (~1,000 Python-level ops)
+
+
+class ProgramRunner:
+    """A quantized PT2E program as a runner: its q/dq ops run in PyTorch, as the int8 kernels will compute them."""
+
+    precision = "int8"
+
+    def __init__(self, program: nn.Module, name: str) -> None:
+        self.program, self.name = program, name
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.program(torch.from_numpy(np.array(batch, dtype=np.float32))).float().numpy()
