@@ -329,8 +329,7 @@ def _judge_before_lowering(fmt, model, deploy, options: ExportOptions, checks: V
         with stage("judge before lowering", "the q/dq program in PyTorch"):
             report = judge_runner(ProgramRunner(program, f"{fmt.name} q/dq program"), model, io, checks, judging, "int8")
         if not report.passed:
-            with stage("divergence", "per-layer drift from fp32"):
-                divergence = int8_divergence(exporter_of(fmt), work, None, checks, judging, options.imgsz, deploy)
+            divergence = int8_divergence(exporter_of(fmt), work, None, checks, judging, tuple(options.imgsz), deploy)
             raise parity_failure(report, f"the quantized {fmt.name} program (checked before lowering; nothing written)", divergence)
 
     return judge
@@ -353,18 +352,21 @@ def _verify_export(fmt, stats: dict, artifact: Path, model, deploy, checks: Veri
         return static
     record = parity.to_dict()
     if not parity.passed and io["precision"] == "int8":
-        with stage("divergence", "per-layer drift from fp32"):
-            record["divergence"] = int8_divergence(verifier, work, verify_path, checks, judging, tuple(io["imgsz"]), deploy)
+        record["divergence"] = int8_divergence(verifier, work, verify_path, checks, judging, tuple(io["imgsz"]), deploy)
     if not parity.passed and enforce:
         raise parity_failure(parity, f"the exported {fmt.name} artifact (not written)", record.get("divergence"))
     return record
 
 
-def int8_divergence(exporter, work: Path, artifact: Path, checks: VerifyOptions, judging, imgsz, deploy=None) -> dict | None:
-    """Where a failing INT8 artifact drifts from its float graph, on the images it was judged on."""
-    from partialnet.divergence import layer_divergence
+def int8_divergence(exporter, work: Path, artifact: Path | None, checks: VerifyOptions, judging, imgsz, deploy=None) -> dict | None:
+    """Where a failing INT8 artifact (or, before lowering, its quantized program: no artifact yet) drifts from
+    its float graph, on the images it was judged on."""
+    with stage("divergence", "per-layer drift from fp32"):
+        return _layer_divergence(exporter, work, artifact, checks, judging, imgsz, deploy)
 
-    from partialnet.divergence import MAX_IMAGES
+
+def _layer_divergence(exporter, work: Path, artifact: Path | None, checks: VerifyOptions, judging, imgsz, deploy) -> dict | None:
+    from partialnet.divergence import MAX_IMAGES, layer_divergence
 
     if checks.images:  # the user's images first, then the held-out set, then what it was judged on
         labelled = checks.labelled()
