@@ -25,7 +25,7 @@ from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, CheckpointInfo, sha256_of
 from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.exporters.formats import exporter_of, get_format
 from partialnet.exporters.options import ExportOptions
-from partialnet.exporters.pt2e import PROGRAM_BATCH, ProgramRunner, judged_before_lowering
+from partialnet.exporters.pt2e import PROGRAM_BATCH, ProgramLayers, ProgramRunner, judged_before_lowering
 from partialnet.folding import FoldReport
 from partialnet.outputs import Output, atomic_outputs
 from partialnet.preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, load_images
@@ -324,12 +324,12 @@ def _judge_before_lowering(fmt, model, deploy, options: ExportOptions, checks: V
     artifact's own gates and images, so a program that fails them is refused, with its per-layer report,
     instead of being lowered first. One that passes is lowered and judged again as the artifact."""
 
-    def judge(program) -> None:
+    def judge(program, lowered_by: str) -> None:
         io = {"imgsz": list(options.imgsz), "batch": PROGRAM_BATCH, "precision": "int8", "dynamic": False}
-        with stage("judge before lowering", "the q/dq program in PyTorch"):
+        with stage("judge before lowering", f"the q/dq program in PyTorch, before {lowered_by}"):
             report = judge_runner(ProgramRunner(program, f"{fmt.name} q/dq program"), model, io, checks, judging, "int8")
         if not report.passed:
-            divergence = int8_divergence(exporter_of(fmt), work, None, checks, judging, tuple(options.imgsz), deploy)
+            divergence = int8_divergence(ProgramLayers(program, lowered_by), work, None, checks, judging, tuple(options.imgsz), deploy)
             raise parity_failure(report, f"the quantized {fmt.name} program (checked before lowering; nothing written)", divergence)
 
     return judge

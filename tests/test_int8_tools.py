@@ -112,9 +112,10 @@ def test_a_bad_calibration_fails_with_a_per_layer_report(cli, digits_ckpt, blank
     assert "per-layer report: drift starts at" in result.err and "the calibration ranges do not fit these images" in result.err
     assert "INT8 drift from fp32, per layer" in result.err and not out.exists()
     assert f"up to 300 images from {blank_folder.name}/" in result.err  # the folder holds 4: the stage says "up to"
-    if fmt == "executorch":  # refused as its q/dq program, before the minute XNNPACK's lowering takes
-        assert "the quantized executorch program (checked before lowering; nothing written)" in result.err
+    if fmt in ("executorch", "litert"):  # refused as its q/dq program, before XNNPACK's minute of lowering or the conversion
+        assert f"the quantized {fmt} program (checked before lowering; nothing written)" in result.err
         assert "judge before lowering" in result.err and "delegate: XNNPACK" not in result.err
+        assert "the PT2E q/dq program that" in result.err  # the report's INT8 side: the program, as no artifact exists
 
 
 
@@ -122,13 +123,13 @@ def test_a_quantized_program_is_judged_before_lowering_only_where_the_pipeline_a
     from partialnet.exporters import pt2e
 
     seen = []
-    pt2e.before_lowering("program")  # no judge set: an exporter's call is a no-op
-    with pt2e.judged_before_lowering(seen.append):
-        pt2e.before_lowering("program")
+    pt2e.before_lowering("program", "a lowering")  # no judge set: an exporter's call is a no-op
+    with pt2e.judged_before_lowering(lambda program, lowered_by: seen.append((program, lowered_by))):
+        pt2e.before_lowering("program", "a lowering")
         with pt2e.judged_before_lowering(None):  # bench's unenforced INT8 builds: nothing judged early
-            pt2e.before_lowering("inner")
-    pt2e.before_lowering("after")
-    assert seen == ["program"]
+            pt2e.before_lowering("inner", "a lowering")
+    pt2e.before_lowering("after", "a lowering")
+    assert seen == [("program", "a lowering")]
 
 
 def test_the_failure_carries_the_whole_report(digits_ckpt, blank_folder, tmp_path):

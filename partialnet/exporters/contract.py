@@ -20,9 +20,9 @@ Optional:
 - `unavailable_reason() -> str | None` and `PREPARES` (text), for a row with `fallback=True`: why the
   builder cannot finish here, and what the export prepares instead (exit 3).
 
-A call, not a name: an INT8 exporter whose slow step lowers a quantized PT2E program calls
-`pt2e.before_lowering(program)` first, so the pipeline can refuse a program that already fails the INT8
-gates (ExecuTorch); its `layer_activations` must then work from the workdir alone (no artifact yet).
+A call, not a name: an INT8 exporter whose slow step lowers or converts a quantized PT2E program calls
+`pt2e.before_lowering(program, lowered_by)` first, so the pipeline can refuse a program that already fails
+the INT8 gates (ExecuTorch, LiteRT); the per-layer report of that refusal reads the program itself.
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
         if options.int8:  # the q/dq graph before lowering: the INT8 report's quantized side
             torch.export.save(program, str(workdir / QUANTIZED_PROGRAM))
     if options.int8:
-        before_lowering(model)  # judged before the slow part (and outside the quiet block: its stage is shown)
+        before_lowering(model, "XNNPACK's lowering")  # judged before the slow part (and outside the quiet block: its stage is shown)
     with quiet(), torch.no_grad():
         if not options.int8:  # a quantized graph was decomposed before its quantize/dequantize pairs went in
             program = program.run_decompositions(xnnpack_decompositions())
@@ -301,38 +301,8 @@ QUANTIZED_PROGRAM = "quantized.pt2"
 
 
 def layer_activations(workdir: Path, artifact: Path, images, deploy: nn.Module):
-    """The PT2E q/dq program that was lowered (what XNNPACK's int8 kernels implement), layer by layer, beside the
-    deploy model's module outputs in PyTorch, and the isolated loss of each quantized activation (for partialnet.divergence)."""
-    from partialnet.divergence import fake_quantize, last_per_layer, module_outputs, sqnr_db, worst_per_layer
-    from partialnet.exporters.pt2e import node_layer
+    """The PT2E q/dq program that was lowered, layer by layer (a .pte does not expose its tensors)."""
+    from partialnet.exporters.pt2e import program_activations
 
     graph_module = torch.export.load(str(workdir / QUANTIZED_PROGRAM)).module()
-    nodes = [n for n in graph_module.graph.nodes if n.op == "call_function"]
-    last = last_per_layer((node_layer(node), node) for node in nodes)
-    captured = {layer: [] for layer in last}
-    wanted = {node: layer for layer, node in last.items()}
-
-    class Capture(torch.fx.Interpreter):
-        def run_node(self, n):
-            out = super().run_node(n)
-            if n in wanted and isinstance(out, torch.Tensor):
-                captured[wanted[n]].append(out.detach().float().numpy())
-            return out
-
-    with torch.no_grad():
-        for image in images:
-            Capture(graph_module).run(torch.from_numpy(np.ascontiguousarray(image[None])))
-    reference = module_outputs(deploy, images, list(last))
-    order = [k for k in last if k in reference and captured[k] and np.concatenate(captured[k]).shape == reference[k].shape]
-    losses = []
-    for node in nodes:
-        if "quantize_per_tensor" not in str(node.target) or "dequantize" in str(node.target):
-            continue
-        source = wanted.get(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
-        if source in order:
-            scale, zero, qmin, qmax = (float(a) for a in node.args[1:5])
-            readers = {node_layer(u) for dq in node.users for u in dq.users} - {None}
-            quantized = fake_quantize(reference[source], (qmin - zero) * scale, (qmax - zero) * scale, int(qmax - qmin + 1))
-            losses += [(layer, sqnr_db(reference[source], quantized)) for layer in readers]
-    return (order, {k: reference[k] for k in order}, {k: np.concatenate(captured[k]) for k in order}, worst_per_layer(losses),
-            "the PT2E q/dq program that XNNPACK lowers, run in PyTorch, beside the deploy model")
+    return program_activations(graph_module, images, deploy, "the PT2E q/dq program that XNNPACK lowers, run in PyTorch, beside the deploy model")

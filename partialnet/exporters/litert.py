@@ -21,7 +21,7 @@ from torch import nn
 from partialnet.errors import BadInput, missing_extra
 from partialnet.exporters.quiet import library_quiet, native_quiet
 from partialnet.exporters.options import ExportOptions
-from partialnet.exporters.pt2e import pt2e_record
+from partialnet.exporters.pt2e import before_lowering, pt2e_record
 from partialnet.exporters.sidecar import read_metadata, write_scratch
 from partialnet.runtimes.litert import make_interpreter
 from partialnet.inputs import check_regular
@@ -51,6 +51,9 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
             kwargs["quant_config"] = quant_recipes.full_fp16_recipe()
         if options.int8:
             model, kwargs["quant_config"] = _quantize(model, example, options.calibration, options.batch, options)
+    if options.int8:
+        before_lowering(model, "litert-torch's converter")  # judged before conversion (outside the quiet block: its stage is shown)
+    with library_quiet(), native_quiet(), torch.no_grad():
         content = bytes(litert_torch.convert(model, (example,), **kwargs).model_content())
     staged[0].write_bytes(content)
     scratch = write_scratch(workdir, "model.tflite", content, metadata, options.precision)

@@ -127,11 +127,11 @@ def node_layer(node) -> str | None:
 
 
 # The export's judge of a quantized program, set by the pipeline around one export (none: nothing is judged early)
-_JUDGE: ContextVar[Callable[[nn.Module], None] | None] = ContextVar("partialnet_pt2e_judge", default=None)
+_JUDGE: ContextVar[Callable[[nn.Module, str], None] | None] = ContextVar("partialnet_pt2e_judge", default=None)
 
 
 @contextmanager
-def judged_before_lowering(judge: Callable[[nn.Module], None] | None):
+def judged_before_lowering(judge: Callable[[nn.Module, str], None] | None):
     """Within this block an exporter that calls `before_lowering` hands its q/dq program to `judge` first."""
     token = _JUDGE.set(judge)
     try:
@@ -140,12 +140,13 @@ def judged_before_lowering(judge: Callable[[nn.Module], None] | None):
         _JUDGE.reset(token)
 
 
-def before_lowering(program: nn.Module) -> None:
-    """Lowering a q/dq program takes ExecuTorch about a minute for T0 (much more for L); a calibration that
-    already fails the INT8 gates as this program is refused here (the judge raises), before that minute."""
+def before_lowering(program: nn.Module, lowered_by: str) -> None:
+    """Lowering a q/dq program takes ExecuTorch about a minute for T0 (much more for L), converting it takes
+    litert-torch several seconds; a calibration that already fails the INT8 gates as this program is refused
+    here (the judge raises), before that. `lowered_by` names what would have taken the program next."""
     judge = _JUDGE.get()
     if judge is not None:
-        judge(program)
+        judge(program, lowered_by)
 
 
 PROGRAM_BATCH = 32  # the q/dq program keeps calibration's dynamic batch; its cost is per call (~1,000 Python-level ops)
@@ -162,3 +163,49 @@ class ProgramRunner:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return self.program(torch.from_numpy(np.array(batch, dtype=np.float32))).float().numpy()
+
+
+class ProgramLayers:
+    """A q/dq program as the INT8 side of the per-layer report (`partialnet.divergence`), before it was
+    lowered: the report a failed early judgement carries, whatever format would have been made of it."""
+
+    def __init__(self, program: nn.Module, lowered_by: str) -> None:
+        self.program, self.lowered_by = program, lowered_by
+
+    def layer_activations(self, workdir, artifact, images, deploy: nn.Module):
+        return program_activations(self.program, images, deploy, f"the PT2E q/dq program that {self.lowered_by} takes, run in PyTorch, beside the deploy model")
+
+
+def program_activations(graph_module: nn.Module, images, deploy: nn.Module, how: str):
+    """Each layer's output in a PT2E q/dq program (what the int8 kernels implement) beside the deploy model's
+    module outputs in PyTorch, and the isolated loss of each quantized activation (for partialnet.divergence)."""
+    from partialnet.divergence import fake_quantize, last_per_layer, module_outputs, sqnr_db, worst_per_layer
+
+    nodes = [n for n in graph_module.graph.nodes if n.op == "call_function"]
+    last = last_per_layer((node_layer(node), node) for node in nodes)
+    captured = {layer: [] for layer in last}
+    wanted = {node: layer for layer, node in last.items()}
+
+    class Capture(torch.fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if n in wanted and isinstance(out, torch.Tensor):
+                captured[wanted[n]].append(out.detach().float().numpy())
+            return out
+
+    with torch.no_grad():
+        for image in images:
+            Capture(graph_module).run(torch.from_numpy(np.ascontiguousarray(image[None])))
+    reference = module_outputs(deploy, images, list(last))
+    order = [k for k in last if k in reference and captured[k] and np.concatenate(captured[k]).shape == reference[k].shape]
+    losses = []
+    for node in nodes:
+        if "quantize_per_tensor" not in str(node.target) or "dequantize" in str(node.target):
+            continue
+        source = wanted.get(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
+        if source in order:
+            scale, zero, qmin, qmax = (float(a) for a in node.args[1:5])
+            readers = {node_layer(u) for dq in node.users for u in dq.users} - {None}
+            quantized = fake_quantize(reference[source], (qmin - zero) * scale, (qmax - zero) * scale, int(qmax - qmin + 1))
+            losses += [(layer, sqnr_db(reference[source], quantized)) for layer in readers]
+    return order, {k: reference[k] for k in order}, {k: np.concatenate(captured[k]) for k in order}, worst_per_layer(losses), how
