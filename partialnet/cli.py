@@ -846,9 +846,11 @@ def compare_command(
         _print_json(report)
     else:
         out.print(render.compare_table(report))
+        for item in report["failed_in_candidate"]:
+            out.print(f"FAILED in the candidate: {' / '.join(map(str, item['key']))}: {item['reason']}", markup=False)
         for label in ("only_in_baseline", "only_in_candidate"):
             for key in report[label]:
-                out.print(f"{label.replace('_', ' ')}: {' / '.join(map(str, key))}")
+                out.print(f"{label.replace('_', ' ')}: {' / '.join(map(str, key))}", markup=False)
         for line in why_lines(report):
             out.print(line)
     message = failure(report)

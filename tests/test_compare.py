@@ -89,6 +89,26 @@ def test_too_few_samples_for_the_gate_is_noisy_not_ok():
     assert "too few samples" in v["why"] and "rerun with more iterations" in v["why"]
 
 
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_a_doubled_median_on_too_few_samples_never_passes(n):
+    """Three samples a side cannot make the rank test significant at 0.01, however far apart they are."""
+    base = [0.0100, 0.0101, 0.0102][:n]
+    v = judge(base, [2 * x for x in base])
+    assert v["verdict"] == "noisy" and "untestable" in v["noise_reasons"], v["why"]
+    assert f"{n} baseline and {n} candidate samples" in v["why"] and "rerun with more iterations" in v["why"]
+    assert judge([0.010] * 4, [0.010] * 4)["noise_reasons"] == ["untestable"]  # four a side: the best p is 0.014 >= 0.01
+    assert "untestable" not in judge([0.010] * 5, [0.010] * 5)["noise_reasons"]
+
+
+def test_an_interval_wholly_past_the_gate_is_never_ok():
+    """The medians' interval excludes the gate, but the samples overlap: not a regression the test confirms,
+    and not an ok either."""
+    v = judge([0.010] * 7 + [0.040], [0.020] * 7 + [0.005])  # each side's one outlier sits beyond the other side
+    assert v["ratio_ci95"][0] > 1.1 and v["p_slower"] >= 0.01
+    assert v["verdict"] == "noisy" and "unconfirmed" in v["noise_reasons"], v["why"]
+    assert "the whole interval lies past the 10% gate" in v["why"]
+
+
 def test_no_gate_edge_to_reach_when_max_slowdown_is_zero():
     """--max-slowdown 0 gates on any significant slowdown; quiet identical runs must not turn noisy."""
     rng = np.random.default_rng(6)
@@ -218,6 +238,21 @@ def test_report_keeps_machine_check_and_unmatched_rows():
     assert report["same_machine"] is False and report["same_input"] is False
     assert report["only_in_baseline"] == [["m", "pytorch", "fp32", 1, 1]] and report["only_in_candidate"] == [["m", "openvino", "fp32", 1, 1]]
     assert report["regressions"] == 0 and failure(report) is None
+
+
+def test_a_row_that_failed_in_the_candidate_fails_the_gate(cli, tmp_path):
+    rng = np.random.default_rng(14)
+    base = result({"onnxruntime": latencies(rng, 5.0), "openvino": latencies(rng, 5.0)})
+    cand = result({"onnxruntime": latencies(rng, 5.0), "openvino": latencies(rng, 5.0)})
+    cand["rows"][1] = {**cand["rows"][1], "status": "failed", "reason": "worker exited -11: Segmentation fault"}
+    del cand["rows"][1]["samples_s"]
+    report = compare_results(base, cand)
+    assert report["failed_in_candidate"] == [{"key": ["m", "openvino", "fp32", 1, 1], "reason": "worker exited -11: Segmentation fault"}]
+    assert report["only_in_baseline"] == [] and report["regressions"] == 0
+    assert "1 row(s) measured in the baseline failed in the candidate" in failure(report)
+    result_ = cli("compare", write(tmp_path / "b.json", base), write(tmp_path / "c.json", cand))
+    assert result_.code == 1 and "FAILED in the candidate: m / openvino / fp32 / 1 / 1: worker exited -11" in result_.out
+    assert "gate cannot clear them" in result_.err and "Traceback" not in result_.err
 
 
 def test_many_rows_print_only_the_reasons_that_matter():

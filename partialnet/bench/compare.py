@@ -2,7 +2,7 @@
 
 Every matched row gets one of four outcomes, decided in this order:
 
-**noisy** (unreliable: rerun) when either check below fires. Both ask whether the two runs can carry a
+**noisy** (unreliable: rerun) when any check below fires. Both ask whether the two runs can carry a
 verdict at all at the requested gate `max_slowdown` (m):
 
 1. *Unresolved.* An "ok" (or "improvement") must rule out a gate-sized slowdown. When the bootstrap
@@ -32,6 +32,12 @@ median alone: quick runs on this project's 2-core VM measure 0.5-1.0 on rows who
 better but still cannot tell a dispersed run that is merely slower everywhere (every quantile moved: a
 real regression) from one whose median moved alone; comparing the two runs' shapes can. Both CoVs are
 reported (std/mean, as `bench` prints them) so a reader sees what the shape check saw.
+
+3. *Untestable.* With so few samples that even a candidate slower in every one of them could not reach
+   p < alpha (three per side at the default alpha), the rank test can find no regression, so the row can
+   pass no gate either.
+4. *Unconfirmed.* The whole interval lies beyond the gate, yet the rank test does not confirm a slowdown:
+   the median moved but the samples overlap too much to say so. Such a row is never "ok".
 
 **regression** only if BOTH hold: the slowdown is statistically significant on the raw samples
 (one-sided Mann-Whitney U, p < alpha) AND the median got slower by more than `max_slowdown`.
@@ -75,6 +81,8 @@ class RowVerdict:
     candidate_p5_ms: float
     baseline_cov: float
     candidate_cov: float
+    baseline_n: int
+    candidate_n: int
     ratio: float
     ratio_ci95: tuple[float, float]
     floor_ratio: float
@@ -82,7 +90,7 @@ class RowVerdict:
     p_faster: float
     verdict: str  # "regression" | "improvement" | "ok" | "noisy"
     why: str
-    noise_reasons: list[str] = field(default_factory=list)  # "unresolved", "shape", "marked"
+    noise_reasons: list[str] = field(default_factory=list)  # "unresolved", "shape", "untestable", "unconfirmed", "marked"
     marks: list[str] = field(default_factory=list)  # why a side's row is unstable or disturbed
 
     def to_dict(self) -> dict:
@@ -123,6 +131,12 @@ def unresolved(low: float, high: float, max_slowdown: float) -> bool:
     return max_slowdown > 0 and high >= edge and high / low > edge
 
 
+def untestable(n_baseline: int, n_candidate: int, alpha: float) -> bool:
+    """Even a candidate slower in every sample could not reach p < alpha: the test can clear nothing either."""
+    best = mann_whitney_greater(np.arange(n_candidate) + n_baseline, np.arange(n_baseline))
+    return best >= alpha
+
+
 def shape_disagrees(ratio: float, floor_ratio: float, max_slowdown: float) -> bool:
     """The median moved by a gate more (or less) than the fast floor: interference, not code, moved it.
 
@@ -141,6 +155,7 @@ def judge(baseline, candidate, alpha: float = DEFAULT_ALPHA, max_slowdown: float
         "baseline_p50_ms": median_ms(baseline), "candidate_p50_ms": median_ms(candidate),
         "baseline_p5_ms": floor_ms(baseline), "candidate_p5_ms": floor_ms(candidate),
         "baseline_cov": std_cov(baseline), "candidate_cov": std_cov(candidate),
+        "baseline_n": len(baseline), "candidate_n": len(candidate),
         "ratio": ratio, "ratio_ci95": (low, high),
         "p_slower": mann_whitney_greater(candidate, baseline), "p_faster": mann_whitney_greater(baseline, candidate),
     }
@@ -154,6 +169,8 @@ def judge(baseline, candidate, alpha: float = DEFAULT_ALPHA, max_slowdown: float
     reasons = [name for name, hit in (
         ("unresolved", verdict != "regression" and unresolved(low, high, max_slowdown)),
         ("shape", shape_disagrees(ratio, stats["floor_ratio"], max_slowdown)),
+        ("untestable", untestable(len(baseline), len(candidate), alpha)),
+        ("unconfirmed", verdict != "regression" and low > 1 + max_slowdown),
     ) if hit]
     if reasons:
         verdict = "noisy"
@@ -211,6 +228,12 @@ def _noise_reason(v: dict, reason: str, max_slowdown: float) -> str:
         gate = gate_pct(max_slowdown)
         return (f"the interval reaches past the {gate} gate ({1 + max_slowdown:.2f}) and is wider than the gate: "
                 f"too few samples for their spread to rule a {gate} slowdown in or out ({covs})")
+    if reason == "untestable":
+        return (f"{v['baseline_n']} baseline and {v['candidate_n']} candidate samples: even a candidate slower in every "
+                "sample could not make the rank test significant, so this row can neither fail nor pass the gate")
+    if reason == "unconfirmed":
+        return (f"the whole interval lies past the {gate_pct(max_slowdown)} gate but the rank test does not confirm a "
+                f"slowdown: the two runs' samples overlap too much to judge ({covs})")
     lifts = {side: v[f"{side}_p50_ms"] / v[f"{side}_p5_ms"] for side in ("baseline", "candidate")}
     worse = max(lifts, key=lifts.get)
     other = "baseline" if worse == "candidate" else "candidate"
@@ -220,7 +243,7 @@ def _noise_reason(v: dict, reason: str, max_slowdown: float) -> str:
 
 
 def _advice(reasons: list[str]) -> str:
-    more = " with more iterations" if "unresolved" in reasons else ""
+    more = " with more iterations" if {"unresolved", "untestable", "unconfirmed"} & set(reasons) else ""
     quieter = " on a quieter machine (or interleave the two: bench --ab)" if "shape" in reasons else ""
     return f"rerun{more}{quieter}"
 
@@ -299,7 +322,9 @@ def compare_results(
             verdicts.append(_trivial(key, b, alpha, max_slowdown))
         else:
             verdicts.append(RowVerdict(key, **unjudged_if_marked(judge(b, c, alpha, max_slowdown), base_rows[key], cand_rows[key])))
-    if not verdicts:
+    failed = [{"key": list(row_key(r)), "reason": str(r.get("reason") or "")[:300]}
+              for r in candidate["rows"] if r["status"] == "failed" and row_key(r) in base_rows]
+    if not verdicts and not failed:
         raise BadInput("no rows in common (matched by model, runtime, precision, batch, threads)")
     return {
         "alpha": alpha,
@@ -309,7 +334,8 @@ def compare_results(
         "same_input": same is not None,
         "same_input_reason": same,
         "rows": [v.to_dict() for v in verdicts],
-        "only_in_baseline": [list(k) for k in base_rows if k not in cand_rows],
+        "failed_in_candidate": failed,  # measured in the baseline, failed in the candidate: the gate cannot clear it
+        "only_in_baseline": [list(k) for k in base_rows if k not in cand_rows and list(k) not in [f["key"] for f in failed]],
         "only_in_candidate": [list(k) for k in cand_rows if k not in base_rows],
         "regressions": sum(v.verdict == "regression" for v in verdicts),
         "noisy": sum(v.verdict == "noisy" for v in verdicts),
@@ -335,9 +361,15 @@ def failure(report: dict) -> str | None:
     """
     gate = f"beyond {gate_pct(report['max_slowdown'])} (p < {report['alpha']:g})"
     noisy = report["noisy"]
+    failed = report.get("failed_in_candidate", [])
     if report["regressions"]:
         also = f"; also {noisy} noisy row(s) to rerun" if noisy else ""
+        also += f"; also {len(failed)} row(s) failed in the candidate" if failed else ""
         return f"{report['regressions']} latency regression(s) {gate}{also}"
+    if failed:
+        first = failed[0]
+        return (f"{len(failed)} row(s) measured in the baseline failed in the candidate, so the gate cannot clear them: "
+                f"{' / '.join(map(str, first['key']))}: {first['reason'] or 'no reason given'}")
     if noisy and report["noise"] == "fail":
         return (f"noisy: rerun {noisy} row(s): the samples cannot tell a {gate_pct(report['max_slowdown'])} slowdown "
                 "from noise (see the reasons above; bench --ab interleaves the two on a busy machine; "
