@@ -11,8 +11,10 @@ The rules, each closing a way an output was lost or redirected:
 - Published without replacing (`link`, or `renameat2(RENAME_NOREPLACE)`): of two concurrent writers
   exactly one wins and the other is told the path exists. With `--force` the directory entry itself is
   replaced (`rename`), so a symlink sitting at the final name is replaced, never written through.
-- Cleaned up on any failure, Ctrl-C or SIGTERM (the CLI turns SIGTERM into an exception), and the
-  outputs of one command are published together or not at all.
+- Cleaned up on any failure, Ctrl-C or SIGTERM (the CLI turns SIGTERM into an exception), with the
+  folders made for them, and the outputs of one command are published together or not at all.
+- Only files are replaced: a device, FIFO or socket at an output path (or behind a link there) is
+  refused even with `--force`.
 - JSON is strict: NaN and Infinity never reach a file; they become null with the field named.
 """
 
@@ -34,6 +36,7 @@ from typing import BinaryIO
 
 from partialnet.errors import BadInput, Unavailable
 from partialnet.inputs import describe_errno
+from partialnet.signals import forget_temporary, raise_if_pending, remember_temporary, removed_if_forced
 
 
 @dataclass(frozen=True)
@@ -129,10 +132,34 @@ def check_outputs(
             raise BadInput(f"{out.option} {path}: {describe_errno(exc)}") from None
         if out.kind == "file" and st is not None and stat.S_ISDIR(st.st_mode):
             raise BadInput(f"{out.option} {path} is a directory; give a file name")
+        refuse_special(out, st)
         if os.path.lexists(path) and not force:
             raise BadInput(f"{out.option} {path} already exists; pass --force to overwrite")
         check_parent(out)
     return outs
+
+
+def special_kind(mode: int) -> str | None:
+    """What a directory entry is when it is neither a regular file, a folder nor a link (None otherwise)."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return None
+
+
+def refuse_special(out: Output, st: os.stat_result | None) -> None:
+    """A device, FIFO or socket at an output path (or behind a link there) is never replaced, even with
+    --force: `-o /dev/null --force` run as root in a CI container would otherwise swap the system's
+    /dev/null for a file."""
+    try:
+        entry = os.lstat(out.path)
+    except OSError:
+        return
+    found = special_kind(entry.st_mode) or (special_kind(st.st_mode) if st is not None and stat.S_ISLNK(entry.st_mode) else None)
+    if found:
+        via = " (behind a link)" if stat.S_ISLNK(entry.st_mode) else ""
+        raise BadInput(f"{out.option} {out.path} is {found}{via}, not a file; partialnet writes files and replaces only files: give a file path")
 
 
 def refuse_existing(paths: Sequence[str | Path], force: bool) -> None:
@@ -177,14 +204,36 @@ class Staged:
         self.write_bytes(dumps_strict(data).encode())
 
 
-def _stage(out: Output) -> Staged:
+@contextmanager
+def scratch_folder(prefix: str) -> Iterator[Path]:
+    """A command's private working folder (mode 0700), removed when the block ends however it ends, even by
+    a forced stop (a second Ctrl-C or SIGTERM)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as work, removed_if_forced(work, "tree"):
+        yield Path(work)
+
+
+def _stage(out: Output, created: list[Path]) -> Staged:
+    """`created` collects the folders made for it, so a command that publishes nothing takes them back."""
     parent = out.path.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
+    missing = []
+    while not os.path.lexists(parent) and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            continue
+        created.append(folder)
+        remember_temporary(folder, "folder")
+    parent = out.path.absolute().parent
     prefix = f".{out.path.name[:80]}."
     if out.kind == "dir":
         private = Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial", dir=parent))
+        remember_temporary(private, "tree")
         return Staged(out, private / out.path.name, private_dir=private)
     fd, name = tempfile.mkstemp(prefix=prefix, suffix=".partial", dir=parent)
+    remember_temporary(name, "file")
     st = os.fstat(fd)
     return Staged(out, Path(name), file=os.fdopen(fd, "w+b"), _ident=(st.st_dev, st.st_ino))
 
@@ -236,6 +285,7 @@ def remove_tree(root: Path) -> None:
 
 
 def _discard(staged: Staged) -> None:
+    forget_temporary(staged.private_dir or staged.path)
     if staged.file is not None and not staged.file.closed:
         staged.file.close()
     if staged.private_dir is not None:
@@ -304,6 +354,7 @@ def _publish_noreplace(staged: Staged) -> None:
 
 def _publish_replace(staged: Staged) -> None:
     src, dst = staged.path, staged.output.path
+    refuse_special(staged.output, None)  # one made there while this command ran is not replaced either
     if staged.output.kind == "file":
         os.replace(src, dst)  # replaces the entry itself: a symlink at dst is replaced, not followed
         return
@@ -379,13 +430,13 @@ def atomic_outputs(
     outs = check_outputs(outputs, inputs, force)
     staged: list[Staged] = []
     published: list[Staged] = []
+    created: list[Path] = []
     current = outs[0].path if outs else Path(".")
     try:
         for out in outs:
             current = out.path
-            staged.append(_stage(out))
+            staged.append(_stage(out, created))
         yield staged
-        from partialnet.signals import raise_if_pending
 
         raise_if_pending()  # a stop request that a library swallowed still stops before anything is published
         kept = [s for s in staged if not s.dropped]
@@ -396,6 +447,12 @@ def atomic_outputs(
             current = s.output.path
             (_publish_replace if force else _publish_noreplace)(s)
             published.append(s)
+            if s.private_dir is None:
+                forget_temporary(s.path)  # published under its own name: nothing left at the staged one
+        if published:
+            for folder in created:
+                forget_temporary(folder)
+            created.clear()  # the folders now hold what was published
     except OSError as exc:
         _unpublish(published)
         raise _os_error(exc, current) from None
@@ -406,6 +463,12 @@ def atomic_outputs(
         for s in staged:
             if s.private_dir is not None or not any(s is p for p in published):
                 _discard(s)
+        for folder in reversed(created):  # nothing published: deepest first; one another process has filled stays
+            forget_temporary(folder)
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
 
 
 def _unpublish(published: list[Staged]) -> None:

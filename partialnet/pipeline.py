@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-import tempfile
 import weakref
 import time
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from partialnet.exporters.formats import exporter_of, get_format
 from partialnet.exporters.options import ExportOptions
 from partialnet.exporters.pt2e import PROGRAM_BATCH, ProgramLayers, ProgramRunner, judged_before_lowering
 from partialnet.folding import FoldReport
-from partialnet.outputs import Output, atomic_outputs
+from partialnet.outputs import Output, atomic_outputs, scratch_folder
 from partialnet.preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, load_images
 from partialnet.progress import stage
 from partialnet.runtimes.torch_eager import TorchRunner
@@ -288,7 +287,7 @@ def export_staged(
         with stage("calibration data", "held-out images to judge INT8 on"):
             judging = judging_images(options.data, options.imgsz, options.calib_size)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="partialnet-export-") as work:
+    with scratch_folder("partialnet-export-") as work:
         *staged_files, staged_manifest = staged
         early = _judge_before_lowering(fmt, model, deploy, options, checks, judging, Path(work)) if options.int8 and enforce else None
         with stage("export", fmt.name), judged_before_lowering(early):

@@ -6,7 +6,9 @@ checkpoint (between stages, between bench rows, and always before publishing). R
 lands the exception wherever the main thread happens to be: inside a C extension's import (seen: onnx's
 module init segfaulted), inside a C++ library's Python callback (onnxsim aborted via std::terminate, or
 swallowed it as "simplification failed"). A second signal forces the default action at once, for a user
-who does not want to wait for the current step.
+who does not want to wait for the current step; the temporaries registered here (staged outputs, scratch
+folders) are removed first, so even a forced stop leaves nothing behind (CI runners cancel with SIGINT
+and then SIGTERM).
 """
 
 from __future__ import annotations
@@ -28,8 +30,40 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+_TEMPORARIES: dict[str, str] = {}  # path -> "file", "tree" or "folder" (removed only if empty): what a forced stop removes
+
+
+def remember_temporary(path, kind: str) -> None:
+    """Until forgotten, a second signal removes `path` (a temporary this process made) before it dies."""
+    _TEMPORARIES[os.fspath(path)] = kind
+
+
+def forget_temporary(path) -> None:
+    _TEMPORARIES.pop(os.fspath(path), None)
+
+
+@contextmanager
+def removed_if_forced(path, kind: str):
+    remember_temporary(path, kind)
+    try:
+        yield path
+    finally:
+        forget_temporary(path)
+
+
+def _remove_temporaries() -> None:
+    from partialnet.outputs import remove_tree
+
+    for path, kind in reversed(list(_TEMPORARIES.items())):  # the latest first: files before the folders made for them
+        try:
+            {"file": os.unlink, "tree": remove_tree, "folder": os.rmdir}[kind](path)
+        except Exception:  # best effort, from a signal handler: whatever is left, the next path still goes
+            pass
+
+
 def on_signal(signum, frame) -> None:
-    if _state["pending"] is not None:  # asked twice: stop now, the default way
+    if _state["pending"] is not None:  # asked twice: stop now, the default way, after removing the temporaries
+        _remove_temporaries()
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return

@@ -12,6 +12,7 @@ import json
 import re
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -105,6 +106,34 @@ def test_symlink_at_the_final_name_is_replaced_with_force_never_written_through(
     assert done.code == 0, done.err
     assert victim.read_bytes() == b"owner's data"
     assert out.is_file() and not out.is_symlink()
+
+
+def test_a_fifo_or_a_device_at_the_output_is_never_replaced_even_with_force(tmp_path, cli):
+    """As root in a CI container `-o /dev/null --force` would otherwise swap /dev/null for a file."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "null-link.md"
+    link.symlink_to("/dev/null")
+    result = tmp_path / "r.json"
+    result.write_text(json.dumps({"schema": "x"}))
+    for target, what in ((fifo, "is a FIFO, not a file"), (link, "is a character device (behind a link), not a file")):
+        for force in ((), ("--force",)):
+            refused = cli("fold", "partialnet_t0", "--imgsz", "64", "-o", target, *force)
+            assert_refused(refused.code, refused.err, what)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and os.readlink(link) == "/dev/null"
+
+
+def test_a_failed_command_takes_back_the_folders_it_made(tmp_path):
+    from partialnet.outputs import atomic_outputs
+
+    with pytest.raises(RuntimeError):
+        with atomic_outputs([tmp_path / "new" / "deep" / "a.json", tmp_path / "new" / "b.json"]) as staged:
+            staged[0].write_text("{}")
+            raise RuntimeError("the command failed after staging")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_outputs([tmp_path / "kept" / "deep" / "a.json"]) as (one,):
+        one.write_text("{}")
+    assert (tmp_path / "kept" / "deep" / "a.json").read_text() == "{}"
 
 
 def test_concurrent_writers_exactly_one_wins(tmp_path):
@@ -667,6 +696,46 @@ def test_sigterm_during_format_all_publishes_nothing_and_leaves_nothing(tmp_path
     assert "Traceback" not in err and "nothing published" in err.strip().splitlines()[-1], err
     assert not out.exists() or list(out.iterdir()) == []
     # what stays is the libraries' own lasting state, made on import: torch's cache folder, ONNX Runtime's session id
+    assert [p.name for p in scratch.iterdir() if not (p.name.startswith("torchinductor_") or p.name == ".ses")] == []
+
+
+def test_a_forced_stop_removes_the_staged_outputs_and_scratch_first(tmp_path, monkeypatch):
+    """The second signal kills the process at once (SIG_DFL), so no `finally` runs: the handler removes first."""
+    from partialnet import outputs, signals
+
+    killed = []
+    monkeypatch.setattr(signals.os, "kill", lambda pid, sig: killed.append(sig))
+    monkeypatch.setattr(signals.signal, "signal", lambda *args: None)
+    monkeypatch.setitem(signals._state, "pending", None)
+    with pytest.raises(signals.Interrupted):
+        with outputs.scratch_folder("partialnet-test-") as work, outputs.atomic_outputs([tmp_path / "out" / "a.json"]) as (staged,):
+            (work / "inner").mkdir()
+            (work / "inner" / "x.bin").write_bytes(b"scratch")
+            staged.write_text("{}")
+            signals.on_signal(signal.SIGTERM, None)  # asked once: stop at the next checkpoint, nothing removed yet
+            assert work.exists() and staged.path.exists() and killed == []
+            signals.on_signal(signal.SIGTERM, None)  # asked twice: removed, then the default action
+            assert killed == [signal.SIGTERM] and not work.exists() and not staged.path.exists()
+    assert signals._TEMPORARIES == {} and not (tmp_path / "out").exists()
+
+
+def test_two_sigterms_mid_export_leave_nothing_behind(tmp_path):
+    """CI runners cancel with SIGINT then SIGTERM: however the stop ends, nothing stays in the output folder or TMPDIR."""
+    out, scratch = tmp_path / "out", tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen([*PYTHON_CLI, "export", "partialnet_t0", "--imgsz", "64", "-o", str(out / "s.onnx"), "--samples", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)})
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not (list(out.glob(".*.partial")) and list(scratch.glob("partialnet-*"))):
+        time.sleep(0.02)
+    assert proc.poll() is None, "the export finished before it could be stopped"
+    while proc.poll() is None and time.monotonic() < deadline:  # again and again: one of them lands as the forced stop
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (-signal.SIGTERM, 143), err
+    assert "Traceback" not in err
+    assert not out.exists()
     assert [p.name for p in scratch.iterdir() if not (p.name.startswith("torchinductor_") or p.name == ".ses")] == []
 
 

@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from partialnet.signals import forget_temporary, remember_temporary
+
 SPEC, RESULT, LOG = "spec.json", "result.json", "stderr.txt"
 ENTRY = "import sys; from partialnet.api import export_beside; export_beside(sys.argv[1])"
 
@@ -53,6 +55,7 @@ class Beside:
     def __init__(self, source: str, variant, jobs: list[dict], checks) -> None:
         self.jobs, self.process = jobs, None
         self.folder = Path(tempfile.mkdtemp(prefix="partialnet-matrix-"))  # mode 0700: only this user enters
+        remember_temporary(self.folder, "tree")
         checks = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(checks).items()}
         self.spec = {"source": source, "variant": variant, "jobs": jobs, "checks": checks}
 
@@ -132,6 +135,7 @@ class Beside:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
+        forget_temporary(self.folder)
 
 
 def serve(work: Path, export) -> None:

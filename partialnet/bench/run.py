@@ -31,6 +31,7 @@ from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.exporters.formats import FORMATS
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
 from partialnet.folding import fold, save_deploy
+from partialnet.outputs import scratch_folder
 from partialnet.models.registry import VARIANTS
 from partialnet.bench.stability import judgement
 from partialnet.bench.threads import DEFAULT_WAIT, WAIT_NOTES, default_wait, worker_env
@@ -442,7 +443,7 @@ def refuse_if_nothing_runs(plan: BenchPlan) -> None:
 def run_everywhere(plans: list[BenchPlan], progress: Callable[..., None] | None = None, announce: Callable[[BenchPlan], None] | None = None) -> list[dict]:
     """The same sources on several places (targets): each model folded, exported and verified once, here,
     and timed on every place; one result per place."""
-    with tempfile.TemporaryDirectory(prefix="partialnet-bench-") as tmp:
+    with scratch_folder("partialnet-bench-") as tmp:
         prepared: dict = {}
         results = []
         for plan in plans:
@@ -456,7 +457,7 @@ def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: P
     """Prepare targets, run every row in its own process, and return the self-describing result."""
     refuse_if_nothing_runs(plan)
     started = datetime.now(timezone.utc)
-    with tempfile.TemporaryDirectory(prefix="partialnet-bench-") as tmp:
+    with scratch_folder("partialnet-bench-") as tmp:
         work = Path(workdir or tmp)
         targets = _prepare_targets(plan, work, progress, {} if prepared is None else prepared)
         jobs = plan_rows(plan, targets)
@@ -618,7 +619,7 @@ def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[
     refuse_if_nothing_runs(plan)
     started = datetime.now(timezone.utc)
     block = effective_block(plan.protocol, block)
-    with tempfile.TemporaryDirectory(prefix="partialnet-ab-") as tmp:
+    with scratch_folder("partialnet-ab-") as tmp:
         work = Path(tmp)
         (work / "targets").mkdir()
         formats = build_formats(plan)

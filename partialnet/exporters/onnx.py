@@ -267,9 +267,9 @@ def build(model: nn.Module, options: ExportOptions, metadata: dict[str, str], wo
 
 def export(model: nn.Module, staged, options: ExportOptions, metadata: dict[str, str], workdir: Path | None = None) -> dict:
     """Write the ONNX file for `model` into `staged[0]` (see partialnet.outputs), or at a new path; returns op counts etc."""
-    import tempfile
+    from partialnet.outputs import scratch_folder
 
-    with tempfile.TemporaryDirectory(prefix="partialnet-onnx-") as scratch:
+    with scratch_folder("partialnet-onnx-") as scratch:
         proto, stats = build(model, options, metadata, Path(workdir or scratch))
     if isinstance(staged, (str, Path)):  # called from Python with a plain path: still through the output module
         from partialnet.outputs import write_file

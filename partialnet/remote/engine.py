@@ -13,10 +13,10 @@ availability there); otherwise exit 3 naming what is missing there.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from partialnet.errors import BadInput, Unavailable
+from partialnet.outputs import scratch_folder
 
 BUILD_TIMEOUT_S = 3600
 SCRATCH_NAME = "model"  # files on the target are named by partialnet, never by the user's -o
@@ -49,7 +49,7 @@ def export_on_target(host, source: str, fmt, options, out: Path, checks, variant
     inputs = [source_path(source)]
     check_outputs(outputs, inputs, force)
     tool_dir = check_target(host, fmt, options)
-    with tempfile.TemporaryDirectory(prefix="partialnet-engine-") as tmp:
+    with scratch_folder("partialnet-engine-") as tmp:
         local = Path(tmp) / f"{SCRATCH_NAME}{fmt.suffix}"
         try:
             prepare(local)
