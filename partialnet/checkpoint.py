@@ -152,12 +152,19 @@ MAX_PICKLE_OPS = 2_000_000  # a state_dict of the largest variant with optimizer
 
 
 def _sniff(path: Path, head: bytes) -> str:
-    """'safetensors', 'zip' (torch.save), 'pickle' (legacy torch.save) or 'unknown', from the first bytes."""
+    """'safetensors', 'zip' (torch.save), 'pickle' (legacy torch.save) or 'unknown', from the first bytes.
+
+    Safetensors is recognised first, by its JSON header at byte 8: its first bytes are the header's length,
+    which may be anything (a length of 128 + 256k begins like a pickle, one ending in b"PK" like a zip),
+    while byte 8 of a torch zip (the compression method) or a legacy pickle (its magic number) is never "{".
+    """
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
     if head[:2] == ZIP_MAGIC:
         return "zip"
     if head[:1] == bytes([PICKLE_PROTO]):
         return "pickle"
-    if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+    if path.suffix == ".safetensors":
         return "safetensors"
     return "unknown"
 

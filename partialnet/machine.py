@@ -103,3 +103,33 @@ def describe(machine: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in versions.items())
     target = f"{machine['target']}: " if isinstance(machine.get("target"), str) else ""
     return f"{target}{cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} cores; {' '.join(map(str, cpu.get('flags') or []))}); {gpus}; {versions}"
+
+
+def check_machine(machine, where: str) -> dict:
+    """A machine record read from a stranger's result file, with every field the reports read of the type
+    they read it as (BadInput, exit 2, otherwise: a number where a list was expected is not a crash)."""
+    from partialnet.errors import BadInput
+
+    def refuse(field: str, expected: str):
+        raise BadInput(f"{where}: the result's machine {field} is not {expected}")
+
+    if not isinstance(machine, dict):
+        refuse("record", "a JSON object")
+    if not isinstance(machine.get("id"), str) or not isinstance(machine.get("cpu"), dict) or not isinstance(machine["cpu"].get("model"), str):
+        raise BadInput(f"{where}: the result's machine lacks its id or cpu model")
+    cpu = machine["cpu"]
+    if "flags" in cpu and not (isinstance(cpu["flags"], list) and all(isinstance(f, str) for f in cpu["flags"])):
+        refuse("cpu.flags", "a list of strings")
+    for key in ("logical_cores", "usable_cores"):
+        if cpu.get(key) is not None and type(cpu[key]) is not int:
+            refuse(f"cpu.{key}", "an integer")
+    gpus = machine.get("gpus")
+    if gpus is not None and not (isinstance(gpus, list) and all(isinstance(g, dict) for g in gpus)):
+        refuse("gpus", "a list of objects")
+    for key in ("os", "python", "hostname", "target"):
+        if machine.get(key) is not None and not isinstance(machine[key], str):
+            refuse(key, "a string")
+    versions = machine.get("versions")
+    if versions is not None and not (isinstance(versions, dict) and all(isinstance(v, str) for v in versions.values())):
+        refuse("versions", "an object of version strings")
+    return machine

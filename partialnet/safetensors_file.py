@@ -12,6 +12,7 @@ shape check refuses it.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -36,6 +37,7 @@ DTYPES = {
 }
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # a header for the largest variant with every key is ~100 KB
 MAX_RANK = 8
+MAX_DIM = 2**31 - 1  # an empty tensor's other dimensions still need strides torch can compute: no real weight is this wide
 MAX_METADATA_ENTRIES = 10_000
 
 
@@ -73,8 +75,11 @@ def _entry(name: str, entry: object, data_len: int, corrupt) -> tuple[torch.dtyp
     if dtype is None:
         raise corrupt(f"tensor {name!r} has unknown dtype {str(entry.get('dtype'))[:20]!r}")
     shape, offsets = entry.get("shape"), entry.get("data_offsets")
-    if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(type(d) is int and d >= 0 for d in shape):
-        raise corrupt(f"tensor {name!r} has shape {str(shape)[:60]}: expected a list of at most {MAX_RANK} non-negative integers")
+    if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape):
+        raise corrupt(f"tensor {name!r} has shape {str(shape)[:60]}: expected a list of at most {MAX_RANK} non-negative integers "
+                      f"up to {MAX_DIM:,}")
+    if math.prod(max(d, 1) for d in shape) > MAX_DIM**2:
+        raise corrupt(f"tensor {name!r} has shape {str(shape)[:60]}: its strides overflow")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets):
         raise corrupt(f"tensor {name!r} has data_offsets {str(offsets)[:60]}: expected [start, end]")
     start, end = offsets

@@ -82,6 +82,22 @@ def test_safetensors_without_suffix_is_sniffed(tmp_path, t0_state_dict, referenc
     assert torch.equal(logits(load_checkpoint(path)[0]), reference_logits)
 
 
+@pytest.mark.parametrize("low_bytes, modulus", [(0x80, 256), (0x4B50, 65536)], ids=["looks-like-a-pickle", "looks-like-a-zip"])
+def test_safetensors_whose_header_length_begins_like_another_format(tmp_path, t0_state_dict, reference_logits, low_bytes, modulus):
+    """The first 8 bytes are the header's length: padded (as the format allows) so they begin with 0x80, or "PK"."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    plain = tmp_path / "plain.safetensors"
+    safetensors_torch.save_file(t0_state_dict, str(plain))
+    raw = plain.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header, data = raw[8:8 + length].rstrip(b" "), raw[8 + length:]
+    padded = len(header) + (low_bytes - len(header)) % modulus
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(padded.to_bytes(8, "little") + header.ljust(padded, b" ") + data)
+    assert path.read_bytes()[:2] in (b"\x80" + bytes([padded >> 8 & 0xFF]), b"PK")
+    assert torch.equal(logits(load_checkpoint(path)[0]), reference_logits)
+
+
 def to_timm(sd):
     """The renaming timm applies to FasterNet, written out independently of the loader."""
     out = {}

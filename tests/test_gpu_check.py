@@ -8,6 +8,7 @@ docs and the README block.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -145,7 +146,8 @@ def test_publish_writes_the_docs_and_the_readme_block_from_real_results(tmp_path
 
     # rows whose samples drift are judged again at every publish: their figures are withheld, the claims inconclusive
     drifted = next(line for line in text.splitlines() if line.startswith("| partialnet_t0 | pytorch | fp16, NCHW | 1 |"))
-    assert "! unstable: " in drifted and "second half +" in drifted and "| | | |" in drifted
+    # ("!~" where the dry run itself also ran on a busy machine: disturbed as well as unstable)
+    assert re.search(r"!~? unstable: ", drifted) and "second half +" in drifted and "| | | |" in drifted
     assert "| t0 | ! partialnet unstable (" in text
     fp16 = text.split("## Claims, fp16")[1].split("\n## ")[0]
     noisy = [line for line in fp16.splitlines() if "| t0 |" in line and "_gpu_throughput" in line]

@@ -542,6 +542,10 @@ def _hostile_checkpoints(tmp: Path, sd: dict) -> dict[str, tuple[Path, str]]:
     st = {
         "negative_shape.safetensors": ({"a": {"dtype": "F32", "shape": [-1, -4], "data_offsets": [0, 16]}}, b"\0" * 16, "non-negative"),
         "string_shape.safetensors": ({"a": {"dtype": "F32", "shape": "4", "data_offsets": [0, 16]}}, b"\0" * 16, "shape"),
+        # empty, yet too wide for torch's strides (once a 12-line C++ backtrace, exit 4)
+        "empty_but_huge.safetensors": ({"a": {"dtype": "F32", "shape": [0, 2**64], "data_offsets": [0, 0]}}, b"", "up to 2,147,483,647"),
+        "strides_overflow.safetensors": ({"a": {"dtype": "F32", "shape": [0, 2**30, 2**30, 2**30], "data_offsets": [0, 0]}}, b"",
+                                         "strides overflow"),
         "list_metadata.safetensors": ({"__metadata__": ["x"], "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, "__metadata__"),
         "int_metadata.safetensors": ({"__metadata__": {"k": 1}, "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, "__metadata__"),
         "overlap.safetensors": (
@@ -571,7 +575,7 @@ def test_hostile_compare_files_exit_2(tmp_path, cli):
     from partialnet.bench.run import SCHEMA
 
     row = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch": 1, "threads": 1, "status": "ok", "samples_s": [0.01] * 20}
-    good = {"schema": SCHEMA, "machine": {"id": "x", "cpu": {"model": "cpu"}}, "protocol": {}, "rows": [row]}
+    good = {"schema": SCHEMA, "machine": {"id": "x", "cpu": {"model": "cpu"}}, "protocol": {"name": "latency"}, "rows": [row]}
     variants = {
         "list": ([good], "not a partialnet bench result"),
         "rows_not_list": ({**good, "rows": {"a": 1}}, "lacks 'rows'"),
@@ -582,6 +586,12 @@ def test_hostile_compare_files_exit_2(tmp_path, cli):
         "samples_zero": ({**good, "rows": [{**row, "samples_s": [0.0] * 5}]}, "positive finite"),
         "samples_text": ({**good, "rows": [{**row, "samples_s": ["a"]}]}, "positive finite"),
         "machine_not_dict": ({**good, "machine": "mine"}, "lacks 'machine'"),
+        # what the reports read of a machine, of another type (once a crash: exit 4)
+        "gpus_number": ({**good, "machine": {**good["machine"], "gpus": 5}}, "machine gpus is not a list of objects"),
+        "flags_number": ({**good, "machine": {"id": "x", "cpu": {"model": "cpu", "flags": 5}}}, "cpu.flags is not a list of strings"),
+        "cores_text": ({**good, "machine": {"id": "x", "cpu": {"model": "cpu", "logical_cores": "2"}}}, "cpu.logical_cores is not an integer"),
+        "versions_list": ({**good, "machine": {**good["machine"], "versions": ["torch"]}}, "versions is not an object"),
+        "protocol_nameless": ({**good, "protocol": {}}, "protocol has no name"),
     }
     base = tmp_path / "base.json"
     base.write_text(json.dumps(good))
@@ -590,6 +600,8 @@ def test_hostile_compare_files_exit_2(tmp_path, cli):
         path.write_text(json.dumps(data))
         result = cli("compare", base, path)
         assert_refused(result.code, result.err, fragment)
+        result = cli("report", base, path)
+        assert_refused(result.code, result.err, "not a partialnet bench, claims or matrix result" if name == "list" else fragment)
     (tmp_path / "nan.json").write_text(json.dumps(good).replace("0.01", "NaN", 1))
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     for name, fragment in (("nan.json", "holds NaN"), ("deep.json", "nested too deeply")):

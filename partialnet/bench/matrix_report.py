@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from partialnet.errors import BadInput
+from partialnet.machine import check_machine
 
 STATUSES = ("ok", "failed", "skipped")
 
@@ -33,9 +34,7 @@ def load_matrix(path: Path, data: dict) -> dict:
     from partialnet.exporters.formats import FORMATS
     from partialnet.runtimes.table import DEPLOY_RUNTIME
 
-    machine = data.get("machine")
-    if not isinstance(machine, dict) or not isinstance(machine.get("id"), str) or not isinstance((machine.get("cpu") or {}).get("model"), str):
-        raise BadInput(f"{path}: the matrix's machine lacks its id or cpu model")
+    check_machine(data.get("machine"), str(path))
     source = data.get("source")
     if not isinstance(source, dict) or not isinstance(source.get("variant"), str) or not isinstance(data.get("protocol"), str):
         raise BadInput(f"{path}: the matrix lacks its source variant or protocol")

@@ -14,7 +14,7 @@ from pathlib import Path
 from partialnet.bench.claims import DEFAULT_TOLERANCE
 from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge
 from partialnet.bench.stability import judgement
-from partialnet.machine import describe
+from partialnet.machine import check_machine, describe
 from partialnet.bench.results import MAX_RESULT_BYTES, _strict_json, check_samples, load_result
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
@@ -25,17 +25,9 @@ REPORT_SCHEMA = "partialnet.report/1"
 MAX_INPUTS = 64
 
 
-def _machine(data: dict, path: Path) -> dict:
-    machine = data.get("machine")
-    if not isinstance(machine, dict) or not isinstance(machine.get("id"), str) or not isinstance(machine.get("cpu"), dict) \
-            or not isinstance(machine["cpu"].get("model"), str):
-        raise BadInput(f"{path}: the result's machine lacks its id or cpu model")
-    return machine
-
-
 def load_claims(path: Path, data: dict) -> dict:
     """A claims result with every field the merge reads checked; BadInput otherwise."""
-    _machine(data, path)
+    check_machine(data.get("machine"), str(path))
     if not isinstance(data.get("protocol"), dict) or not isinstance(data["protocol"].get("name"), str):
         raise BadInput(f"{path}: claims result lacks its protocol")
     if data.get("device") not in ("cpu", "cuda"):

@@ -12,6 +12,7 @@ from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.run import SCHEMA
 from partialnet.errors import BadInput
 from partialnet.inputs import inert
+from partialnet.machine import check_machine
 
 KEY_FIELDS = ("model", "runtime", "precision", "batch", "threads")
 FLAT_COLUMNS = (
@@ -232,9 +233,9 @@ def load_result(path: str | Path) -> dict:
     for field, kind in (("machine", dict), ("rows", list), ("protocol", dict)):
         if not isinstance(data.get(field), kind):
             raise BadInput(f"{path}: bench result lacks {field!r} (or it is not a JSON {kind.__name__})")
-    machine = data["machine"]
-    if not isinstance(machine.get("id"), str) or not isinstance(machine.get("cpu"), dict) or not isinstance(machine["cpu"].get("model"), str):
-        raise BadInput(f"{path}: bench result's machine lacks its id or cpu model")
+    check_machine(data["machine"], str(path))
+    if not isinstance(data["protocol"].get("name"), str):
+        raise BadInput(f"{path}: bench result's protocol has no name")
     for i, row in enumerate(data["rows"]):
         _check_row(row, i, path)
     return data
