@@ -49,13 +49,7 @@ def preprocess(path: Path, imgsz: tuple[int, int]) -> np.ndarray:
                     f"{path}: refused: {img.width}x{img.height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit "
                     "(a decompression bomb, or far larger than any input needs)"
                 )
-            img = img.convert("RGB")
-            resize_to = int(min(h, w) / CROP_RATIO)
-            scale = resize_to / min(img.size)
-            size = (max(w, round(img.width * scale)), max(h, round(img.height * scale)))
-            img = img.resize(size, Image.BICUBIC)
-            left, top = (img.width - w) // 2, (img.height - h) // 2
-            img = img.crop((left, top, left + w, top + h))
+            img = _resize_and_crop(img.convert("RGB"), h, w)
             array = np.asarray(img, dtype=np.float32) / 255.0
     except BadInput:
         raise
@@ -68,6 +62,24 @@ def preprocess(path: Path, imgsz: tuple[int, int]) -> np.ndarray:
         raise BadInput(f"{path}: cannot read image ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
     array = (array - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
     return array.transpose(2, 0, 1).copy()
+
+
+STRIP_FACTOR = 16  # a resize this many times the crop's area is a thin strip's: only the part the crop keeps is resized
+
+
+def _resize_and_crop(img, h: int, w: int):
+    """Short side to the crop's size / CROP_RATIO, then the centre crop. A 20000x1 strip (99 bytes of PNG)
+    would resize to about 5 M x 248 pixels, gigabytes, before the crop kept 224x224 of it; there Pillow
+    resizes only the crop's box of the source, the same pixels up to resampling round-off."""
+    Image = _pil()
+    resize_to = int(min(h, w) / CROP_RATIO)
+    scale = resize_to / min(img.size)
+    size = (max(w, round(img.width * scale)), max(h, round(img.height * scale)))
+    left, top = (size[0] - w) // 2, (size[1] - h) // 2
+    if size[0] * size[1] > STRIP_FACTOR * resize_to * resize_to:
+        sx, sy = size[0] / img.width, size[1] / img.height
+        return img.resize((w, h), Image.BICUBIC, box=(left / sx, top / sy, (left + w) / sx, (top + h) / sy))
+    return img.resize(size, Image.BICUBIC).crop((left, top, left + w, top + h))
 
 
 def load_images(folder: Path, imgsz: tuple[int, int], limit: int = 64) -> np.ndarray:

@@ -429,6 +429,23 @@ def test_declared_sizes_beyond_the_limits_are_refused(tmp_path, cli):
     assert_refused(result.code, result.err, "decompression bomb")
 
 
+@pytest.mark.parametrize("size", [(20_000, 1), (1, 30_000)], ids=["wide", "tall"])
+def test_a_thin_strip_is_resized_only_where_the_crop_keeps_it(tmp_path, size):
+    """A 99-byte PNG of 20000x1 pixels passes the pixel limit, but resizing its short side to 256 made a
+    5 M x 256 image (5.1 GB resident, measured) before the crop kept 224x224 of it."""
+    from PIL import Image
+
+    Image.new("RGB", size, (200, 30, 30)).save(tmp_path / "strip.png")
+    probe = ("import resource; from partialnet.preprocess import preprocess; "
+             f"a = preprocess({str(tmp_path / 'strip.png')!r}, (224, 224)); "
+             "print(a.shape, float(a[0].mean()), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    shape, red, peak_mb = done.stdout.rsplit(" ", 2)
+    assert shape == "(3, 224, 224)" and float(red) > 1.0  # the strip's own red, normalised, fills the crop
+    assert int(peak_mb) < 300, f"peak resident {peak_mb} MB"
+
+
 @pytest.mark.slow
 def test_non_regular_files_are_refused_without_blocking(tmp_path):
     fifo = tmp_path / "fifo.pth"
