@@ -415,6 +415,20 @@ def test_compare_bootstrap_memory_is_bounded(monkeypatch):
     assert peak < 24 << 20, f"bootstrap peaked at {peak / 2**20:.0f} MB (unchunked: {unchunked / 2**20:.0f} MB)"
 
 
+def test_a_runner_reads_the_precision_from_the_graph_not_its_metadata(digits_onnx, tmp_path):
+    """An fp32 ONNX whose metadata says int8 was timed and published as an int8 row, and compare matches rows by precision."""
+    import onnx
+
+    from partialnet.runtimes.onnxruntime import OnnxRuntimeRunner
+
+    proto = onnx.load(str(digits_onnx))
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, "precision": "int8"})
+    lying = tmp_path / "lying.onnx"
+    onnx.save(proto, str(lying))
+    with OnnxRuntimeRunner(lying, threads=1) as runner:
+        assert runner.precision == "fp32"
+
+
 def test_declared_sizes_beyond_the_limits_are_refused(tmp_path, cli):
     huge = hostile.onnx_declaring_input(tmp_path / "huge.onnx", [100000, 3, 100000, 100000])
     result = cli("verify", huge, "--ref", "partialnet_t0")

@@ -18,7 +18,6 @@ import numpy as np
 from partialnet.errors import BadInput
 from partialnet.runtimes import BaseRunner, gc_paused, spinning_allowed, usable_cores
 
-ORT_PRECISIONS = {"tensor(float)": "fp32", "tensor(float16)": "fp16"}
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
@@ -66,9 +65,10 @@ class OnnxRuntimeRunner(BaseRunner):
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         self.input_dtype = np.float16 if first.type == "tensor(float16)" else np.float32
-        self.precision = ORT_PRECISIONS.get(first.type, first.type)
-        if self.session.get_modelmeta().custom_metadata_map.get("precision") == "int8":
-            self.precision = "int8"  # QDQ graph: fp32 input, int8 inside
+        from partialnet.exporters.onnx import read_io  # not by suffix: verification runs staged files (".partial")
+
+        # from the graph itself (a QDQ graph: fp32 input, int8 inside), never from its metadata, which anyone can edit
+        self.precision = read_io(self.path)["precision"]
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]
