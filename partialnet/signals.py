@@ -1,14 +1,15 @@
 """Stopping on SIGINT/SIGTERM/SIGHUP at safe points, so every temporary is removed and nothing half-done
 is published.
 
-The handler never raises: it records the request, and the command raises `Interrupted` at its next
-checkpoint (between stages, between bench rows, and always before publishing). Raising from a handler
+The handler never raises: it records the request, passes it on to a bench worker timing a row (the row is
+discarded, so there is no waiting for it), and the command raises `Interrupted` at its next checkpoint
+(between stages, between bench rows, and always before publishing). Raising from a handler
 lands the exception wherever the main thread happens to be: inside a C extension's import (seen: onnx's
 module init segfaulted), inside a C++ library's Python callback (onnxsim aborted via std::terminate, or
 swallowed it as "simplification failed"). A second signal forces the default action at once, for a user
-who does not want to wait for the current step; the temporaries registered here (staged outputs, scratch
-folders) are removed first, so even a forced stop leaves nothing behind (CI runners cancel with SIGINT
-and then SIGTERM).
+who does not want to wait for the current step; the child processes and temporaries registered here
+(workers, staged outputs, scratch folders) are killed and removed first, so even a forced stop leaves
+nothing behind (CI runners cancel with SIGINT and then SIGTERM).
 """
 
 from __future__ import annotations
@@ -61,13 +62,52 @@ def _remove_temporaries() -> None:
             pass
 
 
+_CHILDREN: dict = {}  # child process (subprocess.Popen) -> whether a first stop request is passed on to it
+
+
+def remember_child(proc, forward: bool) -> None:
+    """Until forgotten, a forced stop kills `proc` (a kill signal sent to our pid alone must not leave it running
+    as an orphan); with `forward`, a first stop request is passed on to it too, as its work is discarded anyway."""
+    _CHILDREN[proc] = forward
+
+
+def forget_child(proc) -> None:
+    _CHILDREN.pop(proc, None)
+
+
+@contextmanager
+def stopped_with_us(proc, forward: bool = True):
+    remember_child(proc, forward)
+    try:
+        yield proc
+    finally:
+        forget_child(proc)
+
+
+def _signal_children(kill: bool) -> None:
+    for proc, forward in list(_CHILDREN.items()):
+        try:
+            if kill:
+                proc.kill()
+            elif forward:
+                proc.send_signal(signal.SIGTERM)
+        except Exception:  # already gone
+            pass
+
+
+def _die(signum: int) -> None:
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
 def on_signal(signum, frame) -> None:
-    if _state["pending"] is not None:  # asked twice: stop now, the default way, after removing the temporaries
+    if _state["pending"] is not None:  # asked twice: stop now, the default way, after the children and temporaries
+        _signal_children(kill=True)
         _remove_temporaries()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        _die(signum)
         return
     _state["pending"] = signum
+    _signal_children(kill=False)
     try:
         lead = "\n" if sys.stderr.isatty() else ""  # off a spinner's line on a terminal; no blank line in a log
         sys.stderr.write(f"{lead}{signal.Signals(signum).name}: stopping after the current step (again to force)\n")

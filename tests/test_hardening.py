@@ -747,19 +747,22 @@ def test_a_forced_stop_removes_the_staged_outputs_and_scratch_first(tmp_path, mo
     from partialnet import outputs, signals
 
     killed = []
-    monkeypatch.setattr(signals.os, "kill", lambda pid, sig: killed.append(sig))
-    monkeypatch.setattr(signals.signal, "signal", lambda *args: None)
+    monkeypatch.setattr(signals, "_die", killed.append)
     monkeypatch.setitem(signals._state, "pending", None)
+    worker = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
     with pytest.raises(signals.Interrupted):
-        with outputs.scratch_folder("partialnet-test-") as work, outputs.atomic_outputs([tmp_path / "out" / "a.json"]) as (staged,):
+        with outputs.scratch_folder("partialnet-test-") as work, outputs.atomic_outputs([tmp_path / "out" / "a.json"]) as (staged,), \
+                signals.stopped_with_us(worker):
             (work / "inner").mkdir()
             (work / "inner" / "x.bin").write_bytes(b"scratch")
             staged.write_text("{}")
+            time.sleep(0.5)  # the worker ignores SIGTERM from here on
             signals.on_signal(signal.SIGTERM, None)  # asked once: stop at the next checkpoint, nothing removed yet
-            assert work.exists() and staged.path.exists() and killed == []
-            signals.on_signal(signal.SIGTERM, None)  # asked twice: removed, then the default action
+            assert work.exists() and staged.path.exists() and killed == [] and worker.poll() is None
+            signals.on_signal(signal.SIGTERM, None)  # asked twice: the worker killed, files removed, then the default action
+            assert worker.wait(10) == -signal.SIGKILL
             assert killed == [signal.SIGTERM] and not work.exists() and not staged.path.exists()
-    assert signals._TEMPORARIES == {} and not (tmp_path / "out").exists()
+    assert signals._TEMPORARIES == {} and signals._CHILDREN == {} and not (tmp_path / "out").exists()
 
 
 def test_two_sigterms_mid_export_leave_nothing_behind(tmp_path):
@@ -779,6 +782,44 @@ def test_two_sigterms_mid_export_leave_nothing_behind(tmp_path):
     assert proc.returncode in (-signal.SIGTERM, 143), err
     assert "Traceback" not in err
     assert not out.exists()
+    assert [p.name for p in scratch.iterdir() if not (p.name.startswith("torchinductor_") or p.name == ".ses")] == []
+
+
+def _workers_running(spec_folder: Path) -> list[int]:
+    """Bench workers (by the spec file they were started with) still alive, orphans included."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(spec_folder) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("signals_sent", [1, 2], ids=["stop", "forced-stop"])
+def test_a_stop_mid_row_ends_the_bench_worker_too(tmp_path, signals_sent):
+    """The worker timing a row gets the stop request (its row is discarded): no waiting for the row to end, and
+    a forced stop, which kills the parent at once, leaves no orphan still timing on the machine."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen([*PYTHON_CLI, "bench", "partialnet_t0", "--imgsz", "64", "--runtime", "pytorch", "--protocol", "latency"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)})
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not _workers_running(scratch):
+        time.sleep(0.05)
+    assert proc.poll() is None and _workers_running(scratch), "no worker was seen running"
+    time.sleep(0.5)
+    asked = time.monotonic()
+    for _ in range(signals_sent):
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+    _, err = proc.communicate(timeout=60)
+    stopped_after = time.monotonic() - asked
+    assert proc.returncode in ((143,) if signals_sent == 1 else (143, -signal.SIGTERM)), err  # the first may already have ended it
+    assert stopped_after < 3.0  # the row alone runs >= 1 s of warm-up and >= 3 s of timing
+    time.sleep(0.5)
+    assert _workers_running(scratch) == []
     assert [p.name for p in scratch.iterdir() if not (p.name.startswith("torchinductor_") or p.name == ".ses")] == []
 
 

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from partialnet.signals import forget_temporary, remember_temporary
+from partialnet.signals import forget_child, forget_temporary, remember_child, remember_temporary
 
 SPEC, RESULT, LOG = "spec.json", "result.json", "stderr.txt"
 ENTRY = "import sys; from partialnet.api import export_beside; export_beside(sys.argv[1])"
@@ -72,6 +72,7 @@ class Beside:
             with (self.folder / LOG).open("w") as log:  # a file, not a pipe: a chatty converter cannot fill it and stall
                 self.process = subprocess.Popen([sys.executable, "-c", ENTRY, str(self.folder)],
                                                 stdout=subprocess.DEVNULL, stderr=log, env=env)
+            remember_child(self.process, forward=False)  # a stop ends it in __exit__; a forced stop kills it
             self._split_cores()
         return self
 
@@ -136,6 +137,8 @@ class Beside:
                 self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
         forget_temporary(self.folder)
+        if self.process is not None:
+            forget_child(self.process)
 
 
 def serve(work: Path, export) -> None:

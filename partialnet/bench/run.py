@@ -264,22 +264,21 @@ def run_worker(spec: dict, workdir: Path, threads: int, wait: str = DEFAULT_WAIT
     spec_path = Path(tempfile.mkstemp(suffix=".json", dir=workdir)[1])
     result_path = spec_path.with_suffix(".result.json")
     spec_path.write_text(json.dumps(spec))
-    from partialnet.signals import raise_if_pending
+    from partialnet.signals import raise_if_pending, stopped_with_us
 
     raise_if_pending()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "partialnet.bench.worker", str(spec_path), str(result_path)],
-            env=worker_env(threads, wait),
-            capture_output=True,
-            text=True,
-            timeout=WORKER_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        return {"status": "failed", "reason": f"worker timed out after {WORKER_TIMEOUT_S}s"}
-    raise_if_pending()  # a Ctrl-C also reached the worker (same process group): stop, don't record a failed row
+    proc = subprocess.Popen([sys.executable, "-m", "partialnet.bench.worker", str(spec_path), str(result_path)],
+                            env=worker_env(threads, wait), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with stopped_with_us(proc):
+        try:
+            stdout, stderr = proc.communicate(timeout=WORKER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return {"status": "failed", "reason": f"worker timed out after {WORKER_TIMEOUT_S}s"}
+    raise_if_pending()  # the stop request reached the worker too: stop, don't record a failed row
     if not result_path.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
         return {"status": "failed", "reason": f"worker exited {proc.returncode}: {tail[0][:200]}"}
     return json.loads(result_path.read_text())
 
