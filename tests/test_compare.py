@@ -255,6 +255,17 @@ def test_a_row_that_failed_in_the_candidate_fails_the_gate(cli, tmp_path):
     assert "gate cannot clear them" in result_.err and "Traceback" not in result_.err
 
 
+def test_report_and_compare_print_the_p50_bench_prints(tmp_path):
+    """An even count of samples: the mean of the two middle ones, in every command (report once took the upper one)."""
+    from partialnet.bench.report import merge
+
+    samples = np.array([0.001, 0.002, 0.003, 0.004] * 5)
+    path = write(tmp_path / "even.json", result({"onnxruntime": samples}))
+    assert merge([path])["bench"][0]["p50_ms"] == pytest.approx(2.5)
+    assert compare_results(json.loads(path.read_text()), json.loads(path.read_text()))["rows"][0]["baseline_p50_ms"] == pytest.approx(2.5)
+    assert summarize(samples)["p50_ms"] == pytest.approx(2.5)
+
+
 def test_many_rows_print_only_the_reasons_that_matter():
     rng = np.random.default_rng(13)
     names = [f"rt{i}" for i in range(8)]

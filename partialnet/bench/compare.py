@@ -60,7 +60,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from partialnet.bench.results import KEY_FIELDS, row_key
-from partialnet.bench.stats import mann_whitney_greater, ratio_of_medians
+from partialnet.bench.stats import mann_whitney_greater, median_ms, ratio_of_medians  # median_ms: from the raw samples, never a file's summary
 from partialnet.errors import BadInput
 
 DEFAULT_ALPHA = 0.01
@@ -98,11 +98,6 @@ class RowVerdict:
         out.update({k: v for k, v in asdict(self).items() if k != "key"})
         out["ratio_ci95"] = list(self.ratio_ci95)
         return out
-
-
-def median_ms(samples) -> float:
-    """From the raw samples, never from a file's own summary, which a stranger could have edited."""
-    return float(np.median(np.asarray(samples, dtype=np.float64))) * 1e3
 
 
 def floor_ms(samples) -> float:

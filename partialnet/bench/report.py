@@ -18,7 +18,7 @@ from partialnet.machine import check_machine, describe
 from partialnet.bench.results import MAX_RESULT_BYTES, _strict_json, check_samples, load_result
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
-from partialnet.bench.stats import ratio_of_medians
+from partialnet.bench.stats import median_ms, ratio_of_medians
 from partialnet.errors import BadInput
 
 REPORT_SCHEMA = "partialnet.report/1"
@@ -117,7 +117,7 @@ def merge_loaded(loaded: list[tuple]) -> dict:
         else:
             for row in data["rows"]:
                 if row["status"] == "ok":
-                    p50 = sorted(row["samples_s"])[len(row["samples_s"]) // 2] * 1e3
+                    p50 = median_ms(row["samples_s"])
                     marks = judgement(row["samples_s"], row.get("machine_load"))  # recomputed, not read from the file
                     bench.append({k: row.get(k) for k in ("model", "runtime", "precision", "batch", "threads", "gmacs")} | {"p50_ms": p50, **mark, **marks})
     return {
@@ -159,20 +159,14 @@ def _summary(cell: dict) -> dict:
     row = {"size": cell["size"], "runtime": cell["runtime"], "status": cell["status"]}
     if cell["status"] == "ok":
         row.update(
-            fasternet_p50_ms=_median(cell["fasternet"]["samples_s"]) * 1e3,
-            partialnet_p50_ms=_median(cell["partialnet"]["samples_s"]) * 1e3,
+            fasternet_p50_ms=median_ms(cell["fasternet"]["samples_s"]),
+            partialnet_p50_ms=median_ms(cell["partialnet"]["samples_s"]),
             latency_ratio=cell["latency_ratio"],
             latency_ci=cell["latency_ci"],
         )
     else:
         row["reason"] = cell.get("reason")
     return row
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def to_markdown(report: dict) -> str:

@@ -28,6 +28,11 @@ def bootstrap_medians(x: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS, seed: int =
     return medians
 
 
+def median_ms(samples) -> float:
+    """The p50 every command prints (numpy's median: the mean of the two middle samples of an even count)."""
+    return float(np.median(np.asarray(samples, dtype=np.float64))) * 1e3
+
+
 def bootstrap_median_ci(x: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> tuple[float, float]:
     medians = bootstrap_medians(x, rounds, seed)
     tail = (1 - CONFIDENCE) / 2 * 100
@@ -45,7 +50,7 @@ def summarize(samples) -> dict:
         "std_ms": float(x.std(ddof=1)) * 1e3 if len(x) > 1 else 0.0,
         "cov": float(x.std(ddof=1) / mean) if len(x) > 1 and mean > 0 else 0.0,
         "min_ms": float(x.min()) * 1e3,
-        "p50_ms": float(np.median(x)) * 1e3,
+        "p50_ms": median_ms(x),
         "p90_ms": float(np.percentile(x, 90)) * 1e3,
         "p99_ms": float(np.percentile(x, 99)) * 1e3,
         "max_ms": float(x.max()) * 1e3,
