@@ -805,6 +805,8 @@ def report_command(
     named = [Output(Path(p), o) for o, p in (("-o", output), ("--plot", plot_path), ("--json", json_path)) if p]
     check_outputs(named, list(results), force)
     report = report_mod.merge(list(results))
+    if plot_path:
+        report_mod.check_plottable(report)
     if not report.get("matrices"):
         out.print(render.report_claims_table(report))
     if report["measurements"]:

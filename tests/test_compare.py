@@ -266,6 +266,19 @@ def test_report_and_compare_print_the_p50_bench_prints(tmp_path):
     assert summarize(samples)["p50_ms"] == pytest.approx(2.5)
 
 
+def test_report_markdown_marks_an_unstable_row_and_a_plot_it_cannot_draw_is_refused_first(tmp_path, cli):
+    rng = np.random.default_rng(15)
+    wild = latencies(rng, 5.0) * rng.lognormal(0.0, 1.2, N)  # CoV far above 0.5: unstable
+    path = write(tmp_path / "wild.json", result({"onnxruntime": wild}))
+    done = cli("report", path, "-o", tmp_path / "r.md")
+    assert done.code == 0, done.err
+    md = (tmp_path / "r.md").read_text()
+    assert "| m! | onnxruntime |" in md and "- ! m on onnxruntime (batch 1): unstable: " in md and "not a figure to publish" in md
+    refused = cli("report", path, "-o", tmp_path / "r2.md", "--plot", tmp_path / "r2.png")
+    assert refused.code == 2 and "leave out --plot" in refused.err
+    assert "bench rows across machines" not in refused.out and not (tmp_path / "r2.md").exists()
+
+
 def test_many_rows_print_only_the_reasons_that_matter():
     rng = np.random.default_rng(13)
     names = [f"rt{i}" for i in range(8)]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from partialnet.bench.claims import DEFAULT_TOLERANCE
 from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge
+from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
 from partialnet.machine import check_machine, describe
 from partialnet.bench.results import MAX_RESULT_BYTES, _strict_json, check_samples, load_result
@@ -187,8 +188,10 @@ def to_markdown(report: dict) -> str:
     if report["bench"]:
         lines += ["", "| machine | model | runtime | precision | batch | threads | p50 ms |", "|---|---|---|---|---|---|---|"]
         for r in report["bench"]:
-            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['model']} | {r['runtime']} | {r['precision']} | {r['batch']} | "
+            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['model']}{mark(r)} | {r['runtime']} | {r['precision']} | {r['batch']} | "
                          f"{r['threads']} | {r['p50_ms']:.3f} |")
+        notes = marked_notes([{**r, "status": "ok"} for r in report["bench"]])
+        lines += ["", *(f"- {note}" for note in notes)] if notes else []
     return "\n".join(lines) + "\n"
 
 
@@ -198,6 +201,13 @@ def model_gmacs(report: dict) -> dict:
 
     sizes = list(dict.fromkeys(r["size"] for r in report["measurements"]))
     return {(c["size"], c["family"]): c["gmacs"] for c in family_costs(sizes, (224, 224))}
+
+
+def check_plottable(report: dict) -> None:
+    """Before anything is printed or written: a --plot the report cannot draw is a usage error, not a late failure."""
+    if not report.get("matrices") and not any(r["status"] == "ok" for r in report["measurements"]):
+        raise BadInput("--plot draws the claims' PartialNet/FasterNet pairs (or matrices), and these results hold none "
+                       "(bench rows are tabled, not plotted): leave out --plot")
 
 
 def write_report_outputs(report: dict, md_path=None, plot_path=None, json_path=None, force: bool = False, inputs=()) -> list[str]:
