@@ -71,6 +71,8 @@ def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt,
     if unavailable_reason():
         assert rows["trt"]["verdict"] == "exported, not verifiable here" and "no engine built here" in rows["trt"]["why"]
         assert rows["trt"]["file"].endswith(".trt.onnx") and rows["trt"]["max_abs"] < 1e-4  # its ONNX was verified
+        script = tmp_path / f"{digits_ckpt.stem}.build_engine.sh"  # the hint names it where it is, a command to paste
+        assert rows["trt"]["why"].endswith(f"finish with bash {script}") and script.is_file()
     if "coreml" in rows and rows["coreml"]["status"] != "skipped":  # off macOS: its program run by the reference interpreter
         import sys
 

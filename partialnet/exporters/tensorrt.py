@@ -191,7 +191,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
                 f"and {script}; on the GPU machine run: bash {file_word(script)}"
             ),
             unavailable_short=f"no engine built here ({reason.split(' (')[0]}); its ONNX is verified in ONNX Runtime; "
-            f"finish with bash {file_word(script.name)}",
+            f"finish with bash {file_word(script)}",
         )
         return stats
     return _build_engine(model, staged, options, metadata, workdir, out)
