@@ -492,6 +492,10 @@ def matrix(
 
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir)
     plan["variant"] = variant
+    from partialnet.bench.run import check_threads_fit
+    from partialnet.bench.where import HERE
+
+    check_threads_fit(threads, where or HERE, "cpu")
     _matrix_int8_tools(plan, calib_method, int8_keep_float)
     inputs = [source_path(source)]
     check_outputs(plan["outputs"], inputs, force)  # every artifact and the manifest, before the load

@@ -147,6 +147,15 @@ def test_bad_names_and_options_exit_2(cli, args, fragment):
     assert result.code == 2 and fragment in result.err and "Traceback" not in result.err
 
 
+@pytest.mark.parametrize("command", [["bench", "partialnet_t0", "--runtime", "onnxruntime"], ["claims", "--sizes", "t0"],
+                                     ["matrix", "partialnet_t0", "--formats", "onnx"]], ids=["bench", "claims", "matrix"])
+def test_more_threads_than_cores_is_refused_before_any_work(cli, command, tmp_path):
+    too_many = (os.cpu_count() or 1) + 1
+    result = cli(*command, "--imgsz", "64", "--protocol", "quick", "--threads", str(too_many), "--json", tmp_path / "r.json")
+    assert result.code == 2 and f"--threads {too_many}: this machine has {os.cpu_count()} logical cores" in result.err, result.err
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_usage_errors_exit_2(cli):
     assert cli("no-such-command").code == 2
     assert cli("info").code == 2

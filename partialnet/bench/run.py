@@ -437,6 +437,16 @@ def refuse_if_nothing_runs(plan: BenchPlan) -> None:
     if reasons and all(reasons.values()):
         listed = "; ".join(f"{runtime}: {why}" for runtime, why in sorted(reasons.items()))
         raise Unavailable(f"no runtime can run on {plan.device} here ({listed})")
+    check_threads_fit(plan.threads, plan.where, plan.device)
+
+
+def check_threads_fit(threads: int, where, device: str) -> None:
+    """Exit 2 for more CPU threads than the timing machine has cores: the rows would measure time-slicing."""
+    cores = where.machine()["cpu"].get("logical_cores")
+    if device == "cpu" and type(cores) is int and threads > cores:
+        place = "this machine" if where.label == "here" else where.label
+        raise BadInput(f"--threads {threads}: {place} has {cores} logical cores; more threads than cores time the "
+                       "scheduler's time-slicing, not the model")
 
 
 def run_everywhere(plans: list[BenchPlan], progress: Callable[..., None] | None = None, announce: Callable[[BenchPlan], None] | None = None) -> list[dict]:
