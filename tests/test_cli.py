@@ -139,6 +139,11 @@ def test_mismatched_keys_show_the_diff(cli, tmp_path, t0_state_dict):
         (["info", "partialnet_t0", "--variant", "partialnet_t1"], "contradicts"),
         (["info", "PLACEHOLDER", "--variant", "resnet50"], "unknown variant"),
         (["info", "partialnet_t0", "--imgsz", "100"], "multiple of 32"),
+        # an empty list is a mistake, never "everything" (claims --sizes '' once ran the whole paper protocol)
+        (["claims", "--sizes", ""], "--sizes '': expected a comma-separated subset"),
+        (["matrix", "partialnet_t0", "--formats", ","], "--formats ',': an empty list"),
+        (["matrix", "partialnet_t0", "--precisions", ""], "--precisions '': an empty list"),
+        (["bench", "--runtime", ""], "--runtime '': an empty list"),
     ],
 )
 def test_bad_names_and_options_exit_2(cli, args, fragment):

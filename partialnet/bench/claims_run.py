@@ -23,7 +23,7 @@ CLAIMS_SCHEMA = "partialnet.claims/1"
 
 
 def parse_sizes(text: str | None) -> list[str]:
-    sizes = [s.strip().lower() for s in (text or "t0,t1,t2").split(",") if s.strip()]
+    sizes = [s.strip().lower() for s in ("t0,t1,t2" if text is None else text).split(",") if s.strip()]
     bad = [s for s in sizes if s not in SIZES]
     if bad or not sizes:
         raise BadInput(f"--sizes {text!r}: expected a comma-separated subset of {','.join(SIZES)}")

@@ -45,7 +45,9 @@ def parse_list(text: str | None, known: tuple[str, ...], flag: str, resolve=lamb
         if name not in known:
             raise BadInput(f"{flag} {item!r}: expected all or a comma-separated subset of {', '.join(known)}")
         chosen.append(name)
-    return list(dict.fromkeys(chosen)) or list(known)
+    if not chosen:
+        raise BadInput(f"{flag} {text!r}: an empty list; name at least one of {', '.join(known)}, or all")
+    return list(dict.fromkeys(chosen))
 
 
 def formats_asked(text: str | None) -> list[str]:

@@ -21,9 +21,12 @@ DEFAULT_SOURCE = "partialnet_t0"
 DEFAULT_IMGSZ = (224, 224)
 
 
-def split_list(values: list[str] | None) -> list[str]:
-    """`--runtime a,b --runtime c` -> [a, b, c]."""
-    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+def split_list(values: list[str] | None, flag: str = "--runtime") -> list[str]:
+    """`--runtime a,b --runtime c` -> [a, b, c]; `--runtime ''` is refused, never read as "every runtime"."""
+    names = [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+    if values and not names:
+        raise BadInput(f"{flag} {','.join(values)!r}: an empty list; name at least one (or leave {flag} out for the default)")
+    return names
 
 
 def parse_batches(value: str | None) -> list[int] | None:
