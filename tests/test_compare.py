@@ -274,6 +274,10 @@ def test_report_markdown_marks_an_unstable_row_and_a_plot_it_cannot_draw_is_refu
     assert done.code == 0, done.err
     md = (tmp_path / "r.md").read_text()
     assert "| m! | onnxruntime |" in md and "- ! m on onnxruntime (batch 1): unstable: " in md and "not a figure to publish" in md
+    twice = cli("report", path, path)
+    assert twice.code == 2 and "holds the same results as" in twice.err  # its rows would count twice
+    (tmp_path / "copy.json").write_bytes(path.read_bytes())
+    assert cli("report", path, tmp_path / "copy.json").code == 2
     refused = cli("report", path, "-o", tmp_path / "r2.md", "--plot", tmp_path / "r2.png")
     assert refused.code == 2 and "leave out --plot" in refused.err
     assert "bench rows across machines" not in refused.out and not (tmp_path / "r2.md").exists()

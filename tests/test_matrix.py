@@ -197,8 +197,9 @@ def test_report_merges_matrices_from_several_machines_and_judges_them_again(cli,
     second.write_text(json.dumps(other))
     refused = cli("report", first, second)
     assert refused.code == 2 and "not merged" in refused.err
-    bench = cli("report", first, tmp_path / "m" / "matrix.json")
-    assert bench.code == 0  # the manifest in the folder is the same matrix
+    assert cli("report", tmp_path / "m" / "matrix.json").code == 0  # the manifest in the folder is a matrix result too
+    twice = cli("report", first, tmp_path / "m" / "matrix.json")
+    assert twice.code == 2 and "holds the same results as" in twice.err  # ... the same one: its panel would show twice
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ protocols differ are never mixed: their numbers mean different things.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -92,7 +93,14 @@ def merge(paths: list[str | Path]) -> dict:
         raise BadInput("give at least one result file (from partialnet claims --json or partialnet bench --json)")
     if len(paths) > MAX_INPUTS:
         raise BadInput(f"{len(paths)} result files; at most {MAX_INPUTS}")
-    return merge_loaded([(Path(p), load_any(p)) for p in paths])
+    loaded = [(Path(p), load_any(p)) for p in paths]
+    seen: dict[str, Path] = {}
+    for path, data in loaded:  # one file named twice, or a copy of it: its rows would count twice
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        if digest in seen:
+            raise BadInput(f"{path} holds the same results as {seen[digest]}: give each measurement once")
+        seen[digest] = path
+    return merge_loaded(loaded)
 
 
 def merge_loaded(loaded: list[tuple]) -> dict:
