@@ -326,3 +326,19 @@ def test_the_report_figure_has_one_panel_per_machine(figure):
     gmacs = {(c["size"], c["family"]): c["gmacs"] for c in data["costs"]}
     fig = figure(report, plot.report_figure, gmacs)
     assert len(fig.axes) == 2 and all(ax.get_yscale() == "log" for ax in fig.axes) and len(fig.legends) == 1
+
+
+@pytest.mark.parametrize("latencies_ms, expected", [([1.10, 1.16, 1.22], {"1.12", "1.16", "1.2"}), ([0.5, 3.0, 40.0], {"1", "10"})],
+                         ids=["inside-one-decade", "across-decades"])
+def test_a_latency_axis_always_shows_numbers(latencies_ms, expected):
+    """Every latency of one runtime between 1.10 and 1.22 ms once left the log axis with gridlines and no number."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0.7, 1.1, 1.9], latencies_ms, "o-")
+    plot._log_axes(ax, "median latency (ms)")
+    plot._finish(fig, [])
+    low, high = ax.get_ylim()
+    shown = {t.get_text() for t in ax.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high}
+    plt.close(fig)
+    assert shown == expected

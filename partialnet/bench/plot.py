@@ -414,6 +414,8 @@ def _finish(fig, labelled: list) -> None:
     Labels come last because their collision test is done in pixels: any relayout after it would move
     the points out from under them.
     """
+    for ax in fig.axes:
+        _ticks_inside(ax)
     renderer = fig.canvas.get_renderer()
     legend = _outside_legend(fig, renderer)
     bottom = legend.get_window_extent(renderer).y1 / fig.bbox.height + 0.01 if legend else 0.0
@@ -421,6 +423,23 @@ def _finish(fig, labelled: list) -> None:
     fig.canvas.draw()  # settles autoscaled limits and tick labels before anything is measured against them
     for ax, labels in labelled:
         _place_labels(ax, labels, renderer)
+
+
+def _ticks_inside(ax) -> None:
+    """A log axis narrower than the step between its labelled ticks (1.10-1.22 ms: every latency of one runtime
+    on a fast machine) would show gridlines and no number at all: there, evenly spaced plain numbers instead."""
+    from matplotlib.ticker import MaxNLocator, NullLocator
+
+    ax.autoscale_view()
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() != "log":
+            continue
+        low, high = sorted(axis.get_view_interval())
+        ticks = [(v, False) for v in axis.get_majorticklocs()] + [(v, True) for v in axis.get_minorticklocs()]
+        labelled = [v for v, minor in ticks if low <= v <= high and _log_tick_text(v, minor, axis)]
+        if len(labelled) < 2:
+            axis.set_major_locator(MaxNLocator(nbins=4))
+            axis.set_minor_locator(NullLocator())
 
 
 def _outside_legend(fig, renderer):
