@@ -18,7 +18,7 @@ import torch
 from partialnet.calibration import calibration_images, check_data, judging_images, stage_label
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, resolve, source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra
-from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, exporter_of, format_for_path, get_format
+from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, check_artifact_name, exporter_of, format_for_path, get_format
 from partialnet.exporters.options import (
     DEFAULT_CALIB_SIZE, FLAGS, ExportOptions, check_flags, check_int8_tools, check_layers,
 )
@@ -137,8 +137,7 @@ def export(
     options = check_export_options(fmt, options or ExportOptions())
     checks = (checks or VerifyOptions()).check()
     out = Path(output) if output else default_output(source, fmt.suffix)
-    if not out.name.endswith(fmt.suffix):
-        raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
+    check_artifact_name(out, fmt)
     inputs = [source_path(source)]
     check_outputs(artifact_outputs(out, fmt.name, options.built_elsewhere), inputs, force)
     if checks.images:
@@ -171,8 +170,7 @@ def export_on_target(source: str, format: str, options: ExportOptions | None = N
     options = check_export_options(fmt, replace(options or ExportOptions(), built_elsewhere=True))
     checks = (checks or VerifyOptions()).check()
     out = Path(output) if output else default_output(source, fmt.suffix)
-    if not out.name.endswith(fmt.suffix):
-        raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
+    check_artifact_name(out, fmt)
 
     def prepare(local: Path) -> dict:
         return export(source, fmt.name, options, output=local, checks=checks, variant=variant, force=True)

@@ -494,7 +494,8 @@ def digits_command(
 def bench_command(
     options: BenchOptions,
     where: TargetOptions,
-    sources: Annotated[Optional[list[str]], typer.Argument(help="Variant names, checkpoints or .onnx artifacts (default: partialnet_t0).")] = None,
+    sources: Annotated[Optional[list[str]], typer.Argument(
+        help="Variant names, checkpoints or artifacts (.onnx, .xml, .pte, .tflite, .engine, .mlpackage; default: partialnet_t0).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (raw samples, machine) here.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row here.")] = None,
     md_path: Annotated[Optional[Path], typer.Option("--md", help="Write a Markdown table here.")] = None,

@@ -22,7 +22,7 @@ from torch import nn
 from partialnet.calibration import judging_images
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, CheckpointInfo, sha256_of, size_of
 from partialnet.errors import BadInput, CheckFailed, Unavailable
-from partialnet.exporters.formats import exporter_of, get_format
+from partialnet.exporters.formats import check_artifact_name, exporter_of, get_format
 from partialnet.exporters.options import ExportOptions
 from partialnet.exporters.pt2e import PROGRAM_BATCH, ProgramLayers, ProgramRunner, judged_before_lowering
 from partialnet.folding import FoldReport
@@ -252,8 +252,7 @@ def export_folded(
     (exit 3, as `verify` does for it) with the next command to run.
     """
     fmt = get_format(format)
-    if not out.name.endswith(fmt.suffix):
-        raise BadInput(f"{out}: a {fmt.name} artifact must end in {fmt.suffix}")
+    check_artifact_name(out, fmt)
     outputs = artifact_outputs(out, fmt.name, options.built_elsewhere)
     with atomic_outputs(outputs, force, inputs) as staged:
         result = export_staged(model, info, folded, fmt.name, outputs, staged, options, checks or VerifyOptions(), enforce)

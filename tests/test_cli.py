@@ -144,6 +144,8 @@ def test_mismatched_keys_show_the_diff(cli, tmp_path, t0_state_dict):
         (["matrix", "partialnet_t0", "--formats", ","], "--formats ',': an empty list"),
         (["matrix", "partialnet_t0", "--precisions", ""], "--precisions '': an empty list"),
         (["bench", "--runtime", ""], "--runtime '': an empty list"),
+        (["export", "partialnet_t0", "-o", "t0.bin"], "t0.bin: an onnx artifact must end in .onnx"),
+        (["export", "partialnet_t0", "-o", "."], ". is a directory; give a file name ending in .onnx (or --format all"),
     ],
 )
 def test_bad_names_and_options_exit_2(cli, args, fragment):
