@@ -178,7 +178,7 @@ def dataset_accuracy(dataset: str, runner, reference_runner, io: dict, tol) -> d
     from partialnet import digits
 
     images, labels = digits.held_out(tuple(io["imgsz"]))
-    return labelled_accuracy(dataset, images, labels, runner, reference_runner, io, tol)
+    return {**labelled_accuracy(dataset, images, labels, runner, reference_runner, io, tol), "held_out": True}
 
 
 def labelled_accuracy(name: str, images: np.ndarray, labels: np.ndarray, runner, reference_runner, io: dict, tol) -> dict:

@@ -87,7 +87,8 @@ def parity_table(parity: dict, title: str) -> Table:
     if accuracy:
         verdict = "FAIL" if accuracy["failures"] else "ok"
         table.caption += (
-            f"\n{accuracy['dataset']} held-out top-1 ({accuracy['samples']} images): artifact {accuracy['artifact_top1']:.2%}, "
+            f"\n{accuracy['dataset']} {'held-out ' if accuracy.get('held_out') else ''}top-1 ({accuracy['samples']} images): "
+            f"artifact {accuracy['artifact_top1']:.2%}, "
             f"PyTorch {accuracy['reference_top1']:.2%}, Δ {accuracy['delta_points']:+.2f} points "
             f"(gate: drop ≤ {_fmt(accuracy['max_drop_points'], 'g')}) · {verdict}"
         )

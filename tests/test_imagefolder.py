@@ -78,6 +78,8 @@ def test_verify_reports_top1_and_top5_on_labelled_images(cli, digits_ckpt, digit
     assert accuracy["dataset"].startswith("labelled/") and accuracy["samples"] == 60
     assert accuracy["reference_top1"] > 0.5 and accuracy["artifact_top1"] == accuracy["reference_top1"]  # fp32: the same picks
     assert accuracy["artifact_top5"] >= accuracy["artifact_top1"] and accuracy["reference_top5"] is not None
+    shown = cli("verify", digits_onnx, "--ref", digits_ckpt, "--images", folder)
+    assert "10 classes) top-1 (60 images): artifact" in shown.out and "held-out" not in shown.out  # the user's images, not a held-out split
 
 
 def test_a_folder_whose_classes_the_head_cannot_predict_exits_2(cli, digits_ckpt, digits_onnx, tmp_path):
