@@ -207,3 +207,9 @@ def test_fold_check_fails_when_a_pass_turns_the_logits_nan(monkeypatch):
     monkeypatch.setattr(folding, "PASSES", [poisoned(p) if p.name == "conv-bn" else p for p in folding.PASSES])
     with pytest.raises(CheckFailed, match="nan.*'conv-bn'"):
         fold(randomize_(create_model("partialnet_t0")), SMALL)
+
+
+@pytest.mark.parametrize("imgsz", [(63, 64), (64, 32), (0, 64)])
+def test_the_python_fold_refuses_the_sizes_the_cli_refuses(imgsz):
+    with pytest.raises(BadInput, match="multiple of 32"):
+        fold(create_model("partialnet_t0"), imgsz)

@@ -114,6 +114,9 @@ def fold(
     unknown = set(without) - {p.name for p in PASSES}
     if unknown:
         raise BadInput(f"unknown fold pass(es) {', '.join(sorted(unknown))}; passes: {', '.join(p.name for p in PASSES)}")
+    from partialnet.limits import parse_imgsz
+
+    imgsz = parse_imgsz(imgsz)  # the CLI's rule for Python callers too: a 63x64 fold would be measured at a size nothing runs
     deploy = copy.deepcopy(model).float().eval()
     ctx = FoldContext(imgsz=tuple(imgsz), skip=frozenset(skip))
     x = probe_input(ctx.imgsz) if check else None
