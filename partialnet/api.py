@@ -267,6 +267,29 @@ def _check_compute(artifact: Path, fmt, io: dict, compute: str | None) -> None:
         raise BadInput(f"--compute {compute} runs an fp32 file at {compute}; {artifact} is {io['precision']}")
 
 
+def _check_preprocessing_metadata(artifact: Path, meta: dict, io: dict) -> None:
+    """How to feed the artifact, as its metadata tells a deployment: the numbers every partialnet artifact is fed
+    with, and its own graph's size. Parity runs on tensors, so a wrong mean would otherwise verify and ship."""
+    import json
+
+    from partialnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    for key, expected in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
+        if key not in meta:
+            continue
+        try:
+            found = json.loads(meta[key])
+            fits = isinstance(found, list) and len(found) == 3 and all(abs(float(a) - b) < 1e-6 for a, b in zip(found, expected))
+        except (ValueError, TypeError):
+            fits = False
+        if not fits:
+            raise CheckFailed(f"{artifact}: its metadata says {key} {ascii(meta[key])[1:-1][:40]}, but it was made for {key} "
+                              f"{list(expected)}: a deployment that reads it would feed wrong inputs")
+    size = f"{io['imgsz'][0]},{io['imgsz'][1]}"
+    if "imgsz" in meta and meta["imgsz"] != size:
+        raise CheckFailed(f"{artifact}: its metadata says imgsz {ascii(meta['imgsz'])[1:-1][:20]}, but its graph takes {size}")
+
+
 def _judging_for(artifact: Path, io: dict, checks: VerifyOptions) -> tuple[str, tuple] | None:
     """What an artifact must be judged on, refused before the load: its own metadata must not lie about
     its precision, and an INT8 artifact needs real images (random inputs have no class to keep)."""
@@ -275,6 +298,7 @@ def _judging_for(artifact: Path, io: dict, checks: VerifyOptions) -> tuple[str, 
     if claimed is not None and claimed != io["precision"]:
         raise CheckFailed(f"{artifact}: its metadata says {ascii(claimed)[1:-1][:20]}, but what it holds is {io['precision']}: "
                           "it is not the artifact it claims to be")
+    _check_preprocessing_metadata(artifact, meta, io)
     if io["precision"] != "int8":
         return None
     if meta.get("calibration_data") == "digits" or checks.dataset == "digits":

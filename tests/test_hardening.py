@@ -429,6 +429,23 @@ def test_a_runner_reads_the_precision_from_the_graph_not_its_metadata(digits_onn
         assert runner.precision == "fp32"
 
 
+@pytest.mark.parametrize("key, value, fragment", [
+    ("mean", "[0, 0, 0]", "its metadata says mean [0, 0, 0], but it was made for mean [0.485, 0.456, 0.406]"),
+    ("std", "not json", "its metadata says std not json"),
+    ("imgsz", "224,224", "its metadata says imgsz 224,224, but its graph takes 64,64"),
+])
+def test_verify_fails_an_artifact_whose_metadata_would_feed_it_wrongly(digits_onnx, digits_ckpt, tmp_path, cli, key, value, fragment):
+    """Parity runs on tensors: a wrong mean in the metadata a deployment reads verified, and shipped."""
+    import onnx
+
+    proto = onnx.load(str(digits_onnx))
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, key: value})
+    edited = tmp_path / "edited.onnx"
+    onnx.save(proto, str(edited))
+    result = cli("verify", edited, "--ref", digits_ckpt)
+    assert_refused(result.code, result.err, fragment, expected=1)
+
+
 def test_declared_sizes_beyond_the_limits_are_refused(tmp_path, cli):
     huge = hostile.onnx_declaring_input(tmp_path / "huge.onnx", [100000, 3, 100000, 100000])
     result = cli("verify", huge, "--ref", "partialnet_t0")
