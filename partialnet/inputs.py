@@ -108,6 +108,17 @@ def read_limited(path: str | Path, what: str, max_bytes: int, nofollow: bool = F
         return f.read(max_bytes + 1)
 
 
+def unique_keys(pairs: list) -> dict:
+    """json's object_pairs_hook: a key given twice in one object is refused, since parsers disagree on which
+    one wins (Python keeps the last, others the first), and a file must mean one thing to every reader."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key[:40]!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
 def read_json(path: str | Path, what: str, max_bytes: int = 16 << 20, nofollow: bool = False):
     """A small JSON file from a stranger: size-capped, strict (no NaN/Infinity), bounded nesting and digits."""
     import json
@@ -121,7 +132,7 @@ def read_json(path: str | Path, what: str, max_bytes: int = 16 << 20, nofollow: 
     if len(data) > max_bytes:
         raise BadInput(f"{path}: larger than {max_bytes:,} bytes; not a {what}")
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=refuse_constant)
+        return json.loads(data.decode("utf-8"), parse_constant=refuse_constant, object_pairs_hook=unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: not JSON ({exc})") from None
     except RecursionError:

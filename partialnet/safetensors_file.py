@@ -22,6 +22,7 @@ from typing import BinaryIO
 import torch
 
 from partialnet.errors import BadInput
+from partialnet.inputs import unique_keys
 
 DTYPES = {
     "F64": torch.float64,
@@ -49,7 +50,7 @@ def _header(f: BinaryIO, size: int, corrupt) -> dict:
         raise corrupt(f"header length {header_len} exceeds the file or the {MAX_HEADER_BYTES:,}-byte limit")
     raw = f.read(header_len)
     try:
-        header = json.loads(raw, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(f"{name} in header")))
+        header = json.loads(raw, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(f"{name} in header")), object_pairs_hook=unique_keys)
     except (UnicodeDecodeError, ValueError) as exc:
         raise corrupt(f"header is not JSON: {str(exc)[:120]}") from None
     except RecursionError:

@@ -606,6 +606,8 @@ def _hostile_checkpoints(tmp: Path, sd: dict) -> dict[str, tuple[Path, str]]:
         raw(name, hostile.safetensors_bytes(header, data), fragment)
     raw("deep.safetensors", hostile.safetensors_bytes(None, b"\0" * 16, raw_header=b"[" * 100_000 + b"]" * 100_000), "nested too deeply")
     raw("nan_header.safetensors", hostile.safetensors_bytes(None, b"", raw_header=b'{"a": NaN}' + b" " * 40), "not JSON")
+    twice = b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}'
+    raw("key_twice.safetensors", hostile.safetensors_bytes(None, b"\0" * 8, raw_header=twice), "'a' appears twice")
     return cases
 
 
@@ -652,7 +654,8 @@ def test_hostile_compare_files_exit_2(tmp_path, cli):
         assert_refused(result.code, result.err, "not a partialnet bench, claims or matrix result" if name == "list" else fragment)
     (tmp_path / "nan.json").write_text(json.dumps(good).replace("0.01", "NaN", 1))
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
-    for name, fragment in (("nan.json", "holds NaN"), ("deep.json", "nested too deeply")):
+    (tmp_path / "twice.json").write_text(json.dumps(good).replace('{"schema": ', '{"schema": "other", "schema": ', 1))
+    for name, fragment in (("nan.json", "holds NaN"), ("deep.json", "nested too deeply"), ("twice.json", "'schema' appears twice")):
         result = cli("compare", base, tmp_path / name)
         assert_refused(result.code, result.err, fragment)
     assert cli("compare", base, base).code == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.run import SCHEMA
 from partialnet.errors import BadInput
-from partialnet.inputs import inert
+from partialnet.inputs import inert, unique_keys
 from partialnet.machine import check_machine
 
 KEY_FIELDS = ("model", "runtime", "precision", "batch", "threads")
@@ -167,7 +167,7 @@ def _strict_json(text: str, path: Path):
         raise BadInput(f"{path}: holds {name}, which is not JSON (a result never contains it)")
 
     try:
-        data = json.loads(text, parse_constant=refuse_constant)
+        data = json.loads(text, parse_constant=refuse_constant, object_pairs_hook=unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: not JSON ({exc})") from None
     except RecursionError:
