@@ -661,6 +661,27 @@ def test_hostile_compare_files_exit_2(tmp_path, cli):
     assert cli("compare", base, base).code == 0
 
 
+def test_raw_samples_are_capped_per_file_and_per_report(tmp_path, cli, monkeypatch):
+    """compare bootstraps every row (about 20 s of CPU per 200,000 samples): the caps bound a stranger's file."""
+    from partialnet.bench import report, results
+    from partialnet.bench.run import SCHEMA
+
+    monkeypatch.setattr(results, "MAX_SAMPLES_PER_FILE", 100)
+    monkeypatch.setattr(report, "MAX_REPORT_SAMPLES", 150)
+    row = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch": 1, "threads": 1, "status": "ok", "samples_s": [0.01] * 60}
+    files = []
+    for rows, machine in ((1, "a"), (2, "b"), (1, "c"), (1, "d")):
+        data = {"schema": SCHEMA, "machine": {"id": machine, "cpu": {"model": "cpu"}}, "protocol": {"name": "latency"},
+                "rows": [{**row, "runtime": f"r{i}"} for i in range(rows)]}
+        files.append(tmp_path / f"{machine}.json")
+        files[-1].write_text(json.dumps(data))
+    result = cli("compare", files[0], files[1], "--allow-different-machines")
+    assert_refused(result.code, result.err, "holds 120 raw samples, over the 100 limit for one result file")
+    result = cli("report", files[0], files[2], files[3])
+    assert_refused(result.code, result.err, "hold over 150 raw samples together")
+    assert cli("report", files[0], files[2]).code == 0
+
+
 def test_write_failures_are_one_line_and_leave_nothing(tmp_path, cli, monkeypatch):
     from partialnet import outputs
 

@@ -17,7 +17,7 @@ from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
 from partialnet.machine import check_machine, describe
-from partialnet.bench.results import MAX_RESULT_BYTES, _strict_json, check_samples, load_result
+from partialnet.bench.results import MAX_RESULT_BYTES, _strict_json, check_samples, check_total_samples, load_result, total_samples
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
 from partialnet.bench.stats import median_ms, ratio_of_medians
@@ -25,6 +25,7 @@ from partialnet.errors import BadInput
 
 REPORT_SCHEMA = "partialnet.report/1"
 MAX_INPUTS = 64
+MAX_REPORT_SAMPLES = 8_000_000  # about 300 MB as Python floats, and a minute of bootstraps
 
 
 def load_claims(path: Path, data: dict) -> dict:
@@ -67,6 +68,7 @@ def load_any(path: str | Path) -> dict:
     path = Path(path)
     data = _strict_json(read_limited(path, "result file", MAX_RESULT_BYTES).decode("utf-8", "replace"), path)
     schema = data.get("schema") if isinstance(data, dict) else None
+    check_total_samples(data, path)
     if schema == BENCH_SCHEMA:
         return load_result(path)
     if schema == CLAIMS_SCHEMA:
@@ -93,7 +95,12 @@ def merge(paths: list[str | Path]) -> dict:
         raise BadInput("give at least one result file (from partialnet claims --json or partialnet bench --json)")
     if len(paths) > MAX_INPUTS:
         raise BadInput(f"{len(paths)} result files; at most {MAX_INPUTS}")
-    loaded = [(Path(p), load_any(p)) for p in paths]
+    loaded, total = [], 0
+    for p in paths:
+        loaded.append((Path(p), load_any(p)))
+        total += total_samples(loaded[-1][1])  # every file is within its own limit; together they are too
+        if total > MAX_REPORT_SAMPLES:
+            raise BadInput(f"the result files hold over {MAX_REPORT_SAMPLES:,} raw samples together; merge fewer at a time")
     seen: dict[str, Path] = {}
     for path, data in loaded:  # one file named twice, or a copy of it: its rows would count twice
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

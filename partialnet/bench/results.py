@@ -155,6 +155,25 @@ def _plot(result: dict, staged) -> None:
 
 MAX_RESULT_BYTES = 256 << 20  # a full matrix of 100,000-sample rows is tens of MB
 MAX_SAMPLES_PER_ROW = 200_000  # twice the longest protocol's cap
+# compare bootstraps every row (about 20 s of CPU per 200,000-sample row): a file is capped in total, so a
+# stranger's 256 MiB of rows cannot hold a CI job for an hour; a 24-cell matrix at 6,000 samples a row is 144,000
+MAX_SAMPLES_PER_FILE = 2_000_000
+
+
+def total_samples(value) -> int:
+    """Every raw sample a result holds, wherever its rows keep them (bench rows, claims cells, matrix rows)."""
+    if isinstance(value, dict):
+        own = len(value["samples_s"]) if isinstance(value.get("samples_s"), list) else 0
+        return own + sum(total_samples(v) for k, v in value.items() if k != "samples_s" and isinstance(v, (dict, list)))
+    if isinstance(value, list):
+        return sum(total_samples(v) for v in value if isinstance(v, (dict, list)))
+    return 0
+
+
+def check_total_samples(data, path) -> None:
+    found = total_samples(data)
+    if found > MAX_SAMPLES_PER_FILE:
+        raise BadInput(f"{path} holds {found:,} raw samples, over the {MAX_SAMPLES_PER_FILE:,} limit for one result file")
 # What one timed call can take: a nanosecond to a day. Beyond these, medians and their ratios stop being
 # numbers (a subnormal median divides to infinity) and no real measurement lands there.
 MIN_SAMPLE_S, MAX_SAMPLE_S = 1e-9, 86_400.0
@@ -234,6 +253,7 @@ def load_result(path: str | Path) -> dict:
         if not isinstance(data.get(field), kind):
             raise BadInput(f"{path}: bench result lacks {field!r} (or it is not a JSON {kind.__name__})")
     check_machine(data["machine"], str(path))
+    check_total_samples(data, path)
     if not isinstance(data["protocol"].get("name"), str):
         raise BadInput(f"{path}: bench result's protocol has no name")
     for i, row in enumerate(data["rows"]):
