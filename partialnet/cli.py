@@ -803,6 +803,8 @@ def report_command(
     from partialnet.bench import report as report_mod
     from partialnet.outputs import Output, check_outputs
 
+    if output and Path(output).suffix.lower() != ".md":
+        raise BadInput(f"-o {output}: the report is written as Markdown; give a name ending in .md (--json writes the JSON)")
     named = [Output(Path(p), o) for o, p in (("-o", output), ("--plot", plot_path), ("--json", json_path)) if p]
     check_outputs(named, list(results), force)
     report = report_mod.merge(list(results))

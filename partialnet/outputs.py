@@ -92,6 +92,16 @@ def control_characters(text: str) -> list[str]:
     return sorted({ascii(c)[1:-1] for c in text if unicodedata.category(c) == "Cc"})
 
 
+# what an option writes, whatever the command: a name that says otherwise is refused, never rewritten
+WRITTEN_AS = {"--plot": (".png",)}
+
+
+def check_suffix(out: Output) -> None:
+    suffixes = WRITTEN_AS.get(out.option)
+    if suffixes and not out.path.name.lower().endswith(suffixes):
+        raise BadInput(f"{out.option} {out.path}: it is written as {suffixes[0].lstrip('.').upper()}; give a name ending in {' or '.join(suffixes)}")
+
+
 def check_name(path: str | Path, option: str) -> None:
     found = control_characters(str(path))
     if found:
@@ -111,6 +121,7 @@ def check_outputs(
     seen: dict[str, Output] = {}
     for out in outs:
         check_name(out.path, out.option)
+        check_suffix(out)
     for out in outs:
         path = out.path
         real = os.path.realpath(path)

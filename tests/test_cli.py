@@ -145,6 +145,10 @@ def test_mismatched_keys_show_the_diff(cli, tmp_path, t0_state_dict):
         (["matrix", "partialnet_t0", "--precisions", ""], "--precisions '': an empty list"),
         (["bench", "--runtime", ""], "--runtime '': an empty list"),
         (["export", "partialnet_t0", "-o", "t0.bin"], "t0.bin: an onnx artifact must end in .onnx"),
+        # a name that says another format is refused, never written under it
+        (["digits", "-o", "d.onnx"], "-o d.onnx: a PyTorch checkpoint is written; give a name ending in .pt or .pth"),
+        (["report", "PLACEHOLDER", "-o", "r.json"], "-o r.json: the report is written as Markdown; give a name ending in .md"),
+        (["claims", "--plot", "c.jpg"], "--plot c.jpg: it is written as PNG; give a name ending in .png"),
         (["export", "partialnet_t0", "-o", "."], ". is a directory; give a file name ending in .onnx (or --format all"),
     ],
 )
