@@ -612,26 +612,27 @@ def _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibrat
     jobs = [{"key": str(id(c)), "format": c.fmt.name, "name": c.outputs[0].path.name,
              "options": {k: v for k, v in vars(options_of[id(c)]).items() if k not in ("calibration", "given")}} for c in beside]
     exported = {}
+    computed = [c for c in plan["cells"] if c.why is None and not c.outputs]  # they run the published fp32 files
+    steps = len(todo) + len(computed)  # one count for the exports and the verifications after them
     with atomic_outputs([o for c in todo for o in c.outputs], force, inputs) as staged, Beside(plan["source"], plan["variant"], jobs, checks) as other:
         mine = {}
         for cell in todo:
             mine[id(cell)], staged = staged[: len(cell.outputs)], staged[len(cell.outputs) :]
         for i, cell in enumerate(c for c in todo if c not in beside):
             if progress:
-                progress(f"export {cell.fmt.name} {cell.precision}", i, len(todo))
+                progress(f"export {cell.fmt.name} {cell.precision}", i, steps)
             options = options_of[id(cell)]
             options.calibration = calibration if cell.precision == "int8" else None
             exported[(cell.fmt.name, cell.precision)] = mx.export_cell(model, info, folded, cell, mine[id(cell)], options, checks)
             raise_if_pending()
         if progress and beside:
-            progress(f"export {', '.join(f'{c.fmt.name} {c.precision}' for c in beside)} (beside the others)", len(todo) - len(beside), len(todo))
+            progress(f"export {', '.join(f'{c.fmt.name} {c.precision}' for c in beside)} (beside the others)", len(todo) - len(beside), steps)
         rows = other.collect()
         for cell, job in zip(beside, jobs):
             exported[(cell.fmt.name, cell.precision)] = _beside_row(rows[job["key"]], cell, job, other, mine[id(cell)])
-    computed = [c for c in plan["cells"] if c.why is None and not c.outputs]  # they run the published fp32 files
     for i, cell in enumerate(computed):
         if progress:
-            progress(f"verify {cell.fmt.name} {cell.precision}", len(todo) + i, len(todo) + len(computed))
+            progress(f"verify {cell.fmt.name} {cell.precision}", len(todo) + i, steps)
         exported[(cell.fmt.name, cell.precision)] = mx.computed_row(model, exported[(cell.fmt.name, "fp32")], cell, checks)
     return exported
 
@@ -666,7 +667,8 @@ def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress, 
              "top1": reference.get("reference_top1"), "top5": reference.get("reference_top5"), "agreement": 1.0,
              "status": "ok", "why": "the reference: the folded checkpoint in PyTorch",
              **mx.timing_fields(mx.timed_row(source, DEPLOY_RUNTIME, imgsz, threads, proto, where))}]
-    for i, cell in enumerate(plan["cells"]):
+    timed = [c for c in plan["cells"] if c.why is None and exported[(c.fmt.name, c.precision)]["status"] == "ok"]
+    for cell in plan["cells"]:
         base = {"format": cell.fmt.name, "precision": cell.precision, "runtime": cell.fmt.runtime, "file": None, "bytes": None,
                 "top1": None, "top5": None, "agreement": None}
         if cell.why is not None:
@@ -676,7 +678,7 @@ def _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress, 
         row = {**base, **done}
         if done["status"] == "ok":
             if progress:
-                progress(f"time {cell.fmt.name} {cell.precision}", i, len(plan["cells"]))
+                progress(f"time {cell.fmt.name} {cell.precision}", timed.index(cell), len(timed))
             precision = cell.precision if mx.computed(cell.fmt, cell.precision) else "fp32"  # an exported file runs as built
             row.update(mx.timing_fields(mx.timed_row(done["file"], cell.fmt.runtime, imgsz, threads, proto, where, precision=precision)))
             if precision != "fp32" and row.get("precision_ran") not in (None, precision):  # a target without bf16 units ran fp32
