@@ -361,6 +361,14 @@ def doctor_lines(report: dict) -> list[str]:
     return [inert(line) for line in lines]
 
 
+def clip_words(text: str, limit: int) -> str:
+    """At most `limit` characters, cut at a word with an ellipsis (never "…(limit 0.2; l")."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ;,") + "…"
+
+
 def matrix_table(result: dict) -> Table:
     """`partialnet matrix`: one row per format x precision, fastest first, the front and the choice marked."""
     machine = result["machine"]["cpu"]
@@ -375,7 +383,7 @@ def matrix_table(result: dict) -> Table:
         table.add_row(
             r["format"], r["precision"], r["status"] + mark(r), _fmt(r.get("p50_ms"), ".3f"), _fmt(r.get("top1"), ".2f"),
             _fmt(r.get("drop"), "+.2f"), _fmt(r.get("agreement"), ".1%"), _fmt((r.get("bytes") or 0) / 1e6 or None, ".1f"),
-            ("*" if r.get("pareto") else "") + star, inert(str(r.get("why") or r.get("marks_why") or ""))[:100],
+            ("*" if r.get("pareto") else "") + star, clip_words(inert("; ".join(str(w) for w in (r.get("why"), r.get("marks_why")) if w)), 160),
         )
     table.caption = "top-1: held-out digits where the checkpoint is a digits model; drop: points below PyTorch fp32; * the Pareto front (latency vs accuracy)"
     return table

@@ -342,3 +342,11 @@ def test_a_latency_axis_always_shows_numbers(latencies_ms, expected):
     shown = {t.get_text() for t in ax.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high}
     plt.close(fig)
     assert shown == expected
+
+
+def test_a_long_reason_is_cut_at_a_word():
+    from partialnet.render import clip_words
+
+    why = "how to run it; disturbed: other processes used 1.00 of 2 cores while it ran (limit 0.2; load average 3.94)"
+    assert clip_words(why, 200) == why
+    assert clip_words(why, 70) == "how to run it; disturbed: other processes used 1.00 of 2 cores while…"

@@ -230,7 +230,7 @@ def to_markdown(result: dict) -> str:
         lines.append(f"| {r['format']} | {r['precision']} | {r['status']}{mark(r)} | {_num(r.get('p50_ms'), '.3f')} | "
                      f"{_num(r.get('top1'), '.2f')} | {_num(r.get('top5'), '.2f')} | "
                      f"{_num(r.get('drop'), '+.2f')} | {_num(r.get('agreement'), '.1%')} | {_num((r.get('bytes') or 0) / 1e6 or None, '.1f')} | "
-                     f"{'yes' if r.get('pareto') else ''} | {r.get('why') or r.get('marks_why') or ''} |")
+                     f"{'yes' if r.get('pareto') else ''} | {'; '.join(str(w) for w in (r.get('why'), r.get('marks_why')) if w)} |")
     lines += ["", *recommendation_lines(result)]
     return "\n".join(lines) + "\n"
 
