@@ -99,7 +99,8 @@ def export_all_table(result: dict) -> Table:
     """One row per format, as Ultralytics' benchmark prints: what was written and how far it was verified."""
     table = Table(title=f"export --format all · {result['source']['variant']} · {result['imgsz'][0]}x{result['imgsz'][1]} batch {result['batch']}")
     for col in ("format", "file", "size MB", "export s", "max |Δ|", "top-1 agree", "digits top-1", "verdict", "why"):
-        table.add_column(col, justify="right" if col in ("size MB", "export s", "max |Δ|", "top-1 agree", "digits top-1") else "left")
+        table.add_column(col, justify="right" if col in ("size MB", "export s", "max |Δ|", "top-1 agree", "digits top-1") else "left",
+                         overflow="fold" if col == "why" else "ellipsis")  # a path in the why is a command to paste: never cut
     for row in result["rows"]:
         size = row.get("bytes")
         table.add_row(
