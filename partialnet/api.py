@@ -514,12 +514,8 @@ def matrix(
     `where` (a remote.host.RemoteHost) times the rows on a target: exports and accuracy stay this machine's."""
     from partialnet.bench import matrix as mx
 
-    plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir)
+    plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir, where)
     plan["variant"] = variant
-    from partialnet.bench.run import check_threads_fit
-    from partialnet.bench.where import HERE
-
-    check_threads_fit(threads, where or HERE, "cpu")
     _matrix_int8_tools(plan, calib_method, int8_keep_float)
     inputs = [source_path(source)]
     check_outputs(plan["outputs"], inputs, force)  # every artifact and the manifest, before the load
@@ -557,11 +553,13 @@ def _matrix_calibration(plan: dict, data: str | None, imgsz, calib_size: int):
         return calibration_images(data, imgsz, calib_size)
 
 
-def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir) -> dict:
+def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir, where=None) -> dict:
     import math
 
     from partialnet.bench import matrix as mx
     from partialnet.bench.protocols import get_protocol
+    from partialnet.bench.run import check_threads_fit
+    from partialnet.bench.where import HERE
     from partialnet.limits import MAX_THREADS
 
     names, precs = mx.formats_asked(formats), mx.with_fp32(mx.parse_list(precisions, mx.PRECISIONS, "--precisions"))
@@ -569,6 +567,7 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
         raise BadInput(f"--budget {budget}: expected points of top-1 from 0 to 100")
     check_input_shape(1, *imgsz, "--imgsz")
     check_count(threads, "--threads", MAX_THREADS)
+    check_threads_fit(threads, where or HERE, "cpu")
     get_protocol(protocol, "cpu")
     check_data(data, calib_size)  # the count always; the source where one is named
     folder = Path(output_dir) if output_dir else default_output(source, "_matrix")

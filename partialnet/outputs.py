@@ -121,7 +121,6 @@ def check_outputs(
     seen: dict[str, Output] = {}
     for out in outs:
         check_name(out.path, out.option)
-        check_suffix(out)
     for out in outs:
         path = out.path
         real = os.path.realpath(path)
@@ -143,6 +142,7 @@ def check_outputs(
             raise BadInput(f"{out.option} {path}: {describe_errno(exc)}") from None
         if out.kind == "file" and st is not None and stat.S_ISDIR(st.st_mode):
             raise BadInput(f"{out.option} {path} is a directory; give a file name")
+        check_suffix(out)
         refuse_special(out, st)
         if os.path.lexists(path) and not force:
             raise BadInput(f"{out.option} {path} already exists; pass --force to overwrite")

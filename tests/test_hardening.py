@@ -467,9 +467,11 @@ def test_a_thin_strip_is_resized_only_where_the_crop_keeps_it(tmp_path, size):
     from PIL import Image
 
     Image.new("RGB", size, (200, 30, 30)).save(tmp_path / "strip.png")
-    probe = ("import resource; from partialnet.preprocess import preprocess; "
+    # VmHWM: this program's own peak (ru_maxrss would count the pages of the pytest process it was forked from)
+    probe = ("import re; from partialnet.preprocess import preprocess; "
              f"a = preprocess({str(tmp_path / 'strip.png')!r}, (224, 224)); "
-             "print(a.shape, float(a[0].mean()), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+             "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)); "
+             "print(a.shape, float(a[0].mean()), hwm // 1024)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     shape, red, peak_mb = done.stdout.rsplit(" ", 2)

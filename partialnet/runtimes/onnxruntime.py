@@ -18,7 +18,17 @@ import numpy as np
 from partialnet.errors import BadInput
 from partialnet.runtimes import BaseRunner, gc_paused, spinning_allowed, usable_cores
 
+ORT_PRECISIONS = {"tensor(float)": "fp32", "tensor(float16)": "fp16"}
 CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def _has_qdq(path) -> bool:
+    """Whether the graph itself quantizes (never its metadata, which anyone can edit); onnx alone, no torch:
+    a bench worker for this runtime imports neither torch nor the exporters."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
 
 
 def device_reason(device: str) -> str | None:
@@ -65,10 +75,9 @@ class OnnxRuntimeRunner(BaseRunner):
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         self.input_dtype = np.float16 if first.type == "tensor(float16)" else np.float32
-        from partialnet.exporters.onnx import read_io  # not by suffix: verification runs staged files (".partial")
-
-        # from the graph itself (a QDQ graph: fp32 input, int8 inside), never from its metadata, which anyone can edit
-        self.precision = read_io(self.path)["precision"]
+        self.precision = ORT_PRECISIONS.get(first.type, first.type)
+        if self.precision == "fp32" and _has_qdq(self.path):
+            self.precision = "int8"  # a QDQ graph: fp32 input, int8 inside
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]
