@@ -171,7 +171,7 @@ def test_dpconv_widths_are_read_per_layer(dpconv_checkpoint):
 def test_dpconv_layer_is_a_static_partial_conv_of_its_width(dpconv_checkpoint):
     model, _ = load_checkpoint(dpconv_checkpoint)
     sd = torch.load(dpconv_checkpoint, weights_only=True)
-    x = torch.randn(1, 128, 8, 8)
+    x = torch.randn(1, 128, 8, 8, generator=torch.Generator().manual_seed(0))
     for block, width in ((3, 0), (0, 32)):
         layer = model.stages[4].blocks[block].spatial_mixing
         w = sd[f"stages.4.blocks.{block}.spatial_mixing.conv.weight"]
@@ -180,8 +180,8 @@ def test_dpconv_layer_is_a_static_partial_conv_of_its_width(dpconv_checkpoint):
         mask[:width, :width] = 1
         full = F.conv2d(x, w * mask, padding=1)
         expected = torch.cat([full[:, :width], x[:, width:]], dim=1)
-        with torch.no_grad():
-            assert torch.allclose(layer(x), expected, atol=1e-6)
+        with torch.no_grad():  # two fp32 sums of 288 terms in different orders: round-off, not structure, differs
+            assert torch.allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_dpconv_full_width_and_stage6_residuals_run(dpconv_checkpoint):
