@@ -148,7 +148,8 @@ def test_publish_writes_the_docs_and_the_readme_block_from_real_results(tmp_path
     drifted = next(line for line in text.splitlines() if line.startswith("| partialnet_t0 | pytorch | fp16, NCHW | 1 |"))
     # ("!~" where the dry run itself also ran on a busy machine: disturbed as well as unstable)
     assert re.search(r"!~? unstable: ", drifted) and "second half +" in drifted and "| | | |" in drifted
-    assert "| t0 | ! partialnet unstable (" in text
+    # (the dry run's own undrifted side may be marked as well where it ran on a busy machine)
+    assert any(re.match(r"\| t0 \| !~? [^|]*partialnet unstable \(", line) for line in text.splitlines()), text
     fp16 = text.split("## Claims, fp16")[1].split("\n## ")[0]
     noisy = [line for line in fp16.splitlines() if "| t0 |" in line and "_gpu_throughput" in line]
     assert noisy and all("| - | - | inconclusive (noisy: rerun:" in line for line in noisy), noisy
