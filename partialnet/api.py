@@ -333,9 +333,7 @@ def train_digits(
 
     name = get_variant(variant).name
     check_count(epochs, "--epochs", 200)
-    if Path(output).suffix.lower() not in (".pt", ".pth"):
-        raise BadInput(f"-o {output}: a PyTorch checkpoint is written; give a name ending in .pt or .pth")
-    outputs = [Output(Path(output), "-o")]
+    outputs = [Output(Path(output), "-o", written_as="a PyTorch checkpoint")]
     check_outputs(outputs, (), force)
     check_input_shape(64, *imgsz, "--imgsz")
     model, result = digits.train(name, epochs, seed, progress, tuple(imgsz))

@@ -801,12 +801,9 @@ def report_command(
 ) -> None:
     """Merge claims, bench or matrix results from several machines; rows measured under different protocols are refused."""
     from partialnet.bench import report as report_mod
-    from partialnet.outputs import Output, check_outputs
+    from partialnet.outputs import check_outputs
 
-    if output and Path(output).suffix.lower() != ".md":
-        raise BadInput(f"-o {output}: the report is written as Markdown; give a name ending in .md (--json writes the JSON)")
-    named = [Output(Path(p), o) for o, p in (("-o", output), ("--plot", plot_path), ("--json", json_path)) if p]
-    check_outputs(named, list(results), force)
+    check_outputs(report_mod.report_outputs(output, plot_path, json_path), list(results), force)
     report = report_mod.merge(list(results))
     if plot_path:
         report_mod.check_plottable(report)

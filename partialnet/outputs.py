@@ -47,6 +47,7 @@ class Output:
     option: str = "output"
     kind: str = "file"  # "file", or "dir" for a directory artifact (e.g. an .mlpackage)
     executable: bool = False  # a script users run: published with the execute bits the umask allows
+    written_as: str | None = None  # a WRITTEN_AS key where the option alone does not say (`-o` differs per command)
 
     @staticmethod
     def of(item: "Output | str | Path") -> "Output":
@@ -92,14 +93,18 @@ def control_characters(text: str) -> list[str]:
     return sorted({ascii(c)[1:-1] for c in text if unicodedata.category(c) == "Cc"})
 
 
-# what an option writes, whatever the command: a name that says otherwise is refused, never rewritten
-WRITTEN_AS = {"--plot": (".png",)}
+# the file types partialnet writes, with the names that say so: a name that says otherwise is refused, never
+# rewritten (a `--json r.csv` is a slip, and matplotlib would write `--plot c.jpg` as a JPEG)
+WRITTEN_AS = {"PNG": (".png",), "JSON": (".json",), "CSV": (".csv",), "Markdown": (".md",), "a PyTorch checkpoint": (".pt", ".pth")}
+# the options that write the same type on every command
+OPTION_WRITES = {"--plot": "PNG", "--json": "JSON", "--csv": "CSV", "--md": "Markdown"}
 
 
 def check_suffix(out: Output) -> None:
-    suffixes = WRITTEN_AS.get(out.option)
+    written_as = out.written_as or OPTION_WRITES.get(out.option)
+    suffixes = WRITTEN_AS[written_as] if written_as else ()
     if suffixes and not out.path.name.lower().endswith(suffixes):
-        raise BadInput(f"{out.option} {out.path}: it is written as {suffixes[0].lstrip('.').upper()}; give a name ending in {' or '.join(suffixes)}")
+        raise BadInput(f"{out.option} {out.path}: it is written as {written_as}; give a name ending in {' or '.join(suffixes)}")
 
 
 def check_name(path: str | Path, option: str) -> None:

@@ -146,9 +146,12 @@ def test_mismatched_keys_show_the_diff(cli, tmp_path, t0_state_dict):
         (["bench", "--runtime", ""], "--runtime '': an empty list"),
         (["export", "partialnet_t0", "-o", "t0.bin"], "t0.bin: an onnx artifact must end in .onnx"),
         # a name that says another format is refused, never written under it
-        (["digits", "-o", "d.onnx"], "-o d.onnx: a PyTorch checkpoint is written; give a name ending in .pt or .pth"),
-        (["report", "PLACEHOLDER", "-o", "r.json"], "-o r.json: the report is written as Markdown; give a name ending in .md"),
+        (["digits", "-o", "d.onnx"], "-o d.onnx: it is written as a PyTorch checkpoint; give a name ending in .pt or .pth"),
+        (["report", "PLACEHOLDER", "-o", "r.json"], "-o r.json: it is written as Markdown; give a name ending in .md"),
         (["claims", "--plot", "c.jpg"], "--plot c.jpg: it is written as PNG; give a name ending in .png"),
+        (["bench", "partialnet_t0", "--json", "r.csv"], "--json r.csv: it is written as JSON; give a name ending in .json"),
+        (["matrix", "partialnet_t0", "--md", "m.txt"], "--md m.txt: it is written as Markdown; give a name ending in .md"),
+        (["bench", "partialnet_t0", "--csv", "c"], "--csv c: it is written as CSV; give a name ending in .csv"),
         (["export", "partialnet_t0", "-o", "."], ". is a directory; give a file name ending in .onnx (or --format all"),
     ],
 )

@@ -225,12 +225,19 @@ def check_plottable(report: dict) -> None:
                        "(bench rows are tabled, not plotted): leave out --plot")
 
 
-def write_report_outputs(report: dict, md_path=None, plot_path=None, json_path=None, force: bool = False, inputs=()) -> list[str]:
-    from partialnet.bench import plot
-    from partialnet.outputs import Output, atomic_outputs, dumps_strict
+def report_outputs(md_path=None, plot_path=None, json_path=None) -> list:
+    """The files a report writes, named by their options (`-o` is the Markdown report)."""
+    from partialnet.outputs import Output
 
     named = (("-o", md_path), ("--plot", plot_path), ("--json", json_path))
-    outputs = [Output(Path(path), option) for option, path in named if path]
+    return [Output(Path(path), option, written_as="Markdown" if option == "-o" else None) for option, path in named if path]
+
+
+def write_report_outputs(report: dict, md_path=None, plot_path=None, json_path=None, force: bool = False, inputs=()) -> list[str]:
+    from partialnet.bench import plot
+    from partialnet.outputs import atomic_outputs, dumps_strict
+
+    outputs = report_outputs(md_path, plot_path, json_path)
     if not outputs:
         return []
     writers = {
