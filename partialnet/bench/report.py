@@ -17,7 +17,7 @@ from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
 from partialnet.machine import check_machine, describe
-from partialnet.bench.results import MAX_RESULT_BYTES, _strict_json, check_samples, check_total_samples, load_result, total_samples
+from partialnet.bench.results import check_result, check_samples, read_result_file, total_samples
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
 from partialnet.bench.stats import median_ms, ratio_of_medians
@@ -63,14 +63,11 @@ def load_claims(path: Path, data: dict) -> dict:
 
 
 def load_any(path: str | Path) -> dict:
-    from partialnet.inputs import read_limited
-
     path = Path(path)
-    data = _strict_json(read_limited(path, "result file", MAX_RESULT_BYTES).decode("utf-8", "replace"), path)
+    data = read_result_file(path, "result file")
     schema = data.get("schema") if isinstance(data, dict) else None
-    check_total_samples(data, path)
     if schema == BENCH_SCHEMA:
-        return load_result(path)
+        return check_result(data, path)
     if schema == CLAIMS_SCHEMA:
         return load_claims(path, data)
     if schema == MATRIX_SCHEMA:

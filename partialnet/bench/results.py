@@ -240,12 +240,22 @@ def check_samples(samples, where: str) -> list[float]:
     return [float(x) for x in samples]
 
 
-def load_result(path: str | Path) -> dict:
-    """A bench result JSON, checked enough that compare can trust every field it reads; BadInput otherwise."""
+def read_result_file(path: str | Path, what: str = "bench result"):
+    """A stranger's result file parsed once, strictly, within the size and sample caps (its schema unchecked)."""
     from partialnet.inputs import read_limited
 
     path = Path(path)
-    data = _strict_json(read_limited(path, "bench result", MAX_RESULT_BYTES).decode("utf-8", "replace"), path)
+    data = _strict_json(read_limited(path, what, MAX_RESULT_BYTES).decode("utf-8", "replace"), path)
+    check_total_samples(data, path)
+    return data
+
+
+def load_result(path: str | Path) -> dict:
+    """A bench result JSON, checked enough that compare can trust every field it reads; BadInput otherwise."""
+    return check_result(read_result_file(path), Path(path))
+
+
+def check_result(data, path: Path) -> dict:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise BadInput(f"{path}: not a partialnet bench result (schema {str(found)[:40]!r}, expected {SCHEMA!r})")
@@ -253,7 +263,6 @@ def load_result(path: str | Path) -> dict:
         if not isinstance(data.get(field), kind):
             raise BadInput(f"{path}: bench result lacks {field!r} (or it is not a JSON {kind.__name__})")
     check_machine(data["machine"], str(path))
-    check_total_samples(data, path)
     if not isinstance(data["protocol"].get("name"), str):
         raise BadInput(f"{path}: bench result's protocol has no name")
     for i, row in enumerate(data["rows"]):
