@@ -4,6 +4,7 @@ the same client users have, the refusals a real ssh gives, and targets that misb
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -107,6 +108,15 @@ def test_accept_new_host_key_records_it(cli, server, tmp_path):
     assert result.code == 0, result.err
     assert "onnxruntime" in result.out and known.read_text().strip()
     known.write_text("")
+
+
+def test_more_threads_than_the_targets_cores_is_refused_before_any_row(cli, server, tmp_path):
+    before = remote_folders(server)
+    too_many = (os.cpu_count() or 1) + 1
+    result = cli("bench", "partialnet_t0", "--imgsz", "64", "--runtime", "onnxruntime", "--protocol", "quick", "--threads", str(too_many),
+                 "--json", tmp_path / "b.json", *ssh_args(server, "loop"))
+    assert result.code == 2 and f"--threads {too_many}: ssh://loop has {os.cpu_count()} logical cores" in result.err, result.err
+    assert not (tmp_path / "b.json").exists() and remote_folders(server) == before
 
 
 def test_target_without_partialnet_or_another_version_is_exit_3_with_the_install_line(cli, server, tmp_path):

@@ -442,7 +442,7 @@ def refuse_if_nothing_runs(plan: BenchPlan) -> None:
 
 def check_threads_fit(threads: int, where, device: str) -> None:
     """Exit 2 for more CPU threads than the timing machine has cores: the rows would measure time-slicing."""
-    cores = where.machine()["cpu"].get("logical_cores")
+    cores = where.logical_cores()
     if device == "cpu" and type(cores) is int and threads > cores:
         place = "this machine" if where.label == "here" else where.label
         raise BadInput(f"--threads {threads}: {place} has {cores} logical cores; more threads than cores time the "

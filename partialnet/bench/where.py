@@ -1,9 +1,9 @@
 """Where a benchmark's rows run: an axis of its own, beside what is measured and with which backend.
 
-A run asks its place three things: can runtime R run on device D at precision P there (else why not),
-run this row's spec there in its own worker process, and what machine is that. `Local` answers for this
-machine; `partialnet.remote.host.RemoteHost` answers for a target reached over SSH, with the same spec
-and result protocol, so a row measured on a board reads like a row measured here.
+A run asks its place a few things: can runtime R run on device D at precision P there (else why not),
+run this row's spec there in its own worker process, what machine is that, and how many cores it has.
+`Local` answers for this machine; `partialnet.remote.host.RemoteHost` answers for a target reached over
+SSH, with the same spec and result protocol, so a row measured on a board reads like a row measured here.
 """
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ class Local:
         from partialnet.machine import fingerprint
 
         return fingerprint()
+
+    @staticmethod
+    def logical_cores() -> int | None:
+        """Read apart from `machine()`, whose fingerprint asks nvidia-smi: a usage check must stay instant."""
+        import os
+
+        return os.cpu_count()
 
     @staticmethod
     def default_threads() -> int:

@@ -98,6 +98,10 @@ class RemoteHost:
     def machine(self) -> dict:
         return {**self.info["machine"], "target": str(self.address)}
 
+    def logical_cores(self) -> int | None:
+        cpu = self.info["machine"].get("cpu")
+        return cpu.get("logical_cores") if isinstance(cpu, dict) else None
+
     def default_threads(self) -> int:
         value = self.info.get("default_threads")
         return value if isinstance(value, int) and 0 < value <= 4096 else 1
