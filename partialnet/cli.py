@@ -830,17 +830,20 @@ def compare_command(
     max_slowdown: Annotated[float, typer.Option("--max-slowdown", help="Slowdown that matters, as a fraction (0.10 = 10 %).")] = 0.10,
     allow_different_machines: Annotated[bool, typer.Option("--allow-different-machines", help="Compare results from different hardware.")] = False,
     noise: Annotated[str, typer.Option("--noise", help="A row too noisy to judge: 'fail' (exit 1, rerun) or 'ignore' (report it, pass).")] = "fail",
+    missing: Annotated[str, typer.Option("--missing", help="A baseline row the candidate skipped or left out: 'fail' (exit 1) or 'ignore' "
+                                                          "(report it, pass).")] = "fail",
     as_json: JsonOption = False,
 ) -> None:
-    """Gate on latency. Exit 1: a matched row regressed (significant AND above --max-slowdown), or a row is
-    noisy (too dispersed to judge: rerun) under --noise fail. Exit 0: neither (or only noisy rows under
-    --noise ignore; or the two files are one measurement). Exit 2: unusable files or options."""
+    """Gate on latency. Exit 1: a matched row regressed (significant AND above --max-slowdown), failed in the
+    candidate, is noisy (too dispersed to judge: rerun) under --noise fail, or was measured in the baseline
+    only under --missing fail. Exit 0: none of these (or the two files are one measurement). Exit 2: unusable
+    files or options."""
     from partialnet.bench.compare import check_gate, compare_results, failure, is_same_file, why_lines
     from partialnet.bench.results import load_result
 
-    check_gate(alpha, max_slowdown, noise)
+    check_gate(alpha, max_slowdown, noise, missing)
     report = compare_results(load_result(baseline), load_result(candidate), alpha, max_slowdown, allow_different_machines,
-                             noise, is_same_file(baseline, candidate))
+                             noise, is_same_file(baseline, candidate), missing)
     if report["same_input"]:
         where = baseline if baseline == candidate else f"{baseline}, {candidate}"
         (err if as_json else out).print(f"note: baseline and candidate {report['same_input_reason']} ({where}): every row is trivially ok")
@@ -850,9 +853,10 @@ def compare_command(
         out.print(render.compare_table(report))
         for item in report["failed_in_candidate"]:
             out.print(f"FAILED in the candidate: {' / '.join(map(str, item['key']))}: {item['reason']}", markup=False)
-        for label in ("only_in_baseline", "only_in_candidate"):
-            for key in report[label]:
-                out.print(f"{label.replace('_', ' ')}: {' / '.join(map(str, key))}", markup=False)
+        for item in report["only_in_baseline"]:
+            out.print(f"only in baseline: {' / '.join(map(str, item['key']))}: {item['reason']}", markup=False)
+        for key in report["only_in_candidate"]:
+            out.print(f"only in candidate: {' / '.join(map(str, key))}", markup=False)
         for line in why_lines(report):
             out.print(line)
     message = failure(report)
@@ -860,6 +864,7 @@ def compare_command(
         raise CheckFailed(message)
     if not as_json:
         ignored = f" ({report['noisy']} noisy row(s) not judged: --noise ignore)" if report["noisy"] else ""
+        ignored += f" ({len(report['only_in_baseline'])} baseline row(s) not measured: --missing ignore)" if report["only_in_baseline"] else ""
         out.print(f"ok: no latency regression{ignored}")
 
 

@@ -236,8 +236,26 @@ def test_report_keeps_machine_check_and_unmatched_rows():
         compare_results(base, cand)
     report = compare_results(base, cand, allow_different_machines=True)
     assert report["same_machine"] is False and report["same_input"] is False
-    assert report["only_in_baseline"] == [["m", "pytorch", "fp32", 1, 1]] and report["only_in_candidate"] == [["m", "openvino", "fp32", 1, 1]]
-    assert report["regressions"] == 0 and failure(report) is None
+    assert report["only_in_baseline"] == [{"key": ["m", "pytorch", "fp32", 1, 1], "reason": "absent from the candidate"}]
+    assert report["only_in_candidate"] == [["m", "openvino", "fp32", 1, 1]] and report["regressions"] == 0
+    # a baseline row the candidate never measured is out of the gate's sight: it fails unless the user says it may
+    assert "1 row(s) measured in the baseline were not measured in the candidate" in failure(report)
+    assert failure(compare_results(base, cand, allow_different_machines=True, missing="ignore")) is None
+
+
+def test_a_row_the_candidate_skipped_fails_the_gate_with_its_reason_unless_ignored(cli, tmp_path):
+    rng = np.random.default_rng(15)
+    base = result({"onnxruntime": latencies(rng, 5.0), "openvino": latencies(rng, 5.0)})
+    cand = result({"onnxruntime": latencies(rng, 5.0), "openvino": latencies(rng, 5.0)})
+    cand["rows"][1] = {**cand["rows"][1], "status": "skipped", "reason": "not installed: pip install 'partialnet[openvino]'"}
+    del cand["rows"][1]["samples_s"]
+    files = write(tmp_path / "b.json", base), write(tmp_path / "c.json", cand)
+    gated = cli("compare", *files)
+    assert gated.code == 1 and "the gate never saw them: m / openvino / fp32 / 1 / 1: skipped: not installed" in gated.err, gated.err
+    assert "only in baseline: m / openvino / fp32 / 1 / 1: skipped: not installed" in gated.out
+    passed = cli("compare", *files, "--missing", "ignore")
+    assert passed.code == 0 and "(1 baseline row(s) not measured: --missing ignore)" in passed.out, passed.out
+    assert cli("compare", *files, "--missing", "maybe").code == 2
 
 
 def test_a_row_that_failed_in_the_candidate_fails_the_gate(cli, tmp_path):

@@ -67,6 +67,8 @@ DEFAULT_ALPHA = 0.01
 DEFAULT_MAX_SLOWDOWN = 0.10
 NOISE_POLICIES = ("fail", "ignore")
 DEFAULT_NOISE = "fail"
+MISSING_POLICIES = ("fail", "ignore")  # a baseline row the candidate did not measure: the gate never saw it
+DEFAULT_MISSING = "fail"
 FLOOR_PERCENTILE = 5
 MIN_SHAPE_TOLERANCE = 0.05
 WHY_ALL_ROWS_UP_TO = 6  # with this many rows or fewer, every row's reason is printed, not only the non-ok ones
@@ -243,7 +245,7 @@ def _advice(reasons: list[str]) -> str:
     return f"rerun{more}{quieter}"
 
 
-def check_gate(alpha: float, max_slowdown: float, noise: str = DEFAULT_NOISE) -> None:
+def check_gate(alpha: float, max_slowdown: float, noise: str = DEFAULT_NOISE, missing: str = DEFAULT_MISSING) -> None:
     """The gate's options, checked before any result file is read."""
     if not (math.isfinite(alpha) and 0 < alpha < 1):
         raise BadInput(f"--alpha {alpha}: expected a number strictly between 0 and 1")
@@ -251,6 +253,8 @@ def check_gate(alpha: float, max_slowdown: float, noise: str = DEFAULT_NOISE) ->
         raise BadInput(f"--max-slowdown {max_slowdown}: expected a finite fraction >= 0 (0.10 = 10 %)")
     if noise not in NOISE_POLICIES:
         raise BadInput(f"--noise {noise!r}: expected one of {', '.join(NOISE_POLICIES)}")
+    if missing not in MISSING_POLICIES:
+        raise BadInput(f"--missing {missing!r}: expected one of {', '.join(MISSING_POLICIES)}")
 
 
 def _check_machines(baseline: dict, candidate: dict, allow_different_machines: bool) -> bool:
@@ -304,8 +308,9 @@ def compare_results(
     allow_different_machines: bool = False,
     noise: str = DEFAULT_NOISE,
     same_file: bool = False,
+    missing: str = DEFAULT_MISSING,
 ) -> dict:
-    check_gate(alpha, max_slowdown, noise)
+    check_gate(alpha, max_slowdown, noise, missing)
     same_machine = _check_machines(baseline, candidate, allow_different_machines)
     base_rows = _rows_by_key(baseline, "baseline")
     cand_rows = _rows_by_key(candidate, "candidate")
@@ -325,16 +330,26 @@ def compare_results(
         "alpha": alpha,
         "max_slowdown": max_slowdown,
         "noise": noise,
+        "missing": missing,
         "same_machine": same_machine,
         "same_input": same is not None,
         "same_input_reason": same,
         "rows": [v.to_dict() for v in verdicts],
         "failed_in_candidate": failed,  # measured in the baseline, failed in the candidate: the gate cannot clear it
-        "only_in_baseline": [list(k) for k in base_rows if k not in cand_rows and list(k) not in [f["key"] for f in failed]],
+        "only_in_baseline": _not_measured_in(candidate, base_rows, cand_rows, failed),
         "only_in_candidate": [list(k) for k in cand_rows if k not in base_rows],
         "regressions": sum(v.verdict == "regression" for v in verdicts),
         "noisy": sum(v.verdict == "noisy" for v in verdicts),
     }
+
+
+def _not_measured_in(candidate: dict, base_rows: dict, cand_rows: dict, failed: list[dict]) -> list[dict]:
+    """Baseline rows the candidate skipped (with its reason) or left out: a runtime that stopped installing
+    would otherwise take its rows out of the gate without a word."""
+    skipped = {row_key(r): str(r.get("reason") or "")[:300] for r in candidate["rows"] if r["status"] == "skipped"}
+    gone = [k for k in base_rows if k not in cand_rows and list(k) not in [f["key"] for f in failed]]
+    return [{"key": list(k), "reason": f"skipped: {skipped[k] or 'no reason given'}" if k in skipped else "absent from the candidate"}
+            for k in gone]
 
 
 def row_label(row: dict) -> str:
@@ -360,11 +375,18 @@ def failure(report: dict) -> str | None:
     if report["regressions"]:
         also = f"; also {noisy} noisy row(s) to rerun" if noisy else ""
         also += f"; also {len(failed)} row(s) failed in the candidate" if failed else ""
+        gone = len(report["only_in_baseline"]) if report.get("missing", DEFAULT_MISSING) == "fail" else 0
+        also += f"; also {gone} baseline row(s) not measured in the candidate" if gone else ""
         return f"{report['regressions']} latency regression(s) {gate}{also}"
     if failed:
         first = failed[0]
         return (f"{len(failed)} row(s) measured in the baseline failed in the candidate, so the gate cannot clear them: "
                 f"{' / '.join(map(str, first['key']))}: {first['reason'] or 'no reason given'}")
+    missing = report["only_in_baseline"] if report.get("missing", DEFAULT_MISSING) == "fail" else []
+    if missing:
+        first = missing[0]
+        return (f"{len(missing)} row(s) measured in the baseline were not measured in the candidate, so the gate never saw them: "
+                f"{' / '.join(map(str, first['key']))}: {first['reason']} (--missing ignore passes such rows)")
     if noisy and report["noise"] == "fail":
         return (f"noisy: rerun {noisy} row(s): the samples cannot tell a {gate_pct(report['max_slowdown'])} slowdown "
                 "from noise (see the reasons above; bench --ab interleaves the two on a busy machine; "
