@@ -27,7 +27,7 @@ from partialnet.exporters.options import ExportOptions
 from partialnet.exporters.pt2e import PROGRAM_BATCH, ProgramLayers, ProgramRunner, judged_before_lowering
 from partialnet.folding import FoldReport
 from partialnet.outputs import Output, atomic_outputs, scratch_folder
-from partialnet.preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, load_images
+from partialnet.preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD
 from partialnet.progress import stage
 from partialnet.runtimes.torch_eager import TorchRunner
 from partialnet.signals import raise_if_pending
@@ -130,11 +130,7 @@ def judge_runner(built, reference: nn.Module, io: dict, checks: VerifyOptions, j
     """A prepared runner's answers beside the unfolded PyTorch model's, by `precision`'s gates: an artifact's
     runner, or a quantized program's before it is lowered (so a bad calibration stops before the slow part)."""
     labelled = checks.labelled()
-    labels = None
-    if labelled is not None:
-        images, labels = labelled.load(tuple(io["imgsz"]))
-    else:
-        images = load_images(Path(checks.images), tuple(io["imgsz"])) if checks.images else None
+    images, labels = checks.images_at(tuple(io["imgsz"]))
     tol = DEFAULT_TOLERANCES[precision].merged(**checks.tolerances)
     with TorchRunner(reference) as torch_runner:
         # the same images are judged twice (INT8's judging case, then accuracy), and PyTorch's answers serve every artifact
@@ -367,8 +363,7 @@ def _layer_divergence(exporter, work: Path, artifact: Path | None, checks: Verif
     from partialnet.divergence import MAX_IMAGES, layer_divergence
 
     if checks.images:  # the user's images first, then the held-out set, then what it was judged on
-        labelled = checks.labelled()
-        images = labelled.load(imgsz)[0] if labelled else load_images(Path(checks.images), imgsz, limit=MAX_IMAGES)
+        images = checks.images_at(imgsz)[0][:MAX_IMAGES]
     elif checks.dataset:
         from partialnet import digits
 

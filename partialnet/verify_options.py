@@ -6,7 +6,7 @@ build its options without importing numpy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -34,13 +34,32 @@ class VerifyOptions:
     dataset: str | None = option(None, "--dataset", "Also judge held-out top-1 on a real dataset: digits (default for digits checkpoints).",
                                  cli_type=Optional[str])
 
+    # what --images held when first read, per size: an INT8 export judges the same images before lowering, as
+    # the artifact and in its per-layer report, and a folder of photos takes seconds to decode each time
+    _read: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
     def labelled(self):
         """The --images folder as labelled images (ImageFolder layout), or None: no folder, or no class folders."""
         if self.images is None:
             return None
-        from partialnet.imagefolder import read_folder
+        if "labelled" not in self._read:
+            from partialnet.imagefolder import read_folder
 
-        return read_folder(self.images)
+            self._read["labelled"] = read_folder(self.images)
+        return self._read["labelled"]
+
+    def images_at(self, imgsz: tuple[int, int]):
+        """(images, labels) from --images at `imgsz`, preprocessed once per command; labels None for an
+        unlabelled folder, both None without --images."""
+        if self.images is None:
+            return None, None
+        imgsz = tuple(imgsz)
+        if imgsz not in self._read:
+            from partialnet.preprocess import load_images
+
+            labelled = self.labelled()
+            self._read[imgsz] = labelled.load(imgsz) if labelled is not None else (load_images(Path(self.images), imgsz), None)
+        return self._read[imgsz]
 
     def judged_on(self, default_dataset: str | None) -> "VerifyOptions":
         """The checkpoint's own dataset (digits) judges it by default, unless the user's labelled images do."""

@@ -118,3 +118,26 @@ def test_matrix_judges_the_users_labelled_images(cli, digits_ckpt, tmp_path):
     assert data["accuracy"].startswith("your labelled images: labelled/ (30 labelled images")
     rows = {(r["format"], r["precision"]): r for r in data["rows"]}
     assert rows[("onnx", "fp32")]["top1"] == rows[("pytorch", "fp32")]["top1"] and rows[("onnx", "fp32")]["top5"] is not None
+
+
+@pytest.mark.parametrize("labelled", [True, False], ids=["labelled", "flat"])
+def test_a_command_decodes_its_images_once_per_size(tmp_path, monkeypatch, labelled):
+    """An INT8 export judges --images before lowering, as the artifact, and in its per-layer report: one decode."""
+    from partialnet import preprocess
+    from partialnet.verify_options import VerifyOptions
+
+    root = _digit_folder(tmp_path / "d", per_class=1, classes=range(3))
+    if not labelled:
+        for png in sorted(root.glob("*/*.png")):
+            png.rename(root / f"{png.parent.name}.png")
+            png.parent.rmdir()
+    decoded = []
+    real = preprocess.preprocess
+    monkeypatch.setattr(preprocess, "preprocess", lambda path, imgsz: decoded.append(path) or real(path, imgsz))
+    checks = VerifyOptions(images=root)
+    first, labels = checks.images_at((32, 32))
+    again, _ = checks.images_at([32, 32])
+    assert again is first and first.shape == (3, 3, 32, 32) and len(decoded) == 3
+    assert (labels is not None) == labelled
+    assert checks.images_at((64, 64))[0].shape == (3, 3, 64, 64) and len(decoded) == 6
+    assert VerifyOptions().images_at((32, 32)) == (None, None)
