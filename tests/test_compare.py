@@ -243,12 +243,18 @@ def test_report_keeps_machine_check_and_unmatched_rows():
     assert failure(compare_results(base, cand, allow_different_machines=True, missing="ignore")) is None
 
 
-def test_a_row_the_candidate_skipped_fails_the_gate_with_its_reason_unless_ignored(cli, tmp_path):
-    rng = np.random.default_rng(15)
+def _second_row_not_ok(seed: int, status: str, reason: str) -> tuple[dict, dict]:
+    """Two matching two-row results whose candidate did not measure its second row (openvino)."""
+    rng = np.random.default_rng(seed)
     base = result({"onnxruntime": latencies(rng, 5.0), "openvino": latencies(rng, 5.0)})
     cand = result({"onnxruntime": latencies(rng, 5.0), "openvino": latencies(rng, 5.0)})
-    cand["rows"][1] = {**cand["rows"][1], "status": "skipped", "reason": "not installed: pip install 'partialnet[openvino]'"}
+    cand["rows"][1] = {**cand["rows"][1], "status": status, "reason": reason}
     del cand["rows"][1]["samples_s"]
+    return base, cand
+
+
+def test_a_row_the_candidate_skipped_fails_the_gate_with_its_reason_unless_ignored(cli, tmp_path):
+    base, cand = _second_row_not_ok(15, "skipped", "not installed: pip install 'partialnet[openvino]'")
     files = write(tmp_path / "b.json", base), write(tmp_path / "c.json", cand)
     gated = cli("compare", *files)
     assert gated.code == 1 and "the gate never saw them: m / openvino / fp32 / 1 / 1: skipped: not installed" in gated.err, gated.err
@@ -259,11 +265,7 @@ def test_a_row_the_candidate_skipped_fails_the_gate_with_its_reason_unless_ignor
 
 
 def test_a_row_that_failed_in_the_candidate_fails_the_gate(cli, tmp_path):
-    rng = np.random.default_rng(14)
-    base = result({"onnxruntime": latencies(rng, 5.0), "openvino": latencies(rng, 5.0)})
-    cand = result({"onnxruntime": latencies(rng, 5.0), "openvino": latencies(rng, 5.0)})
-    cand["rows"][1] = {**cand["rows"][1], "status": "failed", "reason": "worker exited -11: Segmentation fault"}
-    del cand["rows"][1]["samples_s"]
+    base, cand = _second_row_not_ok(14, "failed", "worker exited -11: Segmentation fault")
     report = compare_results(base, cand)
     assert report["failed_in_candidate"] == [{"key": ["m", "openvino", "fp32", 1, 1], "reason": "worker exited -11: Segmentation fault"}]
     assert report["only_in_baseline"] == [] and report["regressions"] == 0
