@@ -829,6 +829,8 @@ def compare_command(
     alpha: Annotated[float, typer.Option("--alpha", help="Significance level of the one-sided rank test.")] = 0.01,
     max_slowdown: Annotated[float, typer.Option("--max-slowdown", help="Slowdown that matters, as a fraction (0.10 = 10 %).")] = 0.10,
     allow_different_machines: Annotated[bool, typer.Option("--allow-different-machines", help="Compare results from different hardware.")] = False,
+    allow_different_settings: Annotated[bool, typer.Option("--allow-different-settings", help="Compare results timed under different protocols, "
+                                                          "modes or settings (never different input sizes).")] = False,
     noise: Annotated[str, typer.Option("--noise", help="A row too noisy to judge: 'fail' (exit 1, rerun) or 'ignore' (report it, pass).")] = "fail",
     missing: Annotated[str, typer.Option("--missing", help="A baseline row the candidate skipped or left out: 'fail' (exit 1) or 'ignore' "
                                                           "(report it, pass).")] = "fail",
@@ -843,7 +845,7 @@ def compare_command(
 
     check_gate(alpha, max_slowdown, noise, missing)
     report = compare_results(load_result(baseline), load_result(candidate), alpha, max_slowdown, allow_different_machines,
-                             noise, is_same_file(baseline, candidate), missing)
+                             noise, is_same_file(baseline, candidate), missing, allow_different_settings)
     if report["same_input"]:
         where = baseline if baseline == candidate else f"{baseline}, {candidate}"
         (err if as_json else out).print(f"note: baseline and candidate {report['same_input_reason']} ({where}): every row is trivially ok")

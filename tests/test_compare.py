@@ -214,7 +214,7 @@ def test_cli_self_compare_says_so_and_exits_0(cli, runs, tmp_path, how):
         other.write_bytes(base.read_bytes())
     else:
         data = json.loads(base.read_text())
-        data["protocol"]["name"] = "renamed"
+        data["created_utc"] = "2001-01-01T00:00:00+00:00"
         other, reason = write(tmp_path / "renamed.json", data), "hold identical samples in every row"
     res = cli("compare", base, other)
     assert res.code == 0 and f"note: baseline and candidate {reason} (" in res.out and "every row is trivially ok" in res.out
@@ -262,6 +262,36 @@ def test_a_row_the_candidate_skipped_fails_the_gate_with_its_reason_unless_ignor
     passed = cli("compare", *files, "--missing", "ignore")
     assert passed.code == 0 and "(1 baseline row(s) not measured: --missing ignore)" in passed.out, passed.out
     assert cli("compare", *files, "--missing", "maybe").code == 2
+
+
+@pytest.mark.parametrize("change, refused", [
+    (lambda d: d["rows"][0].update(imgsz=[128, 128]), "timed at [64, 64] in the baseline and [128, 128] in the candidate"),
+    (lambda d: d["protocol"].update(name="quick"), "timed differently (protocol latency vs quick)"),
+    (lambda d: d["settings"].update(streams=2), "timed differently (streams None vs 2)"),
+    (lambda d: d["rows"][0].update(mode="async"), "timed differently (mode of m / onnxruntime / fp32 / 1 / 1 sync vs async)"),
+])
+def test_rows_timed_differently_are_not_judged(cli, tmp_path, change, refused):
+    """compare matches rows by model, runtime, precision, batch and threads; what else shapes the samples must
+    agree too, or a 64x64 baseline against a 128x128 candidate reads as a 2.6x regression."""
+    rng = np.random.default_rng(16)
+    base = result({"onnxruntime": latencies(rng, 5.0)})
+    base["settings"] = {"device": "cpu", "imgsz": [64, 64], "streams": None}
+    base["rows"][0].update(imgsz=[64, 64], mode="sync")
+    cand = json.loads(json.dumps(base))
+    cand["rows"][0]["samples_s"] = [float(x) for x in latencies(rng, 5.0)]
+    change(cand)
+    files = write(tmp_path / "b.json", base), write(tmp_path / "c.json", cand)
+    res = cli("compare", *files)
+    assert res.code == 2 and refused in res.err and res.err.count("\n") == 1, res.err
+    waived = cli("compare", *files, "--allow-different-settings")
+    assert waived.code == (2 if "timed at" in refused else 0), waived.err  # two input sizes are never one build's before and after
+
+
+def test_the_gate_is_a_fraction_up_to_one(cli, runs):
+    for bad in ("10", "1.5", "-0.1", "nan"):
+        res = cli("compare", runs["base"], runs["same"], "--max-slowdown", bad)
+        assert res.code == 2 and f"--max-slowdown {float(bad)}: expected a fraction from 0 to 1 (0.10 = 10 %)" in res.err, res.err
+    assert cli("compare", runs["base"], runs["same"], "--max-slowdown", "1").code == 0
 
 
 def test_a_row_that_failed_in_the_candidate_fails_the_gate(cli, tmp_path):

@@ -62,7 +62,7 @@ def test_the_probe_reads_this_machine():
 
 def _bench(rows: dict[str, tuple[np.ndarray, dict]]) -> dict:
     return {
-        "schema": "partialnet.bench/1", "machine": {"id": "m", "cpu": {"model": "x"}},
+        "schema": "partialnet.bench/1", "protocol": {"name": "quick"}, "machine": {"id": "m", "cpu": {"model": "x"}},
         "rows": [{"model": "m", "runtime": rt, "precision": "fp32", "batch": 1, "threads": 1, "status": "ok", "samples_s": list(s),
                   "machine_load": ml} for rt, (s, ml) in rows.items()],
     }

@@ -249,8 +249,8 @@ def check_gate(alpha: float, max_slowdown: float, noise: str = DEFAULT_NOISE, mi
     """The gate's options, checked before any result file is read."""
     if not (math.isfinite(alpha) and 0 < alpha < 1):
         raise BadInput(f"--alpha {alpha}: expected a number strictly between 0 and 1")
-    if not (math.isfinite(max_slowdown) and 0 <= max_slowdown <= 100):
-        raise BadInput(f"--max-slowdown {max_slowdown}: expected a finite fraction >= 0 (0.10 = 10 %)")
+    if not (math.isfinite(max_slowdown) and 0 <= max_slowdown <= 1):  # "10" meant as 10 % would gate at 1000 %
+        raise BadInput(f"--max-slowdown {max_slowdown}: expected a fraction from 0 to 1 (0.10 = 10 %)")
     if noise not in NOISE_POLICIES:
         raise BadInput(f"--noise {noise!r}: expected one of {', '.join(NOISE_POLICIES)}")
     if missing not in MISSING_POLICIES:
@@ -266,6 +266,33 @@ def _check_machines(baseline: dict, candidate: dict, allow_different_machines: b
             "pass --allow-different-machines to compare anyway"
         )
     return machines[0] == machines[1]
+
+
+# what a row's samples depend on beside its key: refused when they differ, as different machines are
+SETTINGS_THAT_MATTER = ("device", "imgsz", "channels_last", "compile", "cuda_graphs", "streams", "wait")
+
+
+def _check_settings(baseline: dict, candidate: dict, base_rows: dict, cand_rows: dict, allow: bool) -> None:
+    """Rows matched by their key must also have been timed alike: a 128x128 candidate is not a 64x64 build
+    that regressed, and an async row is no sync row. The input size is never waived; the rest is with
+    --allow-different-settings (judging a setting on purpose: `bench --ab` is the better tool for that)."""
+    for key in [k for k in cand_rows if k in base_rows]:
+        b, c = base_rows[key], cand_rows[key]
+        if b.get("imgsz") != c.get("imgsz"):
+            raise BadInput(f"row {' / '.join(map(str, key))} was timed at {b.get('imgsz')} in the baseline and {c.get('imgsz')} in the "
+                           "candidate; latencies at two input sizes are not one build's before and after")
+    if allow:
+        return
+    protocols = baseline["protocol"]["name"], candidate["protocol"]["name"]
+    differ = [f"protocol {protocols[0]} vs {protocols[1]}"] if protocols[0] != protocols[1] else []
+    b_set, c_set = baseline.get("settings") or {}, candidate.get("settings") or {}
+    differ += [f"{name} {b_set.get(name)} vs {c_set.get(name)}" for name in SETTINGS_THAT_MATTER if b_set.get(name) != c_set.get(name)]
+    modes = sorted({f"{' / '.join(map(str, k))} {base_rows[k].get('mode')} vs {cand_rows[k].get('mode')}"
+                    for k in cand_rows if k in base_rows and base_rows[k].get("mode") != cand_rows[k].get("mode")})
+    differ += [f"mode of {m}" for m in modes[:2]]
+    if differ:
+        raise BadInput(f"baseline and candidate were timed differently ({'; '.join(differ)}); rerun one like the other, "
+                       "or pass --allow-different-settings to judge the difference itself")
 
 
 def same_input_reason(baseline: dict, candidate: dict, base_rows: dict, cand_rows: dict, same_file: bool) -> str | None:
@@ -309,11 +336,13 @@ def compare_results(
     noise: str = DEFAULT_NOISE,
     same_file: bool = False,
     missing: str = DEFAULT_MISSING,
+    allow_different_settings: bool = False,
 ) -> dict:
     check_gate(alpha, max_slowdown, noise, missing)
     same_machine = _check_machines(baseline, candidate, allow_different_machines)
     base_rows = _rows_by_key(baseline, "baseline")
     cand_rows = _rows_by_key(candidate, "candidate")
+    _check_settings(baseline, candidate, base_rows, cand_rows, allow_different_settings)
     same = same_input_reason(baseline, candidate, base_rows, cand_rows, same_file)
     verdicts = []
     for key in [k for k in cand_rows if k in base_rows]:
