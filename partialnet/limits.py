@@ -60,6 +60,15 @@ def check_count(value: int, option: str, high: int) -> None:
         raise BadInput(f"{option} {value}: expected 1 to {high}")
 
 
+def check_once(names: Sequence, flag: str, text: str) -> list:
+    """A list option names each item once: `--batch 1,1` or `--formats onnx,ONNX` is a slip, refused, never
+    quietly shortened (names compared after aliases are resolved)."""
+    twice = list(dict.fromkeys(n for n in names if names.count(n) > 1))
+    if twice:
+        raise BadInput(f"{flag} {text!r}: {', '.join(map(str, twice))} given twice; name each once")
+    return list(names)
+
+
 def format_imgsz(size: Sequence[int]) -> str:
     """`(96, 160)` -> "96x160": how every message and title writes a size (parse_imgsz reads it back)."""
     return "x".join(map(str, size))

@@ -184,16 +184,33 @@ def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path)
         (["bench", "--precision", "int8", "--protocol", "quick"], "needs calibration data: --data digits"),
         (["bench", "--data", "digits", "--protocol", "quick"], "--data is calibration data for --precision int8"),
         (["bench", "--precision", "int4"], "--precision"),
+        # options that would change nothing are refused, never dropped; lists name each item once
+        (["bench", "--batch", "1,1"], "--batch '1,1': 1 given twice"),
+        (["bench", "--runtime", "onnxruntime,ort"], "onnxruntime given twice"),
+        (["claims", "--sizes", "t0,T0"], "--sizes 't0,T0': t0 given twice"),
+        (["bench", "--runtime", "onnxruntime", "--block", "3"], "--block is the A/B block size"),
+        (["bench", "--runtime", "onnxruntime", "--calib-size", "5"], "--calib-size is the number of calibration images"),
+        (["bench", "--runtime", "onnxruntime", "--channels-last"], "--channels-last changes how the PyTorch model runs"),
+        (["bench", "--runtime", "onnxruntime", "--threads", "1", "--streams", "2"], "--streams 2 with 1 thread(s)"),
+        # every source is named before the first is built, and no two share a row name (compare matches by it)
+        (["bench", "partialnet_t0", "96", "--runtime", "onnxruntime"], "'96' is neither a file nor a known variant"),
+        (["bench", "partialnet_t0", "PartialNet-T0"], "partialnet_t0 and PartialNet-T0 are the same model, given twice"),
+        (["bench", "A/model.onnx", "B/model.onnx"], "would both be rows named model.onnx"),
+        (["bench", "--ab", "A/model.onnx", "A/model.onnx"], "the same model on both sides; --aa times a model against itself"),
     ],
 )
 def test_bad_bench_inputs_exit_2(cli, quick_run, tmp_path, args, fragment):
     (tmp_path / "notjson.json").write_text("{not json")
     (tmp_path / "schema.json").write_text(json.dumps({"schema": "something/else", "rows": []}))
+    for side in "AB":
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "model.onnx").write_bytes(b"")
     subst = {
         "MISSING": tmp_path / "missing.json",
         "NOTJSON": tmp_path / "notjson.json",
         "WRONGSCHEMA": tmp_path / "schema.json",
         "GOOD": quick_run[0] / "r.json",
+        **{f"{side}/model.onnx": tmp_path / side / "model.onnx" for side in "AB"},
     }
     result = cli(*[str(subst.get(a, a)) for a in args])
     assert result.code == 2 and fragment in result.err, result.err
@@ -336,3 +353,15 @@ def test_gpu_rows_let_their_idle_cpu_pool_sleep_unless_told_otherwise():
     assert worker_env(4, gpu_plan.wait)["OMP_WAIT_POLICY"] == "PASSIVE" and worker_env(4, "spin")["OMP_WAIT_POLICY"] == "ACTIVE"
     with pytest.raises(BadInput, match="--wait 'nap'"):
         BenchOptions(wait="nap").check(None)
+
+
+def test_two_checkpoints_that_would_share_a_row_name_are_refused():
+    """a/model.pth and b/model.pth of one variant both read `partialnet_t0:model.pth`; known once they load."""
+    from partialnet.bench.run import Target, check_distinct_labels
+
+    def target(source: str) -> Target:
+        return Target("partialnet_t0:model.pth", source, "partialnet_t0", False, 0.2, 3_000_000, batches=[1])
+
+    check_distinct_labels([target("a/model.pth")])
+    with pytest.raises(BadInput, match="a/model.pth and b/model.pth would both be rows named partialnet_t0:model.pth"):
+        check_distinct_labels([target("a/model.pth"), target("b/model.pth")])

@@ -16,6 +16,7 @@ from partialnet.bench.stability import cell_marks
 from partialnet.machine import describe
 from partialnet.bench.run import BenchPlan, ab_sides, run_ab
 from partialnet.errors import BadInput, Unavailable
+from partialnet.limits import check_once
 from partialnet.runtimes.table import DEPLOY_RUNTIME
 
 SIZES = ("t0", "t1", "t2", "s", "m", "l")
@@ -27,7 +28,7 @@ def parse_sizes(text: str | None) -> list[str]:
     bad = [s for s in sizes if s not in SIZES]
     if bad or not sizes:
         raise BadInput(f"--sizes {text!r}: expected a comma-separated subset of {','.join(SIZES)}")
-    return list(dict.fromkeys(sizes))
+    return check_once(sizes, "--sizes", text)
 
 
 def default_runtimes(device: str, where=None) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from partialnet.bench.marks import mark
 from partialnet.errors import BadInput, CheckFailed, Unavailable
+from partialnet.limits import check_once
 from partialnet.exporters.formats import FORMATS, Format, get_format
 from partialnet.exporters.options import ExportOptions
 
@@ -47,7 +48,7 @@ def parse_list(text: str | None, known: tuple[str, ...], flag: str, resolve=lamb
         chosen.append(name)
     if not chosen:
         raise BadInput(f"{flag} {text!r}: an empty list; name at least one of {', '.join(known)}, or all")
-    return list(dict.fromkeys(chosen))
+    return check_once(chosen, flag, text)
 
 
 def formats_asked(text: str | None) -> list[str]:

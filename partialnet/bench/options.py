@@ -6,7 +6,7 @@ the sources into the BenchPlan the runner executes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 from partialnet.errors import BadInput
@@ -35,7 +35,9 @@ def parse_batches(value: str | None) -> list[int] | None:
     parts = split_list([value])
     if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 6 and int(p) > 0 for p in parts):
         raise BadInput(f"--batch {value!r}: expected positive integers such as 1,32")
-    return [int(p) for p in parts]
+    from partialnet.limits import check_once
+
+    return check_once([int(p) for p in parts], "--batch", value)
 
 
 @dataclass
@@ -65,6 +67,16 @@ class BenchOptions:
                                cli_type=Optional[str])
     streams: str | None = option(None, "--streams", "N or auto: keep N requests in flight (OpenVINO async requests, ONNX Runtime "
                                  "parallel sessions) and report images/s as a server gets it.", cli_type=Optional[str])
+    given: frozenset[str] | None = field(default=None, repr=False, compare=False)  # the flags typed (None: those off their defaults)
+
+    def asked(self) -> set[str]:
+        """The options the user asked for: typed on the command line, or set off their defaults in Python."""
+        from partialnet.options import defaults_of, flags_of
+
+        if self.given is not None:
+            return set(self.given)
+        defaults = defaults_of(BenchOptions)
+        return {name for name in flags_of(BenchOptions) if getattr(self, name) != defaults[name]}
 
     def check(self, sources: list[str] | None) -> None:
         """Every rule between the options, before torch or a runtime is imported."""
@@ -98,6 +110,22 @@ class BenchOptions:
             raise BadInput(f"--wait {self.wait!r}: expected one of {', '.join(WAITS)}")
         if self.precision not in PRECISIONS:
             raise BadInput(f"--precision {self.precision!r}: expected fp32, bf16, fp16 or int8")
+        self._check_applies()
+
+    def _check_applies(self) -> None:
+        """An option that would change nothing in this run is refused, never silently dropped."""
+        asked = self.asked()
+        if "block" in asked and not self.ab:
+            raise BadInput("--block is the A/B block size: it applies with --ab only")
+        if "calib_size" in asked and self.precision != "int8":
+            raise BadInput("--calib-size is the number of calibration images for --precision int8")
+        from partialnet.runtimes.table import RUNTIMES
+
+        runtimes = split_list(self.runtime)
+        runs_the_model = [r for r in runtimes if r not in RUNTIMES or RUNTIMES[r].runs == "deploy"]  # unknown names: refused later
+        for flag, on in (("--channels-last", self.channels_last), ("--compile", self.compile), ("--cuda-graphs", self.cuda_graphs)):
+            if on and runtimes and not runs_the_model:
+                raise BadInput(f"{flag} changes how the PyTorch model runs; --runtime {','.join(runtimes)} times no PyTorch row")
 
     def size(self) -> tuple[int, int]:
         return self.imgsz or DEFAULT_IMGSZ
@@ -124,6 +152,10 @@ class BenchOptions:
             protocol=proto, precision=self.precision, channels_last=self.channels_last, compile=self.compile,
             cuda_graphs=self.cuda_graphs, streams=parse_streams(self.streams), label=self.label, control=self.aa, wait=self.wait,
         )
+        bench_run.check_sources(list(self.ab or plan.sources), pair=bool(self.ab))
+        if isinstance(plan.streams, int) and plan.streams > plan.threads:
+            raise BadInput(f"--streams {plan.streams} with {plan.threads} thread(s): each request in flight needs a thread of its own; "
+                           "raise --threads or lower --streams")
         self._check_calibration([*plan.sources, *(self.ab or ())], bench_run.artifact_format)
         bench_run.fit_to_artifacts(plan, [*(self.ab or plan.sources)], imgsz_given=self.imgsz is not None, batches_given=self.batch is not None,
                                    pair=bool(self.ab))

@@ -10,6 +10,7 @@ An artifact argument is measured as given.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from partialnet.bench.where import HERE
 from partialnet.bench.measure import timed_region
 from partialnet.bench.protocols import Protocol
 from partialnet.bench.stats import mann_whitney_greater, ratio_of_medians, summarize
-from partialnet.checkpoint import looks_like_path, resolve
+from partialnet.checkpoint import is_variant_name, looks_like_path, resolve
 from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.exporters.formats import FORMATS
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
@@ -148,6 +149,36 @@ def artifact_format(source: str) -> str | None:
     if not looks_like_path(source):
         return None
     return next((f.name for f in FORMATS.values() if source.lower().endswith(f.suffix)), None)
+
+
+def check_sources(sources: list[str], pair: bool = False) -> None:
+    """Every source named before the first is prepared (a typo in the fifth is not found after four were folded
+    and exported), and no two of them one row name: compare and report match rows by it."""
+    seen: dict[tuple[str, str], str] = {}
+    for source in sources:
+        if not is_variant_name(source) and not looks_like_path(source):
+            raise BadInput(f"{source!r} is neither a file nor a known variant; known: {', '.join(VARIANTS)}")
+        same = ("source", os.path.realpath(source) if looks_like_path(source) else source.strip().lower().replace("-", "_"))
+        if same in seen:
+            raise BadInput(f"--ab {seen[same]} {source}: the same model on both sides; --aa times a model against itself" if pair
+                           else f"{seen[same]} and {source} are the same model, given twice; give each source once")
+        seen[same] = source
+        row = ("row", Path(source).name) if artifact_format(source) else None
+        if row in seen:
+            raise BadInput(f"{seen[row]} and {source} would both be rows named {row[1]} (compare and report match rows by name); "
+                           "copy one under another name")
+        if row:
+            seen[row] = source
+
+
+def check_distinct_labels(targets: list[Target]) -> None:
+    """The same check for checkpoints, whose row names need their variant (`a/model.pth`, `b/model.pth`)."""
+    seen: dict[str, str] = {}
+    for target in targets:
+        if target.label in seen and seen[target.label] != target.source:
+            raise BadInput(f"{seen[target.label]} and {target.source} would both be rows named {target.label} (compare and report match "
+                           "rows by name); copy one under another name")
+        seen[target.label] = target.source
 
 
 def fit_to_artifacts(plan: "BenchPlan", sources: list[str], imgsz_given: bool, batches_given: bool, pair: bool = False) -> None:
@@ -317,7 +348,9 @@ class BenchPlan:
 def resolve_runtimes(names: list[str] | None) -> list[str]:
     if not names:
         return [name for name, spec in RUNTIMES.items() if spec.default]
-    return list(dict.fromkeys(get_runtime(n).name for n in names))
+    from partialnet.limits import check_once
+
+    return check_once([get_runtime(n).name for n in names], "--runtime", ",".join(names))
 
 
 def _spec(plan: BenchPlan, target: Target, runtime: str, batch: int) -> dict:
@@ -505,6 +538,7 @@ def _prepare_targets(plan: BenchPlan, work: Path, progress, prepared: dict) -> l
                 prepared[key] = prepare_model_target(source, plan.batches, plan.imgsz, targets_dir, formats, plan.precision, plan.data,
                                                      plan.calib_size)
         targets.append(replace(prepared[key], label=plan.label or prepared[key].label))
+        check_distinct_labels(targets)
     return targets
 
 
@@ -637,6 +671,7 @@ def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[
             if progress:
                 progress(f"preparing {name.upper()}: {source}")
             sides[name] = _prepare_side(plan, source, work / "targets", formats)
+        check_distinct_labels(list(sides.values()))
         cells, rows = [], []
         for i, runtime in enumerate(plan.runtimes):
             if progress:

@@ -90,7 +90,7 @@ class OnnxRuntimeRunner(BaseRunner):
 def streams(artifact: str, x: np.ndarray, count: int | str, threads: int | None, precision: str, warmup_iters: int, finished) -> dict:
     """N sessions with threads/N intra-op threads each, driven by N Python threads (ORT releases the GIL
     while it runs); `auto` is one stream per usable core. `finished(completed, started)` stops the run."""
-    count = usable_cores() if count == "auto" else int(count)
+    count = min(usable_cores(), threads or usable_cores()) if count == "auto" else int(count)  # never more threads than --threads
     per_stream = max(1, (threads or usable_cores()) // count)
     sessions = [session(artifact, per_stream) for _ in range(count)]
     feed = input_feed(sessions[0], x)
