@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from partialnet.bench.marks import mark
+from partialnet.bench.protocols import described_as_run
 from partialnet.inputs import inert
 from partialnet.limits import format_imgsz
 
@@ -175,7 +176,7 @@ def bench_table(result: dict) -> Table:
             _fmt(memory.get("peak_above_baseline_mb"), ".0f"), *((_gpu_memory_cell(memory),) if gpu else ()),
         )
     table.caption = (
-        f"{result['protocol']['description']}. load s: read + compile the model (runtime import excluded); "
+        f"{described_as_run(result)}. load s: read + compile the model (runtime import excluded); "
         "1st ms: the first (cold) inference; +RSS MB: the worker's peak resident memory above its start"
         + ("; GPU MB: peak GPU memory allocated while timing / the worker's peak reserved by PyTorch's caching allocator "
            "(load and cudnn autotuning included)" if gpu else "")

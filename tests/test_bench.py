@@ -365,3 +365,15 @@ def test_two_checkpoints_that_would_share_a_row_name_are_refused():
     check_distinct_labels([target("a/model.pth")])
     with pytest.raises(BadInput, match="a/model.pth and b/model.pth would both be rows named partialnet_t0:model.pth"):
         check_distinct_labels([target("a/model.pth"), target("b/model.pth")])
+
+
+def test_the_protocol_line_says_what_the_run_changed_in_it():
+    from partialnet.bench.protocols import described_as_run, get_protocol
+
+    paper = get_protocol("paper", "cpu").to_dict()
+    as_published = described_as_run({"protocol": paper, "settings": {"threads": 1, "batches": [1]}})
+    assert as_published == paper["description"]
+    changed = described_as_run({"protocol": paper, "settings": {"threads": 2, "batches": [2]}})
+    assert changed.endswith("; changed in this run: 2 threads (--threads) instead of 1, batch 2 (--batch) instead of 1")
+    latency = get_protocol("latency", "cpu").to_dict()  # no threads or batch of its own: nothing to change
+    assert described_as_run({"protocol": latency, "settings": {"threads": 2, "batches": [1, 32]}}) == latency["description"]

@@ -44,7 +44,7 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol(
             "throughput",
             "batch 32, one synchronous request at a time: warm-up >= 3 runs and >= 1 s, then >= 20 runs and >= 3 s; "
-            "images/s = 32 / median latency (add --streams N|auto for requests in flight, as a server runs)",
+            "images/s = batch / median latency (add --streams N|auto for requests in flight, as a server runs)",
             warmup_iters=3,
             warmup_seconds=1.0,
             min_iters=20,
@@ -92,3 +92,15 @@ def get_protocol(name: str, device: str = "cpu") -> Protocol:
     if key == "paper" and device == "cuda":
         return PAPER_GPU
     return PROTOCOLS[key]
+
+
+def described_as_run(result: dict) -> str:
+    """The protocol's description, and what --batch or --threads changed in it: a `paper` run on two threads
+    must not read as "the papers' protocol: batch 1, one thread" under rows that say otherwise."""
+    protocol, settings = result["protocol"], result.get("settings") or {}
+    changed = []
+    if protocol.get("threads") and settings.get("threads") not in (None, protocol["threads"]):
+        changed.append(f"{settings['threads']} threads (--threads) instead of {protocol['threads']}")
+    if protocol.get("batches") and settings.get("batches") and list(settings["batches"]) != list(protocol["batches"]):
+        changed.append(f"batch {','.join(map(str, settings['batches']))} (--batch) instead of {','.join(map(str, protocol['batches']))}")
+    return protocol["description"] + (f"; changed in this run: {', '.join(changed)}" if changed else "")

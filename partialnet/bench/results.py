@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from partialnet.bench.marks import mark, marked_notes
+from partialnet.bench.protocols import described_as_run
 from partialnet.bench.run import SCHEMA
 from partialnet.errors import BadInput
 from partialnet.inputs import inert, unique_keys
@@ -68,7 +69,7 @@ def to_markdown(result: dict) -> str:
     gpu = result["settings"]["device"] == "cuda"
     gpus = ", ".join(str(g.get("name", "?")) for g in machine.get("gpus") or [] if isinstance(g, dict))
     lines = [
-        f"Protocol `{result['protocol']['name']}`: {result['protocol']['description']}. "
+        f"Protocol `{result['protocol']['name']}`: {described_as_run(result)}. "
         f"Machine: {machine['cpu']['model']} ({machine['cpu']['logical_cores']} logical cores), {machine['os']}"
         + (f"; GPU: {gpus or '?'}" if gpu else "") + ".",
         "",
