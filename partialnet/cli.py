@@ -807,8 +807,10 @@ def report_command(
     report = report_mod.merge(list(results))
     if plot_path:
         report_mod.check_plottable(report)
-    if not report.get("matrices"):
+    if report["claims"]:
         out.print(render.report_claims_table(report))
+        for line in report_mod.claim_reasons(report):
+            out.print(line, markup=False)
     if report["measurements"]:
         out.print(render.report_measurements_table(report))
     if report["bench"]:

@@ -292,10 +292,12 @@ def machine_label(row: dict) -> str:
 
 def report_bench_table(report: dict) -> Table:
     table = Table(title="bench rows across machines (p50 recomputed from the raw samples)")
-    for col in ("machine", "model", "runtime", "precision", "batch", "threads", "p50 ms"):
-        table.add_column(col, justify="right" if col in ("batch", "threads", "p50 ms") else "left")
+    from partialnet.bench.report import shown_size
+
+    for col in ("machine", "model", "runtime", "precision", "size", "batch", "threads", "p50 ms"):
+        table.add_column(col, justify="right" if col in ("size", "batch", "threads", "p50 ms") else "left")
     for row in report["bench"]:
-        table.add_row(machine_label(row), row["model"] + mark(row), row["runtime"], row["precision"], str(row["batch"]),
+        table.add_row(machine_label(row), row["model"] + mark(row), row["runtime"], row["precision"], shown_size(row), str(row["batch"]),
                       str(row["threads"]), f"{row['p50_ms']:.3f}")
     if any(mark(row) for row in report["bench"]):
         table.caption = "! unstable, ~ disturbed: not a figure to compare (see each row's why in --json)"

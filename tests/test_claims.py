@@ -135,6 +135,10 @@ def test_report_merges_machines_and_recomputes_every_figure(claims_result, tmp_p
     assert ratios["0123456789abcdef"] == pytest.approx(claims_result["measurements"][0]["latency_ratio"])
     assert all(r["machine_id"] and r["cpu"] for r in report["claims"] + report["measurements"])
     assert "Another CPU" in md.read_text() and png.read_bytes()[:4] == b"\x89PNG"
+    # the Markdown holds what the terminal showed: the latency pairs, and why each claim got a verdict short of reproduced
+    assert "| FasterNet p50 ms | PartialNet p50 ms | ratio | 95% CI |" in md.read_text()
+    for why in (r["why"] for r in report["claims"] if r["verdict"] != "reproduced" and r["why"]):
+        assert why in md.read_text() and why in result.out.replace("\n", "")
     from partialnet.bench import plot, report as report_mod
 
     figure = plot.report_figure(report, report_mod.model_gmacs(report))

@@ -340,3 +340,14 @@ def test_many_rows_print_only_the_reasons_that_matter():
     cand = result({n: latencies(rng, 6.5 if n == "rt3" else 5.0) for n in names})
     lines = why_lines(compare_results(base, cand))
     assert len(lines) == 1 and lines[0].startswith("m / rt3 / fp32 / b1 / 1t: regression:")
+
+
+def test_a_bench_report_tells_sizes_apart_and_shows_no_empty_claims_table(cli, tmp_path):
+    rng = np.random.default_rng(17)
+    small, large = result({"onnxruntime": latencies(rng, 1.0)}), result({"onnxruntime": latencies(rng, 2.6)})
+    small["rows"][0]["imgsz"], large["rows"][0]["imgsz"] = [64, 64], [128, 128]
+    md = tmp_path / "r.md"
+    res = cli("report", write(tmp_path / "s.json", small), write(tmp_path / "l.json", large), "-o", md)
+    assert res.code == 0, res.err
+    assert "64x64" in res.out and "128x128" in res.out and "claims across" not in res.out
+    assert "| precision | size | batch |" in md.read_text() and "| 128x128 |" in md.read_text()

@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from partialnet.bench.claims import DEFAULT_TOLERANCE
+from partialnet.bench.claims import DEFAULT_TOLERANCE, REPRODUCED
 from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
@@ -132,7 +132,8 @@ def merge_loaded(loaded: list[tuple]) -> dict:
                 if row["status"] == "ok":
                     p50 = median_ms(row["samples_s"])
                     marks = judgement(row["samples_s"], row.get("machine_load"))  # recomputed, not read from the file
-                    bench.append({k: row.get(k) for k in ("model", "runtime", "precision", "batch", "threads", "gmacs")} | {"p50_ms": p50, **mark, **marks})
+                    bench.append({k: row.get(k) for k in ("model", "runtime", "precision", "batch", "threads", "imgsz", "gmacs")}
+                                 | {"p50_ms": p50, **mark, **marks})
     return {
         "schema": REPORT_SCHEMA,
         "protocol": json.loads(next(iter(protocols))),
@@ -193,18 +194,38 @@ def to_markdown(report: dict) -> str:
             measured = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
             lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['id']} | {r['size']} | {r['runtime'] or '-'} | {r['published']:.3f} | "
                          f"{measured} | {ci} | {r['verdict']} |")
+        lines += ["", *(f"- {line}" for line in claim_reasons(report))] if claim_reasons(report) else []
+    if report["measurements"]:
+        lines += ["", "| machine | size | runtime | batch | threads | FasterNet p50 ms | PartialNet p50 ms | ratio | 95% CI |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in report["measurements"]:
+            figures = (f"{r['fasternet_p50_ms']:.3f} | {r['partialnet_p50_ms']:.3f} | {r['latency_ratio']:.3f} | "
+                       f"{r['latency_ci'][0]:.3f}-{r['latency_ci'][1]:.3f}") if r["status"] == "ok" else f"- | - | - | {r['status']}"
+            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['size']} | {r['runtime']} | {r['batch']} | {r['threads']} | {figures} |")
     if report.get("matrices"):
         from partialnet.bench.matrix_report import to_markdown as matrices_markdown
 
         lines += ["", *matrices_markdown(report["matrices"])]
     if report["bench"]:
-        lines += ["", "| machine | model | runtime | precision | batch | threads | p50 ms |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "| machine | model | runtime | precision | size | batch | threads | p50 ms |", "|---|---|---|---|---|---|---|---|"]
         for r in report["bench"]:
-            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['model']}{mark(r)} | {r['runtime']} | {r['precision']} | {r['batch']} | "
-                         f"{r['threads']} | {r['p50_ms']:.3f} |")
+            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['model']}{mark(r)} | {r['runtime']} | {r['precision']} | {shown_size(r)} | "
+                         f"{r['batch']} | {r['threads']} | {r['p50_ms']:.3f} |")
         notes = marked_notes([{**r, "status": "ok"} for r in report["bench"]])
         lines += ["", *(f"- {note}" for note in notes)] if notes else []
     return "\n".join(lines) + "\n"
+
+
+def shown_size(row: dict) -> str:
+    """A bench row's input size as a table shows it (rows at two sizes are two different rows)."""
+    size = row.get("imgsz")
+    return f"{size[0]}x{size[1]}" if isinstance(size, list) and len(size) == 2 else "-"
+
+
+def claim_reasons(report: dict) -> list[str]:
+    """Why each claim that is not plainly supported got its verdict: the word alone does not say what to do."""
+    return [f"{r['id']} ({r['size']}, {r['runtime'] or '-'}) on {r['cpu']}: {r['why']}" for r in report["claims"]
+            if r.get("why") and r.get("verdict") != REPRODUCED]
 
 
 def model_gmacs(report: dict) -> dict:
