@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DYNAMIC_VERIFY_BATCH", "ExportOptions", "VerifyOptions", "artifact_metadata", "artifact_outputs", "check_dataset", "check_parity", "dataset_accuracy",
-    "default_output", "export", "export_all", "export_folded", "fold_checkpoint", "inspect", "model_table", "parse_imgsz",
+    "bench", "bench_plans", "compare", "default_output", "export", "export_all", "export_folded", "fold_checkpoint", "inspect",
+    "model_table", "parse_imgsz", "report",
     "parity_failure", "source_record", "static_verification", "train_digits", "variant_row", "verify", "versions",
 ]
 
@@ -698,3 +699,46 @@ def _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, cal
     return {"schema": mx.SCHEMA, "source": source_record(info), "imgsz": list(imgsz), "batch": 1, "threads": threads, "protocol": protocol,
             "budget_points": budget, "calibration": {"data": data, "images": calib_size, **plan["int8_tools"]}, "accuracy": accuracy, "rows": rows,
             "folder": str(plan["folder"]), "machine": where.machine() if where is not None else fingerprint()}
+
+
+def bench_plans(plans: list, ab: tuple[str, str] | None = None, block: int = 10, progress=None, announce=None) -> list[dict]:
+    """One bench result per plan (a place each: here, or a target): `bench`'s rows, or its A/B."""
+    from partialnet.bench import run as bench_run
+
+    if ab:
+        results = []
+        for plan in plans:
+            if announce:
+                announce(plan)
+            results.append(bench_run.run_ab(plan, *ab, block, progress))
+        return results
+    return bench_run.run_everywhere(plans, progress, announce)
+
+
+def bench(sources: list[str] | None = None, options=None, progress=None) -> dict:
+    """`partialnet bench` here: every row in its own process, the result dict `--json` writes (rows with raw
+    samples, protocol, settings, machine). `options` is a `partialnet.bench.options.BenchOptions`."""
+    from partialnet.bench.options import BenchOptions
+
+    options = options or BenchOptions()
+    return bench_plans([options.plan(sources)], options.ab, options.block, progress)[0]
+
+
+def compare(baseline: str | Path, candidate: str | Path, *, alpha: float = 0.01, max_slowdown: float = 0.10, noise: str = "fail",
+            missing: str = "fail", allow_different_machines: bool = False, allow_different_settings: bool = False) -> dict:
+    """`partialnet compare` on two bench result files: the verdict per row, and `failure`, the one-line
+    reason the gate fails (the command exits 1), or None where it passes."""
+    from partialnet.bench.compare import check_gate, compare_results, failure, is_same_file
+    from partialnet.bench.results import load_result
+
+    check_gate(alpha, max_slowdown, noise, missing)
+    verdict = compare_results(load_result(baseline), load_result(candidate), alpha, max_slowdown, allow_different_machines, noise,
+                              is_same_file(baseline, candidate), missing, allow_different_settings)
+    return {**verdict, "failure": failure(verdict)}
+
+
+def report(results: list[str | Path]) -> dict:
+    """`partialnet report`: claims, bench or matrix results from several machines merged, every figure recomputed."""
+    from partialnet.bench.report import merge
+
+    return merge(list(results))

@@ -534,7 +534,6 @@ def bench_command(
 def _bench_everywhere(options: BenchOptions, sources, where: TargetOptions) -> list[dict]:
     """One result here, or one per target (each target's rows planned with its own runtimes and cores;
     each model prepared once for all of them)."""
-    from partialnet.bench import run as bench_run
 
     here = options.plan(sources)  # every refusal of the options and sources, before any target is reached
     with where.hosts() as hosts:
@@ -546,9 +545,7 @@ def _bench_everywhere(options: BenchOptions, sources, where: TargetOptions) -> l
                 err.print(f"target {describe_machine(plan.where.machine())}", markup=False, highlight=False)
 
         with RowProgress(err) as report_progress:
-            if options.ab:
-                return [bench_run.run_ab(plan, *options.ab, options.block, report_progress) for plan in plans if announce(plan) or True]
-            return bench_run.run_everywhere(plans, report_progress, announce)
+            return _api().bench_plans(plans, options.ab, options.block, report_progress, announce)
 
 
 def describe_machine(machine: dict) -> str:

@@ -377,3 +377,18 @@ def test_the_protocol_line_says_what_the_run_changed_in_it():
     assert changed.endswith("; changed in this run: 2 threads (--threads) instead of 1, batch 2 (--batch) instead of 1")
     latency = get_protocol("latency", "cpu").to_dict()  # no threads or batch of its own: nothing to change
     assert described_as_run({"protocol": latency, "settings": {"threads": 2, "batches": [1, 32]}}) == latency["description"]
+
+
+def test_the_python_api_benches_compares_and_reports_as_the_commands_do(quick_run):
+    """docs/python-api.md: `api.bench` returns what --json writes, `api.compare` the gate's verdict and why it fails."""
+    from partialnet import api
+    from partialnet.bench.options import BenchOptions
+
+    result = api.bench(["partialnet_t0"], BenchOptions(runtime=["onnxruntime"], threads=1, protocol="quick", imgsz=(64, 64)))
+    assert [(r["runtime"], r["status"]) for r in result["rows"]] == [("onnxruntime", "ok")] and result["settings"]["imgsz"] == [64, 64]
+    with pytest.raises(BadInput, match="--block is the A/B block size"):
+        api.bench(None, BenchOptions(runtime=["onnxruntime"], block=3))
+    same = api.compare(quick_run[0] / "r.json", quick_run[0] / "r.json")
+    assert same["failure"] is None and same["same_input"] is True
+    merged = api.report([quick_run[0] / "r.json"])
+    assert merged["bench"] and {r["runtime"] for r in merged["bench"]} <= {"pytorch", "onnxruntime", "openvino"}
