@@ -6,7 +6,7 @@ build its options without importing numpy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -34,9 +34,11 @@ class VerifyOptions:
     dataset: str | None = option(None, "--dataset", "Also judge held-out top-1 on a real dataset: digits (default for digits checkpoints).",
                                  cli_type=Optional[str])
 
-    # what --images held when first read, per size: an INT8 export judges the same images before lowering, as
-    # the artifact and in its per-layer report, and a folder of photos takes seconds to decode each time
-    _read: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    def __post_init__(self) -> None:
+        # what --images held when first read, per size: an INT8 export judges the same images before lowering,
+        # as the artifact and in its per-layer report, and a folder of photos takes seconds to decode each time.
+        # Not a field: the options travel to a second process as `asdict`, and a cache is no option.
+        self._read: dict = {}
 
     def labelled(self):
         """The --images folder as labelled images (ImageFolder layout), or None: no folder, or no class folders."""

@@ -141,3 +141,6 @@ def test_a_command_decodes_its_images_once_per_size(tmp_path, monkeypatch, label
     assert (labels is not None) == labelled
     assert checks.images_at((64, 64))[0].shape == (3, 3, 64, 64) and len(decoded) == 6
     assert VerifyOptions().images_at((32, 32)) == (None, None)
+    from dataclasses import asdict
+
+    assert VerifyOptions(**asdict(checks)) == checks  # the options travel to matrix's second process as asdict: no cache in them
