@@ -213,3 +213,19 @@ def test_fold_check_fails_when_a_pass_turns_the_logits_nan(monkeypatch):
 def test_the_python_fold_refuses_the_sizes_the_cli_refuses(imgsz):
     with pytest.raises(BadInput, match="multiple of 32"):
         fold(create_model("partialnet_t0"), imgsz)
+
+
+def test_fold_leaves_the_callers_model_as_it_was_and_scales_its_gate_with_the_logits():
+    """docs/python-api.md: "folds a copy (the original is untouched)" held for the weights but not the dtype or
+    mode; and a head scaled to logits of several hundred moves by ordinary fp32 round-off past an absolute 1e-4."""
+    import partialnet
+
+    model = partialnet.create_model("partialnet_t0", num_classes=10).to(torch.bfloat16).train()
+    partialnet.fold(model, (64, 64), measure=False)
+    assert next(model.parameters()).dtype == torch.bfloat16 and model.training
+    loud = partialnet.create_model("partialnet_t0", num_classes=10).eval()
+    with torch.no_grad():
+        loud.head.weight.mul_(3000.0)
+    deploy, report = partialnet.fold(loud, (64, 64), measure=False)
+    scale = loud(torch.randn(1, 3, 64, 64)).abs().max().item()
+    assert scale > 10 and all(p.max_abs_diff <= 1e-4 * scale for p in report.passes)
