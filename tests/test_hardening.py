@@ -610,7 +610,21 @@ def _hostile_checkpoints(tmp: Path, sd: dict) -> dict[str, tuple[Path, str]]:
     raw("nan_header.safetensors", hostile.safetensors_bytes(None, b"", raw_header=b'{"a": NaN}' + b" " * 40), "not JSON")
     twice = b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}'
     raw("key_twice.safetensors", hostile.safetensors_bytes(None, b"\0" * 8, raw_header=twice), "'a' appears twice")
+    raw("bit_flipped.pth", _one_bit_flipped(tmp / "unflipped.pth", sd), "fails its CRC-32 check")  # torch.load never checks
     return cases
+
+
+def _one_bit_flipped(scratch: Path, sd: dict) -> bytes:
+    """A good torch.save file with the sign bit of one weight flipped: it loads as another model unless checked."""
+    import struct
+    import zipfile
+
+    torch.save(sd, scratch)
+    data = bytearray(scratch.read_bytes())
+    member = next(m for m in zipfile.ZipFile(scratch).infolist() if m.filename.endswith("/data/0"))
+    name_len, extra_len = struct.unpack("<HH", data[member.header_offset + 26:member.header_offset + 30])
+    data[member.header_offset + 30 + name_len + extra_len + 3] ^= 0x80
+    return bytes(data)
 
 
 def test_hostile_checkpoints_exit_2_with_a_true_one_line_message(tmp_path, cli, t0_state_dict):
