@@ -379,8 +379,9 @@ def is_timm_layout(sd: Mapping[str, object]) -> bool:
 
 def from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """timm's FasterNet port: stages i>0 hold `downsample` + `blocks`; the reference interleaves them."""
-    out = {}
-    for key, value in sd.items():
+    out, source = {}, {}
+    for original, value in sd.items():
+        key = original
         for old, new in TIMM_RENAMES.items():
             if key.startswith(old):
                 key = new + key[len(old) :]
@@ -391,7 +392,9 @@ def from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 key = f"stages.{2 * i - 1}.{rest}"
             elif i > 0:
                 key = f"stages.{2 * i}.{rest}"
-        out[key] = value
+        if key in out:  # both layouts in one file: which tensor is the model's? never the one that happens to come last
+            raise BadInput(f"{source[key]} and {original} both name {key} (timm's and the reference layout mixed); keep one layout")
+        out[key], source[key] = value, original
     return out
 
 

@@ -121,6 +121,11 @@ def test_timm_fasternet_keys(tmp_path):
     model, info = load_checkpoint(path)
     assert info.variant == "fasternet_t0" and info.key_layout == "timm"
     assert torch.equal(logits(model), logits(reference))
+    mixed = to_timm(reference.state_dict())
+    mixed["head.weight"] = torch.zeros_like(mixed["classifier.weight"])  # the reference layout's head beside timm's
+    torch.save(mixed, path)
+    with pytest.raises(BadInput, match="classifier.weight and head.weight both name head.weight"):
+        load_checkpoint(path)  # once: the later of the two silently won
 
 
 def test_half_precision_checkpoint_loads_and_reports_dtype(tmp_path, t0_state_dict):
