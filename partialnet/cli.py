@@ -435,7 +435,12 @@ def verify_command(
             _api().check_compute(artifact, compute)  # here, before anything goes up: the target would refuse it too
         return _verify_on_targets(artifact, ref, checks.check(), where, variant, as_json, compute)
     with _Stages() as clock:
-        report = _api().verify(artifact, ref, checks, variant=variant, compute=compute)
+        try:
+            report = _api().verify(artifact, ref, checks, variant=variant, compute=compute)
+        except CheckFailed as exc:  # a script reading --json gets the failing report too, not an empty stdout
+            if as_json and exc.details:
+                _print_json({"passed": False, **exc.details, "error": str(exc)})
+            raise
     if as_json:
         _print_json({**report.to_dict(), "timing": clock.breakdown()})
         return

@@ -120,6 +120,9 @@ def test_corrupted_artifact_fails_verify_with_exit_1(cli, t0_export, tmp_path):
     corrupt_weights(out, bad)
     result = cli("verify", bad, "--ref", golden("t0")[0])
     assert result.code == 1 and "does not match PyTorch" in result.err and "FAIL" in result.err
+    as_json = cli("verify", bad, "--ref", golden("t0")[0], "--json")  # a script still gets the report, not an empty stdout
+    report = json.loads(as_json.out)
+    assert as_json.code == 1 and report["passed"] is False and "does not match PyTorch" in report["error"] and report["cases"]
 
 
 def test_verify_passes_on_the_good_artifact(cli, t0_export):
