@@ -107,7 +107,7 @@ def fold_checkpoint(
     """Fold a checkpoint (or variant) into a deploy file; returns the report and where things went."""
     out = Path(output) if output else default_output(source, ".deploy.pt")
     report_out = Path(report_path) if report_path else out.with_name(out.name + ".fold.json")
-    outputs = [Output(out, "-o"), Output(report_out, "--report")]
+    outputs = [Output(out, "-o", written_as="a PyTorch checkpoint"), Output(report_out, "--report", written_as="JSON")]
     inputs = [source_path(source)]
     check_outputs(outputs, inputs, force)  # before the slow load and fold
     model, info = _load(source, variant)
@@ -316,6 +316,10 @@ def _check_identity(artifact: Path, meta: dict, ref: str, info) -> None:
     reference_is = (info.variant, info.sha256 or f"random weights (seed {RANDOM_WEIGHTS_SEED})")
     if exported_from[1] and exported_from != reference_is:
         raise BadInput(f"{artifact} was exported from {_identity(*exported_from)}, but --ref {ref} is {_identity(*reference_is)}")
+    classes = meta.get("num_classes")
+    if classes is not None and str(classes) != str(info.num_classes):  # parity compares logits; the label count is read from here
+        raise CheckFailed(f"{artifact}: its metadata says num_classes {ascii(str(classes))[1:-1][:20]}, but the model it was "
+                          f"exported from has {info.num_classes}: a deployment that reads it would map labels wrongly")
 
 
 def train_digits(
@@ -469,7 +473,8 @@ def _all_options(options: ExportOptions) -> ExportOptions:
     shared = set.intersection(*(set(f.options) for f in FORMATS.values()))
     specific = [FLAGS[name] for name in FLAGS if name in options.asked() - shared]
     if specific:
-        raise BadInput(f"--format all exports each format with its defaults; {specific[0]} belongs to one format (export it on its own)")
+        raise BadInput(f"--format all takes only the options every format takes (size, batch); {specific[0]} is not one of them: "
+                       "export the formats that take it one at a time")
     check_input_shape(options.batch, *options.imgsz, "--batch/--imgsz")
     return options
 
@@ -478,6 +483,9 @@ def _plan_all(source: str, output_dir) -> tuple[list, list[dict]]:
     """(format, its outputs) for every format this machine can export, and a skipped row for the others."""
     from partialnet.exporters.status import format_rows
 
+    named_as = next((f for f in FORMATS.values() if output_dir and str(output_dir).lower().endswith(f.suffix)), None)
+    if named_as:  # `-o model.onnx` for every format would make a folder that reads as one ONNX file
+        raise BadInput(f"-o {output_dir}: --format all writes a folder of artifacts; give it a folder name, not one ending in {named_as.suffix}")
     planned, skipped = [], []
     for status in format_rows():
         fmt = get_format(status["format"])

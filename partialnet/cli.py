@@ -340,6 +340,9 @@ def export_command(
     if format.strip().lower() == "all":
         _export_all(source, output, options, checks, variant, force, as_json)
         return
+    if as_json:
+        raise BadInput("--json prints --format all's status table; one format's record is the manifest written beside its artifact "
+                       "(NAME.json)")
     from partialnet.exporters.formats import get_format
     from partialnet.exporters.options import check_flags
 

@@ -150,6 +150,13 @@ def test_mismatched_keys_show_the_diff(cli, tmp_path, t0_state_dict):
         (["report", "PLACEHOLDER", "-o", "r.json"], "-o r.json: it is written as Markdown; give a name ending in .md"),
         (["claims", "--plot", "c.jpg"], "--plot c.jpg: it is written as PNG; give a name ending in .png"),
         (["bench", "partialnet_t0", "--json", "r.csv"], "--json r.csv: it is written as JSON; give a name ending in .json"),
+        (["fold", "partialnet_t0", "-o", "t0.deploy.onnx"], "-o t0.deploy.onnx: it is written as a PyTorch checkpoint"),
+        (["export", "partialnet_t0", "-f", "all", "-o", "allx.onnx"], "--format all writes a folder of artifacts; give it a folder name"),
+        # an export option that would change nothing is refused, named as typed
+        (["export", "partialnet_t0", "--json"], "--json prints --format all's status table"),
+        (["export", "partialnet_t0", "--calib-size", "10"], "--calib-size is the number of calibration images for --int8"),
+        (["export", "partialnet_t0", "--dynamic", "--batch", "8"], "--batch with --dynamic: a dynamic onnx artifact takes any batch"),
+        (["export", "partialnet_t0", "-f", "openvino", "--simplify"], "--simplify does not apply to --format openvino"),
         (["matrix", "partialnet_t0", "--md", "m.txt"], "--md m.txt: it is written as Markdown; give a name ending in .md"),
         (["bench", "partialnet_t0", "--csv", "c"], "--csv c: it is written as CSV; give a name ending in .csv"),
         (["export", "partialnet_t0", "-o", "."], ". is a directory; give a file name ending in .onnx (or --format all"),

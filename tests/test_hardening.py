@@ -433,6 +433,7 @@ def test_a_runner_reads_the_precision_from_the_graph_not_its_metadata(digits_onn
     ("mean", "[0, 0, 0]", "its metadata says mean [0, 0, 0], but it was made for mean [0.485, 0.456, 0.406]"),
     ("std", "not json", "its metadata says std not json"),
     ("imgsz", "224,224", "its metadata says imgsz 224,224, but its graph takes 64,64"),
+    ("num_classes", "1000", "its metadata says num_classes 1000, but the model it was exported from has 10"),
 ])
 def test_verify_fails_an_artifact_whose_metadata_would_feed_it_wrongly(digits_onnx, digits_ckpt, tmp_path, cli, key, value, fragment):
     """Parity runs on tensors: a wrong mean in the metadata a deployment reads verified, and shipped."""

@@ -92,13 +92,21 @@ def check_opset(opset: int) -> None:
         raise BadInput(f"--opset {opset} unsupported: expected {MIN_OPSET} to {MAX_OPSET} (torch's exporter needs >= {MIN_OPSET})")
 
 
-def check_options(format_name: str, given: set[str], formats: dict) -> None:
+def check_options(format_name: str, given: set[str], formats: dict, options: ExportOptions | None = None) -> None:
     """Refuse every option the format does not take, naming the formats that do."""
     taken = formats[format_name].options
     for name in sorted(given - taken, key=list(FLAGS).index):
         takers = [f.name for f in formats.values() if name in f.options]
         where = f"formats that take it: {', '.join(takers)}" if takers else "no format takes it"
-        raise BadInput(f"{FLAGS[name]} does not apply to --format {format_name} ({where})")
+        raise BadInput(f"{typed_flag(name, options)} does not apply to --format {format_name} ({where})")
+
+
+def typed_flag(name: str, options: ExportOptions | None) -> str:
+    """The flag as the user typed it: `--simplify` for an on/off pair set on, `--no-simplify` set off."""
+    pair = flags_of(ExportOptions)[name].flag.split("/")
+    if len(pair) == 2 and options is not None and isinstance(getattr(options, name), bool):
+        return pair[0] if getattr(options, name) else pair[1]
+    return FLAGS[name]
 
 
 def check_combination(options: ExportOptions) -> None:
@@ -115,6 +123,8 @@ def check_combination(options: ExportOptions) -> None:
     for name in ("calib_method", "int8_keep_float"):
         if getattr(options, name) is not None and not options.int8:
             raise BadInput(f"{FLAGS[name]} shapes an INT8 export; add --int8 or drop {FLAGS[name]}")
+    if "calib_size" in options.asked() and not options.int8:
+        raise BadInput("--calib-size is the number of calibration images for --int8; add --int8 or drop --calib-size")
     if options.int8_keep_float is not None:
         keep_float(options.int8_keep_float)
     if options.max_batch is not None and not options.dynamic:
@@ -168,8 +178,11 @@ def check_flags(fmt, options: ExportOptions, formats: dict) -> None:
     it imports torch, so a mistyped option costs a tenth of a second, not a second."""
     from partialnet.limits import check_input_shape
 
-    check_options(fmt.name, options.asked(), formats)
-    check_combination(options)
+    check_combination(options)  # first: an option that needs --int8 says so, whatever the format
+    check_options(fmt.name, options.asked(), formats, options)
+    if options.dynamic and "batch" in options.asked() and "max_batch" not in fmt.options:
+        raise BadInput(f"--batch with --dynamic: a dynamic {fmt.name} artifact takes any batch at run time (--batch is the "
+                       "optimum of a --dynamic TensorRT profile only); drop one")
     check_int8_tools(fmt, options)
     check_input_shape(None if options.dynamic else options.batch, *options.imgsz, "--batch/--imgsz")
     if options.max_batch is not None:
