@@ -59,6 +59,9 @@ class ExportOptions:
     # there (export --target); set by partialnet.remote.engine, never typed
     built_elsewhere: bool = field(default=False, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        self.imgsz = parse_imgsz(self.imgsz)  # Python callers write imgsz=64 or "224,320", as the command line does
+
     @property
     def precision(self) -> str:
         return "int8" if self.int8 else "fp16" if self.half else "fp32"
