@@ -200,3 +200,11 @@ def test_fold_command_writes_deploy_and_report(cli, tmp_path):
     assert "pat-sp" in result.out and "65 → 0" in result.out
     again = cli("fold", golden("t1")[0], "-o", out)
     assert again.code == 2 and "already exists" in again.err
+
+
+def test_export_options_read_imgsz_as_the_command_line_does():
+    from partialnet import BadInput, ExportOptions
+
+    assert ExportOptions(imgsz=64).imgsz == (64, 64) and ExportOptions(imgsz="224,320").imgsz == (224, 320)
+    with pytest.raises(BadInput, match="--imgsz: image size 63x63 unsupported"):
+        ExportOptions(imgsz=63)
