@@ -369,6 +369,24 @@ def select_prefix(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     return kept, prefix, ignored
 
 
+def _holds_weights(value: object, depth: int = 0) -> bool:
+    if not isinstance(value, Mapping):
+        return False
+    return any(str(k).endswith(ANCHOR) for k in value) or (depth < 2 and any(_holds_weights(v, depth + 1) for v in value.values()))
+
+
+def other_weight_sets(obj: object, container: str, ignored: list[str]) -> list[str]:
+    """The model copies a file holds beside the one loaded (an EMA beside the weights, a teacher): named in the
+    container's description on every command, never dropped without a word. The loaded one is the first of
+    CONTAINER_KEYS (or of KNOWN_PREFIXES in a flat dict)."""
+    found = []
+    if isinstance(obj, Mapping):
+        found = [repr(key) for key in CONTAINER_KEYS
+                 if key in obj and f"[{key!r}]" not in container.split(" ")[0] and _holds_weights(obj[key])]
+    found += [f"prefix {k[: -len(ANCHOR)]!r}" for k in ignored if k.endswith(ANCHOR)]
+    return found
+
+
 TIMM_STAGE = re.compile(r"^stages\.(\d+)\.(downsample\.)?(.*)$")
 TIMM_RENAMES = {"conv_head.": "avgpool_pre_head.1.", "classifier.": "head."}
 
@@ -595,11 +613,13 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> tuple[Parti
         if str(exc).startswith(str(path)):
             raise
         raise BadInput(f"{path}: {exc}") from None
+    others = other_weight_sets(obj, container, ignored)
     info = CheckpointInfo(
         source=str(path),
         variant=found.name,
         variant_inferred=inferred,
-        container=container + (" (safetensors)" if path.suffix == ".safetensors" else ""),
+        container=container + (" (safetensors)" if path.suffix == ".safetensors" else "")
+        + (f"; also holds {', '.join(others)}, not loaded" if others else ""),
         key_layout=layout,
         prefix=prefix,
         ignored_keys=ignored,

@@ -316,8 +316,8 @@ def fold_command(
     size = parse_imgsz(imgsz)
     with _Stages() as clock:
         result = _api().fold_checkpoint(source, output, size, variant, report, force)
-    if result["random_weights"]:
-        out.print(random_weights_note(result["variant"], result["random_weights_seed"]))
+    for note in source_notes(result):
+        out.print(note, markup=False)
     out.print(render.fold_table(result["report"]))
     out.print(f"wrote {result['output']} and {result['report_path']} in {timing_line(clock.breakdown())}")
 
@@ -383,8 +383,8 @@ def _export_all(source, output, options, checks, variant, force, as_json) -> Non
     if as_json:
         _print_json(result)
     else:
-        if result["source"]["random_weights"]:
-            out.print(random_weights_note(result["source"]["variant"], result["source"]["random_weights_seed"]))
+        for note in source_notes(result["source"]):
+            out.print(note, markup=False)
         out.print(render.export_all_table(result))
         counts = collections.Counter(row["verdict"] for row in result["rows"])
         out.print(" · ".join(f"{n} {verdict}" for verdict, n in counts.items()) + " · one load, one fold")
@@ -397,10 +397,20 @@ def random_weights_note(variant: str, seed: int | None) -> str:
     return f"note: {variant} has RANDOM weights (seed {seed}): no checkpoint was given"
 
 
+def source_notes(record: dict) -> list[str]:
+    """What a user must know about the weights a command used: random ones, or one copy of several in the file."""
+    notes = [random_weights_note(record["variant"], record["random_weights_seed"])] if record["random_weights"] else []
+    container = str(record.get("container") or "")
+    if "; also holds " in container:
+        loaded, others = container.split("; also holds ", 1)
+        notes.append(f"note: loaded {loaded} of {record['source']}; it also holds {others.removesuffix(', not loaded')} "
+                     "(not loaded: extract that state_dict to use it)")
+    return notes
+
+
 def _render_export(result: dict, timing: dict) -> None:
-    source_info = result["source"]
-    if source_info["random_weights"]:
-        out.print(random_weights_note(source_info["variant"], source_info["random_weights_seed"]))
+    for note in source_notes(result["source"]):
+        out.print(note, markup=False)
     if "checks" in result["parity"]:
         out.print(render.static_table(result["parity"], f"checks without the runtime: {result['output']}"))
     if result["parity"].get("cases"):

@@ -44,6 +44,7 @@ def source_record(info: CheckpointInfo) -> dict:
         "sha256": info.sha256,
         "random_weights": info.random_weights,
         "random_weights_seed": RANDOM_WEIGHTS_SEED if info.random_weights else None,
+        "container": info.container,  # which weights of the file were loaded, and the copies beside them that were not
     }
 
 

@@ -249,3 +249,20 @@ def test_non_finite_weights_are_rejected(tmp_path, t0_state_dict):
     torch.save(sd, path)
     with pytest.raises(BadInput, match="NaN/Inf"):
         load_checkpoint(path)
+
+
+def test_a_second_copy_of_the_weights_is_named_never_dropped_without_a_word(tmp_path, t0_state_dict, cli):
+    """An EMA beside the weights (timm's train checkpoints, DeiT's): the first wrapper is loaded, the others named."""
+    ema = {k: v * 0.5 if v.is_floating_point() else v for k, v in t0_state_dict.items()}
+    files = {
+        "model_and_ema.pth": ({"model": t0_state_dict, "model_ema": ema}, "dict['model']; also holds 'model_ema', not loaded"),
+        "timm_train.pth": ({"state_dict": t0_state_dict, "state_dict_ema": ema, "epoch": 3}, "also holds 'state_dict_ema', not loaded"),
+        "flat_two.pth": ({**{f"model.{k}": v for k, v in t0_state_dict.items()}, **{f"model_ema.{k}": v for k, v in ema.items()}},
+                         "also holds prefix 'model_ema.', not loaded"),
+        "one.pth": ({"state_dict": t0_state_dict, "optimizer": {"state": {}}}, "dict['state_dict']"),
+    }
+    for name, (obj, container) in files.items():
+        torch.save(obj, tmp_path / name)
+        assert load_checkpoint(tmp_path / name)[1].container.endswith(container), name
+    folded = cli("fold", tmp_path / "model_and_ema.pth", "--imgsz", "64", "-o", tmp_path / "d.pt")
+    assert folded.code == 0 and "note: loaded dict['model'] of" in folded.out and "it also holds 'model_ema'" in folded.out
