@@ -147,8 +147,8 @@ def check_outputs(
             raise BadInput(f"{out.option} {path}: {describe_errno(exc)}") from None
         if out.kind == "file" and st is not None and stat.S_ISDIR(st.st_mode):
             raise BadInput(f"{out.option} {path} is a directory; give a file name")
-        check_suffix(out)
         refuse_special(out, st)
+        check_suffix(out)
         if os.path.lexists(path) and not force:
             raise BadInput(f"{out.option} {path} already exists; pass --force to overwrite")
         check_parent(out)

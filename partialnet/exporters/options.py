@@ -181,8 +181,8 @@ def check_flags(fmt, options: ExportOptions, formats: dict) -> None:
     it imports torch, so a mistyped option costs a tenth of a second, not a second."""
     from partialnet.limits import check_input_shape
 
-    check_combination(options)  # first: an option that needs --int8 says so, whatever the format
     check_options(fmt.name, options.asked(), formats, options)
+    check_combination(options)
     if options.dynamic and "batch" in options.asked() and "max_batch" not in fmt.options:
         raise BadInput(f"--batch with --dynamic: a dynamic {fmt.name} artifact takes any batch at run time (--batch is the "
                        "optimum of a --dynamic TensorRT profile only); drop one")

@@ -120,7 +120,7 @@ def fold(
     deploy = copy.deepcopy(model).float().eval()
     ctx = FoldContext(imgsz=tuple(imgsz), skip=frozenset(skip))
     x = probe_input(ctx.imgsz) if check else None
-    reference = _reference_logits(deploy, x) if check else None  # the float copy, before any pass: the caller's model keeps its dtype and mode
+    reference = _reference_logits(deploy, x) if check else None  # from the float copy before any pass: the caller's model stays as it was
     before = model_cost(model, ctx.imgsz) if measure else None
     report = FoldReport(
         imgsz=ctx.imgsz,
@@ -135,8 +135,7 @@ def fold(
     report.params_after = count_params(deploy)
     report.gmacs_after = round(after.gmacs, 5) if after else 0.0
     report.batchnorms_after = count_batchnorms(deploy)
-    # fp32 round-off grows with the logits' scale: a head that outputs ~600 moves by ~1e-4 through an exact fold
-    limit = tolerance * max(1.0, reference.abs().max().item()) if check else tolerance
+    limit = tolerance * max(1.0, reference.abs().max().item()) if check else tolerance  # round-off grows with the logits' scale
     if check and not all(p.max_abs_diff <= limit for p in report.passes):  # NaN fails too
         worst = next(p for p in report.passes if not p.max_abs_diff <= limit)
         raise CheckFailed(
