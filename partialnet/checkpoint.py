@@ -234,7 +234,7 @@ def _inspect_zip(f, path: Path) -> None:
 def _check_crcs(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], path: Path) -> None:
     """Every record against the CRC-32 torch.save wrote for it: torch.load never checks them, so a flipped
     bit in a weight loaded as a different model (a sign-flipped filter exported and "verified" against
-    itself). Reads the file once (+0.3-0.4 s per GiB from the page cache on a 2-core EPYC). (A file saved with torch's `compute_crc32=False`
+    itself). Reads the file once (+0.2-0.4 s per GiB from the page cache on 2-core EPYC VMs). (A file saved with torch's `compute_crc32=False`
     holds 0 for every CRC; zipfile refuses its pickle record as corrupt before this runs.)"""
     for member in members:
         try:
