@@ -58,9 +58,9 @@ __all__ = [
 ]
 
 
-def inspect(source: str, variant: str | None = None, imgsz: tuple[int, int] = (224, 224)) -> dict:
+def inspect(source: str, variant: str | None = None, imgsz: tuple[int, int] = (224, 224), weights: str | None = None) -> dict:
     """Everything `partialnet info` shows about a checkpoint or a variant name."""
-    model, info = resolve(source, variant)
+    model, info = resolve(source, variant, weights=weights)
     cost = model_cost(model, imgsz)
     row = info.to_dict()
     row.update(
@@ -75,9 +75,9 @@ def inspect(source: str, variant: str | None = None, imgsz: tuple[int, int] = (2
 # ---------------------------------------------------------------- fold, export, verify
 
 
-def _load(source: str, variant: str | None = None):
+def _load(source: str, variant: str | None = None, weights: str | None = None):
     with stage("load", source):
-        return resolve(source, variant)
+        return resolve(source, variant, weights=weights)
 
 
 def _fold(model, imgsz: tuple[int, int]):
@@ -103,14 +103,16 @@ def fold_checkpoint(
     variant: str | None = None,
     report_path: str | Path | None = None,
     force: bool = False,
+    weights: str | None = None,
 ) -> dict:
-    """Fold a checkpoint (or variant) into a deploy file; returns the report and where things went."""
+    """Fold a checkpoint (or variant) into a deploy file; returns the report and where things went.
+    `weights` picks one of several model copies in the file (an EMA: `state_dict_ema`, `model_ema.`)."""
     out = Path(output) if output else default_output(source, ".deploy.pt")
     report_out = Path(report_path) if report_path else out.with_name(out.name + ".fold.json")
     outputs = [Output(out, "-o", written_as="a PyTorch checkpoint"), Output(report_out, "--report", written_as="JSON")]
     inputs = [source_path(source)]
     check_outputs(outputs, inputs, force)  # before the slow load and fold
-    model, info = _load(source, variant)
+    model, info = _load(source, variant, weights)
     deploy, report = _fold(model, imgsz)
     result = {"output": str(out), "report_path": str(report_out), **source_record(info), "report": report.to_dict()}
     with stage("write"), atomic_outputs(outputs, force, inputs) as (staged_deploy, staged_report):
@@ -128,6 +130,7 @@ def export(
     checks: VerifyOptions | None = None,
     variant: str | None = None,
     force: bool = False,
+    weights: str | None = None,
 ) -> dict:
     """Fold, export, verify; the artifact and its manifest appear only if verification passed.
 
@@ -144,7 +147,7 @@ def export(
     if checks.images:
         probe(checks.images, options.imgsz)  # fail on a bad folder before the slow work
     check_data(options.data, options.calib_size)
-    model, info = _load(source, variant)
+    model, info = _load(source, variant, weights)
     checks = checks.judged_on(info.dataset)
     check_labels_fit(checks, info)
     folded = _fold(model, options.imgsz)
@@ -156,7 +159,8 @@ def export(
 
 
 def export_on_target(source: str, format: str, options: ExportOptions | None = None, *, output: str | Path | None = None,
-                     checks: VerifyOptions | None = None, variant: str | None = None, force: bool = False, where=None) -> dict:
+                     checks: VerifyOptions | None = None, variant: str | None = None, force: bool = False, where=None,
+                     weights: str | None = None) -> dict:
     """An artifact tied to the machine that runs it (TensorRT), prepared here and built, verified and timed on
     the one target of `where` (remote.options.TargetOptions); see partialnet.remote.engine."""
     from partialnet.remote.engine import export_on_target as build_there
@@ -174,7 +178,7 @@ def export_on_target(source: str, format: str, options: ExportOptions | None = N
     check_artifact_name(out, fmt)
 
     def prepare(local: Path) -> dict:
-        return export(source, fmt.name, options, output=local, checks=checks, variant=variant, force=True)
+        return export(source, fmt.name, options, output=local, checks=checks, variant=variant, force=True, weights=weights)
 
     with where.hosts() as (host,):
         return {**build_there(host, source, fmt, options, out, checks, variant, force, prepare), "artifact": str(out), "target": host.label}
@@ -202,7 +206,7 @@ def _identity(variant: str | None, sha: str) -> str:
 
 
 def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, *, variant: str | None = None,
-           compute: str | None = None) -> "ParityReport":
+           compute: str | None = None, weights: str | None = None) -> "ParityReport":
     """Check an existing artifact against the checkpoint (or variant) it was exported from.
 
     `compute` runs an fp32 artifact at a precision its runtime computes on request (bf16: OpenVINO), as a
@@ -217,7 +221,8 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     judging = _judging_for(artifact, io, checks)
     if checks.images:
         probe(checks.images, tuple(io["imgsz"]))  # fail on a bad folder before the load
-    model, info = _load(ref, variant)
+    exported_from = io["metadata"].get("source_weights")
+    model, info = _load(ref, variant, weights if weights is not None else exported_from)  # the copy it was exported from
     _check_identity(artifact, io["metadata"], ref, info)
     checks = checks.judged_on(info.dataset)
     check_labels_fit(checks, info)
@@ -316,6 +321,10 @@ def _check_identity(artifact: Path, meta: dict, ref: str, info) -> None:
     reference_is = (info.variant, info.sha256 or f"random weights (seed {RANDOM_WEIGHTS_SEED})")
     if exported_from[1] and exported_from != reference_is:
         raise BadInput(f"{artifact} was exported from {_identity(*exported_from)}, but --ref {ref} is {_identity(*reference_is)}")
+    copy = meta.get("source_weights")
+    if copy is not None and copy != info.weights:  # one file, two model copies: the sha256 alone cannot tell them apart
+        raise BadInput(f"{artifact} was exported from the {ascii(copy)[:60]} copy of {ref}; --weights {ascii(info.weights)[1:-1][:60]} loads another: "
+                       "leave --weights out to load the one it was exported from")
     classes = meta.get("num_classes")
     if classes is not None and str(classes) != str(info.num_classes):  # parity compares logits; the label count is read from here
         raise CheckFailed(f"{artifact}: its metadata says num_classes {ascii(str(classes))[1:-1][:20]}, but the model it was "
@@ -418,6 +427,7 @@ def export_all(  # long: the group of every format's files, two processes fillin
     checks: VerifyOptions | None = None,
     variant: str | None = None,
     force: bool = False,
+    weights: str | None = None,
 ) -> dict:
     """Every format this machine can produce, from one load and one fold, each verified as far as it can be
     (a format whose export is long single-threaded Python, in a second process on its own core).
@@ -434,7 +444,7 @@ def export_all(  # long: the group of every format's files, two processes fillin
     check_outputs(outputs, inputs, force)  # every file of every format, before the load
     if checks.images:
         probe(checks.images, options.imgsz)
-    model, info = _load(source, variant)
+    model, info = _load(source, variant, weights)
     checks = checks.judged_on(info.dataset)
     check_labels_fit(checks, info)
     folded = _fold(model, options.imgsz)
@@ -446,7 +456,7 @@ def export_all(  # long: the group of every format's files, two processes fillin
     beside = [(fmt, outs) for fmt, outs in planned if fmt.python_bound] if usable_cores() > 1 else []  # on their own core
     jobs = [{"key": fmt.name, "format": fmt.name, "name": outs[0].path.name,
              "options": {k: v for k, v in vars(_all_format_options(options, fmt)).items() if k not in ("calibration", "given")}} for fmt, outs in beside]
-    with atomic_outputs(outputs, force, inputs) as staged, Beside(source, variant, jobs, checks) as other:
+    with atomic_outputs(outputs, force, inputs) as staged, Beside(source, variant, jobs, checks, weights) as other:
         mine = {}
         for fmt, outs in planned:
             mine[fmt.name], staged = staged[: len(outs)], staged[len(outs) :]
@@ -516,18 +526,19 @@ def matrix(
     force: bool = False,
     progress=None,
     where=None,
+    weights: str | None = None,
 ) -> dict:
     """Every format x precision here from one load and one fold: exported, verified, timed, and the one to ship.
     `where` (a remote.host.RemoteHost) times the rows on a target: exports and accuracy stay this machine's."""
     from partialnet.bench import matrix as mx
 
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir, where)
-    plan["variant"] = variant
+    plan["variant"], plan["weights"] = variant, weights
     _matrix_int8_tools(plan, calib_method, int8_keep_float)
     inputs = [source_path(source)]
     check_outputs(plan["outputs"], inputs, force)  # every artifact and the manifest, before the load
     labelled = probe(images, imgsz) if images else None
-    model, info = _load(source, variant)
+    model, info = _load(source, variant, weights)
     folded = _fold(model, imgsz)
     check_layers(int8_keep_float, folded[0])
     data = data or ("digits" if info.dataset == "digits" else None)
@@ -585,7 +596,7 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
             cell.outputs = artifact_outputs(mx.cell_path(folder, stem, cell), cell.fmt.name)
     manifest = Output(folder / mx.MANIFEST, "matrix manifest")
     outputs = [o for c in cells if c.outputs for o in c.outputs] + [manifest]
-    return {"cells": cells, "folder": folder, "manifest": manifest, "outputs": outputs, "source": source, "variant": None}
+    return {"cells": cells, "folder": folder, "manifest": manifest, "outputs": outputs, "source": source, "variant": None, "weights": None}
 
 
 def _matrix_int8_tools(plan: dict, calib_method: str | None, int8_keep_float: str | None) -> None:
@@ -620,7 +631,8 @@ def _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibrat
     exported = {}
     computed = [c for c in plan["cells"] if c.why is None and not c.outputs]  # they run the published fp32 files
     steps = len(todo) + len(computed)  # one count for the exports and the verifications after them
-    with atomic_outputs([o for c in todo for o in c.outputs], force, inputs) as staged, Beside(plan["source"], plan["variant"], jobs, checks) as other:
+    with (atomic_outputs([o for c in todo for o in c.outputs], force, inputs) as staged,
+          Beside(plan["source"], plan["variant"], jobs, checks, plan["weights"]) as other):
         mine = {}
         for cell in todo:
             mine[id(cell)], staged = staged[: len(cell.outputs)], staged[len(cell.outputs) :]

@@ -40,6 +40,7 @@ CONTAINER_KEYS = ("state_dict", "model", "model_ema", "state_dict_ema", "ema", "
 # Prefixes added by wrappers; when several model copies sit in one flat dict, the first listed wins.
 KNOWN_PREFIXES = ("", "module.", "model.", "model.module.", "_orig_mod.", "module._orig_mod.", "model._orig_mod.")
 SHOWN = 3  # how many key names an error message lists per kind
+SHOWN_COPIES = 6  # how many model copies a message names
 MAX_CLASSES = 32_768  # ImageNet-22k (21,841 classes) fits; a larger head is a hostile shape, not a model
 STORAGE_SLACK = 2.0  # tensors may share a flat buffer (FSDP, apex), but not reference far more than the model
 RANDOM_WEIGHTS_SEED = 0
@@ -68,6 +69,7 @@ class CheckpointInfo:
     pat_sp: bool = False
     num_classes: int = 1000
     dpconv_widths: list[list[int]] = field(default_factory=list)
+    weights: str | None = None  # the --weights name of the copy loaded, when the file holds several (None: it holds one)
     dataset: str | None = None  # the task a checkpoint says it was trained on (`partialnet digits` writes "digits")
     trained_imgsz: list[int] | None = None  # the input size it says it was trained at (`partialnet digits` records it)
 
@@ -351,21 +353,25 @@ def unwrap(obj: object, where: str = "", depth: int = 0) -> tuple[dict[str, torc
     raise BadInput(f"holds a {type(obj).__name__}, not a state_dict or a dict of them")
 
 
-def select_prefix(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str, list[str]]:
-    """Strip the wrapper prefix (`module.`, Lightning's `model.`, ...), keeping only that model's keys."""
+def select_prefix(sd: dict[str, torch.Tensor], chosen: str | None = None) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """Strip the wrapper prefix (`module.`, Lightning's `model.`, ...), keeping only that model's keys;
+    `chosen` (a --weights name) picks one of several copies by its prefix."""
     anchors = [k[: -len(ANCHOR)] for k in sd if k.endswith(ANCHOR)]
     if not anchors:
         first = ", ".join(list(sd)[:SHOWN])
         raise BadInput(f"not a PartialNet/FasterNet checkpoint: no '{ANCHOR}' key (first keys: {first})")
     ranked = [p for p in KNOWN_PREFIXES if p in anchors]
-    if ranked:
+    if chosen in anchors:
+        prefix = chosen
+    elif ranked:
         prefix = ranked[0]
     elif len(anchors) == 1:
         prefix = anchors[0]
     else:
-        raise BadInput(f"several models in one file (prefixes {anchors}); extract one state_dict first")
-    kept = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-    ignored = [k for k in sd if not k.startswith(prefix)]
+        raise BadInput(f"several models in one file (prefixes {anchors}); pick one with --weights, e.g. --weights {anchors[0]}")
+    owner = {k: max((a for a in anchors if k.startswith(a)), key=len, default=None) for k in sd}  # an unprefixed copy beside 'ema.' keeps its own
+    kept = {k[len(prefix) :]: v for k, v in sd.items() if owner[k] == prefix}
+    ignored = [k for k in sd if owner[k] != prefix]
     return kept, prefix, ignored
 
 
@@ -376,15 +382,44 @@ def _holds_weights(value: object, depth: int = 0) -> bool:
 
 
 def other_weight_sets(obj: object, container: str, ignored: list[str]) -> list[str]:
-    """The model copies a file holds beside the one loaded (an EMA beside the weights, a teacher): named in the
-    container's description on every command, never dropped without a word. The loaded one is the first of
-    CONTAINER_KEYS (or of KNOWN_PREFIXES in a flat dict)."""
+    """The --weights names of the model copies a file holds beside the one loaded (an EMA beside the weights,
+    a teacher): named on every command, never dropped without a word. The loaded one is the first of
+    CONTAINER_KEYS (or of KNOWN_PREFIXES in a flat dict): a top-level key, or a key prefix ending in '.'."""
     found = []
     if isinstance(obj, Mapping):
-        found = [repr(key) for key in CONTAINER_KEYS
-                 if key in obj and f"[{key!r}]" not in container.split(" ")[0] and _holds_weights(obj[key])]
-    found += [f"prefix {k[: -len(ANCHOR)]!r}" for k in ignored if k.endswith(ANCHOR)]
+        loaded = _top_key(obj, container)
+        found = [str(key) for key, value in obj.items() if key != loaded and isinstance(key, str) and _holds_weights(value)]
+    found += [k[: -len(ANCHOR)] for k in ignored if k.endswith(ANCHOR)]
     return found
+
+
+def shown_names(names: list[str]) -> str:
+    """Copy names for a message: they are a stranger's dict keys, so escaped, cut, and only the first few."""
+    shown = [ascii(name) if len(name) <= 60 else ascii(name[:60]) + "…" for name in names[:SHOWN_COPIES]]
+    return ", ".join(shown) + (f" (+{len(names) - SHOWN_COPIES} more)" if len(names) > SHOWN_COPIES else "")
+
+
+def _top_key(obj: Mapping, container: str) -> str | None:
+    """The top-level key the weights were found under (`dict['state_dict']...` -> state_dict), if any."""
+    head = container.split(" ")[0]
+    return next((key for key in obj if isinstance(key, str) and head.startswith(f"dict[{key!r}]")), None)
+
+
+def pick_weights(obj: object, weights: str) -> object:
+    """What `--weights NAME` names: a top-level key holding a model copy (`state_dict_ema`); a key prefix
+    (`model_ema.`) is chosen later, among the prefixes of the unwrapped state_dict."""
+    if isinstance(obj, Mapping) and weights in obj and isinstance(obj[weights], Mapping) and _holds_weights(obj[weights]):
+        return {weights: obj[weights]}
+    return obj
+
+
+def _weights_name(obj: object, container: str, prefix: str, others: list[str]) -> str | None:
+    """The --weights name of the copy loaded by default, when the file holds others: what selects it again."""
+    if not others:
+        return None
+    if any(name.endswith(".") or name == "" for name in others):
+        return prefix
+    return _top_key(obj, container) if isinstance(obj, Mapping) else None
 
 
 TIMM_STAGE = re.compile(r"^stages\.(\d+)\.(downsample\.)?(.*)$")
@@ -583,10 +618,32 @@ def _trained_imgsz(obj) -> list[int] | None:
     return None
 
 
-def load_checkpoint(path: str | Path, variant: str | None = None) -> tuple[PartialNet, CheckpointInfo]:
+def _choose_weights(obj: object, weights: str | None, path: Path):
+    """The state_dict of the copy to load: the first of CONTAINER_KEYS / KNOWN_PREFIXES, or the one `weights`
+    names. Returns it with its container, prefix, the keys left out, and its --weights name (None when the
+    file holds one copy and none was asked for)."""
+    sd, container = unwrap(obj)
+    sd, prefix, ignored = select_prefix(sd, weights)
+    if weights is None:
+        return sd, container, prefix, ignored, _weights_name(obj, container, prefix, other_weight_sets(obj, container, ignored))
+    if weights == prefix:  # a key prefix named it
+        return sd, container, prefix, ignored, weights
+    picked = pick_weights(obj, weights)
+    if picked is obj:
+        others = other_weight_sets(obj, container, ignored)
+        names = [n for n in [_weights_name(obj, container, prefix, others), *others] if n is not None]
+        held = shown_names(names) or "one copy, unnamed"
+        raise BadInput(f"--weights {ascii(weights)[1:-1][:80]}: no model copy by that name; the file holds {held}")
+    sd, container = unwrap(picked)
+    sd, prefix, ignored = select_prefix(sd)
+    return sd, container, prefix, ignored, weights
+
+
+def load_checkpoint(path: str | Path, variant: str | None = None, weights: str | None = None) -> tuple[PartialNet, CheckpointInfo]:
     """Load any PartialNet/FasterNet checkpoint strictly and safely; returns (eval model, info).
 
     `variant` names the expected variant; without it the variant is inferred from tensor shapes.
+    `weights` picks one of several model copies in the file (`state_dict_ema`, `model_ema.`).
     Raises `BadInput` (exit code 2 in the CLI) on anything it cannot load exactly.
     """
     path = Path(path)
@@ -595,8 +652,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> tuple[Parti
         obj = read_file(path)
         dataset = obj.get("dataset") if isinstance(obj, Mapping) and isinstance(obj.get("dataset"), str) else None
         trained_imgsz = _trained_imgsz(obj)
-        sd, container = unwrap(obj)
-        sd, prefix, ignored = select_prefix(sd)
+        sd, container, prefix, ignored, chosen = _choose_weights(obj, weights, path)
         layout = "reference"
         if is_timm_layout(sd):
             sd, layout = from_timm(sd), "timm"
@@ -615,11 +671,12 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> tuple[Parti
         raise BadInput(f"{path}: {exc}") from None
     others = other_weight_sets(obj, container, ignored)
     info = CheckpointInfo(
+        weights=chosen,
         source=str(path),
         variant=found.name,
         variant_inferred=inferred,
         container=container + (" (safetensors)" if path.suffix == ".safetensors" else "")
-        + (f"; also holds {', '.join(others)}, not loaded" if others else ""),
+        + (f"; also holds {shown_names(others)}, not loaded" if others else ""),
         key_layout=layout,
         prefix=prefix,
         ignored_keys=ignored,
@@ -661,10 +718,12 @@ def source_path(source: str | Path | None) -> Path | None:
     return Path(source)
 
 
-def resolve(source: str, variant: str | None = None, num_classes: int = 1000) -> tuple[PartialNet, CheckpointInfo]:
+def resolve(source: str, variant: str | None = None, num_classes: int = 1000, weights: str | None = None) -> tuple[PartialNet, CheckpointInfo]:
     """A CLI argument that is either a checkpoint path or a variant name (random weights, said so)."""
     key = source.strip().lower().replace("-", "_")
     if is_variant_name(source):
+        if weights is not None:
+            raise BadInput(f"--weights picks one of the model copies in a checkpoint file; {source!r} is a variant name (random weights)")
         if variant and get_variant(variant).name != key:
             raise BadInput(f"{source!r} is a variant name; --variant {variant} contradicts it")
         found = VARIANTS[key]
@@ -683,5 +742,5 @@ def resolve(source: str, variant: str | None = None, num_classes: int = 1000) ->
         )
         return model, info
     if looks_like_path(source):
-        return load_checkpoint(source, variant)
+        return load_checkpoint(source, variant, weights)
     raise BadInput(f"{source!r} is neither a file nor a known variant; known: {', '.join(VARIANTS)}")

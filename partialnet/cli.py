@@ -221,15 +221,21 @@ def _widths(widths: list[list[int]]) -> str:
     return " | ".join(f"stage {2 * i}: {','.join(map(str, w))}" for i, w in enumerate(widths))
 
 
+WeightsOption = Annotated[Optional[str], typer.Option(
+    "--weights", help="Which model copy of a file holding several: a top-level key (state_dict_ema) or a key prefix (model_ema.); "
+    "default: the first of state_dict, model, model_ema, ... (each command names the others).")]
+
+
 @app.command()
 def info(
     source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
     variant: Annotated[Optional[str], typer.Option("--variant", help="Expected variant; default: inferred.")] = None,
+    weights: WeightsOption = None,
     imgsz: ImgszOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Describe a checkpoint: variant, container, params, GMACs, BatchNorms, PAT_sp, DPConv widths."""
-    row = _api().inspect(source, variant, parse_imgsz(imgsz))
+    row = _api().inspect(source, variant, parse_imgsz(imgsz), weights)
     if as_json:
         _print_json(row)
         return
@@ -310,12 +316,13 @@ def fold_command(
     imgsz: ImgszOption = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Fold report JSON; default <output>.fold.json.")] = None,
     variant: VariantOption = None,
+    weights: WeightsOption = None,
     force: ForceOption = False,
 ) -> None:
     """Fold every BatchNorm and constant into a deploy model, exactly, and report each pass."""
     size = parse_imgsz(imgsz)
     with _Stages() as clock:
-        result = _api().fold_checkpoint(source, output, size, variant, report, force)
+        result = _api().fold_checkpoint(source, output, size, variant, report, force, weights)
     for note in source_notes(result):
         out.print(note, markup=False)
     out.print(render.fold_table(result["report"]))
@@ -334,11 +341,12 @@ def export_command(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact path; default beside the checkpoint.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="--format all: print the status table as JSON.")] = False,
     variant: VariantOption = None,
+    weights: WeightsOption = None,
     force: ForceOption = False,
 ) -> None:
     """Fold, export and verify: the artifact is written only if it matches PyTorch. --format all: every format here."""
     if format.strip().lower() == "all":
-        _export_all(source, output, options, checks, variant, force, as_json)
+        _export_all(source, output, options, checks, (variant, weights), force, as_json)
         return
     if as_json:
         raise BadInput("--json prints --format all's status table; one format's record is the manifest written beside its artifact "
@@ -348,12 +356,12 @@ def export_command(
 
     check_flags(get_format(format), options, FORMATS)  # before torch is imported: a typo answers at once
     if where.addresses():
-        _export_on_target(source, format, options, checks, where, output, variant, force)
+        _export_on_target(source, format, options, checks, where, output, (variant, weights), force)
         return
     stages = _Stages()
     try:
         with stages as clock:
-            result = _api().export(source, format, options, output=output, checks=checks, variant=variant, force=force)
+            result = _api().export(source, format, options, output=output, checks=checks, variant=variant, force=force, weights=weights)
     except Unavailable as exc:  # TensorRT without a GPU: what was prepared is published; show it, then exit 3
         if exc.details and "manifest_path" in exc.details:
             _render_export(exc.details, clock.breakdown())
@@ -361,10 +369,13 @@ def export_command(
     _render_export(result, clock.breakdown())
 
 
-def _export_on_target(source, format, options, checks, where: TargetOptions, output, variant, force) -> None:
-    """An artifact tied to the machine that runs it, built on the target (see partialnet.remote.engine)."""
+def _export_on_target(source, format, options, checks, where: TargetOptions, output, picked: tuple, force) -> None:
+    """An artifact tied to the machine that runs it, built on the target (see partialnet.remote.engine);
+    `picked`: (--variant, --weights)."""
+    variant, weights = picked
     with _Stages() as clock:
-        result = _api().export_on_target(source, format, options, output=output, checks=checks, variant=variant, force=force, where=where)
+        result = _api().export_on_target(source, format, options, output=output, checks=checks, variant=variant, force=force, where=where,
+                                         weights=weights)
     artifact, target = Path(result["artifact"]), result["target"]
     parity, timing = result["parity_on_target"], result["timing_on_target"]
     out.print(render.parity_table(parity, f"parity on {target}: {artifact} vs {source}"))
@@ -374,11 +385,12 @@ def _export_on_target(source, format, options, checks, where: TargetOptions, out
               markup=False)
 
 
-def _export_all(source, output, options, checks, variant, force, as_json) -> None:
+def _export_all(source, output, options, checks, picked: tuple, force, as_json) -> None:
     if output is not None and output.exists() and not output.is_dir():
         raise BadInput(f"-o {output}: with --format all, -o names a directory")
+    variant, weights = picked
     with _Stages() as clock:
-        result = _api().export_all(source, output, options, checks=checks, variant=variant, force=force)
+        result = _api().export_all(source, output, options, checks=checks, variant=variant, force=force, weights=weights)
     result["timing"] = clock.breakdown()
     if as_json:
         _print_json(result)
@@ -403,8 +415,9 @@ def source_notes(record: dict) -> list[str]:
     container = str(record.get("container") or "")
     if "; also holds " in container:
         loaded, others = container.split("; also holds ", 1)
-        notes.append(f"note: loaded {loaded} of {record['source']}; it also holds {others.removesuffix(', not loaded')} "
-                     "(not loaded: extract that state_dict to use it)")
+        chosen = f" (--weights {record['weights']})" if record.get("weights") else ""
+        notes.append(f"note: loaded {loaded}{chosen} of {record['source']}; it also holds {others.removesuffix(', not loaded')} "
+                     "(not loaded: pick a copy with --weights NAME)")
     return notes
 
 
@@ -437,6 +450,8 @@ def verify_command(
     checks: VerifyOptions,
     where: TargetOptions,
     variant: VariantOption = None,
+    weights: Annotated[Optional[str], typer.Option(
+        "--weights", help="Which model copy of --ref; default: the one the artifact says it was exported from.")] = None,
     compute: Annotated[Optional[str], typer.Option(
         "--compute", help="Run an fp32 artifact at this precision, as a runtime computes it on request (bf16: OpenVINO with "
         "INFERENCE_PRECISION_HINT=bf16), and judge it by that precision's gates.")] = None,
@@ -446,10 +461,10 @@ def verify_command(
     if where.addresses():
         if compute:
             _api().check_compute(artifact, compute)  # here, before anything goes up: the target would refuse it too
-        return _verify_on_targets(artifact, ref, checks.check(), where, variant, as_json, compute)
+        return _verify_on_targets(artifact, ref, checks.check(), where, (variant, weights), as_json, compute)
     with _Stages() as clock:
         try:
-            report = _api().verify(artifact, ref, checks, variant=variant, compute=compute)
+            report = _api().verify(artifact, ref, checks, variant=variant, compute=compute, weights=weights)
         except CheckFailed as exc:  # a script reading --json gets the failing report too, not an empty stdout
             if as_json and exc.details:
                 _print_json({"passed": False, **exc.details, "error": str(exc)})
@@ -465,15 +480,16 @@ def verify_command(
     out.print(f"ok: the artifact matches PyTorch{how} · {timing_line(clock.breakdown())}")
 
 
-def _verify_on_targets(artifact: Path, ref: str, checks: VerifyOptions, where: TargetOptions, variant, as_json: bool, compute=None) -> None:
-    """The artifact run in its runtime on each target, against PyTorch there; reports as if local."""
+def _verify_on_targets(artifact: Path, ref: str, checks: VerifyOptions, where: TargetOptions, picked: tuple, as_json: bool, compute=None) -> None:
+    """The artifact run in its runtime on each target, against PyTorch there; reports as if local.
+    `picked`: (--variant, --weights)."""
     from partialnet.inputs import check_regular
 
     check_regular(artifact, "artifact")
     reports = {}
     with where.hosts() as hosts:
         for host in hosts:
-            reports[host.label] = host.verify(artifact, ref, checks, variant, compute)
+            reports[host.label] = host.verify(artifact, ref, checks, picked[0], compute, weights=picked[1])
     if as_json:
         _print_json({label: {**r.to_dict(), "machine": host.machine()} for (label, r), host in zip(reports.items(), hosts)})
         return
@@ -776,6 +792,7 @@ def matrix_command(
     md_path: Annotated[Optional[Path], typer.Option("--md", help="Also write the matrix as Markdown here.")] = None,
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG: latency vs accuracy, marker area = file size.")] = None,
     variant: VariantOption = None,
+    weights: WeightsOption = None,
     force: ForceOption = False,
 ) -> None:
     """Every format x precision this machine can produce: accuracy, speed, size, the Pareto front, the one to ship."""
@@ -791,7 +808,7 @@ def matrix_command(
         result = _api().matrix(source, formats=formats, precisions=precisions, data=data, images=images, calib_size=calib_size,
                                calib_method=calib_method, int8_keep_float=int8_keep_float, budget=budget,
                                imgsz=parse_imgsz(imgsz), threads=threads, protocol=protocol, output_dir=output, variant=variant,
-                               force=force, progress=report_progress, where=hosts[0] if hosts else None)
+                               force=force, progress=report_progress, where=hosts[0] if hosts else None, weights=weights)
     out.print(render.matrix_table(result))
     out.print(f"accuracy: {result['accuracy']}")
     for line in mx.recommendation_lines(result):

@@ -45,6 +45,7 @@ def source_record(info: CheckpointInfo) -> dict:
         "random_weights": info.random_weights,
         "random_weights_seed": RANDOM_WEIGHTS_SEED if info.random_weights else None,
         "container": info.container,  # which weights of the file were loaded, and the copies beside them that were not
+        "weights": info.weights,  # the --weights name of the copy loaded, when the file holds several
     }
 
 
@@ -68,6 +69,7 @@ def artifact_metadata(info: CheckpointInfo, report: FoldReport, options: ExportO
         "preprocess": f"bicubic resize short side to {int(min(options.imgsz) / CROP_RATIO)}, centre crop, /255, mean/std",
         "num_classes": str(info.num_classes),
         "fold": report.summary(),
+        **({"source_weights": info.weights} if info.weights is not None else {}),  # verify loads the same copy again
         **(_calibration_metadata(options) if options.int8 else {}),
     }
 

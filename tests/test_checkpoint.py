@@ -1,5 +1,6 @@
 """Checkpoints in the wild: every container and key layout loads to identical logits; wrong ones fail loudly."""
 
+import json
 import math
 import re
 
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 from helpers import golden, to_dpconv
 from partialnet import BadInput, create_model, load_checkpoint
-from partialnet.checkpoint import KeyMismatch
+from partialnet.checkpoint import KeyMismatch, resolve
 
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
 
@@ -258,11 +259,64 @@ def test_a_second_copy_of_the_weights_is_named_never_dropped_without_a_word(tmp_
         "model_and_ema.pth": ({"model": t0_state_dict, "model_ema": ema}, "dict['model']; also holds 'model_ema', not loaded"),
         "timm_train.pth": ({"state_dict": t0_state_dict, "state_dict_ema": ema, "epoch": 3}, "also holds 'state_dict_ema', not loaded"),
         "flat_two.pth": ({**{f"model.{k}": v for k, v in t0_state_dict.items()}, **{f"model_ema.{k}": v for k, v in ema.items()}},
-                         "also holds prefix 'model_ema.', not loaded"),
+                         "also holds 'model_ema.', not loaded"),
         "one.pth": ({"state_dict": t0_state_dict, "optimizer": {"state": {}}}, "dict['state_dict']"),
     }
     for name, (obj, container) in files.items():
         torch.save(obj, tmp_path / name)
         assert load_checkpoint(tmp_path / name)[1].container.endswith(container), name
     folded = cli("fold", tmp_path / "model_and_ema.pth", "--imgsz", "64", "-o", tmp_path / "d.pt")
-    assert folded.code == 0 and "note: loaded dict['model'] of" in folded.out and "it also holds 'model_ema'" in folded.out
+    assert folded.code == 0 and "note: loaded dict['model'] (--weights model) of" in folded.out and "it also holds 'model_ema'" in folded.out
+    assert "pick a copy with --weights NAME" in folded.out
+
+
+def _logits(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.ones(1, 3, 64, 64))
+
+
+def test_weights_picks_any_copy_by_the_name_the_note_gives(tmp_path, t0_state_dict):
+    """--weights NAME loads the copy a file names beside the default (an EMA), by top-level key or key prefix;
+    a flat dict of an unprefixed model with an `ema.` copy beside it loads either (it used to load neither)."""
+    ema = {k: v * 0.5 if v.is_floating_point() else v for k, v in t0_state_dict.items()}
+    torch.save(ema, tmp_path / "ema_alone.pth")
+    torch.save(t0_state_dict, tmp_path / "main_alone.pth")
+    want = {"ema": _logits(load_checkpoint(tmp_path / "ema_alone.pth")[0]), "main": _logits(load_checkpoint(tmp_path / "main_alone.pth")[0])}
+    assert not torch.equal(want["ema"], want["main"])
+    files = {
+        "timm_train.pth": ({"state_dict": t0_state_dict, "state_dict_ema": ema, "epoch": 3}, "state_dict", "state_dict_ema"),
+        "lightning.ckpt": ({"state_dict": {**{f"model.{k}": v for k, v in t0_state_dict.items()},
+                                           **{f"model_ema.{k}": v for k, v in ema.items()}}}, "model.", "model_ema."),
+        "flat.pth": ({**t0_state_dict, **{f"ema.{k}": v for k, v in ema.items()}}, "", "ema."),
+    }
+    for name, (obj, main, other) in files.items():
+        torch.save(obj, tmp_path / name)
+        model, info = load_checkpoint(tmp_path / name)
+        assert info.weights == main and torch.equal(_logits(model), want["main"]), name
+        assert info.container.endswith(f"also holds {other!r}, not loaded"), (name, info.container)
+        model, info = load_checkpoint(tmp_path / name, weights=other)
+        assert info.weights == other and torch.equal(_logits(model), want["ema"]), name
+        assert info.container.endswith(f"also holds {main!r}, not loaded"), (name, info.container)
+        with pytest.raises(BadInput, match=f"--weights nope: no model copy by that name; the file holds {main!r}, {other!r}"):
+            load_checkpoint(tmp_path / name, weights="nope")
+    assert load_checkpoint(tmp_path / "main_alone.pth")[1].weights is None  # one copy: nothing to name
+    with pytest.raises(BadInput, match="the file holds one copy, unnamed"):
+        load_checkpoint(tmp_path / "main_alone.pth", weights="state_dict_ema")
+    with pytest.raises(BadInput, match="is a variant name"):
+        resolve("partialnet_t0", weights="state_dict_ema")
+
+
+def test_an_artifact_is_verified_against_the_copy_it_was_exported_from(tmp_path, t0_state_dict, cli):
+    ema = {k: v * 0.5 if v.is_floating_point() else v for k, v in t0_state_dict.items()}
+    ckpt = tmp_path / "train.pth"
+    torch.save({"state_dict": t0_state_dict, "state_dict_ema": ema}, ckpt)
+    exported = cli("export", ckpt, "--imgsz", "64", "--weights", "state_dict_ema", "-o", tmp_path / "m.onnx")
+    assert exported.code == 0, exported.err
+    assert "note: loaded dict['state_dict_ema'] (--weights state_dict_ema)" in exported.out
+    manifest = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert manifest["metadata"]["source_weights"] == "state_dict_ema" and manifest["source"]["weights"] == "state_dict_ema"
+    assert cli("verify", tmp_path / "m.onnx", "--ref", ckpt).code == 0  # the artifact says which copy
+    other = cli("verify", tmp_path / "m.onnx", "--ref", ckpt, "--weights", "state_dict")
+    assert other.code == 2 and "exported from the 'state_dict_ema' copy" in other.err and "Traceback" not in other.err
+    nope = cli("fold", ckpt, "--weights", "nope", "-o", tmp_path / "d.pt")
+    assert nope.code == 2 and "holds 'state_dict', 'state_dict_ema'" in nope.err and not (tmp_path / "d.pt").exists()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("executorch", reason="ExecuTorch export needs pip install 'partialnet[executorch]'")
 
@@ -57,11 +59,26 @@ def test_bad_pte_options_exit_2(args, message, cli, tmp_path):
 
 @pytest.mark.slow
 def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt, tmp_path, cli):
-    """One load, one fold, every format; verdicts are verified / not verifiable here (why) / failed (exit 1)."""
-    result = cli("export", digits_ckpt, "--format", "all", "--imgsz", "64", "-o", tmp_path, "--samples", "2", "--json")
+    """One load, one fold, every format; verdicts are verified / not verifiable here (why) / failed (exit 1).
+    The trained weights sit beside an untrained copy, picked by --weights: the second process (the
+    Python-bound formats) must load that copy too."""
+    from partialnet import create_model
+    from partialnet.exporters.sidecar import sidecar
+
+    payload = torch.load(digits_ckpt, weights_only=True)
+    payload["state_dict_ema"], payload["state_dict"] = payload["state_dict"], create_model("partialnet_t0", num_classes=10).state_dict()
+    two = tmp_path / "two_copies.pt"
+    torch.save(payload, two)
+    out = tmp_path / "all"
+    result = cli("export", two, "--format", "all", "--imgsz", "64", "-o", out, "--samples", "2", "--json", "--weights", "state_dict_ema")
     assert result.code == 0, result.err
     table = json.loads(result.out)
     rows = {r["format"]: r for r in table["rows"]}
+    for row in rows.values():
+        if row["status"] == "verified":  # each artifact, from either process, holds the trained copy and says so
+            manifest = sidecar(Path(row["file"]))
+            assert json.loads(manifest.read_text())["metadata"]["source_weights"] == "state_dict_ema", row
+    assert rows["onnx"]["digits_top1"] >= 0.9 and rows["executorch"]["digits_top1"] >= 0.9  # untrained: about 0.1
     assert rows["onnx"]["status"] == "verified" and rows["executorch"]["status"] == "verified"
     assert rows["onnx"]["digits_top1"] == rows["onnx"]["reference_top1"] and rows["onnx"]["max_abs"] < 1e-4
     if "openvino" in rows and rows["openvino"]["status"] != "skipped":
@@ -71,7 +88,7 @@ def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt,
     if unavailable_reason():
         assert rows["trt"]["verdict"] == "exported, not verifiable here" and "no engine built here" in rows["trt"]["why"]
         assert rows["trt"]["file"].endswith(".trt.onnx") and rows["trt"]["max_abs"] < 1e-4  # its ONNX was verified
-        script = tmp_path / f"{digits_ckpt.stem}.build_engine.sh"  # the hint names it where it is, a command to paste
+        script = out / f"{two.stem}.build_engine.sh"  # the hint names it where it is, a command to paste
         assert rows["trt"]["why"].endswith(f"finish with bash {script}") and script.is_file()
     if "coreml" in rows and rows["coreml"]["status"] != "skipped":  # off macOS: its program run by the reference interpreter
         import sys
@@ -82,8 +99,8 @@ def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt,
             assert coreml["verdict"] == "verified (reference interpreter)" and "reference interpreter: ok" in coreml["why"]
     assert all(r["why"] is None for r in rows.values() if r["verdict"] == "verified")
     assert table["failed"] == []
-    assert not any(p.name.endswith(".engine") for p in tmp_path.iterdir())
-    again = cli("export", digits_ckpt, "--format", "all", "--imgsz", "64", "-o", tmp_path)
+    assert not any(p.name.endswith(".engine") for p in out.iterdir())
+    again = cli("export", two, "--format", "all", "--imgsz", "64", "-o", out)
     assert again.code == 2 and "already exists" in again.err  # checked before any load, nothing replaced
     mixed = cli("export", digits_ckpt, "--format", "all", "--opset", "18")
     assert mixed.code == 2 and "--opset is not one of them" in mixed.err

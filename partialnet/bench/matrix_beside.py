@@ -41,7 +41,8 @@ def _export_cells(spec: dict, folder: Path, export) -> dict:
         options = {k: (tuple(v) if k == "imgsz" else v) for k, v in job["options"].items()}
         try:
             result = export(spec["source"], job["format"], ExportOptions(**options), output=folder / job["name"],
-                            checks=VerifyOptions(**checks), variant=spec["variant"], force=True)
+                            checks=VerifyOptions(**checks), variant=spec["variant"], force=True,
+                            weights=spec["weights"])
             rows[job["key"]] = {**cell_row(result, started), "result": result}  # `result`: what export --format all shows
         except PartialnetError as exc:
             rows[job["key"]] = {**failed_row(exc, started), "kind": type(exc).__name__}
@@ -52,12 +53,12 @@ class Beside:
     """A second process exporting some cells while the caller exports the others; a context manager that
     always ends the process and removes its folder (also after Ctrl-C, SIGTERM or an error here)."""
 
-    def __init__(self, source: str, variant, jobs: list[dict], checks) -> None:
+    def __init__(self, source: str, variant, jobs: list[dict], checks, weights: str | None = None) -> None:
         self.jobs, self.process = jobs, None
         self.folder = Path(tempfile.mkdtemp(prefix="partialnet-matrix-"))  # mode 0700: only this user enters
         remember_temporary(self.folder, "tree")
         checks = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(checks).items()}
-        self.spec = {"source": source, "variant": variant, "jobs": jobs, "checks": checks}
+        self.spec = {"source": source, "variant": variant, "weights": weights, "jobs": jobs, "checks": checks}
 
     def __enter__(self) -> "Beside":
         if self.jobs:

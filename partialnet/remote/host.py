@@ -170,7 +170,7 @@ class RemoteHost:
         raise_if_pending()
         return self._row_result(reply)
 
-    def verify(self, artifact: Path, ref: str, checks, variant: str | None = None, compute: str | None = None):
+    def verify(self, artifact: Path, ref: str, checks, variant: str | None = None, compute: str | None = None, weights: str | None = None):
         """`partialnet verify` on the target: the artifact (with its companions and manifest) and the
         checkpoint go up, the command runs there, its report comes back as if verified here."""
         from partialnet.checkpoint import looks_like_path
@@ -181,7 +181,7 @@ class RemoteHost:
                            "(copy the folder there and run verify on that machine)")
         argv = ["verify", self.upload(Path(artifact), _companions(str(artifact))), "--ref",
                 self.upload(Path(ref)) if looks_like_path(ref) else ref, "--samples", str(checks.samples), "--json"]
-        for flag, value in (("--variant", variant), ("--compute", compute), ("--dataset", checks.dataset), ("--atol", checks.atol),
+        for flag, value in (("--variant", variant), ("--weights", weights), ("--compute", compute), ("--dataset", checks.dataset), ("--atol", checks.atol),
                             ("--min-cosine", checks.min_cosine), ("--min-top1", checks.min_top1)):
             if value is not None:
                 argv += [flag, str(value)]
