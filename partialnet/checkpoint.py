@@ -375,12 +375,6 @@ def select_prefix(sd: dict[str, torch.Tensor], chosen: str | None = None) -> tup
     return kept, prefix, ignored
 
 
-def _holds_weights(value: object, depth: int = 0) -> bool:
-    if not isinstance(value, Mapping):
-        return False
-    return any(str(k).endswith(ANCHOR) for k in value) or (depth < 2 and any(_holds_weights(v, depth + 1) for v in value.values()))
-
-
 def other_weight_sets(obj: object, container: str, ignored: list[str]) -> list[str]:
     """The --weights names of the model copies a file holds beside the one loaded (an EMA beside the weights,
     a teacher): named on every command, never dropped without a word. The loaded one is the first of
@@ -388,7 +382,7 @@ def other_weight_sets(obj: object, container: str, ignored: list[str]) -> list[s
     found = []
     if isinstance(obj, Mapping):
         loaded = _top_key(obj, container)
-        found = [str(key) for key, value in obj.items() if key != loaded and isinstance(key, str) and _holds_weights(value)]
+        found = [key for key, value in obj.items() if key != loaded and isinstance(key, str) and _is_copy(value)]
     found += [k[: -len(ANCHOR)] for k in ignored if k.endswith(ANCHOR)]
     return found
 
@@ -405,12 +399,13 @@ def _top_key(obj: Mapping, container: str) -> str | None:
     return next((key for key in obj if isinstance(key, str) and head.startswith(f"dict[{key!r}]")), None)
 
 
-def pick_weights(obj: object, weights: str) -> object:
-    """What `--weights NAME` names: a top-level key holding a model copy (`state_dict_ema`); a key prefix
-    (`model_ema.`) is chosen later, among the prefixes of the unwrapped state_dict."""
-    if isinstance(obj, Mapping) and weights in obj and isinstance(obj[weights], Mapping) and _holds_weights(obj[weights]):
-        return {weights: obj[weights]}
-    return obj
+def _is_copy(value: object) -> bool:
+    """A value `--weights KEY` can load: it unwraps (as a top-level value would) to a model's state_dict."""
+    try:
+        sd, _ = unwrap(value, "copy", 1)
+    except BadInput:
+        return False
+    return any(k.endswith(ANCHOR) for k in sd)
 
 
 def _weights_name(obj: object, container: str, prefix: str, others: list[str]) -> str | None:
@@ -628,13 +623,12 @@ def _choose_weights(obj: object, weights: str | None, path: Path):
         return sd, container, prefix, ignored, _weights_name(obj, container, prefix, other_weight_sets(obj, container, ignored))
     if weights == prefix:  # a key prefix named it
         return sd, container, prefix, ignored, weights
-    picked = pick_weights(obj, weights)
-    if picked is obj:
+    if not (isinstance(obj, Mapping) and weights in obj and _is_copy(obj[weights])):
         others = other_weight_sets(obj, container, ignored)
         names = [n for n in [_weights_name(obj, container, prefix, others), *others] if n is not None]
         held = shown_names(names) or "one copy, unnamed"
         raise BadInput(f"--weights {ascii(weights)[1:-1][:80]}: no model copy by that name; the file holds {held}")
-    sd, container = unwrap(picked)
+    sd, container = unwrap(obj[weights], f"dict[{weights!r}]", 1)
     sd, prefix, ignored = select_prefix(sd)
     return sd, container, prefix, ignored, weights
 

@@ -288,6 +288,7 @@ def test_weights_picks_any_copy_by_the_name_the_note_gives(tmp_path, t0_state_di
         "lightning.ckpt": ({"state_dict": {**{f"model.{k}": v for k, v in t0_state_dict.items()},
                                            **{f"model_ema.{k}": v for k, v in ema.items()}}}, "model.", "model_ema."),
         "flat.pth": ({**t0_state_dict, **{f"ema.{k}": v for k, v in ema.items()}}, "", "ema."),
+        "teacher.pth": ({"model": t0_state_dict, "teacher": {"module": ema}, "optimizer": {"state": {}}}, "model", "teacher"),
     }
     for name, (obj, main, other) in files.items():
         torch.save(obj, tmp_path / name)
