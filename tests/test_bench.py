@@ -377,6 +377,10 @@ def test_the_protocol_line_says_what_the_run_changed_in_it():
     assert changed.endswith("; changed in this run: 2 threads (--threads) instead of 1, batch 2 (--batch) instead of 1")
     latency = get_protocol("latency", "cpu").to_dict()  # no threads or batch of its own: nothing to change
     assert described_as_run({"protocol": latency, "settings": {"threads": 2, "batches": [1, 32]}}) == latency["description"]
+    throughput = get_protocol("throughput", "cpu").to_dict()
+    streamed = described_as_run({"protocol": throughput, "settings": {"batches": [32], "streams": "auto"}})
+    assert streamed.endswith("changed in this run: auto streams (--streams) instead of one synchronous request: images/s = images completed "
+                             "/ wall time, p50 = one request's latency among them")
 
 
 def test_the_python_api_benches_compares_and_reports_as_the_commands_do(quick_run):

@@ -95,12 +95,16 @@ def get_protocol(name: str, device: str = "cpu") -> Protocol:
 
 
 def described_as_run(result: dict) -> str:
-    """The protocol's description, and what --batch or --threads changed in it: a `paper` run on two threads
-    must not read as "the papers' protocol: batch 1, one thread" under rows that say otherwise."""
+    """The protocol's description, and what --batch, --threads or --streams changed in it: a `paper` run on two
+    threads must not read as "the papers' protocol: batch 1, one thread" under rows that say otherwise, nor a
+    streams run as "one synchronous request at a time"."""
     protocol, settings = result["protocol"], result.get("settings") or {}
     changed = []
     if protocol.get("threads") and settings.get("threads") not in (None, protocol["threads"]):
         changed.append(f"{settings['threads']} threads (--threads) instead of {protocol['threads']}")
     if protocol.get("batches") and settings.get("batches") and list(settings["batches"]) != list(protocol["batches"]):
         changed.append(f"batch {','.join(map(str, settings['batches']))} (--batch) instead of {','.join(map(str, protocol['batches']))}")
+    if settings.get("streams") is not None:  # no protocol times requests in flight: a streams run changes how images/s is counted
+        changed.append(f"{settings['streams']} streams (--streams) instead of one synchronous request: images/s = images completed / wall time, "
+                       "p50 = one request's latency among them")
     return protocol["description"] + (f"; changed in this run: {', '.join(changed)}" if changed else "")
