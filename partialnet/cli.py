@@ -809,6 +809,8 @@ def matrix_command(
                                calib_method=calib_method, int8_keep_float=int8_keep_float, budget=budget,
                                imgsz=parse_imgsz(imgsz), threads=threads, protocol=protocol, output_dir=output, variant=variant,
                                force=force, progress=report_progress, where=hosts[0] if hosts else None, weights=weights)
+    for note in source_notes(result["source"]):  # random weights, or the copy of several that was loaded
+        out.print(note, markup=False)
     out.print(render.matrix_table(result))
     out.print(f"accuracy: {result['accuracy']}")
     for line in mx.recommendation_lines(result):
