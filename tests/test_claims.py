@@ -163,6 +163,13 @@ def test_report_refuses_mixed_protocols_and_bad_files(claims_result, tmp_path, c
     assert bad.code == 2 and "positive finite" in bad.err
     (tmp_path / "d.json").write_text('{"schema": "something else"}')
     assert cli("report", tmp_path / "d.json").code == 2
+    for field, value, said in (("imgsz", [128, 128], "128x128 fp32 in"), ("precision", "fp16", "64x64 fp16 in")):
+        changed = {**copy.deepcopy(claims_result), field: value}  # rows that name no size or precision must not sit in one table
+        apart = cli("report", first, _write(tmp_path / f"{field}.json", changed))
+        assert apart.code == 2 and "different input sizes or precisions" in apart.err and said in apart.err, apart.err
+    for field, value, said in (("imgsz", [-64, 0], "valid imgsz"), ("measurements", [], "holds no measurements"), ("precision", 5, "precision")):
+        hostile = cli("report", _write(tmp_path / f"h_{field}.json", {**copy.deepcopy(claims_result), field: value}))
+        assert hostile.code == 2 and said in hostile.err, hostile.err
 
 
 def _cuda() -> bool:

@@ -28,6 +28,9 @@ MAX_INPUTS = 64
 MAX_REPORT_SAMPLES = 8_000_000  # about 300 MB as Python floats, and a minute of bootstraps
 
 
+CLAIMS_PRECISIONS = ("fp32", "fp16", "bf16")
+
+
 def load_claims(path: Path, data: dict) -> dict:
     """A claims result with every field the merge reads checked; BadInput otherwise."""
     check_machine(data.get("machine"), str(path))
@@ -35,9 +38,14 @@ def load_claims(path: Path, data: dict) -> dict:
         raise BadInput(f"{path}: claims result lacks its protocol")
     if data.get("device") not in ("cpu", "cuda"):
         raise BadInput(f"{path}: device must be cpu or cuda")
+    size = data.get("imgsz")
+    if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and 32 <= v <= 4096 for v in size)):
+        raise BadInput(f"{path}: claims result lacks a valid imgsz (two integers from 32 to 4096)")
+    if data.get("precision") not in CLAIMS_PRECISIONS:
+        raise BadInput(f"{path}: claims precision must be one of {', '.join(CLAIMS_PRECISIONS)}")
     cells = data.get("measurements")
-    if not isinstance(cells, list):
-        raise BadInput(f"{path}: claims result lacks its measurements")
+    if not isinstance(cells, list) or not cells:
+        raise BadInput(f"{path}: claims result holds no measurements")
     for i, cell in enumerate(cells):
         where = f"{path}: measurement {i}"
         if not isinstance(cell, dict) or cell.get("size") not in SIZES or not isinstance(cell.get("runtime"), str) \
@@ -107,6 +115,18 @@ def merge(paths: list[str | Path]) -> dict:
     return merge_loaded(loaded)
 
 
+def _check_same_claims_inputs(loaded: list[tuple]) -> None:
+    """Claims rows name a size and a runtime, not the input size or precision they ran at: results that differ
+    in either would sit in one table as if they measured the same thing."""
+    ran = {}
+    for path, data in loaded:
+        if data["schema"] == CLAIMS_SCHEMA:
+            ran.setdefault(f"{data['imgsz'][0]}x{data['imgsz'][1]} {data['precision']}", []).append(str(path))
+    if len(ran) > 1:
+        described = "; ".join(f"{key} in {', '.join(paths)}" for key, paths in ran.items())
+        raise BadInput(f"claims measured at different input sizes or precisions are not merged: {described}")
+
+
 def merge_loaded(loaded: list[tuple]) -> dict:
     """The merge of results already read and checked (files, or one command's own results per target)."""
     if any(d["schema"] == MATRIX_SCHEMA for _, d in loaded):
@@ -117,6 +137,7 @@ def merge_loaded(loaded: list[tuple]) -> dict:
     if len(protocols) > 1:
         described = "; ".join(f"{json.loads(k)['name']} in {', '.join(str(p) for p in ps)}" for k, ps in protocols.items())
         raise BadInput(f"results were measured under different protocols and are not mixed: {described}")
+    _check_same_claims_inputs(loaded)
     machines, claims, measurements, bench = {}, [], [], []
     for path, data in loaded:
         machine = data["machine"]
