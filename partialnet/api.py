@@ -587,6 +587,8 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     check_count(threads, "--threads", MAX_THREADS)
     check_threads_fit(threads, where or HERE, "cpu")
     get_protocol(protocol, "cpu")
+    if protocol not in mx.PROTOCOLS:  # batch 1 per row: throughput's batch 32 or the papers' fixed counts would be rewritten
+        raise BadInput(f"--protocol {protocol}: matrix times batch 1 under {' or '.join(mx.PROTOCOLS)}")
     check_data(data, calib_size)  # the count always; the source where one is named
     folder = Path(output_dir) if output_dir else default_output(source, "_matrix")
     stem = default_output(source, "").name
@@ -601,9 +603,11 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
 
 def _matrix_int8_tools(plan: dict, calib_method: str | None, int8_keep_float: str | None) -> None:
     """--calib-method and --int8-keep-float shape every INT8 cell; a format whose quantizer lacks them is a skipped row saying so."""
-    from partialnet.exporters.options import keep_float
+    from partialnet.exporters.options import CALIB_METHODS, keep_float
 
     keep_float(int8_keep_float)  # malformed: exit 2 before any work
+    if calib_method is not None and calib_method not in CALIB_METHODS:  # a typo, not a method some format lacks
+        raise BadInput(f"--calib-method {ascii(calib_method)[1:-1][:40]}: methods are {', '.join(CALIB_METHODS)}")
     plan["int8_tools"] = {k: v for k, v in (("calib_method", calib_method), ("int8_keep_float", int8_keep_float)) if v is not None}
     for cell in plan["cells"]:
         if cell.why is None and cell.precision == "int8" and plan["int8_tools"]:

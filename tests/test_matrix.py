@@ -14,6 +14,9 @@ from partialnet.bench import matrix as mx
     (["--precisions", "fp8"], "--precisions 'fp8'"),
     (["--budget", "-1"], "--budget -1"),
     (["--protocol", "slow"], "unknown protocol"),
+    (["--protocol", "throughput"], "matrix times batch 1 under latency or quick"),
+    (["--protocol", "paper"], "matrix times batch 1 under latency or quick"),
+    (["--calib-method", "bogus"], "--calib-method bogus: methods are minmax"),
 ])
 def test_bad_options_exit_2_before_any_work(cli, tmp_path, args, fragment):
     result = cli("matrix", "partialnet_t0", "--imgsz", "64", "-o", tmp_path / "m", *args)
@@ -201,6 +204,10 @@ def test_report_merges_matrices_from_several_machines_and_judges_them_again(cli,
     assert [p["cpu"] for p in report["panels"]] == [data["machine"]["cpu"]["model"], "Another CPU"]
     mine, theirs = ({(r["format"], r["precision"]): r for r in p["rows"]} for p in report["panels"])
     assert theirs[("onnx", "fp32")]["p50_ms"] > mine[("onnx", "fp32")]["p50_ms"]  # recomputed from the samples
+    from partialnet.bench.stats import median_ms
+
+    timed = {(r["format"], r["precision"]): r for r in data["rows"] if r.get("samples_s")}
+    assert all(mine[key]["p50_ms"] == median_ms(row["samples_s"]) for key, row in timed.items())  # the p50 matrix printed
     assert all(r["drop"] is None or r["drop"] >= -5 for r in theirs.values())  # the file's drop of -50 was not read
     assert sum(r["recommended"] for r in theirs.values()) <= 1
     assert "### Another CPU" in md.read_text() and png.read_bytes()[:4] == b"\x89PNG"
@@ -208,6 +215,9 @@ def test_report_merges_matrices_from_several_machines_and_judges_them_again(cli,
     second.write_text(json.dumps(other))
     refused = cli("report", first, second)
     assert refused.code == 2 and "not merged" in refused.err
+    other["imgsz"] = [-64, 0]
+    second.write_text(json.dumps(other))
+    assert cli("report", second).code == 2
     assert cli("report", tmp_path / "m" / "matrix.json").code == 0  # the manifest in the folder is a matrix result too
     twice = cli("report", first, tmp_path / "m" / "matrix.json")
     assert twice.code == 2 and "holds the same results as" in twice.err  # ... the same one: its panel would show twice

@@ -22,6 +22,7 @@ from partialnet.exporters.options import ExportOptions
 
 SCHEMA = "partialnet.matrix/1"
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PROTOCOLS = ("latency", "quick")  # batch 1 per row, so the throughput and paper protocols do not apply
 EXPORTED = {"fp32": "fp32", "fp16": "half", "int8": "int8"}  # precisions that are files of their own, by the option making them
 DEFAULT_BUDGET = 1.0  # points of top-1 below PyTorch fp32 a recommended artifact may lose
 MANIFEST = "matrix.json"

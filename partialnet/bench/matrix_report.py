@@ -31,6 +31,7 @@ def load_matrix(path: Path, data: dict) -> dict:
     from partialnet.bench.matrix import PRECISIONS
     from partialnet.bench.results import check_samples
     from partialnet.bench.stability import judgement
+    from partialnet.bench.stats import median_ms
     from partialnet.exporters.formats import FORMATS
     from partialnet.runtimes.table import DEPLOY_RUNTIME
 
@@ -38,8 +39,8 @@ def load_matrix(path: Path, data: dict) -> dict:
     source = data.get("source")
     if not isinstance(source, dict) or not isinstance(source.get("variant"), str) or not isinstance(data.get("protocol"), str):
         raise BadInput(f"{path}: the matrix lacks its source variant or protocol")
-    if not (isinstance(data.get("imgsz"), list) and len(data["imgsz"]) == 2 and all(type(v) is int for v in data["imgsz"])):
-        raise BadInput(f"{path}: imgsz must be two integers")
+    if not (isinstance(data.get("imgsz"), list) and len(data["imgsz"]) == 2 and all(type(v) is int and 32 <= v <= 4096 for v in data["imgsz"])):
+        raise BadInput(f"{path}: imgsz must be two integers from 32 to 4096")
     if type(data.get("threads")) is not int or data["threads"] < 1:
         raise BadInput(f"{path}: threads must be a positive integer")
     data["budget_points"] = _number(data.get("budget_points"), f"{path}: budget_points", 0, 100)
@@ -66,7 +67,7 @@ def load_matrix(path: Path, data: dict) -> dict:
         if row["status"] == "ok" and row.get("samples_s") is not None:
             samples = check_samples(row["samples_s"], where)
             clean["samples_s"] = samples
-            clean["p50_ms"] = sorted(samples)[len(samples) // 2] * 1e3
+            clean["p50_ms"] = median_ms(samples)  # the p50 matrix, bench and compare print
             clean.update(judgement(samples, row.get("machine_load") if isinstance(row.get("machine_load"), dict) else None))
         checked.append(clean)
     data["rows"] = checked
