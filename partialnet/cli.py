@@ -675,6 +675,11 @@ def claims_command(
     from partialnet.outputs import check_outputs
 
     plan, chosen = _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half, cuda_graphs)
+    if not where.addresses():  # a target's cores are checked when it answers, before its first row
+        from partialnet.bench.run import check_threads_fit
+        from partialnet.bench.where import HERE
+
+        check_threads_fit(plan.threads, HERE, device)
     labels = [str(a) for a in where.addresses()] or [None]
     outputs = per_target_outputs(json_path, None, md_path, plot_path, labels)
     check_outputs([o for named in outputs.values() for o in named if o], [], force)

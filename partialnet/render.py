@@ -252,7 +252,8 @@ def claims_table(result: dict) -> Table:
 
 def claims_measurements_table(result: dict) -> Table:
     """What was timed: both families per size and runtime, interleaved in one process."""
-    table = Table(title=f"PartialNet vs FasterNet, batch {result['batch']}, {result['threads']} thread(s), {result['imgsz'][0]}x{result['imgsz'][1]}")
+    table = Table(title=f"PartialNet vs FasterNet, batch {result['batch']}, {result['precision']}, {result['threads']} thread(s), "
+                        f"{result['imgsz'][0]}x{result['imgsz'][1]}")
     for col in ("size", "runtime", "FasterNet p50 ms", "PartialNet p50 ms", "latency ratio", "95% CI", "A/A (95% CI)", "GMACs P / F"):
         table.add_column(col, justify="left" if col in ("size", "runtime") else "right")
     gmacs = {(c["size"], c["family"]): c["gmacs"] for c in result["costs"]}
@@ -389,7 +390,10 @@ def matrix_table(result: dict) -> Table:
             _fmt(r.get("drop"), "+.2f"), _fmt(r.get("agreement"), ".1%"), _fmt((r.get("bytes") or 0) / 1e6 or None, ".1f"),
             ("*" if r.get("pareto") else "") + star, clip_words(inert("; ".join(str(w) for w in (r.get("why"), r.get("marks_why")) if w)), 160),
         )
-    table.caption = "top-1: held-out digits where the checkpoint is a digits model; drop: points below PyTorch fp32; * the Pareto front (latency vs accuracy)"
+    if str(result.get("accuracy", "")).startswith("not judged"):  # the front and the choice then rest on agreement with PyTorch
+        table.caption = "top-1 not judged (see accuracy below); agree: top-1 agreement with PyTorch fp32; * the Pareto front (latency vs agreement)"
+    else:
+        table.caption = f"top-1: {result.get('accuracy')}; drop: points below PyTorch fp32; * the Pareto front (latency vs accuracy)"
     return table
 
 

@@ -55,6 +55,7 @@ def test_claims_quick_on_one_size_and_runtime(tmp_path, cli):
     (cell,) = data["measurements"]
     assert (cell["size"], cell["runtime"], cell["status"], cell["threads"]) == ("t0", "onnxruntime", "ok", 1)
     assert all(row["verdict"] in VERDICTS for row in data["claims"]) and "published claims vs this machine" in result.out
+    assert "PartialNet vs FasterNet, batch 1, fp32, 1 thread(s), 64x64" in result.out  # the precision timed, on screen too
 
 
 @pytest.mark.slow
@@ -98,6 +99,13 @@ def test_claims_on_cpu_at_small_size(tmp_path, cli):
 def test_bad_claims_options_exit_2(args, message, cli):
     result = cli("claims", *args)
     assert result.code == 2 and message in result.err
+
+
+def test_more_threads_than_cores_is_refused_before_the_first_row(cli):
+    import os
+
+    result = cli("claims", "--threads", str(os.cpu_count() + 1), "--runtime", "onnxruntime", "--sizes", "t0", "--protocol", "quick")
+    assert result.code == 2 and "logical cores" in result.err and "fasternet" not in result.out + result.err
 
 
 @pytest.fixture(scope="module")

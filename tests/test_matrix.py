@@ -52,6 +52,7 @@ def test_judging_marks_the_front_and_recommends_within_budget():
     mx.judge_rows(rows, budget=1.0)
     by = {(r["format"], r["precision"]): r for r in rows}
     assert by[("openvino", "int8")]["recommended"] and "fastest" in by[("openvino", "int8")]["recommended_why"]
+    assert "loses 0.50 points of top-1 vs PyTorch fp32 (budget 1)" in by[("openvino", "int8")]["recommended_why"]  # a loss, in words
     assert not by[("litert", "int8")]["recommended"]  # disturbed: never the choice, however fast
     assert not by[("onnx", "int8")]["recommended"] and by[("onnx", "int8")]["drop"] == 3.0
     assert by[("onnx", "int8")]["pareto"] and by[("onnx", "fp32")]["pareto"] and not by[("pytorch", "fp32")]["pareto"]
@@ -262,3 +263,13 @@ def test_python_bound_cells_export_in_a_second_process_and_stop_clean(cli, digit
     assert not (tmp_path / "n").exists() or not list((tmp_path / "n").iterdir())  # no partial file, nothing published
     beside = subprocess.run(["pgrep", "-f", f"export_beside.*{scratch}"], capture_output=True, text=True)
     assert beside.stdout.strip() == ""
+
+
+def test_the_caption_says_what_the_front_was_drawn_against():
+    from partialnet import render
+
+    rows = [{"format": "onnx", "precision": "fp32", "status": "ok", "p50_ms": 1.0, "top1": None, "agreement": 1.0, "bytes": 9e6, "pareto": True}]
+    judged = render.matrix_table({**_result(rows), "accuracy": "held-out digits"}).caption
+    assert judged.startswith("top-1: held-out digits;") and "(latency vs accuracy)" in judged
+    agreement = render.matrix_table({**_result(rows), "accuracy": "not judged: not a digits checkpoint and no labelled --images"}).caption
+    assert "top-1 not judged" in agreement and "(latency vs agreement)" in agreement and "held-out digits" not in agreement

@@ -213,8 +213,15 @@ def judge_rows(rows: list[dict], budget: float) -> None:
         smallest.update(smallest=True, smallest_why=_why(smallest, budget, "smallest"))
 
 
+def _kept(drop: float, budget: float) -> str:
+    """A drop in words: "+0.37 points vs PyTorch" read as a gain when it was a loss."""
+    if drop == 0:
+        return f"top-1 as PyTorch fp32 (budget {budget:g} points)"
+    return f"{'loses' if drop > 0 else 'gains'} {abs(drop):.2f} points of top-1 vs PyTorch fp32 (budget {budget:g})"
+
+
 def _why(row: dict, budget: float, what: str) -> str:
-    kept = f"{row['drop']:+.2f} points vs PyTorch fp32 (budget {budget:g})" if row["drop"] is not None else "agreement gates passed"
+    kept = _kept(row["drop"], budget) if row["drop"] is not None else "agreement gates passed"
     how = f" ({row['runs_as']})" if row.get("runs_as") else ""  # a computed precision: which file, and how to ask for it
     return f"{what} of the artifacts within budget: {row['format']} {row['precision']}{how}, {row['p50_ms']:.3f} ms, {row['bytes']:,} bytes, {kept}"
 
