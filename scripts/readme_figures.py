@@ -22,6 +22,7 @@ import argparse
 import re
 import subprocess
 import sys
+import shutil
 import tempfile
 from datetime import date
 from pathlib import Path
@@ -88,8 +89,12 @@ def marked_rows(json_path: Path) -> list[str]:
 
 
 def run_block(name: str, work: Path) -> str:
-    """The block's text, from a run with no marked row: reruns a disturbed one, fails after ATTEMPTS."""
+    """The block's text, from a run with no marked row: reruns a disturbed one, fails after ATTEMPTS. A rerun
+    starts from what the folder held before the block (the commands refuse to overwrite their own outputs)."""
+    before = set(work.iterdir())
     for attempt in range(1, ATTEMPTS + 1):
+        for made in set(work.iterdir()) - before - {work / "digits_t0.pt"}:
+            shutil.rmtree(made) if made.is_dir() and not made.is_symlink() else made.unlink()
         text, marked = run_block_once(name, work)
         if not marked:
             return text
