@@ -56,6 +56,7 @@ def test_claims_quick_on_one_size_and_runtime(tmp_path, cli):
     assert (cell["size"], cell["runtime"], cell["status"], cell["threads"]) == ("t0", "onnxruntime", "ok", 1)
     assert all(row["verdict"] in VERDICTS for row in data["claims"]) and "published claims vs this machine" in result.out
     assert "PartialNet vs FasterNet, batch 1, fp32, 1 thread(s), 64x64" in result.out  # the precision timed, on screen too
+    assert data["timed_model"] == "exported deploy artifacts (other runtimes)"  # no PyTorch row: none named
 
 
 @pytest.mark.slow
@@ -191,7 +192,7 @@ def test_the_markdown_and_plot_say_what_was_timed(claims_result):
     from partialnet.bench import claims_run, plot
 
     eager = claims_run.to_markdown(claims_result)
-    assert "batch 1, fp32, 1 thread(s)" in eager and "Timed: folded deploy model" in eager and "CUDA graph" not in eager
+    assert "batch 1, fp32, 1 thread(s)" in eager and "Timed: exported deploy artifacts" in eager and "CUDA graph" not in eager
     graphs = {**claims_result, "precision": "fp16", "cuda_graphs": True,
               "timed_model": f"{claims_result['timed_model']}; {claims_run.GRAPHS_NOTE}"}
     text = claims_run.to_markdown(graphs)

@@ -41,6 +41,15 @@ def default_runtimes(device: str, where=None) -> list[str]:
     return [r for r in resolve_runtimes(None) if RUNTIMES[r].runs != "artifact" and where.availability(r, device) is None]
 
 
+def _timed_model(runtimes: list[str]) -> str:
+    """What the rows ran, naming only the kinds of row this run has."""
+    from partialnet.runtimes.table import DEPLOY_RUNTIME
+
+    kinds = (["folded deploy model (PyTorch rows)"] if DEPLOY_RUNTIME in runtimes else []) \
+        + (["exported deploy artifacts (other runtimes)"] if any(r != DEPLOY_RUNTIME for r in runtimes) else [])
+    return ", ".join(kinds)
+
+
 def _why_no_runtime(plan: BenchPlan) -> str:
     """No runtime was left to try (none of the defaults runs on this device here): why each of them cannot."""
     from partialnet.bench.run import resolve_runtimes
@@ -168,8 +177,7 @@ def run_claims(plan: BenchPlan, sizes: list[str], tolerance: float = DEFAULT_TOL
         "threads": plan.threads,
         "protocol": plan.protocol.to_dict(),
         "weights": "seeded random weights (speed does not depend on the weights)",
-        "timed_model": "folded deploy model (PyTorch rows), exported deploy artifacts (other runtimes)"
-        + ("; pytorch-unfolded: the training-form model, BatchNorm and all" if unfolded else "")
+        "timed_model": _timed_model(plan.runtimes) + ("; pytorch-unfolded: the training-form model, BatchNorm and all" if unfolded else "")
         + (f"; {GRAPHS_NOTE}" if plan.cuda_graphs else ""),
         "cuda_graphs": plan.cuda_graphs,
         "precision": plan.precision,
