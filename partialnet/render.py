@@ -264,8 +264,10 @@ def claims_measurements_table(result: dict) -> Table:
             continue
         aa = cell.get("aa")
         control = f"{aa['ratio']:.3f} ({aa['ci'][0]:.3f}-{aa['ci'][1]:.3f})" if aa else "-"
+        ran = sorted({str(cell[f].get("precision")) for f in ("fasternet", "partialnet") if cell[f].get("precision")} - {result["precision"]})
+        runtime = cell["runtime"] + (f" (ran {'/'.join(ran)})" if ran else "")  # a runtime without native fp16 computes another precision
         table.add_row(
-            cell["size"], cell["runtime"], f"{cell['fasternet']['stats']['p50_ms']:.3f}", f"{cell['partialnet']['stats']['p50_ms']:.3f}",
+            cell["size"], runtime, f"{cell['fasternet']['stats']['p50_ms']:.3f}", f"{cell['partialnet']['stats']['p50_ms']:.3f}",
             f"{cell['latency_ratio']:.3f}", f"{cell['latency_ci'][0]:.3f}-{cell['latency_ci'][1]:.3f}", control, cost,
         )
     table.caption = "A/A: FasterNet timed against itself in the same random alternation, the run's own resolution"

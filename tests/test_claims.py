@@ -230,3 +230,23 @@ def test_gpu_claims_build_and_time_tensorrt_engines(tmp_path, cli):
     assert result.code == 0, result.err
     (cell,) = json.loads(out.read_text())["measurements"]
     assert cell["runtime"] == "tensorrt" and cell["status"] == "ok" and cell["latency_ratio"] > 0
+
+
+def test_a_cell_computed_at_another_precision_says_so(claims_result):
+    """An fp16 run whose runtime computed fp32 (OpenVINO without native f16) must not read as fp16 on screen."""
+    import copy
+    import io
+
+    from rich.console import Console
+
+    from partialnet import render
+
+    changed = copy.deepcopy(claims_result)
+    changed["precision"] = "fp16"
+    cell = next(c for c in changed["measurements"] if c["status"] == "ok")
+    for family in ("fasternet", "partialnet"):
+        cell[family]["precision"] = "fp32"
+    console = Console(file=io.StringIO(), width=200)
+    console.print(render.claims_measurements_table(changed))
+    text = console.file.getvalue()
+    assert "batch 1, fp16," in text and f"{cell['runtime']} (ran fp32)" in text
