@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from partialnet.calibration import calibration_images, check_data, judging_images, stage_label
-from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, resolve, source_path
+from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, NoSuchCopy, resolve, source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, check_artifact_name, exporter_of, format_for_path, get_format
 from partialnet.exporters.options import (
@@ -221,8 +221,7 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     judging = _judging_for(artifact, io, checks)
     if checks.images:
         probe(checks.images, tuple(io["imgsz"]))  # fail on a bad folder before the load
-    exported_from = io["metadata"].get("source_weights")
-    model, info = _load(ref, variant, weights if weights is not None else exported_from)  # the copy it was exported from
+    model, info = _load_reference(artifact, io["metadata"], ref, variant, weights)
     _check_identity(artifact, io["metadata"], ref, info)
     checks = checks.judged_on(info.dataset)
     check_labels_fit(checks, info)
@@ -237,14 +236,31 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
             raise Unavailable(f"{artifact}: {static['verdict']} ({static['why']})", details=static)
         from partialnet.verify import ParityReport
 
-        return ParityReport.from_offline(static)
+        return replace(ParityReport.from_offline(static), source=source_record(info))
     if judging:
         judging = judging_images(*judging, 0)
     with stage("verify", f"{fmt.runtime}{f' computing {compute}' if compute else ''} vs PyTorch"):
         report = check_parity(artifact, model, io, checks, runtime=fmt.runtime, judging=judging, compute=compute)
+    report.source = source_record(info)  # which weights of --ref it was held to
     if not report.passed:
         raise parity_failure(report, str(artifact))
     return report
+
+
+def _load_reference(artifact: Path, meta: dict, ref: str, variant: str | None, weights: str | None):
+    """--ref's model: the copy --weights names, else the one the artifact records it was exported from. A --ref
+    without that copy is loaded as it is, so the identity check says it is another checkpoint."""
+    recorded = meta.get("source_weights") or None
+    try:
+        model, info = _load(ref, variant, weights if weights is not None else recorded)
+    except NoSuchCopy:
+        if weights is not None:
+            raise
+        model, info = _load(ref, variant)
+    if info.weights is not None and weights is None and not meta.get("source_sha256"):
+        raise BadInput(f"{artifact} carries no record of the weights it came from (its manifest is not beside it), and {ref} holds "
+                       f"several model copies: name one with --weights (the default is {ascii(info.weights)})")
+    return model, info
 
 
 def check_compute(artifact: str | Path, compute: str) -> None:

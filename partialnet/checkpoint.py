@@ -99,6 +99,11 @@ class KeyDiff:
         return "; ".join(parts)
 
 
+class NoSuchCopy(BadInput):
+    """--weights names no model copy of the file (verify, which takes the name from an artifact, then checks
+    whether --ref is the artifact's checkpoint at all)."""
+
+
 class KeyMismatch(BadInput):
     def __init__(self, message: str, diff: KeyDiff):
         super().__init__(message, details={"missing": diff.missing, "unexpected": diff.unexpected})
@@ -408,13 +413,13 @@ def _is_copy(value: object) -> bool:
     return any(k.endswith(ANCHOR) for k in sd)
 
 
-def _weights_name(obj: object, container: str, prefix: str, others: list[str]) -> str | None:
-    """The --weights name of the copy loaded by default, when the file holds others: what selects it again."""
-    if not others:
-        return None
-    if any(name.endswith(".") or name == "" for name in others):
+def _name_of(obj: object, container: str, prefix: str, ignored: list[str]) -> str:
+    """The --weights name of a loaded copy, one name per copy: its key prefix where copies sit side by side
+    by prefix (Lightning's `model.` / `model_ema.`), else its top-level key, else its prefix."""
+    if any(k.endswith(ANCHOR) for k in ignored):
         return prefix
-    return _top_key(obj, container) if isinstance(obj, Mapping) else None
+    top = _top_key(obj, container) if isinstance(obj, Mapping) else None
+    return top if top is not None else prefix
 
 
 TIMM_STAGE = re.compile(r"^stages\.(\d+)\.(downsample\.)?(.*)$")
@@ -615,22 +620,22 @@ def _trained_imgsz(obj) -> list[int] | None:
 
 def _choose_weights(obj: object, weights: str | None, path: Path):
     """The state_dict of the copy to load: the first of CONTAINER_KEYS / KNOWN_PREFIXES, or the one `weights`
-    names. Returns it with its container, prefix, the keys left out, and its --weights name (None when the
-    file holds one copy and none was asked for)."""
+    names. Returns it with its container, prefix, the keys left out, and the copy's one --weights name (None
+    when the file holds one copy: there is nothing to tell apart)."""
+    if weights == "":
+        raise BadInput("--weights '': name a model copy (a top-level key such as state_dict_ema, or a key prefix such as model_ema.)")
     sd, container = unwrap(obj)
     sd, prefix, ignored = select_prefix(sd, weights)
-    if weights is None:
-        return sd, container, prefix, ignored, _weights_name(obj, container, prefix, other_weight_sets(obj, container, ignored))
-    if weights == prefix:  # a key prefix named it
-        return sd, container, prefix, ignored, weights
-    if not (isinstance(obj, Mapping) and weights in obj and _is_copy(obj[weights])):
-        others = other_weight_sets(obj, container, ignored)
-        names = [n for n in [_weights_name(obj, container, prefix, others), *others] if n is not None]
-        held = shown_names(names) or "one copy, unnamed"
-        raise BadInput(f"--weights {ascii(weights)[1:-1][:80]}: no model copy by that name; the file holds {held}")
-    sd, container = unwrap(obj[weights], f"dict[{weights!r}]", 1)
-    sd, prefix, ignored = select_prefix(sd)
-    return sd, container, prefix, ignored, weights
+    if weights is not None and weights != prefix:  # not a key prefix: a top-level key
+        if not (isinstance(obj, Mapping) and weights in obj and _is_copy(obj[weights])):
+            others = other_weight_sets(obj, container, ignored)
+            names = [n for n in [_name_of(obj, container, prefix, ignored), *others] if n or others]
+            raise NoSuchCopy(f"--weights {ascii(weights)[1:-1][:80]}: no model copy by that name; the file holds "
+                             f"{shown_names(names) or 'one copy, unnamed'}")
+        sd, container = unwrap(obj[weights], f"dict[{weights!r}]", 1)
+        sd, prefix, ignored = select_prefix(sd)
+    named = _name_of(obj, container, prefix, ignored) if other_weight_sets(obj, container, ignored) else None
+    return sd, container, prefix, ignored, named
 
 
 def load_checkpoint(path: str | Path, variant: str | None = None, weights: str | None = None) -> tuple[PartialNet, CheckpointInfo]:
@@ -659,10 +664,8 @@ def load_checkpoint(path: str | Path, variant: str | None = None, weights: str |
         load_state_dict_strict(model, sd, label)
     except KeyMismatch as exc:
         raise KeyMismatch(f"{path}: {exc}", exc.diff) from None
-    except BadInput as exc:
-        if str(exc).startswith(str(path)):
-            raise
-        raise BadInput(f"{path}: {exc}") from None
+    except BadInput as exc:  # the same kind of error (NoSuchCopy stays one), named by its file
+        raise (exc if str(exc).startswith(str(path)) else type(exc)(f"{path}: {exc}", exc.details)) from None
     others = other_weight_sets(obj, container, ignored)
     info = CheckpointInfo(
         weights=chosen,

@@ -472,6 +472,8 @@ def verify_command(
     if as_json:
         _print_json({**report.to_dict(), "timing": clock.breakdown()})
         return
+    for note in source_notes(report.source) if report.source else []:  # random weights, or which copy of several it was held to
+        out.print(note, markup=False)
     if report.offline:
         out.print(render.static_table(report.offline, f"checks without the runtime: {artifact}"))
     out.print(render.parity_table(report.to_dict(), f"parity: {artifact} vs {ref}"))
@@ -676,10 +678,7 @@ def claims_command(
 
     plan, chosen = _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half, cuda_graphs)
     if not where.addresses():  # a target's cores are checked when it answers, before its first row
-        from partialnet.bench.run import check_threads_fit
-        from partialnet.bench.where import HERE
-
-        check_threads_fit(plan.threads, HERE, device)
+        _threads_fit_here(plan.threads, device)
     labels = [str(a) for a in where.addresses()] or [None]
     outputs = per_target_outputs(json_path, None, md_path, plot_path, labels)
     check_outputs([o for named in outputs.values() for o in named if o], [], force)
@@ -701,6 +700,13 @@ def claims_command(
         from partialnet.bench.report import merge_loaded
 
         out.print(render.report_measurements_table(merge_loaded(list(zip(labels, results)))))
+
+
+def _threads_fit_here(threads: int, device: str) -> None:
+    from partialnet.bench.run import check_threads_fit
+    from partialnet.bench.where import HERE
+
+    check_threads_fit(threads, HERE, device)
 
 
 def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half, cuda_graphs=False):

@@ -66,6 +66,7 @@ class ParityReport:
     cases: list[CaseResult] = field(default_factory=list)
     accuracy: dict | None = None  # held-out top-1 of both on a real dataset (see partialnet.digits)
     offline: dict | None = None  # where the runtime is absent: the exporter's checks that ran instead (Core ML off macOS)
+    source: dict | None = None  # the reference's source record: which checkpoint, and which of its copies
 
     @property
     def passed(self) -> bool:
@@ -95,6 +96,7 @@ class ParityReport:
             "accuracy": self.accuracy,
             **({"offline": {k: v for k, v in self.offline.items() if k in ("verdict", "checks", "why", "interpreter_seconds")}}
                if self.offline else {}),
+            **({"source": self.source} if self.source else {}),
         }
 
     @classmethod

@@ -303,6 +303,12 @@ def test_weights_picks_any_copy_by_the_name_the_note_gives(tmp_path, t0_state_di
     assert load_checkpoint(tmp_path / "main_alone.pth")[1].weights is None  # one copy: nothing to name
     with pytest.raises(BadInput, match="the file holds one copy, unnamed"):
         load_checkpoint(tmp_path / "main_alone.pth", weights="state_dict_ema")
+    assert load_checkpoint(tmp_path / "lightning.ckpt", weights="state_dict")[1].weights == "model."  # one name per copy, recorded
+    torch.save({"state_dict": t0_state_dict, "optimizer": {"state": {}}, "epoch": 3}, tmp_path / "opt.pth")
+    with pytest.raises(BadInput, match="--weights optimizer: no model copy by that name; the file holds 'state_dict'$"):
+        load_checkpoint(tmp_path / "opt.pth", weights="optimizer")
+    with pytest.raises(BadInput, match="--weights '': name a model copy"):
+        load_checkpoint(tmp_path / "timm_train.pth", weights="")
     with pytest.raises(BadInput, match="is a variant name"):
         resolve("partialnet_t0", weights="state_dict_ema")
 
@@ -316,7 +322,21 @@ def test_an_artifact_is_verified_against_the_copy_it_was_exported_from(tmp_path,
     assert "note: loaded dict['state_dict_ema'] (--weights state_dict_ema)" in exported.out
     manifest = json.loads((tmp_path / "m.onnx.json").read_text())
     assert manifest["metadata"]["source_weights"] == "state_dict_ema" and manifest["source"]["weights"] == "state_dict_ema"
-    assert cli("verify", tmp_path / "m.onnx", "--ref", ckpt).code == 0  # the artifact says which copy
+    verified = cli("verify", tmp_path / "m.onnx", "--ref", ckpt)  # the artifact says which copy, and verify names it
+    assert verified.code == 0 and "note: loaded dict['state_dict_ema'] (--weights state_dict_ema)" in verified.out
+    torch.save(t0_state_dict, tmp_path / "plain.pth")
+    stranger = cli("verify", tmp_path / "m.onnx", "--ref", tmp_path / "plain.pth")  # another checkpoint: said so, not a --weights never typed
+    assert stranger.code == 2 and "was exported from partialnet_t0 weights with sha256" in stranger.err and "--weights" not in stranger.err
+    import onnx
+
+    bare = onnx.load(tmp_path / "m.onnx")  # an artifact without its record (a .pte or .tflite whose manifest was left behind)
+    kept = [p for p in bare.metadata_props if p.key not in ("source_sha256", "source_weights")]
+    del bare.metadata_props[:]
+    bare.metadata_props.extend(kept)
+    onnx.save(bare, tmp_path / "bare.onnx")
+    unknown = cli("verify", tmp_path / "bare.onnx", "--ref", ckpt)
+    assert unknown.code == 2 and "carries no record of the weights it came from" in unknown.err and "--weights" in unknown.err
+    assert cli("verify", tmp_path / "bare.onnx", "--ref", ckpt, "--weights", "state_dict_ema").code == 0
     other = cli("verify", tmp_path / "m.onnx", "--ref", ckpt, "--weights", "state_dict")
     assert other.code == 2 and "exported from the 'state_dict_ema' copy" in other.err and "Traceback" not in other.err
     nope = cli("fold", ckpt, "--weights", "nope", "-o", tmp_path / "d.pt")
