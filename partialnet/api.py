@@ -236,15 +236,20 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
             raise Unavailable(f"{artifact}: {static['verdict']} ({static['why']})", details=static)
         from partialnet.verify import ParityReport
 
-        return replace(ParityReport.from_offline(static), source=source_record(info))
+        return replace(ParityReport.from_offline(static), source=_held_to(info, io["metadata"]))
     if judging:
         judging = judging_images(*judging, 0)
     with stage("verify", f"{fmt.runtime}{f' computing {compute}' if compute else ''} vs PyTorch"):
         report = check_parity(artifact, model, io, checks, runtime=fmt.runtime, judging=judging, compute=compute)
-    report.source = source_record(info)  # which weights of --ref it was held to
+    report.source = _held_to(info, io["metadata"])
     if not report.passed:
         raise parity_failure(report, str(artifact))
     return report
+
+
+def _held_to(info, meta: dict) -> dict:
+    """Which weights of --ref the artifact was held to, and whether the artifact said it came from them."""
+    return {**source_record(info), "identity_checked": bool(meta.get("source_sha256"))}
 
 
 def _load_reference(artifact: Path, meta: dict, ref: str, variant: str | None, weights: str | None):

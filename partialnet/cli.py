@@ -474,6 +474,9 @@ def verify_command(
         return
     for note in source_notes(report.source) if report.source else []:  # random weights, or which copy of several it was held to
         out.print(note, markup=False)
+    if report.source and report.source.get("identity_checked") is False:
+        out.print(f"note: {artifact} carries no record of its source (its manifest is not beside it): that it came from {ref} "
+                  "was not checked, only that it computes the same", markup=False)
     if report.offline:
         out.print(render.static_table(report.offline, f"checks without the runtime: {artifact}"))
     out.print(render.parity_table(report.to_dict(), f"parity: {artifact} vs {ref}"))
