@@ -618,10 +618,10 @@ def _trained_imgsz(obj) -> list[int] | None:
     return None
 
 
-def _choose_weights(obj: object, weights: str | None, path: Path):
+def _choose_weights(obj: object, weights: str | None):
     """The state_dict of the copy to load: the first of CONTAINER_KEYS / KNOWN_PREFIXES, or the one `weights`
-    names. Returns it with its container, prefix, the keys left out, and the copy's one --weights name (None
-    when the file holds one copy: there is nothing to tell apart)."""
+    names. Returns it with its container, prefix, the keys left out, the other copies' names, and the copy's
+    one --weights name (None when the file holds one copy: there is nothing to tell apart)."""
     if weights == "":
         raise BadInput("--weights '': name a model copy (a top-level key such as state_dict_ema, or a key prefix such as model_ema.)")
     sd, container = unwrap(obj)
@@ -634,8 +634,8 @@ def _choose_weights(obj: object, weights: str | None, path: Path):
                              f"{shown_names(names) or 'one copy, unnamed'}")
         sd, container = unwrap(obj[weights], f"dict[{weights!r}]", 1)
         sd, prefix, ignored = select_prefix(sd)
-    named = _name_of(obj, container, prefix, ignored) if other_weight_sets(obj, container, ignored) else None
-    return sd, container, prefix, ignored, named
+    others = other_weight_sets(obj, container, ignored)
+    return sd, container, prefix, ignored, others, _name_of(obj, container, prefix, ignored) if others else None
 
 
 def load_checkpoint(path: str | Path, variant: str | None = None, weights: str | None = None) -> tuple[PartialNet, CheckpointInfo]:
@@ -651,7 +651,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None, weights: str |
         obj = read_file(path)
         dataset = obj.get("dataset") if isinstance(obj, Mapping) and isinstance(obj.get("dataset"), str) else None
         trained_imgsz = _trained_imgsz(obj)
-        sd, container, prefix, ignored, chosen = _choose_weights(obj, weights, path)
+        sd, container, prefix, ignored, others, chosen = _choose_weights(obj, weights)
         layout = "reference"
         if is_timm_layout(sd):
             sd, layout = from_timm(sd), "timm"
@@ -666,7 +666,6 @@ def load_checkpoint(path: str | Path, variant: str | None = None, weights: str |
         raise KeyMismatch(f"{path}: {exc}", exc.diff) from None
     except BadInput as exc:  # the same kind of error (NoSuchCopy stays one), named by its file
         raise (exc if str(exc).startswith(str(path)) else type(exc)(f"{path}: {exc}", exc.details)) from None
-    others = other_weight_sets(obj, container, ignored)
     info = CheckpointInfo(
         weights=chosen,
         source=str(path),
