@@ -43,7 +43,7 @@ from partialnet.pipeline import (
     check_labels_fit,
 )
 from partialnet.imagefolder import probe
-from partialnet.progress import stage
+from partialnet.progress import ran_beside, stage
 from partialnet.signals import raise_if_pending
 from partialnet.verify_options import VerifyOptions, check_dataset
 
@@ -485,7 +485,9 @@ def export_all(  # long: the group of every format's files, two processes fillin
             if (fmt, outs) not in beside:
                 rows.append(_export_one_of_all(model, info, folded, fmt, outs, mine[fmt.name], options, checks))
                 raise_if_pending()
-        done = other.collect()
+        done = _collect_beside(other) if beside else {}
+        for fmt, _ in beside:  # its stages in the log and the time breakdown, apart from this process's own
+            ran_beside(f"second process: {fmt.name}", done[fmt.name].get("stages_s") or {})
         rows += [_all_row_beside(done[fmt.name], fmt, other, job, mine[fmt.name]) for (fmt, _), job in zip(beside, jobs)]
     order = {name: i for i, name in enumerate(FORMATS)}
     rows.sort(key=lambda r: order[r["format"]])
@@ -495,8 +497,15 @@ def export_all(  # long: the group of every format's files, two processes fillin
         "batch": options.batch,
         "rows": rows,
         "failed": [r["format"] for r in rows if r["status"] == "failed"],
+        "second_process": [fmt.name for fmt, _ in beside],  # loaded and folded again there, beside this process's work
         "seconds": round(time.perf_counter() - begun, 1),
     }
+
+
+def _collect_beside(other) -> dict:
+    """The second process's rows; the time spent waiting for it is a stage, so it is not left in "other"."""
+    with stage("wait", "for the second process"):
+        return other.collect()
 
 
 def _all_options(options: ExportOptions) -> ExportOptions:
@@ -689,7 +698,7 @@ def export_beside(folder: str) -> None:
 
 def _beside_row(row: dict, cell, job: dict, other, staged: list) -> dict:
     """A cell exported in the second process: its files copied into the group, or dropped with why."""
-    row = {k: v for k, v in row.items() if k not in ("result", "kind")}
+    row = {k: v for k, v in row.items() if k not in ("result", "kind", "stages_s")}
     if row["status"] != "ok":
         for item in staged:
             item.drop()

@@ -124,21 +124,20 @@ def timing_line(timing: dict) -> str:
 
     Where the wait went: each top-level stage with its whole time (its shares add up to the wall time), the
     stages nested in it named inside the brackets, so `export` is never shown as its own remainder alone.
+    Work another process did meanwhile follows, apart: it overlapped these seconds and is not in their shares.
     """
     stages, within, wall = timing["stages_s"], timing.get("within", {}), timing["wall_s"]
-    children = {name: [c for c, parent in within.items() if parent == name and c in stages] for name in stages}
-
-    def whole(name: str) -> float:  # `within` has no cycle: a stage is placed where it first began
-        return stages[name] + sum(whole(c) for c in children[name])
-
+    whole = progress.whole_stages(stages, within)
     parts = []
-    for name in stages:
-        sec = whole(name)
+    for name, sec in whole.items():
         if name in within or sec < 0.05:
             continue
-        inner = ", ".join(f"{c} {whole(c):.1f} s" for c in children[name] if whole(c) >= 0.05)
+        inner = ", ".join(f"{c} {whole[c]:.1f} s" for c, parent in within.items() if parent == name and whole.get(c, 0) >= 0.05)
         parts.append(f"{name} {sec:.1f} s {100 * sec / wall if wall > 0 else 0:.0f} %" + (f" ({inner})" if inner else ""))
-    return f"{wall:.1f} s wall (from process start): " + ", ".join(parts)
+    line = f"{wall:.1f} s wall (from process start): " + ", ".join(parts)
+    for where, done in timing.get("beside_s", {}).items():
+        line += f"; meanwhile, in a {where}: " + ", ".join(f"{name} {sec:.1f} s" for name, sec in done.items() if sec >= 0.05)
+    return line
 
 
 def _api():
@@ -399,7 +398,9 @@ def _export_all(source, output, options, checks, picked: tuple, force, as_json) 
             out.print(note, markup=False)
         out.print(render.export_all_table(result))
         counts = collections.Counter(row["verdict"] for row in result["rows"])
-        out.print(" · ".join(f"{n} {verdict}" for verdict, n in counts.items()) + " · one load, one fold")
+        beside = result.get("second_process") or []
+        out.print(" · ".join(f"{n} {verdict}" for verdict, n in counts.items()) + " · one load, one fold"
+                  + (f" (and one more for {', '.join(beside)}, exported in a second process meanwhile)" if beside else ""))
         out.print(f"in {timing_line(result['timing'])}")
     if result["failed"]:
         raise CheckFailed(f"verification failed for: {', '.join(result['failed'])}")

@@ -33,6 +33,7 @@ class StageClock:
         self.seconds: dict[str, float] = {}
         self._stack: list[list] = []  # [name, started, seconds spent in children]
         self.within: dict[str, str] = {}  # a stage that first began inside another -> that stage (never a cycle)
+        self.beside: dict[str, dict[str, float]] = {}  # stages another process ran while this one worked: overlapped, not in the shares
         self.began = time.perf_counter()
 
     @contextmanager
@@ -57,6 +58,16 @@ class StageClock:
             if self.listener:
                 self.listener.finished(name, total, ok)
 
+    def ran_beside(self, where: str, stages: dict[str, float]) -> None:
+        """Stages another process ran at the same time as this one's (`where`: which, and for what): shown
+        now, and kept apart, since adding them to this process's stages would count one wall time twice."""
+        for name, seconds in stages.items():
+            if self.listener:
+                self.listener.started(name, f"({where})")
+                self.listener.finished(name, seconds)
+            kept = self.beside.setdefault(where, {})
+            kept[name] = kept.get(name, 0.0) + seconds
+
     def breakdown(self) -> dict:
         """Wall time from the process's start, and each stage's own seconds and share of it (`within`: which
         stage a nested one ran inside, so a reader can show a parent's whole time with its parts)."""
@@ -71,6 +82,7 @@ class StageClock:
             "stages_s": {k: round(v, 2) for k, v in stages.items()},
             "shares": {k: round(v / wall, 3) if wall > 0 else 0.0 for k, v in stages.items()},
             "within": dict(self.within),
+            **({"beside_s": {w: {k: round(v, 2) for k, v in st.items()} for w, st in self.beside.items()}} if self.beside else {}),
         }
 
 
@@ -96,6 +108,23 @@ def stage(name: str, detail: str = "") -> Iterator[None]:
         return
     with clock.stage(name, detail):
         yield
+
+
+def ran_beside(where: str, stages: dict[str, float]) -> None:
+    """Stages another process reported (name -> its own seconds), for whoever records; see StageClock.ran_beside."""
+    clock = _CLOCK.get()
+    if clock is not None:
+        clock.ran_beside(where, stages)
+
+
+def whole_stages(stages_s: dict[str, float], within: dict[str, str]) -> dict[str, float]:
+    """Each stage with the stages nested in it added back (`within` says which is nested where)."""
+    children = {name: [c for c, parent in within.items() if parent == name and c in stages_s] for name in stages_s}
+
+    def whole(name: str) -> float:  # `within` has no cycle: a stage is placed where it first began
+        return stages_s[name] + sum(whole(c) for c in children[name])
+
+    return {name: whole(name) for name in stages_s}
 
 
 def current_seconds() -> dict[str, float]:

@@ -95,6 +95,13 @@ def test_the_timing_line_shows_a_stage_whole_with_its_nested_parts():
     assert clock.breakdown()["within"] == {"simplify": "export"}
     flat = {"wall_s": 2.0, "stages_s": {"fold": 1.0, "write": 0.01}}  # nothing nested; a stage under 0.05 s is left out
     assert timing_line(flat) == "2.0 s wall (from process start): fold 1.0 s 50 %"
+    beside = {**flat, "beside_s": {"second process: executorch": {"load": 0.2, "export": 30.04, "verify": 0.01}}}
+    assert timing_line(beside) == ("2.0 s wall (from process start): fold 1.0 s 50 %; "
+                                   "meanwhile, in a second process: executorch: load 0.2 s, export 30.0 s")  # overlapped: not in the shares
+    with progress.recording() as clock:
+        progress.ran_beside("second process: executorch", {"export": 3.0})
+        progress.ran_beside("second process: executorch", {"export": 1.0})
+    assert clock.breakdown()["beside_s"] == {"second process: executorch": {"export": 4.0}} and "export" not in clock.seconds
 
 
 def test_stage_is_silent_when_nobody_records():

@@ -99,6 +99,12 @@ def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt,
             assert coreml["verdict"] == "verified (reference interpreter)" and "reference interpreter: ok" in coreml["why"]
     assert all(r["why"] is None for r in rows.values() if r["verdict"] == "verified")
     assert table["failed"] == []
+    from partialnet.runtimes import usable_cores
+
+    if usable_cores() > 1:  # the second process's stages are logged and timed apart from this one's shares
+        assert table["second_process"] == ["executorch"]
+        assert table["timing"]["beside_s"]["second process: executorch"]["export"] > 0
+        assert "- export (second process: executorch): " in result.err and "- wait for the second process: " in result.err
     assert not any(p.name.endswith(".engine") for p in out.iterdir())
     again = cli("export", two, "--format", "all", "--imgsz", "64", "-o", out)
     assert again.code == 2 and "already exists" in again.err  # checked before any load, nothing replaced

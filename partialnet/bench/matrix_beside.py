@@ -33,19 +33,23 @@ def _export_cells(spec: dict, folder: Path, export) -> dict:
     from partialnet.exporters.options import ExportOptions
     from partialnet.verify_options import VerifyOptions
     from partialnet.errors import PartialnetError
+    from partialnet.progress import recording, whole_stages
 
     checks = {k: (Path(v) if k == "images" and v else v) for k, v in spec["checks"].items()}
     rows = {}
     for job in spec["jobs"]:
         started = time.perf_counter()
         options = {k: (tuple(v) if k == "imgsz" else v) for k, v in job["options"].items()}
-        try:
-            result = export(spec["source"], job["format"], ExportOptions(**options), output=folder / job["name"],
-                            checks=VerifyOptions(**checks), variant=spec["variant"], force=True,
-                            weights=spec["weights"])
-            rows[job["key"]] = {**cell_row(result, started), "result": result}  # `result`: what export --format all shows
-        except PartialnetError as exc:
-            rows[job["key"]] = {**failed_row(exc, started), "kind": type(exc).__name__}
+        with recording() as clock:  # its stages, for the parent's log and time breakdown
+            try:
+                result = export(spec["source"], job["format"], ExportOptions(**options), output=folder / job["name"],
+                                checks=VerifyOptions(**checks), variant=spec["variant"], force=True,
+                                weights=spec["weights"])
+                rows[job["key"]] = {**cell_row(result, started), "result": result}  # `result`: what export --format all shows
+            except PartialnetError as exc:
+                rows[job["key"]] = {**failed_row(exc, started), "kind": type(exc).__name__}
+        rows[job["key"]]["stages_s"] = {k: round(v, 2) for k, v in whole_stages(clock.seconds, clock.within).items()
+                                       if k not in clock.within}
     return rows
 
 
