@@ -329,11 +329,12 @@ def _check_keys(sd: Mapping) -> None:
         raise BadInput(f"state_dict key {bad!r} is a {type(bad).__name__}, not a string: not a torch state_dict")
 
 
-def unwrap(obj: object, where: str = "", depth: int = 0) -> tuple[dict[str, torch.Tensor], str]:
-    """Find the weights inside the known wrappers; returns them and a description of the container."""
+def unwrap(obj: object, where: str = "", depth: int = 0, top: str | None = None) -> tuple[dict[str, torch.Tensor], str, str | None]:
+    """Find the weights inside the known wrappers; returns them, a description of the container, and the
+    top-level key they sat under (None for a bare state_dict), which names the copy among its siblings."""
     if _is_state_dict(obj):
         _check_keys(obj)
-        return dict(obj), where or "state_dict"
+        return dict(obj), where or "state_dict", top
     if depth > MAX_WRAPPER_DEPTH:
         raise BadInput(f"no model weights found within {MAX_WRAPPER_DEPTH} levels of wrapper dicts")
     if isinstance(obj, Mapping) and obj.get("format") == "partialnet-deploy":
@@ -346,13 +347,13 @@ def unwrap(obj: object, where: str = "", depth: int = 0) -> tuple[dict[str, torc
             if key in obj and isinstance(obj[key], Mapping):
                 inner = f"{where}[{key!r}]" if where else f"dict[{key!r}]"
                 try:
-                    return unwrap(obj[key], inner, depth + 1)
+                    return unwrap(obj[key], inner, depth + 1, key if depth == 0 else top)
                 except BadInput:
                     continue
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if any(str(k).endswith(ANCHOR) for k in tensors):
             _check_keys(tensors)
-            return tensors, (where or "dict") + " (non-tensor entries ignored)"
+            return tensors, (where or "dict") + " (non-tensor entries ignored)", top
         keys = ", ".join(map(str, list(obj)[:6]))
         raise BadInput(f"no model weights found: top-level keys are [{keys}]; expected a state_dict or one of {list(CONTAINER_KEYS)}")
     raise BadInput(f"holds a {type(obj).__name__}, not a state_dict or a dict of them")
@@ -380,13 +381,12 @@ def select_prefix(sd: dict[str, torch.Tensor], chosen: str | None = None) -> tup
     return kept, prefix, ignored
 
 
-def other_weight_sets(obj: object, container: str, ignored: list[str]) -> list[str]:
+def other_weight_sets(obj: object, loaded: str | None, ignored: list[str]) -> list[str]:
     """The --weights names of the model copies a file holds beside the one loaded (an EMA beside the weights,
     a teacher): named on every command, never dropped without a word. The loaded one is the first of
     CONTAINER_KEYS (or of KNOWN_PREFIXES in a flat dict): a top-level key, or a key prefix ending in '.'."""
     found = []
     if isinstance(obj, Mapping):
-        loaded = _top_key(obj, container)
         found = [key for key, value in obj.items() if key != loaded and isinstance(key, str) and _is_copy(value)]
     found += [k[: -len(ANCHOR)] for k in ignored if k.endswith(ANCHOR)]
     return found
@@ -398,27 +398,20 @@ def shown_names(names: list[str]) -> str:
     return ", ".join(shown) + (f" (+{len(names) - SHOWN_COPIES} more)" if len(names) > SHOWN_COPIES else "")
 
 
-def _top_key(obj: Mapping, container: str) -> str | None:
-    """The top-level key the weights were found under (`dict['state_dict']...` -> state_dict), if any."""
-    head = container.split(" ")[0]
-    return next((key for key in obj if isinstance(key, str) and head.startswith(f"dict[{key!r}]")), None)
-
-
 def _is_copy(value: object) -> bool:
     """A value `--weights KEY` can load: it unwraps (as a top-level value would) to a model's state_dict."""
     try:
-        sd, _ = unwrap(value, "copy", 1)
+        sd, _, _ = unwrap(value, "copy", 1)
     except BadInput:
         return False
     return any(k.endswith(ANCHOR) for k in sd)
 
 
-def _name_of(obj: object, container: str, prefix: str, ignored: list[str]) -> str:
+def _name_of(top: str | None, prefix: str, ignored: list[str]) -> str:
     """The --weights name of a loaded copy, one name per copy: its key prefix where copies sit side by side
     by prefix (Lightning's `model.` / `model_ema.`), else its top-level key, else its prefix."""
     if any(k.endswith(ANCHOR) for k in ignored):
         return prefix
-    top = _top_key(obj, container) if isinstance(obj, Mapping) else None
     return top if top is not None else prefix
 
 
@@ -624,18 +617,18 @@ def _choose_weights(obj: object, weights: str | None):
     one --weights name (None when the file holds one copy: there is nothing to tell apart)."""
     if weights == "":
         raise BadInput("--weights '': name a model copy (a top-level key such as state_dict_ema, or a key prefix such as model_ema.)")
-    sd, container = unwrap(obj)
+    sd, container, top = unwrap(obj)
     sd, prefix, ignored = select_prefix(sd, weights)
     if weights is not None and weights != prefix:  # not a key prefix: a top-level key
         if not (isinstance(obj, Mapping) and weights in obj and _is_copy(obj[weights])):
-            others = other_weight_sets(obj, container, ignored)
-            names = [n for n in [_name_of(obj, container, prefix, ignored), *others] if n or others]
+            others = other_weight_sets(obj, top, ignored)
+            names = [n for n in [_name_of(top, prefix, ignored), *others] if n or others]
             raise NoSuchCopy(f"--weights {ascii(weights)[1:-1][:80]}: no model copy by that name; the file holds "
                              f"{shown_names(names) or 'one copy, unnamed'}")
-        sd, container = unwrap(obj[weights], f"dict[{weights!r}]", 1)
+        sd, container, top = unwrap(obj[weights], f"dict[{weights!r}]", 1, weights)
         sd, prefix, ignored = select_prefix(sd)
-    others = other_weight_sets(obj, container, ignored)
-    return sd, container, prefix, ignored, others, _name_of(obj, container, prefix, ignored) if others else None
+    others = other_weight_sets(obj, top, ignored)
+    return sd, container, prefix, ignored, others, _name_of(top, prefix, ignored) if others else None
 
 
 def load_checkpoint(path: str | Path, variant: str | None = None, weights: str | None = None) -> tuple[PartialNet, CheckpointInfo]:
