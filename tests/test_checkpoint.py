@@ -289,6 +289,12 @@ def test_weights_picks_any_copy_by_the_name_the_note_gives(tmp_path, t0_state_di
                                            **{f"model_ema.{k}": v for k, v in ema.items()}}}, "model.", "model_ema."),
         "flat.pth": ({**t0_state_dict, **{f"ema.{k}": v for k, v in ema.items()}}, "", "ema."),
         "teacher.pth": ({"model": t0_state_dict, "teacher": {"module": ema}, "optimizer": {"state": {}}}, "model", "teacher"),
+        # Lightning's WeightAveraging/EMAWeightAveraging callbacks: the average in `state_dict` (loaded by default,
+        # as Lightning itself does), the training weights moved to `current_model_state`
+        "weight_averaging.ckpt": ({"state_dict": {f"model.{k}": v for k, v in t0_state_dict.items()},
+                                   "current_model_state": {f"model.{k}": v for k, v in ema.items()},
+                                   "averaging_state": {"n_averaged": torch.tensor(7)}, "callbacks": {"EMAWeightAveraging": {"latest_update_step": 7}},
+                                   "pytorch-lightning_version": "2.6.0"}, "state_dict", "current_model_state"),
     }
     for name, (obj, main, other) in files.items():
         torch.save(obj, tmp_path / name)
