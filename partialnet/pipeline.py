@@ -119,14 +119,18 @@ def check_parity(
     """Run `artifact` in its runtime and compare it with the unfolded PyTorch model (and on `checks.dataset`).
 
     `compute` asks the runtime to compute an fp32 artifact at that precision (bf16), gated by that
-    precision's tolerances; a runtime that answers it computed something else raises Unavailable.
+    precision's tolerances; a runtime that answers it computed something else raises Unavailable. Without
+    it the runtime is asked for the artifact's own precision, as `bench` asks, so what is judged is what
+    is timed (an fp16 OpenVINO IR computes f16 on a CPU with fp16 units, f32 elsewhere).
     """
     if io["precision"] not in DEFAULT_TOLERANCES:
         raise BadInput(f"{artifact}: input precision {io['precision']} is not fp32 or fp16")
-    with artifact_runner(runtime, artifact, threads, compute or "fp32") as built:
+    with artifact_runner(runtime, artifact, threads, compute or io["precision"]) as built:
         if compute and built.precision != compute:
             raise Unavailable(f"{runtime} computes {built.precision} here, not {compute}: this CPU has no native {compute}")
-        return judge_runner(built, reference, io, checks, judging, compute or io["precision"])
+        report = judge_runner(built, reference, io, checks, judging, compute or io["precision"])
+        report.computed = built.precision
+        return report
 
 
 def judge_runner(built, reference: nn.Module, io: dict, checks: VerifyOptions, judging, precision: str) -> ParityReport:

@@ -79,8 +79,10 @@ def parity_table(parity: dict, title: str) -> Table:
         for key, label, op, fmt in (("max_abs", "max |Δ|", "≤", "g"), ("min_cosine", "cosine", "≥", "g"), ("min_top1", "top-1", "≥", ".0%"))
         if tol[key] is not None
     ]
+    computed = parity.get("computed")
+    ran = f" (computed in {computed} here)" if computed and computed not in (parity["precision"], "int8") else ""
     table.caption = (
-        f"{parity['precision']} gates: {', '.join(gates)} · tightest that would pass: "
+        f"{parity['precision']}{ran} gates: {', '.join(gates)} · tightest that would pass: "
         f"max |Δ| ≤ {_fmt(tight.get('max_abs'), '.2e')}, cosine ≥ {_fmt(tight.get('min_cosine'), '.8f')}, "
         f"top-1 ≥ {share(tight.get('min_top1'))}"
     )

@@ -67,6 +67,7 @@ class ParityReport:
     accuracy: dict | None = None  # held-out top-1 of both on a real dataset (see partialnet.digits)
     offline: dict | None = None  # where the runtime is absent: the exporter's checks that ran instead (Core ML off macOS)
     source: dict | None = None  # the reference's source record: which checkpoint, and which of its copies
+    computed: str | None = None  # what the runtime says it computed (an fp16 OpenVINO IR on a CPU without fp16 units: fp32)
 
     @property
     def passed(self) -> bool:
@@ -97,6 +98,7 @@ class ParityReport:
             **({"offline": {k: v for k, v in self.offline.items() if k in ("verdict", "checks", "why", "interpreter_seconds")}}
                if self.offline else {}),
             **({"source": self.source} if self.source else {}),
+            **({"computed": self.computed} if self.computed else {}),
         }
 
     @classmethod

@@ -76,6 +76,12 @@ def test_half_ir_is_judged_as_fp16(cli, tmp_path):
     manifest = json.loads((tmp_path / "half.xml.json").read_text())
     assert manifest["graph"]["weights"] == "fp16-compressed" and manifest["parity"]["precision"] == "fp16"
     assert out.with_suffix(".bin").stat().st_size < 8_000_000  # half of the ~13.9 MB fp32 weights
+    # judged as bench times it: f16 where the CPU has fp16 units, else f32 from the fp16 weights, and said so
+    import openvino as ov
+
+    native = "FP16" in [str(c).upper() for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    assert manifest["parity"]["computed"] == ("fp16" if native else "fp32")
+    assert ("fp16 gates:" if native else "fp16 (computed in fp32 here) gates:") in result.out
 
 
 def test_ir_outputs_are_checked_and_failures_leave_nothing(cli, tmp_path):
