@@ -110,6 +110,10 @@ def fake_python(folder: Path, mode: str, real: str) -> Path:
     script = folder / f"python-{mode}"
     if mode == "bare":
         body = f'exec "{real}" -S "$@"\n'
+    elif mode == "oom":  # every row's bench worker after the first is killed (as an OOM killer would) before it writes its result
+        body = (f'if [ "$3" = worker ]; then n=$(cat "{folder}/rows" 2>/dev/null || echo 0); echo $((n + 1)) > "{folder}/rows"\n'
+                f'  [ "$n" -ge 1 ] && ( while ! pid=$(pgrep -f "partialnet.bench.worker $6/spec.json"); do sleep 0.05; done; kill -9 $pid ) &\n'
+                f'fi\nexec "{real}" "$@"\n')
     elif mode == "old":
         body = (f'if [ "$3" = probe ]; then "{real}" "$@" | sed \'s/"partialnet": "[^"]*"/"partialnet": "0.0.1"/\'; exit 0; fi\n'
                 f'exec "{real}" "$@"\n')

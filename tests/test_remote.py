@@ -144,6 +144,17 @@ def test_misbehaving_target_fails_its_row_in_one_line(cli, server, tmp_path, mod
     assert remote_folders(server) == before
 
 
+def test_a_row_whose_worker_dies_on_the_target_fails_and_never_reports_the_row_before(cli, server, tmp_path):
+    """The agent reused one result file per folder: a worker killed before writing its own (the OOM killer)
+    handed back the previous row's samples, and the run passed with two identical rows."""
+    python = sshd.fake_python(tmp_path, "oom", sys.executable)
+    result = cli("bench", "partialnet_t0", "--imgsz", "64", "--runtime", "onnxruntime,pytorch", "--protocol", "quick", "--threads", "1",
+                 "--json", tmp_path / "b.json", *ssh_args(server, "loop", python=str(python)))
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok", "failed"], rows
+    assert "worker exited -9 on the target" in rows[1]["reason"] and result.code == 1, result.err
+
+
 def test_sigterm_mid_row_ends_the_remote_worker_and_removes_its_folder(server, tmp_path):
     before = remote_folders(server)
     cmd = [sys.executable, "-m", "partialnet", "bench", "partialnet_t0", "--runtime", "pytorch", "--protocol", "throughput",

@@ -50,6 +50,7 @@ def worker(threads: str, wait: str, folder: str) -> dict:
     work = Path(folder)
     (work / "spec.json").write_bytes(line)
     result = work / "result.json"
+    result.unlink(missing_ok=True)  # the last row's: a worker that dies before writing its own must not hand it back
     proc = subprocess.Popen([sys.executable, "-m", "partialnet.bench.worker", str(work / "spec.json"), str(result)],
                             env=worker_env(int(threads), wait), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
