@@ -126,6 +126,8 @@ def test_target_without_partialnet_or_another_version_is_exit_3_with_the_install
     for result in (missing, old, nowhere):
         assert result.code == 3 and "pip install 'partialnet==" in result.err and result.err.count("\n") == 1, result.err
     assert "0.0.1" in old.err
+    odd = cli("doctor", *ssh_args(server, "loop", python=str(sshd.fake_python(tmp_path, "odd_probe", sys.executable))))
+    assert odd.code == 3 and "ssh://loop: the probe's availability of 'onnxruntime' is not partialnet's" in odd.err, odd.err  # was exit 4
 
 
 @pytest.mark.parametrize("mode, code, expected", [

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from partialnet.errors import BadInput, Unavailable
 from partialnet.remote import ssh
-from partialnet.remote.replies import checked_result, parse_reply
+from partialnet.remote.replies import checked_probe, checked_result, parse_reply
 
 PROBE_TIMEOUT_S = 120
 COPY_TIMEOUT_S = 600
@@ -73,14 +73,12 @@ class RemoteHost:
             raise Unavailable(f"{self.address}: {self.python} -m partialnet.remote.agent probe failed: {ssh.last_line(reply.err)}")
         try:
             info = parse_reply(reply.out, f"{self.address}")
+            if info.get("partialnet") != __version__:
+                raise Unavailable(f"{self.address} has partialnet {str(info.get('partialnet'))[:40]}, this side {__version__}; "
+                                  f"install the same there: {install_line(self.python, __version__)}")
+            return checked_probe(info, str(self.address))
         except BadInput as exc:
             raise Unavailable(str(exc)) from None
-        if info.get("partialnet") != __version__:
-            raise Unavailable(f"{self.address} has partialnet {str(info.get('partialnet'))[:40]}, this side {__version__}; "
-                              f"install the same there: {install_line(self.python, __version__)}")
-        if not isinstance(info.get("availability"), dict) or not isinstance(info.get("machine"), dict):
-            raise Unavailable(f"{self.address}: the probe's reply lacks availability or machine")
-        return info
 
     def _ssh(self, argv: list[str], timeout: float, **kw) -> ssh.Reply:
         from partialnet.signals import raise_if_pending

@@ -88,6 +88,37 @@ def _record(item: dict, key: str, depth: int = 0) -> dict:
 
 
 
+def checked_probe(value: dict, what: str) -> dict:
+    """A probe's reply reduced to what a local probe holds, each field of the shape the planner reads it as
+    (another build calling itself the same version must not crash a command, hours into a fleet's rows)."""
+    from partialnet.machine import check_machine
+
+    table = value.get("availability")
+    if not isinstance(table, dict) or len(table) > 64:
+        raise BadInput(f"{what}: the probe's reply has no availability table")
+    availability = {}
+    for runtime, devices in table.items():
+        if not isinstance(devices, dict) or not all(isinstance(p, dict) for p in devices.values()):
+            raise BadInput(f"{what}: the probe's availability of {str(runtime)[:40]!r} is not partialnet's")
+        availability[str(runtime)[:40]] = {str(d)[:16]: {str(p)[:8]: (None if r is None else str(r)[:300]) for p, r in list(row.items())[:16]}
+                                           for d, row in list(devices.items())[:8]}
+    machine = check_machine(value.get("machine"), f"{what}: the probe")
+    cpu = machine["cpu"]
+    threads = value.get("default_threads")
+    return {
+        "partialnet": str(value.get("partialnet"))[:40],
+        "availability": availability,
+        "default_threads": threads if type(threads) is int and 0 < threads <= 4096 else 1,
+        "machine": {
+            **{k: machine[k][:200] for k in ("id", "os", "python", "hostname") if isinstance(machine.get(k), str)},
+            "cpu": {"model": cpu["model"][:200], **{k: cpu[k] for k in ("logical_cores", "usable_cores") if cpu.get(k) is not None},
+                    "flags": [f[:40] for f in (cpu.get("flags") or [])[:64]]},
+            "gpus": [_record(g, "machine.gpus") for g in (machine.get("gpus") or [])[:16]],
+            "versions": {str(k)[:40]: v[:80] for k, v in list((machine.get("versions") or {}).items())[:32]},
+        },
+    }
+
+
 def whole_json(text: str, what: str):
     """A command's --json output (pretty-printed over many lines), NaN/Infinity refused."""
     try:
