@@ -688,10 +688,8 @@ def claims_command(
     check_outputs([o for named in outputs.values() for o in named if o], [], force)
     results = []
     with where.hosts() as hosts:
-        for label, host in zip(labels, hosts or [None]):
-            if host is not None:
-                plan = replace(plan, where=host, threads=threads or plan.protocol.threads or host.default_threads(),
-                               runtimes=plan.runtimes if runtime else claims_run.default_runtimes(device, host))
+        for label, plan in zip(labels, _claims_plans(plan, hosts, threads, runtime)):
+            if hosts:
                 out.print(f"on {label}:", markup=False)
             with RowProgress(err) as report_progress:
                 results.append(claims_run.run_claims(plan, chosen, tolerance, block, report_progress, unfolded))
@@ -704,6 +702,19 @@ def claims_command(
         from partialnet.bench.report import merge_loaded
 
         out.print(render.report_measurements_table(merge_loaded(list(zip(labels, results)))))
+
+
+def _claims_plans(plan, hosts: list, threads: int | None, runtime) -> list:
+    """The plan for each target (its own cores and runtimes unless given), every one able to run the request
+    before the first one's rows; or the plan here."""
+    from partialnet.bench import claims_run
+    from partialnet.bench.run import refuse_if_nothing_runs
+
+    plans = [replace(plan, where=host, threads=threads or plan.protocol.threads or host.default_threads(),
+                     runtimes=plan.runtimes if runtime else claims_run.default_runtimes(plan.device, host)) for host in hosts or []]
+    for each in plans:
+        refuse_if_nothing_runs(each)
+    return plans or [plan]
 
 
 def _threads_fit_here(threads: int, device: str) -> None:

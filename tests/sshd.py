@@ -3,7 +3,7 @@ a free port with a temporary host key and an authorized client key, as the curre
 Python is this checkout's environment, reached through the same ssh client users have.
 
 An ssh config beside it names the ways in: `loop` and `loop2` (the server, its host key known: two
-"machines" for the merged-targets case), `loop-unknown`
+"machines" for the merged-targets case), `loop-noort` (the same, telling a fake Python to break), `loop-unknown`
 (same server, empty known_hosts), `loop-wrongkey` (a key the server does not authorize) and `closed`
 (a port nothing listens on).
 """
@@ -64,6 +64,7 @@ def start(folder: Path) -> Server:
         f"PidFile {folder / 'sshd.pid'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
         "PermitRootLogin prohibit-password\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\nMaxStartups 50\nMaxSessions 50\n"
         f"SetEnv TMPDIR={folder / 'tmp'}\n"  # the target's temp folder is this server's own: tests see only their folders
+        "AcceptEnv PARTIALNET_TEST_*\n"  # what a fake Python there is told to break, per way in (loop-noort)
     )
     (folder / "tmp").mkdir(mode=0o700, exist_ok=True)
     if os.geteuid() == 0:
@@ -77,6 +78,8 @@ def start(folder: Path) -> Server:
     common = f"  HostName 127.0.0.1\n  User {user}\n  IdentitiesOnly yes\n  GlobalKnownHostsFile /dev/null\n"
     (folder / "ssh_config").write_text(
         f"Host loop loop2\n{common}  Port {port}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
+        f"Host loop-noort\n{common}  Port {port}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
+        "  SetEnv PARTIALNET_TEST_NOORT=1\n"
         f"Host loop-unknown\n{common}  Port {port}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts_empty'}\n"
         f"Host loop-wrongkey\n{common}  Port {port}\n  IdentityFile {folder / 'other_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
         f"Host closed\n{common}  Port {free_port()}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
@@ -114,6 +117,12 @@ def fake_python(folder: Path, mode: str, real: str) -> Path:
         body = (f'if [ "$3" = worker ]; then n=$(cat "{folder}/rows" 2>/dev/null || echo 0); echo $((n + 1)) > "{folder}/rows"\n'
                 f'  [ "$n" -ge 1 ] && ( while ! pid=$(pgrep -f "partialnet.bench.worker $6/spec.json"); do sleep 0.05; done; kill -9 $pid ) &\n'
                 f'fi\nexec "{real}" "$@"\n')
+    elif mode == "noort":  # reached as loop-noort, the probe says onnxruntime is not installed there
+        edit = ('import json, sys; d = json.loads(sys.stdin.read()); '
+                'd["availability"]["onnxruntime"] = {dev: {p: "not installed" for p in row} for dev, row in d["availability"]["onnxruntime"].items()}; '
+                'print(json.dumps(d))')
+        body = (f'if [ -n "$PARTIALNET_TEST_NOORT" ] && [ "$3" = probe ]; then "{real}" "$@" | "{real}" -c \'{edit}\'; exit 0; fi\n'
+                f'exec "{real}" "$@"\n')
     elif mode == "odd_probe":  # another build of the same version: its probe's availability is of another shape
         edit = 'import json, sys; d = json.loads(sys.stdin.read()); d["availability"] = {"onnxruntime": {"cpu": "yes"}}; print(json.dumps(d))'
         body = f'if [ "$3" = probe ]; then "{real}" "$@" | "{real}" -c \'{edit}\'; exit 0; fi\nexec "{real}" "$@"\n'

@@ -119,6 +119,19 @@ def test_more_threads_than_the_targets_cores_is_refused_before_any_row(cli, serv
     assert not (tmp_path / "b.json").exists() and remote_folders(server) == before
 
 
+def test_a_target_that_cannot_run_the_request_is_refused_before_any_targets_rows(cli, server, tmp_path):
+    """Two targets, the second without onnxruntime: refused before the first target's rows were measured
+    (they used to be measured, then thrown away with the refusal)."""
+    before = remote_folders(server)
+    python = str(sshd.fake_python(tmp_path, "noort", sys.executable))
+    for command in (["bench", "partialnet_t0", "--runtime", "onnxruntime", "--json", tmp_path / "b.json"],
+                    ["claims", "--runtime", "onnxruntime", "--sizes", "t0", "--json", tmp_path / "c.json"]):
+        result = cli(*command, "--imgsz", "64", "--protocol", "quick", "--threads", "1", *ssh_args(server, "loop", "loop-noort", python=python))
+        assert result.code == 3 and "no runtime can run on cpu on ssh://loop-noort (onnxruntime: on ssh://loop-noort: not installed)" in result.err, result.err
+        assert "preparing" not in result.err and "on ssh://loop:" not in result.out, result.err  # nothing prepared, nothing timed
+    assert not list(tmp_path.glob("*.json")) and remote_folders(server) == before
+
+
 def test_target_without_partialnet_or_another_version_is_exit_3_with_the_install_line(cli, server, tmp_path):
     missing = cli("doctor", *ssh_args(server, "loop", python=str(sshd.fake_python(tmp_path, "bare", sys.executable))))
     old = cli("doctor", *ssh_args(server, "loop", python=str(sshd.fake_python(tmp_path, "old", sys.executable))))

@@ -469,8 +469,12 @@ def refuse_if_nothing_runs(plan: BenchPlan) -> None:
     reasons = {runtime: plan.where.availability(runtime, plan.device) for runtime in plan.runtimes}
     if reasons and all(reasons.values()):
         listed = "; ".join(f"{runtime}: {why}" for runtime, why in sorted(reasons.items()))
-        raise Unavailable(f"no runtime can run on {plan.device} here ({listed})")
+        raise Unavailable(f"no runtime can run on {plan.device} {_place(plan.where)} ({listed})")
     check_threads_fit(plan.threads, plan.where, plan.device)
+
+
+def _place(where) -> str:
+    return "here" if where.label == "here" else f"on {where.label}"
 
 
 def check_threads_fit(threads: int, where, device: str) -> None:
@@ -485,6 +489,8 @@ def check_threads_fit(threads: int, where, device: str) -> None:
 def run_everywhere(plans: list[BenchPlan], progress: Callable[..., None] | None = None, announce: Callable[[BenchPlan], None] | None = None) -> list[dict]:
     """The same sources on several places (targets): each model folded, exported and verified once, here,
     and timed on every place; one result per place."""
+    for plan in plans:  # a target that cannot run the request is refused before any other's rows are measured
+        refuse_if_nothing_runs(plan)
     with scratch_folder("partialnet-bench-") as tmp:
         prepared: dict = {}
         results = []
@@ -505,7 +511,7 @@ def run(plan: BenchPlan, progress: Callable[..., None] | None = None, workdir: P
         jobs = plan_rows(plan, targets)
         if all(reason for *_, reason in jobs):
             reasons = sorted({f"{r}: {reason}" for _, r, _, reason in jobs})
-            raise Unavailable(f"no runtime can run on {plan.device} here ({'; '.join(reasons)})")
+            raise Unavailable(f"no runtime can run on {plan.device} {_place(plan.where)} ({'; '.join(reasons)})")
         rows = []
         for i, (target, runtime, batch, reason) in enumerate(jobs):
             if reason:
