@@ -345,6 +345,9 @@ def export_command(
 ) -> None:
     """Fold, export and verify: the artifact is written only if it matches PyTorch. --format all: every format here."""
     if format.strip().lower() == "all":
+        if where.addresses():
+            raise BadInput("--format all exports here; --target builds one format that must be built on its own machine "
+                           "(--format trt): export that one with --target, the portable ones here")
         _export_all(source, output, options, checks, (variant, weights), force, as_json)
         return
     if as_json:

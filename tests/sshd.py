@@ -51,6 +51,19 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
+LISTEN_IPV6 = "ListenAddress [::1]\n"
+
+
+def has_ipv6() -> bool:
+    """Whether this machine has an IPv6 loopback (the server listens there too, for ssh://[::1]:PORT)."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def start(folder: Path) -> Server:
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
@@ -60,7 +73,7 @@ def start(folder: Path) -> Server:
     port = free_port()
     log = folder / "sshd.log"
     (folder / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\nAuthorizedKeysFile {folder / 'authorized_keys'}\n"
+        f"Port {port}\nListenAddress 127.0.0.1\n{LISTEN_IPV6 if has_ipv6() else ''}HostKey {folder / 'host_key'}\nAuthorizedKeysFile {folder / 'authorized_keys'}\n"
         f"PidFile {folder / 'sshd.pid'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
         "PermitRootLogin prohibit-password\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\nMaxStartups 50\nMaxSessions 50\n"
         f"SetEnv TMPDIR={folder / 'tmp'}\n"  # the target's temp folder is this server's own: tests see only their folders
@@ -72,12 +85,14 @@ def start(folder: Path) -> Server:
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(folder / "sshd_config"), "-E", str(log)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     host_key = (folder / "host_key.pub").read_text().split()
-    (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n[::1]:{port} {host_key[0]} {host_key[1]}\n")
     (folder / "known_hosts_empty").write_text("")
     user = getpass.getuser()
     common = f"  HostName 127.0.0.1\n  User {user}\n  IdentitiesOnly yes\n  GlobalKnownHostsFile /dev/null\n"
     (folder / "ssh_config").write_text(
         f"Host loop loop2\n{common}  Port {port}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
+        f"Host ::1\n  User {user}\n  IdentitiesOnly yes\n  GlobalKnownHostsFile /dev/null\n  IdentityFile {folder / 'client_key'}\n"
+        f"  UserKnownHostsFile {folder / 'known_hosts'}\n"  # ssh://[::1]:PORT, an address typed as such
         f"Host loop-noort\n{common}  Port {port}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
         "  SetEnv PARTIALNET_TEST_NOORT=1\n"
         f"Host loop-unknown\n{common}  Port {port}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts_empty'}\n"

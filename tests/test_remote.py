@@ -45,6 +45,22 @@ def test_target_addresses_are_parsed_strictly(cli):
         assert result.code == 2 and result.err.count("\n") == 1, (bad, result.err)
     assert quoted(["echo", "$(touch x)", "a'b", "`id`", "x\ny"]) == "echo '$(touch x)' 'a'\"'\"'b' '`id`' 'x\ny'"
     assert cli("bench", "--ssh-config", "/nonexistent").code == 2  # SSH settings without a target
+    assert parse_targets(["ssh://pi@[fe80::1]:22"]) == [Address("fe80::1", "pi", 22)] and str(Address("::1", None, 22)) == "ssh://[::1]:22"
+    for bad in ("ssh://loop:", "ssh://@loop", "ssh://[::1", "ssh://[zz]", "ssh://[::1]x", "ssh://[fe80::1%eth0]", "", ",", "ssh://a,,ssh://b"):
+        result = cli("bench", "partialnet_t0", "--target", bad)  # an empty one too: a CI job's unset $BOARD is not "here"
+        assert result.code == 2 and result.err.count("\n") == 1 and "--target" in result.err, (bad, result.err)
+    everything = cli("export", "partialnet_t0", "-f", "all", "--target", "ssh://loop")
+    assert everything.code == 2 and "--format all exports here" in everything.err  # it used to export everything here, silently
+
+
+@pytest.mark.skipif(not sshd.has_ipv6(), reason="no IPv6 loopback on this machine")
+def test_an_ipv6_target_is_reached(cli, server, tmp_path):
+    """ssh://[ADDR]:PORT: ssh is given the bare address, scp the bracketed one (the artifact goes up that way)."""
+    result = cli("bench", "partialnet_t0", "--imgsz", "64", "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1", "--json", tmp_path / "b.json",
+                 "--target", f"ssh://[::1]:{server.port}", "--ssh-config", server.config, "--remote-python", sys.executable)
+    assert result.code == 0, result.err
+    (row,) = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert row["status"] == "ok" and json.loads((tmp_path / "b.json").read_text())["machine"]["target"] == f"ssh://[::1]:{server.port}"
 
 
 def test_bench_on_two_targets_runs_there_and_merges(cli, server, tmp_path):

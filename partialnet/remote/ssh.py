@@ -38,7 +38,8 @@ class Address:
     port: int | None = None
 
     def __str__(self) -> str:
-        return f"ssh://{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ssh://{self.user + '@' if self.user else ''}{host}{':' + str(self.port) if self.port else ''}"
 
     @property
     def destination(self) -> str:
@@ -50,20 +51,39 @@ def parse_target(text: str) -> Address:
     if not text.startswith("ssh://"):
         raise BadInput(f"--target {text!r}: expected ssh://[USER@]HOST[:PORT]")
     rest = text[len("ssh://") :]
-    user, _, hostport = rest.rpartition("@")
-    host, _, port = hostport.partition(":")
-    if user and not _USER.fullmatch(user):
+    at, user, hostport = "@" in rest, *rest.rpartition("@")[::2]
+    if hostport.startswith("["):  # an IPv6 address, bracketed as in URLs: ssh://[fe80::1]:22
+        host, closed, port = hostport[1:].partition("]")
+        if not closed or not _is_ipv6(host) or (port and not port.startswith(":")):
+            raise BadInput(f"--target {text!r}: {hostport!r} is not a bracketed IPv6 address [ADDR] or [ADDR]:PORT")
+        port, colon = port[1:], bool(port)
+    else:
+        host, colon, port = hostport.partition(":")
+        if not _HOST.fullmatch(host):
+            raise BadInput(f"--target {text!r}: host {host!r} is not a host name, address or ssh config alias")
+    if at and not _USER.fullmatch(user):
         raise BadInput(f"--target {text!r}: user {user!r} is not a plain user name")
-    if not _HOST.fullmatch(host):
-        raise BadInput(f"--target {text!r}: host {host!r} is not a host name, address or ssh config alias")
-    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+    if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise BadInput(f"--target {text!r}: port {port!r} is not 1-65535")
     return Address(host=host, user=user or None, port=int(port) if port else None)
 
 
+def _is_ipv6(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return "%" not in text  # a zone index (%eth0) is refused: a link-local hop is for the ssh config, not a --target
+
+
 def parse_targets(values: list[str] | None) -> list[Address]:
-    """`--target a --target b,c` -> addresses, each once."""
-    items = [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+    """`--target a --target b,c` -> addresses, each once. An empty one is refused, not read as "here": a CI
+    job whose `--target "$BOARD"` lost its variable must not time the CI runner and pass."""
+    items = [v.strip() for value in values or [] for v in value.split(",")]
+    if "" in items:
+        raise BadInput(f"--target {ascii(','.join(values or []))[:80]}: an empty target; expected ssh://[USER@]HOST[:PORT] (is a variable unset?)")
     return list(dict.fromkeys(parse_target(v) for v in items))
 
 
@@ -170,7 +190,7 @@ def fetch(settings: SshSettings, address: Address, remote: str, local: Path, tim
 
 
 def _scp_host(address: Address) -> str:
-    return f"[{address.destination}]" if ":" in address.host else address.destination
+    return f"{address.user + '@' if address.user else ''}[{address.host}]" if ":" in address.host else address.destination
 
 
 def _scp(settings: SshSettings, address: Address, ends: list[str], what: str, timeout: float) -> None:
