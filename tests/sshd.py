@@ -73,7 +73,8 @@ def start(folder: Path) -> Server:
     port = free_port()
     log = folder / "sshd.log"
     (folder / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\n{LISTEN_IPV6 if has_ipv6() else ''}HostKey {folder / 'host_key'}\nAuthorizedKeysFile {folder / 'authorized_keys'}\n"
+        f"Port {port}\nListenAddress 127.0.0.1\n{LISTEN_IPV6 if has_ipv6() else ''}"
+        f"HostKey {folder / 'host_key'}\nAuthorizedKeysFile {folder / 'authorized_keys'}\n"
         f"PidFile {folder / 'sshd.pid'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
         "PermitRootLogin prohibit-password\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\nMaxStartups 50\nMaxSessions 50\n"
         f"SetEnv TMPDIR={folder / 'tmp'}\n"  # the target's temp folder is this server's own: tests see only their folders
