@@ -3,7 +3,8 @@ a free port with a temporary host key and an authorized client key, as the curre
 Python is this checkout's environment, reached through the same ssh client users have.
 
 An ssh config beside it names the ways in: `loop` and `loop2` (the server, its host key known: two
-"machines" for the merged-targets case), `loop-noort` (the same, telling a fake Python to break), `loop-unknown`
+"machines" for the merged-targets case), `loop-noort` (the same, telling a fake Python to break), `loop-slow`
+(the same through a ~200 KB/s link), `loop-unknown`
 (same server, empty known_hosts), `loop-wrongkey` (a key the server does not authorize) and `closed`
 (a port nothing listens on).
 """
@@ -15,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,26 @@ class Server:
 
 def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+THROTTLE = """import os, socket, sys, threading, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def up():
+    while data := os.read(0, 16384):
+        s.sendall(data)
+        time.sleep(len(data) / 200_000)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while data := s.recv(65536):
+    os.write(1, data)
+"""
+
+
+def _throttle(folder: Path) -> Path:
+    """A ProxyCommand that sends at about 200 KB/s: a slow link, so a copy is still running when a test stops it."""
+    script = folder / "throttle.py"
+    script.write_text(THROTTLE)
+    return script
 
 
 LISTEN_IPV6 = "ListenAddress [::1]\n"
@@ -94,6 +116,8 @@ def start(folder: Path) -> Server:
         f"Host loop loop2\n{common}  Port {port}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
         f"Host ::1\n  User {user}\n  IdentitiesOnly yes\n  GlobalKnownHostsFile /dev/null\n  IdentityFile {folder / 'client_key'}\n"
         f"  UserKnownHostsFile {folder / 'known_hosts'}\n"  # ssh://[::1]:PORT, an address typed as such
+        f"Host loop-slow\n{common}  Port {port}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
+        f"  ProxyCommand {sys.executable} {_throttle(folder)} %h %p\n"
         f"Host loop-noort\n{common}  Port {port}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
         "  SetEnv PARTIALNET_TEST_NOORT=1\n"
         f"Host loop-unknown\n{common}  Port {port}\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts_empty'}\n"

@@ -206,6 +206,29 @@ def test_sigterm_mid_row_ends_the_remote_worker_and_removes_its_folder(server, t
     assert not _worker_running(server, before)
 
 
+def test_sigterm_mid_copy_ends_the_copy_at_once(server, tmp_path):
+    """A 14 MB artifact over a ~200 KB/s link: the stop used to wait for the whole copy (70 s here, up to 600 s)."""
+    before = remote_folders(server)
+    cmd = [sys.executable, "-m", "partialnet", "bench", "partialnet_t0", "--imgsz", "64", "--runtime", "onnxruntime", "--protocol", "quick",
+           "--threads", "1", *ssh_args(server, "loop-slow")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", f"scp -q .*{server.config}"], capture_output=True).returncode:
+            time.sleep(0.2)
+        time.sleep(1)
+        assert proc.poll() is None, "the command ended before its copy started"
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - stopped
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    assert took < 10, f"the stop waited {took:.0f} s for the copy"
+    assert remote_folders(server) == before
+
+
 def _worker_running(server, before: set[str]) -> bool:
     new = remote_folders(server) - before
     if not new:

@@ -194,13 +194,19 @@ def _scp_host(address: Address) -> str:
 
 
 def _scp(settings: SshSettings, address: Address, ends: list[str], what: str, timeout: float) -> None:
+    """One copy, ended at once by a stop here (a CI runner's SIGTERM must not wait out a slow link's copy)."""
+    from partialnet.signals import raise_if_pending
+
     argv = [client("scp"), "-q", *settings.options(address, "-P"), "--", *ends]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise Unavailable(f"{address}: {what} did not finish in {timeout:.0f} s") from None
-    if done.returncode != 0:
-        raise Unavailable(f"{address}: {what} failed: {last_line(done.stderr.decode('utf-8', 'replace'))}")
+        done = _collect(proc, time.monotonic() + timeout, raise_if_pending)
+    finally:
+        _end(proc)
+    if done.timed_out:
+        raise Unavailable(f"{address}: {what} did not finish in {timeout:.0f} s")
+    if done.too_big or done.code != 0:
+        raise Unavailable(f"{address}: {what} failed: {'scp said too much' if done.too_big else last_line(done.err)}")
 
 
 def last_line(text: str) -> str:
