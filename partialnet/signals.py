@@ -8,8 +8,8 @@ lands the exception wherever the main thread happens to be: inside a C extension
 module init segfaulted), inside a C++ library's Python callback (onnxsim aborted via std::terminate, or
 swallowed it as "simplification failed"). A second signal forces the default action at once, for a user
 who does not want to wait for the current step; the child processes and temporaries registered here
-(workers, staged outputs, scratch folders) are killed and removed first, so even a forced stop leaves
-nothing behind (CI runners cancel with SIGINT and then SIGTERM).
+(workers, staged outputs, scratch folders, a target's folder) are killed and removed first, so even a
+forced stop leaves nothing behind (CI runners cancel with SIGINT and then SIGTERM).
 """
 
 from __future__ import annotations
@@ -62,6 +62,29 @@ def _remove_temporaries() -> None:
             pass
 
 
+_ELSEWHERE: dict[str, list[str]] = {}  # a target's folder -> the ssh command line that removes it
+
+
+def remember_remote_folder(key: str, argv: list[str]) -> None:
+    """Until forgotten, a forced stop starts `argv` (ssh … rm -rf FOLDER) and leaves without waiting for it:
+    the target's folder goes too, and a dead link cannot hold the forced stop up."""
+    _ELSEWHERE[key] = argv
+
+
+def forget_remote_folder(key: str) -> None:
+    _ELSEWHERE.pop(key, None)
+
+
+def _remove_remote_folders() -> None:
+    import subprocess
+
+    for argv in list(_ELSEWHERE.values()):
+        try:
+            subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        except Exception:  # best effort, from a signal handler
+            pass
+
+
 _CHILDREN: dict = {}  # child process (subprocess.Popen) -> whether a first stop request is passed on to it
 
 
@@ -104,6 +127,7 @@ def on_signal(signum, frame) -> None:
     if _state["pending"] is not None:  # asked twice: stop now, the default way, after the children and temporaries
         _signal_children(kill=True)
         _remove_temporaries()
+        _remove_remote_folders()
         _die(signum)
         return
     _state["pending"] = signum

@@ -206,6 +206,31 @@ def test_sigterm_mid_row_ends_the_remote_worker_and_removes_its_folder(server, t
     assert not _worker_running(server, before)
 
 
+def test_a_forced_stop_removes_the_targets_folder_too(server, tmp_path):
+    """Ctrl-C then SIGTERM at once (a CI runner's cancel): the second signal ends the command the default way,
+    and the target's folder went with it only when cleanup had already reached it."""
+    before = remote_folders(server)
+    cmd = [sys.executable, "-m", "partialnet", "bench", "partialnet_t0", "--imgsz", "64", "--runtime", "onnxruntime", "--protocol", "latency",
+           "--threads", "1", *ssh_args(server, "loop")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any((server.folder / "tmp" / f / "spec.json").exists() for f in remote_folders(server) - before):
+            time.sleep(0.1)
+        assert remote_folders(server) - before, "the command never made its folder on the target"
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM  # forced: the default action, not a clean exit
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and remote_folders(server) != before:
+        time.sleep(0.2)
+    assert remote_folders(server) == before
+
+
 def test_sigterm_mid_copy_ends_the_copy_at_once(server, tmp_path):
     """A 14 MB artifact over a ~200 KB/s link: the stop used to wait for the whole copy (70 s here, up to 600 s)."""
     before = remote_folders(server)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from partialnet.errors import BadInput, Unavailable
 from partialnet.remote import ssh
+from partialnet.signals import forget_remote_folder, remember_remote_folder
 from partialnet.remote.replies import checked_probe, checked_result, parse_reply
 
 PROBE_TIMEOUT_S = 120
@@ -47,12 +48,14 @@ class RemoteHost:
         if reply.code != 0 or not _REMOTE_DIR.fullmatch(folder):
             raise Unavailable(f"{self.address}: mktemp -d failed there ({ssh.last_line(reply.err) if reply.code else 'odd path'})")
         self.folder = folder
+        remember_remote_folder(f"{self.address}:{folder}", ssh.ssh_argv(self.settings, self.address, ["rm", "-rf", "--", folder]))
         return self
 
     def __exit__(self, *exc) -> None:
         if self.folder is None:
             return
         folder, self.folder = self.folder, None
+        forget_remote_folder(f"{self.address}:{folder}")  # from here this method removes it, or says it could not
         try:
             reply = ssh.run(self.settings, self.address, ["rm", "-rf", "--", folder], timeout=60)
             failed = reply.code != 0 and (ssh.last_line(reply.err) or f"exit {reply.code}")

@@ -169,7 +169,7 @@ def _collect(proc: subprocess.Popen, deadline: float, stop) -> Reply:
 
 
 def _end(proc: subprocess.Popen) -> None:
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
+    for stream in (s for s in (proc.stdin, proc.stdout, proc.stderr) if s is not None):
         try:
             stream.close()
         except OSError:
