@@ -137,7 +137,8 @@ def advice(report: dict) -> list[str]:
 
 def target_report(host) -> dict:
     """What a --target answered when asked (its partialnet matched this one's, or it was refused earlier
-    with the install line): its machine, and each runtime's availability on its CPU there."""
+    with the install line): its machine, each runtime's availability on its CPU there, and `now`: the
+    doctor report sampled there (load, busiest processes, governor, memory, advice)."""
     from partialnet.runtimes.table import RUNTIMES
 
     rows = []
@@ -146,4 +147,4 @@ def target_report(host) -> dict:
         why = host.availability(name, device)
         rows.append({"runtime": name, "available": why is None, "why_not": why})
     return {"target": host.label, "partialnet": host.info.get("partialnet"), "machine": host.machine(), "runtimes": rows,
-            "default_threads": host.default_threads()}
+            "default_threads": host.default_threads(), "now": host.examine()}

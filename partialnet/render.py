@@ -349,7 +349,7 @@ def aa_lines(result: dict) -> list[str]:
 def doctor_lines(report: dict) -> list[str]:
     """`partialnet doctor` on one screen: what the machine is, what is running on it, what to do."""
     cpu, freq, mem = report["cpu"], report["frequency"], report["memory"]
-    unknown = "not exposed here"
+    unknown = "not exposed"
     lines = [
         f"CPU        {cpu['model']} · {' '.join(cpu['flags']) or 'no listed ISA extensions'}",
         f"cores      {len(report['usable_cpus'])} usable of {cpu['logical_cores']} logical · SMT "
@@ -423,8 +423,11 @@ def divergence_table(found: dict, rows: int = 12) -> Table:
 def target_doctor_lines(label: str, report: dict) -> list[str]:
     from partialnet.machine import describe
 
-    lines = [f"partialnet {report['partialnet']} (same as here) on {describe(report['machine'])}",
-             f"  threads per runtime by default: {report['default_threads']}"]
+    lines = [f"partialnet {report['partialnet']} (same as here) on {describe(report['machine'])}"]
+    now = [line for line in doctor_lines(report["now"]) if not line.startswith("runtimes ")] if report.get("now") else []
+    lines += [f"  {line}" for line in now[: now.index("advice")]] if now else [f"  threads per runtime by default: {report['default_threads']}"]
+    lines.append("  runtimes there")
     for row in report["runtimes"]:
-        lines.append(f"  {row['runtime']:<12} {'yes' if row['available'] else 'no: ' + str(row['why_not'])}")
-    return lines
+        lines.append(f"    {row['runtime']:<12} {'yes' if row['available'] else 'no: ' + str(row['why_not'])}")
+    lines += [f"  {line}" for line in now[now.index("advice"):]] if now else []
+    return [inert(line) for line in lines]

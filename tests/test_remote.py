@@ -126,6 +126,25 @@ def test_accept_new_host_key_records_it(cli, server, tmp_path):
     known.write_text("")
 
 
+def test_doctor_on_a_target_says_whether_it_is_fit_to_time_on_now(cli, server, tmp_path):
+    """The target's own load, busiest processes, memory and advice, sampled there (it used to print only the
+    fingerprint and the runtimes); a doctor reply of another shape is refused in one line."""
+    result = cli("doctor", "--json", *ssh_args(server, "loop"))
+    assert result.code == 0, result.err
+    now = json.loads(result.out)["ssh://loop"]["now"]
+    assert now["cpu"]["logical_cores"] == os.cpu_count() and now["memory"]["total_gb"] > 0 and now["advice"]
+    assert isinstance(now["others_cores"], float) and isinstance(now["busiest"], list)
+    shown = cli("doctor", *ssh_args(server, "loop"))
+    for part in ("  load       1-minute average", "  memory     ", "  runtimes there", "    onnxruntime  yes", "  advice"):
+        assert part in shown.out, shown.out
+    from partialnet.errors import BadInput
+    from partialnet.remote.replies import checked_doctor
+
+    with pytest.raises(BadInput, match="the target's doctor report is not partialnet's"):
+        checked_doctor({**now, "busiest": [{"pid": "1", "name": "x", "cores": 1.0}]}, "ssh://loop")
+    assert len(checked_doctor({**now, "advice": ["x" * 10_000]}, "ssh://loop")["advice"][0]) == 400
+
+
 def test_more_threads_than_the_targets_cores_is_refused_before_any_row(cli, server, tmp_path):
     before = remote_folders(server)
     too_many = (os.cpu_count() or 1) + 1

@@ -1,7 +1,8 @@
 """What runs on a target: `python -m partialnet.remote.agent VERB ARGS…`.
 
 `probe` says what this machine is and can run (partialnet's version, the machine fingerprint, every
-runtime's availability here), so rows are planned with the target's own answers. `worker` runs one bench
+runtime's availability here), so rows are planned with the target's own answers; `doctor` is `partialnet
+doctor`'s report sampled there (is the board fit to time on now). `worker` runs one bench
 row exactly as a local row runs (`python -m partialnet.bench.worker` in its own process, threads pinned),
 reading the spec as the first line of stdin; when stdin closes (the other side's Ctrl-C, SIGTERM or a
 dropped connection) the worker is killed, so nothing keeps running on a board nobody is watching.
@@ -31,6 +32,13 @@ def probe() -> dict:
     table = {name: {device: {p: availability(name, device, p) for p in spec.precisions} for device in spec.devices}
              for name, spec in RUNTIMES.items()}
     return {"partialnet": partialnet.__version__, "machine": fingerprint(), "availability": table, "default_threads": default_threads()}
+
+
+def doctor() -> dict:
+    """This machine's own `doctor` report (load, busiest processes, governor, memory, advice), sampled here."""
+    from partialnet.doctor import examine
+
+    return examine()
 
 
 def _watch_stdin(proc: subprocess.Popen) -> None:
@@ -116,7 +124,7 @@ def sha256(folder: str) -> dict:
     return digests
 
 
-VERBS = {"probe": probe, "worker": worker, "sha256": sha256, "cli": cli, "tool": tool, "build": build, "machine-record": machine_record}
+VERBS = {"probe": probe, "doctor": doctor, "worker": worker, "sha256": sha256, "cli": cli, "tool": tool, "build": build, "machine-record": machine_record}
 
 
 def main() -> int:

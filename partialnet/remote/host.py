@@ -20,7 +20,7 @@ from pathlib import Path
 from partialnet.errors import BadInput, Unavailable
 from partialnet.remote import ssh
 from partialnet.signals import forget_remote_folder, remember_remote_folder
-from partialnet.remote.replies import checked_probe, checked_result, parse_reply
+from partialnet.remote.replies import checked_doctor, checked_probe, checked_result, parse_reply
 
 PROBE_TIMEOUT_S = 120
 COPY_TIMEOUT_S = 600
@@ -80,6 +80,16 @@ class RemoteHost:
                 raise Unavailable(f"{self.address} has partialnet {str(info.get('partialnet'))[:40]}, this side {__version__}; "
                                   f"install the same there: {install_line(self.python, __version__)}")
             return checked_probe(info, str(self.address))
+        except BadInput as exc:
+            raise Unavailable(str(exc)) from None
+
+    def examine(self) -> dict:
+        """`partialnet doctor` sampled on the target (its load, its busiest processes, its advice)."""
+        reply = self._ssh([self.python, "-m", "partialnet.remote.agent", "doctor"], timeout=PROBE_TIMEOUT_S)
+        try:
+            if reply.code != 0:
+                raise BadInput(f"{self.address}: its doctor failed: {ssh.last_line(reply.err)}")
+            return checked_doctor(parse_reply(reply.out, str(self.address)), str(self.address))
         except BadInput as exc:
             raise Unavailable(str(exc)) from None
 

@@ -119,6 +119,55 @@ def checked_probe(value: dict, what: str) -> dict:
     }
 
 
+def checked_doctor(value: dict, what: str) -> dict:
+    """A target's own `doctor` report, each field of the shape `doctor_lines` reads: strings cut, numbers
+    finite, anything else refused (it is printed as if examined here)."""
+    try:
+        cpu, freq, mem = value["cpu"], value["frequency"], value["memory"]
+        return {
+            "cpu": {"model": _text(cpu["model"], 200), "logical_cores": _int(cpu["logical_cores"]),
+                    "flags": [_text(f, 40) for f in _list(cpu["flags"], 64)]},
+            "usable_cpus": [_int(c) for c in _list(value["usable_cpus"], 4096)],
+            "frequency": {"governors": None if freq["governors"] is None else [_text(g, 40) for g in _list(freq["governors"], 8)],
+                          "boost": _flag(freq["boost"]), "smt_active": _flag(freq["smt_active"])},
+            "loadavg_1m": _number(value["loadavg_1m"]),
+            "others_cores": _number(value["others_cores"]),
+            "busiest": [{"pid": _int(p["pid"]), "name": _text(p["name"], 32), "cores": float(_number(p["cores"]))} for p in _list(value["busiest"], 10)],
+            "memory": {"total_gb": _number(mem["total_gb"]), "available_gb": _number(mem["available_gb"])},
+            "runtimes": [{"runtime": _text(r["runtime"], 40), "version": None if r["version"] is None else _text(r["version"], 40),
+                          "available": bool(_flag(r["available"]))} for r in _list(value["runtimes"], 32)],
+            "default_threads": _int(value["default_threads"]),
+            "disturbed_limit_cores": float(_number(value["disturbed_limit_cores"])),
+            "advice": [_text(t, 400) for t in _list(value["advice"], 16)],
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadInput(f"{what}: the target's doctor report is not partialnet's ({type(exc).__name__})") from None
+
+
+def _text(value, limit: int) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value[:limit]
+
+
+def _int(value) -> int:
+    if type(value) is not int:
+        raise TypeError("not an integer")
+    return value
+
+
+def _flag(value) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError("not true/false")
+    return value
+
+
+def _list(value, limit: int) -> list:
+    if not isinstance(value, list):
+        raise TypeError("not a list")
+    return value[:limit]
+
+
 def whole_json(text: str, what: str):
     """A command's --json output (pretty-printed over many lines), NaN/Infinity refused."""
     try:
