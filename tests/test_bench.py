@@ -230,6 +230,12 @@ def test_cuda_without_a_gpu_is_unavailable_exit_3(cli):
     assert result.code == 3 and "no runtime can run on cuda" in result.err
 
 
+def test_a_precision_no_runtime_computes_is_refused_before_the_fold(cli):
+    """onnxruntime has no bf16: refused before the model is folded and exported (9 s at 64x64, more at 224)."""
+    result = cli("bench", "partialnet_t0", "--precision", "bf16", "--protocol", "quick", "--imgsz", "64", "--runtime", "onnxruntime")
+    assert result.code == 3 and "onnxruntime runs fp32, fp16, int8 here, not bf16" in result.err and "preparing" not in result.err, result.err
+
+
 @pytest.mark.slow
 def test_ab_runs_each_runtime_and_honours_every_output(cli, tmp_path):
     out = tmp_path / "ab"

@@ -463,10 +463,11 @@ def plan_rows(plan: BenchPlan, targets: list[Target]) -> list[tuple[Target, str,
 def refuse_if_nothing_runs(plan: BenchPlan) -> None:
     """Exit 3 before any model is folded when no runtime asked for can run on this device here at all.
 
-    fp32 is every runtime's precision, so a runtime unavailable at fp32 is unavailable for its device or
-    installation, whatever the artifacts' own precisions turn out to be.
+    Rows of checkpoints run at the precision asked for; a given artifact runs at its own, and fp32 is every
+    runtime's precision, so a runtime unavailable at fp32 is unavailable whatever the artifacts hold.
     """
-    reasons = {runtime: plan.where.availability(runtime, plan.device) for runtime in plan.runtimes}
+    precision = "fp32" if any(artifact_format(s) for s in plan.sources) else plan.precision
+    reasons = {runtime: plan.where.availability(runtime, plan.device, precision) for runtime in plan.runtimes}
     if reasons and all(reasons.values()):
         listed = "; ".join(f"{runtime}: {why}" for runtime, why in sorted(reasons.items()))
         raise Unavailable(f"no runtime can run on {plan.device} {_place(plan.where)} ({listed})")
