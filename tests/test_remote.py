@@ -36,7 +36,7 @@ def remote_folders(server) -> set[str]:
     return {p.name for p in (server.folder / "tmp").glob("partialnet-remote.*")}
 
 
-def test_target_addresses_are_parsed_strictly(cli):
+def test_target_addresses_are_parsed_strictly(cli, tmp_path):
     from partialnet.remote.ssh import Address, parse_targets, quoted
 
     assert parse_targets(["ssh://pi@board:2222,ssh://jetson", "ssh://jetson"]) == [Address("board", "pi", 2222), Address("jetson")]
@@ -49,6 +49,9 @@ def test_target_addresses_are_parsed_strictly(cli):
     for bad in ("ssh://loop:", "ssh://@loop", "ssh://[::1", "ssh://[zz]", "ssh://[::1]x", "ssh://[fe80::1%eth0]", "", ",", "ssh://a,,ssh://b"):
         result = cli("bench", "partialnet_t0", "--target", bad)  # an empty one too: a CI job's unset $BOARD is not "here"
         assert result.code == 2 and result.err.count("\n") == 1 and "--target" in result.err, (bad, result.err)
+    (tmp_path / "bad_config").write_text("Host x\n  Bogusoption yes\n")
+    unreadable = cli("doctor", "--target", "ssh://x", "--ssh-config", tmp_path / "bad_config")
+    assert unreadable.code == 2 and "line 2: Bad configuration option: bogusoption" in unreadable.err, unreadable.err  # was exit 3
     everything = cli("export", "partialnet_t0", "-f", "all", "--target", "ssh://loop")
     assert everything.code == 2 and "--format all exports here" in everything.err  # it used to export everything here, silently
 

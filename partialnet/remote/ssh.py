@@ -216,9 +216,13 @@ def last_line(text: str) -> str:
     return inert(lines[-1])[:240] if lines else "no message"
 
 
-def connection_error(address: Address, reply: Reply, settings: SshSettings) -> Unavailable:
-    """ssh's own failures (exit 255) as one line that says what to do."""
+def connection_error(address: Address, reply: Reply, settings: SshSettings) -> Unavailable | BadInput:
+    """ssh's own failures (exit 255) as one line that says what to do; a config ssh cannot read is bad input."""
     text = reply.err
+    if "bad configuration option" in text.lower() or "terminating, " in text:
+        where = f"--ssh-config {settings.config}" if settings.config else "your ssh config"
+        first = next((line for line in text.splitlines() if "bad configuration option" in line.lower()), text)
+        return BadInput(f"{where}: ssh cannot read it ({last_line(first)})")
     if "Host key verification failed" in text or "No matching host key" in text or "host key for" in text.lower():
         how = "verify the key and add it to known_hosts (ssh-keyscan, then compare fingerprints), or pass --accept-new-host-key"
         if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
