@@ -163,6 +163,8 @@ def fake_python(folder: Path, mode: str, real: str) -> Path:
                 'print(json.dumps(d))')
         body = (f'if [ -n "$PARTIALNET_TEST_NOORT" ] && [ "$3" = probe ]; then "{real}" "$@" | "{real}" -c \'{edit}\'; exit 0; fi\n'
                 f'exec "{real}" "$@"\n')
+    elif mode == "flood_probe":  # the probe floods stderr (a broken site-packages printing warnings forever)
+        body = f'if [ "$3" = probe ]; then head -c 100000000 /dev/zero | tr "\\0" x >&2; exit 1; fi\nexec "{real}" "$@"\n'
     elif mode == "odd_probe":  # another build of the same version: its probe's availability is of another shape
         edit = 'import json, sys; d = json.loads(sys.stdin.read()); d["availability"] = {"onnxruntime": {"cpu": "yes"}}; print(json.dumps(d))'
         body = f'if [ "$3" = probe ]; then "{real}" "$@" | "{real}" -c \'{edit}\'; exit 0; fi\nexec "{real}" "$@"\n'

@@ -179,6 +179,8 @@ def test_target_without_partialnet_or_another_version_is_exit_3_with_the_install
     assert "0.0.1" in old.err
     odd = cli("doctor", *ssh_args(server, "loop", python=str(sshd.fake_python(tmp_path, "odd_probe", sys.executable))))
     assert odd.code == 3 and "ssh://loop: the probe's availability of 'onnxruntime' is not partialnet's" in odd.err, odd.err  # was exit 4
+    flood = cli("doctor", *ssh_args(server, "loop", python=str(sshd.fake_python(tmp_path, "flood_probe", sys.executable))))
+    assert flood.code == 3 and "its probe sent more than 8 MiB" in flood.err, flood.err  # was "probe failed: no message"
 
 
 @pytest.mark.parametrize("mode, code, expected", [

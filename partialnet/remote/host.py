@@ -72,6 +72,8 @@ class RemoteHost:
         if reply.code == 127 or "No module named" in reply.err:
             what = "has no partialnet" if "No module named" in reply.err else f"has no {self.python}"
             raise Unavailable(f"{self.address} {what}; install it there: {install_line(self.python, __version__)}")
+        if reply.too_big:
+            raise Unavailable(f"{self.address}: its probe sent more than {ssh.MAX_REPLY_BYTES >> 20} MiB; a partialnet probe is a few KB")
         if reply.code != 0:
             raise Unavailable(f"{self.address}: {self.python} -m partialnet.remote.agent probe failed: {ssh.last_line(reply.err)}")
         try:
