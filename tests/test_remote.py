@@ -57,9 +57,9 @@ def test_target_addresses_are_parsed_strictly(cli, tmp_path):
 
 
 @pytest.mark.skipif(not sshd.has_ipv6(), reason="no IPv6 loopback on this machine")
-def test_an_ipv6_target_is_reached(cli, server, tmp_path):
+def test_an_ipv6_target_is_reached(cli, server, tmp_path, digits_onnx):
     """ssh://[ADDR]:PORT: ssh is given the bare address, scp the bracketed one (the artifact goes up that way)."""
-    result = cli("bench", "partialnet_t0", "--imgsz", "64", "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1", "--json", tmp_path / "b.json",
+    result = cli("bench", digits_onnx, "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1", "--json", tmp_path / "b.json",
                  "--target", f"ssh://[::1]:{server.port}", "--ssh-config", server.config, "--remote-python", sys.executable)
     assert result.code == 0, result.err
     (row,) = json.loads((tmp_path / "b.json").read_text())["rows"]
@@ -230,11 +230,11 @@ def test_sigterm_mid_row_ends_the_remote_worker_and_removes_its_folder(server, t
     assert not _worker_running(server, before)
 
 
-def test_a_forced_stop_removes_the_targets_folder_too(server, tmp_path):
+def test_a_forced_stop_removes_the_targets_folder_too(server, tmp_path, digits_onnx):
     """Ctrl-C then SIGTERM at once (a CI runner's cancel): the second signal ends the command the default way,
     and the target's folder went with it only when cleanup had already reached it."""
     before = remote_folders(server)
-    cmd = [sys.executable, "-m", "partialnet", "bench", "partialnet_t0", "--imgsz", "64", "--runtime", "onnxruntime", "--protocol", "latency",
+    cmd = [sys.executable, "-m", "partialnet", "bench", str(digits_onnx), "--runtime", "onnxruntime", "--protocol", "latency",
            "--threads", "1", *ssh_args(server, "loop")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -255,10 +255,10 @@ def test_a_forced_stop_removes_the_targets_folder_too(server, tmp_path):
     assert remote_folders(server) == before
 
 
-def test_sigterm_mid_copy_ends_the_copy_at_once(server, tmp_path):
-    """A 14 MB artifact over a ~200 KB/s link: the stop used to wait for the whole copy (70 s here, up to 600 s)."""
+def test_sigterm_mid_copy_ends_the_copy_at_once(server, tmp_path, digits_onnx):
+    """A 9 MB artifact over a ~200 KB/s link: the stop used to wait for the whole copy (45 s here, up to 600 s)."""
     before = remote_folders(server)
-    cmd = [sys.executable, "-m", "partialnet", "bench", "partialnet_t0", "--imgsz", "64", "--runtime", "onnxruntime", "--protocol", "quick",
+    cmd = [sys.executable, "-m", "partialnet", "bench", str(digits_onnx), "--runtime", "onnxruntime", "--protocol", "quick",
            "--threads", "1", *ssh_args(server, "loop-slow")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
