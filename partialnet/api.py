@@ -143,7 +143,7 @@ def export(
     out = Path(output) if output else default_output(source, fmt.suffix)
     check_artifact_name(out, fmt)
     inputs = [source_path(source)]
-    check_outputs(artifact_outputs(out, fmt.name, options.built_elsewhere), inputs, force)
+    check_outputs(artifact_outputs(out, fmt.name, options.built_elsewhere, typed=output is not None), inputs, force)
     if checks.images:
         probe(checks.images, options.imgsz)  # fail on a bad folder before the slow work
     check_data(options.data, options.calib_size)
@@ -533,7 +533,7 @@ def _plan_all(source: str, output_dir) -> tuple[list, list[dict]]:
             skipped.append({"format": fmt.name, "status": "skipped", "verdict": "skipped", "why": status["export_reason"]})
             continue
         base = Path(output_dir) / Path(default_output(source, fmt.suffix)).name if output_dir else default_output(source, fmt.suffix)
-        planned.append((fmt, artifact_outputs(base, fmt.name)))
+        planned.append((fmt, artifact_outputs(base, fmt.name, typed=output_dir is not None)))
     return planned, skipped
 
 

@@ -218,12 +218,17 @@ def parity_failure(report: ParityReport, what: str, divergence: dict | None = No
     return CheckFailed(f"{what} does not match PyTorch: {'; '.join(report.failures())}{tail}", details=details)
 
 
-def artifact_outputs(out: Path, format: str, built_elsewhere: bool = False) -> list[Output]:
+def artifact_outputs(out: Path, format: str, built_elsewhere: bool = False, typed: bool = True) -> list[Output]:
     """What an export publishes, together or not at all: the artifact, its companions, the manifest.
 
     An exporter may name other files (TensorRT without a GPU writes an engine-ready ONNX and a build
-    script instead of an engine); the manifest sits beside the first of them.
+    script instead of an engine); the manifest sits beside the first of them. Without `typed` (no -o
+    given) messages say the path is the default one, not an -o the user never passed.
     """
+    from dataclasses import replace
+
+    if not typed:
+        return [replace(o, option=o.option.replace("-o", "the default output (no -o given):", 1)) for o in artifact_outputs(out, format, built_elsewhere)]
     exporter = exporter_of(get_format(format))
     if hasattr(exporter, "artifact_paths"):
         files = list(exporter.artifact_paths(out, built_elsewhere))

@@ -86,6 +86,17 @@ def test_half_is_judged_by_cosine_and_top1(cli, tmp_path):
     assert parity["tightest_passing"]["min_cosine"] >= 0.999
 
 
+def test_an_existing_default_output_is_named_as_the_default_not_as_an_o_never_passed(cli, tmp_path):
+    """The README tour's `export -f openvino --half` then `export -f all`: both write model.xml beside the checkpoint."""
+    ckpt = tmp_path / "model.pth"
+    ckpt.write_bytes(b"not read: the outputs are checked first")
+    (tmp_path / "model.xml").write_bytes(b"precious")
+    for fmt in ("openvino", "all"):
+        result = cli("export", ckpt, "-f", fmt)
+        assert result.code == 2 and f"the default output (no -o given): {tmp_path / 'model.xml'} already exists" in result.err, result.err
+    assert (tmp_path / "model.xml").read_bytes() == b"precious"
+
+
 @pytest.mark.slow
 def test_existing_output_is_not_overwritten_without_force(cli, tmp_path):
     out = tmp_path / "x.onnx"
