@@ -161,8 +161,8 @@ def bench_table(result: dict) -> Table:
     table = Table(title=f"{result['protocol']['name']} protocol{mode}{size} · {machine['model']} · {where}" + (f" · {options}" if options else ""))
     columns = ("model", "runtime", "precision", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "CoV", "images/s", "parity",
                "load s", "1st ms", "+RSS MB", *(("GPU MB",) if gpu else ()))
-    for col in columns:
-        table.add_column(col, justify="left" if col in ("model", "runtime", "precision") else "right")
+    for col in columns:  # a long model name wraps rather than losing its marks (`!`, `~`) to an ellipsis
+        table.add_column(col, justify="left" if col in ("model", "runtime", "precision") else "right", overflow="fold" if col == "model" else "ellipsis")
     for row in result["rows"]:
         if row["status"] != "ok":
             continue
@@ -300,7 +300,7 @@ def report_bench_table(report: dict) -> Table:
     from partialnet.bench.report import shown_size
 
     for col in ("machine", "model", "runtime", "precision", "size", "batch", "threads", "p50 ms"):
-        table.add_column(col, justify="right" if col in ("size", "batch", "threads", "p50 ms") else "left")
+        table.add_column(col, justify="right" if col in ("size", "batch", "threads", "p50 ms") else "left", overflow="fold" if col == "model" else "ellipsis")
     for row in report["bench"]:
         table.add_row(machine_label(row), row["model"] + mark(row), row["runtime"], row["precision"], shown_size(row), str(row["batch"]),
                       str(row["threads"]), f"{row['p50_ms']:.3f}")

@@ -127,6 +127,22 @@ def test_quick_bench_writes_every_output(quick_run):
     assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_long_model_name_keeps_its_marks_in_the_table(quick_run):
+    """The name column cut `partialnet_t0:model.pth!~` to `partialnet_t0:model.pt…`: the marks that say
+    "not a figure to publish" were the part lost."""
+    from rich.console import Console
+
+    from partialnet import render
+
+    result = json.loads((quick_run[0] / "r.json").read_text())
+    for row in result["rows"]:
+        row.update(model="partialnet_t0:" + "a_long_training_run_name_" * 3 + ".pth", unstable=True, disturbed=True)
+    console = Console(width=120, record=True)
+    console.print(render.bench_table(result))
+    names = "".join(line.split("│")[1].strip() for line in console.export_text().splitlines() if line.startswith("│"))  # the model column
+    assert names.count(".pth*!~") == sum(r["status"] == "ok" for r in result["rows"]) > 0
+
+
 def test_compare_with_itself_exits_0(cli, quick_run):
     path = quick_run[0] / "r.json"
     result = cli("compare", path, path)
