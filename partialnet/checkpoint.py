@@ -359,13 +359,15 @@ def unwrap(obj: object, where: str = "", depth: int = 0, top: str | None = None)
     raise BadInput(f"holds a {type(obj).__name__}, not a state_dict or a dict of them")
 
 
-def select_prefix(sd: dict[str, torch.Tensor], chosen: str | None = None) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+def select_prefix(sd: dict[str, torch.Tensor], chosen: str | None = None) -> tuple[dict[str, torch.Tensor], str, list[str], list[str]]:
     """Strip the wrapper prefix (`module.`, Lightning's `model.`, ...), keeping only that model's keys;
-    `chosen` (a --weights name) picks one of several copies by its prefix."""
+    `chosen` (a --weights name) picks one of several copies by its prefix. Returns the model's keys, its
+    prefix, the keys left out, and the prefixes of the other whole copies among them."""
     anchors = [k[: -len(ANCHOR)] for k in sd if k.endswith(ANCHOR)]
     if not anchors:
         first = ", ".join(list(sd)[:SHOWN])
         raise BadInput(f"not a PartialNet/FasterNet checkpoint: no '{ANCHOR}' key (first keys: {first})")
+    anchors = _whole_copies(sd, anchors)
     ranked = [p for p in KNOWN_PREFIXES if p in anchors]
     if chosen in anchors:
         prefix = chosen
@@ -378,18 +380,30 @@ def select_prefix(sd: dict[str, torch.Tensor], chosen: str | None = None) -> tup
     owner = {k: max((a for a in anchors if k.startswith(a)), key=len, default=None) for k in sd}  # an unprefixed copy beside 'ema.' keeps its own
     kept = {k[len(prefix) :]: v for k, v in sd.items() if owner[k] == prefix}
     ignored = [k for k in sd if owner[k] != prefix]
-    return kept, prefix, ignored
+    return kept, prefix, ignored, [a for a in anchors if a != prefix]
 
 
-def other_weight_sets(obj: object, loaded: str | None, ignored: list[str]) -> list[str]:
+def _whole_copies(sd: Mapping, anchors: list[str]) -> list[str]:
+    """The prefixes that hold a model, not a stray key or two: a copy owns at least half as many keys as the
+    largest (a `module.` model with one unprefixed `patch_embed.proj.weight` beside it is one copy, not two,
+    and the stray key is left out and listed, not loaded as a one-key model)."""
+    owned = dict.fromkeys(anchors, 0)
+    for k in sd:
+        owner = max((a for a in anchors if k.startswith(a)), key=len, default=None)
+        if owner is not None:
+            owned[owner] += 1
+    largest = max(owned.values())
+    return [a for a in anchors if 2 * owned[a] >= largest]
+
+
+def other_weight_sets(obj: object, loaded: str | None, siblings: list[str]) -> list[str]:
     """The --weights names of the model copies a file holds beside the one loaded (an EMA beside the weights,
     a teacher): named on every command, never dropped without a word. The loaded one is the first of
     CONTAINER_KEYS (or of KNOWN_PREFIXES in a flat dict): a top-level key, or a key prefix ending in '.'."""
     found = []
     if isinstance(obj, Mapping):
         found = [key for key, value in obj.items() if key != loaded and isinstance(key, str) and _is_copy(value)]
-    found += [k[: -len(ANCHOR)] for k in ignored if k.endswith(ANCHOR)]
-    return found
+    return found + siblings
 
 
 def shown_names(names: list[str]) -> str:
@@ -407,10 +421,10 @@ def _is_copy(value: object) -> bool:
     return any(k.endswith(ANCHOR) for k in sd)
 
 
-def _name_of(top: str | None, prefix: str, ignored: list[str]) -> str:
+def _name_of(top: str | None, prefix: str, siblings: list[str]) -> str:
     """The --weights name of a loaded copy, one name per copy: its key prefix where copies sit side by side
     by prefix (Lightning's `model.` / `model_ema.`), else its top-level key, else its prefix."""
-    if any(k.endswith(ANCHOR) for k in ignored):
+    if siblings:
         return prefix
     return top if top is not None else prefix
 
@@ -618,17 +632,17 @@ def _choose_weights(obj: object, weights: str | None):
     if weights == "":
         raise BadInput("--weights '': name a model copy (a top-level key such as state_dict_ema, or a key prefix such as model_ema.)")
     sd, container, top = unwrap(obj)
-    sd, prefix, ignored = select_prefix(sd, weights)
+    sd, prefix, ignored, siblings = select_prefix(sd, weights)
     if weights is not None and weights != prefix:  # not a key prefix: a top-level key
         if not (isinstance(obj, Mapping) and weights in obj and _is_copy(obj[weights])):
-            others = other_weight_sets(obj, top, ignored)
-            names = [n for n in [_name_of(top, prefix, ignored), *others] if n or others]
+            others = other_weight_sets(obj, top, siblings)
+            names = [n for n in [_name_of(top, prefix, siblings), *others] if n or others]
             raise NoSuchCopy(f"--weights {ascii(weights)[1:-1][:80]}: no model copy by that name; the file holds "
                              f"{shown_names(names) or 'one copy, unnamed'}")
         sd, container, top = unwrap(obj[weights], f"dict[{weights!r}]", 1, weights)
-        sd, prefix, ignored = select_prefix(sd)
-    others = other_weight_sets(obj, top, ignored)
-    return sd, container, prefix, ignored, others, _name_of(top, prefix, ignored) if others else None
+        sd, prefix, ignored, siblings = select_prefix(sd)
+    others = other_weight_sets(obj, top, siblings)
+    return sd, container, prefix, ignored, others, _name_of(top, prefix, siblings) if others else None
 
 
 def load_checkpoint(path: str | Path, variant: str | None = None, weights: str | None = None) -> tuple[PartialNet, CheckpointInfo]:

@@ -270,6 +270,16 @@ def test_a_second_copy_of_the_weights_is_named_never_dropped_without_a_word(tmp_
     assert "pick a copy with --weights NAME" in folded.out
 
 
+def test_a_stray_key_beside_a_prefixed_model_is_not_a_second_copy(tmp_path, t0_state_dict):
+    """A `module.` model with one unprefixed `patch_embed.proj.weight` beside it loaded the one key as the
+    model ("no known variant matches: depths (0, 0, 0, 0)"); the stray key is now left out and listed."""
+    stray = {**{f"module.{k}": v for k, v in t0_state_dict.items()}, "patch_embed.proj.weight": t0_state_dict["patch_embed.proj.weight"]}
+    torch.save(stray, tmp_path / "stray.pth")
+    model, info = load_checkpoint(tmp_path / "stray.pth")
+    assert info.variant == "partialnet_t0" and info.prefix == "module." and info.ignored_keys == ["patch_embed.proj.weight"]
+    assert info.weights is None and "also holds" not in info.container  # one copy: nothing else to name
+
+
 def _logits(model: torch.nn.Module) -> torch.Tensor:
     with torch.no_grad():
         return model(torch.ones(1, 3, 64, 64))
