@@ -94,6 +94,8 @@ def parity_table(parity: dict, title: str) -> Table:
             f"artifact {accuracy['artifact_top1']:.2%}, "
             f"PyTorch {accuracy['reference_top1']:.2%}, Δ {accuracy['delta_points']:+.2f} points "
             f"(gate: drop ≤ {_fmt(accuracy['max_drop_points'], 'g')}) · {verdict}"
+            + (f" · top-5: artifact {accuracy['artifact_top5']:.2%}, PyTorch {accuracy['reference_top5']:.2%}"
+               if accuracy.get("artifact_top5") is not None and accuracy.get("reference_top5") is not None else "")
         )
     return table
 
