@@ -32,6 +32,7 @@ from partialnet.pipeline import (
     artifact_outputs,
     artifact_metadata,
     check_parity,
+    checked_without_runtime,
     dataset_accuracy,
     export_folded,
     export_staged,
@@ -226,7 +227,7 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     checks = checks.judged_on(info.dataset)
     check_labels_fit(checks, info)
     static = None
-    if not compute:  # a computed precision is the runtime's own: only running it there says anything
+    if not compute and checked_without_runtime(exporter, fmt):  # a computed precision is the runtime's own: only running it says anything
         with stage("verify", f"{fmt.name} checks without its runtime"):
             static = static_verification(exporter, fmt, artifact, _fold(model, tuple(io["imgsz"]))[0], io, model, checks)
     if static is not None:

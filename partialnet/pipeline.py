@@ -385,16 +385,21 @@ def _layer_divergence(exporter, work: Path, artifact: Path | None, checks: Verif
     return layer_divergence(exporter, work, artifact, images, deploy)
 
 
+def checked_without_runtime(verifier, fmt) -> str | None:
+    """Why `fmt`'s runtime cannot run here, where its exporter can check the artifact without it; else None."""
+    from partialnet.runtimes.table import RUNTIMES, availability
+
+    reason = availability(fmt.runtime, RUNTIMES[fmt.runtime].devices[0])
+    return reason if reason is not None and hasattr(verifier, "verify_static") else None
+
+
 def static_verification(
     verifier, fmt, path: Path, deploy: nn.Module, io: dict, reference: nn.Module | None = None, checks: VerifyOptions | None = None,
 ) -> dict | None:
     """A format whose runtime cannot run here but that its exporter can check without it (Core ML off macOS:
     static checks, then its program in a reference interpreter, judged by the precision's gates)."""
-    from partialnet.runtimes.table import RUNTIMES, availability
-
-    runtime = RUNTIMES[fmt.runtime]
-    reason = availability(fmt.runtime, runtime.devices[0])
-    if reason is None or not hasattr(verifier, "verify_static"):
+    reason = checked_without_runtime(verifier, fmt)
+    if reason is None:
         return None
     cases = tol = None
     if reference is not None and io["precision"] in DEFAULT_TOLERANCES:

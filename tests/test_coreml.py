@@ -98,6 +98,7 @@ def test_verify_off_macos_runs_the_program_and_says_how(packages, cli):
     assert result.code == 0, result.err
     assert "ok: the artifact matches PyTorch (ML program executed by partialnet's reference interpreter: ok;" in result.out
     assert "fp16 weights equal the deploy model's" in result.out and "cosine" in result.out
+    assert "- verify coreml checks without its runtime: " in result.err  # the stage that ran instead of the runtime
 
 
 @pytest.mark.skipif(ON_MAC, reason="on macOS packages are verified by prediction instead")

@@ -80,6 +80,7 @@ def test_verify_reports_top1_and_top5_on_labelled_images(cli, digits_ckpt, digit
     assert accuracy["artifact_top5"] >= accuracy["artifact_top1"] and accuracy["reference_top5"] is not None
     shown = cli("verify", digits_onnx, "--ref", digits_ckpt, "--images", folder)
     assert "10 classes) top-1 (60 images): artifact" in shown.out and "held-out" not in shown.out  # the user's images, not a held-out split
+    assert "checks without its runtime" not in shown.err  # onnxruntime runs here: no offline stage (it folded a model it never used)
     assert f"top-5: artifact {accuracy['artifact_top5']:.2%}, PyTorch {accuracy['reference_top5']:.2%}" in " ".join(shown.out.split())
 
 
