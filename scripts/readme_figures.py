@@ -37,6 +37,7 @@ PN = "partialnet"
 BLOCKS: dict[str, list[str]] = {
     "bench": [f"{PN} bench"],
     "models": [f"{PN} models"],
+    "formats": [f"{PN} formats"],
     "fold": [f"{PN} fold partialnet_t0 -o t0.deploy.pt"],
     "export": [f"{PN} export partialnet_t0 -o t0.onnx"],
     "digits": [f"{PN} digits -o digits_t0.pt", f"{PN} export digits_t0.pt --imgsz 64 --half -o digits_t0_fp16.onnx"],
