@@ -36,6 +36,16 @@ def test_damaged_samples_are_marked_with_the_reading_that_fired(damage, fragment
     assert why is not None and fragment in why
 
 
+def test_a_reading_just_past_its_limit_never_reads_as_equal_to_it():
+    """`p90/p50 1.30 > 1.3` and `second half -10 % (limit ±10 %)` read as if the limit were met."""
+    from partialnet.bench.stability import past
+
+    assert past(1.3004, 1.3, 2) == "1.3004" and past(1.35, 1.3, 2) == "1.35" and past(10.4, 10, 0) == "10.4" and past(31.2, 10, 0) == "31"
+    x = np.full(40, 1e-3)
+    x[20:] *= 1.1004  # the second half 10.04 % slower
+    assert "second half +10.04 % vs first (limit ±10 %)" in stability.instability(x)
+
+
 def test_too_few_samples_give_no_drift_reading():
     assert stability.readings([0.001] * 5)["drift"] is None and stability.instability([0.001, 0.001]) is None
 

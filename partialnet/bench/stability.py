@@ -48,12 +48,22 @@ def instability(samples) -> str | None:
     r = readings(samples)
     why = []
     if r["cov"] is not None and r["cov"] > COV_LIMIT:
-        why.append(f"CoV {r['cov']:.2f} > {COV_LIMIT:g}")
+        why.append(f"CoV {past(r['cov'], COV_LIMIT, 2)} > {COV_LIMIT:g}")
     if r["p90_p50"] is not None and r["p90_p50"] > P90_P50_LIMIT:
-        why.append(f"p90/p50 {r['p90_p50']:.2f} > {P90_P50_LIMIT:g}")
+        why.append(f"p90/p50 {past(r['p90_p50'], P90_P50_LIMIT, 2)} > {P90_P50_LIMIT:g}")
     if r["drift"] is not None and abs(r["drift"]) > DRIFT_LIMIT:
-        why.append(f"second half {100 * r['drift']:+.0f} % vs first (limit ±{100 * DRIFT_LIMIT:g} %)")
+        shown = past(100 * abs(r["drift"]), 100 * DRIFT_LIMIT, 0)
+        why.append(f"second half {'+' if r['drift'] > 0 else '-'}{shown} % vs first (limit ±{100 * DRIFT_LIMIT:g} %)")
     return "; ".join(why) or None
+
+
+def past(value: float, limit: float, digits: int) -> str:
+    """`value` with as many decimals as it takes to read as beyond `limit` (1.3004 is "1.3004", not "1.30 > 1.3")."""
+    for places in range(digits, digits + 6):
+        text = f"{value:.{places}f}"
+        if float(text) != limit:
+            return text
+    return f"{value:.{digits + 6}f}"
 
 
 def cell_marks(sides: dict[str, list], machine_load) -> list[str]:
