@@ -51,7 +51,7 @@ err = render.InertConsole(stderr=True, highlight=False, markup=False, soft_wrap=
 
 ImgszOption = Annotated[
     Optional[str],
-    typer.Option("--imgsz", help="Input size: 224, or H W (also H,W); multiples of 32, >= 64.", show_default="224"),
+    typer.Option("--imgsz", help="Input size (default 224): 224, or H W (also H,W); multiples of 32, >= 64.", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -356,7 +356,11 @@ def export_command(
     from partialnet.exporters.formats import get_format
     from partialnet.exporters.options import check_flags
 
-    check_flags(get_format(format), options, FORMATS)  # before torch is imported: a typo answers at once
+    try:
+        fmt = get_format(format)
+    except BadInput as exc:
+        raise BadInput(f"{exc}, or all (every format this machine can produce)") from None
+    check_flags(fmt, options, FORMATS)  # before torch is imported: a typo answers at once
     if where.addresses():
         _export_on_target(source, format, options, checks, where, output, (variant, weights), force)
         return
@@ -514,7 +518,7 @@ def digits_command(
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs (6 reach ~99 % with T0).")] = 6,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights and the batch order.")] = 0,
     imgsz: Annotated[Optional[str], typer.Option("--imgsz", help="Train at this size (default 64): accuracy is judged only at the size "
-                                                 "a model was trained for.", show_default="64")] = None,
+                                                 "a model was trained for.", show_default=False)] = None,
     force: ForceOption = False,
 ) -> None:
     """Train a model on scikit-learn's real handwritten digits: the accuracy yardstick for every precision."""
@@ -932,7 +936,8 @@ def compare_command(
     if not as_json:
         ignored = f" ({report['noisy']} noisy row(s) not judged: --noise ignore)" if report["noisy"] else ""
         ignored += f" ({len(report['only_in_baseline'])} baseline row(s) not measured: --missing ignore)" if report["only_in_baseline"] else ""
-        out.print(f"ok: no latency regression{ignored}")
+        judged = "among the rows judged" if ignored else ""
+        out.print(f"ok: no latency regression{' ' + judged if judged else ''}{ignored}")
 
 
 def join_imgsz(argv: list[str]) -> list[str]:

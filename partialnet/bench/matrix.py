@@ -17,7 +17,7 @@ from pathlib import Path
 from partialnet.bench.marks import mark
 from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.limits import check_once
-from partialnet.exporters.formats import FORMATS, Format, get_format
+from partialnet.exporters.formats import FORMATS, Format, exporter_of, get_format
 from partialnet.exporters.options import ExportOptions
 
 SCHEMA = "partialnet.matrix/1"
@@ -90,6 +90,9 @@ def plan_cells(formats: list[str], precisions: list[str]) -> list[Cell]:
             why = None
             if not takes(fmt, precision):
                 why = f"{fmt.name} has no {precision} export" if precision in EXPORTED else f"{fmt.runtime} does not compute {precision} from the fp32 file"
+            elif row["export"] == "prepares":  # the matrix keeps no half-made artifact: say how to get the whole one
+                why = (f"no {fmt.name} artifact can be finished here: {exporter_of(fmt).unavailable_reason()}; `partialnet export -f {fmt.name}` "
+                       "prepares it for the machine that builds it, or builds it there with --target")
             elif row["export"] != "yes":
                 why = row["export_reason"] or "cannot be exported here"
             elif row["bench"] != "yes":

@@ -47,7 +47,7 @@ class BenchOptions:
                                        "(executorch, litert).", cli_type=Optional[list[str]])
     batch: str | None = option(None, "--batch", "Batch sizes, e.g. 1,32 (default: the protocol's, else 1).", cli_type=Optional[str])
     imgsz: tuple[int, int] | None = option(None, "--imgsz", "Input size: 224, or H W (also H,W); multiples of 32, >= 64 (default: "
-                                           "224; a given artifact runs at its own).", cli_type=Optional[str], parse=parse_imgsz, show_default="224")
+                                           "224; a given artifact runs at its own).", cli_type=Optional[str], parse=parse_imgsz, show_default=False)
     threads: int | None = option(None, "--threads", "Threads per runtime (default: all cores; paper: 1).", cli_type=Optional[int], min=1)
     protocol: str = option("latency", "--protocol", "latency, throughput, paper or quick.")
     precision: str = option("fp32", "--precision", "fp32 (pinned, default), bf16, fp16 or int8 (needs --data) where a runtime supports it.")

@@ -144,7 +144,7 @@ def get_format(name: str) -> Format:
     for fmt in FORMATS.values():
         if key == fmt.name or key in fmt.aliases:
             return fmt
-    raise BadInput(f"unknown format {name!r}; available here: {', '.join(FORMATS)}")
+    raise BadInput(f"unknown format {name!r}; known: {', '.join(FORMATS)}")
 
 
 def check_artifact_name(out: Path, fmt: Format) -> None:

@@ -28,8 +28,8 @@ MAX_WORKSPACE_GB = 1024.0
 class ExportOptions:
     """What an export is asked to be; each field's flag and help feed `partialnet export` and `formats`."""
 
-    imgsz: tuple[int, int] = option((224, 224), "--imgsz", "Input size: 224, or H W (also H,W); multiples of 32, >= 64.",
-                                    cli_type=Optional[str], parse=parse_imgsz, show_default="224")
+    imgsz: tuple[int, int] = option((224, 224), "--imgsz", "Input size (default 224): 224, or H W (also H,W); multiples of 32, >= 64.",
+                                    cli_type=Optional[str], parse=parse_imgsz, show_default=False)
     batch: int = option(1, "--batch", "Static batch size.", min=1)
     dynamic: bool = option(False, "--dynamic", "Dynamic batch dimension.")
     max_batch: int | None = option(None, "--max-batch", "trt --dynamic: the profile's largest batch (default 32).", cli_type=Optional[int], min=1)

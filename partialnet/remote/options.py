@@ -14,8 +14,9 @@ from partialnet.options import option
 
 @dataclass
 class TargetOptions:
-    target: list[str] | None = option(None, "--target", "Run the rows on ssh://[USER@]HOST[:PORT] (repeat or comma-separate for "
-                                      "several machines); artifacts are prepared here.", cli_type=Optional[list[str]])
+    target: list[str] | None = option(None, "--target", "Run on ssh://[USER@]HOST[:PORT] (repeat or comma-separate for several "
+                                      "machines): the rows, checks or engine build run there; artifacts are prepared here.",
+                                      cli_type=Optional[list[str]])
     ssh_config: Path | None = option(None, "--ssh-config", "--target: an ssh config file (passed to ssh as -F).", cli_type=Optional[Path])
     accept_new_host_key: bool = option(False, "--accept-new-host-key", "--target: record the key of a host seen for the first "
                                        "time (StrictHostKeyChecking=accept-new); a changed key is still refused.")
