@@ -124,7 +124,7 @@ def test_unfoldable_site_is_reported_and_survives_reload(tmp_path):
 
 def test_deploy_model_refuses_another_input_size():
     deploy, _ = fold(create_model("partialnet_t0"), SMALL)
-    with pytest.raises(BadInput, match="folded for 64x64 inputs \\(a 16x16 channel-gate map\\), got a 24x24"):
+    with pytest.raises(BadInput, match="folded for 64x64 inputs, got 96x96 \\(its channel-gate map is 24x24, not 16x16\\)"):  # the size the user gave
         deploy(torch.randn(1, 3, 96, 96))
 
 

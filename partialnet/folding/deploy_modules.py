@@ -18,8 +18,8 @@ def check_size(expected: tuple[int, int], h: int, w: int, stride: int, what: str
     """Refuse a map size a size-tied constant was not folded for (it would compute wrong logits)."""
     if (h, w) != tuple(expected):
         raise BadInput(
-            f"this deploy model was folded for {expected[0] * stride}x{expected[1] * stride} inputs "
-            f"(a {expected[0]}x{expected[1]} {what}), got a {h}x{w} {what}; fold again with that --imgsz"
+            f"this deploy model was folded for {expected[0] * stride}x{expected[1] * stride} inputs, got {h * stride}x{w * stride} "
+            f"(its {what} is {h}x{w}, not {expected[0]}x{expected[1]}); fold again with that --imgsz"
         )
 
 
