@@ -285,7 +285,7 @@ def report_claims_table(report: dict) -> Table:
         table.add_column(col, justify="right" if col in ("published", "measured", "95% CI") else "left")
     for row in report["claims"]:
         ci = "-" if row["ci"] is None else f"{row['ci'][0]:.3f}-{row['ci'][1]:.3f}"
-        table.add_row(f"{row['cpu']} [{row['machine_id'][:8]}]", row["id"], row["size"], row["runtime"] or "-", f"{row['published']:.3f}",
+        table.add_row(machine_label(row), row["id"], row["size"], row["runtime"] or "-", f"{row['published']:.3f}",
                       _fmt(row["ratio"], ".3f"), ci, row["verdict"])
     return table
 
@@ -293,8 +293,9 @@ def report_claims_table(report: dict) -> Table:
 def machine_label(row: dict) -> str:
     """The machine a merged row came from: CPU and fingerprint, and the target it was reached as (two
     boards of one model share a fingerprint)."""
-    target = row.get("target")
-    return f"{row['cpu']} [{row['machine_id'][:8]}]" + (f" {inert(str(target))[:80]}" if target else "")
+    target, run = row.get("target"), row.get("run")
+    return (f"{row['cpu']} [{row['machine_id'][:8]}]" + (f" {inert(str(target))[:80]}" if target else "")
+            + (f" {inert(str(run))[:60]}" if run else ""))  # the file, where one machine gave several
 
 
 def report_bench_table(report: dict) -> Table:

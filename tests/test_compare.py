@@ -316,6 +316,19 @@ def test_report_and_compare_print_the_p50_bench_prints(tmp_path):
     assert summarize(samples)["p50_ms"] == pytest.approx(2.5)
 
 
+def test_two_runs_of_one_machine_are_told_apart_by_their_file(tmp_path, cli):
+    """Two files from one machine printed two groups of rows that read alike; one file per machine names none."""
+    from partialnet.bench.report import merge
+
+    rng = np.random.default_rng(21)
+    first, second = (write(tmp_path / f"{name}.json", result({"onnxruntime": latencies(rng, 5.0)})) for name in ("monday", "tuesday"))
+    assert [row["run"] for row in merge([first, second])["bench"]] == ["monday.json", "tuesday.json"]
+    assert [row["run"] for row in merge([first])["bench"]] == [None]
+    done = cli("report", first, second, "-o", tmp_path / "r.md")
+    assert done.code == 0 and "monday.json" in done.out and "tuesday.json" in done.out, done.out
+    assert "| Test CPU `machine-` monday.json | m |" in (tmp_path / "r.md").read_text()
+
+
 def test_report_markdown_marks_an_unstable_row_and_a_plot_it_cannot_draw_is_refused_first(tmp_path, cli):
     rng = np.random.default_rng(15)
     wild = latencies(rng, 5.0) * rng.lognormal(0.0, 1.2, N)  # CoV far above 0.5: unstable

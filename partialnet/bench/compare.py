@@ -418,7 +418,7 @@ def failure(report: dict) -> str | None:
                 f"{' / '.join(map(str, first['key']))}: {first['reason']} (--missing ignore passes such rows)")
     if noisy and report["noise"] == "fail":
         return (f"noisy: rerun {noisy} row(s): the samples cannot tell a {gate_pct(report['max_slowdown'])} slowdown "
-                "from noise (see the reasons above; bench --ab interleaves the two on a busy machine; "
+                "from noise (see each row's reason; bench --ab interleaves the two on a busy machine; "
                 "--noise ignore reports noisy rows without failing)")
     return None
 

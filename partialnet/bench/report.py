@@ -22,6 +22,7 @@ from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
 from partialnet.bench.stats import median_ms, ratio_of_medians
 from partialnet.errors import BadInput
+from partialnet.inputs import inert
 
 REPORT_SCHEMA = "partialnet.report/1"
 MAX_INPUTS = 64
@@ -155,6 +156,7 @@ def merge_loaded(loaded: list[tuple]) -> dict:
                     marks = judgement(row["samples_s"], row.get("machine_load"))  # recomputed, not read from the file
                     bench.append({k: row.get(k) for k in ("model", "runtime", "precision", "batch", "threads", "imgsz", "gmacs")}
                                  | {"p50_ms": p50, **mark, **marks})
+    _name_runs([*claims, *measurements, *bench])
     return {
         "schema": REPORT_SCHEMA,
         "protocol": json.loads(next(iter(protocols))),
@@ -164,6 +166,21 @@ def merge_loaded(loaded: list[tuple]) -> dict:
         "bench": bench,
         "inputs": [str(p) for p, _ in loaded],
     }
+
+
+def _name_runs(rows: list[dict]) -> None:
+    """`run`: the file a row came from, set where one machine (and target) gave several files, whose rows
+    would otherwise read as the same machine's twice."""
+    files: dict[tuple, set] = {}
+    for row in rows:
+        files.setdefault((row["machine_id"], row.get("target")), set()).add(row["file"])
+    for row in rows:
+        row["run"] = Path(row["file"]).name if len(files[(row["machine_id"], row.get("target"))]) > 1 else None
+
+
+def origin(row: dict) -> str:
+    """The machine a merged row came from, as the Markdown names it (and its file, where that machine gave several)."""
+    return f"{row['cpu']} `{row['machine_id'][:8]}`" + (f" {inert(row['run'])[:60].replace('|', '/')}" if row.get("run") else "")
 
 
 def judged_claims(data: dict) -> tuple[list[dict], list[dict]]:
@@ -213,7 +230,7 @@ def to_markdown(report: dict) -> str:
         for r in report["claims"]:
             ci = "-" if r["ci"] is None else f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f}"
             measured = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
-            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['id']} | {r['size']} | {r['runtime'] or '-'} | {r['published']:.3f} | "
+            lines.append(f"| {origin(r)} | {r['id']} | {r['size']} | {r['runtime'] or '-'} | {r['published']:.3f} | "
                          f"{measured} | {ci} | {r['verdict']} |")
         lines += ["", *(f"- {line}" for line in claim_reasons(report))] if claim_reasons(report) else []
     if report["measurements"]:
@@ -222,7 +239,7 @@ def to_markdown(report: dict) -> str:
         for r in report["measurements"]:
             figures = (f"{r['fasternet_p50_ms']:.3f} | {r['partialnet_p50_ms']:.3f} | {r['latency_ratio']:.3f} | "
                        f"{r['latency_ci'][0]:.3f}-{r['latency_ci'][1]:.3f}") if r["status"] == "ok" else f"- | - | - | {r['status']}"
-            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['size']} | {r['runtime']} | {r['batch']} | {r['threads']} | {figures} |")
+            lines.append(f"| {origin(r)} | {r['size']} | {r['runtime']} | {r['batch']} | {r['threads']} | {figures} |")
     if report.get("matrices"):
         from partialnet.bench.matrix_report import to_markdown as matrices_markdown
 
@@ -230,7 +247,7 @@ def to_markdown(report: dict) -> str:
     if report["bench"]:
         lines += ["", "| machine | model | runtime | precision | size | batch | threads | p50 ms |", "|---|---|---|---|---|---|---|---|"]
         for r in report["bench"]:
-            lines.append(f"| {r['cpu']} `{r['machine_id'][:8]}` | {r['model']}{mark(r)} | {r['runtime']} | {r['precision']} | {shown_size(r)} | "
+            lines.append(f"| {origin(r)} | {r['model']}{mark(r)} | {r['runtime']} | {r['precision']} | {shown_size(r)} | "
                          f"{r['batch']} | {r['threads']} | {r['p50_ms']:.3f} |")
         notes = marked_notes([{**r, "status": "ok"} for r in report["bench"]])
         lines += ["", *(f"- {note}" for note in notes)] if notes else []
