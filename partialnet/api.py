@@ -43,7 +43,6 @@ from partialnet.pipeline import (
     versions,
     check_labels_fit,
 )
-from partialnet.imagefolder import probe
 from partialnet.progress import ran_beside, stage
 from partialnet.signals import raise_if_pending
 from partialnet.verify_options import VerifyOptions, check_dataset
@@ -146,7 +145,7 @@ def export(
     inputs = [source_path(source)]
     check_outputs(artifact_outputs(out, fmt.name, options.built_elsewhere, typed=output is not None), inputs, force)
     if checks.images:
-        probe(checks.images, options.imgsz)  # fail on a bad folder before the slow work
+        checks.decode_now(options.imgsz)  # fail on a bad folder before the slow work
     check_data(options.data, options.calib_size)
     model, info = _load(source, variant, weights)
     checks = checks.judged_on(info.dataset)
@@ -221,7 +220,7 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     _check_compute(artifact, fmt, io, compute)
     judging = _judging_for(artifact, io, checks)
     if checks.images:
-        probe(checks.images, tuple(io["imgsz"]))  # fail on a bad folder before the load
+        checks.decode_now(tuple(io["imgsz"]))  # fail on a bad folder before the load
     model, info = _load_reference(artifact, io["metadata"], ref, variant, weights)
     _check_identity(artifact, io["metadata"], ref, info)
     checks = checks.judged_on(info.dataset)
@@ -465,7 +464,7 @@ def export_all(  # long: the group of every format's files, two processes fillin
     outputs = [o for _, outs in planned for o in outs]
     check_outputs(outputs, inputs, force)  # every file of every format, before the load
     if checks.images:
-        probe(checks.images, options.imgsz)
+        checks.decode_now(options.imgsz)
     model, info = _load(source, variant, weights)
     checks = checks.judged_on(info.dataset)
     check_labels_fit(checks, info)
@@ -568,14 +567,15 @@ def matrix(
     _matrix_int8_tools(plan, calib_method, int8_keep_float)
     inputs = [source_path(source)]
     check_outputs(plan["outputs"], inputs, force)  # every artifact and the manifest, before the load
-    labelled = probe(images, imgsz) if images else None
+    checks = VerifyOptions(samples=4, images=Path(images) if images else None)
+    checks.decode_now(imgsz)  # every image, before the load: a bad one stops the matrix before its exports
+    labelled = checks.labelled()
     model, info = _load(source, variant, weights)
     folded = _fold(model, imgsz)
     check_layers(int8_keep_float, folded[0])
     data = data or ("digits" if info.dataset == "digits" else None)
     calibration = _matrix_calibration(plan, data, imgsz, calib_size)
     untrained = info.dataset == "digits" and info.trained_imgsz and tuple(info.trained_imgsz) != tuple(imgsz)
-    checks = VerifyOptions(samples=4, images=Path(images) if images else None)
     checks = checks.judged_on("digits" if info.dataset == "digits" and not untrained else None)
     check_labels_fit(checks, info)
     exported = _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibration, checks, force, inputs, progress)

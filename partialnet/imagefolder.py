@@ -99,9 +99,10 @@ def read_folder(folder: str | Path, limit: int = MAX_LABELLED, flag: str = "--im
     if not root.is_dir():
         raise BadInput(f"{flag} {root}: not a directory of images")
     subdirs = [e for e in _entries(root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
-    linked = [e.name for e in _entries(root) if e.is_symlink() and e.is_dir()]
+    linked = [e.name for e in _entries(root) if e.is_symlink() and _leads_to_folder(e)]
     if linked:
-        raise BadInput(f"{flag} {root}: class folder {ascii(linked[0])[1:-1]} is a symbolic link (refused: give real folders)")
+        raise BadInput(f"{flag} {root}: {ascii(linked[0])[1:-1]} is a symbolic link to a folder, or one that cannot be followed "
+                       "(a loop): refused, give real folders")
     if not subdirs:
         return None
     per_class, namings, folders = [], set(), []
@@ -118,6 +119,14 @@ def read_folder(folder: str | Path, limit: int = MAX_LABELLED, flag: str = "--im
         raise BadInput(f"{flag} {root}: its class folders hold no images")
     files, labels = _round_robin(per_class, limit)
     return LabelledFolder(root, tuple(files), tuple(labels), namings.pop(), tuple(folders), flag)
+
+
+def _leads_to_folder(entry: os.DirEntry) -> bool:
+    """A link to a folder, or one that cannot be followed at all (a loop: ELOOP), which no image is either."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return True
 
 
 def _round_robin(per_class: list[tuple[int, list[Path]]], limit: int) -> tuple[list[Path], list[int]]:

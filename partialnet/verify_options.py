@@ -69,7 +69,14 @@ class VerifyOptions:
 
         if self.dataset or not default_dataset or self.labelled():
             return self
-        return replace(self, dataset=default_dataset)
+        judged = replace(self, dataset=default_dataset)
+        judged._read = self._read  # the same --images, already read and decoded
+        return judged
+
+    def decode_now(self, imgsz: tuple[int, int]) -> None:
+        """Every --images file read and decoded before the slow work (a bad 300th file used to stop a command only
+        after its export); kept for the judging, so nothing is decoded twice."""
+        self.images_at(imgsz)
 
     @property
     def tolerances(self) -> dict:

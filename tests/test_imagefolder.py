@@ -70,6 +70,32 @@ def test_a_symlinked_class_folder_is_refused(tmp_path):
         read_folder(tmp_path / "set")
 
 
+@pytest.mark.parametrize("where", ["root", "flat"])
+def test_a_symlink_loop_is_refused_in_one_line(tmp_path, cli, where):
+    """A link that cannot be followed (x -> x) raised ELOOP out of the folder reader: exit 4."""
+    folder = _digit_folder(tmp_path / "d", per_class=1, classes=range(2))
+    if where == "flat":
+        folder = tmp_path / "flat"
+        folder.mkdir()
+        Image.new("RGB", (8, 8)).save(folder / "a.png")
+    os.symlink("x", folder / "x")
+    result = cli("export", "partialnet_t0", "--imgsz", "64", "--images", folder, "-o", tmp_path / "m.onnx")
+    assert result.code == 2 and "x is a symbolic link to a folder, or one that cannot be followed" in result.err, result.err
+
+
+def test_a_bad_image_anywhere_in_images_stops_the_command_before_its_export(tmp_path, cli):
+    """Only the first file was decoded up front: a bad later one stopped the command after its export."""
+    folder = _digit_folder(tmp_path / "d", per_class=2, classes=range(2))
+    (folder / "1" / "zzz.png").write_text("not an image")
+    result = cli("export", "partialnet_t0", "--imgsz", "64", "--images", folder, "-o", tmp_path / "m.onnx")
+    assert result.code == 2 and "zzz.png" in result.err and "export onnx" not in result.err, result.err
+    from partialnet.verify_options import VerifyOptions
+
+    checks = VerifyOptions(images=folder / "0")  # the images decoded up front are the ones judged: kept, not decoded again
+    checks.decode_now((64, 64))
+    assert checks.judged_on("digits")._read is checks._read
+
+
 def test_verify_reports_top1_and_top5_on_labelled_images(cli, digits_ckpt, digits_onnx, tmp_path):
     folder = _digit_folder(tmp_path / "labelled")
     result = cli("verify", digits_onnx, "--ref", digits_ckpt, "--images", folder, "--json")
