@@ -62,6 +62,20 @@ def test_badly_named_class_folders_are_refused(tmp_path, names, fragment):
         read_folder(tmp_path)
 
 
+def test_calibration_folders_may_name_their_classes_anything(tmp_path):
+    """--data reads the images round-robin over class folders and never their labels: `cat/` and `dog/` are fine."""
+    from partialnet.calibration import check_data, folder_images
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(tmp_path / name / f"{i}.png")
+    check_data(str(tmp_path), 4)
+    assert folder_images(str(tmp_path), (32, 32), 3).shape == (3, 3, 32, 32)
+    with pytest.raises(BadInput, match="class folder cat is neither a class index"):  # --images judges labels: named as classes
+        read_folder(tmp_path)
+
+
 def test_a_symlinked_class_folder_is_refused(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "set").mkdir()
