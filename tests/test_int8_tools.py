@@ -65,6 +65,12 @@ def test_keep_float_and_the_method_change_the_onnx_graph(cli, digits_ckpt, tmp_p
     assert feeds.get(gemm.input[0]) != "DequantizeLinear"
     quantization = json.loads(kept.with_name("kept.onnx.json").read_text())["graph"]["quantization"]
     assert quantization["calibration"].startswith("Percentile") and quantization["kept_float_nodes"] > 0
+    # every layer kept: no weight is int8, also in the Gemm nodes the quantizer's pre-processing fuses and renames
+    everything = tmp_path / "float.onnx"
+    done = cli("export", digits_ckpt, *common, "--int8-keep-float", "patch_embed,stages,avgpool_pre_head,head", "-o", everything)
+    graph = onnx.load(str(everything)).graph
+    weights = {i.name for i in graph.initializer}
+    assert done.code == 0 and not [n.name for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights], done.err
 
 
 def test_keep_float_reaches_the_pt2e_quantizers():

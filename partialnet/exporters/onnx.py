@@ -141,20 +141,35 @@ def node_layers(proto) -> dict[str, str]:
     return layers
 
 
-def excluded_nodes(proto, layers: dict[str, str], keep: tuple[list[str], list[str]]) -> list[str]:
+def excluded_nodes(proto, layers: dict[str, str], keep: tuple[list[str], list[str]], traced=None) -> list[str]:
     """The nodes --int8-keep-float keeps in float: every node of a named layer (or below it), every node of a named kind."""
     names, kinds = keep
     types = {t for k in kinds for t in KIND_OPS[k]}
-    out = []
+    found = layers_of(proto, layers, traced or proto)
+    return [node.name for node in proto.graph.node
+            if node.op_type in types or any(found[node.name] == n or found[node.name].startswith(n + ".") for n in names)]
+
+
+def layers_of(proto, layers: dict[str, str], traced) -> dict[str, str]:
+    """The layer of every node of `proto`, which may be `traced` (whose nodes `layers` names) rewritten: the
+    quantizer's pre-processing fuses MatMul + Add into a new Gemm under new names, and onnxsim adds Splits.
+    A node is its own traced name's layer, else that of the traced node whose output or weight it took
+    over, else its producer's (graph order), so no node of a kept layer slips through under a new name."""
+    weights = {i.name for i in traced.graph.initializer}
+    by_output = {o: layers.get(n.name, "") for n in traced.graph.node for o in n.output}
+    by_weight = {i: layers.get(n.name, "") for n in traced.graph.node for i in n.input if i in weights}
+    found, produced = {}, {}
     for node in proto.graph.node:
-        layer = layers.get(node.name, "")
-        if node.op_type in types or any(layer == n or layer.startswith(n + ".") for n in names):
-            out.append(node.name)
-    return out
+        layer = (layers.get(node.name) or next((by_output[o] for o in node.output if by_output.get(o)), "")
+                 or next((by_weight[i] for i in node.input if by_weight.get(i)), "")
+                 or next((produced[i] for i in node.input if produced.get(i)), ""))
+        found[node.name] = layer
+        produced.update(dict.fromkeys(node.output, layer))
+    return found
 
 
 def quantize_qdq(proto, calibration: np.ndarray, batch: int | None, workdir: Path, for_tensorrt: bool = False,
-                 method: str = "minmax", exclude: list[str] = ()):
+                 method: str = "minmax", keep: tuple[list[str], list[str]] = ([], []), layers: dict[str, str] | None = None):
     """Static INT8 in QDQ form with ONNX Runtime's quantizer; returns (proto, what was done).
 
     Weights are int8, symmetric, per output channel. Activations are uint8 with a zero point for ONNX
@@ -178,6 +193,7 @@ def quantize_qdq(proto, calibration: np.ndarray, batch: int | None, workdir: Pat
     activations = QuantType.QInt8 if for_tensorrt else QuantType.QUInt8
     with quiet():
         quant_pre_process(str(fp32_path), str(prepared_path), skip_symbolic_shape=True)
+        exclude = excluded_nodes(onnx.load(str(prepared_path)), layers or {}, keep, traced=proto)
         quantize_static(
             str(prepared_path),
             str(int8_path),
@@ -239,10 +255,9 @@ def build(model: nn.Module, options: ExportOptions, metadata: dict[str, str], wo
         if options.calibration is None:
             raise BadInput("--int8 needs calibration images (--data)")
         with stage("quantize", f"QDQ, {len(options.calibration)} calibration images"):
-            exclude = excluded_nodes(proto, layers, keep_float(options.int8_keep_float))
             (workdir / LAYERS_FILE).write_text(json.dumps(layers))  # for the divergence report, beside fp32.onnx
             proto, quantization = quantize_qdq(proto, options.calibration, None if options.dynamic else options.batch, workdir, for_tensorrt,
-                                               (options.calib_method or "minmax").strip().lower(), exclude)
+                                               (options.calib_method or "minmax").strip().lower(), keep_float(options.int8_keep_float), layers)
     counts = op_counts(proto)
     bad = {op: counts[op] for op in FORBIDDEN_OPS if counts[op]}
     if bad:
