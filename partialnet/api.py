@@ -621,6 +621,10 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     if protocol not in mx.PROTOCOLS:  # batch 1 per row: throughput's batch 32 or the papers' fixed counts would be rewritten
         raise BadInput(f"--protocol {protocol}: matrix times batch 1 under {' or '.join(mx.PROTOCOLS)}")
     check_data(data, calib_size)  # the count always; the source where one is named
+    from partialnet.checkpoint import is_variant_name
+
+    if precisions and "int8" in precs and data is None and is_variant_name(source):  # asked for, and no checkpoint to say digits
+        raise BadInput("--precisions int8 needs calibration data: --data digits or --data DIR (a variant name has no dataset of its own)")
     folder = Path(output_dir) if output_dir else default_output(source, "_matrix")
     stem = default_output(source, "").name
     cells = mx.plan_cells(names, precs)
@@ -640,6 +644,9 @@ def _matrix_int8_tools(plan: dict, calib_method: str | None, int8_keep_float: st
     if calib_method is not None and calib_method not in CALIB_METHODS:  # a typo, not a method some format lacks
         raise BadInput(f"--calib-method {ascii(calib_method)[1:-1][:40]}: methods are {', '.join(CALIB_METHODS)}")
     plan["int8_tools"] = {k: v for k, v in (("calib_method", calib_method), ("int8_keep_float", int8_keep_float)) if v is not None}
+    if plan["int8_tools"] and not any(c.precision == "int8" for c in plan["cells"]):  # as export refuses them without --int8
+        flag = "--calib-method" if calib_method is not None else "--int8-keep-float"
+        raise BadInput(f"{flag} shapes INT8 cells, and --precisions asks for none")
     for cell in plan["cells"]:
         if cell.why is None and cell.precision == "int8" and plan["int8_tools"]:
             try:

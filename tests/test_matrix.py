@@ -17,6 +17,8 @@ from partialnet.bench import matrix as mx
     (["--protocol", "throughput"], "matrix times batch 1 under latency or quick"),
     (["--protocol", "paper"], "matrix times batch 1 under latency or quick"),
     (["--calib-method", "bogus"], "--calib-method bogus: methods are minmax"),
+    (["--precisions", "fp32", "--calib-method", "entropy"], "--calib-method shapes INT8 cells, and --precisions asks for none"),
+    (["--precisions", "int8"], "--precisions int8 needs calibration data"),  # a variant name: no dataset to default to
 ])
 def test_bad_options_exit_2_before_any_work(cli, tmp_path, args, fragment):
     result = cli("matrix", "partialnet_t0", "--imgsz", "64", "-o", tmp_path / "m", *args)
