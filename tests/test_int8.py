@@ -119,5 +119,9 @@ def test_int8_artifact_calibrated_on_a_folder_needs_real_images_to_verify(digits
     manifest = json.loads(out.with_name("folder.onnx.json").read_text())
     assert manifest["metadata"]["calibration_data"] == "images:imgs"
     assert "calibration images (16, seen by the quantizer)" in [c["name"] for c in manifest["parity"]["cases"]]
+    assert "judged only on the" not in result.err  # a digits checkpoint is judged on held-out digits too
+    alone = cli("export", "partialnet_t0", "--imgsz", "64", "--int8", "--data", folder, "-o", tmp_path / "alone.onnx", "--samples", "2",
+                "--min-top1", "0")
+    assert alone.code == 0 and "note: INT8 was judged only on the 16 image(s) it was calibrated on" in alone.err, alone.err
     bare = cli("verify", out, "--ref", digits_ckpt.with_name("other.pt"))
     assert bare.code == 2 and "judge it on real images with --images DIR or --dataset digits" in bare.err
