@@ -860,6 +860,11 @@ def matrix_command(
             for item in staged:
                 writers[item.output.option](item)
     out.print(f"wrote {result['folder']}/{mx.MANIFEST}" + "".join(f", {o.path}" for o in extra))
+    failed = [r for r in result["rows"] if r["status"] == "failed"]
+    if failed:  # as export --format all: a cell that could be made here and failed its check fails the command
+        first = failed[0]
+        raise CheckFailed(f"{len(failed)} cell(s) failed (everything else was written): {first['format']} {first['precision']}: "
+                          f"{str(first.get('why'))[:200]}")
 
 
 @app.command("report")

@@ -179,3 +179,14 @@ def test_matrix_passes_the_int8_tools_to_every_int8_cell_and_says_which_cannot_t
     assert data["calibration"]["calib_method"] == "entropy"
     bad = cli("matrix", digits_ckpt, "--imgsz", "64", "--int8-keep-float", "stages.42", "-o", tmp_path / "n")
     assert bad.code == 2 and "no such layer" in bad.err and not (tmp_path / "n").exists()
+
+
+def test_a_matrix_cell_that_fails_its_check_fails_the_command_after_writing_the_rest(cli, digits_ckpt, blank_folder, tmp_path):
+    """As `export --format all`: a CI job running matrix must see a failed cell (it exited 0)."""
+    out = tmp_path / "m.json"
+    result = cli("matrix", digits_ckpt, "--imgsz", "64", "--formats", "onnx", "--precisions", "int8", "--data", blank_folder,
+                 "--protocol", "quick", "-o", tmp_path / "m", "--json", out)
+    rows = {(r["format"], r["precision"]): r for r in json.loads(out.read_text())["rows"]}
+    assert rows[("onnx", "int8")]["status"] == "failed" and rows[("pytorch", "fp32")]["status"] == "ok"
+    assert result.code == 1 and "1 cell(s) failed (everything else was written): onnx int8: " in result.err, result.err
+    assert (tmp_path / "m" / "matrix.json").is_file()
