@@ -569,7 +569,6 @@ def matrix(
     check_outputs(plan["outputs"], inputs, force)  # every artifact and the manifest, before the load
     checks = VerifyOptions(samples=4, images=Path(images) if images else None)
     checks.decode_now(imgsz)  # every image, before the load: a bad one stops the matrix before its exports
-    labelled = checks.labelled()
     model, info = _load(source, variant, weights)
     folded = _fold(model, imgsz)
     check_layers(int8_keep_float, folded[0])
@@ -582,7 +581,7 @@ def matrix(
     rows = _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress, where)
     mx.judge_rows(rows, budget)
     rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
-    result = _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, labelled or checks.dataset, untrained, where)
+    result = _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, checks.labelled() or checks.dataset, untrained, where)
     with atomic_outputs([plan["manifest"]], force, inputs) as (staged,):
         from partialnet.outputs import dumps_strict
 

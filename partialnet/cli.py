@@ -834,8 +834,7 @@ def matrix_command(
 ) -> None:
     """Every format x precision this machine can produce: accuracy, speed, size, the Pareto front, the one to ship."""
     from partialnet.bench import matrix as mx
-    from partialnet.bench import plot
-    from partialnet.outputs import Output, atomic_outputs, check_outputs, dumps_strict
+    from partialnet.outputs import Output, check_outputs
 
     extra = [Output(p, flag) for flag, p in (("--json", json_path), ("--md", md_path), ("--plot", plot_path)) if p]
     if len(where.addresses()) > 1:
@@ -852,6 +851,21 @@ def matrix_command(
     out.print(f"accuracy: {result['accuracy']}")
     for line in mx.recommendation_lines(result):
         out.print(line)
+    _write_matrix_extras(result, extra, force)
+    out.print(f"wrote {result['folder']}/{mx.MANIFEST}" + "".join(f", {o.path}" for o in extra))
+    failed = [r for r in result["rows"] if r["status"] == "failed"]
+    if failed:  # as export --format all: a cell that could be made here and failed its check fails the command
+        first = failed[0]
+        raise CheckFailed(f"{len(failed)} cell(s) failed (everything else was written): {first['format']} {first['precision']}: "
+                          f"{str(first.get('why'))[:200]}")
+
+
+def _write_matrix_extras(result: dict, extra: list, force: bool) -> None:
+    """--json, --md and --plot of a matrix, published together."""
+    from partialnet.bench import matrix as mx
+    from partialnet.bench import plot
+    from partialnet.outputs import atomic_outputs, dumps_strict
+
     writers = {"--json": lambda staged: staged.write_text(dumps_strict(result, indent=1)),
                "--md": lambda staged: staged.write_text(mx.to_markdown(result)),
                "--plot": lambda staged: plot.save(plot.matrix_figure(result), staged.file)}
@@ -859,12 +873,6 @@ def matrix_command(
         with atomic_outputs(extra, force) as staged:
             for item in staged:
                 writers[item.output.option](item)
-    out.print(f"wrote {result['folder']}/{mx.MANIFEST}" + "".join(f", {o.path}" for o in extra))
-    failed = [r for r in result["rows"] if r["status"] == "failed"]
-    if failed:  # as export --format all: a cell that could be made here and failed its check fails the command
-        first = failed[0]
-        raise CheckFailed(f"{len(failed)} cell(s) failed (everything else was written): {first['format']} {first['precision']}: "
-                          f"{str(first.get('why'))[:200]}")
 
 
 @app.command("report")
