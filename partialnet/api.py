@@ -225,6 +225,7 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     _check_identity(artifact, io["metadata"], ref, info)
     checks = checks.judged_on(info.dataset)
     check_labels_fit(checks, info)
+    judging = _int8_judged(artifact, io, checks, judging)
     static = None
     if not compute and checked_without_runtime(exporter, fmt):  # a computed precision is the runtime's own: only running it says anything
         with stage("verify", f"{fmt.name} checks without its runtime"):
@@ -331,10 +332,19 @@ def _judging_for(artifact: Path, io: dict, checks: VerifyOptions) -> tuple[str, 
     if meta.get("calibration_data") == "digits" or checks.dataset == "digits":
         check_data("digits", 1)
         return ("digits", tuple(io["imgsz"]))
-    if not checks.images:
-        source = meta.get("calibration_data", "unknown data").removeprefix("images:")
-        raise BadInput(f"{artifact} is INT8 (calibrated on {source}): judge it on real images with --images DIR or --dataset digits")
     return None
+
+
+def _int8_judged(artifact: Path, io: dict, checks: VerifyOptions, judging):
+    """After the load (--ref's own dataset is known then): an INT8 artifact needs real images to be judged on
+    (random inputs have no class to keep): held-out digits for a digits --ref, else --images."""
+    if io["precision"] != "int8" or judging is not None or checks.images:
+        return judging
+    if checks.dataset == "digits":
+        check_data("digits", 1)
+        return ("digits", tuple(io["imgsz"]))
+    source = io["metadata"].get("calibration_data", "unknown data").removeprefix("images:")
+    raise BadInput(f"{artifact} is INT8 (calibrated on {source}): judge it on real images with --images DIR or --dataset digits")
 
 
 def _check_identity(artifact: Path, meta: dict, ref: str, info) -> None:

@@ -123,5 +123,7 @@ def test_int8_artifact_calibrated_on_a_folder_needs_real_images_to_verify(digits
     alone = cli("export", "partialnet_t0", "--imgsz", "64", "--int8", "--data", folder, "-o", tmp_path / "alone.onnx", "--samples", "2",
                 "--min-top1", "0")
     assert alone.code == 0 and "note: INT8 was judged only on the 16 image(s) it was calibrated on" in alone.err, alone.err
-    bare = cli("verify", out, "--ref", digits_ckpt.with_name("other.pt"))
+    bare = cli("verify", tmp_path / "alone.onnx", "--ref", "partialnet_t0")
     assert bare.code == 2 and "judge it on real images with --images DIR or --dataset digits" in bare.err
+    digits_ref = cli("verify", out, "--ref", digits_ckpt)  # a digits --ref judges it on held-out digits, as export did
+    assert digits_ref.code == 0 and "digits held-out" in digits_ref.out, digits_ref.err
