@@ -49,7 +49,7 @@ def calibration_images(data: str, imgsz: tuple[int, int], size: int) -> np.ndarr
 
 def stage_label(data: str, size: int) -> str:
     """What the calibration stage loads: a folder may hold fewer images than --calib-size."""
-    return f"{size} images" if data == DIGITS else f"up to {size} images from {Path(data).name}/"
+    return f"up to {size} images of the digits training split" if data == DIGITS else f"up to {size} images from {Path(data).name}/"
 
 
 def describe(data: str, count: int) -> str:
