@@ -34,7 +34,7 @@ def check_data(data: str | None, calib_size: int) -> None:
 
     if not Path(data).exists():
         raise BadInput(f"--data {data}: no such folder (give a folder of images, or 'digits')")
-    probe(data, (64, 64), "--data", labels=False)
+    probe(data, (64, 64), "--data", named_classes=False)
 
 
 def calibration_images(data: str, imgsz: tuple[int, int], size: int) -> np.ndarray:
@@ -76,7 +76,7 @@ def folder_images(data: str, imgsz: tuple[int, int], size: int) -> np.ndarray:
     from partialnet.imagefolder import read_folder
     from partialnet.preprocess import load_images, preprocess
 
-    labelled = read_folder(data, limit=size, flag="--data", labels=False)
+    labelled = read_folder(data, limit=size, flag="--data", named_classes=False)
     if labelled is None:
         return load_images(Path(data), imgsz, limit=size)
     return np.stack([preprocess(p, imgsz) for p in labelled.files])

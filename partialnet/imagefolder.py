@@ -91,9 +91,9 @@ def _position(wnids: tuple[str, ...], name: str) -> int | None:
     return at if at < len(wnids) and wnids[at] == name else None
 
 
-def read_folder(folder: str | Path, limit: int = MAX_LABELLED, flag: str = "--images", labels: bool = True) -> LabelledFolder | None:
+def read_folder(folder: str | Path, limit: int = MAX_LABELLED, flag: str = "--images", named_classes: bool = True) -> LabelledFolder | None:
     """The labelled images under `folder`, or None where it has no class folders (an unlabelled folder).
-    Without `labels` (calibration: labels unused) a class folder may have any name."""
+    Without `named_classes` (calibration: labels unused) a class folder may have any name."""
     from partialnet.preprocess import IMAGE_SUFFIXES
 
     root = Path(folder)
@@ -108,7 +108,7 @@ def read_folder(folder: str | Path, limit: int = MAX_LABELLED, flag: str = "--im
         return None
     per_class, namings, folders = [], set(), []
     for position, entry in enumerate(subdirs):
-        naming, index = class_index(entry.name, root, flag) if labels else ("unused", position)
+        naming, index = class_index(entry.name, root, flag) if named_classes else ("unused", position)
         namings.add(naming)
         images = [Path(entry.path) / e.name for e in _entries(Path(entry.path))
                   if Path(e.name).suffix.lower() in IMAGE_SUFFIXES and e.is_file(follow_symlinks=False)]
@@ -141,11 +141,11 @@ def _round_robin(per_class: list[tuple[int, list[Path]]], limit: int) -> tuple[l
     return files, labels
 
 
-def probe(folder: str | Path, imgsz: tuple[int, int], flag: str = "--images", labels: bool = True) -> LabelledFolder | None:
+def probe(folder: str | Path, imgsz: tuple[int, int], flag: str = "--images", named_classes: bool = True) -> LabelledFolder | None:
     """Before slow work: the folder reads, and its first image decodes (labelled or not)."""
     from partialnet.preprocess import load_images, preprocess
 
-    labelled = read_folder(folder, flag=flag, labels=labels)
+    labelled = read_folder(folder, flag=flag, named_classes=named_classes)
     if labelled is None:
         load_images(Path(folder), imgsz, limit=1)
     else:
