@@ -234,13 +234,9 @@ def test_a_forced_stop_removes_the_targets_folder_too(server, tmp_path, digits_o
     """Ctrl-C then SIGTERM at once (a CI runner's cancel): the second signal ends the command the default way,
     and the target's folder went with it only when cleanup had already reached it."""
     before = remote_folders(server)
-    cmd = [sys.executable, "-m", "partialnet", "bench", str(digits_onnx), "--runtime", "onnxruntime", "--protocol", "latency",
-           "--threads", "1", *ssh_args(server, "loop")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _bench_there(server, digits_onnx, "loop", "latency")
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any((server.folder / "tmp" / f / "spec.json").exists() for f in remote_folders(server) - before):
-            time.sleep(0.1)
+        _wait_for(lambda: any((server.folder / "tmp" / f / "spec.json").exists() for f in remote_folders(server) - before))
         assert remote_folders(server) - before, "the command never made its folder on the target"
         proc.send_signal(signal.SIGINT)
         time.sleep(0.02)
@@ -258,13 +254,9 @@ def test_a_forced_stop_removes_the_targets_folder_too(server, tmp_path, digits_o
 def test_sigterm_mid_copy_ends_the_copy_at_once(server, tmp_path, digits_onnx):
     """A 9 MB artifact over a ~200 KB/s link: the stop used to wait for the whole copy (45 s here, up to 600 s)."""
     before = remote_folders(server)
-    cmd = [sys.executable, "-m", "partialnet", "bench", str(digits_onnx), "--runtime", "onnxruntime", "--protocol", "quick",
-           "--threads", "1", *ssh_args(server, "loop-slow")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _bench_there(server, digits_onnx, "loop-slow", "quick")
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", f"scp -q .*{server.config}"], capture_output=True).returncode:
-            time.sleep(0.2)
+        _wait_for(lambda: subprocess.run(["pgrep", "-f", f"scp -q .*{server.config}"], capture_output=True).returncode == 0)
         time.sleep(1)
         assert proc.poll() is None, "the command ended before its copy started"
         proc.send_signal(signal.SIGTERM)
@@ -276,6 +268,19 @@ def test_sigterm_mid_copy_ends_the_copy_at_once(server, tmp_path, digits_onnx):
     assert proc.returncode != 0 and "Traceback" not in err, err
     assert took < 10, f"the stop waited {took:.0f} s for the copy"
     assert remote_folders(server) == before
+
+
+def _bench_there(server, artifact, host: str, protocol: str) -> subprocess.Popen:
+    """`partialnet bench ARTIFACT` timed on `host`, in its own process (a test signals it)."""
+    cmd = [sys.executable, "-m", "partialnet", "bench", str(artifact), "--runtime", "onnxruntime", "--protocol", protocol,
+           "--threads", "1", *ssh_args(server, host)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(condition, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.1)
 
 
 def _worker_running(server, before: set[str]) -> bool:
