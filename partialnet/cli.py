@@ -436,10 +436,9 @@ def _render_export(result: dict, timing: dict) -> None:
         out.print(render.static_table(result["parity"], f"checks without the runtime: {result['output']}"))
     if result["parity"].get("cases"):
         out.print(render.parity_table(result["parity"], f"parity: {result['output']} vs PyTorch"))
-    own = [c for c in result["parity"].get("cases") or [] if str(c["name"]).startswith("calibration images (")]
-    if own and not result["parity"].get("accuracy"):  # INT8 judged on nothing but what it was calibrated on
-        err.print(f"note: INT8 was judged only on the {own[0]['samples']} image(s) it was calibrated on; images it never saw "
-                  "(--images DIR, or --dataset digits for a digits model) make a real check", markup=False)
+    note = render.own_calibration_note(result["parity"])
+    if note:
+        err.print(note, markup=False)
     graph = result["graph"]
     quantization = graph.get("quantization")
     if quantization:

@@ -56,6 +56,15 @@ def share(value: float | None) -> str:
     return "100%" if value == 1 else f"{min(value * 100, 99.9):.1f}%"
 
 
+def own_calibration_note(parity: dict) -> str | None:
+    """Said when an INT8 artifact was judged on nothing but the images it was calibrated on."""
+    own = [c for c in parity.get("cases") or [] if str(c["name"]).startswith("calibration images (")]
+    if not own or parity.get("accuracy"):
+        return None
+    return (f"note: INT8 was judged only on the {own[0]['samples']} image(s) it was calibrated on; images it never saw "
+            "(--images DIR, or --dataset digits for a digits model) make a real check")
+
+
 def parity_table(parity: dict, title: str) -> Table:
     table = Table(title=title)
     for col in ("inputs", "batch", "samples", "max |Δ|", "max rel", "min cosine", "top-1 agree", "verdict"):

@@ -8,6 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
+from partialnet.errors import BadInput
+
 pytest.importorskip("sklearn", reason="INT8 is calibrated and judged on the digits yardstick (pip install 'partialnet[digits]')")
 
 CALIB = "64"  # calibration images: enough for T0 at 64x64 to stay within the gate
@@ -120,10 +122,16 @@ def test_int8_artifact_calibrated_on_a_folder_needs_real_images_to_verify(digits
     assert manifest["metadata"]["calibration_data"] == "images:imgs"
     assert "calibration images (16, seen by the quantizer)" in [c["name"] for c in manifest["parity"]["cases"]]
     assert "judged only on the" not in result.err  # a digits checkpoint is judged on held-out digits too
-    alone = cli("export", "partialnet_t0", "--imgsz", "64", "--int8", "--data", folder, "-o", tmp_path / "alone.onnx", "--samples", "2",
-                "--min-top1", "0")
-    assert alone.code == 0 and "note: INT8 was judged only on the 16 image(s) it was calibrated on" in alone.err, alone.err
-    bare = cli("verify", tmp_path / "alone.onnx", "--ref", "partialnet_t0")
-    assert bare.code == 2 and "judge it on real images with --images DIR or --dataset digits" in bare.err
+    from partialnet.render import own_calibration_note
+
+    alone = {**manifest["parity"], "accuracy": None}  # what a checkpoint of no dataset of its own is judged on
+    assert own_calibration_note(alone).startswith("note: INT8 was judged only on the 16 image(s) it was calibrated on")
+    from partialnet.api import _int8_judged
+    from partialnet.verify_options import VerifyOptions
+
+    io = {"precision": "int8", "imgsz": [64, 64], "metadata": manifest["metadata"]}
+    with pytest.raises(BadInput, match="is INT8 \\(calibrated on imgs\\): judge it on real images with --images DIR or --dataset digits"):
+        _int8_judged(out, io, VerifyOptions(), None)  # a --ref of no dataset of its own, and no --images
+    assert _int8_judged(out, io, VerifyOptions(dataset="digits"), None) == ("digits", (64, 64))
     digits_ref = cli("verify", out, "--ref", digits_ckpt)  # a digits --ref judges it on held-out digits, as export did
     assert digits_ref.code == 0 and "digits held-out" in digits_ref.out, digits_ref.err
