@@ -136,7 +136,7 @@ def test_doctor_on_a_target_says_whether_it_is_fit_to_time_on_now(cli, server, t
     assert result.code == 0, result.err
     now = json.loads(result.out)["ssh://loop"]["now"]
     assert now["cpu"]["logical_cores"] == os.cpu_count() and now["memory"]["total_gb"] > 0 and now["advice"]
-    assert isinstance(now["others_cores"], float) and isinstance(now["busiest"], list)
+    assert isinstance(now["others_cores"], (int, float)) and isinstance(now["busiest"], list)  # 0 on a quiet machine
     shown = cli("doctor", *ssh_args(server, "loop"))
     for part in ("  load       1-minute average", "  memory     ", "  runtimes there", "    onnxruntime  yes", "  advice"):
         assert part in shown.out, shown.out
