@@ -49,7 +49,7 @@ def preprocess(path: Path, imgsz: tuple[int, int]) -> np.ndarray:
                     f"{path}: refused: {img.width}x{img.height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit "
                     "(a decompression bomb, or far larger than any input needs)"
                 )
-            img = _resize_and_crop(img.convert("RGB"), h, w)
+            img = _resize_and_crop(_as_rgb8(img, path), h, w)
             array = np.asarray(img, dtype=np.float32) / 255.0
     except BadInput:
         raise
@@ -62,6 +62,23 @@ def preprocess(path: Path, imgsz: tuple[int, int]) -> np.ndarray:
         raise BadInput(f"{path}: cannot read image ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
     array = (array - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
     return array.transpose(2, 0, 1).copy()
+
+
+WIDE_MODES = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2"}  # 16-bit grey, as Pillow opens a 16-bit PNG
+
+
+def _as_rgb8(img, path: Path):
+    """RGB at 8 bits per channel, keeping the image's range: Pillow's convert("RGB") clips a 16-bit grey image at
+    255, so a real 16-bit PNG came out nearly all white. Its top byte is kept instead, as Pillow itself reduces
+    16-bit RGB. A 32-bit integer or float image has no range to scale by, so it is refused, not guessed."""
+    Image = _pil()
+    if img.mode in WIDE_MODES:
+        wide = np.frombuffer(img.tobytes(), dtype=WIDE_MODES[img.mode]).reshape(img.height, img.width)
+        return Image.fromarray((wide >> 8).astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("I", "F"):
+        kind = "32-bit integer" if img.mode == "I" else "floating-point"
+        raise BadInput(f"{path}: a {kind} image has no fixed range to scale to [0, 1]: give 8- or 16-bit images")
+    return img.convert("RGB")
 
 
 STRIP_FACTOR = 16  # a resize this many times the crop's area is a thin strip's: only the part the crop keeps is resized
