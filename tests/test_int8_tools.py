@@ -73,6 +73,31 @@ def test_keep_float_and_the_method_change_the_onnx_graph(cli, digits_ckpt, tmp_p
     assert done.code == 0 and not [n.name for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights], done.err
 
 
+def test_a_node_the_simplifier_added_belongs_to_the_block_that_uses_it():
+    """onnxsim puts a Split (the partial convolution's) at a block's start, fed by the previous block's Add:
+    it counted as that previous block, so --int8-keep-float stages.0.blocks.1 left it out."""
+    from onnx import TensorProto, helper
+
+    from partialnet.exporters.onnx import excluded_nodes, layers_of
+
+    def graph(*nodes):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+        return helper.make_model(helper.make_graph(list(nodes), "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])]))
+
+    traced = graph(helper.make_node("Relu", ["x"], ["a"], name="add_0"),
+                   helper.make_node("Relu", ["a"], ["b"], name="conv_1"), helper.make_node("Concat", ["b", "a"], ["y"], name="cat_1", axis=1))
+    simplified = graph(helper.make_node("Relu", ["x"], ["a"], name="add_0"),
+                       helper.make_node("Split", ["a"], ["s0", "s1"], name="node_Split_9", axis=1),
+                       helper.make_node("Relu", ["s0"], ["b"], name="conv_1"), helper.make_node("Concat", ["b", "s1"], ["y"], name="cat_1", axis=1),
+                       helper.make_node("Identity", ["y"], ["z"], name="unused_tail"))
+    layers = {"add_0": "stages.0.blocks.0.add", "conv_1": "stages.0.blocks.1.spatial_mixing.conv", "cat_1": "stages.0.blocks.1.spatial_mixing"}
+    found = layers_of(simplified, layers, traced)
+    assert found["node_Split_9"] == "stages.0.blocks.1.spatial_mixing"  # its users' deepest common module, not its producer's
+    assert found["unused_tail"] == "stages.0.blocks.1.spatial_mixing"  # no user: its producer's
+    assert excluded_nodes(simplified, layers, (["stages.0.blocks.1"], []), traced) == ["node_Split_9", "conv_1", "cat_1", "unused_tail"]
+    assert excluded_nodes(simplified, layers, (["stages.0.blocks.0"], []), traced) == ["add_0"]
+
+
 def test_keep_float_reaches_the_pt2e_quantizers():
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config

@@ -154,18 +154,40 @@ def layers_of(proto, layers: dict[str, str], traced) -> dict[str, str]:
     """The layer of every node of `proto`, which may be `traced` (whose nodes `layers` names) rewritten: the
     quantizer's pre-processing fuses MatMul + Add into a new Gemm under new names, and onnxsim adds Splits.
     A node is its own traced name's layer, else that of the traced node whose output or weight it took
-    over, else its producer's (graph order), so no node of a kept layer slips through under a new name."""
+    over, so no node of a kept layer slips through under a new name. A node with none of these (a Split
+    onnxsim put at a block's start) belongs where its outputs are used (the deepest module holding every
+    user), not to the layer that produced its input, the previous block; failing that, its producer's."""
     weights = {i.name for i in traced.graph.initializer}
     by_output = {o: layers.get(n.name, "") for n in traced.graph.node for o in n.output}
     by_weight = {i: layers.get(n.name, "") for n in traced.graph.node for i in n.input if i in weights}
-    found, produced = {}, {}
-    for node in proto.graph.node:
-        layer = (layers.get(node.name) or next((by_output[o] for o in node.output if by_output.get(o)), "")
-                 or next((by_weight[i] for i in node.input if by_weight.get(i)), "")
-                 or next((produced[i] for i in node.input if produced.get(i)), ""))
-        found[node.name] = layer
-        produced.update(dict.fromkeys(node.output, layer))
+    nodes = list(proto.graph.node)
+    found = {node.name: (layers.get(node.name) or next((by_output[o] for o in node.output if by_output.get(o)), "")
+                         or next((by_weight[i] for i in node.input if by_weight.get(i)), "")) for node in nodes}
+    users: dict[str, list[str]] = {}
+    for node in nodes:
+        for name in node.input:
+            users.setdefault(name, []).append(node.name)
+    for node in reversed(nodes):  # graph order is topological: a node's users are settled before it
+        if not found[node.name]:
+            found[node.name] = _common_module([found[u] for o in node.output for u in users.get(o, ())])
+    produced: dict[str, str] = {}
+    for node in nodes:
+        found[node.name] = found[node.name] or next((produced[i] for i in node.input if produced.get(i)), "")
+        produced.update(dict.fromkeys(node.output, found[node.name]))
     return found
+
+
+def _common_module(paths: list[str]) -> str:
+    """The deepest module path holding every one of `paths` ("" where they share none, or there are none)."""
+    parts = [p.split(".") for p in paths if p]
+    if not parts:
+        return ""
+    common = []
+    for names in zip(*parts):
+        if len(set(names)) > 1:
+            break
+        common.append(names[0])
+    return ".".join(common)
 
 
 def quantize_qdq(proto, calibration: np.ndarray, batch: int | None, workdir: Path, for_tensorrt: bool = False,
