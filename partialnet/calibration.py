@@ -58,15 +58,16 @@ def describe(data: str, count: int) -> str:
     return f"{count} images from {Path(data).name}/"
 
 
-def judging_images(data: str | None, imgsz: tuple[int, int], size: int) -> tuple[str, np.ndarray] | None:
-    """Real images an INT8 artifact is compared on besides --images: held-out digits, or the calibration folder."""
+def judging_images(data: str | None, imgsz: tuple[int, int], size: int, calibration: np.ndarray | None = None) -> tuple[str, np.ndarray] | None:
+    """Real images an INT8 artifact is compared on besides --images: held-out digits, or the calibration folder
+    (`calibration`, where the export has already decoded it at `imgsz`)."""
     if data == DIGITS:
         from partialnet import digits
 
         images, _ = digits.held_out(imgsz)
         return f"digits held-out ({len(images)})", images
     if data:
-        images = folder_images(data, imgsz, size)
+        images = calibration if calibration is not None else folder_images(data, imgsz, size)
         return f"calibration images ({len(images)}, seen by the quantizer)", images
     return None
 

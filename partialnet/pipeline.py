@@ -292,7 +292,7 @@ def export_staged(
     judging = None
     if options.int8:
         with stage("calibration data", "held-out images to judge INT8 on"):
-            judging = judging_images(options.data, options.imgsz, options.calib_size)
+            judging = judging_images(options.data, options.imgsz, options.calib_size, options.calibration)
     started = time.perf_counter()
     with scratch_folder("partialnet-export-") as work:
         *staged_files, staged_manifest = staged

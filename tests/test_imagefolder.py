@@ -188,6 +188,20 @@ def test_a_command_decodes_its_images_once_per_size(tmp_path, monkeypatch, label
     assert VerifyOptions(**asdict(checks)) == checks  # the options travel to matrix's second process as asdict: no cache in them
 
 
+def test_a_calibration_folder_is_decoded_once_to_calibrate_and_judge(tmp_path, monkeypatch):
+    """An INT8 export without held-out images is judged on its calibration folder: the images it already decoded."""
+    from partialnet import preprocess
+    from partialnet.calibration import calibration_images, judging_images
+
+    root = _digit_folder(tmp_path / "d", per_class=1, classes=range(3))
+    decoded = []
+    real = preprocess.preprocess
+    monkeypatch.setattr(preprocess, "preprocess", lambda path, imgsz: decoded.append(path) or real(path, imgsz))
+    calibration = calibration_images(str(root), (32, 32), 8)
+    name, images = judging_images(str(root), (32, 32), 8, calibration)
+    assert images is calibration and len(decoded) == 3 and name == "calibration images (3, seen by the quantizer)"
+
+
 def test_a_16_bit_grey_image_keeps_its_range_and_a_float_one_is_refused(tmp_path):
     """Pillow's convert("RGB") clips 16-bit grey at 255: a 16-bit PNG of a gradient came out 99.6 % white."""
     from partialnet.preprocess import preprocess
