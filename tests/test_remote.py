@@ -4,6 +4,7 @@ the same client users have, the refusals a real ssh gives, and targets that misb
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -143,9 +144,28 @@ def test_doctor_on_a_target_says_whether_it_is_fit_to_time_on_now(cli, server, t
     from partialnet.errors import BadInput
     from partialnet.remote.replies import checked_doctor
 
-    with pytest.raises(BadInput, match="the target's doctor report is not partialnet's"):
+    with pytest.raises(BadInput, match=r"the target's doctor report is not partialnet's: busiest\[0\]\.pid is not an integer"):
         checked_doctor({**now, "busiest": [{"pid": "1", "name": "x", "cores": 1.0}]}, "ssh://loop")
     assert len(checked_doctor({**now, "advice": ["x" * 10_000]}, "ssh://loop")["advice"][0]) == 400
+    assert checked_doctor(now, "ssh://loop") == now  # a real report keeps every field it is printed from
+
+
+def test_a_verify_reply_keeps_a_non_finite_failure_and_names_a_misshapen_field():
+    """A remote verify of an artifact that outputs NaN was written with null metrics; reading it back was
+    'not partialnet's (TypeError)', exit 2, instead of the failed check (exit 1) it reports."""
+    from partialnet.errors import BadInput
+    from partialnet.remote.replies import parity_report
+
+    case = {"name": "random, batch 1", "batch": 1, "samples": 8, "max_abs": None, "max_rel": None, "min_cosine": None,
+            "top1_agreement": 0.0, "failures": ["the artifact output has 8000 non-finite values (NaN)"]}
+    reply = {"candidate": "a.onnx", "reference": "partialnet_t0", "precision": "fp32", "tolerances": {"max_abs": 1e-4, "min_cosine": 0.99999},
+             "cases": [case], "accuracy": None}
+    report = parity_report(reply)
+    assert not report.passed and math.isnan(report.cases[0].max_abs) and report.cases[0].failures == case["failures"]
+    with pytest.raises(BadInput, match=r"not partialnet's: cases\[0\]\.batch is not an integer"):
+        parity_report({**reply, "cases": [{**case, "batch": "1"}]})
+    with pytest.raises(BadInput, match=r"not partialnet's: cases\[0\]\.samples is missing"):
+        parity_report({**reply, "cases": [{k: v for k, v in case.items() if k != "samples"}]})
 
 
 def test_more_threads_than_the_targets_cores_is_refused_before_any_row(cli, server, tmp_path):
@@ -178,7 +198,7 @@ def test_target_without_partialnet_or_another_version_is_exit_3_with_the_install
         assert result.code == 3 and "pip install 'partialnet==" in result.err and result.err.count("\n") == 1, result.err
     assert "0.0.1" in old.err
     odd = cli("doctor", *ssh_args(server, "loop", python=str(sshd.fake_python(tmp_path, "odd_probe", sys.executable))))
-    assert odd.code == 3 and "ssh://loop: the probe's availability of 'onnxruntime' is not partialnet's" in odd.err, odd.err  # was exit 4
+    assert odd.code == 3 and "ssh://loop: the probe's reply is not partialnet's: availability.onnxruntime.cpu is not an object" in odd.err, odd.err
     flood = cli("doctor", *ssh_args(server, "loop", python=str(sshd.fake_python(tmp_path, "flood_probe", sys.executable))))
     assert flood.code == 3 and "its probe sent more than 8 MiB" in flood.err, flood.err  # was "probe failed: no message"
 

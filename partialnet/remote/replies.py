@@ -7,6 +7,7 @@ import json
 import math
 
 from partialnet.errors import BadInput
+from partialnet.remote.shapes import Flag, Integer, ListOf, Loose, MapOf, Maybe, Number, Record, Text, conform
 
 RESULT_FIELDS = {  # what a worker reply may carry, and the type each must have
     "status": str, "reason": str, "detail": str, "samples_s": list, "warmup": dict, "precision": str, "threads": int,
@@ -50,7 +51,7 @@ def checked_result(value: dict) -> dict:
             raise BadInput(f"the target's result has {key} of type {type(item).__name__}")
         if kind is float and not math.isfinite(item):
             raise BadInput(f"the target's result has a non-finite {key}")
-        clean[key] = item[:300] if kind is str else _record(item, key) if kind is dict else item
+        clean[key] = item[:300] if kind is str else conform(item, Loose(), f"the target's result's {key}") if kind is dict else item
     if clean.get("status") not in ("ok", "failed"):
         raise BadInput("the target's result has no status ok/failed")
     for key in [k for k in clean if k.startswith("samples_")]:
@@ -62,110 +63,52 @@ def checked_result(value: dict) -> dict:
     return clean
 
 
-def _record(item: dict, key: str, depth: int = 0) -> dict:
-    """A nested record from the target: short keys; finite numbers, None, short strings, short number lists."""
-    out = {}
-    for k, v in list(item.items())[:64]:
-        if not isinstance(k, str) or len(k) > 40:
-            raise BadInput(f"the target's result has an odd key in {key}")
-        if isinstance(v, bool) or v is None:
-            out[k] = v
-        elif isinstance(v, (int, float)):
-            if not math.isfinite(v):
-                raise BadInput(f"the target's result has a non-finite {key}.{k}")
-            out[k] = v
-        elif isinstance(v, str):
-            out[k] = v[:120]
-        elif isinstance(v, list) and len(v) <= 64 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
-            out[k] = v
-        elif isinstance(v, list) and len(v) <= 16 and all(isinstance(x, str) for x in v):
-            out[k] = [x[:300] for x in v]
-        elif isinstance(v, dict) and depth < 2:
-            out[k] = _record(v, f"{key}.{k}", depth + 1)
-        else:
-            raise BadInput(f"the target's result has {key}.{k} of an unexpected shape")
-    return out
-
+MACHINE = Record({  # as partialnet.machine.fingerprint writes it; what the planner and the result files read
+    "id": Text(200), "os": Maybe(Text(200)), "python": Maybe(Text(200)), "hostname": Maybe(Text(200)),
+    "cpu": Record({"model": Text(200), "logical_cores": Maybe(Integer(1)), "usable_cores": Maybe(Integer(1)),
+                   "flags": Maybe(ListOf(Text(40), 64), null_as=[])}, omit_null=True),
+    "gpus": Maybe(ListOf(Loose(), 16), null_as=[]),
+    "versions": Maybe(MapOf(Text(80), 32), null_as={}),
+}, omit_null=True)
+PROBE = Record({
+    "partialnet": Text(40),
+    "availability": MapOf(MapOf(MapOf(Maybe(Text(300)), 16, key_limit=8), 8, key_limit=16), 64),  # runtime -> device -> precision -> why not
+    "default_threads": Integer(1, 4096),
+    "machine": MACHINE,
+})
+DOCTOR = Record({  # as partialnet.doctor.report writes it; what doctor_lines reads
+    "cpu": Record({"model": Text(200), "logical_cores": Integer(1), "flags": ListOf(Text(40), 64)}),
+    "usable_cpus": ListOf(Integer(0), 4096),
+    "frequency": Record({"governors": Maybe(ListOf(Text(40), 8)), "boost": Maybe(Flag()), "smt_active": Maybe(Flag())}),
+    "loadavg_1m": Maybe(Number()),
+    "others_cores": Maybe(Number()),
+    "busiest": ListOf(Record({"pid": Integer(0), "name": Text(32), "cores": Number(real=True)}), 10),
+    "memory": Record({"total_gb": Maybe(Number()), "available_gb": Maybe(Number())}),
+    "runtimes": ListOf(Record({"runtime": Text(40), "version": Maybe(Text(40)), "available": Flag()}), 32),
+    "default_threads": Integer(1),
+    "disturbed_limit_cores": Number(real=True),
+    "advice": ListOf(Text(400), 16),
+})
+METRIC = Maybe(Number(real=True), null_as=math.nan)  # a NaN or Inf output was written as null (its failure says which)
+VERIFY = Record({
+    "candidate": Text(200), "reference": Text(200), "precision": Text(8),
+    "tolerances": Record({k: Maybe(Number()) for k in ("max_abs", "min_cosine", "min_top1", "max_accuracy_drop")}),
+    "cases": ListOf(Record({"name": Text(80), "batch": Integer(0), "samples": Integer(0), "failures": ListOf(Text(300), 16),
+                            **dict.fromkeys(("max_abs", "max_rel", "min_cosine", "top1_agreement"), METRIC)}), 32),
+    "accuracy": Maybe(Loose()),
+})
 
 
 def checked_probe(value: dict, what: str) -> dict:
     """A probe's reply reduced to what a local probe holds, each field of the shape the planner reads it as
     (another build calling itself the same version must not crash a command, hours into a fleet's rows)."""
-    from partialnet.machine import check_machine
-
-    table = value.get("availability")
-    if not isinstance(table, dict) or len(table) > 64:
-        raise BadInput(f"{what}: the probe's reply has no availability table")
-    availability = {}
-    for runtime, devices in table.items():
-        if not isinstance(devices, dict) or not all(isinstance(p, dict) for p in devices.values()):
-            raise BadInput(f"{what}: the probe's availability of {str(runtime)[:40]!r} is not partialnet's")
-        availability[str(runtime)[:40]] = {str(d)[:16]: {str(p)[:8]: (None if r is None else str(r)[:300]) for p, r in list(row.items())[:16]}
-                                           for d, row in list(devices.items())[:8]}
-    machine = check_machine(value.get("machine"), f"{what}: the probe")
-    cpu = machine["cpu"]
-    threads = value.get("default_threads")
-    return {
-        "partialnet": str(value.get("partialnet"))[:40],
-        "availability": availability,
-        "default_threads": threads if type(threads) is int and 0 < threads <= 4096 else 1,
-        "machine": {
-            **{k: machine[k][:200] for k in ("id", "os", "python", "hostname") if isinstance(machine.get(k), str)},
-            "cpu": {"model": cpu["model"][:200], **{k: cpu[k] for k in ("logical_cores", "usable_cores") if cpu.get(k) is not None},
-                    "flags": [f[:40] for f in (cpu.get("flags") or [])[:64]]},
-            "gpus": [_record(g, "machine.gpus") for g in (machine.get("gpus") or [])[:16]],
-            "versions": {str(k)[:40]: v[:80] for k, v in list((machine.get("versions") or {}).items())[:32]},
-        },
-    }
+    return conform(value, PROBE, f"{what}: the probe's reply is not partialnet's")
 
 
 def checked_doctor(value: dict, what: str) -> dict:
-    """A target's own `doctor` report, each field of the shape `doctor_lines` reads: strings cut, numbers
-    finite, anything else refused (it is printed as if examined here)."""
-    try:
-        cpu, freq, mem = value["cpu"], value["frequency"], value["memory"]
-        return {
-            "cpu": {"model": _text(cpu["model"], 200), "logical_cores": _int(cpu["logical_cores"]),
-                    "flags": [_text(f, 40) for f in _list(cpu["flags"], 64)]},
-            "usable_cpus": [_int(c) for c in _list(value["usable_cpus"], 4096)],
-            "frequency": {"governors": None if freq["governors"] is None else [_text(g, 40) for g in _list(freq["governors"], 8)],
-                          "boost": _flag(freq["boost"]), "smt_active": _flag(freq["smt_active"])},
-            "loadavg_1m": _number(value["loadavg_1m"]),
-            "others_cores": _number(value["others_cores"]),
-            "busiest": [{"pid": _int(p["pid"]), "name": _text(p["name"], 32), "cores": float(_number(p["cores"]))} for p in _list(value["busiest"], 10)],
-            "memory": {"total_gb": _number(mem["total_gb"]), "available_gb": _number(mem["available_gb"])},
-            "runtimes": [{"runtime": _text(r["runtime"], 40), "version": None if r["version"] is None else _text(r["version"], 40),
-                          "available": bool(_flag(r["available"]))} for r in _list(value["runtimes"], 32)],
-            "default_threads": _int(value["default_threads"]),
-            "disturbed_limit_cores": float(_number(value["disturbed_limit_cores"])),
-            "advice": [_text(t, 400) for t in _list(value["advice"], 16)],
-        }
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise BadInput(f"{what}: the target's doctor report is not partialnet's ({type(exc).__name__})") from None
-
-
-def _text(value, limit: int) -> str:
-    if not isinstance(value, str):
-        raise TypeError("not a string")
-    return value[:limit]
-
-
-def _int(value) -> int:
-    if type(value) is not int:
-        raise TypeError("not an integer")
-    return value
-
-
-def _flag(value) -> bool | None:
-    if value is not None and not isinstance(value, bool):
-        raise TypeError("not true/false")
-    return value
-
-
-def _list(value, limit: int) -> list:
-    if not isinstance(value, list):
-        raise TypeError("not a list")
-    return value[:limit]
+    """A target's own `doctor` report, each field of the shape `doctor_lines` reads (it is printed as if
+    examined here)."""
+    return conform(value, DOCTOR, f"{what}: the target's doctor report is not partialnet's")
 
 
 def whole_json(text: str, what: str):
@@ -177,26 +120,12 @@ def whole_json(text: str, what: str):
 
 
 def parity_report(value):
-    """A verify --json reply rebuilt as the report a local verify returns (each case's fields typed)."""
+    """A verify --json reply rebuilt as the report a local verify returns."""
     from partialnet.verify import CaseResult, ParityReport, Tolerances
 
-    try:
-        tol = Tolerances(**{k: _number(value["tolerances"].get(k)) for k in ("max_abs", "min_cosine", "min_top1", "max_accuracy_drop")})
-        cases = [CaseResult(name=str(c["name"])[:80], batch=int(c["batch"]), samples=int(c["samples"]),
-                            **{k: float(_number(c[k])) for k in ("max_abs", "max_rel", "min_cosine", "top1_agreement")},
-                            failures=[str(f)[:300] for f in c["failures"][:16]]) for c in value["cases"][:32]]
-        accuracy = _record(value["accuracy"], "accuracy") if isinstance(value.get("accuracy"), dict) else None
-        if accuracy is not None and not isinstance(accuracy.get("failures"), list):
-            raise BadInput("accuracy without failures")
-        return ParityReport(candidate=str(value["candidate"])[:200], reference=str(value["reference"])[:200],
-                            precision=str(value["precision"])[:8], tolerances=tol, cases=cases, accuracy=accuracy)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise BadInput(f"the target's verify reply is not partialnet's ({type(exc).__name__})") from None
-
-
-def _number(value):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError("not a finite number")
-    return value
+    report = conform(value, VERIFY, "the target's verify reply is not partialnet's")
+    accuracy = report["accuracy"]
+    if accuracy is not None and not isinstance(accuracy.get("failures"), list):
+        raise BadInput("the target's verify reply is not partialnet's: accuracy.failures is not a list")
+    return ParityReport(candidate=report["candidate"], reference=report["reference"], precision=report["precision"],
+                        tolerances=Tolerances(**report["tolerances"]), cases=[CaseResult(**c) for c in report["cases"]], accuracy=accuracy)
