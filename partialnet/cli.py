@@ -931,6 +931,9 @@ def compare_command(
     check_gate(alpha, max_slowdown, noise, missing)
     report = compare_results(load_result(baseline), load_result(candidate), alpha, max_slowdown, allow_different_machines,
                              noise, is_same_file(baseline, candidate), missing, allow_different_settings)
+    if report["machines_differ"]:
+        (err if as_json else out).print(f"note: the two results come from different machines ({report['machines_differ']}): "
+                                        "a ratio across hardware says as much about the machines as about the build", markup=False)
     if report["same_input"]:
         where = baseline if baseline == candidate else f"{baseline}, {candidate}"
         (err if as_json else out).print(f"note: baseline and candidate {report['same_input_reason']} ({where}): every row is trivially ok")
@@ -949,6 +952,10 @@ def compare_command(
     message = failure(report)
     if message:
         raise CheckFailed(message)
+    slower = report["noisy_reading_slower"]
+    if slower:  # passed by --noise ignore; the warning goes to stderr, so --json stays one document
+        err.print(f"warning: {len(slower)} noisy row(s) passed by --noise ignore read as a regression on their samples alone "
+                  f"({slower[0]}{', ...' if len(slower) > 1 else ''}): rerun them on a quiet machine before trusting this pass", markup=False)
     if not as_json:
         ignored = f" ({report['noisy']} noisy row(s) not judged: --noise ignore)" if report["noisy"] else ""
         ignored += f" ({len(report['only_in_baseline'])} baseline row(s) not measured: --missing ignore)" if report["only_in_baseline"] else ""

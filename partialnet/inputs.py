@@ -90,6 +90,12 @@ def inert(text: str, keep_lines: bool = False) -> str:
     return (_CONTROLS_BUT_LINES if keep_lines else _CONTROLS).sub(lambda m: ascii(m.group())[1:-1], text)
 
 
+def md_row(*cells) -> str:
+    """One Markdown table row; a `|` in a stranger's text is escaped, so a model name cannot add cells (and shift
+    a forged figure under the p50 column)."""
+    return "| " + " | ".join(inert(str(c)).replace("|", "\\|") for c in cells) + " |"
+
+
 def check_regular(path: str | Path, what: str = "file", max_bytes: int | None = None, min_bytes: int = 1, nofollow: bool = False) -> int:
     """The size of `path` after the same checks as `open_regular` (for libraries that take a path)."""
     with open_regular(path, what, max_bytes, min_bytes, nofollow) as f:

@@ -81,11 +81,30 @@ def package_versions() -> dict:
     return versions
 
 
+def machine_id(machine: dict) -> str:
+    """The hardware fingerprint of a machine record: CPU model, logical cores, GPU names. Computed from the
+    record wherever one is read, so a stranger's file cannot claim another machine's id beside its own hardware."""
+    cpu = machine["cpu"]
+    identity = {"cpu": cpu["model"], "cores": cpu.get("logical_cores"),
+                "gpus": [g.get("name") for g in machine.get("gpus") or [] if isinstance(g, dict)]}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def different_hardware(a: dict, b: dict) -> str | None:
+    """How two machine records differ as hardware, or None: the fingerprint, and the ISA flags where both have them."""
+    if a["id"] != b["id"]:
+        return f"{a['cpu']['model']} vs {b['cpu']['model']}, fingerprints {a['id']} vs {b['id']}"
+    flags = [set(m["cpu"]["flags"]) if isinstance(m["cpu"].get("flags"), list) else None for m in (a, b)]
+    if None not in flags and flags[0] != flags[1]:
+        only = [f"{', '.join(sorted(x - y))} only in the {side}" for x, y, side in ((*flags, "baseline"), (*flags[::-1], "candidate")) if x - y]
+        return f"one CPU name, {a['cpu']['model']}, but other instruction sets: {'; '.join(only)}"
+    return None
+
+
 def fingerprint() -> dict:
     cpu, gpus = cpu_info(), gpu_info()
-    identity = {"cpu": cpu["model"], "cores": cpu["logical_cores"], "gpus": [g["name"] for g in gpus]}
     return {
-        "id": hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16],
+        "id": machine_id({"cpu": cpu, "gpus": gpus}),
         "cpu": cpu,
         "gpus": gpus,
         "os": platform.platform(),
@@ -132,4 +151,5 @@ def check_machine(machine, where: str) -> dict:
     versions = machine.get("versions")
     if versions is not None and not (isinstance(versions, dict) and all(isinstance(v, str) for v in versions.values())):
         refuse("versions", "an object of version strings")
+    machine["id"] = machine_id(machine)  # recomputed, never read: the id says which hardware the record describes
     return machine

@@ -269,6 +269,7 @@ def test_a_row_the_candidate_skipped_fails_the_gate_with_its_reason_unless_ignor
     (lambda d: d["protocol"].update(name="quick"), "timed differently (protocol latency vs quick)"),
     (lambda d: d["settings"].update(streams=2), "timed differently (streams None vs 2)"),
     (lambda d: d["rows"][0].update(mode="async"), "timed differently (mode of m / onnxruntime / fp32 / 1 / 1 sync vs async)"),
+    (lambda d: d.update(mode="ab"), "timed differently (run one model per row vs ab)"),  # alternated beside another model
 ])
 def test_rows_timed_differently_are_not_judged(cli, tmp_path, change, refused):
     """compare matches rows by model, runtime, precision, batch and threads; what else shapes the samples must
@@ -326,7 +327,7 @@ def test_two_runs_of_one_machine_are_told_apart_by_their_file(tmp_path, cli):
     assert [row["run"] for row in merge([first])["bench"]] == [None]
     done = cli("report", first, second, "-o", tmp_path / "r.md")
     assert done.code == 0 and "monday.json" in done.out and "tuesday.json" in done.out, done.out
-    assert "| Test CPU `machine-` monday.json | m |" in (tmp_path / "r.md").read_text()
+    assert re.search(r"\| Test CPU `[0-9a-f]{8}` monday\.json \| m \|", (tmp_path / "r.md").read_text())  # the id recomputed from the record
 
 
 def test_report_markdown_marks_an_unstable_row_and_a_plot_it_cannot_draw_is_refused_first(tmp_path, cli):
@@ -338,7 +339,7 @@ def test_report_markdown_marks_an_unstable_row_and_a_plot_it_cannot_draw_is_refu
     md = (tmp_path / "r.md").read_text()
     assert "| m! | onnxruntime |" in md and "- ! m on onnxruntime (batch 1): unstable: " in md and "not a figure to publish" in md
     twice = cli("report", path, path)
-    assert twice.code == 2 and "holds the same results as" in twice.err  # its rows would count twice
+    assert twice.code == 2 and "holds the same measurements as" in twice.err  # its rows would count twice
     (tmp_path / "copy.json").write_bytes(path.read_bytes())
     assert cli("report", path, tmp_path / "copy.json").code == 2
     refused = cli("report", path, "-o", tmp_path / "r2.md", "--plot", tmp_path / "r2.png")
@@ -364,3 +365,74 @@ def test_a_bench_report_tells_sizes_apart_and_shows_no_empty_claims_table(cli, t
     assert res.code == 0, res.err
     assert "64x64" in res.out and "128x128" in res.out and "claims across" not in res.out
     assert "| precision | size | batch |" in md.read_text() and "| 128x128 |" in md.read_text()
+
+
+def test_a_marked_row_gets_no_verdict_and_a_pass_over_its_regression_is_warned_about(cli, tmp_path):
+    """A row bench marks unstable (CoV > 0.5) is noisy whatever its samples read; every sample x3 of it read as
+    'cannot tell a 10% slowdown from noise', and --noise ignore passed it without a word."""
+    rng = np.random.default_rng(3)
+    base = disturbed(rng, 5.0, slow_share=0.35)
+    files = write(tmp_path / "b.json", result({"onnxruntime": base})), write(tmp_path / "c.json", result({"onnxruntime": base * 3}))
+    gated = cli("compare", *files)
+    assert gated.code == 1 and "1 marked unstable or disturbed (no verdict from such a row; 1 read as a regression on their samples alone)" in gated.err
+    assert "cannot tell" not in gated.err and "the samples alone read: regression" in gated.out, gated.out
+    ignored = cli("compare", *files, "--noise", "ignore", "--json")
+    assert ignored.code == 0 and strict(ignored.out)["noisy_reading_slower"] == ["m / onnxruntime / fp32 / b1 / 1t"]
+    assert "warning: 1 noisy row(s) passed by --noise ignore read as a regression on their samples alone" in ignored.err
+
+
+def test_a_row_of_too_few_samples_says_so_and_not_that_they_overlap(cli, tmp_path):
+    few = write(tmp_path / "b.json", result({"onnxruntime": np.array([1.00, 1.01, 1.02, 1.03]) / 1e3}))
+    slower = write(tmp_path / "c.json", result({"onnxruntime": np.array([2.00, 2.01, 2.02, 2.03]) / 1e3}))
+    res = cli("compare", few, slower)
+    assert res.code == 1 and "1 with too few samples for the rank test" in res.err, res.err
+    assert "overlap" not in res.out + res.err and "4 baseline and 4 candidate samples" in res.out
+
+
+def test_the_machine_is_judged_by_its_record_not_by_the_id_a_file_claims(cli, tmp_path):
+    """The fingerprint is recomputed from each record: an edited CPU under the baseline's id compared as the
+    same machine, and one CPU name with and without AMX too."""
+    rng = np.random.default_rng(5)
+    base = result({"onnxruntime": latencies(rng, 5.0)})
+    base["machine"]["cpu"]["flags"] = ["avx2", "avx512f"]
+    other = json.loads(json.dumps(base))
+    other["rows"][0]["samples_s"] = [float(x) for x in latencies(rng, 5.0)]
+    other["machine"]["cpu"]["model"] = "AMD EPYC 9654 96-Core Processor"  # the id left as the baseline's
+    files = write(tmp_path / "b.json", base), write(tmp_path / "c.json", other)
+    res = cli("compare", *files)
+    assert res.code == 2 and "results come from different machines (Test CPU vs AMD EPYC 9654" in res.err, res.err
+    other["machine"]["cpu"].update(model="Test CPU", flags=["avx2", "avx512f", "amx_tile"])
+    write(files[1], other)
+    res = cli("compare", *files)
+    assert res.code == 2 and "one CPU name, Test CPU, but other instruction sets: amx_tile only in the candidate" in res.err, res.err
+    allowed = cli("compare", *files, "--allow-different-machines")
+    assert allowed.code == 0 and "note: the two results come from different machines" in allowed.out, allowed.out
+
+
+def test_a_candidate_whose_every_row_was_skipped_names_why(cli, tmp_path):
+    """Every runtime broke in the candidate: that is the reason to print, not 'no rows in common' (exit 2)."""
+    rng = np.random.default_rng(6)
+    base = result({"onnxruntime": latencies(rng, 5.0)})
+    cand = json.loads(json.dumps(base))
+    cand["rows"][0].update(status="skipped", reason="not installed: pip install onnxruntime")
+    del cand["rows"][0]["samples_s"]
+    files = write(tmp_path / "b.json", base), write(tmp_path / "c.json", cand)
+    res = cli("compare", *files)
+    assert res.code == 1 and "m / onnxruntime / fp32 / 1 / 1: skipped: not installed" in res.err, res.err
+    assert cli("compare", *files, "--missing", "ignore").code == 0
+
+
+def test_report_markdown_escapes_a_strangers_pipes_and_knows_a_relabelled_copy(cli, tmp_path):
+    """A `|` in a model name added cells, putting a forged 0.500 under p50; a copy with only its date edited
+    counted its rows twice."""
+    rng = np.random.default_rng(8)
+    data = result({"onnxruntime": latencies(rng, 5.0)})
+    data["rows"][0]["model"] = "m | onnxruntime | fp32 | 64x64 | 1 | 1 | 0.500 |"
+    path = write(tmp_path / "a.json", data)
+    done = cli("report", path, "-o", tmp_path / "r.md")
+    assert done.code == 0, done.err
+    row = next(line for line in (tmp_path / "r.md").read_text().splitlines() if "0.500" in line)
+    assert row.count("\\|") == 7 and len(re.split(r"(?<!\\)\|", row)) == 10, row  # eight cells, the name's pipes escaped
+    data["created_utc"] = "2026-12-06T00:00:00+00:00"
+    touched = cli("report", path, write(tmp_path / "b.json", data))
+    assert touched.code == 2 and "holds the same measurements as" in touched.err, touched.err

@@ -647,7 +647,10 @@ def test_hostile_compare_files_exit_2(tmp_path, cli):
         "list": ([good], "not a partialnet bench result"),
         "rows_not_list": ({**good, "rows": {"a": 1}}, "lacks 'rows'"),
         "row_not_object": ({**good, "rows": [3]}, "is not an object"),
-        "batch_string": ({**good, "rows": [{**row, "batch": "1"}]}, "batch must be an integer"),
+        "batch_string": ({**good, "rows": [{**row, "batch": "1"}]}, "batch must be a positive integer, got str"),
+        "threads_zero": ({**good, "rows": [{**row, "threads": 0}]}, "threads must be a positive integer, got 0"),
+        "status_unknown": ({**good, "rows": [{**row, "status": "crashed"}]}, "status 'crashed' is not one of ok, failed, skipped"),
+        "settings_list": ({**good, "settings": [1]}, "settings is not a JSON object"),  # was exit 4 in compare
         "samples_string": ({**good, "rows": [{**row, "samples_s": "fast"}]}, "no raw samples"),
         "samples_negative": ({**good, "rows": [{**row, "samples_s": [0.01, -1.0]}]}, "positive finite"),
         "samples_zero": ({**good, "rows": [{**row, "samples_s": [0.0] * 5}]}, "positive finite"),
@@ -687,9 +690,9 @@ def test_raw_samples_are_capped_per_file_and_per_report(tmp_path, cli, monkeypat
     monkeypatch.setattr(report, "MAX_REPORT_SAMPLES", 150)
     row = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch": 1, "threads": 1, "status": "ok", "samples_s": [0.01] * 60}
     files = []
-    for rows, machine in ((1, "a"), (2, "b"), (1, "c"), (1, "d")):
+    for k, (rows, machine) in enumerate(((1, "a"), (2, "b"), (1, "c"), (1, "d"))):  # each its own measurement (samples)
         data = {"schema": SCHEMA, "machine": {"id": machine, "cpu": {"model": "cpu"}}, "protocol": {"name": "latency"},
-                "rows": [{**row, "runtime": f"r{i}"} for i in range(rows)]}
+                "rows": [{**row, "runtime": f"r{i}", "samples_s": [0.01 + k * 1e-4] * 60} for i in range(rows)]}
         files.append(tmp_path / f"{machine}.json")
         files[-1].write_text(json.dumps(data))
     result = cli("compare", files[0], files[1], "--allow-different-machines")
@@ -942,7 +945,10 @@ def test_compare_refuses_a_row_measured_twice(tmp_path, cli):
     (tmp_path / "b.json").write_text(json.dumps(base))
     (tmp_path / "c.json").write_text(json.dumps(cand))
     result = cli("compare", tmp_path / "b.json", tmp_path / "c.json")
-    assert result.code == 2 and "holds the row t0 / pytorch / fp32 / 1 / 1 twice" in result.err
+    assert result.code == 2 and "c.json: rows 0 and 1 are both t0 / pytorch / fp32 / 1 / 1; a result measures each row once" in result.err
+    cand["rows"][1] = {**row, "status": "failed", "reason": "crashed"}  # an ok row beside a failed one of the same key: which is it?
+    (tmp_path / "c.json").write_text(json.dumps(cand))
+    assert "rows 0 and 1 are both" in cli("compare", tmp_path / "b.json", tmp_path / "c.json").err
 
 
 @pytest.mark.parametrize("samples", [[1e-300] * 20, [5e-324] * 20, [1e300] * 20])

@@ -227,7 +227,7 @@ def test_report_merges_matrices_from_several_machines_and_judges_them_again(cli,
     assert cli("report", second).code == 2
     assert cli("report", tmp_path / "m" / "matrix.json").code == 0  # the manifest in the folder is a matrix result too
     twice = cli("report", first, tmp_path / "m" / "matrix.json")
-    assert twice.code == 2 and "holds the same results as" in twice.err  # ... the same one: its panel would show twice
+    assert twice.code == 2 and "holds the same measurements as" in twice.err  # ... the same one: its panel would show twice
 
 
 @pytest.mark.slow

@@ -26,15 +26,19 @@ verdict at all at the requested gate `max_slowdown` (m):
    one build show on a quiet machine; below it a difference says nothing (and --max-slowdown 0 would
    otherwise make every row noisy).
 
-Why not a limit on each side's CoV? std/mean is dominated by a few preemption spikes that leave the
+Why not a limit on each side's CoV in these checks? std/mean is dominated by a few preemption spikes that leave the
 median alone: quick runs on this project's 2-core VM measure 0.5-1.0 on rows whose medians repeat within
 5 %, so any limit tied to a 10 % gate calls every row noisy. A robust spread (MAD, IQR) of one run is
 better but still cannot tell a dispersed run that is merely slower everywhere (every quantile moved: a
 real regression) from one whose median moved alone; comparing the two runs' shapes can. Both CoVs are
-reported (std/mean, as `bench` prints them) so a reader sees what the shape check saw.
+reported (std/mean, as `bench` prints them) so a reader sees what the shape check saw. Apart from these
+checks, a row `bench` would mark unstable or disturbed (`partialnet.bench.stability`, recomputed here from
+the samples and the recorded load) gets no verdict either, however clear its samples look: its reason says
+what they alone read, and a pass that `--noise ignore` gives such a row over a would-be regression is
+warned about.
 
 3. *Untestable.* With so few samples that even a candidate slower in every one of them could not reach
-   p < alpha (three per side at the default alpha), the rank test can find no regression, so the row can
+   p < alpha (four per side at the default alpha), the rank test can find no regression, so the row can
    pass no gate either.
 4. *Unconfirmed.* The whole interval lies beyond the gate, yet the rank test does not confirm a slowdown:
    the median moved but the samples overlap too much to say so. Such a row is never "ok".
@@ -94,6 +98,7 @@ class RowVerdict:
     why: str
     noise_reasons: list[str] = field(default_factory=list)  # "unresolved", "shape", "untestable", "unconfirmed", "marked"
     marks: list[str] = field(default_factory=list)  # why a side's row is unstable or disturbed
+    samples_alone: str | None = None  # a marked row's verdict had it not been marked ("regression": passed only by --noise ignore)
 
     def to_dict(self) -> dict:
         out = dict(zip(KEY_FIELDS, self.key))
@@ -119,7 +124,7 @@ def std_cov(samples) -> float:
 
 
 def gate_pct(max_slowdown: float) -> str:
-    return f"{max_slowdown * 100:.3g}%"
+    return f"{max_slowdown * 100 + 0.0:.3g}%"  # + 0.0: a gate of -0.0 reads 0%
 
 
 def unresolved(low: float, high: float, max_slowdown: float) -> bool:
@@ -169,6 +174,8 @@ def judge(baseline, candidate, alpha: float = DEFAULT_ALPHA, max_slowdown: float
         ("untestable", untestable(len(baseline), len(candidate), alpha)),
         ("unconfirmed", verdict != "regression" and low > 1 + max_slowdown),
     ) if hit]
+    if "untestable" in reasons:  # too few samples is the whole story: their overlap or interval says nothing more
+        reasons = ["untestable", *(r for r in reasons if r == "shape")]
     if reasons:
         verdict = "noisy"
     stats.update(verdict=verdict, noise_reasons=reasons)
@@ -191,7 +198,7 @@ def unjudged_if_marked(v: dict, baseline_row: dict, candidate_row: dict) -> dict
     marks = [f"the {side} row is {m}" for side, row in (("baseline", baseline_row), ("candidate", candidate_row)) for m in side_marks(row)]
     if marks:
         before = v["why"]
-        v.update(verdict="noisy", noise_reasons=[*v["noise_reasons"], "marked"], marks=marks)
+        v.update(verdict="noisy", noise_reasons=[*v["noise_reasons"], "marked"], marks=marks, samples_alone=v["verdict"])
         rest = f"; {before.removeprefix('noisy: ')}" if before.startswith("noisy") else f" (the samples alone read: {before})"
         v["why"] = f"noisy: rerun: {'; '.join(marks)}{rest}"
     return v
@@ -257,15 +264,15 @@ def check_gate(alpha: float, max_slowdown: float, noise: str = DEFAULT_NOISE, mi
         raise BadInput(f"--missing {missing!r}: expected one of {', '.join(MISSING_POLICIES)}")
 
 
-def _check_machines(baseline: dict, candidate: dict, allow_different_machines: bool) -> bool:
-    machines = (baseline["machine"].get("id"), candidate["machine"].get("id"))
-    if machines[0] != machines[1] and not allow_different_machines:
-        raise BadInput(
-            f"results come from different machines ({baseline['machine']['cpu']['model']} vs "
-            f"{candidate['machine']['cpu']['model']}, fingerprints {machines[0]} vs {machines[1]}); "
-            "pass --allow-different-machines to compare anyway"
-        )
-    return machines[0] == machines[1]
+def _check_machines(baseline: dict, candidate: dict, allow_different_machines: bool) -> str | None:
+    """Same hardware: the fingerprint (recomputed from each record by check_machine, never read) and, where both
+    record them, the ISA flags, since a cloud CPU can be named "Intel(R) Xeon(R) Processor" with AMX or without."""
+    from partialnet.machine import different_hardware
+
+    differs = different_hardware(baseline["machine"], candidate["machine"])
+    if differs and not allow_different_machines:
+        raise BadInput(f"results come from different machines ({differs}); pass --allow-different-machines to compare anyway")
+    return differs
 
 
 # what a row's samples depend on beside its key: refused when they differ, as different machines are
@@ -290,6 +297,8 @@ def _check_settings(baseline: dict, candidate: dict, base_rows: dict, cand_rows:
     modes = sorted({f"{' / '.join(map(str, k))} {base_rows[k].get('mode')} vs {cand_rows[k].get('mode')}"
                     for k in cand_rows if k in base_rows and base_rows[k].get("mode") != cand_rows[k].get("mode")})
     differ += [f"mode of {m}" for m in modes[:2]]
+    runs = baseline.get("mode") or "one model per row", candidate.get("mode") or "one model per row"  # "ab": alternated beside another model
+    differ += [f"run {runs[0]} vs {runs[1]}"] if runs[0] != runs[1] else []
     if differ:
         raise BadInput(f"baseline and candidate were timed differently ({'; '.join(differ)}); rerun one like the other, "
                        "or pass --allow-different-settings to judge the difference itself")
@@ -314,17 +323,9 @@ def _trivial(key: tuple, b: list, alpha: float, max_slowdown: float) -> RowVerdi
     return RowVerdict(key, **v)
 
 
-def _rows_by_key(result: dict, side: str) -> dict[tuple, dict]:
-    """Measured rows by their key; a key measured twice is refused, never merged: which one would be judged?"""
-    rows: dict[tuple, dict] = {}
-    for row in result["rows"]:
-        if row["status"] != "ok":
-            continue
-        key = row_key(row)
-        if key in rows:
-            raise BadInput(f"the {side} holds the row {' / '.join(map(str, key))} twice; a result for the gate measures each row once")
-        rows[key] = row
-    return rows
+def _rows_by_key(result: dict) -> dict[tuple, dict]:
+    """Measured rows by their key (a key held twice, whatever its status, was refused when the file was read)."""
+    return {row_key(row): row for row in result["rows"] if row["status"] == "ok"}
 
 
 def compare_results(
@@ -339,9 +340,8 @@ def compare_results(
     allow_different_settings: bool = False,
 ) -> dict:
     check_gate(alpha, max_slowdown, noise, missing)
-    same_machine = _check_machines(baseline, candidate, allow_different_machines)
-    base_rows = _rows_by_key(baseline, "baseline")
-    cand_rows = _rows_by_key(candidate, "candidate")
+    machines_differ = _check_machines(baseline, candidate, allow_different_machines)
+    base_rows, cand_rows = _rows_by_key(baseline), _rows_by_key(candidate)
     _check_settings(baseline, candidate, base_rows, cand_rows, allow_different_settings)
     same = same_input_reason(baseline, candidate, base_rows, cand_rows, same_file)
     verdicts = []
@@ -353,22 +353,25 @@ def compare_results(
             verdicts.append(RowVerdict(key, **unjudged_if_marked(judge(b, c, alpha, max_slowdown), base_rows[key], cand_rows[key])))
     failed = [{"key": list(row_key(r)), "reason": str(r.get("reason") or "")[:300]}
               for r in candidate["rows"] if r["status"] == "failed" and row_key(r) in base_rows]
-    if not verdicts and not failed:
+    gone = _not_measured_in(candidate, base_rows, cand_rows, failed)
+    if not verdicts and not failed and not any(g["reason"].startswith("skipped") for g in gone):  # every runtime broke: say which
         raise BadInput("no rows in common (matched by model, runtime, precision, batch, threads)")
     return {
         "alpha": alpha,
         "max_slowdown": max_slowdown,
         "noise": noise,
         "missing": missing,
-        "same_machine": same_machine,
+        "same_machine": machines_differ is None,
+        "machines_differ": machines_differ,  # how, where --allow-different-machines let them be compared
         "same_input": same is not None,
         "same_input_reason": same,
         "rows": [v.to_dict() for v in verdicts],
         "failed_in_candidate": failed,  # measured in the baseline, failed in the candidate: the gate cannot clear it
-        "only_in_baseline": _not_measured_in(candidate, base_rows, cand_rows, failed),
+        "only_in_baseline": gone,
         "only_in_candidate": [list(k) for k in cand_rows if k not in base_rows],
         "regressions": sum(v.verdict == "regression" for v in verdicts),
         "noisy": sum(v.verdict == "noisy" for v in verdicts),
+        "noisy_reading_slower": [row_label(dict(zip(KEY_FIELDS, v.key))) for v in verdicts if v.samples_alone == "regression"],
     }
 
 
@@ -376,7 +379,8 @@ def _not_measured_in(candidate: dict, base_rows: dict, cand_rows: dict, failed: 
     """Baseline rows the candidate skipped (with its reason) or left out: a runtime that stopped installing
     would otherwise take its rows out of the gate without a word."""
     skipped = {row_key(r): str(r.get("reason") or "")[:300] for r in candidate["rows"] if r["status"] == "skipped"}
-    gone = [k for k in base_rows if k not in cand_rows and list(k) not in [f["key"] for f in failed]]
+    failed_keys = {tuple(f["key"]) for f in failed}
+    gone = [k for k in base_rows if k not in cand_rows and k not in failed_keys]
     return [{"key": list(k), "reason": f"skipped: {skipped[k] or 'no reason given'}" if k in skipped else "absent from the candidate"}
             for k in gone]
 
@@ -417,10 +421,22 @@ def failure(report: dict) -> str | None:
         return (f"{len(missing)} row(s) measured in the baseline were not measured in the candidate, so the gate never saw them: "
                 f"{' / '.join(map(str, first['key']))}: {first['reason']} (--missing ignore passes such rows)")
     if noisy and report["noise"] == "fail":
-        return (f"noisy: rerun {noisy} row(s): the samples cannot tell a {gate_pct(report['max_slowdown'])} slowdown "
-                "from noise (see each row's reason; bench --ab interleaves the two on a busy machine; "
-                "--noise ignore reports noisy rows without failing)")
+        return (f"noisy: rerun {noisy} row(s): {noise_summary(report)} (see each row's reason; bench --ab interleaves the two on a "
+                "busy machine; --noise ignore reports noisy rows without failing)")
     return None
+
+
+def noise_summary(report: dict) -> str:
+    """Why the noisy rows got no verdict, by kind: a marked row, a row of too few samples and a row whose two runs
+    disagree in shape need different reruns."""
+    rows = [r for r in report["rows"] if r["verdict"] == "noisy"]
+    marked = [r for r in rows if "marked" in r["noise_reasons"]]
+    few = [r for r in rows if r not in marked and "untestable" in r["noise_reasons"]]
+    kinds = [(len(marked), "marked unstable or disturbed (no verdict from such a row"
+              + (f"; {len(report['noisy_reading_slower'])} read as a regression on their samples alone)" if report["noisy_reading_slower"] else ")")),
+             (len(few), "with too few samples for the rank test"),
+             (len(rows) - len(marked) - len(few), f"whose samples cannot tell a {gate_pct(report['max_slowdown'])} slowdown from noise")]
+    return "; ".join(f"{n} {what}" for n, what in kinds if n)
 
 
 def is_same_file(baseline, candidate) -> bool:

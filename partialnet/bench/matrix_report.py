@@ -97,6 +97,7 @@ def merge_matrices(loaded: list[tuple[Path, dict]]) -> dict:
 
 def to_markdown(merged: dict) -> list[str]:
     from partialnet.bench.marks import mark
+    from partialnet.inputs import md_row
 
     lines = [f"## Which artifact to ship: {merged['variant']} at {merged['imgsz'][0]}x{merged['imgsz'][1]}, batch 1, "
              f"{merged['threads']} thread(s), {merged['protocol']} protocol", ""]
@@ -109,8 +110,7 @@ def to_markdown(merged: dict) -> list[str]:
             drop = "-" if r.get("drop") is None else f"{r['drop']:+.2f}"
             size = "-" if not r.get("bytes") else f"{r['bytes'] / 1e6:.1f}"
             ship = "recommended" if r.get("recommended") else "smallest" if r.get("smallest") else ""
-            lines.append(f"| {r['format']} | {r['precision']} | {r['status']}{mark(r)} | {p50} | {top1} | {drop} | {size} | "
-                         f"{'yes' if r.get('pareto') else ''} | {ship} |")
+            lines.append(md_row(r["format"], r["precision"], r["status"] + mark(r), p50, top1, drop, size, "yes" if r.get("pareto") else "", ship))
         best = next((r for r in panel["rows"] if r.get("recommended")), None)
         lines += ["", f"recommended here: {best['format']} {best['precision']} ({best['recommended_why']})" if best
                   else "recommended here: nothing (no row within budget was timed cleanly)", ""]

@@ -17,12 +17,12 @@ from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
 from partialnet.machine import check_machine, describe
-from partialnet.bench.results import check_result, check_samples, read_result_file, total_samples
+from partialnet.bench.results import all_samples, check_result, check_samples, read_result_file, total_samples
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
 from partialnet.bench.stats import median_ms, ratio_of_medians
 from partialnet.errors import BadInput
-from partialnet.inputs import inert
+from partialnet.inputs import inert, md_row
 
 REPORT_SCHEMA = "partialnet.report/1"
 MAX_INPUTS = 64
@@ -108,10 +108,10 @@ def merge(paths: list[str | Path]) -> dict:
         if total > MAX_REPORT_SAMPLES:
             raise BadInput(f"the result files hold over {MAX_REPORT_SAMPLES:,} raw samples together; merge fewer at a time")
     seen: dict[str, Path] = {}
-    for path, data in loaded:  # one file named twice, or a copy of it: its rows would count twice
-        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    for path, data in loaded:  # one file named twice, a copy of it, or one with only its labels edited: its rows would count twice
+        digest = hashlib.sha256(json.dumps(all_samples(data) or data, sort_keys=True).encode()).hexdigest()
         if digest in seen:
-            raise BadInput(f"{path} holds the same results as {seen[digest]}: give each measurement once")
+            raise BadInput(f"{path} holds the same measurements as {seen[digest]} (the same raw samples): give each measurement once")
         seen[digest] = path
     return merge_loaded(loaded)
 
@@ -180,7 +180,7 @@ def _name_runs(rows: list[dict]) -> None:
 
 def origin(row: dict) -> str:
     """The machine a merged row came from, as the Markdown names it (and its file, where that machine gave several)."""
-    return f"{row['cpu']} `{row['machine_id'][:8]}`" + (f" {inert(row['run'])[:60].replace('|', '/')}" if row.get("run") else "")
+    return f"{row['cpu']} `{row['machine_id'][:8]}`" + (f" {inert(row['run'])[:60]}" if row.get("run") else "")
 
 
 def judged_claims(data: dict) -> tuple[list[dict], list[dict]]:
@@ -230,16 +230,15 @@ def to_markdown(report: dict) -> str:
         for r in report["claims"]:
             ci = "-" if r["ci"] is None else f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f}"
             measured = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
-            lines.append(f"| {origin(r)} | {r['id']} | {r['size']} | {r['runtime'] or '-'} | {r['published']:.3f} | "
-                         f"{measured} | {ci} | {r['verdict']} |")
+            lines.append(md_row(origin(r), r["id"], r["size"], r["runtime"] or "-", f"{r['published']:.3f}", measured, ci, r["verdict"]))
         lines += ["", *(f"- {line}" for line in claim_reasons(report))] if claim_reasons(report) else []
     if report["measurements"]:
         lines += ["", "| machine | size | runtime | batch | threads | FasterNet p50 ms | PartialNet p50 ms | ratio | 95% CI |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in report["measurements"]:
-            figures = (f"{r['fasternet_p50_ms']:.3f} | {r['partialnet_p50_ms']:.3f} | {r['latency_ratio']:.3f} | "
-                       f"{r['latency_ci'][0]:.3f}-{r['latency_ci'][1]:.3f}") if r["status"] == "ok" else f"- | - | - | {r['status']}"
-            lines.append(f"| {origin(r)} | {r['size']} | {r['runtime']} | {r['batch']} | {r['threads']} | {figures} |")
+            figures = ([f"{r['fasternet_p50_ms']:.3f}", f"{r['partialnet_p50_ms']:.3f}", f"{r['latency_ratio']:.3f}",
+                        f"{r['latency_ci'][0]:.3f}-{r['latency_ci'][1]:.3f}"] if r["status"] == "ok" else ["-", "-", "-", r["status"]])
+            lines.append(md_row(origin(r), r["size"], r["runtime"], r["batch"], r["threads"], *figures))
     if report.get("matrices"):
         from partialnet.bench.matrix_report import to_markdown as matrices_markdown
 
@@ -247,8 +246,8 @@ def to_markdown(report: dict) -> str:
     if report["bench"]:
         lines += ["", "| machine | model | runtime | precision | size | batch | threads | p50 ms |", "|---|---|---|---|---|---|---|---|"]
         for r in report["bench"]:
-            lines.append(f"| {origin(r)} | {r['model']}{mark(r)} | {r['runtime']} | {r['precision']} | {shown_size(r)} | "
-                         f"{r['batch']} | {r['threads']} | {r['p50_ms']:.3f} |")
+            lines.append(md_row(origin(r), r["model"] + mark(r), r["runtime"], r["precision"], shown_size(r), r["batch"], r["threads"],
+                                f"{r['p50_ms']:.3f}"))
         notes = marked_notes([{**r, "status": "ok"} for r in report["bench"]])
         lines += ["", *(f"- {note}" for note in notes)] if notes else []
     return "\n".join(lines) + "\n"

@@ -12,10 +12,11 @@ from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.protocols import described_as_run
 from partialnet.bench.run import SCHEMA
 from partialnet.errors import BadInput
-from partialnet.inputs import inert, unique_keys
+from partialnet.inputs import inert, md_row, unique_keys
 from partialnet.machine import check_machine
 
 KEY_FIELDS = ("model", "runtime", "precision", "batch", "threads")
+ROW_STATUSES = ("ok", "failed", "skipped")
 FLAT_COLUMNS = (
     "model", "runtime", "device", "precision", "batch", "threads", "mode", "status",
     "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "images_per_s", "parity_max_abs", "parity_top1", "gmacs",
@@ -80,18 +81,17 @@ def to_markdown(result: dict) -> str:
     for row in result["rows"]:
         model = row["model"] + (" (random weights)" if row.get("random_weights") else "")
         if row["status"] != "ok":
-            lines.append(f"| {model} | {row['runtime']} | - | {row['batch']} | - | {row['status']}: {row['reason']} ||||||||||")
+            lines.append(md_row(model, row["runtime"], "-", row["batch"], "-", f"{row['status']}: {row['reason']}", *[""] * (9 + gpu)))
             continue
         s, f = row["stats"], flat(row)
         model += mark(row)
-        lines.append(
-            f"| {model} | {row['runtime']} | {row['precision']} | {row['batch']} | {row['threads']} | "
-            f"{s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | {s['cov']:.3f} | "
-            f"{row['images_per_s']:.1f} | {_md_parity(row)} | {_cell(f['load_s'], '.2f')} | {_cell(f['first_infer_ms'], '.1f')} | "
-            f"{_cell(f['peak_rss_above_baseline_mb'], '.0f')} |"
-            + (f" {_cell(f['gpu_timed_peak_allocated_mb'] or f['gpu_peak_allocated_mb'], '.0f')} / {_cell(f['gpu_peak_reserved_mb'], '.0f')} |"
-               if gpu else "")
-        )
+        gpu_cells = [f"{_cell(f['gpu_timed_peak_allocated_mb'] or f['gpu_peak_allocated_mb'], '.0f')} / {_cell(f['gpu_peak_reserved_mb'], '.0f')}"] * gpu
+        lines.append(md_row(
+            model, row["runtime"], row["precision"], row["batch"], row["threads"],
+            *(f"{s[k]:.3f}" for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov")),
+            f"{row['images_per_s']:.1f}", _md_parity(row), _cell(f["load_s"], ".2f"), _cell(f["first_infer_ms"], ".1f"),
+            _cell(f["peak_rss_above_baseline_mb"], ".0f"), *gpu_cells,
+        ))
     lines += [f"\n{note}" for note in marked_notes(result["rows"])]
     return "\n".join(lines) + "\n"
 
@@ -161,6 +161,16 @@ MAX_SAMPLES_PER_ROW = 200_000  # twice the longest protocol's cap
 MAX_SAMPLES_PER_FILE = 2_000_000
 
 
+def all_samples(value) -> list:
+    """Every raw sample list a result holds, in order: what makes it one measurement and not another."""
+    if isinstance(value, dict):
+        own = [value["samples_s"]] if isinstance(value.get("samples_s"), list) else []
+        return own + [s for k, v in value.items() if k != "samples_s" and isinstance(v, (dict, list)) for s in all_samples(v)]
+    if isinstance(value, list):
+        return [s for v in value if isinstance(v, (dict, list)) for s in all_samples(v)]
+    return []
+
+
 def total_samples(value) -> int:
     """Every raw sample a result holds, wherever its rows keep them (bench rows, claims cells, matrix rows)."""
     if isinstance(value, dict):
@@ -223,8 +233,10 @@ def _check_row(row, i: int, path: Path) -> None:
         if not isinstance(row[key], str):
             raise BadInput(f"{where}: {key} must be a string, got {type(row[key]).__name__}")
     for key in ("batch", "threads"):
-        if type(row[key]) is not int:
-            raise BadInput(f"{where}: {key} must be an integer, got {type(row[key]).__name__}")
+        if type(row[key]) is not int or row[key] < 1:
+            raise BadInput(f"{where}: {key} must be a positive integer, got {str(row[key])[:20] if type(row[key]) is int else type(row[key]).__name__}")
+    if row["status"] not in ROW_STATUSES:  # an unknown one would be read as "not measured", and a crash would pass as a skip
+        raise BadInput(f"{where}: status {row['status'][:20]!r} is not one of {', '.join(ROW_STATUSES)}")
     if row["status"] != "ok":
         return
     check_samples(row.get("samples_s"), f"{where} ({row['model']}, {row['runtime']})")
@@ -263,9 +275,16 @@ def check_result(data, path: Path) -> dict:
     for field, kind in (("machine", dict), ("rows", list), ("protocol", dict)):
         if not isinstance(data.get(field), kind):
             raise BadInput(f"{path}: bench result lacks {field!r} (or it is not a JSON {kind.__name__})")
+    if data.get("settings") is not None and not isinstance(data["settings"], dict):
+        raise BadInput(f"{path}: bench result's settings is not a JSON object")
     check_machine(data["machine"], str(path))
     if not isinstance(data["protocol"].get("name"), str):
         raise BadInput(f"{path}: bench result's protocol has no name")
+    seen: dict[tuple, int] = {}
     for i, row in enumerate(data["rows"]):
         _check_row(row, i, path)
+        key = row_key(row)
+        if key in seen:  # whatever the statuses: which one would compare judge, and is an ok beside a failure a pass?
+            raise BadInput(f"{path}: rows {seen[key]} and {i} are both {' / '.join(map(str, key))}; a result measures each row once")
+        seen[key] = i
     return data
