@@ -270,6 +270,7 @@ def test_a_row_the_candidate_skipped_fails_the_gate_with_its_reason_unless_ignor
     (lambda d: d["settings"].update(streams=2), "timed differently (streams None vs 2)"),
     (lambda d: d["rows"][0].update(mode="async"), "timed differently (mode of m / onnxruntime / fp32 / 1 / 1 sync vs async)"),
     (lambda d: d.update(mode="ab"), "timed differently (run one model per row vs ab)"),  # alternated beside another model
+    (lambda d: d["protocol"].update(min_iters=20), "timed differently (protocol latency with min_iters None vs 20)"),
 ])
 def test_rows_timed_differently_are_not_judged(cli, tmp_path, change, refused):
     """compare matches rows by model, runtime, precision, batch and threads; what else shapes the samples must
@@ -436,3 +437,17 @@ def test_report_markdown_escapes_a_strangers_pipes_and_knows_a_relabelled_copy(c
     data["created_utc"] = "2026-12-06T00:00:00+00:00"
     touched = cli("report", path, write(tmp_path / "b.json", data))
     assert touched.code == 2 and "holds the same measurements as" in touched.err, touched.err
+
+
+def test_report_merges_a_reworded_protocol_description_and_names_what_differs(cli, tmp_path):
+    rng = np.random.default_rng(9)
+    first = result({"onnxruntime": latencies(rng, 5.0)})
+    first["protocol"].update(description="warm-up, then timed", min_iters=100)
+    second = json.loads(json.dumps(first))
+    second["rows"][0]["samples_s"] = [float(x) for x in latencies(rng, 5.0)]
+    second["protocol"]["description"] = "another partialnet's words for the same protocol"
+    files = write(tmp_path / "a.json", first), write(tmp_path / "b.json", second)
+    assert cli("report", *files).code == 0
+    second["protocol"]["min_iters"] = 10
+    mixed = cli("report", files[0], write(files[1], second))
+    assert mixed.code == 2 and f"different protocols and are not mixed: latency with min_iters 100 vs 10 in {files[0]} and {files[1]}" in mixed.err

@@ -63,6 +63,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from partialnet.bench.protocols import protocol_difference
 from partialnet.bench.results import KEY_FIELDS, row_key
 from partialnet.bench.stats import mann_whitney_greater, median_ms, ratio_of_medians  # median_ms: from the raw samples, never a file's summary
 from partialnet.errors import BadInput
@@ -290,8 +291,8 @@ def _check_settings(baseline: dict, candidate: dict, base_rows: dict, cand_rows:
                            "candidate; latencies at two input sizes are not one build's before and after")
     if allow:
         return
-    protocols = baseline["protocol"]["name"], candidate["protocol"]["name"]
-    differ = [f"protocol {protocols[0]} vs {protocols[1]}"] if protocols[0] != protocols[1] else []
+    protocols = protocol_difference(baseline["protocol"], candidate["protocol"])
+    differ = [f"protocol {protocols}"] if protocols else []
     b_set, c_set = baseline.get("settings") or {}, candidate.get("settings") or {}
     differ += [f"{name} {b_set.get(name)} vs {c_set.get(name)}" for name in SETTINGS_THAT_MATTER if b_set.get(name) != c_set.get(name)]
     modes = sorted({f"{' / '.join(map(str, k))} {base_rows[k].get('mode')} vs {cand_rows[k].get('mode')}"

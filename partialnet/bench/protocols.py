@@ -108,3 +108,14 @@ def described_as_run(result: dict) -> str:
         changed.append(f"{settings['streams']} streams (--streams) instead of one synchronous request: images/s = images completed / wall time, "
                        "p50 = one request's latency among them")
     return protocol["description"] + (f"; changed in this run: {', '.join(changed)}" if changed else "")
+
+
+def protocol_difference(a: dict, b: dict) -> str | None:
+    """How two results' protocols differ in what they time (name, iterations, seconds, batches, threads), or
+    None. The description is prose: a reworded one, from another partialnet version, times nothing else."""
+    fields = [k for k in dict.fromkeys([*a, *b]) if k != "description" and a.get(k) != b.get(k)]
+    if not fields:
+        return None
+    if "name" in fields:
+        return f"{a.get('name')} vs {b.get('name')}"
+    return f"{a.get('name')} with " + ", ".join(f"{k} {str(a.get(k))[:20]} vs {str(b.get(k))[:20]}" for k in fields[:3])

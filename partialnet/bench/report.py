@@ -19,6 +19,7 @@ from partialnet.bench.stability import judgement
 from partialnet.machine import check_machine, describe
 from partialnet.bench.results import all_samples, check_result, check_samples, read_result_file, total_samples
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
+from partialnet.bench.protocols import protocol_difference
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
 from partialnet.bench.stats import median_ms, ratio_of_medians
 from partialnet.errors import BadInput
@@ -91,7 +92,8 @@ def _protocol_key(data: dict) -> str:
     removed the host's launches (a claims result says so at its top level, a bench result in its settings)."""
     settings = data.get("settings") if isinstance(data.get("settings"), dict) else data
     graphs = settings.get("cuda_graphs") is True
-    return json.dumps({**data["protocol"], **({"name": f"{data['protocol']['name']} with CUDA graphs", "cuda_graphs": True} if graphs else {})},
+    timed = {k: v for k, v in data["protocol"].items() if k != "description"}  # prose, reworded between versions: it times nothing
+    return json.dumps({**timed, **({"name": f"{data['protocol']['name']} with CUDA graphs", "cuda_graphs": True} if graphs else {})},
                       sort_keys=True)
 
 
@@ -136,7 +138,8 @@ def merge_loaded(loaded: list[tuple]) -> dict:
     for path, data in loaded:
         protocols.setdefault(_protocol_key(data), []).append(path)
     if len(protocols) > 1:
-        described = "; ".join(f"{json.loads(k)['name']} in {', '.join(str(p) for p in ps)}" for k, ps in protocols.items())
+        (first, first_paths), *others = protocols.items()
+        described = "; ".join(f"{protocol_difference(json.loads(first), json.loads(k))} in {first_paths[0]} and {ps[0]}" for k, ps in others)
         raise BadInput(f"results were measured under different protocols and are not mixed: {described}")
     _check_same_claims_inputs(loaded)
     machines, claims, measurements, bench = {}, [], [], []
@@ -159,7 +162,7 @@ def merge_loaded(loaded: list[tuple]) -> dict:
     _name_runs([*claims, *measurements, *bench])
     return {
         "schema": REPORT_SCHEMA,
-        "protocol": json.loads(next(iter(protocols))),
+        "protocol": {**loaded[0][1]["protocol"], **json.loads(next(iter(protocols)))},  # the first file's description kept
         "machines": machines,
         "claims": claims,
         "measurements": measurements,
