@@ -90,10 +90,23 @@ def inert(text: str, keep_lines: bool = False) -> str:
     return (_CONTROLS_BUT_LINES if keep_lines else _CONTROLS).sub(lambda m: ascii(m.group())[1:-1], text)
 
 
+MD_SPECIAL = re.compile(r"([\\`<>\[\]|])")
+
+
+def md_text(value) -> str:
+    """A stranger's text as Markdown shows it, and only as text: a `|` would add table cells (shifting a forged
+    figure under the p50 column), `<td>` would add HTML ones, `![x](url)` would fetch an image. Each such
+    character is backslash-escaped (the backslash first, so `\\<` cannot undo it); control characters are inert."""
+    return MD_SPECIAL.sub(r"\\\1", inert(str(value)))
+
+
+class Markdown(str):
+    """Text already written as Markdown by partialnet (a code span around a fingerprint): md_row keeps it."""
+
+
 def md_row(*cells) -> str:
-    """One Markdown table row; a `|` in a stranger's text is escaped, so a model name cannot add cells (and shift
-    a forged figure under the p50 column)."""
-    return "| " + " | ".join(inert(str(c)).replace("|", "\\|") for c in cells) + " |"
+    """One Markdown table row, every cell as md_text but those partialnet wrote as Markdown."""
+    return "| " + " | ".join(c if isinstance(c, Markdown) else md_text(c) for c in cells) + " |"
 
 
 def check_regular(path: str | Path, what: str = "file", max_bytes: int | None = None, min_bytes: int = 1, nofollow: bool = False) -> int:

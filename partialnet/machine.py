@@ -90,13 +90,13 @@ def machine_id(machine: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def different_hardware(a: dict, b: dict) -> str | None:
+def different_hardware(a: dict, b: dict, names: tuple[str, str] = ("baseline", "candidate")) -> str | None:
     """How two machine records differ as hardware, or None: the fingerprint, and the ISA flags where both have them."""
     if a["id"] != b["id"]:
         return f"{a['cpu']['model']} vs {b['cpu']['model']}, fingerprints {a['id']} vs {b['id']}"
     flags = [set(m["cpu"]["flags"]) if isinstance(m["cpu"].get("flags"), list) else None for m in (a, b)]
     if None not in flags and flags[0] != flags[1]:
-        only = [f"{', '.join(sorted(x - y))} only in the {side}" for x, y, side in ((*flags, "baseline"), (*flags[::-1], "candidate")) if x - y]
+        only = [f"{', '.join(sorted(x - y))} only in the {side}" for x, y, side in ((*flags, names[0]), (*flags[::-1], names[1])) if x - y]
         return f"one CPU name, {a['cpu']['model']}, but other instruction sets: {'; '.join(only)}"
     return None
 

@@ -289,7 +289,8 @@ def claims_measurements_table(result: dict) -> Table:
 
 def report_claims_table(report: dict) -> Table:
     """Verdicts from every machine, each row marked with the machine it was measured on."""
-    table = Table(title=f"claims across {len(report['machines'])} machine(s) · protocol {report['protocol']['name']}")
+    table = Table(title=f"claims across {len(report['machines'])} machine(s) · protocol {report['protocol']['name']} · "
+                        f"{report.get('claims_conditions') or ''}")
     for col in ("machine", "claim", "size", "runtime", "published", "measured", "95% CI", "verdict"):
         table.add_column(col, justify="right" if col in ("published", "measured", "95% CI") else "left")
     for row in report["claims"]:

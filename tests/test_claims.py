@@ -120,6 +120,19 @@ def claims_result():
     return claims_run.run_claims(plan, ["t0"])
 
 
+def remeasured(data: dict) -> dict:
+    """A copy of a claims result as another run would give: every raw sample 0.1 % slower (report takes a file
+    that shares raw samples with another for a copy of the same measurement)."""
+    import copy
+
+    other = copy.deepcopy(data)
+    for cell in other["measurements"]:
+        for side in (cell.get(f) for f in ("fasternet", "partialnet", "fasternet_control")):
+            if isinstance(side, dict) and side.get("samples_s"):
+                side["samples_s"] = [s * 1.001 for s in side["samples_s"]]
+    return other
+
+
 def _write(path, data):
     from partialnet.outputs import dumps_strict
 
@@ -128,20 +141,22 @@ def _write(path, data):
 
 
 def test_report_merges_machines_and_recomputes_every_figure(claims_result, tmp_path, cli):
-    import copy
+    from partialnet.machine import machine_id
 
     first = _write(tmp_path / "xeon.json", claims_result)
-    other = copy.deepcopy(claims_result)
-    other["machine"]["id"], other["machine"]["cpu"]["model"] = "0123456789abcdef", "Another CPU"
+    other = remeasured(claims_result)
+    other["machine"]["id"], other["machine"]["cpu"]["model"] = "0123456789abcdef", "Another CPU"  # the id is recomputed, not read
     other["measurements"][0]["latency_ratio"] = 0.01  # a stranger's file: derived numbers are never trusted
     second = _write(tmp_path / "other.json", other)
     md, png, merged = tmp_path / "r.md", tmp_path / "r.png", tmp_path / "r.json"
     result = cli("report", first, second, "-o", md, "--plot", png, "--json", merged)
     assert result.code == 0, result.err
     report = json.loads(merged.read_text())
-    assert report["schema"] == "partialnet.report/1" and set(report["machines"]) == {claims_result["machine"]["id"], "0123456789abcdef"}
+    theirs = machine_id(other["machine"])
+    assert report["schema"] == "partialnet.report/1" and set(report["machines"]) == {claims_result["machine"]["id"], theirs}
     ratios = {r["machine_id"]: r["latency_ratio"] for r in report["measurements"]}
-    assert ratios["0123456789abcdef"] == pytest.approx(claims_result["measurements"][0]["latency_ratio"])
+    assert ratios[theirs] == pytest.approx(claims_result["measurements"][0]["latency_ratio"])  # both sides x 1.001: the same ratio
+    assert "Claims measured at 64x64 fp32, judged at ±0.05 tolerance." in md.read_text()
     assert all(r["machine_id"] and r["cpu"] for r in report["claims"] + report["measurements"])
     assert "Another CPU" in md.read_text() and png.read_bytes()[:4] == b"\x89PNG"
     # the Markdown holds what the terminal showed: the latency pairs, and why each claim got a verdict short of reproduced
@@ -179,6 +194,33 @@ def test_report_refuses_mixed_protocols_and_bad_files(claims_result, tmp_path, c
     for field, value, said in (("imgsz", [-64, 0], "valid imgsz"), ("measurements", [], "holds no measurements"), ("precision", 5, "precision")):
         hostile = cli("report", _write(tmp_path / f"h_{field}.json", {**copy.deepcopy(claims_result), field: value}))
         assert hostile.code == 2 and said in hostile.err, hostile.err
+
+
+def test_report_judges_claims_only_on_cells_that_could_carry_a_verdict(claims_result, tmp_path, cli):
+    """Review findings: a file judged at its own 50 % tolerance beside one at 5 % gave one measurement two
+    verdicts; one sample a side was 'reproduced'; a cell given twice, an unknown runtime (a stranger's HTML), a
+    batch other than the run's and a cuda run from a machine without a GPU were all judged."""
+    import copy
+
+    first = _write(tmp_path / "a.json", claims_result)
+    loose = {**remeasured(claims_result), "tolerance": 0.5}
+    apart = cli("report", first, _write(tmp_path / "loose.json", loose))
+    assert apart.code == 2 and "judged at different tolerances" in apart.err and "±0.5 tolerance in" in apart.err, apart.err
+    cell = next(c for c in claims_result["measurements"] if c["status"] == "ok")
+    few = copy.deepcopy(claims_result)
+    next(c for c in few["measurements"] if c["status"] == "ok")["partialnet"]["samples_s"] = cell["partialnet"]["samples_s"][:1]
+    twice = copy.deepcopy(claims_result)
+    twice["measurements"].append(copy.deepcopy(cell))
+    for name, data, said in (
+        ("few", few, "(partialnet) holds 1 samples; the quick protocol times at least 10"),
+        ("twice", twice, f"are both t0 / {cell['runtime']}; a result measures each once"),
+        ("runtime", {**claims_result, "measurements": [{**cell, "runtime": "onnxruntime</td><td>reproduced"}]}, "lacks a known size, runtime or status"),
+        ("batch", {**claims_result, "measurements": [{**cell, "batch": 64}]}, "batch 64, but the run was at batch 1"),
+        ("cuda", {**claims_result, "device": "cuda"}, "a cuda result from a machine that records no GPU"),
+        ("tolerance", {**claims_result, "tolerance": "0.5"}, "tolerance must be a number from 0 to 0.5"),
+    ):
+        refused = cli("report", _write(tmp_path / f"{name}.json", data))
+        assert refused.code == 2 and said in refused.err, (name, refused.err)
 
 
 def _cuda() -> bool:

@@ -340,7 +340,7 @@ def test_report_markdown_marks_an_unstable_row_and_a_plot_it_cannot_draw_is_refu
     md = (tmp_path / "r.md").read_text()
     assert "| m! | onnxruntime |" in md and "- ! m on onnxruntime (batch 1): unstable: " in md and "not a figure to publish" in md
     twice = cli("report", path, path)
-    assert twice.code == 2 and "holds the same measurements as" in twice.err  # its rows would count twice
+    assert twice.code == 2 and "holds a measurement also in" in twice.err  # its rows would count twice
     (tmp_path / "copy.json").write_bytes(path.read_bytes())
     assert cli("report", path, tmp_path / "copy.json").code == 2
     refused = cli("report", path, "-o", tmp_path / "r2.md", "--plot", tmp_path / "r2.png")
@@ -436,7 +436,7 @@ def test_report_markdown_escapes_a_strangers_pipes_and_knows_a_relabelled_copy(c
     assert row.count("\\|") == 7 and len(re.split(r"(?<!\\)\|", row)) == 10, row  # eight cells, the name's pipes escaped
     data["created_utc"] = "2026-12-06T00:00:00+00:00"
     touched = cli("report", path, write(tmp_path / "b.json", data))
-    assert touched.code == 2 and "holds the same measurements as" in touched.err, touched.err
+    assert touched.code == 2 and "holds a measurement also in" in touched.err, touched.err
 
 
 def test_report_merges_a_reworded_protocol_description_and_names_what_differs(cli, tmp_path):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pytest
 
 from partialnet.bench import matrix as mx
@@ -227,7 +229,7 @@ def test_report_merges_matrices_from_several_machines_and_judges_them_again(cli,
     assert cli("report", second).code == 2
     assert cli("report", tmp_path / "m" / "matrix.json").code == 0  # the manifest in the folder is a matrix result too
     twice = cli("report", first, tmp_path / "m" / "matrix.json")
-    assert twice.code == 2 and "holds the same measurements as" in twice.err  # ... the same one: its panel would show twice
+    assert twice.code == 2 and "holds a measurement also in" in twice.err  # ... the same one: its panel would show twice
 
 
 @pytest.mark.slow
@@ -279,3 +281,32 @@ def test_the_caption_says_what_the_front_was_drawn_against():
     assert judged.startswith("top-1: held-out digits;") and "(latency vs accuracy)" in judged
     agreement = render.matrix_table({**_result(rows), "accuracy": "not judged: not a digits checkpoint and no labelled --images"}).caption
     assert "top-1 not judged" in agreement and "(latency vs agreement)" in agreement and "held-out digits" not in agreement
+
+
+def test_a_strangers_matrix_is_held_to_what_a_matrix_can_hold(tmp_path):
+    """Review findings: a timed row without its size was exit 4, a cell given twice or an artifact partialnet
+    never makes (onnx bf16) was judged and even recommended, and so was a row of one sample."""
+    import copy
+
+    from partialnet.bench.matrix import SCHEMA
+    from partialnet.bench.matrix_report import load_matrix
+    from partialnet.errors import BadInput
+
+    rng = np.random.default_rng(0)
+    row = {"format": "onnx", "precision": "fp32", "status": "ok", "bytes": 9_000_000, "agreement": 1.0,
+           "samples_s": [float(x) for x in 0.004 * rng.lognormal(0, 0.02, 40)]}
+    good = {"schema": SCHEMA, "machine": {"id": "x", "cpu": {"model": "cpu", "logical_cores": 2}}, "source": {"variant": "partialnet_t0"},
+            "protocol": "quick", "imgsz": [64, 64], "threads": 1, "budget_points": 1.0, "rows": [row]}
+    assert load_matrix(tmp_path / "m.json", copy.deepcopy(good))["rows"][0]["p50_ms"] > 0
+    for change, said in (
+        (lambda d: d["rows"][0].update(bytes=None), "an artifact that was made has its size in bytes"),
+        (lambda d: d["rows"].append(copy.deepcopy(row)), "row 1 is onnx fp32 again (row 0)"),
+        (lambda d: d["rows"][0].update(precision="bf16"), "onnx bf16 is no artifact partialnet makes"),
+        (lambda d: d["rows"][0].update(samples_s=row["samples_s"][:1]), "holds 1 samples; the quick protocol times at least 10"),
+        (lambda d: d.update(protocol="paper"), "timed with the latency or quick protocol, not 'paper'"),
+        (lambda d: d.update(threads=5000), "threads must be an integer from 1 to 1024"),
+    ):
+        hostile = copy.deepcopy(good)
+        change(hostile)
+        with pytest.raises(BadInput, match=re.escape(said)):
+            load_matrix(tmp_path / "m.json", hostile)

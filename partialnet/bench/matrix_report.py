@@ -28,8 +28,10 @@ def _number(value, where: str, low: float, high: float):
 
 def load_matrix(path: Path, data: dict) -> dict:
     """A matrix result with every field the merge reads checked; BadInput otherwise."""
-    from partialnet.bench.matrix import PRECISIONS
+    from partialnet.bench.matrix import PRECISIONS, PROTOCOLS, takes
+    from partialnet.bench.protocols import get_protocol
     from partialnet.bench.results import check_samples
+    from partialnet.limits import MAX_THREADS
     from partialnet.bench.stability import judgement
     from partialnet.bench.stats import median_ms
     from partialnet.exporters.formats import FORMATS
@@ -41,20 +43,29 @@ def load_matrix(path: Path, data: dict) -> dict:
         raise BadInput(f"{path}: the matrix lacks its source variant or protocol")
     if not (isinstance(data.get("imgsz"), list) and len(data["imgsz"]) == 2 and all(type(v) is int and 32 <= v <= 4096 for v in data["imgsz"])):
         raise BadInput(f"{path}: imgsz must be two integers from 32 to 4096")
-    if type(data.get("threads")) is not int or data["threads"] < 1:
-        raise BadInput(f"{path}: threads must be a positive integer")
+    if data["protocol"] not in PROTOCOLS:  # what a matrix times with, batch 1 a row
+        raise BadInput(f"{path}: a matrix is timed with the {' or '.join(PROTOCOLS)} protocol, not {data['protocol'][:40]!r}")
+    if type(data.get("threads")) is not int or not 1 <= data["threads"] <= MAX_THREADS:
+        raise BadInput(f"{path}: threads must be an integer from 1 to {MAX_THREADS}")
+    least = get_protocol(data["protocol"]).min_iters  # fewer samples than that were not timed by this protocol
     data["budget_points"] = _number(data.get("budget_points"), f"{path}: budget_points", 0, 100)
     if data["budget_points"] is None:
         raise BadInput(f"{path}: the matrix lacks its budget")
     rows = data.get("rows")
     if not isinstance(rows, list) or len(rows) > 200:
         raise BadInput(f"{path}: rows must be a list (at most 200)")
-    checked = []
+    checked, seen = [], {}
     for i, row in enumerate(rows):
         where = f"{path}: row {i}"
         if not isinstance(row, dict) or row.get("format") not in (*FORMATS, DEPLOY_RUNTIME) or row.get("precision") not in PRECISIONS \
                 or row.get("status") not in STATUSES:
             raise BadInput(f"{where} lacks a known format, precision or status")
+        cell = (row["format"], row["precision"])
+        if cell in seen:
+            raise BadInput(f"{where} is {' '.join(cell)} again (row {seen[cell]}): a matrix measures each cell once")
+        seen[cell] = i
+        if row["status"] == "ok" and row["format"] in FORMATS and not takes(FORMATS[row["format"]], row["precision"]):
+            raise BadInput(f"{where}: {' '.join(cell)} is no artifact partialnet makes, so it was not measured")
         clean = {k: row[k] for k in ("format", "precision", "status")}
         clean["why"] = row["why"][:600] if isinstance(row.get("why"), str) else None
         clean["file"] = row["file"][:400] if isinstance(row.get("file"), str) else None
@@ -64,8 +75,12 @@ def load_matrix(path: Path, data: dict) -> dict:
         for key in ("top1", "top5"):
             clean[key] = _number(row.get(key), f"{where}: {key}", 0, 100)
         clean["agreement"] = _number(row.get("agreement"), f"{where}: agreement", 0, 1)
+        if row["status"] == "ok" and row["format"] in FORMATS and clean["bytes"] is None:
+            raise BadInput(f"{where}: an artifact that was made has its size in bytes")
         if row["status"] == "ok" and row.get("samples_s") is not None:
             samples = check_samples(row["samples_s"], where)
+            if len(samples) < least:
+                raise BadInput(f"{where} holds {len(samples)} samples; the {data['protocol']} protocol times at least {least}")
             clean["samples_s"] = samples
             clean["p50_ms"] = median_ms(samples)  # the p50 matrix, bench and compare print
             clean.update(judgement(samples, row.get("machine_load") if isinstance(row.get("machine_load"), dict) else None))
@@ -77,6 +92,7 @@ def load_matrix(path: Path, data: dict) -> dict:
 def merge_matrices(loaded: list[tuple[Path, dict]]) -> dict:
     """Matrices of one model, size, thread count and protocol, one panel per machine, everything judged again."""
     from partialnet.bench.matrix import judge_rows
+    from partialnet.bench.report import one_record
 
     question = {(d["source"]["variant"], tuple(d["imgsz"]), d["threads"], d["protocol"]) for _, d in loaded}
     if len(question) > 1:
@@ -85,7 +101,7 @@ def merge_matrices(loaded: list[tuple[Path, dict]]) -> dict:
     machines, panels = {}, []
     for path, data in loaded:
         machine = data["machine"]
-        machines[machine["id"]] = {k: machine.get(k) for k in ("cpu", "gpus", "os", "versions")}
+        machines[machine["id"]] = one_record(machines, machine, path)
         rows = data["rows"]
         judge_rows(rows, data["budget_points"])
         rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
@@ -97,12 +113,12 @@ def merge_matrices(loaded: list[tuple[Path, dict]]) -> dict:
 
 def to_markdown(merged: dict) -> list[str]:
     from partialnet.bench.marks import mark
-    from partialnet.inputs import md_row
+    from partialnet.inputs import md_row, md_text
 
     lines = [f"## Which artifact to ship: {merged['variant']} at {merged['imgsz'][0]}x{merged['imgsz'][1]}, batch 1, "
              f"{merged['threads']} thread(s), {merged['protocol']} protocol", ""]
     for panel in merged["panels"]:
-        lines += [f"### {panel['cpu']} `{panel['machine_id'][:8]}` ({panel['file']})", "",
+        lines += [f"### {md_text(panel['cpu'])} `{panel['machine_id'][:8]}` ({md_text(panel['file'])})", "",
                   "| format | precision | status | p50 ms | top-1 % | drop | MB | front | ship |", "|---|---|---|---|---|---|---|---|---|"]
         for r in (r for r in panel["rows"] if not r.get("no_such_artifact")):  # what no machine makes is not a row here
             p50 = "-" if r.get("p50_ms") is None else f"{r['p50_ms']:.3f}"
@@ -112,6 +128,6 @@ def to_markdown(merged: dict) -> list[str]:
             ship = "recommended" if r.get("recommended") else "smallest" if r.get("smallest") else ""
             lines.append(md_row(r["format"], r["precision"], r["status"] + mark(r), p50, top1, drop, size, "yes" if r.get("pareto") else "", ship))
         best = next((r for r in panel["rows"] if r.get("recommended")), None)
-        lines += ["", f"recommended here: {best['format']} {best['precision']} ({best['recommended_why']})" if best
+        lines += ["", f"recommended here: {best['format']} {best['precision']} ({md_text(best['recommended_why'])})" if best
                   else "recommended here: nothing (no row within budget was timed cleanly)", ""]
     return lines

@@ -19,11 +19,11 @@ from partialnet.bench.stability import judgement
 from partialnet.machine import check_machine, describe
 from partialnet.bench.results import all_samples, check_result, check_samples, read_result_file, total_samples
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
-from partialnet.bench.protocols import protocol_difference
+from partialnet.bench.protocols import get_protocol, protocol_difference
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
 from partialnet.bench.stats import median_ms, ratio_of_medians
 from partialnet.errors import BadInput
-from partialnet.inputs import inert, md_row
+from partialnet.inputs import Markdown, md_row, md_text
 
 REPORT_SCHEMA = "partialnet.report/1"
 MAX_INPUTS = 64
@@ -45,31 +45,56 @@ def load_claims(path: Path, data: dict) -> dict:
         raise BadInput(f"{path}: claims result lacks a valid imgsz (two integers from 32 to 4096)")
     if data.get("precision") not in CLAIMS_PRECISIONS:
         raise BadInput(f"{path}: claims precision must be one of {', '.join(CLAIMS_PRECISIONS)}")
+    if data["device"] == "cuda" and not data["machine"].get("gpus"):
+        raise BadInput(f"{path}: a cuda result from a machine that records no GPU")
+    least = get_protocol(data["protocol"]["name"], data["device"]).min_iters  # BadInput for a protocol this version does not know
     cells = data.get("measurements")
-    if not isinstance(cells, list) or not cells:
-        raise BadInput(f"{path}: claims result holds no measurements")
+    if not isinstance(cells, list) or not cells or len(cells) > MAX_CELLS:
+        raise BadInput(f"{path}: claims result holds no measurements, or more than {MAX_CELLS}")
+    seen: dict[tuple, int] = {}
     for i, cell in enumerate(cells):
-        where = f"{path}: measurement {i}"
-        if not isinstance(cell, dict) or cell.get("size") not in SIZES or not isinstance(cell.get("runtime"), str) \
-                or not isinstance(cell.get("status"), str):
-            raise BadInput(f"{where} lacks a known size, its runtime or its status")
-        for key in ("batch", "threads"):
-            if type(cell.get(key)) is not int or cell[key] < 1:
-                raise BadInput(f"{where}: {key} must be a positive integer")
-        if cell["status"] == "ok":
-            for family in ("fasternet", "partialnet"):
-                side = cell.get(family)
-                if not isinstance(side, dict):
-                    raise BadInput(f"{where} lacks its {family} side")
-                side["samples_s"] = check_samples(side.get("samples_s"), f"{where} ({family})")
-        elif not isinstance(cell.get("reason"), str):
-            cell["reason"] = "not measured"
+        _check_cell(cell, f"{path}: measurement {i}", data, least)
+        key = (cell["size"], cell["runtime"])
+        if key in seen:  # one machine, one claim, one runtime, two verdicts
+            raise BadInput(f"{path}: measurements {seen[key]} and {i} are both {' / '.join(key)}; a result measures each once")
+        seen[key] = i
     costs = data.get("costs")
     if not isinstance(costs, list) or not all(isinstance(c, dict) and isinstance(c.get("gmacs"), (int, float)) for c in costs):
         raise BadInput(f"{path}: claims result lacks its costs")
-    tolerance = data.get("tolerance")
-    data["tolerance"] = tolerance if type(tolerance) in (int, float) and 0 <= tolerance <= 0.5 else DEFAULT_TOLERANCE
+    tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
+    if type(tolerance) not in (int, float) or not 0 <= tolerance <= 0.5:
+        raise BadInput(f"{path}: tolerance must be a number from 0 to 0.5")
     return data
+
+
+MAX_CELLS = 200  # sizes x runtimes of one run is at most a few dozen: a stranger's 100,000 failed cells took minutes
+
+
+def _check_cell(cell, where: str, data: dict, least: int) -> None:
+    """One claims measurement: a known size, runtime and status, the run's own batch and threads, and enough samples
+    on each side for the protocol the file names (a verdict from three samples is none)."""
+    from partialnet.limits import MAX_BATCH, MAX_THREADS
+    from partialnet.runtimes.table import RUNTIMES
+
+    if not isinstance(cell, dict) or cell.get("size") not in SIZES or cell.get("runtime") not in RUNTIMES \
+            or cell.get("status") not in ("ok", "failed", "skipped"):
+        raise BadInput(f"{where} lacks a known size, runtime or status")
+    for key, most in (("batch", MAX_BATCH), ("threads", MAX_THREADS)):
+        if type(cell.get(key)) is not int or not 1 <= cell[key] <= most:
+            raise BadInput(f"{where}: {key} must be an integer from 1 to {most}")
+        if type(data.get(key)) is int and cell[key] != data[key]:
+            raise BadInput(f"{where}: {key} {cell[key]}, but the run was at {key} {data[key]}")
+    if cell["status"] != "ok":
+        if not isinstance(cell.get("reason"), str):
+            cell["reason"] = "not measured"
+        return
+    for family in ("fasternet", "partialnet"):
+        side = cell.get(family)
+        if not isinstance(side, dict):
+            raise BadInput(f"{where} lacks its {family} side")
+        side["samples_s"] = check_samples(side.get("samples_s"), f"{where} ({family})")
+        if len(side["samples_s"]) < least:
+            raise BadInput(f"{where} ({family}) holds {len(side['samples_s'])} samples; the {data['protocol']['name']} protocol times at least {least}")
 
 
 def load_any(path: str | Path) -> dict:
@@ -109,13 +134,20 @@ def merge(paths: list[str | Path]) -> dict:
         total += total_samples(loaded[-1][1])  # every file is within its own limit; together they are too
         if total > MAX_REPORT_SAMPLES:
             raise BadInput(f"the result files hold over {MAX_REPORT_SAMPLES:,} raw samples together; merge fewer at a time")
-    seen: dict[str, Path] = {}
-    for path, data in loaded:  # one file named twice, a copy of it, or one with only its labels edited: its rows would count twice
-        digest = hashlib.sha256(json.dumps(all_samples(data) or data, sort_keys=True).encode()).hexdigest()
-        if digest in seen:
-            raise BadInput(f"{path} holds the same measurements as {seen[digest]} (the same raw samples): give each measurement once")
-        seen[digest] = path
-    return merge_loaded(loaded)
+    report = merge_loaded(loaded)  # different protocols, sizes or tolerances are said first: they say more than a copy does
+    _check_each_measurement_once(loaded)
+    return report
+
+
+def _check_each_measurement_once(loaded: list[tuple]) -> None:
+    """One file named twice, a copy of it with its labels edited, or a file holding another's rows among its own:
+    those rows would count twice. A measurement is known by its raw samples, which no two runs share."""
+    owner: dict[bytes, int] = {}
+    for i, (path, data) in enumerate(loaded):
+        for samples in all_samples(data) or [data]:
+            digest = hashlib.blake2b(json.dumps(samples, sort_keys=True).encode(), digest_size=16).digest()
+            if owner.setdefault(digest, i) != i:
+                raise BadInput(f"{path} holds a measurement also in {loaded[owner[digest]][0]} (the same raw samples): give each measurement once")
 
 
 def _check_same_claims_inputs(loaded: list[tuple]) -> None:
@@ -124,10 +156,16 @@ def _check_same_claims_inputs(loaded: list[tuple]) -> None:
     ran = {}
     for path, data in loaded:
         if data["schema"] == CLAIMS_SCHEMA:
-            ran.setdefault(f"{data['imgsz'][0]}x{data['imgsz'][1]} {data['precision']}", []).append(str(path))
+            ran.setdefault(claims_conditions(data), []).append(str(path))
     if len(ran) > 1:
         described = "; ".join(f"{key} in {', '.join(paths)}" for key, paths in ran.items())
-        raise BadInput(f"claims measured at different input sizes or precisions are not merged: {described}")
+        raise BadInput(f"claims measured at different input sizes or precisions, or judged at different tolerances, are not merged: {described}")
+
+
+def claims_conditions(data: dict) -> str:
+    """What a claims verdict was reached under, beside the protocol: two files judged at 5 % and at 50 % would
+    give one measurement two verdicts side by side."""
+    return f"{data['imgsz'][0]}x{data['imgsz'][1]} {data['precision']}, judged at ±{data.get('tolerance', DEFAULT_TOLERANCE):g} tolerance"
 
 
 def merge_loaded(loaded: list[tuple]) -> dict:
@@ -146,7 +184,7 @@ def merge_loaded(loaded: list[tuple]) -> dict:
     for path, data in loaded:
         machine = data["machine"]
         mark = {"machine_id": machine["id"], "cpu": machine["cpu"]["model"], "file": str(path), "target": machine.get("target")}
-        machines[machine["id"]] = {k: machine.get(k) for k in ("cpu", "gpus", "os", "versions")}
+        machines[machine["id"]] = one_record(machines, machine, path)
         if data["schema"] == CLAIMS_SCHEMA:
             cells, verdicts = judged_claims(data)
             measurements.extend({**_summary(cell), **mark, "device": data["device"], "batch": cell["batch"], "threads": cell["threads"]}
@@ -165,10 +203,23 @@ def merge_loaded(loaded: list[tuple]) -> dict:
         "protocol": {**loaded[0][1]["protocol"], **json.loads(next(iter(protocols)))},  # the first file's description kept
         "machines": machines,
         "claims": claims,
+        "claims_conditions": next((claims_conditions(d) for _, d in loaded if d["schema"] == CLAIMS_SCHEMA), None),
         "measurements": measurements,
         "bench": bench,
         "inputs": [str(p) for p, _ in loaded],
     }
+
+
+def one_record(machines: dict, machine: dict, path: Path) -> dict:
+    """The record a report lists for `machine`'s fingerprint: files of one fingerprint must agree on the hardware
+    (a forged record with the same CPU name and other ISA flags would otherwise replace the real one)."""
+    from partialnet.machine import different_hardware
+
+    known = machines.get(machine["id"])
+    differs = different_hardware({**known, "id": machine["id"]}, machine, ("files before it", "file")) if known is not None else None
+    if differs:
+        raise BadInput(f"{path}: its machine has another file's fingerprint, with {differs}")
+    return known or {k: machine.get(k) for k in ("cpu", "gpus", "os", "versions")}
 
 
 def _name_runs(rows: list[dict]) -> None:
@@ -183,7 +234,7 @@ def _name_runs(rows: list[dict]) -> None:
 
 def origin(row: dict) -> str:
     """The machine a merged row came from, as the Markdown names it (and its file, where that machine gave several)."""
-    return f"{row['cpu']} `{row['machine_id'][:8]}`" + (f" {inert(row['run'])[:60]}" if row.get("run") else "")
+    return Markdown(f"{md_text(row['cpu'])} `{row['machine_id'][:8]}`" + (f" {md_text(row['run'][:60])}" if row.get("run") else ""))
 
 
 def judged_claims(data: dict) -> tuple[list[dict], list[dict]]:
@@ -227,14 +278,15 @@ def _summary(cell: dict) -> dict:
 def to_markdown(report: dict) -> str:
     lines = [f"# partialnet report: {len(report['machines'])} machine(s), protocol {report['protocol']['name']}", ""]
     for machine_id, machine in report["machines"].items():
-        lines.append(f"- `{machine_id}`: {describe(machine)}")
+        lines.append(f"- `{machine_id}`: {md_text(describe(machine))}")
     if report["claims"]:
-        lines += ["", "| machine | claim | size | runtime | published | measured | 95% CI | verdict |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["", f"Claims measured at {report['claims_conditions']}.", "",
+                  "| machine | claim | size | runtime | published | measured | 95% CI | verdict |", "|---|---|---|---|---|---|---|---|"]
         for r in report["claims"]:
             ci = "-" if r["ci"] is None else f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f}"
             measured = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
             lines.append(md_row(origin(r), r["id"], r["size"], r["runtime"] or "-", f"{r['published']:.3f}", measured, ci, r["verdict"]))
-        lines += ["", *(f"- {line}" for line in claim_reasons(report))] if claim_reasons(report) else []
+        lines += ["", *(f"- {md_text(line)}" for line in claim_reasons(report))] if claim_reasons(report) else []
     if report["measurements"]:
         lines += ["", "| machine | size | runtime | batch | threads | FasterNet p50 ms | PartialNet p50 ms | ratio | 95% CI |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -252,7 +304,7 @@ def to_markdown(report: dict) -> str:
             lines.append(md_row(origin(r), r["model"] + mark(r), r["runtime"], r["precision"], shown_size(r), r["batch"], r["threads"],
                                 f"{r['p50_ms']:.3f}"))
         notes = marked_notes([{**r, "status": "ok"} for r in report["bench"]])
-        lines += ["", *(f"- {note}" for note in notes)] if notes else []
+        lines += ["", *(f"- {md_text(note)}" for note in notes)] if notes else []
     return "\n".join(lines) + "\n"
 
 

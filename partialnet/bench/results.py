@@ -12,7 +12,7 @@ from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.protocols import described_as_run
 from partialnet.bench.run import SCHEMA
 from partialnet.errors import BadInput
-from partialnet.inputs import inert, md_row, unique_keys
+from partialnet.inputs import inert, md_row, md_text, unique_keys
 from partialnet.machine import check_machine
 
 KEY_FIELDS = ("model", "runtime", "precision", "batch", "threads")
@@ -92,7 +92,7 @@ def to_markdown(result: dict) -> str:
             f"{row['images_per_s']:.1f}", _md_parity(row), _cell(f["load_s"], ".2f"), _cell(f["first_infer_ms"], ".1f"),
             _cell(f["peak_rss_above_baseline_mb"], ".0f"), *gpu_cells,
         ))
-    lines += [f"\n{note}" for note in marked_notes(result["rows"])]
+    lines += [f"\n{md_text(note)}" for note in marked_notes(result["rows"])]
     return "\n".join(lines) + "\n"
 
 
