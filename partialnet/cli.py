@@ -931,12 +931,8 @@ def compare_command(
     check_gate(alpha, max_slowdown, noise, missing)
     report = compare_results(load_result(baseline), load_result(candidate), alpha, max_slowdown, allow_different_machines,
                              noise, is_same_file(baseline, candidate), missing, allow_different_settings)
-    if report["machines_differ"]:
-        (err if as_json else out).print(f"note: the two results come from different machines ({report['machines_differ']}): "
-                                        "a ratio across hardware says as much about the machines as about the build", markup=False)
-    if report["same_input"]:
-        where = baseline if baseline == candidate else f"{baseline}, {candidate}"
-        (err if as_json else out).print(f"note: baseline and candidate {report['same_input_reason']} ({where}): every row is trivially ok")
+    for note in _compare_notes(report, baseline, candidate):
+        (err if as_json else out).print(note, markup=False)
     if as_json:
         _print_json(report)
     else:
@@ -961,6 +957,18 @@ def compare_command(
         ignored += f" ({len(report['only_in_baseline'])} baseline row(s) not measured: --missing ignore)" if report["only_in_baseline"] else ""
         judged = "among the rows judged" if ignored else ""
         out.print(f"ok: no latency regression{' ' + judged if judged else ''}{ignored}")
+
+
+def _compare_notes(report: dict, baseline: Path, candidate: Path) -> list[str]:
+    """What a reader must know before the verdicts: the files came from other hardware, or are one measurement."""
+    notes = []
+    if report["machines_differ"]:
+        notes.append(f"note: the two results come from different machines ({report['machines_differ']}): "
+                     "a ratio across hardware says as much about the machines as about the build")
+    if report["same_input"]:
+        where = baseline if baseline == candidate else f"{baseline}, {candidate}"
+        notes.append(f"note: baseline and candidate {report['same_input_reason']} ({where}): every row is trivially ok")
+    return notes
 
 
 def join_imgsz(argv: list[str]) -> list[str]:

@@ -184,8 +184,11 @@ def test_compare_flags_a_slowed_candidate_with_exit_1(cli, quick_run, tmp_path):
 def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path):
     base = json.loads((quick_run[0] / "r.json").read_text())
     other = copy.deepcopy(base)
-    other["machine"]["id"] = "0123456789abcdef"
+    other["machine"]["id"] = "0123456789abcdef"  # the id a file claims is not read: it is recomputed from its record
     path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    assert cli("compare", quick_run[0] / "r.json", path).code == 0
+    other["machine"]["cpu"]["model"] = "Another CPU"
     path.write_text(json.dumps(other))
     refused = cli("compare", quick_run[0] / "r.json", path)
     assert refused.code == 2 and "different machines" in refused.err

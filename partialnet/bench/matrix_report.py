@@ -28,14 +28,9 @@ def _number(value, where: str, low: float, high: float):
 
 def load_matrix(path: Path, data: dict) -> dict:
     """A matrix result with every field the merge reads checked; BadInput otherwise."""
-    from partialnet.bench.matrix import PRECISIONS, PROTOCOLS, takes
+    from partialnet.bench.matrix import PROTOCOLS
     from partialnet.bench.protocols import get_protocol
-    from partialnet.bench.results import check_samples
     from partialnet.limits import MAX_THREADS
-    from partialnet.bench.stability import judgement
-    from partialnet.bench.stats import median_ms
-    from partialnet.exporters.formats import FORMATS
-    from partialnet.runtimes.table import DEPLOY_RUNTIME
 
     check_machine(data.get("machine"), str(path))
     source = data.get("source")
@@ -47,46 +42,58 @@ def load_matrix(path: Path, data: dict) -> dict:
         raise BadInput(f"{path}: a matrix is timed with the {' or '.join(PROTOCOLS)} protocol, not {data['protocol'][:40]!r}")
     if type(data.get("threads")) is not int or not 1 <= data["threads"] <= MAX_THREADS:
         raise BadInput(f"{path}: threads must be an integer from 1 to {MAX_THREADS}")
-    least = get_protocol(data["protocol"]).min_iters  # fewer samples than that were not timed by this protocol
     data["budget_points"] = _number(data.get("budget_points"), f"{path}: budget_points", 0, 100)
     if data["budget_points"] is None:
         raise BadInput(f"{path}: the matrix lacks its budget")
     rows = data.get("rows")
     if not isinstance(rows, list) or len(rows) > 200:
         raise BadInput(f"{path}: rows must be a list (at most 200)")
+    least = get_protocol(data["protocol"]).min_iters  # fewer samples than that were not timed by this protocol
     checked, seen = [], {}
     for i, row in enumerate(rows):
-        where = f"{path}: row {i}"
-        if not isinstance(row, dict) or row.get("format") not in (*FORMATS, DEPLOY_RUNTIME) or row.get("precision") not in PRECISIONS \
-                or row.get("status") not in STATUSES:
-            raise BadInput(f"{where} lacks a known format, precision or status")
-        cell = (row["format"], row["precision"])
+        checked.append(_checked_row(row, f"{path}: row {i}", least, data["protocol"]))
+        cell = (checked[-1]["format"], checked[-1]["precision"])
         if cell in seen:
-            raise BadInput(f"{where} is {' '.join(cell)} again (row {seen[cell]}): a matrix measures each cell once")
+            raise BadInput(f"{path}: row {i} is {' '.join(cell)} again (row {seen[cell]}): a matrix measures each cell once")
         seen[cell] = i
-        if row["status"] == "ok" and row["format"] in FORMATS and not takes(FORMATS[row["format"]], row["precision"]):
-            raise BadInput(f"{where}: {' '.join(cell)} is no artifact partialnet makes, so it was not measured")
-        clean = {k: row[k] for k in ("format", "precision", "status")}
-        clean["why"] = row["why"][:600] if isinstance(row.get("why"), str) else None
-        clean["file"] = row["file"][:400] if isinstance(row.get("file"), str) else None
-        clean["runs_as"] = row["runs_as"][:300] if isinstance(row.get("runs_as"), str) else None  # a computed row (bf16): how to run its file
-        clean["no_such_artifact"] = row.get("no_such_artifact") is True and row["status"] == "skipped"
-        clean["bytes"] = int(_number(row.get("bytes"), f"{where}: bytes", 0, 1 << 40)) if row.get("bytes") is not None else None
-        for key in ("top1", "top5"):
-            clean[key] = _number(row.get(key), f"{where}: {key}", 0, 100)
-        clean["agreement"] = _number(row.get("agreement"), f"{where}: agreement", 0, 1)
-        if row["status"] == "ok" and row["format"] in FORMATS and clean["bytes"] is None:
-            raise BadInput(f"{where}: an artifact that was made has its size in bytes")
-        if row["status"] == "ok" and row.get("samples_s") is not None:
-            samples = check_samples(row["samples_s"], where)
-            if len(samples) < least:
-                raise BadInput(f"{where} holds {len(samples)} samples; the {data['protocol']} protocol times at least {least}")
-            clean["samples_s"] = samples
-            clean["p50_ms"] = median_ms(samples)  # the p50 matrix, bench and compare print
-            clean.update(judgement(samples, row.get("machine_load") if isinstance(row.get("machine_load"), dict) else None))
-        checked.append(clean)
     data["rows"] = checked
     return data
+
+
+def _checked_row(row, where: str, least: int, protocol: str) -> dict:
+    """One matrix row reduced to what the merge reads, every figure it can derive derived again."""
+    from partialnet.bench.matrix import PRECISIONS, takes
+    from partialnet.bench.results import check_samples
+    from partialnet.bench.stability import judgement
+    from partialnet.bench.stats import median_ms
+    from partialnet.exporters.formats import FORMATS
+    from partialnet.runtimes.table import DEPLOY_RUNTIME
+
+    if not isinstance(row, dict) or row.get("format") not in (*FORMATS, DEPLOY_RUNTIME) or row.get("precision") not in PRECISIONS \
+            or row.get("status") not in STATUSES:
+        raise BadInput(f"{where} lacks a known format, precision or status")
+    made = row["status"] == "ok" and row["format"] in FORMATS
+    if made and not takes(FORMATS[row["format"]], row["precision"]):
+        raise BadInput(f"{where}: {row['format']} {row['precision']} is no artifact partialnet makes, so it was not measured")
+    clean = {k: row[k] for k in ("format", "precision", "status")}
+    clean["why"] = row["why"][:600] if isinstance(row.get("why"), str) else None
+    clean["file"] = row["file"][:400] if isinstance(row.get("file"), str) else None
+    clean["runs_as"] = row["runs_as"][:300] if isinstance(row.get("runs_as"), str) else None  # a computed row (bf16): how to run its file
+    clean["no_such_artifact"] = row.get("no_such_artifact") is True and row["status"] == "skipped"
+    clean["bytes"] = int(_number(row.get("bytes"), f"{where}: bytes", 0, 1 << 40)) if row.get("bytes") is not None else None
+    for key in ("top1", "top5"):
+        clean[key] = _number(row.get(key), f"{where}: {key}", 0, 100)
+    clean["agreement"] = _number(row.get("agreement"), f"{where}: agreement", 0, 1)
+    if made and clean["bytes"] is None:
+        raise BadInput(f"{where}: an artifact that was made has its size in bytes")
+    if row["status"] == "ok" and row.get("samples_s") is not None:
+        samples = check_samples(row["samples_s"], where)
+        if len(samples) < least:
+            raise BadInput(f"{where} holds {len(samples)} samples; the {protocol} protocol times at least {least}")
+        clean["samples_s"] = samples
+        clean["p50_ms"] = median_ms(samples)  # the p50 matrix, bench and compare print
+        clean.update(judgement(samples, row.get("machine_load") if isinstance(row.get("machine_load"), dict) else None))
+    return clean
 
 
 def merge_matrices(loaded: list[tuple[Path, dict]]) -> dict:
