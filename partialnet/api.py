@@ -10,10 +10,10 @@ import importlib
 import importlib.util
 import time
 from dataclasses import replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 
 from partialnet.calibration import calibration_images, check_data, judging_images, stage_label
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, NoSuchCopy, resolve, source_path
@@ -93,7 +93,13 @@ def default_output(source: str, suffix: str) -> Path:
     path = source_path(source)
     if path is None:
         return Path.cwd() / f"{source.strip().lower().replace('-', '_')}{suffix}"
-    return path.with_name(path.name.split(".")[0] + suffix)
+    name = path.name
+    while Path(name).suffix.lower() in CHECKPOINT_SUFFIXES and Path(name).stem:  # `model.pth.tar`, `model.deploy.pt` -> `model`
+        name = Path(name).stem
+    return path.with_name(name + suffix)  # `epoch.10.pt` -> `epoch.10.onnx` (cutting at the first dot made epoch.10 and epoch.20 one file)
+
+
+CHECKPOINT_SUFFIXES = {".pt", ".pth", ".tar", ".ckpt", ".bin", ".safetensors", ".pkl", ".deploy"}
 
 
 def fold_checkpoint(
@@ -116,7 +122,7 @@ def fold_checkpoint(
     deploy, report = _fold(model, imgsz)
     result = {"output": str(out), "report_path": str(report_out), **source_record(info), "report": report.to_dict()}
     with stage("write"), atomic_outputs(outputs, force, inputs) as (staged_deploy, staged_report):
-        torch.save(deploy_payload(deploy, report, source_record(info)), staged_deploy.file)
+        staged_deploy.save_torch(deploy_payload(deploy, report, source_record(info)))
         staged_report.write_json(result)
     return result
 
@@ -384,7 +390,7 @@ def train_digits(
     model, result = digits.train(name, epochs, seed, progress, tuple(imgsz))
     payload = {"state_dict": model.state_dict(), "dataset": digits.DATASET, "digits": result.to_dict()}
     with atomic_outputs(outputs, force) as (staged,):
-        torch.save(payload, staged.file)
+        staged.save_torch(payload)
     return {"output": str(output), **result.to_dict()}
 
 
@@ -567,16 +573,19 @@ def matrix(
     progress=None,
     where=None,
     weights: str | None = None,
+    extra_outputs: Sequence = (),
 ) -> dict:
     """Every format x precision here from one load and one fold: exported, verified, timed, and the one to ship.
-    `where` (a remote.host.RemoteHost) times the rows on a target: exports and accuracy stay this machine's."""
+    `where` (a remote.host.RemoteHost) times the rows on a target: exports and accuracy stay this machine's.
+    `extra_outputs` (the CLI's --json/--md/--plot, written by the caller) are checked with the matrix's own files,
+    so none of them can be, or replace, an artifact, its manifest or matrix.json."""
     from partialnet.bench import matrix as mx
 
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir, where)
     plan["variant"], plan["weights"] = variant, weights
     _matrix_int8_tools(plan, calib_method, int8_keep_float)
     inputs = [source_path(source)]
-    check_outputs(plan["outputs"], inputs, force)  # every artifact and the manifest, before the load
+    check_outputs([*plan["outputs"], *extra_outputs], inputs, force)  # every artifact and the manifest, before the load
     checks = VerifyOptions(samples=4, images=Path(images) if images else None)
     checks.decode_now(imgsz)  # every image, before the load: a bad one stops the matrix before its exports
     model, info = _load(source, variant, weights)

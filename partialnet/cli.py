@@ -560,7 +560,7 @@ def bench_command(
         from partialnet.bench.results import per_target_outputs, write_outputs
         from partialnet.checkpoint import source_path
         from partialnet.outputs import check_outputs
-    inputs = [source_path(s) for s in [*(sources or []), *(options.ab or ())]]
+    inputs = [path for s in [*(sources or []), *(options.ab or ())] for path in _read_with(s, source_path(s))]
     labels = [str(a) for a in addresses] or [None]
     outputs = per_target_outputs(json_path, csv_path, md_path, plot_path, labels)
     check_outputs([o for named in outputs.values() for o in named if o], inputs, force)  # before any model is loaded or timed
@@ -579,6 +579,18 @@ def bench_command(
         label, row = failed[0]
         at = f" on {label}" if label else ""
         raise CheckFailed(f"{len(failed)} row(s) failed{at}: {row['model']} on {row['runtime']}: {row['reason']}")
+
+
+def _read_with(source: str, path) -> list:
+    """A source and the files bench reads beside it (an artifact's companions and manifest): none may be an output."""
+    from partialnet.bench.run import artifact_format
+
+    fmt = artifact_format(source) if path is not None else None
+    if fmt is None:
+        return [path]
+    from partialnet.pipeline import artifact_outputs
+
+    return [path, *(o.path for o in artifact_outputs(Path(source), fmt))]
 
 
 def _bench_everywhere(options: BenchOptions, sources, where: TargetOptions) -> list[dict]:
@@ -838,19 +850,22 @@ def matrix_command(
     extra = [Output(p, flag) for flag, p in (("--json", json_path), ("--md", md_path), ("--plot", plot_path)) if p]
     if len(where.addresses()) > 1:
         raise BadInput("matrix --target takes one target (its artifacts land in one folder); run it per target and merge with `partialnet report`")
-    check_outputs(extra, [], force)
+    from partialnet.checkpoint import source_path
+
+    check_outputs(extra, [source_path(source)], force)
     with where.hosts() as hosts, RowProgress(err) as report_progress:
         result = _api().matrix(source, formats=formats, precisions=precisions, data=data, images=images, calib_size=calib_size,
                                calib_method=calib_method, int8_keep_float=int8_keep_float, budget=budget,
                                imgsz=parse_imgsz(imgsz), threads=threads, protocol=protocol, output_dir=output, variant=variant,
-                               force=force, progress=report_progress, where=hosts[0] if hosts else None, weights=weights)
+                               force=force, progress=report_progress, where=hosts[0] if hosts else None, weights=weights,
+                               extra_outputs=extra)
     for note in source_notes(result["source"]):  # random weights, or the copy of several that was loaded
         out.print(note, markup=False)
     out.print(render.matrix_table(result))
     out.print(f"accuracy: {result['accuracy']}")
     for line in mx.recommendation_lines(result):
         out.print(line)
-    _write_matrix_extras(result, extra, force)
+    _write_matrix_extras(result, extra, force, [source_path(source)])
     out.print(f"wrote {result['folder']}/{mx.MANIFEST}" + "".join(f", {o.path}" for o in extra))
     failed = [r for r in result["rows"] if r["status"] == "failed"]
     if failed:  # as export --format all: a cell that could be made here and failed its check fails the command
@@ -859,7 +874,7 @@ def matrix_command(
                           f"{str(first.get('why'))[:200]}")
 
 
-def _write_matrix_extras(result: dict, extra: list, force: bool) -> None:
+def _write_matrix_extras(result: dict, extra: list, force: bool, inputs: list) -> None:
     """--json, --md and --plot of a matrix, published together."""
     from partialnet.bench import matrix as mx
     from partialnet.bench import plot
@@ -869,7 +884,7 @@ def _write_matrix_extras(result: dict, extra: list, force: bool) -> None:
                "--md": lambda staged: staged.write_text(mx.to_markdown(result)),
                "--plot": lambda staged: plot.save(plot.matrix_figure(result), staged.file)}
     if extra:
-        with atomic_outputs(extra, force) as staged:
+        with atomic_outputs(extra, force, inputs) as staged:
             for item in staged:
                 writers[item.output.option](item)
 
@@ -1052,11 +1067,10 @@ def run() -> None:
         err.print(f"error: {exc}", markup=False)
         code = exc.exit_code
     except (KeyboardInterrupt, Abort):
-        err.print("error: interrupted (Ctrl-C); temporary files removed, nothing published", markup=False)
+        err.print(stopped_line("interrupted (Ctrl-C)"), markup=False)
         code = 130
     except Interrupted as exc:
-        name = signal.Signals(exc.signum).name
-        err.print(f"error: stopped by {name}; temporary files removed, nothing published", markup=False)
+        err.print(stopped_line(f"stopped by {signal.Signals(exc.signum).name}"), markup=False)
         code = 128 + exc.signum
     except Exception as exc:  # a bug: say so in one line unless asked for the traceback
         if debug:
@@ -1064,6 +1078,18 @@ def run() -> None:
         err.print(f"internal error: {type(exc).__name__}: {exc} (set PARTIALNET_DEBUG=1 for the traceback)", markup=False)
         code = EXIT_INTERNAL
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def stopped_line(how: str) -> str:
+    """What a stop left: temporaries are always removed; what a command had already published (matrix publishes
+    its artifacts before it times them) stays, and is named."""
+    from partialnet.outputs import published_so_far
+
+    published = published_so_far()
+    if not published:
+        return f"error: {how}; temporary files removed, nothing published"
+    more = f" and {len(published) - 1} more" if len(published) > 1 else ""
+    return f"error: {how}; temporary files removed; published before the stop, and kept: {published[0]}{more}"
 
 
 def entry() -> None:

@@ -72,6 +72,20 @@ def _first_existing_ancestor(path: Path) -> Path:
     return parent
 
 
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders above `path` that do not exist yet, deepest first."""
+    parent, missing = path.absolute().parent, []
+    while not os.path.lexists(parent) and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    return missing
+
+
+# output path -> the folders above it that were missing when it was first checked (before the slow work): one
+# that exists at publication was made by someone else meanwhile, and is refused if it is not a plain folder of ours
+_MISSING_AT_CHECK: dict[Path, tuple[Path, ...]] = {}
+
+
 def check_parent(out: Output) -> None:
     """The output's directory exists or can be created, and can be written."""
     ancestor = _first_existing_ancestor(out.path)
@@ -151,7 +165,10 @@ def check_outputs(
         check_suffix(out)
         if os.path.lexists(path) and not force:
             raise BadInput(f"{out.option} {path} already exists; pass --force to overwrite")
+        if os.path.lexists(path):
+            refuse_unreplaceable(out)
         check_parent(out)
+        _MISSING_AT_CHECK.setdefault(path.absolute(), tuple(_missing_folders(path)))
     return outs
 
 
@@ -178,6 +195,20 @@ def refuse_special(out: Output, st: os.stat_result | None) -> None:
         raise BadInput(f"{out.option} {out.path} is {found}{via}, not a file; partialnet writes files and replaces only files: give a file path")
 
 
+def refuse_unreplaceable(out: Output) -> None:
+    """An existing output --force cannot replace, said before the work: in a sticky folder (a shared /tmp or CI
+    folder) only the entry's owner or the folder's may replace it, and finding out at publication lost the
+    group's other outputs."""
+    try:
+        entry, folder = os.lstat(out.path), os.stat(out.path.absolute().parent)
+    except OSError:
+        return
+    me = os.geteuid()
+    if folder.st_mode & stat.S_ISVTX and me not in (0, entry.st_uid, folder.st_uid):
+        raise BadInput(f"{out.option} {out.path} belongs to another user in a shared (sticky) folder: --force cannot replace it; "
+                       "give another path")
+
+
 def refuse_existing(paths: Sequence[str | Path], force: bool) -> None:
     """The old name of `check_outputs` for callers with plain paths and no inputs."""
     check_outputs(list(paths), (), force)
@@ -201,6 +232,7 @@ class Staged:
     private_dir: Path | None = None
     _ident: tuple | None = field(default=None, repr=False)
     dropped: bool = False  # left out of the group's publication (a format of `export --format all` that failed)
+    aside: Path | None = field(default=None, repr=False)  # with --force: the entry it replaced, put back if the group fails
 
     def drop(self) -> None:
         self.dropped = True
@@ -219,6 +251,17 @@ class Staged:
     def write_json(self, data) -> None:
         self.write_bytes(dumps_strict(data).encode())
 
+    def save_torch(self, obj) -> None:
+        """torch.save through memory: writing to the file itself, torch turns a full disk (ENOSPC) into a
+        RuntimeError ("unexpected pos"), which no caller can tell from a bug."""
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        self.write_bytes(buffer.getbuffer())
+
 
 @contextmanager
 def scratch_folder(prefix: str) -> Iterator[Path]:
@@ -230,20 +273,20 @@ def scratch_folder(prefix: str) -> Iterator[Path]:
 
 def _stage(out: Output, created: list[Path]) -> Staged:
     """`created` collects the folders made for it, so a command that publishes nothing takes them back."""
-    parent = out.path.absolute().parent
-    missing = []
-    while not os.path.lexists(parent) and parent != parent.parent:
-        missing.append(parent)
-        parent = parent.parent
+    for folder in _MISSING_AT_CHECK.get(out.path.absolute(), ()):
+        if os.path.lexists(folder):
+            _refuse_planted(out, folder)
+    missing = _missing_folders(out.path)
     for folder in reversed(missing):
         try:
             os.mkdir(folder)
         except FileExistsError:
+            _refuse_planted(out, folder)
             continue
         created.append(folder)
         remember_temporary(folder, "folder")
     parent = out.path.absolute().parent
-    prefix = f".{out.path.name[:80]}."
+    prefix = f".{os.fsdecode(os.fsencode(out.path.name)[:80])}."  # bytes, not characters: 80 CJK characters are 240 bytes
     if out.kind == "dir":
         private = Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial", dir=parent))
         remember_temporary(private, "tree")
@@ -252,6 +295,18 @@ def _stage(out: Output, created: list[Path]) -> Staged:
     remember_temporary(name, "file")
     st = os.fstat(fd)
     return Staged(out, Path(name), file=os.fdopen(fd, "w+b"), _ident=(st.st_dev, st.st_ino))
+
+
+def _refuse_planted(out: Output, folder: Path) -> None:
+    """A folder that did not exist when the outputs were checked, made by someone else since: a link there (to
+    another user's folder, in a shared CI directory) or another user's folder would take our files."""
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        what = "a link" if stat.S_ISLNK(st.st_mode) else "not a folder" if not stat.S_ISDIR(st.st_mode) else "another user's folder"
+        raise BadInput(f"{out.option} {out.path}: {folder} appeared while this command ran and is {what}; nothing was written")
 
 
 def remove_tree(root: Path) -> None:
@@ -369,18 +424,42 @@ def _publish_noreplace(staged: Staged) -> None:
 
 
 def _publish_replace(staged: Staged) -> None:
+    """With --force: the old entry is set aside first (`staged.aside`), so a group whose later output fails can
+    put it back; replacing it outright lost the user's previous output while saying "nothing was written"."""
     src, dst = staged.path, staged.output.path
     refuse_special(staged.output, None)  # one made there while this command ran is not replaced either
+    if os.path.lexists(dst):
+        staged.aside = _set_aside(staged)
     if staged.output.kind == "file":
         os.replace(src, dst)  # replaces the entry itself: a symlink at dst is replaced, not followed
         return
-    if os.path.lexists(dst):
-        if os.path.isdir(dst) and not os.path.islink(dst):
-            old = staged.private_dir / ".replaced"
-            os.rename(dst, old)  # removed with the private directory afterwards
-        else:
-            os.unlink(dst)
+    if os.path.lexists(dst):  # a file or link where the folder goes, that could not be set aside
+        os.unlink(dst)
     os.rename(src, dst)
+
+
+def _set_aside(staged: Staged) -> Path | None:
+    """Keep the entry at the output path reachable under another name until the group is published: an old
+    folder inside the private staging folder; an old file (or link) as a second hard link beside it, under an
+    unpredictable name. None where neither can be made (then the old entry is lost with a failed group, as before)."""
+    dst = staged.output.path
+    if staged.output.kind == "dir" and os.path.isdir(dst) and not os.path.islink(dst):
+        old = staged.private_dir / ".replaced"
+        os.rename(dst, old)  # removed with the private directory once the group is published
+        return old
+    for _ in range(8):
+        aside = dst.with_name(f".{os.fsdecode(os.fsencode(dst.name)[:80])}.{os.urandom(6).hex()}.replaced")
+        try:
+            os.link(dst, aside, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+        remember_temporary(aside, "file")
+        if staged.output.kind == "dir":
+            os.unlink(dst)
+        return aside
+    return None
 
 
 def _finish_file(staged: Staged) -> None:
@@ -461,11 +540,14 @@ def atomic_outputs(
             _check_written(s)
         for s in kept:
             current = s.output.path
+            if s.output.kind == "dir":
+                s._ident = _lidentity(s.path)  # the tree as ours, to take back if a later output of the group fails
             (_publish_replace if force else _publish_noreplace)(s)
             published.append(s)
             if s.private_dir is None:
                 forget_temporary(s.path)  # published under its own name: nothing left at the staged one
         if published:
+            _PUBLISHED.extend(s.output.path for s in published)
             for folder in created:
                 forget_temporary(folder)
             created.clear()  # the folders now hold what was published
@@ -476,6 +558,7 @@ def atomic_outputs(
         _unpublish(published)
         raise
     finally:
+        _drop_asides(staged)
         for s in staged:
             if s.private_dir is not None or not any(s is p for p in published):
                 _discard(s)
@@ -487,14 +570,44 @@ def atomic_outputs(
                 pass
 
 
+# every output this process has published, in order: a command stopped between two of its groups (matrix's
+# artifacts, then its manifest) must not say "nothing published"
+_PUBLISHED: list[Path] = []
+
+
+def published_so_far() -> list[Path]:
+    return list(_PUBLISHED)
+
+
 def _unpublish(published: list[Staged]) -> None:
-    """Take back the outputs of a group whose later member failed, if they are still ours."""
-    for s in published:
+    """Take back the outputs of a group whose later member failed, if they are still ours, and put back what
+    --force had set aside in their place."""
+    for s in reversed(published):
+        dst = s.output.path
         try:
-            if s.output.kind == "file" and _lidentity(s.output.path) == s._ident:
-                os.unlink(s.output.path)
+            if _lidentity(dst) != s._ident:
+                continue  # not ours any more: leave it
+            if s.output.kind == "dir":
+                remove_tree(dst)
+            if s.aside is not None:
+                os.replace(s.aside, dst)
+                forget_temporary(s.aside)
+                s.aside = None
+            elif s.output.kind == "file":
+                os.unlink(dst)
         except OSError:
             pass
+
+
+def _drop_asides(staged: list[Staged]) -> None:
+    """The group is published (or failed and restored): what was set aside beside the outputs goes."""
+    for s in staged:
+        if s.aside is not None and s.aside.parent != s.private_dir:
+            forget_temporary(s.aside)
+            try:
+                os.unlink(s.aside)
+            except OSError:
+                pass
 
 
 def write_file(path: str | Path, data: bytes | str, force: bool = False, inputs: Iterable[str | Path | None] = ()) -> None:

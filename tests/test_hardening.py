@@ -151,6 +151,88 @@ def test_concurrent_writers_exactly_one_wins(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_a_forced_group_that_fails_puts_back_what_it_replaced(tmp_path):
+    """With --force the first output replaced the user's old file; a later output failing then took the new one
+    back too, and the old file was gone although the message said "nothing was written"."""
+    from partialnet.errors import BadInput
+    from partialnet.outputs import Output, atomic_outputs
+
+    old, blocked = tmp_path / "a.json", tmp_path / "b.json"
+    old.write_text("the user's previous result")
+    package = tmp_path / "m.mlpackage"
+    (package / "Data").mkdir(parents=True)
+    (package / "Data" / "old.bin").write_text("the previous package")
+    for outputs in ([old, blocked], [Output(package, kind="dir"), old, blocked]):
+        with pytest.raises(BadInput):
+            with atomic_outputs(outputs, force=True) as staged:
+                for item in staged:
+                    if item.output.kind == "dir":
+                        (item.path / "Data").mkdir(parents=True)
+                        (item.path / "Data" / "new.bin").write_text("new")
+                    else:
+                        item.write_text("new")
+                blocked.mkdir()  # made by another process while this one ran: b.json cannot be published
+        blocked.rmdir()
+        assert old.read_text() == "the user's previous result"
+        assert (package / "Data" / "old.bin").read_text() == "the previous package" and not (package / "Data" / "new.bin").exists()
+        assert leftovers(tmp_path) == []
+
+
+def test_a_package_whose_manifest_cannot_be_published_is_taken_back(tmp_path):
+    from partialnet.errors import BadInput
+    from partialnet.outputs import Output, atomic_outputs
+
+    package, manifest = tmp_path / "m.mlpackage", tmp_path / "m.mlpackage.json"
+    with pytest.raises(BadInput, match="already exists"):
+        with atomic_outputs([Output(package, kind="dir"), manifest]) as (tree, sidecar):
+            tree.path.mkdir()
+            (tree.path / "model.bin").write_text("x")
+            sidecar.write_text("{}")
+            manifest.write_text("another process's")
+    assert not package.exists() and manifest.read_text() == "another process's" and leftovers(tmp_path) == []
+
+
+def test_another_users_file_in_a_sticky_folder_is_refused_before_the_work(tmp_path, monkeypatch):
+    from partialnet import outputs
+    from partialnet.errors import BadInput
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "x.json").write_text("someone else's")
+    monkeypatch.setattr(outputs.os, "geteuid", lambda: 4242)  # neither the file's owner nor the folder's
+    with pytest.raises(BadInput, match="belongs to another user in a shared \\(sticky\\) folder"):
+        outputs.check_outputs([shared / "x.json"], (), force=True)
+
+
+def test_a_folder_planted_after_the_check_is_refused(tmp_path, monkeypatch):
+    from partialnet import outputs
+    from partialnet.errors import BadInput
+
+    elsewhere = tmp_path / "victim"
+    elsewhere.mkdir()
+    real_check = outputs.check_outputs
+
+    def check_then_plant(*args, **kwargs):
+        checked = real_check(*args, **kwargs)
+        (tmp_path / "run42").symlink_to(elsewhere)  # another user's link where our missing folder was to go
+        return checked
+
+    monkeypatch.setattr(outputs, "check_outputs", check_then_plant)
+    with pytest.raises(BadInput, match="run42 appeared while this command ran and is a link"):
+        outputs.write_file(tmp_path / "run42" / "result.json", "ours", force=True)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_name_of_multibyte_characters_within_the_limit_is_written(tmp_path):
+    """The temporary name kept 80 characters of the output's: 240 bytes of CJK plus the rest passed NAME_MAX."""
+    from partialnet.outputs import write_file
+
+    out = tmp_path / ("模" * 80 + ".json")
+    write_file(out, "{}")
+    assert out.read_text() == "{}" and leftovers(tmp_path) == []
+
+
 @pytest.mark.slow
 def test_concurrent_cli_exports_to_one_path(tmp_path):
     """Two real processes, same output: one succeeds, the other exits 2 naming the path; no partial file left."""

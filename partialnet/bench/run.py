@@ -292,7 +292,9 @@ def _manifest_agreement(path: Path) -> dict | None:
 
 
 def run_worker(spec: dict, workdir: Path, threads: int, wait: str = DEFAULT_WAIT) -> dict:
-    spec_path = Path(tempfile.mkstemp(suffix=".json", dir=workdir)[1])
+    fd, name = tempfile.mkstemp(suffix=".json", dir=workdir)  # in the run's private scratch folder
+    os.close(fd)  # one descriptor a row was left open
+    spec_path = Path(name)
     result_path = spec_path.with_suffix(".result.json")
     spec_path.write_text(json.dumps(spec))
     from partialnet.signals import raise_if_pending, stopped_with_us

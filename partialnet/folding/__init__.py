@@ -204,7 +204,7 @@ def deploy_payload(deploy: PartialNet, report: FoldReport, source: dict) -> dict
 
 def save_deploy(path: Path, deploy: PartialNet, report: FoldReport, source: dict, force: bool = False) -> None:
     with atomic_outputs([Path(path)], force) as (staged,):
-        torch.save(deploy_payload(deploy, report, source), staged.file)
+        staged.save_torch(deploy_payload(deploy, report, source))
 
 
 def is_deploy_file(obj: object) -> bool:
