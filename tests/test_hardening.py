@@ -233,6 +233,36 @@ def test_a_name_of_multibyte_characters_within_the_limit_is_written(tmp_path):
     assert out.read_text() == "{}" and leftovers(tmp_path) == []
 
 
+def test_an_output_may_not_be_a_file_the_command_reads_or_writes_itself(tmp_path, cli, digits_onnx):
+    """matrix's --json could be its own matrix.json (refused only after the whole run) or, with --force, an
+    artifact's manifest; bench's --json could replace the manifest of the artifact it reads."""
+    folder = tmp_path / "m"
+    own = cli("matrix", "partialnet_t0", "--imgsz", "64", "--formats", "onnx", "-o", folder, "--json", folder / "matrix.json")
+    assert_refused(own.code, own.err, "are the same file")
+    manifest = folder / "partialnet_t0_onnx_fp32.onnx.json"
+    theirs = cli("matrix", "partialnet_t0", "--imgsz", "64", "--formats", "onnx", "-o", folder, "--json", manifest, "--force")
+    assert_refused(theirs.code, theirs.err, "are the same file")
+    read = cli("bench", digits_onnx, "--runtime", "onnxruntime", "--json", f"{digits_onnx}.json", "--force")
+    assert_refused(read.code, read.err, "is the input")
+
+
+def test_default_outputs_cut_only_checkpoint_suffixes(tmp_path):
+    from partialnet.api import default_output
+
+    names = {n: default_output(str(tmp_path / n), ".onnx").name for n in ("epoch.10.pt", "epoch.20.pt", "model.pth.tar", "model.deploy.pt")}
+    assert names == {"epoch.10.pt": "epoch.10.onnx", "epoch.20.pt": "epoch.20.onnx", "model.pth.tar": "model.onnx", "model.deploy.pt": "model.onnx"}
+
+
+def test_a_stop_after_a_group_was_published_names_what_was_kept(tmp_path, monkeypatch):
+    from partialnet import cli as cli_module, outputs
+
+    monkeypatch.setattr(outputs, "_PUBLISHED", [])
+    assert cli_module.stopped_line("stopped by SIGTERM") == "error: stopped by SIGTERM; temporary files removed, nothing published"
+    outputs.write_file(tmp_path / "a.onnx", "x")
+    outputs.write_file(tmp_path / "a.onnx.json", "{}")
+    assert cli_module.stopped_line("stopped by SIGTERM").endswith(f"published before the stop, and kept: {tmp_path / 'a.onnx'} and 1 more")
+
+
 @pytest.mark.slow
 def test_concurrent_cli_exports_to_one_path(tmp_path):
     """Two real processes, same output: one succeeds, the other exits 2 naming the path; no partial file left."""
