@@ -526,11 +526,12 @@ def atomic_outputs(
     staged: list[Staged] = []
     published: list[Staged] = []
     created: list[Path] = []
-    current = outs[0].path if outs else Path(".")
+    current: Path | None = outs[0].path if outs else Path(".")
     try:
         for out in outs:
             current = out.path
             staged.append(_stage(out, created))
+        current = None  # the command's own work: a failure there names its own file (a full $TMPDIR is not the output's disk)
         yield staged
 
         raise_if_pending()  # a stop request that a library swallowed still stops before anything is published
@@ -553,7 +554,7 @@ def atomic_outputs(
             created.clear()  # the folders now hold what was published
     except OSError as exc:
         _unpublish(published)
-        raise _os_error(exc, current) from None
+        raise _os_error(exc, current or Path(exc.filename or "a working file of the command")) from None
     except BaseException:
         _unpublish(published)
         raise
