@@ -26,7 +26,7 @@ from partialnet.folding import count_batchnorms, deploy_payload, fold
 from partialnet.limits import check_count, check_input_shape, format_imgsz, parse_imgsz
 from partialnet.models.flops import model_cost
 from partialnet.models.table import model_table, variant_row
-from partialnet.outputs import Output, atomic_outputs, check_outputs
+from partialnet.outputs import Output, atomic_outputs, check_outputs, dumps_strict, write_file
 from partialnet.pipeline import (
     DYNAMIC_VERIFY_BATCH,
     artifact_outputs,
@@ -601,10 +601,7 @@ def matrix(
     mx.judge_rows(rows, budget)
     rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
     result = _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, checks.labelled() or checks.dataset, untrained, where)
-    with atomic_outputs([plan["manifest"]], force, inputs) as (staged,):
-        from partialnet.outputs import dumps_strict
-
-        staged.write_text(dumps_strict(result, indent=1))
+    write_file(plan["manifest"], dumps_strict(result, indent=1), force, inputs)
     return result
 
 

@@ -845,13 +845,12 @@ def matrix_command(
 ) -> None:
     """Every format x precision this machine can produce: accuracy, speed, size, the Pareto front, the one to ship."""
     from partialnet.bench import matrix as mx
+    from partialnet.checkpoint import source_path
     from partialnet.outputs import Output, check_outputs
 
     extra = [Output(p, flag) for flag, p in (("--json", json_path), ("--md", md_path), ("--plot", plot_path)) if p]
     if len(where.addresses()) > 1:
         raise BadInput("matrix --target takes one target (its artifacts land in one folder); run it per target and merge with `partialnet report`")
-    from partialnet.checkpoint import source_path
-
     check_outputs(extra, [source_path(source)], force)
     with where.hosts() as hosts, RowProgress(err) as report_progress:
         result = _api().matrix(source, formats=formats, precisions=precisions, data=data, images=images, calib_size=calib_size,

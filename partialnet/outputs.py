@@ -559,16 +559,22 @@ def atomic_outputs(
         _unpublish(published)
         raise
     finally:
-        _drop_asides(staged)
-        for s in staged:
-            if s.private_dir is not None or not any(s is p for p in published):
-                _discard(s)
-        for folder in reversed(created):  # nothing published: deepest first; one another process has filled stays
-            forget_temporary(folder)
-            try:
-                os.rmdir(folder)
-            except OSError:
-                pass
+        _clean_up(staged, published, created)
+
+
+def _clean_up(staged: list[Staged], published: list[Staged], created: list[Path]) -> None:
+    """However a group ended: what was set aside goes, staged files not published go, and the folders made for
+    a group that published nothing (deepest first; one another process has filled stays)."""
+    _drop_asides(staged)
+    for s in staged:
+        if s.private_dir is not None or not any(s is p for p in published):
+            _discard(s)
+    for folder in reversed(created):
+        forget_temporary(folder)
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
 
 
 # every output this process has published, in order: a command stopped between two of its groups (matrix's
