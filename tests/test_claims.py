@@ -174,7 +174,7 @@ def test_report_refuses_mixed_protocols_and_bad_files(claims_result, tmp_path, c
 
     first = _write(tmp_path / "a.json", claims_result)
     other = copy.deepcopy(claims_result)
-    other["protocol"]["name"], other["protocol"]["min_iters"] = "latency", 100
+    other["protocol"]["name"], other["protocol"]["min_iters"] = "throughput", 20  # (a protocol its samples could have come from)
     mixed = cli("report", first, _write(tmp_path / "b.json", other))
     assert mixed.code == 2 and "different protocols" in mixed.err
     graphs = copy.deepcopy(claims_result)
@@ -187,7 +187,8 @@ def test_report_refuses_mixed_protocols_and_bad_files(claims_result, tmp_path, c
     assert bad.code == 2 and "positive finite" in bad.err
     (tmp_path / "d.json").write_text('{"schema": "something else"}')
     assert cli("report", tmp_path / "d.json").code == 2
-    for field, value, said in (("imgsz", [128, 128], "128x128 fp32 in"), ("precision", "fp16", "64x64 fp16 in")):
+    for field, value, said in (("imgsz", [128, 128], "128x128 fp32, judged at ±0.05 tolerance in"),
+                               ("precision", "fp16", "64x64 fp16, judged at ±0.05 tolerance in")):
         changed = {**copy.deepcopy(claims_result), field: value}  # rows that name no size or precision must not sit in one table
         apart = cli("report", first, _write(tmp_path / f"{field}.json", changed))
         assert apart.code == 2 and "different input sizes or precisions" in apart.err and said in apart.err, apart.err
