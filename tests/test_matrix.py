@@ -111,6 +111,7 @@ def test_matrix_on_a_digits_checkpoint_with_two_formats(cli, digits_ckpt, tmp_pa
     assert not any(r["pareto"] or r["recommended"] for r in data["rows"] if r not in judged)
     again = cli(*args)
     assert again.code == 2 and "exists" in again.err  # a rerun into the same folder refuses without --force
+    _report_merges_matrices_from_several_machines_and_judges_them_again(cli, out, folder, tmp_path)
 
 
 def native_bf16() -> bool:
@@ -194,8 +195,8 @@ def test_topk_counts_a_label_among_the_k_largest_logits():
     assert topk(lambda x: x, logits, np.array([1, 6]), 4)[1] == 0.5  # a static batch of 4: padded, the padding dropped
 
 
-def test_report_merges_matrices_from_several_machines_and_judges_them_again(cli, digits_ckpt, tmp_path):
-    _, first = _onnx_matrix(cli, digits_ckpt, tmp_path, "64", "fp32,int8")
+def _report_merges_matrices_from_several_machines_and_judges_them_again(cli, first, folder, tmp_path):
+    """(On the two-format matrix's files: a matrix of its own cost this test 15 s.)"""
     data = json.loads(first.read_text())
     other = json.loads(first.read_text())
     other["machine"]["id"] = "another-machine"
@@ -227,8 +228,8 @@ def test_report_merges_matrices_from_several_machines_and_judges_them_again(cli,
     other["imgsz"] = [-64, 0]
     second.write_text(json.dumps(other))
     assert cli("report", second).code == 2
-    assert cli("report", tmp_path / "m" / "matrix.json").code == 0  # the manifest in the folder is a matrix result too
-    twice = cli("report", first, tmp_path / "m" / "matrix.json")
+    assert cli("report", folder / "matrix.json").code == 0  # the manifest in the folder is a matrix result too
+    twice = cli("report", first, folder / "matrix.json")
     assert twice.code == 2 and "holds a measurement also in" in twice.err  # ... the same one: its panel would show twice
 
 
