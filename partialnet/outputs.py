@@ -86,8 +86,27 @@ def _missing_folders(path: Path) -> list[Path]:
 _MISSING_AT_CHECK: dict[Path, tuple[Path, ...]] = {}
 
 
+def refuse_strangers_links(out: Output) -> None:
+    """A link on the way to the output that another user planted in a shared (sticky, world-writable) folder is not
+    followed: the rule Linux applies with fs.protected_symlinks, which many CI hosts leave off (a link's owner must
+    be us or the folder's owner)."""
+    me = os.geteuid()
+    for folder in [out.path.absolute(), *out.path.absolute().parents]:
+        try:
+            entry = os.lstat(folder)
+            if not stat.S_ISLNK(entry.st_mode):
+                continue
+            around = os.stat(folder.parent)
+        except OSError:
+            continue
+        shared = around.st_mode & stat.S_ISVTX and around.st_mode & stat.S_IWOTH
+        if shared and entry.st_uid not in (me, around.st_uid):  # root too, as the kernel's rule
+            raise BadInput(f"{out.option} {out.path}: {folder} is another user's link in a shared folder; refused (it could lead anywhere)")
+
+
 def check_parent(out: Output) -> None:
     """The output's directory exists or can be created, and can be written."""
+    refuse_strangers_links(out)
     ancestor = _first_existing_ancestor(out.path)
     try:
         st = os.stat(ancestor)

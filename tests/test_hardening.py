@@ -205,6 +205,31 @@ def test_another_users_file_in_a_sticky_folder_is_refused_before_the_work(tmp_pa
         outputs.check_outputs([shared / "x.json"], (), force=True)
 
 
+def test_another_users_link_in_a_shared_folder_is_not_followed(tmp_path, monkeypatch):
+    """fs.protected_symlinks is off on many CI hosts: a link planted in a sticky world-writable folder by someone
+    else would take our output wherever it points."""
+    from partialnet import outputs
+    from partialnet.errors import BadInput
+
+    shared, elsewhere = tmp_path / "shared", tmp_path / "victim"
+    shared.mkdir()
+    elsewhere.mkdir()
+    shared.chmod(0o1777)
+    link = shared / "run42"
+    link.symlink_to(elsewhere)
+    real_lstat = os.lstat
+
+    def planted_by_4343(path, *args, **kwargs):  # the link as user 4343 would have made it
+        found = real_lstat(path, *args, **kwargs)
+        return os.stat_result((*found[:4], 4343, *found[5:])) if Path(path) == link else found
+
+    outputs.check_outputs([link / "result.json"])  # our own link is followed, as the kernel would
+    monkeypatch.setattr(outputs.os, "lstat", planted_by_4343)
+    monkeypatch.setattr(outputs.os, "geteuid", lambda: 4242)  # neither the link's owner nor the folder's
+    with pytest.raises(BadInput, match="run42 is another user's link in a shared folder"):
+        outputs.check_outputs([link / "result.json"])
+
+
 def test_a_folder_planted_after_the_check_is_refused(tmp_path, monkeypatch):
     from partialnet import outputs
     from partialnet.errors import BadInput
