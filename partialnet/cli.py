@@ -32,6 +32,7 @@ from partialnet.options import defaults_of, flags_of, from_cli
 from partialnet.remote.options import TargetOptions
 from partialnet.verify_options import VerifyOptions
 from partialnet.limits import format_imgsz, parse_imgsz
+from partialnet.outputs import command_record
 from partialnet.signals import Interrupted
 
 # torch, onnx and the runtimes load inside the commands that use them (partialnet.api and below):
@@ -1041,13 +1042,18 @@ def run() -> None:
 
     0 ok, 1 a check failed, 2 bad input or usage, 3 not possible here, 4 a bug; 130 Ctrl-C, 143 SIGTERM.
     """
-    ClickException, NoArgsIsHelpError, UsageError = (getattr(_click_errors(), n) for n in ("ClickException", "NoArgsIsHelpError", "UsageError"))
-    Abort = typer.Abort
-
     install_signal_handlers()
     warnings.showwarning = _show_warning
     debug = debug_enabled()
     argv = join_imgsz(sys.argv[1:])
+    with command_record():
+        code = _run_app(argv, debug)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _run_app(argv: list[str], debug: bool) -> int:
+    ClickException, NoArgsIsHelpError, UsageError = (getattr(_click_errors(), n) for n in ("ClickException", "NoArgsIsHelpError", "UsageError"))
+    Abort = typer.Abort
     try:
         code = app(args=argv, prog_name="partialnet", standalone_mode=False)
     except NoArgsIsHelpError as exc:
@@ -1076,7 +1082,7 @@ def run() -> None:
             traceback.print_exc()
         err.print(f"internal error: {type(exc).__name__}: {exc} (set PARTIALNET_DEBUG=1 for the traceback)", markup=False)
         code = EXIT_INTERNAL
-    sys.exit(code if isinstance(code, int) else 0)
+    return code
 
 
 def stopped_line(how: str) -> str:

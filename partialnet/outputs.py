@@ -30,6 +30,7 @@ import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -65,25 +66,42 @@ def _identity(path: Path) -> tuple | None:
     return (st.st_dev, st.st_ino)
 
 
-def _first_existing_ancestor(path: Path) -> Path:
-    parent = path.absolute().parent
-    while not os.path.lexists(parent) and parent != parent.parent:
-        parent = parent.parent
-    return parent
-
-
-def _missing_folders(path: Path) -> list[Path]:
-    """The folders above `path` that do not exist yet, deepest first."""
+def _missing_folders(path: Path) -> tuple[list[Path], Path]:
+    """The folders above `path` that do not exist yet (deepest first), and the first one up that does."""
     parent, missing = path.absolute().parent, []
     while not os.path.lexists(parent) and parent != parent.parent:
         missing.append(parent)
         parent = parent.parent
-    return missing
+    return missing, parent
 
 
-# output path -> the folders above it that were missing when it was first checked (before the slow work): one
-# that exists at publication was made by someone else meanwhile, and is refused if it is not a plain folder of ours
-_MISSING_AT_CHECK: dict[Path, tuple[Path, ...]] = {}
+@dataclass
+class CommandRecord:
+    """What one command's outputs need remembered between the early check and publication.
+
+    `missing_at_check`: output path -> the folders above it that were missing when it was first checked (before the
+    slow work); one that exists at publication was made by someone else meanwhile, and is refused if it is not a
+    plain folder of ours. `published`: every output published so far, in order: a command stopped between two of
+    its groups (matrix's artifacts, then its manifest) must not say "nothing published".
+    """
+
+    missing_at_check: dict[Path, tuple[Path, ...]] = field(default_factory=dict)
+    published: list[Path] | None = None  # kept only inside `command_record` (the CLI's command): None outside
+
+
+_NO_COMMAND = CommandRecord()  # Python API calls outside a command: entries leave when their group ends
+_RECORD: ContextVar[CommandRecord] = ContextVar("partialnet_command_outputs", default=_NO_COMMAND)
+
+
+@contextmanager
+def command_record() -> Iterator[CommandRecord]:
+    """One command's record, gone when the command ends: a long-lived process (tests, the Python API) does not
+    carry one command's checks or publications into the next."""
+    token = _RECORD.set(CommandRecord(published=[]))
+    try:
+        yield _RECORD.get()
+    finally:
+        _RECORD.reset(token)
 
 
 def refuse_strangers_links(out: Output) -> None:
@@ -107,7 +125,7 @@ def refuse_strangers_links(out: Output) -> None:
 def check_parent(out: Output) -> None:
     """The output's directory exists or can be created, and can be written."""
     refuse_strangers_links(out)
-    ancestor = _first_existing_ancestor(out.path)
+    ancestor = _missing_folders(out.path)[1]
     try:
         st = os.stat(ancestor)
     except OSError as exc:
@@ -187,7 +205,7 @@ def check_outputs(
         if os.path.lexists(path):
             refuse_unreplaceable(out)
         check_parent(out)
-        _MISSING_AT_CHECK.setdefault(path.absolute(), tuple(_missing_folders(path)))
+        _RECORD.get().missing_at_check.setdefault(path.absolute(), tuple(_missing_folders(path)[0]))  # the first check's
     return outs
 
 
@@ -292,10 +310,10 @@ def scratch_folder(prefix: str) -> Iterator[Path]:
 
 def _stage(out: Output, created: list[Path]) -> Staged:
     """`created` collects the folders made for it, so a command that publishes nothing takes them back."""
-    for folder in _MISSING_AT_CHECK.get(out.path.absolute(), ()):
+    for folder in _RECORD.get().missing_at_check.get(out.path.absolute(), ()):
         if os.path.lexists(folder):
             _refuse_planted(out, folder)
-    missing = _missing_folders(out.path)
+    missing = _missing_folders(out.path)[0]
     for folder in reversed(missing):
         try:
             os.mkdir(folder)
@@ -567,7 +585,8 @@ def atomic_outputs(
             if s.private_dir is None:
                 forget_temporary(s.path)  # published under its own name: nothing left at the staged one
         if published:
-            _PUBLISHED.extend(s.output.path for s in published)
+            if _RECORD.get().published is not None:
+                _RECORD.get().published.extend(s.output.path for s in published)
             for folder in created:
                 forget_temporary(folder)
             created.clear()  # the folders now hold what was published
@@ -579,6 +598,8 @@ def atomic_outputs(
         raise
     finally:
         _clean_up(staged, published, created)
+        for out in outs:
+            _RECORD.get().missing_at_check.pop(out.path.absolute(), None)  # used: a later command checks afresh
 
 
 def _clean_up(staged: list[Staged], published: list[Staged], created: list[Path]) -> None:
@@ -596,13 +617,8 @@ def _clean_up(staged: list[Staged], published: list[Staged], created: list[Path]
             pass
 
 
-# every output this process has published, in order: a command stopped between two of its groups (matrix's
-# artifacts, then its manifest) must not say "nothing published"
-_PUBLISHED: list[Path] = []
-
-
 def published_so_far() -> list[Path]:
-    return list(_PUBLISHED)
+    return list(_RECORD.get().published or ())
 
 
 def _unpublish(published: list[Staged]) -> None:

@@ -249,6 +249,18 @@ def test_a_folder_planted_after_the_check_is_refused(tmp_path, monkeypatch):
     assert list(elsewhere.iterdir()) == []
 
 
+def test_the_folders_missing_at_the_check_are_forgotten_with_their_group(tmp_path):
+    """A long-lived process (the Python API) kept every path's first check: a later command to the same path was
+    judged against folders that had been missing hours before."""
+    from partialnet import outputs
+
+    out = tmp_path / "run7" / "result.json"
+    outputs.check_outputs([out])
+    assert outputs._RECORD.get().missing_at_check[out.absolute()] == (tmp_path / "run7",)
+    outputs.write_file(out, "{}")
+    assert out.absolute() not in outputs._RECORD.get().missing_at_check and out.read_text() == "{}"
+
+
 def test_a_name_of_multibyte_characters_within_the_limit_is_written(tmp_path):
     """The temporary name kept 80 characters of the output's: 240 bytes of CJK plus the rest passed NAME_MAX."""
     from partialnet.outputs import write_file
@@ -278,14 +290,16 @@ def test_default_outputs_cut_only_checkpoint_suffixes(tmp_path):
     assert names == {"epoch.10.pt": "epoch.10.onnx", "epoch.20.pt": "epoch.20.onnx", "model.pth.tar": "model.onnx", "model.deploy.pt": "model.onnx"}
 
 
-def test_a_stop_after_a_group_was_published_names_what_was_kept(tmp_path, monkeypatch):
+def test_a_stop_after_a_group_was_published_names_what_was_kept(tmp_path):
     from partialnet import cli as cli_module, outputs
 
-    monkeypatch.setattr(outputs, "_PUBLISHED", [])
-    assert cli_module.stopped_line("stopped by SIGTERM") == "error: stopped by SIGTERM; temporary files removed, nothing published"
-    outputs.write_file(tmp_path / "a.onnx", "x")
-    outputs.write_file(tmp_path / "a.onnx.json", "{}")
-    assert cli_module.stopped_line("stopped by SIGTERM").endswith(f"published before the stop, and kept: {tmp_path / 'a.onnx'} and 1 more")
+    with outputs.command_record():
+        assert cli_module.stopped_line("stopped by SIGTERM") == "error: stopped by SIGTERM; temporary files removed, nothing published"
+        outputs.write_file(tmp_path / "a.onnx", "x")
+        outputs.write_file(tmp_path / "a.onnx.json", "{}")
+        assert cli_module.stopped_line("stopped by SIGTERM").endswith(f"published before the stop, and kept: {tmp_path / 'a.onnx'} and 1 more")
+    with outputs.command_record():  # the next command starts with nothing published
+        assert cli_module.stopped_line("stopped by SIGTERM").endswith("nothing published")
 
 
 @pytest.mark.slow
