@@ -435,8 +435,21 @@ def test_report_markdown_escapes_a_strangers_pipes_and_knows_a_relabelled_copy(c
     row = next(line for line in (tmp_path / "r.md").read_text().splitlines() if "0.500" in line)
     assert row.count("\\|") == 7 and len(re.split(r"(?<!\\)\|", row)) == 10, row  # eight cells, the name's pipes escaped
     data["created_utc"] = "2026-12-06T00:00:00+00:00"
-    touched = cli("report", path, write(tmp_path / "b.json", data))
+    copy = write(tmp_path / "b.json", data)
+    touched = cli("report", path, copy)
     assert touched.code == 2 and "holds a measurement also in" in touched.err, touched.err
+
+
+def test_report_refuses_a_copy_before_bootstrapping_any_row(tmp_path, monkeypatch):
+    """Each row's stability judgement bootstraps its samples: a stranger's copies cost those seconds before the refusal."""
+    from partialnet.bench import report
+    from partialnet.errors import BadInput
+
+    data = result({"onnxruntime": latencies(np.random.default_rng(10), 5.0)})
+    paths = [write(tmp_path / "a.json", data), write(tmp_path / "b.json", data)]
+    monkeypatch.setattr(report, "merge_loaded", lambda loaded: pytest.fail("rows were merged before the copy was refused"))
+    with pytest.raises(BadInput, match="holds a measurement also in"):
+        report.merge(paths)
 
 
 def test_report_merges_a_reworded_protocol_description_and_names_what_differs(cli, tmp_path):

@@ -96,15 +96,21 @@ def _checked_row(row, where: str, least: int, protocol: str) -> dict:
     return clean
 
 
+def one_question(loaded: list[tuple[Path, dict]]) -> tuple:
+    """The model, size, thread count and protocol every matrix answers for; BadInput where they differ."""
+    question = {(d["source"]["variant"], tuple(d["imgsz"]), d["threads"], d["protocol"]) for _, d in loaded}
+    if len(question) > 1:
+        raise BadInput("matrices of different models, sizes, thread counts or protocols are not merged: "
+                       + "; ".join(f"{v} {s[0]}x{s[1]}, {t} thread(s), {p}" for v, s, t, p in sorted(question)))
+    return question.pop()
+
+
 def merge_matrices(loaded: list[tuple[Path, dict]]) -> dict:
     """Matrices of one model, size, thread count and protocol, one panel per machine, everything judged again."""
     from partialnet.bench.matrix import judge_rows
     from partialnet.bench.report import one_record
 
-    question = {(d["source"]["variant"], tuple(d["imgsz"]), d["threads"], d["protocol"]) for _, d in loaded}
-    if len(question) > 1:
-        raise BadInput("matrices of different models, sizes, thread counts or protocols are not merged: "
-                       + "; ".join(f"{v} {s[0]}x{s[1]}, {t} thread(s), {p}" for v, s, t, p in sorted(question)))
+    question = one_question(loaded)
     machines, panels = {}, []
     for path, data in loaded:
         machine = data["machine"]
@@ -114,7 +120,7 @@ def merge_matrices(loaded: list[tuple[Path, dict]]) -> dict:
         rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
         panels.append({"machine_id": machine["id"], "cpu": machine["cpu"]["model"], "file": str(path), "budget_points": data["budget_points"],
                        "rows": rows, "machine": machine})
-    variant, imgsz, threads, protocol = question.pop()
+    variant, imgsz, threads, protocol = question
     return {"variant": variant, "imgsz": list(imgsz), "threads": threads, "protocol": protocol, "machines": machines, "panels": panels}
 
 

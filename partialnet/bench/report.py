@@ -134,9 +134,29 @@ def merge(paths: list[str | Path]) -> dict:
         total += total_samples(loaded[-1][1])  # every file is within its own limit; together they are too
         if total > MAX_REPORT_SAMPLES:
             raise BadInput(f"the result files hold over {MAX_REPORT_SAMPLES:,} raw samples together; merge fewer at a time")
-    report = merge_loaded(loaded)  # different protocols, sizes or tolerances are said first: they say more than a copy does
-    _check_each_measurement_once(loaded)
-    return report
+    check_mixable(loaded)  # different protocols, sizes or tolerances are said first: they say more than a copy does
+    _check_each_measurement_once(loaded)  # and a copy before any row is bootstrapped
+    return merge_loaded(loaded)
+
+
+def check_mixable(loaded: list[tuple]) -> None:
+    """The results answer one question under one protocol: matrices of one model, size and protocol only with each
+    other; bench and claims results under one protocol, claims at one input size, precision and tolerance."""
+    if any(d["schema"] == MATRIX_SCHEMA for _, d in loaded):
+        from partialnet.bench.matrix_report import one_question
+
+        if not all(d["schema"] == MATRIX_SCHEMA for _, d in loaded):
+            raise BadInput("matrices are merged with matrices only (a bench or claims result answers another question): give them apart")
+        one_question(loaded)
+        return
+    protocols = {}
+    for path, data in loaded:
+        protocols.setdefault(_protocol_key(data), []).append(path)
+    if len(protocols) > 1:
+        (first, first_paths), *others = protocols.items()
+        described = "; ".join(f"{protocol_difference(json.loads(first), json.loads(k))} in {first_paths[0]} and {ps[0]}" for k, ps in others)
+        raise BadInput(f"results were measured under different protocols and are not mixed: {described}")
+    _check_same_claims_inputs(loaded)
 
 
 def _check_each_measurement_once(loaded: list[tuple]) -> None:
@@ -170,16 +190,9 @@ def claims_conditions(data: dict) -> str:
 
 def merge_loaded(loaded: list[tuple]) -> dict:
     """The merge of results already read and checked (files, or one command's own results per target)."""
+    check_mixable(loaded)
     if any(d["schema"] == MATRIX_SCHEMA for _, d in loaded):
         return _merge_matrices(loaded)
-    protocols = {}
-    for path, data in loaded:
-        protocols.setdefault(_protocol_key(data), []).append(path)
-    if len(protocols) > 1:
-        (first, first_paths), *others = protocols.items()
-        described = "; ".join(f"{protocol_difference(json.loads(first), json.loads(k))} in {first_paths[0]} and {ps[0]}" for k, ps in others)
-        raise BadInput(f"results were measured under different protocols and are not mixed: {described}")
-    _check_same_claims_inputs(loaded)
     machines, claims, measurements, bench = {}, [], [], []
     for path, data in loaded:
         machine = data["machine"]
@@ -200,7 +213,7 @@ def merge_loaded(loaded: list[tuple]) -> dict:
     _name_runs([*claims, *measurements, *bench])
     return {
         "schema": REPORT_SCHEMA,
-        "protocol": {**loaded[0][1]["protocol"], **json.loads(next(iter(protocols)))},  # the first file's description kept
+        "protocol": {**loaded[0][1]["protocol"], **json.loads(_protocol_key(loaded[0][1]))},  # the first file's description kept
         "machines": machines,
         "claims": claims,
         "claims_conditions": next((claims_conditions(d) for _, d in loaded if d["schema"] == CLAIMS_SCHEMA), None),
@@ -254,8 +267,6 @@ def _merge_matrices(loaded: list) -> dict:
     """Matrices merge with matrices only: a bench or claims result answers another question."""
     from partialnet.bench.matrix_report import merge_matrices
 
-    if not all(d["schema"] == MATRIX_SCHEMA for _, d in loaded):
-        raise BadInput("matrices are merged with matrices only (a bench or claims result answers another question): give them apart")
     merged = merge_matrices(loaded)
     return {"schema": REPORT_SCHEMA, "protocol": {"name": merged["protocol"]}, "machines": merged["machines"], "claims": [],
             "measurements": [], "bench": [], "matrices": merged, "inputs": [str(p) for p, _ in loaded]}
