@@ -159,3 +159,22 @@ def test_bench_aa_reports_the_runs_resolution(cli, tmp_path):
 def test_non_finite_samples_are_unstable():
     assert "non-finite" in stability.instability([0.001] * 20 + [float("nan")])
     assert stability.judgement([0.001] * 20 + [float("inf")], QUIET)["unstable"]
+
+
+def test_a_verdict_reached_off_the_papers_conditions_says_so():
+    """`claims --protocol quick --imgsz 64` read "reproduced" with nothing beside it but the table's title."""
+    from partialnet.bench.claims_run import judge, off_papers
+    from partialnet.bench.protocols import get_protocol
+
+    paper = {"device": "cpu", "protocol": get_protocol("paper").to_dict(), "imgsz": [224, 224], "batch": 1, "threads": 1, "precision": "fp32"}
+    assert off_papers(paper) == [] and off_papers({**paper, "device": "cuda", "protocol": get_protocol("paper", "cuda").to_dict(),
+                                                   "batch": 64, "threads": None, "precision": "fp16"}) == []
+    quick = {**paper, "protocol": get_protocol("quick").to_dict(), "imgsz": [64, 64], "threads": 2, "precision": "bf16"}
+    assert off_papers(quick) == ["the quick protocol", "64x64 inputs", "bf16"]
+    assert off_papers({**paper, "threads": 2, "cuda_graphs": True, "batch": "x" * 10**6}) == ["2 threads", "CUDA graphs"]
+    rng = np.random.default_rng(5)
+    cell = {"size": "t2", "runtime": "onnxruntime", "batch": 1, "threads": 1, "status": "ok", "latency_ratio": 0.8, "latency_ci": [0.79, 0.81],
+            "fasternet": {"samples_s": list(quiet_samples(rng, 5.0))}, "partialnet": {"samples_s": list(quiet_samples(rng, 4.0))},
+            "machine_load": QUIET}
+    rows = [r for r in judge([cell], ["t2"], "cpu", 0.05, off_papers(quick)) if r["ratio"]]
+    assert rows and all(r["why"] == "under the quick protocol, 64x64 inputs, bf16: not the papers' conditions" for r in rows)

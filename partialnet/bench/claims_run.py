@@ -123,8 +123,35 @@ def metric_ratio(cell: dict, metric: str) -> tuple[float, list[float]]:
     return 1 / ratio, [1 / high, 1 / low]
 
 
-def judge(cells: list[dict], sizes: list[str], device: str, tolerance: float) -> list[dict]:
-    """One row per claim x size x runtime, for the sizes asked for."""
+def off_papers(result: dict) -> list[str]:
+    """How a run's conditions differ from the papers' timing protocol (claims.md): 224x224, fp32 (fp16 too on a GPU,
+    the papers' --half), their batch and thread count, eager launches. A verdict reached under other conditions is
+    this run's reading, not a check of the published figure, and says so beside it."""
+    from partialnet.bench.protocols import get_protocol
+
+    device, name, off = result["device"], result["protocol"]["name"], []
+    if name != "paper":
+        off.append(f"the {name} protocol")
+    else:
+        paper = get_protocol("paper", device)
+        batch, threads = (result.get(k) if type(result.get(k)) is int else None for k in ("batch", "threads"))  # a stranger's file
+        if paper.batches and batch not in (None, paper.batches[0]):
+            off.append(f"batch {batch}")
+        if paper.threads and threads not in (None, paper.threads):
+            off.append(f"{threads} threads")
+    if list(result["imgsz"]) != [224, 224]:
+        off.append(f"{result['imgsz'][0]}x{result['imgsz'][1]} inputs")
+    if result.get("precision", "fp32") not in (("fp32", "fp16") if device == "cuda" else ("fp32",)):
+        off.append(result["precision"])
+    if result.get("cuda_graphs") is True:
+        off.append("CUDA graphs")
+    return off
+
+
+def judge(cells: list[dict], sizes: list[str], device: str, tolerance: float, off: list[str] = ()) -> list[dict]:
+    """One row per claim x size x runtime, for the sizes asked for; `off` (from `off_papers`) goes beside each
+    verdict a measurement reached."""
+    unlike = f"under {', '.join(off)}: not the papers' conditions" if off else None
     rows = []
     runtimes = list(dict.fromkeys(c["runtime"] for c in cells))
     for claim in CLAIMS:
@@ -153,7 +180,7 @@ def judge(cells: list[dict], sizes: list[str], device: str, tolerance: float) ->
                                  "why": f"noisy: rerun: {'; '.join(marks)}"})
                     continue
                 rows.append({**base, "runtime": cell["runtime"], "ratio": ratio, "ci": ci,
-                             "verdict": verdict(claim, published, tuple(ci), tolerance), "why": None})
+                             "verdict": verdict(claim, published, tuple(ci), tolerance), "why": unlike})
     return rows
 
 
@@ -168,7 +195,7 @@ def run_claims(plan: BenchPlan, sizes: list[str], tolerance: float = DEFAULT_TOL
     if not any(c["status"] == "ok" for c in cells):
         reasons = "; ".join(sorted({f"{c['runtime']}: {c['reason']}" for c in cells})) or _why_no_runtime(plan)
         raise Unavailable(f"nothing measurable here ({reasons})")
-    return {
+    result = {
         "schema": CLAIMS_SCHEMA,
         "created_utc": started.isoformat(timespec="seconds"),
         "device": plan.device,
@@ -185,10 +212,12 @@ def run_claims(plan: BenchPlan, sizes: list[str], tolerance: float = DEFAULT_TOL
         "tolerance_rule": TOLERANCE_RULE,
         "costs": family_costs(sizes, plan.imgsz),
         "measurements": cells,
-        "claims": judge(cells, sizes, plan.device, tolerance),
+        "claims": [],
         "published_claims": [c.to_dict() for c in CLAIMS],
         "machine": plan.where.machine(),
     }
+    result["claims"] = judge(cells, sizes, plan.device, tolerance, off_papers(result))
+    return result
 
 
 def _cell(value, spec: str) -> str:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from partialnet.bench.claims import DEFAULT_TOLERANCE, REPRODUCED
-from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge
+from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge, off_papers
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
 from partialnet.machine import check_machine, describe
@@ -64,6 +64,7 @@ def load_claims(path: Path, data: dict) -> dict:
     tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
     if type(tolerance) not in (int, float) or not 0 <= tolerance <= 0.5:
         raise BadInput(f"{path}: tolerance must be a number from 0 to 0.5")
+    data["tolerance"] = tolerance  # an older file without one was judged at the default
     return data
 
 
@@ -260,7 +261,7 @@ def judged_claims(data: dict) -> tuple[list[dict], list[dict]]:
             cell = {**cell, "latency_ratio": ratio, "latency_ci": [low, high]}
         cells.append(cell)
     sizes = list(dict.fromkeys(c["size"] for c in cells))
-    return cells, judge(cells, sizes, data["device"], data["tolerance"])
+    return cells, judge(cells, sizes, data["device"], data["tolerance"], off_papers(data))
 
 
 def _merge_matrices(loaded: list) -> dict:
