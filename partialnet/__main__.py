@@ -1,3 +1,3 @@
-from partialnet.cli import entry
+from partialnet.console_script import main
 
-entry()
+main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 from rich.table import Table
 
@@ -18,6 +20,17 @@ class InertConsole(Console):
 
     def render_str(self, text: str, *args, **kwargs):
         return super().render_str(inert(text, keep_lines=True), *args, **kwargs)
+
+    def on_broken_pipe(self) -> None:
+        """The reader went away (`| head -1`): rich's default exits 1 on the spot, which reads as a failed check and
+        lost the `--json` a bench writes after its table. The command goes on, silent here, and exits as it would."""
+        self.quiet = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.file.fileno())  # Python's own flush of the stream at exit finds nowhere to fail
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def fold_table(report: dict) -> Table:

@@ -23,7 +23,7 @@ CONFIGS = {  # name -> extra bench arguments
     "threads=all, passive": ["--wait", "passive"],
     "threads=1, spin": ["--threads", "1", "--wait", "spin"],
 }
-CLI = "import sys; from partialnet.cli import entry; sys.argv = ['partialnet', *sys.argv[1:]]; entry()"
+CLI = "import sys; from partialnet.console_script import main; sys.argv = ['partialnet', *sys.argv[1:]]; main()"
 
 
 def bench(args: list[str], out: Path) -> list[dict]:

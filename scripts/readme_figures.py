@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]  # where blocks may live
-CLI = [sys.executable, "-c", "import sys; from partialnet.cli import entry; sys.argv = ['partialnet', *sys.argv[1:]]; entry()"]
+CLI = [sys.executable, "-c", "import sys; from partialnet.console_script import main; sys.argv = ['partialnet', *sys.argv[1:]]; main()"]
 
 # name -> the commands it shows, run in one shared scratch folder (so `digits_t0.pt` is trained once)
 PN = "partialnet"

@@ -243,3 +243,28 @@ def test_export_refuses_a_flag_before_torch_is_imported(args, message):
             "try:\n    run()\nexcept SystemExit as stop:\n    print(stop.code, 'torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=tmp_neutral())
     assert proc.stdout.split() == ["2", "False"] and message in proc.stderr and "import torch" not in proc.stderr, proc.stderr
+
+
+def test_a_closed_pipe_or_closed_output_is_no_failure():
+    """`| head -1` exited 1 at once (rich's broken-pipe default: read as a failed check, and bench lost its --json);
+    `>&-` was a traceback at the first isatty()."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    piped = subprocess.run([sys.executable, "-m", "partialnet", "models"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+    closed = subprocess.run([sys.executable, "-c", "import os, runpy, sys; os.close(1); sys.stdout = None; sys.argv = ['partialnet', 'models']; "
+                             "runpy.run_module('partialnet', run_name='__main__')"], stderr=subprocess.PIPE, text=True, timeout=120)
+    assert closed.returncode == 0 and closed.stderr == "", closed.stderr
+
+
+def test_a_stop_while_starting_is_one_line():
+    """Before the CLI's imports finish, Ctrl-C was a KeyboardInterrupt traceback through the import machinery."""
+    import signal
+
+    code = "from partialnet import console_script as c; c.stop_while_starting(); print('ready', flush=True); import time; time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "error: stopped by SIGINT while starting; nothing was done\n", err
