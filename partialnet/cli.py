@@ -1094,7 +1094,7 @@ def stopped_line(how: str) -> str:
     if not published:
         return f"error: {how}; temporary files removed, nothing published"
     more = f" and {len(published) - 1} more" if len(published) > 1 else ""
-    return f"error: {how}; temporary files removed; published before the stop, and kept: {published[0]}{more}"
+    return f"error: {how}; temporary files removed; published before the stop, and kept: {published[0]}{more} (a rerun replaces them with --force)"
 
 
 def entry() -> None:

@@ -82,11 +82,17 @@ class CommandRecord:
     `missing_at_check`: output path -> the folders above it that were missing when it was first checked (before the
     slow work); one that exists at publication was made by someone else meanwhile, and is refused if it is not a
     plain folder of ours. `published`: every output published so far, in order: a command stopped between two of
-    its groups (matrix's artifacts, then its manifest) must not say "nothing published".
+    its groups (matrix's artifacts, then its manifest) must not say "nothing published"; a file written into the
+    command's own scratch folders (`scratch`: a deploy model a bench row reads) is no output and is not listed.
     """
 
     missing_at_check: dict[Path, tuple[Path, ...]] = field(default_factory=dict)
     published: list[Path] | None = None  # kept only inside `command_record` (the CLI's command): None outside
+    scratch: list[Path] = field(default_factory=list)
+
+    def note_published(self, paths: list[Path]) -> None:
+        if self.published is not None:
+            self.published.extend(p for p in paths if not any(p.absolute().is_relative_to(s) for s in self.scratch))
 
 
 _NO_COMMAND = CommandRecord()  # Python API calls outside a command: entries leave when their group ends
@@ -304,8 +310,13 @@ class Staged:
 def scratch_folder(prefix: str) -> Iterator[Path]:
     """A command's private working folder (mode 0700), removed when the block ends however it ends, even by
     a forced stop (a second Ctrl-C or SIGTERM)."""
+    scratch = _RECORD.get().scratch
     with tempfile.TemporaryDirectory(prefix=prefix) as work, removed_if_forced(work, "tree"):
-        yield Path(work)
+        scratch.append(Path(work).absolute())
+        try:
+            yield Path(work)
+        finally:
+            scratch.remove(Path(work).absolute())
 
 
 def _stage(out: Output, created: list[Path]) -> Staged:
@@ -585,8 +596,7 @@ def atomic_outputs(
             if s.private_dir is None:
                 forget_temporary(s.path)  # published under its own name: nothing left at the staged one
         if published:
-            if _RECORD.get().published is not None:
-                _RECORD.get().published.extend(s.output.path for s in published)
+            _RECORD.get().note_published([s.output.path for s in published])
             for folder in created:
                 forget_temporary(folder)
             created.clear()  # the folders now hold what was published

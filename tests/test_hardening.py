@@ -295,9 +295,13 @@ def test_a_stop_after_a_group_was_published_names_what_was_kept(tmp_path):
 
     with outputs.command_record():
         assert cli_module.stopped_line("stopped by SIGTERM") == "error: stopped by SIGTERM; temporary files removed, nothing published"
+        with outputs.scratch_folder("partialnet-test-") as scratch:  # a bench row's deploy model: no output of the command
+            outputs.write_file(scratch / "deploy.pt", "x")
+            assert cli_module.stopped_line("stopped by SIGTERM").endswith("nothing published")
         outputs.write_file(tmp_path / "a.onnx", "x")
         outputs.write_file(tmp_path / "a.onnx.json", "{}")
-        assert cli_module.stopped_line("stopped by SIGTERM").endswith(f"published before the stop, and kept: {tmp_path / 'a.onnx'} and 1 more")
+        assert cli_module.stopped_line("stopped by SIGTERM").endswith(
+            f"published before the stop, and kept: {tmp_path / 'a.onnx'} and 1 more (a rerun replaces them with --force)")
     with outputs.command_record():  # the next command starts with nothing published
         assert cli_module.stopped_line("stopped by SIGTERM").endswith("nothing published")
 
