@@ -587,14 +587,15 @@ def atomic_outputs(
         for s in kept:
             current = s.output.path
             _check_written(s)
-        for s in kept:
-            current = s.output.path
-            if s.output.kind == "dir":
-                s._ident = _lidentity(s.path)  # the tree as ours, to take back if a later output of the group fails
-            (_publish_replace if force else _publish_noreplace)(s)
-            published.append(s)
-            if s.private_dir is None:
-                forget_temporary(s.path)  # published under its own name: nothing left at the staged one
+        with _folders_locked([s.output.path.absolute().parent for s in kept]):
+            for s in kept:
+                current = s.output.path
+                if s.output.kind == "dir":
+                    s._ident = _lidentity(s.path)  # the tree as ours, to take back if a later output of the group fails
+                (_publish_replace if force else _publish_noreplace)(s)
+                published.append(s)
+                if s.private_dir is None:
+                    forget_temporary(s.path)  # published under its own name: nothing left at the staged one
         if published:
             _RECORD.get().note_published([s.output.path for s in published])
             for folder in created:
@@ -610,6 +611,44 @@ def atomic_outputs(
         _clean_up(staged, published, created)
         for out in outs:
             _RECORD.get().missing_at_check.pop(out.path.absolute(), None)  # used: a later command checks afresh
+
+
+LOCK_WAIT_S = 60.0  # publishing a group takes milliseconds: a lock held this long is a stopped process's
+
+
+@contextmanager
+def _folders_locked(folders: list[Path]) -> Iterator[None]:
+    """Two commands publishing one group with --force (a CI retry beside the first run) interleaved file by file:
+    one run's artifact beside the other's manifest, both exit 0. An advisory lock on each output folder (flock on
+    the folder itself: no lock file is left behind), taken in path order so two groups never wait on each other,
+    makes each group's publication one step. Where a file system has no locks (some network mounts), none."""
+    import fcntl
+    import time
+
+    fds = []
+    try:
+        for folder in sorted(set(folders)):
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue  # the publication itself says what is wrong with the folder
+            fds.append(fd)
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise BadInput(f"{folder}: another process has been publishing there for {LOCK_WAIT_S:g} s; nothing was written") from None
+                    raise_if_pending()
+                    time.sleep(0.005)
+                except OSError:
+                    break  # no locks here (ENOLCK, EINVAL): publish as before
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)  # releases its lock
 
 
 def _clean_up(staged: list[Staged], published: list[Staged], created: list[Path]) -> None:

@@ -1137,3 +1137,42 @@ def test_a_strangers_engine_manifest_is_bad_input(manifest, fragment, tmp_path, 
     for command in (["verify", tmp_path / "m.engine", "--ref", "partialnet_t0"], ["bench", tmp_path / "m.engine", "--protocol", "quick"]):
         result = cli(*command)
         assert result.code == 2 and fragment in result.err and "Traceback" not in result.err, (command, result.err)
+
+
+def _publish_one_group(tag: str, folder: str, rounds: int, barrier, mixed) -> None:
+    import time
+
+    from partialnet import outputs
+
+    publish = outputs._publish_replace
+
+    def slow_publish(staged):  # widens the window between a group's two files, where the other group got in
+        publish(staged)
+        time.sleep(0.01)
+
+    outputs._publish_replace = slow_publish
+    for i in range(rounds):
+        barrier.wait()
+        with outputs.atomic_outputs([f"{folder}/m.onnx", f"{folder}/m.onnx.json"], force=True) as (artifact, manifest):
+            artifact.write_bytes(f"{tag}{i}".encode())
+            manifest.write_bytes(f"{tag}{i}".encode())
+        barrier.wait()
+        if tag == "A" and Path(f"{folder}/m.onnx").read_text() != Path(f"{folder}/m.onnx.json").read_text():
+            mixed.value += 1
+        barrier.wait()
+
+
+def test_two_forced_groups_into_one_folder_never_mix(tmp_path):
+    """Two `--force` runs publishing at once interleaved file by file: one run's artifact beside the other's
+    manifest, both exit 0 (a helper saw it in 79 of 2,000 rounds). Each group's publication is one step now."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # not fork: this process may hold torch's threads
+    barrier, mixed = context.Barrier(2), context.Value("i", 0)
+    procs = [context.Process(target=_publish_one_group, args=(tag, str(tmp_path), 20, barrier, mixed)) for tag in "AB"]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    assert [p.exitcode for p in procs] == [0, 0] and mixed.value == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json"]
