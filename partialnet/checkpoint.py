@@ -33,6 +33,7 @@ from partialnet.models.partialnet import (
 )
 from partialnet.models.registry import Variant, closest_variant, find_variant, get_variant, VARIANTS
 from partialnet.safetensors_file import read_safetensors
+from partialnet.zip_records import check_records, declared_storages
 
 ANCHOR = "patch_embed.proj.weight"
 # Wrapper keys that hold the weights, most specific first (Lightning, timm/DeiT-style, EMA copies).
@@ -216,12 +217,15 @@ def _inspect_zip(f, path: Path) -> None:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         raise BadInput(f"{path}: truncated or corrupt checkpoint (zip: {_first_line(exc)})") from None
     names = [m.filename for m in members]
+    twice = _named_twice(names)
+    if twice is not None:  # zip readers disagree on which counts: torch's ignores case, and took an unchecked DATA.PKL
+        raise BadInput(f"{path}: refused: two records named {ascii(twice)[:80]} (torch.save writes each name once)")
     if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
         raise BadInput(
             f"{path}: is a TorchScript archive (torch.jit.save); partialnet loads state_dicts: "
             "save model.state_dict() with torch.save instead"
         )
-    pickles = [m for m in members if m.filename.endswith("/data.pkl") and m.filename.count("/") == 1]
+    pickles = [m for m in members if m.filename.lower().endswith("/data.pkl") and m.filename.count("/") == 1]
     if len(pickles) != 1:
         raise BadInput(f"{path}: a zip file, but not one written by torch.save (no data.pkl record)")
     compressed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
@@ -233,9 +237,21 @@ def _inspect_zip(f, path: Path) -> None:
     try:
         with archive.open(record) as stream:
             _count_pickle_ops(stream, path, pickles=1)
+        with archive.open(record) as stream:
+            declared = declared_storages(stream.read(), path)
+        check_records(archive, record.filename.split("/")[0], declared, path)
         _check_crcs(archive, members, path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise BadInput(f"{path}: truncated or corrupt checkpoint (zip: {_first_line(exc)})") from None
+
+
+def _named_twice(names: list[str]) -> str | None:
+    seen: set[str] = set()
+    for name in names:
+        if name.lower() in seen:
+            return name
+        seen.add(name.lower())
+    return None
 
 
 def _check_crcs(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], path: Path) -> None:
@@ -329,9 +345,25 @@ def _check_keys(sd: Mapping) -> None:
         raise BadInput(f"state_dict key {bad!r} is a {type(bad).__name__}, not a string: not a torch state_dict")
 
 
-def unwrap(obj: object, where: str = "", depth: int = 0, top: str | None = None) -> tuple[dict[str, torch.Tensor], str, str | None]:
+def unwrap(obj: object, where: str = "", depth: int = 0, top: str | None = None,
+           failed: dict[int, int] | None = None) -> tuple[dict[str, torch.Tensor], str, str | None]:
     """Find the weights inside the known wrappers; returns them, a description of the container, and the
-    top-level key they sat under (None for a bare state_dict), which names the copy among its siblings."""
+    top-level key they sat under (None for a bare state_dict), which names the copy among its siblings.
+    `failed` (id of a dict -> the shallowest depth it held no weights at) ends a search where it already failed:
+    a wrapper holding itself under every container key took 7**4 tries per look, and a stranger's file named it
+    a thousand times."""
+    failed = {} if failed is None else failed
+    if depth >= failed.get(id(obj), depth + 1):
+        raise BadInput("no model weights found (already searched)")
+    try:
+        return _unwrap(obj, where, depth, top, failed)
+    except BadInput:
+        if isinstance(obj, Mapping):
+            failed[id(obj)] = min(depth, failed.get(id(obj), depth))
+        raise
+
+
+def _unwrap(obj: object, where: str, depth: int, top: str | None, failed: dict[int, int]) -> tuple[dict[str, torch.Tensor], str, str | None]:
     if _is_state_dict(obj):
         _check_keys(obj)
         return dict(obj), where or "state_dict", top
@@ -347,7 +379,7 @@ def unwrap(obj: object, where: str = "", depth: int = 0, top: str | None = None)
             if key in obj and isinstance(obj[key], Mapping):
                 inner = f"{where}[{key!r}]" if where else f"dict[{key!r}]"
                 try:
-                    return unwrap(obj[key], inner, depth + 1, key if depth == 0 else top)
+                    return unwrap(obj[key], inner, depth + 1, key if depth == 0 else top, failed)
                 except BadInput:
                     continue
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
@@ -364,6 +396,8 @@ def select_prefix(sd: dict[str, torch.Tensor], chosen: str | None = None) -> tup
     `chosen` (a --weights name) picks one of several copies by its prefix. Returns the model's keys, its
     prefix, the keys left out, and the prefixes of the other whole copies among them."""
     anchors = [k[: -len(ANCHOR)] for k in sd if k.endswith(ANCHOR)]
+    if len(anchors) > MAX_COPIES:  # each key is matched against each prefix: 200,000 of them ran for hours
+        raise BadInput(f"{len(anchors):,} keys end in '{ANCHOR}': more model copies than one file holds (at most {MAX_COPIES}); refused")
     if not anchors:
         first = ", ".join(list(sd)[:SHOWN])
         raise BadInput(f"not a PartialNet/FasterNet checkpoint: no '{ANCHOR}' key (first keys: {first})")
@@ -383,6 +417,9 @@ def select_prefix(sd: dict[str, torch.Tensor], chosen: str | None = None) -> tup
     return kept, prefix, ignored, [a for a in anchors if a != prefix]
 
 
+MAX_COPIES = 16  # a model, its EMA, a teacher, a Lightning module's few: a file with more is no checkpoint
+
+
 def _whole_copies(sd: Mapping, anchors: list[str]) -> list[str]:
     """The prefixes that hold a model, not a stray key or two: a copy owns at least half as many keys as the
     largest (a `module.` model with one unprefixed `patch_embed.proj.weight` beside it is one copy, not two,
@@ -400,10 +437,14 @@ def other_weight_sets(obj: object, loaded: str | None, siblings: list[str]) -> l
     """The --weights names of the model copies a file holds beside the one loaded (an EMA beside the weights,
     a teacher): named on every command, never dropped without a word. The loaded one is the first of
     CONTAINER_KEYS (or of KNOWN_PREFIXES in a flat dict): a top-level key, or a key prefix ending in '.'."""
-    found = []
+    found, failed = [], {}
     if isinstance(obj, Mapping):
-        found = [key for key, value in obj.items() if key != loaded and isinstance(key, str) and _is_copy(value)]
+        looked = [(key, value) for key, value in obj.items() if key != loaded and isinstance(key, str) and isinstance(value, Mapping)]
+        found = [key for key, value in looked[:MAX_LOOKED] if _is_copy(value, failed)]
     return found + siblings
+
+
+MAX_LOOKED = 64  # top-level dicts looked into for other copies: a checkpoint holds a handful (weights, EMA, optimizer, ...)
 
 
 def shown_names(names: list[str]) -> str:
@@ -412,10 +453,10 @@ def shown_names(names: list[str]) -> str:
     return ", ".join(shown) + (f" (+{len(names) - SHOWN_COPIES} more)" if len(names) > SHOWN_COPIES else "")
 
 
-def _is_copy(value: object) -> bool:
+def _is_copy(value: object, failed: dict[int, int]) -> bool:
     """A value `--weights KEY` can load: it unwraps (as a top-level value would) to a model's state_dict."""
     try:
-        sd, _, _ = unwrap(value, "copy", 1)
+        sd, _, _ = unwrap(value, "copy", 1, failed=failed)
     except BadInput:
         return False
     return any(k.endswith(ANCHOR) for k in sd)
@@ -470,6 +511,8 @@ def _integer_scalar(t: torch.Tensor, key: str) -> int:
     value = t.reshape(()).item()
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf")) or value != int(value)):
         raise BadInput(f"{key} = {value}; expected an integer")
+    if abs(value) >= 2**31:  # a float64 1e300 printed as a 301-digit integer; no layer is that wide
+        raise BadInput(f"{key} = {value:.3g}; expected a channel count")
     return int(value)
 
 
@@ -534,6 +577,8 @@ def _dpconv_spec(mixers, stage: int, block: int, variant: Variant) -> tuple[int,
             raise BadInput(
                 f"stages.{2 * stage}.blocks.{block}.spatial_mixing.one_channel = {width}, outside [0, {dim}]"
             )
+        if gate_len > dim:  # log2 C in every real file: a stranger's 2**44 was allocated as the model was built
+            raise BadInput(f"stages.{2 * stage}.blocks.{block}.spatial_mixing.gate holds {gate_len:,} values; a {dim}-channel block has log2 C")
         return width, gate_len
     return dim // 4, max(dim.bit_length() - 1, 0)
 
@@ -556,6 +601,8 @@ def key_diff(sd: Mapping[str, torch.Tensor], model: torch.nn.Module) -> KeyDiff:
 def check_tensor_kinds(sd: Mapping[str, torch.Tensor]) -> None:
     """Dense, real, materialised tensors only; anything else is refused by key before it is touched."""
     for key, value in sd.items():
+        if value.is_nested:  # a legacy nested tensor's layout reads strided, and its shape raises
+            raise BadInput(f"{ascii(key)} is a nested tensor; weights must be dense")
         if value.layout != torch.strided:
             raise BadInput(f"{key} is a {str(value.layout).removeprefix('torch.')} tensor; weights must be dense")
         if value.device.type == "meta":
@@ -634,7 +681,7 @@ def _choose_weights(obj: object, weights: str | None):
     sd, container, top = unwrap(obj)
     sd, prefix, ignored, siblings = select_prefix(sd, weights)
     if weights is not None and weights != prefix:  # not a key prefix: a top-level key
-        if not (isinstance(obj, Mapping) and weights in obj and _is_copy(obj[weights])):
+        if not (isinstance(obj, Mapping) and weights in obj and _is_copy(obj[weights], {})):
             others = other_weight_sets(obj, top, siblings)
             names = [n for n in [_name_of(top, prefix, siblings), *others] if n or others]
             raise NoSuchCopy(f"--weights {ascii(weights)[1:-1][:80]}: no model copy by that name; the file holds "
@@ -723,6 +770,8 @@ def source_path(source: str | Path | None) -> Path | None:
 
 def resolve(source: str, variant: str | None = None, num_classes: int = 1000, weights: str | None = None) -> tuple[PartialNet, CheckpointInfo]:
     """A CLI argument that is either a checkpoint path or a variant name (random weights, said so)."""
+    if not source.strip():  # Path("") is "." and read as "is a directory"
+        raise BadInput("the checkpoint is an empty string: give a checkpoint file or a variant name (partialnet models)")
     key = source.strip().lower().replace("-", "_")
     if is_variant_name(source):
         if weights is not None:

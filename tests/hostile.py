@@ -88,3 +88,25 @@ def nested(depth: int, leaf: object = None) -> object:
     for _ in range(depth):
         obj = {"model": obj}
     return obj
+
+
+def zip_records(path: Path) -> list[tuple[str, bytes]]:
+    """A torch.save zip's records, in order, to rewrite."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        return [(m.filename, archive.read(m)) for m in archive.infolist()]
+
+
+def rewrite_zip(path: Path, records: list[tuple[str, bytes]]) -> Path:
+    """Records written back as torch.save lays them out: stored, each one's bytes aligned to 64 in the file."""
+    import struct
+    import zipfile
+
+    with open(path, "wb") as out, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in records:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            pad = (-(out.tell() + 30 + len(name.encode()) + 4)) % 64
+            info.extra = struct.pack("<HH", 0x4650, pad) + b"Z" * pad
+            archive.writestr(info, data)
+    return path

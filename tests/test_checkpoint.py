@@ -2,7 +2,9 @@
 
 import json
 import math
+import pickle
 import re
+import warnings
 
 import pytest
 import torch
@@ -358,3 +360,73 @@ def test_an_artifact_is_verified_against_the_copy_it_was_exported_from(tmp_path,
     assert other.code == 2 and "exported from the 'state_dict_ema' copy" in other.err and "Traceback" not in other.err
     nope = cli("fold", ckpt, "--weights", "nope", "-o", tmp_path / "d.pt")
     assert nope.code == 2 and "holds 'state_dict', 'state_dict_ema'" in nope.err and not (tmp_path / "d.pt").exists()
+
+
+def _refused(cli, path, fragment):
+    done = cli("info", path)
+    assert done.code == 2 and fragment in done.err and len(done.err.strip().splitlines()) == 1, done.err
+    return done
+
+
+def test_zip_records_are_held_to_what_the_pickle_declares(cli, tmp_path):
+    """torch.load(mmap=True) slices a storage for the bytes the pickle declares, whatever the record holds: a record
+    cut to 16 bytes loaded its tensor from the records after it (exit 0), and a second pickle named DATA.PKL (torch's
+    zip reader ignores case) was the one loaded, never inspected."""
+    from hostile import rewrite_zip, zip_records
+
+    records = zip_records(golden("t0")[0])
+    first_data = next(name for name, _ in records if "/data/" in name)
+    short = [(n, d[:16] if n == first_data else d) for n, d in records]
+    _refused(cli, rewrite_zip(tmp_path / "short.pth", short), "holds 16 bytes, its tensor declares")
+    pickled = next(d for n, d in records if n.endswith("data.pkl"))
+    top = records[0][0].split("/")[0]
+    decoy = [(f"{top}/data.pkl", pickle.dumps({"x": 1}, 2)), (f"{top}/DATA.PKL", pickled), *[r for r in records if not r[0].endswith("data.pkl")]]
+    _refused(cli, rewrite_zip(tmp_path / "case.pth", decoy), "two records named")
+    unused = [*records, (f"{top}/data/999", b"\0" * 64)]
+    _refused(cli, rewrite_zip(tmp_path / "unused.pth", unused), "is used by no tensor")
+    assert cli("info", rewrite_zip(tmp_path / "same.pth", records)).code == 0  # rewritten as it was: loads
+
+
+def test_a_file_of_many_model_prefixes_or_self_nested_copies_is_quick(cli, tmp_path, t0_state_dict):
+    """20,000 keys ending in patch_embed.proj.weight took 28 s (200,000: hours, quadratic); a thousand top-level
+    names of one wrapper that holds itself under every container key took 44 s before loading (exit 0)."""
+    import time
+
+    stray = torch.zeros(1)
+    torch.save({f"{i}.patch_embed.proj.weight": stray for i in range(20_000)}, tmp_path / "prefixes.pth")
+    started = time.monotonic()
+    _refused(cli, tmp_path / "prefixes.pth", "20,000 keys end in 'patch_embed.proj.weight'")
+    wrapper: dict = {}
+    for key in ("state_dict", "model", "model_ema", "state_dict_ema", "ema", "module", "net"):
+        wrapper[key] = wrapper
+    wrapper.update({f"k{i}": 0 for i in range(1000)})
+    torch.save({"model": t0_state_dict, **{f"a{j}": wrapper for j in range(1000)}}, tmp_path / "copies.pth")
+    assert cli("info", tmp_path / "copies.pth").code == 0
+    assert time.monotonic() - started < 30  # both were minutes; now each is about the load itself
+
+
+def test_a_dpconv_gate_longer_than_its_block_and_a_nested_tensor_are_refused(cli, tmp_path, t0_state_dict):
+    """A gate of 2**44 values was exit 4 (allocating 70 TB as the model was built; 2**28 took 3.2 GB); a legacy
+    nested tensor was exit 4 (its shape raises)."""
+    from partialnet.models.partialnet import PartialNet
+    from partialnet.models.registry import VARIANTS
+
+    variant = VARIANTS["partialnet_t0"]
+    mixers = tuple(tuple((variant.embed_dim * 2**s // 4, 5) for _ in range(d)) for s, d in enumerate(variant.depths))
+    sd = PartialNet(variant.arch(10, mixers=mixers)).state_dict()
+    sd["stages.0.blocks.0.spatial_mixing.gate"] = torch.zeros(1).expand(2**44)
+    torch.save(sd, tmp_path / "gate.pth")
+    _refused(cli, tmp_path / "gate.pth", "spatial_mixing.gate holds 17,592,186,044,416 values")
+    nested = dict(t0_state_dict)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "prototype stage": the legacy kind is the one that slipped through
+        nested["stages.0.blocks.0.mlp.0.weight"] = torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)])
+    torch.save(nested, tmp_path / "nested.pth")
+    _refused(cli, tmp_path / "nested.pth", "is a nested tensor")
+
+
+def test_an_error_naming_a_strangers_key_stays_one_bounded_line(cli, tmp_path, t0_state_dict):
+    forged = {**t0_state_dict, "evil\nerror: FORGED LINE": torch.zeros(1), "k" * 100_000: torch.zeros(1)}
+    torch.save(forged, tmp_path / "forged.pth")
+    done = _refused(cli, tmp_path / "forged.pth", "evil\\nerror: FORGED LINE")
+    assert len(done.err) < 2_200 and "more characters" in done.err
