@@ -31,6 +31,7 @@ from partialnet.exporters.options import ExportOptions
 from partialnet.options import defaults_of, flags_of, from_cli
 from partialnet.remote.options import TargetOptions
 from partialnet.verify_options import VerifyOptions
+from partialnet.inputs import inert
 from partialnet.limits import format_imgsz, parse_imgsz
 from partialnet.outputs import command_record
 from partialnet.signals import Interrupted
@@ -55,6 +56,17 @@ ImgszOption = Annotated[
     typer.Option("--imgsz", help="Input size (default 224): 224, or H W (also H,W); multiples of 32, >= 64.", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _not_empty(value):
+    """An empty argument is Path("."): `export ""` took the current folder for a checkpoint and failed with exit 4."""
+    for item in value if isinstance(value, list) else [value]:
+        if item is not None and not str(item).strip():
+            raise typer.BadParameter("an empty string names no file; give a checkpoint file or a variant name (partialnet models)")
+    return value
+
+
+SourceArgument = Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).", callback=_not_empty)]
 
 
 def _version(value: bool) -> None:
@@ -228,7 +240,7 @@ WeightsOption = Annotated[Optional[str], typer.Option(
 
 @app.command()
 def info(
-    source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
+    source: SourceArgument,
     variant: Annotated[Optional[str], typer.Option("--variant", help="Expected variant; default: inferred.")] = None,
     weights: WeightsOption = None,
     imgsz: ImgszOption = None,
@@ -311,7 +323,7 @@ def _render_failure_details(exc: PartialnetError) -> None:
 
 @app.command("fold")
 def fold_command(
-    source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
+    source: SourceArgument,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Deploy file; default beside the checkpoint.")] = None,
     imgsz: ImgszOption = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Fold report JSON; default <output>.fold.json.")] = None,
@@ -332,7 +344,7 @@ def fold_command(
 @app.command("export")
 @takes(options=ExportOptions, checks=VerifyOptions, where=TargetOptions)
 def export_command(
-    source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
+    source: SourceArgument,
     options: ExportOptions,
     checks: VerifyOptions,
     where: TargetOptions,
@@ -411,7 +423,7 @@ def _export_all(source, output, options, checks, picked: tuple, force, as_json) 
                   + (f" (and one more for {', '.join(beside)}, exported in a second process meanwhile)" if beside else ""))
         out.print(f"in {timing_line(result['timing'])}")
     if result["failed"]:
-        raise CheckFailed(f"verification failed for: {', '.join(result['failed'])}")
+        raise CheckFailed(f"not exported and verified: {', '.join(result['failed'])} (each row's why above)")
 
 
 def random_weights_note(variant: str, seed: int | None) -> str:
@@ -457,7 +469,7 @@ def _render_export(result: dict, timing: dict) -> None:
 @app.command("verify")
 @takes(checks=VerifyOptions, where=TargetOptions)
 def verify_command(
-    artifact: Annotated[Path, typer.Argument(help="An exported artifact (" + ", ".join(f.suffix for f in FORMATS.values()) + ").")],
+    artifact: Annotated[Path, typer.Argument(callback=_not_empty, help="An exported artifact (" + ", ".join(f.suffix for f in FORMATS.values()) + ").")],
     ref: Annotated[str, typer.Option("--ref", help="The checkpoint (or variant name) it was exported from.")],
     checks: VerifyOptions,
     where: TargetOptions,
@@ -546,7 +558,8 @@ def bench_command(
     options: BenchOptions,
     where: TargetOptions,
     sources: Annotated[Optional[list[str]], typer.Argument(
-        help="Variant names, checkpoints or artifacts (.onnx, .xml, .pte, .tflite, .engine, .mlpackage; default: partialnet_t0).")] = None,
+        help="Variant names, checkpoints or artifacts (.onnx, .xml, .pte, .tflite, .engine, .mlpackage; default: partialnet_t0).",
+        callback=_not_empty)] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (raw samples, machine) here.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row here.")] = None,
     md_path: Annotated[Optional[Path], typer.Option("--md", help="Write a Markdown table here.")] = None,
@@ -824,7 +837,7 @@ def doctor_command(where: TargetOptions, as_json: JsonOption = False) -> None:
 @takes(where=TargetOptions)
 def matrix_command(
     where: TargetOptions,
-    source: Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).")],
+    source: SourceArgument,
     formats: Annotated[Optional[str], typer.Option("--formats", help="all (default) or a comma-separated list of formats.")] = None,
     precisions: Annotated[Optional[str], typer.Option("--precisions", help="all (default) or a subset of fp32,bf16,fp16,int8 (bf16: the fp32 file).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="INT8 calibration: digits (default for a digits checkpoint) or a folder.")] = None,
@@ -1069,7 +1082,7 @@ def _run_app(argv: list[str], debug: bool) -> int:
         if debug:
             traceback.print_exc()
         _render_failure_details(exc)
-        err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {error_line(str(exc))}", markup=False)
         code = exc.exit_code
     except (KeyboardInterrupt, Abort):
         err.print(stopped_line("interrupted (Ctrl-C)"), markup=False)
@@ -1080,9 +1093,19 @@ def _run_app(argv: list[str], debug: bool) -> int:
     except Exception as exc:  # a bug: say so in one line unless asked for the traceback
         if debug:
             traceback.print_exc()
-        err.print(f"internal error: {type(exc).__name__}: {exc} (set PARTIALNET_DEBUG=1 for the traceback)", markup=False)
+        err.print(f"internal error: {type(exc).__name__}: {error_line(str(exc))} (set PARTIALNET_DEBUG=1 for the traceback)", markup=False)
         code = EXIT_INTERNAL
     return code
+
+
+MAX_ERROR_CHARS = 2_000
+
+
+def error_line(text: str) -> str:
+    """One line, of a length a log can hold: a newline in a stranger's key name printed a forged "error:" line
+    of its own, and a 100,000-character key a 100 KB line."""
+    text = inert(text)
+    return text if len(text) <= MAX_ERROR_CHARS else f"{text[:MAX_ERROR_CHARS]}… ({len(text) - MAX_ERROR_CHARS:,} more characters)"
 
 
 def stopped_line(how: str) -> str:

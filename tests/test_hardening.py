@@ -1176,3 +1176,22 @@ def test_two_forced_groups_into_one_folder_never_mix(tmp_path):
         proc.join(120)
     assert [p.exitcode for p in procs] == [0, 0] and mixed.value == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json"]
+
+
+def test_a_helper_process_ends_when_its_command_is_killed(tmp_path):
+    """SIGKILL of the command (the OOM killer, a CI runner's hard stop) left its bench worker timing on for 20 s and
+    its second export process lowering for 40 s, re-parented to init."""
+    import signal
+
+    child = "from partialnet.signals import die_with_parent; die_with_parent(); import time; time.sleep(120)"
+    parent = ("import os, subprocess, sys; from partialnet.bench.threads import worker_env; "
+              f"p = subprocess.Popen([sys.executable, '-c', {child!r}], env=worker_env(1)); print(p.pid, flush=True); p.wait()")
+    command = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    helper = int(command.stdout.readline())
+    time.sleep(1.0)  # the helper past die_with_parent
+    command.send_signal(signal.SIGKILL)
+    command.wait(30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and Path(f"/proc/{helper}").exists() and "Z" not in Path(f"/proc/{helper}/stat").read_text().split()[2]:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{helper}").exists() or Path(f"/proc/{helper}/stat").read_text().split()[2] == "Z"

@@ -227,7 +227,7 @@ def test_a_row_whose_worker_dies_on_the_target_fails_and_never_reports_the_row_b
                  "--json", tmp_path / "b.json", *ssh_args(server, "loop", python=str(python)))
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert [r["status"] for r in rows] == ["ok", "failed"], rows
-    assert "worker exited -9 on the target" in rows[1]["reason"] and result.code == 1, result.err
+    assert "worker was killed by SIGKILL on the target" in rows[1]["reason"] and result.code == 1, result.err
 
 
 def test_sigterm_mid_row_ends_the_remote_worker_and_removes_its_folder(server, tmp_path):

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from partialnet.signals import forget_child, forget_temporary, remember_child, remember_temporary
+from partialnet.signals import ended, forget_child, forget_temporary, remember_child, remember_temporary
 
 SPEC, RESULT, LOG = "spec.json", "result.json", "stderr.txt"
 ENTRY = "import sys; from partialnet.api import export_beside; export_beside(sys.argv[1])"
@@ -121,7 +121,7 @@ class Beside:
         rows = {str(k): v for k, v in json.loads(result.read_text()).items()} if result.is_file() else {}
         tail = (self.folder / LOG).read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         for job in self.jobs:
-            rows.setdefault(str(job["key"]), {"status": "failed", "why": f"the second export process exited {self.process.returncode}: {tail[0][:200]}"})
+            rows.setdefault(str(job["key"]), {"status": "failed", "why": f"the second export process {ended(self.process.returncode)}: {tail[0][:200]}"})
         return rows
 
     def copy_into(self, job: dict, staged: list) -> None:
@@ -148,5 +148,8 @@ class Beside:
 
 def serve(work: Path, export) -> None:
     """The second process's whole life: its jobs from SPEC, their rows into RESULT (see api.export_beside)."""
+    from partialnet.signals import die_with_parent
+
+    die_with_parent()
     found = _export_cells(json.loads((work / SPEC).read_text()), work, export)
     (work / RESULT).write_text(json.dumps(found, allow_nan=False))

@@ -297,7 +297,7 @@ def run_worker(spec: dict, workdir: Path, threads: int, wait: str = DEFAULT_WAIT
     spec_path = Path(name)
     result_path = spec_path.with_suffix(".result.json")
     spec_path.write_text(json.dumps(spec))
-    from partialnet.signals import raise_if_pending, stopped_with_us
+    from partialnet.signals import ended, raise_if_pending, stopped_with_us
 
     raise_if_pending()
     proc = subprocess.Popen([sys.executable, "-m", "partialnet.bench.worker", str(spec_path), str(result_path)],
@@ -312,7 +312,7 @@ def run_worker(spec: dict, workdir: Path, threads: int, wait: str = DEFAULT_WAIT
     raise_if_pending()  # the stop request reached the worker too: stop, don't record a failed row
     if not result_path.exists():
         tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"status": "failed", "reason": f"worker exited {proc.returncode}: {tail[0][:200]}"}
+        return {"status": "failed", "reason": f"worker {ended(proc.returncode)}: {tail[0][:200]}"}
     return json.loads(result_path.read_text())
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 
 from partialnet.runtimes import SPIN_ENV, usable_cores
+from partialnet.signals import PARENT_VAR
 
 
 def default_threads() -> int:
@@ -63,4 +64,5 @@ def worker_env(threads: int, wait: str = DEFAULT_WAIT) -> dict:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
     env["PYTHONWARNINGS"] = "ignore"
+    env[PARENT_VAR] = str(os.getpid())  # the worker ends with this process (signals.die_with_parent)
     return env

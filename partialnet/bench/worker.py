@@ -22,6 +22,7 @@ from partialnet.bench.load import LoadProbe
 from partialnet.bench.measure import alternating, timed, warm_up
 from partialnet.bench.protocols import Protocol
 from partialnet.errors import PartialnetError
+from partialnet.signals import die_with_parent
 from partialnet.runtimes.table import RUNTIMES, spec_runner
 
 
@@ -168,6 +169,7 @@ def run_ab(spec: dict) -> dict:
 
 def main() -> int:
     os.environ["PARTIALNET_ISOLATED_WORKER"] = "1"  # this process is the isolation: runtimes load artifacts directly
+    die_with_parent()
     spec_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
     spec = json.loads(spec_path.read_text())
     try:

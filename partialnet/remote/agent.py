@@ -51,6 +51,7 @@ def _watch_stdin(proc: subprocess.Popen) -> None:
 
 def worker(threads: str, wait: str, folder: str) -> dict:
     from partialnet.bench.threads import worker_env
+    from partialnet.signals import ended
 
     line = sys.stdin.buffer.readline(MAX_SPEC_BYTES + 1)
     if len(line) > MAX_SPEC_BYTES:
@@ -66,7 +67,7 @@ def worker(threads: str, wait: str, folder: str) -> dict:
     _, err = proc.communicate()
     if not result.exists():
         tail = (err.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
-        return {"status": "failed", "reason": f"worker exited {proc.returncode} on the target: {tail[:200]}"}
+        return {"status": "failed", "reason": f"worker {ended(proc.returncode)} on the target: {tail[:200]}"}
     return json.loads(result.read_text())
 
 
