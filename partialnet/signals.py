@@ -128,13 +128,18 @@ def on_signal(signum, frame) -> None:
         _signal_children(kill=True)
         _remove_temporaries()
         _remove_remote_folders()
+        _say(f"error: stopped at once by a second {signal.Signals(signum).name}; helper processes killed, temporary files removed\n")
         _die(signum)
         return
     _state["pending"] = signum
     _signal_children(kill=False)
+    _say(f"{signal.Signals(signum).name}: stopping after the current step (again to force)\n")
+
+
+def _say(line: str) -> None:
     try:
         lead = "\n" if sys.stderr.isatty() else ""  # off a spinner's line on a terminal; no blank line in a log
-        sys.stderr.write(f"{lead}{signal.Signals(signum).name}: stopping after the current step (again to force)\n")
+        sys.stderr.write(f"{lead}{line}")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
