@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import os
 import re
 import stat
@@ -25,6 +26,17 @@ KINDS = {
     stat.S_IFBLK: "a block device",
     stat.S_IFSOCK: "a socket",
 }
+
+
+def finite_number(value) -> bool:
+    """A number from a stranger's JSON that arithmetic can use: not a bool, not NaN or Infinity, and not an integer
+    beyond a float's range (`math.isfinite(10**400)` raises OverflowError: a one-line file was exit 4)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def describe_errno(exc: OSError) -> str:

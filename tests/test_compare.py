@@ -464,3 +464,15 @@ def test_report_merges_a_reworded_protocol_description_and_names_what_differs(cl
     second["protocol"]["min_iters"] = 10
     mixed = cli("report", files[0], write(files[1], second))
     assert mixed.code == 2 and f"different protocols and are not mixed: latency with min_iters 100 vs 10 in {files[0]} and {files[1]}" in mixed.err
+
+
+def test_an_integer_beyond_a_floats_range_is_bad_input_not_a_bug(cli, tmp_path):
+    """`math.isfinite(10**400)` raises OverflowError: one huge sample, or a machine_load reading, was exit 4."""
+    data = result({"onnxruntime": latencies(np.random.default_rng(11), 5.0)})
+    base = write(tmp_path / "a.json", data)
+    data["rows"][0]["samples_s"][0] = 10**400
+    huge = cli("compare", base, write(tmp_path / "b.json", data))
+    assert huge.code == 2 and "samples_s must be positive finite numbers" in huge.err, huge.err
+    from partialnet.inputs import finite_number
+
+    assert [finite_number(v) for v in (10**400, 1e308, 2, True, float("nan"), "1")] == [False, True, True, False, False, False]

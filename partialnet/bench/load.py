@@ -11,10 +11,11 @@ Linux only (/proc); elsewhere the readings are None and no row is marked on thei
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
+
+from partialnet.inputs import finite_number
 
 # Average cores taken by other processes (plus time stolen by the hypervisor) during a row above which
 # the row is disturbed. Measured on a 2-core Xeon VM: quiet rows read 0.00-0.01 cores (latency protocol;
@@ -102,7 +103,7 @@ class LoadProbe:
 
 def _number(value) -> float | None:
     """A finite non-negative number from a record that may come from a stranger's file, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not finite_number(value) or value < 0:
         return None
     return float(value)
 

@@ -9,10 +9,10 @@ rows would not answer the same question.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from partialnet.errors import BadInput
+from partialnet.inputs import finite_number
 from partialnet.machine import check_machine
 
 STATUSES = ("ok", "failed", "skipped")
@@ -21,7 +21,7 @@ STATUSES = ("ok", "failed", "skipped")
 def _number(value, where: str, low: float, high: float):
     if value is None:
         return None
-    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+    if not finite_number(value) or not low <= value <= high:
         raise BadInput(f"{where} must be a number from {low:g} to {high:g}, or null")
     return float(value)
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from partialnet.errors import BadInput, missing_extra
+from partialnet.inputs import finite_number
 
 FAMILY_NAMES = {"partialnet": "PartialNet", "fasternet": "FasterNet"}
 FAMILY_STYLES = (("-", "o"), ("--", "s"), ("-.", "^"), (":", "D"))  # known families first, in FAMILY_NAMES order
@@ -88,7 +89,7 @@ def _plottable(rows: list) -> list[dict]:
 
 
 def _positive(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return finite_number(value) and value > 0
 
 
 def _throughput_batches(result: dict, batches: list[int]) -> set[int]:

@@ -16,6 +16,7 @@ from partialnet.bench.claims import DEFAULT_TOLERANCE, REPRODUCED
 from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge, off_papers
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
+from partialnet.inputs import finite_number
 from partialnet.machine import check_machine, describe
 from partialnet.bench.results import all_samples, check_result, check_samples, read_result_file, total_samples
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
@@ -59,7 +60,7 @@ def load_claims(path: Path, data: dict) -> dict:
             raise BadInput(f"{path}: measurements {seen[key]} and {i} are both {' / '.join(key)}; a result measures each once")
         seen[key] = i
     costs = data.get("costs")
-    if not isinstance(costs, list) or not all(isinstance(c, dict) and isinstance(c.get("gmacs"), (int, float)) for c in costs):
+    if not isinstance(costs, list) or not all(isinstance(c, dict) and finite_number(c.get("gmacs")) for c in costs):
         raise BadInput(f"{path}: claims result lacks its costs")
     tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
     if type(tolerance) not in (int, float) or not 0 <= tolerance <= 0.5:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.protocols import described_as_run
 from partialnet.bench.run import SCHEMA
 from partialnet.errors import BadInput
-from partialnet.inputs import inert, md_row, md_text, unique_keys
+from partialnet.inputs import finite_number, inert, md_row, md_text, unique_keys
 from partialnet.machine import check_machine
 
 KEY_FIELDS = ("model", "runtime", "precision", "batch", "threads")
@@ -248,7 +247,7 @@ def check_samples(samples, where: str) -> list[float]:
         raise BadInput(f"{where} has no raw samples")
     if len(samples) > MAX_SAMPLES_PER_ROW:
         raise BadInput(f"{where} holds {len(samples):,} samples, over the {MAX_SAMPLES_PER_ROW:,} limit")
-    if not all(type(x) in (int, float) and math.isfinite(x) and MIN_SAMPLE_S <= x <= MAX_SAMPLE_S for x in samples):
+    if not all(finite_number(x) and MIN_SAMPLE_S <= x <= MAX_SAMPLE_S for x in samples):
         raise BadInput(f"{where}: samples_s must be positive finite numbers of seconds, from {MIN_SAMPLE_S:g} to {MAX_SAMPLE_S:g}")
     return [float(x) for x in samples]
 

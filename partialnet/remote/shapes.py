@@ -8,10 +8,10 @@ lists and maps bounded) or raises `Misshapen`. `conform(value, shape, what)` tur
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from partialnet.errors import BadInput
+from partialnet.inputs import finite_number
 
 
 class Misshapen(ValueError):
@@ -60,7 +60,7 @@ class Number:
     real: bool = False
 
     def conform(self, value, path: str):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not finite_number(value):
             raise Misshapen(path, "a finite number")
         return float(value) if self.real else value
 
