@@ -177,6 +177,9 @@ def _sniff(path: Path, head: bytes) -> str:
     return "unknown"
 
 
+MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
+
+
 def _count_pickle_ops(stream, path: Path, pickles: int) -> None:
     """Walk `pickles` consecutive pickles without building anything, refusing one too big to unpickle safely.
 
@@ -190,12 +193,15 @@ def _count_pickle_ops(stream, path: Path, pickles: int) -> None:
         for i in range(pickles):
             if i and not _more(stream):
                 break  # a plain pickle, not torch's legacy sequence: torch.load judges it next
-            for _op in pickletools.genops(stream):
+            for op, arg, _pos in pickletools.genops(stream):
                 ops += 1
                 if ops > MAX_PICKLE_OPS:
                     raise BadInput(
                         f"{path}: refused: its pickle holds over {MAX_PICKLE_OPS:,} opcodes; a state_dict needs far fewer"
                     )
+                if op.name in MEMO_PUTS and type(arg) is int and not 0 <= arg <= ops:  # a pickler numbers its memo from 0
+                    raise BadInput(f"{path}: refused: its pickle stores at memo slot {arg:,} after {ops:,} opcodes "
+                                   "(an unpickler sizes its memo by the slot: a 10-byte file took 4 GB)")
     except BadInput:
         raise
     except Exception as exc:  # pickletools raises ValueError/struct.error/EOFError on malformed streams

@@ -625,14 +625,17 @@ def _folders_locked(folders: list[Path]) -> Iterator[None]:
     import fcntl
     import time
 
-    fds = []
+    fds, by_identity = [], {}
     try:
-        for folder in sorted(set(folders)):
+        for folder in set(folders):
             try:
                 fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError:
                 continue  # the publication itself says what is wrong with the folder
             fds.append(fd)
+            st = os.fstat(fd)
+            by_identity.setdefault((st.st_dev, st.st_ino), (fd, folder))  # `f1` and `f1/../f1` (or a link): one lock, not two
+        for _, (fd, folder) in sorted(by_identity.items()):  # one order for every process, however each names its folders
             deadline = time.monotonic() + LOCK_WAIT_S
             while True:
                 try:
@@ -640,7 +643,7 @@ def _folders_locked(folders: list[Path]) -> Iterator[None]:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise BadInput(f"{folder}: another process has been publishing there for {LOCK_WAIT_S:g} s; nothing was written") from None
+                        raise Unavailable(f"{folder}: another process has been publishing there for {LOCK_WAIT_S:g} s; nothing was written") from None
                     raise_if_pending()
                     time.sleep(0.005)
                 except OSError:

@@ -41,32 +41,53 @@ class _Inert(dict):
         pass
 
 
+MAX_NBYTES = 1 << 62  # beyond any file; also keeps a stranger's 10**4000 out of messages
+
+
 class _StorageReader(pickle.Unpickler):
+    """`declared`: storage key -> bytes, or None for a reference this reader cannot size (then refused: torch would
+    load it, unchecked)."""
+
     def __init__(self, stream) -> None:
         super().__init__(stream)
         self.declared: dict[str, int | None] = {}
+        self.stand_ins: dict[str, type] = {}
 
     def find_class(self, module: str, name: str):
-        return type("Inert", (_Inert,), {"named": f"{module}.{name}"[:120]})
+        named = f"{str(module)[:60]}.{str(name)[:60]}"  # cut before joining: a 30 MB name was copied per use
+        if named not in self.stand_ins:  # one class per name: two million GLOBALs made two million classes (4.7 GB)
+            self.stand_ins[named] = type("Inert", (_Inert,), {"named": named})
+        return self.stand_ins[named]
 
     def persistent_load(self, pid):
-        if isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[2], str):
-            kind, key, numel = getattr(pid[1], "named", None), pid[2], pid[4]
-            size = _element_size(kind)
-            nbytes = numel * size if size is not None and type(numel) is int and numel >= 0 else None
-            self.declared.setdefault(key, nbytes)  # torch keeps the first reference to a key too
+        sized = _sized(pid)
+        key = pid[2] if sized is not None else f"reference {len(self.declared)}"
+        self.declared.setdefault(key, sized)  # torch keeps the first reference to a key too
         return _Inert()
 
 
+def _sized(pid) -> int | None:
+    """The bytes a storage reference declares, where it is one torch.save writes: ('storage', a torch storage class,
+    str key, location, int numel). None for anything else, which torch may still load (a b"storage" tag built by
+    _codecs.encode, a bool numel, a bytes key, a CUDA storage class), so that it is refused, not let through."""
+    if not (isinstance(pid, tuple) and len(pid) == 5 and type(pid[0]) is str and pid[0] == "storage") \
+            or type(pid[2]) is not str or type(pid[4]) is not int or not 0 <= pid[4] <= MAX_NBYTES:
+        return None
+    size = _element_size(getattr(pid[1], "named", None))
+    return None if size is None else min(pid[4] * size, MAX_NBYTES + 1)
+
+
 def _element_size(named: str | None) -> int | None:
-    """Bytes per element of a storage class torch.save names (`torch.FloatStorage`), None if not one of torch's."""
+    """Bytes per element of a storage class a torch.save file names (`torch.FloatStorage`; `torch.cuda.*` and
+    `torch.storage.UntypedStorage` in older files), None if not one of torch's."""
     import torch
 
-    if not named or not named.startswith("torch.") or not STORAGE_CLASS.match(named[6:]):
+    if not named or named.count(".") > 2 or not named.startswith(("torch.", "torch.cuda.", "torch.storage.")):
         return None
-    if named == "torch.UntypedStorage":
+    name = named.rsplit(".", 1)[1]
+    if name == "UntypedStorage":
         return 1
-    cls = getattr(torch, named[6:], None)
+    cls = getattr(torch, name, None) if STORAGE_CLASS.match(name) and named.startswith(("torch.cuda.", "torch.")) else None
     if not (isinstance(cls, type) and issubclass(cls, torch.storage.TypedStorage)):
         return None
     with warnings.catch_warnings():
@@ -90,6 +111,10 @@ def check_records(archive: zipfile.ZipFile, top: str, declared: dict[str, int | 
     """Each storage record exactly as large as the pickle says, none missing, none that nothing uses."""
     records = {m.filename[len(top) + 6:]: m for m in archive.infolist() if m.filename.startswith(f"{top}/data/")}
     for key, nbytes in declared.items():
+        if nbytes is None:  # fail closed: torch would load it without a size to hold its record to
+            raise BadInput(f"{path}: refused: a storage reference torch.save does not write ({key}); its size cannot be checked")
+        if nbytes > MAX_NBYTES:
+            raise BadInput(f"{path}: corrupt checkpoint: storage {ascii(key)[:60]} declares more than 2**62 bytes")
         record = records.get(key)
         if record is None:
             raise BadInput(f"{path}: truncated or corrupt checkpoint (storage record {ascii(key)[:60]} is missing)")

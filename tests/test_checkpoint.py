@@ -1,5 +1,6 @@
 """Checkpoints in the wild: every container and key layout loads to identical logits; wrong ones fail loudly."""
 
+import io
 import json
 import math
 import pickle
@@ -430,3 +431,22 @@ def test_an_error_naming_a_strangers_key_stays_one_bounded_line(cli, tmp_path, t
     torch.save(forged, tmp_path / "forged.pth")
     done = _refused(cli, tmp_path / "forged.pth", "evil\\nerror: FORGED LINE")
     assert len(done.err) < 2_200 and "more characters" in done.err
+
+
+def test_the_storage_reader_refuses_what_it_cannot_size_and_stays_small(cli, tmp_path):
+    """A reference torch loads but this reader could not size let a cut record through (a b"storage" tag built by
+    _codecs.encode, a bool numel); a memo slot of 2**28 in a 10-byte pickle took 4 GB; a GLOBAL a class each."""
+    from hostile import rewrite_zip, zip_records
+    from partialnet.zip_records import _StorageReader, _sized
+
+    reader = _StorageReader(io.BytesIO(b""))
+    float_storage = reader.find_class("torch", "FloatStorage")
+    assert reader.find_class("torch", "FloatStorage") is float_storage and len(reader.find_class("m" * 10**6, "n").named) == 62
+    assert _sized(("storage", float_storage, "0", "cpu", 3)) == 12
+    assert _sized(("storage", reader.find_class("torch.storage", "UntypedStorage"), "0", "cpu", 3)) == 3
+    for odd in ((b"storage", float_storage, "0", "cpu", 3), ("storage", float_storage, "0", "cpu", True),
+                ("storage", float_storage, b"0", "cpu", 3), ("storage", reader.find_class("os", "system"), "0", "cpu", 3)):
+        assert _sized(odd) is None, odd
+    records = zip_records(golden("t0")[0])
+    memo = [(n, b"\x80\x02Nr\x00\x00\x00\x10." if n.endswith("data.pkl") else d) for n, d in records]  # NONE, LONG_BINPUT 2**28
+    _refused(cli, rewrite_zip(tmp_path / "memo.pth", memo), "stores at memo slot 268,435,456")

@@ -1197,3 +1197,16 @@ def test_a_helper_process_ends_when_its_command_is_killed(tmp_path):
     while time.monotonic() < deadline and Path(f"/proc/{helper}").exists() and "Z" not in Path(f"/proc/{helper}/stat").read_text().split()[2]:
         time.sleep(0.1)
     assert not Path(f"/proc/{helper}").exists() or Path(f"/proc/{helper}/stat").read_text().split()[2] == "Z"
+
+
+def test_one_folder_named_two_ways_is_locked_once(tmp_path):
+    """`--report d/../d/x.json` beside `-o d/x.pt`: two locks on one folder from one process wait on each other (60 s)."""
+    from partialnet.outputs import atomic_outputs
+
+    started = time.monotonic()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "d")
+    with atomic_outputs([tmp_path / "d" / "a.json", tmp_path / "d" / ".." / "d" / "b.json", tmp_path / "alias" / "c.json"]) as staged:
+        for s in staged:
+            s.write_bytes(b"{}")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.json", "b.json", "c.json"] and time.monotonic() - started < 10

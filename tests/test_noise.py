@@ -172,6 +172,8 @@ def test_a_verdict_reached_off_the_papers_conditions_says_so():
     quick = {**paper, "protocol": get_protocol("quick").to_dict(), "imgsz": [64, 64], "threads": 2, "precision": "bf16"}
     assert off_papers(quick) == ["the quick protocol", "64x64 inputs", "bf16"]
     assert off_papers({**paper, "threads": 2, "cuda_graphs": True, "batch": "x" * 10**6}) == ["2 threads", "CUDA graphs"]
+    no_top = {k: v for k, v in paper.items() if k not in ("batch", "threads")}  # a stranger's file: the cells say what ran
+    assert off_papers({**no_top, "measurements": [{"batch": 1, "threads": 2}, {"batch": 1, "threads": 1}]}) == ["2 threads"]
     rng = np.random.default_rng(5)
     cell = {"size": "t2", "runtime": "onnxruntime", "batch": 1, "threads": 1, "status": "ok", "latency_ratio": 0.8, "latency_ci": [0.79, 0.81],
             "fasternet": {"samples_s": list(quiet_samples(rng, 5.0))}, "partialnet": {"samples_s": list(quiet_samples(rng, 4.0))},

@@ -134,11 +134,11 @@ def off_papers(result: dict) -> list[str]:
         off.append(f"the {name} protocol")
     else:
         paper = get_protocol("paper", device)
-        batch, threads = (result.get(k) if type(result.get(k)) is int else None for k in ("batch", "threads"))  # a stranger's file
-        if paper.batches and batch not in (None, paper.batches[0]):
-            off.append(f"batch {batch}")
-        if paper.threads and threads not in (None, paper.threads):
-            off.append(f"{threads} threads")
+        cells = [c for c in result.get("measurements") or [] if isinstance(c, dict)]
+        for key, wanted, say in (("batch", paper.batches[0] if paper.batches else None, "batch {}"), ("threads", paper.threads, "{} threads")):
+            ran = sorted({v for v in [result.get(key), *(c.get(key) for c in cells)] if type(v) is int})  # the file's and its cells'
+            if wanted is not None and any(v != wanted for v in ran):
+                off.append(say.format(",".join(str(v) for v in ran if v != wanted)))
     if list(result["imgsz"]) != [224, 224]:
         off.append(f"{result['imgsz'][0]}x{result['imgsz'][1]} inputs")
     if result.get("precision", "fp32") not in (("fp32", "fp16") if device == "cuda" else ("fp32",)):

@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from partialnet.bench.claims import DEFAULT_TOLERANCE, REPRODUCED
+from partialnet.bench.claims import DEFAULT_TOLERANCE
 from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge, off_papers
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
@@ -328,9 +328,9 @@ def shown_size(row: dict) -> str:
 
 
 def claim_reasons(report: dict) -> list[str]:
-    """Why each claim that is not plainly supported got its verdict: the word alone does not say what to do."""
-    return [f"{r['id']} ({r['size']}, {r['runtime'] or '-'}) on {r['cpu']}: {r['why']}" for r in report["claims"]
-            if r.get("why") and r.get("verdict") != REPRODUCED]
+    """Why each claim that is not plainly supported got its verdict, and which verdicts were reached off the papers'
+    conditions (a "reproduced" too): the word alone does not say what to do, or what it is worth."""
+    return [f"{r['id']} ({r['size']}, {r['runtime'] or '-'}) on {r['cpu']}: {r['why']}" for r in report["claims"] if r.get("why")]
 
 
 def model_gmacs(report: dict) -> dict:
