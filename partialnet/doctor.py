@@ -116,10 +116,11 @@ def advice(report: dict) -> list[str]:
     others, limit = report.get("others_cores"), report["disturbed_limit_cores"]
     if others is not None and others > limit:
         names = ", ".join(f"{p['name']} (pid {p['pid']}, {p['cores']:.2f} cores)" for p in report["busiest"]) or "several small ones"
-        tips.append(f"other processes use {others:.2f} cores now ({names}): stop them before timing, or every row will be marked disturbed")
+        tips.append(f"other processes use {others:.2f} cores now ({names}): stop them before timing, or every row on all cores will be marked disturbed")
         free = len(report["usable_cpus"]) - round(others)
         if free >= 1:
-            tips.append(f"if they must run, time with --threads {free} (the cores they leave free): a row then loses ~5 % instead of half")
+            tips.append(f"if they must run, time with --threads {free} (the cores they leave free): a row then loses ~5 % instead of half, "
+                        "and is marked disturbed only if they reach into its cores")
     cores = len(report["usable_cpus"])
     if report.get("loadavg_1m") is not None and report["loadavg_1m"] > 0.5 * cores:
         tips.append(f"the 1-minute load average is {report['loadavg_1m']:.2f} on {cores} cores: wait for it to fall below {0.5 * cores:.1f}")

@@ -196,7 +196,7 @@ def bench_table(result: dict) -> Table:
         table.add_row(
             row["model"] + ("*" if row.get("random_weights") else "") + mark(row), row["runtime"], row["precision"],
             str(row["batch"]), str(row["threads"]),
-            f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}",
+            f"{s['p50_ms']:.3f}", _fmt(s.get("p90_ms"), ".3f"), _fmt(s.get("p99_ms"), ".3f"),
             f"{s['cov']:.3f}", f"{row['images_per_s']:.1f}", _parity_cell(row, parity),
             _fmt(cold.get("load_s"), ".2f"), _fmt(1e3 * cold["first_infer_s"] if "first_infer_s" in cold else None, ".1f"),
             _fmt(memory.get("peak_above_baseline_mb"), ".0f"), *((_gpu_memory_cell(memory),) if gpu else ()),

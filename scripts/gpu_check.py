@@ -544,7 +544,7 @@ def _bench_row(row: dict, config: str) -> str:
     if marks["why"]:
         return f"{head} {mark(marks)} {marks['why']} | | | |{rest}"
     s = _timing(row["samples_s"], row["batch"])
-    return f"{head} {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['cov']:.3f} | {s['images_per_s']:,.0f} |{rest}"
+    return f"{head} {s['p50_ms']:.3f} | {'-' if s.get('p90_ms') is None else format(s['p90_ms'], '.3f')} | {s['cov']:.3f} | {s['images_per_s']:,.0f} |{rest}"
 
 
 def _bench_section(benches: dict[str, dict]) -> list[str]:

@@ -126,6 +126,9 @@ class BenchOptions:
         for flag, on in (("--channels-last", self.channels_last), ("--compile", self.compile), ("--cuda-graphs", self.cuda_graphs)):
             if on and runtimes and not runs_the_model:
                 raise BadInput(f"{flag} changes how the PyTorch model runs; --runtime {','.join(runtimes)} times no PyTorch row")
+        takers = [r.name for r in RUNTIMES.values() if r.streams]
+        if self.streams and runtimes and all(r in RUNTIMES for r in runtimes) and not set(runtimes) & set(takers):
+            raise BadInput(f"--streams keeps requests in flight in {', '.join(takers)}; --runtime {','.join(runtimes)} has no multi-stream mode")
 
     def size(self) -> tuple[int, int]:
         return self.imgsz or DEFAULT_IMGSZ

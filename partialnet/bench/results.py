@@ -17,7 +17,7 @@ from partialnet.machine import check_machine
 KEY_FIELDS = ("model", "runtime", "precision", "batch", "threads")
 ROW_STATUSES = ("ok", "failed", "skipped")
 FLAT_COLUMNS = (
-    "model", "runtime", "device", "precision", "batch", "threads", "mode", "status",
+    "model", "runtime", "device", "precision", "batch", "threads", "imgsz", "protocol", "mode", "status", "samples",
     "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "images_per_s", "parity_max_abs", "parity_top1", "gmacs",
     "load_s", "first_infer_ms", "peak_rss_above_baseline_mb", "gpu_peak_allocated_mb", "gpu_peak_reserved_mb", "gpu_timed_peak_allocated_mb",
     "random_weights", "unstable", "disturbed", "others_cores", "why", "reason",
@@ -32,6 +32,9 @@ def flat(row: dict) -> dict:
     stats = row.get("stats") or {}
     out = {k: row.get(k) for k in FLAT_COLUMNS}
     out.update({k: stats.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov")})
+    size = row.get("imgsz")  # a 64x64 row must not read as a 224 one once two runs' CSVs are concatenated
+    out["imgsz"] = f"{size[0]}x{size[1]}" if isinstance(size, list) and len(size) == 2 else None
+    out["samples"] = stats.get("n")
     cold, memory = row.get("cold") or {}, row.get("memory") or {}
     out["load_s"] = cold.get("load_s")
     out["first_infer_ms"] = round(1e3 * cold["first_infer_s"], 3) if "first_infer_s" in cold else None
@@ -48,7 +51,7 @@ def to_csv(result: dict) -> str:
     writer = csv.DictWriter(buf, fieldnames=FLAT_COLUMNS)
     writer.writeheader()
     for row in result["rows"]:
-        writer.writerow(flat(row))
+        writer.writerow({**flat(row), "protocol": result["protocol"]["name"]})
     return buf.getvalue()
 
 
@@ -73,21 +76,21 @@ def to_markdown(result: dict) -> str:
         f"Machine: {machine['cpu']['model']} ({machine['cpu']['logical_cores']} logical cores), {machine['os']}"
         + (f"; GPU: {gpus or '?'}" if gpu else "") + ".",
         "",
-        "| model | runtime | precision | batch | threads | p50 ms | p90 ms | p99 ms | mean ms | CoV | images/s | parity | load s | 1st ms | +RSS MB |"
+        "| model | runtime | precision | batch | threads | size | p50 ms | p90 ms | p99 ms | mean ms | CoV | images/s | parity | load s | 1st ms | +RSS MB |"
         + (" GPU MB timed alloc / peak reserved |" if gpu else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""),
     ]
     for row in result["rows"]:
         model = row["model"] + (" (random weights)" if row.get("random_weights") else "")
         if row["status"] != "ok":
-            lines.append(md_row(model, row["runtime"], "-", row["batch"], "-", f"{row['status']}: {row['reason']}", *[""] * (9 + gpu)))
+            lines.append(md_row(model, row["runtime"], "-", row["batch"], "-", "-", f"{row['status']}: {row['reason']}", *[""] * (9 + gpu)))
             continue
         s, f = row["stats"], flat(row)
         model += mark(row)
         gpu_cells = [f"{_cell(f['gpu_timed_peak_allocated_mb'] or f['gpu_peak_allocated_mb'], '.0f')} / {_cell(f['gpu_peak_reserved_mb'], '.0f')}"] * gpu
         lines.append(md_row(
-            model, row["runtime"], row["precision"], row["batch"], row["threads"],
-            *(f"{s[k]:.3f}" for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov")),
+            model, row["runtime"], row["precision"], row["batch"], row["threads"], _cell(f["imgsz"]),
+            *(_cell(s.get(k), ".3f") for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov")),
             f"{row['images_per_s']:.1f}", _md_parity(row), _cell(f["load_s"], ".2f"), _cell(f["first_infer_ms"], ".1f"),
             _cell(f["peak_rss_above_baseline_mb"], ".0f"), *gpu_cells,
         ))

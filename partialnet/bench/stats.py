@@ -39,6 +39,9 @@ def bootstrap_median_ci(x: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS, seed: int
     return float(np.percentile(medians, tail)), float(np.percentile(medians, 100 - tail))
 
 
+MIN_SAMPLES_FOR = {"p90_ms": 10, "p99_ms": 100}
+
+
 def summarize(samples) -> dict:
     """Summary of seconds-per-iteration samples (reported in milliseconds)."""
     x = np.asarray(samples, dtype=np.float64)
@@ -51,8 +54,10 @@ def summarize(samples) -> dict:
         "cov": float(x.std(ddof=1) / mean) if len(x) > 1 and mean > 0 else 0.0,
         "min_ms": float(x.min()) * 1e3,
         "p50_ms": median_ms(x),
-        "p90_ms": float(np.percentile(x, 90)) * 1e3,
-        "p99_ms": float(np.percentile(x, 99)) * 1e3,
+        # a tail percentile from fewer samples than it needs is an interpolation between the two slowest (a quick
+        # row's "p99" of 10 samples): null, printed "-"
+        "p90_ms": float(np.percentile(x, 90)) * 1e3 if len(x) >= MIN_SAMPLES_FOR["p90_ms"] else None,
+        "p99_ms": float(np.percentile(x, 99)) * 1e3 if len(x) >= MIN_SAMPLES_FOR["p99_ms"] else None,
         "max_ms": float(x.max()) * 1e3,
         "median_ci95_ms": [lo * 1e3, hi * 1e3],
     }

@@ -88,7 +88,7 @@ def run_one(spec: dict) -> dict:
         runner.close()
         probe = LoadProbe.start()
         measured = run_streams(spec, x, protocol)
-        result["machine_load"] = probe.finish()
+        result["machine_load"] = {**probe.finish(), "threads": measured["threads"]}
         result.update(
             warmup={"iters": protocol.warmup_iters, "seconds": None},
             samples_s=measured.pop("samples_s"),
@@ -101,7 +101,7 @@ def run_one(spec: dict) -> dict:
         before_timing = gpu_memory_mb(reset=True)  # load, first inference, cudnn autotuning and warm-up
         probe = LoadProbe.start()
         result["samples_s"] = timed(lambda: runner.infer(x), protocol)
-        result["machine_load"] = probe.finish()
+        result["machine_load"] = {**probe.finish(), "threads": runner.threads}  # the cores it left free are not a disturbance
         steady = gpu_memory_mb()
         runner.close()
     result["imported_torch"] = "torch" in sys.modules  # an ONNX Runtime/OpenVINO row must not pay for it
@@ -158,7 +158,7 @@ def run_ab(spec: dict) -> dict:
     probe = LoadProbe.start()
     samples = alternating({n: (lambda r=r, x=x: r.infer(x)) for n, (r, x) in sides.items()}, protocol, spec.get("block", 10))
     return {
-        "machine_load": probe.finish(),
+        "machine_load": {**probe.finish(), "threads": max((r.threads for r, _ in sides.values()), default=None)},
         "status": "ok",
         **{f"samples_{n}_s": samples[n] for n in sides},
         **{f"precision_{n}": sides[n][0].precision for n in sides},
