@@ -8,7 +8,6 @@ translate timm's key layout → infer the architecture from tensor shapes → st
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 from partialnet.errors import BadInput
-from partialnet.inputs import fd_path, open_regular
+from partialnet.inputs import fd_path, open_regular, sha256_of  # noqa: F401 (sha256_of: used here, and imported from here)
 from partialnet.models.partialnet import (
     PAT_CH,
     PAT_SF,
@@ -112,21 +111,6 @@ class KeyMismatch(BadInput):
 
 
 # ---------------------------------------------------------------- reading
-
-
-def sha256_of(path: Path) -> str:
-    """A file's sha256; a directory artifact (.mlpackage) hashes each file's relative path and contents, sorted."""
-    digest = hashlib.sha256()
-    path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        for member in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
-            digest.update(member.relative_to(path).as_posix().encode() + b"\0")
-            digest.update(sha256_of(member).encode())
-        return digest.hexdigest()
-    with open_regular(path, "file") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def size_of(path: Path) -> int:

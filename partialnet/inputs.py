@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import math
 import os
 import re
@@ -125,6 +126,21 @@ def check_regular(path: str | Path, what: str = "file", max_bytes: int | None = 
     """The size of `path` after the same checks as `open_regular` (for libraries that take a path)."""
     with open_regular(path, what, max_bytes, min_bytes, nofollow) as f:
         return os.fstat(f.fileno()).st_size
+
+
+def sha256_of(path: str | Path) -> str:
+    """A file's sha256; a directory artifact (.mlpackage) hashes each file's relative path and contents, sorted."""
+    digest = hashlib.sha256()
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        for member in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
+            digest.update(member.relative_to(path).as_posix().encode() + b"\0")
+            digest.update(sha256_of(member).encode())
+        return digest.hexdigest()
+    with open_regular(path, "file") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def fd_path(f: BinaryIO, fallback: str | Path) -> str:

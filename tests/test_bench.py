@@ -2,6 +2,7 @@
 
 import copy
 import importlib.util
+import hashlib
 import json
 
 import numpy as np
@@ -301,6 +302,7 @@ def test_bench_an_exported_artifact(cli, tmp_path):
     by_runtime = {r["runtime"]: r for r in rows}
     assert by_runtime["onnxruntime"]["status"] == "ok" and by_runtime["onnxruntime"]["parity_max_abs"] < 1e-4
     assert by_runtime["pytorch"]["status"] == "skipped" and "not exported artifacts" in by_runtime["pytorch"]["reason"]
+    assert by_runtime["onnxruntime"]["source_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()  # the very file timed
 
 
 def test_missing_backend_names_the_extra(monkeypatch, tmp_path):

@@ -31,6 +31,7 @@ from partialnet.checkpoint import is_variant_name, looks_like_path, resolve
 from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.exporters.formats import FORMATS
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
+from partialnet.inputs import sha256_of
 from partialnet.folding import fold, save_deploy
 from partialnet.outputs import scratch_folder
 from partialnet.models.registry import VARIANTS
@@ -64,6 +65,7 @@ class Target:
     imgsz: tuple[int, int] | None = None  # a given artifact's own input size (bench refuses an --imgsz other than it)
     unrunnable: dict[int, str] = field(default_factory=dict)  # batch asked for -> why this target cannot run it
     unrunnable_formats: dict[tuple[str, int], str] = field(default_factory=dict)  # (format, batch) -> why its export failed
+    sha256: str | None = None  # of the checkpoint or artifact timed: a figure found later names the exact file
 
 
 def _input(batch: int, imgsz: tuple[int, int]) -> np.ndarray:
@@ -103,7 +105,8 @@ def prepare_model_target(
     label = info.variant if info.random_weights else f"{info.variant}:{Path(info.source).name}"
     slot = workdir / f"t{len(list(workdir.iterdir()))}"
     slot.mkdir()
-    target = Target(label, info.source, info.variant, info.random_weights, round(report.gmacs_before, 4), report.params_before, batches=batches)
+    target = Target(label, info.source, info.variant, info.random_weights, round(report.gmacs_before, 4), report.params_before, batches=batches,
+                    sha256=None if info.random_weights else info.sha256)
     target.deploy = slot / "deploy.pt"
     save_deploy(target.deploy, deploy, report, {"source": info.source})
     artifact_precision = ARTIFACT_PRECISION[precision]
@@ -249,7 +252,8 @@ def prepare_artifact_target(path: Path, batches: list[int], workdir: Path, batch
         gmacs, params = row["gmacs"], row["params"]
     use = batches if io["dynamic"] else [io["batch"]]
     random_weights = (meta.get("source_sha256") or "").startswith("random weights")
-    target = Target(path.name, str(path), variant, random_weights, gmacs, params, batches=use, format=fmt.name, imgsz=tuple(imgsz))
+    target = Target(path.name, str(path), variant, random_weights, gmacs, params, batches=use, format=fmt.name, imgsz=tuple(imgsz),
+                    sha256=sha256_of(path))
     if not io["dynamic"] and batches_given:
         fix = "export it with --dynamic, or once per batch with --batch N"
         target.unrunnable = {b: f"static batch {io['batch']} artifact cannot run batch {b} ({fix})" for b in batches if b != io["batch"]}
@@ -393,6 +397,7 @@ def _row(plan: BenchPlan, target: Target, runtime: str, batch: int, result: dict
     row = {
         "model": target.label,
         "source": target.source,
+        "source_sha256": target.sha256,
         "variant": target.variant,
         "random_weights": target.random_weights,
         "gmacs": target.gmacs,

@@ -11,13 +11,13 @@ object of known fields and finite numbers, else the row fails with what was wron
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sys
 from pathlib import Path
 
 from partialnet.errors import BadInput, Unavailable
+from partialnet.inputs import sha256_of
 from partialnet.remote import ssh
 from partialnet.signals import forget_remote_folder, remember_remote_folder
 from partialnet.remote.replies import checked_doctor, checked_probe, checked_result, parse_reply
@@ -285,11 +285,3 @@ def _companions(path: str) -> tuple[str, ...]:
     fmt = next((f for f in FORMATS.values() if path.lower().endswith(f.suffix)), None)
     exporter = exporter_of(fmt) if fmt else None
     return tuple(exporter.companion_suffixes()) if exporter is not None and hasattr(exporter, "companion_suffixes") else ()
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
