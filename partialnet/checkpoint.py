@@ -32,6 +32,7 @@ from partialnet.models.partialnet import (
 )
 from partialnet.models.registry import Variant, closest_variant, find_variant, get_variant, VARIANTS
 from partialnet.safetensors_file import read_safetensors
+from partialnet.pickle_shape import Shape
 from partialnet.zip_records import check_records, declared_storages
 
 ANCHOR = "patch_embed.proj.weight"
@@ -164,6 +165,12 @@ def _sniff(path: Path, head: bytes) -> str:
 MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
 
 
+def _refuse_shape(shape: Shape, path: Path) -> None:
+    problem = shape.problem()
+    if problem:
+        raise BadInput(f"{path}: refused: {problem}; using it could hang or crash the process")
+
+
 def _count_pickle_ops(stream, path: Path, pickles: int) -> None:
     """Walk `pickles` consecutive pickles without building anything, refusing one too big to unpickle safely.
 
@@ -177,8 +184,10 @@ def _count_pickle_ops(stream, path: Path, pickles: int) -> None:
         for i in range(pickles):
             if i and not _more(stream):
                 break  # a plain pickle, not torch's legacy sequence: torch.load judges it next
+            shape = Shape()
             for op, arg, _pos in pickletools.genops(stream):
                 ops += 1
+                shape.feed(op, arg)
                 if ops > MAX_PICKLE_OPS:
                     raise BadInput(
                         f"{path}: refused: its pickle holds over {MAX_PICKLE_OPS:,} opcodes; a state_dict needs far fewer"
@@ -186,6 +195,8 @@ def _count_pickle_ops(stream, path: Path, pickles: int) -> None:
                 if op.name in MEMO_PUTS and type(arg) is int and not 0 <= arg <= ops:  # a pickler numbers its memo from 0
                     raise BadInput(f"{path}: refused: its pickle stores at memo slot {arg:,} after {ops:,} opcodes "
                                    "(an unpickler sizes its memo by the slot: a 10-byte file took 4 GB)")
+                if ops % 4096 == 0 or op.name == "STOP":
+                    _refuse_shape(shape, path)
     except BadInput:
         raise
     except Exception as exc:  # pickletools raises ValueError/struct.error/EOFError on malformed streams

@@ -450,3 +450,15 @@ def test_the_storage_reader_refuses_what_it_cannot_size_and_stays_small(cli, tmp
     records = zip_records(golden("t0")[0])
     memo = [(n, b"\x80\x02Nr\x00\x00\x00\x10." if n.endswith("data.pkl") else d) for n, d in records]  # NONE, LONG_BINPUT 2**28
     _refused(cli, rewrite_zip(tmp_path / "memo.pth", memo), "stores at memo slot 268,435,456")
+
+
+@pytest.mark.parametrize("body, fragment", [
+    (b"N" + b"2\x86" * 30, "a structure of over 50,000,000 elements"),  # each tuple holds the last one twice: 2**31 to hash
+    (b"N" + b"\x85" * 300, "nest over 200 deep"),  # a million of these segfaulted the hash of a dict key
+], ids=["shared-tuples", "deep-tuples"])
+def test_a_pickle_whose_objects_would_hang_or_crash_their_use_is_refused(cli, tmp_path, body, fragment):
+    """A 200-byte pickle of shared tuples hung in C (no Ctrl-C) once hashed; deep ones overflowed the C stack."""
+    from hostile import rewrite_zip, zip_records
+
+    records = [(n, b"\x80\x02" + body + b"." if n.endswith("data.pkl") else d) for n, d in zip_records(golden("t0")[0])]
+    _refused(cli, rewrite_zip(tmp_path / "shape.pth", records), fragment)
