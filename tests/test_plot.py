@@ -350,3 +350,15 @@ def test_a_long_reason_is_cut_at_a_word():
     why = "how to run it; disturbed: other processes used 1.00 of 2 cores while it ran (limit 0.2; load average 3.94)"
     assert clip_words(why, 200) == why
     assert clip_words(why, 70) == "how to run it; disturbed: other processes used 1.00 of 2 cores while…"
+
+
+def test_a_marked_row_is_drawn_hollow_and_the_title_says_so(figure):
+    """bench --plot drew a disturbed row like a clean one (matrix's plot had drawn them hollow)."""
+    rows = grid(runtimes=("onnxruntime",))
+    rows[0]["disturbed"] = True
+    fig = figure(result(rows))
+    (ax,) = fig.axes
+    hollow = [line for line in ax.get_lines() if line.get_markerfacecolor() == "white"]
+    assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [rows[0]["gmacs"]]
+    assert "hollow: a row marked unstable or disturbed" in fig._suptitle.get_text().replace("\n", " ")
+    assert "hollow" not in figure(result(grid(runtimes=("onnxruntime",))))._suptitle.get_text()

@@ -189,6 +189,7 @@ class _Series:
     linestyle: str  # "none": unconnected markers
     marker: str
     points: list = field(default_factory=list)  # (GMACs, value, direct label or "")
+    hollow: list = field(default_factory=list)  # (GMACs, value) of points whose row is marked unstable or disturbed
 
 
 def _bench_series(rows: list[dict], value, look: _Look) -> list[_Series]:
@@ -202,13 +203,15 @@ def _bench_series(rows: list[dict], value, look: _Look) -> list[_Series]:
         suffix = f" · {precision}" if precision else ""
         key = (family, runtime, precision)
         colour = look.colour(runtime, family)
+        marked = [(row["gmacs"], value(row))] if row.get("unstable") or row.get("disturbed") else []  # drawn hollow, as matrix's
         if family is None or _repeats(lines.get(key), row):
             point = (row["gmacs"], value(row), "")
-            loose.append(_Series(f"{_short(row['model'])} · {runtime}{suffix}", colour, "none", look.loose[row["model"]], [point]))
+            loose.append(_Series(f"{_short(row['model'])} · {runtime}{suffix}", colour, "none", look.loose[row["model"]], [point], marked))
             continue
         if key not in lines:
             lines[key] = _Series(f"{_family_name(family)} · {runtime}{suffix}", colour, *look.families[family])
         lines[key].points.append((row["gmacs"], value(row), _size(row)))
+        lines[key].hollow += marked
     runtime_rank = {r: i for i, r in enumerate(look.runtimes)}
     family_rank = {f: i for i, f in enumerate(look.families)}
     ordered = sorted(lines, key=lambda k: (runtime_rank[k[1]], family_rank[k[0]], str(k[2])))
@@ -272,6 +275,7 @@ def _bench_title(result: dict, rows: list[dict], throughput: bool) -> str:
     precisions = {r.get("precision") for r in rows}
     details += [str(precisions.pop())] if len(precisions) == 1 else []
     details += [str(result.get("created_utc") or "")[:10]] if result.get("created_utc") else []
+    details += ["hollow: a row marked unstable or disturbed"] if any(r.get("unstable") or r.get("disturbed") for r in rows) else []
     what = "latency and throughput" if throughput else "latency"
     return f"{what} vs compute · {where} · {runtimes}\n" + " · ".join(details)
 
@@ -360,6 +364,9 @@ def _draw_series(ax, series: list[_Series]) -> list[tuple]:
         points = sorted(s.points, key=lambda p: (p[0], p[1]))
         ax.plot([p[0] for p in points], [p[1] for p in points], linestyle=s.linestyle, marker=s.marker, color=s.colour,
                 label=s.label, markersize=MARKERSIZE, linewidth=1.3)
+        if s.hollow:
+            ax.plot([x for x, _ in s.hollow], [y for _, y in s.hollow], linestyle="none", marker=s.marker, markersize=MARKERSIZE,
+                    markerfacecolor="white", markeredgecolor=s.colour)
         labels += [(x, y, text, s.colour) for x, y, text in points if text]
     return labels
 
