@@ -10,7 +10,9 @@ The rules, each closing a way an output was lost or redirected:
   artifacts are staged inside a private `mkdtemp` directory instead.
 - Published without replacing (`link`, or `renameat2(RENAME_NOREPLACE)`): of two concurrent writers
   exactly one wins and the other is told the path exists. With `--force` the directory entry itself is
-  replaced (`rename`), so a symlink sitting at the final name is replaced, never written through.
+  replaced (`rename`), so a symlink sitting at the final name is replaced, never written through. A group
+  is published under a lock on its folders, so two --force runs never leave one's artifact beside the other's
+  manifest.
 - Cleaned up on any failure, Ctrl-C or SIGTERM (the CLI turns SIGTERM into an exception), with the
   folders made for them, and the outputs of one command are published together or not at all.
 - Only files are replaced: a device, FIFO or socket at an output path (or behind a link there) is
