@@ -69,7 +69,7 @@ class _StorageReader(pickle.Unpickler):
 def _sized(pid) -> int | None:
     """The bytes a storage reference declares, where it is one torch.save writes: ('storage', a torch storage class,
     str key, location, int numel). None for anything else, which torch may still load (a b"storage" tag built by
-    _codecs.encode, a bool numel, a bytes key, a CUDA storage class), so that it is refused, not let through."""
+    _codecs.encode, a bool numel, a bytes key, a class that is no torch storage), so that it is refused, not let through."""
     if not (isinstance(pid, tuple) and len(pid) == 5 and type(pid[0]) is str and pid[0] == "storage") \
             or type(pid[2]) is not str or type(pid[4]) is not int or not 0 <= pid[4] <= MAX_NBYTES:
         return None
