@@ -82,6 +82,12 @@ def _save_reference(model, batch: int, imgsz, path: Path) -> Path:
 ARTIFACT_PRECISION = {"fp32": "fp32", "bf16": "fp32", "fp16": "fp16", "int8": "int8"}  # bf16 is a runtime hint on fp32 files
 
 
+def _calibration(data: str | None, imgsz, calib_size: int):
+    from partialnet.calibration import calibration_images
+
+    return calibration_images(data, imgsz, calib_size)
+
+
 def prepare_model_target(
     source: str,
     batches: list[int],
@@ -110,11 +116,7 @@ def prepare_model_target(
     target.deploy = slot / "deploy.pt"
     save_deploy(target.deploy, deploy, report, {"source": info.source})
     artifact_precision = ARTIFACT_PRECISION[precision]
-    calibration = None
-    if artifact_precision == "int8" and formats:
-        from partialnet.calibration import calibration_images
-
-        calibration = calibration_images(data, imgsz, calib_size)
+    calibration = _calibration(data, imgsz, calib_size) if artifact_precision == "int8" and formats else None
     for batch in batches:
         target.references[batch] = _save_reference(model, batch, imgsz, slot / f"reference_b{batch}.npy")
         for fmt in formats:
