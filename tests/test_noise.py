@@ -143,7 +143,8 @@ def test_a_busy_neighbour_marks_the_row(cli, tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     if load.read_cpu_jiffies(load.usable_cpus()) is None:
         pytest.skip("no /proc/stat here: the machine's load cannot be read")
-    assert row["machine_load"]["others_cores"] > 0.5 and row["disturbed"] and "other processes used" in row["why"]
+    # the loop shares the cores with the row's own threads: it gets about half of one (0.49 in one CI run), past the limit
+    assert row["machine_load"]["others_cores"] > load.DISTURBED_CORES and row["disturbed"] and "other processes used" in row["why"]
     assert "~" in result.out and "not a figure to publish" in result.out
 
 
