@@ -5,6 +5,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from helpers import golden
 from partialnet.exporters.onnx import read_io
@@ -219,3 +220,20 @@ def test_export_options_read_imgsz_as_the_command_line_does():
     assert ExportOptions(imgsz=64).imgsz == (64, 64) and ExportOptions(imgsz="224,320").imgsz == (224, 320)
     with pytest.raises(BadInput, match="--imgsz: image size 63x63 unsupported"):
         ExportOptions(imgsz=63)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch's own, from inside run_decompositions
+def test_provenance_is_forgotten_between_stages_and_the_program_still_runs():
+    """fx's `from_node` history grew and was deep-copied by every pass (a sixth of an ExecuTorch lowering)."""
+    from partialnet.exporters.provenance import forget_provenance
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.GELU()).eval()
+    x = torch.randn(1, 3, 8, 8)
+    program = torch.export.export(model, (x,)).run_decompositions()
+    nodes = [n for n in program.graph_module.graph.nodes if n.op == "call_function"]
+    assert any("from_node" in n.meta for n in nodes)  # what torch records (if it stops, this function has nothing to do)
+    forget_provenance(program.graph_module)
+    assert not any("from_node" in n.meta for n in program.graph_module.graph.nodes)
+    assert all("nn_module_stack" in n.meta for n in nodes)  # what --int8-keep-float and the per-layer report read stays
+    with torch.no_grad():
+        assert torch.equal(program.module()(x), model(x))

@@ -22,6 +22,7 @@ from torch import nn
 from partialnet.errors import BadInput, missing_extra
 from partialnet.exporters.quiet import library_quiet as quiet
 from partialnet.exporters.options import ExportOptions
+from partialnet.exporters.provenance import forget_provenance
 from partialnet.exporters.pt2e import before_lowering, pt2e_record
 from partialnet.exporters.sidecar import read_metadata, write_scratch
 
@@ -147,7 +148,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
     with quiet(), torch.no_grad():
         if options.int8:
             model = _quantize(model, example, options.calibration, options.batch, options)
-        program = torch.export.export(model, (example,))
+        program = torch.export.export(forget_provenance(model), (example,))
         if options.int8:  # the q/dq graph before lowering: the INT8 report's quantized side
             torch.export.save(program, str(workdir / QUANTIZED_PROGRAM))
     if options.int8:
@@ -155,6 +156,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
     with quiet(), torch.no_grad():
         if not options.int8:  # a quantized graph was decomposed before its quantize/dequantize pairs went in
             program = program.run_decompositions(xnnpack_decompositions())
+        forget_provenance(program.graph_module)
         edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         coverage = delegation(edge.exported_program().graph_module, total_macs)
         buffer = edge.to_executorch().buffer

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from partialnet.exporters.options import ExportOptions, keep_float
+from partialnet.exporters.provenance import forget_provenance
 
 KIND_MODULES = {"conv": nn.Conv2d, "linear": nn.Linear}  # --int8-keep-float's op kinds as module types
 ANNOTATION = "quantization_annotation"
@@ -111,7 +112,7 @@ def calibrated(model: nn.Module, example: torch.Tensor, calibration, quantizer, 
     program = torch.export.export(model, (wide,), dynamic_shapes=({0: batch},))
     if decompositions is not None:
         program = program.run_decompositions(decompositions)
-    prepared = prepare_pt2e(program.module(), quantizer)
+    prepared = prepare_pt2e(forget_provenance(program.module()), quantizer)
     with torch.no_grad():
         for start in range(0, len(calibration), CALIB_BATCH):
             prepared(torch.from_numpy(calibration[start : start + CALIB_BATCH]).contiguous())
