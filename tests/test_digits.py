@@ -79,3 +79,29 @@ def test_digits_command(cli, tmp_path):
     assert "held-out top-1" in result.out and out.is_file()
     again = cli("digits", "-o", out, "--epochs", "1")
     assert again.code == 2 and "already exists" in again.err
+
+
+def test_the_reference_answers_labelled_images_in_batches_whatever_the_artifacts_batch():
+    """PyTorch takes any batch: one image at a time its pass was most of a 64x64 export's verify."""
+    from partialnet.pipeline import labelled_accuracy
+    from partialnet.verify import DEFAULT_TOLERANCES
+
+    labels = np.arange(70) % 10
+    images = np.zeros((70, 3, 4, 4), dtype=np.float32)
+    images[:, 0, 0, 0] = np.arange(70)  # each image says which it is
+    seen = {"artifact": [], "reference": []}
+
+    class Runner:
+        def __init__(self, name: str, wrong: int = 0) -> None:
+            self.name, self.wrong = name, wrong
+
+        def infer(self, batch: np.ndarray) -> np.ndarray:
+            seen[self.name].append(len(batch))
+            which = batch[:, 0, 0, 0].astype(int)
+            return np.eye(10, dtype=np.float32)[np.where(which < self.wrong, (labels[which] + 1) % 10, labels[which])]
+
+    judged = labelled_accuracy("digits", images, labels, Runner("artifact", wrong=7), Runner("reference"), {"batch": 1},
+                               DEFAULT_TOLERANCES["fp32"])
+    assert seen["artifact"] == [1] * 70  # a static batch-1 artifact is fed as it was built
+    assert seen["reference"] == [64, 6]  # digits.topk's chunks of a dynamic batch, nothing padded
+    assert judged["reference_top1"] == 1.0 and judged["artifact_top1"] == 0.9 and judged["delta_points"] == -10.0
