@@ -98,3 +98,21 @@ def t0_quick(variants) -> list:
     import pytest
 
     return [name if name.endswith("_t0") else pytest.param(name, marks=pytest.mark.slow) for name in variants]
+
+
+def interruptible_popen(argv: list[str], **kwargs):
+    """A child that Ctrl-C reaches as it reaches an interactive command, however the suite was started.
+
+    A shell starts background jobs with SIGINT ignored, and a process that inherits SIG_IGN keeps it (as
+    Python and nohup'd tools do): under `pytest &` a SIGINT test saw nothing happen (a 60 s timeout). A
+    handler, unlike SIG_IGN, is reset to the default in a child, so Python's own handler is held while
+    spawning (a preexec_fn would force fork() in a process that already runs library threads).
+    """
+    import signal
+    import subprocess
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(argv, **kwargs)
+    finally:
+        signal.signal(signal.SIGINT, previous)

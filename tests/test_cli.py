@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import golden, to_dpconv
+from helpers import golden, interruptible_popen, to_dpconv
 
 
 def test_models_json_lists_all_twelve_with_measured_numbers(cli):
@@ -265,7 +265,7 @@ def test_a_stop_while_starting_is_one_line():
     import signal
 
     code = "from partialnet import console_script as c; c.stop_while_starting(); print('ready', flush=True); import time; time.sleep(60)"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = interruptible_popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import hostile
-from helpers import golden, to_dpconv
+from helpers import golden, interruptible_popen, to_dpconv
 
 PYTHON_CLI = [sys.executable, "-m", "partialnet"]
 
@@ -662,16 +662,8 @@ def test_non_regular_files_are_refused_without_blocking(tmp_path):
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_mid_export_removes_temporaries(sig, code, tmp_path):
     out = tmp_path / "x.onnx"
-    # A shell starts background jobs with SIGINT ignored, and a process that inherits SIG_IGN keeps it (as
-    # Python and nohup'd tools do). A handler (unlike SIG_IGN) is reset to the default in a child, so
-    # holding Python's own handler while spawning gives the child what an interactive command has
-    # (a preexec_fn would force fork() in a process that already runs JAX's threads).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        proc = subprocess.Popen([*PYTHON_CLI, "export", "partialnet_t0", "--imgsz", "64", "-o", str(out)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    proc = interruptible_popen([*PYTHON_CLI, "export", "partialnet_t0", "--imgsz", "64", "-o", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import sshd
+from helpers import interruptible_popen
 
 pytestmark = pytest.mark.skipif(not Path(sshd.SSHD).exists(), reason="needs Debian's openssh-server (sshd); .ci/run installs it")
 
@@ -294,7 +295,7 @@ def _bench_there(server, artifact, host: str, protocol: str) -> subprocess.Popen
     """`partialnet bench ARTIFACT` timed on `host`, in its own process (a test signals it)."""
     cmd = [sys.executable, "-m", "partialnet", "bench", str(artifact), "--runtime", "onnxruntime", "--protocol", protocol,
            "--threads", "1", *ssh_args(server, host)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return interruptible_popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for(condition, seconds: float = 120) -> None:
