@@ -195,3 +195,13 @@ def test_a_merge_of_runs_passes_with_an_extra_step_left_for_lack_of_budget():
     assert gpu_check.merge_runs([first, rerun])["ok"] is True
     assert gpu_check.merge_runs([first])["ok"] is False
     assert gpu_check.merge_runs([rerun, {"steps": [{**step, "name": "bench_fp32", "status": "not run"}]}])["ok"] is False  # a required step
+
+
+def test_the_gpu_tests_are_collected_from_the_files_that_mark_them(tmp_path):
+    """Collecting only the marked files keeps the GPU budget for the GPU; a newly marked file is found by its mark."""
+    gpu_check = _module()
+    assert {"tests/test_gpu.py", "tests/test_claims.py", "tests/test_tensorrt.py"} <= set(gpu_check.gpu_test_files())
+    (tmp_path / "test_marked.py").write_text("import pytest\n\n\n@pytest.mark.gpu\ndef test_x():\n    pass\n")
+    (tmp_path / "test_plain.py").write_text("def test_y():\n    pass\n")
+    assert gpu_check.gpu_test_files(tmp_path) == ["tests/test_marked.py"]
+    assert gpu_check.gpu_test_files(tmp_path / "nothing") == ["tests"]  # no marked file found: collect everything, as before
