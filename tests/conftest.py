@@ -48,6 +48,17 @@ def digits_pte(digits_ckpt, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def digits_tflite(digits_ckpt, tmp_path_factory):
+    """The digits T0 converted to LiteRT at 64x64 once per run, shared by the LiteRT and runner tests."""
+    pytest.importorskip("litert_torch", reason="LiteRT export needs pip install 'partialnet[litert]'")
+    from partialnet import api
+
+    out = tmp_path_factory.mktemp("tflite") / "digits_t0.tflite"
+    api.export(str(digits_ckpt), "litert", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
+    return out
+
+
+@pytest.fixture(scope="session")
 def t0_state_dict() -> dict[str, torch.Tensor]:
     return torch.load(fixture_path("partialnet_t0_random.pth"), weights_only=True)
 

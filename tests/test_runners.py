@@ -21,7 +21,7 @@ RUNTIMES = ("pytorch", "onnxruntime", "openvino", "executorch", "litert")
 SUFFIXES = {"pytorch": ".deploy.pt", "onnxruntime": ".onnx", "openvino": ".xml", "executorch": ".pte", "litert": ".tflite"}
 
 
-SHARED = {"onnxruntime": "digits_onnx", "executorch": "digits_pte"}  # the session's exports (conftest), made once per run
+SHARED = {"onnxruntime": "digits_onnx", "executorch": "digits_pte", "litert": "digits_tflite"}  # the session's exports (conftest), made once per run
 
 
 @pytest.fixture(scope="module")
