@@ -8,6 +8,7 @@ translate timm's key layout → infer the architecture from tensor shapes → st
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -237,9 +238,11 @@ def _inspect_zip(f, path: Path) -> None:
         raise BadInput(f"{path}: refused: its pickle record is {record.file_size:,} bytes; a state_dict needs far less")
     try:
         with archive.open(record) as stream:
-            _count_pickle_ops(stream, path, pickles=1)
-        with archive.open(record) as stream:
-            declared = declared_storages(stream.read(), path)
+            pickled = stream.read(MAX_PICKLE_BYTES + 1)  # read once for both walks below (torch reads it once more)
+        if len(pickled) > MAX_PICKLE_BYTES:  # zipfile stops at the declared size; this holds whatever a reader does
+            raise BadInput(f"{path}: refused: its pickle record is over {MAX_PICKLE_BYTES:,} bytes; a state_dict needs far less")
+        _count_pickle_ops(io.BytesIO(pickled), path, pickles=1)
+        declared = declared_storages(pickled, path)
         check_records(archive, record.filename.split("/")[0], declared, path)
         _check_crcs(archive, members, path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
