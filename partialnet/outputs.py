@@ -22,7 +22,6 @@ The rules, each closing a way an output was lost or redirected:
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import math
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from partialnet import libc
 from partialnet.errors import BadInput, Unavailable
 from partialnet.inputs import describe_errno
 from partialnet.signals import forget_temporary, raise_if_pending, remember_temporary, removed_if_forced
@@ -427,26 +427,19 @@ def _lidentity(path: Path) -> tuple | None:
     return (st.st_dev, st.st_ino)
 
 
-_libc = None
 RENAME_NOREPLACE = 1
 AT_FDCWD = -100
 
 
 def _renameat2_noreplace(src: Path, dst: Path) -> bool:
     """rename without replacing (Linux); False where the call or the file system lacks it."""
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(None, use_errno=True)
-        except OSError:
-            _libc = False
-    fn = getattr(_libc, "renameat2", None) if _libc else None
+    fn = libc.function("renameat2")
     if fn is None:
         return False
     rc = fn(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE)
     if rc == 0:
         return True
-    err = ctypes.get_errno()
+    err = libc.last_errno()
     if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
         return False
     raise OSError(err, os.strerror(err), str(dst))

@@ -161,14 +161,11 @@ def die_with_parent() -> None:
     hard stop), which no handler of the command sees. Without this a bench worker timed its row on for 20 s, and a
     second export process lowered an ExecuTorch program for 40 s into a folder nobody would remove. Linux only
     (prctl PR_SET_PDEATHSIG); elsewhere, nothing changes."""
-    import ctypes
+    from partialnet import libc
 
     parent = os.environ.get(PARENT_VAR, "")
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(1, signal.SIGTERM, 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
-            return
-    except (OSError, AttributeError):
+    prctl = libc.function("prctl")
+    if prctl is None or prctl(1, signal.SIGTERM, 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
         return
     if parent.isdigit() and os.getppid() != int(parent):  # the command died before the line above: too late to be told
         os.kill(os.getpid(), signal.SIGTERM)
