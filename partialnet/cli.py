@@ -66,6 +66,13 @@ def _not_empty(value):
     return value
 
 
+def _a_path(value):
+    """A file argument, refused when empty: typed as a Path, "" became "." and read as "is a directory"."""
+    if any(not str(v).strip() for v in (value if isinstance(value, list) else [value])):
+        raise typer.BadParameter("an empty string names no file")
+    return [Path(v) for v in value] if isinstance(value, list) else Path(value)
+
+
 SourceArgument = Annotated[str, typer.Argument(help="A checkpoint file, or a variant name (random weights).", callback=_not_empty)]
 
 
@@ -469,7 +476,7 @@ def _render_export(result: dict, timing: dict) -> None:
 @app.command("verify")
 @takes(checks=VerifyOptions, where=TargetOptions)
 def verify_command(
-    artifact: Annotated[Path, typer.Argument(callback=_not_empty, help="An exported artifact (" + ", ".join(f.suffix for f in FORMATS.values()) + ").")],
+    artifact: Annotated[str, typer.Argument(callback=_a_path, help="An exported artifact (" + ", ".join(f.suffix for f in FORMATS.values()) + ").")],
     ref: Annotated[str, typer.Option("--ref", help="The checkpoint (or variant name) it was exported from.")],
     checks: VerifyOptions,
     where: TargetOptions,
@@ -904,7 +911,7 @@ def _write_matrix_extras(result: dict, extra: list, force: bool, inputs: list) -
 
 @app.command("report")
 def report_command(
-    results: Annotated[list[Path], typer.Argument(help="Result files from claims, bench or matrix --json (any machines).")],
+    results: Annotated[list[str], typer.Argument(callback=_a_path, help="Result files from claims, bench or matrix --json (any machines).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the merged report as Markdown here.")] = None,
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG, one panel per machine, here.")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the merged report as JSON here.")] = None,
@@ -937,8 +944,8 @@ def report_command(
 
 @app.command("compare")
 def compare_command(
-    baseline: Annotated[Path, typer.Argument(help="Baseline bench JSON.")],
-    candidate: Annotated[Path, typer.Argument(help="Candidate bench JSON.")],
+    baseline: Annotated[str, typer.Argument(callback=_a_path, help="Baseline bench JSON.")],
+    candidate: Annotated[str, typer.Argument(callback=_a_path, help="Candidate bench JSON.")],
     alpha: Annotated[float, typer.Option("--alpha", help="Significance level of the one-sided rank test.")] = 0.01,
     max_slowdown: Annotated[float, typer.Option("--max-slowdown", help="Slowdown that matters, as a fraction (0.10 = 10 %).")] = 0.10,
     allow_different_machines: Annotated[bool, typer.Option("--allow-different-machines", help="Compare results from different hardware.")] = False,

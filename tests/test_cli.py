@@ -162,6 +162,9 @@ def test_mismatched_keys_show_the_diff(cli, tmp_path, t0_state_dict):
         (["export", "partialnet_t0", "-o", "."], ". is a directory; give a file name ending in .onnx (or --format all"),
         (["export", ""], "an empty string names no file"),  # was Path("."): exit 4 in export, fold and matrix
         (["matrix", " "], "an empty string names no file"),
+        (["verify", "", "--ref", "partialnet_t0"], "Invalid value for 'artifact': an empty string names no file"),  # was ". is a directory"
+        (["compare", "", "b.json"], "Invalid value for 'baseline': an empty string names no file"),
+        (["report", "a.json", ""], "Invalid value for 'results': an empty string names no file"),
     ],
 )
 def test_bad_names_and_options_exit_2(cli, args, fragment):
