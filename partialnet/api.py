@@ -798,7 +798,12 @@ def bench(sources: list[str] | None = None, options=None, progress=None) -> dict
     from partialnet.bench.options import BenchOptions
 
     options = options or BenchOptions()
-    return bench_plans([options.plan(sources)], options.ab, options.block, progress)[0]
+    result = bench_plans([options.plan(sources)], options.ab, options.block, progress)[0]
+    if options.max_slowdown is not None:  # the A/B gate: each cell's verdict in its "gate", as the command records it
+        from partialnet.bench.ab_gate import gate_ab
+
+        gate_ab(result, options.alpha, options.max_slowdown)
+    return result
 
 
 def compare(baseline: str | Path, candidate: str | Path, *, alpha: float = 0.01, max_slowdown: float = 0.10, noise: str = "fail",

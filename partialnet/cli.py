@@ -586,6 +586,7 @@ def bench_command(
     outputs = per_target_outputs(json_path, csv_path, md_path, plot_path, labels)
     check_outputs([o for named in outputs.values() for o in named if o], inputs, force)  # before any model is loaded or timed
     results = _bench_everywhere(options, sources, where)
+    gate_failures = _gate_ab(options, labels, results)
     for label, result in zip(labels, results):
         _render_bench(result, options, label)
         written = write_outputs(result, *(outputs[label][i].path if outputs[label][i] else None for i in range(4)), force=force, inputs=inputs)
@@ -600,6 +601,19 @@ def bench_command(
         label, row = failed[0]
         at = f" on {label}" if label else ""
         raise CheckFailed(f"{len(failed)} row(s) failed{at}: {row['model']} on {row['runtime']}: {row['reason']}")
+    if gate_failures:
+        raise CheckFailed(f"A/B gate (--max-slowdown {options.max_slowdown:g}, --alpha {options.alpha:g}) failed on "
+                          f"{len(gate_failures)} runtime(s): {gate_failures[0]}")
+
+
+def _gate_ab(options: BenchOptions, labels: list, results: list[dict]) -> list[str]:
+    """`--ab --max-slowdown`: each cell judged (the verdict goes into the result before it is shown or written)."""
+    if options.max_slowdown is None:
+        return []
+    from partialnet.bench.ab_gate import gate_ab
+
+    return [f"{f}{f' (on {label})' if label else ''}" for label, result in zip(labels, results)
+            for f in gate_ab(result, options.alpha, options.max_slowdown)]
 
 
 def _read_with(source: str, path) -> list:
@@ -693,6 +707,8 @@ def _render_ab(result: dict) -> None:
             f"B/A latency ratio {cell['ratio_b_over_a']:.3f} (95% CI {low:.3f}-{high:.3f}); "
             f"p(B slower) = {cell['p_b_slower']:.2g}, p(B faster) = {cell['p_b_faster']:.2g}  [A = {cell['a']}, B = {cell['b']}]"
         )
+        if "gate" in cell:
+            out.print(f"  gate: {cell['gate']['why']}", markup=False, highlight=False)
 
 
 @app.command("claims")

@@ -283,6 +283,48 @@ def test_ab_runs_each_runtime_and_honours_every_output(cli, tmp_path):
     assert compare_loads(data)
 
 
+def test_the_ab_gate_fails_a_slower_b_and_passes_a_faster_one(cli, tmp_path):
+    """`--ab A B --max-slowdown F` is compare's verdict within one run, its exit code the gate's (T2 is about three
+    times T0's work: no noise on a shared machine turns that around)."""
+    common = ("--runtime", "pytorch", "--protocol", "quick", "--imgsz", "64", "--threads", "1", "--max-slowdown", "0.10")
+    slower = cli("bench", "--ab", "partialnet_t0", "partialnet_t2", *common, "--json", tmp_path / "slower.json")
+    assert slower.code == 1, slower.err
+    assert "error: A/B gate (--max-slowdown 0.1, --alpha 0.01) failed on 1 runtime(s): pytorch: regression: median ratio" in slower.err
+    assert "  gate: regression: median ratio" in slower.out
+    cell = json.loads((tmp_path / "slower.json").read_text())["ab"][0]  # the verdict is written with the evidence
+    assert cell["gate"]["verdict"] == "regression" and cell["gate"]["max_slowdown"] == 0.10 and cell["gate"]["alpha"] == 0.01
+    faster = cli("bench", "--ab", "partialnet_t2", "partialnet_t0", *common)
+    assert faster.code == 0, faster.err
+    assert "  gate: improvement: median ratio" in faster.out
+
+
+def test_the_ab_gate_judges_rows_the_machine_disturbed_and_says_so():
+    """Two separate runs under a neighbour's load get no verdict from compare; A and B alternating under it do."""
+    import numpy as np
+
+    from partialnet.bench.ab_gate import gate_ab
+
+    rng = np.random.default_rng(0)
+    busy = {"others_cores": 1.3, "cores": 2, "threads": 1, "wall_s": 10.0}
+    a, b = (list(0.004 * rng.lognormal(0, 0.03, 200)) for _ in range(2))
+    rows = [{"runtime": "onnxruntime", "status": "ok", "samples_s": s, "machine_load": busy, "model": m} for m, s in (("a", a), ("b", b))]
+    result = {"ab": [{"runtime": "onnxruntime", "status": "ok"}], "rows": rows}
+    assert gate_ab(result, 0.01, 0.10) == []
+    gate = result["ab"][0]["gate"]
+    assert gate["verdict"] == "ok" and gate["marks"] == ["A disturbed (" + gate["marks"][0].split("(", 1)[1], gate["marks"][1]]
+    assert "judged although rows are marked: A disturbed (other processes used 1.30 of 2 cores" in gate["why"]
+    rows[1]["samples_s"] = [x * 1.3 for x in b]
+    assert gate_ab(result, 0.01, 0.10)[0].startswith("onnxruntime: regression: median ratio 1.29")
+
+
+def test_a_cell_the_ab_gate_could_not_measure_fails_it():
+    from partialnet.bench.ab_gate import gate_ab
+
+    result = {"ab": [{"runtime": "openvino", "status": "skipped", "reason": "openvino is not installed"}], "rows": []}
+    assert gate_ab(result, 0.01, 0.10) == ["openvino: skipped: not measured (openvino is not installed)"]
+    assert result["ab"][0]["gate"]["verdict"] == "skipped"
+
+
 def compare_loads(data: dict) -> bool:
     """An A/B result is an ordinary bench result: compare and report read it like any other."""
     from partialnet.bench.results import _check_row

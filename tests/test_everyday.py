@@ -233,6 +233,10 @@ def test_streams_mode_keeps_requests_in_flight(cli, tmp_path):
         (["bench", "--streams", "many"], "--streams"),
         (["bench", "--ab", "partialnet_t0", "fasternet_t0", "--streams", "2"], "one or the other"),
         (["bench", "partialnet_t1", "--ab", "partialnet_t0", "fasternet_t0"], "give no other sources"),
+        (["bench", "--max-slowdown", "0.1"], "--max-slowdown gates an A/B run (--ab A B); to gate two separate runs, use partialnet compare"),
+        (["bench", "--ab", "partialnet_t0", "fasternet_t0", "--alpha", "0.05"], "--alpha is the A/B gate's significance level"),
+        (["bench", "--ab", "partialnet_t0", "fasternet_t0", "--max-slowdown", "10"], "expected a fraction from 0 to 1"),
+        (["bench", "--ab", "partialnet_t0", "fasternet_t0", "--max-slowdown", "0.1", "--alpha", "nan"], "strictly between 0 and 1"),
     ],
 )
 def test_bad_streams_and_ab_usage_exit_2(cli, args, fragment):

@@ -58,6 +58,11 @@ class BenchOptions:
     cuda_graphs: bool = option(False, "--cuda-graphs", "PyTorch on --device cuda: capture the forward once as a CUDA graph and replay it.")
     ab: tuple[str, str] | None = option(None, "--ab", "A B: alternate two models in one run and report B/A.", cli_type=Optional[tuple[str, str]])
     block: int = option(10, "--block", "--ab: iterations per alternating block.", min=1)
+    max_slowdown: float | None = option(None, "--max-slowdown", "--ab: a gate: exit 1 when B is significantly slower than A by more "
+                                        "than this fraction (0.10 = 10 %), or too noisy to tell (compare's rules, in one run).",
+                                        cli_type=Optional[float])
+    alpha: float = option(0.01, "--alpha", "--ab --max-slowdown: significance level of the one-sided rank test (default 0.01).",
+                          cli_type=Optional[float], show_default=False)
     wait: str | None = option(None, "--wait", "How pool threads wait between parallel regions: spin (default on the CPU: no collapse "
                               "when another process holds a core), passive (sleep; default with --device cuda, where they only "
                               "wait), runtime (each runtime's own default).", cli_type=Optional[str])
@@ -117,6 +122,14 @@ class BenchOptions:
         asked = self.asked()
         if "block" in asked and not self.ab:
             raise BadInput("--block is the A/B block size: it applies with --ab only")
+        if self.max_slowdown is not None and not self.ab:
+            raise BadInput("--max-slowdown gates an A/B run (--ab A B); to gate two separate runs, use partialnet compare")
+        if "alpha" in asked and self.max_slowdown is None:
+            raise BadInput("--alpha is the A/B gate's significance level: it applies with --max-slowdown only")
+        if self.max_slowdown is not None:
+            from partialnet.bench.compare import check_gate
+
+            check_gate(self.alpha, self.max_slowdown)
         if "calib_size" in asked and self.precision != "int8":
             raise BadInput("--calib-size is the number of calibration images for --precision int8")
         from partialnet.runtimes.table import RUNTIMES

@@ -1,0 +1,34 @@
+"""The A/B gate: `bench --ab A B --max-slowdown F` judges B against A by compare's rules, within one run.
+
+Two separate runs on a shared CI machine are often marked (a neighbour reached into a row's cores), and
+compare gives a marked row no verdict. In an A/B run the two models alternate in blocks inside one worker,
+so a neighbour's load falls on both: the verdict is given whatever the machine's load, and that load still
+shows where it matters, in the rank test's p-value and the ratio's interval, which turn a verdict the
+samples cannot carry into "noisy". (compare's median-against-floor check is left out: it tells two runs
+apart by when the machine moved, and interleaved sides share every move.)
+"""
+
+from __future__ import annotations
+
+from partialnet.bench.compare import judge, side_marks
+from partialnet.bench.run import ab_sides
+
+PASSING = ("ok", "improvement")
+
+
+def gate_ab(result: dict, alpha: float, max_slowdown: float) -> list[str]:
+    """Each runtime's verdict, recorded in its A/B cell (`gate`, written with the result); the failing ones as lines."""
+    failures = []
+    for cell in result["ab"]:
+        if cell["status"] != "ok":
+            cell["gate"] = {"verdict": cell["status"], "why": f"{cell['status']}: not measured ({cell.get('reason')})"}
+        else:
+            sides = ab_sides(result, cell["runtime"])
+            v = judge(sides["a"]["samples_s"], sides["b"]["samples_s"], alpha, max_slowdown, interleaved=True)
+            marks = [f"{name.upper()} {m}" for name in ("a", "b") for m in side_marks(sides[name])]
+            why = v["why"] + (f" (judged although rows are marked: {'; '.join(marks)}; A and B shared that load)" if marks else "")
+            cell["gate"] = {"verdict": v["verdict"], "why": why, "noise_reasons": v["noise_reasons"], "marks": marks, "alpha": alpha,
+                            "max_slowdown": max_slowdown}
+        if cell["gate"]["verdict"] not in PASSING:
+            failures.append(f"{cell['runtime']}: {cell['gate']['why']}")
+    return failures
