@@ -666,8 +666,16 @@ def _render_bench(result: dict, options: BenchOptions, label: str | None) -> Non
 
 
 def random_weight_notes(rows: list[dict]) -> list[str]:
-    models = list(dict.fromkeys(r["model"] for r in rows if r.get("random_weights")))
-    return [f"note: {m}* has RANDOM weights (seeded; no checkpoint given): latency does not depend on the weights" for m in models]
+    """Rows timed on random weights, said once per model; an artifact was given, but it was exported from a bare variant name."""
+    from partialnet.bench.run import artifact_format
+
+    notes: dict[str, str] = {}
+    for r in rows:
+        if r.get("random_weights") and r["model"] not in notes:
+            how = ("was exported from RANDOM weights (a variant name, no checkpoint)" if artifact_format(str(r.get("source") or ""))
+                   else "has RANDOM weights (seeded; no checkpoint given)")
+            notes[r["model"]] = f"note: {r['model']}* {how}: latency does not depend on the weights"
+    return list(notes.values())
 
 
 class RowProgress:

@@ -170,7 +170,7 @@ def test_static_batch_artifact_says_which_rows_it_skipped(cli, tmp_path):
     assert [r["batch"] for r in ok] == [1] and [r["batch"] for r in skipped] == [2]
     assert "static batch 1 artifact cannot run batch 2" in skipped[0]["reason"]
     assert "static batch 1 artifact cannot run batch 2" in result.out
-    assert ok[0]["random_weights"] is True and "RANDOM weights" in result.out  # its manifest says so
+    assert ok[0]["random_weights"] is True and "was exported from RANDOM weights (a variant name, no checkpoint)" in result.out  # its manifest says so
 
 
 @pytest.mark.slow
