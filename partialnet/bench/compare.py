@@ -155,8 +155,8 @@ def judge(baseline, candidate, alpha: float = DEFAULT_ALPHA, max_slowdown: float
     """The verdict for one pair of raw sample sets (seconds), with the numbers behind it and a reason.
 
     `interleaved`: the two sets alternated in one process (bench --ab), so no interference fell on one side
-    only, and a median that moves unlike the floor is the models' own shape (T2 against T0 under a busy
-    neighbour: medians 0.42, floors 0.37), not a sign that the machine moved between two runs."""
+    only, and a median that moves unlike the floor is the models' own shape (a quick A/B of T2 against T0 was
+    called noisy by it), not a sign that the machine moved between two runs."""
     ratio, low, high = ratio_of_medians(candidate, baseline)
     stats = {
         "baseline_p50_ms": median_ms(baseline), "candidate_p50_ms": median_ms(candidate),
