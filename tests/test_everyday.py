@@ -209,6 +209,29 @@ def test_a_given_artifact_is_timed_at_its_own_size_and_batch_and_others_are_refu
     assert "quick protocol · 96x160, 64x64 ·" in both.out
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_streams_warm_up_follows_the_protocols_seconds_too(runtime, digits_onnx):
+    """It was the warm-up iterations alone (ONNX Runtime's split among the streams): the latency protocol's
+    second of warm-up never ran before a streams row."""
+    import importlib
+    from dataclasses import replace
+
+    import numpy as np
+
+    from partialnet.bench.protocols import PROTOCOLS
+    from partialnet.bench.streams import finished_rule, warmed_rule
+    from partialnet.runtimes.table import RUNTIMES
+
+    if runtime == "openvino":
+        pytest.importorskip("openvino", reason="OpenVINO streams need pip install 'partialnet[openvino]'")
+    protocol = replace(PROTOCOLS["quick"], warmup_seconds=0.3)
+    module = importlib.import_module(f"partialnet.runtimes.{RUNTIMES[runtime].module}")
+    x = np.zeros((1, 3, 64, 64), np.float32)
+    measured = module.streams(str(digits_onnx), x, 2, 2, "fp32", warmed_rule(protocol), finished_rule(protocol))
+    assert measured["warmup"]["seconds"] >= 0.3 and measured["warmup"]["iters"] >= protocol.warmup_iters
+    assert measured["completed"] >= protocol.min_iters and len(measured["samples_s"]) >= protocol.min_iters
+
+
 @pytest.mark.slow
 def test_streams_mode_keeps_requests_in_flight(cli, tmp_path):
     result = cli(
@@ -222,6 +245,7 @@ def test_streams_mode_keeps_requests_in_flight(cli, tmp_path):
     ort = rows["onnxruntime"]
     assert ort["status"] == "ok" and ort["async_run"]["streams"] == 2 and ort["async_run"]["completed"] >= 10
     assert ort["images_per_s"] == pytest.approx(2 * ort["async_run"]["completed"] / ort["async_run"]["seconds"], rel=0.01)
+    assert ort["warmup"]["iters"] >= 2 and ort["warmup"]["seconds"] >= 0  # what the warm-up did, not what it was asked
     assert rows["pytorch"]["status"] == "skipped" and "no multi-stream mode" in rows["pytorch"]["reason"]
     assert "2 streams (async)" in result.out
 

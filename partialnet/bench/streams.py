@@ -13,9 +13,11 @@ N requests in flight, the way OpenVINO's benchmark_app does in its throughput mo
 Each runtime's way of doing it lives in its runtime module (`streams()`), named by its row's `streams`
 flag in the runtime table; this module holds the rule for when a run is done.
 
-After a warm-up, requests are submitted until at least `min_iters` have completed AND `min_seconds`
-have passed; images/s = images completed / wall time from the first submit to the last completion.
-Each request's own latency is kept as a sample, so the row still has a median and its interval.
+After a warm-up under the protocol's own rule (at least `warmup_iters` requests AND `warmup_seconds`, with
+every stream kept busy, as the synchronous protocols warm one request at a time), requests are submitted
+until at least `min_iters` have completed AND `min_seconds` have passed; images/s = images completed / wall
+time from the first submit to the last completion. Each request's own latency is kept as a sample, so the
+row still has a median and its interval.
 """
 
 from __future__ import annotations
@@ -54,13 +56,24 @@ def finished_rule(protocol: Protocol):
     return finished
 
 
+def warmed_rule(protocol: Protocol):
+    """When a streams warm-up stops: the protocol's warm-up iterations (or the runtime's own floor, such as every
+    request of its queue twice, if higher) AND its warm-up seconds. (It used to be the iterations alone, split
+    among the streams: the latency protocol's one second of warm-up was skipped.)"""
+
+    def warmed(done: int, started: float, at_least: int = 0) -> bool:
+        return done >= max(protocol.warmup_iters, at_least) and time.perf_counter() - started >= protocol.warmup_seconds
+
+    return warmed
+
+
 def run_streams(spec: dict, x: np.ndarray, protocol: Protocol) -> dict:
-    """The worker's streams row: the runtime's own multi-stream driver, under the protocol's stopping rule."""
+    """The worker's streams row: the runtime's own multi-stream driver, under the protocol's warm-up and stopping rules."""
     from partialnet.runtimes.table import RUNTIMES
 
     module = importlib.import_module(f"partialnet.runtimes.{RUNTIMES[spec['runtime']].module}")
     return module.streams(spec["artifact"], x, spec["streams"], spec.get("threads"), spec.get("precision", "fp32"),
-                          protocol.warmup_iters, finished_rule(protocol))
+                          warmed_rule(protocol), finished_rule(protocol))
 
 
 def unsupported_reason(runtime: str, device: str = "cpu") -> str | None:

@@ -90,7 +90,7 @@ def run_one(spec: dict) -> dict:
         measured = run_streams(spec, x, protocol)
         result["machine_load"] = {**probe.finish(), "threads": measured["threads"]}
         result.update(
-            warmup={"iters": protocol.warmup_iters, "seconds": None},
+            warmup=measured.pop("warmup"),
             samples_s=measured.pop("samples_s"),
             images_per_s=measured.pop("images_per_s"),
             threads=measured["threads"],

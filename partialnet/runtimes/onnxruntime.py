@@ -87,16 +87,8 @@ class OnnxRuntimeRunner(BaseRunner):
         self.session = None
 
 
-def streams(artifact: str, x: np.ndarray, count: int | str, threads: int | None, precision: str, warmup_iters: int, finished) -> dict:
-    """N sessions with threads/N intra-op threads each, driven by N Python threads (ORT releases the GIL
-    while it runs); `auto` is one stream per usable core. `finished(completed, started)` stops the run."""
-    count = min(usable_cores(), threads or usable_cores()) if count == "auto" else int(count)  # never more threads than --threads
-    per_stream = max(1, (threads or usable_cores()) // count)
-    sessions = [session(artifact, per_stream) for _ in range(count)]
-    feed = input_feed(sessions[0], x)
-    for sess in sessions:
-        for _ in range(max(1, warmup_iters // count)):
-            sess.run(None, feed)
+def _drive(sessions: list, feed: dict, finished) -> tuple[list[float], float]:
+    """Every session kept busy by its own thread until `finished(completed, started)`: (latencies, seconds)."""
     latencies: list[float] = []
     stop, lock = threading.Event(), threading.Lock()
 
@@ -109,18 +101,31 @@ def streams(artifact: str, x: np.ndarray, count: int | str, threads: int | None,
                 latencies.append(clock() - t0)
 
     workers = [threading.Thread(target=serve, args=(s,), daemon=True) for s in sessions]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    while not finished(len(latencies), started):
+        time.sleep(0.005)
+    stop.set()
+    for w in workers:
+        w.join()
+    return latencies[:], time.perf_counter() - started
+
+
+def streams(artifact: str, x: np.ndarray, count: int | str, threads: int | None, precision: str, warmed, finished) -> dict:
+    """N sessions with threads/N intra-op threads each, driven by N Python threads (ORT releases the GIL
+    while it runs); `auto` is one stream per usable core. `warmed(completed, started, at_least)` ends the
+    warm-up (every session busy, as in the run), `finished(completed, started)` the run."""
+    count = min(usable_cores(), threads or usable_cores()) if count == "auto" else int(count)  # never more threads than --threads
+    per_stream = max(1, (threads or usable_cores()) // count)
+    sessions = [session(artifact, per_stream) for _ in range(count)]
+    feed = input_feed(sessions[0], x)
+    warm, warm_s = _drive(sessions, feed, lambda done, started: warmed(done, started, count))
     with gc_paused():
-        started = time.perf_counter()
-        for w in workers:
-            w.start()
-        while not finished(len(latencies), started):
-            time.sleep(0.005)
-        stop.set()
-        for w in workers:
-            w.join()
-        elapsed = time.perf_counter() - started
+        latencies, elapsed = _drive(sessions, feed, finished)
     return {
-        "samples_s": latencies[:],
+        "warmup": {"iters": len(warm), "seconds": round(warm_s, 4)},
+        "samples_s": latencies,
         "images_per_s": len(latencies) * x.shape[0] / elapsed,
         "streams": count,
         "requests": count,

@@ -53,9 +53,10 @@ def _hint(core, precision: str) -> str:
     return OV_PRECISION[precision]
 
 
-def streams(artifact: str, x: np.ndarray, count: int | str, threads: int | None, precision: str, warmup_iters: int, finished) -> dict:
+def streams(artifact: str, x: np.ndarray, count: int | str, threads: int | None, precision: str, warmed, finished) -> dict:
     """N requests in flight: the plugin's streams fed by an AsyncInferQueue of its optimal request count.
-    `finished(completed, started)` says when to stop submitting (the bench protocol's rule)."""
+    `warmed(submitted, started, at_least)` ends the warm-up (every request at least twice), `finished(submitted,
+    started)` the run (the bench protocol's rules)."""
     ov = load_openvino()
     core = ov.Core()
     compiled = core.compile_model(artifact, "CPU", compile_config(core, precision, threads, count))
@@ -64,9 +65,12 @@ def streams(artifact: str, x: np.ndarray, count: int | str, threads: int | None,
     latencies: list[float] = []
     queue.set_callback(lambda request, _: latencies.append(request.latency / 1e3))
     feed = {0: x.astype(np.float16 if compiled.input(0).get_element_type().get_type_name() == "f16" else np.float32, copy=False)}
-    for _ in range(max(warmup_iters, 2 * requests)):
+    warming, warm = time.perf_counter(), 0
+    while not warmed(warm, warming, 2 * requests):
         queue.start_async(feed, share_inputs=True)
+        warm += 1
     queue.wait_all()
+    warm_s = time.perf_counter() - warming
     latencies.clear()
     submitted = 0
     with gc_paused():
@@ -77,6 +81,7 @@ def streams(artifact: str, x: np.ndarray, count: int | str, threads: int | None,
         queue.wait_all()
         elapsed = time.perf_counter() - started
     return {
+        "warmup": {"iters": warm, "seconds": round(warm_s, 4)},
         "samples_s": latencies[:],
         "images_per_s": submitted * x.shape[0] / elapsed,
         "streams": int(compiled.get_property("NUM_STREAMS")),
