@@ -114,17 +114,21 @@ def _drive(sessions: list, feed: dict, finished) -> tuple[list[float], float]:
 
 def streams(artifact: str, x: np.ndarray, count: int | str, threads: int | None, precision: str, warmed, finished) -> dict:
     """N sessions with threads/N intra-op threads each, driven by N Python threads (ORT releases the GIL
-    while it runs); `auto` is one stream per usable core. `warmed(completed, started, at_least)` ends the
-    warm-up (every session busy, as in the run), `finished(completed, started)` the run."""
+    while it runs); `auto` is one stream per usable core. `warmed(completed, started)` ends the warm-up (each
+    session's cold run, then all of them busy, as in the run), `finished(completed, started)` the run."""
     count = min(usable_cores(), threads or usable_cores()) if count == "auto" else int(count)  # never more threads than --threads
     per_stream = max(1, (threads or usable_cores()) // count)
     sessions = [session(artifact, per_stream) for _ in range(count)]
     feed = input_feed(sessions[0], x)
-    warm, warm_s = _drive(sessions, feed, lambda done, started: warmed(done, started, count))
+    began = time.perf_counter()
+    for sess in sessions:  # each session's first (cold) run, before they share the cores
+        sess.run(None, feed)
+    warm, _ = _drive(sessions, feed, lambda done, started: warmed(done + count, began))
+    warm_s = time.perf_counter() - began
     with gc_paused():
         latencies, elapsed = _drive(sessions, feed, finished)
     return {
-        "warmup": {"iters": len(warm), "seconds": round(warm_s, 4)},
+        "warmup": {"iters": count + len(warm), "seconds": round(warm_s, 4)},
         "samples_s": latencies,
         "images_per_s": len(latencies) * x.shape[0] / elapsed,
         "streams": count,
