@@ -317,6 +317,16 @@ def test_the_ab_gate_judges_rows_the_machine_disturbed_and_says_so():
     assert gate_ab(result, 0.01, 0.10)[0].startswith("onnxruntime: regression: median ratio 1.29")
 
 
+@pytest.mark.parametrize("alpha, max_slowdown", [(None, 0.1), ("0.01", 0.1), (0.01, True), (0.01, float("inf"))])
+def test_the_ab_gate_refuses_what_a_python_caller_passes_wrongly(alpha, max_slowdown):
+    """From the API nothing typed the values first: None was a TypeError (exit 4), not bad input."""
+    from partialnet.bench.options import BenchOptions
+    from partialnet.errors import BadInput
+
+    with pytest.raises(BadInput, match="expected a"):
+        BenchOptions(ab=("partialnet_t0", "fasternet_t0"), max_slowdown=max_slowdown, alpha=alpha).check(None)
+
+
 def test_a_cell_the_ab_gate_could_not_measure_fails_it():
     from partialnet.bench.ab_gate import gate_ab
 

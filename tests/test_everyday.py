@@ -266,3 +266,19 @@ def test_streams_mode_keeps_requests_in_flight(cli, tmp_path):
 def test_bad_streams_and_ab_usage_exit_2(cli, args, fragment):
     result = cli(*args)
     assert result.code == 2 and fragment in result.err, result.err
+
+
+def test_a_stream_whose_session_fails_ends_the_run_with_its_error():
+    """A session failing in its thread used to end the thread quietly, and the wait for the protocol's count never ended."""
+    from partialnet.runtimes.onnxruntime import _drive
+
+    class Broken:
+        def run(self, outputs, feed):
+            raise RuntimeError("the session failed")
+
+    class Fine:
+        def run(self, outputs, feed):
+            time.sleep(0.001)
+
+    with pytest.raises(RuntimeError, match="the session failed"):
+        _drive([Fine(), Broken()], {}, lambda done, started: False)  # never finished by count: only the failure ends it

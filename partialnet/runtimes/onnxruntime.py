@@ -90,25 +90,32 @@ class OnnxRuntimeRunner(BaseRunner):
 def _drive(sessions: list, feed: dict, finished) -> tuple[list[float], float]:
     """Every session kept busy by its own thread until `finished(completed, started)`: (latencies, seconds)."""
     latencies: list[float] = []
+    failures: list[BaseException] = []
     stop, lock = threading.Event(), threading.Lock()
 
     def serve(sess) -> None:
         clock = time.perf_counter
-        while not stop.is_set():
-            t0 = clock()
-            sess.run(None, feed)
-            with lock:
-                latencies.append(clock() - t0)
+        try:
+            while not stop.is_set():
+                t0 = clock()
+                sess.run(None, feed)
+                with lock:
+                    latencies.append(clock() - t0)
+        except Exception as exc:  # a session that fails ends the run (its thread would die, and the wait never end)
+            failures.append(exc)
+            stop.set()
 
     workers = [threading.Thread(target=serve, args=(s,), daemon=True) for s in sessions]
     started = time.perf_counter()
     for w in workers:
         w.start()
-    while not finished(len(latencies), started):
+    while not stop.is_set() and not finished(len(latencies), started):
         time.sleep(0.005)
     stop.set()
     for w in workers:
         w.join()
+    if failures:
+        raise failures[0]
     return latencies[:], time.perf_counter() - started
 
 
