@@ -58,18 +58,21 @@ ImgszOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def _refuse_empty(value, hint: str = "") -> None:
+    """An empty argument is Path("."): `export ""` took the current folder for a checkpoint (exit 4), `verify ""` said
+    ". is a directory"."""
+    if any(item is not None and not str(item).strip() for item in (value if isinstance(value, list) else [value])):
+        raise typer.BadParameter(f"an empty string names no file{hint}")
+
+
 def _not_empty(value):
-    """An empty argument is Path("."): `export ""` took the current folder for a checkpoint and failed with exit 4."""
-    for item in value if isinstance(value, list) else [value]:
-        if item is not None and not str(item).strip():
-            raise typer.BadParameter("an empty string names no file; give a checkpoint file or a variant name (partialnet models)")
+    _refuse_empty(value, "; give a checkpoint file or a variant name (partialnet models)")
     return value
 
 
 def _a_path(value):
-    """A file argument, refused when empty: typed as a Path, "" became "." and read as "is a directory"."""
-    if any(not str(v).strip() for v in (value if isinstance(value, list) else [value])):
-        raise typer.BadParameter("an empty string names no file")
+    """A file argument (verify, compare, report), refused when empty, as a Path."""
+    _refuse_empty(value)
     return [Path(v) for v in value] if isinstance(value, list) else Path(value)
 
 

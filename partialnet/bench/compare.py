@@ -257,15 +257,13 @@ def _advice(reasons: list[str]) -> str:
     return f"rerun{more}{quieter}"
 
 
-def _real(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def check_gate(alpha: float, max_slowdown: float, noise: str = DEFAULT_NOISE, missing: str = DEFAULT_MISSING) -> None:
     """The gate's options, checked before any result file is read."""
-    if not (_real(alpha) and math.isfinite(alpha) and 0 < alpha < 1):  # a Python caller may pass None or a string
+    from partialnet.inputs import finite_number
+
+    if not (finite_number(alpha) and 0 < alpha < 1):  # a Python caller may pass None or a string
         raise BadInput(f"--alpha {alpha}: expected a number strictly between 0 and 1")
-    if not (_real(max_slowdown) and math.isfinite(max_slowdown) and 0 <= max_slowdown <= 1):  # "10" meant as 10 % would gate at 1000 %
+    if not (finite_number(max_slowdown) and 0 <= max_slowdown <= 1):  # "10" meant as 10 % would gate at 1000 %
         raise BadInput(f"--max-slowdown {max_slowdown}: expected a fraction from 0 to 1 (0.10 = 10 %)")
     if noise not in NOISE_POLICIES:
         raise BadInput(f"--noise {noise!r}: expected one of {', '.join(NOISE_POLICIES)}")
