@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from helpers import fixture_path
+from helpers import DIGITS_INT8_CALIB, fixture_path
 
 
 DIGITS_EPOCHS = 4  # the test schedule: T0 is past 98 % here; the bar is 95 %
@@ -34,6 +34,17 @@ def digits_onnx(digits_ckpt):
     out = digits_ckpt.with_name("digits_t0.onnx")
     api.export(str(digits_ckpt), "onnx", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
     return out
+
+
+@pytest.fixture(scope="session")
+def digits_int8_onnx(digits_ckpt, tmp_path_factory):
+    """The digits T0 as INT8 ONNX at 64x64 (32 calibration images) once per run: (path, export result), read
+    (never rewritten) by the INT8 tests, the INT8 tools' tests and the bench of a given INT8 artifact."""
+    from partialnet import api
+
+    out = tmp_path_factory.mktemp("int8") / "q.onnx"
+    options = api.ExportOptions(imgsz=(64, 64), int8=True, data="digits", calib_size=DIGITS_INT8_CALIB)
+    return out, api.export(str(digits_ckpt), "onnx", options, output=out, checks=api.VerifyOptions(samples=2))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("PARTIALNET_FIXTURES", ROOT / "tests" / "fixtures"))  # see tests/fixtures/README.md
 SPEC = FIXTURES / "spec"
+DIGITS_INT8_CALIB = 32  # calibration images for the session's shared INT8 export (conftest): enough for T0 at 64x64 to stay within the gates
 
 
 def fixture_path(name: str) -> Path:

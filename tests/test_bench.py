@@ -412,9 +412,8 @@ def test_int8_bench_builds_each_runtimes_int8_artifact_and_shows_top1(cli, tmp_p
 
 
 @pytest.mark.slow
-def test_bench_of_a_given_int8_artifact_reads_its_agreement_from_the_manifest(cli, tmp_path, digits_ckpt):
-    artifact = tmp_path / "q.onnx"
-    assert cli("export", digits_ckpt, "--imgsz", "64", "--int8", "--data", "digits", "--calib-size", "32", "-o", artifact, "--samples", "2").code == 0
+def test_bench_of_a_given_int8_artifact_reads_its_agreement_from_the_manifest(cli, tmp_path, digits_int8_onnx):
+    artifact, _ = digits_int8_onnx
     out = tmp_path / "r.json"
     result = cli("bench", artifact, "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1", "--json", out)
     assert result.code == 0, result.err

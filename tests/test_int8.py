@@ -8,32 +8,23 @@ import numpy as np
 import onnx
 import pytest
 
+from helpers import DIGITS_INT8_CALIB
 from partialnet.errors import BadInput
 
 pytest.importorskip("sklearn", reason="INT8 is calibrated and judged on the digits yardstick (pip install 'partialnet[digits]')")
 
-CALIB = "64"  # calibration images: enough for T0 at 64x64 to stay within the gate
-
-
-@pytest.fixture(scope="module")
-def int8_onnx(digits_ckpt, tmp_path_factory):
-    from partialnet import api
-
-    out = tmp_path_factory.mktemp("int8") / "q.onnx"
-    result = api.export(str(digits_ckpt), "onnx", api.ExportOptions(imgsz=(64, 64), int8=True, data="digits", calib_size=int(CALIB)), output=out,
-                        checks=api.VerifyOptions(samples=2))
-    return out, result
+CALIB = "64"  # calibration images for this file's own INT8 exports: enough for T0 at 64x64 to stay within the gate
 
 
 @pytest.mark.slow
-def test_onnx_int8_is_qdq_and_keeps_digits_accuracy(int8_onnx):
-    out, result = int8_onnx
+def test_onnx_int8_is_qdq_and_keeps_digits_accuracy(digits_int8_onnx):
+    out, result = digits_int8_onnx
     proto = onnx.load(str(out))
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "BatchNormalization" not in ops
     manifest = json.loads(out.with_name("q.onnx.json").read_text())
     assert manifest["metadata"]["precision"] == "int8" and manifest["metadata"]["calibration_data"] == "digits"
-    assert manifest["options"]["calibration_images"] == int(CALIB)
+    assert manifest["options"]["calibration_images"] == DIGITS_INT8_CALIB
     parity = manifest["parity"]
     assert parity["precision"] == "int8" and parity["tolerances"]["max_accuracy_drop"] == 1.5
     assert [c["name"] for c in parity["cases"]] == ["digits held-out (540)"]  # real images only, no random inputs
@@ -44,8 +35,8 @@ def test_onnx_int8_is_qdq_and_keeps_digits_accuracy(int8_onnx):
 
 
 @pytest.mark.slow
-def test_verify_int8_onnx_uses_the_recorded_calibration_source(int8_onnx, digits_ckpt, cli):
-    out, _ = int8_onnx
+def test_verify_int8_onnx_uses_the_recorded_calibration_source(digits_int8_onnx, digits_ckpt, cli):
+    out, _ = digits_int8_onnx
     result = cli("verify", out, "--ref", digits_ckpt, "--json")
     assert result.code == 0, result.err
     report = json.loads(result.out)

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
+from helpers import DIGITS_INT8_CALIB
 from partialnet.errors import BadInput
 from partialnet.exporters.formats import FORMATS
 from partialnet.exporters.options import ExportOptions, check_combination, check_int8_tools, keep_float
@@ -52,10 +53,9 @@ def _qdq_nodes(path) -> int:
     return sum(1 for n in onnx.load(str(path)).graph.node if n.op_type == "QuantizeLinear")
 
 
-def test_keep_float_and_the_method_change_the_onnx_graph(cli, digits_ckpt, tmp_path):
-    common = ("--imgsz", "64", "--int8", "--data", "digits", "--calib-size", "32", "--samples", "2")
-    plain, kept = tmp_path / "plain.onnx", tmp_path / "kept.onnx"
-    assert cli("export", digits_ckpt, *common, "-o", plain).code == 0
+def test_keep_float_and_the_method_change_the_onnx_graph(cli, digits_ckpt, digits_int8_onnx, tmp_path):
+    common = ("--imgsz", "64", "--int8", "--data", "digits", "--calib-size", str(DIGITS_INT8_CALIB), "--samples", "2")
+    (plain, _), kept = digits_int8_onnx, tmp_path / "kept.onnx"  # the same options without the INT8 tools
     result = cli("export", digits_ckpt, *common, "--int8-keep-float", "head,stages.6,concat", "--calib-method", "percentile", "-o", kept)
     assert result.code == 0, result.err
     assert _qdq_nodes(kept) < _qdq_nodes(plain)
