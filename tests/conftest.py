@@ -37,6 +37,17 @@ def digits_onnx(digits_ckpt):
 
 
 @pytest.fixture(scope="session")
+def t0_onnx(tmp_path_factory):
+    """The random-weight PartialNet-T0 as ONNX at 64x64, static batch 1, once per run: read (never rewritten)
+    by the tests that bench or run an exported artifact."""
+    from partialnet import api
+
+    out = tmp_path_factory.mktemp("t0_onnx") / "t0.onnx"
+    api.export("partialnet_t0", "onnx", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
+    return out
+
+
+@pytest.fixture(scope="session")
 def digits_int8_onnx(digits_ckpt, tmp_path_factory):
     """The digits T0 as INT8 ONNX at 64x64 (32 calibration images) once per run: (path, export result), read
     (never rewritten) by the INT8 tests, the INT8 tools' tests and the bench of a given INT8 artifact."""

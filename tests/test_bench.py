@@ -344,9 +344,8 @@ def compare_loads(data: dict) -> bool:
     return data["schema"] == "partialnet.bench/1"
 
 
-def test_bench_an_exported_artifact(cli, tmp_path):
-    onnx_path = tmp_path / "t0.onnx"
-    assert cli("export", "partialnet_t0", "-o", onnx_path, "--imgsz", "64").code == 0
+def test_bench_an_exported_artifact(cli, tmp_path, t0_onnx):
+    onnx_path = t0_onnx
     out = tmp_path / "a.json"
     result = cli("bench", onnx_path, "--runtime", "onnxruntime,pytorch", "--protocol", "quick", "--imgsz", "64", "--json", out)
     assert result.code == 0, result.err

@@ -137,13 +137,11 @@ def test_fold_and_export_show_stages_and_the_wall_time(cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_worker_for_onnxruntime_does_not_import_torch(tmp_path):
+def test_worker_for_onnxruntime_does_not_import_torch(tmp_path, t0_onnx):
     """A row timing ONNX Runtime pays for ONNX Runtime only: no torch in its process."""
-    from partialnet import api
     from partialnet.bench.protocols import get_protocol
 
-    onnx = tmp_path / "t0.onnx"
-    api.export("partialnet_t0", "onnx", api.ExportOptions(imgsz=(64, 64)), output=onnx, checks=api.VerifyOptions(samples=1))
+    onnx = t0_onnx
     spec = {
         "runtime": "onnxruntime", "device": "cpu", "threads": 1, "precision": "fp32", "batch": 1, "imgsz": [64, 64],
         "protocol": get_protocol("quick").to_dict(), "input_seed": 0, "artifact": str(onnx), "reference": None,
@@ -159,9 +157,8 @@ def test_worker_for_onnxruntime_does_not_import_torch(tmp_path):
 
 
 @pytest.mark.slow
-def test_static_batch_artifact_says_which_rows_it_skipped(cli, tmp_path):
-    onnx = tmp_path / "b1.onnx"
-    assert cli("export", "partialnet_t0", "--imgsz", "64", "-o", onnx).code == 0
+def test_static_batch_artifact_says_which_rows_it_skipped(cli, tmp_path, t0_onnx):
+    onnx = t0_onnx
     result = cli("bench", onnx, "--runtime", "onnxruntime", "--batch", "1,2", "--protocol", "quick", "--threads", "1", "--json", tmp_path / "r.json")
     assert result.code == 0, result.err
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
