@@ -1103,6 +1103,7 @@ def _run_app(argv: list[str], debug: bool) -> int:
     Abort = typer.Abort
     try:
         code = app(args=argv, prog_name="partialnet", standalone_mode=False)
+        signals.raise_if_pending()  # a stop that came after the command's last checkpoint (`models` has none) is still a stop
     except NoArgsIsHelpError as exc:
         out.print(exc.format_message(), markup=False, highlight=False)
         code = 0

@@ -263,6 +263,27 @@ def test_a_closed_pipe_or_closed_output_is_no_failure():
     assert closed.returncode == 0 and closed.stderr == "", closed.stderr
 
 
+def test_a_stop_during_a_command_without_checkpoints_still_ends_as_a_stop(cli, monkeypatch):
+    """`models` checks for no stop request on its way: Ctrl-C during it printed the table and exited 0."""
+    import os
+    import signal
+
+    from partialnet.models import table
+
+    real = table.model_table
+
+    def interrupted(size):
+        os.kill(os.getpid(), signal.SIGINT)  # the handler records the request; the command runs on to its end
+        return real(size)
+
+    monkeypatch.setattr(table, "model_table", interrupted)
+    result = cli("models", "--json")
+    assert result.code == 130 and "SIGINT: stopping after the current step" in result.err, result.err
+    assert "stopped by SIGINT" in result.err.splitlines()[-1]
+    monkeypatch.setattr(table, "model_table", real)
+    assert cli("models", "--json").code == 0  # the next command starts with no stop request
+
+
 def test_a_stop_while_starting_is_one_line():
     """Before the CLI's imports finish, Ctrl-C was a KeyboardInterrupt traceback through the import machinery."""
     import signal
