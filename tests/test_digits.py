@@ -105,3 +105,27 @@ def test_the_reference_answers_labelled_images_in_batches_whatever_the_artifacts
     assert seen["artifact"] == [1] * 70  # a static batch-1 artifact is fed as it was built
     assert seen["reference"] == [64, 6]  # digits.topk's chunks of a dynamic batch, nothing padded
     assert judged["reference_top1"] == 1.0 and judged["artifact_top1"] == 0.9 and judged["delta_points"] == -10.0
+
+
+def test_for_int8_the_reference_answers_each_image_once_and_in_batches():
+    """An INT8 artifact of batch 1 is judged image by image on the held-out images, then by its accuracy: PyTorch
+    answered both passes, the first one image at a time."""
+    from partialnet.pipeline import PerImage
+
+    images = np.random.default_rng(0).standard_normal((70, 3, 4, 4)).astype(np.float32)
+    calls = []
+
+    class Reference:
+        name = "pytorch"
+
+        def infer(self, batch: np.ndarray) -> np.ndarray:
+            calls.append(len(batch))
+            return batch.reshape(len(batch), -1)[:, :10] * 2
+
+    reference = PerImage(Reference(), {})
+    reference.prefetch([images, images[:5]])
+    assert calls == [64, 6]  # each image once, in batches; the second set was answered already
+    one = reference.infer(images[3:4])
+    assert np.array_equal(one, images[3:4].reshape(1, -1)[:, :10] * 2) and calls == [64, 6]
+    padded = reference.infer(np.concatenate([images[68:], np.zeros((1, 3, 4, 4), np.float32)]))  # two known, one new
+    assert padded.shape == (3, 10) and not padded[2].any() and calls == [64, 6, 1]
