@@ -224,6 +224,8 @@ def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path)
         (["bench", "partialnet_t0", "PartialNet-T0"], "partialnet_t0 and PartialNet-T0 are the same model, given twice"),
         (["bench", "A/model.onnx", "B/model.onnx"], "would both be rows named model.onnx"),
         (["bench", "--ab", "A/model.onnx", "A/model.onnx"], "the same model on both sides; --aa times a model against itself"),
+        (["bench", "partialnet_t0", "MISSING.pt", "--runtime", "onnxruntime"], "missing.pt: no such file"),  # found before T0 is built
+        (["bench", "--ab", "partialnet_t0", "MISSING.pt", "--runtime", "onnxruntime"], "missing.pt: no such file"),
     ],
 )
 def test_bad_bench_inputs_exit_2(cli, quick_run, tmp_path, args, fragment):
@@ -234,6 +236,7 @@ def test_bad_bench_inputs_exit_2(cli, quick_run, tmp_path, args, fragment):
         (tmp_path / side / "model.onnx").write_bytes(b"")
     subst = {
         "MISSING": tmp_path / "missing.json",
+        "MISSING.pt": tmp_path / "missing.pt",
         "NOTJSON": tmp_path / "notjson.json",
         "WRONGSCHEMA": tmp_path / "schema.json",
         "GOOD": quick_run[0] / "r.json",
@@ -241,7 +244,7 @@ def test_bad_bench_inputs_exit_2(cli, quick_run, tmp_path, args, fragment):
     }
     result = cli(*[str(subst.get(a, a)) for a in args])
     assert result.code == 2 and fragment in result.err, result.err
-    assert "Traceback" not in result.err
+    assert "Traceback" not in result.err and "preparing" not in result.err  # refused before any model is built
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -31,7 +31,7 @@ from partialnet.checkpoint import is_variant_name, looks_like_path, resolve
 from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.exporters.formats import FORMATS
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
-from partialnet.inputs import sha256_of
+from partialnet.inputs import describe_errno, sha256_of
 from partialnet.folding import fold, save_deploy
 from partialnet.outputs import scratch_folder
 from partialnet.models.registry import VARIANTS
@@ -163,6 +163,11 @@ def check_sources(sources: list[str], pair: bool = False) -> None:
     for source in sources:
         if not is_variant_name(source) and not looks_like_path(source):
             raise BadInput(f"{source!r} is neither a file nor a known variant; known: {', '.join(VARIANTS)}")
+        if looks_like_path(source):
+            try:
+                os.stat(source)  # its type and contents are judged where it is read (a Core ML package is a folder)
+            except OSError as exc:
+                raise BadInput(f"{source}: {describe_errno(exc)}") from None
         same = ("source", os.path.realpath(source) if looks_like_path(source) else source.strip().lower().replace("-", "_"))
         if same in seen:
             raise BadInput(f"--ab {seen[same]} {source}: the same model on both sides; --aa times a model against itself" if pair
