@@ -107,6 +107,8 @@ class BenchOptions:
         get_protocol(self.protocol, self.device)
         if self.ab and sources:
             raise BadInput("--ab A B names the two models; give no other sources with it")
+        if self.label and self.ab:
+            raise BadInput("--label names the one model of a run; an A/B's rows are named by its two sides (A and B)")
         if self.label and len(sources or [DEFAULT_SOURCE]) != 1:
             raise BadInput("--label names one model; give exactly one source with it")
         from partialnet.bench.threads import WAITS  # imported here: the runtimes package brings numpy, and --help must not
