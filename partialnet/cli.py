@@ -1070,7 +1070,15 @@ def _click_errors():
     return exceptions
 
 
-def _usage_error(exc) -> None:
+def _named_command(argv: list[str]) -> str:
+    """`partialnet CMD` where argv's first word is a command: click's parser raises an option's missing value
+    (`bench --batch`) with no context, so the hint named the top-level help."""
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return f"partialnet {first}" if first in names else "partialnet"
+
+
+def _usage_error(exc, argv: list[str]) -> None:
     """Click's usage errors as one line plus one hint, with the nearest valid name where one is close."""
     import difflib
 
@@ -1079,7 +1087,7 @@ def _usage_error(exc) -> None:
     if isinstance(exc, NoSuchOption):
         near = difflib.get_close_matches(exc.option_name, sorted(exc.possibilities or []), n=1)
         message = exc.message + (f"; did you mean {near[0]}?" if near else "")
-    command = exc.ctx.command_path if exc.ctx is not None else "partialnet"
+    command = exc.ctx.command_path if exc.ctx is not None else _named_command(argv)
     err.print(f"error: {message}", markup=False)
     err.print(f"hint: {command} --help", markup=False)
 
@@ -1108,7 +1116,7 @@ def _run_app(argv: list[str], debug: bool) -> int:
         out.print(exc.format_message(), markup=False, highlight=False)
         code = 0
     except UsageError as exc:
-        _usage_error(exc)
+        _usage_error(exc, argv)
         code = 2
     except ClickException as exc:
         err.print(f"error: {exc.format_message()}", markup=False)

@@ -865,11 +865,15 @@ def test_write_failures_are_one_line_and_leave_nothing(tmp_path, cli, monkeypatc
 def test_usage_errors_are_one_line_and_a_hint(cli):
     bare = cli()
     assert bare.code == 0 and "Usage" in bare.out and bare.err == ""
-    for args, fragment in ((["expotr"], "Did you mean 'export'"), (["export", "--forse", "x"], "did you mean --force"),
-                           (["info"], "Missing argument"), (["export", "x", "--batch", "abc"], "valid integer")):
+    for args, fragment, hint in ((["expotr"], "Did you mean 'export'", "partialnet --help"),
+                                 (["export", "--forse", "x"], "did you mean --force", "partialnet export --help"),
+                                 (["info"], "Missing argument", "partialnet info --help"),
+                                 (["export", "x", "--batch", "abc"], "valid integer", "partialnet export --help"),
+                                 (["bench", "--ab", "partialnet_t0"], "requires 2 arguments", "partialnet bench --help"),  # click gives no context
+                                 (["export", "x", "--format"], "requires an argument", "partialnet export --help")):
         result = cli(*args)
         lines = result.err.strip().splitlines()
-        assert result.code == 2 and len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: "), result.err
+        assert result.code == 2 and len(lines) == 2 and lines[0].startswith("error: ") and lines[1] == f"hint: {hint}", result.err
         assert fragment in lines[0], lines
 
 
