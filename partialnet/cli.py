@@ -605,8 +605,9 @@ def bench_command(
         at = f" on {label}" if label else ""
         raise CheckFailed(f"{len(failed)} row(s) failed{at}: {row['model']} on {row['runtime']}: {row['reason']}")
     if gate_failures:
+        more = f" (and {'; '.join(f.split(':', 1)[0] for f in gate_failures[1:])}: see their gate lines)" if len(gate_failures) > 1 else ""
         raise CheckFailed(f"A/B gate (--max-slowdown {options.max_slowdown:g}, --alpha {options.alpha:g}) failed on "
-                          f"{len(gate_failures)} runtime(s): {gate_failures[0]}")
+                          f"{len(gate_failures)} runtime(s): {gate_failures[0]}{more}")
 
 
 def _gate_ab(options: BenchOptions, labels: list, results: list[dict]) -> list[str]:
@@ -710,6 +711,8 @@ def _render_ab(result: dict) -> None:
     for cell in result["ab"]:
         if cell["status"] != "ok":
             out.print(f"A/B on {cell['runtime']}: {cell['status']} ({cell['reason']})")
+            if "gate" in cell:  # a gate that could not judge a runtime fails: say so where the runtime is named
+                out.print(f"  gate: fails: {cell['status']}, not measured", markup=False, highlight=False)
             continue
         low, high = cell["ratio_ci95"]
         out.print(

@@ -300,6 +300,11 @@ def test_the_ab_gate_fails_a_slower_b_and_passes_a_faster_one(cli, tmp_path):
     faster = cli("bench", "--ab", "partialnet_t2", "partialnet_t0", *common)
     assert faster.code == 0, faster.err
     assert "  gate: improvement: median ratio" in faster.out
+    # a runtime that cannot run here (TensorRT: CUDA only) is named under its own A/B line, and fails the gate
+    unmeasured = cli("bench", "--ab", "partialnet_t2", "partialnet_t0", *common[:1], "pytorch,tensorrt", *common[2:])
+    assert unmeasured.code == 1 and "A/B on tensorrt: skipped (runs on cuda only" in unmeasured.out, unmeasured.err
+    assert "\n  gate: fails: skipped, not measured" in unmeasured.out
+    assert "failed on 1 runtime(s): tensorrt: skipped: not measured" in unmeasured.err
 
 
 def test_the_ab_gate_judges_rows_the_machine_disturbed_and_says_so():
