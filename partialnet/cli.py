@@ -605,7 +605,7 @@ def bench_command(
         at = f" on {label}" if label else ""
         raise CheckFailed(f"{len(failed)} row(s) failed{at}: {row['model']} on {row['runtime']}: {row['reason']}")
     if gate_failures:
-        more = f" (and {'; '.join(f.split(':', 1)[0] for f in gate_failures[1:])}: see their gate lines)" if len(gate_failures) > 1 else ""
+        more = f" (and {'; '.join(f.split(':', 1)[0] for f in gate_failures[1:])}: see the gate lines above)" if len(gate_failures) > 1 else ""
         raise CheckFailed(f"A/B gate (--max-slowdown {options.max_slowdown:g}, --alpha {options.alpha:g}) failed on "
                           f"{len(gate_failures)} runtime(s): {gate_failures[0]}{more}")
 
