@@ -420,7 +420,8 @@ def test_a_candidate_whose_every_row_was_skipped_names_why(cli, tmp_path):
     files = write(tmp_path / "b.json", base), write(tmp_path / "c.json", cand)
     res = cli("compare", *files)
     assert res.code == 1 and "m / onnxruntime / fp32 / 1 / 1: skipped: not installed" in res.err, res.err
-    assert cli("compare", *files, "--missing", "ignore").code == 0
+    ignored = cli("compare", *files, "--missing", "ignore")  # passes missing rows beside judged ones: here none was judged
+    assert ignored.code == 1 and "no row was judged: the candidate measured none of the baseline's 1 row(s)" in ignored.err, ignored.err
 
 
 def test_report_markdown_escapes_a_strangers_pipes_and_knows_a_relabelled_copy(cli, tmp_path):

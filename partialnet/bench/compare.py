@@ -427,6 +427,11 @@ def failure(report: dict) -> str | None:
         first = missing[0]
         return (f"{len(missing)} row(s) measured in the baseline were not measured in the candidate, so the gate never saw them: "
                 f"{' / '.join(map(str, first['key']))}: {first['reason']} (--missing ignore passes such rows)")
+    if not report["rows"] and report["only_in_baseline"]:  # --missing ignore, with nothing left beside the missing rows
+        first = report["only_in_baseline"][0]
+        return (f"no row was judged: the candidate measured none of the baseline's {len(report['only_in_baseline'])} row(s) "
+                f"({' / '.join(map(str, first['key']))}: {first['reason']}); --missing ignore passes missing rows beside judged ones, "
+                "not a comparison of nothing")
     if noisy and report["noise"] == "fail":
         return (f"noisy: rerun {noisy} row(s): {noise_summary(report)} (see each row's reason; bench --ab interleaves the two on a "
                 "busy machine; --noise ignore reports noisy rows without failing)")
