@@ -548,13 +548,10 @@ def digits_command(
     force: ForceOption = False,
 ) -> None:
     """Train a model on scikit-learn's real handwritten digits: the accuracy yardstick for every precision."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("loading digits", total=None)
-
-        def progress(done: int, total: int, message: str) -> None:
-            bar.update(task, description=message, completed=done, total=total)
-
-        result = _api().train_digits(output, variant, epochs, seed, force, progress, parse_imgsz(imgsz, default=64))
+    with RowProgress(err) as rows:
+        logged = EpochLines(rows)
+        result = _api().train_digits(output, variant, epochs, seed, force, logged, parse_imgsz(imgsz, default=64))
+        logged.finish()
     out.print(
         f"{result['variant']} on digits: held-out top-1 {result['top1']:.2%} on {result['test_images']} images "
         f"after {result['epochs']} epochs ({result['train_images']} training images, {result['seconds']:.0f} s)"
@@ -705,6 +702,27 @@ class RowProgress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
+
+
+class EpochLines:
+    """Training progress: every step on a terminal's bar; in a log, one line per finished epoch (rich's bar,
+    stopped off a terminal, left only an empty line before whatever came next)."""
+
+    def __init__(self, rows: RowProgress) -> None:
+        self.rows, self.epoch, self.message = rows, None, None
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        if self.rows.bar is not None:
+            self.rows(message, done, total)
+            return
+        epoch = message.split(",")[0]  # "epoch 2/6, loss 0.123"
+        if self.epoch not in (None, epoch):
+            self.rows(self.message)
+        self.epoch, self.message = epoch, message
+
+    def finish(self) -> None:
+        if self.rows.bar is None and self.message:
+            self.rows(self.message)
 
 
 def _render_ab(result: dict) -> None:

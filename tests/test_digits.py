@@ -77,8 +77,9 @@ def test_digits_command(cli, tmp_path):
     result = cli("digits", "-o", out, "--epochs", "1")
     assert result.code == 0, result.err
     assert "held-out top-1" in result.out and out.is_file()
+    assert result.err.startswith("epoch 1/1, loss ") and result.err.count("\n") == 1, result.err  # a log gets a line per epoch
     again = cli("digits", "-o", out, "--epochs", "1")
-    assert again.code == 2 and "already exists" in again.err
+    assert again.code == 2 and again.err.startswith("error: ") and "already exists" in again.err, again.err  # no blank line first
 
 
 def test_the_reference_answers_labelled_images_in_batches_whatever_the_artifacts_batch():
