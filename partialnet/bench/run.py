@@ -161,6 +161,8 @@ def check_sources(sources: list[str], pair: bool = False) -> None:
     and exported), and no two of them one row name: compare and report match rows by it."""
     seen: dict[tuple[str, str], str] = {}
     for source in sources:
+        if not source.strip():
+            raise BadInput("an empty string names no model; give a checkpoint, an artifact or a variant name (partialnet models)")
         if not is_variant_name(source) and not looks_like_path(source):
             raise BadInput(f"{source!r} is neither a file nor a known variant; known: {', '.join(VARIANTS)}")
         if looks_like_path(source):
