@@ -613,8 +613,8 @@ def _gate_ab(options: BenchOptions, labels: list, results: list[dict]) -> list[s
         return []
     from partialnet.bench.ab_gate import gate_ab
 
-    return [f"{f}{f' (on {label})' if label else ''}" for label, result in zip(labels, results)
-            for f in gate_ab(result, options.alpha, options.max_slowdown)]
+    return [f"{runtime}{f' on {label}' if label else ''}: {why}" for label, result in zip(labels, results)
+            for runtime, why in (f.split(": ", 1) for f in gate_ab(result, options.alpha, options.max_slowdown))]
 
 
 def _read_with(source: str, path) -> list:

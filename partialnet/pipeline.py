@@ -182,6 +182,7 @@ class PerImage:
         """Run PyTorch on the images not yet answered, BATCH at a time."""
         missing = [i for i, key in enumerate(keys) if key not in self.memo]
         for start in range(0, len(missing), self.BATCH):
+            raise_if_pending()  # a large --images folder is minutes of PyTorch for a big model
             rows = missing[start : start + self.BATCH]
             for i, logits in zip(rows, self.runner.infer(np.ascontiguousarray(images[rows]))):
                 self.memo[keys[i]] = logits

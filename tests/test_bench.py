@@ -225,7 +225,7 @@ def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path)
         (["bench", "A/model.onnx", "B/model.onnx"], "would both be rows named model.onnx"),
         (["bench", "--ab", "A/model.onnx", "A/model.onnx"], "the same model on both sides; --aa times a model against itself"),
         (["bench", "--ab", "partialnet_t0", "partialnet_t1", "--label", "x"], "an A/B's rows are named by its two sides"),
-        (["bench", "--ab", "", "partialnet_t1"], "an empty string names no model"),
+        (["bench", "--ab", "partialnet_t1", " "], "--ab side B: an empty string names no model"),
         (["bench", "partialnet_t0", "MISSING.pt", "--runtime", "onnxruntime"], "missing.pt: no such file"),  # found before T0 is built
         (["bench", "--ab", "partialnet_t0", "MISSING.pt", "--runtime", "onnxruntime"], "missing.pt: no such file"),
     ],

@@ -160,9 +160,10 @@ def check_sources(sources: list[str], pair: bool = False) -> None:
     """Every source named before the first is prepared (a typo in the fifth is not found after four were folded
     and exported), and no two of them one row name: compare and report match rows by it."""
     seen: dict[tuple[str, str], str] = {}
-    for source in sources:
+    for i, source in enumerate(sources):
         if not source.strip():
-            raise BadInput("an empty string names no model; give a checkpoint, an artifact or a variant name (partialnet models)")
+            side = f"--ab side {'AB'[i]}: " if pair else ""
+            raise BadInput(f"{side}an empty string names no model; give a checkpoint, an artifact or a variant name (partialnet models)")
         if not is_variant_name(source) and not looks_like_path(source):
             raise BadInput(f"{source!r} is neither a file nor a known variant; known: {', '.join(VARIANTS)}")
         if looks_like_path(source):
