@@ -141,8 +141,10 @@ def judge_runner(built, reference: nn.Module, io: dict, checks: VerifyOptions, j
     tol = DEFAULT_TOLERANCES[precision].merged(**checks.tolerances)
     with TorchRunner(reference) as torch_runner:
         # the same images are judged twice (INT8's judging case, then accuracy), and PyTorch's answers serve every artifact
-        runner, reference_runner = Remembered(built, {}), Remembered(torch_runner, _REFERENCE_OUTPUTS.setdefault(reference, {}))
-        if precision != "fp32":  # answered per image, from batches: see PerImage
+        runner = Remembered(built, {})
+        if precision == "fp32":
+            reference_runner = Remembered(torch_runner, _REFERENCE_OUTPUTS.setdefault(reference, {}))
+        else:  # answered per image, from batches: see PerImage
             reference_runner = PerImage(torch_runner, _REFERENCE_IMAGES.setdefault(reference, {}))
             reference_runner.prefetch([a for a in (images, judging[1] if judging else None) if a is not None])
         report = compare(runner, reference_runner, _parity_cases(io, checks.samples, images, judging), tol, precision)
@@ -155,6 +157,11 @@ def judge_runner(built, reference: nn.Module, io: dict, checks: VerifyOptions, j
 
 # PyTorch's logits per reference model and input batch: a matrix judges a dozen artifacts on the same images
 _REFERENCE_OUTPUTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def content_key(array: np.ndarray) -> tuple:
+    """What a deterministic model's answer depends on: the array's shape, dtype and bytes."""
+    return array.shape, str(array.dtype), hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=20).digest()
 
 
 _REFERENCE_IMAGES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -174,10 +181,6 @@ class PerImage:
     def __init__(self, runner, memo: dict) -> None:
         self.runner, self.memo, self.name = runner, memo, runner.name
 
-    @staticmethod
-    def _key(image: np.ndarray) -> tuple:
-        return image.shape, str(image.dtype), hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=20).digest()
-
     def _answer(self, images: np.ndarray, keys: list[tuple]) -> None:
         """Run PyTorch on the images not yet answered, BATCH at a time."""
         missing = [i for i, key in enumerate(keys) if key not in self.memo]
@@ -189,10 +192,10 @@ class PerImage:
 
     def prefetch(self, image_sets: list[np.ndarray]) -> None:
         for images in image_sets:
-            self._answer(images, [self._key(image) for image in images])
+            self._answer(images, [content_key(image) for image in images])
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        keys = [self._key(image) for image in batch]
+        keys = [content_key(image) for image in batch]
         self._answer(batch, keys)
         return np.stack([self.memo[key] for key in keys])
 
@@ -204,7 +207,7 @@ class Remembered:
         self.runner, self.memo, self.name = runner, memo, runner.name
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        key = (batch.shape, str(batch.dtype), hashlib.blake2b(np.ascontiguousarray(batch).tobytes(), digest_size=20).digest())
+        key = content_key(batch)
         if key not in self.memo:
             self.memo[key] = self.runner.infer(batch)
         return self.memo[key]
