@@ -103,7 +103,9 @@ def profile_onnxruntime(path: Path, threads: int, batch: int, iters: int, warmup
 def profile_openvino(path: Path, threads: int, batch: int, iters: int, warmup: int) -> dict:
     import openvino as ov
 
-    core = ov.Core()
+    from partialnet.runtimes.openvino import core as openvino_core
+
+    core = openvino_core()
     model = core.read_model(str(path))
     config = {
         "INFERENCE_PRECISION_HINT": "f32",

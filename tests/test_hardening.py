@@ -1037,6 +1037,34 @@ def test_a_stop_mid_row_ends_the_bench_worker_too(tmp_path, signals_sent):
     assert [p.name for p in scratch.iterdir() if not (p.name.startswith("torchinductor_") or p.name == ".ses")] == []
 
 
+OPENVINO_RUNNERS_THEN_A_STOP = """
+import gc, os, signal, sys
+from partialnet import signals
+from partialnet.runtimes.openvino import OpenVinoRunner
+runners = {p: OpenVinoRunner(sys.argv[1], threads=1, precision=p) for p in ("fp32", "bf16", "fp16")}
+for runner in runners.values():
+    runner.prepare()
+del runner, runners  # dropped in the order they were made, as a bench A/B's two sides are
+gc.collect()
+signals.install()
+os.kill(os.getpid(), signal.SIGINT)
+try:
+    signals.raise_if_pending()
+except signals.Interrupted as stop:
+    print("stopped by", stop.signum)
+"""
+
+
+def test_a_stop_after_openvino_runners_were_dropped_is_a_clean_stop(t0_onnx):
+    """OpenVINO's CPU plugin (one per Core) swaps in an alternate signal stack of its own and unmaps it when
+    destroyed: runners that each held a Core, dropped in the order they were made, left the main thread on an
+    unmapped stack, and the next Ctrl-C killed the process with SIGSEGV (exit 139) instead of stopping it."""
+    pytest.importorskip("openvino", reason="OpenVINO runners need pip install 'partialnet[openvino]'")
+    done = subprocess.run([sys.executable, "-c", OPENVINO_RUNNERS_THEN_A_STOP, str(t0_onnx)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == f"stopped by {int(signal.SIGINT)}"
+
+
 @pytest.mark.slow
 def test_force_over_a_deep_package_folder_replaces_it_and_leaves_nothing(tmp_path, cli):
     pytest.importorskip("coremltools")

@@ -46,12 +46,12 @@ def test_verify_int8_onnx_uses_the_recorded_calibration_source(digits_int8_onnx,
 @pytest.mark.slow
 def test_openvino_int8_through_nncf(digits_ckpt, tmp_path, cli):
     pytest.importorskip("nncf", reason="OpenVINO INT8 needs NNCF (pip install 'partialnet[openvino]')")
-    import openvino as ov
+    from partialnet.runtimes.openvino import core
 
     out = tmp_path / "q.xml"
     result = cli("export", digits_ckpt, "-f", "ov", "--imgsz", "64", "--int8", "--data", "digits", "--calib-size", CALIB, "-o", out, "--samples", "2")
     assert result.code == 0, result.err
-    model = ov.Core().read_model(str(out))
+    model = core().read_model(str(out))
     assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()) > 50
     assert model.get_rt_info(["partialnet", "precision"]).astype(str) == "int8"
     manifest = json.loads(out.with_name("q.xml.json").read_text())

@@ -106,11 +106,11 @@ def _bare_onnxruntime(path):
 
 
 def _bare_openvino(path):
-    import openvino as ov
+    from partialnet.runtimes.openvino import core
 
     # The runner's settings: without the f32 pin a bf16-capable CPU computes in bf16.
     config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    compiled = core().compile_model(str(path), "CPU", config)
     return lambda x: compiled(x)[0]
 
 

@@ -21,7 +21,7 @@ from partialnet.exporters.options import ExportOptions, keep_float
 from partialnet.exporters.quiet import native_quiet
 from partialnet.inputs import check_regular
 from partialnet.limits import check_input_shape
-from partialnet.runtimes.openvino import load_openvino
+from partialnet.runtimes.openvino import core, load_openvino
 
 RT_SECTION = "partialnet"
 MAX_IR_BYTES = 2 << 30  # the .bin: the weights
@@ -137,13 +137,13 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
 
 def read_io(path: Path) -> dict:
     """Input shape, dynamic batch, precision and metadata of an IR, from the IR itself."""
-    ov = load_openvino()
+    load_openvino()  # the missing extra is named before any file is read
     path = Path(path)
     check_regular(path, "OpenVINO IR (.xml)", max_bytes=MAX_IR_XML_BYTES)
     check_regular(path.with_suffix(".bin"), "OpenVINO IR weights (.bin)", max_bytes=MAX_IR_BYTES, nofollow=True)  # its own file, not a link
     try:
         with native_quiet():  # on a file that is not IR, OpenVINO tries its other frontends, which log through absl
-            model = ov.Core().read_model(str(path))
+            model = core().read_model(str(path))
     except RuntimeError:
         raise BadInput(f"{path}: not a readable OpenVINO IR") from None
     if len(model.inputs) != 1:
@@ -215,17 +215,16 @@ def layer_activations(workdir: Path, artifact: Path, images, deploy=None):
     isolated loss of each FakeQuantize on the float activations, at the layers that read it."""
     from partialnet.divergence import fake_quantize, last_per_layer, sqnr_db, worst_per_layer
 
-    ov = load_openvino()
-    core = ov.Core()
-    fp32, int8 = core.read_model(str(workdir / "fp32.xml")), core.read_model(str(artifact))
+    ov_core = core()
+    fp32, int8 = ov_core.read_model(str(workdir / "fp32.xml")), ov_core.read_model(str(artifact))
     last = last_per_layer((layer_of(op.get_friendly_name()), op.get_friendly_name()) for op in fp32.get_ordered_ops()
                           if op.get_output_size() and op.get_type_name() != "Constant")
     in_int8 = {op.get_friendly_name() for op in int8.get_ordered_ops()}
     in_fp32 = {op.get_friendly_name() for op in fp32.get_ordered_ops()}
     wanted = {layer: name for layer, name in last.items() if name in in_int8}
     quantizers = [q for q in _fake_quantizers(int8) if q[0] in in_fp32]
-    reference = _outputs_of(core, fp32, list(dict.fromkeys([*wanted.values(), *(q[0] for q in quantizers)])), images)
-    quantized = _outputs_of(core, int8, list(wanted.values()), images)
+    reference = _outputs_of(ov_core, fp32, list(dict.fromkeys([*wanted.values(), *(q[0] for q in quantizers)])), images)
+    quantized = _outputs_of(ov_core, int8, list(wanted.values()), images)
     losses = [(layer, sqnr_db(reference[name], fake_quantize(reference[name], low, high, levels)))
               for name, (low, high), levels, readers in quantizers for layer in readers]
     order = list(wanted)

@@ -12,6 +12,7 @@ does) and copies only the logits out: 1.003x the bare loop (scripts/harness_over
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -28,15 +29,28 @@ def load_openvino():
     return require("openvino", "openvino")
 
 
+@functools.cache
+def core():
+    """The process's one `ov.Core`, alive until the process ends.
+
+    Every Core loads its own CPU plugin, and every CPU plugin swaps the calling thread's alternate signal
+    stack for one it maps (room for AMX state) and unmaps it when destroyed, putting back the stack it found
+    only if its own is still current. Two plugins destroyed in the order they were made (runners of two
+    precisions going out of scope, the two sides of an A/B) leave the thread on the unmapped stack of the
+    first: the next Ctrl-C or SIGTERM then kills the process with SIGSEGV where it should stop cleanly.
+    One Core means one plugin for the whole process, so nothing is unmapped under a live handler."""
+    return load_openvino().Core()
+
+
 def device_reason(device: str) -> str | None:
     """The runtime table asks this for devices other than the CPU."""
     return "OpenVINO's GPU plugin targets Intel GPUs, not CUDA" if device == "cuda" else f"openvino does not support {device}"
 
 
-def compile_config(core, precision: str, threads: int | None, streams: int | str) -> dict:
+def compile_config(precision: str, threads: int | None, streams: int | str) -> dict:
     """The CPU plugin's settings, pinned: precision as asked (not bf16 behind the user's back), threads,
     and either one stream for latency or N (`auto`: the plugin's choice) for throughput."""
-    config = {"INFERENCE_PRECISION_HINT": _hint(core, precision), "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT"}
+    config = {"INFERENCE_PRECISION_HINT": _hint(precision), "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT"}
     if streams != "auto":
         config["NUM_STREAMS"] = int(streams)
     if threads:
@@ -44,11 +58,16 @@ def compile_config(core, precision: str, threads: int | None, streams: int | str
     return config
 
 
-def _hint(core, precision: str) -> str:
+def cpu_capabilities() -> list[str]:
+    """What the CPU plugin says this CPU computes natively (FP32, BF16, FP16, INT8, ...), upper case."""
+    return [str(c).upper() for c in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
+def _hint(precision: str) -> str:
     """f16 only where the CPU computes it: asked for f16 without FP16 units, the plugin computes bf16 where it
     can (a third precision, judged by nothing), so an fp16 IR there runs as OpenVINO runs it by default:
     its fp16 weights decompressed, computed in f32, and the row says fp32."""
-    if precision == "fp16" and "FP16" not in [str(c).upper() for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]:
+    if precision == "fp16" and "FP16" not in cpu_capabilities():
         return "f32"
     return OV_PRECISION[precision]
 
@@ -58,8 +77,7 @@ def streams(artifact: str, x: np.ndarray, count: int | str, threads: int | None,
     `warmed(submitted, started, at_least)` ends the warm-up (every request at least twice), `finished(submitted,
     started)` the run (the bench protocol's rules)."""
     ov = load_openvino()
-    core = ov.Core()
-    compiled = core.compile_model(artifact, "CPU", compile_config(core, precision, threads, count))
+    compiled = core().compile_model(artifact, "CPU", compile_config(precision, threads, count))
     requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     queue = ov.AsyncInferQueue(compiled, requests)
     latencies: list[float] = []
@@ -99,11 +117,10 @@ class OpenVinoRunner(BaseRunner):
         ov = load_openvino()
         if self.device not in OV_DEVICE:
             raise Unavailable(f"openvino runs here on {', '.join(OV_DEVICE)} only, not {self.device}")
-        core = ov.Core()
-        config = compile_config(core, self.requested_precision, self.threads, 1)
+        config = compile_config(self.requested_precision, self.threads, 1)
         try:
-            model = core.read_model(str(self.path))
-            self.compiled = core.compile_model(model, OV_DEVICE[self.device], config)
+            model = core().read_model(str(self.path))
+            self.compiled = core().compile_model(model, OV_DEVICE[self.device], config)
         except RuntimeError as exc:
             raise BadInput(f"{self.path}: OpenVINO cannot compile it ({str(exc).splitlines()[0][:200]})") from None
         ran = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
