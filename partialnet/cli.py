@@ -602,19 +602,21 @@ def bench_command(
         at = f" on {label}" if label else ""
         raise CheckFailed(f"{len(failed)} row(s) failed{at}: {row['model']} on {row['runtime']}: {row['reason']}")
     if gate_failures:
-        more = f" (and {'; '.join(f.split(':', 1)[0] for f in gate_failures[1:])}: see the gate lines above)" if len(gate_failures) > 1 else ""
+        (first, why), others = gate_failures[0], [name for name, _ in gate_failures[1:]]
+        more = f" (and {'; '.join(others)}: see the gate lines above)" if others else ""
         raise CheckFailed(f"A/B gate (--max-slowdown {options.max_slowdown:g}, --alpha {options.alpha:g}) failed on "
-                          f"{len(gate_failures)} runtime(s): {gate_failures[0]}{more}")
+                          f"{len(gate_failures)} runtime(s): {first}: {why}{more}")
 
 
-def _gate_ab(options: BenchOptions, labels: list, results: list[dict]) -> list[str]:
-    """`--ab --max-slowdown`: each cell judged (the verdict goes into the result before it is shown or written)."""
+def _gate_ab(options: BenchOptions, labels: list, results: list[dict]) -> list[tuple[str, str]]:
+    """`--ab --max-slowdown`: each cell judged (the verdict goes into the result before it is shown or written);
+    the failures as (runtime, or runtime on target; why)."""
     if options.max_slowdown is None:
         return []
     from partialnet.bench.ab_gate import gate_ab
 
-    return [f"{runtime}{f' on {label}' if label else ''}: {why}" for label, result in zip(labels, results)
-            for runtime, why in (f.split(": ", 1) for f in gate_ab(result, options.alpha, options.max_slowdown))]
+    return [(f"{runtime} on {label}" if label else runtime, why) for label, result in zip(labels, results)
+            for runtime, why in gate_ab(result, options.alpha, options.max_slowdown)]
 
 
 def _read_with(source: str, path) -> list:

@@ -292,9 +292,10 @@ def test_the_ab_gate_fails_a_slower_b_and_passes_a_faster_one(cli, tmp_path):
     """`--ab A B --max-slowdown F` is compare's verdict within one run, its exit code the gate's (T2 is about three
     times T0's work: no noise on a shared machine turns that around)."""
     common = ("--runtime", "pytorch", "--protocol", "quick", "--imgsz", "64", "--threads", "1", "--max-slowdown", "0.10")
-    slower = cli("bench", "--ab", "partialnet_t0", "partialnet_t2", *common, "--json", tmp_path / "slower.json")
+    slower = cli("bench", "--ab", "partialnet_t0", "partialnet_t2", *common[:1], "pytorch,tensorrt", *common[2:], "--json", tmp_path / "slower.json")
     assert slower.code == 1, slower.err
-    assert "error: A/B gate (--max-slowdown 0.1, --alpha 0.01) failed on 1 runtime(s): pytorch: regression: median ratio" in slower.err
+    assert "error: A/B gate (--max-slowdown 0.1, --alpha 0.01) failed on 2 runtime(s): pytorch: regression: median ratio" in slower.err
+    assert slower.err.rstrip().endswith("(and tensorrt: see the gate lines above)"), slower.err
     assert "  gate: regression: median ratio" in slower.out
     cell = json.loads((tmp_path / "slower.json").read_text())["ab"][0]  # the verdict is written with the evidence
     assert cell["gate"]["verdict"] == "regression" and cell["gate"]["max_slowdown"] == 0.10 and cell["gate"]["alpha"] == 0.01
@@ -324,7 +325,8 @@ def test_the_ab_gate_judges_rows_the_machine_disturbed_and_says_so():
     assert gate["verdict"] == "ok" and gate["marks"] == ["A disturbed (" + gate["marks"][0].split("(", 1)[1], gate["marks"][1]]
     assert "judged although rows are marked: A disturbed (other processes used 1.30 of 2 cores" in gate["why"]
     rows[1]["samples_s"] = [x * 1.3 for x in b]
-    assert gate_ab(result, 0.01, 0.10)[0].startswith("onnxruntime: regression: median ratio 1.29")
+    (runtime, why), = gate_ab(result, 0.01, 0.10)
+    assert runtime == "onnxruntime" and why.startswith("regression: median ratio 1.29")
 
 
 @pytest.mark.parametrize("alpha, max_slowdown", [(None, 0.1), ("0.01", 0.1), (0.01, True), (0.01, float("inf"))])
@@ -341,8 +343,22 @@ def test_a_cell_the_ab_gate_could_not_measure_fails_it():
     from partialnet.bench.ab_gate import gate_ab
 
     result = {"ab": [{"runtime": "openvino", "status": "skipped", "reason": "openvino is not installed"}], "rows": []}
-    assert gate_ab(result, 0.01, 0.10) == ["openvino: skipped: not measured (openvino is not installed)"]
+    assert gate_ab(result, 0.01, 0.10) == [("openvino", "skipped: not measured (openvino is not installed)")]
     assert result["ab"][0]["gate"]["verdict"] == "skipped"
+
+
+def test_the_ab_gate_names_the_target_a_failing_runtime_ran_on():
+    from partialnet.bench.options import BenchOptions
+    from partialnet.cli import _gate_ab
+
+    def skipped():
+        return {"ab": [{"runtime": "openvino", "status": "skipped", "reason": "not installed"}], "rows": []}
+
+    options = BenchOptions(ab=("partialnet_t0", "fasternet_t0"), max_slowdown=0.1)
+    assert _gate_ab(options, ["ci@box1", "ci@box2"], [skipped(), skipped()]) == [
+        ("openvino on ci@box1", "skipped: not measured (not installed)"), ("openvino on ci@box2", "skipped: not measured (not installed)")]
+    assert _gate_ab(options, [None], [skipped()]) == [("openvino", "skipped: not measured (not installed)")]
+    assert _gate_ab(BenchOptions(ab=("partialnet_t0", "fasternet_t0")), [None], [skipped()]) == []  # no --max-slowdown: no gate
 
 
 def compare_loads(data: dict) -> bool:

@@ -16,8 +16,9 @@ from partialnet.bench.run import ab_sides
 PASSING = ("ok", "improvement")
 
 
-def gate_ab(result: dict, alpha: float, max_slowdown: float) -> list[str]:
-    """Each runtime's verdict, recorded in its A/B cell (`gate`, written with the result); the failing ones as lines."""
+def gate_ab(result: dict, alpha: float, max_slowdown: float) -> list[tuple[str, str]]:
+    """Each runtime's verdict, recorded in its A/B cell (`gate`, written with the result); the failing ones as
+    (runtime, why), so a caller can say where the runtime ran before why it failed."""
     failures = []
     for cell in result["ab"]:
         if cell["status"] != "ok":
@@ -30,5 +31,5 @@ def gate_ab(result: dict, alpha: float, max_slowdown: float) -> list[str]:
             cell["gate"] = {"verdict": v["verdict"], "why": why, "noise_reasons": v["noise_reasons"], "marks": marks, "alpha": alpha,
                             "max_slowdown": max_slowdown}
         if cell["gate"]["verdict"] not in PASSING:
-            failures.append(f"{cell['runtime']}: {cell['gate']['why']}")
+            failures.append((cell["runtime"], cell["gate"]["why"]))
     return failures
