@@ -8,8 +8,15 @@ rows (`Format.options`); an option a format does not take is refused by its flag
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Callable
+from pathlib import Path
+from types import UnionType
+from typing import Any, Callable, Optional, Union, get_args, get_origin
+
+from partialnet.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -60,3 +67,83 @@ def from_cli(cls, values: dict[str, Any]):
     if "given" in {f.name for f in fields(cls)}:
         instance.given = frozenset(given)
     return instance
+
+
+def settle(instance) -> None:
+    """Each typed field of an options object as the command line would have made it, or BadInput naming its flag.
+
+    Python callers fill these objects by hand, where nothing typed the values first: `imgsz=64` or "224,320" is
+    what the flag takes, so it is parsed as the flag's text is; a wrong type (a number for a list, a string for a
+    count) was a TypeError or AttributeError deep in the run (exit 4), and a count below its bound went through.
+    """
+    hints = _hints(type(instance))
+    for name, flag in flags_of(type(instance)).items():
+        value = getattr(instance, name)
+        if value is None and type(None) in hints[name]:
+            continue
+        if flag.parse is not None:
+            value = flag.parse(value)
+        setattr(instance, name, _typed(value, hints[name], flag))
+
+
+def _typed(value, allowed: tuple, flag: Flag):
+    """`value` as one of the field's types (a str or PathLike becomes a Path; a str or sequence a list or tuple)."""
+    for kind in allowed:
+        origin, args = get_origin(kind), get_args(kind)
+        if kind is bool and type(value) is bool:
+            return value
+        if kind is int and type(value) is int:
+            _within(value, flag)
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool) and _float_sized(value):
+            _within(value, flag)
+            return float(value)  # NaN and infinity go on to the field's own check, which says what range it takes
+        if kind is str and isinstance(value, str):
+            return value
+        if kind is Path and isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+            return Path(value)
+        if origin is list and isinstance(value, (str, list, tuple)):  # a str is the flag's comma-separated text
+            items = [value] if isinstance(value, str) else list(value)
+            if all(isinstance(v, args[0]) for v in items):
+                return items
+        if origin is tuple and isinstance(value, (list, tuple)) and len(value) == len(args) \
+                and all(type(v) is t if t is int else isinstance(v, t) for v, t in zip(value, args)):
+            return tuple(value)
+    wanted = " or ".join(_NAMES.get(get_origin(k) or k, str(k)) for k in allowed if k is not type(None))
+    raise BadInput(f"{flag.name} {_shown(value)}: expected {wanted}")
+
+
+def _shown(value) -> str:
+    """A refused value as a user would read it: text quoted, anything else as Python prints it, both cut short."""
+    return repr(value[:60]) if isinstance(value, str) else str(value)[:60]
+
+
+def _float_sized(value) -> bool:
+    try:
+        float(value)
+    except OverflowError:  # an integer beyond a float's range
+        return False
+    return True
+
+
+def _within(value, flag: Flag) -> None:
+    if flag.min is not None and value < flag.min or flag.max is not None and value > flag.max:
+        bounds = f"at least {flag.min:g}" if flag.max is None else f"from {flag.min:g} to {flag.max:g}"
+        raise BadInput(f"{flag.name} {value}: expected {bounds}")
+
+
+_NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string", Path: "a path",
+          list: "a list of names", tuple: "a pair"}
+
+
+@functools.cache
+def _hints(cls) -> dict[str, tuple]:
+    """Typed field name -> the types it may hold (Optional and `X | None` unpacked). Only the typed fields'
+    annotations are evaluated: the others may name what their module imports for type checkers alone."""
+    scope = {**vars(sys.modules[cls.__module__]), "Path": Path, "Optional": Optional}
+    found = {}
+    for f in fields(cls):
+        if "flag" in f.metadata:
+            hint = eval(f.type, scope) if isinstance(f.type, str) else f.type  # noqa: S307 (this package's own annotations)
+            found[f.name] = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    return found

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from partialnet.errors import BadInput
-from partialnet.options import option
+from partialnet.options import option, settle
 
 DATASETS = ("digits",)
 
@@ -35,6 +35,7 @@ class VerifyOptions:
                                  cli_type=Optional[str])
 
     def __post_init__(self) -> None:
+        settle(self)
         # what --images held when first read, per size: an INT8 export judges the same images before lowering,
         # as the artifact and in its per-layer report, and a folder of photos takes seconds to decode each time.
         # Not a field: the options travel to a second process as `asdict`, and a cache is no option.

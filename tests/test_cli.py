@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from helpers import golden, interruptible_popen, to_dpconv
+from partialnet.errors import BadInput
 
 
 def test_models_json_lists_all_twelve_with_measured_numbers(cli):
@@ -294,3 +295,52 @@ def test_a_stop_while_starting_is_one_line():
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err == "error: stopped by SIGINT while starting; nothing was done\n", err
+
+
+def _options(name):
+    from partialnet.bench.options import BenchOptions
+    from partialnet.exporters.options import ExportOptions
+    from partialnet.remote.options import TargetOptions
+    from partialnet.verify_options import VerifyOptions
+
+    return {"bench": BenchOptions, "export": ExportOptions, "verify": VerifyOptions, "target": TargetOptions}[name]
+
+
+@pytest.mark.parametrize("kind, given, field, settled", [
+    ("bench", {"imgsz": 64}, "imgsz", (64, 64)),
+    ("bench", {"imgsz": "224,320"}, "imgsz", (224, 320)),
+    ("bench", {"batch": 32}, "batch", "32"),
+    ("bench", {"batch": [1, 32]}, "batch", "1,32"),
+    ("bench", {"runtime": "onnxruntime,openvino"}, "runtime", ["onnxruntime,openvino"]),  # split as --runtime's text is
+    ("bench", {"ab": ["partialnet_t0", "fasternet_t0"]}, "ab", ("partialnet_t0", "fasternet_t0")),
+    ("export", {"imgsz": 96}, "imgsz", (96, 96)),
+    ("export", {"imgsz": None}, "imgsz", (224, 224)),
+    ("verify", {"images": "photos"}, "images", Path("photos")),
+    ("target", {"target": ["ssh://box"], "ssh_config": "cfg"}, "ssh_config", Path("cfg")),
+])
+def test_python_options_take_what_their_flags_take(kind, given, field, settled):
+    """python-api.md: the options objects' fields are the flags; a Python caller writes them as the flags are
+    typed (a TargetOptions with ssh_config as a string was an AttributeError, BenchOptions(imgsz=64) a TypeError)."""
+    assert getattr(_options(kind)(**given), field) == settled
+
+
+@pytest.mark.parametrize("kind, given, message", [
+    ("bench", {"threads": 0}, "--threads 0: expected at least 1"),
+    ("bench", {"threads": "2"}, "--threads '2': expected an integer"),
+    ("bench", {"runtime": 3}, "--runtime 3: expected a list of names"),
+    ("bench", {"compile": 1}, "--compile 1: expected True or False"),
+    ("bench", {"batch": [1, "x"]}, "--batch .*: expected batch sizes such as 32"),
+    ("bench", {"ab": ("partialnet_t0",)}, "--ab .*: expected a pair"),
+    ("bench", {"imgsz": 65}, "--imgsz: image size 65x65 unsupported"),
+    ("export", {"opset": True}, "--opset True: expected an integer"),
+    ("export", {"batch": 0}, "--batch 0: expected at least 1"),
+    ("export", {"int8": "yes"}, "--int8 'yes': expected True or False"),
+    ("verify", {"samples": 0}, "--samples 0: expected at least 1"),
+    ("verify", {"atol": "1e-4"}, "--atol '1e-4': expected a number"),
+    ("verify", {"atol": 10**400}, "--atol 1000.*: expected a number"),
+    ("verify", {"images": 3}, "--images 3: expected a path"),
+    ("target", {"remote_python": None}, "--remote-python None: expected a string"),
+])
+def test_python_options_refuse_a_wrong_type_by_its_flag(kind, given, message):
+    with pytest.raises(BadInput, match=message):
+        _options(kind)(**given)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 
 from partialnet.errors import BadInput
 from partialnet.limits import parse_imgsz
-from partialnet.options import option
+from partialnet.options import option, settle
 
 if TYPE_CHECKING:
     from partialnet.bench.run import BenchPlan
@@ -27,6 +27,17 @@ def split_list(values: list[str] | None, flag: str = "--runtime") -> list[str]:
     if values and not names:
         raise BadInput(f"{flag} {','.join(values)!r}: an empty list; name at least one (or leave {flag} out for the default)")
     return names
+
+
+def batch_text(value: str | int | list[int]) -> str:
+    """A Python caller's batch=32 or [1, 32] as the flag's text ("1,32"), checked with it by parse_batches."""
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, (list, tuple)) and value and all(type(v) is int for v in value):
+        return ",".join(str(v) for v in value)
+    if not isinstance(value, str):
+        raise BadInput(f"--batch {str(value)[:60]!r}: expected batch sizes such as 32, [1, 32] or '1,32'")
+    return value
 
 
 def parse_batches(value: str | None) -> list[int] | None:
@@ -45,7 +56,8 @@ class BenchOptions:
     device: str = option("cpu", "--device", "cpu or cuda.")
     runtime: list[str] | None = option(None, "--runtime", "Runtimes (repeat or comma-separate); default: all but the mobile ones "
                                        "(executorch, litert).", cli_type=Optional[list[str]])
-    batch: str | None = option(None, "--batch", "Batch sizes, e.g. 1,32 (default: the protocol's, else 1).", cli_type=Optional[str])
+    batch: str | None = option(None, "--batch", "Batch sizes, e.g. 1,32 (default: the protocol's, else 1).", cli_type=Optional[str],
+                               parse=batch_text)
     imgsz: tuple[int, int] | None = option(None, "--imgsz", "Input size: 224, or H W (also H,W); multiples of 32, >= 64 (default: "
                                            "224; a given artifact runs at its own).", cli_type=Optional[str], parse=parse_imgsz, show_default=False)
     threads: int | None = option(None, "--threads", "Threads per runtime (default: all cores; paper: 1).", cli_type=Optional[int], min=1)
@@ -73,6 +85,9 @@ class BenchOptions:
     streams: str | None = option(None, "--streams", "N or auto: keep N requests in flight (OpenVINO async requests, ONNX Runtime "
                                  "parallel sessions) and report images/s as a server gets it.", cli_type=Optional[str])
     given: frozenset[str] | None = field(default=None, repr=False, compare=False)  # the flags typed (None: those off their defaults)
+
+    def __post_init__(self) -> None:
+        settle(self)  # a Python caller's imgsz=64, runtime="onnxruntime" as the flags take them; a wrong type is bad input
 
     def asked(self) -> set[str]:
         """The options the user asked for: typed on the command line, or set off their defaults in Python."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 from partialnet.errors import BadInput
 from partialnet.limits import parse_imgsz
-from partialnet.options import defaults_of, flags_of, option
+from partialnet.options import defaults_of, flags_of, option, settle
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,7 +60,7 @@ class ExportOptions:
     built_elsewhere: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.imgsz = parse_imgsz(self.imgsz)  # Python callers write imgsz=64 or "224,320", as the command line does
+        settle(self)  # Python callers write imgsz=64 or "224,320", as the command line does
 
     @property
     def precision(self) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from partialnet.errors import BadInput
-from partialnet.options import option
+from partialnet.options import option, settle
 
 
 @dataclass
@@ -22,6 +22,9 @@ class TargetOptions:
                                        "time (StrictHostKeyChecking=accept-new); a changed key is still refused.")
     remote_python: str = option("python3", "--remote-python", "--target: the Python on the target that has partialnet "
                                 "(same version) installed.")
+
+    def __post_init__(self) -> None:
+        settle(self)  # a Python caller's ssh_config="~/.ssh/config" string is a path, as --ssh-config's text is
 
     def addresses(self):
         from partialnet.remote.ssh import parse_targets
