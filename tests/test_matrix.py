@@ -62,6 +62,9 @@ def test_judging_marks_the_front_and_recommends_within_budget():
     assert by[("openvino", "int8")]["recommended"] and "fastest" in by[("openvino", "int8")]["recommended_why"]
     assert "loses 0.50 points of top-1 vs PyTorch fp32 (budget 1)" in by[("openvino", "int8")]["recommended_why"]  # a loss, in words
     assert not by[("litert", "int8")]["recommended"]  # disturbed: never the choice, however fast
+    # every row holds both reasons (null where it is not the one), as docs/export.md lists them
+    assert all({"recommended_why", "smallest_why"} <= set(r) for r in rows)
+    assert by[("onnx", "fp32")]["recommended_why"] is None and by[("onnx", "fp32")]["smallest_why"] is None
     assert not by[("onnx", "int8")]["recommended"] and by[("onnx", "int8")]["drop"] == 3.0
     assert by[("onnx", "int8")]["pareto"] and by[("onnx", "fp32")]["pareto"] and not by[("pytorch", "fp32")]["pareto"]
     assert not by[("litert", "int8")]["pareto"]  # a marked row is on no front

@@ -201,6 +201,7 @@ def judge_rows(rows: list[dict], budget: float) -> None:
     for r in rows:
         r["drop"] = round(reference["top1"] - r["top1"], 3) if reference and r.get("top1") is not None else None
         r["pareto"] = r["recommended"] = r["smallest"] = False
+        r["recommended_why"] = r["smallest_why"] = None  # every row holds every field: a reader need not test for keys
     # judged rows only: a marked row's latency stands for the machine, not the artifact
     timed = [r for r in rows if r.get("p50_ms") is not None and not r.get("unstable") and not r.get("disturbed")]
     score = (lambda r: r["top1"]) if reference else (lambda r: r.get("agreement") if r.get("agreement") is not None else 1.0)
