@@ -417,12 +417,15 @@ def test_outputs_never_clobber_inputs_or_each_other(tmp_path, cli):
     ],
 )
 def test_bad_options_are_refused_before_any_checkpoint_is_loaded(args, fragment, tmp_path, cli, monkeypatch):
-    from partialnet import checkpoint
+    from partialnet import checkpoint, folding
 
     def must_not_load(*a, **k):
         raise AssertionError("a checkpoint was loaded before the options were checked")
 
+    # both holders of the reader: folding imported for the first time under the patch kept the stand-in for
+    # the rest of the run (a deploy-file test after this one alone failed)
     monkeypatch.setattr(checkpoint, "read_file", must_not_load)
+    monkeypatch.setattr(folding, "read_file", must_not_load)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "FILE").write_text("a regular file")
     ckpt = tmp_path / "model.pth"
