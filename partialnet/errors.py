@@ -41,3 +41,16 @@ class Unavailable(PartialnetError):
 
 def missing_extra(module: str, extra: str) -> Unavailable:
     return Unavailable(f"{module} is not installed; install it with: pip install 'partialnet[{extra}]'")
+
+
+def shown(value) -> str:
+    """A refused value as a message names it: text quoted, anything else as Python prints it, both cut short (an
+    integer of thousands of digits is described, not printed: Python refuses to print it, with a ValueError)."""
+    if isinstance(value, str):
+        return repr(value[:60])
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"(an integer of {value.bit_length()} bits)"
+    try:
+        return str(value)[:60]
+    except ValueError:  # such an integer inside a list or tuple
+        return f"(a {type(value).__name__} too large to print)"

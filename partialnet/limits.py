@@ -8,9 +8,10 @@ documented in the README, and a value outside them is bad input (exit 2), never 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
-from partialnet.errors import BadInput
+from partialnet.errors import BadInput, shown
 
 MIN_SIDE = 64  # the last stage must be at least 2x2
 STRIDE = 32
@@ -74,20 +75,26 @@ def format_imgsz(size: Sequence[int]) -> str:
     return "x".join(map(str, size))
 
 
+def _whole(value) -> bool:
+    """An integer as Python callers hold one (numpy's too), not a bool or a float."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def parse_imgsz(values: Sequence[int] | int | str | None, default: int = 224) -> tuple[int, int]:
     """`224`, `(H, W)` or "H,W" / "HxW": multiples of 32, at least 64 (the last stage must be at least 2×2)."""
     if values is None:
         values = [default]
-    if isinstance(values, int):
+    if _whole(values):
         values = [values]
     if isinstance(values, str):
         parts = [p for p in values.replace("x", ",").replace(" ", ",").split(",") if p]
         if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
             raise BadInput(f"--imgsz {values[:40]!r}: expected a size such as 224 or 224,192")
         values = [int(p) for p in parts]
-    values = list(values)
+    if not isinstance(values, (list, tuple)) or not all(_whole(v) and abs(v) < 10**9 for v in values):  # from Python: 224.0, ["a"], inf
+        raise BadInput(f"--imgsz {shown(values)}: expected a size such as 224, (224, 192) or '224,192'")
     if len(values) not in (1, 2):
         raise BadInput(f"--imgsz takes one size or H W, got {len(values)} values")
-    h, w = (int(v) for v in (values * 2)[:2])
+    h, w = (int(v) for v in (list(values) * 2)[:2])
     check_input_shape(None, h, w, "--imgsz")
     return h, w

@@ -9,6 +9,7 @@ rows (`Format.options`); an option a format does not take is refused by its flag
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 import sys
 from dataclasses import MISSING, dataclass, field, fields
@@ -16,7 +17,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Callable, Optional, Union, get_args, get_origin
 
-from partialnet.errors import BadInput
+from partialnet.errors import BadInput, shown
 
 
 @dataclass(frozen=True)
@@ -92,14 +93,14 @@ def _typed(value, allowed: tuple, flag: Flag):
         origin, args = get_origin(kind), get_args(kind)
         if kind is bool and type(value) is bool:
             return value
-        if kind is int and type(value) is int:
+        if kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):  # numpy's integers too
             _within(value, flag)
-            return value
-        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool) and _float_sized(value):
+            return int(value)
+        if kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool) and _float_sized(value):
             _within(value, flag)
             return float(value)  # NaN and infinity go on to the field's own check, which says what range it takes
-        if kind is str and isinstance(value, str):
-            return value
+        if kind is str and isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+            return os.fspath(value)  # --data and the like: a folder given as a Path is its text
         if kind is Path and isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
             return Path(value)
         if origin is list and isinstance(value, (str, list, tuple)):  # a str is the flag's comma-separated text
@@ -110,12 +111,7 @@ def _typed(value, allowed: tuple, flag: Flag):
                 and all(type(v) is t if t is int else isinstance(v, t) for v, t in zip(value, args)):
             return tuple(value)
     wanted = " or ".join(_NAMES.get(get_origin(k) or k, str(k)) for k in allowed if k is not type(None))
-    raise BadInput(f"{flag.name} {_shown(value)}: expected {wanted}")
-
-
-def _shown(value) -> str:
-    """A refused value as a user would read it: text quoted, anything else as Python prints it, both cut short."""
-    return repr(value[:60]) if isinstance(value, str) else str(value)[:60]
+    raise BadInput(f"{flag.name} {shown(value)}: expected {wanted}")
 
 
 def _float_sized(value) -> bool:
@@ -129,7 +125,7 @@ def _float_sized(value) -> bool:
 def _within(value, flag: Flag) -> None:
     if flag.min is not None and value < flag.min or flag.max is not None and value > flag.max:
         bounds = f"at least {flag.min:g}" if flag.max is None else f"from {flag.min:g} to {flag.max:g}"
-        raise BadInput(f"{flag.name} {value}: expected {bounds}")
+        raise BadInput(f"{flag.name} {shown(value)}: expected {bounds}")
 
 
 _NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string", Path: "a path",
