@@ -75,7 +75,7 @@ def format_imgsz(size: Sequence[int]) -> str:
     return "x".join(map(str, size))
 
 
-def _whole(value) -> bool:
+def whole_number(value) -> bool:
     """An integer as Python callers hold one (numpy's too), not a bool or a float."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -84,14 +84,14 @@ def parse_imgsz(values: Sequence[int] | int | str | None, default: int = 224) ->
     """`224`, `(H, W)` or "H,W" / "HxW": multiples of 32, at least 64 (the last stage must be at least 2×2)."""
     if values is None:
         values = [default]
-    if _whole(values):
+    if whole_number(values):
         values = [values]
     if isinstance(values, str):
         parts = [p for p in values.replace("x", ",").replace(" ", ",").split(",") if p]
         if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
             raise BadInput(f"--imgsz {values[:40]!r}: expected a size such as 224 or 224,192")
         values = [int(p) for p in parts]
-    if not isinstance(values, (list, tuple)) or not all(_whole(v) and abs(v) < 10**9 for v in values):  # from Python: 224.0, ["a"], inf
+    if not isinstance(values, (list, tuple)) or not all(whole_number(v) and abs(v) < 10**9 for v in values):  # from Python: 224.0, ["a"], inf
         raise BadInput(f"--imgsz {shown(values)}: expected a size such as 224, (224, 192) or '224,192'")
     if len(values) not in (1, 2):
         raise BadInput(f"--imgsz takes one size or H W, got {len(values)} values")

@@ -18,6 +18,7 @@ from types import UnionType
 from typing import Any, Callable, Optional, Union, get_args, get_origin
 
 from partialnet.errors import BadInput, shown
+from partialnet.limits import whole_number
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def _typed(value, allowed: tuple, flag: Flag):
         origin, args = get_origin(kind), get_args(kind)
         if kind is bool and type(value) is bool:
             return value
-        if kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):  # numpy's integers too
+        if kind is int and whole_number(value):  # numpy's integers too
             _within(value, flag)
             return int(value)
         if kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool) and _float_sized(value):
