@@ -320,6 +320,7 @@ def _options(name):
     ("target", {"target": ["ssh://box"], "ssh_config": "cfg"}, "ssh_config", Path("cfg")),
     ("export", {"int8": True, "data": Path("calib")}, "data", "calib"),  # a folder as a Path, as before
     ("bench", {"threads": np.int64(2)}, "threads", 2),  # numpy's numbers are numbers
+    ("bench", {"batch": [np.int64(1), 32]}, "batch", "1,32"),
     ("bench", {"imgsz": [np.int32(64), 96]}, "imgsz", (64, 96)),
 ])
 def test_python_options_take_what_their_flags_take(kind, given, field, settled):
@@ -334,6 +335,7 @@ def test_python_options_take_what_their_flags_take(kind, given, field, settled):
     ("bench", {"runtime": 3}, "--runtime 3: expected a list of names"),
     ("bench", {"compile": 1}, "--compile 1: expected True or False"),
     ("bench", {"batch": [1, "x"]}, "--batch .*: expected batch sizes such as 32"),
+    ("bench", {"batch": 10**5000}, "--batch \\(an integer of 16610 bits\\): expected batch sizes"),  # printing it was a ValueError
     ("bench", {"ab": ("partialnet_t0",)}, "--ab .*: expected a pair"),
     ("bench", {"imgsz": 65}, "--imgsz: image size 65x65 unsupported"),
     ("bench", {"imgsz": 224.0}, "--imgsz 224.0: expected a size such as 224"),  # was a TypeError

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
-from partialnet.errors import BadInput
-from partialnet.limits import parse_imgsz
+from partialnet.errors import BadInput, shown
+from partialnet.limits import parse_imgsz, whole_number
 from partialnet.options import option, settle
 
 if TYPE_CHECKING:
@@ -31,12 +31,11 @@ def split_list(values: list[str] | None, flag: str = "--runtime") -> list[str]:
 
 def batch_text(value: str | int | list[int]) -> str:
     """A Python caller's batch=32 or [1, 32] as the flag's text ("1,32"), checked with it by parse_batches."""
-    if type(value) is int:
-        return str(value)
-    if isinstance(value, (list, tuple)) and value and all(type(v) is int for v in value):
-        return ",".join(str(v) for v in value)
+    sizes = [value] if whole_number(value) else value
+    if isinstance(sizes, (list, tuple)) and sizes and all(whole_number(v) and abs(v) < 10**9 for v in sizes):
+        return ",".join(str(int(v)) for v in sizes)
     if not isinstance(value, str):
-        raise BadInput(f"--batch {str(value)[:60]!r}: expected batch sizes such as 32, [1, 32] or '1,32'")
+        raise BadInput(f"--batch {shown(value)}: expected batch sizes such as 32, [1, 32] or '1,32'")
     return value
 
 
