@@ -185,7 +185,7 @@ def test_report_refuses_mixed_protocols_and_bad_files(claims_result, tmp_path, c
     broken = copy.deepcopy(claims_result)
     broken["measurements"][0]["partialnet"]["samples_s"][0] = -1.0
     bad = cli("report", _write(tmp_path / "c.json", broken))
-    assert bad.code == 2 and "positive finite" in bad.err
+    assert bad.code == 2 and "timings, each a finite number of seconds" in bad.err
     (tmp_path / "d.json").write_text('{"schema": "something else"}')
     assert cli("report", tmp_path / "d.json").code == 2
     for field, value, said in (("imgsz", [128, 128], "128x128 fp32, judged at ±0.05 tolerance in"),
@@ -193,7 +193,8 @@ def test_report_refuses_mixed_protocols_and_bad_files(claims_result, tmp_path, c
         changed = {**copy.deepcopy(claims_result), field: value}  # rows that name no size or precision must not sit in one table
         apart = cli("report", first, _write(tmp_path / f"{field}.json", changed))
         assert apart.code == 2 and "different input sizes or precisions" in apart.err and said in apart.err, apart.err
-    for field, value, said in (("imgsz", [-64, 0], "valid imgsz"), ("measurements", [], "holds no measurements"), ("precision", 5, "precision")):
+    for field, value, said in (("imgsz", [-64, 0], "imgsz[0] is not an integer in 32..4096"), ("measurements", [], "measurements is not a list of 1 to 200"),
+                               ("precision", 5, "precision")):
         hostile = cli("report", _write(tmp_path / f"h_{field}.json", {**copy.deepcopy(claims_result), field: value}))
         assert hostile.code == 2 and said in hostile.err, hostile.err
 
@@ -216,10 +217,11 @@ def test_report_judges_claims_only_on_cells_that_could_carry_a_verdict(claims_re
     for name, data, said in (
         ("few", few, "(partialnet) holds 1 samples; the quick protocol times at least 10"),
         ("twice", twice, f"are both t0 / {cell['runtime']}; a result measures each once"),
-        ("runtime", {**claims_result, "measurements": [{**cell, "runtime": "onnxruntime</td><td>reproduced"}]}, "lacks a known size, runtime or status"),
+        ("runtime", {**claims_result, "measurements": [{**cell, "runtime": "onnxruntime</td><td>reproduced"}]},
+         "measurements[0].runtime is not one of pytorch, onnxruntime"),
         ("batch", {**claims_result, "measurements": [{**cell, "batch": 64}]}, "batch 64, but the run was at batch 1"),
         ("cuda", {**claims_result, "device": "cuda"}, "a cuda result from a machine that records no GPU"),
-        ("tolerance", {**claims_result, "tolerance": "0.5"}, "tolerance must be a number from 0 to 0.5"),
+        ("tolerance", {**claims_result, "tolerance": "0.5"}, "tolerance is not a finite number from 0 to 0.5"),
     ):
         refused = cli("report", _write(tmp_path / f"{name}.json", data))
         assert refused.code == 2 and said in refused.err, (name, refused.err)

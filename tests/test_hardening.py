@@ -795,23 +795,27 @@ def test_hostile_compare_files_exit_2(tmp_path, cli):
     good = {"schema": SCHEMA, "machine": {"id": "x", "cpu": {"model": "cpu"}}, "protocol": {"name": "latency"}, "rows": [row]}
     variants = {
         "list": ([good], "not a partialnet bench result"),
-        "rows_not_list": ({**good, "rows": {"a": 1}}, "lacks 'rows'"),
-        "row_not_object": ({**good, "rows": [3]}, "is not an object"),
-        "batch_string": ({**good, "rows": [{**row, "batch": "1"}]}, "batch must be a positive integer, got str"),
-        "threads_zero": ({**good, "rows": [{**row, "threads": 0}]}, "threads must be a positive integer, got 0"),
-        "status_unknown": ({**good, "rows": [{**row, "status": "crashed"}]}, "status 'crashed' is not one of ok, failed, skipped"),
-        "settings_list": ({**good, "settings": [1]}, "settings is not a JSON object"),  # was exit 4 in compare
-        "samples_string": ({**good, "rows": [{**row, "samples_s": "fast"}]}, "no raw samples"),
-        "samples_negative": ({**good, "rows": [{**row, "samples_s": [0.01, -1.0]}]}, "positive finite"),
-        "samples_zero": ({**good, "rows": [{**row, "samples_s": [0.0] * 5}]}, "positive finite"),
-        "samples_text": ({**good, "rows": [{**row, "samples_s": ["a"]}]}, "positive finite"),
-        "machine_not_dict": ({**good, "machine": "mine"}, "lacks 'machine'"),
+        "rows_not_list": ({**good, "rows": {"a": 1}}, "rows is not a list of at most 10,000"),
+        "row_not_object": ({**good, "rows": [3]}, "rows[0] is not an object"),
+        "batch_string": ({**good, "rows": [{**row, "batch": "1"}]}, "rows[0].batch is not an integer in 1..1024"),
+        "threads_zero": ({**good, "rows": [{**row, "threads": 0}]}, "rows[0].threads is not an integer in 1..1024"),
+        "status_unknown": ({**good, "rows": [{**row, "status": "crashed"}]}, "rows[0].status is not one of ok, failed, skipped"),
+        "settings_list": ({**good, "settings": [1]}, "settings is not an object"),  # was exit 4 in compare
+        "samples_string": ({**good, "rows": [{**row, "samples_s": "fast"}]}, "rows[0].samples_s is not a list of 1 to 200,000"),
+        "samples_negative": ({**good, "rows": [{**row, "samples_s": [0.01, -1.0]}]}, "timings, each a finite number of seconds"),
+        "samples_zero": ({**good, "rows": [{**row, "samples_s": [0.0] * 5}]}, "timings, each a finite number of seconds"),
+        "samples_text": ({**good, "rows": [{**row, "samples_s": ["a"]}]}, "timings, each a finite number of seconds"),
+        "machine_not_dict": ({**good, "machine": "mine"}, "machine is not an object"),
         # what the reports read of a machine, of another type (once a crash: exit 4)
         "gpus_number": ({**good, "machine": {**good["machine"], "gpus": 5}}, "machine gpus is not a list of objects"),
         "flags_number": ({**good, "machine": {"id": "x", "cpu": {"model": "cpu", "flags": 5}}}, "cpu.flags is not a list of strings"),
         "cores_text": ({**good, "machine": {"id": "x", "cpu": {"model": "cpu", "logical_cores": "2"}}}, "cpu.logical_cores is not an integer"),
         "versions_list": ({**good, "machine": {**good["machine"], "versions": ["torch"]}}, "versions is not an object"),
-        "protocol_nameless": ({**good, "protocol": {}}, "protocol has no name"),
+        "protocol_nameless": ({**good, "protocol": {}}, "protocol.name is missing"),
+        "ok_without_samples": ({**good, "rows": [{k: v for k, v in row.items() if k != "samples_s"}]}, "rows[0] is ok and holds no raw samples"),
+        "gmacs_text": ({**good, "rows": [{**row, "gmacs": "many"}]}, "rows[0].gmacs is not a finite number"),  # the report's table prints it
+        "imgsz_three": ({**good, "rows": [{**row, "imgsz": [64, 64, 3]}]}, "rows[0].imgsz is not a list of 2"),
+        "reason_object": ({**good, "rows": [{**row, "status": "failed", "reason": {"a": 1}}]}, "rows[0].reason is not a string"),
     }
     base = tmp_path / "base.json"
     base.write_text(json.dumps(good))
@@ -1143,7 +1147,8 @@ def test_extreme_finite_samples_are_refused_not_divided(samples, tmp_path, cli):
     (tmp_path / "r.json").write_text(json.dumps(data))
     for command in (["report", tmp_path / "r.json"], ["compare", tmp_path / "r.json", tmp_path / "r.json"]):
         result = cli(*command)
-        assert result.code == 2 and "samples_s must be positive finite numbers of seconds, from" in result.err, (command, result.err)
+        said = "samples_s is not a list of 1 to 200,000 timings, each a finite number of seconds from 1e-09"
+        assert result.code == 2 and said in result.err, (command, result.err)
 
 
 def test_giant_integers_in_result_files_are_bad_input(tmp_path, cli):

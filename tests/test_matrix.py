@@ -306,8 +306,11 @@ def test_a_strangers_matrix_is_held_to_what_a_matrix_can_hold(tmp_path):
         (lambda d: d["rows"].append(copy.deepcopy(row)), "row 1 is onnx fp32 again (row 0)"),
         (lambda d: d["rows"][0].update(precision="bf16"), "onnx bf16 is no artifact partialnet makes"),
         (lambda d: d["rows"][0].update(samples_s=row["samples_s"][:1]), "holds 1 samples; the quick protocol times at least 10"),
-        (lambda d: d.update(protocol="paper"), "timed with the latency or quick protocol, not 'paper'"),
-        (lambda d: d.update(threads=5000), "threads must be an integer from 1 to 1024"),
+        (lambda d: d.update(protocol="paper"), "protocol is not one of latency, quick"),
+        (lambda d: d.update(threads=5000), "threads is not an integer in 1..1024"),
+        (lambda d: d["rows"][0].update(bytes=9e6), "rows[0].bytes is not an integer in 0..1099511627776"),
+        (lambda d: d["rows"][0].update(top1=101), "rows[0].top1 is not a finite number from 0 to 100"),
+        (lambda d: d.pop("budget_points"), "budget_points is missing"),
     ):
         hostile = copy.deepcopy(good)
         change(hostile)

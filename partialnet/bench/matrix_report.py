@@ -11,89 +11,79 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from partialnet.bench.results import IMGSZ, Samples, enough_samples
 from partialnet.errors import BadInput
-from partialnet.inputs import finite_number
 from partialnet.machine import check_machine
+from partialnet.shapes import Flag, Integer, ListOf, Maybe, Number, OneOf, Record, Text, conform
 
 STATUSES = ("ok", "failed", "skipped")
+MAX_ROWS = 200  # formats x precisions: a few dozen
 
 
-def _number(value, where: str, low: float, high: float):
-    if value is None:
-        return None
-    if not finite_number(value) or not low <= value <= high:
-        raise BadInput(f"{where} must be a number from {low:g} to {high:g}, or null")
-    return float(value)
-
-
-def load_matrix(path: Path, data: dict) -> dict:
-    """A matrix result with every field the merge reads checked; BadInput otherwise."""
-    from partialnet.bench.matrix import PROTOCOLS
-    from partialnet.bench.protocols import get_protocol
-    from partialnet.limits import MAX_THREADS
-
-    check_machine(data.get("machine"), str(path))
-    source = data.get("source")
-    if not isinstance(source, dict) or not isinstance(source.get("variant"), str) or not isinstance(data.get("protocol"), str):
-        raise BadInput(f"{path}: the matrix lacks its source variant or protocol")
-    if not (isinstance(data.get("imgsz"), list) and len(data["imgsz"]) == 2 and all(type(v) is int and 32 <= v <= 4096 for v in data["imgsz"])):
-        raise BadInput(f"{path}: imgsz must be two integers from 32 to 4096")
-    if data["protocol"] not in PROTOCOLS:  # what a matrix times with, batch 1 a row
-        raise BadInput(f"{path}: a matrix is timed with the {' or '.join(PROTOCOLS)} protocol, not {data['protocol'][:40]!r}")
-    if type(data.get("threads")) is not int or not 1 <= data["threads"] <= MAX_THREADS:
-        raise BadInput(f"{path}: threads must be an integer from 1 to {MAX_THREADS}")
-    data["budget_points"] = _number(data.get("budget_points"), f"{path}: budget_points", 0, 100)
-    if data["budget_points"] is None:
-        raise BadInput(f"{path}: the matrix lacks its budget")
-    rows = data.get("rows")
-    if not isinstance(rows, list) or len(rows) > 200:
-        raise BadInput(f"{path}: rows must be a list (at most 200)")
-    least = get_protocol(data["protocol"]).min_iters  # fewer samples than that were not timed by this protocol
-    checked, seen = [], {}
-    for i, row in enumerate(rows):
-        checked.append(_checked_row(row, f"{path}: row {i}", least, data["protocol"]))
-        cell = (checked[-1]["format"], checked[-1]["precision"])
-        if cell in seen:
-            raise BadInput(f"{path}: row {i} is {' '.join(cell)} again (row {seen[cell]}): a matrix measures each cell once")
-        seen[cell] = i
-    data["rows"] = checked
-    return data
-
-
-def _checked_row(row, where: str, least: int, protocol: str) -> dict:
-    """One matrix row reduced to what the merge reads, every figure it can derive derived again."""
-    from partialnet.bench.matrix import PRECISIONS, takes
-    from partialnet.bench.results import check_samples
-    from partialnet.bench.stability import judgement
-    from partialnet.bench.stats import median_ms
+def _row_shape():
+    """A matrix row as the merge keeps it: its own words, sizes and scores, each within its range; what it can
+    derive (median, marks, drop, front, recommendation) is dropped and derived again."""
+    from partialnet.bench.matrix import PRECISIONS
     from partialnet.exporters.formats import FORMATS
     from partialnet.runtimes.table import DEPLOY_RUNTIME
 
-    if not isinstance(row, dict) or row.get("format") not in (*FORMATS, DEPLOY_RUNTIME) or row.get("precision") not in PRECISIONS \
-            or row.get("status") not in STATUSES:
-        raise BadInput(f"{where} lacks a known format, precision or status")
+    score = Maybe(Number(real=True, low=0, high=100))
+    return Record({
+        "format": OneOf((*FORMATS, DEPLOY_RUNTIME)), "precision": OneOf(PRECISIONS), "status": OneOf(STATUSES),
+        "why": Maybe(Text(600)), "file": Maybe(Text(400)), "runs_as": Maybe(Text(300)),  # runs_as: how a computed row (bf16) runs its file
+        "no_such_artifact": Maybe(Flag(), null_as=False), "bytes": Maybe(Integer(0, 1 << 40)),
+        "top1": score, "top5": score, "agreement": Maybe(Number(real=True, low=0, high=1)), "samples_s": Maybe(Samples()),
+    })
+
+
+def _matrix_shape():
+    from partialnet.bench.matrix import PROTOCOLS  # what a matrix times with: batch 1 a row
+    from partialnet.limits import MAX_THREADS
+
+    return Record({
+        "machine": Record({}, keep_others=True), "source": Record({"variant": Text(80)}, keep_others=True), "protocol": OneOf(PROTOCOLS),
+        "imgsz": IMGSZ, "threads": Integer(1, MAX_THREADS), "budget_points": Number(real=True, low=0, high=100),
+        "rows": ListOf(_row_shape(), MAX_ROWS, cut=False),
+    }, keep_others=True)
+
+
+def load_matrix(path: Path, data: dict) -> dict:
+    """A matrix result held to its shape, each row then judged again; BadInput otherwise."""
+    from partialnet.bench.protocols import get_protocol
+
+    raw_rows = data.get("rows")
+    data = conform(data, _matrix_shape(), str(path))
+    check_machine(data["machine"], str(path))
+    least = get_protocol(data["protocol"]).min_iters  # fewer samples than that were not timed by this protocol
+    seen = {}
+    for i, (row, raw) in enumerate(zip(data["rows"], raw_rows)):
+        _judge_row(row, raw, f"{path}: rows[{i}]", least, data["protocol"])
+        cell = (row["format"], row["precision"])
+        if cell in seen:
+            raise BadInput(f"{path}: row {i} is {' '.join(cell)} again (row {seen[cell]}): a matrix measures each cell once")
+        seen[cell] = i
+    return data
+
+
+def _judge_row(row: dict, raw: dict, where: str, least: int, protocol: str) -> None:
+    """What one row's fields say together, and its figures derived again from its samples."""
+    from partialnet.bench.matrix import takes
+    from partialnet.bench.stability import judgement
+    from partialnet.bench.stats import median_ms
+    from partialnet.exporters.formats import FORMATS
+
     made = row["status"] == "ok" and row["format"] in FORMATS
     if made and not takes(FORMATS[row["format"]], row["precision"]):
         raise BadInput(f"{where}: {row['format']} {row['precision']} is no artifact partialnet makes, so it was not measured")
-    clean = {k: row[k] for k in ("format", "precision", "status")}
-    clean["why"] = row["why"][:600] if isinstance(row.get("why"), str) else None
-    clean["file"] = row["file"][:400] if isinstance(row.get("file"), str) else None
-    clean["runs_as"] = row["runs_as"][:300] if isinstance(row.get("runs_as"), str) else None  # a computed row (bf16): how to run its file
-    clean["no_such_artifact"] = row.get("no_such_artifact") is True and row["status"] == "skipped"
-    clean["bytes"] = int(_number(row.get("bytes"), f"{where}: bytes", 0, 1 << 40)) if row.get("bytes") is not None else None
-    for key in ("top1", "top5"):
-        clean[key] = _number(row.get(key), f"{where}: {key}", 0, 100)
-    clean["agreement"] = _number(row.get("agreement"), f"{where}: agreement", 0, 1)
-    if made and clean["bytes"] is None:
+    if made and row["bytes"] is None:
         raise BadInput(f"{where}: an artifact that was made has its size in bytes")
-    if row["status"] == "ok" and row.get("samples_s") is not None:
-        samples = check_samples(row["samples_s"], where)
-        if len(samples) < least:
-            raise BadInput(f"{where} holds {len(samples)} samples; the {protocol} protocol times at least {least}")
-        clean["samples_s"] = samples
-        clean["p50_ms"] = median_ms(samples)  # the p50 matrix, bench and compare print
-        clean.update(judgement(samples, row.get("machine_load") if isinstance(row.get("machine_load"), dict) else None))
-    return clean
+    row["no_such_artifact"] = row["no_such_artifact"] and row["status"] == "skipped"
+    samples = row.pop("samples_s")
+    if row["status"] == "ok" and samples is not None:
+        enough_samples(samples, least, protocol, where)
+        row["samples_s"] = samples
+        row["p50_ms"] = median_ms(samples)  # the p50 matrix, bench and compare print
+        row.update(judgement(samples, raw.get("machine_load") if isinstance(raw.get("machine_load"), dict) else None))
 
 
 def one_question(loaded: list[tuple[Path, dict]]) -> tuple:

@@ -16,15 +16,17 @@ from partialnet.bench.claims import DEFAULT_TOLERANCE
 from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge, off_papers
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
-from partialnet.inputs import finite_number
 from partialnet.machine import check_machine, describe
-from partialnet.bench.results import all_samples, check_result, check_samples, read_result_file, total_samples
+from partialnet.bench.results import IMGSZ, Samples, all_samples, check_result, enough_samples, read_result_file, total_samples
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
 from partialnet.bench.protocols import get_protocol, protocol_difference
 from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
 from partialnet.bench.stats import median_ms, ratio_of_medians
 from partialnet.errors import BadInput
 from partialnet.inputs import Markdown, md_row, md_text
+from partialnet.limits import MAX_BATCH, MAX_THREADS
+from partialnet.runtimes.table import RUNTIMES
+from partialnet.shapes import Integer, ListOf, Maybe, Number, OneOf, Record, Text, conform
 
 REPORT_SCHEMA = "partialnet.report/1"
 MAX_INPUTS = 64
@@ -34,69 +36,50 @@ MAX_REPORT_SAMPLES = 8_000_000  # about 300 MB as Python floats, and a minute of
 CLAIMS_PRECISIONS = ("fp32", "fp16", "bf16")
 
 
+MAX_CELLS = 200  # sizes x runtimes of one run is at most a few dozen: a stranger's 100,000 failed cells took minutes
+SIDE = Record({"samples_s": Samples()}, keep_others=True)  # one family's timings of a cell
+CELL = Record({
+    "size": OneOf(SIZES), "runtime": OneOf(tuple(RUNTIMES)), "status": OneOf(("ok", "failed", "skipped")),
+    "batch": Integer(1, MAX_BATCH), "threads": Integer(1, MAX_THREADS), "reason": Maybe(Text(600), null_as="not measured"),
+    "fasternet": Maybe(SIDE), "partialnet": Maybe(SIDE),
+}, keep_others=True)
+CLAIMS = Record({  # what the merge reads of a claims result; nothing it derives is read from the file
+    "machine": Record({}, keep_others=True), "protocol": Record({"name": Text(40)}, keep_others=True), "device": OneOf(("cpu", "cuda")),
+    "imgsz": IMGSZ, "precision": OneOf(CLAIMS_PRECISIONS), "batch": Maybe(Integer(1, MAX_BATCH)), "threads": Maybe(Integer(1, MAX_THREADS)),
+    "measurements": ListOf(CELL, MAX_CELLS, least=1, cut=False), "costs": ListOf(Record({"gmacs": Number()}, keep_others=True), 64, cut=False),
+    "tolerance": Maybe(Number(low=0, high=0.5), null_as=DEFAULT_TOLERANCE),  # an older file without one was judged at the default
+}, keep_others=True)
+
+
 def load_claims(path: Path, data: dict) -> dict:
-    """A claims result with every field the merge reads checked; BadInput otherwise."""
-    check_machine(data.get("machine"), str(path))
-    if not isinstance(data.get("protocol"), dict) or not isinstance(data["protocol"].get("name"), str):
-        raise BadInput(f"{path}: claims result lacks its protocol")
-    if data.get("device") not in ("cpu", "cuda"):
-        raise BadInput(f"{path}: device must be cpu or cuda")
-    size = data.get("imgsz")
-    if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and 32 <= v <= 4096 for v in size)):
-        raise BadInput(f"{path}: claims result lacks a valid imgsz (two integers from 32 to 4096)")
-    if data.get("precision") not in CLAIMS_PRECISIONS:
-        raise BadInput(f"{path}: claims precision must be one of {', '.join(CLAIMS_PRECISIONS)}")
+    """A claims result held to its shape, then to what one run is: one machine, its own batch and threads in
+    every cell, each claim and runtime once, and enough samples for the protocol it names; BadInput otherwise."""
+    data = conform(data, CLAIMS, str(path))
+    check_machine(data["machine"], str(path))
     if data["device"] == "cuda" and not data["machine"].get("gpus"):
         raise BadInput(f"{path}: a cuda result from a machine that records no GPU")
     least = get_protocol(data["protocol"]["name"], data["device"]).min_iters  # BadInput for a protocol this version does not know
-    cells = data.get("measurements")
-    if not isinstance(cells, list) or not cells or len(cells) > MAX_CELLS:
-        raise BadInput(f"{path}: claims result holds no measurements, or more than {MAX_CELLS}")
     seen: dict[tuple, int] = {}
-    for i, cell in enumerate(cells):
-        _check_cell(cell, f"{path}: measurement {i}", data, least)
+    for i, cell in enumerate(data["measurements"]):
+        _check_cell(cell, f"{path}: measurements[{i}]", data, least)
         key = (cell["size"], cell["runtime"])
         if key in seen:  # one machine, one claim, one runtime, two verdicts
             raise BadInput(f"{path}: measurements {seen[key]} and {i} are both {' / '.join(key)}; a result measures each once")
         seen[key] = i
-    costs = data.get("costs")
-    if not isinstance(costs, list) or not all(isinstance(c, dict) and finite_number(c.get("gmacs")) for c in costs):
-        raise BadInput(f"{path}: claims result lacks its costs")
-    tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
-    if type(tolerance) not in (int, float) or not 0 <= tolerance <= 0.5:
-        raise BadInput(f"{path}: tolerance must be a number from 0 to 0.5")
-    data["tolerance"] = tolerance  # an older file without one was judged at the default
     return data
 
 
-MAX_CELLS = 200  # sizes x runtimes of one run is at most a few dozen: a stranger's 100,000 failed cells took minutes
-
-
-def _check_cell(cell, where: str, data: dict, least: int) -> None:
-    """One claims measurement: a known size, runtime and status, the run's own batch and threads, and enough samples
-    on each side for the protocol the file names (a verdict from three samples is none)."""
-    from partialnet.limits import MAX_BATCH, MAX_THREADS
-    from partialnet.runtimes.table import RUNTIMES
-
-    if not isinstance(cell, dict) or cell.get("size") not in SIZES or cell.get("runtime") not in RUNTIMES \
-            or cell.get("status") not in ("ok", "failed", "skipped"):
-        raise BadInput(f"{where} lacks a known size, runtime or status")
-    for key, most in (("batch", MAX_BATCH), ("threads", MAX_THREADS)):
-        if type(cell.get(key)) is not int or not 1 <= cell[key] <= most:
-            raise BadInput(f"{where}: {key} must be an integer from 1 to {most}")
-        if type(data.get(key)) is int and cell[key] != data[key]:
+def _check_cell(cell: dict, where: str, data: dict, least: int) -> None:
+    """A cell of the run's own batch and threads, with both families timed where it says ok."""
+    for key in ("batch", "threads"):
+        if data[key] is not None and cell[key] != data[key]:
             raise BadInput(f"{where}: {key} {cell[key]}, but the run was at {key} {data[key]}")
     if cell["status"] != "ok":
-        if not isinstance(cell.get("reason"), str):
-            cell["reason"] = "not measured"
         return
     for family in ("fasternet", "partialnet"):
-        side = cell.get(family)
-        if not isinstance(side, dict):
-            raise BadInput(f"{where} lacks its {family} side")
-        side["samples_s"] = check_samples(side.get("samples_s"), f"{where} ({family})")
-        if len(side["samples_s"]) < least:
-            raise BadInput(f"{where} ({family}) holds {len(side['samples_s'])} samples; the {data['protocol']['name']} protocol times at least {least}")
+        if cell[family] is None:
+            raise BadInput(f"{where} is ok and lacks its {family} side")
+        enough_samples(cell[family]["samples_s"], least, data["protocol"]["name"], f"{where} ({family})")
 
 
 def load_any(path: str | Path) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from partialnet.bench.marks import mark, marked_notes
@@ -12,7 +13,9 @@ from partialnet.bench.protocols import described_as_run
 from partialnet.bench.run import SCHEMA
 from partialnet.errors import BadInput
 from partialnet.inputs import finite_number, inert, md_row, md_text, unique_keys
+from partialnet.limits import MAX_BATCH, MAX_SIDE, MAX_THREADS
 from partialnet.machine import check_machine
+from partialnet.shapes import Integer, ListOf, Maybe, Misshapen, Number, OneOf, Record, Text, conform
 
 KEY_FIELDS = ("model", "runtime", "precision", "batch", "threads")
 ROW_STATUSES = ("ok", "failed", "skipped")
@@ -224,35 +227,35 @@ def _inert_strings(value):
 
 
 
-def _check_row(row, i: int, path: Path) -> None:
-    where = f"{path}: row {i}"
-    if not isinstance(row, dict):
-        raise BadInput(f"{where} is not an object (found {type(row).__name__})")
-    missing = [k for k in (*KEY_FIELDS, "status") if k not in row]
-    if missing:
-        raise BadInput(f"{where} lacks {', '.join(missing)}")
-    for key in ("model", "runtime", "precision", "status"):
-        if not isinstance(row[key], str):
-            raise BadInput(f"{where}: {key} must be a string, got {type(row[key]).__name__}")
-    for key in ("batch", "threads"):
-        if type(row[key]) is not int or row[key] < 1:
-            raise BadInput(f"{where}: {key} must be a positive integer, got {str(row[key])[:20] if type(row[key]) is int else type(row[key]).__name__}")
-    if row["status"] not in ROW_STATUSES:  # an unknown one would be read as "not measured", and a crash would pass as a skip
-        raise BadInput(f"{where}: status {row['status'][:20]!r} is not one of {', '.join(ROW_STATUSES)}")
-    if row["status"] != "ok":
-        return
-    check_samples(row.get("samples_s"), f"{where} ({row['model']}, {row['runtime']})")
+@dataclass(frozen=True)
+class Samples:
+    """Raw timing samples: every figure a reader shows is computed from them, so each must be a real call's time
+    (a subnormal median divides to infinity), and a row holds no more than the longest protocol takes."""
+
+    def conform(self, value, path: str) -> list[float]:
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_SAMPLES_PER_ROW \
+                or not all(finite_number(x) and MIN_SAMPLE_S <= x <= MAX_SAMPLE_S for x in value):
+            raise Misshapen(path, f"a list of 1 to {MAX_SAMPLES_PER_ROW:,} timings, each a finite number of seconds from {MIN_SAMPLE_S:g} to {MAX_SAMPLE_S:g}")
+        return [float(x) for x in value]
 
 
-def check_samples(samples, where: str) -> list[float]:
-    """Raw timing samples from a file: a non-empty list of positive finite seconds, within the limit."""
-    if not isinstance(samples, list) or not samples:
-        raise BadInput(f"{where} has no raw samples")
-    if len(samples) > MAX_SAMPLES_PER_ROW:
-        raise BadInput(f"{where} holds {len(samples):,} samples, over the {MAX_SAMPLES_PER_ROW:,} limit")
-    if not all(finite_number(x) and MIN_SAMPLE_S <= x <= MAX_SAMPLE_S for x in samples):
-        raise BadInput(f"{where}: samples_s must be positive finite numbers of seconds, from {MIN_SAMPLE_S:g} to {MAX_SAMPLE_S:g}")
-    return [float(x) for x in samples]
+def enough_samples(samples: list, least: int, protocol: str, where: str) -> None:
+    """A verdict from three samples is none: fewer than the protocol the file names were not timed by it."""
+    if len(samples) < least:
+        raise BadInput(f"{where} holds {len(samples)} samples; the {protocol} protocol times at least {least}")
+
+
+IMGSZ = ListOf(Integer(32, MAX_SIDE), 2, least=2, cut=False)  # any size a result of any version was timed at
+MAX_ROWS = 10_000  # models x runtimes x batches x precisions of one run is at most a few hundred
+BENCH_ROW = Record({  # what compare and report read of a row; its other fields travel on, unread
+    "model": Text(200), "runtime": Text(40), "precision": Text(16), "status": OneOf(ROW_STATUSES),
+    "batch": Integer(1, MAX_BATCH), "threads": Integer(1, MAX_THREADS),
+    "samples_s": Maybe(Samples()), "reason": Maybe(Text(600)), "imgsz": Maybe(IMGSZ), "gmacs": Maybe(Number(low=0)),
+}, omit_null=True, keep_others=True)
+BENCH = Record({
+    "schema": Text(40), "machine": Record({}, keep_others=True), "protocol": Record({"name": Text(40)}, keep_others=True),
+    "settings": Maybe(Record({}, keep_others=True)), "rows": ListOf(BENCH_ROW, MAX_ROWS, cut=False),
+}, omit_null=True, keep_others=True)
 
 
 def read_result_file(path: str | Path, what: str = "bench result"):
@@ -274,17 +277,14 @@ def check_result(data, path: Path) -> dict:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise BadInput(f"{path}: not a partialnet bench result (schema {str(found)[:40]!r}, expected {SCHEMA!r})")
-    for field, kind in (("machine", dict), ("rows", list), ("protocol", dict)):
-        if not isinstance(data.get(field), kind):
-            raise BadInput(f"{path}: bench result lacks {field!r} (or it is not a JSON {kind.__name__})")
-    if data.get("settings") is not None and not isinstance(data["settings"], dict):
-        raise BadInput(f"{path}: bench result's settings is not a JSON object")
+    data = conform(data, BENCH, str(path))
     check_machine(data["machine"], str(path))
-    if not isinstance(data["protocol"].get("name"), str):
-        raise BadInput(f"{path}: bench result's protocol has no name")
     seen: dict[tuple, int] = {}
     for i, row in enumerate(data["rows"]):
-        _check_row(row, i, path)
+        if row["status"] == "ok" and "samples_s" not in row:
+            raise BadInput(f"{path}: rows[{i}] is ok and holds no raw samples (samples_s): every figure is computed from them")
+        if row["status"] != "ok":
+            row.setdefault("reason", "not measured")  # a row's Markdown says why it has no figures
         key = row_key(row)
         if key in seen:  # whatever the statuses: which one would compare judge, and is an ok beside a failure a pass?
             raise BadInput(f"{path}: rows {seen[key]} and {i} are both {' / '.join(map(str, key))}; a result measures each row once")

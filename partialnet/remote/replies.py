@@ -7,7 +7,7 @@ import json
 import math
 
 from partialnet.errors import BadInput
-from partialnet.remote.shapes import Flag, Integer, ListOf, Loose, MapOf, Maybe, Number, Record, Text, conform
+from partialnet.shapes import Flag, Integer, ListOf, Loose, MapOf, Maybe, Number, Record, Text, conform
 
 RESULT_FIELDS = {  # what a worker reply may carry, and the type each must have
     "status": str, "reason": str, "detail": str, "samples_s": list, "warmup": dict, "precision": str, "threads": int,

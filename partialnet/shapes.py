@@ -1,6 +1,6 @@
-"""A target's JSON held to a declared shape: the shape says, once, what each field must be and how far it is
-cut, so every reply is checked the same way and a refusal names the field (`busiest[0].pid`), not only
-that something somewhere was off.
+"""A stranger's JSON held to a declared shape: a target's reply, or a result file handed to `report`. The shape
+says, once, what each field must be and how far it is cut, so every such document is checked the same way
+and a refusal names the field (`busiest[0].pid`, `rows[3].batch`), not only that something somewhere was off.
 
 A shape is an object with `conform(value, path)`: it returns the value as partialnet keeps it (strings cut,
 lists and maps bounded) or raises `Misshapen`. `conform(value, shape, what)` turns that into one BadInput.
@@ -16,7 +16,7 @@ from partialnet.inputs import finite_number
 
 class Misshapen(ValueError):
     def __init__(self, path: str, expected: str) -> None:
-        super().__init__(f"{path or 'the reply'} {expected if expected == 'is missing' else 'is not ' + expected}")
+        super().__init__(f"{path or 'the document'} {expected if expected == 'is missing' else 'is not ' + expected}")
 
 
 def conform(value, shape, what: str):
@@ -55,14 +55,29 @@ class Integer:
 
 @dataclass(frozen=True)
 class Number:
-    """A finite number; `real` makes it a float (a JSON 0 for 0.0)."""
+    """A finite number, within `low`..`high` where given; `real` makes it a float (a JSON 0 for 0.0)."""
 
     real: bool = False
+    low: float | None = None
+    high: float | None = None
 
     def conform(self, value, path: str):
-        if not finite_number(value):
-            raise Misshapen(path, "a finite number")
+        if not finite_number(value) or (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            bounds = f" from {self.low:g} to {self.high:g}" if self.low is not None and self.high is not None else ""
+            raise Misshapen(path, f"a finite number{bounds}")
         return float(value) if self.real else value
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a few known words (a status, a device): an unknown one would be read as some other case."""
+
+    words: tuple[str, ...]
+
+    def conform(self, value, path: str) -> str:
+        if not isinstance(value, str) or value not in self.words:
+            raise Misshapen(path, f"one of {', '.join(self.words)}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -86,13 +101,26 @@ class Maybe:
 
 @dataclass(frozen=True)
 class ListOf:
+    """A list whose items each fit `item`: cut to `limit` (a reply's extras are dropped), or, with `cut=False`,
+    refused beyond it (a result file's rows are each a measurement: none is silently lost)."""
+
     item: object
     limit: int
+    least: int = 0
+    cut: bool = True
 
     def conform(self, value, path: str) -> list:
-        if not isinstance(value, list):
-            raise Misshapen(path, "a list")
+        too_long = not self.cut and isinstance(value, list) and len(value) > self.limit
+        if not isinstance(value, list) or len(value) < self.least or too_long:
+            raise Misshapen(path, self._described())
         return [self.item.conform(v, _at(path, i)) for i, v in enumerate(value[:self.limit])]
+
+    def _described(self) -> str:
+        if self.cut:
+            return "a list" if not self.least else f"a list of at least {self.least}"
+        if self.least == self.limit:
+            return f"a list of {self.limit}"
+        return f"a list of {self.least} to {self.limit:,}" if self.least else f"a list of at most {self.limit:,}"
 
 
 @dataclass(frozen=True)
@@ -112,20 +140,24 @@ class MapOf:
 @dataclass(frozen=True)
 class Record:
     """An object with these fields (others dropped); a field that is absent is null, which only Maybe takes.
-    `omit_null` leaves a null field out, as a record written here leaves out what it does not know."""
+    `omit_null` leaves a null field out, as a record written here leaves out what it does not know.
+    `keep_others` keeps the fields not named, unread: a result file's fields that no reader trusts travel on."""
 
     fields: dict = field(hash=False)
     omit_null: bool = False
+    keep_others: bool = False
 
     def conform(self, value, path: str) -> dict:
         if not isinstance(value, dict):
             raise Misshapen(path, "an object")
-        kept = {}
+        kept = dict(value) if self.keep_others else {}  # in the file's order: a record passed on reads as it came
         for key, shape in self.fields.items():
             if key not in value and not isinstance(shape, Maybe):
                 raise Misshapen(_at(path, key), "is missing")
             kept[key] = shape.conform(value.get(key), _at(path, key))
-        return {k: v for k, v in kept.items() if v is not None} if self.omit_null else kept
+            if self.omit_null and kept[key] is None:
+                del kept[key]
+        return kept
 
 
 @dataclass(frozen=True)
