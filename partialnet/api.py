@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import time
 from dataclasses import replace
 from collections.abc import Sequence
@@ -17,13 +18,13 @@ from typing import TYPE_CHECKING
 
 from partialnet.calibration import calibration_images, check_data, judging_images, stage_label
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, NoSuchCopy, resolve, source_path
-from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra
+from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra, shown
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, check_artifact_name, exporter_of, format_for_path, get_format
 from partialnet.exporters.options import (
     DEFAULT_CALIB_SIZE, FLAGS, ExportOptions, check_flags, check_int8_tools, check_layers,
 )
 from partialnet.folding import count_batchnorms, deploy_payload, fold
-from partialnet.limits import check_count, check_input_shape, format_imgsz, parse_imgsz
+from partialnet.limits import check_count, check_input_shape, format_imgsz, parse_imgsz, whole_number
 from partialnet.models.flops import model_cost
 from partialnet.models.table import model_table, variant_row
 from partialnet.outputs import Output, atomic_outputs, check_outputs, dumps_strict, write_file
@@ -85,6 +86,17 @@ def _fold(model, imgsz: tuple[int, int]):
         return fold(model, imgsz)
 
 
+def output_file(output: str | Path | None, source: str, suffix: str, option: str = "-o", hint: str = "") -> Path:
+    """The file `-o` names, or the default beside the source. A name that is a folder (`.`, `/`, `out/`)
+    is refused here: pathlib reads `x.pt/` as the file `x.pt`, and `.` has no name to put a suffix on."""
+    if output is None:
+        return default_output(source, suffix)
+    text = os.fspath(output)
+    if not text.strip() or text.endswith(os.sep) or Path(text).name in ("", ".", ".."):
+        raise BadInput(f"{option} {text!r} names a folder, not a file; give a file name such as {default_output(source, suffix).name}{hint}")
+    return Path(text)
+
+
 def default_output(source: str, suffix: str) -> Path:
     """Beside the checkpoint (`model.pth` → `model.onnx`), or `./<variant><suffix>` for a bare variant.
 
@@ -113,8 +125,8 @@ def fold_checkpoint(
 ) -> dict:
     """Fold a checkpoint (or variant) into a deploy file; returns the report and where things went.
     `weights` picks one of several model copies in the file (an EMA: `state_dict_ema`, `model_ema.`)."""
-    out = Path(output) if output else default_output(source, ".deploy.pt")
-    report_out = Path(report_path) if report_path else out.with_name(out.name + ".fold.json")
+    out = output_file(output, source, ".deploy.pt")
+    report_out = output_file(report_path, source, ".fold.json", "--report") if report_path is not None else out.with_name(out.name + ".fold.json")
     outputs = [Output(out, "-o", written_as="a PyTorch checkpoint"), Output(report_out, "--report", written_as="JSON")]
     inputs = [source_path(source)]
     check_outputs(outputs, inputs, force)  # before the slow load and fold
@@ -146,7 +158,7 @@ def export(
     fmt = get_format(format)
     options = check_export_options(fmt, options or ExportOptions())
     checks = (checks or VerifyOptions()).check()
-    out = Path(output) if output else default_output(source, fmt.suffix)
+    out = output_file(output, source, fmt.suffix, hint=" (or --format all to write every format into a folder)")
     check_artifact_name(out, fmt)
     inputs = [source_path(source)]
     check_outputs(artifact_outputs(out, fmt.name, options.built_elsewhere, typed=output is not None), inputs, force)
@@ -154,7 +166,7 @@ def export(
         checks.decode_now(options.imgsz)  # fail on a bad folder before the slow work
     check_data(options.data, options.calib_size)
     model, info = _load(source, variant, weights)
-    checks = checks.judged_on(info.dataset)
+    checks = judged_on_own_data(checks, info, options.imgsz)
     check_labels_fit(checks, info)
     folded = _fold(model, options.imgsz)
     check_layers(options.int8_keep_float, folded[0])
@@ -180,7 +192,7 @@ def export_on_target(source: str, format: str, options: ExportOptions | None = N
                        "export here, then `bench --target` / `verify --target`")
     options = check_export_options(fmt, replace(options or ExportOptions(), built_elsewhere=True))
     checks = (checks or VerifyOptions()).check()
-    out = Path(output) if output else default_output(source, fmt.suffix)
+    out = output_file(output, source, fmt.suffix, hint=" (or --format all to write every format into a folder)")
     check_artifact_name(out, fmt)
 
     def prepare(local: Path) -> dict:
@@ -228,8 +240,8 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     if checks.images:
         checks.decode_now(tuple(io["imgsz"]))  # fail on a bad folder before the load
     model, info = _load_reference(artifact, io["metadata"], ref, variant, weights)
-    _check_identity(artifact, io["metadata"], ref, info)
-    checks = checks.judged_on(info.dataset)
+    _check_identity(artifact, io["metadata"], ref, info, chosen=weights is not None)
+    checks = judged_on_own_data(checks, info, io["imgsz"])
     check_labels_fit(checks, info)
     judging = _int8_judged(artifact, io, checks, judging)
     static = None
@@ -254,6 +266,14 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     return report
 
 
+def judged_on_own_data(checks: VerifyOptions, info, imgsz) -> VerifyOptions:
+    """The checkpoint's own dataset (digits) judges it by default only at the size it was trained at: elsewhere
+    a digits model is near chance, and "11.48 % vs 11.48 %: ok" said nothing. An explicit --dataset still judges."""
+    if info.dataset and info.trained_imgsz and tuple(info.trained_imgsz) != tuple(imgsz):
+        return checks
+    return checks.judged_on(info.dataset)
+
+
 def _held_to(info, meta: dict) -> dict:
     """Which weights of --ref the artifact was held to, and whether the artifact said it came from them."""
     return {**source_record(info), "identity_checked": bool(meta.get("source_sha256"))}
@@ -262,7 +282,7 @@ def _held_to(info, meta: dict) -> dict:
 def _load_reference(artifact: Path, meta: dict, ref: str, variant: str | None, weights: str | None):
     """--ref's model: the copy --weights names, else the one the artifact records it was exported from. A --ref
     without that copy is loaded as it is, so the identity check says it is another checkpoint."""
-    recorded = meta.get("source_weights") or None
+    recorded = (meta.get("source_weights") or None) if source_path(ref) is not None else None  # a variant holds one model
     try:
         model, info = _load(ref, variant, weights if weights is not None else recorded)
     except NoSuchCopy:
@@ -353,12 +373,15 @@ def _int8_judged(artifact: Path, io: dict, checks: VerifyOptions, judging):
     raise BadInput(f"{artifact} is INT8 (calibrated on {source}): judge it on real images with --images DIR or --dataset digits")
 
 
-def _check_identity(artifact: Path, meta: dict, ref: str, info) -> None:
+def _check_identity(artifact: Path, meta: dict, ref: str, info, chosen: bool = False) -> None:
     exported_from = (meta.get("variant"), meta.get("source_sha256"))
     reference_is = (info.variant, info.sha256 or f"random weights (seed {RANDOM_WEIGHTS_SEED})")
     if exported_from[1] and exported_from != reference_is:
         raise BadInput(f"{artifact} was exported from {_identity(*exported_from)}, but --ref {ref} is {_identity(*reference_is)}")
     copy = meta.get("source_weights")
+    if copy is not None and copy != info.weights and not chosen:  # the recorded copy was not found: --ref's default was loaded
+        raise BadInput(f"{artifact} records that it was exported from the {ascii(copy)[:60]} copy, which {ref} does not hold: "
+                       f"name the copy it came from with --weights NAME (`partialnet info {ref}` lists them)")
     if copy is not None and copy != info.weights:  # one file, two model copies: the sha256 alone cannot tell them apart
         raise BadInput(f"{artifact} was exported from the {ascii(copy)[:60]} copy of {ref}; --weights {ascii(info.weights)[1:-1][:60]} loads another: "
                        "leave --weights out to load the one it was exported from")
@@ -366,6 +389,9 @@ def _check_identity(artifact: Path, meta: dict, ref: str, info) -> None:
     if classes is not None and str(classes) != str(info.num_classes):  # parity compares logits; the label count is read from here
         raise CheckFailed(f"{artifact}: its metadata says num_classes {ascii(str(classes))[1:-1][:20]}, but the model it was "
                           f"exported from has {info.num_classes}: a deployment that reads it would map labels wrongly")
+
+
+MAX_SEED = 2**63 - 1
 
 
 def train_digits(
@@ -384,7 +410,9 @@ def train_digits(
 
     name = get_variant(variant).name
     check_count(epochs, "--epochs", 200)
-    outputs = [Output(Path(output), "-o", written_as="a PyTorch checkpoint")]
+    if not whole_number(seed) or not 0 <= seed <= MAX_SEED:  # torch takes 64 bits: a larger one failed after the data was prepared
+        raise BadInput(f"--seed {shown(seed)}: expected an integer from 0 to {MAX_SEED}")
+    outputs = [Output(output_file(output, name, ".pt"), "-o", written_as="a PyTorch checkpoint")]
     check_outputs(outputs, (), force)
     check_input_shape(64, *imgsz, "--imgsz")
     model, result = digits.train(name, epochs, seed, progress, tuple(imgsz))
@@ -482,7 +510,7 @@ def export_all(  # long: the group of every format's files, two processes fillin
     if checks.images:
         checks.decode_now(options.imgsz)
     model, info = _load(source, variant, weights)
-    checks = checks.judged_on(info.dataset)
+    checks = judged_on_own_data(checks, info, options.imgsz)
     check_labels_fit(checks, info)
     folded = _fold(model, options.imgsz)
     # One group: what was verified is published together at the end, or nothing is (Ctrl-C, SIGTERM, a crash);
@@ -594,7 +622,7 @@ def matrix(
     data = data or ("digits" if info.dataset == "digits" else None)
     calibration = _matrix_calibration(plan, data, imgsz, calib_size)
     untrained = info.dataset == "digits" and info.trained_imgsz and tuple(info.trained_imgsz) != tuple(imgsz)
-    checks = checks.judged_on("digits" if info.dataset == "digits" and not untrained else None)
+    checks = judged_on_own_data(checks, info, imgsz)
     check_labels_fit(checks, info)
     exported = _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibration, checks, force, inputs, progress)
     rows = _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress, where)

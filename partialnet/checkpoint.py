@@ -379,19 +379,23 @@ def _unwrap(obj: object, where: str, depth: int, top: str | None, failed: dict[i
             "or load it in Python with partialnet.load_deploy"
         )
     if isinstance(obj, Mapping):
+        deeper = None  # why the wrapper inside failed: it says more than this level's keys, which name that wrapper
         for key in CONTAINER_KEYS:
             if key in obj and isinstance(obj[key], Mapping):
                 inner = f"{where}[{key!r}]" if where else f"dict[{key!r}]"
                 try:
                     return unwrap(obj[key], inner, depth + 1, key if depth == 0 else top, failed)
-                except BadInput:
-                    continue
+                except BadInput as exc:
+                    deeper = deeper or (exc if "already searched" not in str(exc) else None)
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if any(str(k).endswith(ANCHOR) for k in tensors):
             _check_keys(tensors)
             return tensors, (where or "dict") + " (non-tensor entries ignored)", top
-        keys = ", ".join(map(str, list(obj)[:6]))
-        raise BadInput(f"no model weights found: top-level keys are [{keys}]; expected a state_dict or one of {list(CONTAINER_KEYS)}")
+        if deeper is not None:
+            raise deeper
+        keys = ", ".join(map(str, list(obj)[:6])) + (f", … ({len(obj) - 6} more)" if len(obj) > 6 else "")
+        level = "top-level keys" if not where else f"the keys of {where}"
+        raise BadInput(f"no model weights found: {level} are [{keys}]; expected a state_dict or one of {list(CONTAINER_KEYS)}")
     raise BadInput(f"holds a {type(obj).__name__}, not a state_dict or a dict of them")
 
 

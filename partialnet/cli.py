@@ -114,11 +114,11 @@ class StageView:
                 self.status.start()
             self.status.update(self.running[-1] + " …")
 
-    def finished(self, name: str, seconds: float, ok: bool = True) -> None:
+    def finished(self, name: str, seconds: float, ended: str = "ok") -> None:
         label = self.running.pop() if self.running else name
         indent = "  " * len(self.running)
-        mark = ("✓" if ok else "✗") if self.tty else "-"
-        self.console.print(f"{indent}{mark} {label}: {seconds:.2f} s{'' if ok else ' (stopped)'}", markup=False)
+        mark = ("✓" if ended == "ok" else "✗") if self.tty else "-"
+        self.console.print(f"{indent}{mark} {label}: {seconds:.2f} s{'' if ended == 'ok' else f' ({ended})'}", markup=False)
         if self.tty and self.status is not None:
             if self.running:
                 self.status.update(self.running[-1] + " …")
@@ -261,7 +261,7 @@ def info(
     if as_json:
         _print_json(row)
         return
-    table = Table(show_header=False, title=row["source"])
+    table = Table(show_header=False, title=inert(row["source"]))
     table.add_column("field", style="bold")
     table.add_column("value")
     how = "inferred from tensor shapes" if row["variant_inferred"] else "as named"
@@ -334,9 +334,9 @@ def _render_failure_details(exc: PartialnetError) -> None:
 @app.command("fold")
 def fold_command(
     source: SourceArgument,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Deploy file; default beside the checkpoint.")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Deploy file; default beside the checkpoint.")] = None,
     imgsz: ImgszOption = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Fold report JSON; default <output>.fold.json.")] = None,
+    report: Annotated[Optional[str], typer.Option("--report", help="Fold report JSON; default <output>.fold.json.")] = None,
     variant: VariantOption = None,
     weights: WeightsOption = None,
     force: ForceOption = False,
@@ -360,7 +360,7 @@ def export_command(
     where: TargetOptions,
     format: Annotated[str, typer.Option(
         "--format", "-f", help=f"Artifact format: {', '.join(FORMATS)}, or all (every format this machine can produce).")] = DEFAULT_FORMAT,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact path; default beside the checkpoint.")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Artifact path; default beside the checkpoint.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="--format all: print the status table as JSON.")] = False,
     variant: VariantOption = None,
     weights: WeightsOption = None,
@@ -415,7 +415,7 @@ def _export_on_target(source, format, options, checks, where: TargetOptions, out
 
 
 def _export_all(source, output, options, checks, picked: tuple, force, as_json) -> None:
-    if output is not None and output.exists() and not output.is_dir():
+    if output is not None and Path(output).exists() and not Path(output).is_dir():
         raise BadInput(f"-o {output}: with --format all, -o names a directory")
     variant, weights = picked
     with _Stages() as clock:
@@ -539,7 +539,7 @@ def _verify_on_targets(artifact: Path, ref: str, checks: VerifyOptions, where: T
 
 @app.command("digits")
 def digits_command(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint to write (an ordinary state_dict container).")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Checkpoint to write (an ordinary state_dict container).")],
     variant: Annotated[str, typer.Option("--variant", help="Variant to train with 10 classes.")] = "partialnet_t0",
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs (6 reach ~99 % with T0).")] = 6,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights and the batch order.")] = 0,
@@ -1159,9 +1159,36 @@ def _run_app(argv: list[str], debug: bool) -> int:
     except Exception as exc:  # a bug: say so in one line unless asked for the traceback
         if debug:
             traceback.print_exc()
+        exhausted = exhausted_line(exc)
+        if exhausted:
+            err.print(f"error: {error_line(exhausted)}", markup=False)
+            return Unavailable.exit_code
         err.print(f"internal error: {type(exc).__name__}: {error_line(str(exc))} (set PARTIALNET_DEBUG=1 for the traceback)", markup=False)
         code = EXIT_INTERNAL
     return code
+
+
+DISK_FULL = ("ENOSPC", "EDQUOT", "EFBIG")
+
+
+def exhausted_line(exc: BaseException) -> str | None:
+    """A machine that ran out of room is "not possible here" (exit 3), not a bug: memory for a model at a size
+    the limits allow but this machine cannot hold, or a full disk under standard output (`> /dev/full`), which
+    no output check can see in advance. What was already published is named: it stays."""
+    import errno
+
+    from partialnet.outputs import published_so_far
+
+    published = published_so_far()
+    kept = f"; published before it, and kept: {published[0]}" + (f" and {len(published) - 1} more" if len(published) > 1 else "") if published else ""
+    if isinstance(exc, OSError) and errno.errorcode.get(exc.errno) in DISK_FULL:
+        return f"{exc.strerror or 'no space left'} (writing the command's output){kept}"
+    allocator = isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc).lower())
+    if isinstance(exc, MemoryError) or allocator:
+        asked = str(exc).split("you tried to allocate")[-1].split(".")[0].strip() if "you tried to allocate" in str(exc) else None
+        return (f"out of memory{f' (an allocation of {asked})' if asked else ''}: this machine cannot hold the model at this input size "
+                f"and batch; a smaller --imgsz or --batch needs less{kept}")
+    return None
 
 
 MAX_ERROR_CHARS = 2_000

@@ -129,6 +129,7 @@ def train(
             model.train()
             order = torch.randperm(len(x_train))
             for step, start in enumerate(range(0, len(x_train), batch)):
+                raise_if_pending()  # an epoch is half a minute on a big variant: a stop is not kept waiting that long
                 idx = order[start : start + batch]
                 loss = F.cross_entropy(model(x_train[idx]), t_train[idx], label_smoothing=0.1)
                 optimizer.zero_grad(set_to_none=True)

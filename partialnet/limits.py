@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Sequence
 
 from partialnet.errors import BadInput, shown
@@ -87,7 +88,7 @@ def parse_imgsz(values: Sequence[int] | int | str | None, default: int = 224) ->
     if whole_number(values):
         values = [values]
     if isinstance(values, str):
-        parts = [p for p in values.replace("x", ",").replace(" ", ",").split(",") if p]
+        parts = re.split(r"\s*[,x]\s*|\s+", values.strip())  # "224,192", "224x192", "224 192", "224, 192"; "64," has an empty part
         if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
             raise BadInput(f"--imgsz {values[:40]!r}: expected a size such as 224 or 224,192")
         values = [int(p) for p in parts]

@@ -22,7 +22,7 @@ _IMPORTED_AT = time.perf_counter()
 class Listener(Protocol):
     def started(self, name: str, detail: str) -> None: ...
 
-    def finished(self, name: str, seconds: float, ok: bool = True) -> None: ...
+    def finished(self, name: str, seconds: float, ended: str = "ok") -> None: ...  # ended: ok, failed or stopped
 
 
 class StageClock:
@@ -45,10 +45,15 @@ class StageClock:
         frame = [name, time.perf_counter(), 0.0]
         self._stack.append(frame)
         self.seconds.setdefault(name, 0.0)
-        ok = False
+        ended = "failed"
         try:
             yield
-            ok = True
+            ended = "ok"
+        except BaseException as exc:  # a stop (Ctrl-C, SIGTERM) reads as one, an error as a failure
+            from partialnet.signals import Interrupted
+
+            ended = "stopped" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "failed"
+            raise
         finally:
             self._stack.pop()
             total = time.perf_counter() - frame[1]
@@ -56,7 +61,7 @@ class StageClock:
             if self._stack:
                 self._stack[-1][2] += total
             if self.listener:
-                self.listener.finished(name, total, ok)
+                self.listener.finished(name, total, ended)
 
     def ran_beside(self, where: str, stages: dict[str, float]) -> None:
         """Stages another process ran at the same time as this one's (`where`: which, and for what): shown
@@ -102,6 +107,9 @@ def recording(listener: Listener | None = None) -> Iterator[StageClock]:
 @contextmanager
 def stage(name: str, detail: str = "") -> Iterator[None]:
     """Time `name` for whoever records; a no-op when nobody does (a library caller, a test)."""
+    from partialnet.signals import raise_if_pending
+
+    raise_if_pending()  # a stage boundary is a safe point: a stop asked for during the last one is taken here
     clock = _CLOCK.get()
     if clock is None:
         yield

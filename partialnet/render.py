@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from rich.console import Console
@@ -103,11 +104,10 @@ def parity_table(parity: dict, title: str) -> Table:
     ]
     computed = parity.get("computed")
     ran = f" (computed in {computed} here)" if computed and computed not in (parity["precision"], "int8") else ""
-    table.caption = (
-        f"{parity['precision']}{ran} gates: {', '.join(gates)} · tightest that would pass: "
-        f"max |Δ| ≤ {_fmt(tight.get('max_abs'), '.2e')}, cosine ≥ {_fmt(tight.get('min_cosine'), '.8f')}, "
-        f"top-1 ≥ {share(tight.get('min_top1'))}"
-    )
+    finite = not any(isinstance(v, float) and not math.isfinite(v) for v in (tight.get("max_abs"), tight.get("min_cosine")))
+    tightest = (f"max |Δ| ≤ {_fmt(tight.get('max_abs'), '.2e')}, cosine ≥ {_fmt(tight.get('min_cosine'), '.8f')}, "
+                f"top-1 ≥ {share(tight.get('min_top1'))}") if finite else "none (the outputs are not all finite numbers)"
+    table.caption = f"{parity['precision']}{ran} gates: {', '.join(gates)} · tightest that would pass: {tightest}"
     accuracy = parity.get("accuracy")
     if accuracy:
         verdict = "FAIL" if accuracy["failures"] else "ok"

@@ -159,8 +159,8 @@ def compare(
     report = ParityReport(candidate.name, reference.name, precision, tolerances)
     for name, batches in cases:
         real = getattr(batches, "real", None)
-        outs = np.concatenate([candidate.infer(b) for b in batches])[:real]
-        refs = np.concatenate([reference.infer(b) for b in batches])[:real]
+        outs = np.concatenate([_run_artifact(candidate, b) for b in batches])[:real]
+        refs = np.concatenate([_checkpoint(reference.infer, b) for b in batches])[:real]
         if outs.shape != refs.shape:
             raise BadInput(
                 f"{candidate.name} returns logits of shape {list(outs.shape)} but the reference gives {list(refs.shape)}: "
@@ -173,6 +173,29 @@ def compare(
             CaseResult(name=name, batch=len(batches[0]), samples=len(outs), **values, failures=judge(values, tolerances, problems))
         )
     return report
+
+
+def _checkpoint(infer, batch: np.ndarray) -> np.ndarray:
+    """One batch, after a stop check: `--samples 4096` on a big model is minutes of batches."""
+    from partialnet.signals import raise_if_pending
+
+    raise_if_pending()
+    return infer(batch)
+
+
+def _run_artifact(runner: Runner, batch: np.ndarray) -> np.ndarray:
+    """The artifact's answer to one batch. An artifact that loads but fails in its runtime (a graph that contradicts
+    its own declared shapes, an op the runtime cannot run) fails the check, with the runtime's first line."""
+    from partialnet.errors import CheckFailed, PartialnetError
+    from partialnet.signals import Interrupted
+
+    try:
+        return _checkpoint(runner.infer, batch)
+    except (PartialnetError, Interrupted, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # each runtime raises its own types (ONNX Runtime's Fail, OpenVINO's RuntimeError, ...)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise CheckFailed(f"the artifact does not run in {runner.name} on a batch of {len(batch)}: {first}") from None
 
 
 def judge_accuracy(dataset: str, samples: int, artifact_top1: float, reference_top1: float, tol: Tolerances) -> dict:

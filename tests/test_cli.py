@@ -161,7 +161,7 @@ def test_mismatched_keys_show_the_diff(cli, tmp_path, t0_state_dict):
         (["export", "partialnet_t0", "-f", "openvino", "--simplify"], "--simplify does not apply to --format openvino"),
         (["matrix", "partialnet_t0", "--md", "m.txt"], "--md m.txt: it is written as Markdown; give a name ending in .md"),
         (["bench", "partialnet_t0", "--csv", "c"], "--csv c: it is written as CSV; give a name ending in .csv"),
-        (["export", "partialnet_t0", "-o", "."], ". is a directory; give a file name ending in .onnx (or --format all"),
+        (["export", "partialnet_t0", "-o", "."], "-o '.' names a folder, not a file; give a file name such as partialnet_t0.onnx (or --format all"),
         (["export", ""], "an empty string names no file"),  # was Path("."): exit 4 in export, fold and matrix
         (["matrix", " "], "an empty string names no file"),
         (["verify", "", "--ref", "partialnet_t0"], "Invalid value for 'artifact': an empty string names no file"),  # was ". is a directory"

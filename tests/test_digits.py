@@ -38,6 +38,17 @@ def test_export_reports_held_out_accuracy_beside_pytorch(digits_onnx):
 
 
 @pytest.mark.slow
+def test_accuracy_is_judged_by_default_only_at_the_size_the_model_was_trained_at(cli, digits_ckpt, tmp_path):
+    """At 96x96 a 64x64 digits model is near chance: "11.48 % vs 11.48 %: ok" was printed as a check that passed."""
+    out = tmp_path / "d96.onnx"
+    exported = cli("export", digits_ckpt, "--imgsz", "96", "-o", out, "--samples", "2")
+    assert exported.code == 0, exported.err
+    assert json.loads(out.with_name("d96.onnx.json").read_text())["parity"].get("accuracy") is None and "held-out" not in exported.out
+    asked = cli("verify", out, "--ref", digits_ckpt, "--samples", "2", "--dataset", "digits", "--json")
+    assert asked.code in (0, 1), asked.err  # judged because it was asked for, whatever the verdict
+    assert json.loads(asked.out)["accuracy"]["dataset"] == "digits"
+
+
 def test_fp16_artifact_is_within_half_a_point(cli, digits_ckpt, tmp_path):
     out = tmp_path / "half.onnx"
     result = cli("export", digits_ckpt, "--imgsz", "64", "--half", "-o", out, "--samples", "2")

@@ -59,7 +59,7 @@ def run_cli_via(prefix: list[str], *args, timeout: float) -> tuple[int, str, str
     return proc.returncode, proc.stdout, proc.stderr
 
 
-PROGRESS_LINE = re.compile(r"^\s*- .+: \d+\.\d\d s( \(stopped\))?$|^\[\d+/\d+\] ")  # finished stages and bench steps, on stderr
+PROGRESS_LINE = re.compile(r"^\s*- .+: \d+\.\d\d s( \((stopped|failed)\))?$|^\[\d+/\d+\] ")  # finished stages and bench steps, on stderr
 
 
 def assert_refused(code: int, err: str, fragment: str, expected: int = 2) -> None:
@@ -414,6 +414,18 @@ def test_outputs_never_clobber_inputs_or_each_other(tmp_path, cli):
         (["fold", "CKPT", "-o", "x\x1b[2J.pt"], "control characters (\\x1b)"),
         (["bench", "CKPT", "--json", "r\x9b31m.json"], "control characters (\\x9b)"),
         (["export", "CKPT", "-f", "coreml", "-o", "m\x07.mlpackage"], "control characters (\\x07)"),
+        # a folder where a file is named: pathlib reads `x.pt/` as x.pt, and `.` has no name (fold's report name was exit 4)
+        (["fold", "CKPT", "-o", ""], "-o '' names a folder, not a file"),
+        (["fold", "CKPT", "-o", "."], "-o '.' names a folder"),
+        (["fold", "CKPT", "-o", "/"], "-o '/' names a folder"),
+        (["fold", "CKPT", "-o", "x.pt/"], "-o 'x.pt/' names a folder"),
+        (["fold", "CKPT", "--report", "r/"], "--report 'r/' names a folder"),
+        (["export", "CKPT", "-o", "q.onnx/"], "-o 'q.onnx/' names a folder"),
+        (["digits", "-o", "./"], "-o './' names a folder"),
+        (["digits", "-o", "d.pt", "--seed", str(2**64)], "--seed 18446744073709551616: expected an integer from 0 to"),  # was exit 4 after the data
+        (["digits", "-o", "d.pt", "--seed", "-1"], "--seed -1: expected an integer from 0"),
+        (["export", "CKPT", "--imgsz", "64,"], "--imgsz '64,': expected a size"),  # an empty part was dropped silently
+        (["export", "CKPT", "--imgsz", "64,,64"], "--imgsz '64,,64': expected a size"),
     ],
 )
 def test_bad_options_are_refused_before_any_checkpoint_is_loaded(args, fragment, tmp_path, cli, monkeypatch):
@@ -445,6 +457,7 @@ def test_non_finite_artifact_outputs_fail_verification(value, tmp_path, cli):
     result = cli("verify", artifact, "--ref", "partialnet_t0", "--samples", "2")
     assert result.code == 1, result.err
     assert "non-finite" in result.err and "Traceback" not in result.err
+    assert "tightest that would pass: none (the outputs are not all finite numbers)" in result.out + result.err  # was "max |Δ| ≤ nan"
 
 
 def test_artifact_with_other_logits_shape_is_named(tmp_path, cli):
@@ -603,6 +616,96 @@ def test_verify_fails_an_artifact_whose_metadata_would_feed_it_wrongly(digits_on
     onnx.save(proto, str(edited))
     result = cli("verify", edited, "--ref", digits_ckpt)
     assert_refused(result.code, result.err, fragment, expected=1)
+
+
+def test_an_artifact_that_loads_but_fails_in_its_runtime_fails_the_check(t0_onnx, tmp_path, cli):
+    """A batch dimension declared free over a graph fixed to batch 1: ONNX Runtime's own error was exit 4."""
+    import onnx
+
+    proto = onnx.load(str(t0_onnx))
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    onnx.save(proto, str(tmp_path / "free.onnx"))
+    result = cli("verify", tmp_path / "free.onnx", "--ref", "partialnet_t0", "--samples", "2")
+    assert_refused(result.code, result.err, "the artifact does not run in onnxruntime on a batch of 4: [ONNXRuntimeError]", expected=1)
+
+
+def test_an_artifact_recording_a_copy_its_ref_lacks_says_so(t0_onnx, tmp_path, cli):
+    """The user gave no --weights: "--weights model loads another: leave --weights out" told them to do what they did."""
+    import onnx
+
+    proto = onnx.load(str(t0_onnx))
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, "source_weights": "ghost_ema"})
+    onnx.save(proto, str(tmp_path / "ghost.onnx"))
+    result = cli("verify", tmp_path / "ghost.onnx", "--ref", "partialnet_t0", "--samples", "2")
+    assert_refused(result.code, result.err, "records that it was exported from the 'ghost_ema' copy, which partialnet_t0 does not hold: "
+                                            "name the copy it came from with --weights NAME")
+
+
+def test_running_out_of_room_is_not_possible_here_not_a_bug(tmp_path, cli, monkeypatch):
+    """Memory for a size the limits allow but this machine cannot hold, or a full disk under standard output."""
+    import subprocess
+    import sys
+
+    from partialnet import api
+
+    def too_big(model, imgsz):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 8589934592 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(api, "_fold", too_big)
+    result = cli("fold", "partialnet_t0", "-o", tmp_path / "x.pt")
+    assert_refused(result.code, result.err, "out of memory (an allocation of 8589934592 bytes): this machine cannot hold the model", expected=3)
+    assert not list(tmp_path.iterdir())
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "partialnet", "formats"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 3 and "(writing the command's output)" in done.stderr and "internal error" not in done.stderr, done.stderr
+
+
+def test_a_stop_is_taken_at_the_next_stage_and_a_failed_stage_reads_failed():
+    """A stage boundary is a safe point (hardening.md): a stop asked for during one stage is taken before the next
+    begins, not after it. A stage that ended in an error reads (failed), not (stopped)."""
+    from partialnet import progress, signals
+    from partialnet.errors import BadInput
+    from partialnet.signals import Interrupted
+
+    ended = []
+
+    class Listener:
+        def started(self, name, detail):
+            pass
+
+        def finished(self, name, seconds, how="ok"):
+            ended.append((name, how))
+
+    with progress.recording(Listener()):
+        with pytest.raises(BadInput), progress.stage("load"):
+            raise BadInput("no")
+        signals._state["pending"] = signal.SIGTERM
+        try:
+            with pytest.raises(Interrupted), progress.stage("fold"):
+                raise AssertionError("the stage began after the stop was asked for")
+        finally:
+            signals._state["pending"] = None
+    assert ended == [("load", "failed")]
+
+
+def test_a_newline_in_a_file_name_does_not_break_the_info_title(tmp_path, cli, t0_state_dict):
+    torch.save(t0_state_dict, tmp_path / "a\nerror: forged.pt")
+    result = cli("info", tmp_path / "a\nerror: forged.pt")
+    assert result.code == 0, result.err
+    assert "a\\nerror: forged.pt" in result.out and not any(line.startswith("error: forged") for line in result.out.splitlines())
+
+
+def test_a_wrapper_too_deep_says_so_and_keys_are_counted(tmp_path, cli, t0_state_dict):
+    nested = t0_state_dict
+    for _ in range(30):
+        nested = {"model": nested}
+    torch.save(nested, tmp_path / "deep.pt")
+    torch.save({f"k{i}": 1 for i in range(9)}, tmp_path / "many.pt")
+    deep, many = cli("info", tmp_path / "deep.pt"), cli("info", tmp_path / "many.pt")
+    assert_refused(deep.code, deep.err, "no model weights found within 4 levels of wrapper dicts")  # was: "top-level keys are [model]"
+    assert_refused(many.code, many.err, "top-level keys are [k0, k1, k2, k3, k4, k5, … (3 more)]")
 
 
 def test_declared_sizes_beyond_the_limits_are_refused(tmp_path, cli):

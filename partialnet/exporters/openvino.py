@@ -140,7 +140,7 @@ def read_io(path: Path) -> dict:
     load_openvino()  # the missing extra is named before any file is read
     path = Path(path)
     check_regular(path, "OpenVINO IR (.xml)", max_bytes=MAX_IR_XML_BYTES)
-    check_regular(path.with_suffix(".bin"), "OpenVINO IR weights (.bin)", max_bytes=MAX_IR_BYTES, nofollow=True)  # its own file, not a link
+    check_regular(path.with_suffix(".bin"), "weights file of an OpenVINO IR (.bin)", max_bytes=MAX_IR_BYTES, nofollow=True)  # its own file, not a link
     try:
         with native_quiet():  # on a file that is not IR, OpenVINO tries its other frontends, which log through absl
             model = core().read_model(str(path))
