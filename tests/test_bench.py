@@ -363,11 +363,11 @@ def test_the_ab_gate_names_the_target_a_failing_runtime_ran_on():
 
 def compare_loads(data: dict) -> bool:
     """An A/B result is an ordinary bench result: compare and report read it like any other."""
-    from partialnet.bench.results import _check_row
+    from pathlib import Path
 
-    for i, row in enumerate(data["rows"]):
-        _check_row(row, i, "ab.json")
-    return data["schema"] == "partialnet.bench/1"
+    from partialnet.bench.results import check_result
+
+    return check_result(data, Path("ab.json"))["schema"] == "partialnet.bench/1"
 
 
 def test_bench_an_exported_artifact(cli, tmp_path, t0_onnx):
