@@ -92,7 +92,7 @@ def output_file(output: str | Path | None, source: str, suffix: str, option: str
     if output is None:
         return default_output(source, suffix)
     text = os.fspath(output)
-    if not text.strip() or text.endswith(os.sep) or Path(text).name in ("", ".", ".."):
+    if not text.strip() or text.rsplit(os.sep, 1)[-1] in ("", ".", ".."):  # `x.pt/`, `out/.`, `..`: pathlib would drop or keep the wrong part
         raise BadInput(f"{option} {text!r} names a folder, not a file; give a file name such as {default_output(source, suffix).name}{hint}")
     return Path(text)
 

@@ -1182,13 +1182,26 @@ def exhausted_line(exc: BaseException) -> str | None:
     published = published_so_far()
     kept = f"; published before it, and kept: {published[0]}" + (f" and {len(published) - 1} more" if len(published) > 1 else "") if published else ""
     if isinstance(exc, OSError) and errno.errorcode.get(exc.errno) in DISK_FULL:
-        return f"{exc.strerror or 'no space left'} (writing the command's output){kept}"
-    allocator = isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc).lower())
-    if isinstance(exc, MemoryError) or allocator:
-        asked = str(exc).split("you tried to allocate")[-1].split(".")[0].strip() if "you tried to allocate" in str(exc) else None
-        return (f"out of memory{f' (an allocation of {asked})' if asked else ''}: this machine cannot hold the model at this input size "
+        return f"{exc.strerror or 'no space left'} (writing the command's output or its working files){kept}"
+    asked = _allocation_refused(exc)
+    if isinstance(exc, MemoryError) or asked is not None:
+        return (f"out of memory{f' (an allocation of {asked:,} bytes)' if asked else ''}: this machine cannot hold the model at this input size "
                 f"and batch; a smaller --imgsz or --batch needs less{kept}")
     return None
+
+
+def _allocation_refused(exc: BaseException) -> int | None:
+    """The size torch's CPU allocator refused, where a machine could plausibly have held it (up to 16x its memory):
+    a petabyte asked for is a wrong shape, a bug, not a machine too small. CUDA's own out-of-memory type too."""
+    import re
+
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA), without importing torch here
+        return 0
+    found = re.search(r"DefaultCPUAllocator: can't allocate memory: you tried to allocate (\d+) bytes", str(exc))
+    if not isinstance(exc, RuntimeError) or not found:
+        return None
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(found.group(1)) if int(found.group(1)) <= 16 * memory else None
 
 
 MAX_ERROR_CHARS = 2_000

@@ -33,11 +33,15 @@ def _at(path: str, key) -> str:
 
 @dataclass(frozen=True)
 class Text:
+    """A string cut to `limit`, or, with `cut=False`, refused beyond it: a name that identifies a row (compare
+    matches rows by model, runtime and precision) must not become another's by losing its end."""
+
     limit: int
+    cut: bool = True
 
     def conform(self, value, path: str) -> str:
-        if not isinstance(value, str):
-            raise Misshapen(path, "a string")
+        if not isinstance(value, str) or (not self.cut and len(value) > self.limit):
+            raise Misshapen(path, "a string" if self.cut else f"a string of at most {self.limit:,} characters")
         return value[:self.limit]
 
 
@@ -63,7 +67,8 @@ class Number:
 
     def conform(self, value, path: str):
         if not finite_number(value) or (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            bounds = f" from {self.low:g} to {self.high:g}" if self.low is not None and self.high is not None else ""
+            bounds = (f" from {self.low:g} to {self.high:g}" if self.high is not None else f" of at least {self.low:g}") if self.low is not None \
+                else f" of at most {self.high:g}" if self.high is not None else ""
             raise Misshapen(path, f"a finite number{bounds}")
         return float(value) if self.real else value
 

@@ -419,6 +419,7 @@ def test_outputs_never_clobber_inputs_or_each_other(tmp_path, cli):
         (["fold", "CKPT", "-o", "."], "-o '.' names a folder"),
         (["fold", "CKPT", "-o", "/"], "-o '/' names a folder"),
         (["fold", "CKPT", "-o", "x.pt/"], "-o 'x.pt/' names a folder"),
+        (["fold", "CKPT", "-o", "out/."], "-o 'out/.' names a folder"),  # pathlib reads it as the file `out`
         (["fold", "CKPT", "--report", "r/"], "--report 'r/' names a folder"),
         (["export", "CKPT", "-o", "q.onnx/"], "-o 'q.onnx/' names a folder"),
         (["digits", "-o", "./"], "-o './' names a folder"),
@@ -655,11 +656,16 @@ def test_running_out_of_room_is_not_possible_here_not_a_bug(tmp_path, cli, monke
 
     monkeypatch.setattr(api, "_fold", too_big)
     result = cli("fold", "partialnet_t0", "-o", tmp_path / "x.pt")
-    assert_refused(result.code, result.err, "out of memory (an allocation of 8589934592 bytes): this machine cannot hold the model", expected=3)
+    assert_refused(result.code, result.err, "out of memory (an allocation of 8,589,934,592 bytes): this machine cannot hold the model", expected=3)
     assert not list(tmp_path.iterdir())
+    from partialnet.cli import exhausted_line
+
+    # a petabyte asked for is a wrong shape (a bug: exit 4), and a library's prose about memory is no allocator's refusal
+    assert exhausted_line(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1125899906842624 bytes.")) is None
+    assert exhausted_line(RuntimeError("the cache ran out of memory slots")) is None
     with open("/dev/full", "w") as full:
         done = subprocess.run([sys.executable, "-m", "partialnet", "formats"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
-    assert done.returncode == 3 and "(writing the command's output)" in done.stderr and "internal error" not in done.stderr, done.stderr
+    assert done.returncode == 3 and "(writing the command's output or its working files)" in done.stderr and "internal error" not in done.stderr, done.stderr
 
 
 def test_a_stop_is_taken_at_the_next_stage_and_a_failed_stage_reads_failed():
@@ -917,6 +923,8 @@ def test_hostile_compare_files_exit_2(tmp_path, cli):
         "protocol_nameless": ({**good, "protocol": {}}, "protocol.name is missing"),
         "ok_without_samples": ({**good, "rows": [{k: v for k, v in row.items() if k != "samples_s"}]}, "rows[0] is ok and holds no raw samples"),
         "gmacs_text": ({**good, "rows": [{**row, "gmacs": "many"}]}, "rows[0].gmacs is not a finite number"),  # the report's table prints it
+        "gmacs_negative": ({**good, "rows": [{**row, "gmacs": -1}]}, "rows[0].gmacs is not a finite number of at least 0"),
+        "model_too_long": ({**good, "rows": [{**row, "model": "m" * 1001}]}, "rows[0].model is not a string of at most 1,000 characters"),
         "imgsz_three": ({**good, "rows": [{**row, "imgsz": [64, 64, 3]}]}, "rows[0].imgsz is not a list of 2"),
         "reason_object": ({**good, "rows": [{**row, "status": "failed", "reason": {"a": 1}}]}, "rows[0].reason is not a string"),
     }

@@ -248,7 +248,7 @@ def enough_samples(samples: list, least: int, protocol: str, where: str) -> None
 IMGSZ = ListOf(Integer(32, MAX_SIDE), 2, least=2, cut=False)  # any size a result of any version was timed at
 MAX_ROWS = 10_000  # models x runtimes x batches x precisions of one run is at most a few hundred
 BENCH_ROW = Record({  # what compare and report read of a row; its other fields travel on, unread
-    "model": Text(200), "runtime": Text(40), "precision": Text(16), "status": OneOf(ROW_STATUSES),
+    "model": Text(1000, cut=False), "runtime": Text(64, cut=False), "precision": Text(64, cut=False), "status": OneOf(ROW_STATUSES),
     "batch": Integer(1, MAX_BATCH), "threads": Integer(1, MAX_THREADS),
     "samples_s": Maybe(Samples()), "reason": Maybe(Text(600)), "imgsz": Maybe(IMGSZ), "gmacs": Maybe(Number(low=0)),
 }, omit_null=True, keep_others=True)
