@@ -86,6 +86,9 @@ def _fold(model, imgsz: tuple[int, int]):
         return fold(model, imgsz)
 
 
+FORMAT_ALL_HINT = " (or --format all to write every format into a folder)"
+
+
 def output_file(output: str | Path | None, source: str, suffix: str, option: str = "-o", hint: str = "") -> Path:
     """The file `-o` names, or the default beside the source. A name that is a folder (`.`, `/`, `out/`)
     is refused here: pathlib reads `x.pt/` as the file `x.pt`, and `.` has no name to put a suffix on."""
@@ -158,7 +161,7 @@ def export(
     fmt = get_format(format)
     options = check_export_options(fmt, options or ExportOptions())
     checks = (checks or VerifyOptions()).check()
-    out = output_file(output, source, fmt.suffix, hint=" (or --format all to write every format into a folder)")
+    out = output_file(output, source, fmt.suffix, hint=FORMAT_ALL_HINT)
     check_artifact_name(out, fmt)
     inputs = [source_path(source)]
     check_outputs(artifact_outputs(out, fmt.name, options.built_elsewhere, typed=output is not None), inputs, force)
@@ -192,7 +195,7 @@ def export_on_target(source: str, format: str, options: ExportOptions | None = N
                        "export here, then `bench --target` / `verify --target`")
     options = check_export_options(fmt, replace(options or ExportOptions(), built_elsewhere=True))
     checks = (checks or VerifyOptions()).check()
-    out = output_file(output, source, fmt.suffix, hint=" (or --format all to write every format into a folder)")
+    out = output_file(output, source, fmt.suffix, hint=FORMAT_ALL_HINT)
     check_artifact_name(out, fmt)
 
     def prepare(local: Path) -> dict:
@@ -266,12 +269,15 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     return report
 
 
+def trained_elsewhere(info, imgsz) -> bool:
+    """A checkpoint of a known dataset (digits) that records another size than `imgsz`: near chance there."""
+    return bool(info.dataset and info.trained_imgsz and tuple(info.trained_imgsz) != tuple(imgsz))
+
+
 def judged_on_own_data(checks: VerifyOptions, info, imgsz) -> VerifyOptions:
-    """The checkpoint's own dataset (digits) judges it by default only at the size it was trained at: elsewhere
-    a digits model is near chance, and "11.48 % vs 11.48 %: ok" said nothing. An explicit --dataset still judges."""
-    if info.dataset and info.trained_imgsz and tuple(info.trained_imgsz) != tuple(imgsz):
-        return checks
-    return checks.judged_on(info.dataset)
+    """The checkpoint's own dataset judges it by default only at the size it was trained at: "11.48 % vs 11.48 %:
+    ok" at another size said nothing. An explicit --dataset still judges."""
+    return checks if trained_elsewhere(info, imgsz) else checks.judged_on(info.dataset)
 
 
 def _held_to(info, meta: dict) -> dict:
@@ -379,10 +385,10 @@ def _check_identity(artifact: Path, meta: dict, ref: str, info, chosen: bool = F
     if exported_from[1] and exported_from != reference_is:
         raise BadInput(f"{artifact} was exported from {_identity(*exported_from)}, but --ref {ref} is {_identity(*reference_is)}")
     copy = meta.get("source_weights")
-    if copy is not None and copy != info.weights and not chosen:  # the recorded copy was not found: --ref's default was loaded
-        raise BadInput(f"{artifact} records that it was exported from the {ascii(copy)[:60]} copy, which {ref} does not hold: "
-                       f"name the copy it came from with --weights NAME (`partialnet info {ref}` lists them)")
     if copy is not None and copy != info.weights:  # one file, two model copies: the sha256 alone cannot tell them apart
+        if not chosen:  # the recorded copy was not found, so --ref's default was loaded
+            raise BadInput(f"{artifact} records that it was exported from the {ascii(copy)[:60]} copy, which {ref} does not hold: "
+                           f"name the copy it came from with --weights NAME (`partialnet info {ref}` lists them)")
         raise BadInput(f"{artifact} was exported from the {ascii(copy)[:60]} copy of {ref}; --weights {ascii(info.weights)[1:-1][:60]} loads another: "
                        "leave --weights out to load the one it was exported from")
     classes = meta.get("num_classes")
@@ -621,7 +627,7 @@ def matrix(
     check_layers(int8_keep_float, folded[0])
     data = data or ("digits" if info.dataset == "digits" else None)
     calibration = _matrix_calibration(plan, data, imgsz, calib_size)
-    untrained = info.dataset == "digits" and info.trained_imgsz and tuple(info.trained_imgsz) != tuple(imgsz)
+    untrained = trained_elsewhere(info, imgsz)
     checks = judged_on_own_data(checks, info, imgsz)
     check_labels_fit(checks, info)
     exported = _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibration, checks, force, inputs, progress)

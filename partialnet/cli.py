@@ -415,7 +415,7 @@ def _export_on_target(source, format, options, checks, where: TargetOptions, out
 
 
 def _export_all(source, output, options, checks, picked: tuple, force, as_json) -> None:
-    if output is not None and Path(output).exists() and not Path(output).is_dir():
+    if output is not None and os.path.exists(output) and not os.path.isdir(output):
         raise BadInput(f"-o {output}: with --format all, -o names a directory")
     variant, weights = picked
     with _Stages() as clock:
@@ -1179,8 +1179,7 @@ def exhausted_line(exc: BaseException) -> str | None:
 
     from partialnet.outputs import published_so_far
 
-    published = published_so_far()
-    kept = f"; published before it, and kept: {published[0]}" + (f" and {len(published) - 1} more" if len(published) > 1 else "") if published else ""
+    kept = f"; {kept_part('it')}" if published_so_far() else ""
     if isinstance(exc, OSError) and errno.errorcode.get(exc.errno) in DISK_FULL:
         return f"{exc.strerror or 'no space left'} (writing the command's output or its working files){kept}"
     asked = _allocation_refused(exc)
@@ -1219,11 +1218,18 @@ def stopped_line(how: str) -> str:
     its artifacts before it times them) stays, and is named."""
     from partialnet.outputs import published_so_far
 
-    published = published_so_far()
-    if not published:
+    if not published_so_far():
         return f"error: {how}; temporary files removed, nothing published"
+    return f"error: {how}; temporary files removed; {kept_part('the stop')} (a rerun replaces them with --force)"
+
+
+def kept_part(before: str) -> str:
+    """What a command had published before it ended early, named: those files stay."""
+    from partialnet.outputs import published_so_far
+
+    published = published_so_far()
     more = f" and {len(published) - 1} more" if len(published) > 1 else ""
-    return f"error: {how}; temporary files removed; published before the stop, and kept: {published[0]}{more} (a rerun replaces them with --force)"
+    return f"published before {before}, and kept: {published[0]}{more}"
 
 
 def entry() -> None:

@@ -160,7 +160,7 @@ def compare(
     for name, batches in cases:
         real = getattr(batches, "real", None)
         outs = np.concatenate([_run_artifact(candidate, b) for b in batches])[:real]
-        refs = np.concatenate([_checkpoint(reference.infer, b) for b in batches])[:real]
+        refs = np.concatenate([_after_stop_check(reference.infer, b) for b in batches])[:real]
         if outs.shape != refs.shape:
             raise BadInput(
                 f"{candidate.name} returns logits of shape {list(outs.shape)} but the reference gives {list(refs.shape)}: "
@@ -175,7 +175,7 @@ def compare(
     return report
 
 
-def _checkpoint(infer, batch: np.ndarray) -> np.ndarray:
+def _after_stop_check(infer, batch: np.ndarray) -> np.ndarray:
     """One batch, after a stop check: `--samples 4096` on a big model is minutes of batches."""
     from partialnet.signals import raise_if_pending
 
@@ -190,7 +190,7 @@ def _run_artifact(runner: Runner, batch: np.ndarray) -> np.ndarray:
     from partialnet.signals import Interrupted
 
     try:
-        return _checkpoint(runner.infer, batch)
+        return _after_stop_check(runner.infer, batch)
     except (PartialnetError, Interrupted, KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:  # each runtime raises its own types (ONNX Runtime's Fail, OpenVINO's RuntimeError, ...)
