@@ -408,7 +408,7 @@ def test_only_unavailable_runtimes_exit_3(cli, monkeypatch):
 def test_label_lets_compare_match_two_checkpoints(cli, tmp_path, t0_state_dict):
     for name in ("base.pth", "new.pth"):
         torch.save(t0_state_dict, tmp_path / name)
-        result = cli("bench", tmp_path / name, "--label", "model", "--runtime", "onnxruntime", "--protocol", "quick",
+        result = cli("bench", tmp_path / name, "--label", "model", "--runtime", "pytorch", "--protocol", "quick",
                      "--imgsz", "64", "--threads", "1", "--json", tmp_path / f"{name}.json")
         assert result.code == 0, result.err
     compared = cli("compare", tmp_path / "base.pth.json", tmp_path / "new.pth.json", "--json")

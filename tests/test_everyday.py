@@ -171,7 +171,7 @@ def test_static_batch_artifact_says_which_rows_it_skipped(cli, tmp_path, t0_onnx
 
 
 @pytest.mark.slow
-def test_a_given_artifact_is_timed_at_its_own_size_and_batch_and_others_are_refused(cli, tmp_path):
+def test_a_given_artifact_is_timed_at_its_own_size_and_batch_and_others_are_refused(cli, tmp_path, t0_onnx):
     """Its size and a static batch were fixed at export: asked for another, bench refuses up front (it used to
     time the artifact's own and record the one asked for); not asked, the result says what was timed."""
     b3 = tmp_path / "b3.onnx"
@@ -194,11 +194,9 @@ def test_a_given_artifact_is_timed_at_its_own_size_and_batch_and_others_are_refu
     assert far.code == 2 and "cannot apply to it" in far.err  # refused here, before any target is reached
     unlike = cli("bench", "--ab", "partialnet_t0", b3, "--runtime", "onnxruntime", "--protocol", "quick")
     assert unlike.code == 2 and "--ab compares like with like: A partialnet_t0 runs 224x224 at batch 1, B b3.onnx runs 96x160 at batch 3" in unlike.err
-    d64 = tmp_path / "d64.onnx"
-    assert cli("export", "partialnet_t0", "--imgsz", "64", "--dynamic", "--samples", "1", "-o", d64).code == 0
-    unlike = cli("bench", "--ab", d64, b3, "--runtime", "onnxruntime", "--protocol", "quick")
-    assert unlike.code == 2 and "A d64.onnx runs 64x64 at batch 1, B b3.onnx runs 96x160 at batch 3" in unlike.err
-    both = cli("bench", b3, d64, "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1", "--json", tmp_path / "both.json")
+    unlike = cli("bench", "--ab", t0_onnx, b3, "--runtime", "onnxruntime", "--protocol", "quick")  # the session's 64x64 T0
+    assert unlike.code == 2 and "A t0.onnx runs 64x64 at batch 1, B b3.onnx runs 96x160 at batch 3" in unlike.err
+    both = cli("bench", b3, t0_onnx, "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1", "--json", tmp_path / "both.json")
     assert both.code == 0, both.err
     data = json.loads((tmp_path / "both.json").read_text())
     assert data["settings"]["imgsz"] is None  # no size of the run's own: each row says what it timed

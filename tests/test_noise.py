@@ -128,14 +128,14 @@ def test_doctor_prints_json_and_advice(cli):
 
 
 @pytest.mark.slow
-def test_a_busy_neighbour_marks_the_row(cli, tmp_path):
+def test_a_busy_neighbour_marks_the_row(cli, tmp_path, t0_onnx):
     """A real bench on every core while a busy loop holds one: the row is marked (on an already noisy machine, marked
     either way). A row on fewer threads leaves the neighbour its core (test_others_on_the_cores_a_row_left_free...)."""
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         out = tmp_path / "busy.json"
         every_core = str(len(load.usable_cpus()))
-        result = cli("bench", "partialnet_t0", "--runtime", "onnxruntime", "--protocol", "quick", "--imgsz", "64", "--threads", every_core, "--json", out)
+        result = cli("bench", t0_onnx, "--runtime", "onnxruntime", "--protocol", "quick", "--threads", every_core, "--json", out)
     finally:
         busy.kill()
         busy.wait()
@@ -149,9 +149,9 @@ def test_a_busy_neighbour_marks_the_row(cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_aa_reports_the_runs_resolution(cli, tmp_path):
+def test_bench_aa_reports_the_runs_resolution(cli, tmp_path, t0_onnx):
     out = tmp_path / "aa.json"
-    result = cli("bench", "partialnet_t0", "--runtime", "onnxruntime", "--protocol", "quick", "--imgsz", "64", "--threads", "1", "--aa", "--json", out)
+    result = cli("bench", t0_onnx, "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1", "--aa", "--json", out)
     assert result.code == 0, result.err
     (control,) = json.loads(out.read_text())["aa"]
     assert control["runtime"] == "onnxruntime" and control["status"] == "ok"

@@ -68,10 +68,11 @@ def test_an_ipv6_target_is_reached(cli, server, tmp_path, digits_onnx):
     assert row["status"] == "ok" and json.loads((tmp_path / "b.json").read_text())["machine"]["target"] == f"ssh://[::1]:{server.port}"
 
 
-def test_bench_on_two_targets_runs_there_and_merges(cli, server, tmp_path):
+def test_bench_on_two_targets_runs_there_and_merges(cli, server, tmp_path, t0_onnx):
+    """(The session's T0 ONNX goes up to both; a checkpoint exported here first: the dying-worker test below.)"""
     before = remote_folders(server)
     accepted = server.log_text().count("Accepted publickey")
-    result = cli("bench", "partialnet_t0", "--imgsz", "64", "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1",
+    result = cli("bench", t0_onnx, "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1",
                  "--json", tmp_path / "b.json", *ssh_args(server, "loop", "loop2"))
     assert result.code == 0, result.err
     files = sorted(tmp_path.glob("b.*.json"))
@@ -86,11 +87,12 @@ def test_bench_on_two_targets_runs_there_and_merges(cli, server, tmp_path):
     assert remote_folders(server) == before
 
 
-def test_verify_on_target_with_a_hostile_file_name(cli, server, tmp_path):
-    from partialnet import api
+def test_verify_on_target_with_a_hostile_file_name(cli, server, tmp_path, t0_onnx):
+    import shutil
 
     art = tmp_path / "odd $(touch PWNED) `id` 'q'.onnx"
-    api.export("partialnet_t0", "onnx", api.ExportOptions(imgsz=(64, 64)), output=art, checks=api.VerifyOptions(samples=1))
+    shutil.copyfile(t0_onnx, art)  # the session's T0 export and its manifest, under a name a shell would run
+    shutil.copyfile(t0_onnx.with_name(t0_onnx.name + ".json"), art.with_name(art.name + ".json"))
     result = cli("verify", art, "--ref", "partialnet_t0", "--samples", "2", *ssh_args(server, "loop"))
     assert result.code == 0, result.err
     assert "parity on ssh://loop" in result.out and "ok on ssh://loop" in result.out

@@ -145,15 +145,16 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
     model = copy.deepcopy(model).eval()
     example = torch.randn(options.batch, 3, *options.imgsz)
     total_macs = int(round(measure_cost(model, options.imgsz).gmacs * 1e9)) * options.batch
-    with quiet(), torch.no_grad():
-        if options.int8:
+    if options.int8:
+        with quiet(), torch.no_grad():
             model = _quantize(model, example, options.calibration, options.batch, options)
+        # judged before the slow part, and before this program's own trace and save (4 s that a refused calibration
+        # does not need); outside the quiet block, so its stage is shown
+        before_lowering(model, "XNNPACK's lowering")
+    with quiet(), torch.no_grad():
         program = torch.export.export(forget_provenance(model), (example,))
         if options.int8:  # the q/dq graph before lowering: the INT8 report's quantized side
             torch.export.save(program, str(workdir / QUANTIZED_PROGRAM))
-    if options.int8:
-        before_lowering(model, "XNNPACK's lowering")  # judged before the slow part (and outside the quiet block: its stage is shown)
-    with quiet(), torch.no_grad():
         if not options.int8:  # a quantized graph was decomposed before its quantize/dequantize pairs went in
             program = program.run_decompositions(xnnpack_decompositions())
         forget_provenance(program.graph_module)
