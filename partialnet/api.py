@@ -81,7 +81,11 @@ def _load(source: str, variant: str | None = None, weights: str | None = None):
         return resolve(source, variant, weights=weights)
 
 
-def _fold(model, imgsz: tuple[int, int]):
+def _fold(model, imgsz: tuple[int, int], batch: int | None = 1):
+    """The deploy model; first, whether one forward at this size and batch (None: dynamic) fits in memory."""
+    from partialnet.memory import check_fits
+
+    check_fits(model, imgsz, batch)
     with stage("fold", format_imgsz(imgsz)):
         return fold(model, imgsz)
 
@@ -171,7 +175,7 @@ def export(
     model, info = _load(source, variant, weights)
     checks = judged_on_own_data(checks, info, options.imgsz)
     check_labels_fit(checks, info)
-    folded = _fold(model, options.imgsz)
+    folded = _fold(model, options.imgsz, None if options.dynamic else options.batch)
     check_layers(options.int8_keep_float, folded[0])
     if options.int8:
         with stage("calibration data", stage_label(options.data, options.calib_size)):
@@ -244,6 +248,9 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
         checks.decode_now(tuple(io["imgsz"]))  # fail on a bad folder before the load
     model, info = _load_reference(artifact, io["metadata"], ref, variant, weights)
     _check_identity(artifact, io["metadata"], ref, info, chosen=weights is not None)
+    from partialnet.memory import check_fits
+
+    check_fits(model, tuple(io["imgsz"]), io["batch"])  # the reference runs at the artifact's own size and batch
     checks = judged_on_own_data(checks, info, io["imgsz"])
     check_labels_fit(checks, info)
     judging = _int8_judged(artifact, io, checks, judging)
@@ -518,7 +525,7 @@ def export_all(  # long: the group of every format's files, two processes fillin
     model, info = _load(source, variant, weights)
     checks = judged_on_own_data(checks, info, options.imgsz)
     check_labels_fit(checks, info)
-    folded = _fold(model, options.imgsz)
+    folded = _fold(model, options.imgsz, None if options.dynamic else options.batch)
     # One group: what was verified is published together at the end, or nothing is (Ctrl-C, SIGTERM, a crash);
     # a format that failed or could not be made is left out of the group.
     from partialnet.bench.matrix_beside import Beside

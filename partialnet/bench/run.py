@@ -106,7 +106,10 @@ def prepare_model_target(
     from partialnet.pipeline import export_folded
     from partialnet.verify_options import VerifyOptions
 
+    from partialnet.memory import check_fits
+
     model, info = resolve(source)
+    check_fits(model, imgsz, 1)  # the fold's own forward passes (a row's batch runs where the row runs)
     deploy, report = fold(model, imgsz)  # its report measured the model's cost once: no second pass here
     label = info.variant if info.random_weights else f"{info.variant}:{Path(info.source).name}"
     slot = workdir / f"t{len(list(workdir.iterdir()))}"
