@@ -107,17 +107,14 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path, args, message):
 
 
 @pytest.mark.slow
-def test_publish_writes_the_docs_and_the_readme_block_from_real_results(tmp_path):
+def test_publish_writes_the_docs_and_the_readme_block_from_real_results(tmp_path, cli):
     """Results of real (CPU) bench and claims runs in a run's layout, as the check on a GPU leaves them."""
     results = tmp_path / "results"
     results.mkdir()
-    cli = [sys.executable, "-m", "partialnet"]
-    bench = subprocess.run([*cli, "bench", "partialnet_t0", "--runtime", "pytorch", "--protocol", "quick", "--imgsz", "64",
-                            "--json", results / "bench_fp32.json"], capture_output=True, text=True, timeout=300)
-    assert bench.returncode == 0, bench.stderr
-    claims = subprocess.run([*cli, "claims", "--sizes", "t0", "--runtime", "pytorch", "--protocol", "quick", "--imgsz", "64",
-                             "--json", results / "claims_fp32.json"], capture_output=True, text=True, timeout=300)
-    assert claims.returncode == 0, claims.stderr
+    bench = cli("bench", "partialnet_t0", "--runtime", "pytorch", "--protocol", "quick", "--imgsz", "64", "--json", results / "bench_fp32.json")
+    assert bench.code == 0, bench.err
+    claims = cli("claims", "--sizes", "t0", "--runtime", "pytorch", "--protocol", "quick", "--imgsz", "64", "--json", results / "claims_fp32.json")
+    assert claims.code == 0, claims.err
     _drifted_copies(results)
     tarball = tmp_path / "results.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
