@@ -108,11 +108,11 @@ def test_keep_float_reaches_the_pt2e_quantizers():
     from partialnet.exporters.pt2e import configure
 
     deploy = _fold(resolve("partialnet_t0", None)[0], (64, 64))[0]
-    x = torch.randn(1, 3, 64, 64)
+    program = torch.export.export(deploy, (torch.randn(1, 3, 64, 64),))  # traced once; each prepare gets a fresh module of it
 
     def observers(keep):
         quantizer = configure(XNNPACKQuantizer(), get_symmetric_quantization_config(is_per_channel=True), ExportOptions(int8=True, int8_keep_float=keep))
-        prepared = prepare_pt2e(torch.export.export(deploy, (x,)).module(), quantizer)
+        prepared = prepare_pt2e(program.module(), quantizer)
         return sum(1 for n in prepared.graph.nodes if "activation_post_process" in str(n.target))
 
     everything = observers(None)
