@@ -81,11 +81,12 @@ def _load(source: str, variant: str | None = None, weights: str | None = None):
         return resolve(source, variant, weights=weights)
 
 
-def _fold(model, imgsz: tuple[int, int], batch: int | None = 1):
+def _fold(model, imgsz: tuple[int, int], batch: int | None = 1, fits_checked: bool = False):
     """The deploy model; first, whether one forward at this size and batch (None: dynamic) fits in memory."""
     from partialnet.memory import check_fits
 
-    check_fits(model, imgsz, batch)
+    if not fits_checked:
+        check_fits(model, imgsz, batch)
     with stage("fold", format_imgsz(imgsz)):
         return fold(model, imgsz)
 
@@ -250,14 +251,15 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     _check_identity(artifact, io["metadata"], ref, info, chosen=weights is not None)
     from partialnet.memory import check_fits
 
-    check_fits(model, tuple(io["imgsz"]), io["batch"])  # the reference runs at the artifact's own size and batch
+    # the reference runs at the artifact's own size and batch, both fixed at its export
+    check_fits(model, tuple(io["imgsz"]), io["batch"], "this artifact's size and batch were fixed at export: verify it on a machine with more memory")
     checks = judged_on_own_data(checks, info, io["imgsz"])
     check_labels_fit(checks, info)
     judging = _int8_judged(artifact, io, checks, judging)
     static = None
     if not compute and checked_without_runtime(exporter, fmt):  # a computed precision is the runtime's own: only running it says anything
         with stage("verify", f"{fmt.name} checks without its runtime"):
-            static = static_verification(exporter, fmt, artifact, _fold(model, tuple(io["imgsz"]))[0], io, model, checks)
+            static = static_verification(exporter, fmt, artifact, _fold(model, tuple(io["imgsz"]), fits_checked=True)[0], io, model, checks)
     if static is not None:
         if not static["passed"]:
             raise CheckFailed(f"{artifact} {static_failure(static)}", details=static)

@@ -4,9 +4,11 @@ PartialNet's spatial attention grows with the square of its token count: one for
 0.9 GiB at 2048x2048 and 13 GiB at 4096x4096, sizes the limits allow. Where the kernel overcommits, the
 allocator never refuses such a run and the OOM killer ends it without a word, after minutes of work. So
 the model's forward is first traced with fake tensors (shapes, no storage: a third of a second for T0),
-adding up the bytes its intermediate tensors hold at once, and a run that cannot fit is not possible here
-(exit 3) before it starts. The trace matched a real forward's peak within 7 % (T0 at 2048: 0.87 GiB
-traced, 0.93 GiB measured as the process's peak resident set).
+adding up the bytes the tensors its ops return hold at once, and a run that cannot fit is not possible
+here (exit 3) before it starts. That is a lower bound, never a guess above the truth: kernels' own
+workspaces are not seen. T0 at 2048: 0.87 GiB traced, 0.91-0.93 GiB measured as a real forward's peak
+resident set; at 1536, where the attention matters less, 0.29 GiB traced and 0.53 GiB measured. So only
+runs that cannot fit are refused, not every run that will not.
 """
 
 from __future__ import annotations
@@ -80,21 +82,37 @@ def _meminfo() -> int | None:
     return fields["MemAvailable"] + fields.get("SwapFree", 0)
 
 
-def _cgroup_room() -> int | None:
-    """cgroup v2: memory.max less memory.current of this process's own group ("max": no limit)."""
+def _cgroup_room(membership: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> int | None:
+    """cgroup v2, this process's own group: memory.max less what it uses that cannot be reclaimed (memory.current
+    holds the page cache: its inactive file pages are given back under pressure), plus the swap it may still use."""
     try:
-        with open("/proc/self/cgroup", "rb") as f:
+        with open(membership, "rb") as f:
             path = next((line.split(b"::", 1)[1].strip().decode() for line in f.read(1 << 16).splitlines() if line.startswith(b"0::")), None)
         if path is None:
             return None
-        folder = os.path.join("/sys/fs/cgroup", path.lstrip("/"))
-        with open(os.path.join(folder, "memory.max"), "rb") as f:
-            limit = f.read(64).strip()
-        with open(os.path.join(folder, "memory.current"), "rb") as f:
-            current = int(f.read(64).strip())
+        folder = os.path.join(root, path.lstrip("/"))
+        limit = _read_number(os.path.join(folder, "memory.max"))
+        if limit is None:
+            return None
+        current = _read_number(os.path.join(folder, "memory.current")) or 0
+        with open(os.path.join(folder, "memory.stat"), "rb") as f:
+            stat = dict(line.split(b" ", 1) for line in f.read(1 << 16).splitlines() if b" " in line)
+        reclaimable = int(stat.get(b"inactive_file", b"0").strip() or 0)
     except (OSError, ValueError, UnicodeDecodeError):
         return None
-    return None if limit == b"max" or not limit.isdigit() else max(int(limit) - current, 0)
+    swap_limit, swap_used = _read_number(os.path.join(folder, "memory.swap.max")), _read_number(os.path.join(folder, "memory.swap.current"))
+    swap = max(swap_limit - (swap_used or 0), 0) if swap_limit is not None else 0  # "max": the system's free swap bounds it (meminfo)
+    return max(limit - current + reclaimable, 0) + swap
+
+
+def _read_number(path: str) -> int | None:
+    """A cgroup file's number; None where it is absent, unreadable or "max"."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(64).strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def _address_space_room() -> int | None:
@@ -111,9 +129,14 @@ def _address_space_room() -> int | None:
     return max(soft - size, 0)
 
 
-def check_fits(model, imgsz: tuple[int, int], batch: int | None) -> None:
+SMALLER = "a smaller --imgsz or --batch needs less"
+
+
+def check_fits(model, imgsz: tuple[int, int], batch: int | None, remedy: str = SMALLER) -> None:
     """Unavailable (exit 3) where one forward of `model` at this size and batch needs more than this machine has."""
-    batch = batch or 2  # a dynamic batch is traced and verified at 2 and more: 2 at least
+    from partialnet.pipeline import DYNAMIC_VERIFY_BATCH
+
+    batch = batch or DYNAMIC_VERIFY_BATCH  # a dynamic batch is verified at this batch
     if batch * imgsz[0] * imgsz[1] < SMALL_PIXELS:
         return
     room = available_bytes()
@@ -125,6 +148,6 @@ def check_fits(model, imgsz: tuple[int, int], batch: int | None) -> None:
         return
     if need > room:
         raise Unavailable(
-            f"one forward of the model at {imgsz[0]}x{imgsz[1]}, batch {batch}, needs about {need / GIB:.1f} GiB and this machine has "
-            f"{room / GIB:.1f} GiB free (memory and swap, within its limits): a smaller --imgsz or --batch needs less"
+            f"one forward of the model at {imgsz[0]}x{imgsz[1]}, batch {batch}, needs at least {need / GIB:.1f} GiB and this machine has "
+            f"{room / GIB:.1f} GiB free (memory and swap, within its cgroup and ulimit -v): {remedy}"
         )
