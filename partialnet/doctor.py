@@ -73,11 +73,9 @@ def busiest_processes(seconds: float = SAMPLE_SECONDS, top: int = 5) -> tuple[li
 
 
 def memory() -> dict:
-    info = {}
-    for line in (_read("/proc/meminfo", 1 << 16) or "").splitlines():
-        key, _, value = line.partition(":")
-        if key in ("MemTotal", "MemAvailable") and value.split():
-            info[key] = round(int(value.split()[0]) / 2**20, 1)
+    from partialnet.machine import meminfo
+
+    info = {k: round(v / 2**30, 1) for k, v in meminfo().items() if k in ("MemTotal", "MemAvailable")}
     return {"total_gb": info.get("MemTotal"), "available_gb": info.get("MemAvailable")}
 
 

@@ -153,3 +153,17 @@ def check_machine(machine, where: str) -> dict:
         refuse("versions", "an object of version strings")
     machine["id"] = machine_id(machine)  # recomputed, never read: the id says which hardware the record describes
     return machine
+
+
+def meminfo() -> dict[str, int]:
+    """/proc/meminfo's fields in bytes ({} where there is none: not Linux); read by doctor and partialnet.memory."""
+    fields = {}
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f.read(1 << 16).decode("ascii", "replace").splitlines():
+                key, _, value = line.partition(":")
+                if value.split() and value.split()[0].isdigit():
+                    fields[key] = int(value.split()[0]) * 1024
+    except OSError:
+        return {}
+    return fields

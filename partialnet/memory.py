@@ -68,18 +68,10 @@ def available_bytes() -> int | None:
 
 
 def _meminfo() -> int | None:
-    fields = {}
-    try:
-        with open("/proc/meminfo", "rb") as f:
-            for line in f.read(1 << 16).decode("ascii", "replace").splitlines():
-                key, _, value = line.partition(":")
-                if value.split() and value.split()[0].isdigit():
-                    fields[key] = int(value.split()[0]) * 1024
-    except OSError:
-        return None
-    if "MemAvailable" not in fields:
-        return None
-    return fields["MemAvailable"] + fields.get("SwapFree", 0)
+    from partialnet.machine import meminfo
+
+    fields = meminfo()
+    return fields["MemAvailable"] + fields.get("SwapFree", 0) if "MemAvailable" in fields else None
 
 
 def _cgroup_room(membership: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> int | None:

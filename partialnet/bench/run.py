@@ -103,10 +103,9 @@ def prepare_model_target(
     INT8 artifacts are calibrated on `data` and carry their top-1 agreement on real images; their
     gates are reported, not enforced, so a random-weight model can still be timed.
     """
+    from partialnet.memory import check_fits
     from partialnet.pipeline import export_folded
     from partialnet.verify_options import VerifyOptions
-
-    from partialnet.memory import check_fits
 
     model, info = resolve(source)
     check_fits(model, imgsz, 1)  # the fold's own forward passes (a row's batch runs where the row runs)
