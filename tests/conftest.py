@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,25 +63,40 @@ def digits_int8_onnx(digits_ckpt, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def digits_pte(digits_ckpt, tmp_path_factory):
-    """The digits T0 lowered to ExecuTorch at 64x64 once per run (ExecuTorch's lowering is the slowest export
-    here): (path, export result), shared by the ExecuTorch tests and the runner tests."""
-    pytest.importorskip("executorch", reason="ExecuTorch export needs pip install 'partialnet[executorch]'")
-    from partialnet import api
+def digits_all(digits_ckpt, tmp_path_factory) -> DigitsAll:
+    """`export --format all` of the digits T0 at 64x64 once per run (one load, one fold, every format), from a
+    checkpoint holding the trained weights beside an untrained copy, picked by --weights. Its ExecuTorch and
+    LiteRT files are the session's (`digits_pte`, `digits_tflite`): their lowerings are the slowest exports here."""
+    from partialnet import create_model
 
-    out = tmp_path_factory.mktemp("pte") / "t0.pte"
-    return out, api.export(str(digits_ckpt), "pte", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
+    folder = tmp_path_factory.mktemp("all")
+    payload = torch.load(digits_ckpt, weights_only=True)
+    payload["state_dict_ema"], payload["state_dict"] = payload["state_dict"], create_model("partialnet_t0", num_classes=10).state_dict()
+    ckpt = folder / "two_copies.pt"
+    torch.save(payload, ckpt)
+    out = folder / "all"
+    result = run_cli("export", ckpt, "--format", "all", "--imgsz", "64", "-o", out, "--samples", "2", "--json", "--weights", "state_dict_ema")
+    assert result.code == 0, result.err
+    return DigitsAll(ckpt, out, result)
+
+
+def _shared_file(all_formats: DigitsAll, suffix: str) -> tuple[Path, dict]:
+    path = all_formats.folder / f"{all_formats.ckpt.stem}{suffix}"
+    return path, json.loads(path.with_name(path.name + ".json").read_text())
 
 
 @pytest.fixture(scope="session")
-def digits_tflite(digits_ckpt, tmp_path_factory):
-    """The digits T0 converted to LiteRT at 64x64 once per run, shared by the LiteRT and runner tests."""
-    pytest.importorskip("litert_torch", reason="LiteRT export needs pip install 'partialnet[litert]'")
-    from partialnet import api
+def digits_pte(request) -> tuple[Path, dict]:
+    """The ExecuTorch program of `digits_all` (verify it with `--ref digits_all.ckpt`): (path, its manifest)."""
+    pytest.importorskip("executorch", reason="ExecuTorch export needs pip install 'partialnet[executorch]'")
+    return _shared_file(request.getfixturevalue("digits_all"), ".pte")
 
-    out = tmp_path_factory.mktemp("tflite") / "digits_t0.tflite"
-    api.export(str(digits_ckpt), "litert", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
-    return out
+
+@pytest.fixture(scope="session")
+def digits_tflite(request) -> Path:
+    """The LiteRT file of `digits_all` (verify it with `--ref digits_all.ckpt`)."""
+    pytest.importorskip("litert_torch", reason="LiteRT export needs pip install 'partialnet[litert]'")
+    return _shared_file(request.getfixturevalue("digits_all"), ".tflite")[0]
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +112,33 @@ class CliResult:
         return json.loads(self.out)
 
 
+@dataclass(frozen=True)
+class DigitsAll:
+    ckpt: Path  # the two-copies checkpoint every file was exported from (the --ref that verifies them)
+    folder: Path  # the group of files, one (or a pair) per format, each with its manifest
+    result: CliResult  # the command's exit code, its JSON status table and its stage log
+
+
+def _exit_code(exc: SystemExit) -> int:
+    return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+
+
+def run_cli(*args) -> CliResult:
+    """The real entry point in-process with its output captured, for session fixtures (capsys is per test)."""
+    from partialnet.cli import run
+
+    out, err, argv, code = io.StringIO(), io.StringIO(), sys.argv, 0
+    sys.argv = ["partialnet", *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run()
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    finally:
+        sys.argv = argv
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """Run the real entry point in-process: exit code, stdout and stderr, as a user would see them."""
@@ -104,7 +150,7 @@ def cli(capsys, monkeypatch):
         try:
             run()
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            code = _exit_code(exc)
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 

@@ -6,15 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 pytest.importorskip("executorch", reason="ExecuTorch export needs pip install 'partialnet[executorch]'")
 
 
 @pytest.mark.slow
 def test_pte_is_verified_in_executorch_and_reports_delegation(digits_pte):
-    out, result = digits_pte
-    assert out.is_file() and out.with_name("t0.pte.json").is_file()
+    out, result = digits_pte  # lowered in `export --format all`'s second process (conftest's digits_all)
+    assert out.is_file() and out.with_name(out.name + ".json").is_file()
     parity = result["parity"]
     assert parity["candidate"] == "executorch" and parity["passed"]
     assert parity["cases"][0]["max_abs"] < 1e-4
@@ -28,9 +27,9 @@ def test_pte_is_verified_in_executorch_and_reports_delegation(digits_pte):
 
 
 @pytest.mark.slow
-def test_verify_and_bench_run_the_pte_here(digits_pte, digits_ckpt, cli, tmp_path):
+def test_verify_and_bench_run_the_pte_here(digits_pte, digits_all, cli, tmp_path):
     out, _ = digits_pte
-    assert cli("verify", out, "--ref", digits_ckpt).code == 0
+    assert cli("verify", out, "--ref", digits_all.ckpt).code == 0
     result_path = tmp_path / "r.json"
     result = cli("bench", out, "--runtime", "executorch,onnxruntime", "--protocol", "quick", "--threads", "1", "--json", result_path)
     assert result.code == 0, result.err
@@ -50,20 +49,14 @@ def test_bad_pte_options_exit_2(args, message, cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt, tmp_path, cli):
+def test_format_all_exports_every_format_here_with_one_status_table(digits_all, digits_ckpt, cli):
     """One load, one fold, every format; verdicts are verified / not verifiable here (why) / failed (exit 1).
     The trained weights sit beside an untrained copy, picked by --weights: the second process (the
-    Python-bound formats) must load that copy too."""
-    from partialnet import create_model
+    Python-bound formats) must load that copy too. (The run is conftest's `digits_all`, shared as the
+    session's ExecuTorch and LiteRT files.)"""
     from partialnet.exporters.sidecar import sidecar
 
-    payload = torch.load(digits_ckpt, weights_only=True)
-    payload["state_dict_ema"], payload["state_dict"] = payload["state_dict"], create_model("partialnet_t0", num_classes=10).state_dict()
-    two = tmp_path / "two_copies.pt"
-    torch.save(payload, two)
-    out = tmp_path / "all"
-    result = cli("export", two, "--format", "all", "--imgsz", "64", "-o", out, "--samples", "2", "--json", "--weights", "state_dict_ema")
-    assert result.code == 0, result.err
+    two, out, result = digits_all.ckpt, digits_all.folder, digits_all.result
     table = json.loads(result.out)
     rows = {r["format"]: r for r in table["rows"]}
     for row in rows.values():
@@ -107,26 +100,26 @@ def test_format_all_exports_every_format_here_with_one_status_table(digits_ckpt,
 @pytest.mark.parametrize("how, what, commands", [("link", "is a symbolic link", ("verify", "bench")), ("fifo", "is a FIFO (named pipe)", ("verify",)),
                                                 ("huge", "digits", ("verify",))])
 @pytest.mark.slow
-def test_a_sidecar_that_is_not_a_plain_json_file_is_refused(digits_pte, digits_ckpt, tmp_path, cli, how, what, commands):
+def test_a_sidecar_that_is_not_a_plain_json_file_is_refused(digits_pte, digits_all, tmp_path, cli, how, what, commands):
     """The manifest beside a .pte carries its metadata: a link, FIFO or absurd number there is refused, naming it."""
     import os
     import shutil
 
     out, _ = digits_pte
-    copy = tmp_path / "t0.pte"
+    copy = tmp_path / out.name
     shutil.copy(out, copy)
-    sidecar = tmp_path / "t0.pte.json"
+    sidecar = tmp_path / f"{out.name}.json"
     if how == "link":
-        os.symlink(out.with_name("t0.pte.json"), sidecar)
+        os.symlink(out.with_name(sidecar.name), sidecar)
     elif how == "fifo":
         os.mkfifo(sidecar)
     else:
         sidecar.write_text('{"metadata": {"imgsz": ' + "9" * 5000 + "}}")
-    every = {"verify": ["verify", copy, "--ref", digits_ckpt], "bench": ["bench", copy, "--protocol", "quick"]}
+    every = {"verify": ["verify", copy, "--ref", digits_all.ckpt], "bench": ["bench", copy, "--protocol", "quick"]}
     for command in (every[name] for name in commands):  # both read the sidecar through read_io: one suffices for most cases
         result = cli(*command)
         assert result.code == 2, (command, result.err)
-        assert "t0.pte.json" in result.err and what in result.err and "Traceback" not in result.err
+        assert sidecar.name in result.err and what in result.err and "Traceback" not in result.err
 
 
 @pytest.mark.slow
@@ -150,18 +143,18 @@ def test_a_damaged_program_never_takes_the_process_down(header, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_pte_manifest_cannot_make_it_fp16(digits_pte, digits_ckpt, tmp_path, cli):
+def test_a_pte_manifest_cannot_make_it_fp16(digits_pte, digits_all, tmp_path, cli):
     import shutil
 
-    out, _ = digits_pte
-    copy = tmp_path / "t0.pte"
+    out, manifest = digits_pte
+    copy, sidecar = tmp_path / out.name, tmp_path / f"{out.name}.json"
     shutil.copy(out, copy)
-    manifest = json.loads(out.with_name("t0.pte.json").read_text())
+    manifest = json.loads(json.dumps(manifest))  # the session's, changed only in this copy
     manifest["metadata"]["precision"] = "fp16"
-    (tmp_path / "t0.pte.json").write_text(json.dumps(manifest))
-    result = cli("verify", copy, "--ref", digits_ckpt)
+    sidecar.write_text(json.dumps(manifest))
+    result = cli("verify", copy, "--ref", digits_all.ckpt)
     assert result.code == 2 and "ExecuTorch programs from partialnet are fp32 or int8" in result.err
     manifest["metadata"]["precision"] = "int8"  # looser gates for an fp32 program: judged by its bytes per weight
-    (tmp_path / "t0.pte.json").write_text(json.dumps(manifest))
-    result = cli("verify", copy, "--ref", digits_ckpt)
+    sidecar.write_text(json.dumps(manifest))
+    result = cli("verify", copy, "--ref", digits_all.ckpt)
     assert result.code == 1 and "its metadata says int8, but what it holds is fp32" in result.err

@@ -12,10 +12,11 @@ pytest.importorskip("ai_edge_litert", reason="the LiteRT interpreter needs pip i
 
 
 @pytest.mark.slow
-def test_tflite_fp32_and_fp16_are_verified_in_the_interpreter(digits_ckpt, digits_tflite, tmp_path, cli):
-    """fp32 is the session's shared conversion (copied here: this test rewrites its manifest), fp16 the command's."""
+def test_tflite_fp32_and_fp16_are_verified_in_the_interpreter(digits_ckpt, digits_all, digits_tflite, tmp_path, cli):
+    """fp32 is the session's shared conversion (`export --format all`'s; copied here: this test rewrites its
+    manifest), fp16 the command's."""
     for path in (digits_tflite, digits_tflite.with_name(digits_tflite.name + ".json")):
-        shutil.copyfile(path, tmp_path / path.name.replace("digits_t0", "fp32"))
+        shutil.copyfile(path, tmp_path / path.name.replace(digits_tflite.stem, "fp32"))
     fp16 = tmp_path / "fp16.tflite"
     result = cli("export", digits_ckpt, "-f", "tflite", "--imgsz", "64", "-o", fp16, "--samples", "2", "--half")
     assert result.code == 0, result.err
@@ -28,7 +29,7 @@ def test_tflite_fp32_and_fp16_are_verified_in_the_interpreter(digits_ckpt, digit
     delegation = fp32["graph"]["delegation"]
     assert delegation["subgraphs"] == 1 and delegation["portable_ops"] == {} and delegation["node_share"] == 1.0
     assert (tmp_path / "fp16.tflite").stat().st_size < 0.6 * (tmp_path / "fp32.tflite").stat().st_size  # fp16 weights
-    assert cli("verify", tmp_path / "fp32.tflite", "--ref", digits_ckpt).code == 0
+    assert cli("verify", tmp_path / "fp32.tflite", "--ref", digits_all.ckpt).code == 0
     result_path = tmp_path / "r.json"
     bench = cli("bench", tmp_path / "fp32.tflite", "--runtime", "litert", "--protocol", "quick", "--threads", "1", "--json", result_path)
     assert bench.code == 0, bench.err
@@ -39,7 +40,7 @@ def test_tflite_fp32_and_fp16_are_verified_in_the_interpreter(digits_ckpt, digit
     manifest = json.loads(sidecar.read_text())
     manifest["metadata"]["precision"] = "fp16"
     sidecar.write_text(json.dumps(manifest))
-    lie = cli("verify", tmp_path / "fp32.tflite", "--ref", digits_ckpt)
+    lie = cli("verify", tmp_path / "fp32.tflite", "--ref", digits_all.ckpt)
     assert lie.code == 1 and "its metadata says fp16, but what it holds is fp32" in lie.err
 
 
