@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import sys
 from dataclasses import dataclass
@@ -12,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import DIGITS_INT8_CALIB, fixture_path
+from helpers import DIGITS_INT8_CALIB, CliResult, exit_code, fixture_path, run_cli
 
 
 DIGITS_EPOCHS = 4  # the test schedule: T0 is past 98 % here; the bar is 95 %
@@ -104,39 +102,11 @@ def t0_state_dict() -> dict[str, torch.Tensor]:
     return torch.load(fixture_path("partialnet_t0_random.pth"), weights_only=True)
 
 
-class CliResult:
-    def __init__(self, code: int, out: str, err: str):
-        self.code, self.out, self.err = code, out, err
-
-    def json(self):
-        return json.loads(self.out)
-
-
 @dataclass(frozen=True)
 class DigitsAll:
     ckpt: Path  # the two-copies checkpoint every file was exported from (the --ref that verifies them)
     folder: Path  # the group of files, one (or a pair) per format, each with its manifest
     result: CliResult  # the command's exit code, its JSON status table and its stage log
-
-
-def _exit_code(exc: SystemExit) -> int:
-    return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-
-
-def run_cli(*args) -> CliResult:
-    """The real entry point in-process with its output captured, for session fixtures (capsys is per test)."""
-    from partialnet.cli import run
-
-    out, err, argv, code = io.StringIO(), io.StringIO(), sys.argv, 0
-    sys.argv = ["partialnet", *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            run()
-    except SystemExit as exc:
-        code = _exit_code(exc)
-    finally:
-        sys.argv = argv
-    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
@@ -150,7 +120,7 @@ def cli(capsys, monkeypatch):
         try:
             run()
         except SystemExit as exc:
-            code = _exit_code(exc)
+            code = exit_code(exc)
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +120,31 @@ def interruptible_popen(argv: list[str], **kwargs):
         return subprocess.Popen(argv, **kwargs)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    def json(self):
+        return json.loads(self.out)
+
+
+def exit_code(exc: SystemExit) -> int:
+    return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+
+
+def run_cli(*args) -> CliResult:
+    """The real entry point in-process with its output captured, for session fixtures (capsys is per test)."""
+    from partialnet.cli import run
+
+    out, err, argv, code = io.StringIO(), io.StringIO(), sys.argv, 0
+    sys.argv = ["partialnet", *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run()
+    except SystemExit as exc:
+        code = exit_code(exc)
+    finally:
+        sys.argv = argv
+    return CliResult(code, out.getvalue(), err.getvalue())

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from helpers import run_cli
 from partialnet.bench.claims import CLAIMS, INCONCLUSIVE, NOT_REPRODUCED, NOT_VERIFIED, REPRODUCED, VERDICTS, get_claim, verdict
 
 CPU = get_claim("patnet_t2_cpu_latency")  # PartialNet-T2 latency = 0.76 x FasterNet-T2's
@@ -46,12 +47,26 @@ def test_every_claim_row_is_complete_data():
     assert get_claim("partialnet_repo_figure_gpu_throughput").published_for("t2") == pytest.approx(4760 / 4190, abs=1e-3)
 
 
-def test_claims_quick_on_one_size_and_runtime(tmp_path, cli):
-    """The quick tier's claims run: one size, one runtime, the JSON's shape."""
-    out = tmp_path / "claims.json"
-    result = cli("claims", "--sizes", "t0", "--protocol", "quick", "--imgsz", "64", "--runtime", "onnxruntime", "--threads", "1", "--json", out)
+@pytest.fixture(scope="module")
+def quick_claims(tmp_path_factory):
+    """One real claims run (T0 at 64x64, ONNX Runtime, quick) of the command: (its result, what it wrote)."""
+    out = tmp_path_factory.mktemp("claims") / "claims.json"
+    result = run_cli("claims", "--sizes", "t0", "--protocol", "quick", "--imgsz", "64", "--runtime", "onnxruntime", "--threads", "1", "--json", out)
     assert result.code == 0, result.err
-    data = json.loads(out.read_text())
+    return result, json.loads(out.read_text())
+
+
+@pytest.fixture
+def claims_result(quick_claims):
+    import copy
+
+    return copy.deepcopy(quick_claims[1])  # each test may change its own copy
+
+
+def test_claims_quick_on_one_size_and_runtime(quick_claims):
+    """The quick tier's claims run: one size, one runtime, the JSON's shape (the module's run, which the report
+    tests below read)."""
+    result, data = quick_claims
     (cell,) = data["measurements"]
     assert (cell["size"], cell["runtime"], cell["status"], cell["threads"]) == ("t0", "onnxruntime", "ok", 1)
     assert all(row["verdict"] in VERDICTS for row in data["claims"]) and "published claims vs this machine" in result.out
@@ -108,17 +123,6 @@ def test_more_threads_than_cores_is_refused_before_the_first_row(cli):
 
     result = cli("claims", "--threads", str(os.cpu_count() + 1), "--runtime", "onnxruntime", "--sizes", "t0", "--protocol", "quick")
     assert result.code == 2 and "logical cores" in result.err and "fasternet" not in result.out + result.err
-
-
-@pytest.fixture(scope="module")
-def claims_result():
-    """One real claims run (T0 at 64x64, ONNX Runtime, quick) through the API the command uses."""
-    from partialnet.bench import claims_run
-    from partialnet.bench.protocols import get_protocol
-    from partialnet.bench.run import BenchPlan
-
-    plan = BenchPlan(sources=[], runtimes=["onnxruntime"], device="cpu", batches=[1], imgsz=(64, 64), threads=1, protocol=get_protocol("quick"))
-    return claims_run.run_claims(plan, ["t0"])
 
 
 def remeasured(data: dict) -> dict:
