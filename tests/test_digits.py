@@ -84,13 +84,18 @@ def test_dataset_option_is_checked(cli, digits_onnx, tmp_path):
 
 
 def test_digits_command(cli, tmp_path):
+    """One epoch at a size other than the default: trained at the size asked, and the checkpoint records it."""
+    from partialnet import load_checkpoint
+
     out = tmp_path / "d.pt"
-    result = cli("digits", "-o", out, "--epochs", "1")
+    result = cli("digits", "-o", out, "--epochs", "1", "--imgsz", "96")
     assert result.code == 0, result.err
     assert "held-out top-1" in result.out and out.is_file()
     assert result.err.startswith("epoch 1/1, loss ") and result.err.count("\n") == 1, result.err  # a log gets a line per epoch
+    assert load_checkpoint(out)[1].trained_imgsz == [96, 96]
     again = cli("digits", "-o", out, "--epochs", "1")
     assert again.code == 2 and again.err.startswith("error: ") and "already exists" in again.err, again.err  # no blank line first
+    assert cli("digits", "-o", tmp_path / "bad.pt", "--imgsz", "70").code == 2  # not a multiple of 32
 
 
 def test_the_reference_answers_labelled_images_in_batches_whatever_the_artifacts_batch():

@@ -177,15 +177,7 @@ def test_accuracy_is_not_judged_at_a_size_the_model_was_not_trained_for(cli, dig
     assert all(r["top1"] is None for r in data["rows"]) and "accuracy: not judged" in result.out
 
 
-@pytest.mark.slow
-def test_digits_trains_at_the_size_asked_and_records_it(cli, tmp_path):
-    from partialnet import load_checkpoint
-
-    path = tmp_path / "d96.pt"
-    result = cli("digits", "-o", path, "--imgsz", "96", "--epochs", "1")
-    assert result.code == 0, result.err
-    assert load_checkpoint(path)[1].trained_imgsz == [96, 96]
-    assert cli("digits", "-o", tmp_path / "bad.pt", "--imgsz", "70").code == 2  # not a multiple of 32
+# `digits --imgsz 96` records the size it trained at: test_digits.py::test_digits_command (one training for both).
 
 
 def test_topk_counts_a_label_among_the_k_largest_logits():
