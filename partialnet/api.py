@@ -756,7 +756,8 @@ def _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibrat
 
 
 def export_beside(folder: str) -> None:
-    """The matrix's second export process (partialnet.bench.matrix_beside): its cells through `export`."""
+    """The second export process of matrix, export --format all and bench (partialnet.bench.matrix_beside): its
+    cells through `export`."""
     from partialnet.bench.matrix_beside import serve
 
     serve(Path(folder), export)

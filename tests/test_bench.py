@@ -507,3 +507,38 @@ def test_the_python_api_benches_compares_and_reports_as_the_commands_do(quick_ru
     assert same["failure"] is None and same["same_input"] is True
     merged = api.report([quick_run[0] / "r.json"])
     assert merged["bench"] and {r["runtime"] for r in merged["bench"]} <= {"pytorch", "onnxruntime", "openvino"}
+
+
+def test_an_artifact_exported_beside_is_taken_or_its_failure_said(tmp_path):
+    """bench's second export process (ExecuTorch beside the other formats): a verified file and its manifest
+    join the target; a failed verification fails only its rows; a refusal is the command's, as it would be here."""
+    from partialnet.bench.run import Target, _take_beside
+    from partialnet.errors import BadInput
+
+    class Other:
+        folder = tmp_path / "beside"
+
+        def __init__(self, rows):
+            self.rows = rows
+
+        def collect(self):
+            return self.rows
+
+    Other.folder.mkdir()
+    (Other.folder / "model_b1.pte").write_bytes(b"program")
+    (Other.folder / "model_b1.pte.json").write_text("{}")
+    slot = tmp_path / "slot"
+    slot.mkdir()
+    jobs = [{"key": "executorch:1", "name": "model_b1.pte"}, {"key": "executorch:2", "name": "model_b2.pte"},
+            {"key": "executorch:4", "name": "model_b4.pte"}]
+    rows = {"executorch:1": {"status": "ok"}, "executorch:2": {"status": "failed", "why": "max |d| 3.1 > 1e-4", "kind": "CheckFailed"},
+            "executorch:4": {"status": "failed", "why": "the second export process was killed by SIGKILL: no output"}}
+    target = Target("t", "partialnet_t0", "partialnet_t0", True, None, None)
+    _take_beside(target, Other(rows), zip([("executorch", 1), ("executorch", 2), ("executorch", 4)], jobs), slot)
+    assert target.artifacts == {"executorch": {1: slot / "model_b1.pte"}} and (slot / "model_b1.pte.json").read_text() == "{}"
+    assert target.unrunnable_formats == {("executorch", 2): "its executorch artifact failed verification: max |d| 3.1 > 1e-4",
+                                         ("executorch", 4): "its executorch artifact could not be made: the second export process was killed "
+                                                            "by SIGKILL: no output"}
+    refused = {"executorch:1": {"status": "failed", "why": "x.pt: not a checkpoint", "kind": "BadInput"}}
+    with pytest.raises(BadInput, match="not a checkpoint"):
+        _take_beside(Target("t", "x.pt", None, False, None, None), Other(refused), zip([("executorch", 1)], jobs), slot)

@@ -1,4 +1,4 @@
-"""The cells whose export is long single-threaded Python (matrix, export --format all), exported in a second process.
+"""The cells whose export is long single-threaded Python (matrix, export --format all, bench), exported in a second process.
 
 ExecuTorch's lowering is Python passes on one core (37 s of T0's 59 s INT8 export at 224); on two
 cores the other cells' exports can run beside it, one core each (pinned, so neither's thread pools spin

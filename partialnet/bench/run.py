@@ -103,8 +103,8 @@ def prepare_model_target(
     INT8 artifacts are calibrated on `data` and carry their top-1 agreement on real images; their
     gates are reported, not enforced, so a random-weight model can still be timed.
     """
+    from partialnet.bench.matrix_beside import Beside
     from partialnet.memory import check_fits
-    from partialnet.pipeline import export_folded
     from partialnet.verify_options import VerifyOptions
 
     model, info = resolve(source)
@@ -121,22 +121,68 @@ def prepare_model_target(
     calibration = _calibration(data, imgsz, calib_size) if artifact_precision == "int8" and formats else None
     for batch in batches:
         target.references[batch] = _save_reference(model, batch, imgsz, slot / f"reference_b{batch}.npy")
-        for fmt in formats:
-            out = slot / f"model_b{batch}{FORMATS[fmt].suffix}"
-            options = ExportOptions(
-                imgsz=imgsz, batch=batch, half=artifact_precision == "fp16", int8=artifact_precision == "int8", data=data, calib_size=calib_size
-            )
-            options.calibration = calibration
-            try:
-                result = export_folded(model, info, (deploy, report), fmt, out, options, VerifyOptions(samples=2), enforce=artifact_precision == "fp32")
-            except CheckFailed as exc:  # this runtime computes it wrong: its rows fail, the others still run
-                target.unrunnable_formats[(fmt, batch)] = f"its {fmt} artifact failed verification: {str(exc)[:240]}"
-                continue
-            target.artifacts.setdefault(fmt, {})[batch] = out
-            if artifact_precision == "int8":
-                case = min(result["parity"]["cases"], key=lambda c: c["top1_agreement"])
-                target.agreement[(fmt, batch)] = {"top1": case["top1_agreement"], "on": case["name"], "passed": result["parity"]["passed"]}
+    cells = [(fmt, batch) for batch in batches for fmt in formats]
+    options = {cell: ExportOptions(imgsz=imgsz, batch=cell[1], half=artifact_precision == "fp16", int8=artifact_precision == "int8", data=data,
+                                   calib_size=calib_size) for cell in cells}
+    beside = [cell for cell in cells if cell[0] in formats_beside(formats, precision)]
+    jobs = [{"key": f"{fmt}:{batch}", "format": fmt, "name": f"model_b{batch}{FORMATS[fmt].suffix}",
+             "options": {k: v for k, v in vars(options[(fmt, batch)]).items() if k not in ("calibration", "given")}} for fmt, batch in beside]
+    with Beside(info.source, info.variant, jobs, VerifyOptions(samples=2)) as other:
+        for cell in (c for c in cells if c not in beside):
+            options[cell].calibration = calibration
+            _export_here(target, model, info, (deploy, report), cell, options[cell], slot)
+        _take_beside(target, other, zip(beside, jobs), slot)
     return target
+
+
+def _export_here(target: Target, model, info, folded, cell: tuple[str, int], options: ExportOptions, slot: Path) -> None:
+    """One artifact exported and verified in this process; a failed verification fails only its rows (an INT8
+    or fp16 one's is reported, not enforced, so a random-weight model can still be timed)."""
+    from partialnet.pipeline import export_folded
+    from partialnet.verify_options import VerifyOptions
+
+    fmt, batch = cell
+    out = slot / f"model_b{batch}{FORMATS[fmt].suffix}"
+    try:
+        result = export_folded(model, info, folded, fmt, out, options, VerifyOptions(samples=2), enforce=options.precision == "fp32")
+    except CheckFailed as exc:  # this runtime computes it wrong: its rows fail, the others still run
+        target.unrunnable_formats[cell] = f"its {fmt} artifact failed verification: {str(exc)[:240]}"
+        return
+    target.artifacts.setdefault(fmt, {})[batch] = out
+    if options.int8:
+        case = min(result["parity"]["cases"], key=lambda c: c["top1_agreement"])
+        target.agreement[cell] = {"top1": case["top1_agreement"], "on": case["name"], "passed": result["parity"]["passed"]}
+
+
+def formats_beside(formats: Sequence[str], precision: str) -> list[str]:
+    """The formats exported in a second process on a core of their own while this one exports the rest
+    (ExecuTorch's lowering is single-threaded Python passes), as `matrix` and `export --format all` do. fp32
+    only: there, as here, a failed verification refuses the artifact; an INT8 or fp16 one's is reported."""
+    from partialnet.runtimes import usable_cores
+
+    if usable_cores() < 2 or ARTIFACT_PRECISION[precision] != "fp32":
+        return []
+    return [fmt for fmt in formats if FORMATS[fmt].python_bound]
+
+
+def _take_beside(target: Target, other, done, slot: Path) -> None:
+    """The second process's artifacts (and manifests) into the target's folder, or why each cannot run."""
+    import shutil
+
+    rows = other.collect()
+    for (fmt, batch), job in done:
+        row = rows[job["key"]]
+        if row["status"] == "ok":
+            out = slot / job["name"]
+            for name in (job["name"], job["name"] + ".json"):
+                shutil.copyfile(other.folder / name, slot / name)
+            target.artifacts.setdefault(fmt, {})[batch] = out
+            continue
+        kind = {cls.__name__: cls for cls in (BadInput, Unavailable)}.get(row.get("kind", ""))
+        if kind is not None:  # what this process would have refused the same way
+            raise kind(row["why"])
+        failed = "failed verification" if row.get("kind") == CheckFailed.__name__ else "could not be made"
+        target.unrunnable_formats[(fmt, batch)] = f"its {fmt} artifact {failed}: {row['why'][:240]}"
 
 
 def built_runtimes(plan: "BenchPlan") -> list[str]:
@@ -557,7 +603,9 @@ def _prepare_targets(plan: BenchPlan, work: Path, progress, prepared: dict) -> l
         key = (source, tuple(formats), tuple(plan.batches), tuple(plan.imgsz), plan.precision, plan.data, plan.calib_size)
         if key not in prepared:
             if progress:
-                progress(f"preparing {source}: {'read the artifact' if artifact_format(source) else 'fold, export, verify'}")
+                beside = formats_beside(formats, plan.precision)
+                doing = "fold, export, verify" + (f" ({', '.join(beside)} in a second process, beside the others)" if beside else "")
+                progress(f"preparing {source}: {'read the artifact' if artifact_format(source) else doing}")
             if artifact_format(source):
                 prepared[key] = prepare_artifact_target(Path(source), plan.batches, targets_dir, plan.batches_given, plan.artifact_io.get(source))
             else:
