@@ -542,3 +542,15 @@ def test_an_artifact_exported_beside_is_taken_or_its_failure_said(tmp_path):
     refused = {"executorch:1": {"status": "failed", "why": "x.pt: not a checkpoint", "kind": "BadInput"}}
     with pytest.raises(BadInput, match="not a checkpoint"):
         _take_beside(Target("t", "x.pt", None, False, None, None), Other(refused), zip([("executorch", 1)], jobs), slot)
+
+
+def test_executorch_is_lowered_beside_only_where_other_formats_export_meanwhile(monkeypatch):
+    from partialnet.bench import run
+
+    monkeypatch.setattr("partialnet.runtimes.usable_cores", lambda: 2)
+    every = ["onnx", "openvino", "executorch"]
+    assert run.formats_beside(every, "fp32") == ["executorch"] and run.formats_beside(every, "bf16") == ["executorch"]
+    assert run.formats_beside(["executorch"], "fp32") == []  # alone: a second process would only cost its start
+    assert run.formats_beside(["onnx", "executorch"], "int8") == [] and run.formats_beside(["onnx", "executorch"], "fp16") == []  # gates reported, not enforced
+    monkeypatch.setattr("partialnet.runtimes.usable_cores", lambda: 1)
+    assert run.formats_beside(["onnx", "executorch"], "fp32") == []
