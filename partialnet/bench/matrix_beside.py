@@ -124,10 +124,14 @@ class Beside:
             rows.setdefault(str(job["key"]), {"status": "failed", "why": f"the second export process {ended(self.process.returncode)}: {tail[0][:200]}"})
         return rows
 
+    def files(self, job: dict) -> tuple[Path, Path]:
+        """The second process's files for one cell: its artifact, then the manifest beside it."""
+        artifact = self.folder / job["name"]
+        return artifact, artifact.with_name(artifact.name + ".json")
+
     def copy_into(self, job: dict, staged: list) -> None:
         """The second process's files for one cell, into the parent's staged outputs (artifact first, manifest last)."""
-        artifact = self.folder / job["name"]
-        for item, path in zip(staged, (artifact, artifact.with_name(artifact.name + ".json"))):
+        for item, path in zip(staged, self.files(job)):
             with path.open("rb") as f:
                 shutil.copyfileobj(f, item.file)
 

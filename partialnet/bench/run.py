@@ -124,7 +124,8 @@ def prepare_model_target(
     cells = [(fmt, batch) for batch in batches for fmt in formats]
     options = {cell: ExportOptions(imgsz=imgsz, batch=cell[1], half=artifact_precision == "fp16", int8=artifact_precision == "int8", data=data,
                                    calib_size=calib_size) for cell in cells}
-    beside = [cell for cell in cells if cell[0] in formats_beside(formats, precision)]
+    second = formats_beside(formats, precision)
+    beside = [cell for cell in cells if cell[0] in second]
     jobs = [{"key": f"{fmt}:{batch}", "format": fmt, "name": f"model_b{batch}{FORMATS[fmt].suffix}",
              "options": {k: v for k, v in vars(options[(fmt, batch)]).items() if k not in ("calibration", "given")}} for fmt, batch in beside]
     with Beside(info.source, info.variant, jobs, VerifyOptions(samples=2)) as other:
@@ -175,10 +176,9 @@ def _take_beside(target: Target, other, done, slot: Path) -> None:
     for (fmt, batch), job in done:
         row = rows[job["key"]]
         if row["status"] == "ok":
-            out = slot / job["name"]
-            for name in (job["name"], job["name"] + ".json"):
-                shutil.copyfile(other.folder / name, slot / name)
-            target.artifacts.setdefault(fmt, {})[batch] = out
+            for path in other.files(job):
+                shutil.copyfile(path, slot / path.name)
+            target.artifacts.setdefault(fmt, {})[batch] = slot / job["name"]
             continue
         kind = {cls.__name__: cls for cls in (BadInput, Unavailable)}.get(row.get("kind", ""))
         if kind is not None:  # what this process would have refused the same way
