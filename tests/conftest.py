@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import DIGITS_INT8_CALIB, CliResult, exit_code, fixture_path, run_cli
+from helpers import DIGITS_INT8_CALIB, CliResult, fixture_path, run_cli, two_copies
 
 
 DIGITS_EPOCHS = 4  # the test schedule: T0 is past 98 % here; the bar is 95 %
@@ -65,13 +64,8 @@ def digits_all(digits_ckpt, tmp_path_factory) -> DigitsAll:
     """`export --format all` of the digits T0 at 64x64 once per run (one load, one fold, every format), from a
     checkpoint holding the trained weights beside an untrained copy, picked by --weights. Its ExecuTorch and
     LiteRT files are the session's (`digits_pte`, `digits_tflite`): their lowerings are the slowest exports here."""
-    from partialnet import create_model
-
     folder = tmp_path_factory.mktemp("all")
-    payload = torch.load(digits_ckpt, weights_only=True)
-    payload["state_dict_ema"], payload["state_dict"] = payload["state_dict"], create_model("partialnet_t0", num_classes=10).state_dict()
-    ckpt = folder / "two_copies.pt"
-    torch.save(payload, ckpt)
+    ckpt = two_copies(digits_ckpt, folder / "two_copies.pt")
     out = folder / "all"
     result = run_cli("export", ckpt, "--format", "all", "--imgsz", "64", "-o", out, "--samples", "2", "--json", "--weights", "state_dict_ema")
     assert result.code == 0, result.err
@@ -110,18 +104,6 @@ class DigitsAll:
 
 
 @pytest.fixture
-def cli(capsys, monkeypatch):
+def cli():
     """Run the real entry point in-process: exit code, stdout and stderr, as a user would see them."""
-    from partialnet.cli import run
-
-    def invoke(*args: str) -> CliResult:
-        monkeypatch.setattr(sys, "argv", ["partialnet", *map(str, args)])
-        code = 0
-        try:
-            run()
-        except SystemExit as exc:
-            code = exit_code(exc)
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return invoke
+    return run_cli

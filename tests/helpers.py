@@ -148,3 +148,13 @@ def run_cli(*args) -> CliResult:
     finally:
         sys.argv = argv
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def two_copies(ckpt: Path, out: Path) -> Path:
+    """`ckpt` rewritten with its trained weights as `state_dict_ema` beside an untrained `state_dict` (picked by --weights)."""
+    from partialnet import create_model
+
+    payload = torch.load(ckpt, weights_only=True)
+    payload["state_dict_ema"], payload["state_dict"] = payload["state_dict"], create_model("partialnet_t0", num_classes=10).state_dict()
+    torch.save(payload, out)
+    return out

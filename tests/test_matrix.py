@@ -74,14 +74,9 @@ def test_judging_marks_the_front_and_recommends_within_budget():
 @pytest.mark.slow
 def test_matrix_on_a_digits_checkpoint_with_two_formats(cli, digits_ckpt, tmp_path):
     """The trained weights sit beside an untrained copy and are picked by --weights: every top-1 below is theirs."""
-    import torch
+    from helpers import two_copies
 
-    from partialnet import create_model
-
-    payload = torch.load(digits_ckpt, weights_only=True)
-    payload["state_dict_ema"], payload["state_dict"] = payload["state_dict"], create_model("partialnet_t0", num_classes=10).state_dict()
-    ckpt = tmp_path / "digits_ema.pt"
-    torch.save(payload, ckpt)
+    ckpt = two_copies(digits_ckpt, tmp_path / "digits_ema.pt")
     folder, out, md, png = tmp_path / "m", tmp_path / "m.json", tmp_path / "m.md", tmp_path / "m.png"
     args = ("matrix", ckpt, "--imgsz", "64", "--formats", "onnx,openvino", "--protocol", "quick", "-o", folder, "--json", out, "--md", md,
             "--plot", png, "--weights", "state_dict_ema", "--calib-size", "64")  # 64 calibration images: the default 300 cost NNCF 3 s more
