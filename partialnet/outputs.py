@@ -4,7 +4,8 @@ The rules, each closing a way an output was lost or redirected:
 
 - Checked before any slow work (`check_outputs`): an existing output needs `--force`; a directory is
   never taken for a file; no output may be one of the inputs (same file after links); two outputs of
-  one command may not name the same file; the parent must be creatable and writable.
+  one command may not name the same file; the parent must be creatable and writable, and not kernel state
+  (/proc, /sys: root passes every permission check there, and the write fails).
 - Staged under an unpredictable name created exclusively (`mkstemp`: O_CREAT|O_EXCL, mode 0600, so a
   symlink planted in advance is never followed) and written through that descriptor; multi-file
   artifacts are staged inside a private `mkdtemp` directory instead.
@@ -39,6 +40,7 @@ from typing import BinaryIO
 from partialnet import libc
 from partialnet.errors import BadInput, Unavailable
 from partialnet.inputs import describe_errno
+from partialnet.mounts import pseudo_file_system
 from partialnet.signals import forget_temporary, raise_if_pending, remember_temporary, removed_if_forced
 
 
@@ -142,6 +144,9 @@ def check_parent(out: Output) -> None:
         raise BadInput(f"{out.option} {out.path}: cannot create it, {ancestor} is not a directory")
     if os.statvfs(ancestor).f_flag & os.ST_RDONLY:
         raise BadInput(f"{out.option} {out.path}: cannot write there, {ancestor} is on a read-only file system")
+    if kind := pseudo_file_system(ancestor):
+        raise BadInput(f"{out.option} {out.path}: cannot write there, {ancestor} is on {kind}, a kernel interface that holds no files; "
+                       "give a path on a disk")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise BadInput(f"{out.option} {out.path}: cannot write there, no write permission in {ancestor}")
 

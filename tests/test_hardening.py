@@ -980,6 +980,26 @@ def test_write_failures_are_one_line_and_leave_nothing(tmp_path, cli, monkeypatc
         assert list(tmp_path.iterdir()) == []
 
 
+def test_an_output_on_kernel_state_is_refused_before_the_work(cli):
+    """Root passes every permission check on /proc, and statvfs calls it writable: only its file system says no."""
+    result = cli("fold", "partialnet_t0", "--imgsz", "64", "-o", "/proc/partialnet_x.pt")
+    assert_refused(result.code, result.err, "/proc is on proc, a kernel interface that holds no files")
+    assert "fold:" not in result.out + result.err  # refused before the load and the fold
+
+
+def test_the_mount_table_is_read_as_the_kernel_writes_it():
+    from partialnet.mounts import file_system_type, pseudo_file_system
+
+    table = ("22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+             "27 1 8:1 / / rw shared:1 - ext4 /dev/vda rw\n"
+             "30 27 0:30 / /mnt/my\\040disk rw master:2 shared:3 - xfs /dev/vdb rw\n"  # a space in a mount point, escaped
+             "31 30 0:31 / /mnt/my\\040disk/sys rw - sysfs sysfs rw\n"
+             "garbage line\n")
+    assert pseudo_file_system("/proc/1/x", table) == "proc" and pseudo_file_system("/procx", table) is None
+    assert file_system_type("/mnt/my disk/a", table) == "xfs" and pseudo_file_system("/mnt/my disk/sys/k", table) == "sysfs"
+    assert file_system_type("/home", table) == "ext4" and file_system_type("/x", "") is None
+
+
 def test_usage_errors_are_one_line_and_a_hint(cli):
     bare = cli()
     assert bare.code == 0 and "Usage" in bare.out and bare.err == ""
