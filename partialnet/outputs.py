@@ -314,11 +314,11 @@ class Staged:
 
 
 @contextmanager
-def scratch_folder(prefix: str) -> Iterator[Path]:
-    """A command's private working folder (mode 0700), removed when the block ends however it ends, even by
-    a forced stop (a second Ctrl-C or SIGTERM)."""
+def scratch_folder(prefix: str, parent: Path | None = None) -> Iterator[Path]:
+    """A command's private working folder (mode 0700, in $TMPDIR unless `parent` is given), removed when the
+    block ends however it ends, even by a forced stop (a second Ctrl-C or SIGTERM)."""
     scratch = _RECORD.get().scratch
-    with tempfile.TemporaryDirectory(prefix=prefix) as work, removed_if_forced(work, "tree"):
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as work, removed_if_forced(work, "tree"):
         scratch.append(Path(work).absolute())
         try:
             yield Path(work)

@@ -38,6 +38,39 @@ def remote_folders(server) -> set[str]:
     return {p.name for p in (server.folder / "tmp").glob("partialnet-remote.*")}
 
 
+def shared_connections() -> set[str]:
+    """The shared connections' socket folders here, and the connections (`ssh: FOLDER/HASH [mux]`) still open."""
+    import tempfile
+
+    folders = {p.name for p in Path(tempfile.gettempdir()).glob("pn-ssh.*")}
+    open_ones = subprocess.run(["pgrep", "-f", r"pn-ssh\.[^ ]+/[0-9a-f]{20} \[mux\]"], capture_output=True, text=True).stdout.split()
+    return folders | set(open_ones)
+
+
+def test_the_shared_connections_socket_folder_fits_a_socket_or_is_not_used(monkeypatch, tmp_path):
+    """ssh refuses to run at all with a ControlPath over sockaddr_un's size: a long $TMPDIR (macOS's) falls back
+    to /tmp, and where nothing fits every call connects on its own."""
+    import tempfile
+
+    from partialnet.remote import ssh
+
+    address, settings = ssh.Address("board"), ssh.SshSettings()
+    with ssh.shared_connections(settings, [address]) as shared:
+        assert shared.control_dir.is_dir() and (shared.control_dir.stat().st_mode & 0o777) == 0o700
+        assert f"ControlPath={shared.control_dir}/" in " ".join(shared.options(address, "-p"))
+        assert shared.direct().options(address, "-p") == settings.options(address, "-p")  # a forced stop's cleanup line
+        assert ssh._socket_name(address) != ssh._socket_name(ssh.Address("board", port=2222))
+    assert not shared.control_dir.exists() and "ControlPath" not in " ".join(shared.options(address, "-p"))
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with ssh.shared_connections(settings, [address]) as shared:
+        assert shared.control_dir.parent == Path("/tmp")
+    monkeypatch.setattr(ssh, "_SUN_PATH", 20)  # nowhere fits
+    with ssh.shared_connections(settings, [address]) as shared:
+        assert shared is settings and not list(deep.iterdir())
+
+
 def test_target_addresses_are_parsed_strictly(cli, tmp_path):
     from partialnet.remote.ssh import Address, parse_targets, quoted
 
@@ -70,8 +103,8 @@ def test_an_ipv6_target_is_reached(cli, server, tmp_path, digits_onnx):
 
 def test_bench_on_two_targets_runs_there_and_merges(cli, server, tmp_path, t0_onnx):
     """(The session's T0 ONNX goes up to both; a checkpoint exported here first: the dying-worker test below.)"""
-    before = remote_folders(server)
-    accepted = server.log_text().count("Accepted publickey")
+    before, shared = remote_folders(server), shared_connections()
+    accepted, sessions = server.log_text().count("Accepted publickey"), server.log_text().count("Starting session: command")
     result = cli("bench", t0_onnx, "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1",
                  "--json", tmp_path / "b.json", *ssh_args(server, "loop", "loop2"))
     assert result.code == 0, result.err
@@ -83,7 +116,10 @@ def test_bench_on_two_targets_runs_there_and_merges(cli, server, tmp_path, t0_on
         row = data["rows"][0]
         assert row["status"] == "ok" and row["runtime"] == "onnxruntime" and row["parity_max_abs"] < 1e-4 and row["threads"] == 1
     assert "bench rows across machines" in result.out and "ssh://loop2" in result.out
-    assert server.log_text().count("Accepted publickey") > accepted + 4  # probe, mktemp, copies, rows, cleanup: all through sshd
+    # probe, mktemp, copies, rows, cleanup: all through sshd, and each target's through one connection
+    assert server.log_text().count("Starting session: command") > sessions + 8
+    assert server.log_text().count("Accepted publickey") == accepted + 2
+    assert shared_connections() == shared  # each closed, its socket's folder removed
     assert remote_folders(server) == before
 
 

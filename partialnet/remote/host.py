@@ -48,7 +48,8 @@ class RemoteHost:
         if reply.code != 0 or not _REMOTE_DIR.fullmatch(folder):
             raise Unavailable(f"{self.address}: mktemp -d failed there ({ssh.last_line(reply.err) if reply.code else 'odd path'})")
         self.folder = folder
-        remember_remote_folder(f"{self.address}:{folder}", ssh.ssh_argv(self.settings, self.address, ["rm", "-rf", "--", folder]))
+        # a forced stop removes the shared connections' folder first: this command line connects on its own
+        remember_remote_folder(f"{self.address}:{folder}", ssh.ssh_argv(self.settings.direct(), self.address, ["rm", "-rf", "--", folder]))
         return self
 
     def __exit__(self, *exc) -> None:

@@ -45,11 +45,13 @@ class TargetOptions:
         from contextlib import ExitStack
 
         from partialnet.remote.host import RemoteHost
-        from partialnet.remote.ssh import SshSettings, client
+        from partialnet.remote.ssh import SshSettings, client, shared_connections
 
         addresses = self.addresses()
         if addresses:
             client("ssh"), client("scp")
         settings = SshSettings(config=self.ssh_config, accept_new_host_key=self.accept_new_host_key)
         with ExitStack() as stack:
+            if addresses:  # closed after every host's folder is removed through it (the stack unwinds last-in first)
+                settings = stack.enter_context(shared_connections(settings, addresses))
             yield [stack.enter_context(RemoteHost(a, settings, self.remote_python)) for a in addresses]

@@ -4,7 +4,9 @@ hosts apply as they already set them up.
 Every remote command is an argv list joined with `shlex.quote`: nothing a user or a file name says is
 ever read by the remote shell as syntax. BatchMode means a missing key fails instead of prompting;
 host keys are verified (an unknown host is refused unless the user asked to accept new keys); what the
-target sends back is bounded in size and treated as data.
+target sends back is bounded in size and treated as data. One command opens one connection per target and
+runs its every step through it (OpenSSH's ControlMaster): a handshake costs a board's CPU a second or more,
+and a bench opens a dozen channels.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from partialnet.errors import BadInput, Unavailable
@@ -25,6 +29,13 @@ CONNECT_TIMEOUT_S = 10
 ALIVE_INTERVAL_S = 5  # a dropped connection is noticed after ALIVE_INTERVAL_S * ALIVE_COUNT seconds
 ALIVE_COUNT = 3
 MAX_REPLY_BYTES = 8 << 20  # a bench result with its raw samples is well under 1 MiB
+CONTROL_PERSIST_S = 30  # a shared connection left idle this long closes itself: all that outlives a killed command
+# a control socket's path: the folder, "/", its name and the ".XXXXXXXXXXXXXXXX" ssh binds before renaming, within
+# sockaddr_un's 104 bytes (macOS; Linux has 108) or ssh refuses to connect at all
+_SOCKET_NAME = 20
+_SOCKET_TAIL = 1 + _SOCKET_NAME + 17
+_SUN_PATH = 104
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/._-]+")  # ssh splits an -o value at spaces and expands % in ControlPath
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})")
 _USER = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,63}")
 
@@ -91,13 +102,75 @@ def parse_targets(values: list[str] | None) -> list[Address]:
 class SshSettings:
     config: Path | None = None  # --ssh-config: passed as -F
     accept_new_host_key: bool = False  # --accept-new-host-key: StrictHostKeyChecking=accept-new
+    control_dir: Path | None = None  # the command's private folder of shared connections (None: a connection per call)
 
     def options(self, address: Address, port_flag: str) -> list[str]:
         opts = ["-F", str(self.config)] if self.config else []
         opts += ["-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={'accept-new' if self.accept_new_host_key else 'yes'}",
                  "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", "-o", f"ServerAliveInterval={ALIVE_INTERVAL_S}",
                  "-o", f"ServerAliveCountMax={ALIVE_COUNT}", "-o", "LogLevel=ERROR"]
+        if self.control_dir is not None and self.control_dir.is_dir():  # ssh fails outright on a folder that is gone
+            opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_dir}/{_socket_name(address)}",
+                     "-o", f"ControlPersist={CONTROL_PERSIST_S}"]
         return opts + ([port_flag, str(address.port)] if address.port else [])
+
+    def direct(self) -> "SshSettings":
+        """These settings with a connection of its own: for a command that may run after the shared ones closed."""
+        return replace(self, control_dir=None)
+
+
+def _socket_name(address: Address) -> str:
+    """One connection per target as typed, not ssh's %C (host name, port, user): two aliases of one server may
+    differ in what each session is sent (SetEnv, SendEnv), which a shared connection would not honour."""
+    import hashlib
+
+    return hashlib.sha256(str(address).encode()).hexdigest()[:_SOCKET_NAME]
+
+
+def _control_folder_fits(folder: Path) -> bool:
+    return len(str(folder)) + _SOCKET_TAIL < _SUN_PATH and bool(_PLAIN_PATH.fullmatch(str(folder)))
+
+
+@contextmanager
+def shared_connections(settings: SshSettings, addresses: list[Address]) -> Iterator[SshSettings]:
+    """`settings` that reuse one connection per target until the block ends, when each is closed.
+
+    The sockets live in a private folder (mode 0700) in $TMPDIR, or in /tmp where $TMPDIR's path is too long
+    for a socket (macOS's is); where neither fits, every call connects on its own, as without this.
+    """
+    with _control_folder() as folder:
+        if folder is None:
+            yield settings
+            return
+        shared = replace(settings, control_dir=folder)
+        try:
+            yield shared
+        finally:
+            for address in addresses:
+                _close_shared(shared, address)
+
+
+@contextmanager
+def _control_folder() -> Iterator[Path | None]:
+    from partialnet.outputs import scratch_folder
+
+    for parent in (None, Path("/tmp")):
+        if parent is not None and not parent.is_dir():
+            continue
+        with scratch_folder("pn-ssh.", parent=parent) as folder:
+            if _control_folder_fits(folder):
+                yield folder
+                return
+    yield None
+
+
+def _close_shared(settings: SshSettings, address: Address) -> None:
+    """Ask the target's shared connection to close (`ssh -O exit`); where none was opened, ssh says so and nothing happens."""
+    argv = [client("ssh"), *settings.options(address, "-p"), "-O", "exit", "--", address.destination]
+    try:
+        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # it closes itself after CONTROL_PERSIST_S idle
 
 
 def client(name: str) -> str:
@@ -234,4 +307,6 @@ def connection_error(address: Address, reply: Reply, settings: SshSettings) -> U
         return Unavailable(f"{address}: no answer in time")
     if any(sign in text for sign in ("closed by remote host", "Connection reset", "Broken pipe", "Timeout, server")):
         return Unavailable(f"{address}: the connection dropped mid-command ({last_line(text)})")
+    if reply.code == 255 and not text.strip() and settings.control_dir is not None:  # the shared connection said it, not this call
+        return Unavailable(f"{address}: the connection dropped mid-command (the shared connection closed)")
     return Unavailable(f"{address}: ssh failed: {last_line(text)}")
