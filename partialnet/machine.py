@@ -39,6 +39,24 @@ def cpu_info() -> dict:
     }
 
 
+# what a GPU that torch.cuda (or onnxruntime's CUDA provider) can drive leaves in /dev or /proc: NVIDIA's driver,
+# Jetson's, WSL2's GPU paravirtualisation, AMD's ROCm (which torch.cuda drives too)
+GPU_DRIVER_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu", "/dev/nvmap",
+                    "/dev/dxg", "/dev/kfd")
+
+
+def no_cuda_reason() -> str | None:
+    """Why no runtime can see a CUDA GPU here, found without importing one (torch's import was 1.4 s of every
+    remote target's probe); None where one might, for the runtime itself to say."""
+    import sys
+
+    if sys.platform == "darwin":
+        return "no CUDA on macOS"
+    if not sys.platform.startswith("linux") or any(os.path.exists(p) for p in GPU_DRIVER_NODES):
+        return None
+    return "no GPU driver on this machine (no /dev/nvidiactl, /dev/nvhost-ctrl-gpu, /dev/dxg or /dev/kfd)"
+
+
 def gpu_info() -> list[dict]:
     if not shutil.which("nvidia-smi"):
         return []

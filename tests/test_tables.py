@@ -98,3 +98,23 @@ def test_runners_are_context_managers(tmp_path):
         out = runner.infer(np.ones((1, 3), np.float32))
         assert runner.precision == "fp32" and runner.threads == 1
     assert runner.session is None and out.tolist() == [[1.0, 1.0, 1.0]]
+
+
+def test_cuda_is_ruled_out_without_importing_a_runtime_where_no_gpu_driver_is_loaded(monkeypatch):
+    """A target's probe asks every runtime about CUDA: torch's import alone was 1.4 s of it on a CPU machine."""
+    import subprocess
+    import sys
+
+    from partialnet import machine
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(machine.os.path, "exists", lambda p: False)
+    assert "no GPU driver" in machine.no_cuda_reason() and "no GPU driver" in availability("pytorch", "cuda")
+    monkeypatch.setattr(machine.os.path, "exists", lambda p: p == "/dev/nvidiactl")
+    assert machine.no_cuda_reason() is None  # a driver: the runtime itself says whether it sees the GPU
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert machine.no_cuda_reason() == "no CUDA on macOS"
+    monkeypatch.undo()
+    if machine.no_cuda_reason():  # this machine: the probe answers without torch
+        probe = "import sys; from partialnet.remote import agent; agent.probe(); print('torch' in sys.modules)"
+        assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"

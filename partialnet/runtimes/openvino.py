@@ -42,11 +42,6 @@ def core():
     return load_openvino().Core()
 
 
-def device_reason(device: str) -> str | None:
-    """The runtime table asks this for devices other than the CPU."""
-    return "OpenVINO's GPU plugin targets Intel GPUs, not CUDA" if device == "cuda" else f"openvino does not support {device}"
-
-
 def compile_config(precision: str, threads: int | None, streams: int | str) -> dict:
     """The CPU plugin's settings, pinned: precision as asked (not bf16 behind the user's back), threads,
     and either one stream for latency or N (`auto`: the plugin's choice) for throughput."""

@@ -57,7 +57,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
         RuntimeSpec("onnxruntime", "onnxruntime", "OnnxRuntimeRunner", "built", None, ("fp32", "fp16", "int8"), formats=("onnx",),
                     worker_import="onnxruntime", aliases=("ort",), streams=True, packages=("onnxruntime", "onnxruntime-gpu")),
         RuntimeSpec("openvino", "openvino", "OpenVinoRunner", "built", "openvino", ("fp32", "bf16", "fp16", "int8"), formats=("openvino", "onnx"),
-                    worker_import="openvino", aliases=("ov",), streams=True, packages=("openvino",),
+                    devices=("cpu",), worker_import="openvino", aliases=("ov",), streams=True, packages=("openvino",),
                     computes=(("bf16", "with INFERENCE_PRECISION_HINT=bf16 (OpenVINO's default on bf16 CPUs)"),)),
         RuntimeSpec("executorch", "executorch", "ExecuTorchRunner", "built", "executorch", ("fp32", "int8"), formats=("executorch",),
                     devices=("cpu",), default=False, worker_import="executorch.runtime", aliases=("pte",), packages=("executorch",)),
@@ -106,6 +106,11 @@ def availability(name: str, device: str, precision: str = "fp32") -> str | None:
         return spec.platform[1]
     if device == "cpu":
         return None
+    if device == "cuda":
+        from partialnet.machine import no_cuda_reason
+
+        if reason := no_cuda_reason():  # said before the runtime's import, which for pytorch is torch's
+            return reason
     device_reason = getattr(runtime_module(name), "device_reason", None)
     return device_reason(device) if device_reason else f"{name} does not support {device}"
 
