@@ -38,14 +38,19 @@ def digits_onnx(digits_ckpt):
 
 
 @pytest.fixture(scope="session")
-def t0_onnx(tmp_path_factory):
-    """The random-weight PartialNet-T0 as ONNX at 64x64, static batch 1, once per run: read (never rewritten)
-    by the tests that bench or run an exported artifact."""
-    from partialnet import api
-
+def t0_onnx_export(tmp_path_factory) -> tuple[Path, CliResult]:
+    """`export partialnet_t0 --imgsz 64` (random weights, static batch 1) once per run: the file, and what the
+    command said (its stage lines are a test's subject)."""
     out = tmp_path_factory.mktemp("t0_onnx") / "t0.onnx"
-    api.export("partialnet_t0", "onnx", api.ExportOptions(imgsz=(64, 64)), output=out, checks=api.VerifyOptions(samples=2))
-    return out
+    result = run_cli("export", "partialnet_t0", "--imgsz", "64", "--samples", "2", "-o", out)
+    assert result.code == 0, result.err
+    return out, result
+
+
+@pytest.fixture(scope="session")
+def t0_onnx(t0_onnx_export) -> Path:
+    """The session's T0 ONNX, read (never rewritten) by the tests that bench or run an exported artifact."""
+    return t0_onnx_export[0]
 
 
 @pytest.fixture(scope="session")
