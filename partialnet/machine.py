@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from partialnet.runtimes import usable_cores
@@ -48,8 +49,6 @@ GPU_DRIVER_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/d
 def no_cuda_reason() -> str | None:
     """Why no runtime can see a CUDA GPU here, found without importing one (torch's import was 1.4 s of every
     remote target's probe); None where one might, for the runtime itself to say."""
-    import sys
-
     if sys.platform == "darwin":
         return "no CUDA on macOS"
     if not sys.platform.startswith("linux") or any(os.path.exists(p) for p in GPU_DRIVER_NODES):

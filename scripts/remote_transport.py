@@ -73,7 +73,7 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| connect: probe the target, mktemp -d (once per command) | {own['enter']:.2f} | {one['enter']:.2f} |")
     print(f"| first row, its files copied ({sizes / 1e6:.1f} MB) and sha256 checked | {own['remote'][0]:.2f} | {one['remote'][0]:.2f} |")
-    for name, way in (("own", own), ("one", one)):
+    for way in (own, one):
         way["later"] = statistics.median(way["remote"][1:]) - statistics.median(way["local"][1:])
     print(f"| later rows: median transport (ssh session, agent start, reply) over the same row here | {own['later']:+.2f} | {one['later']:+.2f} |")
     print(f"| remove the folder (once) | {own['leave']:.2f} | {one['leave']:.2f} |")

@@ -35,6 +35,8 @@ CONTROL_PERSIST_S = 30  # a shared connection left idle this long closes itself:
 _SOCKET_NAME = 20
 _SOCKET_TAIL = 1 + _SOCKET_NAME + 17
 _SUN_PATH = 104
+_TEMP_PREFIX = "pn-ssh."
+_TEMP_NAME = len(_TEMP_PREFIX) + 8  # a TemporaryDirectory's name: the prefix and 8 random letters, digits or _
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/._-]+")  # ssh splits an -o value at spaces and expands % in ControlPath
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})")
 _USER = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,63}")
@@ -152,15 +154,16 @@ def shared_connections(settings: SshSettings, addresses: list[Address]) -> Itera
 
 @contextmanager
 def _control_folder() -> Iterator[Path | None]:
+    """The private folder for the sockets, in the first of $TMPDIR and /tmp whose path leaves room for them."""
+    import tempfile
+
     from partialnet.outputs import scratch_folder
 
-    for parent in (None, Path("/tmp")):
-        if parent is not None and not parent.is_dir():
-            continue
-        with scratch_folder("pn-ssh.", parent=parent) as folder:
-            if _control_folder_fits(folder):
+    for parent in (Path(tempfile.gettempdir()), Path("/tmp")):
+        if parent.is_dir() and _control_folder_fits(parent / ("x" * _TEMP_NAME)):
+            with scratch_folder(_TEMP_PREFIX, parent=parent) as folder:
                 yield folder
-                return
+            return
     yield None
 
 
