@@ -38,8 +38,33 @@ def test_verify_and_bench_run_the_pte_here(digits_pte, digits_all, cli, tmp_path
     assert rows["onnxruntime"]["status"] == "skipped" and "does not run executorch artifacts" in rows["onnxruntime"]["reason"]
 
 
+def test_the_runtime_runs_a_program_without_importing_the_compiler(digits_pte):
+    """A worker or probe process loads ExecuTorch's runtime without exir's package (the compiler, 4-5 s of its
+    cold start); an export later in the same process still gets the real exir."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from partialnet.runtimes.executorch import load_runtime
+Runtime, lib = load_runtime()
+data = open(sys.argv[1], "rb").read()  # the program reads these bytes in place: kept, with the program
+program = Runtime.get().load_program(data)
+method = program.load_method("forward")
+import torch
+logits = method.execute([torch.zeros(1, 3, 64, 64)])[0]
+print(tuple(logits.shape), lib._threadpool_get_thread_count() > 0, "executorch.exir" in sys.modules, "torch._dynamo" in sys.modules)
+from executorch.exir import to_edge_transform_and_lower
+import executorch.exir
+print(executorch.exir.__file__.endswith("__init__.py"), callable(to_edge_transform_and_lower))
+"""
+    done = subprocess.run([sys.executable, "-c", code, str(digits_pte[0])], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["(1, 10) True False False", "True True"], done.stdout
+
+
 # The INT8 program (XNNPACK's quantizer, judged on digits, wholly delegated) is the matrix's INT8 ExecuTorch cell:
-# test_matrix.py::test_python_bound_cells_export_in_a_second_process_and_stop_clean (its lowering costs a minute).
+# test_matrix.py::test_matrix_on_a_digits_checkpoint_with_three_formats (its lowering costs a minute).
 
 
 @pytest.mark.parametrize("args, message", [(["--half"], "--half does not apply to --format executorch"), (["--dynamic"], "--dynamic does not apply")])

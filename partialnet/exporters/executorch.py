@@ -233,9 +233,10 @@ def vouch_for(data: bytes, info: dict) -> None:
 def describe_program(data: bytes, path: Path | str = "program") -> dict:
     """Load the program's forward method from `data` and say what it takes: in the probe's child process, or
     where it will run in a disposable bench worker."""
-    with quiet():
-        from executorch.runtime import Runtime
+    from partialnet.runtimes.executorch import load_runtime
 
+    with quiet():
+        Runtime, _ = load_runtime()
         try:
             meta = Runtime.get().load_program(data).load_method("forward").metadata
         except Exception as exc:  # RuntimeError/ValueError for damaged programs

@@ -19,6 +19,68 @@ import numpy as np
 
 from partialnet.runtimes import BaseRunner, InputBinding
 
+COMPILER = "executorch.exir"
+
+
+def load_runtime():
+    """ExecuTorch's Python runtime (its `Runtime` class and the pybinding module), without its compiler.
+
+    Both runtime modules import `executorch.exir._warnings` for one warning class, and importing that runs
+    exir's package `__init__`: the whole compiler with torch's dynamo and inductor, 4-5 s of a worker's cold
+    start (5.7 s against 1.3 s for torch alone, measured in a fresh process). A program runs without any of
+    it, as it does on a phone. So while the runtime is imported, an empty stand-in package (exir's own folder,
+    its `__init__` not run) answers for exir, and it is removed at once: a later `import executorch.exir` in
+    the same process (an export) runs the real one. Should a future ExecuTorch need more of exir at import,
+    the stand-in is dropped and the runtime imported as before.
+    """
+    import sys
+
+    if COMPILER not in sys.modules and "executorch.runtime" not in sys.modules:
+        stand_in = _stand_in()
+        if stand_in is not None:
+            try:
+                from executorch.extension.pybindings import portable_lib
+                from executorch.runtime import Runtime
+
+                return Runtime, portable_lib
+            except ImportError:
+                for name in [n for n in sys.modules if n.startswith((COMPILER + ".", "executorch.runtime"))]:
+                    del sys.modules[name]
+            finally:
+                _remove_stand_in(stand_in)
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    return Runtime, portable_lib
+
+
+def _stand_in():
+    """An empty package in exir's place (its submodules importable from its folder), or None where there is no exir."""
+    import importlib.util
+    import sys
+    import types
+
+    spec = importlib.util.find_spec(COMPILER)  # ModuleNotFoundError without executorch: the caller's missing extra
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    stand_in = types.ModuleType(COMPILER)
+    stand_in.__path__ = list(spec.submodule_search_locations)
+    sys.modules[COMPILER] = stand_in
+    return stand_in
+
+
+def _remove_stand_in(stand_in) -> None:
+    """Forget the stand-in and what was imported under it, so exir imports whole when an export needs it."""
+    import sys
+
+    import executorch
+
+    if sys.modules.get(COMPILER) is stand_in:
+        del sys.modules[COMPILER]
+    sys.modules.pop(COMPILER + "._warnings", None)
+    if getattr(executorch, "exir", None) is stand_in:
+        delattr(executorch, "exir")
+
 
 class ExecuTorchRunner(BaseRunner):
     name = "executorch"
@@ -38,9 +100,7 @@ class ExecuTorchRunner(BaseRunner):
         self.data = data  # the loaded program reads these bytes in place: they must live as long as it does
         self.precision = read_io(self.path, info=info)["precision"]
         with quiet():
-            from executorch.extension.pybindings import portable_lib
-            from executorch.runtime import Runtime
-
+            Runtime, portable_lib = load_runtime()
             if self.threads:
                 portable_lib._unsafe_reset_threadpool(int(self.threads))
             self.threads = int(portable_lib._threadpool_get_thread_count())

@@ -36,7 +36,7 @@ class RuntimeSpec:
     devices: tuple[str, ...] = ("cpu", "cuda")
     default: bool = True  # in bench's default set; mobile runtimes are asked for by name (their exports are slow)
     backend: str | None = None  # the importable module probed for "installed", where it differs from the extra
-    worker_import: str | None = None  # what a bench worker imports first, so load_s is the model's alone
+    worker_import: str | None = None  # what a bench worker imports first ("module" or "module:function" to call), so load_s is the model's alone
     platform: tuple[str, str] | None = None  # (sys.platform it needs, why) where it runs on one OS only
     aliases: tuple[str, ...] = ()
     streams: bool = False  # its module has streams(): `bench --streams` keeps several requests in flight
@@ -60,7 +60,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
                     devices=("cpu",), worker_import="openvino", aliases=("ov",), streams=True, packages=("openvino",),
                     computes=(("bf16", "with INFERENCE_PRECISION_HINT=bf16 (OpenVINO's default on bf16 CPUs)"),)),
         RuntimeSpec("executorch", "executorch", "ExecuTorchRunner", "built", "executorch", ("fp32", "int8"), formats=("executorch",),
-                    devices=("cpu",), default=False, worker_import="executorch.runtime", aliases=("pte",), packages=("executorch",)),
+                    devices=("cpu",), default=False, worker_import="partialnet.runtimes.executorch:load_runtime", aliases=("pte",), packages=("executorch",)),
         RuntimeSpec("litert", "litert", "LiteRTRunner", "built", "litert", ("fp32", "fp16", "int8"), formats=("litert",), devices=("cpu",),
                     default=False, backend="ai_edge_litert", worker_import="ai_edge_litert.interpreter", aliases=("tflite",),
                     packages=("ai-edge-litert",)),
