@@ -72,23 +72,41 @@ def test_judging_marks_the_front_and_recommends_within_budget():
 
 
 @pytest.mark.slow
-def test_matrix_on_a_digits_checkpoint_with_two_formats(cli, digits_ckpt, tmp_path):
-    """The trained weights sit beside an untrained copy and are picked by --weights: every top-1 below is theirs."""
+def test_matrix_on_a_digits_checkpoint_with_three_formats(cli, digits_ckpt, tmp_path, monkeypatch):
+    """The trained weights sit beside an untrained copy and are picked by --weights: every top-1 below is theirs.
+
+    ExecuTorch's cells are Python-bound: they are lowered in a second process beside the other exports, and
+    their files land in the group like any other. Its INT8 cell is also the suite's INT8 ExecuTorch export
+    (XNNPACK's lowering of a q/dq program is its slowest export, a minute for T0), judged on held-out digits
+    and wholly delegated. (One matrix for both: the INT8 lowering leaves the other core to the other exports.)"""
+    import os
+    import tempfile
+
     from helpers import two_copies
 
+    pytest.importorskip("executorch", reason="ExecuTorch export needs executorch (pip install 'partialnet[executorch]')")
+    cores = os.sched_getaffinity(0)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the second process's folder is made
     ckpt = two_copies(digits_ckpt, tmp_path / "digits_ema.pt")
     folder, out, md, png = tmp_path / "m", tmp_path / "m.json", tmp_path / "m.md", tmp_path / "m.png"
-    args = ("matrix", ckpt, "--imgsz", "64", "--formats", "onnx,openvino", "--protocol", "quick", "-o", folder, "--json", out, "--md", md,
-            "--plot", png, "--weights", "state_dict_ema", "--calib-size", "64")  # 64 calibration images: the default 300 cost NNCF 3 s more
+    args = ("matrix", ckpt, "--imgsz", "64", "--formats", "onnx,openvino,executorch", "--protocol", "quick", "-o", folder, "--json", out,
+            "--md", md, "--plot", png, "--weights", "state_dict_ema", "--calib-size", "32")  # the default 300 cost NNCF 3 s more
     result = cli(*args)
     assert result.code == 0, result.err
     assert "note: loaded dict['state_dict_ema'] (--weights state_dict_ema)" in result.out
+    assert "(beside the others)" in result.err
+    assert not list(scratch.glob("partialnet-matrix-*"))  # the second process's folder is gone
     data = json.loads(out.read_text())
+    # the rows were timed on every core: OpenVINO, first run while this process was pinned, once pinned it again
+    assert os.sched_getaffinity(0) == cores and data["machine"]["cpu"]["usable_cores"] == len(cores)
     assert data["schema"] == "partialnet.matrix/1" and data["machine"]["cpu"]["model"]
-    assert data["calibration"]["data"] == "digits" and data["calibration"]["images"] == 64  # the checkpoint's own dataset
+    assert data["calibration"]["data"] == "digits" and data["calibration"]["images"] == 32  # the checkpoint's own dataset
     rows = {(r["format"], r["precision"]): r for r in data["rows"]}
-    assert set(rows) == {("pytorch", "fp32"), *((f, p) for f in ("onnx", "openvino") for p in ("fp32", "bf16", "fp16", "int8"))}
-    assert rows.pop(("onnx", "bf16"))["no_such_artifact"]  # in the JSON, named once below the tables
+    assert set(rows) == {("pytorch", "fp32"), *((f, p) for f in ("onnx", "openvino", "executorch") for p in ("fp32", "bf16", "fp16", "int8"))}
+    for key in (("onnx", "bf16"), ("executorch", "bf16"), ("executorch", "fp16")):
+        assert rows.pop(key)["no_such_artifact"]  # in the JSON, named once below the tables
     assert "| onnx | bf16 |" not in md.read_text() and "no such artifact (the format has no such export or mode): onnx bf16" in md.read_text()
     bf16 = rows.pop(("openvino", "bf16"))  # the fp32 IR computed in bf16, where this CPU computes bf16 natively
     assert bf16["file"] == rows[("openvino", "fp32")]["file"] and bf16["bytes"] == rows[("openvino", "fp32")]["bytes"]
@@ -101,16 +119,29 @@ def test_matrix_on_a_digits_checkpoint_with_two_formats(cli, digits_ckpt, tmp_pa
         assert row["status"] == "ok", (key, row.get("why"))
         assert {"file", "bytes", "top1", "drop", "agreement", "p50_ms", "samples_s", "pareto", "recommended"} <= set(row)
         assert row["top1"] > 90 and row["top5"] >= row["top1"] and row["drop"] is not None and row["p50_ms"] > 0
-    assert all((folder / f"{ckpt.stem}_{f}_{p}{s}").exists() for f, s in (("onnx", ".onnx"), ("openvino", ".xml")) for p in ("fp32", "int8"))
+    files = (("onnx", ".onnx"), ("openvino", ".xml"), ("executorch", ".pte"))
+    assert all((folder / f"{ckpt.stem}_{f}_{p}{s}").exists() for f, s in files for p in ("fp32", "int8"))
     assert (folder / "matrix.json").is_file() and "| format | precision |" in md.read_text()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and data["accuracy"] == "held-out digits"
     # a busy CI machine marks rows; the front is drawn among the timed rows it left unmarked
     judged = [r for r in data["rows"] if r.get("p50_ms") is not None and not (r.get("unstable") or r.get("disturbed"))]
     assert sum(r["recommended"] for r in data["rows"]) <= 1 and (any(r["pareto"] for r in judged) or not judged)
     assert not any(r["pareto"] or r["recommended"] for r in data["rows"] if r not in judged)
+    _the_int8_program_is_judged_and_wholly_delegated(rows[("executorch", "int8")], folder, ckpt)
     again = cli(*args)
     assert again.code == 2 and "exists" in again.err  # a rerun into the same folder refuses without --force
     _report_merges_matrices_from_several_machines_and_judges_them_again(cli, out, folder, tmp_path)
+
+
+def _the_int8_program_is_judged_and_wholly_delegated(row: dict, folder, ckpt) -> None:
+    name = f"{ckpt.stem}_executorch_int8.pte"
+    manifest = json.loads((folder / f"{name}.json").read_text())
+    assert row["file"] == str(folder / name) and manifest["artifact"] == name and manifest["parity"]["passed"]
+    assert manifest["metadata"]["precision"] == "int8" and manifest["parity"]["precision"] == "int8"
+    assert manifest["parity"]["accuracy"]["delta_points"] >= -1.5
+    assert manifest["graph"]["quantization"]["quantizer"].startswith("XNNPACKQuantizer")
+    assert manifest["graph"]["quantization"]["calibration"] == "32 images"
+    assert manifest["graph"]["delegation"]["portable_ops"] == {}  # decomposed before quantizing: all in XNNPACK
 
 
 def native_bf16() -> bool:
@@ -175,6 +206,20 @@ def test_accuracy_is_not_judged_at_a_size_the_model_was_not_trained_for(cli, dig
 # `digits --imgsz 96` records the size it trained at: test_digits.py::test_digits_command (one training for both).
 
 
+def test_a_cells_options_pass_the_checks_an_export_makes_of_them():
+    """A second process's `api.export` checks a cell's options as if typed: `matrix --calib-size 32` once failed
+    every fp32 ExecuTorch cell ("--calib-size is the number of calibration images for --int8")."""
+    from partialnet.bench.matrix import cell_options
+    from partialnet.exporters.formats import FORMATS
+    from partialnet.exporters.options import check_combination
+
+    for fmt in FORMATS.values():
+        for precision in ("fp32", "fp16", "int8"):
+            options = cell_options(fmt, precision, (64, 64), "digits" if precision == "int8" else None, 32)
+            check_combination(options)  # raises BadInput on a calibration option outside --int8
+            assert options.calib_size == (32 if precision == "int8" else 300) and (options.data is not None) == (precision == "int8")
+
+
 def test_topk_counts_a_label_among_the_k_largest_logits():
     import numpy as np
 
@@ -186,7 +231,7 @@ def test_topk_counts_a_label_among_the_k_largest_logits():
 
 
 def _report_merges_matrices_from_several_machines_and_judges_them_again(cli, first, folder, tmp_path):
-    """(On the two-format matrix's files: a matrix of its own cost this test 15 s.)"""
+    """(On the three-format matrix's files: a matrix of its own cost this test 15 s.)"""
     data = json.loads(first.read_text())
     other = json.loads(first.read_text())
     other["machine"]["id"] = "another-machine"
@@ -224,12 +269,9 @@ def _report_merges_matrices_from_several_machines_and_judges_them_again(cli, fir
 
 
 @pytest.mark.slow
-def test_python_bound_cells_export_in_a_second_process_and_stop_clean(cli, digits_ckpt, tmp_path):
-    """ExecuTorch's lowering runs in a second process beside the other exports: its files land in the group like
-    any other, and a SIGTERM mid-export leaves neither that process, nor its folder, nor a partial file.
-
-    The cells are INT8: this is also the suite's INT8 ExecuTorch export (XNNPACK's lowering of a q/dq program is
-    its slowest export, a minute for T0), judged on held-out digits and wholly delegated."""
+def test_a_stop_mid_export_ends_the_second_process_and_publishes_nothing(digits_ckpt, tmp_path):
+    """A SIGTERM while ExecuTorch's lowering runs in the second process leaves neither that process, nor its
+    folder, nor a partial file. (What that process makes when left alone: the three-format matrix above.)"""
     import os
     import signal
     import subprocess
@@ -239,25 +281,9 @@ def test_python_bound_cells_export_in_a_second_process_and_stop_clean(cli, digit
     pytest.importorskip("executorch", reason="ExecuTorch export needs executorch (pip install 'partialnet[executorch]')")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    args = [sys.executable, "-m", "partialnet", "matrix", str(digits_ckpt), "--imgsz", "64", "--formats", "onnx,executorch", "--protocol", "quick"]
-    env = {**os.environ, "TMPDIR": str(scratch)}
-    done = subprocess.run([*args, "--precisions", "int8", "--calib-size", "32", "-o", str(tmp_path / "m"), "--json", str(tmp_path / "m.json")],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert "(beside the others)" in done.stderr
-    rows = {(r["format"], r["precision"]): r for r in json.loads((tmp_path / "m.json").read_text())["rows"]}
-    row, name = rows[("executorch", "int8")], f"{digits_ckpt.stem}_executorch_int8.pte"
-    manifest = json.loads((tmp_path / "m" / f"{name}.json").read_text())
-    assert row["status"] == "ok" and row["file"] == str(tmp_path / "m" / name) and rows[("onnx", "int8")]["status"] == "ok"
-    assert manifest["artifact"] == name and manifest["parity"]["passed"] and row["top1"] > 90
-    assert manifest["metadata"]["precision"] == "int8" and manifest["parity"]["precision"] == "int8"
-    assert manifest["parity"]["accuracy"]["delta_points"] >= -1.5
-    assert manifest["graph"]["quantization"]["quantizer"].startswith("XNNPACKQuantizer")
-    assert manifest["graph"]["quantization"]["calibration"] == "32 images"
-    assert manifest["graph"]["delegation"]["portable_ops"] == {}  # decomposed before quantizing: all in XNNPACK
-    assert not list(scratch.glob("partialnet-matrix-*"))
-    stopped = subprocess.Popen([*args, "--precisions", "fp32", "-o", str(tmp_path / "n")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    args = [sys.executable, "-m", "partialnet", "matrix", str(digits_ckpt), "--imgsz", "64", "--formats", "onnx,executorch", "--protocol", "quick",
+            "--precisions", "fp32", "-o", str(tmp_path / "n")]
+    stopped = subprocess.Popen(args, env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and stopped.poll() is None:  # stop it once the second process is exporting
         if subprocess.run(["pgrep", "-f", f"export_beside.*{scratch}"], capture_output=True).returncode == 0:

@@ -18,7 +18,7 @@ from partialnet.bench.marks import mark
 from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.limits import check_once
 from partialnet.exporters.formats import FORMATS, Format, exporter_of, get_format
-from partialnet.exporters.options import ExportOptions
+from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
 
 SCHEMA = "partialnet.matrix/1"
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -102,9 +102,12 @@ def plan_cells(formats: list[str], precisions: list[str]) -> list[Cell]:
 
 
 def cell_options(fmt: Format, precision: str, imgsz: tuple[int, int], data: str | None, calib_size: int) -> ExportOptions:
+    """One cell's export options: the calibration options only on INT8 cells, so that a cell exported in the
+    second process (whose `api.export` checks them again, as typed) is not refused for them."""
+    int8 = precision == "int8"
     return ExportOptions(
-        imgsz=imgsz, half=precision == "fp16", int8=precision == "int8", fp32=precision == "fp32" and fmt.default_precision == "fp16",
-        data=data if precision == "int8" else None, calib_size=calib_size,
+        imgsz=imgsz, half=precision == "fp16", int8=int8, fp32=precision == "fp32" and fmt.default_precision == "fp16",
+        data=data if int8 else None, calib_size=calib_size if int8 else DEFAULT_CALIB_SIZE,
     )
 
 

@@ -1,8 +1,8 @@
 """The cells whose export is long single-threaded Python (matrix, export --format all, bench), exported in a second process.
 
 ExecuTorch's lowering is Python passes on one core (37 s of T0's 59 s INT8 export at 224); on two
-cores the other cells' exports can run beside it, one core each (pinned, so neither's thread pools spin
-on the other's core). The second process (`python -c ENTRY FOLDER`, like the bench workers: no multiprocessing, whose helper
+cores the other cells' exports can run beside it (the second process pinned to a core of its own, this
+one with a torch thread fewer). The second process (`python -c ENTRY FOLDER`, like the bench workers: no multiprocessing, whose helper
 process warns about semaphores when partialnet leaves by os._exit) exports through `api.export` into a
 private temporary folder under the same file names; the parent then copies each verified file into the
 matrix's own staged outputs, so publishing (together, or not at all) stays the parent's. Timing is not
@@ -82,27 +82,27 @@ class Beside:
         return self
 
     def _split_cores(self) -> None:
-        """One core each, so neither process's thread pools spin on the core the other needs: the second
-        process (one thread of Python lowering) on the last core, this one on the others with one torch thread."""
+        """The second process (one thread of Python lowering) pinned to the last core; this one keeps its own
+        mask with one torch thread fewer, so its exports leave that core to the lowering.
+
+        This thread is never pinned: OpenVINO, first used while it was (a cell's verification), pinned it
+        again at every later call, so the rows timed after a matrix's exports (each worker inherits this
+        thread's mask) ran on one core of two, and the result recorded one usable core."""
         import os
 
         import torch
 
-        self.cores, self.torch_threads = os.sched_getaffinity(0), torch.get_num_threads()
-        mine, theirs = sorted(self.cores)[:-1], sorted(self.cores)[-1:]
-        os.sched_setaffinity(self.process.pid, set(theirs))
-        os.sched_setaffinity(0, set(mine))
-        torch.set_num_threads(len(mine))
+        cores = sorted(os.sched_getaffinity(0))
+        self.torch_threads = torch.get_num_threads()
+        os.sched_setaffinity(self.process.pid, set(cores[-1:]))
+        torch.set_num_threads(max(1, min(self.torch_threads, len(cores) - 1)))
 
     def _rejoin_cores(self) -> None:
-        import os
-
         import torch
 
-        if getattr(self, "cores", None):
-            os.sched_setaffinity(0, self.cores)
+        if getattr(self, "torch_threads", None):
             torch.set_num_threads(self.torch_threads)
-            self.cores = None
+            self.torch_threads = None
 
     def collect(self) -> dict:
         """Every job's row, waiting for the second process; a process that died leaves its cells failed, saying why."""
