@@ -30,6 +30,12 @@ def install_line(python: str, version: str) -> str:
     return f"{python} -m pip install 'partialnet=={version}' (with the extras of the runtimes to run there, e.g. 'partialnet[openvino]=={version}')"
 
 
+# A forced stop's removal of the target's folder, tried for up to 10 s: the row running there ends only once the
+# shared connection it came by closes, and until then its worker may still write into the folder rm is emptying
+# (rm then fails on a folder no longer empty; seen once in five suite runs).
+REMOVE_UNTIL_GONE = 'for i in 1 2 3 4 5 6 7 8 9 10; do rm -rf -- "$0"; [ -e "$0" ] || exit 0; sleep 1; done; exit 1'
+
+
 class RemoteHost:
     """Where rows run: the same three questions a local run answers (what runs here, run this row, what
     machine), answered by the target."""
@@ -49,7 +55,7 @@ class RemoteHost:
             raise Unavailable(f"{self.address}: mktemp -d failed there ({ssh.last_line(reply.err) if reply.code else 'odd path'})")
         self.folder = folder
         # a forced stop removes the shared connections' folder first: this command line connects on its own
-        remember_remote_folder(f"{self.address}:{folder}", ssh.ssh_argv(self.settings.direct(), self.address, ["rm", "-rf", "--", folder]))
+        remember_remote_folder(f"{self.address}:{folder}", ssh.ssh_argv(self.settings.direct(), self.address, ["sh", "-c", REMOVE_UNTIL_GONE, folder]))
         return self
 
     def __exit__(self, *exc) -> None:
