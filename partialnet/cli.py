@@ -576,6 +576,10 @@ def bench_command(
     """Measure latency and throughput per runtime, each row in its own process, and save the evidence."""
     options.check(sources)
     addresses = where.addresses()
+    if not addresses:
+        from partialnet.runtimes.table import refuse_here_without_gpu
+
+        refuse_here_without_gpu(options.device, options.runtimes(), options.precision)
     # Arguments are sound: now the heavy modules (torch comes in with the checkpoint reader).
     with progress.stage("import"):
         from partialnet.bench.results import per_target_outputs, write_outputs
@@ -769,11 +773,11 @@ def claims_command(
     force: ForceOption = False,
 ) -> None:
     """Check the papers' PartialNet-vs-FasterNet speed claims on this machine, each size A/B in one process."""
+    plan, chosen = _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half, cuda_graphs, here=not where.addresses())
     from partialnet.bench import claims_run
     from partialnet.bench.results import per_target_outputs
     from partialnet.outputs import check_outputs
 
-    plan, chosen = _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half, cuda_graphs)
     if not where.addresses():  # a target's cores are checked when it answers, before its first row
         _threads_fit_here(plan.threads, device)
     labels = [str(a) for a in where.addresses()] or [None]
@@ -817,15 +821,16 @@ def _threads_fit_here(threads: int, device: str) -> None:
     check_threads_fit(threads, HERE, device)
 
 
-def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half, cuda_graphs=False):
-    """The claims run's plan and sizes, every option checked before a model is built."""
+def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half, cuda_graphs=False, here=False):
+    """The claims run's plan and sizes, every option checked before a model is built (and, `here` on a machine
+    with no GPU driver, --device cuda refused before torch is imported)."""
     import math
 
-    from partialnet.bench import claims_run
-    from partialnet.bench import run as bench_run
+    from partialnet.bench.claims import parse_sizes
     from partialnet.bench.protocols import get_protocol
     from partialnet.bench.threads import default_threads
     from partialnet.limits import MAX_THREADS, check_count, check_input_shape
+    from partialnet.runtimes.table import RUNTIMES, refuse_here_without_gpu, resolve_runtimes
 
     if device not in ("cpu", "cuda"):
         raise BadInput(f"--device {device!r}: expected cpu or cuda")
@@ -839,16 +844,23 @@ def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, ha
     check_input_shape(batch, *size, "--imgsz")
     if threads is not None:
         check_count(threads, "--threads", MAX_THREADS)
-    chosen = claims_run.parse_sizes(sizes)
+    chosen = parse_sizes(sizes)
+    asked = resolve_runtimes(split_list(runtime)) if runtime else None
+    precision = "fp16" if half else "fp32"
+    if here:  # claims time the runtimes that build their own artifact from a variant
+        refuse_here_without_gpu(device, asked or [r for r in resolve_runtimes(None) if RUNTIMES[r].runs != "artifact"], precision)
+    from partialnet.bench import claims_run
+    from partialnet.bench import run as bench_run
+
     plan = bench_run.BenchPlan(
         sources=[],
-        runtimes=claims_run.default_runtimes(device) if not runtime else bench_run.resolve_runtimes(split_list(runtime)),
+        runtimes=asked or claims_run.default_runtimes(device),
         device=device,
         batches=[batch],
         imgsz=size,
         threads=threads or proto.threads or default_threads(),
         protocol=proto,
-        precision="fp16" if half else "fp32",
+        precision=precision,
         cuda_graphs=cuda_graphs,
         control=True,  # the A/A control beside every cell: a ratio means what the run's resolution lets it mean
     )

@@ -14,6 +14,7 @@ import torch
 
 from helpers import golden, interruptible_popen, to_dpconv
 from partialnet.errors import BadInput
+from partialnet.machine import no_cuda_reason
 
 
 def test_models_json_lists_all_twelve_with_measured_numbers(cli):
@@ -250,6 +251,24 @@ def test_export_refuses_a_flag_before_torch_is_imported(args, message):
             "try:\n    run()\nexcept SystemExit as stop:\n    print(stop.code, 'torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=tmp_neutral())
     assert proc.stdout.split() == ["2", "False"] and message in proc.stderr and "import torch" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(no_cuda_reason() is None, reason="this machine has a GPU driver: --device cuda runs here")
+def test_cuda_without_a_gpu_driver_is_refused_before_torch_is_imported(cli):
+    """`--device cuda` on a machine with no GPU driver answers exit 3 at once (no torch import, no file read),
+    after the option checks: a mistyped option or runtime is still exit 2."""
+    code = ("import sys\nfrom partialnet.cli import run\nsys.argv = ['partialnet', *sys.argv[1:]]\n"
+            "try:\n    run()\nexcept SystemExit as stop:\n    print(stop.code, 'torch' in sys.modules)")
+    for args in (["bench", "partialnet_t0", "fasternet_t0", "--device", "cuda", "--runtime", "pytorch", "--protocol", "paper"],
+                 ["claims", "--device", "cuda", "--sizes", "t0,t1,t2,s", "--runtime", "pytorch", "--half"]):
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=tmp_neutral())
+        assert proc.stdout.split() == ["3", "False"], proc.stderr
+        assert "no runtime can run on cuda here (pytorch: no GPU driver on this machine" in proc.stderr, proc.stderr
+    for args, said in ((["bench", "--device", "cuda", "--runtime", "nope"], "unknown runtime 'nope'"),
+                       (["claims", "--device", "cuda", "--sizes", "t0,zz"], "--sizes 't0,zz'"),
+                       (["claims", "--device", "cuda", "--runtime", "pytorch,torch"], "--runtime")):
+        result = cli(*args)
+        assert result.code == 2 and said in result.err, result.err
 
 
 def test_a_closed_pipe_or_closed_output_is_no_failure():

@@ -9,6 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from partialnet.errors import BadInput
+from partialnet.limits import check_once
+
+SIZES = ("t0", "t1", "t2", "s", "m", "l")
+
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
@@ -17,6 +22,15 @@ NOT_VERIFIED = "not verified"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_MEASURABLE, NOT_VERIFIED)
 
 DEFAULT_TOLERANCE = 0.05
+
+
+def parse_sizes(text: str | None) -> list[str]:
+    """--sizes as sizes the claims name (default t0,t1,t2), each once."""
+    sizes = [s.strip().lower() for s in ("t0,t1,t2" if text is None else text).split(",") if s.strip()]
+    bad = [s for s in sizes if s not in SIZES]
+    if bad or not sizes:
+        raise BadInput(f"--sizes {text!r}: expected a comma-separated subset of {','.join(SIZES)}")
+    return check_once(sizes, "--sizes", text)
 TOLERANCE_RULE = (
     "a claim of ratio R is reproduced when the whole 95% interval of the measured ratio lies on the claimed "
     "side of R widened by the tolerance (latency: high <= R*(1+tol); throughput: low >= R*(1-tol)), not "

@@ -15,25 +15,15 @@ from partialnet.bench.claims import CLAIMS, DEFAULT_TOLERANCE, INCONCLUSIVE, NOT
 from partialnet.bench.stability import cell_marks
 from partialnet.machine import describe
 from partialnet.bench.run import BenchPlan, ab_sides, run_ab
-from partialnet.errors import BadInput, Unavailable
-from partialnet.limits import check_once
+from partialnet.errors import Unavailable
 from partialnet.runtimes.table import DEPLOY_RUNTIME
 
-SIZES = ("t0", "t1", "t2", "s", "m", "l")
 CLAIMS_SCHEMA = "partialnet.claims/1"
-
-
-def parse_sizes(text: str | None) -> list[str]:
-    sizes = [s.strip().lower() for s in ("t0,t1,t2" if text is None else text).split(",") if s.strip()]
-    bad = [s for s in sizes if s not in SIZES]
-    if bad or not sizes:
-        raise BadInput(f"--sizes {text!r}: expected a comma-separated subset of {','.join(SIZES)}")
-    return check_once(sizes, "--sizes", text)
 
 
 def default_runtimes(device: str, where=None) -> list[str]:
     """PyTorch eager and every deployed runtime that can build its own artifact from a variant, where rows run."""
-    from partialnet.bench.run import resolve_runtimes
+    from partialnet.runtimes.table import resolve_runtimes
     from partialnet.bench.where import HERE
     from partialnet.runtimes.table import RUNTIMES
 
@@ -52,7 +42,7 @@ def _timed_model(runtimes: list[str]) -> str:
 
 def _why_no_runtime(plan: BenchPlan) -> str:
     """No runtime was left to try (none of the defaults runs on this device here): why each of them cannot."""
-    from partialnet.bench.run import resolve_runtimes
+    from partialnet.runtimes.table import resolve_runtimes
     from partialnet.runtimes.table import RUNTIMES
 
     candidates = [r for r in resolve_runtimes(None) if RUNTIMES[r].runs != "artifact"]

@@ -159,6 +159,12 @@ class BenchOptions:
         if self.streams and runtimes and all(r in RUNTIMES for r in runtimes) and not set(runtimes) & set(takers):
             raise BadInput(f"--streams keeps requests in flight in {', '.join(takers)}; --runtime {','.join(runtimes)} has no multi-stream mode")
 
+    def runtimes(self) -> list[str]:
+        """The runtimes asked for (or the default set; an A/B's default runtime), every name known."""
+        from partialnet.runtimes.table import AB_DEFAULT, resolve_runtimes
+
+        return resolve_runtimes(split_list(self.runtime) or ([AB_DEFAULT] if self.ab else None))
+
     def size(self) -> tuple[int, int]:
         return self.imgsz or DEFAULT_IMGSZ
 
@@ -173,13 +179,12 @@ class BenchOptions:
         from partialnet.bench.protocols import get_protocol
         from partialnet.bench.streams import parse_streams
         from partialnet.bench.threads import default_threads
-        from partialnet.runtimes.table import AB_DEFAULT
 
         self.check(sources)
         proto = get_protocol(self.protocol, self.device)
         plan = bench_run.BenchPlan(
             sources=list(sources or [DEFAULT_SOURCE]),
-            runtimes=bench_run.resolve_runtimes(split_list(self.runtime) or ([AB_DEFAULT] if self.ab else None)),
+            runtimes=self.runtimes(),
             device=self.device, batches=self.batches(), imgsz=self.size(), threads=self.threads or proto.threads or default_threads(),
             protocol=proto, precision=self.precision, channels_last=self.channels_last, compile=self.compile,
             cuda_graphs=self.cuda_graphs, streams=parse_streams(self.streams), label=self.label, control=self.aa, wait=self.wait,

@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 
 from partialnet.bench.claims import DEFAULT_TOLERANCE
-from partialnet.bench.claims_run import CLAIMS_SCHEMA, SIZES, judge, off_papers
+from partialnet.bench.claims import SIZES
+from partialnet.bench.claims_run import CLAIMS_SCHEMA, judge, off_papers
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
 from partialnet.machine import check_machine, describe

@@ -37,7 +37,7 @@ from partialnet.outputs import scratch_folder
 from partialnet.models.registry import VARIANTS
 from partialnet.bench.stability import judgement
 from partialnet.bench.threads import DEFAULT_WAIT, WAIT_NOTES, default_wait, worker_env
-from partialnet.runtimes.table import RUNTIMES, get_runtime
+from partialnet.runtimes.table import RUNTIMES
 
 SCHEMA = "partialnet.bench/1"
 THROUGHPUT_NOTE = "images/s = batch / median latency of one synchronous request at a time (what one client sees)"
@@ -409,14 +409,6 @@ class BenchPlan:
     def __post_init__(self) -> None:
         if self.wait is None:
             self.wait = default_wait(self.device)
-
-
-def resolve_runtimes(names: list[str] | None) -> list[str]:
-    if not names:
-        return [name for name, spec in RUNTIMES.items() if spec.default]
-    from partialnet.limits import check_once
-
-    return check_once([get_runtime(n).name for n in names], "--runtime", ",".join(names))
 
 
 def _spec(plan: BenchPlan, target: Target, runtime: str, batch: int) -> dict:

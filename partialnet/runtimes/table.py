@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from partialnet.errors import BadInput
+from partialnet.errors import BadInput, Unavailable
 
 DEVICES = ("cpu", "cuda")
 
@@ -87,6 +87,27 @@ def get_runtime(name: str) -> RuntimeSpec:
         if key == spec.name or key in spec.aliases:
             return spec
     raise BadInput(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
+
+
+def resolve_runtimes(names: list[str] | None) -> list[str]:
+    """The runtimes a --runtime list names (aliases allowed, each once), or the default set."""
+    if not names:
+        return [name for name, spec in RUNTIMES.items() if spec.default]
+    from partialnet.limits import check_once
+
+    return check_once([get_runtime(n).name for n in names], "--runtime", ",".join(names))
+
+
+def refuse_here_without_gpu(device: str, runtimes: list[str], precision: str = "fp32") -> None:
+    """Exit 3 for `--device cuda` here on a machine with no GPU driver, as soon as the options are read:
+    before torch's import (1.3 s of a 1.7 s refusal) and before any file is read, since no row could run
+    here whatever the files hold. Where a driver is present the runtimes answer later, as before."""
+    from partialnet.machine import no_cuda_reason
+
+    if device != "cuda" or no_cuda_reason() is None:
+        return
+    listed = "; ".join(f"{name}: {availability(name, device, precision)}" for name in sorted(runtimes))
+    raise Unavailable(f"no runtime can run on cuda here ({listed})")
 
 
 def runtime_module(name: str):
