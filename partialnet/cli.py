@@ -773,14 +773,15 @@ def claims_command(
     force: ForceOption = False,
 ) -> None:
     """Check the papers' PartialNet-vs-FasterNet speed claims on this machine, each size A/B in one process."""
-    plan, chosen = _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half, cuda_graphs, here=not where.addresses())
+    addresses = where.addresses()
+    plan, chosen = _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, half, cuda_graphs, here=not addresses)
     from partialnet.bench import claims_run
     from partialnet.bench.results import per_target_outputs
     from partialnet.outputs import check_outputs
 
-    if not where.addresses():  # a target's cores are checked when it answers, before its first row
+    if not addresses:  # a target's cores are checked when it answers, before its first row
         _threads_fit_here(plan.threads, device)
-    labels = [str(a) for a in where.addresses()] or [None]
+    labels = [str(a) for a in addresses] or [None]
     outputs = per_target_outputs(json_path, None, md_path, plot_path, labels)
     check_outputs([o for named in outputs.values() for o in named if o], [], force)
     results = []
@@ -826,11 +827,11 @@ def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, ha
     with no GPU driver, --device cuda refused before torch is imported)."""
     import math
 
-    from partialnet.bench.claims import parse_sizes
+    from partialnet.bench.claims import claim_runtimes, parse_sizes
     from partialnet.bench.protocols import get_protocol
     from partialnet.bench.threads import default_threads
     from partialnet.limits import MAX_THREADS, check_count, check_input_shape
-    from partialnet.runtimes.table import RUNTIMES, refuse_here_without_gpu, resolve_runtimes
+    from partialnet.runtimes.table import refuse_here_without_gpu, resolve_runtimes
 
     if device not in ("cpu", "cuda"):
         raise BadInput(f"--device {device!r}: expected cpu or cuda")
@@ -847,8 +848,8 @@ def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, ha
     chosen = parse_sizes(sizes)
     asked = resolve_runtimes(split_list(runtime)) if runtime else None
     precision = "fp16" if half else "fp32"
-    if here:  # claims time the runtimes that build their own artifact from a variant
-        refuse_here_without_gpu(device, asked or [r for r in resolve_runtimes(None) if RUNTIMES[r].runs != "artifact"], precision)
+    if here:
+        refuse_here_without_gpu(device, asked or claim_runtimes(), precision)
     from partialnet.bench import claims_run
     from partialnet.bench import run as bench_run
 

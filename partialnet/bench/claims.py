@@ -22,6 +22,11 @@ NOT_VERIFIED = "not verified"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_MEASURABLE, NOT_VERIFIED)
 
 DEFAULT_TOLERANCE = 0.05
+TOLERANCE_RULE = (
+    "a claim of ratio R is reproduced when the whole 95% interval of the measured ratio lies on the claimed "
+    "side of R widened by the tolerance (latency: high <= R*(1+tol); throughput: low >= R*(1-tol)), not "
+    "reproduced when the whole interval lies beyond it, inconclusive when the interval straddles it"
+)
 
 
 def parse_sizes(text: str | None) -> list[str]:
@@ -31,11 +36,13 @@ def parse_sizes(text: str | None) -> list[str]:
     if bad or not sizes:
         raise BadInput(f"--sizes {text!r}: expected a comma-separated subset of {','.join(SIZES)}")
     return check_once(sizes, "--sizes", text)
-TOLERANCE_RULE = (
-    "a claim of ratio R is reproduced when the whole 95% interval of the measured ratio lies on the claimed "
-    "side of R widened by the tolerance (latency: high <= R*(1+tol); throughput: low >= R*(1-tol)), not "
-    "reproduced when the whole interval lies beyond it, inconclusive when the interval straddles it"
-)
+
+
+def claim_runtimes() -> list[str]:
+    """The runtimes a claims run tries unless told: the default set's that build their own artifact from a variant."""
+    from partialnet.runtimes.table import RUNTIMES, resolve_runtimes
+
+    return [r for r in resolve_runtimes(None) if RUNTIMES[r].runs != "artifact"]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable
 
-from partialnet.bench.claims import CLAIMS, DEFAULT_TOLERANCE, INCONCLUSIVE, NOT_MEASURABLE, TOLERANCE_RULE, verdict
+from partialnet.bench.claims import CLAIMS, DEFAULT_TOLERANCE, claim_runtimes, INCONCLUSIVE, NOT_MEASURABLE, TOLERANCE_RULE, verdict
 from partialnet.bench.stability import cell_marks
 from partialnet.machine import describe
 from partialnet.bench.run import BenchPlan, ab_sides, run_ab
@@ -23,12 +23,10 @@ CLAIMS_SCHEMA = "partialnet.claims/1"
 
 def default_runtimes(device: str, where=None) -> list[str]:
     """PyTorch eager and every deployed runtime that can build its own artifact from a variant, where rows run."""
-    from partialnet.runtimes.table import resolve_runtimes
     from partialnet.bench.where import HERE
-    from partialnet.runtimes.table import RUNTIMES
 
     where = where or HERE
-    return [r for r in resolve_runtimes(None) if RUNTIMES[r].runs != "artifact" and where.availability(r, device) is None]
+    return [r for r in claim_runtimes() if where.availability(r, device) is None]
 
 
 def _timed_model(runtimes: list[str]) -> str:
@@ -42,11 +40,7 @@ def _timed_model(runtimes: list[str]) -> str:
 
 def _why_no_runtime(plan: BenchPlan) -> str:
     """No runtime was left to try (none of the defaults runs on this device here): why each of them cannot."""
-    from partialnet.runtimes.table import resolve_runtimes
-    from partialnet.runtimes.table import RUNTIMES
-
-    candidates = [r for r in resolve_runtimes(None) if RUNTIMES[r].runs != "artifact"]
-    return "; ".join(f"{r}: {plan.where.availability(r, plan.device)}" for r in candidates) or f"no runtime runs on {plan.device}"
+    return "; ".join(f"{r}: {plan.where.availability(r, plan.device)}" for r in claim_runtimes()) or f"no runtime runs on {plan.device}"
 
 
 def family_costs(sizes: list[str], imgsz: tuple[int, int]) -> list[dict]:

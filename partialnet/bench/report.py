@@ -12,8 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from partialnet.bench.claims import DEFAULT_TOLERANCE
-from partialnet.bench.claims import SIZES
+from partialnet.bench.claims import DEFAULT_TOLERANCE, SIZES
 from partialnet.bench.claims_run import CLAIMS_SCHEMA, judge, off_papers
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement

@@ -32,7 +32,7 @@ def install_line(python: str, version: str) -> str:
 
 # A forced stop's removal of the target's folder, tried for up to 10 s: the row running there ends only once the
 # shared connection it came by closes, and until then its worker may still write into the folder rm is emptying
-# (rm then fails on a folder no longer empty; seen once in five suite runs).
+# (rm then fails on a folder no longer empty; a leftover folder, seen in suite runs).
 REMOVE_UNTIL_GONE = 'for i in 1 2 3 4 5 6 7 8 9 10; do rm -rf -- "$0"; [ -e "$0" ] || exit 0; sleep 1; done; exit 1'
 
 
