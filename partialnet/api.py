@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 
 from partialnet.calibration import calibration_images, check_data, judging_images, stage_label
-from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, NoSuchCopy, resolve, source_path
+from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, NoSuchCopy, resolve
+from partialnet.sources import source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra, shown
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, check_artifact_name, exporter_of, format_for_path, get_format
 from partialnet.exporters.options import (
@@ -324,11 +325,9 @@ def _check_compute(artifact: Path, fmt, io: dict, compute: str | None) -> None:
     """--compute asks the runtime for a precision it computes from an fp32 file; refused before the load otherwise."""
     if compute is None:
         return
-    from partialnet.runtimes.table import RUNTIMES, computed_precision
+    from partialnet.runtimes.table import RUNTIMES, check_compute, computed_precision
 
-    offered = sorted({p for spec in RUNTIMES.values() for p, _ in spec.computes})
-    if compute not in offered:
-        raise BadInput(f"--compute {ascii(compute)[1:-1][:20]}: expected {' or '.join(offered)} (a precision a runtime computes from an fp32 file)")
+    check_compute(compute)
     if computed_precision(fmt.runtime, compute) is None:
         able = ", ".join(name for name, spec in RUNTIMES.items() if compute in dict(spec.computes))
         raise BadInput(f"--compute {compute}: {fmt.runtime} does not compute {compute} from the file (runtimes that do: {able})")
@@ -679,7 +678,7 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     if protocol not in mx.PROTOCOLS:  # batch 1 per row: throughput's batch 32 or the papers' fixed counts would be rewritten
         raise BadInput(f"--protocol {protocol}: matrix times batch 1 under {' or '.join(mx.PROTOCOLS)}")
     check_data(data, calib_size)  # the count always; the source where one is named
-    from partialnet.checkpoint import is_variant_name
+    from partialnet.sources import is_variant_name
 
     if precisions and "int8" in precs and data is None and is_variant_name(source):  # asked for, and no checkpoint to say digits
         raise BadInput("--precisions int8 needs calibration data: --data digits or --data DIR (a variant name has no dataset of its own)")

@@ -33,6 +33,9 @@ from partialnet.models.partialnet import (
 )
 from partialnet.models.registry import Variant, closest_variant, find_variant, get_variant, VARIANTS
 from partialnet.safetensors_file import read_safetensors
+from partialnet.sources import (
+    MIN_CHECKPOINT_BYTES, is_variant_name, looks_like_path, not_a_checkpoint, sniff_checkpoint, unknown_source,
+)
 from partialnet.pickle_shape import Shape
 from partialnet.zip_records import check_records, declared_storages
 
@@ -137,30 +140,9 @@ def _refusal_reason(exc: Exception) -> str | None:
     return "it holds objects other than tensors"
 
 
-ZIP_MAGIC = b"PK"
-PICKLE_PROTO = 0x80
-MIN_CHECKPOINT_BYTES = 32  # the smallest torch.save file is hundreds of bytes; a safetensors one with a tensor, ~60
 MAX_LEGACY_BYTES = 2 << 30  # pre-1.6 pickle checkpoints are read whole; the largest real model is ~0.4 GB
 MAX_PICKLE_BYTES = 64 << 20  # the pickled structure of a state_dict (not its tensor bytes) is kilobytes
 MAX_PICKLE_OPS = 2_000_000  # a state_dict of the largest variant with optimizer state needs ~50k opcodes
-
-
-def _sniff(path: Path, head: bytes) -> str:
-    """'safetensors', 'zip' (torch.save), 'pickle' (legacy torch.save) or 'unknown', from the first bytes.
-
-    Safetensors is recognised first, by its JSON header at byte 8: its first bytes are the header's length,
-    which may be anything (a length of 128 + 256k begins like a pickle, one ending in b"PK" like a zip),
-    while byte 8 of a torch zip (the compression method) or a legacy pickle (its magic number) is never "{".
-    """
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
-    if head[:2] == ZIP_MAGIC:
-        return "zip"
-    if head[:1] == bytes([PICKLE_PROTO]):
-        return "pickle"
-    if path.suffix == ".safetensors":
-        return "safetensors"
-    return "unknown"
 
 
 MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
@@ -286,12 +268,12 @@ def read_file(path: Path) -> object:
     with open_regular(path, "checkpoint", min_bytes=MIN_CHECKPOINT_BYTES) as f:
         head = f.read(16)
         f.seek(0)
-        kind = _sniff(path, head)
+        kind = sniff_checkpoint(path, head)
         if kind == "safetensors":
             tensors, _meta = read_safetensors(f, path)
             return tensors
         if kind == "unknown":
-            raise BadInput(f"{path}: not a checkpoint (neither a PyTorch zip/pickle nor a safetensors file)")
+            raise not_a_checkpoint(path)
         if kind == "zip":
             _inspect_zip(f, path)
             f.seek(0)
@@ -761,21 +743,6 @@ def _arch_fields(arch: Arch) -> dict:
     )
 
 
-def looks_like_path(source: str) -> bool:
-    return "/" in source or "\\" in source or Path(source).suffix != "" or Path(source).exists()
-
-
-def is_variant_name(source: str) -> bool:
-    return source.strip().lower().replace("-", "_") in VARIANTS and not Path(source).exists()
-
-
-def source_path(source: str | Path | None) -> Path | None:
-    """The file a source argument names, or None for a bare variant name (random weights)."""
-    if source is None or is_variant_name(str(source)):
-        return None
-    return Path(source)
-
-
 def resolve(source: str, variant: str | None = None, num_classes: int = 1000, weights: str | None = None) -> tuple[PartialNet, CheckpointInfo]:
     """A CLI argument that is either a checkpoint path or a variant name (random weights, said so)."""
     if not source.strip():  # Path("") is "." and read as "is a directory"
@@ -803,4 +770,4 @@ def resolve(source: str, variant: str | None = None, num_classes: int = 1000, we
         return model, info
     if looks_like_path(source):
         return load_checkpoint(source, variant, weights)
-    raise BadInput(f"{source!r} is neither a file nor a known variant; known: {', '.join(VARIANTS)}")
+    raise unknown_source(source)

@@ -34,6 +34,7 @@ from partialnet.verify_options import VerifyOptions
 from partialnet.inputs import inert
 from partialnet.limits import format_imgsz, parse_imgsz
 from partialnet.outputs import command_record
+from partialnet.sources import check_artifact, check_source, source_path
 from partialnet.signals import Interrupted
 
 # torch, onnx and the runtimes load inside the commands that use them (partialnet.api and below):
@@ -257,7 +258,9 @@ def info(
     as_json: JsonOption = False,
 ) -> None:
     """Describe a checkpoint: variant, container, params, GMACs, BatchNorms, PAT_sp, DPConv widths."""
-    row = _api().inspect(source, variant, parse_imgsz(imgsz), weights)
+    size = parse_imgsz(imgsz)
+    check_source(source, variant)
+    row = _api().inspect(source, variant, size, weights)
     if as_json:
         _print_json(row)
         return
@@ -343,6 +346,7 @@ def fold_command(
 ) -> None:
     """Fold every BatchNorm and constant into a deploy model, exactly, and report each pass."""
     size = parse_imgsz(imgsz)
+    check_source(source, variant)
     with _Stages() as clock:
         result = _api().fold_checkpoint(source, output, size, variant, report, force, weights)
     for note in source_notes(result):
@@ -384,6 +388,7 @@ def export_command(
     except BadInput as exc:
         raise BadInput(f"{exc}, or all (every format this machine can produce)") from None
     check_flags(fmt, options, FORMATS)  # before torch is imported: a typo answers at once
+    check_source(source, variant)
     if where.addresses():
         _export_on_target(source, format, options, checks, where, output, (variant, weights), force)
         return
@@ -418,6 +423,7 @@ def _export_all(source, output, options, checks, picked: tuple, force, as_json) 
     if output is not None and os.path.exists(output) and not os.path.isdir(output):
         raise BadInput(f"-o {output}: with --format all, -o names a directory")
     variant, weights = picked
+    check_source(source, variant)
     with _Stages() as clock:
         result = _api().export_all(source, output, options, checks=checks, variant=variant, force=force, weights=weights)
     result["timing"] = clock.breakdown()
@@ -492,10 +498,17 @@ def verify_command(
     as_json: JsonOption = False,
 ) -> None:
     """Run an artifact in its runtime and compare it with the original PyTorch model."""
+    checks = checks.check()
+    check_artifact(artifact)
+    if compute is not None:
+        from partialnet.runtimes.table import check_compute  # the runtimes package brings numpy: not for --help
+
+        check_compute(compute)
+    check_source(ref, variant)
     if where.addresses():
         if compute:
             _api().check_compute(artifact, compute)  # here, before anything goes up: the target would refuse it too
-        return _verify_on_targets(artifact, ref, checks.check(), where, (variant, weights), as_json, compute)
+        return _verify_on_targets(artifact, ref, checks, where, (variant, weights), as_json, compute)
     with _Stages() as clock:
         try:
             report = _api().verify(artifact, ref, checks, variant=variant, compute=compute, weights=weights)
@@ -583,7 +596,6 @@ def bench_command(
     # Arguments are sound: now the heavy modules (torch comes in with the checkpoint reader).
     with progress.stage("import"):
         from partialnet.bench.results import per_target_outputs, write_outputs
-        from partialnet.checkpoint import source_path
         from partialnet.outputs import check_outputs
     inputs = [path for s in [*(sources or []), *(options.ab or ())] for path in _read_with(s, source_path(s))]
     labels = [str(a) for a in addresses] or [None]
@@ -625,7 +637,7 @@ def _gate_ab(options: BenchOptions, labels: list, results: list[dict]) -> list[t
 
 def _read_with(source: str, path) -> list:
     """A source and the files bench reads beside it (an artifact's companions and manifest): none may be an output."""
-    from partialnet.bench.run import artifact_format
+    from partialnet.sources import artifact_format
 
     fmt = artifact_format(source) if path is not None else None
     if fmt is None:
@@ -674,7 +686,7 @@ def _render_bench(result: dict, options: BenchOptions, label: str | None) -> Non
 
 def random_weight_notes(rows: list[dict]) -> list[str]:
     """Rows timed on random weights, said once per model; an artifact was given, but it was exported from a bare variant name."""
-    from partialnet.bench.run import artifact_format
+    from partialnet.sources import artifact_format
 
     notes: dict[str, str] = {}
     for r in rows:
@@ -928,8 +940,8 @@ def matrix_command(
     force: ForceOption = False,
 ) -> None:
     """Every format x precision this machine can produce: accuracy, speed, size, the Pareto front, the one to ship."""
+    check_source(source, variant)
     from partialnet.bench import matrix as mx
-    from partialnet.checkpoint import source_path
     from partialnet.outputs import Output, check_outputs
 
     extra = [Output(p, flag) for flag, p in (("--json", json_path), ("--md", md_path), ("--plot", plot_path)) if p]

@@ -253,6 +253,40 @@ def test_export_refuses_a_flag_before_torch_is_imported(args, message):
     assert proc.stdout.split() == ["2", "False"] and message in proc.stderr and "import torch" not in proc.stderr, proc.stderr
 
 
+def test_a_bad_source_or_artifact_is_refused_before_torch_is_imported(tmp_path):
+    """A mistyped path, a device, a file that is no checkpoint: every command that takes one answers before torch's
+    import (a second or more), with the reader's own message; one process runs them all, in order."""
+    garbage = tmp_path / "notes.pth"
+    garbage.write_bytes(b"these are my notes, not a checkpoint\n")
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"not looked at")
+    missing = tmp_path / "missing.pth"
+    cases = [
+        (["info", str(missing)], "no such file"),
+        (["info", "/dev/null"], "is a character device, expected a regular checkpoint"),
+        (["info", "partialnet_t0", "--variant", "partialnet_t9"], "unknown variant 'partialnet_t9'"),
+        (["fold", str(garbage)], "not a checkpoint (neither a PyTorch zip/pickle nor a safetensors file)"),
+        (["export", str(garbage), "-o", str(tmp_path / "a.onnx")], "not a checkpoint"),
+        (["export", str(missing), "--format", "all", "-o", str(tmp_path / "all")], "no such file"),
+        (["verify", str(tmp_path / "missing.onnx"), "--ref", "partialnet_t0"], "missing.onnx: no such file"),
+        (["verify", str(onnx), "--ref", "partialnet_t0", "--compute", "fp8"], "--compute fp8: expected bf16"),
+        (["verify", str(onnx), "--ref", str(garbage)], "not a checkpoint"),
+        (["matrix", str(missing)], "no such file"),
+        (["bench", "partialnet_t0", str(garbage)], "not a checkpoint"),
+        (["bench", str(tmp_path)], "is a directory, expected a regular checkpoint"),
+        (["bench", "partialnet_tO"], "'partialnet_tO' is neither a file nor a known variant"),
+    ]
+    code = ("import json, sys\nfrom partialnet.cli import run\nfor argv in json.loads(sys.argv[1]):\n    sys.argv = ['partialnet', *argv]\n"
+            "    try:\n        run()\n    except SystemExit as stop:\n        print(stop.code, 'torch' in sys.modules, flush=True)\n"
+            "        print('@@', file=sys.stderr, flush=True)")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps([argv for argv, _ in cases])], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_neutral())
+    said = proc.stderr.split("@@\n")
+    assert proc.stdout.split() == ["2", "False"] * len(cases), proc.stderr
+    for (argv, message), err in zip(cases, said):
+        assert message in err and err.startswith("error: ") and err.count("\n") == 1, (argv, err)
+
+
 @pytest.mark.skipif(no_cuda_reason() is None, reason="this machine has a GPU driver: --device cuda runs here")
 def test_cuda_without_a_gpu_driver_is_refused_before_torch_is_imported(cli):
     """`--device cuda` on a machine with no GPU driver answers exit 3 at once (no torch import, no file read),

@@ -132,6 +132,9 @@ class BenchOptions:
         if self.precision not in PRECISIONS:
             raise BadInput(f"--precision {self.precision!r}: expected fp32, bf16, fp16 or int8")
         self._check_applies()
+        from partialnet.sources import check_sources
+
+        check_sources(list(self.ab or sources or [DEFAULT_SOURCE]), pair=bool(self.ab))
 
     def _check_applies(self) -> None:
         """An option that would change nothing in this run is refused, never silently dropped."""
@@ -189,17 +192,18 @@ class BenchOptions:
             protocol=proto, precision=self.precision, channels_last=self.channels_last, compile=self.compile,
             cuda_graphs=self.cuda_graphs, streams=parse_streams(self.streams), label=self.label, control=self.aa, wait=self.wait,
         )
-        bench_run.check_sources(list(self.ab or plan.sources), pair=bool(self.ab))
         if isinstance(plan.streams, int) and plan.streams > plan.threads:
             raise BadInput(f"--streams {plan.streams} with {plan.threads} thread(s): each request in flight needs a thread of its own; "
                            "raise --threads or lower --streams")
-        self._check_calibration([*plan.sources, *(self.ab or ())], bench_run.artifact_format)
+        self._check_calibration([*plan.sources, *(self.ab or ())])
         bench_run.fit_to_artifacts(plan, [*(self.ab or plan.sources)], imgsz_given=self.imgsz is not None, batches_given=self.batch is not None,
                                    pair=bool(self.ab))
         plan.data, plan.calib_size = self.data, self.calib_size
         return plan
 
-    def _check_calibration(self, sources: list[str], artifact_format) -> None:
+    def _check_calibration(self, sources: list[str]) -> None:
+        from partialnet.sources import artifact_format
+
         builds_here = [s for s in sources if not artifact_format(s)]
         if self.precision == "int8" and builds_here and not self.data:
             raise BadInput("--precision int8 builds INT8 artifacts and needs calibration data: --data digits or --data DIR")

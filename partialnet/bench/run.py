@@ -27,11 +27,12 @@ from partialnet.bench.where import HERE
 from partialnet.bench.measure import timed_region
 from partialnet.bench.protocols import Protocol
 from partialnet.bench.stats import mann_whitney_greater, ratio_of_medians, summarize
-from partialnet.checkpoint import is_variant_name, looks_like_path, resolve
+from partialnet.checkpoint import resolve
+from partialnet.sources import artifact_format
 from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.exporters.formats import FORMATS
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
-from partialnet.inputs import describe_errno, sha256_of
+from partialnet.inputs import sha256_of
 from partialnet.folding import fold, save_deploy
 from partialnet.outputs import scratch_folder
 from partialnet.models.registry import VARIANTS
@@ -195,43 +196,6 @@ def built_runtimes(plan: "BenchPlan") -> list[str]:
 def build_formats(plan: "BenchPlan") -> list[str]:
     """The artifact each available runtime runs from a checkpoint: its first listed format (IR for OpenVINO)."""
     return list(dict.fromkeys(RUNTIMES[r].formats[0] for r in built_runtimes(plan)))
-
-
-def artifact_format(source: str) -> str | None:
-    """The export format a source argument is an artifact of (by suffix), or None for checkpoints/variants."""
-    from partialnet.exporters.formats import FORMATS
-
-    if not looks_like_path(source):
-        return None
-    return next((f.name for f in FORMATS.values() if source.lower().endswith(f.suffix)), None)
-
-
-def check_sources(sources: list[str], pair: bool = False) -> None:
-    """Every source named before the first is prepared (a typo in the fifth is not found after four were folded
-    and exported), and no two of them one row name: compare and report match rows by it."""
-    seen: dict[tuple[str, str], str] = {}
-    for i, source in enumerate(sources):
-        if not source.strip():
-            side = f"--ab side {'AB'[i]}: " if pair else ""
-            raise BadInput(f"{side}an empty string names no model; give a checkpoint, an artifact or a variant name (partialnet models)")
-        if not is_variant_name(source) and not looks_like_path(source):
-            raise BadInput(f"{source!r} is neither a file nor a known variant; known: {', '.join(VARIANTS)}")
-        if looks_like_path(source):
-            try:
-                os.stat(source)  # its type and contents are judged where it is read (a Core ML package is a folder)
-            except OSError as exc:
-                raise BadInput(f"{source}: {describe_errno(exc)}") from None
-        same = ("source", os.path.realpath(source) if looks_like_path(source) else source.strip().lower().replace("-", "_"))
-        if same in seen:
-            raise BadInput(f"--ab {seen[same]} {source}: the same model on both sides; --aa times a model against itself" if pair
-                           else f"{seen[same]} and {source} are the same model, given twice; give each source once")
-        seen[same] = source
-        row = ("row", Path(source).name) if artifact_format(source) else None
-        if row in seen:
-            raise BadInput(f"{seen[row]} and {source} would both be rows named {row[1]} (compare and report match rows by name); "
-                           "copy one under another name")
-        if row:
-            seen[row] = source
 
 
 def check_distinct_labels(targets: list[Target]) -> None:

@@ -40,7 +40,7 @@ def export_on_target(host, source: str, fmt, options, out: Path, checks, variant
     """Prepare here (`prepare(path)`: api.export of the format into `path`, which for a format built
     elsewhere publishes what it prepared and raises Unavailable), build and judge there, publish here;
     returns the published manifest."""
-    from partialnet.checkpoint import source_path
+    from partialnet.sources import source_path
     from partialnet.exporters.formats import exporter_of
     from partialnet.outputs import Output, check_outputs
 

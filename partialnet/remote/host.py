@@ -193,7 +193,7 @@ class RemoteHost:
     def verify(self, artifact: Path, ref: str, checks, variant: str | None = None, compute: str | None = None, weights: str | None = None):
         """`partialnet verify` on the target: the artifact (with its companions and manifest) and the
         checkpoint go up, the command runs there, its report comes back as if verified here."""
-        from partialnet.checkpoint import looks_like_path
+        from partialnet.sources import looks_like_path
         from partialnet.remote.replies import parity_report, whole_json
 
         if checks.images is not None:
