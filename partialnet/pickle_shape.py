@@ -9,6 +9,8 @@ shared part counted each time it is reached, as hashing and comparing reach it).
 
 from __future__ import annotations
 
+import pickletools
+
 MAX_NESTING = 200  # a state_dict with optimizer state nests about ten deep
 MAX_TREE_SIZE = 50_000_000  # as a tree: only sharing (memo reads, DUP) takes a pickle within the opcode limit past this
 
@@ -17,16 +19,35 @@ PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
 FILLS = ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD")  # add to the object below their arguments
 
 
+def _kind(op) -> tuple[str, int, int]:
+    """What an opcode does to the stack, as (kind, values taken, values made): worked out once per opcode, not
+    at every step (a 2-million-opcode file is walked whole before it is refused)."""
+    before, after = len(op.stack_before), len(op.stack_after)
+    for kind, names in (("get", GETS), ("put", PUTS), ("memoize", ("MEMOIZE",)), ("dup", ("DUP",)), ("mark", ("MARK",))):
+        if op.name in names:
+            return kind, before, after
+    if any(s.name == "mark" for s in op.stack_before):
+        return ("fill_to_mark" if op.name in FILLS else "build_to_mark"), before, after
+    return ("fill" if op.name in FILLS else "build"), before, after
+
+
+KINDS = {op.name: _kind(op) for op in pickletools.opcodes}
+
+
 class Node:
     __slots__ = ("depth", "size")
 
     def __init__(self, parts=()) -> None:
-        self.depth = 1 + max((p.depth for p in parts), default=0)
-        self.size = 1 + sum(p.size for p in parts)
+        if parts:
+            self.depth = 1 + max(p.depth for p in parts)
+            self.size = 1 + sum(p.size for p in parts)
+        else:  # a leaf: most of any pickle (numbers, strings)
+            self.depth = self.size = 1
 
     def take(self, parts) -> None:
-        self.depth = max(self.depth, 1 + max((p.depth for p in parts), default=0))
-        self.size += sum(p.size for p in parts)
+        if parts:
+            self.depth = max(self.depth, 1 + max(p.depth for p in parts))
+            self.size += sum(p.size for p in parts)
 
 
 MARK = object()
@@ -41,43 +62,47 @@ class Shape:
         self.stack: list = []
         self.memo: dict = {}
         self.lost = False
-        self.worst = Node()
+        self.depth = self.size = 1  # the worst seen
 
     def feed(self, op, arg) -> None:
         if self.lost:
             return
         try:
-            self._step(op, arg)
+            self._step(op.name, arg)
         except (IndexError, KeyError, ValueError, TypeError):
             self.lost = True
 
-    def _step(self, op, arg) -> None:
-        name, stack = op.name, self.stack
-        if name in GETS:
+    def _step(self, name: str, arg) -> None:
+        kind, before, after = KINDS[name]
+        stack = self.stack
+        if kind == "build" and not before:  # a leaf (depth and size 1: never the worst); a container is filled later
+            for _ in range(after):
+                stack.append(Node())
+        elif kind == "get":
             stack.append(self.memo[arg])
-        elif name in PUTS:
+        elif kind == "put":
             self.memo[arg] = stack[-1]
-        elif name == "MEMOIZE":
+        elif kind == "memoize":
             self.memo[len(self.memo)] = stack[-1]
-        elif name == "DUP":
+        elif kind == "dup":
             stack.append(stack[-1])
-        elif name == "MARK":
+        elif kind == "mark":
             stack.append(MARK)
-        elif any(s.name == "mark" for s in op.stack_before):
+        elif kind in ("fill_to_mark", "build_to_mark"):
             at = len(stack) - 1 - stack[::-1].index(MARK)
             parts, stack[at:] = stack[at + 1:], []
-            if name in FILLS:
+            if kind == "fill_to_mark":
                 self._fill(stack[-1], parts)
-            elif op.stack_after:
+            elif after:
                 self._push(Node(parts))
-        elif name in FILLS:
-            parts = [stack.pop() for _ in range(len(op.stack_before) - 1)]
+        elif kind == "fill":
+            parts = [stack.pop() for _ in range(before - 1)]
             self._fill(stack[-1], parts)
         else:
-            parts = [stack.pop() for _ in op.stack_before]
+            parts = [stack.pop() for _ in range(before)]
             if MARK in parts:
                 raise ValueError("a mark where a value belongs")
-            for _ in op.stack_after:
+            for _ in range(after):
                 self._push(Node(parts))
 
     def _push(self, node: Node) -> None:
@@ -91,13 +116,14 @@ class Shape:
         self._note(target)
 
     def _note(self, node: Node) -> None:
-        if node.depth > self.worst.depth or node.size > self.worst.size:
-            self.worst = Node()
-            self.worst.depth, self.worst.size = max(node.depth, self.worst.depth), max(node.size, self.worst.size)
+        if node.depth > self.depth:
+            self.depth = node.depth
+        if node.size > self.size:
+            self.size = node.size
 
     def problem(self) -> str | None:
-        if self.worst.depth > MAX_NESTING:
+        if self.depth > MAX_NESTING:
             return f"its objects nest over {MAX_NESTING} deep (a state_dict nests about ten)"
-        if self.worst.size > MAX_TREE_SIZE:
+        if self.size > MAX_TREE_SIZE:
             return f"it reuses its own parts into a structure of over {MAX_TREE_SIZE:,} elements"
         return None
