@@ -79,6 +79,11 @@ def open_regular(path: str | Path, what: str = "file", max_bytes: int | None = N
             raise BadInput(f"{path}: is {kind_of(info.st_mode)}, expected a regular {what}")
         if info.st_size < min_bytes:
             if info.st_size == 0:
+                from partialnet.mounts import pseudo_file_system
+
+                kind = pseudo_file_system(path.parent)
+                if kind:  # /proc/self/status: its size is 0 until read, and what it holds is the kernel's, not a file's
+                    raise BadInput(f"{path}: is a {kind} file (the kernel's state, not a stored file), expected a regular {what}")
                 raise BadInput(f"{path}: empty file")
             raise BadInput(f"{path}: only {info.st_size} bytes, too short to be a {what}")
         if max_bytes is not None and info.st_size > max_bytes:
@@ -92,9 +97,9 @@ def open_regular(path: str | Path, what: str = "file", max_bytes: int | None = N
 
 
 # C0/C1 controls (ESC starts a terminal sequence: colours, cursor moves, screen clears) and the bidi
-# overrides that make text read backwards.
-_CONTROLS = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069]")
-_CONTROLS_BUT_LINES = re.compile("[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069]")
+# overrides that make text read backwards. A lone surrogate (JSON's "\\ud800") is no character at all: no UTF-8 terminal or file can take it.
+_CONTROLS = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069\\ud800-\\udfff]")
+_CONTROLS_BUT_LINES = re.compile("[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069\\ud800-\\udfff]")
 
 
 def inert(text: str, keep_lines: bool = False) -> str:
@@ -177,15 +182,28 @@ def read_json(path: str | Path, what: str, max_bytes: int = 16 << 20, nofollow: 
 
     data = read_limited(path, what, max_bytes, nofollow)
     if len(data) > max_bytes:
-        raise BadInput(f"{path}: larger than {max_bytes:,} bytes; not a {what}")
+        raise BadInput(f"{path}: larger than {max_bytes:,} bytes; not {a_or_an(what)}")
     try:
         return json.loads(data.decode("utf-8"), parse_constant=refuse_constant, object_pairs_hook=unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: not JSON ({exc})") from None
     except RecursionError:
-        raise BadInput(f"{path}: nested too deeply to be a {what}") from None
-    except ValueError as exc:  # an integer of thousands of digits: Python's int() limit
-        raise BadInput(f"{path}: not a {what} ({str(exc).splitlines()[0][:120]})") from None
+        raise BadInput(f"{path}: nested too deeply to be {a_or_an(what)}") from None
+    except ValueError as exc:  # a key given twice, NaN, an integer of thousands of digits
+        raise BadInput(f"{path}: not {a_or_an(what)} ({json_refusal(exc)})") from None
+
+
+def a_or_an(what: str) -> str:
+    return f"{'an' if what[:1].lower() in 'aeiou' else 'a'} {what}"
+
+
+def json_refusal(exc: ValueError) -> str:
+    """Why a strict JSON read refused a file, in our words: Python's own integer-size message names a
+    function to call (`sys.set_int_max_str_digits`) that no user of a result file should."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if text.startswith("Exceeds the limit"):
+        return "it holds an integer of thousands of digits"
+    return text[:120]
 
 
 def read_beside(path: str | Path, what: str, max_bytes: int = 16 << 20):

@@ -22,7 +22,7 @@ from typing import BinaryIO
 import torch
 
 from partialnet.errors import BadInput
-from partialnet.inputs import unique_keys
+from partialnet.inputs import json_refusal, unique_keys
 
 DTYPES = {
     "F64": torch.float64,
@@ -52,7 +52,7 @@ def _header(f: BinaryIO, size: int, corrupt) -> dict:
     try:
         header = json.loads(raw, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(f"{name} in header")), object_pairs_hook=unique_keys)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise corrupt(f"header is not JSON: {str(exc)[:120]}") from None
+        raise corrupt(f"header is not JSON: {json_refusal(exc)}") from None
     except RecursionError:
         raise corrupt("header is nested too deeply") from None
     if not isinstance(header, dict):

@@ -140,7 +140,8 @@ def judge(values: dict, tol: Tolerances, problems: list[str] = ()) -> list[str]:
         return list(problems)
     failures = [f"{name} is {values[name]}" for name in values if not np.isfinite(values[name])]
     if tol.max_abs is not None and values["max_abs"] > tol.max_abs:
-        failures.append(f"max |Δ| {values['max_abs']:.3e} > {tol.max_abs:.1e} (by {values['max_abs'] / tol.max_abs:.1f}x)")
+        by = f" (by {values['max_abs'] / tol.max_abs:.3g}x)" if tol.max_abs > 0 else ""  # --atol 0 asks for bit-exact
+        failures.append(f"max |Δ| {values['max_abs']:.3e} > {tol.max_abs:.1e}{by}")
     if tol.min_cosine is not None and values["min_cosine"] < tol.min_cosine:
         failures.append(f"cosine {values['min_cosine']:.6f} < {tol.min_cosine} (short by {tol.min_cosine - values['min_cosine']:.2e})")
     if tol.min_top1 is not None and values["top1_agreement"] < tol.min_top1:

@@ -75,7 +75,7 @@ def argv_for(command: str) -> list[str]:
 
 
 ATTEMPTS = 3
-TIMED = (f"{PN} bench", f"{PN} matrix")  # commands whose rows carry the unstable/disturbed marks
+TIMED = (f"{PN} bench", f"{PN} matrix", "python scripts/remote_transport.py")  # commands whose rows carry the unstable/disturbed marks
 
 
 def marked_rows(json_path: Path) -> list[str]:

@@ -203,6 +203,11 @@ def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path)
         (["bench", "--precision", "int4"], "--precision"),
         # options that would change nothing are refused, never dropped; lists name each item once
         (["bench", "--batch", "1,1"], "--batch '1,1': 1 given twice"),
+        (["bench", "--batch", "1,,2"], "--batch '1,,2': an empty item between commas"),  # was read as 1,2
+        (["bench", "--runtime", "pytorch,"], "--runtime 'pytorch,': an empty item"),
+        (["bench", "--label", ""], "--label '': an empty row name"),  # was ignored: the row kept its model's name
+        (["bench", "--label", "x\nerror: forged"], "--label 'x\\nerror: forged': the name holds control characters (\\n)"),
+        (["bench", "--label", "a\u202eb"], "control characters (\\u202e)"),
         (["bench", "--runtime", "onnxruntime,ort"], "onnxruntime given twice"),
         (["claims", "--sizes", "t0,T0"], "--sizes 't0,T0': t0 given twice"),
         (["bench", "--runtime", "onnxruntime", "--block", "3"], "--block is the A/B block size"),

@@ -461,6 +461,15 @@ def test_non_finite_artifact_outputs_fail_verification(value, tmp_path, cli):
     assert "tightest that would pass: none (the outputs are not all finite numbers)" in result.out + result.err  # was "max |Δ| ≤ nan"
 
 
+def test_a_bench_of_an_artifact_with_non_finite_outputs_fails_its_row(tmp_path, cli):
+    """bench measures a given artifact as given, but not a broken one: its row fails (exit 1), no NaN parity shown as ok."""
+    artifact = hostile.nan_logits_onnx(tmp_path / "bad.onnx", float("nan"))
+    result = cli("bench", artifact, "--runtime", "onnxruntime", "--protocol", "quick", "--json", tmp_path / "r.json")
+    assert result.code == 1 and "1 row(s) failed" in result.err, result.err
+    (row,) = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert row["status"] == "failed" and "1000 non-finite value(s)" in row["reason"] and "stats" not in row
+
+
 def test_artifact_with_other_logits_shape_is_named(tmp_path, cli):
     artifact = hostile.nan_logits_onnx(tmp_path / "ten.onnx", 0.0, classes=10)
     result = cli("verify", artifact, "--ref", "partialnet_t0", "--samples", "2")
@@ -515,6 +524,17 @@ def test_non_finite_values_never_reach_json(tmp_path):
     with np.errstate(all="ignore"):
         failures = judge(metrics(out, ref), Tolerances(max_abs=float("inf")), non_finite(out, ref))
     assert failures and "non-finite" in failures[0]
+
+
+def test_a_zero_tolerance_asks_for_bit_exact_outputs():
+    """`--atol 0` is a legal tolerance (bit-exact): a difference fails the check, never divides by the tolerance (exit 4)."""
+    from partialnet.verify import Tolerances, judge, metrics
+
+    out, ref = np.ones((2, 10)), np.ones((2, 10))
+    assert judge(metrics(out, ref), Tolerances(max_abs=0.0)) == []
+    out[1, 3] += 1e-7
+    assert judge(metrics(out, ref), Tolerances(max_abs=0.0)) == ["max |Δ| 1.000e-07 > 0.0e+00"]
+    assert judge(metrics(out * 1e40, ref), Tolerances(max_abs=1e-4))[0].endswith("(by 1e+44x)")
 
 
 def test_weights_are_checked_after_the_cast_and_by_dtype(tmp_path, cli, t0_state_dict):
@@ -1052,14 +1072,20 @@ def test_a_real_export_prints_no_raw_warnings(tmp_path):
 
 @pytest.mark.parametrize("manifest", ['{"metadata": [1, 2]}', '[]', '{"metadata": {"precision": 16}}'])
 def test_a_strangers_sidecar_manifest_never_crashes_read_io(manifest, tmp_path):
-    """.pte/.tflite metadata comes from the JSON beside the file: only an object of strings counts."""
+    """.pte/.tflite metadata comes from the JSON beside the file: an object, read as strings; a manifest without one
+    is refused, never read as no manifest (the artifact was then verified as a plain fp32 file)."""
+    from partialnet.errors import BadInput
     from partialnet.exporters.sidecar import read_metadata, sidecar
 
     artifact = tmp_path / "m.tflite"
     artifact.write_bytes(b"x")
     sidecar(artifact).write_text(manifest)
+    if '"metadata": {' not in manifest:
+        with pytest.raises(BadInput, match='m.tflite.json: not an export manifest'):
+            read_metadata(artifact)
+        return
     metadata, precision = read_metadata(artifact)
-    assert isinstance(metadata, dict) and isinstance(precision, str)
+    assert metadata == {"precision": "16"} and precision == "16"
 
 
 # ---------------------------------------------------------------- the new formats' artifacts (multi-file, folders)
@@ -1238,11 +1264,12 @@ def test_a_published_package_follows_the_umask_like_its_manifest(tmp_path, cli):
 
 
 def test_result_files_are_printed_inert(tmp_path, cli):
-    """A stranger's result whose CPU name and row label hold escape sequences and newlines: shown, never acted on."""
+    """A stranger's result whose CPU name and row label hold escape sequences, newlines and a lone surrogate (valid
+    JSON, no character: printing it raised UnicodeEncodeError, exit 4): shown, never acted on."""
     base = {
         "schema": "partialnet.bench/1", "protocol": {"name": "quick"}, "settings": {"device": "cpu"},
         "machine": {"id": "m1", "cpu": {"model": "EVIL\x1b[2J\x1b[31mCPU\nerror: forged", "logical_cores": 2, "flags": []}, "gpus": []},
-        "rows": [{"model": "t0\x1b]0;owned\x07\nerror: forged row", "runtime": "pytorch", "precision": "fp32", "batch": 1, "threads": 1,
+        "rows": [{"model": "t0\x1b]0;owned\x07\ud800\nerror: forged row", "runtime": "pytorch", "precision": "fp32", "batch": 1, "threads": 1,
                   "status": "ok", "samples_s": [0.01, 0.011, 0.012] * 10}],
     }
     path = tmp_path / "r.json"
@@ -1252,7 +1279,7 @@ def test_result_files_are_printed_inert(tmp_path, cli):
         shown = result.out + result.err
         assert "\x1b" not in shown and "\x07" not in shown, command
         assert not any(line.startswith("error: forged") for line in shown.splitlines()), command
-        assert "\\x1b" in shown, command
+        assert "\\x1b" in shown and "\\ud800" in shown and result.code != 4, command
 
 
 def test_compare_refuses_a_row_measured_twice(tmp_path, cli):

@@ -11,7 +11,6 @@ apart by when the machine moved, and interleaved sides share every move.)
 from __future__ import annotations
 
 from partialnet.bench.compare import judge, side_marks
-from partialnet.bench.run import ab_sides
 
 PASSING = ("ok", "improvement")
 
@@ -33,3 +32,9 @@ def gate_ab(result: dict, alpha: float, max_slowdown: float) -> list[tuple[str, 
         if cell["gate"]["verdict"] not in PASSING:
             failures.append((cell["runtime"], cell["gate"]["why"]))
     return failures
+
+
+def ab_sides(result: dict, runtime: str) -> dict[str, dict]:
+    """A's and B's rows of one runtime in an A/B result: model, precision, stats and raw samples."""
+    rows = [r for r in result["rows"] if r["runtime"] == runtime and r["status"] == "ok"]
+    return {name: {k: row.get(k) for k in ("model", "precision", "stats", "samples_s", "machine_load")} for name, row in zip(("a", "b"), rows)}

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from partialnet.bench.claims import CLAIMS, DEFAULT_TOLERANCE, claim_runtimes, INCONCLUSIVE, NOT_MEASURABLE, TOLERANCE_RULE, verdict
 from partialnet.bench.stability import cell_marks
 from partialnet.machine import describe
-from partialnet.bench.run import BenchPlan, ab_sides, run_ab
+from partialnet.bench.ab_gate import ab_sides
 from partialnet.errors import Unavailable
 from partialnet.runtimes.table import DEPLOY_RUNTIME
+
+if TYPE_CHECKING:  # the runs themselves import torch; judging and reporting a result file does not
+    from partialnet.bench.run import BenchPlan
 
 CLAIMS_SCHEMA = "partialnet.claims/1"
 
@@ -60,6 +63,8 @@ UNFOLDED = "pytorch-unfolded"
 
 def measure(plan: BenchPlan, sizes: list[str], block: int, progress: Callable[..., None] | None = None, unfolded: bool = False) -> list[dict]:
     """One A/B cell per (size, runtime): latency ratio PartialNet / FasterNet with its bootstrap interval."""
+    from partialnet.bench.run import run_ab
+
     cells = []
     runtimes = [*plan.runtimes, *([UNFOLDED] if unfolded else [])]
     for size in sizes:

@@ -23,9 +23,11 @@ DEFAULT_IMGSZ = (224, 224)
 
 def split_list(values: list[str] | None, flag: str = "--runtime") -> list[str]:
     """`--runtime a,b --runtime c` -> [a, b, c]; `--runtime ''` is refused, never read as "every runtime"."""
-    names = [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
-    if values and not names:
+    names = [v.strip() for item in values or [] for v in item.split(",")]
+    if values and not any(names):
         raise BadInput(f"{flag} {','.join(values)!r}: an empty list; name at least one (or leave {flag} out for the default)")
+    if not all(names):  # `1,,32`: an item left out by a slip, never dropped without a word
+        raise BadInput(f"{flag} {','.join(values)!r}: an empty item between commas; name each one once")
     return names
 
 
@@ -42,7 +44,7 @@ def batch_text(value: str | int | list[int]) -> str:
 def parse_batches(value: str | None) -> list[int] | None:
     if value is None:
         return None
-    parts = split_list([value])
+    parts = split_list([value], "--batch")
     if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 6 and int(p) > 0 for p in parts):
         raise BadInput(f"--batch {value!r}: expected positive integers such as 1,32")
     from partialnet.limits import check_once
@@ -121,6 +123,8 @@ class BenchOptions:
         get_protocol(self.protocol, self.device)
         if self.ab and sources:
             raise BadInput("--ab A B names the two models; give no other sources with it")
+        if self.label is not None:
+            self._check_label()
         if self.label and self.ab:
             raise BadInput("--label names the one model of a run; an A/B's rows are named by its two sides (A and B)")
         if self.label and len(sources or [DEFAULT_SOURCE]) != 1:
@@ -135,6 +139,16 @@ class BenchOptions:
         from partialnet.sources import check_sources
 
         check_sources(list(self.ab or sources or [DEFAULT_SOURCE]), pair=bool(self.ab))
+
+    def _check_label(self) -> None:
+        """A row's name lands in results that other tools print and match on: a newline there forged a line of the table."""
+        from partialnet.inputs import inert
+
+        if not self.label.strip():
+            raise BadInput("--label '': an empty row name; give a name, or leave --label out to name the row by its model")
+        found = sorted({ascii(c)[1:-1] for c in self.label if inert(c) != c})  # controls, bidi overrides, lone surrogates
+        if found:
+            raise BadInput(f"--label {ascii(self.label)}: the name holds control characters ({' '.join(found)}); give a plain name")
 
     def _check_applies(self) -> None:
         """An option that would change nothing in this run is refused, never silently dropped."""

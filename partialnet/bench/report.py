@@ -20,7 +20,7 @@ from partialnet.machine import check_machine, describe
 from partialnet.bench.results import IMGSZ, Samples, all_samples, check_result, enough_samples, read_result_file, total_samples
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
 from partialnet.bench.protocols import get_protocol, protocol_difference
-from partialnet.bench.run import SCHEMA as BENCH_SCHEMA
+from partialnet.bench.results import SCHEMA as BENCH_SCHEMA
 from partialnet.bench.stats import median_ms, ratio_of_medians
 from partialnet.errors import BadInput
 from partialnet.inputs import Markdown, md_row, md_text

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.protocols import described_as_run
-from partialnet.bench.run import SCHEMA
 from partialnet.errors import BadInput
-from partialnet.inputs import finite_number, inert, md_row, md_text, unique_keys
+from partialnet.inputs import finite_number, inert, json_refusal, md_row, md_text, unique_keys
 from partialnet.limits import MAX_BATCH, MAX_SIDE, MAX_THREADS
 from partialnet.machine import check_machine
-from partialnet.shapes import Integer, ListOf, Maybe, Misshapen, Number, OneOf, Record, Text, conform
+from partialnet.shapes import Flag, Integer, ListOf, Maybe, Misshapen, Number, OneOf, Record, Text, conform
 
+SCHEMA = "partialnet.bench/1"
 KEY_FIELDS = ("model", "runtime", "precision", "batch", "threads")
 ROW_STATUSES = ("ok", "failed", "skipped")
 FLAT_COLUMNS = (
@@ -207,8 +207,8 @@ def _strict_json(text: str, path: Path):
         raise BadInput(f"{path}: not JSON ({exc})") from None
     except RecursionError:
         raise BadInput(f"{path}: nested too deeply to be a bench result") from None
-    except ValueError as exc:  # an integer of thousands of digits
-        raise BadInput(f"{path}: not a result file ({str(exc).splitlines()[0][:100]})") from None
+    except ValueError as exc:  # a key given twice, an integer of thousands of digits
+        raise BadInput(f"{path}: not a result file ({json_refusal(exc)})") from None
     try:
         return _inert_strings(data)
     except RecursionError:
@@ -252,9 +252,28 @@ BENCH_ROW = Record({  # what compare and report read of a row; its other fields 
     "batch": Integer(1, MAX_BATCH), "threads": Integer(1, MAX_THREADS),
     "samples_s": Maybe(Samples()), "reason": Maybe(Text(600)), "imgsz": Maybe(IMGSZ), "gmacs": Maybe(Number(low=0)),
 }, omit_null=True, keep_others=True)
+
+
+@dataclass(frozen=True)
+class Streams:
+    """`--streams`: auto or a count (None: one request at a time)."""
+
+    def conform(self, value, path: str):
+        from partialnet.bench.streams import MAX_STREAMS
+
+        if value == "auto" or (type(value) is int and 1 <= value <= MAX_STREAMS):
+            return value
+        raise Misshapen(path, f"auto or a count from 1 to {MAX_STREAMS}")
+
+
+SETTINGS = Record({  # what compare holds two results' settings to (and prints where they differ); the rest travels on
+    "device": Maybe(OneOf(("cpu", "cuda"))), "imgsz": Maybe(IMGSZ), "threads": Maybe(Integer(1, MAX_THREADS)),
+    "channels_last": Maybe(Flag()), "compile": Maybe(Flag()), "cuda_graphs": Maybe(Flag()), "streams": Maybe(Streams()),
+    "wait": Maybe(Text(40, cut=False)),
+}, keep_others=True)
 BENCH = Record({
     "schema": Text(40), "machine": Record({}, keep_others=True), "protocol": Record({"name": Text(40)}, keep_others=True),
-    "settings": Maybe(Record({}, keep_others=True)), "rows": ListOf(BENCH_ROW, MAX_ROWS, cut=False),
+    "settings": Maybe(SETTINGS), "rows": ListOf(BENCH_ROW, MAX_ROWS, cut=False),
 }, omit_null=True, keep_others=True)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from partialnet.bench.results import SCHEMA
 from partialnet.bench.where import HERE
 from partialnet.bench.measure import timed_region
 from partialnet.bench.protocols import Protocol
@@ -40,7 +41,6 @@ from partialnet.bench.stability import judgement
 from partialnet.bench.threads import DEFAULT_WAIT, WAIT_NOTES, default_wait, worker_env
 from partialnet.runtimes.table import RUNTIMES
 
-SCHEMA = "partialnet.bench/1"
 THROUGHPUT_NOTE = "images/s = batch / median latency of one synchronous request at a time (what one client sees)"
 STREAMS_NOTE = "images/s = images completed / wall time with several requests in flight (--streams; see partialnet.bench.streams)"
 INPUT_SEED = 0
@@ -724,9 +724,3 @@ def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[
         "rows": rows,
         **({"aa": aa} if plan.control else {}),
     }
-
-
-def ab_sides(result: dict, runtime: str) -> dict[str, dict]:
-    """A's and B's rows of one runtime in an A/B result: model, precision, stats and raw samples."""
-    rows = [r for r in result["rows"] if r["runtime"] == runtime and r["status"] == "ok"]
-    return {name: {k: row.get(k) for k in ("model", "precision", "stats", "samples_s", "machine_load")} for name, row in zip(("a", "b"), rows)}

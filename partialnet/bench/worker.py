@@ -82,6 +82,9 @@ def run_one(spec: dict) -> dict:
     x = make_input(spec)
     out = runner.infer(x)
     t3 = time.perf_counter()
+    broken = int(out.size - np.count_nonzero(np.isfinite(out)))
+    if broken:  # timing it would time a broken model; its parity would be NaN, which no gate may take for a figure
+        return {"status": "failed", "reason": f"the model's output holds {broken} non-finite value(s) (NaN/Inf) on the bench input"}
     parity = None
     if spec.get("reference"):
         reference = np.load(spec["reference"])

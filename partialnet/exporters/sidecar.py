@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from partialnet.errors import BadInput
+
 
 def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
@@ -31,7 +33,7 @@ def read_metadata(path: Path) -> tuple[dict[str, str], str]:
     if record is None:
         return {}, "fp32"
     metadata = record.get("metadata") if isinstance(record, dict) else None
-    if not isinstance(metadata, dict):
-        return {}, "fp32"
+    if not isinstance(metadata, dict):  # a manifest there that says nothing is no absent one: what was put in its place?
+        raise BadInput(f"{sidecar(Path(path))}: not an export manifest (expected a JSON object with a \"metadata\" object, as export writes)")
     metadata = {str(k): str(v) for k, v in metadata.items()}
     return metadata, metadata.get("precision", "fp32")
