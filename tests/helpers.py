@@ -19,6 +19,13 @@ SPEC = FIXTURES / "spec"
 DIGITS_INT8_CALIB = 32  # calibration images for the session's shared INT8 export (conftest): enough for T0 at 64x64 to stay within the gates
 
 
+def never_loaded_checkpoint(path: Path) -> Path:
+    """A file that passes the commands' first look at a checkpoint (it begins as a torch.save zip does) and fails any
+    load: a test that sees an option or output refused with it knows that was checked before the load."""
+    path.write_bytes(b"PK\3\4" + b"\0" * 60)
+    return path
+
+
 def fixture_path(name: str) -> Path:
     path = FIXTURES / name
     if not path.exists():  # a failure, not a skip: the fixtures are part of the repository

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import never_loaded_checkpoint
+
 pytest.importorskip("coremltools", reason="Core ML export needs pip install 'partialnet[coreml]'")
 
 ON_MAC = sys.platform == "darwin"
@@ -307,9 +309,10 @@ def test_format_all_refuses_a_folder_name_with_control_characters(tmp_path, cli)
     ],
 )
 def test_bad_coreml_options_exit_2_before_loading(args, message, cli, tmp_path):
-    result = cli("export", tmp_path / "missing.pth", "-f", "coreml", *args)
+    ckpt = never_loaded_checkpoint(tmp_path / "stub.pth")
+    result = cli("export", ckpt, "-f", "coreml", *args)
     assert result.code == 2 and message in result.err, result.err
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [ckpt]
 
 
 @pytest.mark.skipif(not ON_MAC, reason="Core ML predicts on macOS only")

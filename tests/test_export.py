@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from helpers import golden
+from helpers import golden, never_loaded_checkpoint
 from partialnet.exporters.onnx import read_io
 from partialnet.runtimes.onnxruntime import OnnxRuntimeRunner
 
@@ -89,8 +89,7 @@ def test_half_is_judged_by_cosine_and_top1(cli, tmp_path):
 
 def test_an_existing_default_output_is_named_as_the_default_not_as_an_o_never_passed(cli, tmp_path):
     """The README tour's `export -f openvino --half` then `export -f all`: both write model.xml beside the checkpoint."""
-    ckpt = tmp_path / "model.pth"
-    ckpt.write_bytes(b"not read: the outputs are checked first")
+    ckpt = never_loaded_checkpoint(tmp_path / "model.pth")  # the outputs are checked before it is loaded
     (tmp_path / "model.xml").write_bytes(b"precious")
     for fmt in ("openvino", "all"):
         result = cli("export", ckpt, "-f", fmt)

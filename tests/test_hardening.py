@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import hostile
-from helpers import golden, interruptible_popen, to_dpconv
+from helpers import golden, interruptible_popen, never_loaded_checkpoint, to_dpconv
 
 PYTHON_CLI = [sys.executable, "-m", "partialnet"]
 
@@ -441,8 +441,7 @@ def test_bad_options_are_refused_before_any_checkpoint_is_loaded(args, fragment,
     monkeypatch.setattr(folding, "read_file", must_not_load)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "FILE").write_text("a regular file")
-    ckpt = tmp_path / "model.pth"
-    ckpt.write_bytes(b"PK\3\4" + b"\0" * 60)  # begins as a torch.save zip does: the commands' first look passes it on to the reader
+    ckpt = never_loaded_checkpoint(tmp_path / "model.pth")
     names = {"CKPT": ckpt, "ART": tmp_path / "a.onnx", "FILE/sub/x.onnx": tmp_path / "FILE/sub/x.onnx", "FILE/x.pt": tmp_path / "FILE" / "x.pt"}
     result = cli(*[names.get(a, a) for a in args])
     assert result.code == 2, result.err

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from helpers import DIGITS_INT8_CALIB
+from helpers import DIGITS_INT8_CALIB, never_loaded_checkpoint
 from partialnet.errors import BadInput
 
 pytest.importorskip("sklearn", reason="INT8 is calibrated and judged on the digits yardstick (pip install 'partialnet[digits]')")
@@ -88,11 +88,12 @@ def test_a_bad_calibration_fails_naming_the_metric_and_writes_nothing(digits_ckp
     ],
 )
 def test_option_errors_come_before_any_loading(args, message, cli, tmp_path):
-    """The checkpoint does not exist: if the option error is what is reported, options were checked first."""
-    result = cli("export", tmp_path / "missing.pth", *args)
+    """The checkpoint cannot be loaded: if the option error is what is reported, options were checked first."""
+    ckpt = never_loaded_checkpoint(tmp_path / "stub.pth")
+    result = cli("export", ckpt, *args)
     assert result.code == 2, result.err
-    assert message in result.err and "missing.pth" not in result.err
-    assert list(tmp_path.iterdir()) == []
+    assert message in result.err and "stub.pth" not in result.err
+    assert list(tmp_path.iterdir()) == [ckpt]
 
 
 @pytest.mark.slow
