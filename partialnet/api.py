@@ -20,12 +20,12 @@ from partialnet.calibration import calibration_images, check_data, judging_image
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, NoSuchCopy, resolve
 from partialnet.sources import source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra, shown
-from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, check_artifact_name, exporter_of, format_for_path, get_format
+from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, check_artifact_name, check_manifest, exporter_of, format_for_path, get_format
 from partialnet.exporters.options import (
     DEFAULT_CALIB_SIZE, FLAGS, ExportOptions, check_flags, check_int8_tools, check_layers,
 )
 from partialnet.folding import count_batchnorms, deploy_payload, fold
-from partialnet.limits import check_count, check_input_shape, format_imgsz, parse_imgsz, whole_number
+from partialnet.limits import check_count, check_input_shape, check_listed, check_name, format_imgsz, parse_imgsz, whole_number
 from partialnet.models.flops import model_cost
 from partialnet.models.table import model_table, variant_row
 from partialnet.outputs import Output, atomic_outputs, check_outputs, dumps_strict, write_file
@@ -62,6 +62,7 @@ __all__ = [
 
 def inspect(source: str, variant: str | None = None, imgsz: tuple[int, int] = (224, 224), weights: str | None = None) -> dict:
     """Everything `partialnet info` shows about a checkpoint or a variant name."""
+    imgsz = parse_imgsz(imgsz)
     model, info = resolve(source, variant, weights=weights)
     cost = model_cost(model, imgsz)
     row = info.to_dict()
@@ -75,6 +76,15 @@ def inspect(source: str, variant: str | None = None, imgsz: tuple[int, int] = (2
 
 
 # ---------------------------------------------------------------- fold, export, verify
+
+
+def given(value, cls, what: str):
+    """A Python caller's options object (None: the defaults); another type is refused naming the argument."""
+    if value is None:
+        return cls()
+    if not isinstance(value, cls):
+        raise BadInput(f"{what}: expected a partialnet {cls.__name__} (or None for its defaults), got {type(value).__name__}")
+    return value
 
 
 def _load(source: str, variant: str | None = None, weights: str | None = None):
@@ -100,6 +110,7 @@ def output_file(output: str | Path | None, source: str, suffix: str, option: str
     is refused here: pathlib reads `x.pt/` as the file `x.pt`, and `.` has no name to put a suffix on."""
     if output is None:
         return default_output(source, suffix)
+    check_name(output, option)
     text = os.fspath(output)
     if not text.strip() or text.rsplit(os.sep, 1)[-1] in ("", ".", ".."):  # `x.pt/`, `out/.`, `..`: pathlib would drop or keep the wrong part
         raise BadInput(f"{option} {text!r} names a folder, not a file; give a file name such as {default_output(source, suffix).name}{hint}")
@@ -134,6 +145,8 @@ def fold_checkpoint(
 ) -> dict:
     """Fold a checkpoint (or variant) into a deploy file; returns the report and where things went.
     `weights` picks one of several model copies in the file (an EMA: `state_dict_ema`, `model_ema.`)."""
+    check_name(source, "source")
+    imgsz = parse_imgsz(imgsz)
     out = output_file(output, source, ".deploy.pt")
     report_out = output_file(report_path, source, ".fold.json", "--report") if report_path is not None else out.with_name(out.name + ".fold.json")
     outputs = [Output(out, "-o", written_as="a PyTorch checkpoint"), Output(report_out, "--report", written_as="JSON")]
@@ -164,9 +177,10 @@ def export(
     `options.given` (the flags typed; by default those set off their defaults) is what a format refuses
     when it does not take it. Everything is checked before the checkpoint is loaded.
     """
+    check_name(source, "source")
     fmt = get_format(format)
-    options = check_export_options(fmt, options or ExportOptions())
-    checks = (checks or VerifyOptions()).check()
+    options = check_export_options(fmt, given(options, ExportOptions, "options"))
+    checks = given(checks, VerifyOptions, "checks").check()
     out = output_file(output, source, fmt.suffix, hint=FORMAT_ALL_HINT)
     check_artifact_name(out, fmt)
     inputs = [source_path(source)]
@@ -239,10 +253,13 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     `compute` runs an fp32 artifact at a precision its runtime computes on request (bf16: OpenVINO), as a
     deployment that asks for it would, and judges it by that precision's gates.
     """
+    check_name(artifact, "artifact")
+    check_name(ref, "ref")
     artifact = Path(artifact)
-    checks = (checks or VerifyOptions()).check()
+    checks = given(checks, VerifyOptions, "checks").check()
     fmt = format_for_path(artifact)
     exporter = exporter_of(fmt)
+    check_manifest(artifact)  # before its record of a source is believed
     io = exporter.read_io(artifact)
     _check_compute(artifact, fmt, io, compute)
     judging = _judging_for(artifact, io, checks)
@@ -423,6 +440,8 @@ def train_digits(
     from partialnet.models.registry import get_variant
 
     name = get_variant(variant).name
+    check_name(output, "output", optional=True)
+    imgsz = parse_imgsz(imgsz)
     check_count(epochs, "--epochs", 200)
     if not whole_number(seed) or not 0 <= seed <= MAX_SEED:  # torch takes 64 bits: a larger one failed after the data was prepared
         raise BadInput(f"--seed {shown(seed)}: expected an integer from 0 to {MAX_SEED}")
@@ -433,7 +452,7 @@ def train_digits(
     payload = {"state_dict": model.state_dict(), "dataset": digits.DATASET, "digits": result.to_dict()}
     with atomic_outputs(outputs, force) as (staged,):
         staged.save_torch(payload)
-    return {"output": str(output), **result.to_dict()}
+    return {"output": str(outputs[0].path), **result.to_dict()}
 
 
 def _all_format_options(options: ExportOptions, fmt) -> ExportOptions:
@@ -515,7 +534,8 @@ def export_all(  # long: the group of every format's files, two processes fillin
     belongs to one format is refused). Returns one status row per format in the spirit of Ultralytics'
     benchmark table; `failed` lists the formats that could be verified here and failed (the CLI exits 1).
     """
-    options, checks = _all_options(options or ExportOptions()), (checks or VerifyOptions()).check()
+    check_name(source, "source")
+    options, checks = _all_options(given(options, ExportOptions, "options")), given(checks, VerifyOptions, "checks").check()
     inputs = [source_path(source)]
     begun = time.perf_counter()
     planned, rows = _plan_all(source, output_dir)
@@ -621,11 +641,11 @@ def matrix(
     `where` (a remote.host.RemoteHost) times the rows on a target: exports and accuracy stay this machine's.
     `extra_outputs` (the CLI's --json/--md/--plot, written by the caller) are checked with the matrix's own files,
     so none of them can be, or replace, an artifact, its manifest or matrix.json."""
-    from partialnet.bench import matrix as mx
-
+    imgsz, formats, precisions = _matrix_arguments(source, imgsz, formats, precisions)
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir, where)
     plan["variant"], plan["weights"] = variant, weights
     _matrix_int8_tools(plan, calib_method, int8_keep_float)
+    _refuse_empty_matrix(plan["cells"])
     inputs = [source_path(source)]
     check_outputs([*plan["outputs"], *extra_outputs], inputs, force)  # every artifact and the manifest, before the load
     checks = VerifyOptions(samples=4, images=Path(images) if images else None)
@@ -640,11 +660,22 @@ def matrix(
     check_labels_fit(checks, info)
     exported = _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibration, checks, force, inputs, progress)
     rows = _matrix_timings(source, plan, exported, imgsz, threads, protocol, progress, where)
-    mx.judge_rows(rows, budget)
-    rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
     result = _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, calib_size, checks.labelled() or checks.dataset, untrained, where)
     write_file(plan["manifest"], dumps_strict(result, indent=1), force, inputs)
     return result
+
+
+def _matrix_arguments(source, imgsz, formats, precisions) -> tuple:
+    """A Python caller's arguments as the command line has them: a size as an int or a pair, lists as typed."""
+    check_name(source, "source")
+    return parse_imgsz(imgsz), *(",".join(map(str, v)) if isinstance(v, (list, tuple)) else v for v in (formats, precisions))
+
+
+def _refuse_empty_matrix(cells: list) -> None:
+    """`--formats trt` without a GPU exited 0 with an empty matrix: a CI job asking for it went green on nothing."""
+    if all(cell.why for cell in cells):
+        more = f"; {len(cells) - 1} other cell(s) likewise" if len(cells) > 1 else ""
+        raise Unavailable(f"no cell of this matrix can be made here ({cells[0].fmt.name} {cells[0].precision}: {cells[0].why}{more})")
 
 
 def _matrix_calibration(plan: dict, data: str | None, imgsz, calib_size: int):
@@ -812,10 +843,12 @@ def _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, cal
     if judged_on is not None and not isinstance(judged_on, str):
         accuracy = f"your labelled images: {judged_on.name}"
     elif untrained:
-        accuracy = (f"not judged: the checkpoint was trained at {'x'.join(map(str, info.trained_imgsz))}; a digits model is near chance at "
+        accuracy = (f"{mx.NOT_JUDGED}: the checkpoint was trained at {'x'.join(map(str, info.trained_imgsz))}; a digits model is near chance at "
                     f"another size (agreement only); train at this size: partialnet digits --imgsz {imgsz[0]}")
     else:
-        accuracy = "held-out digits" if judged_on else "not judged: not a digits checkpoint and no labelled --images (agreement only)"
+        accuracy = "held-out digits" if judged_on else f"{mx.NOT_JUDGED}: not a digits checkpoint and no labelled --images (agreement only)"
+    mx.judge_rows(rows, budget, accuracy)  # the matrix's word on accuracy decides which rows can fit the budget
+    rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
     return {"schema": mx.SCHEMA, "source": source_record(info), "imgsz": list(imgsz), "batch": 1, "threads": threads, "protocol": protocol,
             "budget_points": budget, "calibration": {"data": data, "images": calib_size, **plan["int8_tools"]}, "accuracy": accuracy, "rows": rows,
             "folder": str(plan["folder"]), "machine": where.machine() if where is not None else fingerprint()}
@@ -840,7 +873,8 @@ def bench(sources: list[str] | None = None, options=None, progress=None) -> dict
     samples, protocol, settings, machine). `options` is a `partialnet.bench.options.BenchOptions`."""
     from partialnet.bench.options import BenchOptions
 
-    options = options or BenchOptions()
+    options = given(options, BenchOptions, "options")
+    sources = check_listed(sources, "sources") if sources is not None else None
     result = bench_plans([options.plan(sources)], options.ab, options.block, progress)[0]
     if options.max_slowdown is not None:  # the A/B gate: each cell's verdict in its "gate", as the command records it
         from partialnet.bench.ab_gate import gate_ab
@@ -856,6 +890,8 @@ def compare(baseline: str | Path, candidate: str | Path, *, alpha: float = 0.01,
     from partialnet.bench.compare import check_gate, compare_results, failure, is_same_file
     from partialnet.bench.results import load_result
 
+    check_name(baseline, "baseline")
+    check_name(candidate, "candidate")
     check_gate(alpha, max_slowdown, noise, missing)
     verdict = compare_results(load_result(baseline), load_result(candidate), alpha, max_slowdown, allow_different_machines, noise,
                               is_same_file(baseline, candidate), missing, allow_different_settings)
@@ -866,4 +902,4 @@ def report(results: list[str | Path]) -> dict:
     """`partialnet report`: claims, bench or matrix results from several machines merged, every figure recomputed."""
     from partialnet.bench.report import merge
 
-    return merge(list(results))
+    return merge(check_listed(results, "results"))

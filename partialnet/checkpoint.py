@@ -22,6 +22,7 @@ import torch
 
 from partialnet.errors import BadInput
 from partialnet.inputs import fd_path, open_regular, sha256_of  # noqa: F401 (sha256_of: used here, and imported from here)
+from partialnet.limits import check_name
 from partialnet.models.partialnet import (
     PAT_CH,
     PAT_SF,
@@ -31,7 +32,7 @@ from partialnet.models.partialnet import (
     PartialNet,
     default_mixers,
 )
-from partialnet.models.registry import Variant, closest_variant, find_variant, get_variant, VARIANTS
+from partialnet.models.registry import MAX_CLASSES, Variant, closest_variant, find_variant, get_variant, VARIANTS
 from partialnet.safetensors_file import read_safetensors
 from partialnet.sources import (
     MIN_CHECKPOINT_BYTES, is_variant_name, looks_like_path, not_a_checkpoint, sniff_checkpoint, unknown_source,
@@ -46,7 +47,6 @@ CONTAINER_KEYS = ("state_dict", "model", "model_ema", "state_dict_ema", "ema", "
 KNOWN_PREFIXES = ("", "module.", "model.", "model.module.", "_orig_mod.", "module._orig_mod.", "model._orig_mod.")
 SHOWN = 3  # how many key names an error message lists per kind
 SHOWN_COPIES = 6  # how many model copies a message names
-MAX_CLASSES = 32_768  # ImageNet-22k (21,841 classes) fits; a larger head is a hostile shape, not a model
 STORAGE_SLACK = 2.0  # tensors may share a flat buffer (FSDP, apex), but not reference far more than the model
 RANDOM_WEIGHTS_SEED = 0
 
@@ -689,6 +689,8 @@ def load_checkpoint(path: str | Path, variant: str | None = None, weights: str |
     `weights` picks one of several model copies in the file (`state_dict_ema`, `model_ema.`).
     Raises `BadInput` (exit code 2 in the CLI) on anything it cannot load exactly.
     """
+    check_name(path, "load_checkpoint: path")
+    check_name(weights, "load_checkpoint: weights", optional=True)
     path = Path(path)
     named = get_variant(variant) if variant else None
     try:
@@ -745,6 +747,9 @@ def _arch_fields(arch: Arch) -> dict:
 
 def resolve(source: str, variant: str | None = None, num_classes: int = 1000, weights: str | None = None) -> tuple[PartialNet, CheckpointInfo]:
     """A CLI argument that is either a checkpoint path or a variant name (random weights, said so)."""
+    check_name(source, "source")
+    check_name(weights, "weights", optional=True)
+    source = os.fspath(source)
     if not source.strip():  # Path("") is "." and read as "is a directory"
         raise BadInput("the checkpoint is an empty string: give a checkpoint file or a variant name (partialnet models)")
     key = source.strip().lower().replace("-", "_")

@@ -65,13 +65,15 @@ def open_regular(path: str | Path, what: str = "file", max_bytes: int | None = N
     """
     path = Path(path)
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0) | (os.O_NOFOLLOW if nofollow else 0)
+    if "\0" in str(path):  # no file has one; os.open raises ValueError, met as a bug
+        raise BadInput(f"{ascii(str(path))}: a path cannot hold a NUL byte")
     try:
         fd = os.open(path, flags)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a socket, or a FIFO with no writer on some systems
             raise BadInput(f"{path}: not a regular file (a socket or a device with no reader)") from None
         if nofollow and exc.errno == errno.ELOOP:
-            raise BadInput(f"{path}: is a symbolic link; a {what} must be a regular file") from None
+            raise BadInput(f"{path}: is a symbolic link; {a_or_an(what)} must be a regular file") from None
         raise BadInput(f"{path}: {describe_errno(exc)}") from None
     try:
         info = os.fstat(fd)
@@ -85,9 +87,9 @@ def open_regular(path: str | Path, what: str = "file", max_bytes: int | None = N
                 if kind:  # /proc/self/status: its size is 0 until read, and what it holds is the kernel's, not a file's
                     raise BadInput(f"{path}: is a {kind} file (the kernel's state, not a stored file), expected a regular {what}")
                 raise BadInput(f"{path}: empty file")
-            raise BadInput(f"{path}: only {info.st_size} bytes, too short to be a {what}")
+            raise BadInput(f"{path}: only {info.st_size} bytes, too short to be {a_or_an(what)}")
         if max_bytes is not None and info.st_size > max_bytes:
-            raise BadInput(f"{path}: {info.st_size:,} bytes, more than the {max_bytes:,}-byte limit for a {what}")
+            raise BadInput(f"{path}: {info.st_size:,} bytes, more than the {max_bytes:,}-byte limit for {a_or_an(what)}")
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
         return os.fdopen(fd, "rb")

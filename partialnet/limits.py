@@ -58,8 +58,34 @@ def check_tolerances(max_abs: float | None = None, min_cosine: float | None = No
 
 
 def check_count(value: int, option: str, high: int) -> None:
-    if not 1 <= value <= high:
-        raise BadInput(f"{option} {value}: expected 1 to {high}")
+    if not whole_number(value) or not 1 <= value <= high:
+        raise BadInput(f"{option} {shown(value)}: expected an integer from 1 to {high}")
+
+
+def check_name(value, what: str, optional: bool = False) -> None:
+    """A Python caller's path or name argument: a wrong type is refused naming the argument, not met as an
+    AttributeError (`'NoneType' object has no attribute 'strip'`) deep inside."""
+    import os
+
+    if value is None and optional:
+        return
+    if not isinstance(value, (str, os.PathLike)):
+        raise BadInput(f"{what}: expected a path or a name (a string), got {type(value).__name__}")
+    if "\0" in os.fspath(value):
+        raise BadInput(f"{what} {ascii(os.fspath(value))[:60]}: a path or name cannot hold a NUL byte")
+
+
+def check_listed(values, what: str) -> list:
+    """A Python caller's list of paths or names; one string is refused (its characters would be read as names)."""
+    import os
+
+    if isinstance(values, (str, bytes, os.PathLike)):
+        raise BadInput(f"{what}: expected a list of paths or names, got one string ({shown(values)}): pass [{shown(values)}]")
+    if not isinstance(values, (list, tuple)):
+        raise BadInput(f"{what}: expected a list of paths or names, got {type(values).__name__}")
+    for value in values:
+        check_name(value, what)
+    return list(values)
 
 
 def check_once(names: Sequence, flag: str, text: str) -> list:

@@ -154,6 +154,8 @@ def check_machine(machine, where: str) -> dict:
     if not isinstance(machine.get("id"), str) or not isinstance(machine.get("cpu"), dict) or not isinstance(machine["cpu"].get("model"), str):
         raise BadInput(f"{where}: the result's machine lacks its id or cpu model")
     cpu = machine["cpu"]
+    if len(cpu["model"]) > 200 or len(machine["id"]) > 200:  # a CPU's name is tens of characters; it titles every table
+        refuse("cpu model or id", "a name of at most 200 characters")
     if "flags" in cpu and not (isinstance(cpu["flags"], list) and all(isinstance(f, str) for f in cpu["flags"])):
         refuse("cpu.flags", "a list of strings")
     for key in ("logical_cores", "usable_cores"):

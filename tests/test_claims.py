@@ -112,7 +112,8 @@ def test_claims_on_cpu_at_small_size(tmp_path, cli):
     plot.save(figure, tmp_path / "again.png")
 
 
-@pytest.mark.parametrize("args, message", [(["--sizes", "t9"], "--sizes"), (["--tolerance", "nan"], "--tolerance"), (["--device", "tpu"], "--device")])
+@pytest.mark.parametrize("args, message", [(["--sizes", "t9"], "--sizes"), (["--tolerance", "nan"], "--tolerance"), (["--device", "tpu"], "--device"),
+                                           (["--sizes", ",t0"], "--sizes ',t0': an empty item between commas")])
 def test_bad_claims_options_exit_2(args, message, cli):
     result = cli("claims", *args)
     assert result.code == 2 and message in result.err

@@ -137,8 +137,9 @@ def _copy(packages, tmp_path, name: str = "fp16", manifest: bool = True):
     folder, *_ = packages
     copy = tmp_path / f"{name}.mlpackage"
     shutil.copytree(folder / f"{name}.mlpackage", copy)
-    if manifest:
-        shutil.copy(folder / f"{name}.mlpackage.json", tmp_path / f"{name}.mlpackage.json")
+    if manifest:  # without its record of the package's sha256 (rewritten with it): the checks below must see a change on their own
+        record = json.loads((folder / f"{name}.mlpackage.json").read_text())
+        (tmp_path / f"{name}.mlpackage.json").write_text(json.dumps({k: v for k, v in record.items() if k != "sha256"}))
     return copy
 
 
@@ -192,6 +193,11 @@ def test_tampered_weights_fail_at_any_precision(packages, tmp_path, cli, name, e
     result = cli("verify", copy, "--ref", "partialnet_t0")
     assert result.code == 1, result.err
     assert expected in result.err and "Traceback" not in result.err
+    if edit is _zero_weights:  # with the manifest as export wrote it, the change is named at once
+        folder, *_ = packages
+        shutil.copy(folder / f"{name}.mlpackage.json", tmp_path / f"{name}.mlpackage.json")
+        result = cli("verify", copy, "--ref", "partialnet_t0")
+        assert result.code == 1 and f"{name}.mlpackage.json: records sha256" in result.err, result.err
 
 
 def _program(copy):

@@ -1279,6 +1279,10 @@ def test_result_files_are_printed_inert(tmp_path, cli):
         assert "\x1b" not in shown and "\x07" not in shown, command
         assert not any(line.startswith("error: forged") for line in shown.splitlines()), command
         assert "\\x1b" in shown and "\\ud800" in shown and result.code != 4, command
+    base["machine"]["cpu"]["model"] = "X" * 100_000  # printed whole, it was one 100,033-character line titling the table
+    path.write_text(json.dumps(base))
+    result = cli("report", path)
+    assert result.code == 2 and "machine cpu model or id is not a name of at most 200 characters" in result.err, result.err
 
 
 def test_compare_refuses_a_row_measured_twice(tmp_path, cli):
@@ -1399,3 +1403,38 @@ def test_one_folder_named_two_ways_is_locked_once(tmp_path):
         for s in staged:
             s.write_bytes(b"{}")
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.json", "b.json", "c.json"] and time.monotonic() - started < 10
+
+
+def test_python_callers_get_bad_input_naming_the_argument(tmp_path, monkeypatch):
+    """An adversarial pass: the API's documented errors were TypeError/AttributeError tracebacks for a wrong type,
+    a single string where a list belongs was read character by character, and num_classes=10**12 tried to allocate."""
+    import partialnet
+    from partialnet import api
+    from partialnet.errors import BadInput
+
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        (lambda: partialnet.load_checkpoint(None), "load_checkpoint: path: expected a path or a name (a string), got NoneType"),
+        (lambda: partialnet.load_checkpoint("model.pt\0"), "cannot hold a NUL byte"),
+        (lambda: partialnet.create_model(None), "variant: expected a name such as 'partialnet_t0', got NoneType"),
+        (lambda: partialnet.create_model("partialnet_t0", num_classes=10**12), "num_classes: expected an integer from 1 to 32,768"),
+        (lambda: partialnet.create_model("partialnet_t0", num_classes="10"), "num_classes: expected an integer"),
+        (lambda: partialnet.fold(None), "fold: expected a PartialNet model"),
+        (lambda: api.inspect(None), "source: expected a path or a name"),
+        (lambda: api.export("partialnet_t0", None), "format: expected a name"),
+        (lambda: api.export("partialnet_t0", "onnx", output=5), "-o: expected a path or a name (a string), got int"),
+        (lambda: api.export("partialnet_t0", "onnx", "fp16"), "options: expected a partialnet ExportOptions"),
+        (lambda: api.verify(5, "partialnet_t0"), "artifact: expected a path or a name"),
+        (lambda: api.report("m.json"), "results: expected a list of paths or names, got one string ('m.json'): pass ['m.json']"),
+        (lambda: api.bench("d.pt"), "sources: expected a list of paths or names, got one string"),
+        (lambda: api.bench(["partialnet_t0"], "quick"), "options: expected a partialnet BenchOptions"),
+        (lambda: api.matrix("partialnet_t0", threads="2"), "--threads '2': expected an integer from 1 to"),
+        (lambda: api.matrix("partialnet_t0", protocol=None), "protocol: expected a name"),
+        (lambda: api.train_digits("d.pt", epochs="x"), "--epochs 'x': expected an integer"),
+        (lambda: api.compare(None, "c.json"), "baseline: expected a path or a name"),
+    ]
+    for call, said in cases:
+        with pytest.raises(BadInput, match=re.escape(said)):
+            call()
+    assert api.inspect("partialnet_t0", imgsz=64)["imgsz"] == [64, 64]  # an int size, as the CLI takes one
+    assert not list(tmp_path.iterdir())

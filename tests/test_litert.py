@@ -42,6 +42,9 @@ def test_tflite_fp32_and_fp16_are_verified_in_the_interpreter(digits_ckpt, digit
     sidecar.write_text(json.dumps(manifest))
     lie = cli("verify", tmp_path / "fp32.tflite", "--ref", digits_all.ckpt)
     assert lie.code == 1 and "its metadata says fp16, but what it holds is fp32" in lie.err
+    sidecar.write_text(json.dumps({**manifest, "sha256": "0" * 64}))  # another artifact's manifest: it would vouch for this file's source
+    swapped = cli("verify", tmp_path / "fp32.tflite", "--ref", digits_all.ckpt)
+    assert swapped.code == 1 and "fp32.tflite.json: records sha256 0000000000000000…, but fp32.tflite hashes to another" in swapped.err
     sidecar.write_text("[]")  # a manifest that says nothing is not read as no manifest: it was verified as a plain fp32 file
     emptied = cli("verify", tmp_path / "fp32.tflite", "--ref", digits_all.ckpt)
     assert emptied.code == 2 and "fp32.tflite.json: not an export manifest" in emptied.err, emptied.err

@@ -21,10 +21,24 @@ from partialnet.bench import matrix as mx
     (["--calib-method", "bogus"], "--calib-method bogus: methods are minmax"),
     (["--precisions", "fp32", "--calib-method", "entropy"], "--calib-method shapes INT8 cells, and --precisions asks for none"),
     (["--precisions", "int8"], "--precisions int8 needs calibration data"),  # a variant name: no dataset to default to
+    (["--formats", "onnx,"], "--formats 'onnx,': an empty item between commas"),  # the slip was dropped without a word
+    (["--formats", "all,onnx"], "all stands alone"),
+    (["--precisions", ",fp32"], "--precisions ',fp32': an empty item"),
 ])
 def test_bad_options_exit_2_before_any_work(cli, tmp_path, args, fragment):
     result = cli("matrix", "partialnet_t0", "--imgsz", "64", "-o", tmp_path / "m", *args)
     assert result.code == 2 and fragment in result.err, result.err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_matrix_with_no_cell_this_machine_can_make_is_not_possible_here(cli, tmp_path):
+    """`--formats trt` without a GPU exited 0 with an empty matrix: a CI job asking for it went green with nothing made."""
+    from partialnet.bench.where import HERE
+
+    if HERE.availability("tensorrt", "cuda") is None:
+        pytest.skip("TensorRT can build here")
+    result = cli("matrix", "partialnet_t0", "--imgsz", "64", "--formats", "trt", "--protocol", "quick", "-o", tmp_path / "m")
+    assert result.code == 3 and "no cell of this matrix can be made here (trt fp32: " in result.err, result.err
     assert not (tmp_path / "m").exists()
 
 
@@ -57,7 +71,7 @@ def test_judging_marks_the_front_and_recommends_within_budget():
         {"format": "openvino", "precision": "int8", "p50_ms": 2.5, "top1": 98.5, "bytes": 2_900_000, "file": "c.xml"},
         {"format": "litert", "precision": "int8", "p50_ms": 1.0, "top1": 99.0, "bytes": 2_000_000, "file": "d.tflite", "disturbed": True},
     ]
-    mx.judge_rows(rows, budget=1.0)
+    mx.judge_rows(rows, budget=1.0, accuracy="held-out digits")
     by = {(r["format"], r["precision"]): r for r in rows}
     assert by[("openvino", "int8")]["recommended"] and "fastest" in by[("openvino", "int8")]["recommended_why"]
     assert "loses 0.50 points of top-1 vs PyTorch fp32 (budget 1)" in by[("openvino", "int8")]["recommended_why"]  # a loss, in words
@@ -69,6 +83,14 @@ def test_judging_marks_the_front_and_recommends_within_budget():
     assert by[("onnx", "int8")]["pareto"] and by[("onnx", "fp32")]["pareto"] and not by[("pytorch", "fp32")]["pareto"]
     assert not by[("litert", "int8")]["pareto"]  # a marked row is on no front
     assert by[("openvino", "int8")]["smallest"]
+    # judged on accuracy, a row without its top-1 (a hand edit to null) is never within the budget; the reference gone, no row is
+    by[("openvino", "int8")]["top1"] = None
+    mx.judge_rows(rows, budget=1.0, accuracy="held-out digits")
+    assert not by[("openvino", "int8")]["recommended"] and by[("onnx", "fp32")]["recommended"]
+    mx.judge_rows(rows[1:], budget=1.0, accuracy="held-out digits")
+    assert not any(r["recommended"] for r in rows[1:])
+    mx.judge_rows(rows[1:], budget=1.0, accuracy=f"{mx.NOT_JUDGED}: agreement only")  # not judged: an artifact written passed its gates
+    assert by[("onnx", "int8")]["recommended"]
 
 
 @pytest.mark.slow
@@ -322,7 +344,7 @@ def test_a_strangers_matrix_is_held_to_what_a_matrix_can_hold(tmp_path):
     row = {"format": "onnx", "precision": "fp32", "status": "ok", "bytes": 9_000_000, "agreement": 1.0,
            "samples_s": [float(x) for x in 0.004 * rng.lognormal(0, 0.02, 40)]}
     good = {"schema": SCHEMA, "machine": {"id": "x", "cpu": {"model": "cpu", "logical_cores": 2}}, "source": {"variant": "partialnet_t0"},
-            "protocol": "quick", "imgsz": [64, 64], "threads": 1, "budget_points": 1.0, "rows": [row]}
+            "protocol": "quick", "imgsz": [64, 64], "threads": 1, "budget_points": 1.0, "accuracy": "held-out digits", "rows": [row]}
     assert load_matrix(tmp_path / "m.json", copy.deepcopy(good))["rows"][0]["p50_ms"] > 0
     for change, said in (
         (lambda d: d["rows"][0].update(bytes=None), "an artifact that was made has its size in bytes"),
@@ -334,6 +356,10 @@ def test_a_strangers_matrix_is_held_to_what_a_matrix_can_hold(tmp_path):
         (lambda d: d["rows"][0].update(bytes=9e6), "rows[0].bytes is not an integer in 0..1099511627776"),
         (lambda d: d["rows"][0].update(top1=101), "rows[0].top1 is not a finite number from 0 to 100"),
         (lambda d: d.pop("budget_points"), "budget_points is missing"),
+        (lambda d: d.pop("accuracy"), "accuracy is missing"),  # whether top-1 was judged decides which rows fit the budget
+        (lambda d: d.update(batch="x"), "batch is not an integer in 1..1"),
+        (lambda d: d["rows"][0].update(bytes=0), "an artifact that was made has its size in bytes"),
+        (lambda d: d["rows"][0].update(top1=90.0, top5=80.0), "top-5 80.0 below top-1 90.0"),
     ):
         hostile = copy.deepcopy(good)
         change(hostile)

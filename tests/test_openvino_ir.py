@@ -171,4 +171,4 @@ def test_a_padded_ir_is_refused_before_it_is_parsed(ir, tmp_path, cli):
     with copy.open("r+b") as f:
         f.truncate(1_900_000_000)
     result = cli("verify", copy, "--ref", "partialnet_t0")
-    assert result.code == 2 and "more than the 67,108,864-byte limit for a OpenVINO IR (.xml)" in result.err
+    assert result.code == 2 and "more than the 67,108,864-byte limit for an OpenVINO IR (.xml)" in result.err

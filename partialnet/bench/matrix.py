@@ -37,12 +37,20 @@ class Cell:
     outputs: list | None = None
 
 
+NOT_JUDGED = "not judged"  # how a matrix's `accuracy` begins where no top-1 was measured (agreement only)
+
+
 def parse_list(text: str | None, known: tuple[str, ...], flag: str, resolve=lambda s: s) -> list[str]:
     """`all` or a comma-separated subset of `known` (aliases resolved), refused by name otherwise."""
     if text is None or text.strip().lower() == "all":
         return list(known)
+    items = [p.strip().lower() for p in text.split(",")]
+    if any(items) and not all(items):  # `onnx,`, `,onnx`: an item left out by a slip, never dropped without a word
+        raise BadInput(f"{flag} {text!r}: an empty item between commas; name each one once")
+    if "all" in items:
+        raise BadInput(f"{flag} {text!r}: all stands alone (every one); give all, or a list without it")
     chosen = []
-    for item in (p.strip().lower() for p in text.split(",") if p.strip()):
+    for item in filter(None, items):
         name = resolve(item)
         if name not in known:
             raise BadInput(f"{flag} {item!r}: expected all or a comma-separated subset of {', '.join(known)}")
@@ -196,10 +204,13 @@ def timing_fields(row: dict) -> dict:
     return {"p50_ms": row["stats"]["p50_ms"], **{k: row.get(k) for k in keep}, "marks_why": row.get("why"), "precision_ran": row.get("precision")}
 
 
-def judge_rows(rows: list[dict], budget: float) -> None:
-    """drop, the Pareto front, the recommended and the smallest artifact, each with its reason."""
+def judge_rows(rows: list[dict], budget: float, accuracy: str) -> None:
+    """drop, the Pareto front, the recommended and the smallest artifact, each with its reason. `accuracy` is the
+    matrix's own word on it: where it was judged, a row without a top-1 (or a matrix without the reference's) is
+    never within the budget, since nothing says it is."""
     from partialnet.runtimes.table import DEPLOY_RUNTIME
 
+    judged = not accuracy.startswith(NOT_JUDGED)
     reference = next((r for r in rows if r["format"] == DEPLOY_RUNTIME and r.get("top1") is not None), None)
     for r in rows:
         r["drop"] = round(reference["top1"] - r["top1"], 3) if reference and r.get("top1") is not None else None
@@ -212,7 +223,7 @@ def judge_rows(rows: list[dict], budget: float) -> None:
         r["pareto"] = not any(o is not r and o["p50_ms"] <= r["p50_ms"] and (score(o) or 0) >= (score(r) or 0)
                               and (o["p50_ms"] < r["p50_ms"] or (score(o) or 0) > (score(r) or 0)) for o in timed)
     # without accuracy (not a digits checkpoint), an artifact that was written passed its agreement gates
-    fit = [r for r in timed if r["format"] != DEPLOY_RUNTIME and (r["drop"] is None or r["drop"] <= budget)]
+    fit = [r for r in timed if r["format"] != DEPLOY_RUNTIME and (r["drop"] <= budget if r["drop"] is not None else not judged)]
     if fit:
         fastest = min(fit, key=lambda r: r["p50_ms"])
         fastest.update(recommended=True, recommended_why=_why(fastest, budget, "fastest"))

@@ -41,8 +41,9 @@ def _matrix_shape():
     from partialnet.limits import MAX_THREADS
 
     return Record({
-        "machine": Record({}, keep_others=True), "source": Record({"variant": Text(80)}, keep_others=True), "protocol": OneOf(PROTOCOLS),
-        "imgsz": IMGSZ, "threads": Integer(1, MAX_THREADS), "budget_points": Number(real=True, low=0, high=100),
+        "machine": Record({}, keep_others=True), "source": Record({"variant": Text(80), "sha256": Maybe(Text(80))}, keep_others=True),
+        "protocol": OneOf(PROTOCOLS), "imgsz": IMGSZ, "batch": Maybe(Integer(1, 1)), "threads": Integer(1, MAX_THREADS),
+        "budget_points": Number(real=True, low=0, high=100), "accuracy": Text(400, cut=False),  # whether top-1 was judged decides the budget
         "rows": ListOf(_row_shape(), MAX_ROWS, cut=False),
     }, keep_others=True)
 
@@ -75,8 +76,10 @@ def _judge_row(row: dict, raw: dict, where: str, least: int, protocol: str) -> N
     made = row["status"] == "ok" and row["format"] in FORMATS
     if made and not takes(FORMATS[row["format"]], row["precision"]):
         raise BadInput(f"{where}: {row['format']} {row['precision']} is no artifact partialnet makes, so it was not measured")
-    if made and row["bytes"] is None:
+    if made and not row["bytes"]:
         raise BadInput(f"{where}: an artifact that was made has its size in bytes")
+    if row["top1"] is not None and row["top5"] is not None and row["top5"] < row["top1"]:
+        raise BadInput(f"{where}: top-5 {row['top5']} below top-1 {row['top1']}: the top five hold the first")
     row["no_such_artifact"] = row["no_such_artifact"] and row["status"] == "skipped"
     samples = row.pop("samples_s")
     if row["status"] == "ok" and samples is not None:
@@ -92,6 +95,10 @@ def one_question(loaded: list[tuple[Path, dict]]) -> tuple:
     if len(question) > 1:
         raise BadInput("matrices of different models, sizes, thread counts or protocols are not merged: "
                        + "; ".join(f"{v} {s[0]}x{s[1]}, {t} thread(s), {p}" for v, s, t, p in sorted(question)))
+    weights = {d["source"].get("sha256") for _, d in loaded}
+    if len(weights) > 1:  # two checkpoints of one variant: their accuracy columns answer two questions
+        raise BadInput("matrices of one variant but different weights are not merged (their sha256 differ: "
+                       + ", ".join(sorted(str(w)[:12] for w in weights)) + "); report each checkpoint's matrices on their own")
     return question.pop()
 
 
@@ -106,7 +113,7 @@ def merge_matrices(loaded: list[tuple[Path, dict]]) -> dict:
         machine = data["machine"]
         machines[machine["id"]] = one_record(machines, machine, path)
         rows = data["rows"]
-        judge_rows(rows, data["budget_points"])
+        judge_rows(rows, data["budget_points"], data["accuracy"])
         rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
         panels.append({"machine_id": machine["id"], "cpu": machine["cpu"]["model"], "file": str(path), "budget_points": data["budget_points"],
                        "rows": rows, "machine": machine})

@@ -86,6 +86,8 @@ PAPER_GPU = replace(
 
 
 def get_protocol(name: str, device: str = "cpu") -> Protocol:
+    if not isinstance(name, str):
+        raise BadInput(f"protocol: expected a name ({', '.join(PROTOCOLS)}), got {type(name).__name__}")
     key = name.strip().lower()
     if key not in PROTOCOLS:
         raise BadInput(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")

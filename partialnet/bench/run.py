@@ -31,7 +31,7 @@ from partialnet.bench.stats import mann_whitney_greater, ratio_of_medians, summa
 from partialnet.checkpoint import resolve
 from partialnet.sources import artifact_format
 from partialnet.errors import BadInput, CheckFailed, Unavailable
-from partialnet.exporters.formats import FORMATS
+from partialnet.exporters.formats import FORMATS, check_manifest
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
 from partialnet.inputs import sha256_of
 from partialnet.folding import fold, save_deploy
@@ -220,7 +220,10 @@ def fit_to_artifacts(plan: "BenchPlan", sources: list[str], imgsz_given: bool, b
     from partialnet.limits import format_imgsz
 
     plan.batches_given = batches_given
-    given = plan.artifact_io = {source: read_io(Path(source)) for source in dict.fromkeys(sources) if artifact_format(source)}
+    artifacts = [source for source in dict.fromkeys(sources) if artifact_format(source)]
+    for source in artifacts:
+        check_manifest(Path(source))  # a manifest copied beside the wrong file would vouch for it (its INT8 agreement)
+    given = plan.artifact_io = {source: read_io(Path(source)) for source in artifacts}
     for source, io in given.items():
         own = tuple(io["imgsz"])
         if imgsz_given and own != tuple(plan.imgsz):

@@ -140,6 +140,8 @@ DEFAULT_FORMAT = "onnx"  # `export` without --format: the core install writes an
 
 
 def get_format(name: str) -> Format:
+    if not isinstance(name, str):
+        raise BadInput(f"format: expected a name ({', '.join(FORMATS)}), got {type(name).__name__}")
     key = name.strip().lower()
     for fmt in FORMATS.values():
         if key == fmt.name or key in fmt.aliases:
@@ -162,6 +164,27 @@ def format_for_path(path) -> Format:
         if suffix.endswith(fmt.suffix):
             return fmt
     raise BadInput(f"{path}: unknown artifact type (known suffixes: {', '.join(f.suffix for f in FORMATS.values())})")
+
+
+def check_manifest(path) -> dict | None:
+    """The export manifest beside an artifact (None where there is none), refused when it is another artifact's:
+    the sha256 it records is not the file's. It says where the artifact came from (the identity check against --ref) and
+    how it fared (an INT8 file's agreement): a manifest copied beside the wrong file would vouch for it."""
+    from partialnet.inputs import read_beside, sha256_of
+
+    path = Path(path)
+    manifest_path = path.with_name(path.name + ".json")
+    manifest = read_beside(manifest_path, "export manifest")
+    if manifest is None:
+        return None
+    if not isinstance(manifest, dict):
+        raise BadInput(f"{manifest_path}: not an export manifest (a JSON object, as export writes)")
+    if "sha256" in manifest and manifest["sha256"] != sha256_of(path):
+        from partialnet.errors import CheckFailed
+
+        raise CheckFailed(f"{manifest_path}: records sha256 {str(manifest['sha256'])[:16]}…, but {path.name} hashes to another: "
+                       "the manifest of another artifact, or the artifact changed after export")
+    return manifest
 
 
 def exporter_of(fmt: Format):

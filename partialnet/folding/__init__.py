@@ -93,6 +93,14 @@ def probe_input(imgsz: tuple[int, int], batch: int = PROBE_BATCH) -> torch.Tenso
     return torch.randn(batch, 3, *imgsz, generator=torch.Generator().manual_seed(20250303))
 
 
+def _check_fold_arguments(model, without) -> None:
+    if not isinstance(model, PartialNet):  # a Python caller's slip, named, not an AttributeError from deepcopy's copy
+        raise BadInput(f"fold: expected a PartialNet model (create_model or load_checkpoint), got {type(model).__name__}")
+    unknown = set(without) - {p.name for p in PASSES}
+    if unknown:
+        raise BadInput(f"unknown fold pass(es) {', '.join(sorted(unknown))}; passes: {', '.join(p.name for p in PASSES)}")
+
+
 def fold(
     model: PartialNet,
     imgsz: tuple[int, int] = (224, 224),
@@ -111,9 +119,7 @@ def fold(
     (rebuilding a deploy file's module tree needs no report). `version` applies only the passes that
     deploy-file version had; `without` leaves named passes out (the ablation in scripts/deploy_speed.py).
     """
-    unknown = set(without) - {p.name for p in PASSES}
-    if unknown:
-        raise BadInput(f"unknown fold pass(es) {', '.join(sorted(unknown))}; passes: {', '.join(p.name for p in PASSES)}")
+    _check_fold_arguments(model, without)
     from partialnet.limits import parse_imgsz
 
     imgsz = parse_imgsz(imgsz)  # the CLI's rule for Python callers too: a 63x64 fold would be measured at a size nothing runs

@@ -73,9 +73,12 @@ VARIANTS: dict[str, Variant] = {
 }
 
 DEFAULT_VARIANT = "partialnet_t0"
+MAX_CLASSES = 32_768  # ImageNet-22k (21,841 classes) fits; a larger head is a hostile shape, not a model
 
 
 def get_variant(name: str) -> Variant:
+    if not isinstance(name, str):
+        raise BadInput(f"variant: expected a name such as {DEFAULT_VARIANT!r}, got {type(name).__name__}")
     key = name.strip().lower().replace("-", "_")
     if key not in VARIANTS:
         raise BadInput(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
@@ -105,8 +108,8 @@ def create_model(name: str = DEFAULT_VARIANT, num_classes: int = 1000, pretraine
     """
     if pretrained:
         raise BadInput("no weights are downloaded; load a checkpoint file with load_checkpoint(path)")
-    if num_classes < 1:
-        raise BadInput(f"num_classes must be >= 1, got {num_classes}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 1 <= num_classes <= MAX_CLASSES:
+        raise BadInput(f"num_classes: expected an integer from 1 to {MAX_CLASSES:,}, got {str(num_classes)[:40]}")
     from partialnet.models.partialnet import PartialNet
 
     return PartialNet(get_variant(name).arch(num_classes)).eval()
