@@ -88,6 +88,15 @@ def check_listed(values, what: str) -> list:
     return list(values)
 
 
+def list_items(text: str, flag: str) -> list[str]:
+    """A comma-separated option's items, stripped; `1,,32` or `onnx,` is a slip, refused, never dropped without a word
+    (an empty text gives [], for the caller's own "an empty list" message)."""
+    items = [item.strip() for item in text.split(",")]
+    if any(items) and not all(items):
+        raise BadInput(f"{flag} {text!r}: an empty item between commas; name each one once")
+    return [item for item in items if item]
+
+
 def check_once(names: Sequence, flag: str, text: str) -> list:
     """A list option names each item once: `--batch 1,1` or `--formats onnx,ONNX` is a slip, refused, never
     quietly shortened (names compared after aliases are resolved)."""

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from partialnet.errors import BadInput
-from partialnet.limits import check_once
+from partialnet.limits import check_once, list_items
 
 SIZES = ("t0", "t1", "t2", "s", "m", "l")
 
@@ -31,10 +31,7 @@ TOLERANCE_RULE = (
 
 def parse_sizes(text: str | None) -> list[str]:
     """--sizes as sizes the claims name (default t0,t1,t2), each once."""
-    sizes = [s.strip().lower() for s in ("t0,t1,t2" if text is None else text).split(",")]
-    if any(sizes) and not all(sizes):  # `,t0`: an item left out by a slip, never dropped without a word
-        raise BadInput(f"--sizes {text!r}: an empty item between commas; name each one once")
-    sizes = [s for s in sizes if s]
+    sizes = [s.lower() for s in list_items("t0,t1,t2" if text is None else text, "--sizes")]
     bad = [s for s in sizes if s not in SIZES]
     if bad or not sizes:
         raise BadInput(f"--sizes {text!r}: expected a comma-separated subset of {','.join(SIZES)}")

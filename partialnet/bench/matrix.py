@@ -16,7 +16,7 @@ from pathlib import Path
 
 from partialnet.bench.marks import mark
 from partialnet.errors import BadInput, CheckFailed, Unavailable
-from partialnet.limits import check_once
+from partialnet.limits import check_once, list_items
 from partialnet.exporters.formats import FORMATS, Format, exporter_of, get_format
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
 
@@ -44,13 +44,11 @@ def parse_list(text: str | None, known: tuple[str, ...], flag: str, resolve=lamb
     """`all` or a comma-separated subset of `known` (aliases resolved), refused by name otherwise."""
     if text is None or text.strip().lower() == "all":
         return list(known)
-    items = [p.strip().lower() for p in text.split(",")]
-    if any(items) and not all(items):  # `onnx,`, `,onnx`: an item left out by a slip, never dropped without a word
-        raise BadInput(f"{flag} {text!r}: an empty item between commas; name each one once")
+    items = [p.lower() for p in list_items(text, flag)]
     if "all" in items:
         raise BadInput(f"{flag} {text!r}: all stands alone (every one); give all, or a list without it")
     chosen = []
-    for item in filter(None, items):
+    for item in items:
         name = resolve(item)
         if name not in known:
             raise BadInput(f"{flag} {item!r}: expected all or a comma-separated subset of {', '.join(known)}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 from partialnet.errors import BadInput, shown
-from partialnet.limits import parse_imgsz, whole_number
+from partialnet.limits import list_items, parse_imgsz, whole_number
 from partialnet.options import option, settle
 
 if TYPE_CHECKING:
@@ -23,11 +23,9 @@ DEFAULT_IMGSZ = (224, 224)
 
 def split_list(values: list[str] | None, flag: str = "--runtime") -> list[str]:
     """`--runtime a,b --runtime c` -> [a, b, c]; `--runtime ''` is refused, never read as "every runtime"."""
-    names = [v.strip() for item in values or [] for v in item.split(",")]
-    if values and not any(names):
+    names = list_items(",".join(values or []), flag)
+    if values and not names:
         raise BadInput(f"{flag} {','.join(values)!r}: an empty list; name at least one (or leave {flag} out for the default)")
-    if not all(names):  # `1,,32`: an item left out by a slip, never dropped without a word
-        raise BadInput(f"{flag} {','.join(values)!r}: an empty item between commas; name each one once")
     return names
 
 

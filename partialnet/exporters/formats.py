@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from partialnet.errors import BadInput
+from partialnet.inputs import a_or_an
 
 
 @dataclass(frozen=True)
@@ -151,11 +152,10 @@ def get_format(name: str) -> Format:
 
 def check_artifact_name(out: Path, fmt: Format) -> None:
     """The output path names a file of this format: its suffix, and not a folder that already exists."""
-    article = "an" if fmt.name[:1] in "aeiou" else "a"
     if Path(out).is_dir() and not fmt.suffix.endswith(".mlpackage"):
         raise BadInput(f"{out} is a directory; give a file name ending in {fmt.suffix} (or --format all to write every format into a folder)")
     if not Path(out).name.endswith(fmt.suffix):
-        raise BadInput(f"{out}: {article} {fmt.name} artifact must end in {fmt.suffix}")
+        raise BadInput(f"{out}: {a_or_an(fmt.name)} artifact must end in {fmt.suffix}")
 
 
 def format_for_path(path) -> Format:
