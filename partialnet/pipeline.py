@@ -353,13 +353,15 @@ def export_staged(
             item.flush()
         exported = time.perf_counter()
         parity_record = _verify_export(fmt, stats, staged_files[0].path, model, deploy, checks, judging, enforce, Path(work))
+        hashes = {o.path.name: sha256_of(item.path) for o, item in zip(outputs, staged_files)}
         manifest = {
             "artifact": outputs[0].path.name,
             "format": fmt.name,
             "files": [o.path.name for o in outputs[:-1]],
-            "sha256": sha256_of(staged_files[0].path),
+            "sha256": hashes[outputs[0].path.name],
             "bytes": sum(size_of(item.path) for item in staged_files),  # an IR's .bin, a script: all of it
             "file_bytes": {o.path.name: size_of(item.path) for o, item in zip(outputs, staged_files)},
+            "companion_sha256": {suffix: hashes[outputs[0].path.with_suffix(suffix).name] for suffix in _companions(fmt)},
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "options": options.to_dict(),
             "metadata": metadata,
@@ -372,6 +374,14 @@ def export_staged(
         }
         staged_manifest.write_json(manifest)
     return {"output": str(outputs[0].path), "manifest_path": str(outputs[-1].path), **manifest}
+
+
+def _companions(fmt) -> tuple[str, ...]:
+    """The suffixes of the files an artifact runs from beside it (an IR's .bin holds its weights), whose
+    sha256 its manifest records by suffix (the names change where a target receives them); not a build's
+    helpers (a timing cache, a build script), which a user may delete or rebuild."""
+    exporter = exporter_of(fmt)
+    return tuple(exporter.companion_suffixes()) if hasattr(exporter, "companion_suffixes") else ()
 
 
 def _judge_before_lowering(fmt, model, deploy, options: ExportOptions, checks: VerifyOptions, judging, work: Path):

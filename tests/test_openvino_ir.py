@@ -172,3 +172,28 @@ def test_a_padded_ir_is_refused_before_it_is_parsed(ir, tmp_path, cli):
         f.truncate(1_900_000_000)
     result = cli("verify", copy, "--ref", "partialnet_t0")
     assert result.code == 2 and "more than the 67,108,864-byte limit for an OpenVINO IR (.xml)" in result.err
+
+
+def test_the_manifest_vouches_for_the_weights_beside_the_xml_too(ir, tmp_path, cli):
+    """The .bin holds the IR's weights: a change to it (one low mantissa byte, which no parity gate would see)
+    fails verify and bench where the manifest records each companion's sha256; a manifest naming a path, or
+    a file that is not there, is refused."""
+    import shutil
+
+    copy = tmp_path / "t0.xml"
+    for suffix in (".xml", ".bin", ".xml.json"):
+        shutil.copy(ir.with_name("t0" + suffix), tmp_path / ("t0" + suffix))
+    manifest = json.loads((tmp_path / "t0.xml.json").read_text())
+    assert manifest["companion_sha256"] == {".bin": __import__("hashlib").sha256((tmp_path / "t0.bin").read_bytes()).hexdigest()}
+    weights = bytearray((tmp_path / "t0.bin").read_bytes())
+    weights[len(weights) // 2 & ~3] ^= 1
+    (tmp_path / "t0.bin").write_bytes(bytes(weights))
+    for command in (["verify", copy, "--ref", "partialnet_t0", "--samples", "2"], ["bench", copy, "--protocol", "quick"]):
+        result = cli(*command)
+        assert result.code == 1 and "t0.xml.json: records sha256" in result.err and "but t0.bin hashes to another" in result.err, result.err
+    for hashes, code, fragment in (({"/../t0.bin": "0" * 64}, 2, "companion_sha256 names '/../t0.bin', not a file suffix"),
+                                   ({".bin": "nope"}, 2, "companion_sha256 of '.bin' is not a sha256 digest"),
+                                   ({".weights": "0" * 64}, 1, "records t0.weights beside t0.xml, but there is none")):
+        (tmp_path / "t0.xml.json").write_text(json.dumps({**manifest, "companion_sha256": hashes}))
+        result = cli("verify", copy, "--ref", "partialnet_t0", "--samples", "2")
+        assert result.code == code and fragment in result.err and "Traceback" not in result.err, result.err

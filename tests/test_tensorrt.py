@@ -41,6 +41,25 @@ def test_without_tensorrt_the_engine_is_prepared_not_claimed(tmp_path, cli):
     manifest = json.loads((tmp_path / "t0.trt.onnx.json").read_text())
     assert manifest["parity"]["passed"] and manifest["graph"]["engine"] == "not built"
     assert manifest["metadata"]["precision"] == "fp32"
+    _an_engine_built_on_a_target_gets_a_manifest_of_its_own(manifest, tmp_path)
+
+
+def _an_engine_built_on_a_target_gets_a_manifest_of_its_own(prepared: dict, tmp_path) -> None:
+    """`export --target` builds the engine there from the ONNX prepared here: the engine's manifest keeps the
+    prepared one's record of the source and parity but the engine's own sha256, or verify would refuse it."""
+    from partialnet.errors import CheckFailed
+    from partialnet.exporters.formats import check_manifest
+    from partialnet.remote.engine import _engine_files
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"stand-in engine")
+    sidecar = tmp_path / "model.engine.json"
+    sidecar.write_text(json.dumps(prepared))
+    with pytest.raises(CheckFailed, match="model.engine hashes to another"):
+        check_manifest(engine)
+    sidecar.write_text(json.dumps({**prepared, **_engine_files(engine, "t0.engine")}))
+    record = check_manifest(engine)
+    assert record["artifact"] == "t0.engine" and record["bytes"] == 15 and record["source"] == prepared["source"]
 
 
 @pytest.mark.slow

@@ -7,11 +7,12 @@ options it accepts, the module that writes it and the runtime that verifies it.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from partialnet.errors import BadInput
-from partialnet.inputs import a_or_an
+from partialnet.inputs import a_or_an, inert
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,7 @@ def check_manifest(path) -> dict | None:
     """The export manifest beside an artifact (None where there is none), refused when it is another artifact's:
     the sha256 it records is not the file's. It says where the artifact came from (the identity check against --ref) and
     how it fared (an INT8 file's agreement): a manifest copied beside the wrong file would vouch for it."""
+    from partialnet.errors import CheckFailed
     from partialnet.inputs import read_beside, sha256_of
 
     path = Path(path)
@@ -179,12 +181,32 @@ def check_manifest(path) -> dict | None:
         return None
     if not isinstance(manifest, dict):
         raise BadInput(f"{manifest_path}: not an export manifest (a JSON object, as export writes)")
-    if "sha256" in manifest and manifest["sha256"] != sha256_of(path):
-        from partialnet.errors import CheckFailed
-
-        raise CheckFailed(f"{manifest_path}: records sha256 {str(manifest['sha256'])[:16]}…, but {path.name} hashes to another: "
-                       "the manifest of another artifact, or the artifact changed after export")
+    recorded = {path: manifest["sha256"]} if "sha256" in manifest else {}
+    recorded.update({path.with_suffix(suffix): digest for suffix, digest in _companion_hashes(manifest, manifest_path).items()})
+    for file, digest in recorded.items():
+        if not file.exists():
+            raise CheckFailed(f"{manifest_path}: records {file.name} beside {path.name}, but there is none: the artifact is not whole")
+        if digest != sha256_of(file):
+            raise CheckFailed(f"{manifest_path}: records sha256 {str(digest)[:16]}…, but {file.name} hashes to another: "
+                              "the manifest of another artifact, or the artifact changed after export")
     return manifest
+
+
+def _companion_hashes(manifest: dict, manifest_path: Path) -> dict[str, str]:
+    """The sha256 of each file the artifact runs from beside it, by suffix (`companion_sha256`, absent from
+    manifests before it), so an IR's .bin, its weights, is vouched for as its .xml is."""
+    hashes = manifest.get("companion_sha256", {})
+    if not isinstance(hashes, dict) or len(hashes) > MAX_COMPANIONS:
+        raise BadInput(f"{manifest_path}: companion_sha256 is not a map of at most {MAX_COMPANIONS} suffixes to sha256 digests")
+    for suffix, digest in hashes.items():
+        if not re.fullmatch(r"\.[a-z0-9]{1,8}", suffix):
+            raise BadInput(f"{manifest_path}: companion_sha256 names {inert(suffix)!r}, not a file suffix such as '.bin'")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise BadInput(f"{manifest_path}: companion_sha256 of {suffix!r} is not a sha256 digest")
+    return hashes
+
+
+MAX_COMPANIONS = 8
 
 
 def exporter_of(fmt: Format):
