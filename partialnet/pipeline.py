@@ -353,15 +353,8 @@ def export_staged(
             item.flush()
         exported = time.perf_counter()
         parity_record = _verify_export(fmt, stats, staged_files[0].path, model, deploy, checks, judging, enforce, Path(work))
-        hashes = {o.path.name: sha256_of(item.path) for o, item in zip(outputs, staged_files)}
         manifest = {
-            "artifact": outputs[0].path.name,
-            "format": fmt.name,
-            "files": [o.path.name for o in outputs[:-1]],
-            "sha256": hashes[outputs[0].path.name],
-            "bytes": sum(size_of(item.path) for item in staged_files),  # an IR's .bin, a script: all of it
-            "file_bytes": {o.path.name: size_of(item.path) for o, item in zip(outputs, staged_files)},
-            "companion_sha256": {suffix: hashes[outputs[0].path.with_suffix(suffix).name] for suffix in _companions(fmt)},
+            **_files_record(fmt, outputs[:-1], staged_files),
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "options": options.to_dict(),
             "metadata": metadata,
@@ -376,12 +369,23 @@ def export_staged(
     return {"output": str(outputs[0].path), "manifest_path": str(outputs[-1].path), **manifest}
 
 
-def _companions(fmt) -> tuple[str, ...]:
-    """The suffixes of the files an artifact runs from beside it (an IR's .bin holds its weights), whose
-    sha256 its manifest records by suffix (the names change where a target receives them); not a build's
-    helpers (a timing cache, a build script), which a user may delete or rebuild."""
+def _files_record(fmt, outputs: list[Output], staged_files: list) -> dict:
+    """The manifest's record of what was published: every file's size, and the sha256 of the artifact and of
+    each file it runs from beside it (`companion_sha256`, by suffix, as the names change where a target
+    receives them: an IR's .bin holds its weights), not of a build's helpers (a timing cache, a build script)."""
     exporter = exporter_of(fmt)
-    return tuple(exporter.companion_suffixes()) if hasattr(exporter, "companion_suffixes") else ()
+    artifact = outputs[0].path
+    companions = exporter.companion_suffixes() if hasattr(exporter, "companion_suffixes") else ()
+    staged = {o.path.name: item.path for o, item in zip(outputs, staged_files)}
+    return {
+        "artifact": artifact.name,
+        "format": fmt.name,
+        "files": list(staged),
+        "sha256": sha256_of(staged[artifact.name]),
+        "bytes": sum(size_of(path) for path in staged.values()),  # an IR's .bin, a script: all of it
+        "file_bytes": {name: size_of(path) for name, path in staged.items()},
+        "companion_sha256": {suffix: sha256_of(staged[artifact.with_suffix(suffix).name]) for suffix in companions},
+    }
 
 
 def _judge_before_lowering(fmt, model, deploy, options: ExportOptions, checks: VerifyOptions, judging, work: Path):
