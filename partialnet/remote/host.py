@@ -62,12 +62,13 @@ class RemoteHost:
         if self.folder is None:
             return
         folder, self.folder = self.folder, None
-        forget_remote_folder(f"{self.address}:{folder}")  # from here this method removes it, or says it could not
         try:
-            reply = ssh.run(self.settings, self.address, ["rm", "-rf", "--", folder], timeout=60)
+            reply = ssh.run(self.settings, self.address, ["sh", "-c", REMOVE_UNTIL_GONE, folder], timeout=60)
             failed = reply.code != 0 and (ssh.last_line(reply.err) or f"exit {reply.code}")
         except OSError as error:
             failed = str(error)
+        # only now: a forced stop while this removal ran (its ssh ends with the shared connection) removes it too
+        forget_remote_folder(f"{self.address}:{folder}")
         if failed:
             sys.stderr.write(f"warning: could not remove {folder} on {self.address}: {failed}\n")
 
