@@ -286,9 +286,23 @@ def read_file(path: Path) -> object:
         return _torch_load(f, path, mmap=False)
 
 
+def _inert_globals() -> list:
+    """Classes beside the weights in real training checkpoints that build plain data and run nothing: timm's
+    train.py saves its `args` (an argparse.Namespace: attributes set from a dict) and may save a metric as a
+    NumPy scalar (a dtype from its name, a value from its bytes). Allowed by name, as torch's own list is;
+    NumPy 1 pickles name the scalar's module without the underscore."""
+    import argparse
+
+    import numpy as np
+
+    scalar = np._core.multiarray.scalar
+    numeric = [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFD"]  # a dtype's class, set up from its state
+    return [argparse.Namespace, np.dtype, *numeric, scalar, (scalar, "numpy.core.multiarray.scalar")]
+
+
 def _torch_load(target, path: Path, mmap: bool) -> object:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_inert_globals()):
             warnings.simplefilter("ignore")  # torch warns about pickle protocols it reads fine
             return torch.load(target, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:

@@ -41,7 +41,19 @@ def lightning(sd):
     }
 
 
+def timm_saver(sd):
+    """What timm's train.py writes (CheckpointSaver): its argparse `args` and a metric, perhaps a NumPy scalar, beside the weights."""
+    import argparse
+
+    import numpy as np
+
+    args = argparse.Namespace(model="partialnet_t0", lr=1e-3, epochs=300, input_size=(3, 224, 224), aa=None, opt_betas=[0.9, 0.99])
+    return {"epoch": 41, "arch": "partialnet_t0", "state_dict": sd, "optimizer": {"state": {}}, "version": 2, "args": args,
+            "metric": np.float64(71.3)}
+
+
 CONTAINERS = {
+    "timm_train.pth.tar": (timm_saver, "dict['state_dict']"),
     "plain.pth": (lambda sd: sd, "state_dict"),
     "lightning.ckpt": (lightning, "dict['state_dict']"),
     "wrapped_model.pt": (lambda sd: {"model": sd, "epoch": 3}, "dict['model']"),
@@ -61,6 +73,20 @@ def test_container_round_trips_to_identical_logits(name, tmp_path, t0_state_dict
     model, info = load_checkpoint(path)
     assert info.variant == "partialnet_t0" and info.container == container
     assert torch.equal(logits(model), reference_logits)
+
+
+def test_a_numpy_1_scalar_loads_as_numpy_2_writes_it(tmp_path):
+    """NumPy 1 named the scalar's module without the underscore: a metric saved then loads all the same."""
+    import numpy as np
+
+    from partialnet.checkpoint import _torch_load
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(2), "metric": np.float64(70.5)}, buf, _use_new_zipfile_serialization=False)
+    assert buf.getvalue().count(b"numpy._core.multiarray") == 1
+    (tmp_path / "np1.pth").write_bytes(buf.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    with open(tmp_path / "np1.pth", "rb") as f:
+        assert _torch_load(f, tmp_path / "np1.pth", mmap=False)["metric"] == 70.5
 
 
 def test_lightning_prefix_is_reported(tmp_path, t0_state_dict):
