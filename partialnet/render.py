@@ -12,6 +12,7 @@ from partialnet.bench.marks import mark
 from partialnet.bench.protocols import described_as_run
 from partialnet.inputs import inert
 from partialnet.limits import format_imgsz
+from partialnet.rounding import at_least, at_most
 
 
 class InertConsole(Console):
@@ -90,9 +91,9 @@ def parity_table(parity: dict, title: str) -> Table:
             case["name"],
             str(case["batch"]),
             str(case["samples"]),
-            f"{case['max_abs']:.2e}",
+            at_least(case["max_abs"]),
             f"{case['max_rel']:.2e}",
-            f"{case['min_cosine']:.8f}",
+            at_most(case["min_cosine"]),
             share(case["top1_agreement"]),
             verdict,
         )
@@ -105,7 +106,8 @@ def parity_table(parity: dict, title: str) -> Table:
     computed = parity.get("computed")
     ran = f" (computed in {computed} here)" if computed and computed not in (parity["precision"], "int8") else ""
     finite = not any(isinstance(v, float) and not math.isfinite(v) for v in (tight.get("max_abs"), tight.get("min_cosine")))
-    tightest = (f"max |Δ| ≤ {_fmt(tight.get('max_abs'), '.2e')}, cosine ≥ {_fmt(tight.get('min_cosine'), '.8f')}, "
+    bound = {key: "-" if tight.get(key) is None else shown(tight[key]) for key, shown in (("max_abs", at_least), ("min_cosine", at_most))}
+    tightest = (f"max |Δ| ≤ {bound['max_abs']}, cosine ≥ {bound['min_cosine']}, "
                 f"top-1 ≥ {share(tight.get('min_top1'))}") if finite else "none (the outputs are not all finite numbers)"
     table.caption = f"{parity['precision']}{ran} gates: {', '.join(gates)} · tightest that would pass: {tightest}"
     accuracy = parity.get("accuracy")

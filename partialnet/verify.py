@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from partialnet.errors import BadInput
+from partialnet.rounding import apart
 from partialnet.runtimes import Runner
 
 
@@ -141,11 +142,12 @@ def judge(values: dict, tol: Tolerances, problems: list[str] = ()) -> list[str]:
     failures = [f"{name} is {values[name]}" for name in values if not np.isfinite(values[name])]
     if tol.max_abs is not None and values["max_abs"] > tol.max_abs:
         by = f" (by {values['max_abs'] / tol.max_abs:.3g}x)" if tol.max_abs > 0 else ""  # --atol 0 asks for bit-exact
-        failures.append(f"max |Δ| {values['max_abs']:.3e} > {tol.max_abs:.1e}{by}")
+        failures.append("max |Δ| {} > {}".format(*apart(values["max_abs"], tol.max_abs)) + by)
     if tol.min_cosine is not None and values["min_cosine"] < tol.min_cosine:
-        failures.append(f"cosine {values['min_cosine']:.6f} < {tol.min_cosine} (short by {tol.min_cosine - values['min_cosine']:.2e})")
+        failures.append("cosine {} < {}".format(*apart(values["min_cosine"], tol.min_cosine))
+                        + f" (short by {tol.min_cosine - values['min_cosine']:.2e})")
     if tol.min_top1 is not None and values["top1_agreement"] < tol.min_top1:
-        failures.append(f"top-1 agreement {values['top1_agreement']:.1%} < {tol.min_top1:.1%}")
+        failures.append("top-1 agreement {} < {}".format(*apart(values["top1_agreement"], tol.min_top1, "%")))
     return failures
 
 

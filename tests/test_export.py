@@ -1,6 +1,7 @@
 """ONNX export as a user runs it: folded, simplified, verified in ONNX Runtime, atomic, self-describing."""
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -141,6 +142,10 @@ def test_verify_passes_on_the_good_artifact(cli, t0_export):
     result = cli("verify", out, "--ref", golden("t0")[0], "--json")
     assert result.code == 0, result.err
     assert result.json()["passed"] and result.json()["tightest_passing"]["max_abs"] <= TOLERANCE
+    shown = cli("verify", out, "--ref", golden("t0")[0], "--samples", "2")
+    atol, cosine = re.search(r"tightest\s+that\s+would\s+pass:\s+max\s+\|Δ\|\s+≤\s+(\S+),\s+cosine\s+≥\s+(\S+),", shown.out).groups()
+    again = cli("verify", out, "--ref", golden("t0")[0], "--samples", "2", "--atol", atol, "--min-cosine", cosine)
+    assert again.code == 0, (atol, cosine, again.err)  # the tightest shown passes when given back
 
 
 def test_verify_on_images(cli, t0_export, tmp_path):

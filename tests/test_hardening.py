@@ -532,8 +532,24 @@ def test_a_zero_tolerance_asks_for_bit_exact_outputs():
     out, ref = np.ones((2, 10)), np.ones((2, 10))
     assert judge(metrics(out, ref), Tolerances(max_abs=0.0)) == []
     out[1, 3] += 1e-7
-    assert judge(metrics(out, ref), Tolerances(max_abs=0.0)) == ["max |Δ| 1.000e-07 > 0.0e+00"]
+    assert judge(metrics(out, ref), Tolerances(max_abs=0.0)) == ["max |Δ| 1e-07 > 0.0"]
     assert judge(metrics(out * 1e40, ref), Tolerances(max_abs=1e-4))[0].endswith("(by 1e+44x)")
+
+
+def test_printed_figures_tell_the_verdict_the_real_ones_do():
+    """Rounded to nearest, a failing cosine printed as "1.00000000 < 1" and the tightest max |Δ| that would pass
+    (1.4715e-07 shown as 1.47e-07) failed when passed back: bounds round toward passing, failures print apart."""
+    from partialnet.rounding import apart, at_least, at_most
+    from partialnet.verify import Tolerances, judge
+
+    assert at_least(1.4715e-07) == "1.48e-07" and at_least(1.47e-07) == "1.47e-07" and at_least(9.996e-05) == "1.00e-04"
+    assert at_most(0.9999999999994644) == "0.99999999" and at_most(1.0) == "1.00000000"
+    for value in (1.4715e-07, 3.3333e-05, 0.12345, 9.9999e-3):
+        assert float(at_least(value)) >= value and float(at_most(value)) <= value
+    values = {"max_abs": 1.4715e-07, "max_rel": 0.0, "min_cosine": 0.9999999999994644, "top1_agreement": 0.9995}
+    assert judge(values, Tolerances(max_abs=1.47e-07, min_cosine=1.0, min_top1=1.0)) == [
+        "max |Δ| 1.471e-07 > 1.47e-07 (by 1x)", "cosine 0.999999999999 < 1.0 (short by 5.36e-13)", "top-1 agreement 99.95% < 100%"]
+    assert apart(0.5, 0.9, "%") == ("50.0%", "90%") and apart(-0.877, 0.99999) == ("-0.877", "0.99999")  # the bound as given
 
 
 def test_weights_are_checked_after_the_cast_and_by_dtype(tmp_path, cli, t0_state_dict):
