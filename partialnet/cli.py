@@ -287,6 +287,14 @@ def info(
     out.print(table)
 
 
+def _output_file(text: str) -> Path:
+    """An output file's name as typed: pathlib reads `x.json/` as the file x.json, so a trailing slash (a folder)
+    would be dropped without a word; refused here, before any work."""
+    if text.endswith(("/", os.sep)) or text.rsplit("/", 1)[-1] in (".", ".."):
+        raise typer.BadParameter(f"{text!r} names a folder, not a file")
+    return Path(text)
+
+
 ForceOption = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
 VariantOption = Annotated[Optional[str], typer.Option("--variant", help="Expected variant; default: inferred.")]
 def _typer_parameters(cls) -> list[inspect.Parameter]:
@@ -580,10 +588,11 @@ def bench_command(
     sources: Annotated[Optional[list[str]], typer.Argument(
         help="Variant names, checkpoints or artifacts (.onnx, .xml, .pte, .tflite, .engine, .mlpackage; default: partialnet_t0).",
         callback=_not_empty)] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (raw samples, machine) here.")] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row here.")] = None,
-    md_path: Annotated[Optional[Path], typer.Option("--md", help="Write a Markdown table here.")] = None,
-    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of latency vs GMACs here.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (raw samples, machine) here.",
+                             parser=_output_file, metavar="<path>")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row here.", parser=_output_file, metavar="<path>")] = None,
+    md_path: Annotated[Optional[Path], typer.Option("--md", help="Write a Markdown table here.", parser=_output_file, metavar="<path>")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of latency vs GMACs here.", parser=_output_file, metavar="<path>")] = None,
     force: ForceOption = False,
 ) -> None:
     """Measure latency and throughput per runtime, each row in its own process, and save the evidence."""
@@ -779,9 +788,11 @@ def claims_command(
         "host launches (not the papers' eager protocol).")] = False,
     unfolded: Annotated[bool, typer.Option("--unfolded", help="Also time the training-form PyTorch models (BatchNorm unfused).")] = False,
     block: Annotated[int, typer.Option("--block", min=1, help="Iterations per alternating block.")] = 10,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (claims, samples, machine) here.")] = None,
-    md_path: Annotated[Optional[Path], typer.Option("--md", help="Write the report as Markdown here.")] = None,
-    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of latency (CPU) or throughput (GPU) vs GMACs here.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (claims, samples, machine) here.",
+                             parser=_output_file, metavar="<path>")] = None,
+    md_path: Annotated[Optional[Path], typer.Option("--md", help="Write the report as Markdown here.", parser=_output_file, metavar="<path>")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of latency (CPU) or throughput (GPU) vs GMACs here.",
+                             parser=_output_file, metavar="<path>")] = None,
     force: ForceOption = False,
 ) -> None:
     """Check the papers' PartialNet-vs-FasterNet speed claims on this machine, each size A/B in one process."""
@@ -932,9 +943,10 @@ def matrix_command(
     threads: Annotated[int, typer.Option("--threads", min=1, help="Threads per runtime (every row the same).")] = 1,
     protocol: Annotated[str, typer.Option("--protocol", help="latency (default) or quick.")] = "latency",
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for every artifact and matrix.json.")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the matrix as JSON here.")] = None,
-    md_path: Annotated[Optional[Path], typer.Option("--md", help="Also write the matrix as Markdown here.")] = None,
-    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG: latency vs accuracy, marker area = file size.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the matrix as JSON here.", parser=_output_file, metavar="<path>")] = None,
+    md_path: Annotated[Optional[Path], typer.Option("--md", help="Also write the matrix as Markdown here.", parser=_output_file, metavar="<path>")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG: latency vs accuracy, marker area = file size.",
+                             parser=_output_file, metavar="<path>")] = None,
     variant: VariantOption = None,
     weights: WeightsOption = None,
     force: ForceOption = False,
@@ -987,9 +999,11 @@ def _write_matrix_extras(result: dict, extra: list, force: bool, inputs: list) -
 @app.command("report")
 def report_command(
     results: Annotated[list[str], typer.Argument(callback=_a_path, help="Result files from claims, bench or matrix --json (any machines).")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the merged report as Markdown here.")] = None,
-    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG, one panel per machine, here.")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the merged report as JSON here.")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the merged report as Markdown here.",
+                             parser=_output_file, metavar="<path>")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG, one panel per machine, here.",
+                             parser=_output_file, metavar="<path>")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the merged report as JSON here.", parser=_output_file, metavar="<path>")] = None,
     force: ForceOption = False,
 ) -> None:
     """Merge claims, bench or matrix results from several machines; rows measured under different protocols are refused."""

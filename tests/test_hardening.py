@@ -423,6 +423,14 @@ def test_outputs_never_clobber_inputs_or_each_other(tmp_path, cli):
         (["fold", "CKPT", "--report", "r/"], "--report 'r/' names a folder"),
         (["export", "CKPT", "-o", "q.onnx/"], "-o 'q.onnx/' names a folder"),
         (["digits", "-o", "./"], "-o './' names a folder"),
+        # result files too: typed as paths, `x.json/` was read as the file x.json (claims timed its rows, then wrote it)
+        (["bench", "CKPT", "--json", "r.json/"], "'r.json/' names a folder, not a file"),
+        (["bench", "CKPT", "--csv", "r.csv/"], "'r.csv/' names a folder"),
+        (["claims", "--protocol", "quick", "--json", "c.json/"], "'c.json/' names a folder"),
+        (["claims", "--md", "c.md/."], "'c.md/.' names a folder"),
+        (["matrix", "CKPT", "--plot", "m.png/"], "'m.png/' names a folder"),
+        (["report", "FILE", "-o", "r.md/"], "'r.md/' names a folder"),
+        (["report", "FILE", "--json", "r.json/"], "'r.json/' names a folder"),
         (["digits", "-o", "d.pt", "--seed", str(2**64)], "--seed 18446744073709551616: expected an integer from 0 to"),  # was exit 4 after the data
         (["digits", "-o", "d.pt", "--seed", "-1"], "--seed -1: expected an integer from 0"),
         (["export", "CKPT", "--imgsz", "64,"], "--imgsz '64,': expected a size"),  # an empty part was dropped silently
