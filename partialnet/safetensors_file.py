@@ -15,6 +15,7 @@ import json
 import math
 import mmap
 import os
+import re
 import struct
 from pathlib import Path
 from typing import BinaryIO
@@ -29,6 +30,12 @@ DTYPES = {
     "F32": torch.float32,
     "F16": torch.float16,
     "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,  # fp8 checkpoints (quantized releases); upcast on load as .pth fp8 is
+    "F8_E5M2": torch.float8_e5m2,
+    "F8_E8M0": torch.float8_e8m0fnu,
+    "U64": torch.uint64,
+    "U32": torch.uint32,
+    "U16": torch.uint16,
     "I64": torch.int64,
     "I32": torch.int32,
     "I16": torch.int16,
@@ -69,10 +76,12 @@ def _metadata(header: dict, corrupt) -> dict[str, str]:
     return metadata
 
 
-def _entry(name: str, entry: object, data_len: int, corrupt) -> tuple[torch.dtype, list[int], int, int]:
+def _entry(name: str, entry: object, data_len: int, corrupt, unreadable) -> tuple[torch.dtype, list[int], int, int]:
     if not isinstance(entry, dict):
         raise corrupt(f"entry {name!r} is not an object")
     dtype = DTYPES.get(entry.get("dtype")) if isinstance(entry.get("dtype"), str) else None
+    if dtype is None and isinstance(entry.get("dtype"), str) and re.fullmatch(r"[A-Z0-9_]{1,12}", entry["dtype"]):
+        raise unreadable(f"tensor {name!r} has dtype {entry['dtype']}, which partialnet does not read (it reads {', '.join(DTYPES)})")
     if dtype is None:
         raise corrupt(f"tensor {name!r} has unknown dtype {str(entry.get('dtype'))[:20]!r}")
     shape, offsets = entry.get("shape"), entry.get("data_offsets")
@@ -105,7 +114,7 @@ def read_safetensors(f: BinaryIO, path: Path) -> tuple[dict[str, torch.Tensor], 
     metadata = _metadata(header, corrupt)
     data_start = 8 + struct.unpack("<Q", _peek8(f))[0]
     data_len = size - data_start
-    entries = {name: _entry(name, entry, data_len, corrupt) for name, entry in header.items()}
+    entries = {name: _entry(name, entry, data_len, corrupt, lambda why: BadInput(f"{path}: {why}")) for name, entry in header.items()}
     spans = sorted((start, end, name) for name, (_, _, start, end) in entries.items() if end > start)
     for (_, end_a, a), (start_b, _, b) in zip(spans, spans[1:]):
         if start_b < end_a:

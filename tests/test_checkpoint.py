@@ -105,6 +105,25 @@ def test_safetensors_written_by_the_real_library(tmp_path, t0_state_dict, refere
     assert torch.equal(logits(model), reference_logits)
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_fp8_safetensors_load_as_fp8_pth_files_do(tmp_path, t0_state_dict, dtype):
+    """An fp8 release (safetensors F8_E4M3/F8_E5M2) loads as the same weights saved by torch.save do; a dtype the
+    reader does not know is named as such, not called corruption."""
+    import json
+    import struct
+
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in t0_state_dict.items()}
+    safetensors_torch.save_file(cast, str(tmp_path / "fp8.safetensors"))
+    torch.save(cast, tmp_path / "fp8.pth")
+    (model, info), (same, _) = load_checkpoint(tmp_path / "fp8.safetensors"), load_checkpoint(tmp_path / "fp8.pth")
+    assert info.dtypes[0] == str(dtype).removeprefix("torch.") and torch.equal(logits(model), logits(same))
+    header = json.dumps({"w": {"dtype": "F4", "shape": [2], "data_offsets": [0, 1]}}).encode()
+    (tmp_path / "f4.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0")
+    with pytest.raises(BadInput, match=r"f4.safetensors: tensor 'w' has dtype F4, which partialnet does not read \(it reads F64, F32"):
+        load_checkpoint(tmp_path / "f4.safetensors")
+
+
 def test_safetensors_without_suffix_is_sniffed(tmp_path, t0_state_dict, reference_logits):
     safetensors_torch = pytest.importorskip("safetensors.torch")
     path = tmp_path / "weights.bin"

@@ -904,7 +904,8 @@ def _hostile_checkpoints(tmp: Path, sd: dict) -> dict[str, tuple[Path, str]]:
         "overlap.safetensors": (
             {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}},
             b"\0" * 24, "overlap"),
-        "bad_dtype.safetensors": ({"a": {"dtype": "Q4", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, "unknown dtype"),
+        "bad_dtype.safetensors": ({"a": {"dtype": "Q4", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, "has dtype Q4, which partialnet does not read"),
+        "odd_dtype.safetensors": ({"a": {"dtype": "f32 ", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16, "unknown dtype"),
         "header_list.safetensors": (["a"], b"\0" * 64, "not an object"),
     }
     for name, (header, data, fragment) in st.items():
