@@ -639,7 +639,10 @@ def check_storage(sd: Mapping[str, torch.Tensor]) -> None:
         storages[storage.data_ptr()] = storage.nbytes()
     held = sum(storages.values())
     if held > STORAGE_SLACK * need + (1 << 20):
-        raise BadInput(f"refused: its tensors reference {held:,} bytes of storage but hold only {need:,}")
+        key = max(sd, key=lambda k: sd[k].untyped_storage().nbytes() - sd[k].numel() * sd[k].element_size())
+        raise BadInput(f"refused: its tensors reference {held:,} bytes of storage but hold only {need:,}: {key} is a view of "
+                       f"{sd[key].untyped_storage().nbytes():,} bytes (a slice saved without .clone(), e.g. a cut-down head); "
+                       "re-save the weights as copies: torch.save({k: v.clone() for k, v in sd.items()}, path)")
 
 
 def load_state_dict_strict(model: PartialNet, sd: dict[str, torch.Tensor], label: str) -> None:

@@ -124,6 +124,17 @@ def test_fp8_safetensors_load_as_fp8_pth_files_do(tmp_path, t0_state_dict, dtype
         load_checkpoint(tmp_path / "f4.safetensors")
 
 
+def test_a_head_sliced_without_clone_is_named_with_the_fix(tmp_path, t0_state_dict):
+    """A head cut from a larger one (a 21k-class pretrain) without .clone() saves the whole storage: refused, naming the view and the re-save."""
+    sd = dict(t0_state_dict)
+    sd["head.weight"] = torch.zeros(20_000, *sd["head.weight"].shape[1:])[: sd["head.weight"].shape[0]]
+    torch.save(sd, tmp_path / "sliced.pth")
+    with pytest.raises(BadInput, match=r"head.weight is a view of 102,400,000 bytes \(a slice saved without .clone\(\)"):
+        load_checkpoint(tmp_path / "sliced.pth")
+    torch.save({k: v.clone() for k, v in sd.items()}, tmp_path / "copied.pth")
+    assert load_checkpoint(tmp_path / "copied.pth")[1].num_classes == sd["head.weight"].shape[0]  # the fix the message gives
+
+
 def test_safetensors_without_suffix_is_sniffed(tmp_path, t0_state_dict, reference_logits):
     safetensors_torch = pytest.importorskip("safetensors.torch")
     path = tmp_path / "weights.bin"
