@@ -699,6 +699,28 @@ def _choose_weights(obj: object, weights: str | None):
     return sd, container, prefix, ignored, others, _name_of(top, prefix, siblings) if others else None
 
 
+def mismatch_hint(sd: Mapping[str, torch.Tensor], named: Variant | None, diff: KeyDiff) -> str:
+    """What a key diff most likely means, where it has one reading: a file without a classifier head, a head
+    stored transposed (its class count was read from the wrong side), or a --variant that is not the file's."""
+    shapes = {key: (found, wanted) for key, found, wanted in diff.misshaped}
+    if set(diff.missing) == {"head.weight", "head.bias"} and not diff.unexpected and not diff.misshaped:
+        return "; the file holds no classifier head (a features-only model, as timm saves with num_classes=0): partialnet loads classifiers"
+    if "head.weight" in shapes and len(shapes["head.weight"][0]) == 2 and shapes["head.weight"][0][1] != shapes["head.weight"][1][1]:
+        (rows, cols), features = shapes["head.weight"][0], shapes["head.weight"][1][1]
+        turned = f" (stored transposed? [{cols}, {rows}] is {cols} classes)" if rows == features else ""
+        return f"; the head takes {features} features, so head.weight is [classes, {features}], not [{rows}, {cols}]{turned}"
+    if named is not None:
+        try:
+            found, arch, _ = infer_arch(sd, None)
+            with torch.device("meta"):
+                fits = found.name != named.name and not key_diff(sd, PartialNet(arch))
+        except (BadInput, RuntimeError, ValueError):
+            fits = False
+        if fits:
+            return f"; its keys and shapes are {found.name}'s: name that variant, or leave --variant out"
+    return ""
+
+
 def load_checkpoint(path: str | Path, variant: str | None = None, weights: str | None = None) -> tuple[PartialNet, CheckpointInfo]:
     """Load any PartialNet/FasterNet checkpoint strictly and safely; returns (eval model, info).
 
@@ -726,7 +748,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None, weights: str |
         model = PartialNet(arch)
         load_state_dict_strict(model, sd, label)
     except KeyMismatch as exc:
-        raise KeyMismatch(f"{path}: {exc}", exc.diff) from None
+        raise KeyMismatch(f"{path}: {exc}{mismatch_hint(sd, named, exc.diff)}", exc.diff) from None
     except BadInput as exc:  # the same kind of error (NoSuchCopy stays one), named by its file
         raise (exc if str(exc).startswith(str(path)) else type(exc)(f"{path}: {exc}", exc.details)) from None
     info = CheckpointInfo(

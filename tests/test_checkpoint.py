@@ -273,6 +273,20 @@ def test_wrong_named_variant_is_a_shape_diff(tmp_path):
     with pytest.raises(KeyMismatch, match="does not match partialnet_t1") as info:
         load_checkpoint(golden("t0")[0], variant="partialnet_t1")
     assert info.value.diff.misshaped and "patch_embed.proj.weight [32, 3, 4, 4] vs model [48, 3, 4, 4]" in str(info.value)
+    assert str(info.value).endswith("; its keys and shapes are partialnet_t0's: name that variant, or leave --variant out")
+
+
+def test_a_diff_with_one_reading_says_it(tmp_path, t0_state_dict):
+    """A features-only file, or a head stored transposed (its class count read from the wrong side), is named as such."""
+    torch.save({k: v for k, v in t0_state_dict.items() if not k.startswith("head.")}, tmp_path / "features.pth")
+    with pytest.raises(KeyMismatch, match="2 missing: head.weight, head.bias; the file holds no classifier head"):
+        load_checkpoint(tmp_path / "features.pth")
+    turned = {**t0_state_dict, "head.weight": t0_state_dict["head.weight"].t().contiguous()}
+    torch.save(turned, tmp_path / "turned.pth")
+    classes, features = t0_state_dict["head.weight"].shape
+    with pytest.raises(KeyMismatch, match=re.escape(f"so head.weight is [classes, {features}], not [{features}, {classes}] (stored transposed? "
+                                                    f"[{classes}, {features}] is {classes} classes)")):
+        load_checkpoint(tmp_path / "turned.pth")
 
 
 def test_fasternet_checkpoint_named_as_partialnet_lists_the_diff(tmp_path):
