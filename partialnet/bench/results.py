@@ -121,8 +121,8 @@ def per_target_outputs(json_path, csv_path, md_path, plot_path, labels: list[str
     for label in labels:
         bare = (label or "").removeprefix("ssh://")
         tag = None if len(labels) == 1 or label is None else "".join(c if c.isalnum() or c in "-_." else "-" for c in bare).strip("-.")
-        per[label] = [Output(Path(p).with_name(f"{Path(p).stem}.{tag}{Path(p).suffix}") if tag else Path(p), o) if p else None
-                      for o, p in named]
+        per[label] = [(Output(Path(p).with_name(f"{Path(p).stem}.{tag}{Path(p).suffix}"), f"{o} of {label}") if tag else Output(Path(p), o))
+                      if p else None for o, p in named]  # two targets whose names read alike are named when their files collide
     return {label: [o for o in outs] for label, outs in per.items()}
 
 
