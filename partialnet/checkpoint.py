@@ -209,6 +209,9 @@ def _inspect_zip(f, path: Path) -> None:
             f"{path}: is a TorchScript archive (torch.jit.save); partialnet loads state_dicts: "
             "save model.state_dict() with torch.save instead"
         )
+    if any(n.count("/") == 1 and n.endswith("/archive_format") for n in names) and any(n.endswith("/models/model.json") for n in names):
+        raise BadInput(f"{path}: is a torch.export program (.pt2, torch.export.save); partialnet loads state_dicts: "
+                       "save model.state_dict() with torch.save instead")
     pickles = [m for m in members if m.filename.lower().endswith("/data.pkl") and m.filename.count("/") == 1]
     if len(pickles) != 1:
         raise BadInput(f"{path}: a zip file, but not one written by torch.save (no data.pkl record)")

@@ -882,6 +882,8 @@ def _hostile_checkpoints(tmp: Path, sd: dict) -> dict[str, tuple[Path, str]]:
     raw("two_bytes.pth", b"\x80\x02", "too short to be a checkpoint")
     _torchscript(tmp / "scripted.pt")
     cases["scripted.pt"] = (tmp / "scripted.pt", "TorchScript archive")
+    torch.export.save(torch.export.export(torch.nn.Linear(2, 2), (torch.randn(1, 2),)), tmp / "program.pth")  # a .pt2 by another name
+    cases["program.pth"] = (tmp / "program.pth", "is a torch.export program (.pt2, torch.export.save)")
     save("int_keys.pth", {**{i: v for i, v in enumerate(sd.values())}, "patch_embed.proj.weight": sd["patch_embed.proj.weight"]}, "not a string")
     save("zero_classes.pth", {**sd, "head.weight": torch.zeros(0, 1280), "head.bias": torch.zeros(0)}, "0 classes")
     save("sparse.pth", {**sd, "head.bias": torch.zeros(1000).to_sparse()}, "sparse")
