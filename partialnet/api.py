@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import time
 from dataclasses import replace
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from partialnet.calibration import calibration_images, check_data, judging_images, stage_label
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, NoSuchCopy, resolve
-from partialnet.sources import source_path
+from partialnet.sources import FORMAT_ALL_HINT, default_output, output_file, source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra, shown
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, check_artifact_name, check_manifest, exporter_of, format_for_path, get_format
 from partialnet.exporters.options import (
@@ -102,36 +101,6 @@ def _fold(model, imgsz: tuple[int, int], batch: int | None = 1, fits_checked: bo
         return fold(model, imgsz)
 
 
-FORMAT_ALL_HINT = " (or --format all to write every format into a folder)"
-
-
-def output_file(output: str | Path | None, source: str, suffix: str, option: str = "-o", hint: str = "") -> Path:
-    """The file `-o` names, or the default beside the source. A name that is a folder (`.`, `/`, `out/`)
-    is refused here: pathlib reads `x.pt/` as the file `x.pt`, and `.` has no name to put a suffix on."""
-    if output is None:
-        return default_output(source, suffix)
-    check_name(output, option)
-    text = os.fspath(output)
-    if not text.strip() or text.rsplit(os.sep, 1)[-1] in ("", ".", ".."):  # `x.pt/`, `out/.`, `..`: pathlib would drop or keep the wrong part
-        raise BadInput(f"{option} {text!r} names a folder, not a file; give a file name such as {default_output(source, suffix).name}{hint}")
-    return Path(text)
-
-
-def default_output(source: str, suffix: str) -> Path:
-    """Beside the checkpoint (`model.pth` → `model.onnx`), or `./<variant><suffix>` for a bare variant.
-
-    Computed from the argument alone, so outputs are checked before the checkpoint is loaded.
-    """
-    path = source_path(source)
-    if path is None:
-        return Path.cwd() / f"{source.strip().lower().replace('-', '_')}{suffix}"
-    name = path.name
-    while Path(name).suffix.lower() in CHECKPOINT_SUFFIXES and Path(name).stem:  # `model.pth.tar`, `model.deploy.pt` -> `model`
-        name = Path(name).stem
-    return path.with_name(name + suffix)  # `epoch.10.pt` -> `epoch.10.onnx` (cutting at the first dot made epoch.10 and epoch.20 one file)
-
-
-CHECKPOINT_SUFFIXES = {".pt", ".pth", ".tar", ".ckpt", ".bin", ".safetensors", ".pkl", ".deploy"}
 
 
 def fold_checkpoint(

@@ -295,6 +295,11 @@ def _output_file(text: str) -> Path:
     return Path(text)
 
 
+def _file_option(*names: str, help: str):
+    """An option naming a file to write: read as typed (a trailing slash refused), shown as <path>."""
+    return typer.Option(*names, help=help, parser=_output_file, metavar="<path>")
+
+
 ForceOption = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
 VariantOption = Annotated[Optional[str], typer.Option("--variant", help="Expected variant; default: inferred.")]
 def _typer_parameters(cls) -> list[inspect.Parameter]:
@@ -400,6 +405,7 @@ def export_command(
     if where.addresses():
         _export_on_target(source, format, options, checks, where, output, (variant, weights), force)
         return
+    _check_export_outputs(source, fmt, output, force)
     stages = _Stages()
     try:
         with stages as clock:
@@ -409,6 +415,20 @@ def export_command(
             _render_export(exc.details, clock.breakdown())
         raise
     _render_export(result, clock.breakdown())
+
+
+def _check_export_outputs(source: str, fmt, output: str | None, force: bool) -> None:
+    """An output name of the wrong kind, or files that exist without --force, answered before torch is imported
+    (api.export checks them again, for Python callers)."""
+    from partialnet.exporters.formats import check_artifact_name, published
+    from partialnet.outputs import check_outputs
+    from partialnet.sources import FORMAT_ALL_HINT, output_file, source_path
+
+    out = output_file(output, source, fmt.suffix, hint=FORMAT_ALL_HINT)
+    check_artifact_name(out, fmt)
+    files = published(fmt, out, typed=output is not None)
+    if files is not None:
+        check_outputs(files, [source_path(source)], force)
 
 
 def _export_on_target(source, format, options, checks, where: TargetOptions, output, picked: tuple, force) -> None:
@@ -588,11 +608,10 @@ def bench_command(
     sources: Annotated[Optional[list[str]], typer.Argument(
         help="Variant names, checkpoints or artifacts (.onnx, .xml, .pte, .tflite, .engine, .mlpackage; default: partialnet_t0).",
         callback=_not_empty)] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (raw samples, machine) here.",
-                             parser=_output_file, metavar="<path>")] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row here.", parser=_output_file, metavar="<path>")] = None,
-    md_path: Annotated[Optional[Path], typer.Option("--md", help="Write a Markdown table here.", parser=_output_file, metavar="<path>")] = None,
-    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of latency vs GMACs here.", parser=_output_file, metavar="<path>")] = None,
+    json_path: Annotated[Optional[Path], _file_option("--json", help="Write the full result (raw samples, machine) here.")] = None,
+    csv_path: Annotated[Optional[Path], _file_option("--csv", help="Write one CSV line per row here.")] = None,
+    md_path: Annotated[Optional[Path], _file_option("--md", help="Write a Markdown table here.")] = None,
+    plot_path: Annotated[Optional[Path], _file_option("--plot", help="Write a PNG of latency vs GMACs here.")] = None,
     force: ForceOption = False,
 ) -> None:
     """Measure latency and throughput per runtime, each row in its own process, and save the evidence."""
@@ -788,11 +807,9 @@ def claims_command(
         "host launches (not the papers' eager protocol).")] = False,
     unfolded: Annotated[bool, typer.Option("--unfolded", help="Also time the training-form PyTorch models (BatchNorm unfused).")] = False,
     block: Annotated[int, typer.Option("--block", min=1, help="Iterations per alternating block.")] = 10,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full result (claims, samples, machine) here.",
-                             parser=_output_file, metavar="<path>")] = None,
-    md_path: Annotated[Optional[Path], typer.Option("--md", help="Write the report as Markdown here.", parser=_output_file, metavar="<path>")] = None,
-    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of latency (CPU) or throughput (GPU) vs GMACs here.",
-                             parser=_output_file, metavar="<path>")] = None,
+    json_path: Annotated[Optional[Path], _file_option("--json", help="Write the full result (claims, samples, machine) here.")] = None,
+    md_path: Annotated[Optional[Path], _file_option("--md", help="Write the report as Markdown here.")] = None,
+    plot_path: Annotated[Optional[Path], _file_option("--plot", help="Write a PNG of latency (CPU) or throughput (GPU) vs GMACs here.")] = None,
     force: ForceOption = False,
 ) -> None:
     """Check the papers' PartialNet-vs-FasterNet speed claims on this machine, each size A/B in one process."""
@@ -943,10 +960,9 @@ def matrix_command(
     threads: Annotated[int, typer.Option("--threads", min=1, help="Threads per runtime (every row the same).")] = 1,
     protocol: Annotated[str, typer.Option("--protocol", help="latency (default) or quick.")] = "latency",
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for every artifact and matrix.json.")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the matrix as JSON here.", parser=_output_file, metavar="<path>")] = None,
-    md_path: Annotated[Optional[Path], typer.Option("--md", help="Also write the matrix as Markdown here.", parser=_output_file, metavar="<path>")] = None,
-    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG: latency vs accuracy, marker area = file size.",
-                             parser=_output_file, metavar="<path>")] = None,
+    json_path: Annotated[Optional[Path], _file_option("--json", help="Also write the matrix as JSON here.")] = None,
+    md_path: Annotated[Optional[Path], _file_option("--md", help="Also write the matrix as Markdown here.")] = None,
+    plot_path: Annotated[Optional[Path], _file_option("--plot", help="Also write a PNG: latency vs accuracy, marker area = file size.")] = None,
     variant: VariantOption = None,
     weights: WeightsOption = None,
     force: ForceOption = False,
@@ -999,11 +1015,9 @@ def _write_matrix_extras(result: dict, extra: list, force: bool, inputs: list) -
 @app.command("report")
 def report_command(
     results: Annotated[list[str], typer.Argument(callback=_a_path, help="Result files from claims, bench or matrix --json (any machines).")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the merged report as Markdown here.",
-                             parser=_output_file, metavar="<path>")] = None,
-    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG, one panel per machine, here.",
-                             parser=_output_file, metavar="<path>")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the merged report as JSON here.", parser=_output_file, metavar="<path>")] = None,
+    output: Annotated[Optional[Path], _file_option("-o", "--output", help="Write the merged report as Markdown here.")] = None,
+    plot_path: Annotated[Optional[Path], _file_option("--plot", help="Write a PNG, one panel per machine, here.")] = None,
+    json_path: Annotated[Optional[Path], _file_option("--json", help="Write the merged report as JSON here.")] = None,
     force: ForceOption = False,
 ) -> None:
     """Merge claims, bench or matrix results from several machines; rows measured under different protocols are refused."""

@@ -22,7 +22,7 @@ from torch import nn
 from partialnet.calibration import judging_images
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, CheckpointInfo, sha256_of, size_of
 from partialnet.errors import BadInput, CheckFailed, Unavailable
-from partialnet.exporters.formats import check_artifact_name, exporter_of, get_format
+from partialnet.exporters.formats import check_artifact_name, exporter_of, get_format, published
 from partialnet.exporters.options import ExportOptions
 from partialnet.exporters.pt2e import PROGRAM_BATCH, ProgramLayers, ProgramRunner, judged_before_lowering
 from partialnet.folding import FoldReport
@@ -268,21 +268,18 @@ def parity_failure(report: ParityReport, what: str, divergence: dict | None = No
 
 
 def artifact_outputs(out: Path, format: str, built_elsewhere: bool = False, typed: bool = True) -> list[Output]:
-    """What an export publishes, together or not at all: the artifact, its companions, the manifest.
-
-    An exporter may name other files (TensorRT without a GPU writes an engine-ready ONNX and a build
-    script instead of an engine); the manifest sits beside the first of them. Without `typed` (no -o
-    given) messages say the path is the default one, not an -o the user never passed.
-    """
+    """What an export publishes (formats.published), or, for a format whose builder is missing here (TensorRT
+    without a GPU writes an engine-ready ONNX and a build script instead of an engine), what its exporter names;
+    the manifest sits beside the first of them."""
     from dataclasses import replace
 
+    fmt = get_format(format)
+    listed = published(fmt, out, typed)
+    if listed is not None:
+        return listed
+    files = list(exporter_of(fmt).artifact_paths(out, built_elsewhere))
     if not typed:
-        return [replace(o, option=o.option.replace("-o", "the default output (no -o given):", 1)) for o in artifact_outputs(out, format, built_elsewhere)]
-    exporter = exporter_of(get_format(format))
-    if hasattr(exporter, "artifact_paths"):
-        files = list(exporter.artifact_paths(out, built_elsewhere))
-    else:
-        files = [Output(out, "-o"), *(Output(out.with_suffix(suffix), f"-o ({suffix})") for suffix in exporter.companion_suffixes())]
+        files = [replace(o, option=o.option.replace("-o", "the default output (no -o given):", 1)) for o in files]
     return [*files, Output(files[0].path.with_name(files[0].path.name + ".json"), "manifest")]
 
 
@@ -373,9 +370,8 @@ def _files_record(fmt, outputs: list[Output], staged_files: list) -> dict:
     """The manifest's record of what was published: every file's size, and the sha256 of the artifact and of
     each file it runs from beside it (`companion_sha256`, by suffix, as the names change where a target
     receives them: an IR's .bin holds its weights), not of a build's helpers (a timing cache, a build script)."""
-    exporter = exporter_of(fmt)
     artifact = outputs[0].path
-    companions = exporter.companion_suffixes() if hasattr(exporter, "companion_suffixes") else ()
+    companions = fmt.companions
     staged = {o.path.name: item.path for o, item in zip(outputs, staged_files)}
     return {
         "artifact": artifact.name,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from partialnet.errors import BadInput
 from partialnet.inputs import describe_errno, open_regular
+from partialnet.limits import check_name
 from partialnet.models.registry import VARIANTS, get_variant
 
 ZIP_MAGIC = b"PK"
@@ -128,3 +129,38 @@ def check_sources(sources: list[str], pair: bool = False) -> None:
             check_artifact(source)
         else:
             check_source(source)
+
+
+# ---------------------------------------------------------------- outputs named from a source
+
+
+FORMAT_ALL_HINT = " (or --format all to write every format into a folder)"
+
+
+def output_file(output: str | Path | None, source: str, suffix: str, option: str = "-o", hint: str = "") -> Path:
+    """The file `-o` names, or the default beside the source. A name that is a folder (`.`, `/`, `out/`)
+    is refused here: pathlib reads `x.pt/` as the file `x.pt`, and `.` has no name to put a suffix on."""
+    if output is None:
+        return default_output(source, suffix)
+    check_name(output, option)
+    text = os.fspath(output)
+    if not text.strip() or text.rsplit(os.sep, 1)[-1] in ("", ".", ".."):  # `x.pt/`, `out/.`, `..`: pathlib would drop or keep the wrong part
+        raise BadInput(f"{option} {text!r} names a folder, not a file; give a file name such as {default_output(source, suffix).name}{hint}")
+    return Path(text)
+
+
+def default_output(source: str, suffix: str) -> Path:
+    """Beside the checkpoint (`model.pth` → `model.onnx`), or `./<variant><suffix>` for a bare variant.
+
+    Computed from the argument alone, so outputs are checked before the checkpoint is loaded.
+    """
+    path = source_path(source)
+    if path is None:
+        return Path.cwd() / f"{source.strip().lower().replace('-', '_')}{suffix}"
+    name = path.name
+    while Path(name).suffix.lower() in CHECKPOINT_SUFFIXES and Path(name).stem:  # `model.pth.tar`, `model.deploy.pt` -> `model`
+        name = Path(name).stem
+    return path.with_name(name + suffix)  # `epoch.10.pt` -> `epoch.10.onnx` (cutting at the first dot made epoch.10 and epoch.20 one file)
+
+
+CHECKPOINT_SUFFIXES = {".pt", ".pth", ".tar", ".ckpt", ".bin", ".safetensors", ".pkl", ".deploy"}

@@ -261,6 +261,11 @@ def test_a_bad_source_or_artifact_is_refused_before_torch_is_imported(tmp_path):
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"not looked at")
     missing = tmp_path / "missing.pth"
+    from helpers import never_loaded_checkpoint
+
+    ckpt = never_loaded_checkpoint(tmp_path / "model.pth")
+    (tmp_path / "exists.onnx").write_bytes(b"an earlier export")
+    (tmp_path / "ir.bin").write_bytes(b"an earlier IR's weights")
     cases = [
         (["info", str(missing)], "no such file"),
         (["info", "/dev/null"], "is a character device, expected a regular checkpoint"),
@@ -268,6 +273,11 @@ def test_a_bad_source_or_artifact_is_refused_before_torch_is_imported(tmp_path):
         (["fold", str(garbage)], "not a checkpoint (neither a PyTorch zip/pickle nor a safetensors file)"),
         (["export", str(garbage), "-o", str(tmp_path / "a.onnx")], "not a checkpoint"),
         (["export", str(missing), "--format", "all", "-o", str(tmp_path / "all")], "no such file"),
+        # outputs too (named by the format table, not its exporter module)
+        (["export", str(ckpt), "-o", str(tmp_path / "exists.onnx")], "exists.onnx already exists; pass --force to overwrite"),
+        (["export", str(ckpt), "-f", "openvino", "-o", str(tmp_path / "ir.xml")], "-o (.bin) " + str(tmp_path / "ir.bin") + " already exists"),
+        (["export", str(ckpt), "-f", "onnx", "-o", str(tmp_path / "q.xml")], "q.xml: an onnx artifact must end in .onnx"),
+        (["export", str(ckpt), "-o", str(ckpt)], "model.pth: an onnx artifact must end in .onnx"),
         (["verify", str(tmp_path / "missing.onnx"), "--ref", "partialnet_t0"], "missing.onnx: no such file"),
         (["verify", str(onnx), "--ref", "partialnet_t0", "--compute", "fp8"], "--compute fp8: expected bf16"),
         (["verify", str(onnx), "--ref", str(garbage)], "not a checkpoint"),

@@ -28,7 +28,6 @@ from partialnet.errors import BadInput, missing_extra
 from partialnet.exporters import mlpackage
 from partialnet.exporters.quiet import library_quiet
 from partialnet.exporters.options import ExportOptions
-from partialnet.outputs import Output
 from partialnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -60,10 +59,6 @@ def check_target(target: str | None) -> str:
 def preflight(options: ExportOptions) -> None:
     if options.min_target is not None:
         check_target(options.min_target)
-
-
-def artifact_paths(out: Path, built_elsewhere: bool = False) -> list[Output]:
-    return [Output(out, "-o", kind="dir")]
 
 
 class _Normalise(nn.Module):

@@ -37,10 +37,6 @@ def _require():
         raise missing_extra("executorch", "executorch")
 
 
-def companion_suffixes() -> tuple[str, ...]:
-    return ()
-
-
 def _split_as_slices(x, split_sizes, dim=0):
     parts, start = [], 0
     for size in split_sizes:

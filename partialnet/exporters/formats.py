@@ -37,6 +37,8 @@ class Format:
     # when it is not on PATH
     build_tool: tuple[str, tuple[str, ...]] | None = None
     python_bound: bool = False  # its export is long single-threaded Python (lowering passes): `matrix` runs it on the other core
+    companions: tuple[str, ...] = ()  # files the artifact runs from beside it, by suffix (an IR's .bin: its weights)
+    artifact_kind: str = "file"  # "dir": the artifact is a folder (.mlpackage)
 
     @property
     def backend(self) -> str | None:
@@ -67,6 +69,7 @@ FORMATS: dict[str, Format] = {
             devices=("cpu",),
             options=frozenset({"imgsz", "batch", "dynamic", "half", "int8", "data", "calib_size", "calib_method", "int8_keep_float"}),
             exporter="openvino",
+            companions=(".bin",),
             calib_methods=("mean-minmax", "minmax", "percentile", "histogram"),
             keep_float_kinds=("conv", "linear", "add", "mul", "concat", "pool"),
             runtime="openvino",
@@ -100,6 +103,7 @@ FORMATS: dict[str, Format] = {
             devices=("apple",),
             options=frozenset({"imgsz", "batch", "half", "fp32", "min_target", "image_input"}),
             exporter="coreml",
+            artifact_kind="dir",
             runtime="coreml",
             description="Core ML ML program (.mlpackage directory); fp16 compute by default, --fp32 to keep fp32",
             default_precision="fp16",
@@ -157,6 +161,21 @@ def check_artifact_name(out: Path, fmt: Format) -> None:
         raise BadInput(f"{out} is a directory; give a file name ending in {fmt.suffix} (or --format all to write every format into a folder)")
     if not Path(out).name.endswith(fmt.suffix):
         raise BadInput(f"{out}: {a_or_an(fmt.name)} artifact must end in {fmt.suffix}")
+
+
+def published(fmt: Format, out: Path, typed: bool = True) -> list | None:
+    """What an export publishes, together or not at all: the artifact, its companions, the manifest (last).
+    None for a format that prepares other files where its builder is missing (TensorRT: its exporter names them).
+    Without `typed` (no -o given) messages say the path is the default one, not an -o the user never passed.
+    Torch-free: `export` refuses an output that exists before torch is imported."""
+    from partialnet.outputs import Output
+
+    if fmt.fallback:
+        return None
+    option = "-o" if typed else "the default output (no -o given):"
+    out = Path(out)
+    return [Output(out, option, kind=fmt.artifact_kind), *(Output(out.with_suffix(s), f"{option} ({s})") for s in fmt.companions),
+            Output(out.with_name(out.name + ".json"), "manifest")]
 
 
 def format_for_path(path) -> Format:

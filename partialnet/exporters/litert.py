@@ -29,10 +29,6 @@ from partialnet.inputs import check_regular
 MAX_TFLITE_BYTES = 2 << 30
 
 
-def companion_suffixes() -> tuple[str, ...]:
-    return ()
-
-
 def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dict[str, str], workdir: Path) -> dict:
     import importlib.util
 

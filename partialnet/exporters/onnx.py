@@ -96,11 +96,6 @@ def simplify(proto):
     return simplified, None
 
 
-def companion_suffixes() -> tuple[str, ...]:
-    """An ONNX artifact is one file (weights inline; protobuf's 2 GB limit is far above any variant)."""
-    return ()
-
-
 def calibration_feeds(calibration: np.ndarray, batch: int | None) -> list[np.ndarray]:
     """The calibration images in the batches the graph takes (a static batch pads its last chunk)."""
     size = batch or 8

@@ -34,11 +34,6 @@ def preflight(options: ExportOptions) -> None:
         raise missing_extra("nncf (OpenVINO INT8)", "openvino")
 
 
-def companion_suffixes() -> tuple[str, ...]:
-    """Files published beside the .xml, in the order `export` fills the staged list after it."""
-    return (".bin",)
-
-
 # --int8-keep-float's op kinds in OpenVINO op types; --calib-method in NNCF's range estimators
 KIND_OPS = {"conv": ("Convolution", "GroupConvolution"), "linear": ("MatMul",), "add": ("Add",), "mul": ("Multiply",), "concat": ("Concat",),
             "pool": ("AvgPool", "ReduceMean")}

@@ -288,8 +288,7 @@ class RemoteHost:
 
 
 def _companions(path: str) -> tuple[str, ...]:
-    from partialnet.exporters.formats import FORMATS, exporter_of
+    from partialnet.exporters.formats import FORMATS
 
     fmt = next((f for f in FORMATS.values() if path.lower().endswith(f.suffix)), None)
-    exporter = exporter_of(fmt) if fmt else None
-    return tuple(exporter.companion_suffixes()) if exporter is not None and hasattr(exporter, "companion_suffixes") else ()
+    return fmt.companions if fmt else ()
