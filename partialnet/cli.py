@@ -705,11 +705,24 @@ def _render_bench(result: dict, options: BenchOptions, label: str | None) -> Non
         _render_ab(result)
     for line in render.aa_lines(result):
         out.print(line)
-    for note in random_weight_notes(result["rows"]):
-        out.print(note)
+    for note in [*random_weight_notes(result["rows"]), *copy_notes(result["rows"])]:
+        out.print(note, markup=False)
     out.print(render.bench_table(result))
     for line in [*marked_notes(result["rows"]), *render.skipped_lines(result)]:
         out.print(line)
+
+
+def copy_notes(rows: list[dict]) -> list[str]:
+    """Which copy of a checkpoint of several (weights and their EMA) was timed, said once per file: bench takes the
+    first, as every command does without --weights (latency does not depend on which)."""
+    notes: dict[str, str] = {}
+    for r in rows:
+        container = str(r.get("container") or "")
+        if r.get("weights") and "; also holds " in container and r["model"] not in notes:
+            loaded, others = container.split("; also holds ", 1)
+            notes[r["model"]] = (f"note: {r['model']}: timed {loaded} (--weights {r['weights']}); the file also holds "
+                                 f"{others.removesuffix(', not loaded')} (the same network: latency does not depend on the copy)")
+    return list(notes.values())
 
 
 def random_weight_notes(rows: list[dict]) -> list[str]:

@@ -341,6 +341,11 @@ def test_a_second_copy_of_the_weights_is_named_never_dropped_without_a_word(tmp_
     folded = cli("fold", tmp_path / "model_and_ema.pth", "--imgsz", "64", "-o", tmp_path / "d.pt")
     assert folded.code == 0 and "note: loaded dict['model'] (--weights model) of" in folded.out and "it also holds 'model_ema'" in folded.out
     assert "pick a copy with --weights NAME" in folded.out
+    timed = cli("bench", tmp_path / "model_and_ema.pth", "--runtime", "onnxruntime", "--imgsz", "64", "--protocol", "quick", "--threads", "1",
+                "--json", tmp_path / "b.json")  # bench, too, says which copy it timed, and its result records it
+    assert timed.code == 0 and "timed dict['model'] (--weights model); the file also holds 'model_ema'" in timed.out, timed.err
+    row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
+    assert row["weights"] == "model" and row["container"].startswith("dict['model']; also holds 'model_ema'")
 
 
 def test_a_stray_key_beside_a_prefixed_model_is_not_a_second_copy(tmp_path, t0_state_dict):

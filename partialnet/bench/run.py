@@ -67,6 +67,8 @@ class Target:
     unrunnable: dict[int, str] = field(default_factory=dict)  # batch asked for -> why this target cannot run it
     unrunnable_formats: dict[tuple[str, int], str] = field(default_factory=dict)  # (format, batch) -> why its export failed
     sha256: str | None = None  # of the checkpoint or artifact timed: a figure found later names the exact file
+    container: str | None = None  # which copy of a checkpoint of several was timed (checkpoint.CheckpointInfo.container)
+    weights: str | None = None  # that copy's --weights name (None: the file holds one)
 
 
 def _input(batch: int, imgsz: tuple[int, int]) -> np.ndarray:
@@ -115,7 +117,7 @@ def prepare_model_target(
     slot = workdir / f"t{len(list(workdir.iterdir()))}"
     slot.mkdir()
     target = Target(label, info.source, info.variant, info.random_weights, round(report.gmacs_before, 4), report.params_before, batches=batches,
-                    sha256=None if info.random_weights else info.sha256)
+                    sha256=None if info.random_weights else info.sha256, container=info.container, weights=info.weights)
     target.deploy = slot / "deploy.pt"
     save_deploy(target.deploy, deploy, report, {"source": info.source})
     artifact_precision = ARTIFACT_PRECISION[precision]
@@ -419,6 +421,7 @@ def _row(plan: BenchPlan, target: Target, runtime: str, batch: int, result: dict
         "source_sha256": target.sha256,
         "variant": target.variant,
         "random_weights": target.random_weights,
+        **({"weights": target.weights, "container": target.container} if target.weights else {}),
         "gmacs": target.gmacs,
         "params": target.params,
         "runtime": runtime,
