@@ -22,8 +22,8 @@ from partialnet.errors import BadInput
 from partialnet.inputs import describe_errno
 
 MAX_LABELLED = 500  # images judged per run (round-robin over classes): 600 MB of float32 at 224
-WNID = re.compile(r"n\d{8}")
-INDEX = re.compile(r"\d{1,6}")
+WNID = re.compile(r"n[0-9]{8}")
+INDEX = re.compile(r"0|[1-9][0-9]{0,5}")  # ASCII digits, no leading zero: `7/` and `007/` would be one class read twice
 
 
 @cache
@@ -44,7 +44,9 @@ class LabelledFolder:
 
     @property
     def name(self) -> str:
-        return f"{self.root.name}/ ({len(self.files)} labelled images, {len(self.folders)} classes)"
+        judged = len(set(self.labels))
+        classes = f"{len(self.folders)} classes" if judged == len(self.folders) else f"{judged} of {len(self.folders)} classes"
+        return f"{self.root.name}/ ({len(self.files)} labelled images, {classes})"
 
     def check_head(self, num_classes: int) -> None:
         """Every class must be one the model can predict, or its accuracy would be silently wrong."""
@@ -81,7 +83,8 @@ def class_index(name: str, root: Path, flag: str) -> tuple[str, int]:
         return "wnid", position
     if INDEX.fullmatch(name):
         return "index", int(name)
-    raise BadInput(f"{flag} {root}: class folder {ascii(name)[1:-1]} is neither a class index (0, 1, ...) nor an ImageNet WNID (n01440764)")
+    raise BadInput(f"{flag} {root}: class folder {ascii(name)[1:-1]} is neither a class index (0, 1, ...; no leading zeros) "
+                   "nor an ImageNet WNID (n01440764)")
 
 
 def _position(wnids: tuple[str, ...], name: str) -> int | None:
@@ -106,6 +109,10 @@ def read_folder(folder: str | Path, limit: int = MAX_LABELLED, flag: str = "--im
                        "(a loop): refused, give real folders")
     if not subdirs:
         return None
+    loose = [e.name for e in _entries(root) if not e.is_dir(follow_symlinks=False) and Path(e.name).suffix.lower() in IMAGE_SUFFIXES]
+    if loose:
+        raise BadInput(f"{flag} {root}: holds class folders and loose images ({ascii(loose[0])[1:-1]}, ...): the images would be "
+                       "left out; put them in their class folder, or give a folder of one layout")
     per_class, namings, folders = [], set(), []
     for position, entry in enumerate(subdirs):
         naming, index = class_index(entry.name, root, flag) if named_classes else ("unused", position)
@@ -131,6 +138,12 @@ def _leads_to_folder(entry: os.DirEntry) -> bool:
 
 
 def _round_robin(per_class: list[tuple[int, list[Path]]], limit: int) -> tuple[list[Path], list[int]]:
+    """Up to `limit` images taken one per class in turn, so a cap drops no class while there are fewer classes
+    than images; with more (ImageNet's 1000 over a cap of 500) one image each from classes spread evenly over
+    the whole range, not the first ones by name (the folder's name then says how many classes were judged)."""
+    per_class = [(index, images) for index, images in per_class if images]
+    if len(per_class) > limit:
+        per_class = [per_class[i * len(per_class) // limit] for i in range(limit)]
     files, labels, depth = [], [], 0
     while len(files) < limit and any(depth < len(images) for _, images in per_class):
         for index, images in per_class:

@@ -22,6 +22,8 @@ CROP_RATIO = 0.9
 MAX_IMAGE_BYTES = 64 << 20
 MAX_IMAGE_PIXELS = 50_000_000  # 8K x 6K; decoded RGB that is 150 MB
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# the decoders a suffix may reach: Pillow otherwise opens whatever the bytes say, and an EPS named .png runs Ghostscript
+DECODERS = {".jpg": ("JPEG",), ".jpeg": ("JPEG",), ".png": ("PNG",), ".bmp": ("BMP",), ".webp": ("WEBP",), ".tif": ("TIFF",), ".tiff": ("TIFF",)}
 
 
 def _pil():
@@ -43,7 +45,7 @@ def preprocess(path: Path, imgsz: tuple[int, int]) -> np.ndarray:
     try:
         with open_regular(path, "image", max_bytes=MAX_IMAGE_BYTES) as f, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(f)
+            img = Image.open(f, formats=DECODERS.get(path.suffix.lower(), ()))
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise BadInput(
                     f"{path}: refused: {img.width}x{img.height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit "
@@ -54,7 +56,8 @@ def preprocess(path: Path, imgsz: tuple[int, int]) -> np.ndarray:
     except BadInput:
         raise
     except Image.UnidentifiedImageError:
-        raise BadInput(f"{path}: not an image Pillow can decode") from None
+        kinds = "/".join(DECODERS.get(path.suffix.lower(), ())) or "known"
+        raise BadInput(f"{path}: not a {kinds} image Pillow can decode (each suffix is read by its own decoder only)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadInput(f"{path}: refused: {' '.join(str(exc).split())[:160]}") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, MemoryError) as exc:

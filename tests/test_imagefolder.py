@@ -53,13 +53,45 @@ def test_integer_and_wnid_folders_are_read_round_robin(tmp_path):
     (["0", "n01440764"], "mix class indices and WNIDs"),
     (["n00000001"], "not one of the ImageNet-1K classes"),
     (["cats"], "neither a class index"),
+    (["7", "007"], "class folder 007 is neither a class index (0, 1, ...; no leading zeros)"),  # one class, read twice
+    (["\u0663"], "class folder \\u0663 is neither"),  # an Arabic-Indic three: a digit to Python's \d, not a class index
 ])
 def test_badly_named_class_folders_are_refused(tmp_path, names, fragment):
     for name in names:
         (tmp_path / name).mkdir()
         Image.new("RGB", (8, 8)).save(tmp_path / name / "a.png")
-    with pytest.raises(BadInput, match=fragment):
+    with pytest.raises(BadInput, match=__import__("re").escape(fragment)):
         read_folder(tmp_path)
+
+
+def test_a_cap_below_the_class_count_spreads_over_the_classes_and_says_so(tmp_path):
+    """ImageNet's 1000 classes over the cap of 500: one image each from classes spread over the range (not the first
+    by name), and the folder's name says how many were judged."""
+    for label in range(8):
+        (tmp_path / str(label)).mkdir()
+        for i in range(2):
+            Image.new("RGB", (8, 8)).save(tmp_path / str(label) / f"{i}.png")
+    folder = read_folder(tmp_path, limit=4)
+    assert sorted(folder.labels) == [0, 2, 4, 6] and folder.name.endswith("(4 labelled images, 4 of 8 classes)")
+    assert read_folder(tmp_path, limit=16).name.endswith("(16 labelled images, 8 classes)")
+
+
+def test_loose_images_beside_class_folders_and_a_file_of_another_kind_are_refused(tmp_path):
+    """Loose images next to class folders were left out without a word; a file is decoded only as its suffix says
+    (Pillow opens whatever the bytes are: an EPS named .png reached Ghostscript)."""
+    from partialnet.preprocess import preprocess
+
+    (tmp_path / "mixed" / "1").mkdir(parents=True)
+    for path in (tmp_path / "mixed" / "1" / "x.png", tmp_path / "mixed" / "0.png"):
+        Image.new("RGB", (8, 8)).save(path)
+    with pytest.raises(BadInput, match=r"holds class folders and loose images \(0.png, ...\)"):
+        read_folder(tmp_path / "mixed")
+    Image.new("RGB", (8, 8)).save(tmp_path / "gif.png", format="GIF")
+    with pytest.raises(BadInput, match="gif.png: not a PNG image Pillow can decode"):
+        preprocess(tmp_path / "gif.png", (8, 8))
+    (tmp_path / "eps.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    with pytest.raises(BadInput, match="eps.png: not a PNG image"):
+        preprocess(tmp_path / "eps.png", (8, 8))
 
 
 def test_calibration_folders_may_name_their_classes_anything(tmp_path):
