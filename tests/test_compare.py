@@ -268,6 +268,8 @@ def test_a_row_the_candidate_skipped_fails_the_gate_with_its_reason_unless_ignor
     (lambda d: d["rows"][0].update(imgsz=[128, 128]), "timed at [64, 64] in the baseline and [128, 128] in the candidate"),
     (lambda d: d["protocol"].update(name="quick"), "timed differently (protocol latency vs quick)"),
     (lambda d: d["settings"].update(streams=2), "timed differently (streams None vs 2)"),
+    # asked for fp16: OpenVINO's fp16 IR runs, and its row says, fp32, so the row's key was an fp32 build's
+    (lambda d: d["settings"].update(precision="fp16"), "timed differently (precision fp32 vs fp16)"),
     (lambda d: d["rows"][0].update(mode="async"), "timed differently (mode of m / onnxruntime / fp32 / 1 / 1 sync vs async)"),
     (lambda d: d.update(mode="ab"), "timed differently (run one model per row vs ab)"),  # alternated beside another model
     (lambda d: d["protocol"].update(min_iters=20), "timed differently (protocol latency with min_iters None vs 20)"),
@@ -277,7 +279,7 @@ def test_rows_timed_differently_are_not_judged(cli, tmp_path, change, refused):
     agree too, or a 64x64 baseline against a 128x128 candidate reads as a 2.6x regression."""
     rng = np.random.default_rng(16)
     base = result({"onnxruntime": latencies(rng, 5.0)})
-    base["settings"] = {"device": "cpu", "imgsz": [64, 64], "streams": None}
+    base["settings"] = {"device": "cpu", "imgsz": [64, 64], "streams": None, "precision": "fp32"}
     base["rows"][0].update(imgsz=[64, 64], mode="sync")
     cand = json.loads(json.dumps(base))
     cand["rows"][0]["samples_s"] = [float(x) for x in latencies(rng, 5.0)]
@@ -287,6 +289,16 @@ def test_rows_timed_differently_are_not_judged(cli, tmp_path, change, refused):
     assert res.code == 2 and refused in res.err and res.err.count("\n") == 1, res.err
     waived = cli("compare", *files, "--allow-different-settings")
     assert waived.code == (2 if "timed at" in refused else 0), waived.err  # two input sizes are never one build's before and after
+
+
+def test_no_row_in_common_names_the_one_field_that_differs(cli, tmp_path):
+    """A CI job that changed --threads matched no row: the refusal says so instead of only listing the key."""
+    rng = np.random.default_rng(17)
+    base, cand = result({"onnxruntime": latencies(rng, 5.0)}), result({"onnxruntime": latencies(rng, 5.0)})
+    cand["rows"][0]["threads"] = 2
+    res = cli("compare", write(tmp_path / "b.json", base), write(tmp_path / "c.json", cand))
+    assert res.code == 2 and res.err.strip().endswith("no rows in common (matched by model, runtime, precision, batch, threads); "
+                                                      "the rows differ in threads only: 1 vs 2"), res.err
 
 
 def test_the_gate_is_a_fraction_up_to_one(cli, runs):

@@ -283,7 +283,22 @@ def _check_machines(baseline: dict, candidate: dict, allow_different_machines: b
 
 
 # what a row's samples depend on beside its key: refused when they differ, as different machines are
-SETTINGS_THAT_MATTER = ("device", "imgsz", "channels_last", "compile", "cuda_graphs", "streams", "wait")
+# precision: the one asked for; an OpenVINO fp16 IR runs (and its row says) fp32, so its key is an fp32 build's
+SETTINGS_THAT_MATTER = ("device", "imgsz", "precision", "channels_last", "compile", "cuda_graphs", "streams", "wait")
+
+
+def _unmatched_hint(baseline: dict, candidate: dict) -> str:
+    """Why no row matched, where one part of the key tells the runs apart (a CI job that changed --threads)."""
+    from partialnet.bench.results import KEY_FIELDS
+
+    for at, field_name in enumerate(KEY_FIELDS):
+        def rest(rows):
+            return {tuple(v for i, v in enumerate(row_key(r)) if i != at) for r in rows}
+
+        b_vals, c_vals = ({str(row_key(r)[at]) for r in data["rows"]} for data in (baseline, candidate))
+        if b_vals.isdisjoint(c_vals) and rest(baseline["rows"]) & rest(candidate["rows"]):
+            return f"; the rows differ in {field_name} only: {', '.join(sorted(b_vals))[:80]} vs {', '.join(sorted(c_vals))[:80]}"
+    return ""
 
 
 def _check_settings(baseline: dict, candidate: dict, base_rows: dict, cand_rows: dict, allow: bool) -> None:
@@ -362,7 +377,7 @@ def compare_results(
               for r in candidate["rows"] if r["status"] == "failed" and row_key(r) in base_rows]
     gone = _not_measured_in(candidate, base_rows, cand_rows, failed)
     if not verdicts and not failed and not any(g["reason"].startswith("skipped") for g in gone):  # every runtime broke: say which
-        raise BadInput("no rows in common (matched by model, runtime, precision, batch, threads)")
+        raise BadInput("no rows in common (matched by model, runtime, precision, batch, threads)" + _unmatched_hint(baseline, candidate))
     return {
         "alpha": alpha,
         "max_slowdown": max_slowdown,

@@ -268,6 +268,7 @@ class Streams:
 
 SETTINGS = Record({  # what compare holds two results' settings to (and prints where they differ); the rest travels on
     "device": Maybe(OneOf(("cpu", "cuda"))), "imgsz": Maybe(IMGSZ), "threads": Maybe(Integer(1, MAX_THREADS)),
+    "precision": Maybe(OneOf(("fp32", "bf16", "fp16", "int8"))),
     "channels_last": Maybe(Flag()), "compile": Maybe(Flag()), "cuda_graphs": Maybe(Flag()), "streams": Maybe(Streams()),
     "wait": Maybe(Text(40, cut=False)),
 }, keep_others=True)
