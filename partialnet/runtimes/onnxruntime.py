@@ -31,6 +31,31 @@ def _has_qdq(path) -> bool:
     return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
 
 
+HEAVY_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "FusedConv", "FusedMatMul")
+
+
+def computes_fp16_on_cpu(path) -> bool:
+    """Whether the CPU provider runs an fp16 graph's convolutions and matmuls in fp16, read from the graph it
+    optimizes: where it has no fp16 kernel it inserts casts (`InsertedPrecisionFreeCast_*`) and runs the op in
+    fp32, and its NCHWc convolutions are fp32 only. On x86 CPUs that is every convolution (2026's MLAS): an fp16
+    row there would be an fp32 computation with casts around it, labelled as fp16."""
+    import onnx
+    import onnxruntime as ort
+
+    from partialnet.outputs import scratch_folder
+
+    with scratch_folder("partialnet-ort-") as folder:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # its warning that the saved graph is tied to this machine: it is read once, here
+        options.intra_op_num_threads = 1
+        options.optimized_model_filepath = str(Path(folder) / "optimized.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+    cast = {out for node in graph.node if node.name.startswith("InsertedPrecisionFreeCast") for out in node.output}
+    heavy = [node for node in graph.node if node.op_type in HEAVY_OPS]
+    return bool(heavy) and not any(node.domain == "com.microsoft.nchwc" or cast.intersection(node.input) for node in heavy)
+
+
 def device_reason(device: str) -> str | None:
     """Why ONNX Runtime cannot run on `device` here (the runtime table asks for devices other than the CPU)."""
     import onnxruntime
@@ -66,6 +91,8 @@ def input_feed(sess, x: np.ndarray) -> dict:
 class OnnxRuntimeRunner(BaseRunner):
     name = "onnxruntime"
     session = None
+    _precision = "unknown"
+    _fp16_graph = False
 
     def prepare(self) -> None:
         try:
@@ -78,6 +105,21 @@ class OnnxRuntimeRunner(BaseRunner):
         self.precision = ORT_PRECISIONS.get(first.type, first.type)
         if self.precision == "fp32" and _has_qdq(self.path):
             self.precision = "int8"  # a QDQ graph: fp32 input, int8 inside
+        self._fp16_graph = self.precision == "fp16" and self.device != "cuda"
+
+    @property
+    def precision(self) -> str:
+        """What ran: an fp16 graph on the CPU provider is fp32 where it computes fp32 with casts around each op.
+        Probed at the first read, after a bench row's timing (0.1-0.8 s that its load_s must not hold)."""
+        if self._fp16_graph:
+            self._fp16_graph = False
+            if not computes_fp16_on_cpu(self.path):
+                self._precision = "fp32"
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self._precision = value
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]
