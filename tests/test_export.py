@@ -87,7 +87,7 @@ def test_half_is_judged_by_cosine_and_top1(cli, tmp_path):
     assert parity["precision"] == "fp16" and parity["tolerances"]["max_abs"] is None
     assert parity["tightest_passing"]["min_cosine"] >= 0.999
     # what ONNX Runtime's CPU provider computes: on an x86 CPU without AVX512-FP16 it casts around every convolution
-    # and runs it in fp32, so a bench row says fp32 (it said fp16, and was 1.2x slower than the fp32 file's)
+    # and runs it in fp32, so a bench row says fp32 (it said fp16)
     import platform
 
     from partialnet.runtimes.onnxruntime import OnnxRuntimeRunner, computes_fp16_on_cpu
