@@ -156,15 +156,15 @@ def export(
     check_outputs(artifact_outputs(out, fmt.name, options.built_elsewhere, typed=output is not None), inputs, force)
     if checks.images:
         checks.decode_now(options.imgsz)  # fail on a bad folder before the slow work
-    check_data(options.data, options.calib_size)
+    check_data(options.data, options.calib_size, options.imgsz)
+    if options.int8:  # decoded before the load and fold: a bad 200th image, or too many of them, answers at once
+        with stage("calibration data", stage_label(options.data, options.calib_size)):
+            options.calibration = calibration_images(options.data, options.imgsz, options.calib_size)
     model, info = _load(source, variant, weights)
     checks = judged_on_own_data(checks, info, options.imgsz)
     check_labels_fit(checks, info)
     folded = _fold(model, options.imgsz, None if options.dynamic else options.batch)
     check_layers(options.int8_keep_float, folded[0])
-    if options.int8:
-        with stage("calibration data", stage_label(options.data, options.calib_size)):
-            options.calibration = calibration_images(options.data, options.imgsz, options.calib_size)
     return export_folded(model, info, folded, fmt.name, out, options, checks, force=force, inputs=inputs)
 
 
@@ -654,7 +654,7 @@ def _matrix_calibration(plan: dict, data: str | None, imgsz, calib_size: int):
             cell.why = "INT8 needs calibration data: --data digits or --data DIR"
     if not data or not any(c.why is None and c.precision == "int8" for c in plan["cells"]):
         return None
-    check_data(data, calib_size)
+    check_data(data, calib_size, imgsz)
     with stage("calibration data", stage_label(data, calib_size)):
         return calibration_images(data, imgsz, calib_size)
 

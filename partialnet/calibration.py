@@ -19,11 +19,17 @@ from partialnet.limits import MAX_SAMPLES, check_count
 DIGITS = "digits"
 
 
-def check_data(data: str | None, calib_size: int) -> None:
-    """Before any slow work: the source exists and holds images, the count is sane."""
+def check_data(data: str | None, calib_size: int, imgsz: tuple[int, int] | None = None) -> None:
+    """Before any slow work: the source exists and holds images, the count is sane, and (given the size) the
+    images to calibrate on and to judge INT8 on fit in memory."""
     check_count(calib_size, "--calib-size", MAX_SAMPLES)
     if data is None:
         return
+    if imgsz is not None:
+        from partialnet.memory import check_images_fit
+
+        # the calibration set held while the held-out set that judges INT8 is decoded and stacked
+        check_images_fit(calib_size, imgsz, f"--data {data}", "a smaller --calib-size or --imgsz needs less", copies=3)
     if data == DIGITS:
         import importlib.util
 

@@ -122,6 +122,20 @@ def _address_space_room() -> int | None:
 
 
 SMALLER = "a smaller --imgsz or --batch needs less"
+IMAGE_COPIES = 2  # decoded one by one, then stacked into one array: both are held at the stack
+
+
+def check_images_fit(count: int, imgsz: tuple[int, int], what: str, remedy: str, copies: int = IMAGE_COPIES) -> None:
+    """Unavailable (exit 3) where `count` images decoded at `imgsz` (float32, as the checks read them), `copies` of
+    each held at once, need more memory than this machine has: 300 calibration images at 2048x2048 are 15 GB each
+    copy, and ran out of memory only after the fold."""
+    need = copies * count * 3 * imgsz[0] * imgsz[1] * 4
+    if need < 256 << 20:
+        return
+    room = available_bytes()
+    if room is not None and need > room:
+        raise Unavailable(f"{what}: {count} images at {imgsz[0]}x{imgsz[1]} need about {need / GIB:.1f} GiB as float32 and this machine has "
+                          f"{room / GIB:.1f} GiB free (memory and swap, within its cgroup and ulimit -v): {remedy}")
 
 
 def check_fits(model, imgsz: tuple[int, int], batch: int | None, remedy: str = SMALLER) -> None:

@@ -102,7 +102,10 @@ def _resize_and_crop(img, h: int, w: int):
     return img.resize(size, Image.BICUBIC).crop((left, top, left + w, top + h))
 
 
-def load_images(folder: Path, imgsz: tuple[int, int], limit: int = 64) -> np.ndarray:
+FLAT_LIMIT = 64  # images read from a folder without class folders (an agreement check, not an accuracy)
+
+
+def load_images(folder: Path, imgsz: tuple[int, int], limit: int = FLAT_LIMIT) -> np.ndarray:
     """Up to `limit` images from `folder` (sorted by name) as an (N, 3, H, W) batch."""
     folder = Path(folder)
     if not folder.is_dir():

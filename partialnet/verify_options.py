@@ -58,9 +58,12 @@ class VerifyOptions:
             return None, None
         imgsz = tuple(imgsz)
         if imgsz not in self._read:
-            from partialnet.preprocess import load_images
+            from partialnet.memory import check_images_fit
+            from partialnet.preprocess import FLAT_LIMIT, load_images
 
             labelled = self.labelled()
+            check_images_fit(len(labelled.files) if labelled is not None else FLAT_LIMIT, imgsz, f"--images {self.images}",
+                             "a smaller --imgsz needs less")
             self._read[imgsz] = labelled.load(imgsz) if labelled is not None else (load_images(Path(self.images), imgsz), None)
         return self._read[imgsz]
 

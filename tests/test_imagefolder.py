@@ -140,6 +140,26 @@ def test_a_bad_image_anywhere_in_images_stops_the_command_before_its_export(tmp_
     checks = VerifyOptions(images=folder / "0")  # the images decoded up front are the ones judged: kept, not decoded again
     checks.decode_now((64, 64))
     assert checks.judged_on("digits")._read is checks._read
+    # calibration images too: decoded before the load and fold (a bad one was found after a 50 s fold at 2048)
+    calibrated = cli("export", "partialnet_t0", "--imgsz", "64", "--int8", "--data", folder, "--calib-size", "8", "-o", tmp_path / "q.onnx")
+    assert calibrated.code == 2 and "zzz.png" in calibrated.err and "- fold" not in calibrated.err, calibrated.err
+
+
+def test_image_sets_that_cannot_fit_in_memory_are_refused_before_they_are_decoded(tmp_path, monkeypatch):
+    """300 calibration images at 2048x2048 are 15 GB: exit 3 naming the images, not an out-of-memory after the fold."""
+    from partialnet import memory
+    from partialnet.calibration import check_data
+    from partialnet.errors import Unavailable
+    from partialnet.verify_options import VerifyOptions
+
+    folder = _digit_folder(tmp_path / "d", per_class=2, classes=range(2))
+    monkeypatch.setattr(memory, "available_bytes", lambda: 4 << 30)
+    with pytest.raises(Unavailable, match=r"--data .*: 300 images at 2048x2048 need about 42.2 GiB as float32 and this machine has 4.0 GiB"):
+        check_data(str(folder), 300, (2048, 2048))
+    with pytest.raises(Unavailable, match=r"--images .*: 4 images at 4096x4096 need about 1.5 GiB .* has 1.0 GiB free .*: a smaller --imgsz"):
+        monkeypatch.setattr(memory, "available_bytes", lambda: 1 << 30)
+        VerifyOptions(images=folder).decode_now((4096, 4096))
+    check_data(str(folder), 8, (64, 64))  # what fits is not refused
 
 
 def test_verify_reports_top1_and_top5_on_labelled_images(cli, digits_ckpt, digits_onnx, tmp_path):
