@@ -254,12 +254,12 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
             raise Unavailable(f"{artifact}: {static['verdict']} ({static['why']})", details=static)
         from partialnet.verify import ParityReport
 
-        return replace(ParityReport.from_offline(static), source=_held_to(info, io["metadata"]))
+        return replace(ParityReport.from_offline(static), source={**_held_to(info, io["metadata"]), "imgsz": list(io["imgsz"])})
     if judging:
         judging = judging_images(*judging, 0)
     with stage("verify", f"{fmt.runtime}{f' computing {compute}' if compute else ''} vs PyTorch"):
         report = check_parity(artifact, model, io, checks, runtime=fmt.runtime, judging=judging, compute=compute)
-    report.source = _held_to(info, io["metadata"])
+    report.source = {**_held_to(info, io["metadata"]), "imgsz": list(io["imgsz"])}
     if not report.passed:
         raise parity_failure(report, str(artifact))
     return report

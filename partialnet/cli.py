@@ -474,9 +474,15 @@ def random_weights_note(variant: str, seed: int | None) -> str:
     return f"note: {variant} has RANDOM weights (seed {seed}): no checkpoint was given"
 
 
-def source_notes(record: dict) -> list[str]:
-    """What a user must know about the weights a command used: random ones, or one copy of several in the file."""
+def source_notes(record: dict, imgsz=None) -> list[str]:
+    """What a user must know about the weights a command used: random ones, one copy of several in the file, or
+    a size (`imgsz`: the command's) other than the one they were trained at."""
     notes = [random_weights_note(record["variant"], record["random_weights_seed"])] if record["random_weights"] else []
+    trained = record.get("trained_imgsz")
+    if trained and imgsz and list(trained) != list(imgsz):
+        flag = trained[0] if trained[0] == trained[1] else f"{trained[0]},{trained[1]}"
+        notes.append(f"note: {record['source']} was trained at {format_imgsz(trained)} ({record.get('dataset')}); at "
+                     f"{format_imgsz(imgsz)} it is near chance and its own dataset does not judge it: --imgsz {flag}")
     container = str(record.get("container") or "")
     if "; also holds " in container:
         loaded, others = container.split("; also holds ", 1)
@@ -487,7 +493,7 @@ def source_notes(record: dict) -> list[str]:
 
 
 def _render_export(result: dict, timing: dict) -> None:
-    for note in source_notes(result["source"]):
+    for note in source_notes(result["source"], result["options"]["imgsz"]):
         out.print(note, markup=False)
     if "checks" in result["parity"]:
         out.print(render.static_table(result["parity"], f"checks without the runtime: {result['output']}"))
@@ -547,7 +553,7 @@ def verify_command(
     if as_json:
         _print_json({**report.to_dict(), "timing": clock.breakdown()})
         return
-    for note in source_notes(report.source) if report.source else []:  # random weights, or which copy of several it was held to
+    for note in source_notes(report.source, report.source.get("imgsz")) if report.source else []:  # random weights, or which copy of several it was held to
         out.print(note, markup=False)
     if report.source and report.source.get("identity_checked") is False:
         out.print(f"note: {artifact} carries no record of its source (its manifest is not beside it): that it came from {ref} "

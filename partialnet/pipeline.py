@@ -46,6 +46,7 @@ def source_record(info: CheckpointInfo) -> dict:
         "random_weights_seed": RANDOM_WEIGHTS_SEED if info.random_weights else None,
         "container": info.container,  # which weights of the file were loaded, and the copies beside them that were not
         "weights": info.weights,  # the --weights name of the copy loaded, when the file holds several
+        **({"dataset": info.dataset, "trained_imgsz": list(info.trained_imgsz)} if info.dataset and info.trained_imgsz else {}),
     }
 
 

@@ -44,6 +44,10 @@ def test_accuracy_is_judged_by_default_only_at_the_size_the_model_was_trained_at
     exported = cli("export", digits_ckpt, "--imgsz", "96", "-o", out, "--samples", "2")
     assert exported.code == 0, exported.err
     assert json.loads(out.with_name("d96.onnx.json").read_text())["parity"].get("accuracy") is None and "held-out" not in exported.out
+    said = "was trained at 64x64 (digits); at 96x96 it is near chance and its own dataset does not judge it: --imgsz 64"
+    assert said in exported.out  # said, not left to a 14 % top-1 on the user's own images later
+    again = cli("verify", out, "--ref", digits_ckpt, "--samples", "2")
+    assert again.code == 0 and said in again.out, again.err
     asked = cli("verify", out, "--ref", digits_ckpt, "--samples", "2", "--dataset", "digits", "--json")
     assert asked.code in (0, 1), asked.err  # judged because it was asked for, whatever the verdict
     assert json.loads(asked.out)["accuracy"]["dataset"] == "digits"
