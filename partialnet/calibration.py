@@ -25,6 +25,8 @@ def check_data(data: str | None, calib_size: int, imgsz: tuple[int, int] | None 
     check_count(calib_size, "--calib-size", MAX_SAMPLES)
     if data is None:
         return
+    if not data.strip():  # Path("") is the current folder: it would calibrate on whatever lies there
+        raise BadInput("--data '': give 'digits' or a folder of images")
     if imgsz is not None:
         from partialnet.memory import check_images_fit
 

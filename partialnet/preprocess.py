@@ -7,6 +7,7 @@ Pillow decodes and resizes, as in the reference pipelines; it is imported only w
 from __future__ import annotations
 
 import os
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -58,8 +59,11 @@ def preprocess(path: Path, imgsz: tuple[int, int]) -> np.ndarray:
     except Image.UnidentifiedImageError:
         kinds = "/".join(DECODERS.get(path.suffix.lower(), ())) or "known"
         raise BadInput(f"{path}: not a {kinds} image Pillow can decode (each suffix is read by its own decoder only)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadInput(f"{path}: refused: {' '.join(str(exc).split())[:160]}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own guard, before ours could read the size
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "more pixels than Pillow's own limit"
+        raise BadInput(f"{path}: refused: {size}, over the {MAX_IMAGE_PIXELS:,}-pixel limit "
+                       "(a decompression bomb, or far larger than any input needs)") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, MemoryError) as exc:
         # Pillow's decoders raise all of these on malformed files.
         raise BadInput(f"{path}: cannot read image ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None

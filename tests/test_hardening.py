@@ -423,6 +423,7 @@ def test_outputs_never_clobber_inputs_or_each_other(tmp_path, cli):
         (["fold", "CKPT", "--report", "r/"], "--report 'r/' names a folder"),
         (["export", "CKPT", "-o", "q.onnx/"], "-o 'q.onnx/' names a folder"),
         (["digits", "-o", "./"], "-o './' names a folder"),
+        (["export", "CKPT", "--int8", "--data", ""], "--int8 needs calibration data"),  # never the current folder
         # result files too: typed as paths, `x.json/` was read as the file x.json (claims timed its rows, then wrote it)
         (["bench", "CKPT", "--json", "r.json/"], "'r.json/' names a folder, not a file"),
         (["bench", "CKPT", "--csv", "r.csv/"], "'r.csv/' names a folder"),
@@ -771,7 +772,7 @@ def test_declared_sizes_beyond_the_limits_are_refused(tmp_path, cli):
     images.mkdir()
     (images / "bomb.png").write_bytes(hostile.png_declaring(100_000, 100_000))
     result = cli("export", "partialnet_t0", "--imgsz", "64", "--images", images, "-o", tmp_path / "x.onnx")
-    assert_refused(result.code, result.err, "decompression bomb")
+    assert_refused(result.code, result.err, "bomb.png: refused: 10,000,000,000 pixels, over the 50,000,000-pixel limit (a decompression bomb")
 
 
 @pytest.mark.parametrize("size", [(20_000, 1), (1, 30_000)], ids=["wide", "tall"])
