@@ -298,9 +298,10 @@ def _inert_globals() -> list:
 
     import numpy as np
 
-    scalar = np._core.multiarray.scalar
+    scalar = (np._core if hasattr(np, "_core") else np.core).multiarray.scalar  # NumPy 2's name, or 1's (numpy>=1.26 is allowed)
     numeric = [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFD"]  # a dtype's class, set up from its state
-    return [argparse.Namespace, np.dtype, *numeric, scalar, (scalar, "numpy.core.multiarray.scalar")]
+    names = [(scalar, f"{module}.multiarray.scalar") for module in ("numpy.core", "numpy._core")]  # a file from either NumPy
+    return [argparse.Namespace, np.dtype, *numeric, *names]
 
 
 def _torch_load(target, path: Path, mmap: bool) -> object:
