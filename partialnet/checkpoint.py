@@ -140,6 +140,21 @@ def _refusal_reason(exc: Exception) -> str | None:
     return "it holds objects other than tensors"
 
 
+def _entry_refused(reason: str, exc: Exception, pickled: bytes | None) -> str:
+    """The refusal, naming the top-level entry that needs the class where the weights sit in another (a trainer's
+    config object beside a state_dict): those weights are fine, and the way to keep them is to save them alone."""
+    from partialnet.zip_records import entries_naming
+
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    entries, keys = (entries_naming(pickled, found.group(1)) if found and pickled is not None else None) or ([], [])
+    weights = [k for k in CONTAINER_KEYS if k in keys and k not in entries]
+    if entries and weights:
+        return (f"its entry {entries[0]!r} {reason.removeprefix('it ')}; partialnet loads tensors only. The weights beside it "
+                f"({weights[0]!r}) are tensors: from a copy you trust, save them alone: "
+                f"torch.save(torch.load(path, weights_only=False)[{weights[0]!r}], 'weights.pth')")
+    return f"{reason}; partialnet loads tensors only (save model.state_dict() instead)"
+
+
 MAX_LEGACY_BYTES = 2 << 30  # pre-1.6 pickle checkpoints are read whole; the largest real model is ~0.4 GB
 MAX_PICKLE_BYTES = 64 << 20  # the pickled structure of a state_dict (not its tensor bytes) is kilobytes
 MAX_PICKLE_OPS = 2_000_000  # a state_dict of the largest variant with optimizer state needs ~50k opcodes
@@ -193,7 +208,7 @@ def _more(stream) -> bool:
     return more
 
 
-def _inspect_zip(f, path: Path) -> None:
+def _inspect_zip(f, path: Path) -> bytes:
     """Refuse what torch.save never writes, before torch reads any of it."""
     try:
         archive = zipfile.ZipFile(f)
@@ -232,6 +247,7 @@ def _inspect_zip(f, path: Path) -> None:
         _check_crcs(archive, members, path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise BadInput(f"{path}: truncated or corrupt checkpoint (zip: {_first_line(exc)})") from None
+    return pickled  # the structure, for a refusal to name the entry that needs a class
 
 
 def _named_twice(names: list[str]) -> str | None:
@@ -278,9 +294,9 @@ def read_file(path: Path) -> object:
         if kind == "unknown":
             raise not_a_checkpoint(path)
         if kind == "zip":
-            _inspect_zip(f, path)
+            pickled = _inspect_zip(f, path)
             f.seek(0)
-            return _torch_load(fd_path(f, path), path, mmap=True)
+            return _torch_load(fd_path(f, path), path, mmap=True, pickled=pickled)
         size = os.fstat(f.fileno()).st_size
         if size > MAX_LEGACY_BYTES:
             raise BadInput(f"{path}: refused: a {size:,}-byte legacy (pre-zip) pickle checkpoint; re-save it with a current torch")
@@ -304,7 +320,7 @@ def _inert_globals() -> list:
     return [argparse.Namespace, np.dtype, *numeric, *names]
 
 
-def _torch_load(target, path: Path, mmap: bool) -> object:
+def _torch_load(target, path: Path, mmap: bool, pickled: bytes | None = None) -> object:
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_inert_globals()):
             warnings.simplefilter("ignore")  # torch warns about pickle protocols it reads fine
@@ -312,9 +328,7 @@ def _torch_load(target, path: Path, mmap: bool) -> object:
     except pickle.UnpicklingError as exc:
         reason = _refusal_reason(exc)
         if reason:
-            raise BadInput(
-                f"{path}: refused: {reason}; partialnet loads tensors only (save model.state_dict() instead)"
-            ) from None
+            raise BadInput(f"{path}: refused: {_entry_refused(reason, exc, pickled)}") from None
         raise BadInput(f"{path}: corrupt checkpoint ({_first_line(exc)})") from None
     except (EOFError, zipfile.BadZipFile, RuntimeError) as exc:
         raise BadInput(f"{path}: truncated or corrupt checkpoint ({_first_line(exc)})") from None

@@ -107,6 +107,50 @@ def declared_storages(pickle_bytes: bytes, path: Path) -> dict[str, int | None]:
     return reader.declared
 
 
+MAX_WALK = 200_000  # objects visited looking for a class: a state_dict with optimizer state is a few thousand
+
+
+def entries_naming(pickle_bytes: bytes, named: str) -> tuple[list[str], list[str]] | None:
+    """(the top-level keys whose values use the class `named` (module.qualname), every top-level key), read with
+    inert stand-ins (nothing runs); None where the pickle is no dict, cannot be read, or is too large to walk."""
+    reader = _StorageReader(io.BytesIO(pickle_bytes))
+    try:
+        top = reader.load()
+    except Exception:  # RecursionError included: then nothing is named, and the refusal stays as torch worded it
+        return None
+    if not isinstance(top, dict):
+        return None
+    budget = [MAX_WALK]
+    try:
+        return [str(key)[:60] for key, value in top.items() if _uses(value, named, budget, set())], [str(key)[:60] for key in top]
+    except _TooLarge:
+        return None
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _uses(value, named: str, budget: list[int], seen: set[int]) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _TooLarge
+        if getattr(type(item), "named", None) == named:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+    return False
+
+
 def check_records(archive: zipfile.ZipFile, top: str, declared: dict[str, int | None], path: Path) -> None:
     """Each storage record exactly as large as the pickle says, none missing, none that nothing uses."""
     records = {m.filename[len(top) + 6:]: m for m in archive.infolist() if m.filename.startswith(f"{top}/data/")}

@@ -71,6 +71,7 @@ def make_bad_inputs(tmp: Path, fixture: Path) -> dict[str, tuple[Path, str]]:
     data = fixture.read_bytes()
     (tmp / "truncated.pth").write_bytes(data[: len(data) // 3])
     torch.save({"x": Payload(tmp / "PWNED")}, tmp / "malicious.pth")
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "cfg": Payload(tmp / "PWNED")}, tmp / "beside_weights.pth")  # a trainer's object
     with (tmp / "malicious_raw.pkl").open("wb") as f:
         pickle.dump(Payload(tmp / "PWNED"), f, protocol=2)
     torch.save(torch.nn.Linear(2, 2), tmp / "whole_module.pt")
@@ -86,6 +87,8 @@ def make_bad_inputs(tmp: Path, fixture: Path) -> dict[str, tuple[Path, str]]:
         "text": (tmp / "notes.pth", "not a checkpoint"),
         "truncated": (tmp / "truncated.pth", "truncated or corrupt"),
         "malicious": (tmp / "malicious.pth", "refused"),
+        "malicious_beside_weights": (tmp / "beside_weights.pth", f"refused: its entry 'cfg' needs the global {os.system.__module__}.system, "
+                                     "which could run code; partialnet loads tensors only. The weights beside it ('state_dict') are tensors"),
         "malicious_raw_pickle": (tmp / "malicious_raw.pkl", "refused"),
         "whole_module": (tmp / "whole_module.pt", "refused"),
         "wrong_type": (tmp / "list.pt", "holds a list"),
@@ -102,6 +105,7 @@ BAD = [
     "text",
     "truncated",
     "malicious",
+    "malicious_beside_weights",
     "malicious_raw_pickle",
     "whole_module",
     "wrong_type",
