@@ -140,6 +140,11 @@ def _refusal_reason(exc: Exception) -> str | None:
     return "it holds objects other than tensors"
 
 
+# commands a message gives the user to run (on a file they trust), not writes of this package
+KEEP_WEIGHTS = "torch.save(torch.load(path, weights_only=False)[{key!r}], 'weights.pth')"
+RESAVE_COPIES = "torch.save({k: v.clone() for k, v in sd.items()}, path)"
+
+
 def _entry_refused(reason: str, exc: Exception, pickled: bytes | None) -> str:
     """The refusal, naming the top-level entry that needs the class where the weights sit in another (a trainer's
     config object beside a state_dict): those weights are fine, and the way to keep them is to save them alone."""
@@ -151,7 +156,7 @@ def _entry_refused(reason: str, exc: Exception, pickled: bytes | None) -> str:
     if entries and weights:
         return (f"its entry {entries[0]!r} {reason.removeprefix('it ')}; partialnet loads tensors only. The weights beside it "
                 f"({weights[0]!r}) are tensors: from a copy you trust, save them alone: "
-                f"torch.save(torch.load(path, weights_only=False)[{weights[0]!r}], 'weights.pth')")
+                + KEEP_WEIGHTS.format(key=weights[0]))
     return f"{reason}; partialnet loads tensors only (save model.state_dict() instead)"
 
 
@@ -660,7 +665,7 @@ def check_storage(sd: Mapping[str, torch.Tensor]) -> None:
         key = max(sd, key=lambda k: sd[k].untyped_storage().nbytes() - sd[k].numel() * sd[k].element_size())
         raise BadInput(f"refused: its tensors reference {held:,} bytes of storage but hold only {need:,}: {key} is a view of "
                        f"{sd[key].untyped_storage().nbytes():,} bytes (a slice saved without .clone(), e.g. a cut-down head); "
-                       "re-save the weights as copies: torch.save({k: v.clone() for k, v in sd.items()}, path)")
+                       f"re-save the weights as copies: {RESAVE_COPIES}")
 
 
 def load_state_dict_strict(model: PartialNet, sd: dict[str, torch.Tensor], label: str) -> None:

@@ -46,7 +46,7 @@ def preprocess(path: Path, imgsz: tuple[int, int]) -> np.ndarray:
     try:
         with open_regular(path, "image", max_bytes=MAX_IMAGE_BYTES) as f, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(f, formats=DECODERS.get(path.suffix.lower(), ()))
+            img = Image.open(f, formats=DECODERS.get(Path(path).suffix.lower(), ()))
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise BadInput(
                     f"{path}: refused: {img.width}x{img.height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit "
@@ -57,7 +57,7 @@ def preprocess(path: Path, imgsz: tuple[int, int]) -> np.ndarray:
     except BadInput:
         raise
     except Image.UnidentifiedImageError:
-        kinds = "/".join(DECODERS.get(path.suffix.lower(), ())) or "known"
+        kinds = "/".join(DECODERS.get(Path(path).suffix.lower(), ())) or "known"
         raise BadInput(f"{path}: not a {kinds} image Pillow can decode (each suffix is read by its own decoder only)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own guard, before ours could read the size
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
