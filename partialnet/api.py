@@ -254,12 +254,12 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
             raise Unavailable(f"{artifact}: {static['verdict']} ({static['why']})", details=static)
         from partialnet.verify import ParityReport
 
-        return replace(ParityReport.from_offline(static), source={**_held_to(info, io["metadata"]), "imgsz": list(io["imgsz"])})
+        return replace(ParityReport.from_offline(static), source=_held_to(info, io))
     if judging:
         judging = judging_images(*judging, 0)
     with stage("verify", f"{fmt.runtime}{f' computing {compute}' if compute else ''} vs PyTorch"):
         report = check_parity(artifact, model, io, checks, runtime=fmt.runtime, judging=judging, compute=compute)
-    report.source = {**_held_to(info, io["metadata"]), "imgsz": list(io["imgsz"])}
+    report.source = _held_to(info, io)
     if not report.passed:
         raise parity_failure(report, str(artifact))
     return report
@@ -276,9 +276,10 @@ def judged_on_own_data(checks: VerifyOptions, info, imgsz) -> VerifyOptions:
     return checks if trained_elsewhere(info, imgsz) else checks.judged_on(info.dataset)
 
 
-def _held_to(info, meta: dict) -> dict:
-    """Which weights of --ref the artifact was held to, and whether the artifact said it came from them."""
-    return {**source_record(info), "identity_checked": bool(meta.get("source_sha256"))}
+def _held_to(info, io: dict) -> dict:
+    """Which weights of --ref the artifact was held to, whether the artifact said it came from them, and the size it
+    was judged at (a note where the weights were trained at another)."""
+    return {**source_record(info), "identity_checked": bool(io["metadata"].get("source_sha256")), "imgsz": list(io["imgsz"])}
 
 
 def _load_reference(artifact: Path, meta: dict, ref: str, variant: str | None, weights: str | None):

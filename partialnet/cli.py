@@ -290,7 +290,9 @@ def info(
 def _output_file(text: str) -> Path:
     """An output file's name as typed: pathlib reads `x.json/` as the file x.json, so a trailing slash (a folder)
     would be dropped without a word; refused here, before any work."""
-    if text.endswith(("/", os.sep)) or text.rsplit("/", 1)[-1] in (".", ".."):
+    from partialnet.sources import names_a_folder
+
+    if names_a_folder(text):
         raise typer.BadParameter(f"{text!r} names a folder, not a file")
     return Path(text)
 
@@ -483,13 +485,21 @@ def source_notes(record: dict, imgsz=None) -> list[str]:
         flag = trained[0] if trained[0] == trained[1] else f"{trained[0]},{trained[1]}"
         notes.append(f"note: {record['source']} was trained at {format_imgsz(trained)} ({record.get('dataset')}); at "
                      f"{format_imgsz(imgsz)} it is near chance and its own dataset does not judge it: --imgsz {flag}")
-    container = str(record.get("container") or "")
-    if "; also holds " in container:
-        loaded, others = container.split("; also holds ", 1)
+    copies = other_copies(record.get("container"))
+    if copies:
         chosen = f" (--weights {record['weights']})" if record.get("weights") else ""
-        notes.append(f"note: loaded {loaded}{chosen} of {record['source']}; it also holds {others.removesuffix(', not loaded')} "
+        notes.append(f"note: loaded {copies[0]}{chosen} of {record['source']}; it also holds {copies[1]} "
                      "(not loaded: pick a copy with --weights NAME)")
     return notes
+
+
+def other_copies(container) -> tuple[str, str] | None:
+    """(the copy loaded, the others) from a checkpoint's container record, where the file holds several."""
+    text = str(container or "")
+    if "; also holds " not in text:
+        return None
+    loaded, others = text.split("; also holds ", 1)
+    return loaded, others.removesuffix(", not loaded")
 
 
 def _render_export(result: dict, timing: dict) -> None:
@@ -723,11 +733,10 @@ def copy_notes(rows: list[dict]) -> list[str]:
     first, as every command does without --weights (latency does not depend on which)."""
     notes: dict[str, str] = {}
     for r in rows:
-        container = str(r.get("container") or "")
-        if r.get("weights") and "; also holds " in container and r["model"] not in notes:
-            loaded, others = container.split("; also holds ", 1)
-            notes[r["model"]] = (f"note: {r['model']}: timed {loaded} (--weights {r['weights']}); the file also holds "
-                                 f"{others.removesuffix(', not loaded')} (the same network: latency does not depend on the copy)")
+        copies = other_copies(r.get("container"))
+        if r.get("weights") and copies and r["model"] not in notes:
+            notes[r["model"]] = (f"note: {r['model']}: timed {copies[0]} (--weights {r['weights']}); the file also holds "
+                                 f"{copies[1]} (the same network: latency does not depend on the copy)")
     return list(notes.values())
 
 

@@ -25,6 +25,7 @@ from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.exporters.formats import check_artifact_name, exporter_of, get_format, published
 from partialnet.exporters.options import ExportOptions
 from partialnet.exporters.pt2e import PROGRAM_BATCH, ProgramLayers, ProgramRunner, judged_before_lowering
+from partialnet.exporters.sidecar import sidecar
 from partialnet.folding import FoldReport
 from partialnet.outputs import Output, atomic_outputs, scratch_folder
 from partialnet.preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD
@@ -281,7 +282,7 @@ def artifact_outputs(out: Path, format: str, built_elsewhere: bool = False, type
     files = list(exporter_of(fmt).artifact_paths(out, built_elsewhere))
     if not typed:
         files = [replace(o, option=o.option.replace("-o", "the default output (no -o given):", 1)) for o in files]
-    return [*files, Output(files[0].path.with_name(files[0].path.name + ".json"), "manifest")]
+    return [*files, Output(sidecar(files[0].path), "manifest")]
 
 
 def export_folded(

@@ -7,15 +7,11 @@ that would pass, which then fails when passed back as --atol.
 
 from __future__ import annotations
 
-import math
-
 
 def at_least(value: float, digits: int = 3) -> str:
     """`value` in `digits` significant digits, rounded up: a bound that `value` is within (a max |Δ| tolerance)."""
-    if not math.isfinite(value) or value == 0:
-        return f"{value:.{digits - 1}e}"
     text = f"{value:.{digits - 1}e}"
-    while float(text) < value:
+    while float(text) < value:  # never for 0, NaN or Inf: they print as they are
         mantissa, exponent = text.split("e")
         text = f"{(float(mantissa) + 10.0 ** (1 - digits)) * 10.0 ** int(exponent):.{digits - 1}e}"
     return text
@@ -23,10 +19,8 @@ def at_least(value: float, digits: int = 3) -> str:
 
 def at_most(value: float, decimals: int = 8) -> str:
     """`value` in `decimals` decimals, rounded down: a bound that `value` reaches (a minimum cosine)."""
-    if not math.isfinite(value):
-        return f"{value:.{decimals}f}"
     text = f"{value:.{decimals}f}"
-    while float(text) > value:
+    while float(text) > value:  # never for NaN or Inf
         text = f"{float(text) - 10.0 ** -decimals:.{decimals}f}"
     return text
 

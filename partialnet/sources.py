@@ -144,9 +144,14 @@ def output_file(output: str | Path | None, source: str, suffix: str, option: str
         return default_output(source, suffix)
     check_name(output, option)
     text = os.fspath(output)
-    if not text.strip() or text.rsplit(os.sep, 1)[-1] in ("", ".", ".."):  # `x.pt/`, `out/.`, `..`: pathlib would drop or keep the wrong part
+    if names_a_folder(text):
         raise BadInput(f"{option} {text!r} names a folder, not a file; give a file name such as {default_output(source, suffix).name}{hint}")
     return Path(text)
+
+
+def names_a_folder(text: str) -> bool:
+    """`x.pt/`, `out/.`, `..`, nothing: pathlib would drop or keep the wrong part (`Path("x.json/")` is the file x.json)."""
+    return not text.strip() or text.rsplit(os.sep, 1)[-1] in ("", ".", "..")
 
 
 def default_output(source: str, suffix: str) -> Path:

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from partialnet.bench.marks import mark
+from partialnet.bench.options import PRECISIONS as PRECISIONS  # the one list: a matrix's precisions are bench's
 from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.limits import check_once, list_items
 from partialnet.exporters.formats import FORMATS, Format, exporter_of, get_format
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
 
 SCHEMA = "partialnet.matrix/1"
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 PROTOCOLS = ("latency", "quick")  # batch 1 per row, so the throughput and paper protocols do not apply
 EXPORTED = {"fp32": "fp32", "fp16": "half", "int8": "int8"}  # precisions that are files of their own, by the option making them
 DEFAULT_BUDGET = 1.0  # points of top-1 below PyTorch fp32 a recommended artifact may lose

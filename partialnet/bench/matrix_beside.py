@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from partialnet.exporters.sidecar import sidecar
 from partialnet.signals import ended, forget_child, forget_temporary, remember_child, remember_temporary
 
 SPEC, RESULT, LOG = "spec.json", "result.json", "stderr.txt"
@@ -127,7 +128,7 @@ class Beside:
     def files(self, job: dict) -> tuple[Path, Path]:
         """The second process's files for one cell: its artifact, then the manifest beside it."""
         artifact = self.folder / job["name"]
-        return artifact, artifact.with_name(artifact.name + ".json")
+        return artifact, sidecar(artifact)
 
     def copy_into(self, job: dict, staged: list) -> None:
         """The second process's files for one cell, into the parent's staged outputs (artifact first, manifest last)."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from partialnet.bench.marks import mark, marked_notes
+from partialnet.bench.options import PRECISIONS
 from partialnet.bench.protocols import described_as_run
 from partialnet.errors import BadInput
 from partialnet.inputs import finite_number, inert, json_refusal, md_row, md_text, unique_keys
@@ -268,7 +269,7 @@ class Streams:
 
 SETTINGS = Record({  # what compare holds two results' settings to (and prints where they differ); the rest travels on
     "device": Maybe(OneOf(("cpu", "cuda"))), "imgsz": Maybe(IMGSZ), "threads": Maybe(Integer(1, MAX_THREADS)),
-    "precision": Maybe(OneOf(("fp32", "bf16", "fp16", "int8"))),
+    "precision": Maybe(OneOf(PRECISIONS)),
     "channels_last": Maybe(Flag()), "compile": Maybe(Flag()), "cuda_graphs": Maybe(Flag()), "streams": Maybe(Streams()),
     "wait": Maybe(Text(40, cut=False)),
 }, keep_others=True)

@@ -33,6 +33,7 @@ from partialnet.sources import artifact_format
 from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.exporters.formats import FORMATS, check_manifest
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
+from partialnet.exporters.sidecar import sidecar
 from partialnet.inputs import sha256_of
 from partialnet.folding import fold, save_deploy
 from partialnet.outputs import scratch_folder
@@ -312,7 +313,7 @@ def _manifest_agreement(path: Path) -> dict | None:
     """An INT8 artifact's top-1 agreement on real images, from the manifest its export wrote beside it."""
     from partialnet.inputs import read_beside
 
-    manifest = read_beside(path.with_name(path.name + ".json"), "export manifest")
+    manifest = read_beside(sidecar(path), "export manifest")
     if manifest is None:
         return None
     try:

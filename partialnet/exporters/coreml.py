@@ -28,6 +28,7 @@ from partialnet.errors import BadInput, missing_extra
 from partialnet.exporters import mlpackage
 from partialnet.exporters.quiet import library_quiet
 from partialnet.exporters.options import ExportOptions
+from partialnet.exporters.sidecar import sidecar
 from partialnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -240,7 +241,7 @@ def _census_check(path: Path, package, check) -> list[str]:
     census = _census(package)
     unknown = sorted(op for op in census if op not in KNOWN_OPS)
     detail = ", ".join(f"{k} {v}" for k, v in sorted(census.items()))
-    manifest = read_beside(path.with_name(path.name + ".json"), "export manifest")
+    manifest = read_beside(sidecar(path), "export manifest")
     graph = manifest.get("graph") if isinstance(manifest, dict) else None
     recorded = graph.get("op_counts") if isinstance(graph, dict) else None
     if isinstance(recorded, dict) and recorded:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from partialnet.errors import BadInput
+from partialnet.exporters.sidecar import sidecar
 from partialnet.inputs import a_or_an, inert
 
 
@@ -175,7 +176,7 @@ def published(fmt: Format, out: Path, typed: bool = True) -> list | None:
     option = "-o" if typed else "the default output (no -o given):"
     out = Path(out)
     return [Output(out, option, kind=fmt.artifact_kind), *(Output(out.with_suffix(s), f"{option} ({s})") for s in fmt.companions),
-            Output(out.with_name(out.name + ".json"), "manifest")]
+            Output(sidecar(out), "manifest")]
 
 
 def format_for_path(path) -> Format:
@@ -194,7 +195,7 @@ def check_manifest(path) -> dict | None:
     from partialnet.inputs import read_beside, sha256_of
 
     path = Path(path)
-    manifest_path = path.with_name(path.name + ".json")
+    manifest_path = sidecar(path)
     manifest = read_beside(manifest_path, "export manifest")
     if manifest is None:
         return None

@@ -23,6 +23,7 @@ from torch import nn
 from partialnet.errors import BadInput, Unavailable, missing_extra
 from partialnet.exporters import onnx as onnx_exporter
 from partialnet.exporters.options import ExportOptions
+from partialnet.exporters.sidecar import sidecar  # noqa: F401  (remote.engine reads the engine manifest beside it through the exporter)
 from partialnet.inputs import check_regular, read_beside
 from partialnet.limits import check_input_shape
 from partialnet.outputs import Output
@@ -263,10 +264,6 @@ def engine_record(options: ExportOptions, machine: dict) -> dict:
 def prepared_files(out: Path) -> list[Path]:
     """What an export with built_elsewhere leaves to build from: the TensorRT-ready ONNX and its script."""
     return [ready_onnx_path(out), script_path(out)]
-
-
-def sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
 
 
 def read_io(path: Path) -> dict:

@@ -150,6 +150,8 @@ class RemoteHost:
     # ------------------------------------------------------------------ files
     def upload(self, local: Path, companions: tuple[str, ...] = ()) -> str:
         """The remote path of `local` (copied once per command), with its companions and manifest beside it."""
+        from partialnet.exporters.sidecar import sidecar
+
         st = local.stat()
         key = (str(local.resolve()), st.st_size, st.st_mtime_ns)
         if key in self._uploaded:
@@ -158,7 +160,7 @@ class RemoteHost:
         suffix = "".join(c for c in local.suffix if c.isalnum() or c == ".")[:16]
         pairs = [(local, f"{stem}{suffix}")]
         pairs += [(local.with_suffix(s), f"{stem}{s}") for s in companions if local.with_suffix(s).is_file()]
-        manifest = local.with_name(local.name + ".json")
+        manifest = sidecar(local)
         if manifest.is_file():
             pairs.append((manifest, f"{stem}{suffix}.json"))
         for path, remote in pairs:
