@@ -230,7 +230,7 @@ def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, 
     exporter = exporter_of(fmt)
     check_manifest(artifact)  # before its record of a source is believed
     io = exporter.read_io(artifact)
-    _check_compute(artifact, fmt, io, compute)
+    compute = _check_compute(artifact, fmt, io, compute)
     judging = _judging_for(artifact, io, checks)
     if checks.images:
         checks.decode_now(tuple(io["imgsz"]))  # fail on a bad folder before the load
@@ -308,18 +308,20 @@ def check_compute(artifact: str | Path, compute: str) -> None:
     _check_compute(artifact, fmt, exporter_of(fmt).read_io(artifact), compute)
 
 
-def _check_compute(artifact: Path, fmt, io: dict, compute: str | None) -> None:
-    """--compute asks the runtime for a precision it computes from an fp32 file; refused before the load otherwise."""
+def _check_compute(artifact: Path, fmt, io: dict, compute: str | None) -> str | None:
+    """--compute asks the runtime for a precision it computes from an fp32 file, returned as named (any case typed);
+    refused before the load otherwise."""
     if compute is None:
-        return
+        return None
     from partialnet.runtimes.table import RUNTIMES, check_compute, computed_precision
 
-    check_compute(compute)
+    compute = check_compute(compute)
     if computed_precision(fmt.runtime, compute) is None:
         able = ", ".join(name for name, spec in RUNTIMES.items() if compute in dict(spec.computes))
         raise BadInput(f"--compute {compute}: {fmt.runtime} does not compute {compute} from the file (runtimes that do: {able})")
     if io["precision"] != "fp32":
         raise BadInput(f"--compute {compute} runs an fp32 file at {compute}; {artifact} is {io['precision']}")
+    return compute
 
 
 def _check_preprocessing_metadata(artifact: Path, meta: dict, io: dict) -> None:
@@ -862,7 +864,7 @@ def compare(baseline: str | Path, candidate: str | Path, *, alpha: float = 0.01,
 
     check_name(baseline, "baseline")
     check_name(candidate, "candidate")
-    check_gate(alpha, max_slowdown, noise, missing)
+    noise, missing = check_gate(alpha, max_slowdown, noise, missing)
     verdict = compare_results(load_result(baseline), load_result(candidate), alpha, max_slowdown, allow_different_machines, noise,
                               is_same_file(baseline, candidate), missing, allow_different_settings)
     return {**verdict, "failure": failure(verdict)}

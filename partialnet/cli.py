@@ -547,7 +547,7 @@ def verify_command(
     if compute is not None:
         from partialnet.runtimes.table import check_compute  # the runtimes package brings numpy: not for --help
 
-        check_compute(compute)
+        compute = check_compute(compute)
     check_source(ref, variant)
     if where.addresses():
         if compute:
@@ -848,7 +848,7 @@ def claims_command(
     from partialnet.outputs import check_outputs
 
     if not addresses:  # a target's cores are checked when it answers, before its first row
-        _threads_fit_here(plan.threads, device)
+        _threads_fit_here(plan.threads, plan.device)
     labels = [str(a) for a in addresses] or [None]
     outputs = per_target_outputs(json_path, None, md_path, plot_path, labels)
     check_outputs([o for named in outputs.values() for o in named if o], [], force)
@@ -899,10 +899,11 @@ def _claims_plan(device, runtime, sizes, protocol, threads, imgsz, tolerance, ha
     from partialnet.bench.protocols import get_protocol
     from partialnet.bench.threads import default_threads
     from partialnet.limits import MAX_THREADS, check_count, check_input_shape
+    from partialnet.bench.options import DEVICES
+    from partialnet.options import choice
     from partialnet.runtimes.table import refuse_here_without_gpu, resolve_runtimes
 
-    if device not in ("cpu", "cuda"):
-        raise BadInput(f"--device {device!r}: expected cpu or cuda")
+    device = choice(device, DEVICES, "--device")
     if not (math.isfinite(tolerance) and 0 <= tolerance <= 0.5):
         raise BadInput(f"--tolerance {tolerance}: expected a number in 0..0.5")
     if cuda_graphs and device != "cuda":
@@ -1094,7 +1095,7 @@ def compare_command(
     from partialnet.bench.compare import check_gate, compare_results, failure, is_same_file, why_lines
     from partialnet.bench.results import load_result
 
-    check_gate(alpha, max_slowdown, noise, missing)
+    noise, missing = check_gate(alpha, max_slowdown, noise, missing)
     report = compare_results(load_result(baseline), load_result(candidate), alpha, max_slowdown, allow_different_machines,
                              noise, is_same_file(baseline, candidate), missing, allow_different_settings)
     for note in _compare_notes(report, baseline, candidate):

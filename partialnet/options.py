@@ -12,6 +12,7 @@ import functools
 import numbers
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from types import UnionType
@@ -41,6 +42,24 @@ class Flag:
 def option(default, flag: str, help: str, **kw) -> Any:
     """A dataclass field with its command-line flag."""
     return field(default=default, metadata={"flag": Flag(flag, help, **kw)})
+
+
+def choice(value, names: Sequence[str], flag: str, expected: str = "") -> str:
+    """A choice as its name in `names`, typed in any case with blanks around it: `--device CPU` is cpu and
+    `--min-target ios17` is iOS17, as format, runtime and variant names already were. Anything else is refused
+    with the choices (`expected` words them where a bare list would not say what they are)."""
+    if isinstance(value, str):
+        key = value.strip().casefold()
+        for name in names:
+            if name.casefold() == key:
+                return name
+    listed = names[0] if len(names) == 1 else f"{names[0]} or {names[1]}" if len(names) == 2 else f"one of {', '.join(names)}"
+    raise BadInput(f"{flag} {shown(value)}: expected {expected or listed}")
+
+
+def choices(names: Sequence[str], flag: str, expected: str = "") -> Callable[[Any], str]:
+    """A field's `parse` for a flag that takes one of `names`."""
+    return functools.partial(choice, names=names, flag=flag, expected=expected)
 
 
 def flags_of(cls) -> dict[str, Flag]:

@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Optional
 
 from partialnet.errors import BadInput
-from partialnet.options import option, settle
+from partialnet.options import choice, option, settle
 
 DATASETS = ("digits",)
 
 
 def check_dataset(dataset: str | None) -> str | None:
-    if dataset is not None and dataset not in DATASETS:
-        raise BadInput(f"--dataset {dataset!r}: known datasets are {', '.join(DATASETS)}")
-    return dataset
+    """The dataset's name (any case), or None."""
+    return None if dataset is None else choice(dataset, DATASETS, "--dataset", f"a known dataset: {', '.join(DATASETS)}")
 
 
 @dataclass
@@ -32,7 +31,7 @@ class VerifyOptions:
     min_cosine: float | None = option(None, "--min-cosine", "Override the cosine tolerance.", cli_type=Optional[float])
     min_top1: float | None = option(None, "--min-top1", "Override the top-1 agreement tolerance (0-1).", cli_type=Optional[float])
     dataset: str | None = option(None, "--dataset", "Also judge held-out top-1 on a real dataset: digits (default for digits checkpoints).",
-                                 cli_type=Optional[str])
+                                 cli_type=Optional[str], parse=check_dataset)
 
     def __post_init__(self) -> None:
         settle(self)

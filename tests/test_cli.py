@@ -283,7 +283,7 @@ def test_a_bad_source_or_artifact_is_refused_before_torch_is_imported(tmp_path):
         (["export", str(ckpt), "-f", "onnx", "-o", str(tmp_path / "q.xml")], "q.xml: an onnx artifact must end in .onnx"),
         (["export", str(ckpt), "-o", str(ckpt)], "model.pth: an onnx artifact must end in .onnx"),
         (["verify", str(tmp_path / "missing.onnx"), "--ref", "partialnet_t0"], "missing.onnx: no such file"),
-        (["verify", str(onnx), "--ref", "partialnet_t0", "--compute", "fp8"], "--compute fp8: expected bf16"),
+        (["verify", str(onnx), "--ref", "partialnet_t0", "--compute", "fp8"], "--compute 'fp8': expected bf16"),
         (["verify", str(onnx), "--ref", str(garbage)], "not a checkpoint"),
         (["matrix", str(missing)], "no such file"),
         (["bench", "partialnet_t0", str(garbage)], "not a checkpoint"),
@@ -312,7 +312,8 @@ def test_compare_and_report_read_results_without_torch(tmp_path):
                                                            "settings": {"device": "cpu"}, "machine": machine, "rows": [row]}))
     code = ("import json, sys\nfrom partialnet.cli import run\nfor argv in json.loads(sys.argv[1]):\n    sys.argv = ['partialnet', *argv]\n"
             "    try:\n        run()\n    except SystemExit as stop:\n        print('@@', stop.code, 'torch' in sys.modules, 'onnxruntime' in sys.modules)")
-    argvs = [["compare", "base.json", "cand.json"], ["report", "base.json", "cand.json", "-o", "r.md"]]
+    argvs = [["compare", "base.json", "cand.json", "--noise", "Fail", "--missing", "IGNORE"],  # choices in any case
+             ["report", "base.json", "cand.json", "-o", "r.md"]]
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(argvs)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     ends = [line for line in proc.stdout.splitlines() if line.startswith("@@")]
     assert ends == ["@@ 0 False False"] * 2, proc.stdout + proc.stderr
@@ -326,7 +327,7 @@ def test_cuda_without_a_gpu_driver_is_refused_before_torch_is_imported(cli):
     code = ("import sys\nfrom partialnet.cli import run\nsys.argv = ['partialnet', *sys.argv[1:]]\n"
             "try:\n    run()\nexcept SystemExit as stop:\n    print(stop.code, 'torch' in sys.modules)")
     for args in (["bench", "partialnet_t0", "fasternet_t0", "--device", "cuda", "--runtime", "pytorch", "--protocol", "paper"],
-                 ["claims", "--device", "cuda", "--sizes", "t0,t1,t2,s", "--runtime", "pytorch", "--half"]):
+                 ["claims", "--device", "CUDA", "--sizes", "t0,t1,t2,s", "--runtime", "pytorch", "--half"]):  # any case
         proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=tmp_neutral())
         assert proc.stdout.split() == ["3", "False"], proc.stderr
         assert "no runtime can run on cuda here (pytorch: no GPU driver on this machine" in proc.stderr, proc.stderr
@@ -407,6 +408,10 @@ def _options(name):
     ("bench", {"threads": np.int64(2)}, "threads", 2),  # numpy's numbers are numbers
     ("bench", {"batch": [np.int64(1), 32]}, "batch", "1,32"),
     ("bench", {"imgsz": [np.int32(64), 96]}, "imgsz", (64, 96)),
+    ("bench", {"device": "CPU"}, "device", "cpu"),  # a choice in any case, as format and runtime names are read
+    ("bench", {"precision": " FP16 "}, "precision", "fp16"),
+    ("bench", {"wait": "Passive"}, "wait", "passive"),
+    ("verify", {"dataset": "DIGITS"}, "dataset", "digits"),
 ])
 def test_python_options_take_what_their_flags_take(kind, given, field, settled):
     """python-api.md: the options objects' fields are the flags; a Python caller writes them as the flags are
@@ -435,6 +440,10 @@ def test_python_options_take_what_their_flags_take(kind, given, field, settled):
     ("verify", {"atol": 10**400}, "--atol \\(an integer of 1329 bits\\): expected a number"),  # beyond a float
     ("verify", {"images": 3}, "--images 3: expected a path"),
     ("target", {"remote_python": None}, "--remote-python None: expected a string"),
+    ("bench", {"device": "gpu"}, "--device 'gpu': expected cpu or cuda"),
+    ("bench", {"precision": 16}, "--precision 16: expected one of fp32, bf16, fp16, int8"),
+    ("bench", {"wait": "sleep"}, "--wait 'sleep': expected one of spin, passive, runtime"),
+    ("verify", {"dataset": "mnist"}, "--dataset 'mnist': expected a known dataset: digits"),
 ])
 def test_python_options_refuse_a_wrong_type_by_its_flag(kind, given, message):
     with pytest.raises(BadInput, match=message):

@@ -82,7 +82,7 @@ def test_a_less_accurate_artifact_fails_naming_the_metric(cli, digits_ckpt, digi
 
 def test_dataset_option_is_checked(cli, digits_onnx, tmp_path):
     unknown = cli("verify", digits_onnx, "--ref", "partialnet_t0", "--dataset", "imagenet")
-    assert unknown.code == 2 and "known datasets are digits" in unknown.err
+    assert unknown.code == 2 and "expected a known dataset: digits" in unknown.err
     wrong_model = cli("export", "partialnet_t0", "--imgsz", "64", "--dataset", "digits", "-o", tmp_path / "x.onnx")
     assert wrong_model.code == 2 and "needs a 10-class model" in wrong_model.err
 

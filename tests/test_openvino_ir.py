@@ -43,7 +43,7 @@ def test_verify_runs_ir_in_openvino(cli, ir):
 
 def test_verify_computes_the_fp32_ir_in_bf16_where_the_cpu_can(cli, ir):
     """The matrix's bf16 row, as a user re-checks it: the fp32 file, OpenVINO asked for bf16, judged by bf16's gates."""
-    result = cli("verify", ir, "--ref", "partialnet_t0", "--samples", "2", "--compute", "bf16", "--json")
+    result = cli("verify", ir, "--ref", "partialnet_t0", "--samples", "2", "--compute", "BF16", "--json")  # any case
     from partialnet.runtimes.openvino import cpu_capabilities
 
     if "BF16" not in cpu_capabilities():
@@ -56,8 +56,8 @@ def test_verify_computes_the_fp32_ir_in_bf16_where_the_cpu_can(cli, ir):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--compute", "fp8"], "--compute fp8: expected bf16"),
-    (["--compute", "fp8", "--target", "ssh://nowhere.invalid"], "--compute fp8: expected bf16"),  # refused before ssh runs
+    (["--compute", "fp8"], "--compute 'fp8': expected bf16"),
+    (["--compute", "fp8", "--target", "ssh://nowhere.invalid"], "--compute 'fp8': expected bf16"),  # refused before ssh runs
 ])
 def test_verify_refuses_a_compute_it_cannot_honour(cli, ir, args, message):
     result = cli("verify", ir, "--ref", "partialnet_t0", *args)
@@ -65,7 +65,7 @@ def test_verify_refuses_a_compute_it_cannot_honour(cli, ir, args, message):
 
 
 def test_verify_refuses_bf16_for_a_runtime_without_that_mode(cli, digits_onnx, digits_ckpt):
-    result = cli("verify", digits_onnx, "--ref", digits_ckpt, "--compute", "bf16")
+    result = cli("verify", digits_onnx, "--ref", digits_ckpt, "--compute", "Bf16")
     assert result.code == 2 and "onnxruntime does not compute bf16 from the file (runtimes that do: openvino)" in result.err
 
 

@@ -257,18 +257,16 @@ def _advice(reasons: list[str]) -> str:
     return f"rerun{more}{quieter}"
 
 
-def check_gate(alpha: float, max_slowdown: float, noise: str = DEFAULT_NOISE, missing: str = DEFAULT_MISSING) -> None:
-    """The gate's options, checked before any result file is read."""
+def check_gate(alpha: float, max_slowdown: float, noise: str = DEFAULT_NOISE, missing: str = DEFAULT_MISSING) -> tuple[str, str]:
+    """The gate's options, checked before any result file is read; the two policies as named (any case typed)."""
     from partialnet.inputs import finite_number
+    from partialnet.options import choice
 
     if not (finite_number(alpha) and 0 < alpha < 1):  # a Python caller may pass None or a string
         raise BadInput(f"--alpha {alpha}: expected a number strictly between 0 and 1")
     if not (finite_number(max_slowdown) and 0 <= max_slowdown <= 1):  # "10" meant as 10 % would gate at 1000 %
         raise BadInput(f"--max-slowdown {max_slowdown}: expected a fraction from 0 to 1 (0.10 = 10 %)")
-    if noise not in NOISE_POLICIES:
-        raise BadInput(f"--noise {noise!r}: expected one of {', '.join(NOISE_POLICIES)}")
-    if missing not in MISSING_POLICIES:
-        raise BadInput(f"--missing {missing!r}: expected one of {', '.join(MISSING_POLICIES)}")
+    return choice(noise, NOISE_POLICIES, "--noise"), choice(missing, MISSING_POLICIES, "--missing")
 
 
 def _check_machines(baseline: dict, candidate: dict, allow_different_machines: bool) -> str | None:
@@ -361,7 +359,7 @@ def compare_results(
     missing: str = DEFAULT_MISSING,
     allow_different_settings: bool = False,
 ) -> dict:
-    check_gate(alpha, max_slowdown, noise, missing)
+    noise, missing = check_gate(alpha, max_slowdown, noise, missing)
     machines_differ = _check_machines(baseline, candidate, allow_different_machines)
     base_rows, cand_rows = _rows_by_key(baseline), _rows_by_key(candidate)
     _check_settings(baseline, candidate, base_rows, cand_rows, allow_different_settings)

@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Optional
 
 from partialnet.errors import BadInput, shown
 from partialnet.limits import list_items, parse_imgsz, whole_number
-from partialnet.options import option, settle
+from partialnet.options import choices, option, settle
 
 if TYPE_CHECKING:
     from partialnet.bench.run import BenchPlan
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+DEVICES = ("cpu", "cuda")
+WAITS = ("spin", "passive", "runtime")  # how pool threads wait (bench.threads sets each runtime's)
 DEFAULT_SOURCE = "partialnet_t0"
 DEFAULT_IMGSZ = (224, 224)
 
@@ -52,7 +54,7 @@ def parse_batches(value: str | None) -> list[int] | None:
 
 @dataclass
 class BenchOptions:
-    device: str = option("cpu", "--device", "cpu or cuda.")
+    device: str = option("cpu", "--device", "cpu or cuda.", parse=choices(DEVICES, "--device"))
     runtime: list[str] | None = option(None, "--runtime", "Runtimes (repeat or comma-separate); default: all but the mobile ones "
                                        "(executorch, litert).", cli_type=Optional[list[str]])
     batch: str | None = option(None, "--batch", "Batch sizes, e.g. 1,32 (default: the protocol's, else 1).", cli_type=Optional[str],
@@ -61,7 +63,8 @@ class BenchOptions:
                                            "224; a given artifact runs at its own).", cli_type=Optional[str], parse=parse_imgsz, show_default=False)
     threads: int | None = option(None, "--threads", "Threads per runtime (default: all cores; paper: 1).", cli_type=Optional[int], min=1)
     protocol: str = option("latency", "--protocol", "latency, throughput, paper or quick.")
-    precision: str = option("fp32", "--precision", "fp32 (pinned, default), bf16, fp16 or int8 (needs --data) where a runtime supports it.")
+    precision: str = option("fp32", "--precision", "fp32 (pinned, default), bf16, fp16 or int8 (needs --data) where a runtime supports it.",
+                            parse=choices(PRECISIONS, "--precision"))
     data: str | None = option(None, "--data", "--precision int8: calibration data, 'digits' or a folder of images.", cli_type=Optional[str])
     calib_size: int = option(300, "--calib-size", "--precision int8: calibration images.", min=1)
     channels_last: bool = option(False, "--channels-last", "PyTorch: channels_last memory format.")
@@ -76,7 +79,8 @@ class BenchOptions:
                           cli_type=Optional[float], show_default=False)
     wait: str | None = option(None, "--wait", "How pool threads wait between parallel regions: spin (default on the CPU: no collapse "
                               "when another process holds a core), passive (sleep; default with --device cuda, where they only "
-                              "wait), runtime (each runtime's own default).", cli_type=Optional[str])
+                              "wait), runtime (each runtime's own default).", cli_type=Optional[str],
+                              parse=choices(WAITS, "--wait"))
     aa: bool = option(False, "--aa", "An A/A control: each runtime's first model timed against itself in random alternating blocks; "
                       "the ratio and its interval show the run's resolution.")
     label: str | None = option(None, "--label", "Row name for a single model (so compare can match base.pth with new.pth).",
@@ -103,8 +107,6 @@ class BenchOptions:
         from partialnet.bench.streams import parse_streams
         from partialnet.limits import MAX_THREADS, check_count, check_input_shape
 
-        if self.device not in ("cpu", "cuda"):
-            raise BadInput(f"--device {self.device!r}: expected cpu or cuda")
         if self.aa and self.streams:
             raise BadInput("--aa alternates one request at a time; --streams measures many in flight: use one or the other")
         if self.ab and self.streams:
@@ -127,12 +129,6 @@ class BenchOptions:
             raise BadInput("--label names the one model of a run; an A/B's rows are named by its two sides (A and B)")
         if self.label and len(sources or [DEFAULT_SOURCE]) != 1:
             raise BadInput("--label names one model; give exactly one source with it")
-        from partialnet.bench.threads import WAITS  # imported here: the runtimes package brings numpy, and --help must not
-
-        if self.wait is not None and self.wait not in WAITS:
-            raise BadInput(f"--wait {self.wait!r}: expected one of {', '.join(WAITS)}")
-        if self.precision not in PRECISIONS:
-            raise BadInput(f"--precision {self.precision!r}: expected fp32, bf16, fp16 or int8")
         self._check_applies()
         from partialnet.sources import check_sources
 

@@ -27,7 +27,6 @@ def default_threads() -> int:
     return usable_cores()
 
 
-WAITS = ("spin", "passive", "runtime")
 DEFAULT_WAIT = "spin"
 GPU_WAIT = "passive"
 WAIT_NOTES = {

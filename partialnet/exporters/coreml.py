@@ -51,10 +51,9 @@ def load_coremltools():
 
 
 def check_target(target: str | None) -> str:
-    target = target or DEFAULT_TARGET
-    if target not in TARGETS:
-        raise BadInput(f"--min-target {target!r}: expected one of {', '.join(TARGETS)}")
-    return target
+    from partialnet.options import choice
+
+    return choice(target or DEFAULT_TARGET, TARGETS, "--min-target")
 
 
 def preflight(options: ExportOptions) -> None:

@@ -81,11 +81,12 @@ def computed_precision(runtime: str, precision: str) -> str | None:
     return dict(RUNTIMES[runtime].computes).get(precision)
 
 
-def check_compute(compute: str) -> None:
-    """`verify --compute`: a precision some runtime computes from an fp32 file (which one, the artifact decides)."""
+def check_compute(compute: str) -> str:
+    """`verify --compute`: a precision some runtime computes from an fp32 file (which one, the artifact decides), as named."""
+    from partialnet.options import choice
+
     offered = sorted({p for spec in RUNTIMES.values() for p, _ in spec.computes})
-    if compute not in offered:
-        raise BadInput(f"--compute {ascii(compute)[1:-1][:20]}: expected {' or '.join(offered)} (a precision a runtime computes from an fp32 file)")
+    return choice(compute, offered, "--compute", f"{' or '.join(offered)} (a precision a runtime computes from an fp32 file)")
 
 
 def get_runtime(name: str) -> RuntimeSpec:
