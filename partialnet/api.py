@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from partialnet.calibration import calibration_images, check_data, judging_images, stage_label
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, NoSuchCopy, resolve
-from partialnet.sources import FORMAT_ALL_HINT, default_output, output_file, source_path
+from partialnet.sources import FORMAT_ALL_HINT, default_output, fold_outputs, output_file, source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra, shown
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, check_artifact_name, check_manifest, exporter_of, format_for_path, get_format
 from partialnet.exporters.options import (
@@ -116,9 +116,8 @@ def fold_checkpoint(
     `weights` picks one of several model copies in the file (an EMA: `state_dict_ema`, `model_ema.`)."""
     check_name(source, "source")
     imgsz = parse_imgsz(imgsz)
-    out = output_file(output, source, ".deploy.pt")
-    report_out = output_file(report_path, source, ".fold.json", "--report") if report_path is not None else out.with_name(out.name + ".fold.json")
-    outputs = [Output(out, "-o", written_as="a PyTorch checkpoint"), Output(report_out, "--report", written_as="JSON")]
+    outputs = fold_outputs(source, output, report_path)
+    out, report_out = (o.path for o in outputs)
     inputs = [source_path(source)]
     check_outputs(outputs, inputs, force)  # before the slow load and fold
     model, info = _load(source, variant, weights)

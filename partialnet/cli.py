@@ -15,7 +15,7 @@ import traceback
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_args
 
 import typer
 from rich.console import Console
@@ -287,11 +287,20 @@ def info(
     out.print(table)
 
 
+def _path_text(text: str) -> Path:
+    """A path option as typed. An empty one (an unset variable in `-o "$OUT"`) is refused: pathlib reads "" as the
+    current folder, so `matrix -o ''` wrote its artifacts there and `--images ''` judged the current folder."""
+    if not text.strip():
+        raise typer.BadParameter("an empty string names no file or folder")
+    return Path(text)
+
+
 def _output_file(text: str) -> Path:
     """An output file's name as typed: pathlib reads `x.json/` as the file x.json, so a trailing slash (a folder)
     would be dropped without a word; refused here, before any work."""
     from partialnet.sources import names_a_folder
 
+    _path_text(text)
     if names_a_folder(text):
         raise typer.BadParameter(f"{text!r} names a folder, not a file")
     return Path(text)
@@ -310,8 +319,10 @@ def _typer_parameters(cls) -> list[inspect.Parameter]:
     params = []
     for name, flag in flags_of(cls).items():
         bounds = {k: v for k, v in (("min", flag.min), ("max", flag.max)) if v is not None}
-        option = typer.Option(flag.flag, *flag.decls, help=flag.help, show_default=flag.show_default, **bounds)
         cli_type = flag.cli_type or type(defaults[name])
+        if Path in get_args(cli_type):
+            bounds.update(parser=_path_text, metavar="<path>")
+        option = typer.Option(flag.flag, *flag.decls, help=flag.help, show_default=flag.show_default, **bounds)
         default = None if flag.cli_type is not None else defaults[name]
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[cli_type, option], default=default))
     return params
@@ -360,8 +371,12 @@ def fold_command(
     force: ForceOption = False,
 ) -> None:
     """Fold every BatchNorm and constant into a deploy model, exactly, and report each pass."""
+    from partialnet.outputs import check_outputs
+    from partialnet.sources import fold_outputs, source_path
+
     size = parse_imgsz(imgsz)
     check_source(source, variant)
+    check_outputs(fold_outputs(source, output, report), [source_path(source)], force)  # before torch is imported
     with _Stages() as clock:
         result = _api().fold_checkpoint(source, output, size, variant, report, force, weights)
     for note in source_notes(result):
@@ -980,7 +995,8 @@ def matrix_command(
     formats: Annotated[Optional[str], typer.Option("--formats", help="all (default) or a comma-separated list of formats.")] = None,
     precisions: Annotated[Optional[str], typer.Option("--precisions", help="all (default) or a subset of fp32,bf16,fp16,int8 (bf16: the fp32 file).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="INT8 calibration: digits (default for a digits checkpoint) or a folder.")] = None,
-    images: Annotated[Optional[Path], typer.Option("--images", help="Judge top-1/5 on your labelled images (class-index or WNID folders).")] = None,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Judge top-1/5 on your labelled images (class-index or WNID folders).",
+                                                   parser=_path_text, metavar="<path>")] = None,
     calib_size: Annotated[int, typer.Option("--calib-size", min=1, help="Calibration images.")] = 300,
     calib_method: Annotated[Optional[str], typer.Option("--calib-method", help="INT8 cells: the calibration method (see export).")] = None,
     int8_keep_float: Annotated[Optional[str], typer.Option("--int8-keep-float", help="INT8 cells: layers or op kinds kept in float.")] = None,
@@ -988,7 +1004,8 @@ def matrix_command(
     imgsz: ImgszOption = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="Threads per runtime (every row the same).")] = 1,
     protocol: Annotated[str, typer.Option("--protocol", help="latency (default) or quick.")] = "latency",
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for every artifact and matrix.json.")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for every artifact and matrix.json.", parser=_path_text,
+                                                   metavar="<path>")] = None,
     json_path: Annotated[Optional[Path], _file_option("--json", help="Also write the matrix as JSON here.")] = None,
     md_path: Annotated[Optional[Path], _file_option("--md", help="Also write the matrix as Markdown here.")] = None,
     plot_path: Annotated[Optional[Path], _file_option("--plot", help="Also write a PNG: latency vs accuracy, marker area = file size.")] = None,

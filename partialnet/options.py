@@ -122,6 +122,8 @@ def _typed(value, allowed: tuple, flag: Flag):
         if kind is str and isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
             return os.fspath(value)  # --data and the like: a folder given as a Path is its text
         if kind is Path and isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+            if not str(value).strip():  # Path("") is the current folder
+                raise BadInput(f"{flag.name} '': an empty string names no file or folder")
             return Path(value)
         if origin is list and isinstance(value, (str, list, tuple)):  # a str is the flag's comma-separated text
             items = [value] if isinstance(value, str) else list(value)

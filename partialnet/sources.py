@@ -149,6 +149,16 @@ def output_file(output: str | Path | None, source: str, suffix: str, option: str
     return Path(text)
 
 
+def fold_outputs(source: str, output: str | Path | None, report_path: str | Path | None) -> list:
+    """`fold`'s two files (the deploy checkpoint and its report), from the arguments alone: the command line
+    checks them before torch is imported, `api.fold_checkpoint` before the load."""
+    from partialnet.outputs import Output
+
+    out = output_file(output, source, ".deploy.pt")
+    report = output_file(report_path, source, ".fold.json", "--report") if report_path is not None else out.with_name(out.name + ".fold.json")
+    return [Output(out, "-o", written_as="a PyTorch checkpoint"), Output(report, "--report", written_as="JSON")]
+
+
 def names_a_folder(text: str) -> bool:
     """`x.pt/`, `out/.`, `..`, nothing: pathlib would drop or keep the wrong part (`Path("x.json/")` is the file x.json)."""
     return not text.strip() or text.rsplit(os.sep, 1)[-1] in ("", ".", "..")

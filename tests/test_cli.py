@@ -172,6 +172,11 @@ def test_mismatched_keys_show_the_diff(cli, tmp_path, t0_state_dict):
         (["verify", "", "--ref", "partialnet_t0"], "Invalid value for 'artifact': an empty string names no file"),  # was ". is a directory"
         (["compare", "", "b.json"], "Invalid value for 'baseline': an empty string names no file"),
         (["report", "a.json", ""], "Invalid value for 'results': an empty string names no file"),
+        # a path option left empty (an unset variable) was the current folder: matrix wrote its artifacts there
+        (["matrix", "partialnet_t0", "-o", ""], "Invalid value for '-o' / '--output': an empty string names no file or folder"),
+        (["matrix", "partialnet_t0", "--images", " "], "Invalid value for '--images': an empty string names no file or folder"),
+        (["export", "partialnet_t0", "--images", ""], "Invalid value for '--images': an empty string names no file or folder"),
+        (["bench", "--json", ""], "Invalid value for '--json': an empty string names no file or folder"),
     ],
 )
 def test_bad_names_and_options_exit_2(cli, args, fragment):
@@ -269,12 +274,16 @@ def test_a_bad_source_or_artifact_is_refused_before_torch_is_imported(tmp_path):
 
     ckpt = never_loaded_checkpoint(tmp_path / "model.pth")
     (tmp_path / "exists.onnx").write_bytes(b"an earlier export")
+    (tmp_path / "exists.pt").write_bytes(b"an earlier fold")
     (tmp_path / "ir.bin").write_bytes(b"an earlier IR's weights")
     cases = [
         (["info", str(missing)], "no such file"),
         (["info", "/dev/null"], "is a character device, expected a regular checkpoint"),
         (["info", "partialnet_t0", "--variant", "partialnet_t9"], "unknown variant 'partialnet_t9'"),
         (["fold", str(garbage)], "not a checkpoint (neither a PyTorch zip/pickle nor a safetensors file)"),
+        (["fold", str(ckpt), "-o", ""], "-o '' names a folder, not a file"),  # was read after torch's import
+        (["fold", str(ckpt), "-o", str(tmp_path / "exists.onnx")], "exists.onnx: it is written as a PyTorch checkpoint"),
+        (["fold", str(ckpt), "-o", str(tmp_path / "exists.pt")], "exists.pt already exists; pass --force to overwrite"),
         (["export", str(garbage), "-o", str(tmp_path / "a.onnx")], "not a checkpoint"),
         (["export", str(missing), "--format", "all", "-o", str(tmp_path / "all")], "no such file"),
         # outputs too (named by the format table, not its exporter module)
@@ -439,6 +448,7 @@ def test_python_options_take_what_their_flags_take(kind, given, field, settled):
     ("verify", {"atol": "1e-4"}, "--atol '1e-4': expected a number"),
     ("verify", {"atol": 10**400}, "--atol \\(an integer of 1329 bits\\): expected a number"),  # beyond a float
     ("verify", {"images": 3}, "--images 3: expected a path"),
+    ("verify", {"images": ""}, "--images '': an empty string names no file or folder"),
     ("target", {"remote_python": None}, "--remote-python None: expected a string"),
     ("bench", {"device": "gpu"}, "--device 'gpu': expected cpu or cuda"),
     ("bench", {"precision": 16}, "--precision 16: expected one of fp32, bf16, fp16, int8"),
