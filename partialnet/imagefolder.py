@@ -5,8 +5,9 @@ ImageNet-1K WNID (`n01440764`), which maps to an index through the standard clas
 sorted, as every ImageNet-1K checkpoint was trained with; the list ships in `partialnet/data`). A folder
 of images with no class folders is unlabelled: it is verified by agreement only, as before.
 
-The folder is read as hostile input: only real directories and regular files (no symbolic links), a
-bounded number of images taken round-robin over the classes (a cap never drops a whole class), and a
+The folder is read as hostile input: class folders must be real directories (a link to one is refused), each
+image a regular file (it may be a link to one, as in a flat folder: a subset of ImageNet is often a farm of
+links; a link to anything else is refused by name when opened, never skipped), a bounded number of images taken round-robin over the classes (a cap never drops a whole class), and a
 class that does not fit the model's head is refused by name before any image is decoded.
 """
 
@@ -118,7 +119,7 @@ def read_folder(folder: str | Path, limit: int = MAX_LABELLED, flag: str = "--im
         naming, index = class_index(entry.name, root, flag) if named_classes else ("unused", position)
         namings.add(naming)
         images = [Path(entry.path) / e.name for e in _entries(Path(entry.path))
-                  if Path(e.name).suffix.lower() in IMAGE_SUFFIXES and e.is_file(follow_symlinks=False)]
+                  if Path(e.name).suffix.lower() in IMAGE_SUFFIXES and not e.is_dir(follow_symlinks=False)]
         per_class.append((index, images))
         folders.append((entry.name, index))
     if len(namings) > 1:

@@ -116,6 +116,26 @@ def test_a_symlinked_class_folder_is_refused(tmp_path):
         read_folder(tmp_path / "set")
 
 
+def test_linked_images_are_read_in_either_layout_and_a_broken_one_is_named(tmp_path):
+    """A labelled folder skipped images that are links without a word, while a flat one read them: a class folder of
+    links (how ImageNet subsets are often made) read as empty. Both read a link to a regular file now."""
+    store = tmp_path / "store"
+    store.mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(store / f"{i}.png")
+    for cls in ("0", "1"):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+    os.symlink(store / "0.png", tmp_path / "set" / "0" / "a.png")
+    os.symlink(store / "1.png", tmp_path / "set" / "1" / "b.png")
+    (tmp_path / "set" / "1" / "c.png").write_bytes((store / "2.png").read_bytes())
+    folder = read_folder(tmp_path / "set")
+    assert [p.name for p in folder.files] == ["a.png", "b.png", "c.png"] and folder.labels == (0, 1, 1)
+    assert folder.load((64, 64))[0].shape == (3, 3, 64, 64)
+    os.symlink(tmp_path / "gone.png", tmp_path / "set" / "1" / "d.png")
+    with pytest.raises(BadInput, match="d.png: no such file"):
+        read_folder(tmp_path / "set").load((64, 64))
+
+
 @pytest.mark.parametrize("where", ["root", "flat"])
 def test_a_symlink_loop_is_refused_in_one_line(tmp_path, cli, where):
     """A link that cannot be followed (x -> x) raised ELOOP out of the folder reader: exit 4."""
