@@ -1258,7 +1258,7 @@ def _run_app(argv: list[str], debug: bool) -> int:
     except Exception as exc:  # a bug: say so in one line unless asked for the traceback
         if debug:
             traceback.print_exc()
-        exhausted = exhausted_line(exc)
+        exhausted = exhausted_line(exc, argv)
         if exhausted:
             err.print(f"error: {error_line(exhausted)}", markup=False)
             return Unavailable.exit_code
@@ -1270,7 +1270,7 @@ def _run_app(argv: list[str], debug: bool) -> int:
 DISK_FULL = ("ENOSPC", "EDQUOT", "EFBIG")
 
 
-def exhausted_line(exc: BaseException) -> str | None:
+def exhausted_line(exc: BaseException, argv: list[str] = ()) -> str | None:
     """A machine that ran out of room is "not possible here" (exit 3), not a bug: memory for a model at a size
     the limits allow but this machine cannot hold, or a full disk under standard output (`> /dev/full`), which
     no output check can see in advance. What was already published is named: it stays."""
@@ -1284,8 +1284,19 @@ def exhausted_line(exc: BaseException) -> str | None:
     asked = _allocation_refused(exc)
     if isinstance(exc, MemoryError) or asked is not None:
         return (f"out of memory{f' (an allocation of {asked:,} bytes)' if asked else ''}: this machine cannot hold the model at this input size "
-                f"and batch; a smaller --imgsz or --batch needs less{kept}")
+                f"and batch; {_smaller(argv)}{kept}")
     return None
+
+
+def _smaller(argv: list[str]) -> str:
+    """What needs less memory, in the flags the command has: `digits` has no --batch, `verify` neither (the
+    artifact's size and batch were fixed at its export)."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    command = next((commands[a] for a in argv if a in commands), None)
+    flags = [f for f in ("--imgsz", "--batch") if command is None or any(f in p.opts for p in command.params)]
+    return f"a smaller {' or '.join(flags)} needs less" if flags else "run it on a machine with more memory"
 
 
 def _allocation_refused(exc: BaseException) -> int | None:

@@ -7,8 +7,10 @@ of images with no class folders is unlabelled: it is verified by agreement only,
 
 The folder is read as hostile input: class folders must be real directories (a link to one is refused), each
 image a regular file (it may be a link to one, as in a flat folder: a subset of ImageNet is often a farm of
-links; a link to anything else is refused by name when opened, never skipped), a bounded number of images taken round-robin over the classes (a cap never drops a whole class), and a
-class that does not fit the model's head is refused by name before any image is decoded.
+links; a link to anything else is refused by name when opened, never skipped), a bounded number of images
+taken round-robin over the classes (with more classes than the cap, one image each from classes spread over
+the range, and the name says so), and a class that does not fit the model's head is refused by name before
+any image is decoded.
 """
 
 from __future__ import annotations

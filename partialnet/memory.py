@@ -121,7 +121,6 @@ def _address_space_room() -> int | None:
     return max(soft - size, 0)
 
 
-SMALLER = "a smaller --imgsz or --batch needs less"
 IMAGE_COPIES = 2  # decoded one by one, then stacked into one array: both are held at the stack
 
 
@@ -138,10 +137,13 @@ def check_images_fit(count: int, imgsz: tuple[int, int], what: str, remedy: str,
                           f"{room / GIB:.1f} GiB free (memory and swap, within its cgroup and ulimit -v): {remedy}")
 
 
-def check_fits(model, imgsz: tuple[int, int], batch: int | None, remedy: str = SMALLER) -> None:
-    """Unavailable (exit 3) where one forward of `model` at this size and batch needs more than this machine has."""
+def check_fits(model, imgsz: tuple[int, int], batch: int | None, remedy: str = "") -> None:
+    """Unavailable (exit 3) where one forward of `model` at this size and batch needs more than this machine has.
+    The remedy names --batch only where one above 1 was asked for: `fold` has no --batch, and a batch of 1 or a
+    dynamic one (verified at a fixed batch) has none to lower."""
     from partialnet.pipeline import DYNAMIC_VERIFY_BATCH
 
+    remedy = remedy or f"a smaller --imgsz{' or --batch' if batch and batch > 1 else ''} needs less"
     batch = batch or DYNAMIC_VERIFY_BATCH  # a dynamic batch is verified at this batch
     if batch * imgsz[0] * imgsz[1] < SMALL_PIXELS:
         return

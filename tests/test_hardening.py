@@ -706,8 +706,14 @@ def test_running_out_of_room_is_not_possible_here_not_a_bug(tmp_path, cli, monke
     monkeypatch.setattr(api, "_fold", too_big)
     result = cli("fold", "partialnet_t0", "-o", tmp_path / "x.pt")
     assert_refused(result.code, result.err, "out of memory (an allocation of 8,589,934,592 bytes): this machine cannot hold the model", expected=3)
+    assert result.err.rstrip().endswith("; a smaller --imgsz needs less")  # fold has no --batch to lower
     assert not list(tmp_path.iterdir())
     from partialnet.cli import exhausted_line
+
+    # the remedy names the flags the command has
+    for argv, remedy in ((["export", "m.pth"], "a smaller --imgsz or --batch needs less"), (["digits", "-o", "d.pt"], "a smaller --imgsz needs less"),
+                         (["verify", "m.onnx"], "run it on a machine with more memory")):
+        assert exhausted_line(MemoryError(), argv).endswith(f"and batch; {remedy}"), argv
 
     # a petabyte asked for is a wrong shape (a bug: exit 4), and a library's prose about memory is no allocator's refusal
     assert exhausted_line(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1125899906842624 bytes.")) is None
