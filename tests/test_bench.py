@@ -251,9 +251,13 @@ def test_cuda_without_a_gpu_is_unavailable_exit_3(cli):
 
 
 def test_a_precision_no_runtime_computes_is_refused_before_the_fold(cli):
-    """onnxruntime has no bf16: refused before the model is folded and exported (9 s at 64x64, more at 224)."""
+    """onnxruntime has no bf16 on any machine: a usage error (exit 2; it was 3, "not possible here"), refused before
+    the model is folded and exported (9 s at 64x64, more at 224)."""
     result = cli("bench", "partialnet_t0", "--precision", "bf16", "--protocol", "quick", "--imgsz", "64", "--runtime", "onnxruntime")
-    assert result.code == 3 and "onnxruntime runs fp32, fp16, int8 here, not bf16" in result.err and "preparing" not in result.err, result.err
+    assert result.code == 2 and "onnxruntime runs fp32, fp16 or int8, never bf16" in result.err and "preparing" not in result.err, result.err
+    result = cli("bench", "--precision", "int8", "--data", "digits", "--runtime", "pytorch,executorch", "--device", "cuda")
+    assert result.code == 2 and result.err.strip().endswith("no runtime asked for runs int8 on cuda (pytorch runs fp32, bf16 or fp16, never int8; "
+                                                            "executorch runs on cpu only, not cuda)"), result.err
 
 
 @pytest.mark.slow

@@ -130,6 +130,7 @@ class BenchOptions:
         if self.label and len(sources or [DEFAULT_SOURCE]) != 1:
             raise BadInput("--label names one model; give exactly one source with it")
         self._check_applies()
+        self._check_runtimes_can_run(sources)
         from partialnet.sources import check_sources
 
         check_sources(list(self.ab or sources or [DEFAULT_SOURCE]), pair=bool(self.ab))
@@ -169,6 +170,18 @@ class BenchOptions:
         takers = [r.name for r in RUNTIMES.values() if r.streams]
         if self.streams and runtimes and all(r in RUNTIMES for r in runtimes) and not set(runtimes) & set(takers):
             raise BadInput(f"--streams keeps requests in flight in {', '.join(takers)}; --runtime {','.join(runtimes)} has no multi-stream mode")
+
+    def _check_runtimes_can_run(self, sources: list[str] | None) -> None:
+        """Exit 2 where no runtime asked for runs this precision on this device on any machine (`--precision int8
+        --runtime pytorch`): a usage error, refused before the checkpoints are read. A given artifact runs at its
+        own precision, and fp32 is every runtime's."""
+        from partialnet.runtimes.table import never_runs
+        from partialnet.sources import artifact_format
+
+        precision = "fp32" if any(artifact_format(s) for s in self.ab or sources or []) else self.precision
+        reasons = [never_runs(runtime, self.device, precision) for runtime in self.runtimes()]
+        if all(reasons):
+            raise BadInput(f"no runtime asked for runs {precision} on {self.device} ({'; '.join(reasons)})")
 
     def runtimes(self) -> list[str]:
         """The runtimes asked for (or the default set; an A/B's default runtime), every name known."""

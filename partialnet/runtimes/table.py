@@ -122,13 +122,22 @@ def runtime_module(name: str):
     return importlib.import_module(f"partialnet.runtimes.{RUNTIMES[name].module}")
 
 
+def never_runs(name: str, device: str, precision: str = "fp32") -> str | None:
+    """Why `name` runs `precision` on `device` on no machine at all (its row says so), or None: asking for it
+    is a usage error (exit 2), not this machine's lack (exit 3)."""
+    spec = RUNTIMES[name]
+    if precision not in spec.precisions:
+        return f"{name} runs {', '.join(spec.precisions[:-1])} or {spec.precisions[-1]}, never {precision}"
+    if device not in spec.devices:
+        return f"{name} runs on {' or '.join(spec.devices)} only, not {device}"
+    return None
+
+
 def availability(name: str, device: str, precision: str = "fp32") -> str | None:
     """None when `name` can run on `device` at `precision` here, else the reason it cannot."""
     spec = RUNTIMES[name]
-    if precision not in spec.precisions:
-        return f"{name} runs {', '.join(spec.precisions)} here, not {precision}"
-    if device not in spec.devices:
-        return f"runs on {', '.join(spec.devices)} only, not {device}"
+    if reason := never_runs(name, device, precision):
+        return reason
     if spec.extra and importlib.util.find_spec(spec.probe) is None:
         return f"not installed (pip install 'partialnet[{spec.extra}]')"
     if spec.platform and sys.platform != spec.platform[0]:
