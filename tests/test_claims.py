@@ -227,6 +227,8 @@ def test_report_judges_claims_only_on_cells_that_could_carry_a_verdict(claims_re
         ("batch", {**claims_result, "measurements": [{**cell, "batch": 64}]}, "batch 64, but the run was at batch 1"),
         ("cuda", {**claims_result, "device": "cuda"}, "a cuda result from a machine that records no GPU"),
         ("tolerance", {**claims_result, "tolerance": "0.5"}, "tolerance is not a finite number from 0 to 0.5"),
+        ("failed_timed", {**claims_result, "measurements": [{**cell, "status": "failed"}]},
+         "measurements[0] is failed and holds a side's raw samples: a row that was not measured has none"),
     ):
         refused = cli("report", _write(tmp_path / f"{name}.json", data))
         assert refused.code == 2 and said in refused.err, (name, refused.err)

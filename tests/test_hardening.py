@@ -985,6 +985,7 @@ def test_hostile_compare_files_exit_2(tmp_path, cli):
         "model_too_long": ({**good, "rows": [{**row, "model": "m" * 1001}]}, "rows[0].model is not a string of at most 1,000 characters"),
         "imgsz_three": ({**good, "rows": [{**row, "imgsz": [64, 64, 3]}]}, "rows[0].imgsz is not a list of 2"),
         "reason_object": ({**good, "rows": [{**row, "status": "failed", "reason": {"a": 1}}]}, "rows[0].reason is not a string"),
+        "failed_with_samples": ({**good, "rows": [{**row, "status": "failed"}]}, "rows[0] is failed and holds raw samples"),
     }
     base = tmp_path / "base.json"
     base.write_text(json.dumps(good))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from partialnet.bench.results import IMGSZ, Samples, enough_samples
+from partialnet.bench.results import IMGSZ, UNMEASURED, Samples, enough_samples
 from partialnet.errors import BadInput
 from partialnet.machine import check_machine
 from partialnet.shapes import Flag, Integer, ListOf, Maybe, Number, OneOf, Record, Text, conform
@@ -82,6 +82,8 @@ def _judge_row(row: dict, raw: dict, where: str, least: int, protocol: str) -> N
         raise BadInput(f"{where}: top-5 {row['top5']} below top-1 {row['top1']}: the top five hold the first")
     row["no_such_artifact"] = row["no_such_artifact"] and row["status"] == "skipped"
     samples = row.pop("samples_s")
+    if row["status"] != "ok" and samples is not None:
+        raise BadInput(f"{where} is {row['status']} and holds raw samples: {UNMEASURED}")
     if row["status"] == "ok" and samples is not None:
         enough_samples(samples, least, protocol, where)
         row["samples_s"] = samples

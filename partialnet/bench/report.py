@@ -17,7 +17,7 @@ from partialnet.bench.claims_run import CLAIMS_SCHEMA, judge, off_papers
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
 from partialnet.machine import check_machine, describe
-from partialnet.bench.results import IMGSZ, Samples, all_samples, check_result, enough_samples, read_result_file, total_samples
+from partialnet.bench.results import IMGSZ, UNMEASURED, Samples, all_samples, check_result, enough_samples, read_result_file, total_samples
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
 from partialnet.bench.protocols import get_protocol, protocol_difference
 from partialnet.bench.results import SCHEMA as BENCH_SCHEMA
@@ -75,6 +75,8 @@ def _check_cell(cell: dict, where: str, data: dict, least: int) -> None:
         if data[key] is not None and cell[key] != data[key]:
             raise BadInput(f"{where}: {key} {cell[key]}, but the run was at {key} {data[key]}")
     if cell["status"] != "ok":
+        if cell["fasternet"] is not None or cell["partialnet"] is not None:
+            raise BadInput(f"{where} is {cell['status']} and holds a side's raw samples: {UNMEASURED}")
         return
     for family in ("fasternet", "partialnet"):
         if cell[family] is None:

@@ -240,6 +240,9 @@ class Samples:
         return [float(x) for x in value]
 
 
+UNMEASURED = "a row that was not measured has none (its figures would be read from timings its status disowns)"
+
+
 def enough_samples(samples: list, least: int, protocol: str, where: str) -> None:
     """A verdict from three samples is none: fewer than the protocol the file names were not timed by it."""
     if len(samples) < least:
@@ -305,6 +308,8 @@ def check_result(data, path: Path) -> dict:
         if row["status"] == "ok" and "samples_s" not in row:
             raise BadInput(f"{path}: rows[{i}] is ok and holds no raw samples (samples_s): every figure is computed from them")
         if row["status"] != "ok":
+            if "samples_s" in row:
+                raise BadInput(f"{path}: rows[{i}] is {row['status']} and holds raw samples: {UNMEASURED}")
             row.setdefault("reason", "not measured")  # a row's Markdown says why it has no figures
         key = row_key(row)
         if key in seen:  # whatever the statuses: which one would compare judge, and is an ok beside a failure a pass?
