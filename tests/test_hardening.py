@@ -562,7 +562,7 @@ def test_printed_figures_tell_the_verdict_the_real_ones_do():
         assert float(at_least(value)) >= value and float(at_most(value)) <= value
     values = {"max_abs": 1.4715e-07, "max_rel": 0.0, "min_cosine": 0.9999999999994644, "top1_agreement": 0.9995}
     assert judge(values, Tolerances(max_abs=1.47e-07, min_cosine=1.0, min_top1=1.0)) == [
-        "max |Δ| 1.471e-07 > 1.47e-07 (by 1x)", "cosine 0.999999999999 < 1.0 (short by 5.36e-13)", "top-1 agreement 99.95% < 100%"]
+        "max |Δ| 1.471e-07 > 1.47e-07 (by 1.001x)", "cosine 0.999999999999 < 1.0 (short by 5.36e-13)", "top-1 agreement 99.95% < 100%"]
     assert apart(0.5, 0.9, "%") == ("50.0%", "90%") and apart(-0.877, 0.99999) == ("-0.877", "0.99999")  # the bound as given
 
 
