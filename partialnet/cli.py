@@ -844,7 +844,8 @@ def claims_command(
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per runtime (default: the protocol's; paper: 1).")] = None,
     imgsz: ImgszOption = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Relative tolerance around a published ratio (0-0.5).")] = 0.05,
-    half: Annotated[bool, typer.Option("--half", help="fp16 (the papers' GPU --half); fp32 otherwise.")] = False,
+    half: Annotated[bool, typer.Option("--half", help="fp16 (as the reference code's --half; the papers' protocol is fp32, so "
+                                              "verdicts say they are off it); fp32 otherwise.")] = False,
     cuda_graphs: Annotated[bool, typer.Option(
         "--cuda-graphs", help="--device cuda: replay each forward as one CUDA graph, so the ratio is the GPU's work without "
         "host launches (not the papers' eager protocol).")] = False,

@@ -497,15 +497,18 @@ def _header(summary: dict, everything: list[dict]) -> list[str]:
         + (f" {summary['note']}" if summary.get("note") else ""),
         "",
         "Every row and claim cell below is judged again from its raw samples by the rules `partialnet` applies today "
-        "(docs/benchmarking.md, \"Disturbed and unstable rows\"): one they mark shows `!` and why, not its figures, "
+        "(docs/benchmarking.md, \"Busy machines: disturbed and unstable rows\"): one they mark shows `!` and why, not its figures, "
         "and a claim measured on it is inconclusive.",
         "",
         "| step | what | result | seconds |",
         "|---|---|---|---|",
     ]
+    # a step is described as the script describes it today (prose, not a measurement: a run's wording may be stale)
+    told = [{s.name: s.what for s in plan_steps(ready)} for ready in (True, False)]
     for step in summary.get("steps", []):
         result = step["status"] + (f" ({step['why']})" if step.get("why") else "")
-        lines.append(f"| {step['name']} | {step['what']} | {result} | {step['seconds']:.1f} |")
+        what = told[0].get(step["name"]) if told[0].get(step["name"]) == told[1].get(step["name"]) else None
+        lines.append(f"| {step['name']} | {what or step['what']} | {result} | {step['seconds']:.1f} |")
     return lines
 
 

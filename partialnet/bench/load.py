@@ -20,7 +20,7 @@ from partialnet.inputs import finite_number
 # Average cores taken by other processes (plus time stolen by the hypervisor) during a row above which
 # the row is disturbed. Measured on a 2-core Xeon VM: quiet rows read 0.00-0.01 cores (latency protocol;
 # up to 0.10 on 0.2 s quick rows, where one 10 ms jiffy is 0.05 cores); beside one busy loop, 0.47-1.06
-# (docs/benchmarking.md, "Disturbed and unstable rows").
+# (docs/benchmarking.md, "Busy machines: disturbed and unstable rows").
 DISTURBED_CORES = 0.2
 MIN_OTHERS_S = 0.03  # 3 jiffies at CLK_TCK 100: a short row's reading below this is the counter's resolution
 

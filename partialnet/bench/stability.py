@@ -9,7 +9,7 @@ Three readings of one row's per-call latencies, each catching a different failur
 
 A row past any limit is marked unstable, with the reading that fired; `compare`, `claims` and `report`
 give no verdict from it. The limits come from a quiet and a deliberately loaded run of the same bench
-on one machine (docs/benchmarking.md, "Disturbed and unstable rows").
+on one machine (docs/benchmarking.md, "Busy machines: disturbed and unstable rows").
 """
 
 from __future__ import annotations

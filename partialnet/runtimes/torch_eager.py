@@ -20,7 +20,7 @@ from torch import nn
 from partialnet.errors import BadInput
 from partialnet.runtimes import BaseRunner
 
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp16: the papers' GPU --half
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp16: the reference code's --half
 CAPTURE_WARMUP = 3  # forwards on a side stream before capture: cudnn.benchmark picks its kernels here
 
 
