@@ -172,16 +172,22 @@ class BenchOptions:
             raise BadInput(f"--streams keeps requests in flight in {', '.join(takers)}; --runtime {','.join(runtimes)} has no multi-stream mode")
 
     def _check_runtimes_can_run(self, sources: list[str] | None) -> None:
-        """Exit 2 where no runtime asked for runs this precision on this device on any machine (`--precision int8
-        --runtime pytorch`): a usage error, refused before the checkpoints are read. A given artifact runs at its
-        own precision, and fp32 is every runtime's."""
-        from partialnet.runtimes.table import never_runs
+        """Exit 2 where no runtime asked for could run any source given on this device on any machine (`--precision
+        int8 --runtime pytorch`, `model.onnx --runtime pytorch`): a usage error, refused before a file is read; what
+        this machine lacks stays exit 3. A given artifact runs at its own precision, so options that would set one
+        are refused where every source is an artifact (they were recorded in the result, and nothing used them)."""
+        from partialnet.runtimes.table import never_runs_source
         from partialnet.sources import artifact_format
 
-        precision = "fp32" if any(artifact_format(s) for s in self.ab or sources or []) else self.precision
-        reasons = [never_runs(runtime, self.device, precision) for runtime in self.runtimes()]
+        formats = [artifact_format(s) for s in self.ab or sources or [DEFAULT_SOURCE]]
+        if all(formats):
+            for name, flag in (("precision", "--precision"), ("data", "--data"), ("calib_size", "--calib-size")):
+                if name in self.asked():
+                    raise BadInput(f"{flag} sets the precision of checkpoints and variant names; every source given is an artifact, "
+                                   "which runs at its own (its file says which)")
+        reasons = [never_runs_source(runtime, self.device, self.precision, fmt) for runtime in self.runtimes() for fmt in dict.fromkeys(formats)]
         if all(reasons):
-            raise BadInput(f"no runtime asked for runs {precision} on {self.device} ({'; '.join(reasons)})")
+            raise BadInput(f"no runtime asked for runs the sources given on {self.device}, on any machine ({'; '.join(dict.fromkeys(reasons))})")
 
     def runtimes(self) -> list[str]:
         """The runtimes asked for (or the default set; an A/B's default runtime), every name known."""

@@ -133,6 +133,21 @@ def never_runs(name: str, device: str, precision: str = "fp32") -> str | None:
     return None
 
 
+def never_runs_source(name: str, device: str, precision: str, artifact: str | None) -> str | None:
+    """Why `name` runs a source on `device` on no machine at all, or None; `artifact`: the format of a given
+    artifact (which runs at its own precision), None for a checkpoint or variant name (run at `precision`)."""
+    spec = RUNTIMES[name]
+    if artifact is None:
+        if spec.runs == "artifact":
+            return f"{name} runs given {', '.join(spec.formats)} artifacts only"
+        return never_runs(name, device, precision)
+    if spec.runs == "deploy":
+        return f"{name} runs checkpoints and variant names, not exported artifacts"
+    if artifact not in spec.formats:
+        return f"{name} does not run {artifact} artifacts"
+    return never_runs(name, device)
+
+
 def availability(name: str, device: str, precision: str = "fp32") -> str | None:
     """None when `name` can run on `device` at `precision` here, else the reason it cannot."""
     spec = RUNTIMES[name]
