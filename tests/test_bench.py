@@ -263,7 +263,8 @@ def test_a_precision_no_runtime_computes_is_refused_before_the_fold(cli):
     result = cli("bench", "partialnet_t0", "--precision", "bf16", "--protocol", "quick", "--imgsz", "64", "--runtime", "onnxruntime")
     assert result.code == 2 and "onnxruntime runs fp32, fp16 or int8, never bf16" in result.err and "preparing" not in result.err, result.err
     result = cli("bench", "--precision", "int8", "--data", "digits", "--runtime", "pytorch,executorch", "--device", "cuda")
-    said = "no runtime asked for runs the sources given on cuda, on any machine (pytorch runs fp32, bf16 or fp16, never int8; executorch runs on cpu only, not cuda)"
+    said = ("no runtime asked for runs the sources given on cuda, on any machine (pytorch runs fp32, bf16 or fp16, never int8; "
+            "executorch runs on cpu only, not cuda)")
     assert result.code == 2 and result.err.strip().endswith(said), result.err
 
 
