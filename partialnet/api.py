@@ -616,7 +616,7 @@ def matrix(
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir, where)
     plan["variant"], plan["weights"] = variant, weights
     _matrix_int8_tools(plan, calib_method, int8_keep_float)
-    _refuse_empty_matrix(plan["cells"])
+    _refuse_empty_matrix(plan["cells"], plan["asked"])
     inputs = [source_path(source)]
     check_outputs([*plan["outputs"], *extra_outputs], inputs, force)  # every artifact and the manifest, before the load
     checks = VerifyOptions(samples=4, images=Path(images) if images else None)
@@ -642,8 +642,14 @@ def _matrix_arguments(source, imgsz, formats, precisions) -> tuple:
     return parse_imgsz(imgsz), *(",".join(map(str, v)) if isinstance(v, (list, tuple)) else v for v in (formats, precisions))
 
 
-def _refuse_empty_matrix(cells: list) -> None:
-    """`--formats trt` without a GPU exited 0 with an empty matrix: a CI job asking for it went green on nothing."""
+def _refuse_empty_matrix(cells: list, asked: list[str]) -> None:
+    """`--formats trt` without a GPU exited 0 with an empty matrix: a CI job asking for it went green on nothing.
+    Cells no machine can make (`onnx bf16`, `coreml int8`) are usage (exit 2) where they are all that was asked
+    for: `--precisions bf16` with only ONNX exited 0 on the fp32 cell it had added."""
+    impossible = [c for c in cells if c.precision in asked]
+    if impossible and all(c.no_such_artifact for c in impossible):
+        listed = "; ".join(f"{c.fmt.name} {c.precision}: {c.why}" for c in impossible)
+        raise BadInput(f"no cell asked for exists on any machine ({listed})")
     if all(cell.why for cell in cells):
         more = f"; {len(cells) - 1} other cell(s) likewise" if len(cells) > 1 else ""
         raise Unavailable(f"no cell of this matrix can be made here ({cells[0].fmt.name} {cells[0].precision}: {cells[0].why}{more})")
@@ -670,7 +676,8 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     from partialnet.bench.where import HERE
     from partialnet.limits import MAX_THREADS
 
-    names, precs = mx.formats_asked(formats), mx.with_fp32(mx.parse_list(precisions, mx.PRECISIONS, "--precisions"))
+    names, asked = mx.formats_asked(formats), mx.parse_list(precisions, mx.PRECISIONS, "--precisions")
+    precs = mx.with_fp32(asked)
     if not (isinstance(budget, (int, float)) and math.isfinite(budget) and 0 <= budget <= 100):
         raise BadInput(f"--budget {budget}: expected points of top-1 from 0 to 100")
     check_input_shape(1, *imgsz, "--imgsz")
@@ -680,6 +687,8 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     if protocol not in mx.PROTOCOLS:  # batch 1 per row: throughput's batch 32 or the papers' fixed counts would be rewritten
         raise BadInput(f"--protocol {protocol}: matrix times batch 1 under {' or '.join(mx.PROTOCOLS)}")
     check_data(data, calib_size)  # the count always; the source where one is named
+    if data is not None and "int8" not in precs:  # as --calib-method is, and as export and bench refuse it
+        raise BadInput("--data is calibration data for INT8 cells, and --precisions asks for none")
     from partialnet.sources import is_variant_name
 
     if precisions and "int8" in precs and data is None and is_variant_name(source):  # asked for, and no checkpoint to say digits
@@ -692,7 +701,8 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
             cell.outputs = artifact_outputs(mx.cell_path(folder, stem, cell), cell.fmt.name)
     manifest = Output(folder / mx.MANIFEST, "matrix manifest")
     outputs = [o for c in cells if c.outputs for o in c.outputs] + [manifest]
-    return {"cells": cells, "folder": folder, "manifest": manifest, "outputs": outputs, "source": source, "variant": None, "weights": None}
+    return {"cells": cells, "folder": folder, "manifest": manifest, "outputs": outputs, "source": source, "variant": None, "weights": None,
+            "asked": asked}
 
 
 def _matrix_int8_tools(plan: dict, calib_method: str | None, int8_keep_float: str | None) -> None:

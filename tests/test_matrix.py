@@ -24,6 +24,10 @@ from partialnet.bench import matrix as mx
     (["--formats", "onnx,"], "--formats 'onnx,': an empty item between commas"),  # the slip was dropped without a word
     (["--formats", "all,onnx"], "all stands alone"),
     (["--precisions", ",fp32"], "--precisions ',fp32': an empty item"),
+    (["--precisions", "fp32", "--data", "digits"], "--data is calibration data for INT8 cells, and --precisions asks for none"),  # was ignored
+    # cells no machine can make, when they are all that was asked: exit 0 on an fp32 cell added for them, or exit 3
+    (["--formats", "onnx", "--precisions", "bf16"], "no cell asked for exists on any machine (onnx bf16: onnxruntime does not compute bf16"),
+    (["--formats", "coreml", "--precisions", "int8", "--data", "digits"], "no cell asked for exists on any machine (coreml int8: coreml has no int8"),
 ])
 def test_bad_options_exit_2_before_any_work(cli, tmp_path, args, fragment):
     result = cli("matrix", "partialnet_t0", "--imgsz", "64", "-o", tmp_path / "m", *args)
