@@ -120,8 +120,12 @@ def read_folder(folder: str | Path, limit: int = MAX_LABELLED, flag: str = "--im
     for position, entry in enumerate(subdirs):
         naming, index = class_index(entry.name, root, flag) if named_classes else ("unused", position)
         namings.add(naming)
-        images = [Path(entry.path) / e.name for e in _entries(Path(entry.path))
-                  if Path(e.name).suffix.lower() in IMAGE_SUFFIXES and not e.is_dir(follow_symlinks=False)]
+        inside = _entries(Path(entry.path))
+        nested = [e.name for e in inside if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+        if nested:  # its images would be left out, as loose ones beside class folders would
+            raise BadInput(f"{flag} {root}: class folder {ascii(entry.name)[1:-1]} holds a folder ({ascii(nested[0])[1:-1]}): images are read "
+                           "from the class folders themselves, one level deep; move them up")
+        images = [Path(entry.path) / e.name for e in inside if Path(e.name).suffix.lower() in IMAGE_SUFFIXES and not e.is_dir(follow_symlinks=False)]
         per_class.append((index, images))
         folders.append((entry.name, index))
     if len(namings) > 1:

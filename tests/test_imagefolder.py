@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -114,6 +115,17 @@ def test_a_symlinked_class_folder_is_refused(tmp_path):
     os.symlink(tmp_path / "real", tmp_path / "set" / "3")
     with pytest.raises(BadInput, match="symbolic link"):
         read_folder(tmp_path / "set")
+
+
+@pytest.mark.parametrize("nested", ["sub", "y.png"])
+def test_a_folder_inside_a_class_folder_is_refused_by_name(tmp_path, nested):
+    """Its images were left out without a word ("1 labelled images"), and so was a folder named like an image."""
+    folder = _digit_folder(tmp_path / "d", per_class=1, classes=range(2))
+    (folder / "0" / nested).mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "0" / nested / "b.png")
+    (folder / "1" / ".ipynb_checkpoints").mkdir()  # a hidden folder (a notebook's) is not the user's images
+    with pytest.raises(BadInput, match=f"class folder 0 holds a folder \\({re.escape(nested)}\\): images are read from the class folders"):
+        read_folder(folder)
 
 
 def test_linked_images_are_read_in_either_layout_and_a_broken_one_is_named(tmp_path):
