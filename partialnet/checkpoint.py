@@ -33,7 +33,7 @@ from partialnet.models.partialnet import (
     default_mixers,
 )
 from partialnet.models.registry import MAX_CLASSES, Variant, closest_variant, find_variant, get_variant, VARIANTS
-from partialnet.safetensors_file import read_safetensors
+from partialnet.safetensors_file import SafetensorsTensors, read_safetensors
 from partialnet.sources import (
     MIN_CHECKPOINT_BYTES, is_variant_name, looks_like_path, not_a_checkpoint, sniff_checkpoint, unknown_source,
 )
@@ -779,7 +779,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None, weights: str |
         source=str(path),
         variant=found.name,
         variant_inferred=inferred,
-        container=container + (" (safetensors)" if path.suffix == ".safetensors" else "")
+        container=container + (" (safetensors)" if isinstance(obj, SafetensorsTensors) else "")
         + (f"; also holds {shown_names(others)}, not loaded" if others else ""),
         key_layout=layout,
         prefix=prefix,

@@ -102,6 +102,11 @@ def _entry(name: str, entry: object, data_len: int, corrupt, unreadable) -> tupl
     return dtype, shape, start, end
 
 
+class SafetensorsTensors(dict):
+    """A safetensors file's tensors, marked as such: its container is named by what the file is, not by its suffix
+    (a torch zip named .safetensors was labelled safetensors, a safetensors file named .pt was not)."""
+
+
 def read_safetensors(f: BinaryIO, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors (views of a private memory map) and the `__metadata__` strings of an open safetensors file."""
 
@@ -127,7 +132,7 @@ def read_safetensors(f: BinaryIO, path: Path) -> tuple[dict[str, torch.Tensor], 
         else:
             view = memoryview(mapped)[data_start + start : data_start + end]
             tensors[name] = torch.frombuffer(view, dtype=dtype).reshape(shape)
-    return tensors, {str(k): v for k, v in metadata.items()}
+    return SafetensorsTensors(tensors), {str(k): v for k, v in metadata.items()}
 
 
 def _peek8(f: BinaryIO) -> bytes:

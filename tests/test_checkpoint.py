@@ -139,7 +139,11 @@ def test_safetensors_without_suffix_is_sniffed(tmp_path, t0_state_dict, referenc
     safetensors_torch = pytest.importorskip("safetensors.torch")
     path = tmp_path / "weights.bin"
     safetensors_torch.save_file(t0_state_dict, str(path))
-    assert torch.equal(logits(load_checkpoint(path)[0]), reference_logits)
+    model, info = load_checkpoint(path)
+    assert torch.equal(logits(model), reference_logits)
+    assert info.container.endswith("(safetensors)")  # named by what the file is, not by its suffix
+    torch.save(t0_state_dict, tmp_path / "zip.safetensors")  # a torch zip under the other suffix is no safetensors file
+    assert "safetensors" not in load_checkpoint(tmp_path / "zip.safetensors")[1].container
 
 
 @pytest.mark.parametrize("low_bytes, modulus", [(0x80, 256), (0x4B50, 65536)], ids=["looks-like-a-pickle", "looks-like-a-zip"])
