@@ -306,6 +306,11 @@ def _output_file(text: str) -> Path:
     return Path(text)
 
 
+def _path_option(*names: str, help: str):
+    """An option naming a file or folder to read or write, refused when empty, shown as <path>."""
+    return typer.Option(*names, help=help, parser=_path_text, metavar="<path>")
+
+
 def _file_option(*names: str, help: str):
     """An option naming a file to write: read as typed (a trailing slash refused), shown as <path>."""
     return typer.Option(*names, help=help, parser=_output_file, metavar="<path>")
@@ -996,8 +1001,7 @@ def matrix_command(
     formats: Annotated[Optional[str], typer.Option("--formats", help="all (default) or a comma-separated list of formats.")] = None,
     precisions: Annotated[Optional[str], typer.Option("--precisions", help="all (default) or a subset of fp32,bf16,fp16,int8 (bf16: the fp32 file).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="INT8 calibration: digits (default for a digits checkpoint) or a folder.")] = None,
-    images: Annotated[Optional[Path], typer.Option("--images", help="Judge top-1/5 on your labelled images (class-index or WNID folders).",
-                                                   parser=_path_text, metavar="<path>")] = None,
+    images: Annotated[Optional[Path], _path_option("--images", help="Judge top-1/5 on your labelled images (class-index or WNID folders).")] = None,
     calib_size: Annotated[int, typer.Option("--calib-size", min=1, help="Calibration images.")] = 300,
     calib_method: Annotated[Optional[str], typer.Option("--calib-method", help="INT8 cells: the calibration method (see export).")] = None,
     int8_keep_float: Annotated[Optional[str], typer.Option("--int8-keep-float", help="INT8 cells: layers or op kinds kept in float.")] = None,
@@ -1005,8 +1009,7 @@ def matrix_command(
     imgsz: ImgszOption = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="Threads per runtime (every row the same).")] = 1,
     protocol: Annotated[str, typer.Option("--protocol", help="latency (default) or quick.")] = "latency",
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for every artifact and matrix.json.", parser=_path_text,
-                                                   metavar="<path>")] = None,
+    output: Annotated[Optional[Path], _path_option("-o", "--output", help="Folder for every artifact and matrix.json.")] = None,
     json_path: Annotated[Optional[Path], _file_option("--json", help="Also write the matrix as JSON here.")] = None,
     md_path: Annotated[Optional[Path], _file_option("--md", help="Also write the matrix as Markdown here.")] = None,
     plot_path: Annotated[Optional[Path], _file_option("--plot", help="Also write a PNG: latency vs accuracy, marker area = file size.")] = None,
