@@ -986,6 +986,10 @@ def test_hostile_compare_files_exit_2(tmp_path, cli):
         "imgsz_three": ({**good, "rows": [{**row, "imgsz": [64, 64, 3]}]}, "rows[0].imgsz is not a list of 2"),
         "reason_object": ({**good, "rows": [{**row, "status": "failed", "reason": {"a": 1}}]}, "rows[0].reason is not a string"),
         "failed_with_samples": ({**good, "rows": [{**row, "status": "failed"}]}, "rows[0] is failed and holds raw samples"),
+        # held to the names this version writes: "ONNXRuntime" was a row of its own in compare, "tpu" a device
+        "runtime_case": ({**good, "rows": [{**row, "runtime": "ONNXRuntime"}]}, "rows[0].runtime is not one of pytorch, onnxruntime"),
+        "device_unknown": ({**good, "rows": [{**row, "device": "tpu"}]}, "rows[0].device is not one of cpu, cuda"),
+        "format_unknown": ({**good, "rows": [{**row, "format": 5}]}, "rows[0].format is not one of onnx"),
     }
     base = tmp_path / "base.json"
     base.write_text(json.dumps(good))

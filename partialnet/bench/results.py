@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from partialnet.bench.marks import mark, marked_notes
-from partialnet.bench.options import PRECISIONS
+from partialnet.bench.options import DEVICES, PRECISIONS
 from partialnet.bench.protocols import described_as_run
 from partialnet.errors import BadInput
 from partialnet.inputs import finite_number, inert, json_refusal, md_row, md_text, unique_keys
@@ -251,8 +251,20 @@ def enough_samples(samples: list, least: int, protocol: str, where: str) -> None
 
 IMGSZ = ListOf(Integer(32, MAX_SIDE), 2, least=2, cut=False)  # any size a result of any version was timed at
 MAX_ROWS = 10_000  # models x runtimes x batches x precisions of one run is at most a few hundred
+def _named(table: str) -> tuple[str, ...]:
+    """The names a row's runtime or format may hold: a stranger's "ONNXRuntime" would be a row of its own in compare."""
+    if table == "runtimes":
+        from partialnet.runtimes.table import RUNTIMES
+
+        return tuple(RUNTIMES)
+    from partialnet.exporters.formats import FORMATS
+
+    return (*FORMATS, "deploy")  # deploy: a PyTorch row's folded model
+
+
 BENCH_ROW = Record({  # what compare and report read of a row; its other fields travel on, unread
-    "model": Text(1000, cut=False), "runtime": Text(64, cut=False), "precision": Text(64, cut=False), "status": OneOf(ROW_STATUSES),
+    "model": Text(1000, cut=False), "runtime": OneOf(_named("runtimes")), "precision": Text(64, cut=False), "status": OneOf(ROW_STATUSES),
+    "device": Maybe(OneOf(DEVICES)), "format": Maybe(OneOf(_named("formats"))),
     "batch": Integer(1, MAX_BATCH), "threads": Integer(1, MAX_THREADS),
     "samples_s": Maybe(Samples()), "reason": Maybe(Text(600)), "imgsz": Maybe(IMGSZ), "gmacs": Maybe(Number(low=0)),
 }, omit_null=True, keep_others=True)
