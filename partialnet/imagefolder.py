@@ -104,7 +104,7 @@ def read_folder(folder: str | Path, limit: int = MAX_LABELLED, flag: str = "--im
 
     root = Path(folder)
     if not root.is_dir():
-        raise BadInput(f"{flag} {root}: not a directory of images")
+        raise BadInput(f"{flag} {root}: {'not a directory of images' if os.path.lexists(root) else 'no such folder'}")
     subdirs = [e for e in _entries(root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
     linked = [e.name for e in _entries(root) if e.is_symlink() and _leads_to_folder(e)]
     if linked:

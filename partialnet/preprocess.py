@@ -113,7 +113,7 @@ def load_images(folder: Path, imgsz: tuple[int, int], limit: int = FLAT_LIMIT) -
     """Up to `limit` images from `folder` (sorted by name) as an (N, 3, H, W) batch."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise BadInput(f"{folder}: not a directory of images")
+        raise BadInput(f"{folder}: {'not a directory of images' if os.path.lexists(folder) else 'no such folder'}")
     try:
         names = sorted(entry.name for entry in os.scandir(folder) if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES)
     except OSError as exc:

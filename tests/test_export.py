@@ -207,7 +207,7 @@ def test_the_padding_of_a_static_batch_is_not_judged_as_samples():
         (["export", "partialnet_t0", "--format", "tensorflow"], 2, "unknown format"),
         (["export", "partialnet_t0", "--opset", "11", "-o", "OUT"], 2, "opset 11 unsupported"),
         (["export", "partialnet_t0", "-o", "model.pt"], 2, "must end in .onnx"),
-        (["export", "partialnet_t0", "--images", "nope_dir", "-o", "OUT"], 2, "not a directory of images"),
+        (["export", "partialnet_t0", "--images", "nope_dir", "-o", "OUT"], 2, "--images nope_dir: no such folder"),
     ],
 )
 def test_export_and_verify_bad_inputs(cli, t0_export, tmp_path, args, code, fragment):

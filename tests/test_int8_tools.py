@@ -23,6 +23,10 @@ def test_keep_float_reads_layers_and_kinds():
     for bad in ("stages..0", "a/b", "$(touch x)", " , "):
         with pytest.raises(BadInput, match="--int8-keep-float"):
             keep_float(bad)
+    with pytest.raises(BadInput, match="--int8-keep-float '': an empty list"):  # was "--int8-keep-float : expected a layer"
+        keep_float("")
+    with pytest.raises(BadInput, match="an empty item between commas"):
+        keep_float("head,,conv")
 
 
 @pytest.mark.parametrize("fmt, options, fragment", [

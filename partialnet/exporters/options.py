@@ -147,8 +147,10 @@ def keep_float(text: str | None) -> tuple[list[str], list[str]]:
     """(layers, op kinds) of --int8-keep-float: module paths of the deploy model, or the neutral op kinds."""
     if text is None:
         return [], []
+    from partialnet.limits import list_items
+
     layers, kinds = [], []
-    for item in (p.strip() for p in text.split(",")):
+    for item in list_items(text, "--int8-keep-float"):  # `conv,,head` is a slip, refused as every list option's is
         if item.lower() in KEEP_FLOAT_KINDS:
             kinds.append(item.lower())
         elif LAYER.fullmatch(item) and len(item) <= 200:
@@ -157,7 +159,7 @@ def keep_float(text: str | None) -> tuple[list[str], list[str]]:
             raise BadInput(f"--int8-keep-float {ascii(item)[1:-1][:60]!s}: expected a layer (a module path such as stages.2.blocks.0.mlp.0) "
                            f"or an op kind ({', '.join(KEEP_FLOAT_KINDS)})")
     if not layers and not kinds:
-        raise BadInput("--int8-keep-float: name at least one layer or op kind")
+        raise BadInput(f"--int8-keep-float {text!r}: an empty list; name at least one layer or op kind")
     return list(dict.fromkeys(layers)), list(dict.fromkeys(kinds))
 
 
