@@ -1204,6 +1204,18 @@ def _named_command(argv: list[str]) -> str:
     return f"partialnet {first}" if first in names else "partialnet"
 
 
+def _commands_taking(option: str) -> list[str]:
+    """The commands that have `option`, for a command that does not."""
+    return [name for name, command in _commands().items() if any(option in p.opts for p in command.params)]
+
+
+def _commands() -> dict:
+    """Each command's click object, by name: the flags it has."""
+    import typer.main
+
+    return typer.main.get_command(app).commands
+
+
 def _usage_error(exc, argv: list[str]) -> None:
     """Click's usage errors as one line plus one hint, with the nearest valid name where one is close."""
     import difflib
@@ -1212,7 +1224,9 @@ def _usage_error(exc, argv: list[str]) -> None:
     message = exc.format_message()
     if isinstance(exc, NoSuchOption):
         near = difflib.get_close_matches(exc.option_name, sorted(exc.possibilities or []), n=1)
-        message = exc.message + (f"; did you mean {near[0]}?" if near else "")
+        takers = _commands_taking(exc.option_name)  # `matrix --dataset` was offered --data, another option altogether
+        message = exc.message + (f" ({' and '.join(takers)} take{'s' if len(takers) == 1 else ''} it)" if takers
+                                 else f"; did you mean {near[0]}?" if near else "")
     command = exc.ctx.command_path if exc.ctx is not None else _named_command(argv)
     err.print(f"error: {message}", markup=False)
     err.print(f"hint: {command} --help", markup=False)
@@ -1295,9 +1309,7 @@ def exhausted_line(exc: BaseException, argv: list[str] = ()) -> str | None:
 def _smaller(argv: list[str]) -> str:
     """What needs less memory, in the flags the command has: `digits` has no --batch, `verify` neither (the
     artifact's size and batch were fixed at its export)."""
-    import typer.main
-
-    commands = typer.main.get_command(app).commands
+    commands = _commands()
     command = next((commands[a] for a in argv if a in commands), None)
     flags = [f for f in ("--imgsz", "--batch") if command is None or any(f in p.opts for p in command.params)]
     return f"a smaller {' or '.join(flags)} needs less" if flags else "run it on a machine with more memory"

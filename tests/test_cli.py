@@ -177,6 +177,8 @@ def test_mismatched_keys_show_the_diff(cli, tmp_path, t0_state_dict):
         (["matrix", "partialnet_t0", "--images", " "], "Invalid value for '--images': an empty string names no file or folder"),
         (["export", "partialnet_t0", "--images", ""], "Invalid value for '--images': an empty string names no file or folder"),
         (["bench", "--json", ""], "Invalid value for '--json': an empty string names no file or folder"),
+        # an option the command lacks but others have is named so, never "did you mean --data?" (another option)
+        (["matrix", "partialnet_t0", "--dataset", "digits"], "No such option: --dataset (export and verify take it)"),
     ],
 )
 def test_bad_names_and_options_exit_2(cli, args, fragment):
