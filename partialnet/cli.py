@@ -656,7 +656,7 @@ def bench_command(
     if not addresses:
         from partialnet.runtimes.table import refuse_here_without_gpu
 
-        refuse_here_without_gpu(options.device, options.runtimes(), options.precision)
+        refuse_here_without_gpu(options.device, options.runtimes(sources), options.precision)
     # Arguments are sound: now the heavy modules (torch comes in with the checkpoint reader).
     with progress.stage("import"):
         from partialnet.bench.results import per_target_outputs, write_outputs

@@ -56,7 +56,7 @@ def parse_batches(value: str | None) -> list[int] | None:
 class BenchOptions:
     device: str = option("cpu", "--device", "cpu or cuda.", parse=choices(DEVICES, "--device"))
     runtime: list[str] | None = option(None, "--runtime", "Runtimes (repeat or comma-separate); default: all but the mobile ones "
-                                       "(executorch, litert).", cli_type=Optional[list[str]])
+                                       "(executorch, litert), with the runtime of each artifact given.", cli_type=Optional[list[str]])
     batch: str | None = option(None, "--batch", "Batch sizes, e.g. 1,32 (default: the protocol's, else 1).", cli_type=Optional[str],
                                parse=batch_text)
     imgsz: tuple[int, int] | None = option(None, "--imgsz", "Input size: 224, or H W (also H,W); multiples of 32, >= 64 (default: "
@@ -185,15 +185,28 @@ class BenchOptions:
                 if name in self.asked():
                     raise BadInput(f"{flag} sets the precision of checkpoints and variant names; every source given is an artifact, "
                                    "which runs at its own (its file says which)")
-        reasons = [never_runs_source(runtime, self.device, self.precision, fmt) for runtime in self.runtimes() for fmt in dict.fromkeys(formats)]
-        if all(reasons):
-            raise BadInput(f"no runtime asked for runs the sources given on {self.device}, on any machine ({'; '.join(dict.fromkeys(reasons))})")
+        from partialnet.exporters.formats import FORMATS
 
-    def runtimes(self) -> list[str]:
-        """The runtimes asked for (or the default set; an A/B's default runtime), every name known."""
+        reasons = {(runtime, fmt): never_runs_source(runtime, self.device, self.precision, fmt)
+                   for runtime in self.runtimes(sources) for fmt in dict.fromkeys(formats)}
+        if all(reasons.values()):  # named by the runtimes asked for, or (none asked) by each artifact's own runtime
+            said = [why for (runtime, fmt), why in reasons.items() if self.runtime or fmt is None or FORMATS[fmt].runtime == runtime]
+            raise BadInput(f"no runtime asked for runs the sources given on {self.device}, on any machine "
+                           f"({'; '.join(dict.fromkeys(said or reasons.values()))})")
+
+    def runtimes(self, sources: list[str] | None = None) -> list[str]:
+        """The runtimes asked for, every name known; else the default set (an A/B's default runtime) with the runtime
+        of each artifact given: `bench model.pte` runs it in ExecuTorch, which the default set leaves out only for
+        the cost of exporting to it."""
+        from partialnet.exporters.formats import FORMATS
         from partialnet.runtimes.table import AB_DEFAULT, resolve_runtimes
+        from partialnet.sources import artifact_format
 
-        return resolve_runtimes(split_list(self.runtime) or ([AB_DEFAULT] if self.ab else None))
+        if split_list(self.runtime):
+            return resolve_runtimes(split_list(self.runtime))
+        theirs = [FORMATS[f].runtime for f in dict.fromkeys(artifact_format(s) for s in self.ab or sources or []) if f]
+        base = ([] if theirs else [AB_DEFAULT]) if self.ab else resolve_runtimes(None)
+        return list(dict.fromkeys([*base, *theirs]))
 
     def size(self) -> tuple[int, int]:
         return self.imgsz or DEFAULT_IMGSZ
@@ -214,7 +227,7 @@ class BenchOptions:
         proto = get_protocol(self.protocol, self.device)
         plan = bench_run.BenchPlan(
             sources=list(sources or [DEFAULT_SOURCE]),
-            runtimes=self.runtimes(),
+            runtimes=self.runtimes(sources),
             device=self.device, batches=self.batches(), imgsz=self.size(), threads=self.threads or proto.threads or default_threads(),
             protocol=proto, precision=self.precision, channels_last=self.channels_last, compile=self.compile,
             cuda_graphs=self.cuda_graphs, streams=parse_streams(self.streams), label=self.label, control=self.aa, wait=self.wait,
