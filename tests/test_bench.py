@@ -224,9 +224,9 @@ def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path)
         (["bench", "partialnet_t0", "MISSING.pt", "--runtime", "onnxruntime"], "missing.pt: no such file"),  # found before T0 is built
         (["bench", "--ab", "partialnet_t0", "MISSING.pt", "--runtime", "onnxruntime"], "missing.pt: no such file"),
         # what no machine can run is usage (exit 2), found with the options; these were exit 3, "not possible here"
-        (["bench", "A/model.onnx", "--runtime", "pytorch"], "(pytorch runs checkpoints and variant names, not exported artifacts)"),
-        (["bench", "A/model.mlpackage", "--runtime", "onnxruntime,pte"], "(onnxruntime does not run coreml artifacts; executorch does not run"),
-        (["bench", "--runtime", "coreml"], "on any machine (coreml runs given coreml artifacts only)"),
+        (["bench", "A/model.onnx", "--runtime", "pytorch"], "(pytorch: runs checkpoints and variant names, not exported artifacts)"),
+        (["bench", "A/model.mlpackage", "--runtime", "onnxruntime,pte"], "(onnxruntime: does not run coreml artifacts; executorch: does not run"),
+        (["bench", "--runtime", "coreml"], "on any machine (coreml: runs given coreml artifacts only)"),
         # an artifact runs at its own precision: a --precision beside artifacts only was recorded in the result and never used
         (["bench", "A/model.onnx", "--precision", "int8", "--data", "digits"], "--precision sets the precision of checkpoints and variant names"),
         (["bench", "A/model.onnx", "--precision", "fp16"], "every source given is an artifact, which runs at its own"),
@@ -261,10 +261,10 @@ def test_a_precision_no_runtime_computes_is_refused_before_the_fold(cli):
     """onnxruntime has no bf16 on any machine: a usage error (exit 2; it was 3, "not possible here"), refused before
     the model is folded and exported (9 s at 64x64, more at 224)."""
     result = cli("bench", "partialnet_t0", "--precision", "bf16", "--protocol", "quick", "--imgsz", "64", "--runtime", "onnxruntime")
-    assert result.code == 2 and "onnxruntime runs fp32, fp16 or int8, never bf16" in result.err and "preparing" not in result.err, result.err
+    assert result.code == 2 and "(onnxruntime: runs fp32, fp16 or int8, never bf16)" in result.err and "preparing" not in result.err, result.err
     result = cli("bench", "--precision", "int8", "--data", "digits", "--runtime", "pytorch,executorch", "--device", "cuda")
-    said = ("no runtime asked for runs the sources given on cuda, on any machine (pytorch runs fp32, bf16 or fp16, never int8; "
-            "executorch runs on cpu only, not cuda)")
+    said = ("no runtime asked for runs the sources given on cuda, on any machine (pytorch: runs fp32, bf16 or fp16, never int8; "
+            "executorch: runs on cpu only, not cuda)")
     assert result.code == 2 and result.err.strip().endswith(said), result.err
 
 
@@ -434,7 +434,7 @@ def test_int8_bench_builds_each_runtimes_int8_artifact_and_shows_top1(cli, tmp_p
     assert result.code == 0, result.err
     data = json.loads(out.read_text())
     rows = {r["runtime"]: r for r in data["rows"]}
-    assert rows["pytorch"]["status"] == "skipped" and "not int8" in rows["pytorch"]["reason"]
+    assert rows["pytorch"]["status"] == "skipped" and "never int8" in rows["pytorch"]["reason"]
     for runtime, fmt in (("onnxruntime", "onnx"), ("openvino", "openvino")):
         row = rows[runtime]
         assert row["status"] == "ok" and row["precision"] == "int8" and row["format"] == fmt

@@ -1020,7 +1020,7 @@ def test_raw_samples_are_capped_per_file_and_per_report(tmp_path, cli, monkeypat
     files = []
     for k, (rows, machine) in enumerate(((1, "a"), (2, "b"), (1, "c"), (1, "d"))):  # each its own measurement (samples)
         data = {"schema": SCHEMA, "machine": {"id": machine, "cpu": {"model": "cpu"}}, "protocol": {"name": "latency"},
-                "rows": [{**row, "runtime": f"r{i}", "samples_s": [0.01 + k * 1e-4] * 60} for i in range(rows)]}
+                "rows": [{**row, "runtime": ("onnxruntime", "openvino")[i], "samples_s": [0.01 + k * 1e-4] * 60} for i in range(rows)]}
         files.append(tmp_path / f"{machine}.json")
         files[-1].write_text(json.dumps(data))
     result = cli("compare", files[0], files[1], "--allow-different-machines")
@@ -1377,7 +1377,7 @@ def test_a_strangers_engine_manifest_is_bad_input(manifest, fragment, tmp_path, 
     assert result.code == 2 and fragment in result.err and "Traceback" not in result.err, result.err
     # bench reads the same record, after its options: an engine on --device cpu (the default) runs on no machine
     result = cli("bench", tmp_path / "m.engine", "--protocol", "quick")
-    assert result.code == 2 and "(tensorrt runs on cuda only, not cpu)" in result.err, result.err
+    assert result.code == 2 and "(tensorrt: runs on cuda only, not cpu)" in result.err, result.err
 
 
 def _publish_one_group(tag: str, folder: str, rounds: int, barrier, mixed) -> None:

@@ -190,9 +190,9 @@ class BenchOptions:
         reasons = {(runtime, fmt): never_runs_source(runtime, self.device, self.precision, fmt)
                    for runtime in self.runtimes(sources) for fmt in dict.fromkeys(formats)}
         if all(reasons.values()):  # named by the runtimes asked for, or (none asked) by each artifact's own runtime
-            said = [why for (runtime, fmt), why in reasons.items() if self.runtime or fmt is None or FORMATS[fmt].runtime == runtime]
+            said = [f"{runtime}: {why}" for (runtime, fmt), why in reasons.items() if self.runtime or fmt is None or FORMATS[fmt].runtime == runtime]
             raise BadInput(f"no runtime asked for runs the sources given on {self.device}, on any machine "
-                           f"({'; '.join(dict.fromkeys(said or reasons.values()))})")
+                           f"({'; '.join(dict.fromkeys(said or (f'{r}: {why}' for (r, _), why in reasons.items())))})")
 
     def runtimes(self, sources: list[str] | None = None) -> list[str]:
         """The runtimes asked for, every name known; else the default set (an A/B's default runtime) with the runtime

@@ -127,9 +127,9 @@ def never_runs(name: str, device: str, precision: str = "fp32") -> str | None:
     is a usage error (exit 2), not this machine's lack (exit 3)."""
     spec = RUNTIMES[name]
     if precision not in spec.precisions:
-        return f"{name} runs {', '.join(spec.precisions[:-1])} or {spec.precisions[-1]}, never {precision}"
+        return f"runs {', '.join(spec.precisions[:-1])} or {spec.precisions[-1]}, never {precision}"
     if device not in spec.devices:
-        return f"{name} runs on {' or '.join(spec.devices)} only, not {device}"
+        return f"runs on {' or '.join(spec.devices)} only, not {device}"
     return None
 
 
@@ -139,12 +139,12 @@ def never_runs_source(name: str, device: str, precision: str, artifact: str | No
     spec = RUNTIMES[name]
     if artifact is None:
         if spec.runs == "artifact":
-            return f"{name} runs given {', '.join(spec.formats)} artifacts only"
+            return f"runs given {', '.join(spec.formats)} artifacts only"
         return never_runs(name, device, precision)
     if spec.runs == "deploy":
-        return f"{name} runs checkpoints and variant names, not exported artifacts"
+        return "runs checkpoints and variant names, not exported artifacts"
     if artifact not in spec.formats:
-        return f"{name} does not run {artifact} artifacts"
+        return f"does not run {artifact} artifacts"
     return never_runs(name, device)
 
 
