@@ -127,7 +127,8 @@ def never_runs(name: str, device: str, precision: str = "fp32") -> str | None:
     is a usage error (exit 2), not this machine's lack (exit 3)."""
     spec = RUNTIMES[name]
     if precision not in spec.precisions:
-        return f"runs {', '.join(spec.precisions[:-1])} or {spec.precisions[-1]}, never {precision}"
+        *rest, last = spec.precisions
+        return f"runs {', '.join(rest) + ' or ' if rest else ''}{last}, never {precision}"
     if device not in spec.devices:
         return f"runs on {' or '.join(spec.devices)} only, not {device}"
     return None
