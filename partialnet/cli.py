@@ -1224,9 +1224,13 @@ def _usage_error(exc, argv: list[str]) -> None:
     message = exc.format_message()
     if isinstance(exc, NoSuchOption):
         near = difflib.get_close_matches(exc.option_name, sorted(exc.possibilities or []), n=1)
-        takers = _commands_taking(exc.option_name)  # `matrix --dataset` was offered --data, another option altogether
-        message = exc.message + (f" ({' and '.join(takers)} take{'s' if len(takers) == 1 else ''} it)" if takers
-                                 else f"; did you mean {near[0]}?" if near else "")
+        # a flag other commands have is named with them; a look-alike is offered beside that only as its plural
+        # (`matrix --precision`: --precisions), since `matrix --dataset` was offered --data, another option altogether
+        takers = _commands_taking(exc.option_name)
+        if takers and near and exc.option_name.rstrip("s") != near[0].rstrip("s"):
+            near = []
+        also = f"{', '.join(takers[:-1])} and {takers[-1]}" if len(takers) > 1 else "".join(takers)
+        message = exc.message + (f"; did you mean {near[0]}?" if near else "") + (f" ({also} take{'s' if len(takers) == 1 else ''} it)" if takers else "")
     command = exc.ctx.command_path if exc.ctx is not None else _named_command(argv)
     err.print(f"error: {message}", markup=False)
     err.print(f"hint: {command} --help", markup=False)

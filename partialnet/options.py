@@ -80,10 +80,10 @@ def from_cli(cls, values: dict[str, Any]):
         if value is None:
             chosen[name] = defaults[name]
             continue
-        if flags[name].cli_type is not None or value != defaults[name]:  # typed (an Optional flag), or off its default
-            given.add(name)
         parse = flags[name].parse
         chosen[name] = parse(value) if parse else value
+        if flags[name].cli_type is not None or chosen[name] != defaults[name]:  # typed (an Optional flag), or off its default as read
+            given.add(name)  # (`--precision FP32` is the default)
     instance = cls(**chosen)
     if "given" in {f.name for f in fields(cls)}:
         instance.given = frozenset(given)

@@ -228,8 +228,12 @@ def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path)
         (["bench", "A/model.mlpackage", "--runtime", "onnxruntime,pte"], "(onnxruntime: does not run coreml artifacts; executorch: does not run"),
         (["bench", "--runtime", "coreml"], "on any machine (coreml: runs given coreml artifacts only)"),
         # an artifact runs at its own precision: a --precision beside artifacts only was recorded in the result and never used
-        (["bench", "A/model.onnx", "--precision", "int8", "--data", "digits"], "--precision sets the precision of checkpoints and variant names"),
+        (["bench", "A/model.onnx", "--precision", "int8", "--data", "digits"], "--precision int8 builds checkpoints and variant names at that precision"),
         (["bench", "A/model.onnx", "--precision", "fp16"], "every source given is an artifact, which runs at its own"),
+        (["bench", "A/model.onnx", "--precision", "FP16"], "every source given is an artifact, which runs at its own"),
+        (["bench", "A/model.onnx", "--data", "digits"], "--data calibrates INT8 artifacts built from checkpoints; every source given is an artifact"),
+        # an A/B's one runtime must run both sides: none here, on any machine (it was exit 3, after A was exported)
+        (["bench", "--ab", "partialnet_t0", "A/model.pte", "--runtime", "ort"], "(onnxruntime: does not run executorch artifacts)"),
     ],
 )
 def test_bad_bench_inputs_exit_2(cli, quick_run, tmp_path, args, fragment):
@@ -470,6 +474,21 @@ def test_gpu_rows_let_their_idle_cpu_pool_sleep_unless_told_otherwise():
     assert worker_env(4, gpu_plan.wait)["OMP_WAIT_POLICY"] == "PASSIVE" and worker_env(4, "spin")["OMP_WAIT_POLICY"] == "ACTIVE"
     with pytest.raises(BadInput, match="--wait 'nap'"):
         BenchOptions(wait="nap").check(None)
+
+
+def test_without_runtime_a_given_artifact_brings_its_own():
+    """`bench model.pte` had no runtime for it; an A/B of an .onnx and an .xml took both runtimes and failed its gate
+    on the one that runs only one side: an A/B gets one runtime that runs both, where there is one."""
+    from partialnet.bench.options import BenchOptions
+
+    defaults = BenchOptions().runtimes()
+    assert "executorch" not in defaults and BenchOptions().runtimes(["m.pte"]) == [*defaults, "executorch"]
+    assert BenchOptions(ab=("a.onnx", "b.xml")).runtimes() == ["openvino"]
+    assert BenchOptions(ab=("partialnet_t0", "m.pte")).runtimes() == ["executorch"]
+    assert BenchOptions(ab=("partialnet_t0", "partialnet_t1")).runtimes() == ["onnxruntime"]
+    assert BenchOptions(ab=("a.onnx", "b.pte")).runtimes() == ["onnxruntime", "executorch"]  # none runs both: refused by check
+    with pytest.raises(BadInput, match="onnxruntime: does not run executorch artifacts; executorch: does not run onnx artifacts"):
+        BenchOptions(ab=("a.onnx", "b.pte")).check(None)
 
 
 def test_two_checkpoints_that_would_share_a_row_name_are_refused():

@@ -179,6 +179,7 @@ def test_mismatched_keys_show_the_diff(cli, tmp_path, t0_state_dict):
         (["bench", "--json", ""], "Invalid value for '--json': an empty string names no file or folder"),
         # an option the command lacks but others have is named so, never "did you mean --data?" (another option)
         (["matrix", "partialnet_t0", "--dataset", "digits"], "No such option: --dataset (export and verify take it)"),
+        (["matrix", "partialnet_t0", "--precision", "fp16"], "No such option: --precision; did you mean --precisions? (bench takes it)"),
     ],
 )
 def test_bad_names_and_options_exit_2(cli, args, fragment):

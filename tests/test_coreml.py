@@ -62,7 +62,7 @@ def test_package_and_manifest_are_published_together(packages):
     assert manifest["format"] == "coreml" and manifest["bytes"] > 1_000_000 and len(manifest["sha256"]) == 64
     assert manifest["graph"]["compute_precision"] == "fp32" and manifest["graph"]["minimum_deployment_target"] == "iOS16"
     image = json.loads((folder / "fp16_image.mlpackage.json").read_text())
-    assert image["graph"]["minimum_deployment_target"] == "macOS13"  # asked for as macos13: recorded as Core ML names it
+    assert image["graph"]["minimum_deployment_target"] == image["options"]["min_target"] == "macOS13"  # asked as macos13: recorded as Core ML names it
 
 
 @pytest.mark.skipif(ON_MAC, reason="on macOS packages are verified by prediction instead")

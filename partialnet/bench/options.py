@@ -176,37 +176,57 @@ class BenchOptions:
         int8 --runtime pytorch`, `model.onnx --runtime pytorch`): a usage error, refused before a file is read; what
         this machine lacks stays exit 3. A given artifact runs at its own precision, so options that would set one
         are refused where every source is an artifact (they were recorded in the result, and nothing used them)."""
-        from partialnet.runtimes.table import never_runs_source
         from partialnet.sources import artifact_format
 
         formats = [artifact_format(s) for s in self.ab or sources or [DEFAULT_SOURCE]]
         if all(formats):
-            for name, flag in (("precision", "--precision"), ("data", "--data"), ("calib_size", "--calib-size")):
-                if name in self.asked():
-                    raise BadInput(f"{flag} sets the precision of checkpoints and variant names; every source given is an artifact, "
-                                   "which runs at its own (its file says which)")
+            self._refuse_building_options()
         from partialnet.exporters.formats import FORMATS
 
-        reasons = {(runtime, fmt): never_runs_source(runtime, self.device, self.precision, fmt)
+        # an A/B's runtime must run both sides; a plain run's, any one source
+        reasons = {(runtime, fmt): self._never_runs(runtime, [fmt] if not self.ab else formats)
                    for runtime in self.runtimes(sources) for fmt in dict.fromkeys(formats)}
         if all(reasons.values()):  # named by the runtimes asked for, or (none asked) by each artifact's own runtime
             said = [f"{runtime}: {why}" for (runtime, fmt), why in reasons.items() if self.runtime or fmt is None or FORMATS[fmt].runtime == runtime]
             raise BadInput(f"no runtime asked for runs the sources given on {self.device}, on any machine "
                            f"({'; '.join(dict.fromkeys(said or (f'{r}: {why}' for (r, _), why in reasons.items())))})")
 
+    def _never_runs(self, runtime: str, formats: list[str | None]) -> str | None:
+        """Why `runtime` runs not every one of these sources (artifact formats, None a checkpoint) on any machine."""
+        from partialnet.runtimes.table import never_runs_source
+
+        return next((why for fmt in formats if (why := never_runs_source(runtime, self.device, self.precision, fmt))), None)
+
+    def _refuse_building_options(self) -> None:
+        """Every source is an artifact: what would build one is refused (it was recorded in the result, never used).
+        --precision stays where a runtime computes it from an fp32 file (OpenVINO's bf16)."""
+        from partialnet.runtimes.table import RUNTIMES
+
+        asked = self.asked()
+        computed = {p for spec in RUNTIMES.values() for p, _ in spec.computes}
+        if "precision" in asked and self.precision not in computed:
+            raise BadInput(f"--precision {self.precision} builds checkpoints and variant names at that precision; every source given is an "
+                           f"artifact, which runs at its own (its file says which; an fp32 file runs as {', '.join(sorted(computed))} on request)")
+        for name, flag in (("data", "--data"), ("calib_size", "--calib-size")):
+            if name in asked:
+                raise BadInput(f"{flag} calibrates INT8 artifacts built from checkpoints; every source given is an artifact already")
+
     def runtimes(self, sources: list[str] | None = None) -> list[str]:
         """The runtimes asked for, every name known; else the default set (an A/B's default runtime) with the runtime
         of each artifact given: `bench model.pte` runs it in ExecuTorch, which the default set leaves out only for
         the cost of exporting to it."""
         from partialnet.exporters.formats import FORMATS
-        from partialnet.runtimes.table import AB_DEFAULT, resolve_runtimes
+        from partialnet.runtimes.table import AB_DEFAULT, RUNTIMES, resolve_runtimes
         from partialnet.sources import artifact_format
 
         if split_list(self.runtime):
             return resolve_runtimes(split_list(self.runtime))
-        theirs = [FORMATS[f].runtime for f in dict.fromkeys(artifact_format(s) for s in self.ab or sources or []) if f]
-        base = ([] if theirs else [AB_DEFAULT]) if self.ab else resolve_runtimes(None)
-        return list(dict.fromkeys([*base, *theirs]))
+        formats = list(dict.fromkeys(artifact_format(s) for s in self.ab or sources or []))
+        theirs = [FORMATS[f].runtime for f in formats if f]
+        if self.ab and theirs:  # one runtime times both sides: one that runs both where there is one (.onnx beside .xml: OpenVINO)
+            both = [r for r in dict.fromkeys([*theirs, *RUNTIMES]) if self._never_runs(r, formats) is None]
+            return both[:1] or theirs
+        return list(dict.fromkeys([*([AB_DEFAULT] if self.ab else resolve_runtimes(None)), *theirs]))
 
     def size(self) -> tuple[int, int]:
         return self.imgsz or DEFAULT_IMGSZ

@@ -58,7 +58,7 @@ def check_target(target: str | None) -> str:
 
 def preflight(options: ExportOptions) -> None:
     if options.min_target is not None:
-        check_target(options.min_target)
+        options.min_target = check_target(options.min_target)  # recorded as Core ML spells it (ios17 is iOS17)
 
 
 class _Normalise(nn.Module):
