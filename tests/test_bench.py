@@ -226,7 +226,7 @@ def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path)
         # what no machine can run is usage (exit 2), found with the options; these were exit 3, "not possible here"
         (["bench", "A/model.onnx", "--runtime", "pytorch"], "(pytorch: runs checkpoints and variant names, not exported artifacts)"),
         (["bench", "A/model.mlpackage", "--runtime", "onnxruntime,pte"], "(onnxruntime: does not run coreml artifacts; executorch: does not run"),
-        (["bench", "--runtime", "coreml"], "on any machine (coreml: runs given coreml artifacts only)"),
+        (["bench", "--runtime", "coreml"], "on any machine (coreml: runs exported artifacts only: give one (partialnet export --format coreml))"),
         # an artifact runs at its own precision: a --precision beside artifacts only was recorded in the result and never used
         (["bench", "A/model.onnx", "--precision", "int8", "--data", "digits"], "--precision int8 builds checkpoints and variant names at that precision"),
         (["bench", "A/model.onnx", "--precision", "fp16"], "every source given is an artifact, which runs at its own"),

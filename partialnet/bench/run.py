@@ -40,7 +40,7 @@ from partialnet.outputs import scratch_folder
 from partialnet.models.registry import VARIANTS
 from partialnet.bench.stability import judgement
 from partialnet.bench.threads import DEFAULT_WAIT, WAIT_NOTES, default_wait, worker_env
-from partialnet.runtimes.table import RUNTIMES
+from partialnet.runtimes.table import RUNTIMES, never_runs_source
 
 THROUGHPUT_NOTE = "images/s = batch / median latency of one synchronous request at a time (what one client sees)"
 STREAMS_NOTE = "images/s = images completed / wall time with several requests in flight (--streams; see partialnet.bench.streams)"
@@ -470,14 +470,8 @@ def plan_rows(plan: BenchPlan, targets: list[Target]) -> list[tuple[Target, str,
     jobs = []
     for target in targets:
         for runtime in plan.runtimes:
-            reason = plan.where.availability(runtime, plan.device, target.precision or plan.precision)
-            if reason is None and RUNTIMES[runtime].runs == "deploy" and target.deploy is None:
-                reason = "runs checkpoints and variant names, not exported artifacts"
-            if reason is None and RUNTIMES[runtime].runs == "artifact" and target.format is None:
-                formats = ", ".join(RUNTIMES[runtime].formats)
-                reason = f"runs exported artifacts only: give one (partialnet export --format {formats})"
-            if reason is None and target.format and target.format not in RUNTIMES[runtime].formats:
-                reason = f"does not run {target.format} artifacts"
+            precision = target.precision or plan.precision
+            reason = plan.where.availability(runtime, plan.device, precision) or never_runs_source(runtime, plan.device, precision, target.format)
             if reason is None and plan.streams:
                 from partialnet.bench.streams import unsupported_reason
 

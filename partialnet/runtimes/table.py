@@ -140,7 +140,7 @@ def never_runs_source(name: str, device: str, precision: str, artifact: str | No
     spec = RUNTIMES[name]
     if artifact is None:
         if spec.runs == "artifact":
-            return f"runs given {', '.join(spec.formats)} artifacts only"
+            return f"runs exported artifacts only: give one (partialnet export --format {', '.join(spec.formats)})"
         return never_runs(name, device, precision)
     if spec.runs == "deploy":
         return "runs checkpoints and variant names, not exported artifacts"
