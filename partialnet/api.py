@@ -593,7 +593,7 @@ def matrix(
     precisions: str | None = None,
     data: str | None = None,
     images: str | Path | None = None,
-    calib_size: int = DEFAULT_CALIB_SIZE,
+    calib_size: int | None = None,
     calib_method: str | None = None,
     int8_keep_float: str | None = None,
     budget: float = 1.0,
@@ -614,7 +614,7 @@ def matrix(
     so none of them can be, or replace, an artifact, its manifest or matrix.json."""
     imgsz, formats, precisions = _matrix_arguments(source, imgsz, formats, precisions)
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir, where)
-    plan["variant"], plan["weights"] = variant, weights
+    plan["variant"], plan["weights"], calib_size = variant, weights, plan["calib_size"]
     _matrix_int8_tools(plan, calib_method, int8_keep_float)
     _refuse_empty_matrix(plan["cells"], plan["asked"])
     inputs = [source_path(source)]
@@ -686,9 +686,12 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     get_protocol(protocol, "cpu")
     if protocol not in mx.PROTOCOLS:  # batch 1 per row: throughput's batch 32 or the papers' fixed counts would be rewritten
         raise BadInput(f"--protocol {protocol}: matrix times batch 1 under {' or '.join(mx.PROTOCOLS)}")
+    if "int8" not in precs:  # as --calib-method is, and as export and bench refuse them
+        for flag, value in (("--data", data), ("--calib-size", calib_size)):
+            if value is not None:
+                raise BadInput(f"{flag} calibrates the INT8 cells, and --precisions asks for none")
+    calib_size = DEFAULT_CALIB_SIZE if calib_size is None else calib_size
     check_data(data, calib_size)  # the count always; the source where one is named
-    if data is not None and "int8" not in precs:  # as --calib-method is, and as export and bench refuse it
-        raise BadInput("--data is calibration data for INT8 cells, and --precisions asks for none")
     from partialnet.sources import is_variant_name
 
     if precisions and "int8" in precs and data is None and is_variant_name(source):  # asked for, and no checkpoint to say digits
@@ -702,7 +705,7 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     manifest = Output(folder / mx.MANIFEST, "matrix manifest")
     outputs = [o for c in cells if c.outputs for o in c.outputs] + [manifest]
     return {"cells": cells, "folder": folder, "manifest": manifest, "outputs": outputs, "source": source, "variant": None, "weights": None,
-            "asked": asked}
+            "asked": asked, "calib_size": calib_size}
 
 
 def _matrix_int8_tools(plan: dict, calib_method: str | None, int8_keep_float: str | None) -> None:

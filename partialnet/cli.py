@@ -333,6 +333,16 @@ def _typer_parameters(cls) -> list[inspect.Parameter]:
     return params
 
 
+CONTEXT = "partialnet_click_context"  # the parameter through which typer hands `takes` the command's context
+
+
+def _typed_flags(ctx: typer.Context) -> set[str]:
+    """The parameters the user typed, even at their defaults: `--precision fp32` beside an INT8 artifact, or
+    `--opset 17` for Core ML, is asked for, and refused where it would be ignored, as off-default values are."""
+    from_defaults = {"DEFAULT", "DEFAULT_MAP"}
+    return {name for name in ctx.params if (source := ctx.get_parameter_source(name)) is not None and source.name not in from_defaults}
+
+
 def takes(**families):
     """`@takes(options=ExportOptions)`: the command's parameter `options` arrives as one ExportOptions built
     from the flags its fields declare, so a new option is one field, not six edits."""
@@ -343,13 +353,15 @@ def takes(**families):
         added = [param for cls in families.values() for param in _typer_parameters(cls)]
 
         def command(**values):
+            typed = _typed_flags(values.pop(CONTEXT))
             for name, cls in families.items():
-                values[name] = from_cli(cls, {field: values.pop(field) for field in flags_of(cls)})
+                values[name] = from_cli(cls, {field: values.pop(field) for field in flags_of(cls)}, typed)
             return func(**values)
 
+        context = inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
         command.__name__, command.__qualname__, command.__doc__ = func.__name__, func.__qualname__, func.__doc__
-        command.__signature__ = sig.replace(parameters=[*own, *added])
-        command.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+        command.__signature__ = sig.replace(parameters=[*own, *added, context])
+        command.__annotations__ = {p.name: p.annotation for p in [*own, *added, context]}
         return command
 
     return wrap
@@ -550,7 +562,7 @@ def _render_export(result: dict, timing: dict) -> None:
 @takes(checks=VerifyOptions, where=TargetOptions)
 def verify_command(
     artifact: Annotated[str, typer.Argument(callback=_a_path, help="An exported artifact (" + ", ".join(f.suffix for f in FORMATS.values()) + ").")],
-    ref: Annotated[str, typer.Option("--ref", help="The checkpoint (or variant name) it was exported from.")],
+    ref: Annotated[str, typer.Option("--ref", help="The checkpoint (or variant name) it was exported from.", callback=_not_empty)],
     checks: VerifyOptions,
     where: TargetOptions,
     variant: VariantOption = None,
@@ -1002,7 +1014,7 @@ def matrix_command(
     precisions: Annotated[Optional[str], typer.Option("--precisions", help="all (default) or a subset of fp32,bf16,fp16,int8 (bf16: the fp32 file).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="INT8 calibration: digits (default for a digits checkpoint) or a folder.")] = None,
     images: Annotated[Optional[Path], _path_option("--images", help="Judge top-1/5 on your labelled images (class-index or WNID folders).")] = None,
-    calib_size: Annotated[int, typer.Option("--calib-size", min=1, help="Calibration images.")] = 300,
+    calib_size: Annotated[Optional[int], typer.Option("--calib-size", min=1, help="INT8 cells: calibration images (default 300).")] = None,
     calib_method: Annotated[Optional[str], typer.Option("--calib-method", help="INT8 cells: the calibration method (see export).")] = None,
     int8_keep_float: Annotated[Optional[str], typer.Option("--int8-keep-float", help="INT8 cells: layers or op kinds kept in float.")] = None,
     budget: Annotated[float, typer.Option("--budget", help="Points of top-1 the recommended artifact may lose vs PyTorch fp32.")] = 1.0,

@@ -121,7 +121,7 @@ def read_folder(folder: str | Path, limit: int = MAX_LABELLED, flag: str = "--im
         naming, index = class_index(entry.name, root, flag) if named_classes else ("unused", position)
         namings.add(naming)
         inside = _entries(Path(entry.path))
-        nested = [e.name for e in inside if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+        nested = [e.name for e in inside if not e.name.startswith(".") and (e.is_dir(follow_symlinks=False) or (e.is_symlink() and _leads_to_folder(e)))]
         if nested:  # its images would be left out, as loose ones beside class folders would
             raise BadInput(f"{flag} {root}: class folder {ascii(entry.name)[1:-1]} holds a folder ({ascii(nested[0])[1:-1]}): images are read "
                            "from the class folders themselves, one level deep; move them up")

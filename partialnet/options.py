@@ -71,22 +71,17 @@ def defaults_of(cls) -> dict[str, Any]:
     return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
 
-def from_cli(cls, values: dict[str, Any]):
+def from_cli(cls, values: dict[str, Any], typed: set[str]):
     """An instance from parsed command-line values: None (not typed) takes the field's default; the fields
-    the user did type are recorded in `given`, so a format refuses only what was asked for."""
+    the user typed (`typed`, at their defaults too) are recorded in `given`, so a format refuses what was asked for."""
     defaults, flags = defaults_of(cls), flags_of(cls)
-    chosen, given = {}, set()
+    chosen = {}
     for name, value in values.items():
-        if value is None:
-            chosen[name] = defaults[name]
-            continue
         parse = flags[name].parse
-        chosen[name] = parse(value) if parse else value
-        if flags[name].cli_type is not None or chosen[name] != defaults[name]:  # typed (an Optional flag), or off its default as read
-            given.add(name)  # (`--precision FP32` is the default)
+        chosen[name] = defaults[name] if value is None else parse(value) if parse else value
     instance = cls(**chosen)
     if "given" in {f.name for f in fields(cls)}:
-        instance.given = frozenset(given)
+        instance.given = frozenset(typed & values.keys())
     return instance
 
 

@@ -231,6 +231,9 @@ def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path)
         (["bench", "A/model.onnx", "--precision", "int8", "--data", "digits"], "--precision int8 builds checkpoints and variant names at that precision"),
         (["bench", "A/model.onnx", "--precision", "fp16"], "every source given is an artifact, which runs at its own"),
         (["bench", "A/model.onnx", "--precision", "FP16"], "every source given is an artifact, which runs at its own"),
+        (["bench", "A/model.onnx", "--precision", "fp32"], "every source given is an artifact, which runs at its own"),  # typed at its default
+        # the runtime a given artifact runs in has no multi-stream mode (was exit 3 "here" without --runtime)
+        (["bench", "A/model.pte", "--streams", "2"], "the sources given run in executorch only, which has no multi-stream mode"),
         (["bench", "A/model.onnx", "--data", "digits"], "--data calibrates INT8 artifacts built from checkpoints; every source given is an artifact"),
         # an A/B's one runtime must run both sides: none here, on any machine (it was exit 3, after A was exported)
         (["bench", "--ab", "partialnet_t0", "A/model.pte", "--runtime", "ort"], "(onnxruntime: does not run executorch artifacts)"),
@@ -318,6 +321,18 @@ def test_the_ab_gate_fails_a_slower_b_and_passes_a_faster_one(cli, tmp_path):
     assert unmeasured.code == 1 and "A/B on tensorrt: skipped (runs on cuda only" in unmeasured.out, unmeasured.err
     assert "\n  gate: fails: skipped, not measured" in unmeasured.out
     assert "failed on 1 runtime(s): tensorrt: skipped: not measured" in unmeasured.err
+
+
+def test_an_ab_builds_a_checkpoint_only_for_runtimes_that_run_the_other_side(t0_onnx):
+    """`--ab partialnet_t0 m.onnx --runtime openvino,executorch` lowered a .pte for A that no row would time:
+    ExecuTorch does not run B, an ONNX file (its lowering was the slowest export of the run)."""
+    from partialnet.bench.options import BenchOptions
+    from partialnet.bench.run import build_formats
+
+    plan = BenchOptions(runtime="openvino,executorch", ab=["partialnet_t0", str(t0_onnx)], imgsz="64", protocol="quick").plan(None)
+    assert build_formats(plan) == ["openvino", "executorch"]  # a plain run of a checkpoint builds for each runtime
+    assert build_formats(plan, runs=["partialnet_t0", str(t0_onnx)]) == ["openvino"]
+    assert build_formats(plan, runs=["partialnet_t0", "partialnet_t1"]) == ["openvino", "executorch"]
 
 
 def test_the_ab_gate_judges_rows_the_machine_disturbed_and_says_so():

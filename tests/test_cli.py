@@ -170,6 +170,7 @@ def test_mismatched_keys_show_the_diff(cli, tmp_path, t0_state_dict):
         (["export", ""], "an empty string names no file"),  # was Path("."): exit 4 in export, fold and matrix
         (["matrix", " "], "an empty string names no file"),
         (["verify", "", "--ref", "partialnet_t0"], "Invalid value for 'artifact': an empty string names no file"),  # was ". is a directory"
+        (["verify", "m.onnx", "--ref", ""], "Invalid value for '--ref': an empty string names no file; give a checkpoint file"),  # had no hint line
         (["compare", "", "b.json"], "Invalid value for 'baseline': an empty string names no file"),
         (["report", "a.json", ""], "Invalid value for 'results': an empty string names no file"),
         # a path option left empty (an unset variable) was the current folder: matrix wrote its artifacts there

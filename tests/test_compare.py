@@ -273,6 +273,7 @@ def test_a_row_the_candidate_skipped_fails_the_gate_with_its_reason_unless_ignor
     (lambda d: d["rows"][0].update(mode="async"), "timed differently (mode of m / onnxruntime / fp32 / 1 / 1 sync vs async)"),
     (lambda d: d.update(mode="ab"), "timed differently (run one model per row vs ab)"),  # alternated beside another model
     (lambda d: d["protocol"].update(min_iters=20), "timed differently (protocol latency with min_iters None vs 20)"),
+    (lambda d: d.update(settings=None), "timed differently (device cpu vs not recorded; imgsz [64, 64] vs not recorded"),  # read "vs None"
 ])
 def test_rows_timed_differently_are_not_judged(cli, tmp_path, change, refused):
     """compare matches rows by model, runtime, precision, batch and threads; what else shapes the samples must

@@ -117,12 +117,16 @@ def test_a_symlinked_class_folder_is_refused(tmp_path):
         read_folder(tmp_path / "set")
 
 
-@pytest.mark.parametrize("nested", ["sub", "y.png"])
-def test_a_folder_inside_a_class_folder_is_refused_by_name(tmp_path, nested):
-    """Its images were left out without a word ("1 labelled images"), and so was a folder named like an image."""
+@pytest.mark.parametrize("nested, linked", [("sub", False), ("y.png", False), ("sub", True)])
+def test_a_folder_inside_a_class_folder_is_refused_by_name(tmp_path, nested, linked):
+    """Its images were left out without a word ("1 labelled images"), and so was a folder named like an image,
+    or a link to a folder."""
     folder = _digit_folder(tmp_path / "d", per_class=1, classes=range(2))
-    (folder / "0" / nested).mkdir()
-    Image.new("RGB", (8, 8)).save(folder / "0" / nested / "b.png")
+    real = tmp_path / "elsewhere" if linked else folder / "0" / nested
+    real.mkdir()
+    Image.new("RGB", (8, 8)).save(real / "b.png")
+    if linked:
+        os.symlink(real, folder / "0" / nested)
     (folder / "1" / ".ipynb_checkpoints").mkdir()  # a hidden folder (a notebook's) is not the user's images
     with pytest.raises(BadInput, match=f"class folder 0 holds a folder \\({re.escape(nested)}\\): images are read from the class folders"):
         read_folder(folder)

@@ -81,6 +81,7 @@ def test_a_bad_calibration_fails_naming_the_metric_and_writes_nothing(digits_ckp
         (["--data", "digits"], "--data is calibration data for --int8"),
         (["--int8", "--half", "--data", "digits"], "--half, --int8 and --fp32 exclude each other"),
         (["-f", "openvino", "--opset", "18"], "--opset does not apply to --format openvino (formats that take it: onnx, trt)"),
+        (["--dynamic", "--batch", "1"], "--batch with --dynamic: a dynamic onnx artifact takes any batch"),  # typed at its default: asked for too
         (["--workspace", "2"], "--workspace does not apply to --format onnx (formats that take it: trt)"),
         (["-f", "ir", "--no-simplify"], "--no-simplify does not apply to --format openvino"),
         (["-f", "trt", "--max-batch", "8"], "--max-batch sets the largest batch of a --dynamic engine"),

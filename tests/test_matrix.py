@@ -24,7 +24,8 @@ from partialnet.bench import matrix as mx
     (["--formats", "onnx,"], "--formats 'onnx,': an empty item between commas"),  # the slip was dropped without a word
     (["--formats", "all,onnx"], "all stands alone"),
     (["--precisions", ",fp32"], "--precisions ',fp32': an empty item"),
-    (["--precisions", "fp32", "--data", "digits"], "--data is calibration data for INT8 cells, and --precisions asks for none"),  # was ignored
+    (["--precisions", "fp32", "--data", "digits"], "--data calibrates the INT8 cells, and --precisions asks for none"),  # was ignored
+    (["--precisions", "fp32", "--calib-size", "300"], "--calib-size calibrates the INT8 cells, and --precisions asks for none"),  # at its default too
     # cells no machine can make, when they are all that was asked: exit 0 on an fp32 cell added for them, or exit 3
     (["--formats", "onnx", "--precisions", "bf16"], "no cell asked for exists on any machine (onnx bf16: onnxruntime does not compute bf16"),
     (["--formats", "coreml", "--precisions", "int8", "--data", "digits"], "no cell asked for exists on any machine (coreml int8: coreml has no int8"),
@@ -86,7 +87,10 @@ def test_judging_marks_the_front_and_recommends_within_budget():
     assert not by[("onnx", "int8")]["recommended"] and by[("onnx", "int8")]["drop"] == 3.0
     assert by[("onnx", "int8")]["pareto"] and by[("onnx", "fp32")]["pareto"] and not by[("pytorch", "fp32")]["pareto"]
     assert not by[("litert", "int8")]["pareto"]  # a marked row is on no front
-    assert by[("openvino", "int8")]["smallest"]
+    # the smallest within budget, however its timing went: a file's size does not hang on it (its latency is not shown)
+    assert by[("litert", "int8")]["smallest"] and not by[("openvino", "int8")]["smallest"]
+    assert "d.tflite" not in by[("litert", "int8")]["smallest_why"] and "timing disturbed, 2,000,000 bytes" in by[("litert", "int8")]["smallest_why"]
+    assert "1.000 ms" not in by[("litert", "int8")]["smallest_why"]
     # judged on accuracy, a row without its top-1 (a hand edit to null) is never within the budget; the reference gone, no row is
     by[("openvino", "int8")]["top1"] = None
     mx.judge_rows(rows, budget=1.0, accuracy="held-out digits")

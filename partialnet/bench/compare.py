@@ -313,7 +313,8 @@ def _check_settings(baseline: dict, candidate: dict, base_rows: dict, cand_rows:
     protocols = protocol_difference(baseline["protocol"], candidate["protocol"])
     differ = [f"protocol {protocols}"] if protocols else []
     b_set, c_set = baseline.get("settings") or {}, candidate.get("settings") or {}
-    differ += [f"{name} {b_set.get(name)} vs {c_set.get(name)}" for name in SETTINGS_THAT_MATTER if b_set.get(name) != c_set.get(name)]
+    said = lambda found, name: found.get(name) if name in found else "not recorded"  # noqa: E731 (a file without settings read "vs None")
+    differ += [f"{name} {said(b_set, name)} vs {said(c_set, name)}" for name in SETTINGS_THAT_MATTER if b_set.get(name) != c_set.get(name)]
     modes = sorted({f"{' / '.join(map(str, k))} {base_rows[k].get('mode')} vs {cand_rows[k].get('mode')}"
                     for k in cand_rows if k in base_rows and base_rows[k].get("mode") != cand_rows[k].get("mode")})
     differ += [f"mode of {m}" for m in modes[:2]]

@@ -221,10 +221,11 @@ def judge_rows(rows: list[dict], budget: float, accuracy: str) -> None:
         r["pareto"] = not any(o is not r and o["p50_ms"] <= r["p50_ms"] and (score(o) or 0) >= (score(r) or 0)
                               and (o["p50_ms"] < r["p50_ms"] or (score(o) or 0) > (score(r) or 0)) for o in timed)
     # without accuracy (not a digits checkpoint), an artifact that was written passed its agreement gates
-    fit = [r for r in timed if r["format"] != DEPLOY_RUNTIME and (r["drop"] <= budget if r["drop"] is not None else not judged)]
-    if fit:
-        fastest = min(fit, key=lambda r: r["p50_ms"])
+    fit = [r for r in rows if r.get("p50_ms") is not None and r["format"] != DEPLOY_RUNTIME and r.get("bytes")
+           and (r["drop"] <= budget if r["drop"] is not None else not judged)]
+    if fastest := min((r for r in fit if r in timed), key=lambda r: r["p50_ms"], default=None):
         fastest.update(recommended=True, recommended_why=_why(fastest, budget, "fastest"))
+    if fit:  # a file's size does not hang on how its timing went: a marked row can be the smallest
         smallest = min(fit, key=lambda r: r["bytes"])
         smallest.update(smallest=True, smallest_why=_why(smallest, budget, "smallest"))
 
@@ -239,7 +240,9 @@ def _kept(drop: float, budget: float) -> str:
 def _why(row: dict, budget: float, what: str) -> str:
     kept = _kept(row["drop"], budget) if row["drop"] is not None else "agreement gates passed"
     how = f" ({row['runs_as']})" if row.get("runs_as") else ""  # a computed precision: which file, and how to ask for it
-    return f"{what} of the artifacts within budget: {row['format']} {row['precision']}{how}, {row['p50_ms']:.3f} ms, {row['bytes']:,} bytes, {kept}"
+    marks = [m for m in ("unstable", "disturbed") if row.get(m)]  # its latency stands for the machine: not shown
+    timing = f"timing {' and '.join(marks)}" if marks else f"{row['p50_ms']:.3f} ms"
+    return f"{what} of the artifacts within budget: {row['format']} {row['precision']}{how}, {timing}, {row['bytes']:,} bytes, {kept}"
 
 
 def to_markdown(result: dict) -> str:

@@ -190,6 +190,18 @@ class BenchOptions:
             said = [f"{runtime}: {why}" for (runtime, fmt), why in reasons.items() if self.runtime or fmt is None or FORMATS[fmt].runtime == runtime]
             raise BadInput(f"no runtime asked for runs the sources given on {self.device}, on any machine "
                            f"({'; '.join(dict.fromkeys(said or (f'{r}: {why}' for (r, _), why in reasons.items())))})")
+        self._refuse_streams_nothing_keeps(reasons)
+
+    def _refuse_streams_nothing_keeps(self, reasons: dict) -> None:
+        """--streams where every runtime that would run a source has no multi-stream mode (`bench model.pte
+        --streams 2`: only ExecuTorch runs it): no row would keep requests in flight, on any machine."""
+        from partialnet.runtimes.table import RUNTIMES
+
+        running = list(dict.fromkeys(runtime for (runtime, _), why in reasons.items() if why is None))
+        takers = [r.name for r in RUNTIMES.values() if r.streams]
+        if self.streams and running and not set(running) & set(takers):
+            which = "which has no multi-stream mode" if len(running) == 1 else "none of which has a multi-stream mode"
+            raise BadInput(f"--streams keeps requests in flight in {', '.join(takers)}; the sources given run in {', '.join(running)} only, {which}")
 
     def _never_runs(self, runtime: str, formats: list[str | None]) -> str | None:
         """Why `runtime` runs not every one of these sources (artifact formats, None a checkpoint) on any machine."""

@@ -196,9 +196,12 @@ def built_runtimes(plan: "BenchPlan") -> list[str]:
     return [r for r in plan.runtimes if RUNTIMES[r].runs == "built" and plan.where.availability(r, plan.device, plan.precision) is None]
 
 
-def build_formats(plan: "BenchPlan") -> list[str]:
-    """The artifact each available runtime runs from a checkpoint: its first listed format (IR for OpenVINO)."""
-    return list(dict.fromkeys(RUNTIMES[r].formats[0] for r in built_runtimes(plan)))
+def build_formats(plan: "BenchPlan", runs: Sequence[str] = ()) -> list[str]:
+    """The artifact each available runtime runs from a checkpoint: its first listed format (IR for OpenVINO). With
+    `runs` (an A/B's two sides), only for the runtimes that run every artifact among them: `--ab ckpt model.onnx
+    --runtime openvino,executorch` built a .pte that no row would time."""
+    given = [fmt for fmt in map(artifact_format, runs) if fmt]
+    return list(dict.fromkeys(RUNTIMES[r].formats[0] for r in built_runtimes(plan) if all(fmt in RUNTIMES[r].formats for fmt in given)))
 
 
 def check_distinct_labels(targets: list[Target]) -> None:
@@ -661,7 +664,7 @@ def _ab_cell(plan: BenchPlan, sides: dict[str, Target], runtime: str, block: int
         if reason is None and RUNTIMES[runtime].runs == "deploy" and target.deploy is None:
             reason = f"{target.source}: {runtime} runs checkpoints and variant names, not exported artifacts"
         if reason is None and RUNTIMES[runtime].runs != "deploy" and _artifact_for(target, runtime, target.batches[0]) is None:
-            reason = f"{target.source}: no artifact {runtime} runs (it runs {', '.join(RUNTIMES[runtime].formats)})"
+            reason = f"{target.source}: no artifact {runtime} runs (it runs {' and '.join(RUNTIMES[runtime].formats)} artifacts only)"
     if reason:
         return {**cell, "status": "skipped", "reason": reason}, {}
     specs = {name: _spec(plan, target, runtime, target.batches[0]) for name, target in sides.items()}
@@ -698,7 +701,7 @@ def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[
     with scratch_folder("partialnet-ab-") as tmp:
         work = Path(tmp)
         (work / "targets").mkdir()
-        formats = build_formats(plan)
+        formats = build_formats(plan, runs=[a, b])
         sides = {}
         for name, source in (("a", a), ("b", b)):
             if progress:
