@@ -105,8 +105,8 @@ def test_judging_marks_the_front_and_recommends_within_budget():
 def test_matrix_on_a_digits_checkpoint_with_three_formats(cli, digits_ckpt, tmp_path, monkeypatch):
     """The trained weights sit beside an untrained copy and are picked by --weights: every top-1 below is theirs.
 
-    ExecuTorch's cells are Python-bound: they are lowered in a second process beside the other exports, and
-    their files land in the group like any other. Its INT8 cell is also the suite's INT8 ExecuTorch export
+    ExecuTorch's cells are Python-bound: its INT8 cell is lowered in a second process beside the other exports
+    (its fp32 one here, after them), and their files land in the group like any other. Its INT8 cell is also the suite's INT8 ExecuTorch export
     (XNNPACK's lowering of a q/dq program is its slowest export, a minute for T0), judged on held-out digits
     and wholly delegated. (One matrix for both: the INT8 lowering leaves the other core to the other exports.)"""
     import os
@@ -127,6 +127,8 @@ def test_matrix_on_a_digits_checkpoint_with_three_formats(cli, digits_ckpt, tmp_
     assert result.code == 0, result.err
     assert "note: loaded dict['state_dict_ema'] (--weights state_dict_ema)" in result.out
     assert "(beside the others)" in result.err
+    if len(cores) > 1:  # the INT8 lowering (the longest) alone beside; the fp32 one here, after the other formats
+        assert "] export executorch int8 (beside the others)\n" in result.err and "] export executorch fp32\n" in result.err, result.err
     assert not list(scratch.glob("partialnet-matrix-*"))  # the second process's folder is gone
     data = json.loads(out.read_text())
     # the rows were timed on every core: OpenVINO, first run while this process was pinned, once pinned it again
