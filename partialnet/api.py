@@ -769,7 +769,7 @@ def _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibrat
 
 def _cells_beside(todo: list) -> list:
     """The cells exported in a second process, on a core of its own: the Python-bound ones (ExecuTorch's lowering).
-    Its INT8 lowering takes about three times its fp32 one (71 s and 25 s for T0 at 64x64 on a 2-core EPYC), so
+    Its INT8 lowering takes about three times its fp32 one (75 s and 22 s for T0 at 64x64 on a 2-core EPYC), so
     with both asked the INT8 cell goes there and the fp32 one stays here, after the other formats: the second
     process had run both lowerings in a row while this one had long finished."""
     from partialnet.runtimes import usable_cores
