@@ -21,7 +21,7 @@ from partialnet.sources import FORMAT_ALL_HINT, default_output, fold_outputs, ou
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra, shown
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, check_artifact_name, check_manifest, exporter_of, format_for_path, get_format
 from partialnet.exporters.options import (
-    DEFAULT_CALIB_SIZE, FLAGS, ExportOptions, check_flags, check_int8_tools, check_layers,
+    DEFAULT_CALIB_SIZE, ExportOptions, check_all_options, check_flags, check_int8_tools, check_layers,
 )
 from partialnet.folding import count_batchnorms, deploy_payload, fold
 from partialnet.limits import check_count, check_input_shape, check_listed, check_name, format_imgsz, parse_imgsz, whole_number
@@ -506,7 +506,7 @@ def export_all(  # long: the group of every format's files, two processes fillin
     benchmark table; `failed` lists the formats that could be verified here and failed (the CLI exits 1).
     """
     check_name(source, "source")
-    options, checks = _all_options(given(options, ExportOptions, "options")), given(checks, VerifyOptions, "checks").check()
+    options, checks = check_all_options(given(options, ExportOptions, "options"), FORMATS), given(checks, VerifyOptions, "checks").check()
     inputs = [source_path(source)]
     begun = time.perf_counter()
     planned, rows = _plan_all(source, output_dir)
@@ -555,17 +555,6 @@ def _collect_beside(other) -> dict:
     """The second process's rows; the time spent waiting for it is a stage, so it is not left in "other"."""
     with stage("wait", "for the second process"):
         return other.collect()
-
-
-def _all_options(options: ExportOptions) -> ExportOptions:
-    """`--format all` takes the options every format takes (size, batch); one format's option is refused."""
-    shared = set.intersection(*(set(f.options) for f in FORMATS.values()))
-    specific = [FLAGS[name] for name in FLAGS if name in options.asked() - shared]
-    if specific:
-        raise BadInput(f"--format all takes only the options every format takes (size, batch); {specific[0]} is not one of them: "
-                       "export the formats that take it one at a time")
-    check_input_shape(options.batch, *options.imgsz, "--batch/--imgsz")
-    return options
 
 
 def _plan_all(source: str, output_dir) -> tuple[list, list[dict]]:
@@ -642,14 +631,20 @@ def _matrix_arguments(source, imgsz, formats, precisions) -> tuple:
     return parse_imgsz(imgsz), *(",".join(map(str, v)) if isinstance(v, (list, tuple)) else v for v in (formats, precisions))
 
 
-def _refuse_empty_matrix(cells: list, asked: list[str]) -> None:
-    """`--formats trt` without a GPU exited 0 with an empty matrix: a CI job asking for it went green on nothing.
-    Cells no machine can make (`onnx bf16`, `coreml int8`) are usage (exit 2) where they are all that was asked
-    for: `--precisions bf16` with only ONNX exited 0 on the fp32 cell it had added."""
+def _refuse_cells_no_machine_makes(cells: list, asked: list[str]) -> None:
+    """Usage, found before the options about calibration: `--formats coreml --precisions int8` is no cell on any
+    machine, whatever --data says (it had been asked for calibration data first)."""
     impossible = [c for c in cells if c.precision in asked]
     if impossible and all(c.no_such_artifact for c in impossible):
         listed = "; ".join(f"{c.fmt.name} {c.precision}: {c.why}" for c in impossible)
         raise BadInput(f"no cell asked for exists on any machine ({listed})")
+
+
+def _refuse_empty_matrix(cells: list, asked: list[str]) -> None:
+    """`--formats trt` without a GPU exited 0 with an empty matrix: a CI job asking for it went green on nothing.
+    Cells no machine can make (`onnx bf16`, `coreml int8`) are usage (exit 2) where they are all that was asked
+    for: `--precisions bf16` with only ONNX exited 0 on the fp32 cell it had added."""
+    _refuse_cells_no_machine_makes(cells, asked)
     if all(cell.why for cell in cells):
         more = f"; {len(cells) - 1} other cell(s) likewise" if len(cells) > 1 else ""
         raise Unavailable(f"no cell of this matrix can be made here ({cells[0].fmt.name} {cells[0].precision}: {cells[0].why}{more})")
@@ -686,10 +681,12 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     get_protocol(protocol, "cpu")
     if protocol not in mx.PROTOCOLS:  # batch 1 per row: throughput's batch 32 or the papers' fixed counts would be rewritten
         raise BadInput(f"--protocol {protocol}: matrix times batch 1 under {' or '.join(mx.PROTOCOLS)}")
-    if "int8" not in precs:  # as --calib-method is, and as export and bench refuse them
+    cells = mx.plan_cells(names, precs)
+    _refuse_cells_no_machine_makes(cells, asked)
+    if none := _no_int8_cell(names, precs):  # as --calib-method is, and as export and bench refuse them
         for flag, value in (("--data", data), ("--calib-size", calib_size)):
             if value is not None:
-                raise BadInput(f"{flag} calibrates the INT8 cells, and --precisions asks for none")
+                raise BadInput(f"{flag} calibrates the INT8 cells, and {none}")
     calib_size = DEFAULT_CALIB_SIZE if calib_size is None else calib_size
     check_data(data, calib_size)  # the count always; the source where one is named
     from partialnet.sources import is_variant_name
@@ -698,7 +695,6 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
         raise BadInput("--precisions int8 needs calibration data: --data digits or --data DIR (a variant name has no dataset of its own)")
     folder = Path(output_dir) if output_dir else default_output(source, "_matrix")
     stem = default_output(source, "").name
-    cells = mx.plan_cells(names, precs)
     for cell in cells:
         if cell.why is None and not mx.computed(cell.fmt, cell.precision):  # a computed cell runs the fp32 cell's file
             cell.outputs = artifact_outputs(mx.cell_path(folder, stem, cell), cell.fmt.name)
@@ -706,6 +702,18 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     outputs = [o for c in cells if c.outputs for o in c.outputs] + [manifest]
     return {"cells": cells, "folder": folder, "manifest": manifest, "outputs": outputs, "source": source, "variant": None, "weights": None,
             "asked": asked, "calib_size": calib_size}
+
+
+def _no_int8_cell(formats: list[str], precisions: list[str]) -> str | None:
+    """Why a matrix has no INT8 cell on any machine, or None: `--formats coreml --calib-size 300` had reached
+    "not possible here" (exit 3) off macOS, and on a Mac it would have been dropped without a word."""
+    from partialnet.bench import matrix as mx
+
+    if "int8" not in precisions:
+        return "--precisions asks for none"
+    if not any(mx.takes(FORMATS[name], "int8") for name in formats):
+        return f"no format asked has an INT8 export ({', '.join(dict.fromkeys(formats))})"
+    return None
 
 
 def _matrix_int8_tools(plan: dict, calib_method: str | None, int8_keep_float: str | None) -> None:
@@ -716,9 +724,10 @@ def _matrix_int8_tools(plan: dict, calib_method: str | None, int8_keep_float: st
     if calib_method is not None and calib_method not in CALIB_METHODS:  # a typo, not a method some format lacks
         raise BadInput(f"--calib-method {ascii(calib_method)[1:-1][:40]}: methods are {', '.join(CALIB_METHODS)}")
     plan["int8_tools"] = {k: v for k, v in (("calib_method", calib_method), ("int8_keep_float", int8_keep_float)) if v is not None}
-    if plan["int8_tools"] and not any(c.precision == "int8" for c in plan["cells"]):  # as export refuses them without --int8
+    none = _no_int8_cell([c.fmt.name for c in plan["cells"]], [c.precision for c in plan["cells"]])
+    if plan["int8_tools"] and none:  # as export refuses them without --int8
         flag = "--calib-method" if calib_method is not None else "--int8-keep-float"
-        raise BadInput(f"{flag} shapes INT8 cells, and --precisions asks for none")
+        raise BadInput(f"{flag} shapes INT8 cells, and {none}")
     for cell in plan["cells"]:
         if cell.why is None and cell.precision == "int8" and plan["int8_tools"]:
             try:

@@ -27,7 +27,7 @@ from partialnet.errors import EXIT_INTERNAL, BadInput, CheckFailed, PartialnetEr
 from partialnet.bench.marks import marked_notes
 from partialnet.bench.options import BenchOptions, split_list
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS
-from partialnet.exporters.options import ExportOptions
+from partialnet.exporters.options import ExportOptions, check_all_options
 from partialnet.options import defaults_of, flags_of, from_cli
 from partialnet.remote.options import TargetOptions
 from partialnet.verify_options import VerifyOptions
@@ -485,6 +485,7 @@ def _export_all(source, output, options, checks, picked: tuple, force, as_json) 
     if output is not None and os.path.exists(output) and not os.path.isdir(output):
         raise BadInput(f"-o {output}: with --format all, -o names a directory")
     variant, weights = picked
+    check_all_options(options, FORMATS)  # before torch's import, as one format's options are
     check_source(source, variant)
     with _Stages() as clock:
         result = _api().export_all(source, output, options, checks=checks, variant=variant, force=force, weights=weights)

@@ -170,6 +170,8 @@ def test_mismatched_keys_show_the_diff(cli, tmp_path, t0_state_dict):
         (["export", ""], "an empty string names no file"),  # was Path("."): exit 4 in export, fold and matrix
         (["matrix", " "], "an empty string names no file"),
         (["verify", "", "--ref", "partialnet_t0"], "Invalid value for 'artifact': an empty string names no file"),  # was ". is a directory"
+        (["export", "partialnet_t0", "-f", "all", "--simplify"], "--simplify is not one of them"),  # was named --no-simplify
+        (["bench", "--remote-python", "python3"], "--remote-python goes with --target ssh://HOST"),  # typed at its default: was ignored
         (["verify", "m.onnx", "--ref", ""], "Invalid value for '--ref': an empty string names no file; give a checkpoint file"),  # had no hint line
         (["compare", "", "b.json"], "Invalid value for 'baseline': an empty string names no file"),
         (["report", "a.json", ""], "Invalid value for 'results': an empty string names no file"),

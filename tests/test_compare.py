@@ -267,7 +267,8 @@ def test_a_row_the_candidate_skipped_fails_the_gate_with_its_reason_unless_ignor
 @pytest.mark.parametrize("change, refused", [
     (lambda d: d["rows"][0].update(imgsz=[128, 128]), "timed at [64, 64] in the baseline and [128, 128] in the candidate"),
     (lambda d: d["protocol"].update(name="quick"), "timed differently (protocol latency vs quick)"),
-    (lambda d: d["settings"].update(streams=2), "timed differently (streams None vs 2)"),
+    (lambda d: d["settings"].update(streams=2), "timed differently (streams off vs 2)"),
+    (lambda d: d["settings"].pop("precision"), "timed differently (precision fp32 vs not recorded)"),  # read "vs None"
     # asked for fp16: OpenVINO's fp16 IR runs, and its row says, fp32, so the row's key was an fp32 build's
     (lambda d: d["settings"].update(precision="fp16"), "timed differently (precision fp32 vs fp16)"),
     (lambda d: d["rows"][0].update(mode="async"), "timed differently (mode of m / onnxruntime / fp32 / 1 / 1 sync vs async)"),

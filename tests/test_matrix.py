@@ -26,6 +26,7 @@ from partialnet.bench import matrix as mx
     (["--precisions", ",fp32"], "--precisions ',fp32': an empty item"),
     (["--precisions", "fp32", "--data", "digits"], "--data calibrates the INT8 cells, and --precisions asks for none"),  # was ignored
     (["--precisions", "fp32", "--calib-size", "300"], "--calib-size calibrates the INT8 cells, and --precisions asks for none"),  # at its default too
+    (["--formats", "coreml", "--calib-size", "300"], "--calib-size calibrates the INT8 cells, and no format asked has an INT8 export (coreml)"),  # was exit 3
     # cells no machine can make, when they are all that was asked: exit 0 on an fp32 cell added for them, or exit 3
     (["--formats", "onnx", "--precisions", "bf16"], "no cell asked for exists on any machine (onnx bf16: onnxruntime does not compute bf16"),
     (["--formats", "coreml", "--precisions", "int8", "--data", "digits"], "no cell asked for exists on any machine (coreml int8: coreml has no int8"),
@@ -91,6 +92,11 @@ def test_judging_marks_the_front_and_recommends_within_budget():
     assert by[("litert", "int8")]["smallest"] and not by[("openvino", "int8")]["smallest"]
     assert "d.tflite" not in by[("litert", "int8")]["smallest_why"] and "timing disturbed, 2,000,000 bytes" in by[("litert", "int8")]["smallest_why"]
     assert "1.000 ms" not in by[("litert", "int8")]["smallest_why"]
+    # every artifact's timing marked or failed: nothing recommended, yet the smallest is named in the text as in the JSON
+    alone = [dict(rows[0]), {**rows[4]}, {"format": "onnx", "precision": "fp32", "p50_ms": None, "top1": 99.0, "bytes": 1_000_000, "file": "e.onnx"}]
+    mx.judge_rows(alone, budget=1.0, accuracy="held-out digits")
+    lines = mx.recommendation_lines({"rows": alone})
+    assert "nothing recommended" in lines[0] and lines[1].startswith("smallest: e.onnx (") and "not timed, 1,000,000 bytes" in lines[1], lines
     # judged on accuracy, a row without its top-1 (a hand edit to null) is never within the budget; the reference gone, no row is
     by[("openvino", "int8")]["top1"] = None
     mx.judge_rows(rows, budget=1.0, accuracy="held-out digits")

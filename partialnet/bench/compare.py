@@ -299,6 +299,15 @@ def _unmatched_hint(baseline: dict, candidate: dict) -> str:
     return ""
 
 
+def _setting(settings: dict, name: str):
+    """A setting as a reader of the refusal needs it: null is "off" for --streams (one synchronous request), and
+    elsewhere a value the file does not record (an older or hand-made file); both had read "None"."""
+    value = settings.get(name)
+    if value is None:
+        return "off" if name == "streams" else "not recorded"
+    return value
+
+
 def _check_settings(baseline: dict, candidate: dict, base_rows: dict, cand_rows: dict, allow: bool) -> None:
     """Rows matched by their key must also have been timed alike: a 128x128 candidate is not a 64x64 build
     that regressed, and an async row is no sync row. The input size is never waived; the rest is with
@@ -313,8 +322,7 @@ def _check_settings(baseline: dict, candidate: dict, base_rows: dict, cand_rows:
     protocols = protocol_difference(baseline["protocol"], candidate["protocol"])
     differ = [f"protocol {protocols}"] if protocols else []
     b_set, c_set = baseline.get("settings") or {}, candidate.get("settings") or {}
-    said = lambda found, name: found.get(name) if name in found else "not recorded"  # noqa: E731 (a file without settings read "vs None")
-    differ += [f"{name} {said(b_set, name)} vs {said(c_set, name)}" for name in SETTINGS_THAT_MATTER if b_set.get(name) != c_set.get(name)]
+    differ += [f"{name} {_setting(b_set, name)} vs {_setting(c_set, name)}" for name in SETTINGS_THAT_MATTER if b_set.get(name) != c_set.get(name)]
     modes = sorted({f"{' / '.join(map(str, k))} {base_rows[k].get('mode')} vs {cand_rows[k].get('mode')}"
                     for k in cand_rows if k in base_rows and base_rows[k].get("mode") != cand_rows[k].get("mode")})
     differ += [f"mode of {m}" for m in modes[:2]]

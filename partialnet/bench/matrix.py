@@ -221,11 +221,10 @@ def judge_rows(rows: list[dict], budget: float, accuracy: str) -> None:
         r["pareto"] = not any(o is not r and o["p50_ms"] <= r["p50_ms"] and (score(o) or 0) >= (score(r) or 0)
                               and (o["p50_ms"] < r["p50_ms"] or (score(o) or 0) > (score(r) or 0)) for o in timed)
     # without accuracy (not a digits checkpoint), an artifact that was written passed its agreement gates
-    fit = [r for r in rows if r.get("p50_ms") is not None and r["format"] != DEPLOY_RUNTIME and r.get("bytes")
-           and (r["drop"] <= budget if r["drop"] is not None else not judged)]
+    fit = [r for r in rows if r["format"] != DEPLOY_RUNTIME and r.get("bytes") and (r["drop"] <= budget if r["drop"] is not None else not judged)]
     if fastest := min((r for r in fit if r in timed), key=lambda r: r["p50_ms"], default=None):
         fastest.update(recommended=True, recommended_why=_why(fastest, budget, "fastest"))
-    if fit:  # a file's size does not hang on how its timing went: a marked row can be the smallest
+    if fit:  # a file's size does not hang on how its timing went: a marked (or untimed) row can be the smallest
         smallest = min(fit, key=lambda r: r["bytes"])
         smallest.update(smallest=True, smallest_why=_why(smallest, budget, "smallest"))
 
@@ -241,7 +240,7 @@ def _why(row: dict, budget: float, what: str) -> str:
     kept = _kept(row["drop"], budget) if row["drop"] is not None else "agreement gates passed"
     how = f" ({row['runs_as']})" if row.get("runs_as") else ""  # a computed precision: which file, and how to ask for it
     marks = [m for m in ("unstable", "disturbed") if row.get(m)]  # its latency stands for the machine: not shown
-    timing = f"timing {' and '.join(marks)}" if marks else f"{row['p50_ms']:.3f} ms"
+    timing = f"timing {' and '.join(marks)}" if marks else "not timed" if row.get("p50_ms") is None else f"{row['p50_ms']:.3f} ms"
     return f"{what} of the artifacts within budget: {row['format']} {row['precision']}{how}, {timing}, {row['bytes']:,} bytes, {kept}"
 
 
@@ -274,9 +273,13 @@ def recommendation_lines(result: dict) -> list[str]:
     small = [r for r in result["rows"] if r.get("smallest")]
     absent = [f"{r['format']} {r['precision']}" for r in result["rows"] if r.get("no_such_artifact")]
     lines = [f"no such artifact (the format has no such export or mode): {', '.join(absent)}"] if absent else []
-    if not best:
-        return [*lines, "no artifact is within the budget on rows fit to judge (none timed cleanly, or every one lost too much): nothing recommended"]
-    return [*lines, f"recommended: {best[0]['file']} ({best[0]['recommended_why']})", f"smallest: {small[0]['file']} ({small[0]['smallest_why']})"]
+    if best:
+        lines.append(f"recommended: {best[0]['file']} ({best[0]['recommended_why']})")
+    else:
+        lines.append("no artifact is within the budget on rows fit to judge (none timed cleanly, or every one lost too much): nothing recommended")
+    if small:  # a marked row can be the smallest where none is recommended: the JSON and the text say the same
+        lines.append(f"smallest: {small[0]['file']} ({small[0]['smallest_why']})")
+    return lines
 
 
 def _num(value, spec: str) -> str:

@@ -211,12 +211,13 @@ class BenchOptions:
 
     def _refuse_building_options(self) -> None:
         """Every source is an artifact: what would build one is refused (it was recorded in the result, never used).
-        --precision stays where a runtime computes it from an fp32 file (OpenVINO's bf16)."""
+        --precision stays where a runtime computes it from an fp32 file (OpenVINO's bf16), and at fp32, the
+        computation an fp32 file runs as (OpenVINO's runner pins it, where OpenVINO alone would pick bf16)."""
         from partialnet.runtimes.table import RUNTIMES
 
         asked = self.asked()
         computed = {p for spec in RUNTIMES.values() for p, _ in spec.computes}
-        if "precision" in asked and self.precision not in computed:
+        if "precision" in asked and self.precision not in computed | {"fp32"}:
             raise BadInput(f"--precision {self.precision} builds checkpoints and variant names at that precision; every source given is an "
                            f"artifact, which runs at its own (its file says which; an fp32 file runs as {', '.join(sorted(computed))} on request)")
         for name, flag in (("data", "--data"), ("calib_size", "--calib-size")):

@@ -104,6 +104,20 @@ def check_options(format_name: str, given: set[str], formats: dict, options: Exp
         raise BadInput(f"{typed_flag(name, options)} does not apply to --format {format_name} ({where})")
 
 
+def check_all_options(options: ExportOptions, formats: dict) -> ExportOptions:
+    """`--format all` takes the options every format takes (size, batch); one format's option is refused, named
+    as typed (`--simplify` had been named `--no-simplify`), before torch is imported."""
+    from partialnet.limits import check_input_shape
+
+    shared = set.intersection(*(set(f.options) for f in formats.values()))
+    specific = [name for name in FLAGS if name in options.asked() - shared]
+    if specific:
+        raise BadInput(f"--format all takes only the options every format takes (size, batch); {typed_flag(specific[0], options)} is not "
+                       "one of them: export the formats that take it one at a time")
+    check_input_shape(options.batch, *options.imgsz, "--batch/--imgsz")
+    return options
+
+
 def typed_flag(name: str, options: ExportOptions | None) -> str:
     """The flag as the user typed it: `--simplify` for an on/off pair set on, `--no-simplify` set off."""
     pair = flags_of(ExportOptions)[name].flag.split("/")
