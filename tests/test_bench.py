@@ -233,6 +233,8 @@ def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path)
         (["bench", "A/model.onnx", "--precision", "FP16"], "every source given is an artifact, which runs at its own"),
         # the runtime a given artifact runs in has no multi-stream mode (was exit 3 "here" without --runtime)
         (["bench", "A/model.pte", "--streams", "2"], "the sources given run in executorch only, which has no multi-stream mode"),
+        (["bench", "A/model.onnx", "--weights", "state_dict_ema"], "--weights state_dict_ema picks one of the model copies in a checkpoint file"),
+        (["bench", "partialnet_t0", "--weights", "ema"], "no source given is one (artifacts and variant names hold one model)"),
         (["bench", "A/model.onnx", "--data", "digits"], "--data calibrates INT8 artifacts built from checkpoints; every source given is an artifact"),
         # an A/B's one runtime must run both sides: none here, on any machine (it was exit 3, after A was exported)
         (["bench", "--ab", "partialnet_t0", "A/model.pte", "--runtime", "ort"], "(onnxruntime: does not run executorch artifacts)"),

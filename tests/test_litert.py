@@ -80,22 +80,25 @@ def test_bad_tflite_options_exit_2(args, message, cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_one_bench_shows_every_cpu_runtime_side_by_side(tmp_path, cli):
+def test_one_bench_shows_every_cpu_runtime_side_by_side(tmp_path, cli, digits_all):
+    """The checkpoint holds an untrained copy beside the trained one, picked by --weights: every row, the
+    second process's ExecuTorch one too, times (and matches) that copy."""
     pytest.importorskip("executorch", reason="ExecuTorch rows need pip install 'partialnet[executorch]'")
     pytest.importorskip("openvino", reason="OpenVINO rows need pip install 'partialnet[openvino]'")
     result_path = tmp_path / "all.json"
     runtimes = ["pytorch", "onnxruntime", "openvino", "executorch", "litert"]
     bench = cli(
-        "bench", "partialnet_t0", "--runtime", ",".join(runtimes), "--imgsz", "64", "--batch", "1",
+        "bench", digits_all.ckpt, "--weights", "state_dict_ema", "--runtime", ",".join(runtimes), "--imgsz", "64", "--batch", "1",
         "--protocol", "quick", "--threads", "1", "--json", result_path,
     )
     assert bench.code == 0, bench.err
     from partialnet.runtimes import usable_cores
 
     if usable_cores() > 1:  # ExecuTorch's lowering on a core of its own while the other formats export
-        assert "preparing partialnet_t0: fold, export, verify (executorch in a second process, beside the others)" in bench.err
+        assert f"preparing {digits_all.ckpt}: fold, export, verify (executorch in a second process, beside the others)" in bench.err
+    assert "timed dict['state_dict_ema'] (--weights state_dict_ema)" in bench.out, bench.out
     rows = {row["runtime"]: row for row in json.loads(result_path.read_text())["rows"]}
     assert sorted(rows) == sorted(runtimes)
-    for name, row in rows.items():
-        assert row["status"] == "ok" and row["threads"] == 1 and row["parity_max_abs"] < 1e-4, (name, row)
+    for name, row in rows.items():  # parity against the trained copy: an artifact of the other copy would be far off
+        assert row["status"] == "ok" and row["threads"] == 1 and row["parity_max_abs"] < 1e-4 and row["weights"] == "state_dict_ema", (name, row)
     assert rows["executorch"]["format"] == "executorch" and rows["litert"]["format"] == "litert"

@@ -67,6 +67,8 @@ class BenchOptions:
                             parse=choices(PRECISIONS, "--precision"))
     data: str | None = option(None, "--data", "--precision int8: calibration data, 'digits' or a folder of images.", cli_type=Optional[str])
     calib_size: int = option(300, "--calib-size", "--precision int8: calibration images.", min=1)
+    weights: str | None = option(None, "--weights", "Which model copy of a checkpoint holding several (e.g. state_dict_ema); default: "
+                                 "the one the note names.", cli_type=Optional[str])
     channels_last: bool = option(False, "--channels-last", "PyTorch: channels_last memory format.")
     compile: bool = option(False, "--compile", "PyTorch: torch.compile the deploy model.")
     cuda_graphs: bool = option(False, "--cuda-graphs", "PyTorch on --device cuda: capture the forward once as a CUDA graph and replay it.")
@@ -181,6 +183,7 @@ class BenchOptions:
         formats = [artifact_format(s) for s in self.ab or sources or [DEFAULT_SOURCE]]
         if all(formats):
             self._refuse_building_options()
+        self._refuse_weights_without_a_file(list(self.ab or sources or [DEFAULT_SOURCE]))
         from partialnet.exporters.formats import FORMATS
 
         # an A/B's runtime must run both sides; a plain run's, any one source
@@ -202,6 +205,19 @@ class BenchOptions:
         if self.streams and running and not set(running) & set(takers):
             which = "which has no multi-stream mode" if len(running) == 1 else "none of which has a multi-stream mode"
             raise BadInput(f"--streams keeps requests in flight in {', '.join(takers)}; the sources given run in {', '.join(running)} only, {which}")
+
+    def _refuse_weights_without_a_file(self, sources: list[str]) -> None:
+        """--weights picks a copy inside checkpoint files: with none among the sources (artifacts, variant names)
+        it would pick nothing, and the result would still name it."""
+        from partialnet.limits import check_name
+        from partialnet.sources import artifact_format, is_variant_name
+
+        if self.weights is None:
+            return
+        check_name(self.weights, "weights")
+        if all(artifact_format(s) or is_variant_name(s) for s in sources):
+            raise BadInput(f"--weights {ascii(self.weights)[1:-1][:60]} picks one of the model copies in a checkpoint file; no source "
+                           "given is one (artifacts and variant names hold one model)")
 
     def _never_runs(self, runtime: str, formats: list[str | None]) -> str | None:
         """Why `runtime` runs not every one of these sources (artifact formats, None a checkpoint) on any machine."""
@@ -271,7 +287,7 @@ class BenchOptions:
         self._check_calibration([*plan.sources, *(self.ab or ())])
         bench_run.fit_to_artifacts(plan, [*(self.ab or plan.sources)], imgsz_given=self.imgsz is not None, batches_given=self.batch is not None,
                                    pair=bool(self.ab))
-        plan.data, plan.calib_size = self.data, self.calib_size
+        plan.data, plan.calib_size, plan.weights = self.data, self.calib_size, self.weights
         return plan
 
     def _check_calibration(self, sources: list[str]) -> None:

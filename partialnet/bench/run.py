@@ -101,17 +101,22 @@ def prepare_model_target(
     precision: str = "fp32",
     data: str | None = None,
     calib_size: int = DEFAULT_CALIB_SIZE,
+    weights: str | None = None,
 ) -> Target:
     """Fold once; export and verify one artifact per (format, batch) at the precision asked for.
 
     INT8 artifacts are calibrated on `data` and carry their top-1 agreement on real images; their
-    gates are reported, not enforced, so a random-weight model can still be timed.
+    gates are reported, not enforced, so a random-weight model can still be timed. `weights` (--weights)
+    picks the copy of a checkpoint file holding several (a variant name has one: it is not passed on).
     """
     from partialnet.bench.matrix_beside import Beside
     from partialnet.memory import check_fits
     from partialnet.verify_options import VerifyOptions
 
-    model, info = resolve(source)
+    from partialnet.sources import is_variant_name
+
+    weights = None if is_variant_name(source) else weights
+    model, info = resolve(source, weights=weights)
     check_fits(model, imgsz, 1)  # the fold's own forward passes (a row's batch runs where the row runs)
     deploy, report = fold(model, imgsz)  # its report measured the model's cost once: no second pass here
     label = info.variant if info.random_weights else f"{info.variant}:{Path(info.source).name}"
@@ -132,7 +137,7 @@ def prepare_model_target(
     beside = [cell for cell in cells if cell[0] in second]
     jobs = [{"key": f"{fmt}:{batch}", "format": fmt, "name": f"model_b{batch}{FORMATS[fmt].suffix}",
              "options": {k: v for k, v in vars(options[(fmt, batch)]).items() if k not in ("calibration", "given")}} for fmt, batch in beside]
-    with Beside(info.source, info.variant, jobs, VerifyOptions(samples=2)) as other:
+    with Beside(info.source, info.variant, jobs, VerifyOptions(samples=2), weights) as other:
         for cell in (c for c in cells if c not in beside):
             options[cell].calibration = calibration
             _export_here(target, model, info, (deploy, report), cell, options[cell], slot)
@@ -365,6 +370,7 @@ class BenchPlan:
     precision: str = "fp32"
     data: str | None = None  # INT8 calibration source ("digits" or a folder)
     calib_size: int = DEFAULT_CALIB_SIZE
+    weights: str | None = None  # --weights: the copy of each checkpoint file that is timed
     channels_last: bool = False
     compile: bool = False
     cuda_graphs: bool = False  # PyTorch on CUDA: capture the forward once, replay it per call
@@ -572,7 +578,7 @@ def _prepare_targets(plan: BenchPlan, work: Path, progress, prepared: dict) -> l
                 prepared[key] = prepare_artifact_target(Path(source), plan.batches, targets_dir, plan.batches_given, plan.artifact_io.get(source))
             else:
                 prepared[key] = prepare_model_target(source, plan.batches, plan.imgsz, targets_dir, formats, plan.precision, plan.data,
-                                                     plan.calib_size)
+                                                     plan.calib_size, plan.weights)
         targets.append(replace(prepared[key], label=plan.label or prepared[key].label))
         check_distinct_labels(targets)
     return targets
@@ -653,7 +659,7 @@ def _prepare_side(plan: BenchPlan, source: str, work: Path, formats: list[str]) 
     batch = plan.batches[0]
     if artifact_format(source):
         return prepare_artifact_target(Path(source), [batch], work, io=plan.artifact_io.get(source))
-    return prepare_model_target(source, [batch], plan.imgsz, work, formats, plan.precision, plan.data, plan.calib_size)
+    return prepare_model_target(source, [batch], plan.imgsz, work, formats, plan.precision, plan.data, plan.calib_size, plan.weights)
 
 
 def _ab_cell(plan: BenchPlan, sides: dict[str, Target], runtime: str, block: int, work: Path) -> tuple[dict, dict[str, dict]]:
