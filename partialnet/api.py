@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 
 from partialnet.calibration import calibration_images, check_data, judging_images, stage_label
-from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, NoSuchCopy, resolve
-from partialnet.sources import FORMAT_ALL_HINT, default_output, fold_outputs, output_file, source_path
+from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, NoSuchCopy, check_copy_named, resolve
+from partialnet.sources import FORMAT_ALL_HINT, default_output, fold_outputs, is_variant_name, output_file, source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra, shown
 from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, check_artifact_name, check_manifest, exporter_of, format_for_path, get_format
 from partialnet.exporters.options import (
@@ -605,6 +605,8 @@ def matrix(
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir, where)
     plan["variant"], plan["weights"], calib_size = variant, weights, plan["calib_size"]
     _matrix_int8_tools(plan, calib_method, int8_keep_float)
+    if weights is not None and not is_variant_name(source):  # bad input (exit 2) before "not possible here" (exit 3)
+        check_copy_named(source, weights)
     _refuse_empty_matrix(plan["cells"], plan["asked"])
     inputs = [source_path(source)]
     check_outputs([*plan["outputs"], *extra_outputs], inputs, force)  # every artifact and the manifest, before the load
@@ -689,8 +691,6 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
                 raise BadInput(f"{flag} calibrates the INT8 cells, and {none}")
     calib_size = DEFAULT_CALIB_SIZE if calib_size is None else calib_size
     check_data(data, calib_size)  # the count always; the source where one is named
-    from partialnet.sources import is_variant_name
-
     if precisions and "int8" in precs and data is None and is_variant_name(source):  # asked for, and no checkpoint to say digits
         raise BadInput("--precisions int8 needs calibration data: --data digits or --data DIR (a variant name has no dataset of its own)")
     folder = Path(output_dir) if output_dir else default_output(source, "_matrix")

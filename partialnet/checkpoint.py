@@ -744,6 +744,16 @@ def mismatch_hint(sd: Mapping[str, torch.Tensor], named: Variant | None, diff: K
     return ""
 
 
+def check_copy_named(path: str | Path, weights: str) -> None:
+    """The copy `weights` names is in the file (NoSuchCopy naming those that are, if not): checked for every
+    checkpoint of a run before any is folded, so a later file's refusal does not come after the earlier exports."""
+    path = Path(path)
+    try:
+        _choose_weights(read_file(path), weights)
+    except BadInput as exc:
+        raise (exc if str(exc).startswith(str(path)) else type(exc)(f"{path}: {exc}", exc.details)) from None
+
+
 def load_checkpoint(path: str | Path, variant: str | None = None, weights: str | None = None) -> tuple[PartialNet, CheckpointInfo]:
     """Load any PartialNet/FasterNet checkpoint strictly and safely; returns (eval model, info).
 

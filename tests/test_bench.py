@@ -235,6 +235,8 @@ def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path)
         (["bench", "A/model.pte", "--streams", "2"], "the sources given run in executorch only, which has no multi-stream mode"),
         (["bench", "A/model.onnx", "--weights", "state_dict_ema"], "--weights state_dict_ema picks one of the model copies in a checkpoint file"),
         (["bench", "partialnet_t0", "--weights", "ema"], "no source given is one (artifacts and variant names hold one model)"),
+        # every checkpoint holds the copy, checked before the first source is built (it came after T0's exports)
+        (["bench", "partialnet_t0", "GOLDEN_T0", "--weights", "ema", "--runtime", "onnxruntime"], "--weights ema: no model copy by that name"),
         (["bench", "A/model.onnx", "--data", "digits"], "--data calibrates INT8 artifacts built from checkpoints; every source given is an artifact"),
         # an A/B's one runtime must run both sides: none here, on any machine (it was exit 3, after A was exported)
         (["bench", "--ab", "partialnet_t0", "A/model.pte", "--runtime", "ort"], "(onnxruntime: does not run executorch artifacts)"),
@@ -252,6 +254,7 @@ def test_bad_bench_inputs_exit_2(cli, quick_run, tmp_path, args, fragment):
         "NOTJSON": tmp_path / "notjson.json",
         "WRONGSCHEMA": tmp_path / "schema.json",
         "GOOD": quick_run[0] / "r.json",
+        "GOLDEN_T0": golden("t0")[0],
         **{f"{side}/model.onnx": tmp_path / side / "model.onnx" for side in "AB"},
     }
     result = cli(*[str(subst.get(a, a)) for a in args])

@@ -37,6 +37,14 @@ def test_bad_options_exit_2_before_any_work(cli, tmp_path, args, fragment):
     assert not (tmp_path / "m").exists()
 
 
+def test_a_copy_the_checkpoint_lacks_is_bad_input_before_not_possible_here(cli, tmp_path):
+    """`--formats coreml --weights nope` off macOS said only "no cell can be made here" (exit 3): the name was never checked."""
+    from helpers import golden
+
+    result = cli("matrix", golden("t0")[0], "--imgsz", "64", "--formats", "coreml", "--weights", "nope", "-o", tmp_path / "m")
+    assert result.code == 2 and "--weights nope: no model copy by that name" in result.err, result.err
+
+
 def test_a_matrix_with_no_cell_this_machine_can_make_is_not_possible_here(cli, tmp_path):
     """`--formats trt` without a GPU exited 0 with an empty matrix: a CI job asking for it went green with nothing made."""
     from partialnet.bench.where import HERE

@@ -123,7 +123,7 @@ def prepare_model_target(
     slot = workdir / f"t{len(list(workdir.iterdir()))}"
     slot.mkdir()
     target = Target(label, info.source, info.variant, info.random_weights, round(report.gmacs_before, 4), report.params_before, batches=batches,
-                    sha256=None if info.random_weights else info.sha256, container=info.container, weights=info.weights)
+                    sha256=None if info.random_weights else info.sha256, container=info.container, weights=info.weights or weights)
     target.deploy = slot / "deploy.pt"
     save_deploy(target.deploy, deploy, report, {"source": info.source})
     artifact_precision = ARTIFACT_PRECISION[precision]
@@ -431,7 +431,7 @@ def _row(plan: BenchPlan, target: Target, runtime: str, batch: int, result: dict
         "source_sha256": target.sha256,
         "variant": target.variant,
         "random_weights": target.random_weights,
-        **({"weights": target.weights, "container": target.container} if target.weights else {}),
+        **({"weights": target.weights, "container": target.container} if target.container and not target.random_weights else {}),
         "gmacs": target.gmacs,
         "params": target.params,
         "runtime": runtime,
@@ -493,12 +493,24 @@ def plan_rows(plan: BenchPlan, targets: list[Target]) -> list[tuple[Target, str,
     return jobs
 
 
+def check_copies(plan: BenchPlan, sources: Sequence[str]) -> None:
+    """--weights applies to every checkpoint file given: each is checked to hold that copy before any is folded
+    (the second file's refusal had come after the first file's exports)."""
+    from partialnet.checkpoint import check_copy_named
+    from partialnet.sources import is_variant_name
+
+    if plan.weights is not None:
+        for source in dict.fromkeys(s for s in sources if not artifact_format(s) and not is_variant_name(s)):
+            check_copy_named(source, plan.weights)
+
+
 def refuse_if_nothing_runs(plan: BenchPlan) -> None:
     """Exit 3 before any model is folded when no runtime asked for can run on this device here at all.
 
     Rows of checkpoints run at the precision asked for; a given artifact runs at its own, and fp32 is every
     runtime's precision, so a runtime unavailable at fp32 is unavailable whatever the artifacts hold.
     """
+    check_copies(plan, plan.sources)
     precision = "fp32" if any(artifact_format(s) for s in plan.sources) else plan.precision
     reasons = {runtime: plan.where.availability(runtime, plan.device, precision) for runtime in plan.runtimes}
     if reasons and all(reasons.values()):
@@ -701,6 +713,7 @@ def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[
     The result is a bench result (rows A and B per runtime, loadable by compare, report, --csv/--md/--plot)
     with one `ab` entry per runtime: B/A with its bootstrap interval and rank-test p-values.
     """
+    check_copies(plan, [a, b])
     refuse_if_nothing_runs(plan)
     started = datetime.now(timezone.utc)
     block = effective_block(plan.protocol, block)
