@@ -29,7 +29,7 @@ from partialnet.bench.measure import timed_region
 from partialnet.bench.protocols import Protocol
 from partialnet.bench.stats import mann_whitney_greater, ratio_of_medians, summarize
 from partialnet.checkpoint import resolve
-from partialnet.sources import artifact_format
+from partialnet.sources import artifact_format, is_variant_name
 from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.exporters.formats import FORMATS, check_manifest
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
@@ -112,8 +112,6 @@ def prepare_model_target(
     from partialnet.bench.matrix_beside import Beside
     from partialnet.memory import check_fits
     from partialnet.verify_options import VerifyOptions
-
-    from partialnet.sources import is_variant_name
 
     weights = None if is_variant_name(source) else weights
     model, info = resolve(source, weights=weights)
@@ -497,7 +495,6 @@ def check_copies(plan: BenchPlan, sources: Sequence[str]) -> None:
     """--weights applies to every checkpoint file given: each is checked to hold that copy before any is folded
     (the second file's refusal had come after the first file's exports)."""
     from partialnet.checkpoint import check_copy_named
-    from partialnet.sources import is_variant_name
 
     if plan.weights is not None:
         for source in dict.fromkeys(s for s in sources if not artifact_format(s) and not is_variant_name(s)):
