@@ -211,6 +211,7 @@ def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path)
         (["bench", "--runtime", "onnxruntime,ort"], "onnxruntime given twice"),
         (["claims", "--sizes", "t0,T0"], "--sizes 't0,T0': t0 given twice"),
         (["bench", "--runtime", "onnxruntime", "--block", "3"], "--block is the A/B block size"),
+        (["bench", "--runtime", "onnxruntime", "--block", "10"], "--block is the A/B block size"),  # typed at its default: was ignored
         (["bench", "--runtime", "onnxruntime", "--calib-size", "5"], "--calib-size is the number of calibration images"),
         (["bench", "--runtime", "onnxruntime", "--channels-last"], "--channels-last changes how the PyTorch model runs"),
         (["bench", "--runtime", "onnxruntime", "--threads", "1", "--streams", "2"], "--streams 2 with 1 thread(s)"),
