@@ -607,7 +607,7 @@ def matrix(
     _matrix_int8_tools(plan, calib_method, int8_keep_float)
     if weights is not None and not is_variant_name(source):  # bad input (exit 2) before "not possible here" (exit 3)
         check_copy_named(source, weights)
-    _refuse_empty_matrix(plan["cells"], plan["asked"])
+    _refuse_empty_matrix(plan["cells"])
     inputs = [source_path(source)]
     check_outputs([*plan["outputs"], *extra_outputs], inputs, force)  # every artifact and the manifest, before the load
     checks = VerifyOptions(samples=4, images=Path(images) if images else None)
@@ -634,19 +634,18 @@ def _matrix_arguments(source, imgsz, formats, precisions) -> tuple:
 
 
 def _refuse_cells_no_machine_makes(cells: list, asked: list[str]) -> None:
-    """Usage, found before the options about calibration: `--formats coreml --precisions int8` is no cell on any
-    machine, whatever --data says (it had been asked for calibration data first)."""
+    """Cells no machine can make (`onnx bf16`, `coreml int8`) are usage (exit 2) where they are all that was asked
+    for: `--precisions bf16` with only ONNX exited 0 on the fp32 cell it had added. Found before the options about
+    calibration: `--formats coreml --precisions int8` had been asked for calibration data first."""
     impossible = [c for c in cells if c.precision in asked]
     if impossible and all(c.no_such_artifact for c in impossible):
         listed = "; ".join(f"{c.fmt.name} {c.precision}: {c.why}" for c in impossible)
         raise BadInput(f"no cell asked for exists on any machine ({listed})")
 
 
-def _refuse_empty_matrix(cells: list, asked: list[str]) -> None:
+def _refuse_empty_matrix(cells: list) -> None:
     """`--formats trt` without a GPU exited 0 with an empty matrix: a CI job asking for it went green on nothing.
-    Cells no machine can make (`onnx bf16`, `coreml int8`) are usage (exit 2) where they are all that was asked
-    for: `--precisions bf16` with only ONNX exited 0 on the fp32 cell it had added."""
-    _refuse_cells_no_machine_makes(cells, asked)
+    (Cells no machine can make were refused with the plan, as usage: `_refuse_cells_no_machine_makes`.)"""
     if all(cell.why for cell in cells):
         more = f"; {len(cells) - 1} other cell(s) likewise" if len(cells) > 1 else ""
         raise Unavailable(f"no cell of this matrix can be made here ({cells[0].fmt.name} {cells[0].precision}: {cells[0].why}{more})")

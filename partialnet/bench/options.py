@@ -288,6 +288,7 @@ class BenchOptions:
         bench_run.fit_to_artifacts(plan, [*(self.ab or plan.sources)], imgsz_given=self.imgsz is not None, batches_given=self.batch is not None,
                                    pair=bool(self.ab))
         plan.data, plan.calib_size, plan.weights = self.data, self.calib_size, self.weights
+        bench_run.check_copies(plan, [*plan.sources, *(self.ab or ())])
         return plan
 
     def _check_calibration(self, sources: list[str]) -> None:

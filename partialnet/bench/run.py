@@ -492,8 +492,8 @@ def plan_rows(plan: BenchPlan, targets: list[Target]) -> list[tuple[Target, str,
 
 
 def check_copies(plan: BenchPlan, sources: Sequence[str]) -> None:
-    """--weights applies to every checkpoint file given: each is checked to hold that copy before any is folded
-    (the second file's refusal had come after the first file's exports)."""
+    """--weights applies to every checkpoint file given: each is checked to hold that copy once, with the plan,
+    before any is folded (the second file's refusal had come after the first file's exports)."""
     from partialnet.checkpoint import check_copy_named
 
     if plan.weights is not None:
@@ -507,7 +507,6 @@ def refuse_if_nothing_runs(plan: BenchPlan) -> None:
     Rows of checkpoints run at the precision asked for; a given artifact runs at its own, and fp32 is every
     runtime's precision, so a runtime unavailable at fp32 is unavailable whatever the artifacts hold.
     """
-    check_copies(plan, plan.sources)
     precision = "fp32" if any(artifact_format(s) for s in plan.sources) else plan.precision
     reasons = {runtime: plan.where.availability(runtime, plan.device, precision) for runtime in plan.runtimes}
     if reasons and all(reasons.values()):
@@ -710,7 +709,6 @@ def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[
     The result is a bench result (rows A and B per runtime, loadable by compare, report, --csv/--md/--plot)
     with one `ab` entry per runtime: B/A with its bootstrap interval and rank-test p-values.
     """
-    check_copies(plan, [a, b])
     refuse_if_nothing_runs(plan)
     started = datetime.now(timezone.utc)
     block = effective_block(plan.protocol, block)
