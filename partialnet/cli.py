@@ -767,9 +767,13 @@ def copy_notes(rows: list[dict]) -> list[str]:
     notes: dict[str, str] = {}
     for r in rows:
         copies = other_copies(r.get("container"))
-        if r.get("weights") and copies and r["model"] not in notes:
+        if not r.get("weights") or r["model"] in notes:
+            continue
+        if copies:
             notes[r["model"]] = (f"note: {r['model']}: timed {copies[0]} (--weights {r['weights']}); the file also holds "
                                  f"{copies[1]} (the same network: latency does not depend on the copy)")
+        elif not r.get("container"):  # an artifact: its metadata names the copy it was exported from
+            notes[r["model"]] = f"note: {r['model']}: exported from its checkpoint's copy {r['weights']} (--weights {r['weights']})"
     return list(notes.values())
 
 

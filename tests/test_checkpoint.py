@@ -346,10 +346,14 @@ def test_a_second_copy_of_the_weights_is_named_never_dropped_without_a_word(tmp_
     assert folded.code == 0 and "note: loaded dict['model'] (--weights model) of" in folded.out and "it also holds 'model_ema'" in folded.out
     assert "pick a copy with --weights NAME" in folded.out
     timed = cli("bench", tmp_path / "model_and_ema.pth", "--runtime", "onnxruntime", "--imgsz", "64", "--protocol", "quick", "--threads", "1",
-                "--json", tmp_path / "b.json")  # bench, too, says which copy it timed, and its result records it
+                "--json", tmp_path / "b.json", "--csv", tmp_path / "b.csv", "--md", tmp_path / "b.md")  # bench says which copy it timed, in every file
     assert timed.code == 0 and "timed dict['model'] (--weights model); the file also holds 'model_ema'" in timed.out, timed.err
     row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
     assert row["weights"] == "model" and row["container"].startswith("dict['model']; also holds 'model_ema'")
+    import csv
+
+    assert [r["weights"] for r in csv.DictReader((tmp_path / "b.csv").open())] == ["model"]
+    assert "| partialnet_t0:model_and_ema.pth (--weights model)" in (tmp_path / "b.md").read_text()  # a mark may follow (a busy machine)
 
 
 def test_a_stray_key_beside_a_prefixed_model_is_not_a_second_copy(tmp_path, t0_state_dict):
@@ -422,6 +426,9 @@ def test_an_artifact_is_verified_against_the_copy_it_was_exported_from(tmp_path,
     assert manifest["metadata"]["source_weights"] == "state_dict_ema" and manifest["source"]["weights"] == "state_dict_ema"
     verified = cli("verify", tmp_path / "m.onnx", "--ref", ckpt)  # the artifact says which copy, and verify names it
     assert verified.code == 0 and "note: loaded dict['state_dict_ema'] (--weights state_dict_ema)" in verified.out
+    timed = cli("bench", tmp_path / "m.onnx", "--runtime", "onnxruntime", "--protocol", "quick", "--threads", "1", "--json", tmp_path / "b.json")
+    assert timed.code == 0 and "note: m.onnx: exported from its checkpoint's copy state_dict_ema" in timed.out, timed.err
+    assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["weights"] == "state_dict_ema"  # as a checkpoint's row records it
     torch.save(t0_state_dict, tmp_path / "plain.pth")
     stranger = cli("verify", tmp_path / "m.onnx", "--ref", tmp_path / "plain.pth")  # another checkpoint: said so, not a --weights never typed
     assert stranger.code == 2 and "was exported from partialnet_t0 weights with sha256" in stranger.err and "--weights" not in stranger.err

@@ -21,7 +21,7 @@ SCHEMA = "partialnet.bench/1"
 KEY_FIELDS = ("model", "runtime", "precision", "batch", "threads")
 ROW_STATUSES = ("ok", "failed", "skipped")
 FLAT_COLUMNS = (
-    "model", "runtime", "device", "precision", "batch", "threads", "imgsz", "protocol", "mode", "status", "samples",
+    "model", "weights", "runtime", "device", "precision", "batch", "threads", "imgsz", "protocol", "mode", "status", "samples",
     "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cov", "images_per_s", "parity_max_abs", "parity_top1", "gmacs",
     "load_s", "first_infer_ms", "peak_rss_above_baseline_mb", "gpu_peak_allocated_mb", "gpu_peak_reserved_mb", "gpu_timed_peak_allocated_mb",
     "random_weights", "unstable", "disturbed", "others_cores", "why", "reason",
@@ -48,6 +48,12 @@ def flat(row: dict) -> dict:
     out["gpu_timed_peak_allocated_mb"] = memory.get("gpu_timed_peak_allocated_mb")
     out["others_cores"] = (row.get("machine_load") or {}).get("others_cores")
     return out
+
+
+def copy_named(row: dict) -> str:
+    """Which copy of a checkpoint of several a row timed, as the JSON records it: two results of one file may have
+    timed its weights and its EMA, and a table that drops the name reads them as one model."""
+    return f" (--weights {row['weights']})" if row.get("weights") else ""
 
 
 def to_csv(result: dict) -> str:
@@ -85,7 +91,7 @@ def to_markdown(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""),
     ]
     for row in result["rows"]:
-        model = row["model"] + (" (random weights)" if row.get("random_weights") else "")
+        model = row["model"] + (" (random weights)" if row.get("random_weights") else copy_named(row))
         if row["status"] != "ok":
             lines.append(md_row(model, row["runtime"], "-", row["batch"], "-", "-", f"{row['status']}: {row['reason']}", *[""] * (9 + gpu)))
             continue

@@ -34,7 +34,7 @@ from partialnet.errors import BadInput, CheckFailed, Unavailable
 from partialnet.exporters.formats import FORMATS, check_manifest
 from partialnet.exporters.options import DEFAULT_CALIB_SIZE, ExportOptions
 from partialnet.exporters.sidecar import sidecar
-from partialnet.inputs import sha256_of
+from partialnet.inputs import inert, sha256_of
 from partialnet.folding import fold, save_deploy
 from partialnet.outputs import scratch_folder
 from partialnet.models.registry import VARIANTS
@@ -288,8 +288,9 @@ def prepare_artifact_target(path: Path, batches: list[int], workdir: Path, batch
         gmacs, params = row["gmacs"], row["params"]
     use = batches if io["dynamic"] else [io["batch"]]
     random_weights = (meta.get("source_sha256") or "").startswith("random weights")
+    copy = meta.get("source_weights")  # the copy of a checkpoint of several it was exported from, as the JSON of a checkpoint's row says
     target = Target(path.name, str(path), variant, random_weights, gmacs, params, batches=use, format=fmt.name, imgsz=tuple(imgsz),
-                    sha256=sha256_of(path))
+                    sha256=sha256_of(path), weights=inert(copy)[:200] if isinstance(copy, str) and copy and not random_weights else None)
     if not io["dynamic"] and batches_given:
         fix = "export it with --dynamic, or once per batch with --batch N"
         target.unrunnable = {b: f"static batch {io['batch']} artifact cannot run batch {b} ({fix})" for b in batches if b != io["batch"]}
@@ -429,7 +430,8 @@ def _row(plan: BenchPlan, target: Target, runtime: str, batch: int, result: dict
         "source_sha256": target.sha256,
         "variant": target.variant,
         "random_weights": target.random_weights,
-        **({"weights": target.weights, "container": target.container} if target.container and not target.random_weights else {}),
+        **({"weights": target.weights} if target.weights and not target.random_weights else {}),
+        **({"container": target.container} if target.container and not target.random_weights else {}),
         "gmacs": target.gmacs,
         "params": target.params,
         "runtime": runtime,
