@@ -172,6 +172,7 @@ def test_formats_lists_every_format_with_what_it_can_do_here(cli):
     assert set(rows) >= {"onnx", "openvino", "trt"}
     assert rows["onnx"]["export"] == "yes" and rows["onnx"]["extra"] is None
     assert "--workspace" in rows["trt"]["options"] and "--workspace" not in rows["onnx"]["options"]
+    assert "--[no-]simplify" in rows["onnx"]["options"] and not any("simplify" in o for o in rows["openvino"]["options"])  # a pair is listed whole
     if REASON:
         assert rows["trt"]["export"] == "prepares" and REASON in rows["trt"]["export_reason"]
     table = cli("formats")

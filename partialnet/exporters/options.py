@@ -85,6 +85,13 @@ class ExportOptions:
 FLAGS = {name: flag.name for name, flag in flags_of(ExportOptions).items()}
 
 
+def listed_flag(name: str) -> str:
+    """The flag as `partialnet formats` lists it: an on/off pair as `--[no-]simplify`, since both halves apply to a
+    format that takes it and both are refused by one that does not."""
+    pair = flags_of(ExportOptions)[name].flag.split("/")
+    return pair[0] if len(pair) == 1 else pair[0].replace("--", "--[no-]", 1)
+
+
 # Back-compatible name: the ONNX exporter's options were the first of these.
 OnnxOptions = ExportOptions
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 
 from partialnet.exporters.formats import FORMATS, Format, exporter_of
-from partialnet.exporters.options import FLAGS
+from partialnet.exporters.options import FLAGS, listed_flag
 from partialnet.runtimes.table import RUNTIMES, availability
 
 
@@ -53,7 +53,7 @@ def format_rows() -> list[dict]:
                 "extra": fmt.extra,
                 "installed": _installed(fmt.backend),
                 "devices": list(fmt.devices),
-                "options": [FLAGS[o] for o in FLAGS if o in fmt.options],
+                "options": [listed_flag(o) for o in FLAGS if o in fmt.options],
                 "description": fmt.description,
                 "export": export,
                 "export_reason": export_why,
