@@ -171,7 +171,8 @@ class BenchOptions:
                 raise BadInput(f"{flag} changes how the PyTorch model runs; --runtime {','.join(runtimes)} times no PyTorch row")
         takers = [r.name for r in RUNTIMES.values() if r.streams]
         if self.streams and runtimes and all(r in RUNTIMES for r in runtimes) and not set(runtimes) & set(takers):
-            raise BadInput(f"--streams keeps requests in flight in {', '.join(takers)}; --runtime {','.join(runtimes)} has no multi-stream mode")
+            raise BadInput(f"--streams (requests in flight, asynchronously) is a mode of {', '.join(takers)}; "
+                           f"--runtime {','.join(runtimes)} has no multi-stream mode")
 
     def _check_runtimes_can_run(self, sources: list[str] | None) -> None:
         """Exit 2 where no runtime asked for could run any source given on this device on any machine (`--precision
@@ -204,7 +205,8 @@ class BenchOptions:
         takers = [r.name for r in RUNTIMES.values() if r.streams]
         if self.streams and running and not set(running) & set(takers):
             which = "which has no multi-stream mode" if len(running) == 1 else "none of which has a multi-stream mode"
-            raise BadInput(f"--streams keeps requests in flight in {', '.join(takers)}; the sources given run in {', '.join(running)} only, {which}")
+            raise BadInput(f"--streams (requests in flight, asynchronously) is a mode of {', '.join(takers)}; "
+                           f"the sources given run in {', '.join(running)} only, {which}")
 
     def _refuse_weights_without_a_file(self, sources: list[str]) -> None:
         """--weights picks a copy inside checkpoint files: with none among the sources (artifacts, variant names)
