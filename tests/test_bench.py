@@ -109,7 +109,7 @@ def test_quick_bench_writes_every_output(quick_run):
     skipped = {r["runtime"]: r["reason"] for r in result["rows"] if r["status"] == "skipped"}
     if not torch.cuda.is_available():
         assert "cuda only" in skipped["tensorrt"]
-    assert (out / "r.csv").read_text().startswith("model,runtime,device")
+    assert (out / "r.csv").read_text().startswith("model,weights,runtime,device")
     assert "| partialnet_t0 (random weights) |" in (out / "r.md").read_text()
     for row in ok:  # cold start and memory, per row, beside the latency
         assert row["random_weights"] is True
