@@ -288,12 +288,18 @@ class Staged:
         self.dropped = True
 
     def write_bytes(self, data: bytes) -> None:
-        self.file.write(data)
+        try:
+            self.file.write(data)
+        except OSError as exc:  # a full disk names the output it was writing, not "a working file"
+            raise _os_error(exc, self.output.path) from None
 
     def flush(self) -> None:
         """Make what was written visible to readers of `path` (verification reads the staged file)."""
         if self.file is not None:
-            self.file.flush()
+            try:
+                self.file.flush()
+            except OSError as exc:
+                raise _os_error(exc, self.output.path) from None
 
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode())
@@ -413,7 +419,10 @@ def remove_tree(root: Path) -> None:
 def _discard(staged: Staged) -> None:
     forget_temporary(staged.private_dir or staged.path)
     if staged.file is not None and not staged.file.closed:
-        staged.file.close()
+        try:
+            staged.file.close()
+        except OSError:
+            pass  # a full disk fails the buffered flush again on close; the descriptor is closed and the file still goes
     if staged.private_dir is not None:
         remove_tree(staged.private_dir)
     elif staged.file is not None:

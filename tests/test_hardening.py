@@ -1043,6 +1043,28 @@ def test_write_failures_are_one_line_and_leave_nothing(tmp_path, cli, monkeypatc
         assert list(tmp_path.iterdir()) == []
 
 
+def test_a_full_disk_leaves_no_staged_file_and_no_made_folder(tmp_path):
+    """A real short write, not a mocked one: the file-size limit fails small JSON writes at their buffered flush, as
+    a full disk does. The clean-up's close() flushed again, raised again, and left the staged files and the folders
+    made for them behind, with a message naming no file."""
+    import resource
+
+    from partialnet.bench.run import SCHEMA
+
+    row = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch": 1, "threads": 1, "status": "ok", "samples_s": [0.01] * 200}
+    (tmp_path / "r.json").write_text(json.dumps({"schema": SCHEMA, "machine": {"id": "x", "cpu": {"model": "cpu"}},
+                                                 "protocol": {"name": "latency"}, "rows": [{**row, "model": f"m{i}"} for i in range(20)]}))
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing the process
+
+    done = subprocess.run([*PYTHON_CLI, "report", "r.json", "-o", "new/r.md", "--json", "new/deeper/r.json"], cwd=tmp_path,
+                          preexec_fn=small_files, capture_output=True, text=True, timeout=120)
+    assert_refused(done.returncode, done.stderr, "r.json: cannot write (File too large); nothing was written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no staged file, no folder made for them
+
+
 def test_an_output_on_kernel_state_is_refused_before_the_work(cli):
     """Root passes every permission check on /proc, and statvfs calls it writable: only its file system says no."""
     result = cli("fold", "partialnet_t0", "--imgsz", "64", "-o", "/proc/partialnet_x.pt")
