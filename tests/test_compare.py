@@ -436,6 +436,11 @@ def test_a_candidate_whose_every_row_was_skipped_names_why(cli, tmp_path):
     assert res.code == 1 and "m / onnxruntime / fp32 / 1 / 1: skipped: not installed" in res.err, res.err
     ignored = cli("compare", *files, "--missing", "ignore")  # passes missing rows beside judged ones: here none was judged
     assert ignored.code == 1 and "no row was judged: the candidate measured none of the baseline's 1 row(s)" in ignored.err, ignored.err
+    base = result({"onnxruntime": latencies(rng, 5.0), "openvino": latencies(rng, 5.0)})
+    cand = result({"onnxruntime": disturbed(rng, 5.0, 0.4)})  # the one row in common is noisy; the other was not measured
+    files = write(tmp_path / "b2.json", base), write(tmp_path / "c2.json", cand)
+    both = cli("compare", *files, "--missing", "ignore", "--noise", "ignore")  # passed: nothing at all had been judged
+    assert both.code == 1 and "no row was judged: the candidate's 1 row(s) in common were all noisy (--noise ignore)" in both.err, both.err
 
 
 def test_report_markdown_escapes_a_strangers_pipes_and_knows_a_relabelled_copy(cli, tmp_path):

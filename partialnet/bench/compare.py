@@ -449,9 +449,13 @@ def failure(report: dict) -> str | None:
         first = missing[0]
         return (f"{len(missing)} row(s) measured in the baseline were not measured in the candidate, so the gate never saw them: "
                 f"{' / '.join(map(str, first['key']))}: {first['reason']} (--missing ignore passes such rows)")
-    if not report["rows"] and report["only_in_baseline"]:  # --missing ignore, with nothing left beside the missing rows
+    judged = [r for r in report["rows"] if r["verdict"] != "noisy"]
+    if not judged and report["only_in_baseline"]:  # --missing ignore, with nothing judged beside the missing rows
         first = report["only_in_baseline"][0]
-        return (f"no row was judged: the candidate measured none of the baseline's {len(report['only_in_baseline'])} row(s) "
+        what = (f"the candidate's {len(report['rows'])} row(s) in common were all noisy (--noise ignore) and it did not measure "
+                f"the baseline's {len(report['only_in_baseline'])} other row(s)" if report["rows"]
+                else f"the candidate measured none of the baseline's {len(report['only_in_baseline'])} row(s)")
+        return (f"no row was judged: {what} "
                 f"({' / '.join(map(str, first['key']))}: {first['reason']}); --missing ignore passes missing rows beside judged ones, "
                 "not a comparison of nothing")
     if noisy and report["noise"] == "fail":
