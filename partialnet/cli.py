@@ -665,6 +665,7 @@ def bench_command(
 ) -> None:
     """Measure latency and throughput per runtime, each row in its own process, and save the evidence."""
     options.check(sources)
+    _warn_smoke_gate(options)
     addresses = where.addresses()
     if not addresses:
         from partialnet.runtimes.table import refuse_here_without_gpu
@@ -699,6 +700,17 @@ def bench_command(
         more = f" (and {'; '.join(others)}: see the gate lines above)" if others else ""
         raise CheckFailed(f"A/B gate (--max-slowdown {options.max_slowdown:g}, --alpha {options.alpha:g}) failed on "
                           f"{len(gate_failures)} runtime(s): {first}: {why}{more}")
+
+
+def _warn_smoke_gate(options: BenchOptions) -> None:
+    """A gate is a conclusion, and the quick protocol says it is none: two warm-up runs and 0.2 s a side read a B/A
+    ratio lower than the latency protocol does (docs/ci-gating.md). Kept, since a smoke gate still catches a gross
+    slowdown, but said before the run, not found out later."""
+    from partialnet.bench.protocols import get_protocol
+
+    if options.ab and options.max_slowdown is not None and get_protocol(options.protocol, options.device).name == "quick":
+        err.print("warning: --protocol quick is a smoke run, not for conclusions: its A/B ratios read closer to 1 than the "
+                  "latency protocol's, so a gate on it can pass a real slowdown; gate with --protocol latency", markup=False)
 
 
 def _gate_ab(options: BenchOptions, labels: list, results: list[dict]) -> list[tuple[str, str]]:

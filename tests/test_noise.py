@@ -107,14 +107,17 @@ def test_claims_say_inconclusive_on_a_disturbed_cell():
 
 
 def test_alternation_takes_the_steps_in_random_order():
-    from partialnet.bench.measure import alternating
+    from partialnet.bench.measure import SWITCH_WARMUP, alternating
     from partialnet.bench.protocols import Protocol
 
     seen = []
     protocol = Protocol(name="t", description="t", warmup_iters=0, warmup_seconds=0, min_iters=40, min_seconds=0, max_iters=None)
-    alternating({"a": lambda: seen.append("a"), "b": lambda: seen.append("b")}, protocol, block=1)
-    rounds = ["".join(seen[i:i + 2]) for i in range(0, len(seen), 2)]
-    assert set(rounds) == {"ab", "ba"} and rounds != ["ab", "ba"] * (len(rounds) // 2)  # neither fixed nor ABBA
+    samples = alternating({"a": lambda: seen.append("a"), "b": lambda: seen.append("b")}, protocol, block=1)
+    calls = SWITCH_WARMUP + 1  # a block: the untimed calls after the switch, then the timed one
+    rounds = ["".join(seen[i:i + 2 * calls]) for i in range(0, len(seen), 2 * calls)]
+    assert set(rounds) == {"a" * calls + "b" * calls, "b" * calls + "a" * calls}  # whole blocks, the switch's warm-up inside each
+    assert rounds != [rounds[0], rounds[1]] * (len(rounds) // 2) and len(set(rounds)) == 2  # neither fixed nor ABBA
+    assert len(seen) == calls * sum(map(len, samples.values()))  # the calls after a switch are never samples
 
 
 def test_doctor_prints_json_and_advice(cli):

@@ -55,6 +55,9 @@ def timed(step: Callable[[], object], protocol: Protocol) -> list[float]:
             gc.enable()
 
 
+SWITCH_WARMUP = 3  # untimed calls at the start of each block of an alternation (see alternating)
+
+
 def alternating(steps: dict[str, Callable[[], object]], protocol: Protocol, block: int = 10, seed: int = 0) -> dict[str, list[float]]:
     """Interleave blocks of iterations of each step until each has enough samples and time has passed.
 
@@ -62,6 +65,11 @@ def alternating(steps: dict[str, Callable[[], object]], protocol: Protocol, bloc
     a ratio measured this way trustworthy on a noisy machine. Each round takes the steps in a fresh random
     order (seeded, so a run can be repeated): a fixed pattern (A B B A) let whatever follows a block, a
     cache refill or a frequency step, land more on one side, and A/A controls showed 2-5 % offsets.
+
+    Each block starts with SWITCH_WARMUP untimed calls. The first calls after a switch run on caches the other
+    model took: for T0 at 64x64 in ONNX Runtime, the first three positions of a block were the slow ones. Timed,
+    they were 3 of every 10 samples, which marked A/B rows unstable (p90/p50 above 1.3) on a quiet machine, and
+    both samples of the quick protocol's blocks of 2, which pulled a B/A ratio towards 1 (docs/ci-gating.md).
     """
     import random
 
@@ -77,6 +85,8 @@ def alternating(steps: dict[str, Callable[[], object]], protocol: Protocol, bloc
             shuffle(order)
             for name in order:
                 step, out = steps[name], samples[name]
+                for _ in range(SWITCH_WARMUP if len(steps) > 1 else 0):
+                    step()  # untimed: the first calls after a switch run on caches the other model took
                 for _ in range(block):
                     t0 = clock()
                     step()

@@ -147,11 +147,28 @@ class BenchOptions:
         if found:
             raise BadInput(f"--label {ascii(self.label)}: the name holds control characters ({' '.join(found)}); give a plain name")
 
+    def _check_ab_shape(self, asked: set) -> None:
+        """An A/B alternates one batch size, in blocks its protocol can repeat: a second batch size was dropped, and
+        `--block 10` under the quick protocol (10 iterations a side) was cut to 2, both without a word."""
+        from partialnet.bench.protocols import get_protocol
+        from partialnet.bench.run import effective_block
+
+        batches = self.batches()
+        if len(batches) > 1:
+            raise BadInput(f"--ab compares A and B at one batch size; --batch {self.batch} names {len(batches)}: run one --ab per batch")
+        protocol = get_protocol(self.protocol, self.device)
+        fits = effective_block(protocol, self.block)
+        if "block" in asked and fits != self.block:
+            raise BadInput(f"--block {self.block} with --protocol {protocol.name}: its {protocol.min_iters} iterations a side would alternate "
+                           f"fewer than 5 times; give --block {fits} or less, or a longer protocol (latency)")
+
     def _check_applies(self) -> None:
         """An option that would change nothing in this run is refused, never silently dropped."""
         asked = self.asked()
         if "block" in asked and not self.ab:
             raise BadInput("--block is the A/B block size: it applies with --ab only")
+        if self.ab:
+            self._check_ab_shape(asked)
         if self.max_slowdown is not None and not self.ab:
             raise BadInput("--max-slowdown gates an A/B run (--ab A B); to gate two separate runs, use partialnet compare")
         if "alpha" in asked and self.max_slowdown is None:
@@ -195,6 +212,11 @@ class BenchOptions:
             raise BadInput(f"no runtime asked for runs the sources given on {self.device}, on any machine "
                            f"({'; '.join(dict.fromkeys(said or (f'{r}: {why}' for (r, _), why in reasons.items())))})")
         self._refuse_streams_nothing_keeps(reasons)
+        never = {runtime: why for (runtime, _), why in reasons.items() if why}
+        if self.ab and self.max_slowdown is not None and never:  # its skipped cell failed the gate on every run
+            runtime, why = next(iter(never.items()))
+            raise BadInput(f"--max-slowdown gates every runtime of the A/B, and {runtime} runs the two sides on no machine ({why}): "
+                           "leave it out of --runtime")
 
     def _refuse_streams_nothing_keeps(self, reasons: dict) -> None:
         """--streams where every runtime that would run a source has no multi-stream mode (`bench model.pte
