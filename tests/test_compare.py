@@ -496,3 +496,28 @@ def test_an_integer_beyond_a_floats_range_is_bad_input_not_a_bug(cli, tmp_path):
     from partialnet.inputs import finite_number
 
     assert [finite_number(v) for v in (10**400, 1e308, 2, True, float("nan"), "1")] == [False, True, True, False, False, False]
+
+
+def test_a_mistyped_load_reading_is_refused_not_read_as_a_quiet_machine(cli, tmp_path):
+    """`others_cores` of 1e400, "1.9" or -1.9 read as no reading, so a disturbed candidate passed the gate (exit 0)."""
+    rng = np.random.default_rng(12)
+    base = result({"onnxruntime": latencies(rng, 5.0)})
+    cand = result({"onnxruntime": latencies(rng, 5.0)})
+    load = {"cores": 2, "threads": 2, "wall_s": 3.0, "own_cpu_s": 6.0, "others_cpu_s": 5.7, "others_cores": 1.9, "steal_cores": 0.0,
+            "loadavg_1m": [2.1, 2.4]}
+    cand["rows"][0]["machine_load"] = load
+    files = write(tmp_path / "b.json", base), write(tmp_path / "c.json", cand)
+    marked = cli("compare", *files)
+    assert marked.code == 1 and "disturbed" in marked.err, marked.err  # the honest record: no verdict
+    for bad, expected in (("1.9", "rows[0].machine_load.others_cores is not a finite number from 0 to"), (-1.9, "from 0 to"),
+                          ("1e400", "from 0 to")):
+        text = (tmp_path / "c.json").read_text().replace('"others_cores": 1.9', f'"others_cores": {json.dumps(bad) if bad == "1.9" else bad}')
+        refused = cli("compare", files[0], write_text(tmp_path / "bad.json", text))
+        assert refused.code == 2 and expected in refused.err, (bad, refused.err)
+    reported = cli("report", write_text(tmp_path / "bad2.json", (tmp_path / "bad.json").read_text()))
+    assert reported.code == 2 and "machine_load.others_cores" in reported.err, reported.err
+
+
+def write_text(path, text: str):
+    path.write_text(text)
+    return path

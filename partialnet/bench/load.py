@@ -101,6 +101,20 @@ class LoadProbe:
         return record
 
 
+def machine_load_shape():
+    """A machine_load record as a stranger's result file may hold one: each reading a finite number in its range or
+    absent. `others_cores` of 1e400, "1.9" or -1.9 read as "no reading", and so as a quiet machine: a disturbed row
+    passed compare's gate."""
+    from partialnet.limits import MAX_THREADS
+    from partialnet.shapes import Integer, ListOf, Maybe, Number, Record
+
+    cores, seconds = Maybe(Number(low=0, high=MAX_THREADS)), Maybe(Number(low=0))
+    return Record({
+        "cores": Maybe(Integer(1, MAX_THREADS)), "threads": Maybe(Integer(1, MAX_THREADS)), "wall_s": seconds, "own_cpu_s": seconds,
+        "others_cpu_s": seconds, "others_cores": cores, "steal_cores": cores, "loadavg_1m": Maybe(ListOf(Maybe(Number(low=0)), 2, cut=False)),
+    }, omit_null=True, keep_others=True)
+
+
 def _number(value) -> float | None:
     """A finite non-negative number from a record that may come from a stranger's file, else None."""
     if not finite_number(value) or value < 0:
