@@ -1182,6 +1182,9 @@ def _compare_notes(report: dict, baseline: Path, candidate: Path) -> list[str]:
     if report["machines_differ"]:
         notes.append(f"note: the two results come from different machines ({report['machines_differ']}): "
                      "a ratio across hardware says as much about the machines as about the build")
+    if report.get("software_differs"):
+        notes.append(f"note: the two results were timed with different software ({'; '.join(report['software_differs'])}): "
+                     "a difference may be theirs, not the build's")
     if report["same_input"]:
         where = baseline if baseline == candidate else f"{baseline}, {candidate}"
         notes.append(f"note: baseline and candidate {report['same_input_reason']} ({where}): every row is trivially ok")

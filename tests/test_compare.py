@@ -521,3 +521,28 @@ def test_a_mistyped_load_reading_is_refused_not_read_as_a_quiet_machine(cli, tmp
 def write_text(path, text: str):
     path.write_text(text)
     return path
+
+
+def test_a_baseline_row_that_failed_is_named_not_no_rows_in_common(cli, tmp_path):
+    rng = np.random.default_rng(13)
+    base = result({"onnxruntime": latencies(rng, 5.0)})
+    cand = result({"onnxruntime": latencies(rng, 5.0)})
+    base["rows"][0].update(status="failed", reason="worker crashed")
+    del base["rows"][0]["samples_s"]
+    done = cli("compare", write(tmp_path / "b.json", base), write(tmp_path / "c.json", cand))
+    assert done.code == 2 and "baseline row m / onnxruntime / fp32 / 1 / 1 failed (worker crashed): there is nothing to compare" in done.err
+    assert "rerun the baseline" in done.err and "no rows in common" not in done.err
+
+
+def test_compare_says_when_the_two_runs_used_other_software(cli, tmp_path):
+    """An onnxruntime upgraded between baseline and candidate (or a job pinned to fewer cores) gave a verdict without a word."""
+    rng = np.random.default_rng(14)
+    base = result({"onnxruntime": latencies(rng, 5.0)})
+    cand = result({"onnxruntime": latencies(rng, 5.0)})
+    base["machine"].update(versions={"onnxruntime": "1.10.0", "torch": "2.13.0"}, cpu={"model": "Test CPU", "usable_cores": 2})
+    cand["machine"].update(versions={"onnxruntime": "1.32.0", "torch": "2.13.0"}, cpu={"model": "Test CPU", "usable_cores": 1})
+    done = cli("compare", write(tmp_path / "b.json", base), write(tmp_path / "c.json", cand), "--json")
+    assert done.code == 0, done.err
+    assert json.loads(done.out)["software_differs"] == ["onnxruntime 1.10.0 vs 1.32.0", "usable cores 2 vs 1"]
+    text = cli("compare", tmp_path / "b.json", tmp_path / "c.json")
+    assert "note: the two results were timed with different software (onnxruntime 1.10.0 vs 1.32.0; usable cores 2 vs 1)" in text.out + text.err

@@ -252,7 +252,7 @@ def _noise_reason(v: dict, reason: str, max_slowdown: float) -> str:
 
 
 def _advice(reasons: list[str]) -> str:
-    more = " with more iterations" if {"unresolved", "untestable", "unconfirmed"} & set(reasons) else ""
+    more = " with more iterations (a longer --protocol, such as latency)" if {"unresolved", "untestable", "unconfirmed"} & set(reasons) else ""
     quieter = " on a quieter machine (or interleave the two: bench --ab)" if "shape" in reasons else ""
     return f"rerun{more}{quieter}"
 
@@ -278,6 +278,21 @@ def _check_machines(baseline: dict, candidate: dict, allow_different_machines: b
     if differs and not allow_different_machines:
         raise BadInput(f"results come from different machines ({differs}); pass --allow-different-machines to compare anyway")
     return differs
+
+
+def software_difference(baseline: dict, candidate: dict) -> list[str]:
+    """What the two runs were timed with that differs beside the build: a runtime upgraded between baseline and
+    candidate, or another usable core count (a CI job pinned with taskset). Said, not refused: the verdict may be
+    theirs rather than the build's, which a reader of the gate must know."""
+    from partialnet.inputs import inert
+
+    b_ver, c_ver = (((m.get("machine") or {}).get("versions") or {}) for m in (baseline, candidate))
+    differ = [f"{inert(name)[:40]} {inert(b_ver[name])[:40]} vs {inert(c_ver[name])[:40]}"
+              for name in sorted(set(b_ver) & set(c_ver)) if b_ver[name] != c_ver[name]]
+    b_cores, c_cores = (((m.get("machine") or {}).get("cpu") or {}).get("usable_cores") for m in (baseline, candidate))
+    if isinstance(b_cores, int) and isinstance(c_cores, int) and b_cores != c_cores:
+        differ.append(f"usable cores {b_cores} vs {c_cores}")
+    return differ[:8]
 
 
 # what a row's samples depend on beside its key: refused when they differ, as different machines are
@@ -384,6 +399,7 @@ def compare_results(
               for r in candidate["rows"] if r["status"] == "failed" and row_key(r) in base_rows]
     gone = _not_measured_in(candidate, base_rows, cand_rows, failed)
     if not verdicts and not failed and not any(g["reason"].startswith("skipped") for g in gone):  # every runtime broke: say which
+        _refuse_unmeasured_baseline(baseline, cand_rows)
         raise BadInput("no rows in common (matched by model, runtime, precision, batch, threads)" + _unmatched_hint(baseline, candidate))
     return {
         "alpha": alpha,
@@ -392,6 +408,7 @@ def compare_results(
         "missing": missing,
         "same_machine": machines_differ is None,
         "machines_differ": machines_differ,  # how, where --allow-different-machines let them be compared
+        "software_differs": software_difference(baseline, candidate),  # runtime versions, usable cores: said beside the verdicts
         "same_input": same is not None,
         "same_input_reason": same,
         "rows": [v.to_dict() for v in verdicts],
@@ -402,6 +419,15 @@ def compare_results(
         "noisy": sum(v.verdict == "noisy" for v in verdicts),
         "noisy_reading_slower": [row_label(dict(zip(KEY_FIELDS, v.key))) for v in verdicts if v.samples_alone == "regression"],
     }
+
+
+def _refuse_unmeasured_baseline(baseline: dict, cand_rows: dict) -> None:
+    """The rows are in common, but the baseline's failed or was skipped: "no rows in common" sent the reader looking
+    for a difference in the keys, where the baseline itself has to be run again."""
+    for row in baseline["rows"]:
+        if row["status"] != "ok" and row_key(row) in cand_rows:
+            raise BadInput(f"baseline row {' / '.join(map(str, row_key(row)))} {row['status']} ({str(row.get('reason') or 'no reason given')[:200]}): "
+                           "there is nothing to compare the candidate's row with; rerun the baseline")
 
 
 def _not_measured_in(candidate: dict, base_rows: dict, cand_rows: dict, failed: list[dict]) -> list[dict]:
