@@ -1047,20 +1047,18 @@ def test_a_full_disk_leaves_no_staged_file_and_no_made_folder(tmp_path):
     """A real short write, not a mocked one: the file-size limit fails small JSON writes at their buffered flush, as
     a full disk does. The clean-up's close() flushed again, raised again, and left the staged files and the folders
     made for them behind, with a message naming no file."""
-    import resource
-
     from partialnet.bench.run import SCHEMA
 
     row = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch": 1, "threads": 1, "status": "ok", "samples_s": [0.01] * 200}
     (tmp_path / "r.json").write_text(json.dumps({"schema": SCHEMA, "machine": {"id": "x", "cpu": {"model": "cpu"}},
                                                  "protocol": {"name": "latency"}, "rows": [{**row, "model": f"m{i}"} for i in range(20)]}))
 
-    def small_files():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing the process
-
-    done = subprocess.run([*PYTHON_CLI, "report", "r.json", "-o", "new/r.md", "--json", "new/deeper/r.json"], cwd=tmp_path,
-                          preexec_fn=small_files, capture_output=True, text=True, timeout=120)
+    # set in the child itself: a preexec_fn forks a multithreaded test process (JAX is loaded by then)
+    small_files = ("import resource, signal, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024)); "
+                   "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "  # a write past the limit fails (EFBIG) instead of killing the process
+                   "sys.argv = ['partialnet', *sys.argv[1:]]; from partialnet.console_script import main; main()")
+    done = subprocess.run([sys.executable, "-c", small_files, "report", "r.json", "-o", "new/r.md", "--json", "new/deeper/r.json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
     assert_refused(done.returncode, done.stderr, "r.json: cannot write (File too large); nothing was written")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no staged file, no folder made for them
 
