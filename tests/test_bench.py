@@ -363,6 +363,15 @@ def test_the_ab_gate_judges_rows_the_machine_disturbed_and_says_so():
     rows[1]["samples_s"] = [x * 1.3 for x in b]
     (runtime, why), = gate_ab(result, 0.01, 0.10)
     assert runtime == "onnxruntime" and why.startswith("regression: median ratio 1.29")
+    # with --aa, a B/A within what A against itself read in the same run is no resolved difference
+    result["ab"][0]["aa"] = {"ratio": 0.99, "ci": [0.72, 1.35]}
+    (runtime, why), = gate_ab(result, 0.01, 0.10)
+    assert why.startswith("noisy: median ratio 1.29 lies within this run's A/A spread (A/A 0.990 (95% CI 0.720-1.350))"), why
+    result["ab"][0]["aa"] = {"ratio": 1.0, "ci": [0.98, 1.02]}  # a tight control leaves the verdict as it was
+    assert gate_ab(result, 0.01, 0.10)[0][1].startswith("regression: median ratio 1.29")
+    rows[1]["samples_s"] = [x / 1.3 for x in b]
+    result["ab"][0]["aa"] = {"ratio": 1.0, "ci": [0.72, 1.4]}  # an improvement within the spread passes as ok
+    assert gate_ab(result, 0.01, 0.10) == [] and result["ab"][0]["gate"]["verdict"] == "ok"
 
 
 @pytest.mark.parametrize("alpha, max_slowdown", [(None, 0.1), ("0.01", 0.1), (0.01, True), (0.01, float("inf"))])

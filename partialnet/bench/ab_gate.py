@@ -10,6 +10,8 @@ apart by when the machine moved, and interleaved sides share every move.)
 
 from __future__ import annotations
 
+import math
+
 from partialnet.bench.compare import judge, side_marks
 
 PASSING = ("ok", "improvement")
@@ -24,7 +26,7 @@ def gate_ab(result: dict, alpha: float, max_slowdown: float) -> list[tuple[str, 
             cell["gate"] = {"verdict": cell["status"], "why": f"{cell['status']}: not measured ({cell.get('reason')})"}
         else:
             sides = ab_sides(result, cell["runtime"])
-            v = judge(sides["a"]["samples_s"], sides["b"]["samples_s"], alpha, max_slowdown, interleaved=True)
+            v = within_control(judge(sides["a"]["samples_s"], sides["b"]["samples_s"], alpha, max_slowdown, interleaved=True), cell.get("aa"))
             marks = [f"{name.upper()} {m}" for name in ("a", "b") for m in side_marks(sides[name])]
             why = v["why"] + (f" (judged although rows are marked: {'; '.join(marks)}; A and B shared that load)" if marks else "")
             cell["gate"] = {"verdict": v["verdict"], "why": why, "noise_reasons": v["noise_reasons"], "marks": marks, "alpha": alpha,
@@ -32,6 +34,23 @@ def gate_ab(result: dict, alpha: float, max_slowdown: float) -> list[tuple[str, 
         if cell["gate"]["verdict"] not in PASSING:
             failures.append((cell["runtime"], cell["gate"]["why"]))
     return failures
+
+
+def within_control(v: dict, aa: dict | None) -> dict:
+    """With --aa, a B/A no farther from 1 than this run's A/A control (A against itself) reads is no resolved
+    difference, as the A/A line says: a regression there is noisy (rerun), an improvement ok. Two sessions of one
+    file can read a few per cent apart in an A/B; the gate had called that a verdict."""
+    if not aa or v["verdict"] not in ("regression", "improvement"):
+        return v
+    spread = max(abs(math.log(x)) for x in (aa["ratio"], *aa["ci"]))
+    if abs(math.log(v["ratio"])) > spread:
+        return v
+    control = f"A/A {aa['ratio']:.3f} (95% CI {aa['ci'][0]:.3f}-{aa['ci'][1]:.3f})"
+    if v["verdict"] == "improvement":
+        return {**v, "verdict": "ok", "why": f"ok: median ratio {v['ratio']:.2f} lies within this run's A/A spread ({control}): no resolved difference"}
+    return {**v, "verdict": "noisy", "noise_reasons": [*v["noise_reasons"], "within_control"],
+            "why": f"noisy: median ratio {v['ratio']:.2f} lies within this run's A/A spread ({control}): the run cannot tell B from A "
+                   "by that much; rerun on a quieter machine or with a longer --protocol"}
 
 
 def ab_sides(result: dict, runtime: str) -> dict[str, dict]:
