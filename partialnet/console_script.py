@@ -34,6 +34,24 @@ def _standard_streams() -> None:
     for name, fd, mode in (("stdin", 0, "r"), ("stdout", 1, "w"), ("stderr", 2, "w")):
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, mode, closefd=False))
+    _whole_writes()
+
+
+def _whole_writes() -> None:
+    """PYTHONUNBUFFERED (set in many CI images) leaves each output stream a text layer straight over the raw file,
+    and that layer drops what a short write leaves over: `compare --json > gate.json` on a full disk was cut at the
+    disk's end with exit 0 and no word. A buffered layer writes the rest or raises (exit 3, said); flushed at each
+    line and after each table, the output stays as live as unbuffered."""
+    import io
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        raw = getattr(stream, "buffer", None)
+        if not (isinstance(stream, io.TextIOWrapper) and isinstance(raw, io.RawIOBase)):
+            continue  # already buffered (the default), or a test's capture
+        # the old layer stays referenced by sys.__stdout__/__stderr__, so it never closes the descriptor under the new one
+        setattr(sys, name, io.TextIOWrapper(io.BufferedWriter(raw), encoding=stream.encoding, errors=stream.errors,
+                                            line_buffering=True, write_through=True))
 
 
 def stop_while_starting() -> None:

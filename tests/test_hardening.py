@@ -1063,6 +1063,18 @@ def test_a_full_disk_leaves_no_staged_file_and_no_made_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no staged file, no folder made for them
 
 
+def test_standard_output_cut_short_is_said_even_unbuffered(tmp_path):
+    """PYTHONUNBUFFERED=1 (many CI images) made stdout a text layer over the raw file, which drops what a short write
+    leaves over: `formats --json > out.json` past the file-size limit (as on a full disk) was cut, exit 0, no word."""
+    launcher = ("import resource, signal, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024)); signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                "sys.argv = ['partialnet', *sys.argv[1:]]; from partialnet.console_script import main; main()")
+    for unbuffered in ("1", ""):
+        with open(tmp_path / "out.json", "wb") as stdout:
+            done = subprocess.run([sys.executable, "-c", launcher, "formats", "--json"], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                                  timeout=120, env={**os.environ, "PYTHONUNBUFFERED": unbuffered})
+        assert_refused(done.returncode, done.stderr, "File too large (writing the command's output", expected=3)
+
+
 def test_an_output_on_kernel_state_is_refused_before_the_work(cli):
     """Root passes every permission check on /proc, and statvfs calls it writable: only its file system says no."""
     result = cli("fold", "partialnet_t0", "--imgsz", "64", "-o", "/proc/partialnet_x.pt")
