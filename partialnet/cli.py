@@ -1160,6 +1160,9 @@ def compare_command(
             out.print(f"only in baseline: {' / '.join(map(str, item['key']))}: {item['reason']}", markup=False)
         for key in report["only_in_candidate"]:
             out.print(f"only in candidate: {' / '.join(map(str, key))}", markup=False)
+        for item in report["unmeasured_in_baseline"]:
+            out.print(f"not judged: {' / '.join(map(str, item['key']))}: the baseline's row {item['status']} ({item['reason'] or 'no reason given'}); "
+                      f"the candidate's is {item['candidate']}: rerun the baseline", markup=False)
         for line in why_lines(report):
             out.print(line)
     message = failure(report)

@@ -532,6 +532,21 @@ def test_a_baseline_row_that_failed_is_named_not_no_rows_in_common(cli, tmp_path
     done = cli("compare", write(tmp_path / "b.json", base), write(tmp_path / "c.json", cand))
     assert done.code == 2 and "baseline row m / onnxruntime / fp32 / 1 / 1 failed (worker crashed): there is nothing to compare" in done.err
     assert "rerun the baseline" in done.err and "no rows in common" not in done.err
+    # beside a row that was judged: named, not "only in candidate"; and a row both runs failed is not lost
+    same = latencies(rng, 5.0)
+    base = result({"onnxruntime": latencies(rng, 5.0), "openvino": same})
+    cand = result({"onnxruntime": latencies(rng, 5.0), "openvino": same * 1.0001})
+    base["rows"][0].update(status="failed", reason="worker crashed")
+    del base["rows"][0]["samples_s"]
+    files = write(tmp_path / "b2.json", base), write(tmp_path / "c2.json", cand)
+    done = cli("compare", *files)
+    assert done.code == 0 and "not judged: m / onnxruntime / fp32 / 1 / 1: the baseline's row failed (worker crashed); the candidate's is ok" in done.out
+    assert "only in candidate" not in done.out, done.out
+    cand["rows"][0].update(status="failed", reason="worker crashed again")
+    del cand["rows"][0]["samples_s"]
+    both = cli("compare", files[0], write(tmp_path / "c3.json", cand), "--json")
+    assert both.code == 0 and json.loads(both.out)["unmeasured_in_baseline"] == [
+        {"key": ["m", "onnxruntime", "fp32", 1, 1], "status": "failed", "reason": "worker crashed", "candidate": "failed"}]
 
 
 def test_compare_says_when_the_two_runs_used_other_software(cli, tmp_path):

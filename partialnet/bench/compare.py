@@ -398,8 +398,12 @@ def compare_results(
     failed = [{"key": list(row_key(r)), "reason": str(r.get("reason") or "")[:300]}
               for r in candidate["rows"] if r["status"] == "failed" and row_key(r) in base_rows]
     gone = _not_measured_in(candidate, base_rows, cand_rows, failed)
+    unmeasured = unmeasured_in_baseline(baseline, candidate)
     if not verdicts and not failed and not any(g["reason"].startswith("skipped") for g in gone):  # every runtime broke: say which
-        _refuse_unmeasured_baseline(baseline, cand_rows)
+        if unmeasured:
+            first = unmeasured[0]
+            raise BadInput(f"baseline row {' / '.join(map(str, first['key']))} {first['status']} ({first['reason'] or 'no reason given'}): "
+                           "there is nothing to compare the candidate's row with; rerun the baseline")
         raise BadInput("no rows in common (matched by model, runtime, precision, batch, threads)" + _unmatched_hint(baseline, candidate))
     return {
         "alpha": alpha,
@@ -414,20 +418,21 @@ def compare_results(
         "rows": [v.to_dict() for v in verdicts],
         "failed_in_candidate": failed,  # measured in the baseline, failed in the candidate: the gate cannot clear it
         "only_in_baseline": gone,
-        "only_in_candidate": [list(k) for k in cand_rows if k not in base_rows],
+        "only_in_candidate": [list(k) for k in cand_rows if k not in base_rows and list(k) not in [u["key"] for u in unmeasured]],
+        "unmeasured_in_baseline": unmeasured,  # the candidate has the row, the baseline's failed or was skipped: not judged, rerun it
         "regressions": sum(v.verdict == "regression" for v in verdicts),
         "noisy": sum(v.verdict == "noisy" for v in verdicts),
         "noisy_reading_slower": [row_label(dict(zip(KEY_FIELDS, v.key))) for v in verdicts if v.samples_alone == "regression"],
     }
 
 
-def _refuse_unmeasured_baseline(baseline: dict, cand_rows: dict) -> None:
-    """The rows are in common, but the baseline's failed or was skipped: "no rows in common" sent the reader looking
-    for a difference in the keys, where the baseline itself has to be run again."""
-    for row in baseline["rows"]:
-        if row["status"] != "ok" and row_key(row) in cand_rows:
-            raise BadInput(f"baseline row {' / '.join(map(str, row_key(row)))} {row['status']} ({str(row.get('reason') or 'no reason given')[:200]}): "
-                           "there is nothing to compare the candidate's row with; rerun the baseline")
+def unmeasured_in_baseline(baseline: dict, candidate: dict) -> list[dict]:
+    """Rows the candidate holds (whatever their status) that the baseline failed or skipped. They were reported
+    as "only in candidate", or not at all where both failed, and "no rows in common" where nothing else matched:
+    the reader looked for a difference in the keys, where the baseline has to be run again."""
+    statuses = {row_key(r): r["status"] for r in candidate["rows"]}
+    return [{"key": list(row_key(r)), "status": r["status"], "reason": str(r.get("reason") or "")[:300], "candidate": statuses[row_key(r)]}
+            for r in baseline["rows"] if r["status"] != "ok" and row_key(r) in statuses]
 
 
 def _not_measured_in(candidate: dict, base_rows: dict, cand_rows: dict, failed: list[dict]) -> list[dict]:
@@ -476,6 +481,10 @@ def failure(report: dict) -> str | None:
         return (f"{len(missing)} row(s) measured in the baseline were not measured in the candidate, so the gate never saw them: "
                 f"{' / '.join(map(str, first['key']))}: {first['reason']} (--missing ignore passes such rows)")
     judged = [r for r in report["rows"] if r["verdict"] != "noisy"]
+    if not judged and report.get("unmeasured_in_baseline"):
+        first = report["unmeasured_in_baseline"][0]
+        return (f"no row was judged: the baseline's row {' / '.join(map(str, first['key']))} {first['status']} ({first['reason'] or 'no reason given'})"
+                + (f" and the {len(report['rows'])} row(s) in common were noisy" if report["rows"] else "") + "; rerun the baseline")
     if not judged and report["only_in_baseline"]:  # --missing ignore, with nothing judged beside the missing rows
         first = report["only_in_baseline"][0]
         what = (f"the candidate's {len(report['rows'])} row(s) in common were all noisy (--noise ignore) and it did not measure "
