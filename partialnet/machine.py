@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from partialnet.limits import MAX_THREADS
 from partialnet.runtimes import usable_cores
 
 INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "asimd", "sve")
@@ -159,8 +160,10 @@ def check_machine(machine, where: str) -> dict:
     if "flags" in cpu and not (isinstance(cpu["flags"], list) and all(isinstance(f, str) for f in cpu["flags"])):
         refuse("cpu.flags", "a list of strings")
     for key in ("logical_cores", "usable_cores"):
-        if cpu.get(key) is not None and type(cpu[key]) is not int:
-            refuse(f"cpu.{key}", "an integer")
+        if cpu.get(key) is not None and (type(cpu[key]) is not int or not 1 <= cpu[key] <= MAX_THREADS):
+            refuse(f"cpu.{key}", f"an integer from 1 to {MAX_THREADS}")
+    if isinstance(cpu.get("usable_cores"), int) and isinstance(cpu.get("logical_cores"), int) and cpu["usable_cores"] > cpu["logical_cores"]:
+        refuse("cpu.usable_cores", "at most its logical_cores (a process runs on some of the machine's cores)")
     gpus = machine.get("gpus")
     if gpus is not None and not (isinstance(gpus, list) and all(isinstance(g, dict) for g in gpus)):
         refuse("gpus", "a list of objects")

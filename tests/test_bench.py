@@ -234,10 +234,12 @@ def test_compare_refuses_other_machines_unless_allowed(cli, quick_run, tmp_path)
         (["bench", "A/model.onnx", "--precision", "FP16"], "every source given is an artifact, which runs at its own"),
         # an A/B gate no run could pass, and A/B shapes that were cut down without a word
         (["bench", "--ab", "partialnet_t0", "A/model.onnx", "--runtime", "onnxruntime,pytorch", "--max-slowdown", "0.1"],
-         "--max-slowdown gates every runtime of the A/B, and pytorch runs the two sides on no machine"),
+         "--max-slowdown gates every runtime of the A/B, and pytorch cannot run both sides on any machine"),
         (["bench", "--ab", "partialnet_t0", "fasternet_t0", "--batch", "2,1"], "--ab compares A and B at one batch size; --batch 2,1 names 2"),
         (["bench", "--ab", "partialnet_t0", "fasternet_t0", "--protocol", "quick", "--block", "10"],
-         "--block 10 with --protocol quick: its 10 iterations a side would alternate fewer than 5 times; give --block 2 or less"),
+         "--block 10 with --protocol quick: its 10 iterations a side would alternate fewer than 5 times; give --block 2 or less, "
+         "or --protocol latency (100 iterations a side)"),
+        (["bench", "--ab", "partialnet_t0", "fasternet_t0", "--block", "41"], "give --block 20 or less\n"),  # no protocol repeats it: none named
         # the runtime a given artifact runs in has no multi-stream mode (was exit 3 "here" without --runtime)
         (["bench", "A/model.pte", "--streams", "2"], "the sources given run in executorch only, which has no multi-stream mode"),
         (["bench", "A/model.onnx", "--weights", "state_dict_ema"], "--weights state_dict_ema picks one of the model copies in a checkpoint file"),
@@ -329,7 +331,7 @@ def test_the_ab_gate_fails_a_slower_b_and_passes_a_faster_one(cli, tmp_path):
     assert "  gate: improvement: median ratio" in faster.out
     # a runtime that runs the sides on no machine (TensorRT on the CPU) failed every run of the gate: refused before any work
     unmeasured = cli("bench", "--ab", "partialnet_t2", "partialnet_t0", *common[:1], "pytorch,tensorrt", *common[2:])
-    assert unmeasured.code == 2 and "and tensorrt runs the two sides on no machine (runs on cuda only, not cpu)" in unmeasured.err
+    assert unmeasured.code == 2 and "and tensorrt cannot run both sides on any machine (runs on cuda only, not cpu)" in unmeasured.err
     assert "A/B on" not in unmeasured.out
 
 

@@ -516,6 +516,18 @@ def test_a_mistyped_load_reading_is_refused_not_read_as_a_quiet_machine(cli, tmp
         assert refused.code == 2 and expected in refused.err, (bad, refused.err)
     reported = cli("report", write_text(tmp_path / "bad2.json", (tmp_path / "bad.json").read_text()))
     assert reported.code == 2 and "machine_load.others_cores" in reported.err, reported.err
+    # readings that fit their types but not the machine: as many "free" cores as the limit allows read as quiet
+    for data in (base, cand):
+        data["machine"]["cpu"]["logical_cores"] = 2
+    files = write(tmp_path / "b.json", base), files[1]
+    for edit, expected in (({"cores": 1024, "others_cores": 1000}, "machine_load.cores 1024: more than the 2 logical cores"),
+                           ({"threads": 99}, "machine_load.threads 99: more than the 2 cores"), ({"wall_s": 0}, "machine_load.wall_s 0")):
+        cand["rows"][0]["machine_load"] = {**load, **edit}
+        refused = cli("compare", files[0], write(tmp_path / "bad3.json", cand))
+        assert refused.code == 2 and expected in refused.err, (edit, refused.err)
+    cand["rows"][0]["machine_load"] = {k: v for k, v in load.items() if k != "others_cores"}  # left out: read from its two parts
+    derived = cli("compare", files[0], write(tmp_path / "c4.json", cand))
+    assert derived.code == 1 and "disturbed" in derived.err, derived.err
 
 
 def write_text(path, text: str):
@@ -561,3 +573,10 @@ def test_compare_says_when_the_two_runs_used_other_software(cli, tmp_path):
     assert json.loads(done.out)["software_differs"] == ["onnxruntime 1.10.0 vs 1.32.0", "usable cores 2 vs 1"]
     text = cli("compare", tmp_path / "b.json", tmp_path / "c.json")
     assert "note: the two results were timed with different software (onnxruntime 1.10.0 vs 1.32.0; usable cores 2 vs 1)" in text.out + text.err
+    del cand["machine"]["versions"]["onnxruntime"]  # on one side only: said too
+    cand["machine"]["versions"]["torch"] = "2." + "9" * 5000  # cut where it says so, not into a plausible version
+    one = cli("compare", tmp_path / "b.json", write(tmp_path / "c2.json", cand), "--json")
+    assert json.loads(one.out)["software_differs"][:2] == ["onnxruntime 1.10.0 vs not recorded", "torch 2.13.0 vs 2." + "9" * 37 + "…"]
+    cand["machine"]["cpu"]["usable_cores"] = 0
+    zero = cli("compare", tmp_path / "b.json", write(tmp_path / "c3.json", cand))
+    assert zero.code == 2 and "cpu.usable_cores is not an integer from 1 to 1024" in zero.err, zero.err

@@ -286,9 +286,13 @@ def software_difference(baseline: dict, candidate: dict) -> list[str]:
     theirs rather than the build's, which a reader of the gate must know."""
     from partialnet.inputs import inert
 
+    def shown(text) -> str:  # a stranger's text, cut where it says so: a 5,000-digit version read as a plausible one
+        text = inert(str(text))
+        return text if len(text) <= 40 else text[:39] + "…"
+
     b_ver, c_ver = (((m.get("machine") or {}).get("versions") or {}) for m in (baseline, candidate))
-    differ = [f"{inert(name)[:40]} {inert(b_ver[name])[:40]} vs {inert(c_ver[name])[:40]}"
-              for name in sorted(set(b_ver) & set(c_ver)) if b_ver[name] != c_ver[name]]
+    differ = [f"{shown(name)} {shown(b_ver.get(name, 'not recorded'))} vs {shown(c_ver.get(name, 'not recorded'))}"
+              for name in sorted(set(b_ver) | set(c_ver)) if b_ver.get(name) != c_ver.get(name)]
     b_cores, c_cores = (((m.get("machine") or {}).get("cpu") or {}).get("usable_cores") for m in (baseline, candidate))
     if isinstance(b_cores, int) and isinstance(c_cores, int) and b_cores != c_cores:
         differ.append(f"usable cores {b_cores} vs {c_cores}")

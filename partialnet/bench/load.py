@@ -115,6 +115,23 @@ def machine_load_shape():
     }, omit_null=True, keep_others=True)
 
 
+def check_load(load: dict, machine: dict, where: str) -> None:
+    """Readings that fit their types but not the machine the file records: 1,024 cores on a 2-core machine leave
+    1,023 "free" for any neighbour, and a zero-second loop is below every threshold; both had read as quiet."""
+    from partialnet.errors import BadInput
+
+    logical = (machine.get("cpu") or {}).get("logical_cores") if isinstance(machine.get("cpu"), dict) else None
+    cores, threads, others, wall = (load.get(k) for k in ("cores", "threads", "others_cores", "wall_s"))
+    if isinstance(logical, int) and cores is not None and cores > logical:
+        raise BadInput(f"{where}.cores {cores}: more than the {logical} logical cores of the machine the file records")
+    if cores is not None and threads is not None and threads > cores:
+        raise BadInput(f"{where}.threads {threads}: more than the {cores} cores the row could run on")
+    if cores is not None and others is not None and others > cores:
+        raise BadInput(f"{where}.others_cores {others:g}: more than the {cores} cores it was read on")
+    if wall is not None and wall <= 0:
+        raise BadInput(f"{where}.wall_s {wall:g}: a timed loop takes some time")
+
+
 def _number(value) -> float | None:
     """A finite non-negative number from a record that may come from a stranger's file, else None."""
     if not finite_number(value) or value < 0:
@@ -128,6 +145,9 @@ def disturbance(record) -> str | None:
         return None
     others, stolen = _number(record.get("others_cores")), _number(record.get("steal_cores")) or 0.0
     cores, threads = _number(record.get("cores")), _number(record.get("threads"))
+    wall_s, others_s = _number(record.get("wall_s")), _number(record.get("others_cpu_s"))
+    if others is None and wall_s and others_s is not None:  # the share left out, its two parts kept: read from them
+        others = others_s / wall_s
     # cores the row left free are others' to use: a 1-thread row beside a busy loop on the other core stayed within
     # 1.06x in every runtime (docs/benchmarking.md), and the docs advise exactly that setup on a shared machine
     spare = max(0.0, cores - threads) if cores and threads else 0.0

@@ -156,11 +156,15 @@ class BenchOptions:
         batches = self.batches()
         if len(batches) > 1:
             raise BadInput(f"--ab compares A and B at one batch size; --batch {self.batch} names {len(batches)}: run one --ab per batch")
+        from partialnet.bench.protocols import PROTOCOLS
+
         protocol = get_protocol(self.protocol, self.device)
         fits = effective_block(protocol, self.block)
         if "block" in asked and fits != self.block:
+            longer = sorted((p.min_iters, p.name) for p in PROTOCOLS.values() if effective_block(p, self.block) == self.block)
+            other = f", or --protocol {longer[0][1]} ({longer[0][0]} iterations a side)" if longer else ""
             raise BadInput(f"--block {self.block} with --protocol {protocol.name}: its {protocol.min_iters} iterations a side would alternate "
-                           f"fewer than 5 times; give --block {fits} or less, or a longer protocol (latency)")
+                           f"fewer than 5 times; give --block {fits} or less{other}")
 
     def _check_applies(self) -> None:
         """An option that would change nothing in this run is refused, never silently dropped."""
@@ -215,7 +219,7 @@ class BenchOptions:
         never = {runtime: why for (runtime, _), why in reasons.items() if why}
         if self.ab and self.max_slowdown is not None and never:  # its skipped cell failed the gate on every run
             runtime, why = next(iter(never.items()))
-            raise BadInput(f"--max-slowdown gates every runtime of the A/B, and {runtime} runs the two sides on no machine ({why}): "
+            raise BadInput(f"--max-slowdown gates every runtime of the A/B, and {runtime} cannot run both sides on any machine ({why}): "
                            "leave it out of --runtime")
 
     def _refuse_streams_nothing_keeps(self, reasons: dict) -> None:

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from partialnet.bench.load import machine_load_shape
+from partialnet.bench.load import check_load, machine_load_shape
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.options import DEVICES, PRECISIONS
 from partialnet.bench.protocols import described_as_run
@@ -325,6 +325,8 @@ def check_result(data, path: Path) -> dict:
     check_machine(data["machine"], str(path))
     seen: dict[tuple, int] = {}
     for i, row in enumerate(data["rows"]):
+        if row.get("machine_load"):
+            check_load(row["machine_load"], data["machine"], f"{path}: rows[{i}].machine_load")
         if row["status"] == "ok" and "samples_s" not in row:
             raise BadInput(f"{path}: rows[{i}] is ok and holds no raw samples (samples_s): every figure is computed from them")
         if row["status"] != "ok":
