@@ -703,7 +703,7 @@ def bench_command(
 
 
 def _warn_smoke_gate(options: BenchOptions) -> None:
-    """A gate is a conclusion, and the quick protocol says it is none: two warm-up runs and 0.2 s a side read a B/A
+    """A gate is a conclusion, and the quick protocol says it is none: two warm-up runs and 0.2 s for both sides read a B/A
     ratio lower than the latency protocol does (docs/ci-gating.md). Kept, since a smoke gate still catches a gross
     slowdown, but said before the run, not found out later."""
     from partialnet.bench.protocols import get_protocol
