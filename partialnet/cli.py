@@ -1154,17 +1154,8 @@ def compare_command(
         _print_json(report)
     else:
         out.print(render.compare_table(report))
-        for item in report["failed_in_candidate"]:
-            out.print(f"FAILED in the candidate: {' / '.join(map(str, item['key']))}: {item['reason']}", markup=False)
-        for item in report["only_in_baseline"]:
-            out.print(f"only in baseline: {' / '.join(map(str, item['key']))}: {item['reason']}", markup=False)
-        for key in report["only_in_candidate"]:
-            out.print(f"only in candidate: {' / '.join(map(str, key))}", markup=False)
-        for item in report["unmeasured_in_baseline"]:
-            out.print(f"not judged: {' / '.join(map(str, item['key']))}: the baseline's row {item['status']} ({item['reason'] or 'no reason given'}); "
-                      f"the candidate's is {item['candidate']}: rerun the baseline", markup=False)
-        for line in why_lines(report):
-            out.print(line)
+        for line in [*_unmatched_lines(report), *why_lines(report)]:
+            out.print(line, markup=False)
     message = failure(report)
     if message:
         raise CheckFailed(message)
@@ -1177,6 +1168,18 @@ def compare_command(
         ignored += f" ({len(report['only_in_baseline'])} baseline row(s) not measured: --missing ignore)" if report["only_in_baseline"] else ""
         judged = "among the rows judged" if ignored else ""
         out.print(f"ok: no latency regression{' ' + judged if judged else ''}{ignored}")
+
+
+def _unmatched_lines(report: dict) -> list[str]:
+    """The rows compare could not judge as a pair, each with why."""
+    def key(k) -> str:
+        return " / ".join(map(str, k))
+
+    return [*(f"FAILED in the candidate: {key(i['key'])}: {i['reason']}" for i in report["failed_in_candidate"]),
+            *(f"only in baseline: {key(i['key'])}: {i['reason']}" for i in report["only_in_baseline"]),
+            *(f"only in candidate: {key(k)}" for k in report["only_in_candidate"]),
+            *(f"not judged: {key(i['key'])}: the baseline's row {i['status']} ({i['reason'] or 'no reason given'}); the candidate's is "
+              f"{i['candidate']}: rerun the baseline" for i in report["unmeasured_in_baseline"])]
 
 
 def _compare_notes(report: dict, baseline: Path, candidate: Path) -> list[str]:

@@ -404,11 +404,7 @@ def compare_results(
     gone = _not_measured_in(candidate, base_rows, cand_rows, failed)
     unmeasured = unmeasured_in_baseline(baseline, candidate)
     if not verdicts and not failed and not any(g["reason"].startswith("skipped") for g in gone):  # every runtime broke: say which
-        if unmeasured:
-            first = unmeasured[0]
-            raise BadInput(f"baseline row {' / '.join(map(str, first['key']))} {first['status']} ({first['reason'] or 'no reason given'}): "
-                           "there is nothing to compare the candidate's row with; rerun the baseline")
-        raise BadInput("no rows in common (matched by model, runtime, precision, batch, threads)" + _unmatched_hint(baseline, candidate))
+        _refuse_nothing_in_common(baseline, candidate, unmeasured)
     return {
         "alpha": alpha,
         "max_slowdown": max_slowdown,
@@ -428,6 +424,14 @@ def compare_results(
         "noisy": sum(v.verdict == "noisy" for v in verdicts),
         "noisy_reading_slower": [row_label(dict(zip(KEY_FIELDS, v.key))) for v in verdicts if v.samples_alone == "regression"],
     }
+
+
+def _refuse_nothing_in_common(baseline: dict, candidate: dict, unmeasured: list[dict]) -> None:
+    if unmeasured:
+        first = unmeasured[0]
+        raise BadInput(f"baseline row {' / '.join(map(str, first['key']))} {first['status']} ({first['reason'] or 'no reason given'}): "
+                       "there is nothing to compare the candidate's row with; rerun the baseline")
+    raise BadInput("no rows in common (matched by model, runtime, precision, batch, threads)" + _unmatched_hint(baseline, candidate))
 
 
 def unmeasured_in_baseline(baseline: dict, candidate: dict) -> list[dict]:
