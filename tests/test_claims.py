@@ -180,7 +180,7 @@ def test_report_refuses_mixed_protocols_and_bad_files(claims_result, tmp_path, c
 
     first = _write(tmp_path / "a.json", claims_result)
     other = copy.deepcopy(claims_result)
-    other["protocol"]["name"], other["protocol"]["min_iters"] = "throughput", 20  # (a protocol its samples could have come from)
+    other["protocol"]["min_seconds"] = 0.5  # another run of the quick protocol's kind, which its samples could have come from
     mixed = cli("report", first, _write(tmp_path / "b.json", other))
     assert mixed.code == 2 and "different protocols" in mixed.err
     graphs = copy.deepcopy(claims_result)
