@@ -1178,7 +1178,7 @@ def _unmatched_lines(report: dict) -> list[str]:
     return [*(f"FAILED in the candidate: {key(i['key'])}: {i['reason']}" for i in report["failed_in_candidate"]),
             *(f"only in baseline: {key(i['key'])}: {i['reason']}" for i in report["only_in_baseline"]),
             *(f"only in candidate: {key(k)}" for k in report["only_in_candidate"]),
-            *(f"not judged: {key(i['key'])}: the baseline's row {i['status']} ({i['reason'] or 'no reason given'}); the candidate's is "
+            *(f"not judged: {key(i['key'])}: the baseline's row {i['status']} ({i['reason']}); the candidate's is "
               f"{i['candidate']}: rerun the baseline" for i in report["unmeasured_in_baseline"])]
 
 

@@ -403,6 +403,7 @@ def compare_results(
               for r in candidate["rows"] if r["status"] == "failed" and row_key(r) in base_rows]
     gone = _not_measured_in(candidate, base_rows, cand_rows, failed)
     unmeasured = unmeasured_in_baseline(baseline, candidate)
+    unmeasured_keys = [u["key"] for u in unmeasured]
     if not verdicts and not failed and not any(g["reason"].startswith("skipped") for g in gone):  # every runtime broke: say which
         _refuse_nothing_in_common(baseline, candidate, unmeasured)
     return {
@@ -418,7 +419,7 @@ def compare_results(
         "rows": [v.to_dict() for v in verdicts],
         "failed_in_candidate": failed,  # measured in the baseline, failed in the candidate: the gate cannot clear it
         "only_in_baseline": gone,
-        "only_in_candidate": [list(k) for k in cand_rows if k not in base_rows and list(k) not in [u["key"] for u in unmeasured]],
+        "only_in_candidate": [list(k) for k in cand_rows if k not in base_rows and list(k) not in unmeasured_keys],
         "unmeasured_in_baseline": unmeasured,  # the candidate has the row, the baseline's failed or was skipped: not judged, rerun it
         "regressions": sum(v.verdict == "regression" for v in verdicts),
         "noisy": sum(v.verdict == "noisy" for v in verdicts),
@@ -429,7 +430,7 @@ def compare_results(
 def _refuse_nothing_in_common(baseline: dict, candidate: dict, unmeasured: list[dict]) -> None:
     if unmeasured:
         first = unmeasured[0]
-        raise BadInput(f"baseline row {' / '.join(map(str, first['key']))} {first['status']} ({first['reason'] or 'no reason given'}): "
+        raise BadInput(f"baseline row {' / '.join(map(str, first['key']))} {first['status']} ({first['reason']}): "
                        "there is nothing to compare the candidate's row with; rerun the baseline")
     raise BadInput("no rows in common (matched by model, runtime, precision, batch, threads)" + _unmatched_hint(baseline, candidate))
 
@@ -439,7 +440,7 @@ def unmeasured_in_baseline(baseline: dict, candidate: dict) -> list[dict]:
     as "only in candidate", or not at all where both failed, and "no rows in common" where nothing else matched:
     the reader looked for a difference in the keys, where the baseline has to be run again."""
     statuses = {row_key(r): r["status"] for r in candidate["rows"]}
-    return [{"key": list(row_key(r)), "status": r["status"], "reason": str(r.get("reason") or "")[:300], "candidate": statuses[row_key(r)]}
+    return [{"key": list(row_key(r)), "status": r["status"], "reason": str(r.get("reason") or "no reason given")[:300], "candidate": statuses[row_key(r)]}
             for r in baseline["rows"] if r["status"] != "ok" and row_key(r) in statuses]
 
 
@@ -491,7 +492,7 @@ def failure(report: dict) -> str | None:
     judged = [r for r in report["rows"] if r["verdict"] != "noisy"]
     if not judged and report.get("unmeasured_in_baseline"):
         first = report["unmeasured_in_baseline"][0]
-        return (f"no row was judged: the baseline's row {' / '.join(map(str, first['key']))} {first['status']} ({first['reason'] or 'no reason given'})"
+        return (f"no row was judged: the baseline's row {' / '.join(map(str, first['key']))} {first['status']} ({first['reason']})"
                 + (f" and the {len(report['rows'])} row(s) in common were noisy" if report["rows"] else "") + "; rerun the baseline")
     if not judged and report["only_in_baseline"]:  # --missing ignore, with nothing judged beside the missing rows
         first = report["only_in_baseline"][0]

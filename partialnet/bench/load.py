@@ -15,7 +15,10 @@ import os
 import time
 from dataclasses import dataclass
 
+from partialnet.errors import BadInput
 from partialnet.inputs import finite_number
+from partialnet.limits import MAX_THREADS
+from partialnet.shapes import Integer, ListOf, Maybe, Number, Record
 
 # Average cores taken by other processes (plus time stolen by the hypervisor) during a row above which
 # the row is disturbed. Measured on a 2-core Xeon VM: quiet rows read 0.00-0.01 cores (latency protocol;
@@ -101,25 +104,19 @@ class LoadProbe:
         return record
 
 
-def machine_load_shape():
-    """A machine_load record as a stranger's result file may hold one: each reading a finite number in its range or
-    absent. `others_cores` of 1e400, "1.9" or -1.9 read as "no reading", and so as a quiet machine: a disturbed row
-    passed compare's gate."""
-    from partialnet.limits import MAX_THREADS
-    from partialnet.shapes import Integer, ListOf, Maybe, Number, Record
-
-    cores, seconds = Maybe(Number(low=0, high=MAX_THREADS)), Maybe(Number(low=0))
-    return Record({
-        "cores": Maybe(Integer(1, MAX_THREADS)), "threads": Maybe(Integer(1, MAX_THREADS)), "wall_s": seconds, "own_cpu_s": seconds,
-        "others_cpu_s": seconds, "others_cores": cores, "steal_cores": cores, "loadavg_1m": Maybe(ListOf(Maybe(Number(low=0)), 2, cut=False)),
-    }, omit_null=True, keep_others=True)
+# A machine_load record as a stranger's result file may hold one: each reading a finite number in its range or absent.
+# `others_cores` of 1e400, "1.9" or -1.9 had read as "no reading", and so as a quiet machine: a disturbed row passed
+# compare's gate. (Maybe: where a row has no record at all, as an older file's rows do.)
+MACHINE_LOAD = Maybe(Record({
+    "cores": Maybe(Integer(1, MAX_THREADS)), "threads": Maybe(Integer(1, MAX_THREADS)), "wall_s": Maybe(Number(low=0)),
+    "own_cpu_s": Maybe(Number(low=0)), "others_cpu_s": Maybe(Number(low=0)), "others_cores": Maybe(Number(low=0, high=MAX_THREADS)),
+    "steal_cores": Maybe(Number(low=0, high=MAX_THREADS)), "loadavg_1m": Maybe(ListOf(Maybe(Number(low=0)), 2, cut=False)),
+}, omit_null=True, keep_others=True))
 
 
 def check_load(load: dict, machine: dict, where: str) -> None:
     """Readings that fit their types but not the machine the file records: 1,024 cores on a 2-core machine leave
     1,023 "free" for any neighbour, and a zero-second loop is below every threshold; both had read as quiet."""
-    from partialnet.errors import BadInput
-
     logical = (machine.get("cpu") or {}).get("logical_cores") if isinstance(machine.get("cpu"), dict) else None
     cores, threads, others, wall = (load.get(k) for k in ("cores", "threads", "others_cores", "wall_s"))
     if isinstance(logical, int) and cores is not None and cores > logical:

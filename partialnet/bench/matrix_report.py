@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from partialnet.bench.load import machine_load_shape
+from partialnet.bench.load import MACHINE_LOAD
 from partialnet.bench.results import IMGSZ, UNMEASURED, Samples, enough_samples
 from partialnet.errors import BadInput
 from partialnet.machine import check_machine
@@ -89,7 +89,7 @@ def _judge_row(row: dict, raw: dict, where: str, least: int, protocol: str) -> N
         enough_samples(samples, least, protocol, where)
         row["samples_s"] = samples
         row["p50_ms"] = median_ms(samples)  # the p50 matrix, bench and compare print
-        row.update(judgement(samples, conform(raw.get("machine_load"), Maybe(machine_load_shape()), f"{where}.machine_load")))
+        row.update(judgement(samples, conform(raw.get("machine_load"), MACHINE_LOAD, f"{where}.machine_load")))
 
 
 def one_question(loaded: list[tuple[Path, dict]]) -> tuple:

@@ -150,14 +150,12 @@ class BenchOptions:
     def _check_ab_shape(self, asked: set) -> None:
         """An A/B alternates one batch size, in blocks its protocol can repeat: a second batch size was dropped, and
         `--block 10` under the quick protocol (10 iterations a side) was cut to 2, both without a word."""
-        from partialnet.bench.protocols import get_protocol
+        from partialnet.bench.protocols import PROTOCOLS, get_protocol
         from partialnet.bench.run import effective_block
 
         batches = self.batches()
         if len(batches) > 1:
             raise BadInput(f"--ab compares A and B at one batch size; --batch {self.batch} names {len(batches)}: run one --ab per batch")
-        from partialnet.bench.protocols import PROTOCOLS
-
         protocol = get_protocol(self.protocol, self.device)
         fits = effective_block(protocol, self.block)
         if "block" in asked and fits != self.block:

@@ -17,7 +17,7 @@ from partialnet.bench.claims_run import CLAIMS_SCHEMA, judge, off_papers
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
 from partialnet.machine import check_machine, describe
-from partialnet.bench.load import machine_load_shape
+from partialnet.bench.load import MACHINE_LOAD
 from partialnet.bench.results import IMGSZ, UNMEASURED, Samples, all_samples, check_result, enough_samples, read_result_file, total_samples
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
 from partialnet.bench.protocols import get_protocol, protocol_difference
@@ -42,7 +42,7 @@ SIDE = Record({"samples_s": Samples()}, keep_others=True)  # one family's timing
 CELL = Record({
     "size": OneOf(SIZES), "runtime": OneOf(tuple(RUNTIMES)), "status": OneOf(("ok", "failed", "skipped")),
     "batch": Integer(1, MAX_BATCH), "threads": Integer(1, MAX_THREADS), "reason": Maybe(Text(600), null_as="not measured"),
-    "fasternet": Maybe(SIDE), "partialnet": Maybe(SIDE), "machine_load": Maybe(machine_load_shape()),
+    "fasternet": Maybe(SIDE), "partialnet": Maybe(SIDE), "machine_load": MACHINE_LOAD,
 }, keep_others=True)
 CLAIMS = Record({  # what the merge reads of a claims result; nothing it derives is read from the file
     "machine": Record({}, keep_others=True), "protocol": Record({"name": Text(40)}, keep_others=True), "device": OneOf(("cpu", "cuda")),

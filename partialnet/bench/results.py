@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from partialnet.bench.load import check_load, machine_load_shape
+from partialnet.bench.load import MACHINE_LOAD, check_load
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.options import DEVICES, PRECISIONS
 from partialnet.bench.protocols import described_as_run
@@ -274,7 +274,7 @@ BENCH_ROW = Record({  # what compare and report read of a row; its other fields 
     "device": Maybe(OneOf(DEVICES)), "format": Maybe(OneOf(_named("formats"))),
     "batch": Integer(1, MAX_BATCH), "threads": Integer(1, MAX_THREADS),
     "samples_s": Maybe(Samples()), "reason": Maybe(Text(600)), "imgsz": Maybe(IMGSZ), "gmacs": Maybe(Number(low=0)),
-    "machine_load": Maybe(machine_load_shape()),  # read to mark a row disturbed: a mistyped reading is refused, not taken as quiet
+    "machine_load": MACHINE_LOAD,  # read to mark a row disturbed: a mistyped reading is refused, not taken as quiet
 }, omit_null=True, keep_others=True)
 
 
