@@ -79,7 +79,7 @@ def test_claims_on_cpu_at_small_size(tmp_path, cli):
     out, md, png = tmp_path / "claims.json", tmp_path / "claims.md", tmp_path / "claims.png"
     # PyTorch eager alone (the papers' protocol): ONNX Runtime's cells are the quick test's and the report tests' run
     result = cli("claims", "--sizes", "t0,t2", "--protocol", "quick", "--imgsz", "64", "--runtime", "pytorch", "--threads", "1",
-                 "--json", out, "--md", md, "--plot", png)
+                 "--unfolded", "--json", out, "--md", md, "--plot", png)
     assert result.code == 0, result.err
     data = json.loads(out.read_text())
     assert data["schema"] == "partialnet.claims/1" and data["machine"]["cpu"] and "random" in data["weights"]
@@ -91,7 +91,7 @@ def test_claims_on_cpu_at_small_size(tmp_path, cli):
     assert rows[("patnet_t2_gpu_throughput", "pytorch")]["verdict"] == "not measurable here"  # no GPU claim on a CPU run
     assert rows[("patnet_t2_top1", None)]["verdict"] == "not verified"
     cells = data["measurements"]
-    assert {(c["size"], c["runtime"]) for c in cells} == {("t0", "pytorch"), ("t2", "pytorch")}
+    assert {(c["size"], c["runtime"]) for c in cells} == {(size, runtime) for size in ("t0", "t2") for runtime in ("pytorch", "pytorch-unfolded")}
     for cell in cells:
         assert cell["status"] == "ok" and cell["threads"] == 1 and len(cell["partialnet"]["samples_s"]) >= 10
     assert {c["name"] for c in data["costs"]} == {"partialnet_t0", "fasternet_t0", "partialnet_t2", "fasternet_t2"}
@@ -105,11 +105,13 @@ def test_claims_on_cpu_at_small_size(tmp_path, cli):
     (axes,) = figure.axes
     assert axes.get_xscale() == "log" and axes.get_yscale() == "log" and "latency" in axes.get_ylabel()
     lines = {line.get_label(): line for line in axes.get_lines()}
-    assert set(lines) == {f"{family} · pytorch" for family in ("PartialNet", "FasterNet")}
+    assert set(lines) == {f"{family} · {runtime}" for family in ("PartialNet", "FasterNet") for runtime in ("pytorch", "pytorch-unfolded")}
     assert all(len(line.get_xdata()) == 2 for line in lines.values())  # one point per size
     title = axes.get_title()
     assert data["machine"]["cpu"]["model"] in title and "protocol quick" in title and data["created_utc"][:10] in title
     plot.save(figure, tmp_path / "again.png")
+    merged = cli("report", out, "-o", tmp_path / "report.md")  # a run with --unfolded is merged like any other: it was refused
+    assert merged.code == 0 and "pytorch-unfolded" in (tmp_path / "report.md").read_text(), merged.err
 
 
 @pytest.mark.parametrize("args, message", [(["--sizes", "t9"], "--sizes"), (["--tolerance", "nan"], "--tolerance"), (["--device", "tpu"], "--device"),
@@ -219,6 +221,7 @@ def test_report_judges_claims_only_on_cells_that_could_carry_a_verdict(claims_re
     next(c for c in few["measurements"] if c["status"] == "ok")["partialnet"]["samples_s"] = cell["partialnet"]["samples_s"][:1]
     twice = copy.deepcopy(claims_result)
     twice["measurements"].append(copy.deepcopy(cell))
+    logical = claims_result["machine"]["cpu"]["logical_cores"]
     for name, data, said in (
         ("few", few, "(partialnet) holds 1 samples; the quick protocol times at least 10"),
         ("twice", twice, f"are both t0 / {cell['runtime']}; a result measures each once"),
@@ -229,6 +232,8 @@ def test_report_judges_claims_only_on_cells_that_could_carry_a_verdict(claims_re
         ("tolerance", {**claims_result, "tolerance": "0.5"}, "tolerance is not a finite number from 0 to 0.5"),
         ("failed_timed", {**claims_result, "measurements": [{**cell, "status": "failed"}]},
          "measurements[0] is failed and holds a side's raw samples: a row that was not measured has none"),
+        ("load", {**claims_result, "measurements": [{**cell, "machine_load": {**cell["machine_load"], "cores": logical + 1}}]},
+         f"measurements[0].machine_load.cores {logical + 1}: more than the {logical} logical cores"),  # free cores read as quiet
     ):
         refused = cli("report", _write(tmp_path / f"{name}.json", data))
         assert refused.code == 2 and said in refused.err, (name, refused.err)

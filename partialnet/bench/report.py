@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 
 from partialnet.bench.claims import DEFAULT_TOLERANCE, SIZES
-from partialnet.bench.claims_run import CLAIMS_SCHEMA, judge, off_papers
+from partialnet.bench.claims_run import CLAIMS_SCHEMA, UNFOLDED, judge, off_papers
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
 from partialnet.machine import check_machine, describe
-from partialnet.bench.load import MACHINE_LOAD
+from partialnet.bench.load import MACHINE_LOAD, check_load
 from partialnet.bench.results import IMGSZ, UNMEASURED, Samples, all_samples, check_result, enough_samples, read_result_file, total_samples
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
 from partialnet.bench.protocols import get_protocol, protocol_difference
@@ -40,7 +40,7 @@ CLAIMS_PRECISIONS = ("fp32", "fp16", "bf16")
 MAX_CELLS = 200  # sizes x runtimes of one run is at most a few dozen: a stranger's 100,000 failed cells took minutes
 SIDE = Record({"samples_s": Samples()}, keep_others=True)  # one family's timings of a cell
 CELL = Record({
-    "size": OneOf(SIZES), "runtime": OneOf(tuple(RUNTIMES)), "status": OneOf(("ok", "failed", "skipped")),
+    "size": OneOf(SIZES), "runtime": OneOf((*RUNTIMES, UNFOLDED)), "status": OneOf(("ok", "failed", "skipped")),
     "batch": Integer(1, MAX_BATCH), "threads": Integer(1, MAX_THREADS), "reason": Maybe(Text(600), null_as="not measured"),
     "fasternet": Maybe(SIDE), "partialnet": Maybe(SIDE), "machine_load": MACHINE_LOAD,
 }, keep_others=True)
@@ -71,7 +71,10 @@ def load_claims(path: Path, data: dict) -> dict:
 
 
 def _check_cell(cell: dict, where: str, data: dict, least: int) -> None:
-    """A cell of the run's own batch and threads, with both families timed where it says ok."""
+    """A cell of the run's own batch and threads, its load readings possible on the run's machine, with both families
+    timed where it says ok."""
+    if cell["machine_load"]:
+        check_load(cell["machine_load"], data["machine"], f"{where}.machine_load")
     for key in ("batch", "threads"):
         if data[key] is not None and cell[key] != data[key]:
             raise BadInput(f"{where}: {key} {cell[key]}, but the run was at {key} {data[key]}")
