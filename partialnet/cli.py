@@ -1191,6 +1191,10 @@ def _compare_notes(report: dict, baseline: Path, candidate: Path) -> list[str]:
     if report.get("software_differs"):
         notes.append(f"note: the two results were timed with different software ({'; '.join(report['software_differs'])}): "
                      "a difference may be theirs, not the build's")
+    if report.get("load_unread") and not report["same_input"]:
+        sides = " and the ".join(f"{side}'s" for side in report["load_unread"])
+        notes.append(f"note: the {sides} rows record no machine-load readings (an older file, or a machine without /proc): "
+                     "a run disturbed by other work cannot be told from a quiet one there")
     if report["same_input"]:
         where = baseline if baseline == candidate else f"{baseline}, {candidate}"
         notes.append(f"note: baseline and candidate {report['same_input_reason']} ({where}): every row is trivially ok")

@@ -528,6 +528,10 @@ def test_a_mistyped_load_reading_is_refused_not_read_as_a_quiet_machine(cli, tmp
     cand["rows"][0]["machine_load"] = {k: v for k, v in load.items() if k != "others_cores"}  # left out: read from its two parts
     derived = cli("compare", files[0], write(tmp_path / "c4.json", cand))
     assert derived.code == 1 and "disturbed" in derived.err, derived.err
+    base["rows"][0]["machine_load"], cand["rows"][0]["machine_load"] = load, {}  # no readings: quiet or not, nobody can say
+    unread = cli("compare", write(tmp_path / "b5.json", base), write(tmp_path / "c5.json", cand), "--json")
+    assert json.loads(unread.out)["load_unread"] == ["candidate"], unread.out
+    assert "note: the candidate's rows record no machine-load readings" in unread.err + unread.out, unread.err
 
 
 def write_text(path, text: str):

@@ -385,6 +385,8 @@ def test_a_strangers_matrix_is_held_to_what_a_matrix_can_hold(tmp_path):
         (lambda d: d["rows"][0].update(bytes=0), "an artifact that was made has its size in bytes"),
         (lambda d: d["rows"][0].update(top1=90.0, top5=80.0), "top-5 80.0 below top-1 90.0"),
         (lambda d: d["rows"][0].update(status="skipped"), "rows[0] is skipped and holds raw samples"),  # were dropped without a word
+        (lambda d: d["rows"][0].update(machine_load={"cores": 64, "threads": 1, "others_cores": 1.5}),  # 63 "free" cores: read as quiet
+         "rows[0].machine_load.cores 64: more than the 2 logical cores"),
     ):
         hostile = copy.deepcopy(good)
         change(hostile)

@@ -414,6 +414,7 @@ def compare_results(
         "same_machine": machines_differ is None,
         "machines_differ": machines_differ,  # how, where --allow-different-machines let them be compared
         "software_differs": software_difference(baseline, candidate),  # runtime versions, usable cores: said beside the verdicts
+        "load_unread": _load_unread(base_rows, cand_rows, verdicts),  # sides whose judged rows cannot show a disturbance
         "same_input": same is not None,
         "same_input_reason": same,
         "rows": [v.to_dict() for v in verdicts],
@@ -425,6 +426,15 @@ def compare_results(
         "noisy": sum(v.verdict == "noisy" for v in verdicts),
         "noisy_reading_slower": [row_label(dict(zip(KEY_FIELDS, v.key))) for v in verdicts if v.samples_alone == "regression"],
     }
+
+
+def _load_unread(base_rows: dict, cand_rows: dict, verdicts: list) -> list[str]:
+    """The sides ("baseline", "candidate") with a judged row that records no machine-load reading."""
+    from partialnet.bench.load import has_reading
+
+    keys = [v.key for v in verdicts]
+    return [side for side, rows in (("baseline", base_rows), ("candidate", cand_rows))
+            if any(not has_reading(rows[k].get("machine_load")) for k in keys)]
 
 
 def _refuse_nothing_in_common(baseline: dict, candidate: dict, unmeasured: list[dict]) -> None:

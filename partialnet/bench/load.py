@@ -136,6 +136,14 @@ def _number(value) -> float | None:
     return float(value)
 
 
+def has_reading(record) -> bool:
+    """Whether a row's record says how much other work ran beside it: without one (an older file, a machine without
+    /proc, a record of `{}`) a disturbed row cannot be told from a quiet one, and a reader of a verdict must know."""
+    if not isinstance(record, dict):
+        return False
+    return _number(record.get("others_cores")) is not None or (bool(_number(record.get("wall_s"))) and _number(record.get("others_cpu_s")) is not None)
+
+
 def disturbance(record) -> str | None:
     """Why a row's machine_load says it was disturbed, or None (also for a record without readings)."""
     if not isinstance(record, dict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from partialnet.bench.load import MACHINE_LOAD
+from partialnet.bench.load import MACHINE_LOAD, check_load
 from partialnet.bench.results import IMGSZ, UNMEASURED, Samples, enough_samples
 from partialnet.errors import BadInput
 from partialnet.machine import check_machine
@@ -59,7 +59,7 @@ def load_matrix(path: Path, data: dict) -> dict:
     least = get_protocol(data["protocol"]).min_iters  # fewer samples than that were not timed by this protocol
     seen = {}
     for i, (row, raw) in enumerate(zip(data["rows"], raw_rows)):
-        _judge_row(row, raw, f"{path}: rows[{i}]", least, data["protocol"])
+        _judge_row(row, raw, f"{path}: rows[{i}]", least, data)
         cell = (row["format"], row["precision"])
         if cell in seen:
             raise BadInput(f"{path}: row {i} is {' '.join(cell)} again (row {seen[cell]}): a matrix measures each cell once")
@@ -67,7 +67,7 @@ def load_matrix(path: Path, data: dict) -> dict:
     return data
 
 
-def _judge_row(row: dict, raw: dict, where: str, least: int, protocol: str) -> None:
+def _judge_row(row: dict, raw: dict, where: str, least: int, data: dict) -> None:
     """What one row's fields say together, and its figures derived again from its samples."""
     from partialnet.bench.matrix import takes
     from partialnet.bench.stability import judgement
@@ -86,10 +86,13 @@ def _judge_row(row: dict, raw: dict, where: str, least: int, protocol: str) -> N
     if row["status"] != "ok" and samples is not None:
         raise BadInput(f"{where} is {row['status']} and holds raw samples: {UNMEASURED}")
     if row["status"] == "ok" and samples is not None:
-        enough_samples(samples, least, protocol, where)
+        enough_samples(samples, least, data["protocol"], where)
         row["samples_s"] = samples
         row["p50_ms"] = median_ms(samples)  # the p50 matrix, bench and compare print
-        row.update(judgement(samples, conform(raw.get("machine_load"), MACHINE_LOAD, f"{where}.machine_load")))
+        load = conform(raw.get("machine_load"), MACHINE_LOAD, f"{where}.machine_load")
+        if load:  # held to the machine the file records, as a bench result's rows are
+            check_load(load, data["machine"], f"{where}.machine_load")
+        row.update(judgement(samples, load))
 
 
 def one_question(loaded: list[tuple[Path, dict]]) -> tuple:
