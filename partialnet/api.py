@@ -520,10 +520,9 @@ def export_all(  # long: the group of every format's files, two processes fillin
     folded = _fold(model, options.imgsz, None if options.dynamic else options.batch)
     # One group: what was verified is published together at the end, or nothing is (Ctrl-C, SIGTERM, a crash);
     # a format that failed or could not be made is left out of the group.
-    from partialnet.bench.matrix_beside import Beside
-    from partialnet.runtimes import usable_cores
+    from partialnet.bench.matrix_beside import Beside, sent_beside
 
-    beside = [(fmt, outs) for fmt, outs in planned if fmt.python_bound] if usable_cores() > 1 else []  # on their own core
+    beside = sent_beside(planned, lambda planned_format: planned_format[0].python_bound)  # on their own core
     jobs = [{"key": fmt.name, "format": fmt.name, "name": outs[0].path.name,
              "options": {k: v for k, v in vars(_all_format_options(options, fmt)).items() if k not in ("calibration", "given")}} for fmt, outs in beside]
     with atomic_outputs(outputs, force, inputs) as staged, Beside(source, variant, jobs, checks, weights) as other:
@@ -740,12 +739,12 @@ def _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibrat
     """Every producible cell exported into one group: published together at the end (what failed is left out)."""
     from partialnet.bench import matrix as mx
 
-    from partialnet.bench.matrix_beside import Beside
+    from partialnet.bench.matrix_beside import Beside, sent_beside
 
     todo = [c for c in plan["cells"] if c.why is None and c.outputs]
     options_of = {id(c): replace(mx.cell_options(c.fmt, c.precision, imgsz, data, calib_size), **(plan["int8_tools"] if c.precision == "int8" else {}))
                   for c in todo}
-    beside = _cells_beside(todo)
+    beside = sent_beside(todo, lambda c: c.fmt.python_bound, slow=lambda c: c.precision == "int8")
     jobs = [{"key": str(id(c)), "format": c.fmt.name, "name": c.outputs[0].path.name,
              "options": {k: v for k, v in vars(options_of[id(c)]).items() if k not in ("calibration", "given")}} for c in beside]
     exported = {}
@@ -773,20 +772,6 @@ def _matrix_exports(model, info, folded, plan, imgsz, data, calib_size, calibrat
             progress(f"verify {cell.fmt.name} {cell.precision}", len(todo) + i, steps)
         exported[(cell.fmt.name, cell.precision)] = mx.computed_row(model, exported[(cell.fmt.name, "fp32")], cell, checks)
     return exported
-
-
-def _cells_beside(todo: list) -> list:
-    """The cells exported in a second process, on a core of its own: the Python-bound ones (ExecuTorch's lowering).
-    Its INT8 lowering takes about three times its fp32 one (75 s and 22 s for T0 at 64x64 on a 2-core EPYC), so
-    with both asked the INT8 cell goes there and the fp32 one stays here, after the other formats: the second
-    process had run both lowerings in a row while this one had long finished."""
-    from partialnet.runtimes import usable_cores
-
-    if usable_cores() < 2:
-        return []
-    bound = [c for c in todo if c.fmt.python_bound]
-    slow = [c for c in bound if c.precision == "int8"]
-    return slow if slow and len(slow) < len(bound) else bound
 
 
 def export_beside(folder: str) -> None:

@@ -618,5 +618,14 @@ def test_executorch_is_lowered_beside_only_where_other_formats_export_meanwhile(
     assert run.formats_beside(every, "fp32") == ["executorch"] and run.formats_beside(every, "bf16") == ["executorch"]
     assert run.formats_beside(["executorch"], "fp32") == []  # alone: a second process would only cost its start
     assert run.formats_beside(["onnx", "executorch"], "int8") == [] and run.formats_beside(["onnx", "executorch"], "fp16") == []  # gates reported, not enforced
+    # matrix's cells by the same rule: the INT8 lowering (three times the fp32 one) alone where both are asked, never every cell
+    from partialnet.bench.matrix_beside import sent_beside
+
+    def beside(*cells):
+        return sent_beside(list(cells), lambda c: c[0] == "executorch", slow=lambda c: c[1] == "int8")
+
+    et32, et8, onnx32 = ("executorch", "fp32"), ("executorch", "int8"), ("onnx", "fp32")
+    assert beside(onnx32, et32, et8) == [et8] and beside(et32, et8) == [et8] and beside(onnx32, et32) == [et32]
+    assert beside(et32) == [] and beside(et8) == []  # matrix --formats executorch --precisions fp32 idled here while the other lowered
     monkeypatch.setattr("partialnet.runtimes.usable_cores", lambda: 1)
-    assert run.formats_beside(["onnx", "executorch"], "fp32") == []
+    assert run.formats_beside(["onnx", "executorch"], "fp32") == [] and beside(onnx32, et8) == []

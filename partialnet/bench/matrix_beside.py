@@ -27,6 +27,23 @@ SPEC, RESULT, LOG = "spec.json", "result.json", "stderr.txt"
 ENTRY = "import sys; from partialnet.api import export_beside; export_beside(sys.argv[1])"
 
 
+def sent_beside(items: list, bound, slow=lambda item: False) -> list:
+    """Which of `items` (formats, cells) go to the second process, one rule for matrix, export --format all and bench:
+    the `bound` ones (long single-threaded Python), only the `slow` among them where others are not (ExecuTorch's INT8
+    lowering takes about three times its fp32 one: 75 s and 22 s for T0 at 64x64 on a 2-core EPYC, so the second
+    process had run both in a row while this one had long finished), and never every item: this process would only
+    wait, after the second process's own start, load and fold. None on a single usable core."""
+    from partialnet.runtimes import usable_cores
+
+    if usable_cores() < 2:
+        return []
+    chosen = [item for item in items if bound(item)]
+    slow_ones = [item for item in chosen if slow(item)]
+    if slow_ones and len(slow_ones) < len(chosen):
+        chosen = slow_ones
+    return chosen[1:] if len(chosen) == len(items) else chosen
+
+
 def _export_cells(spec: dict, folder: Path, export) -> dict:
     """In the second process: each job exported and verified (`export`: api.export, handed down by the
     facade, which nothing inside the package imports); its row, or why it failed."""

@@ -163,16 +163,14 @@ def _export_here(target: Target, model, info, folded, cell: tuple[str, int], opt
 
 
 def formats_beside(formats: Sequence[str], precision: str) -> list[str]:
-    """The formats exported in a second process on a core of their own while this one exports the rest
-    (ExecuTorch's lowering is single-threaded Python passes), as `matrix` and `export --format all` do; none
-    when nothing else is exported. fp32 only: there, as here, a failed verification refuses the artifact; an
-    INT8 or fp16 one's is reported."""
-    from partialnet.runtimes import usable_cores
+    """The formats exported in a second process on a core of their own while this one exports the rest, by the rule
+    `matrix` and `export --format all` follow (`sent_beside`). fp32 only: there, as here, a failed verification
+    refuses the artifact; an INT8 or fp16 one's is reported."""
+    from partialnet.bench.matrix_beside import sent_beside
 
-    bound = [fmt for fmt in formats if FORMATS[fmt].python_bound]
-    if usable_cores() < 2 or ARTIFACT_PRECISION[precision] != "fp32" or len(bound) == len(formats):
-        return []  # alone, a second process would only add its start and a second load and fold
-    return bound
+    if ARTIFACT_PRECISION[precision] != "fp32":
+        return []
+    return sent_beside(list(formats), lambda fmt: FORMATS[fmt].python_bound)
 
 
 def _take_beside(target: Target, other, done, slot: Path) -> None:
