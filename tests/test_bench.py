@@ -629,3 +629,22 @@ def test_executorch_is_lowered_beside_only_where_other_formats_export_meanwhile(
     assert beside(et32) == [] and beside(et8) == []  # matrix --formats executorch --precisions fp32 idled here while the other lowered
     monkeypatch.setattr("partialnet.runtimes.usable_cores", lambda: 1)
     assert run.formats_beside(["onnx", "executorch"], "fp32") == [] and beside(onnx32, et8) == []
+
+
+def test_an_ab_side_whose_artifact_failed_verification_fails_its_cell_saying_why(tmp_path):
+    """The A/B cell wrote its own reasons: a side whose export failed verification was "skipped: no artifact
+    onnxruntime runs", hiding the failure a plain row of that side reports."""
+    from types import SimpleNamespace
+
+    from partialnet.bench.run import Target, _ab_cell
+
+    plan = SimpleNamespace(where=SimpleNamespace(availability=lambda runtime, device, precision: None), device="cpu", precision="fp32",
+                           streams=None, batches=[1])
+    a = Target("a", "a.pt", "partialnet_t0", False, None, None, batches=[1], artifacts={"onnx": {1: tmp_path / "a.onnx"}})
+    b = Target("b", "b.pt", "partialnet_t0", False, None, None, batches=[1],
+               unrunnable_formats={("onnx", 1): "its onnx artifact failed verification: max |d| 3.1 > 1e-4"})
+    cell, sides = _ab_cell(plan, {"a": a, "b": b}, "onnxruntime", 10, tmp_path)
+    assert (cell["status"], cell["reason"], sides) == ("failed", "b.pt: its onnx artifact failed verification: max |d| 3.1 > 1e-4", {})
+    given = Target("c", "c.xml", None, False, None, None, batches=[1], format="openvino", artifacts={"openvino": {1: tmp_path / "c.xml"}})
+    cell, _ = _ab_cell(plan, {"a": a, "b": given}, "onnxruntime", 10, tmp_path)
+    assert (cell["status"], cell["reason"]) == ("skipped", "c.xml: does not run openvino artifacts")

@@ -477,18 +477,22 @@ def plan_rows(plan: BenchPlan, targets: list[Target]) -> list[tuple[Target, str,
     jobs = []
     for target in targets:
         for runtime in plan.runtimes:
-            precision = target.precision or plan.precision
-            reason = plan.where.availability(runtime, plan.device, precision) or never_runs_source(runtime, plan.device, precision, target.format)
-            if reason is None and plan.streams:
-                from partialnet.bench.streams import unsupported_reason
-
-                reason = unsupported_reason(runtime, plan.device)
-            for batch in target.batches:
-                failed = target.unrunnable_formats.get((RUNTIMES[runtime].formats[0], batch)) if RUNTIMES[runtime].formats else None
-                jobs.append((target, runtime, batch, reason or (failed and Failed(failed))))
+            jobs.extend((target, runtime, batch, row_reason(plan, target, runtime, batch)) for batch in target.batches)
             for batch, why in target.unrunnable.items():
                 jobs.append((target, runtime, batch, why))
     return jobs
+
+
+def row_reason(plan: BenchPlan, target: Target, runtime: str, batch: int) -> str | None:
+    """Why `runtime` cannot time `target` at `batch` here (a Failed where its artifact was made and failed), or None."""
+    precision = target.precision or plan.precision
+    reason = plan.where.availability(runtime, plan.device, precision) or never_runs_source(runtime, plan.device, precision, target.format)
+    if reason is None and plan.streams:
+        from partialnet.bench.streams import unsupported_reason
+
+        reason = unsupported_reason(runtime, plan.device)
+    failed = target.unrunnable_formats.get((RUNTIMES[runtime].formats[0], batch)) if RUNTIMES[runtime].formats else None
+    return reason or (failed and Failed(failed)) or None
 
 
 def check_copies(plan: BenchPlan, sources: Sequence[str]) -> None:
@@ -674,13 +678,15 @@ def _ab_cell(plan: BenchPlan, sides: dict[str, Target], runtime: str, block: int
     """One runtime's A/B: both models in ONE worker, alternating blocks; (comparison, worker results per side)."""
     cell = {"runtime": runtime, "batch": plan.batches[0], "block": block, "a": sides["a"].label, "b": sides["b"].label}
     reason = plan.where.availability(runtime, plan.device, plan.precision)
-    for name, target in sides.items():
-        if reason is None and RUNTIMES[runtime].runs == "deploy" and target.deploy is None:
-            reason = f"{target.source}: {runtime} runs checkpoints and variant names, not exported artifacts"
-        if reason is None and RUNTIMES[runtime].runs != "deploy" and _artifact_for(target, runtime, target.batches[0]) is None:
-            reason = f"{target.source}: no artifact {runtime} runs (it runs {' and '.join(RUNTIMES[runtime].formats)} artifacts only)"
+    for target in sides.values():  # the reasons a plain row of that side would give, then a missing artifact's
+        batch = target.batches[0]
+        why = reason or row_reason(plan, target, runtime, batch) or target.unrunnable.get(batch)
+        if why is None and RUNTIMES[runtime].runs != "deploy" and _artifact_for(target, runtime, batch) is None:
+            why = f"no artifact {runtime} runs (it runs {' and '.join(RUNTIMES[runtime].formats)} artifacts only)"
+        if why and not reason:
+            reason = Failed(f"{target.source}: {why}") if isinstance(why, Failed) else f"{target.source}: {why}"
     if reason:
-        return {**cell, "status": "skipped", "reason": reason}, {}
+        return {**cell, "status": "failed" if isinstance(reason, Failed) else "skipped", "reason": str(reason)}, {}
     specs = {name: _spec(plan, target, runtime, target.batches[0]) for name, target in sides.items()}
     spec = {"mode": "ab", "protocol": plan.protocol.to_dict(), "block": block, "control": plan.control, **specs}
     result = plan.where.run_worker(spec, work, plan.threads, plan.wait)
