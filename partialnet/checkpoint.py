@@ -136,12 +136,27 @@ def _refusal_reason(exc: Exception) -> str | None:
         return f"it needs the global {found.group(1)}, which could run code"
     found = re.search(r"Unsupported operand (\d+)", text)
     if found:
-        return f"it uses pickle opcode {found.group(1)}, outside what tensors-only loading reads"
+        return _opcode_refused(int(found.group(1)))
     return "it holds objects other than tensors"
+
+
+def _opcode_refused(code: int) -> str:
+    """An opcode torch's weights-only unpickler does not read, by name: a plain state_dict saved with pickle protocol 4
+    (torch.save's pickle_protocol=4) is refused for its protocol's framing, not for what it holds."""
+    import pickletools
+
+    op = next((o for o in pickletools.opcodes if ord(o.code) == code), None)
+    if op is None:
+        return f"it uses pickle opcode {code}, which is no pickle opcode"
+    if op.proto >= 4:
+        return (f"it was pickled with protocol {op.proto} or later (opcode {op.name}), which torch's weights-only loading does not "
+                "read; a state_dict saved with torch.save's default protocol is read: from a copy you trust, re-save it: " + RESAVE_DEFAULT)
+    return f"it uses pickle opcode {op.name}, outside what tensors-only loading reads"
 
 
 # commands a message gives the user to run (on a file they trust), not writes of this package
 KEEP_WEIGHTS = "torch.save(torch.load(path, weights_only=False)[{key!r}], 'weights.pth')"
+RESAVE_DEFAULT = "torch.save(torch.load(path, weights_only=False), 'weights.pth')"
 RESAVE_COPIES = "torch.save({k: v.clone() for k, v in sd.items()}, path)"
 
 
@@ -157,6 +172,8 @@ def _entry_refused(reason: str, exc: Exception, pickled: bytes | None) -> str:
         return (f"its entry {entries[0]!r} {reason.removeprefix('it ')}; partialnet loads tensors only. The weights beside it "
                 f"({weights[0]!r}) are tensors: from a copy you trust, save them alone: "
                 + KEEP_WEIGHTS.format(key=weights[0]))
+    if reason.startswith("it was pickled with protocol"):  # its own advice: the file may be a plain state_dict
+        return reason
     return f"{reason}; partialnet loads tensors only (save model.state_dict() instead)"
 
 
@@ -297,7 +314,7 @@ def read_file(path: Path) -> object:
             tensors, _meta = read_safetensors(f, path)
             return tensors
         if kind == "unknown":
-            raise not_a_checkpoint(path)
+            raise not_a_checkpoint(path, head)
         if kind == "zip":
             pickled = _inspect_zip(f, path)
             f.seek(0)

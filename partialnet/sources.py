@@ -63,7 +63,20 @@ def sniff_checkpoint(path: Path, head: bytes) -> str:
     return "unknown"
 
 
-def not_a_checkpoint(path: Path) -> BadInput:
+# the first bytes of the artifacts partialnet writes: an artifact given where a checkpoint goes is named, not "unknown"
+ARTIFACT_HEADS = (("litert", 4, b"TFL3"), ("executorch", 4, b"ET"), ("openvino", 0, b"<?xml"), ("onnx", 0, b"\x08"))
+
+
+def not_a_checkpoint(path: Path, head: bytes = b"") -> BadInput:
+    """The refusal of a file that begins like no checkpoint; where it is an exported artifact, it says so (an ONNX
+    file was "neither a PyTorch zip/pickle nor a safetensors file", as if it were any file)."""
+    fmt = artifact_format(str(path))
+    if fmt is None:  # by its first bytes: ONNX's ir_version field, then its producer's name (tag 0x12)
+        fmt = next((name for name, at, magic in ARTIFACT_HEADS if head[at:at + len(magic)] == magic
+                    and (name != "onnx" or head[2:3] == b"\x12")), None)
+    if fmt is not None:
+        return BadInput(f"{path}: is an exported {fmt} artifact, not a checkpoint: give the checkpoint it was exported from "
+                        "(bench and verify take artifacts)")
     return BadInput(f"{path}: not a checkpoint (neither a PyTorch zip/pickle nor a safetensors file)")
 
 
@@ -80,8 +93,9 @@ def check_source(source: str, variant: str | None = None) -> None:
         raise unknown_source(source)
     path = Path(source)
     with open_regular(path, "checkpoint", min_bytes=MIN_CHECKPOINT_BYTES) as f:
-        if sniff_checkpoint(path, f.read(SNIFF_BYTES)) == "unknown":
-            raise not_a_checkpoint(path)
+        head = f.read(SNIFF_BYTES)
+        if sniff_checkpoint(path, head) == "unknown":
+            raise not_a_checkpoint(path, head)
 
 
 def unknown_source(source: str) -> BadInput:

@@ -548,3 +548,30 @@ def test_a_pickle_whose_objects_would_hang_or_crash_their_use_is_refused(cli, tm
 
     records = [(n, b"\x80\x02" + body + b"." if n.endswith("data.pkl") else d) for n, d in zip_records(golden("t0")[0])]
     _refused(cli, rewrite_zip(tmp_path / "shape.pth", records), fragment)
+
+
+def test_a_state_dict_pickled_with_protocol_4_is_refused_for_its_protocol_with_the_fix(tmp_path):
+    """torch's weights-only unpickler reads no FRAME: the refusal said "opcode 149 … save model.state_dict() instead"
+    of a file that is a state_dict."""
+    path = tmp_path / "proto4.pth"
+    torch.save({"w": torch.zeros(2)}, path, pickle_protocol=4)
+    with pytest.raises(BadInput) as refused:
+        load_checkpoint(path)
+    message = str(refused.value)
+    assert "pickled with protocol 4 or later (opcode FRAME)" in message and "re-save it" in message, message
+    assert "save model.state_dict() instead" not in message and "149" not in message
+
+
+@pytest.mark.parametrize("name, head, fmt", [("m.pth", b"\x08\x0a\x12\x0apartialnet\x1a\x0a" * 3, "onnx"),  # an ONNX file renamed
+                                             ("m.onnx", b"not protobuf at all, just text " * 2, "onnx"),
+                                             ("m.bin", b"\x1c\x00\x00\x00TFL3\x14\x00\x20\x00" * 4, "litert"),
+                                             ("m.bin", b"<\x00\x00\x00ET12eh00 \x00\x00\x00" * 4, "executorch"),
+                                             ("m.bin", b'<?xml version="1.0"?>\n<net name="x">' * 2, "openvino")])
+def test_an_artifact_given_as_a_checkpoint_is_named(tmp_path, name, head, fmt, cli):
+    path = tmp_path / name
+    path.write_bytes(head)
+    for command in (["info", path], ["fold", path, "-o", tmp_path / "d.pt"]):  # the first look (sources) and the reader
+        refused = cli(*command)
+        assert refused.code == 2 and f"is an exported {fmt} artifact, not a checkpoint: give the checkpoint it was exported from" in refused.err
+    with pytest.raises(BadInput, match=f"is an exported {fmt} artifact"):
+        load_checkpoint(path)

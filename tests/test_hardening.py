@@ -342,7 +342,7 @@ def test_every_write_goes_through_the_output_module():
         # the engine's manifest beside the engine fetched into export --target's private scratch folder
         "remote/engine.py": ("exporter.sidecar(local).write_text(",),
         # commands a refusal gives the user to run on a file they trust: text, not writes
-        "checkpoint.py": ('KEEP_WEIGHTS = "torch.save(', 'RESAVE_COPIES = "torch.save('),
+        "checkpoint.py": ('KEEP_WEIGHTS = "torch.save(', 'RESAVE_COPIES = "torch.save(', 'RESAVE_DEFAULT = "torch.save('),
     }
     offenders = []
     for path in sorted(root.rglob("*.py")):
