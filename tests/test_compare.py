@@ -325,7 +325,7 @@ def test_report_and_compare_print_the_p50_bench_prints(tmp_path):
     """An even count of samples: the mean of the two middle ones, in every command (report once took the upper one)."""
     from partialnet.bench.report import merge
 
-    samples = np.array([0.001, 0.002, 0.003, 0.004] * 5)
+    samples = np.array([0.001, 0.002, 0.003, 0.004] * 25)  # the latency protocol's 100
     path = write(tmp_path / "even.json", result({"onnxruntime": samples}))
     assert merge([path])["bench"][0]["p50_ms"] == pytest.approx(2.5)
     assert compare_results(json.loads(path.read_text()), json.loads(path.read_text()))["rows"][0]["baseline_p50_ms"] == pytest.approx(2.5)
@@ -397,11 +397,33 @@ def test_a_marked_row_gets_no_verdict_and_a_pass_over_its_regression_is_warned_a
 
 
 def test_a_row_of_too_few_samples_says_so_and_not_that_they_overlap(cli, tmp_path):
-    few = write(tmp_path / "b.json", result({"onnxruntime": np.array([1.00, 1.01, 1.02, 1.03]) / 1e3}))
-    slower = write(tmp_path / "c.json", result({"onnxruntime": np.array([2.00, 2.01, 2.02, 2.03]) / 1e3}))
-    res = cli("compare", few, slower)
+    quick = {"name": "quick"}  # its 10 samples a side cannot reach p < 1e-5 (at best 9e-5)
+    few = write(tmp_path / "b.json", {**result({"onnxruntime": np.linspace(1.00, 1.09, 10) / 1e3}), "protocol": quick})
+    slower = write(tmp_path / "c.json", {**result({"onnxruntime": np.linspace(2.00, 2.09, 10) / 1e3}), "protocol": quick})
+    res = cli("compare", few, slower, "--alpha", "1e-5")
     assert res.code == 1 and "1 with too few samples for the rank test" in res.err, res.err
-    assert "overlap" not in res.out + res.err and "4 baseline and 4 candidate samples" in res.out
+    assert "overlap" not in res.out + res.err and "10 baseline and 10 candidate samples" in res.out
+
+
+def test_a_row_holding_fewer_samples_than_its_protocol_times_is_refused(cli, tmp_path):
+    """Two samples under the latency protocol (at least 100): their "95 % interval" is their range, and a cut or
+    forged candidate cleared the gate (exit 0)."""
+    rng = np.random.default_rng(3)
+    base = write(tmp_path / "b.json", result({"onnxruntime": latencies(rng, 5.0)}))
+    for count in (1, 2, 3, 99):
+        cut = write(tmp_path / f"c{count}.json", result({"onnxruntime": latencies(rng, 5.0)[:count]}))
+        for command in (("compare", base, cut), ("report", cut)):
+            refused = cli(*command)
+            assert refused.code == 2 and f"rows[0] holds {count} samples; the latency protocol times at least 100" in refused.err, refused.err
+    data = result({"onnxruntime": latencies(rng, 5.0)})
+    data["machine"]["cpu"]["logical_cores"] = 2
+    for edit, said in (({"threads": 64}, "rows[0]: threads 64, more than the 2 logical cores"),
+                       ({"device": "cuda"}, "rows[0]: device cuda, but the run was on cpu")):
+        changed = {**data, "settings": {"device": "cpu"}, "rows": [{**data["rows"][0], **edit}]}
+        refused = cli("compare", base, write(tmp_path / "edit.json", changed))
+        assert refused.code == 2 and said in refused.err, refused.err
+    unknown = cli("compare", base, write(tmp_path / "u.json", {**data, "protocol": {"name": "hand-timed"}}))
+    assert unknown.code == 2 and "unknown protocol 'hand-timed'" in unknown.err, unknown.err
 
 
 def test_the_machine_is_judged_by_its_record_not_by_the_id_a_file_claims(cli, tmp_path):

@@ -958,7 +958,7 @@ def test_hostile_checkpoints_exit_2_with_a_true_one_line_message(tmp_path, cli, 
 def test_hostile_compare_files_exit_2(tmp_path, cli):
     from partialnet.bench.run import SCHEMA
 
-    row = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch": 1, "threads": 1, "status": "ok", "samples_s": [0.01] * 20}
+    row = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch": 1, "threads": 1, "status": "ok", "samples_s": [0.01] * 100}
     good = {"schema": SCHEMA, "machine": {"id": "x", "cpu": {"model": "cpu"}}, "protocol": {"name": "latency"}, "rows": [row]}
     variants = {
         "list": ([good], "not a partialnet bench result"),
@@ -1019,7 +1019,7 @@ def test_raw_samples_are_capped_per_file_and_per_report(tmp_path, cli, monkeypat
     row = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch": 1, "threads": 1, "status": "ok", "samples_s": [0.01] * 60}
     files = []
     for k, (rows, machine) in enumerate(((1, "a"), (2, "b"), (1, "c"), (1, "d"))):  # each its own measurement (samples)
-        data = {"schema": SCHEMA, "machine": {"id": machine, "cpu": {"model": "cpu"}}, "protocol": {"name": "latency"},
+        data = {"schema": SCHEMA, "machine": {"id": machine, "cpu": {"model": "cpu"}}, "protocol": {"name": "quick"},  # 10 a row at least
                 "rows": [{**row, "runtime": ("onnxruntime", "openvino")[i], "samples_s": [0.01 + k * 1e-4] * 60} for i in range(rows)]}
         files.append(tmp_path / f"{machine}.json")
         files[-1].write_text(json.dumps(data))

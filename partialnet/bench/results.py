@@ -250,6 +250,28 @@ class Samples:
 UNMEASURED = "a row that was not measured has none (its figures would be read from timings its status disowns)"
 
 
+def _least_samples(data: dict) -> int:
+    """The fewest samples a row of this result can hold: its protocol's (by name, from this version's table, never
+    from the file's own record of it); BadInput for a protocol this version does not know."""
+    from partialnet.bench.protocols import get_protocol
+
+    settings = data.get("settings") or {}
+    return get_protocol(data["protocol"]["name"], settings.get("device") or "cpu").min_iters
+
+
+def _check_row_fits_run(row: dict, data: dict, where: str) -> None:
+    """A row of the run its file records: on its device, on no more threads than its machine has cores, with load
+    readings possible there (64 threads on a 2-core machine, or a cuda row in a cpu run, were judged)."""
+    device = (data.get("settings") or {}).get("device")
+    if device is not None and row.get("device") is not None and row["device"] != device:
+        raise BadInput(f"{where}: device {row['device']}, but the run was on {device}")
+    logical = data["machine"]["cpu"].get("logical_cores")
+    if isinstance(logical, int) and row["threads"] > logical:
+        raise BadInput(f"{where}: threads {row['threads']}, more than the {logical} logical cores of the machine the file records")
+    if row.get("machine_load"):
+        check_load(row["machine_load"], data["machine"], f"{where}.machine_load")
+
+
 def enough_samples(samples: list, least: int, protocol: str, where: str) -> None:
     """A verdict from three samples is none: fewer than the protocol the file names were not timed by it."""
     if len(samples) < least:
@@ -324,11 +346,13 @@ def check_result(data, path: Path) -> dict:
     data = conform(data, BENCH, str(path))
     check_machine(data["machine"], str(path))
     seen: dict[tuple, int] = {}
+    least = _least_samples(data)
     for i, row in enumerate(data["rows"]):
-        if row.get("machine_load"):
-            check_load(row["machine_load"], data["machine"], f"{path}: rows[{i}].machine_load")
+        _check_row_fits_run(row, data, f"{path}: rows[{i}]")
         if row["status"] == "ok" and "samples_s" not in row:
             raise BadInput(f"{path}: rows[{i}] is ok and holds no raw samples (samples_s): every figure is computed from them")
+        if row["status"] == "ok":  # two samples' "95 % interval" is their range: a cut or forged row cleared the gate
+            enough_samples(row["samples_s"], least, data["protocol"]["name"], f"{path}: rows[{i}]")
         if row["status"] != "ok":
             if "samples_s" in row:
                 raise BadInput(f"{path}: rows[{i}] is {row['status']} and holds raw samples: {UNMEASURED}")
