@@ -462,14 +462,27 @@ def static_verification(
     reason = checked_without_runtime(verifier, fmt)
     if reason is None:
         return None
-    cases = tol = None
+    cases = tol = judge = None
     if reference is not None and io["precision"] in DEFAULT_TOLERANCES:
         checks = checks or VerifyOptions()
         cases = _parity_cases(io, checks.samples, None)
         tol = DEFAULT_TOLERANCES[io["precision"]].merged(**checks.tolerances)
-    report = verifier.verify_static(path, deploy, io, reference, cases, tol)
+        judge = _accuracy_judge(checks, io, tol)
+    report = verifier.verify_static(path, deploy, io, reference, cases, tol, judge)
     report["why"] = reason
     return report
+
+
+def _accuracy_judge(checks: VerifyOptions, io: dict, tol):
+    """The top-1 check asked for (labelled images, or a dataset), as a function of the two runners an offline
+    verification runs; None where none was asked. Core ML's digits check had been dropped there without a word."""
+    labelled = checks.labelled()
+    if labelled is not None:
+        images, labels = checks.images_at(tuple(io["imgsz"]))
+        return lambda runner, reference_runner: labelled_accuracy(labelled.name, images, labels, runner, reference_runner, io, tol)
+    if checks.dataset:
+        return lambda runner, reference_runner: dataset_accuracy(checks.dataset, runner, reference_runner, io, tol)
+    return None
 
 
 def static_failure(report: dict) -> str:
@@ -478,6 +491,8 @@ def static_failure(report: dict) -> str:
     if failed:
         return f"fails its static checks: {failed['check']}: {failed['detail']}"
     found = [f"{c['name']}: {f}" for c in report.get("cases", []) for f in c.get("failures", [])]
+    if not found and (report.get("accuracy") or {}).get("failures"):
+        return f"loses top-1 in partialnet's reference interpreter: {'; '.join(report['accuracy']['failures'])}"
     return f"does not match PyTorch in partialnet's reference interpreter: {'; '.join(found) or report['verdict']}"
 
 

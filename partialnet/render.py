@@ -110,18 +110,19 @@ def parity_table(parity: dict, title: str) -> Table:
     tightest = (f"max |Δ| ≤ {bound['max_abs']}, cosine ≥ {bound['min_cosine']}, "
                 f"top-1 ≥ {share(tight.get('min_top1'))}") if finite else "none (the outputs are not all finite numbers)"
     table.caption = f"{parity['precision']}{ran} gates: {', '.join(gates)} · tightest that would pass: {tightest}"
-    accuracy = parity.get("accuracy")
-    if accuracy:
-        verdict = "FAIL" if accuracy["failures"] else "ok"
-        table.caption += (
-            f"\n{accuracy['dataset']} {'held-out ' if accuracy.get('held_out') else ''}top-1 ({accuracy['samples']} images): "
-            f"artifact {accuracy['artifact_top1']:.2%}, "
-            f"PyTorch {accuracy['reference_top1']:.2%}, Δ {accuracy['delta_points']:+.2f} points "
+    if parity.get("accuracy"):
+        table.caption += "\n" + accuracy_line(parity["accuracy"])
+    return table
+
+
+def accuracy_line(accuracy: dict) -> str:
+    """Top-1 (and top-5) of the artifact beside PyTorch's on labelled images, with its gate and verdict."""
+    verdict = "FAIL" if accuracy["failures"] else "ok"
+    return (f"{accuracy['dataset']} {'held-out ' if accuracy.get('held_out') else ''}top-1 ({accuracy['samples']} images): "
+            f"artifact {accuracy['artifact_top1']:.2%}, PyTorch {accuracy['reference_top1']:.2%}, Δ {accuracy['delta_points']:+.2f} points "
             f"(gate: drop ≤ {_fmt(accuracy['max_drop_points'], 'g')}) · {verdict}"
             + (f" · top-5: artifact {accuracy['artifact_top5']:.2%}, PyTorch {accuracy['reference_top5']:.2%}"
-               if accuracy.get("artifact_top5") is not None and accuracy.get("reference_top5") is not None else "")
-        )
-    return table
+               if accuracy.get("artifact_top5") is not None and accuracy.get("reference_top5") is not None else ""))
 
 
 def export_all_table(result: dict) -> Table:
@@ -148,7 +149,7 @@ def static_table(report: dict, title: str) -> Table:
     for check in report["checks"]:
         table.add_row(check["check"], "pass" if check["passed"] else "FAIL", check["detail"])
     table.caption = f"verdict: {report['verdict']}" + (f" ({report['why']})" if report.get("why") else "")
-    return table
+    return table  # an executed program's parity and top-1 are the parity table's (parity_table)
 
 
 def _parity_cell(row: dict, max_abs) -> str:

@@ -107,7 +107,7 @@ class ParityReport:
         """The parity part of an offline verification (an exporter's interpreter run), with its checks attached."""
         cases = [CaseResult(**{k: v for k, v in c.items() if k != "passed"}) for c in report["cases"]]
         return cls(report["candidate"], report["reference"], report["precision"], Tolerances(**report["tolerances"]), cases,
-                   offline=report)
+                   offline=report, accuracy=report.get("accuracy"))
 
 
 def non_finite(out: np.ndarray, ref: np.ndarray) -> list[str]:

@@ -17,8 +17,9 @@ missing, or for a build on a target).
 
 Optional:
 - `preflight(options)`: the format's own checks of its options and backend, run before the load.
-- `verify_static(path, deploy, io, reference, cases, tolerances) -> dict`: verification where the
-  format's runtime cannot run here (Core ML off macOS).
+- `verify_static(path, deploy, io, reference, cases, tolerances, judge) -> dict`: verification where the
+  format's runtime cannot run here (Core ML off macOS); `judge(runner, reference_runner)`, where given, is the
+  top-1 on labelled images asked for, run with the runners that ran the parity (its dict under "accuracy").
 - `unavailable_reason() -> str | None`, `PREPARES` (text) and `artifact_paths`, for a row with `fallback=True`: why
   the builder cannot finish here, what the export prepares instead (exit 3), and the files either way.
 

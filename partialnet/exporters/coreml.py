@@ -301,7 +301,8 @@ def _weights_check(package, deploy: nn.Module, precision: str, check) -> None:
           f"all {total} deploy tensors found bit-exact at {precision} among {len(found)} program constants{removed}")
 
 
-def verify_static(path: Path, deploy: nn.Module, io_info: dict, reference: nn.Module | None = None, cases=None, tolerances=None) -> dict:
+def verify_static(path: Path, deploy: nn.Module, io_info: dict, reference: nn.Module | None = None, cases=None, tolerances=None,
+                  judge=None) -> dict:
     """What can be proven without Core ML: structure, I/O, op census, every weight bit for bit at the package's
     precision, and then the numbers, by running the program in partialnet's reference interpreter.
 
@@ -329,10 +330,12 @@ def verify_static(path: Path, deploy: nn.Module, io_info: dict, reference: nn.Mo
     if unknown:
         report["verdict"] = f"static only: partialnet's reference interpreter does not know the op(s) {', '.join(unknown)}"
         return report
-    return _interpret(path, reference, cases, tolerances, io_info["precision"], report)
+    return _interpret(path, reference, cases, tolerances, io_info["precision"], report, judge)
 
 
-def _interpret(path: Path, reference: nn.Module, cases, tolerances, precision: str, report: dict) -> dict:
+def _interpret(path: Path, reference: nn.Module, cases, tolerances, precision: str, report: dict, judge=None) -> dict:
+    """The program run by the reference interpreter beside PyTorch: parity on the cases, then, where asked, `judge`
+    (top-1 on labelled images, with the same two runners): Core ML's fp16 is where an accuracy cost shows."""
     import time
 
     from partialnet.runtimes.mil_reference import MilReferenceRunner
@@ -345,16 +348,19 @@ def _interpret(path: Path, reference: nn.Module, cases, tolerances, precision: s
     reference_runner.prepare()
     try:
         parity = compare(runner, reference_runner, cases, tolerances, precision)
+        accuracy = judge(runner, reference_runner) if judge is not None else None
     finally:
         runner.close()
         reference_runner.close()
     report.update(parity.to_dict())
-    report.update(
-        executed=True,
-        interpreter_seconds=round(time.perf_counter() - started, 3),
-        passed=parity.passed,
-        verdict=INTERPRETED.replace("this system", sys.platform) if parity.passed else "the ML program's logits (reference interpreter) do not match PyTorch",
-    )
+    dropped = bool(accuracy and accuracy["failures"])
+    verdict = INTERPRETED.replace("this system", sys.platform)
+    if not parity.passed:
+        verdict = "the ML program's logits (reference interpreter) do not match PyTorch"
+    elif dropped:
+        verdict = f"the ML program's top-1 (reference interpreter) drops below PyTorch's: {'; '.join(accuracy['failures'])}"
+    report.update(executed=True, interpreter_seconds=round(time.perf_counter() - started, 3), passed=parity.passed and not dropped, verdict=verdict,
+                  **({"accuracy": accuracy} if accuracy else {}))
     return report
 
 
