@@ -208,3 +208,41 @@ def test_engine_for_another_gpu_is_refused_with_the_reason(tmp_path, cli):
     manifest_path.write_text(json.dumps(manifest))
     result = cli("verify", out, "--ref", "partialnet_t0")
     assert result.code == 3 and "engine built for gpu Some Other GPU" in result.err
+
+
+def test_the_build_script_writes_the_manifest_verify_and_bench_read(tmp_path):
+    """An engine built by the script had no manifest beside it, so partialnet's own verify and bench refused it."""
+    import ast
+    import sys
+
+    from partialnet.exporters.options import ExportOptions
+    from partialnet.exporters.tensorrt import build_script, read_io, script_record
+
+    options, metadata = ExportOptions(imgsz=(64, 96), half=True), {"partialnet_version": "0.1.0", "variant": "partialnet_t0", "imgsz": "64,96"}
+    script = tmp_path / "d.build_engine.sh"
+    script.write_text(build_script(tmp_path / "d.engine", options, metadata))
+    embedded = next(line for line in script.read_text().splitlines() if line.startswith("record = json.loads("))
+    record = json.loads(ast.literal_eval(embedded.removeprefix("record = json.loads(").removesuffix(")")))
+    assert record == script_record(options, metadata) and record["built_for"]["tensorrt"] is None  # filled on the GPU machine
+    record["built_for"].update(tensorrt="11.0.0", gpu="NVIDIA H200", compute_capability="9.0")  # as the script's Python part fills it
+    (tmp_path / "d.engine").write_bytes(b"engine")
+    (tmp_path / "d.engine.json").write_text(json.dumps(record))
+    io = read_io(tmp_path / "d.engine")
+    assert (io["imgsz"], io["batch"], io["precision"], io["built_for"]["gpu"]) == ((64, 96), 1, "fp16", "NVIDIA H200")
+    # run here (fake trtexec, this Python with a stand-in tensorrt module: TensorRT cannot be installed here): torch sees no GPU,
+    # so the script says why it wrote no manifest and goes on to its checks
+    (tmp_path / "d.engine.json").unlink()
+    tools, stubs = tmp_path / "fake-tools", tmp_path / "stubs"
+    for folder in (tools, stubs):
+        folder.mkdir()
+    for name in ("trtexec", "polygraphy"):
+        (tools / name).write_text(FAKE_TOOL)
+        (tools / name).chmod(0o755)
+    (tools / "python3").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')  # this environment's, with torch
+    (tools / "python3").chmod(0o755)
+    (stubs / "tensorrt.py").write_text("__version__ = '11.0.0'\n")
+    env = {"PATH": f"{tools}:/usr/bin:/bin", "CALLS": str(tmp_path / "calls.txt"), "HOME": str(tmp_path), "PYTHONPATH": str(stubs)}
+    done = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "torch sees no CUDA GPU" in done.stderr and "no manifest written beside the engine" in done.stderr, done.stderr
+    assert not (tmp_path / "d.engine.json").exists() and "polygraphy" in (tmp_path / "calls.txt").read_text()

@@ -146,6 +146,7 @@ def build_script(out: Path, options: ExportOptions, metadata: dict[str, str]) ->
         check_name(name, "a name in the build script")
     build = trtexec_command(onnx_name, engine_name, cache_name, options)
     checks = polygraphy_commands(onnx_name, engine_name, options)
+    record = repr(json.dumps(script_record(options, metadata), sort_keys=True))  # a Python literal: no name becomes code
     q = shlex.join
     lines = [
         "#!/usr/bin/env bash",
@@ -162,6 +163,26 @@ def build_script(out: Path, options: ExportOptions, metadata: dict[str, str]) ->
         "typed=()",
         'if [ -n "$version" ] && [ "$version" -lt 110000 ]; then typed=(--stronglyTyped); fi',
         f'{q(build)} "${{typed[@]}}"',
+        "# The manifest partialnet verify and bench read beside the engine: what it was built for (this machine's TensorRT and GPU).",
+        f"if ! python3 - {file_word(engine_name + '.json')} <<'PY'",
+        "import json, sys",
+        f"record = json.loads({record})",
+        "try:",
+        "    import tensorrt, torch",
+        "except ImportError as exc:",
+        "    sys.exit(str(exc))",
+        "if not torch.cuda.is_available():",
+        "    sys.exit('torch sees no CUDA GPU')",
+        "cc = torch.cuda.get_device_capability(0)",
+        "record['built_for'].update(tensorrt=tensorrt.__version__, gpu=torch.cuda.get_device_name(0), compute_capability=f'{cc[0]}.{cc[1]}')",
+        "with open(sys.argv[1], 'w') as f:",
+        "    json.dump(record, f, indent=1)",
+        "print('wrote ' + sys.argv[1] + ': partialnet verify and bench read it beside the engine')",
+        "PY",
+        "then",
+        "  echo 'no manifest written beside the engine (it needs the tensorrt and torch Python packages, and a GPU torch sees):"
+        " partialnet verify and bench refuse an engine without one' >&2",
+        "fi",
         "if command -v polygraphy >/dev/null; then",
         *(f"  {q(cmd)}" for cmd in checks),
         "else",
@@ -259,6 +280,14 @@ def engine_record(options: ExportOptions, machine: dict) -> dict:
             "typing": "weak (builder flags)" if major == 10 else "strong (precision in the ONNX)",
             "input_shape": "dynamic" if options.dynamic else [options.batch, 3, h, w],
             "profile": shape_flags(options) or None}
+
+
+def script_record(options: ExportOptions, metadata: dict[str, str]) -> dict:
+    """The engine manifest the build script writes, less what only the GPU machine knows (its TensorRT version,
+    GPU and compute capability, which the script fills in): without one, verify and bench refused the engine it
+    built. Strongly typed whatever the version: the script gives TensorRT 10 --stronglyTyped."""
+    return {"metadata": {**metadata, "precision": options.precision, "built_by": "the build script partialnet wrote"},
+            "built_for": {**engine_record(options, {"tensorrt": "11"}), "tensorrt": None}}
 
 
 def prepared_files(out: Path) -> list[Path]:
