@@ -24,10 +24,8 @@ DATASET = "digits"
 IMGSZ = (64, 64)
 NUM_CLASSES = 10
 TEST_SIZE, SPLIT_SEED = 0.3, 0
-PROTOCOL = (
-    "sklearn load_digits; /16; bilinear resize to the input size (align_corners=False, no antialias); "
-    "3 channels; ImageNet mean/std; held-out = train_test_split(test_size=0.3, random_state=0, stratify=y)"
-)
+PREPROCESS = "8x8 pixel values /16; bilinear resize to the input size (align_corners=False, no antialias); 3 channels; ImageNet mean/std"
+PROTOCOL = f"sklearn load_digits; {PREPROCESS}; held-out = train_test_split(test_size=0.3, random_state=0, stratify=y)"
 
 
 def split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -51,7 +51,25 @@ def source_record(info: CheckpointInfo) -> dict:
     }
 
 
-def artifact_metadata(info: CheckpointInfo, report: FoldReport, options: ExportOptions, precision: str) -> dict[str, str]:
+def input_description(fmt, precision: str) -> str:
+    """How the file takes its input: float32, float16 (an fp16 ONNX) or int8 (an INT8 LiteRT model; its manifest
+    said "float RGB" to a phone engineer about to feed it floats)."""
+    if precision == "int8" and fmt.int8_io:
+        return ("images: int8, quantized from the normalised float RGB with the input tensor's scale and zero point "
+                "(q = round(x / scale) + zero_point); the logits are int8 too, dequantized with the output tensor's")
+    return f"images: {'float16' if precision == 'fp16' and fmt.half_io else 'float32'} RGB, normalised"
+
+
+def preprocess_description(info: CheckpointInfo, imgsz: tuple[int, int]) -> str:
+    """The preprocessing the weights were trained with: ImageNet's, or the digits yardstick's own."""
+    from partialnet import digits
+
+    if info.dataset == digits.DATASET:
+        return f"digits: {digits.PREPROCESS}"
+    return f"bicubic resize short side to {int(min(imgsz) / CROP_RATIO)}, centre crop, /255, mean/std"
+
+
+def artifact_metadata(info: CheckpointInfo, report: FoldReport, options: ExportOptions, precision: str, fmt) -> dict[str, str]:
     """What travels inside the artifact, so a deployed file says what it is and how to feed it."""
     from partialnet import __version__
 
@@ -65,10 +83,10 @@ def artifact_metadata(info: CheckpointInfo, report: FoldReport, options: ExportO
         "layout": "NCHW",
         "batch": "dynamic" if options.dynamic else str(options.batch),
         "precision": precision,
-        "input": "images: float RGB, normalised",
+        "input": input_description(fmt, precision),
         "mean": json.dumps(IMAGENET_MEAN),
         "std": json.dumps(IMAGENET_STD),
-        "preprocess": f"bicubic resize short side to {int(min(options.imgsz) / CROP_RATIO)}, centre crop, /255, mean/std",
+        "preprocess": preprocess_description(info, options.imgsz),
         "num_classes": str(info.num_classes),
         "fold": report.summary(),
         **({"source_weights": info.weights} if info.weights is not None else {}),  # verify loads the same copy again
@@ -336,7 +354,7 @@ def export_staged(
     is the caller's (one format: export_folded; every format together: api.export_all)."""
     fmt = get_format(format)
     deploy, report = folded
-    metadata = artifact_metadata(info, report, options, options.precision)
+    metadata = artifact_metadata(info, report, options, options.precision, fmt)
     judging = None
     if options.int8:
         with stage("calibration data", "held-out images to judge INT8 on"):

@@ -46,6 +46,7 @@ def test_metadata_and_manifest(t0_export):
     for key in ("variant", "source_sha256", "imgsz", "layout", "mean", "std", "num_classes", "partialnet_version", "fold"):
         assert meta.get(key), key
     assert meta["variant"] == "partialnet_t0" and meta["imgsz"] == "224,224" and meta["layout"] == "NCHW"
+    assert meta["input"] == "images: float32 RGB, normalised" and meta["preprocess"].startswith("bicubic resize short side to ")
     assert json.loads(meta["mean"]) == [0.485, 0.456, 0.406]
     manifest = json.loads(out.with_name(out.name + ".json").read_text())
     assert manifest["parity"]["passed"] and manifest["fold"]["batchnorms_after"] == 0
@@ -85,6 +86,7 @@ def test_half_is_judged_by_cosine_and_top1(cli, tmp_path):
     assert result.code == 0, result.err
     parity = json.loads(out.with_name("half.onnx.json").read_text())["parity"]
     assert parity["precision"] == "fp16" and parity["tolerances"]["max_abs"] is None
+    assert read_io(out)["metadata"]["input"] == "images: float16 RGB, normalised"  # the graph's input is float16: it said "float RGB"
     assert parity["tightest_passing"]["min_cosine"] >= 0.999
     # what ONNX Runtime's CPU provider computes: on an x86 CPU without AVX512-FP16 it casts around every convolution
     # and runs it in fp32, so a bench row says fp32 (it said fp16)

@@ -23,6 +23,7 @@ def test_tflite_fp32_and_fp16_are_verified_in_the_interpreter(digits_ckpt, digit
     for name in ("fp32", "fp16"):
         manifest = json.loads((tmp_path / f"{name}.tflite.json").read_text())
         assert manifest["parity"]["candidate"] == "litert" and manifest["parity"]["passed"]
+        assert manifest["metadata"]["input"] == "images: float32 RGB, normalised"  # fp16 weights, float32 input and output
         assert manifest["metadata"]["precision"] == name and manifest["parity"]["accuracy"]["delta_points"] >= -0.5
     fp32 = json.loads((tmp_path / "fp32.tflite.json").read_text())
     assert fp32["parity"]["cases"][0]["max_abs"] < 1e-4
@@ -65,7 +66,13 @@ def test_tflite_int8_is_full_integer_calibrated_and_judged_on_digits(digits_ckpt
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(out))
-    assert interpreter.get_input_details()[0]["dtype"].__name__ == "int8"  # the runner quantizes for the caller
+    detail = interpreter.get_input_details()[0]
+    assert detail["dtype"].__name__ == "int8"  # the runner quantizes for the caller
+    # and the manifest says so, with the numbers a caller quantizes with (it said "float RGB")
+    assert manifest["metadata"]["input"].startswith("images: int8, quantized from the normalised float RGB"), manifest["metadata"]
+    assert manifest["graph"]["quantization"]["input"] == {"dtype": "int8", "scale": float(detail["quantization"][0]),
+                                                          "zero_point": int(detail["quantization"][1])}
+    assert manifest["metadata"]["preprocess"].startswith("digits: 8x8 pixel values /16; bilinear resize")  # how it was trained
     result_path = tmp_path / "q.json"
     bench = cli("bench", out, "--runtime", "litert", "--protocol", "quick", "--threads", "1", "--json", result_path)
     assert bench.code == 0, bench.err

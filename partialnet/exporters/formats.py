@@ -40,6 +40,9 @@ class Format:
     python_bound: bool = False  # its export is long single-threaded Python (lowering passes): `matrix` runs it on the other core
     companions: tuple[str, ...] = ()  # files the artifact runs from beside it, by suffix (an IR's .bin: its weights)
     artifact_kind: str = "file"  # "dir": the artifact is a folder (.mlpackage)
+    # what its fp16 and INT8 artifacts take and return, where not float32: the manifest says how to feed the file
+    half_io: bool = False  # an fp16 artifact's input and output are float16
+    int8_io: bool = False  # an INT8 artifact's input and output are int8, quantized with the tensors' scale and zero point
 
     @property
     def backend(self) -> str | None:
@@ -57,6 +60,7 @@ FORMATS: dict[str, Format] = {
             devices=("cpu", "cuda"),
             options=frozenset({"imgsz", "batch", "dynamic", "opset", "simplify", "half", "int8", "data", "calib_size", "calib_method", "int8_keep_float"}),
             exporter="onnx",
+            half_io=True,
             calib_methods=("minmax", "entropy", "percentile"),
             keep_float_kinds=("conv", "linear", "add", "mul", "concat", "pool"),
             runtime="onnxruntime",
@@ -87,6 +91,7 @@ FORMATS: dict[str, Format] = {
                  "workspace"}
             ),
             exporter="tensorrt",
+            half_io=True,  # the TensorRT-ready fp16 ONNX, and the strongly typed engine built from it
             calib_methods=("minmax", "entropy", "percentile"),
             keep_float_kinds=("conv", "linear", "add", "mul", "concat", "pool"),
             runtime="tensorrt",
@@ -133,6 +138,7 @@ FORMATS: dict[str, Format] = {
             devices=("cpu",),
             options=frozenset({"imgsz", "batch", "half", "int8", "data", "calib_size", "calib_method", "int8_keep_float"}),
             exporter="litert",
+            int8_io=True,
             calib_methods=("histogram", "minmax"),
             keep_float_kinds=("conv", "linear"),
             runtime="litert",

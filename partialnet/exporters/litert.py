@@ -68,6 +68,7 @@ def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dic
             "quantizer": "litert-torch PT2EQuantizer, symmetric, per channel (int8 input and output)",
             **pt2e_record(options),
             "calibration": f"{len(options.calibration)} images",
+            **io_quantization(scratch),  # what a caller needs to feed it floats and read its logits
         }
     return stats
 
@@ -156,6 +157,15 @@ def read_io(path: Path) -> dict:
         "precision": tensor_precision(interpreter),  # the model's own tensors, not the manifest's word
         "metadata": metadata,
     }
+
+
+def io_quantization(path: Path) -> dict:
+    """The input's and output's int8 scale and zero point, as the model's tensors hold them."""
+    interpreter = make_interpreter(path)
+    with native_quiet():
+        sides = (("input", interpreter.get_input_details()[0]), ("output", interpreter.get_output_details()[0]))
+    return {side: {"dtype": str(detail["dtype"].__name__), "scale": float(detail["quantization"][0]), "zero_point": int(detail["quantization"][1])}
+            for side, detail in sides}
 
 
 def tensor_precision(interpreter) -> str:
