@@ -606,3 +606,24 @@ def test_compare_says_when_the_two_runs_used_other_software(cli, tmp_path):
     cand["machine"]["cpu"]["usable_cores"] = 0
     zero = cli("compare", tmp_path / "b.json", write(tmp_path / "c3.json", cand))
     assert zero.code == 2 and "cpu.usable_cores is not an integer from 1 to 1024" in zero.err, zero.err
+
+
+def test_report_refuses_an_empty_result_and_a_reordered_copy(cli, tmp_path):
+    """An empty rows list printed nothing, exit 0 (and vanished beside another file); the same samples in another
+    order were merged as a second measurement."""
+    rng = np.random.default_rng(31)
+    base = result({"onnxruntime": latencies(rng, 5.0)})
+    first = write(tmp_path / "a.json", base)
+    empty = cli("report", write(tmp_path / "empty.json", {**base, "rows": []}))
+    assert empty.code == 2 and "a bench result with no rows: nothing was measured to report" in empty.err, empty.err
+    shuffled = json.loads(json.dumps(base))
+    shuffled["rows"][0]["samples_s"] = list(reversed(shuffled["rows"][0]["samples_s"]))
+    twice = cli("report", first, write(tmp_path / "b.json", shuffled))
+    assert twice.code == 2 and "holds a measurement also in" in twice.err, twice.err
+
+
+def test_a_hypervisor_share_that_rounds_to_nothing_is_not_printed():
+    from partialnet.bench.load import disturbance
+
+    load = {"cores": 2, "threads": 2, "wall_s": 3.0, "others_cores": 0.9, "steal_cores": 0.003}
+    assert "stolen" not in disturbance(load) and "stolen by the hypervisor" in disturbance({**load, "steal_cores": 0.05})

@@ -165,5 +165,5 @@ def disturbance(record) -> str | None:
     load = _number(load[-1]) if isinstance(load, list) and load else None
     of = f"{cores:g}" if cores else "?"
     limit = f"{DISTURBED_CORES:g}" + (f" + {spare:g} core(s) the row left free" if spare else "")
-    return (f"other processes used {others:.2f} of {of} cores" + (f" + {stolen:.2f} stolen by the hypervisor" if stolen else "")
+    return (f"other processes used {others:.2f} of {of} cores" + (f" + {stolen:.2f} stolen by the hypervisor" if stolen >= 0.005 else "")
             + f" while it ran (limit {limit}" + (f"; load average {load:.2f})" if load is not None else ")"))

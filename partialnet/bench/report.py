@@ -93,7 +93,10 @@ def load_any(path: str | Path) -> dict:
     data = read_result_file(path, "result file")
     schema = data.get("schema") if isinstance(data, dict) else None
     if schema == BENCH_SCHEMA:
-        return check_result(data, path)
+        data = check_result(data, path)
+        if not data["rows"]:  # merged, it left no trace; alone, the report was empty and exit 0
+            raise BadInput(f"{path}: a bench result with no rows: nothing was measured to report")
+        return data
     if schema == CLAIMS_SCHEMA:
         return load_claims(path, data)
     if schema == MATRIX_SCHEMA:
@@ -156,7 +159,8 @@ def _check_each_measurement_once(loaded: list[tuple]) -> None:
     owner: dict[bytes, int] = {}
     for i, (path, data) in enumerate(loaded):
         for samples in all_samples(data) or [data]:
-            digest = hashlib.blake2b(json.dumps(samples, sort_keys=True).encode(), digest_size=16).digest()
+            ordered = sorted(samples) if isinstance(samples, list) else samples  # reordered, they are still the same timings
+            digest = hashlib.blake2b(json.dumps(ordered, sort_keys=True).encode(), digest_size=16).digest()
             if owner.setdefault(digest, i) != i:
                 raise BadInput(f"{path} holds a measurement also in {loaded[owner[digest]][0]} (the same raw samples): give each measurement once")
 
