@@ -1498,6 +1498,8 @@ def test_python_callers_get_bad_input_naming_the_argument(tmp_path, monkeypatch)
         (lambda: partialnet.create_model("partialnet_t0", num_classes=10**12), "num_classes: expected an integer from 1 to 32,768"),
         (lambda: partialnet.create_model("partialnet_t0", num_classes="10"), "num_classes: expected an integer"),
         (lambda: partialnet.fold(None), "fold: expected a PartialNet model"),
+        (lambda: partialnet.fold(partialnet.fold(partialnet.create_model("partialnet_t0"), (64, 64))[0], (64, 64)),  # was an AttributeError
+         "fold: the model is already folded (no BatchNorm is left in it"),
         (lambda: api.inspect(None), "source: expected a path or a name"),
         (lambda: api.export("partialnet_t0", None), "format: expected a name"),
         (lambda: api.export("partialnet_t0", "onnx", output=5), "-o: expected a path or a name (a string), got int"),

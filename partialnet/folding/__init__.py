@@ -96,6 +96,9 @@ def probe_input(imgsz: tuple[int, int], batch: int = PROBE_BATCH) -> torch.Tenso
 def _check_fold_arguments(model, without) -> None:
     if not isinstance(model, PartialNet):  # a Python caller's slip, named, not an AttributeError from deepcopy's copy
         raise BadInput(f"fold: expected a PartialNet model (create_model or load_checkpoint), got {type(model).__name__}")
+    if count_batchnorms(model) == 0:  # fold's own output, or load_deploy's: a pass then met an Identity where its BatchNorm was
+        raise BadInput("fold: the model is already folded (no BatchNorm is left in it: fold's or load_deploy's output); "
+                       "fold the training-form model (create_model or load_checkpoint)")
     unknown = set(without) - {p.name for p in PASSES}
     if unknown:
         raise BadInput(f"unknown fold pass(es) {', '.join(sorted(unknown))}; passes: {', '.join(p.name for p in PASSES)}")
