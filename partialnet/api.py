@@ -678,8 +678,9 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     check_input_shape(1, *imgsz, "--imgsz")
     check_count(threads, "--threads", MAX_THREADS)
     check_threads_fit(threads, where or HERE, "cpu")
-    get_protocol(protocol, "cpu")
-    if protocol not in mx.PROTOCOLS:  # batch 1 per row: throughput's batch 32 or the papers' fixed counts would be rewritten
+    if not isinstance(protocol, str):
+        get_protocol(protocol, "cpu")  # names what was given instead of a name
+    if protocol not in mx.PROTOCOLS:  # an unknown one listed the protocols matrix then refused; batch 1 per row: throughput's batch 32 or the papers' fixed counts would be rewritten
         raise BadInput(f"--protocol {protocol}: matrix times batch 1 under {' or '.join(mx.PROTOCOLS)}")
     cells = mx.plan_cells(names, precs)
     _refuse_cells_no_machine_makes(cells, asked)

@@ -15,9 +15,9 @@ from partialnet.bench import matrix as mx
     (["--formats", "onnx,nope"], "unknown format 'nope'"),
     (["--precisions", "fp8"], "--precisions 'fp8'"),
     (["--budget", "-1"], "--budget -1"),
-    (["--protocol", "slow"], "unknown protocol"),
     (["--protocol", "throughput"], "matrix times batch 1 under latency or quick"),
     (["--protocol", "paper"], "matrix times batch 1 under latency or quick"),
+    (["--protocol", "slow"], "--protocol slow: matrix times batch 1 under latency or quick"),  # it listed paper and throughput as known
     (["--calib-method", "bogus"], "--calib-method bogus: methods are minmax"),
     (["--precisions", "fp32", "--calib-method", "entropy"], "--calib-method shapes INT8 cells, and --precisions asks for none"),
     (["--precisions", "int8"], "--precisions int8 needs calibration data"),  # a variant name: no dataset to default to
