@@ -680,7 +680,8 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     check_threads_fit(threads, where or HERE, "cpu")
     if not isinstance(protocol, str):
         get_protocol(protocol, "cpu")  # names what was given instead of a name
-    if protocol not in mx.PROTOCOLS:  # an unknown one listed the protocols matrix then refused; batch 1 per row: throughput's batch 32 or the papers' fixed counts would be rewritten
+    # batch 1 per row: throughput's batch 32 or the papers' fixed counts would be rewritten; an unknown name listed the ones refused here
+    if protocol not in mx.PROTOCOLS:
         raise BadInput(f"--protocol {protocol}: matrix times batch 1 under {' or '.join(mx.PROTOCOLS)}")
     cells = mx.plan_cells(names, precs)
     _refuse_cells_no_machine_makes(cells, asked)

@@ -849,21 +849,8 @@ class EpochLines:
 
 
 def _render_ab(result: dict) -> None:
-    for cell in result["ab"]:
-        if cell["status"] != "ok":
-            out.print(f"A/B on {cell['runtime']}: {cell['status']} ({cell['reason']})")
-            if "gate" in cell:  # a gate that could not judge a runtime fails: say so where the runtime is named
-                out.print(f"  gate: fails: {cell['status']}, not measured", markup=False, highlight=False)
-            continue
-        low, high = cell["ratio_ci95"]
-        out.print(
-            f"A/B on {cell['runtime']} ({result['settings']['device']}, batch {cell['batch']}, {result['settings']['threads']} "
-            f"thread{'s' if result['settings']['threads'] != 1 else ''}, alternating blocks of {cell['block']}): "
-            f"B/A latency ratio {cell['ratio_b_over_a']:.3f} (95% CI {low:.3f}-{high:.3f}); "
-            f"p(B slower) = {cell['p_b_slower']:.2g}, p(B faster) = {cell['p_b_faster']:.2g}  [A = {cell['a']}, B = {cell['b']}]"
-        )
-        if "gate" in cell:
-            out.print(f"  gate: {cell['gate']['why']}", markup=False, highlight=False)
+    for line in render.ab_lines(result):
+        out.print(line, markup=False, highlight=False)
 
 
 @app.command("claims")

@@ -362,6 +362,29 @@ def claims_costs_table(result: dict) -> Table:
     return table
 
 
+def ab_lines(result: dict) -> list[str]:
+    """Each runtime's A/B (`bench --ab`): B/A with its interval and rank tests, and the gate's verdict where one was
+    asked; the terminal, the Markdown and the docs print these same lines."""
+    lines = []
+    settings = result["settings"]
+    for cell in result.get("ab") or []:
+        if cell["status"] != "ok":
+            lines.append(f"A/B on {cell['runtime']}: {cell['status']} ({cell['reason']})")
+            if "gate" in cell:  # a gate that could not judge a runtime fails: said where the runtime is named
+                lines.append(f"  gate: fails: {cell['status']}, not measured")
+            continue
+        low, high = cell["ratio_ci95"]
+        lines.append(
+            f"A/B on {cell['runtime']} ({settings['device']}, batch {cell['batch']}, {settings['threads']} "
+            f"thread{'s' if settings['threads'] != 1 else ''}, alternating blocks of {cell['block']}): "
+            f"B/A latency ratio {cell['ratio_b_over_a']:.3f} (95% CI {low:.3f}-{high:.3f}); "
+            f"p(B slower) = {cell['p_b_slower']:.2g}, p(B faster) = {cell['p_b_faster']:.2g}  [A = {cell['a']}, B = {cell['b']}]"
+        )
+        if "gate" in cell:
+            lines.append(f"  gate: {cell['gate']['why']}")
+    return lines
+
+
 def aa_lines(result: dict) -> list[str]:
     """The A/A controls (`bench --aa`, claims): how far apart two identical things read in this run."""
     lines = []

@@ -310,6 +310,10 @@ def test_ab_runs_each_runtime_and_honours_every_output(cli, tmp_path):
     assert result.out.count("B/A latency ratio") == 2
     assert "fasternet_t0 (random weights)" in (tmp_path / "ab.md").read_text()
     assert len((tmp_path / "ab.csv").read_text().splitlines()) == 5
+    # the Markdown and CSV of the run carry what it was for: the ratio (they held only its two plain-looking rows)
+    markdown = (tmp_path / "ab.md").read_text()
+    assert markdown.count("- A/B on ") == 2 and "B/A latency ratio" in markdown, markdown
+    assert sum("ab side A, blocks of" in line for line in (tmp_path / "ab.csv").read_text().splitlines()) == 2
     assert (tmp_path / "ab.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {out}.json, {out}.csv, {out}.md, {out}.png" in result.out
     assert compare_loads(data)
@@ -324,6 +328,10 @@ def test_the_ab_gate_fails_a_slower_b_and_passes_a_faster_one(cli, tmp_path):
     assert "error: A/B gate (--max-slowdown 0.1, --alpha 0.01) failed on 1 runtime(s): pytorch: regression: median ratio" in slower.err
     assert "  gate: regression: median ratio" in slower.out
     assert "warning: --protocol quick is a smoke run, not for conclusions" in slower.err  # said before the run
+    from partialnet.bench.results import to_markdown
+
+    assert "  - gate: regression: median ratio" not in to_markdown(json.loads((tmp_path / "slower.json").read_text()))
+    assert "- gate: regression: median ratio" in to_markdown(json.loads((tmp_path / "slower.json").read_text()))  # the verdict, uploaded
     cell = json.loads((tmp_path / "slower.json").read_text())["ab"][0]  # the verdict is written with the evidence
     assert cell["gate"]["verdict"] == "regression" and cell["gate"]["max_slowdown"] == 0.10 and cell["gate"]["alpha"] == 0.01
     faster = cli("bench", "--ab", "partialnet_t2", "partialnet_t0", *common)

@@ -109,6 +109,9 @@ def described_as_run(result: dict) -> str:
     if settings.get("streams") is not None:  # no protocol times requests in flight: a streams run changes how images/s is counted
         changed.append(f"{settings['streams']} streams (--streams) instead of one synchronous request: images/s = images completed / wall time, "
                        "p50 = one request's latency among them")
+    if result.get("mode") == "ab":  # the rows' own timed seconds were a fraction of the protocol's, which it seemed to claim per row
+        changed.append("A and B alternate in one process (--ab): the seconds are the whole alternation's (both sides, with --aa a second copy of A, "
+                       "and the untimed calls after each switch), the iterations each side's")
     return protocol["description"] + (f"; changed in this run: {', '.join(changed)}" if changed else "")
 
 

@@ -106,6 +106,10 @@ def to_markdown(result: dict) -> str:
             _cell(f["peak_rss_above_baseline_mb"], ".0f"), *gpu_cells,
         ))
     lines += [f"\n{md_text(note)}" for note in marked_notes(result["rows"])]
+    from partialnet.render import aa_lines, ab_lines
+
+    ab = [f"- {md_text(line.strip())}" for line in ab_lines(result) + aa_lines(result)]  # the ratio and verdict the run was for
+    lines += ["", "A/B, each runtime's two models in one process (the rows above are its two sides):", "", *ab] if ab else []
     return "\n".join(lines) + "\n"
 
 

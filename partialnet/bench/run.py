@@ -736,7 +736,8 @@ def run_ab(plan: BenchPlan, a: str, b: str, block: int = 10, progress: Callable[
             cells.append(cell)
             for name, target in sides.items():
                 outcome = per_side.get(name) or {"status": cell["status"], "reason": cell.get("reason")}
-                rows.append(_row(plan, target, runtime, target.batches[0], outcome))
+                # its CSV row said "sync", as a plain row's does: the side and the blocks it alternated in
+                rows.append({**_row(plan, target, runtime, target.batches[0], outcome), "mode": f"ab side {name.upper()}, blocks of {block}"})
     if not any(c["status"] == "ok" for c in cells):
         reasons = "; ".join(f"{c['runtime']}: {c['reason']}" for c in cells)
         raise Unavailable(f"A/B could not run: {reasons}")
