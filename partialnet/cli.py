@@ -545,6 +545,8 @@ def _render_export(result: dict, timing: dict) -> None:
     note = render.own_calibration_note(result["parity"])
     if note:
         err.print(note, markup=False)
+    if result["parity"].get("default_differs"):
+        err.print(f"note: {result['parity']['default_differs']}", markup=False, highlight=False)
     graph = result["graph"]
     quantization = graph.get("quantization")
     if quantization:
@@ -604,6 +606,8 @@ def verify_command(
     if report.offline:
         out.print(render.static_table(report.offline, f"checks without the runtime: {artifact}"))
     out.print(render.parity_table(report.to_dict(), f"parity: {artifact} vs {ref}"))
+    if report.default_differs:
+        err.print(f"note: {report.default_differs}", markup=False, highlight=False)
     how = f" ({report.offline['verdict']})" if report.offline else ""
     how += f" (computed in {compute} by {report.candidate})" if compute else ""
     out.print(f"ok: the artifact matches PyTorch{how} · {timing_line(clock.breakdown())}")

@@ -150,6 +150,7 @@ def check_parity(
             raise Unavailable(f"{runtime} computes {built.precision} here, not {compute}: this CPU has no native {compute}")
         report = judge_runner(built, reference, io, checks, judging, compute or io["precision"])
         report.computed = built.precision
+        report.default_differs = built.default_differs()
         return report
 
 

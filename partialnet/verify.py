@@ -69,6 +69,7 @@ class ParityReport:
     offline: dict | None = None  # where the runtime is absent: the exporter's checks that ran instead (Core ML off macOS)
     source: dict | None = None  # the reference's source record: which checkpoint, and which of its copies
     computed: str | None = None  # what the runtime says it computed (an fp16 OpenVINO IR on a CPU without fp16 units: fp32)
+    default_differs: str | None = None  # what the runtime computes when loaded without the pinning this check used (OpenVINO's bf16)
 
     @property
     def passed(self) -> bool:
@@ -100,6 +101,7 @@ class ParityReport:
                if self.offline else {}),
             **({"source": self.source} if self.source else {}),
             **({"computed": self.computed} if self.computed else {}),
+            **({"default_differs": self.default_differs} if self.default_differs else {}),
         }
 
     @classmethod

@@ -41,6 +41,23 @@ def test_verify_runs_ir_in_openvino(cli, ir):
     assert report["candidate"] == "openvino" and report["cases"][0]["max_abs"] < 1e-4
 
 
+def test_verify_says_when_openvino_computes_another_precision_by_default(cli, ir):
+    """On a bf16 CPU a plain compile_model computes bf16; the check pins f32 and passed with no word that the user's own
+    load would not reproduce its numbers (max |Δ| 4e-2 against the 1e-4 gate it printed as passed)."""
+    from partialnet.runtimes.openvino import _precision_name, core
+
+    default = _precision_name(core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    result = cli("verify", ir, "--ref", "partialnet_t0", "--samples", "2", "--json")
+    assert result.code == 0, result.err
+    said = result.json().get("default_differs")
+    shown = cli("verify", ir, "--ref", "partialnet_t0", "--samples", "2")
+    if default == "fp32":  # an AVX2 machine: nothing to say
+        assert said is None and "unless told otherwise" not in shown.err
+        return
+    assert said.startswith(f"OpenVINO on this CPU computes {default} unless told otherwise; these figures are at fp32, pinned"), said
+    assert "{'INFERENCE_PRECISION_HINT': 'f32'}" in said and f"note: {said}" in " ".join(shown.err.split()), shown.err
+
+
 def test_verify_computes_the_fp32_ir_in_bf16_where_the_cpu_can(cli, ir):
     """The matrix's bf16 row, as a user re-checks it: the fp32 file, OpenVINO asked for bf16, judged by bf16's gates."""
     result = cli("verify", ir, "--ref", "partialnet_t0", "--samples", "2", "--compute", "BF16", "--json")  # any case

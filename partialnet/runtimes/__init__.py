@@ -62,6 +62,11 @@ class BaseRunner:
     def close(self) -> None:
         """Idempotent: called after a failure as well as after a run."""
 
+    def default_differs(self) -> str | None:
+        """Where the runtime, loaded the plain way (its defaults), computes another precision than this runner pinned:
+        what the user's own code would get, said beside figures that hold only when it is pinned too."""
+        return None
+
     def __enter__(self) -> "BaseRunner":
         self.prepare()
         return self

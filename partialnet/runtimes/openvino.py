@@ -105,8 +105,26 @@ def streams(artifact: str, x: np.ndarray, count: int | str, threads: int | None,
     }
 
 
+def _precision_name(hint) -> str:
+    """fp32, bf16 or fp16 from an INFERENCE_PRECISION_HINT as the plugin reports it (<Type: 'bfloat16'>, or f32)."""
+    ran = str(hint)
+    ran = ran.split("'")[1] if "'" in ran else ran
+    return {"float32": "fp32", "f32": "fp32", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "f16": "fp16"}.get(ran, ran)
+
+
 class OpenVinoRunner(BaseRunner):
     name = "openvino"
+
+    def default_differs(self) -> str | None:
+        """On a CPU with bf16 (AVX512_BF16, AMX) a plain compile_model(model, "CPU") computes bf16: an fp32 IR verified
+        here (pinned to f32) then gives the user's code other numbers than the ones shown."""
+        if self.precision == "int8" or self.device != "cpu":
+            return None
+        default = _precision_name(core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+        if default == self.precision:
+            return None
+        return (f"OpenVINO on this CPU computes {default} unless told otherwise; these figures are at {self.precision}, pinned: compile with "
+                f"{{'INFERENCE_PRECISION_HINT': '{OV_PRECISION[self.precision]}'}} to get them, or judge its default with --compute {default}")
 
     def prepare(self) -> None:
         ov = load_openvino()
@@ -118,10 +136,7 @@ class OpenVinoRunner(BaseRunner):
             self.compiled = core().compile_model(model, OV_DEVICE[self.device], config)
         except RuntimeError as exc:
             raise BadInput(f"{self.path}: OpenVINO cannot compile it ({str(exc).splitlines()[0][:200]})") from None
-        ran = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.precision = {"float32": "fp32", "f32": "fp32", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "f16": "fp16"}.get(
-            ran.split("'")[1] if "'" in ran else ran, ran
-        )
+        self.precision = _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         if any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()):
             self.precision = "int8"  # quantized layers run in int8 whatever the hint; the rest as pinned
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
