@@ -45,7 +45,7 @@ from partialnet.pipeline import (
     check_labels_fit,
 )
 from partialnet.progress import ran_beside, stage
-from partialnet.signals import raise_if_pending
+from partialnet.signals import raise_if_pending, stops_cleanly
 from partialnet.verify_options import VerifyOptions, check_dataset
 
 if TYPE_CHECKING:
@@ -103,6 +103,7 @@ def _fold(model, imgsz: tuple[int, int], batch: int | None = 1, fits_checked: bo
 
 
 
+@stops_cleanly
 def fold_checkpoint(
     source: str,
     output: str | Path | None = None,
@@ -129,6 +130,7 @@ def fold_checkpoint(
     return result
 
 
+@stops_cleanly
 def export(
     source: str,
     format: str = DEFAULT_FORMAT,
@@ -167,6 +169,7 @@ def export(
     return export_folded(model, info, folded, fmt.name, out, options, checks, force=force, inputs=inputs)
 
 
+@stops_cleanly
 def export_on_target(source: str, format: str, options: ExportOptions | None = None, *, output: str | Path | None = None,
                      checks: VerifyOptions | None = None, variant: str | None = None, force: bool = False, where=None,
                      weights: str | None = None) -> dict:
@@ -214,6 +217,7 @@ def _identity(variant: str | None, sha: str) -> str:
     return f"{variant} weights with sha256 {sha[:12]}…"
 
 
+@stops_cleanly
 def verify(artifact: str | Path, ref: str, checks: VerifyOptions | None = None, *, variant: str | None = None,
            compute: str | None = None, weights: str | None = None) -> "ParityReport":
     """Check an existing artifact against the checkpoint (or variant) it was exported from.
@@ -396,6 +400,7 @@ def _check_identity(artifact: Path, meta: dict, ref: str, info, chosen: bool = F
 MAX_SEED = 2**63 - 1
 
 
+@stops_cleanly
 def train_digits(
     output: str | Path,
     variant: str = "partialnet_t0",
@@ -488,6 +493,7 @@ def _all_row_figures(result: dict) -> dict:
     return row
 
 
+@stops_cleanly
 def export_all(  # long: the group of every format's files, two processes filling it
     source: str,
     output_dir: str | Path | None = None,
@@ -574,6 +580,7 @@ def _plan_all(source: str, output_dir) -> tuple[list, list[dict]]:
     return planned, skipped
 
 
+@stops_cleanly
 def matrix(
     source: str,
     *,
@@ -781,7 +788,7 @@ def export_beside(folder: str) -> None:
     cells through `export`."""
     from partialnet.bench.matrix_beside import serve
 
-    serve(Path(folder), export)
+    serve(Path(folder), export.__wrapped__)  # as before stops_cleanly: the parent stops and removes it, at once
 
 
 def _beside_row(row: dict, cell, job: dict, other, staged: list) -> dict:
@@ -845,6 +852,7 @@ def _matrix_result(info, plan, rows, imgsz, threads, protocol, budget, data, cal
             "folder": str(plan["folder"]), "machine": where.machine() if where is not None else fingerprint()}
 
 
+@stops_cleanly
 def bench_plans(plans: list, ab: tuple[str, str] | None = None, block: int = 10, progress=None, announce=None) -> list[dict]:
     """One bench result per plan (a place each: here, or a target): `bench`'s rows, or its A/B."""
     from partialnet.bench import run as bench_run

@@ -153,6 +153,42 @@ def install() -> None:
             signal.signal(sig, on_signal)
 
 
+_HELD = {"depth": 0}
+
+
+def stops_cleanly(function):
+    """For a Python caller of the API that left SIGTERM and SIGHUP at their defaults (which kill at once): while
+    `function` runs they stop it at its next safe point as they stop a command, its temporaries and staged files
+    removed, and the signal is then delivered again with the caller's default, so the process ends as it would
+    have. An export stopped this way had left a hidden output-sized file beside its output and its scratch folder
+    in $TMPDIR. A caller's own handlers, and the CLI's, are left alone; so is SIGINT (KeyboardInterrupt)."""
+    import functools
+    import threading
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        if _HELD["depth"] or threading.current_thread() is not threading.main_thread():
+            return function(*args, **kwargs)
+        installed = [sig for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is signal.SIG_DFL]
+        for sig in installed:
+            signal.signal(sig, on_signal)
+        if installed:
+            _state["pending"] = None
+        _HELD["depth"] += 1
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _HELD["depth"] -= 1
+            for sig in installed:
+                signal.signal(sig, signal.SIG_DFL)
+            pending = _state["pending"]
+            if pending in installed:  # cleaned up by now: end the way the caller's default would have
+                _state["pending"] = None
+                os.kill(os.getpid(), pending)
+
+    return run
+
+
 PARENT_VAR = "PARTIALNET_PARENT_PID"  # set by a command for the helper processes it starts (bench workers, a second export)
 
 

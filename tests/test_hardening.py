@@ -845,6 +845,29 @@ def test_signal_mid_export_removes_temporaries(sig, code, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_sigterm_to_a_python_caller_of_the_api_removes_what_it_staged_and_ends_it(tmp_path):
+    """A script calling api.export, stopped by SIGTERM (a cancelled CI job, a service shut down): Python's default
+    killed it at once, leaving the staged output-sized file beside the output and the scratch folder in $TMPDIR.
+    Now the export stops at its next safe point, removes both, and the process still ends by SIGTERM."""
+    out, scratch = tmp_path / "out", tmp_path / "tmp"
+    out.mkdir()
+    scratch.mkdir()
+    script = ("from partialnet import api, ExportOptions\n"
+              f"api.export('partialnet_t0', 'onnx', ExportOptions(imgsz=(64, 64)), output={str(out / 'm.onnx')!r})\n"
+              "print('returned')\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(scratch)})
+    deadline = time.monotonic() + 240
+    while not leftovers(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert leftovers(out), "the export never staged its output"
+    proc.send_signal(signal.SIGTERM)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGTERM and "returned" not in stdout, (proc.returncode, err)  # ended as SIGTERM ends it
+    assert "SIGTERM: stopping after the current step (again to force)" in err and "Traceback" not in err, err
+    assert list(out.iterdir()) == [] and not [p.name for p in scratch.iterdir() if p.name.startswith("partialnet-")]
+
+
 def test_a_swallowed_stop_request_still_stops_before_publishing(tmp_path):
     """A library that turns our Interrupted into its own error and carries on must not let the command publish."""
     from partialnet import signals
