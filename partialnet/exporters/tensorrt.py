@@ -146,7 +146,6 @@ def build_script(out: Path, options: ExportOptions, metadata: dict[str, str]) ->
         check_name(name, "a name in the build script")
     build = trtexec_command(onnx_name, engine_name, cache_name, options)
     checks = polygraphy_commands(onnx_name, engine_name, options)
-    record = repr(json.dumps(script_record(options, metadata), sort_keys=True))  # a Python literal: no name becomes code
     q = shlex.join
     lines = [
         "#!/usr/bin/env bash",
@@ -163,6 +162,22 @@ def build_script(out: Path, options: ExportOptions, metadata: dict[str, str]) ->
         "typed=()",
         'if [ -n "$version" ] && [ "$version" -lt 110000 ]; then typed=(--stronglyTyped); fi',
         f'{q(build)} "${{typed[@]}}"',
+        *_manifest_lines(engine_name, options, metadata),
+        "if command -v polygraphy >/dev/null; then",
+        *(f"  {q(cmd)}" for cmd in checks),
+        "else",
+        "  echo 'polygraphy not found (pip install polygraphy): engine built but not checked' >&2",
+        "fi",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _manifest_lines(engine_name: str, options: ExportOptions, metadata: dict[str, str]) -> list[str]:
+    """The build script's step that writes the engine's manifest: the record embedded as a Python literal (no name
+    becomes code), completed on the GPU machine with its TensorRT version, GPU and compute capability."""
+    record = repr(json.dumps(script_record(options, metadata), sort_keys=True))
+    return [
         "# The manifest partialnet verify and bench read beside the engine: what it was built for (this machine's TensorRT and GPU).",
         f"if ! python3 - {file_word(engine_name + '.json')} <<'PY'",
         "import json, sys",
@@ -183,14 +198,7 @@ def build_script(out: Path, options: ExportOptions, metadata: dict[str, str]) ->
         "  echo 'no manifest written beside the engine (it needs the tensorrt and torch Python packages, and a GPU torch sees):"
         " partialnet verify and bench refuse an engine without one' >&2",
         "fi",
-        "if command -v polygraphy >/dev/null; then",
-        *(f"  {q(cmd)}" for cmd in checks),
-        "else",
-        "  echo 'polygraphy not found (pip install polygraphy): engine built but not checked' >&2",
-        "fi",
-        "",
     ]
-    return "\n".join(lines)
 
 
 def export(model: nn.Module, staged: list, options: ExportOptions, metadata: dict[str, str], workdir: Path) -> dict:
