@@ -608,6 +608,7 @@ def matrix(
     `extra_outputs` (the CLI's --json/--md/--plot, written by the caller) are checked with the matrix's own files,
     so none of them can be, or replace, an artifact, its manifest or matrix.json."""
     imgsz, formats, precisions = _matrix_arguments(source, imgsz, formats, precisions)
+    protocol = protocol.strip().lower() if isinstance(protocol, str) else protocol  # any case, as bench takes it
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir, where)
     plan["variant"], plan["weights"], calib_size = variant, weights, plan["calib_size"]
     _matrix_int8_tools(plan, calib_method, int8_keep_float)
@@ -673,7 +674,6 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     import math
 
     from partialnet.bench import matrix as mx
-    from partialnet.bench.protocols import get_protocol
     from partialnet.bench.run import check_threads_fit
     from partialnet.bench.where import HERE
     from partialnet.limits import MAX_THREADS
@@ -685,10 +685,10 @@ def _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, t
     check_input_shape(1, *imgsz, "--imgsz")
     check_count(threads, "--threads", MAX_THREADS)
     check_threads_fit(threads, where or HERE, "cpu")
-    if not isinstance(protocol, str):
-        get_protocol(protocol, "cpu")  # names what was given instead of a name
     # batch 1 per row: throughput's batch 32 or the papers' fixed counts would be rewritten; an unknown name listed the ones refused here
-    if protocol not in mx.PROTOCOLS:
+    if not isinstance(protocol, str) or protocol.strip().lower() not in mx.PROTOCOLS:
+        if not isinstance(protocol, str):
+            raise BadInput(f"protocol: expected a name ({' or '.join(mx.PROTOCOLS)}), got {type(protocol).__name__}")
         raise BadInput(f"--protocol {protocol}: matrix times batch 1 under {' or '.join(mx.PROTOCOLS)}")
     cells = mx.plan_cells(names, precs)
     _refuse_cells_no_machine_makes(cells, asked)
@@ -788,7 +788,7 @@ def export_beside(folder: str) -> None:
     cells through `export`."""
     from partialnet.bench.matrix_beside import serve
 
-    serve(Path(folder), export.__wrapped__)  # as before stops_cleanly: the parent stops and removes it, at once
+    serve(Path(folder), export)
 
 
 def _beside_row(row: dict, cell, job: dict, other, staged: list) -> dict:

@@ -35,7 +35,7 @@ from partialnet.models.partialnet import (
 from partialnet.models.registry import MAX_CLASSES, Variant, closest_variant, find_variant, get_variant, VARIANTS
 from partialnet.safetensors_file import SafetensorsTensors, read_safetensors
 from partialnet.sources import (
-    MIN_CHECKPOINT_BYTES, is_variant_name, looks_like_path, not_a_checkpoint, sniff_checkpoint, unknown_source,
+    MIN_CHECKPOINT_BYTES, SNIFF_BYTES, is_variant_name, looks_like_path, not_a_checkpoint, sniff_checkpoint, unknown_source,
 )
 from partialnet.pickle_shape import Shape
 from partialnet.zip_records import check_records, declared_storages
@@ -150,13 +150,14 @@ def _opcode_refused(code: int) -> str:
         return f"it uses pickle opcode {code}, which is no pickle opcode"
     if op.proto >= 4:
         return (f"it was pickled with protocol {op.proto} or later (opcode {op.name}), which torch's weights-only loading does not "
-                "read; a state_dict saved with torch.save's default protocol is read: from a copy you trust, re-save it: " + RESAVE_DEFAULT)
+                "read; a state_dict saved with torch.save's default protocol is: from a copy you trust, re-save its state_dict: " + RESAVE_DEFAULT)
     return f"it uses pickle opcode {op.name}, outside what tensors-only loading reads"
 
 
 # commands a message gives the user to run (on a file they trust), not writes of this package
 KEEP_WEIGHTS = "torch.save(torch.load(path, weights_only=False)[{key!r}], 'weights.pth')"
-RESAVE_DEFAULT = "torch.save(torch.load(path, weights_only=False), 'weights.pth')"
+RESAVE_DEFAULT = ("obj = torch.load(path, weights_only=False); "
+                  "torch.save(obj.state_dict() if hasattr(obj, 'state_dict') else obj, 'weights.pth')")
 RESAVE_COPIES = "torch.save({k: v.clone() for k, v in sd.items()}, path)"
 
 
@@ -307,7 +308,7 @@ def read_file(path: Path) -> object:
     """
     path = Path(path)
     with open_regular(path, "checkpoint", min_bytes=MIN_CHECKPOINT_BYTES) as f:
-        head = f.read(16)
+        head = f.read(SNIFF_BYTES)
         f.seek(0)
         kind = sniff_checkpoint(path, head)
         if kind == "safetensors":

@@ -535,6 +535,15 @@ def other_copies(container) -> tuple[str, str] | None:
     return loaded, others.removesuffix(", not loaded")
 
 
+def _quantization_value(value) -> str:
+    """A quantization record's value as a line reads it: an INT8 LiteRT input's {dtype, scale, zero_point} as
+    `int8, scale 0.0186, zero point -14` (it printed a Python dict)."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float) else (str(v) if k == "dtype" else f"{k.replace('_', ' ')} {v}")
+                         for k, v in value.items())
+    return str(value)
+
+
 def _render_export(result: dict, timing: dict) -> None:
     for note in source_notes(result["source"], result["options"]["imgsz"]):
         out.print(note, markup=False)
@@ -550,7 +559,8 @@ def _render_export(result: dict, timing: dict) -> None:
     graph = result["graph"]
     quantization = graph.get("quantization")
     if quantization:
-        out.print("int8: " + "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in quantization.items()))
+        out.print("int8: " + "; ".join(f"{k.replace('_', ' ')} {_quantization_value(v)}" for k, v in quantization.items()),
+                  markup=False, highlight=False)
     if graph.get("delegation"):
         out.print(render.delegation_line(graph["delegation"]))
     others = [str(Path(result["output"]).with_name(name)) for name in result.get("files", [])[1:]]

@@ -177,6 +177,16 @@ def check_machine(machine, where: str) -> dict:
     return machine
 
 
+def check_threads_on_machine(threads, machine: dict, where: str) -> None:
+    """A result's thread count held to the machine it records: 64 threads on a 2-core machine is no run partialnet
+    makes (bench, claims and matrix refuse more threads than cores), and its figures would be read as one."""
+    from partialnet.errors import BadInput
+
+    logical = machine["cpu"].get("logical_cores")
+    if isinstance(logical, int) and isinstance(threads, int) and threads > logical:
+        raise BadInput(f"{where} {threads}, more than the {logical} logical cores of the machine the file records")
+
+
 def meminfo() -> dict[str, int]:
     """/proc/meminfo's fields in bytes ({} where there is none: not Linux); read by doctor and partialnet.memory."""
     fields = {}

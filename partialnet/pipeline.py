@@ -31,7 +31,7 @@ from partialnet.outputs import Output, atomic_outputs, scratch_folder
 from partialnet.preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD
 from partialnet.progress import stage
 from partialnet.runtimes.torch_eager import TorchRunner
-from partialnet.signals import raise_if_pending
+from partialnet.signals import raise_if_pending, stops_cleanly
 from partialnet.verify_options import VerifyOptions
 from partialnet.verify import DEFAULT_TOLERANCES, ParityReport, compare, image_batches, judge_accuracy, random_batches
 
@@ -304,6 +304,7 @@ def artifact_outputs(out: Path, format: str, built_elsewhere: bool = False, type
     return [*files, Output(sidecar(files[0].path), "manifest")]
 
 
+@stops_cleanly
 def export_folded(
     model: nn.Module,
     info: CheckpointInfo,

@@ -99,7 +99,7 @@ def parity_table(parity: dict, title: str) -> Table:
         )
     tol, tight = parity["tolerances"], parity.get("tightest_passing") or {}
     gates = [  # as given: 'g' printed a cosine gate of 0.99999999 as "≥ 1"
-        f"{label} {op} {format(tol[key], '.0%') if key == 'min_top1' else repr(float(tol[key]))}"
+        f"{label} {op} {f'{tol[key] * 100:g}%' if key == 'min_top1' else repr(float(tol[key]))}"
         for key, label, op in (("max_abs", "max |Δ|", "≤"), ("min_cosine", "cosine", "≥"), ("min_top1", "top-1", "≥"))
         if tol[key] is not None
     ]

@@ -189,6 +189,12 @@ def stops_cleanly(function):
     return run
 
 
+def left_to_parent() -> None:
+    """In a helper process (the second export process): its parent stops and removes it, so no API call made in it
+    defers a signal the way `stops_cleanly` does for a caller's own process."""
+    _HELD["depth"] += 1
+
+
 PARENT_VAR = "PARTIALNET_PARENT_PID"  # set by a command for the helper processes it starts (bench workers, a second export)
 
 

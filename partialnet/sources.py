@@ -8,6 +8,7 @@ each format's `read_io`) still judge what they read: this is the first look, not
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from partialnet.errors import BadInput
@@ -18,7 +19,7 @@ from partialnet.models.registry import VARIANTS, get_variant
 ZIP_MAGIC = b"PK"
 PICKLE_PROTO = 0x80
 MIN_CHECKPOINT_BYTES = 32  # the smallest torch.save file is hundreds of bytes; a safetensors one with a tensor, ~60
-SNIFF_BYTES = 16
+SNIFF_BYTES = 256  # a checkpoint's kind is in its first 9 bytes; an artifact's (an IR's <net> after its XML declaration) within these
 
 
 def looks_like_path(source: str) -> bool:
@@ -63,17 +64,22 @@ def sniff_checkpoint(path: Path, head: bytes) -> str:
     return "unknown"
 
 
-# the first bytes of the artifacts partialnet writes: an artifact given where a checkpoint goes is named, not "unknown"
-ARTIFACT_HEADS = (("litert", 4, b"TFL3"), ("executorch", 4, b"ET"), ("openvino", 0, b"<?xml"), ("onnx", 0, b"\x08"))
+# the first bytes of the artifacts partialnet writes: an artifact given where a checkpoint goes is named, not "unknown".
+# LiteRT and ExecuTorch files are FlatBuffers with a file identifier at byte 4 (TFL3, ET12); an OpenVINO IR is XML
+# whose root is <net>; an ONNX ModelProto begins with its ir_version (field 1, 3 to 12 so far) and its producer's
+# name (field 2). An SVG or a stray protobuf had been named an artifact on its first bytes alone.
+ARTIFACT_HEADS = (("litert", re.compile(rb"^.{4}TFL3", re.S)), ("executorch", re.compile(rb"^.{4}ET\d\d", re.S)),
+                  ("openvino", re.compile(rb"^(<\?xml[^>]*\?>\s*)?<net\b")), ("onnx", re.compile(rb"^\x08[\x03-\x0c]\x12[\x01-\x7f][\x20-\x7e]")))
+
+
+def artifact_by_content(head: bytes) -> str | None:
+    return next((name for name, pattern in ARTIFACT_HEADS if pattern.match(head)), None)
 
 
 def not_a_checkpoint(path: Path, head: bytes = b"") -> BadInput:
     """The refusal of a file that begins like no checkpoint; where it is an exported artifact, it says so (an ONNX
     file was "neither a PyTorch zip/pickle nor a safetensors file", as if it were any file)."""
-    fmt = artifact_format(str(path))
-    if fmt is None:  # by its first bytes: ONNX's ir_version field, then its producer's name (tag 0x12)
-        fmt = next((name for name, at, magic in ARTIFACT_HEADS if head[at:at + len(magic)] == magic
-                    and (name != "onnx" or head[2:3] == b"\x12")), None)
+    fmt = artifact_format(str(path)) or artifact_by_content(head)
     if fmt is not None:
         return BadInput(f"{path}: is an exported {fmt} artifact, not a checkpoint: give the checkpoint it was exported from "
                         "(bench and verify take artifacts)")

@@ -558,7 +558,8 @@ def test_a_state_dict_pickled_with_protocol_4_is_refused_for_its_protocol_with_t
     with pytest.raises(BadInput) as refused:
         load_checkpoint(path)
     message = str(refused.value)
-    assert "pickled with protocol 4 or later (opcode FRAME)" in message and "re-save it" in message, message
+    assert "pickled with protocol 4 or later (opcode FRAME)" in message and "re-save its state_dict" in message, message
+    assert "obj.state_dict() if hasattr(obj, 'state_dict') else obj" in message  # a whole model pickled so: its weights, not it
     assert "save model.state_dict() instead" not in message and "149" not in message
 
 
@@ -575,3 +576,13 @@ def test_an_artifact_given_as_a_checkpoint_is_named(tmp_path, name, head, fmt, c
         assert refused.code == 2 and f"is an exported {fmt} artifact, not a checkpoint: give the checkpoint it was exported from" in refused.err
     with pytest.raises(BadInput, match=f"is an exported {fmt} artifact"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("head", [b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>' * 2,  # not an IR: no <net>
+                                  b"\x08\x01\x12\x05hello" + bytes(range(40)),  # ir_version 1: no ONNX file partialnet reads
+                                  b"\x00\x00\x00\x00ETxx" + bytes(range(40))])
+def test_a_file_that_only_begins_like_an_artifact_is_not_named_one(tmp_path, head, cli):
+    path = tmp_path / "thing.pt"
+    path.write_bytes(head)
+    refused = cli("info", path)
+    assert refused.code == 2 and "not a checkpoint (neither a PyTorch zip/pickle nor a safetensors file)" in refused.err, refused.err

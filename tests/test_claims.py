@@ -234,6 +234,8 @@ def test_report_judges_claims_only_on_cells_that_could_carry_a_verdict(claims_re
          "measurements[0] is failed and holds a side's raw samples: a row that was not measured has none"),
         ("load", {**claims_result, "measurements": [{**cell, "machine_load": {**cell["machine_load"], "cores": logical + 1}}]},
          f"measurements[0].machine_load.cores {logical + 1}: more than the {logical} logical cores"),  # free cores read as quiet
+        ("threads", {**claims_result, "threads": 64, "measurements": [{**cell, "threads": 64, "machine_load": None}]},
+         f"threads 64, more than the {logical} logical cores of the machine the file records"),  # as bench rows are held
     ):
         refused = cli("report", _write(tmp_path / f"{name}.json", data))
         assert refused.code == 2 and said in refused.err, (name, refused.err)

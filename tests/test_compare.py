@@ -620,6 +620,9 @@ def test_report_refuses_an_empty_result_and_a_reordered_copy(cli, tmp_path):
     shuffled["rows"][0]["samples_s"] = list(reversed(shuffled["rows"][0]["samples_s"]))
     twice = cli("report", first, write(tmp_path / "b.json", shuffled))
     assert twice.code == 2 and "holds a measurement also in" in twice.err, twice.err
+    for stray in ([1, "a"], [None, 1], [{"a": 1}, {"b": 2}]):  # a list of that name anywhere, unread otherwise: sorting it was exit 4
+        hostile = cli("report", write(tmp_path / "x.json", {**base, "extra": {"samples_s": stray}}))
+        assert hostile.code == 0, hostile.err
 
 
 def test_a_hypervisor_share_that_rounds_to_nothing_is_not_printed():

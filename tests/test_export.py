@@ -161,7 +161,9 @@ def test_verify_passes_on_the_good_artifact(cli, t0_export):
     atol, cosine = re.search(r"tightest\s+that\s+would\s+pass:\s+max\s+\|Δ\|\s+≤\s+(\S+),\s+cosine\s+≥\s+(\S+),", shown.out).groups()
     again = cli("verify", out, "--ref", golden("t0")[0], "--samples", "2", "--atol", atol, "--min-cosine", cosine)
     assert again.code == 0, (atol, cosine, again.err)  # the tightest shown passes when given back
+    again = cli("verify", out, "--ref", golden("t0")[0], "--samples", "2", "--atol", atol, "--min-cosine", cosine, "--min-top1", "0.996")
     gates = re.search(r"fp32 gates: (.*?) ·", again.out.replace("\n", " ")).group(1)
+    assert "top-1 ≥ 99.6%" in gates, gates  # it read "≥ 100%"
     assert f"cosine ≥ {float(cosine)!r}" in gates and f"max |Δ| ≤ {float(atol)!r}" in gates, gates  # as given: 'g' rounded 0.99999999 to 1
 
 

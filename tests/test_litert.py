@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import json
 import shutil
 
@@ -63,6 +64,7 @@ def test_tflite_int8_is_full_integer_calibrated_and_judged_on_digits(digits_ckpt
     delegation = manifest["graph"]["delegation"]  # XNNPACK has no int8 GELU: those stay on LiteRT's kernels
     assert delegation["nodes_portable"] == sum(delegation["portable_ops"].values()) and delegation["subgraphs"] >= 1
     assert "delegate: XNNPACK took" in result.out
+    assert re.search(r"input int8, scale [0-9.e-]+, zero point -?\d+", result.out), result.out  # it printed a Python dict
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(out))

@@ -387,6 +387,7 @@ def test_a_strangers_matrix_is_held_to_what_a_matrix_can_hold(tmp_path):
         (lambda d: d["rows"][0].update(status="skipped"), "rows[0] is skipped and holds raw samples"),  # were dropped without a word
         (lambda d: d["rows"][0].update(machine_load={"cores": 64, "threads": 1, "others_cores": 1.5}),  # 63 "free" cores: read as quiet
          "rows[0].machine_load.cores 64: more than the 2 logical cores"),
+        (lambda d: d.update(threads=64), "threads 64, more than the 2 logical cores of the machine the file records"),
     ):
         hostile = copy.deepcopy(good)
         change(hostile)

@@ -170,8 +170,9 @@ class Beside:
 
 def serve(work: Path, export) -> None:
     """The second process's whole life: its jobs from SPEC, their rows into RESULT (see api.export_beside)."""
-    from partialnet.signals import die_with_parent
+    from partialnet.signals import die_with_parent, left_to_parent
 
     die_with_parent()
+    left_to_parent()
     found = _export_cells(json.loads((work / SPEC).read_text()), work, export)
     (work / RESULT).write_text(json.dumps(found, allow_nan=False))

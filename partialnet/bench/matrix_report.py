@@ -14,7 +14,7 @@ from pathlib import Path
 from partialnet.bench.load import MACHINE_LOAD, check_load
 from partialnet.bench.results import IMGSZ, UNMEASURED, Samples, enough_samples
 from partialnet.errors import BadInput
-from partialnet.machine import check_machine
+from partialnet.machine import check_machine, check_threads_on_machine
 from partialnet.shapes import Flag, Integer, ListOf, Maybe, Number, OneOf, Record, Text, conform
 
 STATUSES = ("ok", "failed", "skipped")
@@ -56,6 +56,7 @@ def load_matrix(path: Path, data: dict) -> dict:
     raw_rows = data.get("rows")
     data = conform(data, _matrix_shape(), str(path))
     check_machine(data["machine"], str(path))
+    check_threads_on_machine(data["threads"], data["machine"], f"{path}: threads")
     least = get_protocol(data["protocol"]).min_iters  # fewer samples than that were not timed by this protocol
     seen = {}
     for i, (row, raw) in enumerate(zip(data["rows"], raw_rows)):

@@ -16,7 +16,7 @@ from partialnet.bench.claims import DEFAULT_TOLERANCE, SIZES
 from partialnet.bench.claims_run import CLAIMS_SCHEMA, UNFOLDED, judge, off_papers
 from partialnet.bench.marks import mark, marked_notes
 from partialnet.bench.stability import judgement
-from partialnet.machine import check_machine, describe
+from partialnet.machine import check_machine, check_threads_on_machine, describe
 from partialnet.bench.load import MACHINE_LOAD, check_load
 from partialnet.bench.results import IMGSZ, UNMEASURED, Samples, all_samples, check_result, enough_samples, read_result_file, total_samples
 from partialnet.bench.matrix import SCHEMA as MATRIX_SCHEMA
@@ -57,6 +57,7 @@ def load_claims(path: Path, data: dict) -> dict:
     every cell, each claim and runtime once, and enough samples for the protocol it names; BadInput otherwise."""
     data = conform(data, CLAIMS, str(path))
     check_machine(data["machine"], str(path))
+    check_threads_on_machine(data["threads"], data["machine"], f"{path}: threads")
     if data["device"] == "cuda" and not data["machine"].get("gpus"):
         raise BadInput(f"{path}: a cuda result from a machine that records no GPU")
     least = get_protocol(data["protocol"]["name"], data["device"]).min_iters  # BadInput for a protocol this version does not know
@@ -73,6 +74,7 @@ def load_claims(path: Path, data: dict) -> dict:
 def _check_cell(cell: dict, where: str, data: dict, least: int) -> None:
     """A cell of the run's own batch and threads, its load readings possible on the run's machine, with both families
     timed where it says ok."""
+    check_threads_on_machine(cell["threads"], data["machine"], f"{where}: threads")
     if cell["machine_load"]:
         check_load(cell["machine_load"], data["machine"], f"{where}.machine_load")
     for key in ("batch", "threads"):
@@ -159,7 +161,8 @@ def _check_each_measurement_once(loaded: list[tuple]) -> None:
     owner: dict[bytes, int] = {}
     for i, (path, data) in enumerate(loaded):
         for samples in all_samples(data) or [data]:
-            ordered = sorted(samples) if isinstance(samples, list) else samples  # reordered, they are still the same timings
+            # reordered, they are still the same timings; ordered by their JSON text, whatever a stranger's list holds
+            ordered = sorted(json.dumps(v, sort_keys=True) for v in samples) if isinstance(samples, list) else samples
             digest = hashlib.blake2b(json.dumps(ordered, sort_keys=True).encode(), digest_size=16).digest()
             if owner.setdefault(digest, i) != i:
                 raise BadInput(f"{path} holds a measurement also in {loaded[owner[digest]][0]} (the same raw samples): give each measurement once")

@@ -15,7 +15,7 @@ from partialnet.bench.protocols import described_as_run
 from partialnet.errors import BadInput
 from partialnet.inputs import finite_number, inert, json_refusal, md_row, md_text, unique_keys
 from partialnet.limits import MAX_BATCH, MAX_SIDE, MAX_THREADS
-from partialnet.machine import check_machine
+from partialnet.machine import check_machine, check_threads_on_machine
 from partialnet.shapes import Flag, Integer, ListOf, Maybe, Misshapen, Number, OneOf, Record, Text, conform
 
 SCHEMA = "partialnet.bench/1"
@@ -269,9 +269,7 @@ def _check_row_fits_run(row: dict, data: dict, where: str) -> None:
     device = (data.get("settings") or {}).get("device")
     if device is not None and row.get("device") is not None and row["device"] != device:
         raise BadInput(f"{where}: device {row['device']}, but the run was on {device}")
-    logical = data["machine"]["cpu"].get("logical_cores")
-    if isinstance(logical, int) and row["threads"] > logical:
-        raise BadInput(f"{where}: threads {row['threads']}, more than the {logical} logical cores of the machine the file records")
+    check_threads_on_machine(row["threads"], data["machine"], f"{where}: threads")
     if row.get("machine_load"):
         check_load(row["machine_load"], data["machine"], f"{where}.machine_load")
 

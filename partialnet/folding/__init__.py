@@ -93,11 +93,15 @@ def probe_input(imgsz: tuple[int, int], batch: int = PROBE_BATCH) -> torch.Tenso
     return torch.randn(batch, 3, *imgsz, generator=torch.Generator().manual_seed(20250303))
 
 
+FOLDED_MARK = "folded_for"  # an attribute on every deploy model fold returns: the input size it was folded for
+
+
 def _check_fold_arguments(model, without) -> None:
     if not isinstance(model, PartialNet):  # a Python caller's slip, named, not an AttributeError from deepcopy's copy
         raise BadInput(f"fold: expected a PartialNet model (create_model or load_checkpoint), got {type(model).__name__}")
-    if count_batchnorms(model) == 0:  # fold's own output, or load_deploy's: a pass then met an Identity where its BatchNorm was
-        raise BadInput("fold: the model is already folded (no BatchNorm is left in it: fold's or load_deploy's output); "
+    # fold's own output (even with passes left out), or load_deploy's: a pass then met an Identity where its BatchNorm was
+    if getattr(model, FOLDED_MARK, None) is not None or count_batchnorms(model) == 0:
+        raise BadInput("fold: the model is already folded (fold's or load_deploy's output); "
                        "fold the training-form model (create_model or load_checkpoint)")
     unknown = set(without) - {p.name for p in PASSES}
     if unknown:
@@ -151,6 +155,7 @@ def fold(
             f"folding changed the logits by {worst.max_abs_diff:.3e} (> {limit:.3g}: {tolerance:g} of the largest logit, at least "
             f"{tolerance:g}), first large after pass {worst.name!r}; this is a bug in partialnet, please report it"
         )
+    setattr(deploy, FOLDED_MARK, ctx.imgsz)
     return deploy.eval(), report
 
 
@@ -248,6 +253,7 @@ def rebuild_structure(arch: Arch, imgsz: tuple[int, int], skip: set[str], versio
     with torch.no_grad():
         for p in passes_of(version, without):
             p.apply(skeleton, ctx)
+    setattr(skeleton, FOLDED_MARK, ctx.imgsz)
     return skeleton
 
 

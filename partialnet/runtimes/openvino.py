@@ -123,8 +123,9 @@ class OpenVinoRunner(BaseRunner):
         default = _precision_name(core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
         if default == self.precision:
             return None
+        judge = f", or judge its default with --compute {default}" if self.requested_precision == "fp32" and default == "bf16" else ""
         return (f"OpenVINO on this CPU computes {default} unless told otherwise; these figures are at {self.precision}, pinned: compile with "
-                f"{{'INFERENCE_PRECISION_HINT': '{OV_PRECISION[self.precision]}'}} to get them, or judge its default with --compute {default}")
+                f"{{'INFERENCE_PRECISION_HINT': '{OV_PRECISION[self.precision]}'}} to get them{judge}")
 
     def prepare(self) -> None:
         ov = load_openvino()
