@@ -335,7 +335,9 @@ def test_every_write_goes_through_the_output_module():
         "bench/matrix_beside.py": ("(self.folder / SPEC).write_text(", "(work / RESULT).write_text(", "(self.folder / LOG).open("),  # mkdtemp
         # the quantizer's input and the node -> layer map for the INT8 report, in the export's scratch dir
         "exporters/onnx.py": ("fp32_path.write_bytes(", "(workdir / LAYERS_FILE).write_text("),
-        "exporters/tensorrt.py": ("engine_path.write_bytes(", '(workdir / "model.engine.json").write_text('),
+        # and the build script's text: the lines that write the engine's manifest on the GPU machine, not here
+        "exporters/tensorrt.py": ("engine_path.write_bytes(", '(workdir / "model.engine.json").write_text(',
+                                  "\"with open(sys.argv[1], 'w') as f:\",", '"    json.dump(record, f, indent=1)",'),
         "exporters/sidecar.py": ("scratch.write_bytes(", "sidecar(scratch).write_text("),  # .pte/.tflite copies, called with workdir
         # on a target: the row's spec, inside the folder `mktemp -d` made there for this command (mode 0700)
         "remote/agent.py": ('(work / "spec.json").write_bytes(',),
