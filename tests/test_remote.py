@@ -413,3 +413,31 @@ def _python_with_fake_trtexec(tmp_path: Path) -> str:
     python.write_text(f'#!/bin/sh\nPATH="{bin_dir}:$PATH" exec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
     return str(python)
+
+
+def test_a_stop_while_the_targets_folder_is_made_removes_it(server, monkeypatch):
+    """Ctrl-C while a slow board answered mktemp: the folder was recorded only from the reply, so it stayed on the
+    target under "temporary files removed". Its name is chosen here now, and its removal known before it is made.
+    The stop is injected right after the real command ran over the real server (a signal's timing, on demand)."""
+    import signal
+
+    from partialnet.remote import host as remote_host
+    from partialnet.remote.options import TargetOptions
+    from partialnet.signals import Interrupted
+
+    real = remote_host.RemoteHost._ssh
+
+    def stopped_after_making(self, argv, timeout, **kw):
+        reply = real(self, argv, timeout, **kw)
+        if argv[:3] == ["sh", "-c", remote_host.MAKE_FOLDER]:
+            assert remote_folders(server), "the folder was not made"
+            raise Interrupted(signal.SIGINT)
+        return reply
+
+    monkeypatch.setattr(remote_host.RemoteHost, "_ssh", stopped_after_making)
+    before = remote_folders(server)
+    options = TargetOptions(target=["ssh://loop"], ssh_config=server.config, remote_python=sys.executable)
+    with pytest.raises(Interrupted):
+        with options.hosts():
+            pass
+    assert remote_folders(server) == before

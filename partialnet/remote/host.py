@@ -3,7 +3,7 @@ and left as it was found.
 
 On entry the target's Python is asked what it is (`agent probe`): a missing interpreter, a missing
 partialnet or another version is exit 3 with the install command for that machine. Its folder is made
-there by `mktemp -d` and removed on the way out, also after Ctrl-C or SIGTERM here (best effort: a
+there (under a random name chosen here, where `mktemp -d -t` would put it) and removed on the way out, also after Ctrl-C or SIGTERM here (best effort: a
 failure to remove it is said, with the path). Files go up once each under names partialnet chose
 (`f3.onnx`), then their sha256 is read back and compared. A row's reply is parsed strictly: one JSON
 object of known fields and finite numbers, else the row fails with what was wrong.
@@ -34,6 +34,11 @@ def install_line(python: str, version: str) -> str:
 # shared connection it came by closes, and until then its worker may still write into the folder rm is emptying
 # (rm then fails on a folder no longer empty; a leftover folder, seen in suite runs).
 REMOVE_UNTIL_GONE = 'for i in 1 2 3 4 5 6 7 8 9 10; do rm -rf -- "$0"; [ -e "$0" ] || exit 0; sleep 1; done; exit 1'
+# The folder is made under a name chosen here (as mktemp -d -t would place it: $TMPDIR, else /tmp), so its removal is
+# known before the command that makes it runs: a stop, or a dropped link, while a slow board answered mktemp had left
+# the folder there, unnamed, under a message saying everything was removed.
+MAKE_FOLDER = 'd="${TMPDIR:-/tmp}/$0"; mkdir -m 700 -- "$d" && printf %s "$d"'
+REMOVE_NAMED = 'exec sh -c \'' + REMOVE_UNTIL_GONE.replace("'", "'\\''") + '\' "${TMPDIR:-/tmp}/$0"'
 
 
 class RemoteHost:
@@ -43,34 +48,49 @@ class RemoteHost:
     def __init__(self, address: ssh.Address, settings: ssh.SshSettings, python: str = "python3") -> None:
         self.address, self.settings, self.python = address, settings, python
         self.folder: str | None = None
+        self._name = ""  # the folder's last component, chosen here
         self.info: dict = {}
         self._uploaded: dict[tuple, str] = {}  # (local path, size, mtime) -> remote path
 
     # ------------------------------------------------------------------ lifetime
     def __enter__(self) -> "RemoteHost":
+        import secrets
+
         self.info = self.probe()
-        reply = self._ssh(["mktemp", "-d", "-t", "partialnet-remote.XXXXXXXXXX"], timeout=PROBE_TIMEOUT_S)
-        folder = reply.out.decode("ascii", "replace").strip()
-        if reply.code != 0 or not _REMOTE_DIR.fullmatch(folder):
-            raise Unavailable(f"{self.address}: mktemp -d failed there ({ssh.last_line(reply.err) if reply.code else 'odd path'})")
-        self.folder = folder
+        self._name = f"partialnet-remote.{secrets.token_hex(8)}"
         # a forced stop removes the shared connections' folder first: this command line connects on its own
-        remember_remote_folder(f"{self.address}:{folder}", ssh.ssh_argv(self.settings.direct(), self.address, ["sh", "-c", REMOVE_UNTIL_GONE, folder]))
+        remember_remote_folder(f"{self.address}:{self._name}", ssh.ssh_argv(self.settings.direct(), self.address, self._removal()))
+        try:
+            reply = self._ssh(["sh", "-c", MAKE_FOLDER, self._name], timeout=PROBE_TIMEOUT_S)
+            folder = reply.out.decode("ascii", "replace").strip()
+            if reply.code != 0 or not _REMOTE_DIR.fullmatch(folder):
+                raise Unavailable(f"{self.address}: making a private folder failed there ({ssh.last_line(reply.err) if reply.code else 'odd path'})")
+        except BaseException:  # stopped or cut off while it was being made: it may exist, so it goes too
+            self._remove(f"$TMPDIR/{self._name}")
+            raise
+        self.folder = folder
         return self
 
     def __exit__(self, *exc) -> None:
         if self.folder is None:
             return
         folder, self.folder = self.folder, None
+        self._remove(folder)
+
+    def _removal(self) -> list[str]:
+        return ["sh", "-c", REMOVE_NAMED, self._name]
+
+    def _remove(self, shown: str) -> None:
+        """The folder removed over a connection of its own, or a warning naming it."""
         try:
-            reply = ssh.run(self.settings, self.address, ["sh", "-c", REMOVE_UNTIL_GONE, folder], timeout=60)
+            reply = ssh.run(self.settings, self.address, self._removal(), timeout=60)
             failed = reply.code != 0 and (ssh.last_line(reply.err) or f"exit {reply.code}")
         except OSError as error:
             failed = str(error)
         # only now: a forced stop while this removal ran (its ssh ends with the shared connection) removes it too
-        forget_remote_folder(f"{self.address}:{folder}")
+        forget_remote_folder(f"{self.address}:{self._name}")
         if failed:
-            sys.stderr.write(f"warning: could not remove {folder} on {self.address}: {failed}\n")
+            sys.stderr.write(f"warning: could not remove {shown} on {self.address}: {failed}\n")
 
     def probe(self) -> dict:
         """What the target is and runs; exit 3 with the install line when partialnet there cannot serve."""
