@@ -630,3 +630,22 @@ def test_a_hypervisor_share_that_rounds_to_nothing_is_not_printed():
 
     load = {"cores": 2, "threads": 2, "wall_s": 3.0, "others_cores": 0.9, "steal_cores": 0.003}
     assert "stolen" not in disturbance(load) and "stolen by the hypervisor" in disturbance({**load, "steal_cores": 0.05})
+
+
+def test_a_bench_markdown_escapes_the_machine_a_target_reported():
+    """A target's probe names its CPU and OS: the terminal showed them escaped, report escaped them, but a bench
+    --md wrote the ESC and BEL bytes and the pipes as they came."""
+    from partialnet.bench.results import to_markdown
+
+    data = result({"onnxruntime": latencies(np.random.default_rng(41), 5.0)})
+    data["machine"]["cpu"].update(model="\x1b]0;PWNED\x07\x1b[31mEVIL | a | b |", logical_cores=2)
+    data["machine"]["os"] = "Linux <td>x</td>"
+    data["settings"], data["protocol"]["description"] = {"device": "cpu"}, "latency protocol"
+    for row in data["rows"]:
+        from partialnet.bench.stats import summarize
+
+        row.update(stats=summarize(np.array(row["samples_s"])), images_per_s=200.0)
+    text = to_markdown(data)
+    machine = next(line for line in text.splitlines() if "Machine:" in line)
+    assert "\x1b" not in text and "\x07" not in text and "\\x1b" in machine, machine
+    assert "EVIL \\| a \\| b \\|" in machine and "\\<td\\>" in machine, machine

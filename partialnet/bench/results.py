@@ -82,10 +82,10 @@ def to_markdown(result: dict) -> str:
     machine = result["machine"]
     gpu = result["settings"]["device"] == "cuda"
     gpus = ", ".join(str(g.get("name", "?")) for g in machine.get("gpus") or [] if isinstance(g, dict))
-    lines = [
-        f"Protocol `{result['protocol']['name']}`: {described_as_run(result)}. "
-        f"Machine: {machine['cpu']['model']} ({machine['cpu']['logical_cores']} logical cores), {machine['os']}"
-        + (f"; GPU: {gpus or '?'}" if gpu else "") + ".",
+    lines = [  # the machine's words are a target's or a stranger's: escaped, as report escapes them
+        f"Protocol {md_text(result['protocol']['name'])}: {md_text(described_as_run(result))}. "
+        f"Machine: {md_text(machine['cpu']['model'])} ({machine['cpu']['logical_cores']} logical cores), {md_text(machine['os'])}"
+        + (f"; GPU: {md_text(gpus or '?')}" if gpu else "") + ".",
         "",
         "| model | runtime | precision | batch | threads | size | p50 ms | p90 ms | p99 ms | mean ms | CoV | images/s | parity | load s | 1st ms | +RSS MB |"
         + (" GPU MB timed alloc / peak reserved |" if gpu else ""),
