@@ -656,3 +656,19 @@ def test_an_ab_side_whose_artifact_failed_verification_fails_its_cell_saying_why
     given = Target("c", "c.xml", None, False, None, None, batches=[1], format="openvino", artifacts={"openvino": {1: tmp_path / "c.xml"}})
     cell, _ = _ab_cell(plan, {"a": a, "b": given}, "onnxruntime", 10, tmp_path)
     assert (cell["status"], cell["reason"]) == ("skipped", "c.xml: does not run openvino artifacts")
+
+
+def test_only_the_runtime_that_runs_the_folded_model_is_sent_it(tmp_path):
+    """Every row's spec named the folded model, so a target was sent its 14 MB for each ONNX Runtime row too."""
+    from types import SimpleNamespace
+
+    from partialnet.bench.protocols import get_protocol
+    from partialnet.bench.run import Target, _spec
+
+    plan = SimpleNamespace(device="cpu", threads=1, precision="fp32", imgsz=(64, 64), protocol=get_protocol("quick"), channels_last=False,
+                           compile=False, cuda_graphs=False, unfolded=False, streams=None)
+    target = Target("t", "partialnet_t0", "partialnet_t0", True, None, None, deploy=tmp_path / "deploy.pt", batches=[1],
+                    artifacts={"onnx": {1: tmp_path / "m.onnx"}})
+    assert _spec(plan, target, "pytorch", 1)["deploy"] == str(tmp_path / "deploy.pt")
+    onnx = _spec(plan, target, "onnxruntime", 1)
+    assert onnx["deploy"] is None and onnx["artifact"] == str(tmp_path / "m.onnx")

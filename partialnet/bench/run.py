@@ -397,7 +397,8 @@ def _spec(plan: BenchPlan, target: Target, runtime: str, batch: int) -> dict:
         "imgsz": list(target.imgsz or plan.imgsz),
         "protocol": plan.protocol.to_dict(),
         "input_seed": INPUT_SEED,
-        "deploy": str(target.deploy) if target.deploy else None,
+        # the folded model goes only to the runtime that runs it: a target was sent its 14 MB for every ONNX Runtime row too
+        "deploy": str(target.deploy) if target.deploy and RUNTIMES[runtime].runs == "deploy" else None,
         "artifact": _artifact_for(target, runtime, batch),
         "reference": str(target.references[batch]) if batch in target.references else None,
         "channels_last": plan.channels_last,
