@@ -632,7 +632,13 @@ def _verify_on_targets(artifact: Path, ref: str, checks: VerifyOptions, where: T
     reports = {}
     with where.hosts() as hosts:
         for host in hosts:
-            reports[host.label] = host.verify(artifact, ref, checks, picked[0], compute, weights=picked[1])
+            try:
+                reports[host.label] = host.verify(artifact, ref, checks, picked[0], compute, weights=picked[1])
+            except CheckFailed as exc:  # a script reading --json gets the failing target's report too, as a local verify gives it
+                if as_json and exc.details:
+                    done = {label: {**r.to_dict(), "machine": h.machine()} for (label, r), h in zip(reports.items(), hosts)}
+                    _print_json({**done, host.label: {"passed": False, **exc.details, "error": str(exc), "machine": host.machine()}})
+                raise
     if as_json:
         _print_json({label: {**r.to_dict(), "machine": host.machine()} for (label, r), host in zip(reports.items(), hosts)})
         return

@@ -222,17 +222,36 @@ class RemoteHost:
         if checks.images is not None:
             raise BadInput("verify --target judges on random inputs and --dataset; --images DIR is not sent to targets "
                            "(copy the folder there and run verify on that machine)")
-        argv = ["verify", self.upload(Path(artifact), _companions(str(artifact))), "--ref",
-                self.upload(Path(ref)) if looks_like_path(ref) else ref, "--samples", str(checks.samples), "--json"]
+        there = self.upload(Path(artifact), _companions(str(artifact)))
+        argv = ["verify", there, "--ref", self.upload(Path(ref)) if looks_like_path(ref) else ref, "--samples", str(checks.samples), "--json"]
         for flag, value in (("--variant", variant), ("--weights", weights), ("--compute", compute), ("--dataset", checks.dataset), ("--atol", checks.atol),
                             ("--min-cosine", checks.min_cosine), ("--min-top1", checks.min_top1)):
             if value is not None:
                 argv += [flag, str(value)]
-        reply = self.cli(argv)
-        return parity_report(whole_json(reply["stdout"], str(self.address)))
+        reply = self.cli(argv, check_failed_ok=True)
+        if reply["code"] == 0:
+            return parity_report(whole_json(reply["stdout"], str(self.address)))
+        return self._verify_failed(reply, artifact, there)
 
-    def cli(self, args: list[str]) -> dict:
-        """A partialnet command on the target; its exit code mapped to the same error here (2, 3, 1)."""
+    def _verify_failed(self, reply: dict, artifact: Path, there: str):
+        """A failed verify there, raised as one here: its report kept (the table, --json), the artifact named as the
+        user gave it, not by its copy's path in the target's folder (removed by then); both were lost."""
+        from partialnet.errors import CheckFailed
+        from partialnet.pipeline import parity_failure
+        from partialnet.remote.replies import parity_report, whole_json
+
+        said = str(reply.get("error", "")).removeprefix("error: ").replace(there, str(artifact)) or "exit 1"
+        try:
+            report = parity_report(whole_json(reply["stdout"], str(self.address)))
+        except BadInput:  # a check that failed before any parity (a manifest, an identity): its one line is all there is
+            raise CheckFailed(f"on {self.address}: {said}") from None
+        if report.passed:
+            raise CheckFailed(f"on {self.address}: {said}")
+        raise parity_failure(report, f"{artifact} (verified on {self.address})")
+
+    def cli(self, args: list[str], check_failed_ok: bool = False) -> dict:
+        """A partialnet command on the target; its exit code mapped to the same error here (2, 3, 1), or with
+        `check_failed_ok` its reply on exit 1 too (a failed verify's report is in its stdout)."""
         from partialnet.errors import CheckFailed
         from partialnet.signals import raise_if_pending
 
@@ -249,7 +268,7 @@ class RemoteHost:
             raise Unavailable(f"{self.address}: the agent's reply is not partialnet's ({ssh.last_line(reply.err)})") from None
         said = error.removeprefix("error: ") or f"exit {code}"
         errors = {2: BadInput, 3: Unavailable, 1: CheckFailed}
-        if code != 0:
+        if code != 0 and not (code == 1 and check_failed_ok):
             raise errors.get(code, Unavailable)(f"on {self.address}: {said}")
         return answer
 
