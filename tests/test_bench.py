@@ -672,3 +672,15 @@ def test_only_the_runtime_that_runs_the_folded_model_is_sent_it(tmp_path):
     assert _spec(plan, target, "pytorch", 1)["deploy"] == str(tmp_path / "deploy.pt")
     onnx = _spec(plan, target, "onnxruntime", 1)
     assert onnx["deploy"] is None and onnx["artifact"] == str(tmp_path / "m.onnx")
+
+
+def test_each_targets_files_get_a_name_of_their_own():
+    """ssh://root@loop and ssh://root-loop both became bench.root-loop.json, and the refusal asked for a path per
+    target that one command cannot give."""
+    from partialnet.bench.results import per_target_outputs
+
+    named = per_target_outputs("b.json", "b.csv", None, None, ["ssh://root@loop", "ssh://root-loop", "ssh://pi@board:2222"])
+    assert [[str(o.path) if o else None for o in outs] for outs in named.values()] == [
+        ["b.root-loop.json", "b.root-loop.csv", None, None], ["b.root-loop-2.json", "b.root-loop-2.csv", None, None],
+        ["b.pi-board-2222.json", "b.pi-board-2222.csv", None, None]]
+    assert [str(o.path) for o in per_target_outputs("b.json", None, None, None, ["ssh://root@loop"])["ssh://root@loop"] if o] == ["b.json"]

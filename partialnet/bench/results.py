@@ -129,12 +129,17 @@ def per_target_outputs(json_path, csv_path, md_path, plot_path, labels: list[str
     from partialnet.outputs import Output
 
     named = (("--json", json_path), ("--csv", csv_path), ("--md", md_path), ("--plot", plot_path))
-    per = {}
+    per, used = {}, set()
     for label in labels:
         bare = (label or "").removeprefix("ssh://")
         tag = None if len(labels) == 1 or label is None else "".join(c if c.isalnum() or c in "-_." else "-" for c in bare).strip("-.")
+        if tag is not None:  # two targets whose names read alike (root@loop, root-loop): the second numbered, as no one
+            base, n = tag, 2  # command could give each its own path (the refusal had asked for that)
+            while tag in used:
+                tag, n = f"{base}-{n}", n + 1
+            used.add(tag)
         per[label] = [(Output(Path(p).with_name(f"{Path(p).stem}.{tag}{Path(p).suffix}"), f"{o} of {label}") if tag else Output(Path(p), o))
-                      if p else None for o, p in named]  # two targets whose names read alike are named when their files collide
+                      if p else None for o, p in named]
     return {label: [o for o in outs] for label, outs in per.items()}
 
 
