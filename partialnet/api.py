@@ -19,7 +19,9 @@ from partialnet.calibration import calibration_images, check_data, judging_image
 from partialnet.checkpoint import RANDOM_WEIGHTS_SEED, NoSuchCopy, check_copy_named, resolve
 from partialnet.sources import FORMAT_ALL_HINT, default_output, fold_outputs, is_variant_name, output_file, source_path
 from partialnet.errors import BadInput, CheckFailed, Unavailable, missing_extra, shown
-from partialnet.exporters.formats import DEFAULT_FORMAT, FORMATS, check_artifact_name, check_manifest, exporter_of, format_for_path, get_format
+from partialnet.exporters.formats import (
+    DEFAULT_FORMAT, FORMATS, check_artifact_name, check_built_on_target, check_manifest, exporter_of, format_for_path, get_format,
+)
 from partialnet.exporters.options import (
     DEFAULT_CALIB_SIZE, ExportOptions, check_all_options, check_flags, check_int8_tools, check_layers,
 )
@@ -178,12 +180,7 @@ def export_on_target(source: str, format: str, options: ExportOptions | None = N
     from partialnet.remote.engine import export_on_target as build_there
 
     fmt = get_format(format)
-    if where is None or len(where.addresses()) != 1:
-        raise BadInput("export --target builds on one target; give one ssh://HOST")
-    if fmt.build_tool is None:
-        built = ", ".join(f.name for f in FORMATS.values() if f.build_tool)
-        raise BadInput(f"export --target builds what must be built on its own machine ({built}); {fmt.name} artifacts are portable: "
-                       "export here, then `bench --target` / `verify --target`")
+    check_built_on_target(fmt, 0 if where is None else len(where.addresses()))
     options = check_export_options(fmt, replace(options or ExportOptions(), built_elsewhere=True))
     checks = (checks or VerifyOptions()).check()
     out = output_file(output, source, fmt.suffix, hint=FORMAT_ALL_HINT)

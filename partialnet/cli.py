@@ -437,6 +437,9 @@ def export_command(
     check_flags(fmt, options, FORMATS)  # before torch is imported: a typo answers at once
     check_source(source, variant)
     if where.addresses():
+        from partialnet.exporters.formats import check_built_on_target
+
+        check_built_on_target(fmt, len(where.addresses()))
         _export_on_target(source, format, options, checks, where, output, (variant, weights), force)
         return
     _check_export_outputs(source, fmt, output, force)

@@ -243,3 +243,16 @@ def exporter_of(fmt: Format):
 def read_io(path, **known) -> dict:
     """An artifact's inputs, outputs, precision and metadata, read by its own format's reader (by suffix)."""
     return exporter_of(format_for_path(path)).read_io(Path(path), **known)
+
+
+def check_built_on_target(fmt: Format, targets: int) -> None:
+    """What export --target takes: one target, and a format that must be built on its own machine. Said before
+    torch is imported (the refusal had come after a second and a half of imports, and their timing line)."""
+    from partialnet.errors import BadInput
+
+    if targets != 1:
+        raise BadInput("export --target builds on one target; give one ssh://HOST")
+    if fmt.build_tool is None:
+        built = ", ".join(f.name for f in FORMATS.values() if f.build_tool)
+        raise BadInput(f"export --target builds what must be built on its own machine ({built}); {fmt.name} artifacts are portable: "
+                       "export here, then `bench --target` / `verify --target`")
