@@ -604,8 +604,7 @@ def matrix(
     `where` (a remote.host.RemoteHost) times the rows on a target: exports and accuracy stay this machine's.
     `extra_outputs` (the CLI's --json/--md/--plot, written by the caller) are checked with the matrix's own files,
     so none of them can be, or replace, an artifact, its manifest or matrix.json."""
-    imgsz, formats, precisions = _matrix_arguments(source, imgsz, formats, precisions)
-    protocol = protocol.strip().lower() if isinstance(protocol, str) else protocol  # any case, as bench takes it
+    imgsz, formats, precisions, protocol = _matrix_arguments(source, imgsz, formats, precisions, protocol)
     plan = _matrix_plan(source, formats, precisions, data, calib_size, budget, imgsz, threads, protocol, output_dir, where)
     plan["variant"], plan["weights"], calib_size = variant, weights, plan["calib_size"]
     _matrix_int8_tools(plan, calib_method, int8_keep_float)
@@ -631,10 +630,12 @@ def matrix(
     return result
 
 
-def _matrix_arguments(source, imgsz, formats, precisions) -> tuple:
-    """A Python caller's arguments as the command line has them: a size as an int or a pair, lists as typed."""
+def _matrix_arguments(source, imgsz, formats, precisions, protocol) -> tuple:
+    """A Python caller's arguments as the command line has them: a size as an int or a pair, lists as typed, a protocol
+    in any case (as bench takes it)."""
     check_name(source, "source")
-    return parse_imgsz(imgsz), *(",".join(map(str, v)) if isinstance(v, (list, tuple)) else v for v in (formats, precisions))
+    lists = (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v for v in (formats, precisions))
+    return parse_imgsz(imgsz), *lists, protocol.strip().lower() if isinstance(protocol, str) else protocol
 
 
 def _refuse_cells_no_machine_makes(cells: list, asked: list[str]) -> None:

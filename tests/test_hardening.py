@@ -436,9 +436,6 @@ def test_outputs_never_clobber_inputs_or_each_other(tmp_path, cli):
         (["matrix", "CKPT", "--plot", "m.png/"], "'m.png/' names a folder"),
         (["report", "FILE", "-o", "r.md/"], "'r.md/' names a folder"),
         (["report", "FILE", "--json", "r.json/"], "'r.json/' names a folder"),
-        # two targets whose file names read alike: each file is named with its target
-        (["bench", "CKPT", "--target", "ssh://pi@board,ssh://pi-board", "--json", "fleet.json"],
-         "--json of ssh://pi-board fleet.pi-board.json and --json of ssh://pi@board fleet.pi-board.json are the same file"),
         (["digits", "-o", "d.pt", "--seed", str(2**64)], "--seed 18446744073709551616: expected an integer from 0 to"),  # was exit 4 after the data
         (["digits", "-o", "d.pt", "--seed", "-1"], "--seed -1: expected an integer from 0"),
         (["export", "CKPT", "--imgsz", "64,"], "--imgsz '64,': expected a size"),  # an empty part was dropped silently
