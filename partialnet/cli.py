@@ -541,10 +541,9 @@ def other_copies(container) -> tuple[str, str] | None:
 def _quantization_value(value) -> str:
     """A quantization record's value as a line reads it: an INT8 LiteRT input's {dtype, scale, zero_point} as
     `int8, scale 0.0186, zero point -14` (it printed a Python dict)."""
-    if isinstance(value, dict):
-        return ", ".join(f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float) else (str(v) if k == "dtype" else f"{k.replace('_', ' ')} {v}")
-                         for k, v in value.items())
-    return str(value)
+    if not isinstance(value, dict):
+        return str(value)
+    return ", ".join(str(v) if k == "dtype" else f"{k.replace('_', ' ')} {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in value.items())
 
 
 def _render_export(result: dict, timing: dict) -> None:

@@ -136,23 +136,27 @@ def _number(value) -> float | None:
     return float(value)
 
 
+def others_cores(record) -> float | None:
+    """The cores other processes took while the row ran, or None where the record has no reading: its
+    `others_cores`, or, where that was left out, its two parts (`others_cpu_s` / `wall_s`)."""
+    if not isinstance(record, dict):
+        return None
+    others, wall_s, others_s = _number(record.get("others_cores")), _number(record.get("wall_s")), _number(record.get("others_cpu_s"))
+    return others if others is not None else (others_s / wall_s if wall_s and others_s is not None else None)
+
+
 def has_reading(record) -> bool:
     """Whether a row's record says how much other work ran beside it: without one (an older file, a machine without
     /proc, a record of `{}`) a disturbed row cannot be told from a quiet one, and a reader of a verdict must know."""
-    if not isinstance(record, dict):
-        return False
-    return _number(record.get("others_cores")) is not None or (bool(_number(record.get("wall_s"))) and _number(record.get("others_cpu_s")) is not None)
+    return others_cores(record) is not None
 
 
 def disturbance(record) -> str | None:
     """Why a row's machine_load says it was disturbed, or None (also for a record without readings)."""
     if not isinstance(record, dict):
         return None
-    others, stolen = _number(record.get("others_cores")), _number(record.get("steal_cores")) or 0.0
+    others, stolen = others_cores(record), _number(record.get("steal_cores")) or 0.0
     cores, threads = _number(record.get("cores")), _number(record.get("threads"))
-    wall_s, others_s = _number(record.get("wall_s")), _number(record.get("others_cpu_s"))
-    if others is None and wall_s and others_s is not None:  # the share left out, its two parts kept: read from them
-        others = others_s / wall_s
     # cores the row left free are others' to use: a 1-thread row beside a busy loop on the other core stayed within
     # 1.06x in every runtime (docs/benchmarking.md), and the docs advise exactly that setup on a shared machine
     spare = max(0.0, cores - threads) if cores and threads else 0.0

@@ -238,7 +238,7 @@ class RemoteHost:
         user gave it, not by its copy's path in the target's folder (removed by then); both were lost."""
         from partialnet.errors import CheckFailed
         from partialnet.pipeline import parity_failure
-        from partialnet.remote.replies import parity_report, whole_json
+        from partialnet.remote.replies import parity_report, whole_json  # as verify reads a passing reply
 
         said = str(reply.get("error", "")).removeprefix("error: ").replace(there, str(artifact)) or "exit 1"
         try:
